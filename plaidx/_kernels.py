@@ -1,0 +1,83 @@
+"""Kernel dispatch: the native core (plaidx._core) or the numba/numpy reference (plaidx._reference).
+
+Both backends expose the same functions with the same contract. ``PLAIDX_BACKEND=reference`` forces
+the reference; ``PLAIDX_BACKEND=native`` makes a missing native module an error instead of a fallback.
+
+Conventions (all arrays C-contiguous, little-endian):
+  n tokens, d dimensions (multiple of 8), nlist centroids (<= 65536), nbits in {1, 2, 4, 8},
+  B = 2**nbits buckets, pb = d * nbits // 8 packed bytes per token, ndocs documents.
+  codes: uint16 (n,) centroid id of every token.  packed: uint8 (n, pb) residual codes.
+  doc_offsets: int64 (ndocs + 1,), doc_offsets[0] == 0, doc_offsets[-1] == n; document i owns tokens
+  doc_offsets[i]:doc_offsets[i+1] (no empty documents in an index).
+  Residual code packing: the code of dimension j sits in byte (j * nbits) // 8 at bit offset
+  (j * nbits) % 8, least significant bits first.
+
+Functions:
+  compress(residuals f32 (n, d), cutoffs f32 (d, B-1), nbits) -> packed u8 (n, pb)
+      code of r[t, j] = number of cutoffs[j, :] that are <= r[t, j]  (cutoffs ascending per row).
+  decompress(codes u16 (n,), packed u8 (n, pb), centroids f32 (nlist, d), weights f32 (d, B), nbits,
+             normalize: bool) -> f32 (n, d)
+      v[t, j] = centroids[codes[t], j] + weights[j, code(t, j)]; if normalize, v[t] /= max(|v[t]|, 1e-12).
+  build_ivf(codes u16 (n,), doc_offsets i64 (ndocs+1,), nlist) -> (ivf i32 (npairs,), ivf_offsets i64 (nlist+1,))
+      for each cell c, ivf[ivf_offsets[c]:ivf_offsets[c+1]] is the ascending list of distinct documents
+      with at least one token assigned to c.
+  maxsim(Q f32 (nq, qlen, d), values f32 (n, d), doc_offsets i64 (ndocs+1,)) -> f32 (nq, ndocs)
+      score[q, i] = sum_a max_{t in doc i} <Q[q, a], values[t]>  (0 for an empty document).
+  search(Q f32 (nq, qlen, d), S f32 (nq, qlen, nlist), codes, packed, doc_offsets, ivf, ivf_offsets,
+         centroids, weights, nbits, allowed u8 (ndocs,) or (0,), nprobe, threshold, ndocs, n_exact, k)
+      -> (scores f32 (nq, k), docs i64 (nq, k))   PLAID pipeline per query q:
+      1. probe: for each query token a, the nprobe cells with the highest S[q, a, :] (ties: lower cell).
+      2. candidates: union of ivf lists of the probed cells, keeping documents with allowed[i] != 0
+         (every document when allowed has size 0).
+      3. keep[c] = max_a S[q, a, c] >= threshold; pruned(i) = sum_a max over tokens t of i with
+         keep[codes[t]] of S[q, a, codes[t]] (a max over no token counts 0). Keep the top `ndocs`.
+      4. full(i) = sum_a max_t S[q, a, codes[t]] over those; keep the top `n_exact`.
+      5. exact(i) = sum_a max_t <Q[q, a], decompress(t, normalize=True)>; return the top k.
+      Every top selection orders by score descending, then document index ascending. Rows with fewer
+      than k results are padded with -inf / -1. Results do not depend on the thread count.
+  exact_search(Q, codes, packed, doc_offsets, centroids, weights, nbits, allowed, k) -> (scores, docs)
+      exact(i) of step 5 over every allowed document, top k, same ordering and padding.
+"""
+
+from __future__ import annotations
+
+import os
+
+_BACKEND_ENV = os.environ.get("PLAIDX_BACKEND", "auto").strip().lower()
+
+_native = None
+_native_error = None
+if _BACKEND_ENV != "reference":
+    try:
+        from . import _core as _native  # type: ignore[attr-defined]
+    except ImportError as exc:  # pragma: no cover - depends on the build
+        _native_error = f"{type(exc).__name__}: {exc}"
+        if _BACKEND_ENV == "native":
+            raise ImportError(
+                "PLAIDX_BACKEND=native but the native module plaidx._core could not be imported "
+                f"({_native_error}). Build it with `pip install -e .` or unset PLAIDX_BACKEND."
+            ) from exc
+
+if _native is not None:
+    backend = _native
+    BACKEND_NAME = "native"
+else:
+    from . import _reference as backend  # noqa: E402
+
+    BACKEND_NAME = "reference"
+
+compress = backend.compress
+decompress = backend.decompress
+build_ivf = backend.build_ivf
+maxsim = backend.maxsim
+search = backend.search
+exact_search = backend.exact_search
+
+
+def native_error() -> str | None:
+    """Why the native module is not in use, or None when it is."""
+    if _native is not None:
+        return None
+    if _BACKEND_ENV == "reference":
+        return "PLAIDX_BACKEND=reference"
+    return _native_error
