@@ -1,0 +1,77 @@
+"""Coarse quantizer: the nlist rule, faiss spherical k-means over a bounded sample, token assignment."""
+
+from __future__ import annotations
+
+import math
+
+import faiss
+import numpy as np
+
+MAX_NLIST = 1 << 16  # codes are stored as uint16
+
+
+def default_nlist(n_tokens: int) -> int:
+    """PLAID's rule, a power of two near 16 * sqrt(n_tokens) (rounded down), within [16, 65536].
+
+    Never more centroids than a quarter of the tokens, so every centroid is trained on a few points.
+    """
+    if n_tokens <= 0:
+        raise ValueError("cannot choose nlist for an empty collection")
+    nlist = 1 << int(math.floor(math.log2(16 * math.sqrt(n_tokens))))
+    nlist = min(nlist, MAX_NLIST, max(1, n_tokens // 4))
+    return max(1, min(max(16, nlist), n_tokens))
+
+
+def default_kmeans_sample(nlist: int, n_tokens: int) -> int:
+    """Tokens used to train k-means: 64 per centroid (faiss warns below 39), at most 2**20."""
+    return int(min(n_tokens, max(64 * nlist, 4096), 1 << 20))
+
+
+def train_centroids(sample: np.ndarray, nlist: int, niters: int, seed: int, verbose: bool = False) -> np.ndarray:
+    """Spherical k-means (inner product, unit centroids) with faiss.
+
+    Parameters
+    ----------
+    sample : float32 (m, d)
+    nlist, niters, seed : int
+
+    Returns
+    -------
+    float32 (nlist, d), unit-norm rows.
+    """
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    m, d = sample.shape
+    if nlist > m:
+        raise ValueError(f"nlist={nlist} exceeds the {m} tokens available to train it; choose nlist <= {m}")
+    km = faiss.Kmeans(d, nlist, niter=max(1, niters), seed=seed, spherical=True, verbose=verbose,
+                      max_points_per_centroid=max(1, (m + nlist - 1) // nlist), min_points_per_centroid=1)
+    km.train(sample)
+    cents = np.ascontiguousarray(km.centroids, dtype=np.float32)
+    norms = np.linalg.norm(cents, axis=1, keepdims=True)
+    return cents / np.maximum(norms, 1e-12)
+
+
+class Assigner:
+    """Nearest centroid (max inner product) of each token; exact flat search, or HNSW for large nlist."""
+
+    def __init__(self, centroids: np.ndarray, hnsw_threshold: int = 1 << 15):
+        centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        nlist, d = centroids.shape
+        if nlist >= hnsw_threshold:
+            index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = 80
+            index.add(centroids)
+            index.hnsw.efSearch = 64
+        else:
+            index = faiss.IndexFlatIP(d)
+            index.add(centroids)
+        self.index = index
+        self.nlist = nlist
+
+    def assign(self, embeddings: np.ndarray) -> np.ndarray:
+        """uint16 (n,) centroid ids of float32 (n, d) embeddings."""
+        x = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if x.shape[0] == 0:
+            return np.zeros(0, dtype=np.uint16)
+        _, idx = self.index.search(x, 1)
+        return idx[:, 0].astype(np.uint16)

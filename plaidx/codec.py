@@ -1,0 +1,94 @@
+"""Residual codec: per-dimension scalar codebooks of 2**nbits buckets over residuals to the centroids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _kernels
+
+NBITS = (1, 2, 4, 8)
+
+
+def train_codebooks(residuals: np.ndarray, nbits: int, iters: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Fit per-dimension Lloyd-Max quantizers to held-out residuals.
+
+    Parameters
+    ----------
+    residuals : float32 (m, d)
+        Held-out residuals (embedding minus its centroid).
+    nbits : int
+        Bits per dimension; 2**nbits buckets.
+
+    Returns
+    -------
+    cutoffs : float32 (d, 2**nbits - 1)
+        Ascending bucket boundaries, each halfway between two neighbouring weights, so every value
+        between the outer weights decodes within half a bucket of itself.
+    weights : float32 (d, 2**nbits)
+        Ascending reconstruction value of each bucket (the mean of the residuals that fall in it).
+    """
+    if nbits not in NBITS:
+        raise ValueError(f"nbits must be one of {NBITS}, got {nbits!r}")
+    r = np.asarray(residuals, dtype=np.float64)
+    if r.ndim != 2 or r.shape[0] == 0:
+        raise ValueError("need a non-empty (m, d) sample of residuals to train the codec")
+    nb = 1 << nbits
+    xs = np.sort(r, axis=0).T  # (d, m)
+    d, m = xs.shape
+    csum = np.concatenate([np.zeros((d, 1)), np.cumsum(xs, axis=1)], axis=1)
+    # ColBERTv2's starting point: quantiles at bucket mid-probabilities.
+    weights = np.quantile(xs, (np.arange(nb) + 0.5) / nb, axis=1).T  # (d, nb)
+    for _ in range(iters):
+        weights = np.maximum.accumulate(weights, axis=1)
+        cutoffs = (weights[:, 1:] + weights[:, :-1]) / 2
+        edges = np.concatenate([np.zeros((d, 1), dtype=np.int64),
+                                np.stack([np.searchsorted(xs[j], cutoffs[j], side="left") for j in range(d)]),
+                                np.full((d, 1), m, dtype=np.int64)], axis=1)
+        counts = np.diff(edges, axis=1)
+        sums = np.take_along_axis(csum, edges[:, 1:], axis=1) - np.take_along_axis(csum, edges[:, :-1], axis=1)
+        weights = np.where(counts > 0, sums / np.maximum(counts, 1), weights)
+    weights = np.maximum.accumulate(weights, axis=1)
+    cutoffs = (weights[:, 1:] + weights[:, :-1]) / 2
+    return np.ascontiguousarray(cutoffs, dtype=np.float32), np.ascontiguousarray(weights, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class ResidualCodec:
+    """Centroids plus the residual codebooks; compresses embeddings to (codes, packed residuals).
+
+    Attributes
+    ----------
+    centroids : float32 (nlist, d)
+    cutoffs : float32 (d, 2**nbits - 1)
+    weights : float32 (d, 2**nbits)
+    nbits : int
+    """
+
+    centroids: np.ndarray
+    cutoffs: np.ndarray
+    weights: np.ndarray
+    nbits: int
+
+    @property
+    def dim(self) -> int:
+        return int(self.centroids.shape[1])
+
+    @property
+    def packed_dim(self) -> int:
+        return self.dim * self.nbits // 8
+
+    def residuals(self, embeddings: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """float32 (n, d): embeddings minus the centroid of each code."""
+        return np.subtract(embeddings, self.centroids[codes.astype(np.intp)], dtype=np.float32)
+
+    def compress(self, embeddings: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Packed residual codes uint8 (n, pb) and the residual L2 norms float32 (n,)."""
+        res = np.ascontiguousarray(self.residuals(embeddings, codes))
+        return _kernels.compress(res, self.cutoffs, self.nbits), np.linalg.norm(res, axis=1)
+
+    def decompress(self, codes: np.ndarray, packed: np.ndarray, normalize: bool = True) -> np.ndarray:
+        """float32 (n, d) reconstructed embeddings (unit length when ``normalize``)."""
+        return _kernels.decompress(np.ascontiguousarray(codes, dtype=np.uint16), np.ascontiguousarray(packed),
+                                   self.centroids, self.weights, self.nbits, bool(normalize))

@@ -1,0 +1,24 @@
+"""What this build of plaidx has: backend, OpenMP, threads, SIMD, CUDA, and why something is missing."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def build_info() -> dict[str, Any]:
+    """Describe the kernels in use.
+
+    Returns
+    -------
+    dict
+        ``backend`` ("native" or "reference"), ``native_error`` (why the native module is not in use,
+        or None), and the backend's own fields (OpenMP, threads, SIMD level, CUDA and why not).
+    """
+    from . import __version__, _kernels
+
+    info: dict[str, Any] = {"version": __version__, "backend": _kernels.BACKEND_NAME,
+                            "native_error": _kernels.native_error()}
+    info.update(_kernels.backend.build_info())
+    info["PLAIDX_BACKEND"] = os.environ.get("PLAIDX_BACKEND", "auto")
+    return info

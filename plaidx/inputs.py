@@ -1,0 +1,97 @@
+"""Validation and conversion of user-supplied embeddings (numpy or torch) into the kernels' dtypes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A numpy view/copy of a numpy array, torch tensor (any device) or nested sequence."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor without importing torch
+        x = x.detach().cpu()
+        if str(x.dtype) == "torch.bfloat16":
+            x = x.float()
+        x = x.numpy()
+    return np.asarray(x)
+
+
+def as_document(doc: Any, dim: int | None, where: str) -> np.ndarray:
+    """float32 (n_tokens, d) contiguous, checked: 2-D, non-empty, matching d, finite."""
+    arr = to_numpy(doc)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{where}: expected a float array, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"{where}: expected shape (n_tokens, d), got {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{where}: the document has no token embeddings; drop empty documents before indexing")
+    if dim is not None and arr.shape[1] != dim:
+        raise ValueError(f"{where}: dimension {arr.shape[1]} does not match the index dimension {dim}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{where}: contains NaN or inf values")
+    return arr
+
+
+def as_queries(queries: Any, dim: int) -> tuple[np.ndarray, bool]:
+    """float32 (nq, q_tokens, d) and whether a single (q_tokens, d) query was given."""
+    q = to_numpy(queries)
+    if q.dtype.kind not in "fiu":
+        raise TypeError(f"queries: expected a float array, got dtype {q.dtype}")
+    single = q.ndim == 2
+    if single:
+        q = q[None]
+    if q.ndim != 3:
+        raise ValueError(f"queries: expected shape (nq, q_tokens, d) or (q_tokens, d), got {q.shape}")
+    if q.shape[0] == 0:
+        raise ValueError("queries: no query given (nq == 0)")
+    if q.shape[1] == 0:
+        raise ValueError("queries: a query has no token embeddings (q_tokens == 0)")
+    if q.shape[2] != dim:
+        raise ValueError(f"queries: dimension {q.shape[2]} does not match the index dimension {dim}")
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    if not np.isfinite(q).all():
+        raise ValueError("queries: contain NaN or inf values")
+    return q, single
+
+
+def check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"k must be a positive integer, got {k!r}")
+    if k <= 0:
+        raise ValueError(f"k must be a positive integer, got {k}")
+    return int(k)
+
+
+def iter_documents(documents: Any) -> tuple[Iterator[Any], int | None]:
+    """Flatten a sequence of documents or an iterable of batches into documents; returns (iter, count).
+
+    A list/tuple (or anything with len and indexing) is a sequence of documents. Any other iterable
+    yields either single documents (2-D arrays) or batches (lists/tuples of 2-D arrays, or 3-D arrays).
+    """
+    if isinstance(documents, (str, bytes)) or documents is None:
+        raise TypeError("documents must be a sequence of (n_tokens, d) arrays or an iterable of batches")
+    if isinstance(documents, Sequence) or (hasattr(documents, "__len__") and hasattr(documents, "__getitem__")
+                                           and not hasattr(documents, "ndim")):
+        return iter(documents), len(documents)
+    arr_like = hasattr(documents, "ndim")
+    if arr_like:
+        arr = to_numpy(documents)
+        if arr.ndim == 3:
+            return iter(list(arr)), arr.shape[0]
+        raise ValueError(f"documents: a single array must have shape (n_docs, n_tokens, d), got {arr.shape}")
+    if not isinstance(documents, Iterable):
+        raise TypeError("documents must be a sequence of (n_tokens, d) arrays or an iterable of batches")
+
+    def flatten() -> Iterator[Any]:
+        for item in documents:
+            if isinstance(item, (list, tuple)):
+                yield from item
+            elif hasattr(item, "ndim") and item.ndim == 3:
+                yield from to_numpy(item)
+            else:
+                yield item
+
+    return flatten(), None

@@ -1,0 +1,36 @@
+"""Exact MaxSim of queries against documents given as float embeddings (no index)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _kernels
+from .inputs import as_document, as_queries, to_numpy
+
+
+def maxsim(query: Any, documents: Any) -> np.ndarray:
+    """Exact late-interaction scores: sum over query tokens of the best dot product with a document token.
+
+    Parameters
+    ----------
+    query : float (q_tokens, d) or (nq, q_tokens, d), numpy or torch
+    documents : sequence of float (n_tokens_i, d) arrays, or one float (n_docs, n_tokens, d) array
+
+    Returns
+    -------
+    float32 (n_docs,) for one query, (nq, n_docs) for several.
+    """
+    q0 = to_numpy(query)
+    dim = q0.shape[-1] if q0.ndim in (2, 3) else -1
+    q, single = as_queries(q0, dim)
+    docs = list(documents) if not hasattr(documents, "ndim") else list(to_numpy(documents))
+    if not docs:
+        raise ValueError("documents: empty; pass at least one document")
+    arrays = [as_document(doc, dim, f"documents[{i}]") for i, doc in enumerate(docs)]
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+    np.cumsum([a.shape[0] for a in arrays], out=offsets[1:])
+    values = np.ascontiguousarray(np.concatenate(arrays, axis=0))
+    scores = _kernels.maxsim(q, values, offsets)
+    return scores[0] if single else scores

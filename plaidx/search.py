@@ -1,0 +1,52 @@
+"""PLAID search parameters: per-call values with defaults chosen by k, never stored as hidden state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """The knobs of one PLAID search.
+
+    Attributes
+    ----------
+    nprobe : int
+        Cells probed per query token (PLAID's ncells).
+    centroid_score_threshold : float
+        Centroids whose best query-token score is below this are pruned in the first candidate pass.
+    ndocs : int
+        Candidates kept after the pruned centroid interaction (rescored without pruning).
+    n_exact : int
+        Candidates whose residuals are decompressed for exact MaxSim (PLAID: ndocs // 4).
+    """
+
+    nprobe: int
+    centroid_score_threshold: float
+    ndocs: int
+    n_exact: int
+
+    @classmethod
+    def for_k(cls, k: int, nprobe: int | None = None, centroid_score_threshold: float | None = None,
+              ndocs: int | None = None, n_exact: int | None = None) -> SearchParams:
+        """Defaults chosen by k (see README, "Search parameters"), each overridable."""
+        if k <= 10:
+            dp, dt, dn = 2, 0.45, 512
+        elif k <= 100:
+            dp, dt, dn = 4, 0.4, 2048
+        else:
+            dp, dt, dn = 8, 0.35, max(4 * k, 4096)
+        nprobe = dp if nprobe is None else nprobe
+        centroid_score_threshold = dt if centroid_score_threshold is None else centroid_score_threshold
+        ndocs = dn if ndocs is None else ndocs
+        for name, v in (("nprobe", nprobe), ("ndocs", ndocs)):
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not isinstance(centroid_score_threshold, (int, float)) or centroid_score_threshold != centroid_score_threshold:
+            raise ValueError(f"centroid_score_threshold must be a number, got {centroid_score_threshold!r}")
+        ndocs = max(ndocs, k)
+        if n_exact is None:
+            n_exact = max(k, ndocs // 4)
+        if isinstance(n_exact, bool) or not isinstance(n_exact, int) or n_exact <= 0:
+            raise ValueError(f"n_exact must be a positive integer, got {n_exact!r}")
+        return cls(int(nprobe), float(centroid_score_threshold), int(ndocs), int(min(max(n_exact, k), ndocs)))

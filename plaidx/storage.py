@@ -1,0 +1,407 @@
+"""On-disk index format: generation manifests, checksummed .npy arrays, atomic commits and the writer lock.
+
+An index folder holds ``manifest.json`` (the current generation), immutable ``<name>.<generation>.npy``
+arrays named in it, and ``LOCK`` (held by the one writer). A commit writes and fsyncs new arrays, then
+switches the manifest with one atomic rename, then retires the files no manifest names any more.
+A crash at any instant leaves the last committed manifest and every file it names intact.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import IndexFormatError, IndexLockedError
+
+FORMAT_NAME = "plaidx-index"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+LOCK = "LOCK"
+_CHUNK = 1 << 22
+
+try:  # POSIX advisory locks; Windows falls back to exclusive-create lock files.
+    import fcntl
+except ImportError:  # pragma: no cover - not on the CI platform
+    fcntl = None
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:  # pragma: no cover - Windows cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def file_crc32(path: Path) -> int:
+    """CRC-32 of a whole file, read in chunks through the page cache (not mapped into RSS)."""
+    crc = 0
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(_CHUNK)
+            if not block:
+                return crc
+            crc = zlib.crc32(block, crc)
+
+
+@dataclass(frozen=True)
+class ArrayEntry:
+    """One array of a generation: its file, dtype, shape and the CRC-32 of the whole file."""
+
+    file: str
+    dtype: str
+    shape: tuple[int, ...]
+    crc32: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "dtype": self.dtype, "shape": list(self.shape), "crc32": self.crc32}
+
+    @classmethod
+    def from_json(cls, name: str, obj: Any) -> ArrayEntry:
+        try:
+            return cls(str(obj["file"]), str(np.dtype(obj["dtype"]).str), tuple(int(s) for s in obj["shape"]),
+                       int(obj["crc32"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IndexFormatError(f"manifest entry for array {name!r} is malformed ({exc!r})") from None
+
+
+class NpyStreamWriter:
+    """Write a .npy file of known dtype and shape chunk by chunk, computing its CRC-32 on the way.
+
+    Nothing is memory-mapped, so a large array costs no resident memory while it is written.
+    """
+
+    def __init__(self, path: Path, dtype: Any, shape: tuple[int, ...]):
+        self.path = Path(path)
+        self.dtype = np.dtype(dtype).newbyteorder("<") if np.dtype(dtype).itemsize > 1 else np.dtype(dtype)
+        self.shape = tuple(int(s) for s in shape)
+        self.row_shape = self.shape[1:]
+        self.rows_expected = self.shape[0]
+        self.rows_written = 0
+        self._crc = 0
+        self._f = open(self.path, "wb")
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
+        import io
+
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, header)
+        self._write(buf.getvalue())
+
+    def _write(self, data: bytes | memoryview) -> None:
+        self._crc = zlib.crc32(data, self._crc)
+        self._f.write(data)
+
+    def append(self, rows: np.ndarray) -> None:
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        if rows.shape[1:] != self.row_shape:
+            raise ValueError(f"rows of shape {rows.shape[1:]} do not fit an array of rows {self.row_shape}")
+        if self.rows_written + rows.shape[0] > self.rows_expected:
+            raise ValueError(f"{self.path.name}: more rows than the {self.rows_expected} announced")
+        self._write(memoryview(rows).cast("B"))
+        self.rows_written += rows.shape[0]
+
+    def close(self) -> int:
+        """Flush, fsync and close; returns the CRC-32. Raises if fewer rows were written than announced."""
+        if self.rows_written != self.rows_expected:
+            self._f.close()
+            raise ValueError(f"{self.path.name}: {self.rows_written} rows written, {self.rows_expected} announced")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        return self._crc
+
+    def abort(self) -> None:
+        try:
+            self._f.close()
+        finally:
+            self.path.unlink(missing_ok=True)
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """Read and validate ``manifest.json`` of the index at ``path``."""
+    path = Path(path)
+    if not path.exists():
+        raise IndexFormatError(f"no index at {str(path)!r}: the folder does not exist")
+    if not path.is_dir():
+        raise IndexFormatError(f"{str(path)!r} is a file, not an index folder")
+    mpath = path / MANIFEST
+    if not mpath.exists():
+        raise IndexFormatError(
+            f"no index at {str(path)!r}: {MANIFEST} is missing (a build that was interrupted before its "
+            "commit leaves no index; build it again)")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IndexFormatError(f"{mpath} is not valid JSON ({exc}); the manifest is corrupted") from None
+    return validate_manifest(manifest, where=str(mpath))
+
+
+_REQUIRED = {"format": str, "format_version": int, "generation": int, "dim": int, "nbits": int, "nlist": int,
+             "n_docs": int, "n_tokens": int, "next_id": int, "arrays": dict}
+
+
+def validate_manifest(manifest: Any, where: str = MANIFEST) -> dict[str, Any]:
+    """Check a parsed manifest's structure and version; raise IndexFormatError naming the problem."""
+    if not isinstance(manifest, dict):
+        raise IndexFormatError(f"{where}: expected a JSON object, got {type(manifest).__name__}")
+    if manifest.get("format") != FORMAT_NAME:
+        raise IndexFormatError(f"{where}: not a plaidx index (format {manifest.get('format')!r})")
+    for key, typ in _REQUIRED.items():
+        value = manifest.get(key)
+        if not isinstance(value, typ) or isinstance(value, bool):
+            raise IndexFormatError(f"{where}: field {key!r} is missing or not a {typ.__name__}")
+    version = manifest["format_version"]
+    if version > FORMAT_VERSION:
+        raise IndexFormatError(
+            f"{where}: format version {version} is newer than this plaidx supports ({FORMAT_VERSION}); "
+            "upgrade plaidx to open it")
+    if version < 1:
+        raise IndexFormatError(f"{where}: invalid format version {version}")
+    for key in ("dim", "nbits", "nlist", "n_docs", "n_tokens", "next_id", "generation"):
+        if manifest[key] < 0:
+            raise IndexFormatError(f"{where}: field {key!r} is negative")
+    for name, entry in manifest["arrays"].items():
+        e = ArrayEntry.from_json(name, entry)
+        if "/" in e.file or "\\" in e.file or e.file.startswith("."):
+            raise IndexFormatError(f"{where}: array {name!r} names an invalid file {e.file!r}")
+    return manifest
+
+
+def load_array(path: Path, name: str, entry: ArrayEntry, mmap: bool = True, verify: bool = False) -> np.ndarray:
+    """Open one array of a manifest, checking existence, header, dtype, shape and (optionally) CRC-32."""
+    fpath = Path(path) / entry.file
+    if not fpath.exists():
+        raise FileNotFoundError(errno.ENOENT, f"array {name!r} of the index is missing", str(fpath))
+    if verify:
+        crc = file_crc32(fpath)
+        if crc != entry.crc32:
+            raise IndexFormatError(
+                f"{fpath.name}: checksum mismatch (array {name!r} is corrupted: crc32 {crc:#010x}, "
+                f"manifest says {entry.crc32:#010x}); restore the index from a backup or rebuild it")
+    try:
+        size = int(np.prod(entry.shape)) if entry.shape else 1
+        arr = np.load(fpath, mmap_mode="r" if (mmap and size > 0) else None, allow_pickle=False)
+    except ValueError as exc:
+        raise IndexFormatError(f"{fpath.name}: unreadable or truncated array {name!r} ({exc})") from None
+    except OSError as exc:
+        raise IndexFormatError(f"{fpath.name}: cannot read array {name!r} ({exc})") from None
+    if arr.dtype.str != entry.dtype or tuple(arr.shape) != entry.shape:
+        raise IndexFormatError(
+            f"{fpath.name}: array {name!r} has dtype {arr.dtype.str} shape {tuple(arr.shape)}, "
+            f"the manifest says {entry.dtype} {entry.shape}; the index is inconsistent")
+    return arr
+
+
+def load_generation(path: Path, verify: str = "structure", retries: int = 20) -> tuple[dict, dict[str, np.ndarray]]:
+    """Read the current manifest and open its arrays.
+
+    ``verify``: "none" checks headers and shapes only, "structure" also checks the CRC-32 of every array
+    except the large ``residuals`` (which cannot make a kernel read out of bounds), "full" checks all.
+    A writer may retire files between our manifest read and their open: then we reread and retry.
+    """
+    if verify not in ("none", "structure", "full"):
+        raise ValueError(f"verify must be 'none', 'structure' or 'full', got {verify!r}")
+    last_exc: Exception | None = None
+    for _ in range(retries):
+        manifest = read_manifest(path)
+        try:
+            arrays = {}
+            for name, obj in manifest["arrays"].items():
+                entry = ArrayEntry.from_json(name, obj)
+                check = verify == "full" or (verify == "structure" and name != "residuals")
+                arrays[name] = load_array(path, name, entry, verify=check)
+            return manifest, arrays
+        except FileNotFoundError as exc:
+            last_exc = exc
+            if read_manifest(path).get("generation") == manifest["generation"]:
+                raise IndexFormatError(
+                    f"index at {str(path)!r}: {exc.filename} is missing (named by generation "
+                    f"{manifest['generation']}); the index is damaged") from None
+            time.sleep(0.01)
+    raise IndexFormatError(f"index at {str(path)!r} kept changing while opening it ({last_exc})")
+
+
+class WriterLock:
+    """The single-writer lock of an index folder (an advisory lock on ``LOCK``)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def acquire(self) -> WriterLock:
+        self.path.mkdir(parents=True, exist_ok=True)
+        lpath = self.path / LOCK
+        fd = os.open(str(lpath), os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                try:
+                    holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
+                finally:
+                    os.close(fd)
+                raise IndexLockedError(
+                    f"index at {str(self.path)!r} is being written by another writer (pid {holder}); only one "
+                    "writer at a time: wait for it to finish, or close the other Index handle") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            if fcntl is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> WriterLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+class Transaction:
+    """New arrays for the next generation, then one atomic manifest switch.
+
+    Use inside a held WriterLock. Arrays are written under temporary names and renamed to their final
+    ``<name>.<generation>.npy`` names only at commit; an abort (or a crash) leaves only temporary files,
+    which the next writer removes.
+    """
+
+    def __init__(self, path: Path, base: dict[str, Any] | None):
+        self.path = Path(path)
+        self.base = base
+        self.generation = (base["generation"] + 1) if base else 1
+        self.entries: dict[str, ArrayEntry] = {}
+        self._pending: list[tuple[Path, Path]] = []
+        self._writers: list[NpyStreamWriter] = []
+        if base:
+            for name, obj in base["arrays"].items():
+                self.entries[name] = ArrayEntry.from_json(name, obj)
+
+    def _names(self, name: str) -> tuple[Path, Path]:
+        final = self.path / f"{name}.{self.generation:06d}.npy"
+        tmp = self.path / f".{name}.{self.generation:06d}.{os.getpid()}.tmp"
+        return tmp, final
+
+    def stream(self, name: str, dtype: Any, shape: tuple[int, ...]) -> NpyStreamWriter:
+        """A writer for a large array; call ``finish(name, writer)`` once it is complete."""
+        tmp, _ = self._names(name)
+        writer = NpyStreamWriter(tmp, dtype, shape)
+        self._writers.append(writer)
+        return writer
+
+    def finish(self, name: str, writer: NpyStreamWriter) -> None:
+        crc = writer.close()
+        self._writers.remove(writer)
+        tmp, final = self._names(name)
+        self.entries[name] = ArrayEntry(final.name, writer.dtype.str, writer.shape, crc)
+        self._pending.append((tmp, final))
+
+    def put(self, name: str, array: np.ndarray) -> None:
+        """Write a whole array as this generation's ``name``."""
+        array = np.asarray(array)
+        if array.dtype.itemsize > 1:
+            array = array.astype(array.dtype.newbyteorder("<"), copy=False)
+        writer = self.stream(name, array.dtype, array.shape)
+        try:
+            if array.ndim == 0:
+                raise ValueError("scalar arrays are not stored")
+            writer.append(array)
+        except BaseException:
+            writer.abort()
+            self._writers.remove(writer)
+            raise
+        self.finish(name, writer)
+
+    def drop(self, name: str) -> None:
+        self.entries.pop(name, None)
+
+    def commit(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """Rename arrays into place, switch the manifest atomically, retire unreferenced files."""
+        manifest = dict(self.base or {})
+        manifest.update(fields)
+        manifest.update({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "generation": self.generation,
+                         "updated_at": time.time(),
+                         "arrays": {n: e.to_json() for n, e in sorted(self.entries.items())}})
+        manifest.setdefault("created_at", manifest["updated_at"])
+        validate_manifest(manifest)
+        for tmp, final in self._pending:
+            os.replace(tmp, final)
+        _fsync_dir(self.path)
+        mtmp = self.path / f".{MANIFEST}.{os.getpid()}.tmp"
+        with open(mtmp, "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(mtmp, self.path / MANIFEST)  # the commit point
+        _fsync_dir(self.path)
+        self._pending.clear()
+        retire_unreferenced(self.path, manifest)
+        return manifest
+
+    def abort(self) -> None:
+        for w in list(self._writers):
+            w.abort()
+        self._writers.clear()
+        for tmp, _ in self._pending:
+            tmp.unlink(missing_ok=True)
+        self._pending.clear()
+
+
+def retire_unreferenced(path: Path, manifest: dict[str, Any] | None) -> list[str]:
+    """Delete array and temporary files that ``manifest`` does not name. Call only under the lock.
+
+    Readers that still map a retired file keep their view (POSIX unlink semantics).
+    """
+    keep = {obj["file"] for obj in manifest["arrays"].values()} if manifest else set()
+    removed = []
+    for p in Path(path).iterdir():
+        if p.name in keep or p.name in (MANIFEST, LOCK):
+            continue
+        if p.suffix in (".npy", ".tmp") or p.name.endswith(".tmp"):
+            try:
+                p.unlink()
+                removed.append(p.name)
+            except OSError:  # pragma: no cover
+                pass
+    return removed
+
+
+def verify_index(path: Path) -> list[str]:
+    """Check every array named by the manifest against its CRC-32; returns the problems found."""
+    problems: list[str] = []
+    manifest = read_manifest(path)
+    for name, obj in manifest["arrays"].items():
+        entry = ArrayEntry.from_json(name, obj)
+        try:
+            load_array(path, name, entry, mmap=True, verify=True)
+        except (IndexFormatError, FileNotFoundError) as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def dir_size(path: Path, manifest: dict[str, Any]) -> int:
+    """Bytes on disk of the files one generation uses (arrays and manifest)."""
+    total = (Path(path) / MANIFEST).stat().st_size
+    for obj in manifest["arrays"].values():
+        try:
+            total += (Path(path) / obj["file"]).stat().st_size
+        except OSError:
+            pass
+    return total

@@ -1,0 +1,278 @@
+"""Index build, open, search and reconstruct against exhaustive MaxSim oracles."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from synth import clustered_collection, exact_topk
+
+import plaidx
+from plaidx.errors import IndexFormatError
+
+
+@pytest.fixture(scope="module")
+def collection():
+    return clustered_collection(n_docs=300, dim=64, seed=1)
+
+
+@pytest.fixture(scope="module")
+def built(collection, tmp_path_factory):
+    docs, _, _ = collection
+    path = tmp_path_factory.mktemp("idx") / "index"
+    return plaidx.Index.build(path, docs, nbits=2, seed=0)
+
+
+def test_build_reports_its_shape(built, collection):
+    docs, _, _ = collection
+    assert len(built) == len(docs)
+    assert built.dim == 64 and built.nbits == 2
+    assert built.n_tokens == sum(len(d) for d in docs)
+    assert 16 <= built.nlist <= built.n_tokens
+    assert built.ids.tolist() == list(range(len(docs)))
+
+
+def test_full_probe_equals_exhaustive_maxsim_over_decompressed(built, collection):
+    docs, queries, _ = collection
+    n = len(docs)
+    s_full, i_full = built.search(queries, k=10, nprobe=built.nlist, centroid_score_threshold=-1e9,
+                                  ndocs=n, n_exact=n)
+    s_ex, i_ex = built.search(queries, k=10, exact=True)
+    np.testing.assert_allclose(s_full, s_ex, rtol=1e-5, atol=1e-5)
+    assert (i_full == i_ex).mean() > 0.99
+    # and exact mode is MaxSim over the reconstructed documents
+    recon = [built.reconstruct(i) for i in range(n)]
+    oracle_s, oracle_i = exact_topk(queries, recon, 10)
+    np.testing.assert_allclose(s_ex, oracle_s, rtol=1e-4, atol=1e-4)
+    assert (i_ex == oracle_i).mean() > 0.99
+
+
+def test_recall_floor_at_defaults(built, collection):
+    docs, queries, _ = collection
+    _, truth = exact_topk(queries, docs, 10)
+    _, ids = built.search(queries, k=10)
+    recall = np.mean([len(set(ids[q]) & set(truth[q])) / 10 for q in range(len(queries))])
+    # observed 0.985 (nbits=2, d=64, 300 clustered docs, default parameters)
+    assert recall >= 0.9, recall
+
+
+def test_reconstruct_is_close_to_the_original(built, collection):
+    docs, _, _ = collection
+    rec = built.reconstruct(7)
+    assert rec.shape == docs[7].shape and rec.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(rec, axis=1), 1.0, rtol=1e-5)
+    cos = (rec * docs[7]).sum(axis=1)
+    assert cos.mean() > 0.9
+
+
+def test_single_query_shape_and_padding(built, collection):
+    docs, queries, _ = collection
+    s, i = built.search(queries[0], k=5)
+    assert s.shape == (5,) and i.shape == (5,) and i.dtype == np.int64 and s.dtype == np.float32
+    assert np.all(np.diff(s) <= 0)
+    s, i = built.search(queries[:2], k=len(docs) + 5, exact=True)
+    assert (i[:, len(docs):] == -1).all() and np.isneginf(s[:, len(docs):]).all()
+    assert sorted(i[0, : len(docs)].tolist()) == list(range(len(docs)))
+
+
+def test_open_round_trip_and_mmap(built, collection):
+    _, queries, _ = collection
+    again = plaidx.Index.open(built.path)
+    assert isinstance(again._snap.a["residuals"], np.memmap)
+    a = built.search(queries, k=10)
+    b = again.search(queries, k=10)
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_threads_do_not_change_results(built, collection):
+    _, queries, _ = collection
+    a = built.search(queries, k=10, num_threads=1)
+    b = built.search(queries, k=10, num_threads=2)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_doc_ids_filter_returns_only_allowed(built, collection):
+    _, queries, _ = collection
+    allowed = np.arange(0, 300, 7)
+    s, ids = built.search(queries, k=10, doc_ids=allowed)
+    assert set(ids.ravel().tolist()) <= set(allowed.tolist())
+    assert (ids >= 0).all()  # 43 allowed documents: k=10 always filled
+    s_ex, ids_ex = built.search(queries, k=10, doc_ids=allowed, exact=True)
+    assert set(ids_ex.ravel().tolist()) <= set(allowed.tolist())
+
+
+def test_streaming_build_equals_list_build(collection, tmp_path):
+    docs, queries, _ = collection
+    a = plaidx.Index.build(tmp_path / "a", docs, nbits=2, seed=3)
+
+    def batches():
+        for lo in range(0, len(docs), 64):
+            yield docs[lo:lo + 64]
+
+    b = plaidx.Index.build(tmp_path / "b", batches(), nbits=2, seed=3)
+    np.testing.assert_array_equal(np.asarray(a._snap.a["codes"]), np.asarray(b._snap.a["codes"]))
+    np.testing.assert_array_equal(a.search(queries, k=10)[1], b.search(queries, k=10)[1])
+    assert not list((tmp_path / "b").glob("*.tmp")) and not list((tmp_path / "b").glob(".*.tmp"))
+
+
+def test_torch_and_float16_inputs(collection, tmp_path):
+    torch = pytest.importorskip("torch")
+    docs, queries, _ = collection
+    idx = plaidx.Index.build(tmp_path / "t", [torch.from_numpy(d).half() for d in docs[:50]], nbits=4, seed=0)
+    s, i = idx.search(torch.from_numpy(queries[:3]), k=3)
+    assert i.shape == (3, 3) and (i >= 0).all()
+
+
+@pytest.mark.parametrize("dim", [64, 96, 128])
+@pytest.mark.parametrize("nbits", [1, 2, 4, 8])
+def test_every_dim_and_nbits_builds_and_finds_the_source(dim, nbits, tmp_path):
+    docs, queries, sources = clustered_collection(n_docs=80, dim=dim, mean_len=20, n_queries=8, seed=dim + nbits)
+    idx = plaidx.Index.build(tmp_path / "i", docs, nbits=nbits, seed=0)
+    _, ids = idx.search(queries, k=5)
+    assert np.mean([sources[q] in ids[q] for q in range(len(queries))]) >= 0.75
+
+
+def test_maxsim_matches_numpy(collection):
+    docs, queries, _ = collection
+    got = plaidx.maxsim(queries[0], docs[:20])
+    want = np.array([(queries[0] @ d.T).max(axis=1).sum() for d in docs[:20]])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    both = plaidx.maxsim(queries[:2], docs[:20])
+    assert both.shape == (2, 20)
+
+
+def test_build_info_says_what_it_has():
+    info = plaidx.build_info()
+    assert info["backend"] in ("native", "reference")
+    assert "openmp" in info and "cuda" in info
+
+
+# ---------------------------------------------------------------- bad input
+def test_bad_queries(built):
+    q = np.random.default_rng(0).standard_normal((2, 8, 64)).astype(np.float32)
+    with pytest.raises(ValueError, match="dimension 32"):
+        built.search(q[:, :, :32], k=3)
+    with pytest.raises(ValueError, match="NaN"):
+        bad = q.copy()
+        bad[0, 0, 0] = np.nan
+        built.search(bad, k=3)
+    with pytest.raises(ValueError, match="no token"):
+        built.search(np.zeros((1, 0, 64), np.float32), k=3)
+    with pytest.raises(ValueError, match="no query"):
+        built.search(np.zeros((0, 8, 64), np.float32), k=3)
+    for k in (0, -1):
+        with pytest.raises(ValueError, match="k must be"):
+            built.search(q, k=k)
+    with pytest.raises(TypeError, match="k must be"):
+        built.search(q, k=2.5)
+    with pytest.raises(KeyError, match="unknown document ids"):
+        built.search(q, k=3, doc_ids=[10_000])
+    with pytest.raises(ValueError, match="nprobe"):
+        built.search(q, k=3, nprobe=0)
+
+
+def test_bad_documents_leave_nothing_behind(tmp_path):
+    rng = np.random.default_rng(0)
+    good = [rng.standard_normal((5, 16)).astype(np.float32) for _ in range(30)]
+    cases = [
+        ([*good, rng.standard_normal((5, 24)).astype(np.float32)], "dimension 24"),
+        ([*good, np.full((3, 16), np.nan, np.float32)], "NaN"),
+        ([*good, np.zeros((0, 16), np.float32)], "no token"),
+        ([], "empty"),
+        ([rng.standard_normal((50, 12)).astype(np.float32)], "multiple of 8"),
+    ]
+    for docs, msg in cases:
+        with pytest.raises(ValueError, match=msg):
+            plaidx.Index.build(tmp_path / "x", docs, nlist=16)
+        with pytest.raises(IndexFormatError):
+            plaidx.Index.open(tmp_path / "x")
+        assert not [p for p in (tmp_path / "x").iterdir() if p.name != "LOCK"]
+    with pytest.raises(ValueError, match="nbits"):
+        plaidx.Index.build(tmp_path / "y", good, nbits=3)
+    with pytest.raises(ValueError, match="nlist"):
+        plaidx.Index.build(tmp_path / "y", good, nlist=10_000)
+
+
+def test_existing_index_is_kept_when_a_rebuild_fails(built, collection, tmp_path):
+    docs, queries, _ = collection
+    path = tmp_path / "keep"
+    idx = plaidx.Index.build(path, docs[:100], nbits=2)
+    before = idx.search(queries, k=5)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        plaidx.Index.build(path, docs, nbits=2)
+    with pytest.raises(ValueError, match="NaN"):
+        plaidx.Index.build(path, [*docs[:50], np.full((2, 64), np.nan, np.float32)], overwrite=True)
+    after = plaidx.Index.open(path, verify="full").search(queries, k=5)
+    np.testing.assert_array_equal(before[1], after[1])
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a plaidx index"):
+        plaidx.Index.build(tmp_path / "foreign", docs[:10])
+    assert (tmp_path / "foreign" / "notes.txt").read_text() == "mine"
+
+
+def test_overwrite_replaces_in_one_commit(collection, tmp_path):
+    docs, queries, _ = collection
+    path = tmp_path / "ow"
+    plaidx.Index.build(path, docs[:60], nbits=2)
+    idx = plaidx.Index.build(path, docs[60:200], nbits=4, overwrite=True)
+    assert len(idx) == 140 and idx.nbits == 4 and idx.generation == 2
+    npy = sorted(p.name for p in path.glob("*.npy"))
+    assert all(".000002." in n for n in npy), npy  # the old generation's files are retired
+
+
+# ---------------------------------------------------------------- on-disk format
+def test_unknown_path_and_corruption_are_clear_errors(collection, tmp_path):
+    docs, queries, _ = collection
+    with pytest.raises(IndexFormatError, match="does not exist"):
+        plaidx.Index.open(tmp_path / "nope")
+    path = tmp_path / "c"
+    plaidx.Index.build(path, docs[:80], nbits=2)
+    manifest = json.loads((path / "manifest.json").read_text())
+
+    def restore():
+        (path / "manifest.json").write_text(json.dumps(manifest))
+
+    # newer format version
+    (path / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
+    with pytest.raises(IndexFormatError, match="newer"):
+        plaidx.Index.open(path)
+    # garbage manifest
+    (path / "manifest.json").write_text("{not json")
+    with pytest.raises(IndexFormatError, match="not valid JSON"):
+        plaidx.Index.open(path)
+    restore()
+    # flipped byte in a structural array
+    codes = path / manifest["arrays"]["codes"]["file"]
+    raw = bytearray(codes.read_bytes())
+    raw[-3] ^= 0xFF
+    original = codes.read_bytes()
+    codes.write_bytes(bytes(raw))
+    with pytest.raises(IndexFormatError, match="checksum"):
+        plaidx.Index.open(path)
+    codes.write_bytes(original)
+    # flipped residual byte: found by verify / full open
+    res = path / manifest["arrays"]["residuals"]["file"]
+    original_res = res.read_bytes()
+    raw = bytearray(original_res)
+    raw[-1] ^= 0x01
+    res.write_bytes(bytes(raw))
+    assert any("checksum" in p for p in plaidx.Index.open(path).verify())
+    with pytest.raises(IndexFormatError, match="checksum"):
+        plaidx.Index.open(path, verify="full")
+    res.write_bytes(original_res)
+    # truncated file
+    res.write_bytes(original_res[: len(original_res) // 2])
+    with pytest.raises(IndexFormatError):
+        plaidx.Index.open(path, verify="none")
+    res.write_bytes(original_res)
+    # missing file
+    ivf = path / manifest["arrays"]["ivf"]["file"]
+    ivf.rename(tmp_path / "ivf.bak")
+    with pytest.raises(IndexFormatError, match="missing"):
+        plaidx.Index.open(path)
+    (tmp_path / "ivf.bak").rename(ivf)
+    assert plaidx.Index.open(path, verify="full").verify() == []
