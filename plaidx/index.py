@@ -96,7 +96,10 @@ class _Snapshot:
                                    np.ascontiguousarray(arrays["bucket_cutoffs"]),
                                    np.ascontiguousarray(arrays["bucket_weights"]), self.nbits)
         deleted = arrays["deleted"]
-        self.n_deleted = int(manifest.get("n_deleted", 0))
+        self.n_deleted = int(np.count_nonzero(deleted))
+        if self.n_deleted != manifest.get("n_deleted", 0):
+            raise IndexFormatError(f"{path / MANIFEST}: n_deleted={manifest.get('n_deleted')!r} disagrees with the "
+                                   f"deleted array ({self.n_deleted}); the index is inconsistent")
         self.live_mask = (np.asarray(deleted) == 0).astype(np.uint8) if self.n_deleted else np.zeros(0, np.uint8)
 
     def _check_consistency(self) -> None:
@@ -220,7 +223,7 @@ class Index:
     def build(cls, path: str | os.PathLike, documents: Any, nbits: int = 2, nlist: int | None = None,
               kmeans_niters: int = 4, seed: int = 0, *, kmeans_sample: int | None = None,
               batch_tokens: int = 1 << 16, overwrite: bool = False, metadata: dict[str, Any] | None = None,
-              progress: bool = False) -> Index:
+              progress: bool = False, codec_from: Index | str | os.PathLike | None = None) -> Index:
         """Build a compressed index from per-token document embeddings.
 
         Parameters
@@ -235,8 +238,18 @@ class Index:
         batch_tokens : tokens compressed per batch (bounds the build's memory).
         overwrite : replace an existing index at ``path`` (as one atomic commit).
         metadata : JSON-serialisable dict stored in the manifest (e.g. the model that made the embeddings).
+        codec_from : an Index (or its path) whose centroids and codebooks to reuse instead of training
+            new ones (k-means is skipped; nbits and nlist come from it). Indexes built this way compress
+            identical embeddings to identical codes, e.g. shards of one collection.
         """
         path = Path(path)
+        codec = None
+        if codec_from is not None:
+            src = codec_from if isinstance(codec_from, Index) else Index.open(codec_from)
+            codec = src._snap.codec
+            if nlist is not None and nlist != codec.centroids.shape[0]:
+                raise ValueError(f"nlist={nlist} conflicts with codec_from's nlist={codec.centroids.shape[0]}")
+            nbits, nlist = codec.nbits, None
         _check_build_args(nbits, nlist, kmeans_niters, batch_tokens)
         _check_target(path, overwrite)
         with WriterLock(path):
@@ -244,7 +257,8 @@ class Index:
             retire_unreferenced(path, base)
             snap = _build_generation(path, documents, None, base, nbits=nbits, nlist=nlist,
                                      kmeans_niters=kmeans_niters, seed=seed, kmeans_sample=kmeans_sample,
-                                     batch_tokens=batch_tokens, metadata=metadata, progress=progress)
+                                     batch_tokens=batch_tokens, metadata=metadata, progress=progress,
+                                     codec=codec)
         return cls(path, snap)
 
     # ------------------------------------------------------------------ search
@@ -300,6 +314,15 @@ class Index:
                 out_s.append(s)
                 out_p.append(ps)
             scores, pos = np.concatenate(out_s), np.concatenate(out_p)
+            # PLAID only sees documents in the probed cells; when that leaves a row short of k while
+            # more allowed documents exist (a narrow filter, a small index), score that row exhaustively.
+            n_allowed = int(np.count_nonzero(allowed)) if allowed.size else snap.n_docs
+            short = np.flatnonzero((pos >= 0).sum(axis=1) < min(k, n_allowed))
+            if short.size:
+                s2, p2 = _kernels.exact_search(np.ascontiguousarray(q[short]), a["codes"], a["residuals"],
+                                               a["doc_offsets"], snap.codec.centroids, snap.codec.weights,
+                                               snap.nbits, allowed, k, num_threads=num_threads)
+                scores[short], pos[short] = s2, p2
         ids = np.where(pos >= 0, np.asarray(snap.doc_ids)[np.maximum(pos, 0)], -1).astype(np.int64)
         scores = scores.astype(np.float32, copy=False)
         return (scores[0], ids[0]) if single else (scores, ids)
@@ -614,7 +637,7 @@ def _gather_sample(source: Any, order: np.ndarray, start: int, want: int, dim: i
 def _build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: dict[str, Any] | None, *,
                       nbits: int, nlist: int | None, kmeans_niters: int, seed: int, kmeans_sample: int | None,
                       batch_tokens: int, metadata: dict[str, Any] | None, progress: bool,
-                      next_id: int | None = None) -> _Snapshot:
+                      next_id: int | None = None, codec: ResidualCodec | None = None) -> _Snapshot:
     """Write a whole new generation (centroids, codec, codes, IVF) from documents; the lock is held."""
     docs_iter, count = iter_documents(documents)
     spill = None
@@ -629,27 +652,46 @@ def _build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: 
             raise ValueError("documents: empty collection; pass at least one document")
         lengths = np.array([_n_rows(source[i], i) for i in range(n_docs)], dtype=np.int64)
         n_tokens = int(lengths.sum())
-        nl = default_nlist(n_tokens) if nlist is None else nlist
-        if nl > n_tokens:
-            raise ValueError(f"nlist={nl} exceeds the number of token embeddings ({n_tokens}); use a smaller nlist")
         rng = np.random.default_rng(seed)
         order = rng.permutation(n_docs)
-        want = kmeans_sample or default_kmeans_sample(nl, n_tokens)
-        sample, used = _gather_sample(source, order, 0, max(want, nl), None, rng)
-        dim = sample.shape[1]
-        if dim % 8:
-            raise ValueError(f"embedding dimension {dim} is not a multiple of 8 (required by the residual packing)")
-        centroids = train_centroids(sample, nl, kmeans_niters, seed, verbose=False)
-        assigner = Assigner(centroids)
-        held_want = int(min(max(n_tokens // 20, 4096), 1 << 16))
-        heldout, _ = _gather_sample(source, order, used, held_want, dim, rng)
-        if heldout.shape[0] < min(held_want, 1024):
-            heldout = sample[: held_want]
-        h_codes = assigner.assign(heldout)
-        h_res = heldout - centroids[h_codes.astype(np.intp)]
-        cutoffs, weights = train_codebooks(h_res, nbits)
-        codec = ResidualCodec(centroids, cutoffs, weights, nbits)
-        del sample
+        if codec is None:
+            nl = default_nlist(n_tokens) if nlist is None else nlist
+            if nl > n_tokens:
+                raise ValueError(f"nlist={nl} exceeds the number of token embeddings ({n_tokens}); "
+                                 "use a smaller nlist")
+            want = kmeans_sample or default_kmeans_sample(nl, n_tokens)
+            # keep at least a fifth of the documents out of k-means: the held-out set trains the codec
+            # and gives the unbiased residual norm that drift is measured against
+            in_sample = order[: max(1, (4 * n_docs) // 5)] if n_docs >= 10 else order
+            sample, used = _gather_sample(source, in_sample, 0, max(want, nl), None, rng)
+            if sample.shape[0] < nl:
+                sample, used = _gather_sample(source, order, 0, max(want, nl), None, rng)
+            dim = sample.shape[1]
+            if dim % 8:
+                raise ValueError(f"embedding dimension {dim} is not a multiple of 8 (required by the residual "
+                                 "packing)")
+            centroids = train_centroids(sample, nl, kmeans_niters, seed, verbose=False)
+            assigner = Assigner(centroids)
+            held_want = int(min(max(n_tokens // 20, 4096), 1 << 16))
+            heldout, _ = _gather_sample(source, order, used, held_want, dim, rng)
+            if heldout.shape[0] < min(held_want, 1024):
+                heldout = sample[: held_want]
+            del sample
+            h_codes = assigner.assign(heldout)
+            h_res = heldout - centroids[h_codes.astype(np.intp)]
+            ref_norm = float(np.linalg.norm(h_res, axis=1).mean())
+            cutoffs, weights = train_codebooks(h_res, nbits)
+            codec = ResidualCodec(centroids, cutoffs, weights, nbits)
+            avg_residual = np.abs(h_res).mean(axis=0).astype(np.float32)
+        else:
+            nl, dim, want = codec.centroids.shape[0], codec.dim, 0
+            centroids, cutoffs, weights = codec.centroids, codec.cutoffs, codec.weights
+            assigner = Assigner(centroids)
+            probe, _ = _gather_sample(source, order, 0, 1 << 15, dim, rng)
+            p_codes = assigner.assign(probe)
+            p_res = probe - centroids[p_codes.astype(np.intp)]
+            avg_residual = np.abs(p_res).mean(axis=0).astype(np.float32)
+            ref_norm = float(np.linalg.norm(p_res, axis=1).mean())
         codes_w = tx.stream("codes", np.uint16, (n_tokens,))
         res_w = tx.stream("residuals", np.uint8, (n_tokens, codec.packed_dim))
         seen: list[int] = []
@@ -663,7 +705,7 @@ def _build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: 
         np.cumsum(lengths, out=offsets[1:])
         doc_ids = np.arange(n_docs, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
         for name, arr in (("centroids", centroids), ("bucket_cutoffs", cutoffs), ("bucket_weights", weights),
-                          ("avg_residual", np.abs(h_res).mean(axis=0).astype(np.float32)),
+                          ("avg_residual", avg_residual),
                           ("doc_offsets", offsets), ("doc_ids", doc_ids), ("deleted", np.zeros(n_docs, np.uint8))):
             tx.put(name, arr)
         _put_ivf(tx, codes, offsets, nl)
@@ -671,7 +713,8 @@ def _build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: 
                   "n_deleted": 0, "next_id": int(next_id if next_id is not None else doc_ids[-1] + 1),
                   "metadata": dict(metadata or {}), "updates": {},
                   "build": {"seed": seed, "kmeans_niters": kmeans_niters, "kmeans_sample": int(min(want, n_tokens)),
-                            "n_tokens": n_tokens, "residual_norm_mean": norm_sum / n_tokens,
+                            "n_tokens": n_tokens, "residual_norm_mean": ref_norm,
+                            "residual_norm_mean_all_tokens": norm_sum / n_tokens,
                             "format_version": FORMAT_VERSION}}
         manifest = tx.commit(fields)
     except BaseException:

@@ -14,7 +14,7 @@ from plaidx.errors import IndexFormatError
 
 @pytest.fixture(scope="module")
 def collection():
-    return clustered_collection(n_docs=300, dim=64, seed=1)
+    return clustered_collection(n_docs=300, dim=64, seed=1, noise=0.15)
 
 
 @pytest.fixture(scope="module")
