@@ -674,7 +674,7 @@ def _build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: 
             assigner = Assigner(centroids)
             held_want = int(min(max(n_tokens // 20, 4096), 1 << 16))
             heldout, _ = _gather_sample(source, order, used, held_want, dim, rng)
-            if heldout.shape[0] < min(held_want, 1024):
+            if heldout.shape[0] < min(held_want, 64):
                 heldout = sample[: held_want]
             del sample
             h_codes = assigner.assign(heldout)

@@ -108,7 +108,7 @@ def test_bad_updates_change_nothing(data, tmp_path):
 
 def test_drift_is_measured_and_recluster_is_offered(tmp_path):
     rng = np.random.default_rng(0)
-    docs, _, _ = clustered_collection(n_docs=120, dim=32, mean_len=16, seed=2)
+    docs, _, _ = clustered_collection(n_docs=120, dim=32, mean_len=16, seed=2, noise=0.1)
     idx = plaidx.Index.build(tmp_path / "i", docs, nbits=2)
     assert idx.drift()["ratio"] is None
     with warnings.catch_warnings():
