@@ -8,17 +8,20 @@ import faiss
 import numpy as np
 
 MAX_NLIST = 1 << 16  # codes are stored as uint16
+DEFAULT_MAX_NLIST = 1 << 14  # beyond this, k-means and exact assignment cost more than they return on a CPU
 
 
 def default_nlist(n_tokens: int) -> int:
-    """PLAID's rule, a power of two near 16 * sqrt(n_tokens) (rounded down), within [16, 65536].
+    """PLAID's rule, a power of two near 16 * sqrt(n_tokens) (rounded down), within [16, 16384].
 
-    Never more centroids than a quarter of the tokens, so every centroid is trained on a few points.
+    The ceiling keeps k-means and the assignment of every token affordable at 10M+ tokens (PLAID's
+    uncapped rule reaches 65536 cells at 17M tokens); pass ``nlist`` explicitly (up to 65536) to go
+    beyond. Never more centroids than a quarter of the tokens, so every centroid sees a few points.
     """
     if n_tokens <= 0:
         raise ValueError("cannot choose nlist for an empty collection")
     nlist = 1 << int(math.floor(math.log2(16 * math.sqrt(n_tokens))))
-    nlist = min(nlist, MAX_NLIST, max(1, n_tokens // 4))
+    nlist = min(nlist, DEFAULT_MAX_NLIST, max(1, n_tokens // 4))
     return max(1, min(max(16, nlist), n_tokens))
 
 
