@@ -1,0 +1,389 @@
+"""Side-by-side engine benchmark: plaidx vs Stanford PLAID (and fast-plaid) on the same embeddings.
+
+Every engine runs in its own subprocesses (build, then open + search) with the same thread count, so
+peak RSS is clean and no engine shares state with another. Measured per engine and search setting:
+recall@k against exact MaxSim over the uncompressed float32 embeddings, single-query p50/p95 latency
+(after warm-up), batched QPS (plaidx: all queries in one call; peers without a batched CPU search:
+sequential), build time, index bytes per token, peak RSS of the build, RSS right after opening.
+
+    .venv/bin/python benchmarks/bench_engine.py --dataset synthetic --ndocs 10000 --peers plaid,fastplaid
+    .venv/bin/python benchmarks/bench_engine.py --dataset scifact --peers plaid
+    .venv/bin/python benchmarks/bench_engine.py --dataset synthetic --ndocs 10000 --peers none \
+        --nprobe 1,2,4 --threshold 0.5,0.45,0.4 --search-ndocs 256,1024,4096     # plaidx parameter grid
+
+Writes benchmarks/results/engine_<dataset>_<ndocs>.json and .md (``_STUB`` suffix with --plaidx-stub).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import itertools
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from collection import (  # noqa: E402
+    CACHE_DIR,
+    RESULTS_DIR,
+    Collection,
+    exact_topk_cached,
+    is_complete,
+    load_collection,
+    recall_at_k,
+)
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+PEERS = {
+    "plaid": {"venv": REPO / ".bench-venv-plaid", "runner": BENCH / "peers" / "run_plaid.py"},
+    "fastplaid": {"venv": REPO / ".bench-venv-fastplaid", "runner": BENCH / "peers" / "run_fastplaid.py"},
+}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ----------------------------------------------------------------------------------------- inputs
+def get_collection(args) -> Collection:
+    if args.dataset == "synthetic":
+        import synthetic
+
+        return synthetic.ensure(n_docs=args.ndocs, dim=args.dim, nq=args.nq, seed=args.seed)
+    path = Path(args.collection) if args.collection else CACHE_DIR / f"{args.dataset}_minilm"
+    if not is_complete(path):
+        alt = CACHE_DIR / f"{args.dataset}_plaidx"
+        if is_complete(alt):
+            path = alt
+        else:
+            log(f"{path} missing: encoding {args.dataset} (benchmarks/real_embeddings.py)")
+            subprocess.run([sys.executable, str(BENCH / "real_embeddings.py"), "--dataset", args.dataset,
+                            "--threads", str(args.threads), "--out", str(path)], check=True)
+    return load_collection(path)
+
+
+def machine_info(threads: int) -> dict:
+    import psutil
+
+    info = {"platform": platform.platform(), "python": platform.python_version(),
+            "cpu_count": os.cpu_count(), "mem_total_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "threads": threads, "numpy": np.__version__, "loadavg_1_5_15": list(os.getloadavg()),
+            "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS",
+                                                   "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = f.read().splitlines()
+        info["cpu"] = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), None)
+        flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
+        info["simd"] = [f for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "amx_tile") if f in flags]
+    except OSError:
+        pass
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_config_blas"] = [ln.strip() for ln in torch.__config__.show().splitlines()
+                                     if "BLAS" in ln or "LAPACK" in ln][:4]
+        torch.ones(8, 8) @ torch.ones(8, 8)
+        np.ones((8, 8)) @ np.ones((8, 8))
+        from threadpoolctl import threadpool_info
+
+        info["blas_harness"] = [{k: d.get(k) for k in ("user_api", "internal_api", "version", "num_threads",
+                                                        "architecture", "prefix")} for d in threadpool_info()]
+    except Exception as e:  # noqa: BLE001
+        info["blas_error"] = str(e)
+    return info
+
+
+# ------------------------------------------------------------------------------------- subprocess
+def child_env(threads: int, extra: dict | None = None) -> dict:
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS"):
+        env[var] = str(threads)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.update(extra or {})
+    return env
+
+
+def run_child(cmd: list[str], out: Path, logf: Path, threads: int, timeout: int, nice: int) -> dict:
+    """Run one runner phase; returns its JSON, or {"error": ...} (never raises)."""
+    if nice:
+        cmd = ["nice", "-n", str(nice), *cmd]
+    out.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    try:
+        with open(logf, "w") as lf:
+            rc = subprocess.run(cmd, stdout=lf, stderr=subprocess.STDOUT, env=child_env(threads),
+                                timeout=timeout, cwd=REPO).returncode
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout}s (log {logf})"}
+    wall = time.perf_counter() - t0
+    if rc != 0 or not out.exists():
+        tail = logf.read_text(errors="replace").strip().splitlines()[-5:]
+        return {"error": f"exit {rc} (log {logf})", "log_tail": tail}
+    res = json.loads(out.read_text())
+    res["process_wall_s"] = round(wall, 2)
+    return res
+
+
+# ---------------------------------------------------------------------------------------- engines
+def plaidx_available(stub: bool) -> tuple[bool, str]:
+    if stub:
+        return True, "stub"
+    code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); import plaidx; plaidx.Index; "
+            "print(getattr(plaidx, '__version__', '?'))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    if p.returncode != 0:
+        return False, (p.stderr.strip().splitlines() or ["import failed"])[-1]
+    return True, p.stdout.strip()
+
+
+def plaidx_grid(args) -> list[dict]:
+    grid: list[dict] = [{}]  # plaidx's own defaults first
+    axes = [("nprobe", args.nprobe, int), ("centroid_score_threshold", args.threshold, float),
+            ("ndocs", args.search_ndocs, int)]
+    given = [(name, [conv(v) for v in vals.split(",")]) for name, vals, conv in axes if vals]
+    if given:
+        names = [n for n, _ in given]
+        for combo in itertools.product(*[v for _, v in given]):
+            grid.append(dict(zip(names, combo)))
+    if args.plaidx_exact:
+        grid.append({"exact": True})
+    return grid
+
+
+def run_engine(name: str, args, coll: Collection, work: Path) -> dict:
+    """Build (unless reused) and search one engine. Returns {"build": ..., "search": ...}."""
+    work.mkdir(parents=True, exist_ok=True)
+    index = work / "index"
+    if name.startswith("plaidx"):
+        py, runner = sys.executable, BENCH / "run_plaidx.py"
+        common = ["--threads", str(args.threads)] + (["--stub"] if args.plaidx_stub else [])
+        build_args = ["--nbits", str(args.nbits), "--kmeans-niters", str(args.kmeans_niters), "--seed", str(args.seed)]
+        if args.nlist:
+            build_args += ["--nlist", str(args.nlist)]
+        search_args = ["--k", str(args.k), "--grid", json.dumps(plaidx_grid(args))]
+    else:
+        peer = PEERS[name]
+        py, runner = str(peer["venv"] / "bin" / "python"), peer["runner"]
+        common = ["--threads", str(args.threads)]
+        build_args = ["--nbits", str(args.nbits), "--kmeans-niters", str(args.kmeans_niters)]
+        search_args = ["--k", str(args.k)]
+        configs = args.plaid_configs if name == "plaid" else args.fastplaid_configs
+        if configs:
+            search_args += ["--configs", configs]
+    base = [py, str(runner)]
+    io = ["--coll", str(coll.path), "--index", str(index)]
+    build_json = work / "build.json"
+    build = None
+    if args.reuse and build_json.exists() and index.exists():
+        build = json.loads(build_json.read_text())
+        if "error" not in build:
+            build["reused_from"] = dt.datetime.fromtimestamp(build_json.stat().st_mtime).isoformat(timespec="seconds")
+            log(f"{name}: reusing build from {build['reused_from']} ({work})")
+        else:
+            build = None
+    if build is None:
+        if index.exists():
+            import shutil
+
+            shutil.rmtree(index)
+        log(f"{name}: building ({coll.n_tokens:,} tokens)")
+        build = run_child(base + ["build", *io, "--out", str(work / "build.out.json"), *common, *build_args],
+                          work / "build.out.json", work / "build.log", args.threads, args.timeout, args.nice)
+        if "error" not in build:
+            build_json.write_text(json.dumps(build))
+    if "error" in build:
+        log(f"{name}: build FAILED: {build['error']}")
+        return {"build": build, "search": None}
+    log(f"{name}: built in {build['build_s']}s, peak RSS {build['peak_rss_mb']} MiB; searching")
+    search = run_child(base + ["search", *io, "--out", str(work / "search.json"), *common, *search_args],
+                       work / "search.json", work / "search.log", args.threads, args.timeout, args.nice)
+    if "error" in search:
+        log(f"{name}: search FAILED: {search['error']}")
+    return {"build": build, "search": search}
+
+
+def peer_available(name: str) -> tuple[bool, str]:
+    if name not in PEERS:
+        return False, f"unknown peer {name!r} (known: {', '.join(PEERS)})"
+    venv = PEERS[name]["venv"]
+    if not (venv / "bin" / "python").exists() or not (venv / ".ok").exists():
+        return False, f"{venv.name} not set up (bash benchmarks/peers/setup_peers.sh {name})"
+    return True, "ok"
+
+
+# ---------------------------------------------------------------------------------------- scoring
+def ndcg_at_k(ids: np.ndarray, coll: Collection, k: int) -> float | None:
+    """nDCG@k against the dataset's qrels (real collections only)."""
+    qrels_p, dids_p, qids_p = (coll.path / n for n in ("qrels.json", "doc_ids.json", "query_ids.json"))
+    if not (qrels_p.exists() and dids_p.exists() and qids_p.exists()):
+        return None
+    qrels, doc_ids, q_ids = (json.loads(p.read_text()) for p in (qrels_p, dids_p, qids_p))
+    vals = []
+    for qi, row in zip(q_ids, ids):
+        rel = qrels.get(qi, {})
+        gains = [rel.get(doc_ids[d], 0) if d >= 0 else 0 for d in row[:k]]
+        dcg = sum(g / np.log2(r + 2) for r, g in enumerate(gains))
+        ideal = sorted(rel.values(), reverse=True)[:k]
+        idcg = sum(g / np.log2(r + 2) for r, g in enumerate(ideal))
+        vals.append(dcg / idcg if idcg > 0 else 0.0)
+    return float(np.mean(vals))
+
+
+def summarise(name: str, res: dict, coll: Collection, truth: np.ndarray, k: int) -> list[dict]:
+    build, search = res.get("build") or {}, res.get("search") or {}
+    rows = []
+    base = {"engine": name, "build_s": build.get("build_s"), "build_peak_rss_mb": build.get("peak_rss_mb"),
+            "build_rss_before_mb": build.get("rss_before_build_mb"), "index_bytes": build.get("index_bytes"),
+            "bytes_per_token": (build["index_bytes"] / coll.n_tokens) if build.get("index_bytes") else None,
+            "nlist": build.get("nlist"), "rss_after_open_mb": search.get("rss_after_open_mb"),
+            "rss_before_open_mb": search.get("rss_before_open_mb"), "build_reused_from": build.get("reused_from"),
+            "error": build.get("error") or search.get("error")}
+    for run in search.get("runs") or [{}]:
+        row = dict(base, params=run.get("params"))
+        if "ids" in run:
+            ids = np.asarray(run["ids"], dtype=np.int64)
+            row["recall_at_k"] = recall_at_k(ids, truth, k)
+            row["ndcg_at_k"] = ndcg_at_k(ids, coll, k)
+            lat = run["latency_ms"]
+            row.update(p50_ms=lat["p50"], p95_ms=lat["p95"], mean_ms=lat["mean"],
+                       qps_batched=run.get("qps_batched"), qps_sequential=run.get("qps_sequential"),
+                       batch_equals_single=run.get("batch_equals_single"))
+        elif run.get("error"):
+            row["error"] = run["error"]
+        rows.append(row)
+    return rows
+
+
+def _f(x, fmt="{:.1f}"):
+    return "-" if x is None else fmt.format(x)
+
+
+def markdown(report: dict) -> str:
+    c, m = report["collection"], report["machine"]
+    lines = [f"# Engine benchmark: {c['dataset']} ({c['n_docs']:,} docs, {c['n_tokens']:,} tokens, d {c['dim']})",
+             "",
+             f"{report['created']} | k {report['k']} | nbits {report['nbits']} | threads {report['threads']} | "
+             f"{c['nq']} queries | {m.get('cpu')} ({m.get('cpu_count')} cores, {m.get('mem_total_gib')} GiB)",
+             "",
+             "recall@k: overlap with exact MaxSim top-k over the uncompressed float32 embeddings. Latency: one "
+             "query per call, after warm-up. QPS: plaidx one batched call; peers marked * run queries "
+             "sequentially (no batched CPU search). RSS in MiB; build RSS is the peak of the build process.",
+             "",
+             "| engine | search params | recall@k | nDCG@k | p50 ms | p95 ms | QPS | build s | build peak RSS | "
+             "RSS after open | index MiB | bytes/token |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        if r.get("recall_at_k") is None:
+            lines.append(f"| {r['engine']} | {json.dumps(r.get('params'))} | FAILED: {r.get('error')} |"
+                         + " |" * 9)
+            continue
+        qps = _f(r.get("qps_batched")) if r.get("qps_batched") else _f(r.get("qps_sequential")) + "*"
+        reused = " (reused)" if r.get("build_reused_from") else ""
+        lines.append(
+            f"| {r['engine']} | {json.dumps(r['params']) if r['params'] else 'defaults'} | {r['recall_at_k']:.3f} "
+            f"| {_f(r.get('ndcg_at_k'), '{:.3f}')} | {_f(r['p50_ms'], '{:.2f}')} | {_f(r['p95_ms'], '{:.2f}')} "
+            f"| {qps} | {_f(r['build_s'])}{reused} | {_f(r['build_peak_rss_mb'], '{:.0f}')} "
+            f"| {_f(r['rss_after_open_mb'], '{:.0f}')} | {_f((r['index_bytes'] or 0) / 2**20)} "
+            f"| {_f(r['bytes_per_token'])} |")
+    for name, why in report["skipped"].items():
+        lines.append(f"\nSkipped {name}: {why}")
+    lines += ["", "BLAS (harness): " + ", ".join(
+        f"{b.get('internal_api')} {b.get('version')} {b.get('architecture')} x{b.get('num_threads')}"
+        for b in m.get("blas_harness", []))]
+    return "\n".join(lines) + "\n"
+
+
+# -------------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="synthetic", help="synthetic, or a BEIR folder in /work/shared/data")
+    ap.add_argument("--collection", default=None, help="explicit cached collection folder (real datasets)")
+    ap.add_argument("--ndocs", type=int, default=10_000, help="synthetic documents (ignored for real sets)")
+    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--nq", type=int, default=300)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--peers", default="plaid,fastplaid", help="comma list, or 'none'")
+    ap.add_argument("--no-plaidx", action="store_true", help="run the peers only")
+    ap.add_argument("--plaidx-stub", action="store_true", help="brute-force stand-in for plaidx (harness tests)")
+    ap.add_argument("--nbits", type=int, default=2)
+    ap.add_argument("--nlist", type=int, default=None, help="plaidx nlist (default: its own)")
+    ap.add_argument("--kmeans-niters", type=int, default=4)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--nprobe", default=None, help="plaidx grid: comma list")
+    ap.add_argument("--threshold", default=None, help="plaidx grid: centroid_score_threshold comma list")
+    ap.add_argument("--search-ndocs", default=None, help="plaidx grid: ndocs comma list")
+    ap.add_argument("--plaidx-exact", action="store_true", help="also run plaidx exact=True")
+    ap.add_argument("--plaid-configs", default=None, help="PLAID ncells,threshold,ndocs;... (default: its k<=10 defaults)")
+    ap.add_argument("--fastplaid-configs", default=None, help="fast-plaid n_ivf_probe,n_full_scores;...")
+    ap.add_argument("--reuse", action="store_true", help="reuse earlier builds in the work folder (search re-runs)")
+    ap.add_argument("--timeout", type=int, default=4 * 3600, help="seconds per subprocess")
+    ap.add_argument("--nice", type=int, default=0, help="niceness of the engine subprocesses")
+    ap.add_argument("--out-dir", default=str(RESULTS_DIR))
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    coll = get_collection(args)
+    label = f"{args.dataset}_{coll.n_docs}" + ("_STUB" if args.plaidx_stub else "")
+    log(f"collection {coll.path}: {coll.n_docs:,} docs, {coll.n_tokens:,} tokens, d {coll.dim}, "
+        f"{len(coll.queries)} queries")
+    load_start = list(os.getloadavg())
+    t0 = time.perf_counter()
+    _, truth = exact_topk_cached(coll, args.k, threads=args.threads)
+    log(f"exact ground truth ready ({time.perf_counter() - t0:.1f}s)")
+
+    engines, skipped = [], {}
+    if not args.no_plaidx:
+        ok, why = plaidx_available(args.plaidx_stub)
+        if ok:
+            engines.append("plaidx-STUB" if args.plaidx_stub else "plaidx")
+        else:
+            skipped["plaidx"] = f"import plaidx failed: {why}"
+            log(f"SKIPPING plaidx: import plaidx failed: {why}")
+    for peer in [p.strip() for p in args.peers.split(",") if p.strip() and p.strip() != "none"]:
+        ok, why = peer_available(peer)
+        if ok:
+            engines.append(peer)
+        else:
+            skipped[peer] = why
+            log(f"SKIPPING {peer}: {why}")
+
+    runs_root = CACHE_DIR / "runs" / f"{args.dataset}_{coll.n_docs}_d{coll.dim}"
+    results = {}
+    for name in engines:
+        work = runs_root / f"{name}_nb{args.nbits}_t{args.threads}"
+        results[name] = run_engine(name, args, coll, work)
+
+    rows = [row for name in engines for row in summarise(name, results[name], coll, truth, args.k)]
+    report = {"created": dt.datetime.now().isoformat(timespec="seconds"), "k": args.k, "nbits": args.nbits,
+              "threads": args.threads, "stub": args.plaidx_stub,
+              "collection": {"dataset": args.dataset, "path": str(coll.path), "n_docs": coll.n_docs,
+                             "n_tokens": coll.n_tokens, "dim": coll.dim, "nq": int(len(coll.queries)),
+                             "meta": coll.meta},
+              "machine": dict(machine_info(args.threads), loadavg_at_start=load_start), "skipped": skipped, "rows": rows,
+              "engines": {n: {ph: ({k: v for k, v in (r or {}).items() if k != "runs"} if r else None)
+                              for ph, r in res.items()} for n, res in results.items()},
+              "cli": sys.argv[1:] if argv is None else argv}
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"engine_{label}.json").write_text(json.dumps(report, indent=1, default=float))
+    (out_dir / f"engine_{label}.md").write_text(markdown(report))
+    print(markdown(report))
+    log(f"wrote {out_dir / f'engine_{label}.json'} and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
