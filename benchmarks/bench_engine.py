@@ -58,16 +58,19 @@ def get_collection(args) -> Collection:
         import synthetic
 
         return synthetic.ensure(n_docs=args.ndocs, dim=args.dim, nq=args.nq, seed=args.seed)
-    path = Path(args.collection) if args.collection else CACHE_DIR / f"{args.dataset}_minilm"
-    if not is_complete(path):
-        alt = CACHE_DIR / f"{args.dataset}_plaidx"
-        if is_complete(alt):
-            path = alt
-        else:
-            log(f"{path} missing: encoding {args.dataset} (benchmarks/real_embeddings.py)")
-            subprocess.run([sys.executable, str(BENCH / "real_embeddings.py"), "--dataset", args.dataset,
-                            "--threads", str(args.threads), "--out", str(path)], check=True)
-    return load_collection(path)
+    if args.collection:
+        return load_collection(args.collection)
+    # Prefer embeddings from the project's encoder; the transformers fallback has the same model.
+    for tag in ("plaidx", "minilm"):
+        if is_complete(CACHE_DIR / f"{args.dataset}_{tag}"):
+            return load_collection(CACHE_DIR / f"{args.dataset}_{tag}")
+    log(f"no cached {args.dataset} embeddings: encoding them (benchmarks/real_embeddings.py)")
+    subprocess.run([sys.executable, str(BENCH / "real_embeddings.py"), "--dataset", args.dataset,
+                    "--threads", str(args.threads)], check=True)
+    for tag in ("plaidx", "minilm"):
+        if is_complete(CACHE_DIR / f"{args.dataset}_{tag}"):
+            return load_collection(CACHE_DIR / f"{args.dataset}_{tag}")
+    raise SystemExit(f"encoding {args.dataset} produced no collection")
 
 
 def machine_info(threads: int) -> dict:

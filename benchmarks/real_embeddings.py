@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the repo's plaidx, even when not installed
 from collection import CACHE_DIR, is_complete, write_meta  # noqa: E402
 
 DATA_ROOT = Path(os.environ.get("PLAIDX_DATA", "/work/shared/data"))

@@ -1,0 +1,162 @@
+"""fast-plaid (LightOn, fast-plaid 1.7.0.2110) from precomputed embeddings: build or search, JSON out.
+
+Runs inside .bench-venv-fastplaid (see setup_peers.sh; it pins torch 2.11.0), one phase per process::
+
+    python run_fastplaid.py build  --coll DIR --index DIR --out build.json [--nbits 2 --threads 2]
+    python run_fastplaid.py search --coll DIR --index DIR --out search.json [--k 10 --configs "8,4096"]
+
+``--coll`` holds the benchmark cache format (values.npy, offsets.npy, queries.npy). Build passes every
+document as a torch tensor to ``FastPlaid.create`` (its API takes the whole list in memory). Search
+measures single-query latency (one query per call, after warm-up) and one batched call over all
+queries. ``--configs`` lists n_ivf_probe,n_full_scores pairs (default: its defaults 8,4096).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _load_coll(coll: Path):
+    import numpy as np
+
+    return (np.load(coll / "values.npy", mmap_mode="r"), np.load(coll / "offsets.npy"),
+            np.load(coll / "queries.npy"))
+
+
+def build(args) -> dict:
+    import numpy as np
+    import torch
+    from fast_plaid import search as fp
+
+    values, offsets, _ = _load_coll(Path(args.coll))
+    n_docs = len(offsets) - 1
+    rss0 = _rss_mb()
+    t0 = time.perf_counter()
+    docs = [torch.from_numpy(np.array(values[offsets[i]:offsets[i + 1]], dtype=np.float32)) for i in range(n_docs)]
+    load_s = time.perf_counter() - t0
+    index = Path(args.index)
+    t0 = time.perf_counter()
+    engine = fp.FastPlaid(index=str(index), device="cpu")
+    engine.create(documents_embeddings=docs, nbits=args.nbits, kmeans_niters=args.kmeans_niters, seed=args.seed)
+    build_s = time.perf_counter() - t0
+    return {"engine": "fastplaid", "phase": "build", "build_s": round(build_s, 2),
+            "load_embeddings_s": round(load_s, 2), "rss_before_build_mb": round(rss0, 1),
+            "peak_rss_mb": round(_peak_rss_mb(), 1), "index_bytes": _dir_bytes(index), "n_docs": n_docs,
+            "n_tokens": int(offsets[-1]), "dim": int(values.shape[1]), "nbits": args.nbits,
+            "kmeans_niters": args.kmeans_niters}
+
+
+def _parse_configs(text: str) -> list[dict]:
+    out = []
+    for part in text.split(";"):
+        if part.strip():
+            probe, full = part.split(",")
+            out.append({"n_ivf_probe": int(probe), "n_full_scores": int(full)})
+    return out
+
+
+def _ids(res, k: int):
+    import numpy as np
+
+    ids = np.full((len(res), k), -1, np.int64)
+    for i, row in enumerate(res):
+        got = [int(d) for d, _ in row[:k]]
+        ids[i, :len(got)] = got
+    return ids
+
+
+def search(args) -> dict:
+    import numpy as np
+    import torch
+    from fast_plaid import search as fp
+
+    _, _, queries = _load_coll(Path(args.coll))
+    Q = torch.from_numpy(np.ascontiguousarray(queries, np.float32))
+    nq = Q.shape[0]
+    rss0 = _rss_mb()
+    t0 = time.perf_counter()
+    engine = fp.FastPlaid(index=str(args.index), device="cpu")
+    engine.search(Q[:1], top_k=args.k, show_progress=False)  # loads the index lazily on first search
+    open_s = time.perf_counter() - t0
+    rss_open = _rss_mb()
+    runs = []
+    for cfg in _parse_configs(args.configs):
+        for i in range(min(args.warmup, nq)):
+            engine.search(Q[i:i + 1], top_k=args.k, show_progress=False, **cfg)
+        lat = np.empty(nq)
+        single = []
+        for i in range(nq):
+            t = time.perf_counter()
+            single.extend(engine.search(Q[i:i + 1], top_k=args.k, show_progress=False, **cfg))
+            lat[i] = time.perf_counter() - t
+        ids = _ids(single, args.k)
+        t = time.perf_counter()
+        batch = engine.search(Q, top_k=args.k, show_progress=False, **cfg)
+        batch_s = time.perf_counter() - t
+        ms = lat * 1e3
+        runs.append({"params": cfg, "latency_ms": {"mean": float(ms.mean()), "p50": float(np.percentile(ms, 50)),
+                                                   "p95": float(np.percentile(ms, 95)), "max": float(ms.max())},
+                     "qps_sequential": float(nq / lat.sum()), "qps_batched": float(nq / batch_s),
+                     "batch_equals_single": bool(np.array_equal(_ids(batch, args.k), ids)), "ids": ids.tolist()})
+        print(f"[fastplaid] {cfg}: p50 {runs[-1]['latency_ms']['p50']:.1f} ms, "
+              f"batched {runs[-1]['qps_batched']:.1f} QPS", flush=True)
+    return {"engine": "fastplaid", "phase": "search", "open_s": round(open_s, 3),
+            "open_note": "includes loading the index and one first query (fast-plaid loads lazily)",
+            "rss_before_open_mb": round(rss0, 1), "rss_after_open_mb": round(rss_open, 1),
+            "peak_rss_mb": round(_peak_rss_mb(), 1), "nq": int(nq), "k": args.k, "runs": runs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="fast-plaid peer runner")
+    ap.add_argument("phase", choices=["build", "search"])
+    ap.add_argument("--coll", required=True)
+    ap.add_argument("--index", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--nbits", type=int, default=2)
+    ap.add_argument("--kmeans-niters", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--configs", default="8,4096", help="n_ivf_probe,n_full_scores;... (default: its defaults)")
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    res = build(args) if args.phase == "build" else search(args)
+    try:
+        from importlib.metadata import version
+
+        fp_version = version("fast-plaid")
+    except Exception:  # noqa: BLE001
+        fp_version = None
+    res.update({"threads": args.threads, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+                "fastplaid_version": fp_version, "python": platform.python_version(),
+                "omp_num_threads": os.environ.get("OMP_NUM_THREADS")})
+    Path(args.out).write_text(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
