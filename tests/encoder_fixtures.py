@@ -20,6 +20,7 @@ import string
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 HIDDEN, LAYERS, HEADS, INTERMEDIATE = 32, 2, 4, 64
@@ -28,6 +29,15 @@ WORDS = ("the a an cat cats dog dogs sat on mat what is how does late interactio
          "text encode plaid engine compressed of and to in for with by this that it be are was were find best "
          "match short long rotary position embedding layer").split()
 LAYOUTS = ("stanford", "pylate", "jina", "plain")
+
+
+@pytest.fixture(scope="module")
+def torch_single_thread():
+    """Tiny models run fastest on one thread (and do not stall when the machine is busy); restored after."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -14,10 +14,15 @@ import string
 import numpy as np
 import pytest
 import torch
-from encoder_fixtures import make_tiny_checkpoint
+from encoder_fixtures import (
+    make_tiny_checkpoint,
+    torch_single_thread,  # noqa: F401
+)
 from safetensors.torch import load_file
 
 from plaidx.encoder import ColBERT
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 QUERIES = ["what is late interaction?", "cat", "how does the plaid engine find the best match for a long query "
            "with many many tokens in it"]

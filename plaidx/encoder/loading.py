@@ -272,6 +272,8 @@ def load_hf_backbone(folder: Path, dtype: torch.dtype) -> tuple[HFBackbone, Any]
     cfg_json = _json_object(folder / "config.json", "config.json")
     if "model_type" not in cfg_json:
         raise CheckpointError(f"config.json in {folder} has no 'model_type'")
+    if "safetensors" in _weight_file(folder).name:
+        weight_names(folder)  # reads the headers: a damaged file is named here
     try:
         with _quiet_transformers():
             config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
