@@ -147,6 +147,13 @@ class DocStore:
     def count_passages(self) -> int:
         return int(self._con().execute("SELECT COUNT(*) FROM passages").fetchone()[0])
 
+    def max_int_id(self) -> int:
+        """The largest stored integer document id, -1 when there is none (int-id stores only)."""
+        if self._id_type != "int":
+            raise TypeError("max_int_id: this store does not hold integer document ids")
+        row = self._con().execute("SELECT MAX(CAST(document_id AS INTEGER)) FROM documents").fetchone()
+        return -1 if row[0] is None else int(row[0])
+
     def existing(self, document_ids: Sequence[Any]) -> list[Any]:
         """The ids among ``document_ids`` that are stored, in the order given."""
         keys = self.encode_ids(document_ids)

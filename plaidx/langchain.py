@@ -1,0 +1,60 @@
+"""LangChain retriever and document compressor over a RAGPretrainedModel (needs the langchain extra)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Optional
+
+try:
+    from langchain_core.callbacks import CallbackManagerForRetrieverRun, Callbacks
+    from langchain_core.documents import BaseDocumentCompressor, Document
+    from langchain_core.retrievers import BaseRetriever
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("plaidx's LangChain integration needs langchain-core: pip install 'plaidx[langchain]' "
+                      f"(or pip install langchain-core) ({exc})") from exc
+
+
+def _metadata(result: dict[str, Any]) -> dict[str, Any]:
+    meta = {key: result[key] for key in ("document_id", "passage_id", "score", "rank") if key in result}
+    if result.get("document_metadata"):
+        meta["document_metadata"] = result["document_metadata"]
+    return meta
+
+
+class PlaidxLangChainRetriever(BaseRetriever):
+    """Documents for a query from ``model.search(query, **kwargs)``, best first.
+
+    ``page_content`` is the passage; ``metadata`` holds its document_id, passage_id, score, rank and the
+    document's metadata.
+    """
+
+    model: Any
+    kwargs: dict = {}
+
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
+        return [Document(page_content=r["content"], metadata=_metadata(r)) for r in self.model.search(query,
+                                                                                                      **self.kwargs)]
+
+
+class PlaidxLangChainCompressor(BaseDocumentCompressor):
+    """Keeps the ``k`` documents that ``model.rerank`` scores best, with ``relevance_score`` in metadata."""
+
+    model: Any
+    kwargs: dict = {}
+    k: int = 5
+
+    def compress_documents(self, documents: Sequence[Document], query: str,
+                           callbacks: Optional[Callbacks] = None) -> Sequence[Document]:
+        docs = list(documents)
+        if not docs:
+            return []
+        results = self.model.rerank(query, [d.page_content for d in docs], k=self.k, **self.kwargs)
+        out = []
+        for r in results:
+            doc = docs[r["result_index"]]
+            out.append(Document(page_content=doc.page_content,
+                                metadata={**doc.metadata, "relevance_score": r["score"]}))
+        return out
+
+
+__all__ = ["PlaidxLangChainRetriever", "PlaidxLangChainCompressor"]

@@ -1,0 +1,381 @@
+"""RAGPretrainedModel: RAGatouille's flows (index, search, add, delete, rerank, encode) on tiny checkpoints.
+
+The tiny models are random, so expected results come from oracles: exhaustive MaxSim over the index's
+own (decompressed) passages for searches, over the encoder's float embeddings for rerank and encode.
+Queries are documents' own texts, kept where the oracle ranks that document first by a margin, so "the
+right document comes first" is a real assertion about contents, ids, metadata and ranks.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from encoder_fixtures import WORDS, make_tiny_checkpoint
+
+import plaidx
+from plaidx import RAGPretrainedModel
+from plaidx.maxsim import maxsim
+from plaidx.rag import CONFIG_FILE, DOCSTORE_FILE, ENGINE_DIR
+
+VOCAB = list(dict.fromkeys(WORDS))
+EPS = 1e-3  # float differences between the kernels and numpy; ties within EPS may swap places
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), "stanford", query_length=16, document_length=32)
+
+
+@pytest.fixture()
+def rag(checkpoint, tmp_path):
+    return RAGPretrainedModel.from_pretrained(str(checkpoint), index_root=tmp_path / "indexes", verbose=0)
+
+
+def corpus(n: int = 30, seed: int = 0, lo: int = 4, hi: int = 10) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(VOCAB, size=int(rng.integers(lo, hi)))) for _ in range(n)]
+
+
+def float_oracle(rag: RAGPretrainedModel, queries: list[str], docs: list[str]) -> np.ndarray:
+    """Exact MaxSim (nq, n_docs) of the encoder's float embeddings (what rerank and encode compute)."""
+    enc = rag._fit_encoder(docs)
+    return np.atleast_2d(maxsim(rag.model.encode_queries(queries), enc.encode_documents(docs)))
+
+
+def index_oracle(rag: RAGPretrainedModel, queries: list[str], index_name=None) -> tuple[np.ndarray, list[int]]:
+    """Exhaustive MaxSim (nq, n_live) over the index's own (decompressed) passages, and their passage ids."""
+    engine = rag._handle(index_name).engine
+    pids = engine.ids.tolist()
+    return np.atleast_2d(maxsim(rag.model.encode_queries(queries), [engine.reconstruct(p) for p in pids])), pids
+
+
+def assert_ranked(results, row, pids, k):
+    """Results are the k best passages of the oracle row, best first, ranks 1..k (ties within EPS may swap)."""
+    best = np.sort(row)[::-1][:k]
+    assert len(results) == min(k, len(pids))
+    assert [r["rank"] for r in results] == list(range(1, len(results) + 1))
+    assert len({r["passage_id"] for r in results}) == len(results)
+    for r, res in enumerate(results):
+        j = pids.index(res["passage_id"])
+        assert abs(row[j] - best[r]) <= EPS, (r, res, row[j], best[r])
+        assert abs(res["score"] - row[j]) <= EPS
+
+
+def self_queries(S: np.ndarray, n: int = 6) -> list[int]:
+    """Rows i whose own column is the clear best (query i is the text of passage i)."""
+    top = -np.sort(-S, axis=1)
+    ok = [i for i in range(S.shape[0]) if S[i].argmax() == i and top[i, 0] - top[i, 1] > 0.05]
+    assert len(ok) >= n, "the tiny model should retrieve most documents from their own text"
+    return ok[:n]
+
+
+# ---------------------------------------------------------------------------------------------- flows
+def test_index_and_search_return_the_right_passages(rag, tmp_path):
+    docs = corpus()
+    ids = [f"doc-{i}" for i in range(len(docs))]
+    metas = [{"n": i, "parity": "odd" if i % 2 else "even"} for i in range(len(docs))]
+    path = rag.index(collection=docs, document_ids=ids, document_metadatas=metas, index_name="my_index")
+    assert Path(path) == tmp_path / "indexes" / "my_index"
+    assert {p.name for p in Path(path).iterdir()} >= {ENGINE_DIR, DOCSTORE_FILE, CONFIG_FILE}
+
+    S, pids = index_oracle(rag, docs)
+    assert pids == list(range(len(docs)))
+    for i in self_queries(S):
+        results = rag.search(docs[i], k=5)
+        assert results[0] == {"content": docs[i], "score": pytest.approx(S[i, i], abs=EPS), "rank": 1,
+                              "document_id": f"doc-{i}", "passage_id": i, "document_metadata": metas[i]}
+        assert_ranked(results, S[i], pids, 5)
+        for r in results:
+            j = r["passage_id"]
+            assert (r["document_id"], r["content"], r["document_metadata"]) == (ids[j], docs[j], metas[j])
+        # the PLAID path with every cell probed and every candidate kept equals exhaustive search
+        assert rag.search(docs[i], k=5, nprobe=10_000, centroid_score_threshold=-1e9, ndocs=1000) == results
+
+    q = self_queries(S, 3)
+    many = rag.search([docs[i] for i in q], index_name="my_index", k=3, zero_index_ranks=True)
+    assert len(many) == 3 and all(len(res) == 3 for res in many)
+    assert [res[0]["document_id"] for res in many] == [f"doc-{i}" for i in q]
+    assert [r["rank"] for r in many[0]] == [0, 1, 2]
+    fast = rag.search(docs[q[0]], k=3, force_fast=True)  # PLAID with small parameters
+    assert len(fast) == 3 and all(r["document_id"] == ids[r["passage_id"]] for r in fast)
+
+
+def test_k_larger_than_collection_returns_every_passage(rag):
+    docs = corpus(8)
+    rag.index(docs, index_name="small")
+    results = rag.search(docs[0], k=50)
+    assert sorted(r["content"] for r in results) == sorted(docs)
+    assert [r["rank"] for r in results] == list(range(1, 9))
+    S, pids = index_oracle(rag, [docs[0]])
+    assert_ranked(results, S[0], pids, 50)
+    assert "document_metadata" not in results[0]  # no metadata given
+    assert all(len(r["document_id"]) == 36 for r in results)  # generated uuid4 ids
+
+
+def test_add_and_delete_use_the_engine_updates(rag):
+    docs = corpus(24, seed=1)
+    rag.index(docs[:20], document_ids=[f"d{i}" for i in range(20)], index_name="live")
+    h = rag._handle("live")
+    centroids = np.array(h.engine._snap.codec.centroids)
+    added = rag.add_to_index(docs[20:], new_document_ids=["n0", "n1", "n2", "n3"],
+                             new_document_metadatas=[{"new": k} for k in range(4)])
+    assert added == ["n0", "n1", "n2", "n3"]
+    assert np.array_equal(h.engine._snap.codec.centroids, centroids)  # compressed in place, no rebuild
+    assert len(h.engine) == 24 and h.engine.ids.tolist() == list(range(24))
+    S, pids = index_oracle(rag, docs)
+    new = [i for i in range(20, 24) if S[i].argmax() == i]
+    assert new, "a new document should be found from its own text"
+    for i in new:
+        res = rag.search(docs[i], k=3)
+        assert res[0]["document_id"] == f"n{i - 20}" and res[0]["document_metadata"] == {"new": i - 20}
+        assert res[0]["passage_id"] == i and res[0]["content"] == docs[i]
+        assert_ranked(res, S[i], pids, 3)
+
+    assert rag.delete_from_index(["d3", "n1"]) == 2
+    assert h.engine.info()["deleted_pending_compaction"] == 2 and len(h.engine) == 22
+    everything = rag.search(docs[3], k=100)
+    assert len(everything) == 22
+    assert {r["document_id"] for r in everything}.isdisjoint({"d3", "n1"})
+    S, pids = index_oracle(rag, [docs[3]])
+    assert 3 not in pids and 21 not in pids
+    assert_ranked(everything, S[0], pids, 100)
+    assert rag.delete_from_index("d4") == 1  # a single id, as RAGatouille allows
+
+
+def test_ids_and_metadata_survive_reopening(rag, checkpoint):
+    docs = corpus(12, seed=2)
+    ids = list(range(100, 112))
+    path = rag.index(docs, document_ids=ids, document_metadatas=[{"k": [i, "x"]} for i in ids], index_name="ints")
+    before = rag.search(docs[:3], k=4)
+    del rag
+
+    again = RAGPretrainedModel.from_index(path, verbose=0)
+    assert again.index_name == "ints" and again.model.config_dict() == again._handle(None).config["model"]
+    after = again.search(docs[:3], k=4)
+    assert [[(r["document_id"], r["content"], r["document_metadata"], r["rank"]) for r in row] for row in after] == \
+        [[(r["document_id"], r["content"], r["document_metadata"], r["rank"]) for r in row] for row in before]
+    assert all(isinstance(r["document_id"], int) for row in after for r in row)
+    assert [r["score"] for r in after[0]] == pytest.approx([r["score"] for r in before[0]], abs=1e-4)
+
+    new_ids = again.add_to_index(["hello world colbert"])  # ids continue after the largest int id
+    assert new_ids == [112]
+    with pytest.raises(ValueError, match="stores int document ids"):
+        again.add_to_index(["late interaction"], new_document_ids=["a-string"])
+
+
+def test_filtered_search_returns_only_allowed_documents(rag):
+    docs = corpus(40, seed=3)
+    ids = [f"d{i}" for i in range(40)]
+    rag.index(docs, document_ids=ids, index_name="filtered")
+    allowed = ["d1", "d5", "d9", "d22", "d31"]
+    for q in (docs[0], docs[22]):
+        res = rag.search(q, k=3, doc_ids=allowed)
+        assert len(res) == 3 and {r["document_id"] for r in res} <= set(allowed)
+        S, pids = index_oracle(rag, [q])
+        keep = [pids.index(ids.index(a)) for a in allowed]
+        assert_ranked(res, S[0][keep], [pids[j] for j in keep], 3)
+        plaid = rag.search(q, k=3, doc_ids=allowed, exact=False)  # filtered inside PLAID too
+        assert len(plaid) == 3 and {r["document_id"] for r in plaid} <= set(allowed)
+        res = rag.search(q, k=10, doc_ids=allowed)
+        assert sorted(r["document_id"] for r in res) == sorted(allowed)
+    assert [r["document_id"] for r in rag.search(docs[0], k=5, doc_ids="d7")] == ["d7"]
+    with pytest.raises(KeyError, match="unknown document ids"):
+        rag.search(docs[0], doc_ids=["d1", "nope"])
+    rag.delete_from_index(["d5"])
+    assert {r["document_id"] for r in rag.search(docs[0], k=10, doc_ids=["d1", "d9"])} == {"d1", "d9"}
+
+
+def test_long_documents_are_split_into_passages_that_fit(rag):
+    rng = np.random.default_rng(4)
+    docs = [". ".join(" ".join(rng.choice(VOCAB, size=8)) for _ in range(12)) + "." for _ in range(3)] + ["short one"]
+    rag.index(docs, document_ids=["a", "b", "c", "s"], document_metadatas=[{"d": x} for x in "abcs"],
+              max_document_length=40, index_name="split")
+    h = rag._handle("split")
+    assert h.config["passages"]["max_document_length"] == 40 and h.config["model"]["document_length"] == 40
+    enc = rag._doc_encoder(40)
+    passages = [(d, c) for pid, (d, c, _m) in sorted(h.store.lookup(h.engine.ids.tolist()).items())]
+    assert len(passages) > 10
+    assert max(enc.count_tokens([c for _, c in passages], add_special_tokens=True)) <= 40
+    for doc_id, text in zip("abcs", docs):
+        mine = [c for d, c in passages if d == doc_id]
+        assert all(c in text for c in mine)
+        assert all(any(w in c for c in mine) for w in text.split())  # no word lost
+    res = rag.search(passages[5][1], k=len(passages))
+    assert {r["document_id"] for r in res} == set("abcs")
+    assert all(r["document_metadata"] == {"d": r["document_id"]} for r in res)
+
+
+def test_splitter_and_preprocessing_hooks(rag):
+    def splitter(documents, document_ids, chunk_size=256):
+        return [{"document_id": i, "content": part.strip()} for i, d in zip(document_ids, documents)
+                for part in d.split("|")]
+
+    def tag(passages):
+        return [{"document_id": p["document_id"], "content": f"{p['content']} tagged"} for p in passages]
+
+    rag.index(["cat sat | dog mat", "hello world"], document_ids=["x", "y"], document_splitter_fn=splitter,
+              preprocessing_fn=[tag, lambda ps: [p["content"].upper() for p in ps]], index_name="hooks")
+    h = rag._handle("hooks")
+    assert sorted(h.store.lookup(range(3)).values()) == [
+        ("x", "CAT SAT TAGGED", None), ("x", "DOG MAT TAGGED", None), ("y", "HELLO WORLD TAGGED", None)]
+    rag.index(["cat sat | dog mat"], index_name="nosplit", split_documents=False)
+    assert [c for _d, c, _m in rag._handle("nosplit").store.lookup([0]).values()] == ["cat sat | dog mat"]
+    with pytest.raises(ValueError, match="not in the collection"):
+        rag.index(["a b"], document_ids=["x"], document_splitter_fn=lambda d, i, chunk_size: [
+            {"document_id": "zzz", "content": "a"}], index_name="bad-hook")
+
+
+# ---------------------------------------------------------------------------------------------- errors
+def test_bad_input_is_refused_and_nothing_stored_is_lost(rag, tmp_path):
+    docs = corpus(10, seed=5)
+    rag.index(docs, document_ids=[f"d{i}" for i in range(10)], document_metadatas=[{"i": i} for i in range(10)],
+              index_name="keep")
+    h = rag._handle("keep")
+    reference = rag.search(docs[2], k=10)
+
+    def unchanged():
+        assert len(h.engine) == 10 and h.store.count_documents() == 10 and h.store.count_passages() == 10
+        assert rag.search(docs[2], index_name="keep", k=10) == reference
+
+    with pytest.raises(FileNotFoundError, match=r"no index named 'nope'.*'keep'"):
+        rag.search("cat", index_name="nope")
+    with pytest.raises(ValueError, match="unique"):
+        rag.index(docs, document_ids=["same"] * 10, index_name="keep")
+    unchanged()
+    with pytest.raises(ValueError, match="same length"):
+        rag.index(docs, document_metadatas=[{}] * 3, index_name="keep")
+    with pytest.raises(ValueError, match="same length"):
+        rag.index(docs, document_ids=["a"], index_name="keep")
+    with pytest.raises(ValueError, match="same type"):
+        rag.index(docs[:2], document_ids=["a", 1], index_name="keep")
+    with pytest.raises(TypeError, match="JSON"):
+        rag.index(docs[:1], document_metadatas=[{"x": object()}], index_name="keep")
+    with pytest.raises(ValueError, match="empty"):
+        rag.index([], index_name="keep")
+    with pytest.raises(ValueError, match=r"collection\[1\] is empty"):
+        rag.index(["a", "  "], index_name="keep")
+    with pytest.raises(FileExistsError, match="already exists"):
+        rag.index(docs, index_name="keep", overwrite_index=False)
+    unchanged()
+    assert rag.index(["other"], index_name="keep", overwrite_index="reuse") == str(tmp_path / "indexes" / "keep")
+    unchanged()
+
+    with pytest.raises(ValueError, match=r"already in the index: \['d3'\]"):
+        rag.add_to_index(["new text", "more"], new_document_ids=["fresh", "d3"])
+    with pytest.raises(ValueError, match="unique"):
+        rag.add_to_index(["new text", "more"], new_document_ids=["z", "z"])
+    with pytest.raises(ValueError, match="same length"):
+        rag.add_to_index(["new text"], new_document_ids=["z"], new_document_metadatas=[{}, {}])
+    with pytest.raises(KeyError, match=r"unknown document ids \['ghost'\]"):
+        rag.delete_from_index(["d1", "ghost"])
+    unchanged()
+
+    with pytest.raises(ValueError, match="positive"):
+        rag.search("cat", k=0)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        rag.search("cat", kk=3)
+    with pytest.raises(ValueError, match="index_name"):
+        rag.index(docs, index_name="../escape")
+    fresh = RAGPretrainedModel(rag.model, index_root=tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match="no index selected"):
+        fresh.search("cat")
+    with pytest.raises(ValueError, match="no index selected"):
+        fresh.add_to_index(["cat"])
+
+
+def test_overwrite_replaces_the_whole_index(rag):
+    rag.index(corpus(10, seed=6), document_ids=[f"old{i}" for i in range(10)], index_name="ow")
+    docs = corpus(5, seed=7)
+    rag.index(docs, document_ids=[f"new{i}" for i in range(5)], index_name="ow")
+    res = rag.search(docs[0], k=20)
+    assert sorted(r["document_id"] for r in res) == [f"new{i}" for i in range(5)]
+
+
+# ---------------------------------------------------------------------------------------------- rerank
+def test_rerank_orders_like_exact_maxsim(rag):
+    docs = corpus(12, seed=8)
+    S = float_oracle(rag, docs, docs)
+    i = self_queries(S, 1)[0]
+    res = rag.rerank(docs[i], docs, k=4)
+    assert res[0] == {"content": docs[i], "score": pytest.approx(S[i, i], abs=1e-4), "rank": 1, "result_index": i}
+    assert [r["result_index"] for r in res] == np.argsort(-S[i], kind="stable")[:4].tolist()
+    assert [r["score"] for r in res] == pytest.approx(np.sort(S[i])[::-1][:4].tolist(), abs=1e-4)
+    everything = rag.rerank(docs[i], docs[:3], k=10, zero_index_ranks=True)
+    assert sorted(r["result_index"] for r in everything) == [0, 1, 2] and everything[0]["rank"] == 0
+    two = rag.rerank([docs[0], docs[1]], docs, k=2)
+    assert len(two) == 2 and all(len(r) == 2 for r in two)
+
+    jina = plaidx.rerank(rag.model, docs[i], [{"text": d} for d in docs], top_n=3)
+    assert [(r["index"], r["document"]["text"]) for r in jina] == [(r["result_index"], r["content"]) for r in res[:3]]
+    assert [r["relevance_score"] for r in jina] == pytest.approx([r["score"] for r in res[:3]], abs=1e-5)
+    assert len(plaidx.rerank(rag, docs[i], docs)) == len(docs)
+    assert "document" not in plaidx.rerank(rag.model, docs[i], docs, return_documents=False)[0]
+    with pytest.raises(ValueError, match="empty"):
+        plaidx.rerank(rag.model, docs[i], [])
+    with pytest.raises(TypeError, match="model must be"):
+        plaidx.rerank(42, docs[i], docs)
+
+
+def test_encode_and_search_encoded_docs(rag):
+    docs = corpus(9, seed=9)
+    rag.encode(docs[:6], document_metadatas=[{"m": i} for i in range(6)], verbose=False)
+    rag.encode(docs[6:], verbose=False)
+    S = float_oracle(rag, docs, docs)
+    i = self_queries(S, 1)[0]
+    res = rag.search_encoded_docs(docs[i], k=3)
+    assert res[0]["content"] == docs[i] and res[0]["result_index"] == i and res[0]["rank"] == 1
+    assert res[0]["document_metadata"] == ({"m": i} if i < 6 else None)
+    assert [r["result_index"] for r in res] == np.argsort(-S[i], kind="stable")[:3].tolist()
+    assert len(rag.search_encoded_docs([docs[0], docs[1]], k=2)) == 2
+    rag.clear_encoded_docs(force=True)
+    with pytest.raises(ValueError, match="call encode"):
+        rag.search_encoded_docs(docs[0])
+
+
+# ---------------------------------------------------------------------------------------------- threads
+def test_search_and_rerank_from_many_threads(rag):
+    docs = corpus(30, seed=10)
+    rag.index(docs, index_name="threads")
+    queries = docs[:8]
+    want_search = [rag.search(q, k=5) for q in queries]
+    want_rerank = [rag.rerank(q, docs[:10], k=3) for q in queries]
+    errors, got = [], {}
+
+    def worker(t: int) -> None:
+        try:
+            for j in range(len(queries)):
+                q = (t + j) % len(queries)
+                got[(t, j, "s")] = (q, rag.search(queries[q], k=5))
+                got[(t, j, "r")] = (q, rag.rerank(queries[q], docs[:10], k=3))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    for (_t, _j, kind), (q, res) in got.items():
+        assert res == (want_search[q] if kind == "s" else want_rerank[q])
+
+
+def test_langchain_retriever(rag):
+    pytest.importorskip("langchain_core")
+    docs = corpus(6, seed=11)
+    rag.index(docs, document_metadatas=[{"i": i} for i in range(6)], index_name="lc")
+    out = rag.as_langchain_retriever(k=2).invoke(docs[1])
+    assert len(out) == 2
+    assert [d.page_content for d in out] == [r["content"] for r in rag.search(docs[1], k=2)]
+    assert out[0].metadata["rank"] == 1 and "document_id" in out[0].metadata
+    from langchain_core.documents import Document
+
+    compressor = rag.as_langchain_document_compressor(k=2)
+    kept = compressor.compress_documents([Document(page_content=d, metadata={"i": i}) for i, d in enumerate(docs)],
+                                         docs[1])
+    best = rag.rerank(docs[1], docs, k=2)
+    assert [(d.page_content, d.metadata["i"]) for d in kept] == [(r["content"], r["result_index"]) for r in best]
+    assert kept[0].metadata["relevance_score"] == pytest.approx(best[0]["score"])
