@@ -21,6 +21,7 @@ from plaidx.maxsim import maxsim
 from plaidx.rag import CONFIG_FILE, DOCSTORE_FILE, ENGINE_DIR
 
 VOCAB = list(dict.fromkeys(WORDS))
+pytestmark = pytest.mark.filterwarnings("ignore:added documents drift")  # tiny indexes drift at once
 EPS = 1e-3  # float differences between the kernels and numpy; ties within EPS may swap places
 
 
