@@ -37,6 +37,7 @@ Functions:
       than k results are padded with -inf / -1. Results do not depend on the thread count.
   exact_search(Q, codes, packed, doc_offsets, centroids, weights, nbits, allowed, k) -> (scores, docs)
       exact(i) of step 5 over every allowed document, top k, same ordering and padding.
+  maxsim, search, exact_search: keyword-only num_threads=0 (0: OpenMP default); results never depend on it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,362 @@
+// bindings.cpp: the pybind11 module plaidx._core, the only file that touches Python objects.
+//
+// Every function checks dtype, C-contiguity, alignment and shapes while holding the GIL and raises
+// TypeError (wrong type or dtype) or ValueError (shape, layout, value) with a message that says how
+// to fix the call; nothing is converted or copied silently. It then releases the GIL in an inner
+// scope that touches no Python object and calls the pure kernels of csrc/cpu. Kernel errors
+// (std::invalid_argument) surface as ValueError. The contract is the docstring of plaidx/_kernels.py.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cpu/build_info.h"
+#include "cpu/codec.h"
+#include "cpu/ivf.h"
+#include "cpu/maxsim.h"
+#include "cpu/search.h"
+
+namespace py = pybind11;
+namespace cpu = plaidx::cpu;
+
+namespace {
+
+template <typename T>
+struct DtypeName;
+template <>
+struct DtypeName<float> {
+  static constexpr const char* value = "float32";
+};
+template <>
+struct DtypeName<uint8_t> {
+  static constexpr const char* value = "uint8";
+};
+template <>
+struct DtypeName<uint16_t> {
+  static constexpr const char* value = "uint16";
+};
+template <>
+struct DtypeName<int32_t> {
+  static constexpr const char* value = "int32";
+};
+template <>
+struct DtypeName<int64_t> {
+  static constexpr const char* value = "int64";
+};
+
+template <typename T>
+struct View {
+  const T* data;
+  std::vector<int64_t> shape;
+  int64_t operator[](size_t i) const { return shape[i]; }
+};
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string s = "(";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + (shape.size() == 1 ? ",)" : ")");
+}
+
+// A read-only view of obj after checking it is a C-contiguous, aligned, native-endian T array of
+// ndim dimensions. fn / name / dims name the call, the argument and its expected shape in messages.
+template <typename T>
+View<T> view(const py::handle& obj, const char* fn, const char* name, int ndim, const char* dims) {
+  const char* dt = DtypeName<T>::value;
+  const std::string what = std::string(fn) + ": " + name;
+  if (!py::isinstance<py::array>(obj))
+    throw py::type_error(what + " must be a numpy.ndarray of " + dt + " " + dims + ", got " +
+                         std::string(py::str(py::type::of(obj).attr("__name__"))) +
+                         "; convert it with np.ascontiguousarray(" + name + ", dtype=np." + dt + ")");
+  auto arr = py::reinterpret_borrow<py::array>(obj);
+  if (!py::array_t<T>::check_(obj))
+    throw py::type_error(what + " must be " + dt + " " + dims + ", got dtype " +
+                         std::string(py::str(arr.dtype())) + "; convert it on purpose with " +
+                         "np.ascontiguousarray(" + name + ", dtype=np." + dt + ")");
+  std::vector<int64_t> shape(static_cast<size_t>(arr.ndim()));
+  for (size_t i = 0; i < shape.size(); ++i)
+    shape[i] = static_cast<int64_t>(arr.shape(static_cast<py::ssize_t>(i)));
+  if (arr.ndim() != ndim)
+    throw py::value_error(what + " must have shape " + dims + " (" + std::to_string(ndim) +
+                          "-D), got shape " + shape_str(shape));
+  if (!(arr.flags() & py::array::c_style))
+    throw py::value_error(what + " must be C-contiguous; pass np.ascontiguousarray(" + name + ")");
+  if (!(arr.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
+    throw py::value_error(what + " is not aligned to its dtype; pass np.require(" + name +
+                          ", requirements='CA')");
+  return View<T>{static_cast<const T*>(arr.data()), std::move(shape)};
+}
+
+void expect(bool ok, const std::string& message) {
+  if (!ok) throw py::value_error(message);
+}
+
+void check_nbits(const char* fn, int nbits) {
+  expect(nbits == 1 || nbits == 2 || nbits == 4 || nbits == 8,
+         std::string(fn) + ": nbits must be 1, 2, 4 or 8, got " + std::to_string(nbits));
+}
+
+void check_dim(const char* fn, int64_t d) {
+  expect(d > 0 && d % 8 == 0,
+         std::string(fn) + ": d must be a positive multiple of 8, got " + std::to_string(d));
+}
+
+void check_threads(const char* fn, int num_threads) {
+  expect(num_threads >= 0, std::string(fn) + ": num_threads must be >= 0 (0 means the default), got " +
+                               std::to_string(num_threads));
+}
+
+template <typename T>
+T* mutable_data(py::array_t<T>& a) {
+  return static_cast<T*>(a.mutable_data());
+}
+
+// The compressed-collection arguments shared by search and exact_search.
+struct CollectionArgs {
+  cpu::Compressed col;
+  std::vector<float> table_storage;
+  const uint8_t* allowed;
+};
+
+void collection_args(const char* fn, const py::handle& codes_o, const py::handle& packed_o,
+                     const py::handle& offsets_o, const py::handle& centroids_o, const py::handle& weights_o,
+                     int nbits, const py::handle& allowed_o, int64_t d, CollectionArgs& out) {
+  check_nbits(fn, nbits);
+  const auto codes = view<uint16_t>(codes_o, fn, "codes", 1, "(n,)");
+  const auto packed = view<uint8_t>(packed_o, fn, "packed", 2, "(n, d * nbits // 8)");
+  const auto offsets = view<int64_t>(offsets_o, fn, "doc_offsets", 1, "(ndocs + 1,)");
+  const auto centroids = view<float>(centroids_o, fn, "centroids", 2, "(nlist, d)");
+  const auto weights = view<float>(weights_o, fn, "weights", 2, "(d, 2**nbits)");
+  const auto allowed = view<uint8_t>(allowed_o, fn, "allowed", 1, "(ndocs,) or (0,)");
+  const int64_t n = codes[0], nlist = centroids[0], pb = d * nbits / 8;
+  const std::string f(fn);
+  expect(packed[0] == n && packed[1] == pb, f + ": packed must have shape (n, d * nbits // 8) = (" +
+                                                std::to_string(n) + ", " + std::to_string(pb) + "), got " +
+                                                shape_str(packed.shape));
+  expect(offsets[0] >= 1, f + ": doc_offsets must have ndocs + 1 >= 1 entries, got 0");
+  expect(centroids[1] == d, f + ": centroids must have shape (nlist, d) with d = " + std::to_string(d) +
+                                ", got " + shape_str(centroids.shape));
+  expect(nlist >= 1 && nlist <= 65536,
+         f + ": nlist (centroids.shape[0]) must be in [1, 65536], got " + std::to_string(nlist));
+  expect(weights[0] == d && weights[1] == (int64_t{1} << nbits),
+         f + ": weights must have shape (d, 2**nbits) = (" + std::to_string(d) + ", " +
+             std::to_string(1 << nbits) + "), got " + shape_str(weights.shape));
+  const int64_t ndocs = offsets[0] - 1;
+  expect(allowed[0] == ndocs || allowed[0] == 0, f + ": allowed must have shape (ndocs,) = (" +
+                                                     std::to_string(ndocs) + ",) or (0,), got " +
+                                                     shape_str(allowed.shape));
+  out.col = cpu::Compressed{codes.data,     packed.data, n, offsets.data, ndocs,
+                            centroids.data, nlist,       d, nbits,        nullptr};
+  out.allowed = allowed[0] == 0 ? nullptr : allowed.data;
+  // Cheap (d * 256 floats); done here so that the table pointer is set before the GIL is released.
+  out.col.table = cpu::build_decode_table(weights.data, d, nbits, out.table_storage);
+}
+
+py::array_t<uint8_t> compress(const py::object& residuals_o, const py::object& cutoffs_o, int nbits) {
+  const char* fn = "compress";
+  check_nbits(fn, nbits);
+  const auto r = view<float>(residuals_o, fn, "residuals", 2, "(n, d)");
+  const auto cut = view<float>(cutoffs_o, fn, "cutoffs", 2, "(d, 2**nbits - 1)");
+  const int64_t n = r[0], d = r[1];
+  check_dim(fn, d);
+  expect(cut[0] == d && cut[1] == (int64_t{1} << nbits) - 1,
+         std::string(fn) + ": cutoffs must have shape (d, 2**nbits - 1) = (" + std::to_string(d) + ", " +
+             std::to_string((1 << nbits) - 1) + "), got " + shape_str(cut.shape));
+  const int64_t pb = d * nbits / 8;
+  py::array_t<uint8_t> out({n, pb});
+  uint8_t* o = mutable_data(out);
+  {
+    py::gil_scoped_release release;
+    cpu::compress(r.data, n, d, cut.data, nbits, o, 0);
+  }
+  return out;
+}
+
+py::array_t<float> decompress(const py::object& codes_o, const py::object& packed_o,
+                              const py::object& centroids_o, const py::object& weights_o, int nbits,
+                              bool normalize) {
+  const char* fn = "decompress";
+  check_nbits(fn, nbits);
+  const auto codes = view<uint16_t>(codes_o, fn, "codes", 1, "(n,)");
+  const auto packed = view<uint8_t>(packed_o, fn, "packed", 2, "(n, d * nbits // 8)");
+  const auto centroids = view<float>(centroids_o, fn, "centroids", 2, "(nlist, d)");
+  const auto weights = view<float>(weights_o, fn, "weights", 2, "(d, 2**nbits)");
+  const int64_t n = codes[0], nlist = centroids[0], d = centroids[1];
+  check_dim(fn, d);
+  const std::string f(fn);
+  expect(packed[0] == n && packed[1] == d * nbits / 8,
+         f + ": packed must have shape (n, d * nbits // 8) = (" + std::to_string(n) + ", " +
+             std::to_string(d * nbits / 8) + "), got " + shape_str(packed.shape));
+  expect(nlist >= 1 && nlist <= 65536,
+         f + ": nlist (centroids.shape[0]) must be in [1, 65536], got " + std::to_string(nlist));
+  expect(weights[0] == d && weights[1] == (int64_t{1} << nbits),
+         f + ": weights must have shape (d, 2**nbits) = (" + std::to_string(d) + ", " +
+             std::to_string(1 << nbits) + "), got " + shape_str(weights.shape));
+  py::array_t<float> out({n, d});
+  float* o = mutable_data(out);
+  {
+    py::gil_scoped_release release;
+    cpu::decompress(codes.data, packed.data, n, centroids.data, nlist, d, weights.data, nbits, normalize, o,
+                    0);
+  }
+  return out;
+}
+
+py::tuple build_ivf(const py::object& codes_o, const py::object& offsets_o, int64_t nlist) {
+  const char* fn = "build_ivf";
+  const auto codes = view<uint16_t>(codes_o, fn, "codes", 1, "(n,)");
+  const auto offsets = view<int64_t>(offsets_o, fn, "doc_offsets", 1, "(ndocs + 1,)");
+  expect(nlist >= 1 && nlist <= 65536,
+         std::string(fn) + ": nlist must be in [1, 65536], got " + std::to_string(nlist));
+  expect(offsets[0] >= 1, std::string(fn) + ": doc_offsets must have ndocs + 1 >= 1 entries, got 0");
+  const int64_t n = codes[0], ndocs = offsets[0] - 1;
+  py::array_t<int64_t> ivf_offsets(nlist + 1);
+  int64_t* io = mutable_data(ivf_offsets);
+  int64_t npairs = 0;
+  {
+    py::gil_scoped_release release;
+    npairs = cpu::ivf_offsets(codes.data, n, offsets.data, ndocs, nlist, io);
+  }
+  py::array_t<int32_t> ivf(npairs);
+  int32_t* iv = mutable_data(ivf);
+  {
+    py::gil_scoped_release release;
+    cpu::fill_ivf(codes.data, offsets.data, ndocs, nlist, io, iv);
+  }
+  return py::make_tuple(ivf, ivf_offsets);
+}
+
+py::array_t<float> maxsim(const py::object& Q_o, const py::object& values_o, const py::object& offsets_o,
+                          int num_threads) {
+  const char* fn = "maxsim";
+  check_threads(fn, num_threads);
+  const auto Q = view<float>(Q_o, fn, "Q", 3, "(nq, qlen, d)");
+  const auto values = view<float>(values_o, fn, "values", 2, "(n, d)");
+  const auto offsets = view<int64_t>(offsets_o, fn, "doc_offsets", 1, "(ndocs + 1,)");
+  const int64_t nq = Q[0], qlen = Q[1], d = Q[2];
+  check_dim(fn, d);
+  const std::string f(fn);
+  expect(qlen >= 1, f + ": queries need at least one token (Q.shape[1] >= 1)");
+  expect(values[1] == d, f + ": values must have shape (n, d) with d = " + std::to_string(d) + ", got " +
+                             shape_str(values.shape));
+  expect(offsets[0] >= 1, f + ": doc_offsets must have ndocs + 1 >= 1 entries, got 0");
+  const int64_t ndocs = offsets[0] - 1;
+  py::array_t<float> out({nq, ndocs});
+  float* o = mutable_data(out);
+  {
+    py::gil_scoped_release release;
+    cpu::maxsim(Q.data, nq, qlen, d, values.data, values[0], offsets.data, ndocs, o, num_threads);
+  }
+  return out;
+}
+
+py::tuple search(const py::object& Q_o, const py::object& S_o, const py::object& codes_o,
+                 const py::object& packed_o, const py::object& offsets_o, const py::object& ivf_o,
+                 const py::object& ivf_offsets_o, const py::object& centroids_o, const py::object& weights_o,
+                 int nbits, const py::object& allowed_o, int64_t nprobe, double threshold, int64_t ndocs,
+                 int64_t n_exact, int64_t k, int num_threads) {
+  const char* fn = "search";
+  const std::string f(fn);
+  check_threads(fn, num_threads);
+  const auto Q = view<float>(Q_o, fn, "Q", 3, "(nq, qlen, d)");
+  const auto S = view<float>(S_o, fn, "S", 3, "(nq, qlen, nlist)");
+  const auto ivf = view<int32_t>(ivf_o, fn, "ivf", 1, "(npairs,)");
+  const auto ivf_offsets = view<int64_t>(ivf_offsets_o, fn, "ivf_offsets", 1, "(nlist + 1,)");
+  const int64_t nq = Q[0], qlen = Q[1], d = Q[2];
+  check_dim(fn, d);
+  expect(qlen >= 1, f + ": queries need at least one token (Q.shape[1] >= 1)");
+  CollectionArgs args;
+  collection_args(fn, codes_o, packed_o, offsets_o, centroids_o, weights_o, nbits, allowed_o, d, args);
+  const int64_t nlist = args.col.nlist;
+  expect(S[0] == nq && S[1] == qlen && S[2] == nlist,
+         f + ": S must have shape (nq, qlen, nlist) = (" + std::to_string(nq) + ", " + std::to_string(qlen) +
+             ", " + std::to_string(nlist) + "), got " + shape_str(S.shape));
+  expect(ivf_offsets[0] == nlist + 1, f + ": ivf_offsets must have shape (nlist + 1,) = (" +
+                                          std::to_string(nlist + 1) + ",), got " +
+                                          shape_str(ivf_offsets.shape));
+  expect(nprobe >= 1, f + ": nprobe must be >= 1, got " + std::to_string(nprobe));
+  expect(ndocs >= 1, f + ": ndocs must be >= 1, got " + std::to_string(ndocs));
+  expect(n_exact >= 1, f + ": n_exact must be >= 1, got " + std::to_string(n_exact));
+  expect(k >= 1, f + ": k must be >= 1, got " + std::to_string(k));
+  py::array_t<float> scores({nq, k});
+  py::array_t<int64_t> docs({nq, k});
+  float* so = mutable_data(scores);
+  int64_t* dout = mutable_data(docs);
+  {
+    py::gil_scoped_release release;
+    const cpu::IvfView iv{ivf.data, ivf[0], ivf_offsets.data};
+    const cpu::SearchParams params{nprobe, threshold, ndocs, n_exact, k};
+    cpu::search(Q.data, S.data, nq, qlen, args.col, iv, args.allowed, params, so, dout, num_threads);
+  }
+  return py::make_tuple(scores, docs);
+}
+
+py::tuple exact_search(const py::object& Q_o, const py::object& codes_o, const py::object& packed_o,
+                       const py::object& offsets_o, const py::object& centroids_o,
+                       const py::object& weights_o, int nbits, const py::object& allowed_o, int64_t k,
+                       int num_threads) {
+  const char* fn = "exact_search";
+  const std::string f(fn);
+  check_threads(fn, num_threads);
+  const auto Q = view<float>(Q_o, fn, "Q", 3, "(nq, qlen, d)");
+  const int64_t nq = Q[0], qlen = Q[1], d = Q[2];
+  check_dim(fn, d);
+  expect(qlen >= 1, f + ": queries need at least one token (Q.shape[1] >= 1)");
+  CollectionArgs args;
+  collection_args(fn, codes_o, packed_o, offsets_o, centroids_o, weights_o, nbits, allowed_o, d, args);
+  expect(k >= 1, f + ": k must be >= 1, got " + std::to_string(k));
+  py::array_t<float> scores({nq, k});
+  py::array_t<int64_t> docs({nq, k});
+  float* so = mutable_data(scores);
+  int64_t* dout = mutable_data(docs);
+  {
+    py::gil_scoped_release release;
+    cpu::exact_search(Q.data, nq, qlen, args.col, args.allowed, k, so, dout, num_threads);
+  }
+  return py::make_tuple(scores, docs);
+}
+
+py::dict build_info() {
+  const cpu::BuildInfo info = cpu::build_info();
+  py::dict d;
+  d["kernels"] = "native";
+  d["openmp"] = info.openmp;
+  d["openmp_info"] = info.openmp_info;
+  d["max_threads"] = info.max_threads;
+  d["simd"] = info.simd;
+  d["simd_dispatch"] = info.simd_dispatch;
+  d["cuda"] = false;
+  d["cuda_reason"] = "no CUDA kernels in this build";
+  d["compiler"] = info.compiler;
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "plaidx native CPU kernels; the contract is the docstring of plaidx._kernels.";
+  m.def("compress", &compress, py::arg("residuals"), py::arg("cutoffs"), py::arg("nbits"),
+        "compress(residuals f32 (n, d), cutoffs f32 (d, 2**nbits - 1), nbits) -> packed u8 (n, d*nbits//8)");
+  m.def("decompress", &decompress, py::arg("codes"), py::arg("packed"), py::arg("centroids"),
+        py::arg("weights"), py::arg("nbits"), py::arg("normalize"),
+        "decompress(codes u16 (n,), packed u8 (n, pb), centroids f32 (nlist, d), weights f32 (d, 2**nbits), "
+        "nbits, normalize) -> f32 (n, d)");
+  m.def("build_ivf", &build_ivf, py::arg("codes"), py::arg("doc_offsets"), py::arg("nlist"),
+        "build_ivf(codes u16 (n,), doc_offsets i64 (ndocs+1,), nlist) -> (ivf i32 (npairs,), "
+        "ivf_offsets i64 (nlist+1,))");
+  m.def("maxsim", &maxsim, py::arg("Q"), py::arg("values"), py::arg("doc_offsets"), py::kw_only(),
+        py::arg("num_threads") = 0,
+        "maxsim(Q f32 (nq, qlen, d), values f32 (n, d), doc_offsets i64 (ndocs+1,), *, num_threads=0) "
+        "-> f32 (nq, ndocs)");
+  m.def("search", &search, py::arg("Q"), py::arg("S"), py::arg("codes"), py::arg("packed"),
+        py::arg("doc_offsets"), py::arg("ivf"), py::arg("ivf_offsets"), py::arg("centroids"),
+        py::arg("weights"), py::arg("nbits"), py::arg("allowed"), py::arg("nprobe"), py::arg("threshold"),
+        py::arg("ndocs"), py::arg("n_exact"), py::arg("k"), py::kw_only(), py::arg("num_threads") = 0,
+        "PLAID search; see plaidx._kernels. -> (scores f32 (nq, k), docs i64 (nq, k))");
+  m.def("exact_search", &exact_search, py::arg("Q"), py::arg("codes"), py::arg("packed"),
+        py::arg("doc_offsets"), py::arg("centroids"), py::arg("weights"), py::arg("nbits"),
+        py::arg("allowed"), py::arg("k"), py::kw_only(), py::arg("num_threads") = 0,
+        "Exhaustive MaxSim over every allowed document; see plaidx._kernels. -> (scores, docs)");
+  m.def("build_info", &build_info, "What this build has: OpenMP, threads, SIMD, CUDA and why not, compiler.");
+}

@@ -1,0 +1,62 @@
+// build_info.cpp: build and runtime capabilities of the CPU kernels (see build_info.h).
+#include "cpu/build_info.h"
+
+#include "cpu/parallel.h"
+#include "cpu/simd.h"
+
+#ifndef PLAIDX_OPENMP_INFO
+#define PLAIDX_OPENMP_INFO "unknown (built without setup.py)"
+#endif
+
+namespace plaidx::cpu {
+
+BuildInfo build_info() {
+  BuildInfo info;
+#ifdef _OPENMP
+  info.openmp = true;
+  info.openmp_info = PLAIDX_OPENMP_INFO;
+#else
+  info.openmp = false;
+  info.openmp_info = std::string("not compiled with OpenMP: ") + PLAIDX_OPENMP_INFO;
+#endif
+  info.max_threads = resolve_threads(0);
+
+#if defined(__AVX512F__)
+  info.simd = "avx512f";
+#elif defined(__AVX2__)
+  info.simd = "avx2";
+#elif defined(__AVX__)
+  info.simd = "avx";
+#elif defined(__SSE4_2__)
+  info.simd = "sse4.2";
+#elif defined(__SSE2__) || defined(_M_X64)
+  info.simd = "sse2";
+#elif defined(__ARM_NEON) || defined(__aarch64__)
+  info.simd = "neon";
+#else
+  info.simd = "scalar";
+#endif
+#if PLAIDX_NATIVE_ARCH
+  info.simd += " (-march=native)";
+#endif
+
+#if PLAIDX_HAVE_DISPATCH
+  info.simd_dispatch =
+      std::string("runtime avx2/baseline dispatch; this CPU runs ") + (cpu_has_avx2() ? "avx2" : "baseline");
+#else
+  info.simd_dispatch = "none (single target build: " + info.simd + ")";
+#endif
+
+#if defined(__clang__)
+  info.compiler = std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+  info.compiler = std::string("gcc ") + __VERSION__;
+#elif defined(_MSC_VER)
+  info.compiler = "msvc " + std::to_string(_MSC_VER);
+#else
+  info.compiler = "unknown";
+#endif
+  return info;
+}
+
+}  // namespace plaidx::cpu

@@ -1,0 +1,147 @@
+// codec.cpp: residual compression and decompression kernels (see codec.h).
+#include "cpu/codec.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+#include "cpu/parallel.h"
+#include "cpu/simd.h"
+#include "cpu/token.h"
+
+namespace plaidx::cpu {
+namespace {
+
+// Number of entries of the ascending row cut (nc entries) that are <= r; 0 for a NaN r.
+template <int NBITS>
+PLAIDX_INLINE uint32_t bucket_of(const float* cut, float r) {
+  constexpr int nc = (1 << NBITS) - 1;
+  if constexpr (NBITS <= 4) {
+    uint32_t count = 0;
+    for (int k = 0; k < nc; ++k) count += cut[k] <= r ? 1u : 0u;
+    return count;
+  } else {
+    // Branch-light upper bound; equal to the count above because the row is sorted (checked).
+    int64_t lo = 0, len = nc;
+    while (len > 0) {
+      const int64_t half = len / 2;
+      if (cut[lo + half] <= r) {
+        lo += half + 1;
+        len -= half + 1;
+      } else {
+        len = half;
+      }
+    }
+    return static_cast<uint32_t>(lo);
+  }
+}
+
+template <int NBITS>
+PLAIDX_INLINE void compress_rows_t(const float* residuals, int64_t begin, int64_t end, int64_t d,
+                                   const float* cutoffs, uint8_t* packed) {
+  constexpr int dpb = 8 / NBITS;
+  constexpr int nc = (1 << NBITS) - 1;
+  const int64_t pb = d / dpb;
+  for (int64_t t = begin; t < end; ++t) {
+    const float* r = residuals + t * d;
+    uint8_t* out = packed + t * pb;
+    for (int64_t p = 0; p < pb; ++p) {
+      uint32_t byte = 0;
+      for (int u = 0; u < dpb; ++u) {
+        const int64_t j = p * dpb + u;
+        byte |= bucket_of<NBITS>(cutoffs + j * nc, r[j]) << (u * NBITS);
+      }
+      out[p] = static_cast<uint8_t>(byte);
+    }
+  }
+}
+
+PLAIDX_INLINE void compress_rows_impl(const float* residuals, int64_t begin, int64_t end, int64_t d,
+                                      const float* cutoffs, int nbits, uint8_t* packed) {
+  switch (nbits) {
+    case 1: compress_rows_t<1>(residuals, begin, end, d, cutoffs, packed); break;
+    case 2: compress_rows_t<2>(residuals, begin, end, d, cutoffs, packed); break;
+    case 4: compress_rows_t<4>(residuals, begin, end, d, cutoffs, packed); break;
+    default: compress_rows_t<8>(residuals, begin, end, d, cutoffs, packed); break;
+  }
+}
+PLAIDX_DISPATCH(void, compress_rows,
+                (const float* residuals, int64_t begin, int64_t end, int64_t d, const float* cutoffs,
+                 int nbits, uint8_t* packed),
+                (residuals, begin, end, d, cutoffs, nbits, packed))
+
+PLAIDX_INLINE bool decompress_rows_impl(const uint16_t* codes, const uint8_t* packed, int64_t begin,
+                                        int64_t end, const float* centroids, int64_t nlist, int64_t d,
+                                        const float* table, int nbits, bool normalize_rows, float* out) {
+  const int64_t pb = d * nbits / 8;
+  if (!decode_rows_any(nbits, codes + begin, packed + begin * pb, end - begin, centroids, nlist, table, d,
+                       out + begin * d))
+    return false;
+  if (normalize_rows)
+    for (int64_t t = begin; t < end; ++t) normalize(out + t * d, d);
+  return true;
+}
+PLAIDX_DISPATCH(bool, decompress_rows,
+                (const uint16_t* codes, const uint8_t* packed, int64_t begin, int64_t end,
+                 const float* centroids, int64_t nlist, int64_t d, const float* table, int nbits,
+                 bool normalize_rows, float* out),
+                (codes, packed, begin, end, centroids, nlist, d, table, nbits, normalize_rows, out))
+
+void check_codec_args(int64_t d, int nbits) {
+  if (nbits != 1 && nbits != 2 && nbits != 4 && nbits != 8)
+    throw std::invalid_argument("nbits must be 1, 2, 4 or 8, got " + std::to_string(nbits));
+  if (d <= 0 || d % 8 != 0)
+    throw std::invalid_argument("d must be a positive multiple of 8, got " + std::to_string(d));
+}
+
+}  // namespace
+
+const float* build_decode_table(const float* weights, int64_t d, int nbits, std::vector<float>& storage) {
+  check_codec_args(d, nbits);
+  if (nbits == 8) return weights;
+  const int dpb = 8 / nbits;
+  const int64_t nb = int64_t{1} << nbits;
+  const int64_t pb = d / dpb;
+  const uint32_t mask = static_cast<uint32_t>(nb - 1);
+  storage.assign(static_cast<size_t>(pb * 256 * dpb), 0.0f);
+  for (int64_t p = 0; p < pb; ++p)
+    for (uint32_t b = 0; b < 256; ++b)
+      for (int u = 0; u < dpb; ++u) {
+        const int64_t j = p * dpb + u;
+        const uint32_t code = (b >> (u * nbits)) & mask;
+        storage[static_cast<size_t>((p * 256 + b) * dpb + u)] = weights[j * nb + code];
+      }
+  return storage.data();
+}
+
+void compress(const float* residuals, int64_t n, int64_t d, const float* cutoffs, int nbits, uint8_t* packed,
+              int num_threads) {
+  check_codec_args(d, nbits);
+  const int64_t nc = (int64_t{1} << nbits) - 1;
+  for (int64_t j = 0; j < d; ++j)
+    for (int64_t c = 0; c + 1 < nc; ++c)
+      if (!(cutoffs[j * nc + c] <= cutoffs[j * nc + c + 1]))
+        throw std::invalid_argument("cutoffs must be ascending (and not NaN) along each row; row " +
+                                    std::to_string(j) + " is not");
+  const int threads = resolve_threads(num_threads);
+  const int64_t grain = std::max<int64_t>(256, grain_for(n, threads, 4));
+  parallel_chunks(n, grain, threads, [&](int64_t begin, int64_t end) {
+    compress_rows(residuals, begin, end, d, cutoffs, nbits, packed);
+  });
+}
+
+void decompress(const uint16_t* codes, const uint8_t* packed, int64_t n, const float* centroids,
+                int64_t nlist, int64_t d, const float* weights, int nbits, bool normalize_rows, float* out,
+                int num_threads) {
+  check_codec_args(d, nbits);
+  std::vector<float> storage;
+  const float* table = build_decode_table(weights, d, nbits, storage);
+  const int threads = resolve_threads(num_threads);
+  const int64_t grain = std::max<int64_t>(256, grain_for(n, threads, 4));
+  parallel_chunks(n, grain, threads, [&](int64_t begin, int64_t end) {
+    if (!decompress_rows(codes, packed, begin, end, centroids, nlist, d, table, nbits, normalize_rows, out))
+      throw std::invalid_argument("codes: a centroid id is >= nlist (" + std::to_string(nlist) + ")");
+  });
+}
+
+}  // namespace plaidx::cpu

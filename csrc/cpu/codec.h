@@ -1,0 +1,33 @@
+// codec.h: residual compression (bucketize + bit-pack) and decompression of token embeddings.
+//
+// Buffers (all C-contiguous, caller-owned; B = 2**nbits, pb = d * nbits / 8):
+//   residuals f32 (n, d), cutoffs f32 (d, B-1), weights f32 (d, B), centroids f32 (nlist, d),
+//   codes u16 (n,), packed u8 (n, pb), out f32 (n, d).
+// Preconditions: nbits in {1, 2, 4, 8}; d > 0 and a multiple of 8; n >= 0.
+// Errors are thrown as std::invalid_argument (unsorted cutoffs, a code >= nlist).
+// Thread-safety: pure functions; they only write their output buffers. num_threads: 0 means the
+// OpenMP default; results do not depend on it.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace plaidx::cpu {
+
+// packed[t] = bit-packed bucket codes of residuals[t]; the code of r[t, j] is the number of
+// cutoffs[j, :] <= r[t, j] (cutoffs must be ascending per row, checked; NaN codes as 0). The code of
+// dimension j sits in byte (j * nbits) / 8 at bit (j * nbits) % 8, least significant bits first.
+void compress(const float* residuals, int64_t n, int64_t d, const float* cutoffs, int nbits, uint8_t* packed,
+              int num_threads);
+
+// out[t, j] = centroids[codes[t], j] + weights[j, code(t, j)]; rows divided by max(norm, 1e-12) when
+// normalize. Throws when a code is >= nlist.
+void decompress(const uint16_t* codes, const uint8_t* packed, int64_t n, const float* centroids,
+                int64_t nlist, int64_t d, const float* weights, int nbits, bool normalize, float* out,
+                int num_threads);
+
+// The decode table of token.h for these weights: weights itself when nbits == 8, otherwise a table of
+// d * 256 floats built into storage. The returned pointer lives as long as weights and storage.
+const float* build_decode_table(const float* weights, int64_t d, int nbits, std::vector<float>& storage);
+
+}  // namespace plaidx::cpu

@@ -1,0 +1,51 @@
+// ivf.cpp: inverted file construction (see ivf.h).
+#include "cpu/ivf.h"
+
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cpu/validate.h"
+
+namespace plaidx::cpu {
+
+int64_t ivf_offsets(const uint16_t* codes, int64_t n, const int64_t* doc_offsets, int64_t ndocs,
+                    int64_t nlist, int64_t* ivf_offsets) {
+  if (nlist < 1) throw std::invalid_argument("nlist must be >= 1");
+  if (ndocs > std::numeric_limits<int32_t>::max())
+    throw std::invalid_argument("build_ivf: more than 2**31 - 1 documents do not fit int32 ivf entries");
+  check_offsets(doc_offsets, ndocs, n, "doc_offsets");
+  // last[c]: the last document counted in cell c (documents are visited in ascending order).
+  std::vector<int64_t> last(static_cast<size_t>(nlist), -1);
+  for (int64_t c = 0; c <= nlist; ++c) ivf_offsets[c] = 0;
+  for (int64_t i = 0; i < ndocs; ++i)
+    for (int64_t t = doc_offsets[i]; t < doc_offsets[i + 1]; ++t) {
+      const int64_t c = codes[t];
+      if (c >= nlist)
+        throw std::invalid_argument("codes: centroid id " + std::to_string(c) + " at token " +
+                                    std::to_string(t) + " is >= nlist (" + std::to_string(nlist) + ")");
+      if (last[c] != i) {
+        last[c] = i;
+        ++ivf_offsets[c + 1];
+      }
+    }
+  for (int64_t c = 0; c < nlist; ++c) ivf_offsets[c + 1] += ivf_offsets[c];
+  return ivf_offsets[nlist];
+}
+
+void fill_ivf(const uint16_t* codes, const int64_t* doc_offsets, int64_t ndocs, int64_t nlist,
+              const int64_t* ivf_offsets, int32_t* ivf) {
+  std::vector<int64_t> last(static_cast<size_t>(nlist), -1);
+  std::vector<int64_t> cursor(ivf_offsets, ivf_offsets + nlist);
+  for (int64_t i = 0; i < ndocs; ++i)
+    for (int64_t t = doc_offsets[i]; t < doc_offsets[i + 1]; ++t) {
+      const int64_t c = codes[t];  // validated by ivf_offsets()
+      if (last[c] != i) {
+        last[c] = i;
+        ivf[cursor[c]++] = static_cast<int32_t>(i);
+      }
+    }
+}
+
+}  // namespace plaidx::cpu

@@ -1,0 +1,21 @@
+// ivf.h: inverted file construction: for every centroid cell, the documents that have a token in it.
+//
+// Buffers: codes u16 (n,), doc_offsets i64 (ndocs + 1,), cell_counts i64 (nlist + 1,) [out],
+//   ivf i32 (npairs,) [out].
+// Two calls: ivf_offsets() fills ivf_offsets (nlist + 1,) and returns npairs, the caller allocates
+//   ivf (npairs,), then fill_ivf() writes it. Lists are ascending and distinct.
+// Preconditions: doc_offsets valid (checked), every code < nlist (checked), ndocs < 2**31 (checked).
+// Errors: std::invalid_argument. Thread-safety: pure functions; serial (O(n + nlist)).
+#pragma once
+
+#include <cstdint>
+
+namespace plaidx::cpu {
+
+int64_t ivf_offsets(const uint16_t* codes, int64_t n, const int64_t* doc_offsets, int64_t ndocs,
+                    int64_t nlist, int64_t* ivf_offsets);
+
+void fill_ivf(const uint16_t* codes, const int64_t* doc_offsets, int64_t ndocs, int64_t nlist,
+              const int64_t* ivf_offsets, int32_t* ivf);
+
+}  // namespace plaidx::cpu

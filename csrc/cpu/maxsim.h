@@ -1,0 +1,45 @@
+// maxsim.h: exact late-interaction (MaxSim) scoring of queries against float or compressed documents.
+//
+// score(q, i) = sum_{a < qlen} max_{t in doc i} <Q[q, a], v_t>, 0 for a document without tokens,
+// with v_t the float row (maxsim) or the decompressed, normalized token (exact_scores).
+//
+// Buffers (C-contiguous, caller-owned): Q f32 (nq, qlen, d), Qt f32 (nq, d, qp) with
+// qp = padded_qlen(qlen), values f32 (n, d), doc_offsets i64 (ndocs + 1,), out f32 (nq, ndocs).
+// Preconditions: d a positive multiple of 8, qlen >= 1; doc_offsets valid (maxsim checks them).
+// Thread-safety: pure functions writing only their outputs; results do not depend on num_threads.
+#pragma once
+
+#include <cstdint>
+
+namespace plaidx::cpu {
+
+// A compressed collection as search sees it. table: build_decode_table(weights, d, nbits, ...).
+struct Compressed {
+  const uint16_t* codes;  // (n,)
+  const uint8_t* packed;  // (n, d * nbits / 8)
+  int64_t n;
+  const int64_t* doc_offsets;  // (ndocs + 1,), validated
+  int64_t ndocs;
+  const float* centroids;  // (nlist, d)
+  int64_t nlist;
+  int64_t d;
+  int nbits;
+  const float* table;
+};
+
+inline int64_t padded_qlen(int64_t qlen) { return (qlen + 7) / 8 * 8; }
+
+// Qt[q, j, a] = Q[q, a, j] for a < qlen, 0 for qlen <= a < qp.
+void transpose_queries(const float* Q, int64_t nq, int64_t qlen, int64_t d, float* Qt);
+
+// out[q, i] = MaxSim of Q[q] against values[doc_offsets[i]:doc_offsets[i+1]].
+void maxsim(const float* Q, int64_t nq, int64_t qlen, int64_t d, const float* values, int64_t n,
+            const int64_t* doc_offsets, int64_t ndocs, float* out, int num_threads);
+
+// out[i] = MaxSim of one transposed query Qt (d, qp) against the decompressed, normalized tokens of
+// document docs[i], for i in [0, count). Serial; call it from a parallel loop over chunks of docs.
+// Throws std::invalid_argument when a token's code is >= nlist.
+void exact_scores(const float* Qt, int64_t qlen, const Compressed& col, const int64_t* docs, int64_t count,
+                  float* out);
+
+}  // namespace plaidx::cpu

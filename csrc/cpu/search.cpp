@@ -1,0 +1,310 @@
+// search.cpp: PLAID search and exhaustive exact search drivers (see search.h).
+#include "cpu/search.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <limits>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cpu/dots.h"
+#include "cpu/parallel.h"
+#include "cpu/simd.h"
+#include "cpu/topk.h"
+#include "cpu/validate.h"
+
+namespace plaidx::cpu {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr int64_t kCellBlock = 64;  // cells transposed per block
+
+struct FreeDeleter {
+  void operator()(uint8_t* p) const { std::free(p); }
+};
+
+// Per-query scratch, reused across the queries a thread handles.
+struct Workspace {
+  std::vector<float> St;                             // (nlist, qp): S[q] transposed, padding columns 0
+  std::vector<uint8_t> keep;                         // (nlist,): max_a S[q, a, c] >= threshold
+  std::vector<uint8_t> cell_seen;                    // (nlist,): all 0 between queries
+  std::unique_ptr<uint8_t[], FreeDeleter> doc_seen;  // (ndocs,): all 0 between queries
+  std::vector<int64_t> probed;                       // (qlen * nprobe,)
+  std::vector<int64_t> cand;                         // candidate documents, ascending
+  std::vector<float> pruned;                         // (ncand,)
+  std::vector<uint8_t> skipped;                      // (ncand,): some token of the document was pruned
+  std::vector<Scored> items;
+  std::vector<int64_t> docs;
+  std::vector<float> scores;
+  std::vector<int64_t> redo;
+  std::vector<float> redo_scores;
+
+  Workspace(int64_t nlist, int64_t qp, int64_t ndocs)
+      : St(static_cast<size_t>(nlist * qp)),
+        keep(static_cast<size_t>(nlist)),
+        cell_seen(static_cast<size_t>(nlist), 0),
+        doc_seen(static_cast<uint8_t*>(std::calloc(static_cast<size_t>(ndocs > 0 ? ndocs : 1), 1))) {
+    if (!doc_seen) throw std::bad_alloc();
+  }
+};
+
+// Cells [c0, c1): St rows, and keep flags from the per-cell maximum over query tokens.
+PLAIDX_INLINE void prepare_cells_impl(const float* Sq, int64_t qlen, int64_t nlist, int64_t c0, int64_t c1,
+                                      double threshold, float* St, uint8_t* keep) {
+  const int64_t qp = padded_qlen(qlen);
+  float cmax[kCellBlock];
+  for (int64_t b = c0; b < c1; b += kCellBlock) {
+    const int64_t e = std::min(b + kCellBlock, c1);
+    for (int64_t c = b; c < e; ++c) cmax[c - b] = kNegInf;
+    for (int64_t a = 0; a < qlen; ++a) {
+      const float* row = Sq + a * nlist;
+      for (int64_t c = b; c < e; ++c) {
+        const float x = row[c];
+        St[c * qp + a] = x;
+        cmax[c - b] = x > cmax[c - b] ? x : cmax[c - b];
+      }
+    }
+    for (int64_t c = b; c < e; ++c) {
+      for (int64_t a = qlen; a < qp; ++a) St[c * qp + a] = 0.0f;
+      keep[c] = static_cast<double>(cmax[c - b]) >= threshold ? 1 : 0;
+    }
+  }
+}
+PLAIDX_DISPATCH(void, prepare_cells,
+                (const float* Sq, int64_t qlen, int64_t nlist, int64_t c0, int64_t c1, double threshold,
+                 float* St, uint8_t* keep),
+                (Sq, qlen, nlist, c0, c1, threshold, St, keep))
+
+// The np best cells of one score row (nlist,), in any order, into out (np,). np < nlist.
+void probe_row(const float* row, int64_t nlist, int64_t np, int64_t* out) {
+  if (np <= 64) {
+    // Sorted insertion into a buffer of the np best so far (cells arrive in ascending order).
+    Scored best[64];
+    int64_t m = 0;
+    for (int64_t c = 0; c < nlist; ++c) {
+      const float x = row[c];
+      if (m == np && !ranks_before(x, c, best[m - 1].score, best[m - 1].doc)) continue;
+      int64_t i = m < np ? m++ : np - 1;
+      while (i > 0 && ranks_before(x, c, best[i - 1].score, best[i - 1].doc)) {
+        best[i] = best[i - 1];
+        --i;
+      }
+      best[i] = Scored{x, c};
+    }
+    for (int64_t i = 0; i < np; ++i) out[i] = best[i].doc;
+    return;
+  }
+  std::vector<Scored> items(static_cast<size_t>(nlist));
+  for (int64_t c = 0; c < nlist; ++c) items[c] = Scored{row[c], c};
+  keep_top(items, np);
+  for (int64_t i = 0; i < np; ++i) out[i] = items[i].doc;
+}
+
+// Centroid-score MaxSim of documents docs[0:count] over the kept cells (keep == nullptr: every cell).
+// skipped (nullable): whether some token of the document was left out. False on a code >= nlist.
+PLAIDX_INLINE bool centroid_scores_impl(const float* St, int64_t qlen, const Compressed& col,
+                                        const int64_t* docs, int64_t count, const uint8_t* keep, float* out,
+                                        uint8_t* skipped) {
+  const int64_t qp = padded_qlen(qlen);
+  float run_max_buf[256];
+  std::vector<float> heap_buf;
+  float* run_max = run_max_buf;
+  if (qp > 256) {
+    heap_buf.resize(static_cast<size_t>(qp));
+    run_max = heap_buf.data();
+  }
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t lo = col.doc_offsets[docs[i]], hi = col.doc_offsets[docs[i] + 1];
+    std::fill(run_max, run_max + qp, kNegInf);
+    const int64_t used = row_max_any(col.codes + lo, hi - lo, St, col.nlist, qp, keep, run_max);
+    if (used < 0) return false;
+    out[i] = used > 0 ? sum_first(run_max, qlen) : 0.0f;
+    if (skipped != nullptr) skipped[i] = used < hi - lo ? 1 : 0;
+  }
+  return true;
+}
+PLAIDX_DISPATCH(bool, centroid_scores,
+                (const float* St, int64_t qlen, const Compressed& col, const int64_t* docs, int64_t count,
+                 const uint8_t* keep, float* out, uint8_t* skipped),
+                (St, qlen, col, docs, count, keep, out, skipped))
+
+[[noreturn]] void bad_code(int64_t nlist) {
+  throw std::invalid_argument("codes: a centroid id is >= nlist (" + std::to_string(nlist) + ")");
+}
+
+void centroid_scores_parallel(const float* St, int64_t qlen, const Compressed& col, const int64_t* docs,
+                              int64_t count, const uint8_t* keep, float* out, uint8_t* skipped, int threads) {
+  parallel_chunks(count, std::max<int64_t>(16, grain_for(count, threads, 4)), threads,
+                  [&](int64_t b, int64_t e) {
+                    if (!centroid_scores(St, qlen, col, docs + b, e - b, keep, out + b,
+                                         skipped != nullptr ? skipped + b : nullptr))
+                      bad_code(col.nlist);
+                  });
+}
+
+void exact_scores_parallel(const float* Qt, int64_t qlen, const Compressed& col, const int64_t* docs,
+                           int64_t count, float* out, int threads) {
+  parallel_chunks(count, std::max<int64_t>(1, grain_for(count, threads, 8)), threads,
+                  [&](int64_t b, int64_t e) { exact_scores(Qt, qlen, col, docs + b, e - b, out + b); });
+}
+
+// Keeps the best m of ws.items (doc = index into ws.cand, which ranks like the document because
+// ws.cand is ascending) and returns them in ascending order.
+void select_ascending(std::vector<Scored>& items, int64_t m) {
+  keep_top(items, m);
+  std::sort(items.begin(), items.end(), [](const Scored& x, const Scored& y) { return x.doc < y.doc; });
+}
+
+struct SearchContext {
+  const float* Qt;  // (nq, d, qp)
+  const float* S;
+  int64_t qlen;
+  const Compressed& col;
+  const IvfView& ivf;
+  const uint8_t* allowed;
+  const SearchParams& p;
+  float* out_scores;
+  int64_t* out_docs;
+};
+
+void search_query(const SearchContext& ctx, int64_t q, Workspace& ws, int threads) {
+  const Compressed& col = ctx.col;
+  const int64_t qlen = ctx.qlen, nlist = col.nlist, qp = padded_qlen(qlen);
+  const float* Sq = ctx.S + q * qlen * nlist;
+  const float* Qt = ctx.Qt + q * col.d * qp;
+
+  // 1. transposed scores, kept cells, probed cells
+  const int64_t cell_grain = std::max<int64_t>(4, grain_for(nlist, threads, 2) / kCellBlock + 1) * kCellBlock;
+  parallel_chunks(nlist, cell_grain, threads, [&](int64_t b, int64_t e) {
+    prepare_cells(Sq, qlen, nlist, b, e, ctx.p.threshold, ws.St.data(), ws.keep.data());
+  });
+  const int64_t np = std::min(ctx.p.nprobe, nlist);
+  ws.probed.resize(static_cast<size_t>(qlen * np));
+  if (np == nlist) {
+    for (int64_t a = 0; a < qlen; ++a)
+      for (int64_t c = 0; c < nlist; ++c) ws.probed[a * np + c] = c;
+  } else {
+    parallel_for(qlen, threads,
+                 [&](int64_t a) { probe_row(Sq + a * nlist, nlist, np, ws.probed.data() + a * np); });
+  }
+
+  // 2. candidates: distinct documents of the probed cells' lists, allowed ones, ascending
+  ws.docs.clear();
+  for (const int64_t c : ws.probed) {
+    if (ws.cell_seen[c]) continue;
+    ws.cell_seen[c] = 1;
+    const int64_t lo = ctx.ivf.ivf_offsets[c], hi = ctx.ivf.ivf_offsets[c + 1];
+    for (int64_t e = lo; e < hi; ++e) {
+      const int64_t doc = ctx.ivf.ivf[e];
+      if (doc < 0 || doc >= col.ndocs)  // the workspace dies with the exception
+        throw std::invalid_argument("ivf: entry " + std::to_string(e) + " is document " +
+                                    std::to_string(doc) + ", outside [0, ndocs)");
+      if (!ws.doc_seen[doc]) {
+        ws.doc_seen[doc] = 1;
+        ws.docs.push_back(doc);
+      }
+    }
+  }
+  for (const int64_t c : ws.probed) ws.cell_seen[c] = 0;
+  ws.cand.clear();
+  for (const int64_t doc : ws.docs) {
+    ws.doc_seen[doc] = 0;
+    if (ctx.allowed == nullptr || ctx.allowed[doc]) ws.cand.push_back(doc);
+  }
+  std::sort(ws.cand.begin(), ws.cand.end());
+  const int64_t ncand = static_cast<int64_t>(ws.cand.size());
+
+  // 3. pruned centroid scores, keep the best ndocs
+  ws.pruned.resize(static_cast<size_t>(ncand));
+  ws.skipped.resize(static_cast<size_t>(ncand));
+  centroid_scores_parallel(ws.St.data(), qlen, col, ws.cand.data(), ncand, ws.keep.data(), ws.pruned.data(),
+                           ws.skipped.data(), threads);
+  ws.items.resize(static_cast<size_t>(ncand));
+  for (int64_t i = 0; i < ncand; ++i) ws.items[i] = Scored{ws.pruned[i], i};
+  select_ascending(ws.items, ctx.p.ndocs);
+
+  // 4. full centroid scores (equal to the pruned ones when no token was pruned), keep the best n_exact
+  ws.redo.clear();
+  for (const Scored& it : ws.items)
+    if (ws.skipped[it.doc]) ws.redo.push_back(ws.cand[it.doc]);
+  ws.redo_scores.resize(ws.redo.size());
+  centroid_scores_parallel(ws.St.data(), qlen, col, ws.redo.data(), static_cast<int64_t>(ws.redo.size()),
+                           nullptr, ws.redo_scores.data(), nullptr, threads);
+  for (size_t i = 0, r = 0; i < ws.items.size(); ++i)
+    if (ws.skipped[ws.items[i].doc]) ws.items[i].score = ws.redo_scores[r++];
+  select_ascending(ws.items, ctx.p.n_exact);
+
+  // 5. exact MaxSim on the decompressed tokens, top k
+  const int64_t m = static_cast<int64_t>(ws.items.size());
+  ws.docs.resize(static_cast<size_t>(m));
+  for (int64_t i = 0; i < m; ++i) ws.docs[i] = ws.cand[ws.items[i].doc];
+  ws.scores.resize(static_cast<size_t>(m));
+  exact_scores_parallel(Qt, qlen, col, ws.docs.data(), m, ws.scores.data(), threads);
+  for (int64_t i = 0; i < m; ++i) ws.items[i] = Scored{ws.scores[i], ws.docs[i]};
+  write_top(ws.items, ctx.p.k, ctx.out_scores + q * ctx.p.k, ctx.out_docs + q * ctx.p.k);
+}
+
+void check_common(const Compressed& col, int64_t qlen, int64_t k) {
+  if (col.d <= 0 || col.d % 8 != 0) throw std::invalid_argument("d must be a positive multiple of 8");
+  if (qlen < 1) throw std::invalid_argument("queries need at least one token");
+  if (k < 1) throw std::invalid_argument("k must be >= 1");
+  if (col.nlist < 1) throw std::invalid_argument("nlist must be >= 1");
+  check_offsets(col.doc_offsets, col.ndocs, col.n, "doc_offsets");
+}
+
+}  // namespace
+
+void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Compressed& col,
+            const IvfView& ivf, const uint8_t* allowed, const SearchParams& params, float* out_scores,
+            int64_t* out_docs, int num_threads) {
+  check_common(col, qlen, params.k);
+  if (params.nprobe < 1 || params.ndocs < 1 || params.n_exact < 1)
+    throw std::invalid_argument("nprobe, ndocs and n_exact must be >= 1");
+  check_offsets(ivf.ivf_offsets, col.nlist, ivf.npairs, "ivf_offsets");
+  const int threads = resolve_threads(num_threads);
+  const int64_t qp = padded_qlen(qlen);
+  std::vector<float> Qt(static_cast<size_t>(nq * col.d * qp));
+  transpose_queries(Q, nq, qlen, col.d, Qt.data());
+  const SearchContext ctx{Qt.data(), S, qlen, col, ivf, allowed, params, out_scores, out_docs};
+  if (nq >= threads && threads > 1) {
+    parallel_chunks(nq, (nq + threads - 1) / threads, threads, [&](int64_t b, int64_t e) {
+      Workspace ws(col.nlist, qp, col.ndocs);
+      for (int64_t q = b; q < e; ++q) search_query(ctx, q, ws, 1);
+    });
+  } else {
+    Workspace ws(col.nlist, qp, col.ndocs);
+    for (int64_t q = 0; q < nq; ++q) search_query(ctx, q, ws, threads);
+  }
+}
+
+void exact_search(const float* Q, int64_t nq, int64_t qlen, const Compressed& col, const uint8_t* allowed,
+                  int64_t k, float* out_scores, int64_t* out_docs, int num_threads) {
+  check_common(col, qlen, k);
+  const int threads = resolve_threads(num_threads);
+  const int64_t qp = padded_qlen(qlen);
+  std::vector<float> Qt(static_cast<size_t>(nq * col.d * qp));
+  transpose_queries(Q, nq, qlen, col.d, Qt.data());
+  std::vector<int64_t> docs;
+  docs.reserve(static_cast<size_t>(col.ndocs));
+  for (int64_t i = 0; i < col.ndocs; ++i)
+    if (allowed == nullptr || allowed[i]) docs.push_back(i);
+  const int64_t m = static_cast<int64_t>(docs.size());
+  auto one_query = [&](int64_t q, int inner) {
+    std::vector<float> scores(static_cast<size_t>(m));
+    exact_scores_parallel(Qt.data() + q * col.d * qp, qlen, col, docs.data(), m, scores.data(), inner);
+    std::vector<Scored> items(static_cast<size_t>(m));
+    for (int64_t i = 0; i < m; ++i) items[i] = Scored{scores[i], docs[i]};
+    write_top(items, k, out_scores + q * k, out_docs + q * k);
+  };
+  if (nq >= threads && threads > 1) {
+    parallel_chunks(nq, (nq + threads - 1) / threads, threads, [&](int64_t b, int64_t e) {
+      for (int64_t q = b; q < e; ++q) one_query(q, 1);
+    });
+  } else {
+    for (int64_t q = 0; q < nq; ++q) one_query(q, threads);
+  }
+}
+
+}  // namespace plaidx::cpu

@@ -1,0 +1,47 @@
+// search.h: PLAID search (probe, candidate generation, centroid-score pruning, exact MaxSim re-rank)
+// and exhaustive exact search over a compressed collection.
+//
+// Buffers (C-contiguous, caller-owned):
+//   Q f32 (nq, qlen, d), S f32 (nq, qlen, nlist) centroid scores of the query tokens,
+//   col: see maxsim.h (Compressed), ivf i32 (npairs,), ivf_offsets i64 (nlist + 1,),
+//   allowed u8 (ndocs,) or nullptr for every document,
+//   out_scores f32 (nq, k), out_docs i64 (nq, k): best first, padded with -inf / -1.
+// Semantics: exactly the contract of plaidx/_kernels.py (steps 1-5, ordering by score descending then
+// document ascending, NaN ranking as -inf).
+// Preconditions: d a positive multiple of 8, qlen >= 1, nbits in {1, 2, 4, 8}, nprobe, ndocs, n_exact,
+// k >= 1. doc_offsets and ivf_offsets are checked in full; codes and ivf entries are checked where
+// they are read. Violations throw std::invalid_argument.
+// Parallelism: across queries when nq >= threads, otherwise across cells / candidates inside each
+// query. Every score is computed by one fixed sequence of operations and every selection uses a strict
+// total order, so results are bit-identical for any num_threads (0: the OpenMP default).
+// Thread-safety: pure functions; they only write out_scores and out_docs.
+#pragma once
+
+#include <cstdint>
+
+#include "cpu/maxsim.h"
+
+namespace plaidx::cpu {
+
+struct IvfView {
+  const int32_t* ivf;  // (npairs,)
+  int64_t npairs;
+  const int64_t* ivf_offsets;  // (nlist + 1,)
+};
+
+struct SearchParams {
+  int64_t nprobe;
+  double threshold;
+  int64_t ndocs;    // candidates kept after the pruned centroid scores
+  int64_t n_exact;  // candidates kept after the full centroid scores, scored exactly
+  int64_t k;
+};
+
+void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Compressed& col,
+            const IvfView& ivf, const uint8_t* allowed, const SearchParams& params, float* out_scores,
+            int64_t* out_docs, int num_threads);
+
+void exact_search(const float* Q, int64_t nq, int64_t qlen, const Compressed& col, const uint8_t* allowed,
+                  int64_t k, float* out_scores, int64_t* out_docs, int num_threads);
+
+}  // namespace plaidx::cpu

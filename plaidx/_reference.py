@@ -1,0 +1,388 @@
+"""Reference kernels in plain numpy/numba loops: the test oracle and the fallback without plaidx._core.
+
+Same functions, arguments and results as the native module; the contract is the docstring of
+plaidx/_kernels.py. Written for obviousness, not speed: single-threaded (``num_threads`` is
+accepted and validated, then ignored), float32 arithmetic in the contract's order (dot products and
+sums over query tokens accumulate sequentially). Inputs are checked with the same exception types as
+the native module: TypeError for a wrong type or dtype, ValueError for shapes, layout and values.
+Rankings treat a NaN score as -inf; other NaN behaviour is unspecified (inputs should be finite).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numba
+import numpy as np
+from numba import njit
+
+_NEG_INF = np.float32(-np.inf)
+_NORM_EPS = np.float32(1e-12)
+
+
+# ---------------------------------------------------------------------------------------- validation
+def _array(x: Any, fn: str, name: str, dtype: Any, ndim: int, dims: str) -> np.ndarray:
+    """``x`` after checking it is a C-contiguous, aligned, native-endian ``dtype`` array of ``ndim`` dims."""
+    dt = np.dtype(dtype)
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{fn}: {name} must be a numpy.ndarray of {dt} {dims}, got {type(x).__name__}; "
+                        f"convert it with np.ascontiguousarray({name}, dtype=np.{dt})")
+    if x.dtype != dt or not x.dtype.isnative:
+        raise TypeError(f"{fn}: {name} must be {dt} {dims}, got dtype {x.dtype}; convert it on purpose "
+                        f"with np.ascontiguousarray({name}, dtype=np.{dt})")
+    if x.ndim != ndim:
+        raise ValueError(f"{fn}: {name} must have shape {dims} ({ndim}-D), got shape {x.shape}")
+    if not x.flags.c_contiguous:
+        raise ValueError(f"{fn}: {name} must be C-contiguous; pass np.ascontiguousarray({name})")
+    if not x.flags.aligned:
+        raise ValueError(f"{fn}: {name} is not aligned to its dtype; pass np.require({name}, requirements='CA')")
+    return x
+
+
+def _expect(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _check_nbits(fn: str, nbits: Any) -> None:
+    _check_int(fn, "nbits", nbits, 1)
+    _expect(nbits in (1, 2, 4, 8), f"{fn}: nbits must be 1, 2, 4 or 8, got {nbits}")
+
+
+def _check_dim(fn: str, d: int) -> None:
+    _expect(d > 0 and d % 8 == 0, f"{fn}: d must be a positive multiple of 8, got {d}")
+
+
+def _check_threads(fn: str, num_threads: Any) -> None:
+    _check_int(fn, "num_threads", num_threads, 0)
+
+
+def _check_int(fn: str, name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, (bool, float)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{fn}: {name} must be an int, got {type(value).__name__}")
+    _expect(int(value) >= minimum, f"{fn}: {name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_offsets(offsets: np.ndarray, total: int, name: str) -> None:
+    _expect(offsets[0] == 0, f"{name}[0] must be 0, got {offsets[0]}")
+    _expect(offsets[-1] == total, f"{name}[-1] must equal {total}, got {offsets[-1]}")
+    _expect(bool(np.all(np.diff(offsets) >= 0)), f"{name} must be non-decreasing")
+
+
+def _check_codes(codes: np.ndarray, nlist: int) -> None:
+    _expect(codes.size == 0 or int(codes.max()) < nlist, f"codes: a centroid id is >= nlist ({nlist})")
+
+
+def _collection(fn, codes, packed, doc_offsets, centroids, weights, nbits, allowed, d):
+    _check_nbits(fn, nbits)
+    codes = _array(codes, fn, "codes", np.uint16, 1, "(n,)")
+    packed = _array(packed, fn, "packed", np.uint8, 2, "(n, d * nbits // 8)")
+    doc_offsets = _array(doc_offsets, fn, "doc_offsets", np.int64, 1, "(ndocs + 1,)")
+    centroids = _array(centroids, fn, "centroids", np.float32, 2, "(nlist, d)")
+    weights = _array(weights, fn, "weights", np.float32, 2, "(d, 2**nbits)")
+    allowed = _array(allowed, fn, "allowed", np.uint8, 1, "(ndocs,) or (0,)")
+    n, nlist = codes.shape[0], centroids.shape[0]
+    _expect(packed.shape == (n, d * nbits // 8),
+            f"{fn}: packed must have shape (n, d * nbits // 8) = {(n, d * nbits // 8)}, got {packed.shape}")
+    _expect(doc_offsets.shape[0] >= 1, f"{fn}: doc_offsets must have ndocs + 1 >= 1 entries, got 0")
+    _expect(centroids.shape[1] == d, f"{fn}: centroids must have shape (nlist, d) with d = {d}, got {centroids.shape}")
+    _expect(1 <= nlist <= 65536, f"{fn}: nlist (centroids.shape[0]) must be in [1, 65536], got {nlist}")
+    _expect(weights.shape == (d, 1 << nbits),
+            f"{fn}: weights must have shape (d, 2**nbits) = {(d, 1 << nbits)}, got {weights.shape}")
+    ndocs = doc_offsets.shape[0] - 1
+    _expect(allowed.shape[0] in (ndocs, 0),
+            f"{fn}: allowed must have shape (ndocs,) = ({ndocs},) or (0,), got {allowed.shape}")
+    _check_offsets(doc_offsets, n, "doc_offsets")
+    _check_codes(codes, nlist)
+    return codes, packed, doc_offsets, centroids, weights, allowed
+
+
+def _queries(fn: str, Q: Any) -> np.ndarray:
+    Q = _array(Q, fn, "Q", np.float32, 3, "(nq, qlen, d)")
+    _check_dim(fn, Q.shape[2])
+    _expect(Q.shape[1] >= 1, f"{fn}: queries need at least one token (Q.shape[1] >= 1)")
+    return Q
+
+
+# ------------------------------------------------------------------------------------ numba kernels
+@njit(cache=False)
+def _decode(codes, packed, centroids, weights, nbits, t, out):
+    """out (d,) = centroids[codes[t]] + weights[j, code of dimension j of token t]."""
+    mask = (1 << nbits) - 1
+    c = codes[t]
+    for j in range(out.shape[0]):
+        bit = j * nbits
+        code = (packed[t, bit // 8] >> (bit % 8)) & mask
+        out[j] = centroids[c, j] + weights[j, code]
+
+
+@njit(cache=False)
+def _normalize(v):
+    """v /= max(||v||, 1e-12), the squared norm summed sequentially in float32."""
+    s = np.float32(0.0)
+    for j in range(v.shape[0]):
+        s += v[j] * v[j]
+    norm = np.sqrt(s)
+    denom = np.float32(1e-12) if norm < np.float32(1e-12) else norm
+    for j in range(v.shape[0]):
+        v[j] = v[j] / denom
+
+
+@njit(cache=False)
+def _decompress_loop(codes, packed, centroids, weights, nbits, normalize, out):
+    for t in range(codes.shape[0]):
+        _decode(codes, packed, centroids, weights, nbits, t, out[t])
+        if normalize:
+            _normalize(out[t])
+
+
+@njit(cache=False)
+def _maxsim_one(Qq, vectors, out_max):
+    """out_max[a] = max(out_max[a], max_t <Qq[a], vectors[t]>), dot products summed sequentially in float32."""
+    for t in range(vectors.shape[0]):
+        for a in range(Qq.shape[0]):
+            dot = np.float32(0.0)
+            for j in range(Qq.shape[1]):
+                dot += Qq[a, j] * vectors[t, j]
+            if dot > out_max[a]:
+                out_max[a] = dot
+
+
+@njit(cache=False)
+def _sum_f32(m):
+    s = np.float32(0.0)
+    for a in range(m.shape[0]):
+        s += m[a]
+    return s
+
+
+@njit(cache=False)
+def _maxsim_loop(Q, values, doc_offsets, out):
+    m = np.empty(Q.shape[1], np.float32)
+    for q in range(Q.shape[0]):
+        for i in range(doc_offsets.shape[0] - 1):
+            lo, hi = doc_offsets[i], doc_offsets[i + 1]
+            m[:] = -np.inf
+            _maxsim_one(Q[q], values[lo:hi], m)
+            out[q, i] = _sum_f32(m) if hi > lo else np.float32(0.0)
+
+
+@njit(cache=False)
+def _centroid_scores(Sq, codes, doc_offsets, docs, keep):
+    """sum_a max over the tokens t of each document with keep[codes[t]] of Sq[a, codes[t]] (0 if none)."""
+    out = np.zeros(docs.shape[0], np.float32)
+    m = np.empty(Sq.shape[0], np.float32)
+    for i in range(docs.shape[0]):
+        m[:] = -np.inf
+        used = False
+        for t in range(doc_offsets[docs[i]], doc_offsets[docs[i] + 1]):
+            c = codes[t]
+            if keep[c]:
+                used = True
+                for a in range(Sq.shape[0]):
+                    if Sq[a, c] > m[a]:
+                        m[a] = Sq[a, c]
+        out[i] = _sum_f32(m) if used else np.float32(0.0)
+    return out
+
+
+@njit(cache=False)
+def _exact_scores(Qq, codes, packed, doc_offsets, docs, centroids, weights, nbits):
+    """MaxSim of one query (qlen, d) against the decompressed, normalized tokens of each document."""
+    out = np.zeros(docs.shape[0], np.float32)
+    m = np.empty(Qq.shape[0], np.float32)
+    v = np.empty((1, Qq.shape[1]), np.float32)
+    for i in range(docs.shape[0]):
+        lo, hi = doc_offsets[docs[i]], doc_offsets[docs[i] + 1]
+        m[:] = -np.inf
+        for t in range(lo, hi):
+            _decode(codes, packed, centroids, weights, nbits, t, v[0])
+            _normalize(v[0])
+            _maxsim_one(Qq, v, m)
+        out[i] = _sum_f32(m) if hi > lo else np.float32(0.0)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ ranking
+def _top(scores: np.ndarray, docs: np.ndarray, m: int) -> np.ndarray:
+    """Positions of the best ``m`` entries: score descending (NaN as -inf), then document ascending."""
+    key = np.where(np.isnan(scores), -np.inf, scores.astype(np.float64))
+    return np.lexsort((docs, -key))[:m]
+
+
+def _write_top(scores: np.ndarray, docs: np.ndarray, k: int, out_s: np.ndarray, out_d: np.ndarray) -> None:
+    order = _top(scores, docs, k)
+    out_s[: order.size] = scores[order]
+    out_d[: order.size] = docs[order]
+
+
+# ---------------------------------------------------------------------------------------- functions
+def compress(residuals: np.ndarray, cutoffs: np.ndarray, nbits: int) -> np.ndarray:
+    """Bucketize and bit-pack residuals f32 (n, d) with cutoffs f32 (d, 2**nbits - 1) -> u8 (n, d*nbits//8)."""
+    fn = "compress"
+    _check_nbits(fn, nbits)
+    residuals = _array(residuals, fn, "residuals", np.float32, 2, "(n, d)")
+    cutoffs = _array(cutoffs, fn, "cutoffs", np.float32, 2, "(d, 2**nbits - 1)")
+    n, d = residuals.shape
+    _check_dim(fn, d)
+    _expect(cutoffs.shape == (d, (1 << nbits) - 1),
+            f"{fn}: cutoffs must have shape (d, 2**nbits - 1) = {(d, (1 << nbits) - 1)}, got {cutoffs.shape}")
+    _expect(bool(np.all(cutoffs[:, 1:] >= cutoffs[:, :-1])),
+            "cutoffs must be ascending (and not NaN) along each row")
+    packed = np.zeros((n, d * nbits // 8), np.uint8)
+    for j in range(d):
+        # For an ascending row, searchsorted(side="right") is the number of cutoffs <= r; NaN codes as 0.
+        code = np.searchsorted(cutoffs[j], residuals[:, j], side="right").astype(np.uint8)
+        code[np.isnan(residuals[:, j])] = 0
+        bit = j * nbits
+        packed[:, bit // 8] |= code << np.uint8(bit % 8)
+    return packed
+
+
+def decompress(codes: np.ndarray, packed: np.ndarray, centroids: np.ndarray, weights: np.ndarray, nbits: int,
+               normalize: bool) -> np.ndarray:
+    """Reconstructed embeddings f32 (n, d): centroid plus residual weights, unit length when ``normalize``."""
+    fn = "decompress"
+    _check_nbits(fn, nbits)
+    codes = _array(codes, fn, "codes", np.uint16, 1, "(n,)")
+    packed = _array(packed, fn, "packed", np.uint8, 2, "(n, d * nbits // 8)")
+    centroids = _array(centroids, fn, "centroids", np.float32, 2, "(nlist, d)")
+    weights = _array(weights, fn, "weights", np.float32, 2, "(d, 2**nbits)")
+    (n,), (nlist, d) = codes.shape, centroids.shape
+    _check_dim(fn, d)
+    _expect(packed.shape == (n, d * nbits // 8),
+            f"{fn}: packed must have shape (n, d * nbits // 8) = {(n, d * nbits // 8)}, got {packed.shape}")
+    _expect(1 <= nlist <= 65536, f"{fn}: nlist (centroids.shape[0]) must be in [1, 65536], got {nlist}")
+    _expect(weights.shape == (d, 1 << nbits),
+            f"{fn}: weights must have shape (d, 2**nbits) = {(d, 1 << nbits)}, got {weights.shape}")
+    _check_codes(codes, nlist)
+    out = np.empty((n, d), np.float32)
+    _decompress_loop(codes, packed, centroids, weights, nbits, bool(normalize), out)
+    return out
+
+
+def build_ivf(codes: np.ndarray, doc_offsets: np.ndarray, nlist: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inverted file: (ivf i32 (npairs,), ivf_offsets i64 (nlist + 1,)), ascending distinct docs per cell."""
+    fn = "build_ivf"
+    codes = _array(codes, fn, "codes", np.uint16, 1, "(n,)")
+    doc_offsets = _array(doc_offsets, fn, "doc_offsets", np.int64, 1, "(ndocs + 1,)")
+    nlist = _check_int(fn, "nlist", nlist, 1)
+    _expect(nlist <= 65536, f"{fn}: nlist must be in [1, 65536], got {nlist}")
+    _expect(doc_offsets.shape[0] >= 1, f"{fn}: doc_offsets must have ndocs + 1 >= 1 entries, got 0")
+    ndocs = doc_offsets.shape[0] - 1
+    _expect(ndocs <= np.iinfo(np.int32).max, f"{fn}: more than 2**31 - 1 documents do not fit int32 ivf entries")
+    _check_offsets(doc_offsets, codes.shape[0], "doc_offsets")
+    _check_codes(codes, nlist)
+    doc_of_token = np.repeat(np.arange(ndocs, dtype=np.int64), np.diff(doc_offsets))
+    pairs = np.unique(codes.astype(np.int64) * max(ndocs, 1) + doc_of_token)  # sorted by (cell, doc)
+    cells, docs = np.divmod(pairs, max(ndocs, 1))
+    ivf_offsets = np.zeros(nlist + 1, np.int64)
+    np.cumsum(np.bincount(cells, minlength=nlist), out=ivf_offsets[1:])
+    return docs.astype(np.int32), ivf_offsets
+
+
+def maxsim(Q: np.ndarray, values: np.ndarray, doc_offsets: np.ndarray, *, num_threads: int = 0) -> np.ndarray:
+    """Exact MaxSim f32 (nq, ndocs) of queries (nq, qlen, d) against float documents (values, doc_offsets)."""
+    fn = "maxsim"
+    _check_threads(fn, num_threads)
+    Q = _queries(fn, Q)
+    values = _array(values, fn, "values", np.float32, 2, "(n, d)")
+    doc_offsets = _array(doc_offsets, fn, "doc_offsets", np.int64, 1, "(ndocs + 1,)")
+    _expect(values.shape[1] == Q.shape[2],
+            f"{fn}: values must have shape (n, d) with d = {Q.shape[2]}, got {values.shape}")
+    _expect(doc_offsets.shape[0] >= 1, f"{fn}: doc_offsets must have ndocs + 1 >= 1 entries, got 0")
+    _check_offsets(doc_offsets, values.shape[0], "doc_offsets")
+    out = np.zeros((Q.shape[0], doc_offsets.shape[0] - 1), np.float32)
+    _maxsim_loop(Q, values, doc_offsets, out)
+    return out
+
+
+def search(Q: np.ndarray, S: np.ndarray, codes: np.ndarray, packed: np.ndarray, doc_offsets: np.ndarray,
+           ivf: np.ndarray, ivf_offsets: np.ndarray, centroids: np.ndarray, weights: np.ndarray, nbits: int,
+           allowed: np.ndarray, nprobe: int, threshold: float, ndocs: int, n_exact: int, k: int, *,
+           num_threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """PLAID search, steps 1-5 of the contract -> (scores f32 (nq, k), docs i64 (nq, k))."""
+    fn = "search"
+    _check_threads(fn, num_threads)
+    Q = _queries(fn, Q)
+    S = _array(S, fn, "S", np.float32, 3, "(nq, qlen, nlist)")
+    ivf = _array(ivf, fn, "ivf", np.int32, 1, "(npairs,)")
+    ivf_offsets = _array(ivf_offsets, fn, "ivf_offsets", np.int64, 1, "(nlist + 1,)")
+    nq, qlen, d = Q.shape
+    codes, packed, doc_offsets, centroids, weights, allowed = _collection(
+        fn, codes, packed, doc_offsets, centroids, weights, nbits, allowed, d)
+    nlist, n_docs = centroids.shape[0], doc_offsets.shape[0] - 1
+    _expect(S.shape == (nq, qlen, nlist), f"{fn}: S must have shape (nq, qlen, nlist) = {(nq, qlen, nlist)}, "
+                                          f"got {S.shape}")
+    _expect(ivf_offsets.shape == (nlist + 1,),
+            f"{fn}: ivf_offsets must have shape (nlist + 1,) = ({nlist + 1},), got {ivf_offsets.shape}")
+    nprobe = _check_int(fn, "nprobe", nprobe, 1)
+    ndocs = _check_int(fn, "ndocs", ndocs, 1)
+    n_exact = _check_int(fn, "n_exact", n_exact, 1)
+    k = _check_int(fn, "k", k, 1)
+    threshold = float(threshold)
+    _check_offsets(ivf_offsets, ivf.shape[0], "ivf_offsets")
+    _expect(ivf.size == 0 or (int(ivf.min()) >= 0 and int(ivf.max()) < n_docs),
+            "ivf: an entry is outside [0, ndocs)")
+
+    out_s = np.full((nq, k), -np.inf, np.float32)
+    out_d = np.full((nq, k), -1, np.int64)
+    all_cells = np.arange(nlist, dtype=np.int64)
+    every_cell = np.ones(nlist, np.bool_)
+    for q in range(nq):
+        Sq = S[q]
+        # 1. probe: the nprobe best cells of every query token
+        probed = np.unique(np.concatenate([all_cells[_top(Sq[a], all_cells, nprobe)] for a in range(qlen)]))
+        # 2. candidates: allowed documents of the probed cells' lists
+        lists = [ivf[ivf_offsets[c]:ivf_offsets[c + 1]] for c in probed]
+        cand = np.unique(np.concatenate(lists)).astype(np.int64)
+        if allowed.size:
+            cand = cand[allowed[cand] != 0]
+        # 3. pruned centroid scores over the kept cells, best ndocs
+        keep = Sq.max(axis=0).astype(np.float64) >= threshold
+        pruned = _centroid_scores(Sq, codes, doc_offsets, cand, keep)
+        cand = cand[_top(pruned, cand, ndocs)]
+        # 4. full centroid scores, best n_exact
+        full = _centroid_scores(Sq, codes, doc_offsets, cand, every_cell)
+        cand = cand[_top(full, cand, n_exact)]
+        # 5. exact MaxSim over the decompressed tokens, best k
+        exact = _exact_scores(Q[q], codes, packed, doc_offsets, cand, centroids, weights, nbits)
+        _write_top(exact, cand, k, out_s[q], out_d[q])
+    return out_s, out_d
+
+
+def exact_search(Q: np.ndarray, codes: np.ndarray, packed: np.ndarray, doc_offsets: np.ndarray,
+                 centroids: np.ndarray, weights: np.ndarray, nbits: int, allowed: np.ndarray, k: int, *,
+                 num_threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Exhaustive MaxSim over every allowed document -> (scores f32 (nq, k), docs i64 (nq, k))."""
+    fn = "exact_search"
+    _check_threads(fn, num_threads)
+    Q = _queries(fn, Q)
+    nq, _, d = Q.shape
+    codes, packed, doc_offsets, centroids, weights, allowed = _collection(
+        fn, codes, packed, doc_offsets, centroids, weights, nbits, allowed, d)
+    k = _check_int(fn, "k", k, 1)
+    n_docs = doc_offsets.shape[0] - 1
+    docs = np.flatnonzero(allowed).astype(np.int64) if allowed.size else np.arange(n_docs, dtype=np.int64)
+    out_s = np.full((nq, k), -np.inf, np.float32)
+    out_d = np.full((nq, k), -1, np.int64)
+    for q in range(nq):
+        exact = _exact_scores(Q[q], codes, packed, doc_offsets, docs, centroids, weights, nbits)
+        _write_top(exact, docs, k, out_s[q], out_d[q])
+    return out_s, out_d
+
+
+def build_info() -> dict[str, Any]:
+    """What the reference backend has (same keys as the native module's build_info)."""
+    return {
+        "kernels": "reference",
+        "openmp": False,
+        "openmp_info": "reference backend (numpy/numba loops, single-threaded)",
+        "max_threads": 1,
+        "simd": "numba/LLVM for the host CPU",
+        "simd_dispatch": "none",
+        "cuda": False,
+        "cuda_reason": "no CUDA kernels in the reference backend",
+        "compiler": f"numba {numba.__version__}, numpy {np.__version__}",
+    }

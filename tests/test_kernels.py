@@ -1,0 +1,459 @@
+"""Kernels: the native core against the numba/numpy reference, kernel properties and input checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from plaidx import _reference as ref
+
+try:
+    from plaidx import _core
+    _CORE_ERROR = ""
+except ImportError as exc:  # pragma: no cover - depends on the build
+    _core = None
+    _CORE_ERROR = f"{type(exc).__name__}: {exc}"
+
+native = pytest.mark.skipif(_core is None, reason=f"plaidx._core is not built ({_CORE_ERROR}); build it with "
+                                                  "`python setup.py build_ext --inplace`")
+BACKENDS = [pytest.param(ref, id="reference"), pytest.param(_core, id="native", marks=native)]
+NBITS = [1, 2, 4, 8]
+DIMS = [64, 96, 128]
+HYP = settings(max_examples=30, deadline=None, derandomize=True, database=None,
+               suppress_health_check=[HealthCheck.too_slow])
+NO_MASK = np.zeros(0, np.uint8)
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-6)).astype(np.float32)
+
+
+def make_collection(seed: int, ndocs: int = 60, d: int = 64, nbits: int = 2, nlist: int = 16,
+                    max_len: int = 24, quantize: bool = False) -> dict:
+    """A random compressed collection (no empty documents) with its inverted file, built by the reference."""
+    rng = np.random.default_rng(seed)
+    lens = rng.integers(1, max_len + 1, ndocs)
+    offsets = np.zeros(ndocs + 1, np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    n = int(offsets[-1])
+    centroids = rng.standard_normal((nlist, d))
+    if quantize:  # coarse values make equal scores (ties) common
+        centroids = np.round(centroids * 2) / 2
+    centroids = _unit(centroids)
+    nb = 1 << nbits
+    cutoffs = np.sort(rng.standard_normal((d, nb - 1)) * 0.05, axis=1).astype(np.float32)
+    weights = np.sort(rng.standard_normal((d, nb)) * 0.05, axis=1).astype(np.float32)
+    if quantize:
+        weights[:] = 0
+    codes = rng.integers(0, nlist, n).astype(np.uint16)
+    packed = rng.integers(0, 256, (n, d * nbits // 8)).astype(np.uint8)
+    ivf, ivf_offsets = ref.build_ivf(codes, offsets, nlist)
+    return dict(codes=codes, packed=packed, doc_offsets=offsets, centroids=centroids, cutoffs=cutoffs,
+                weights=weights, nbits=nbits, ivf=ivf, ivf_offsets=ivf_offsets, ndocs=ndocs, nlist=nlist, d=d)
+
+
+def make_queries(seed: int, col: dict, nq: int = 3, qlen: int = 8, quantize: bool = False):
+    rng = np.random.default_rng(seed + 10_000)
+    Q = rng.standard_normal((nq, qlen, col["d"]))
+    if quantize:
+        Q = np.round(Q * 2) / 2
+    Q = _unit(Q)
+    S = np.ascontiguousarray(Q @ col["centroids"].T)
+    return Q, S
+
+
+def run_search(mod, Q, S, col, allowed=NO_MASK, nprobe=2, threshold=0.0, ndocs=20, n_exact=8, k=5, **kw):
+    c = col
+    return mod.search(Q, S, c["codes"], c["packed"], c["doc_offsets"], c["ivf"], c["ivf_offsets"], c["centroids"],
+                      c["weights"], c["nbits"], allowed, nprobe, threshold, ndocs, n_exact, k, **kw)
+
+
+def run_exact(mod, Q, col, allowed=NO_MASK, k=5, **kw):
+    c = col
+    return mod.exact_search(Q, c["codes"], c["packed"], c["doc_offsets"], c["centroids"], c["weights"], c["nbits"],
+                            allowed, k, **kw)
+
+
+def assert_topk_equivalent(a, b, tol: float = 1e-4) -> None:
+    """Tie-aware equality of (scores, docs) results of two backends.
+
+    Scores agree within tol rank by rank (padding exactly); a document must match wherever its score
+    is more than tol away from its neighbours' (a near-tie may be ordered either way by rounding).
+    The last rank is only checked when it is followed by padding (its successor is unknown otherwise).
+    """
+    (sa, da), (sb, db) = a, b
+    assert sa.shape == sb.shape == da.shape == db.shape
+    assert sa.dtype == sb.dtype == np.float32 and da.dtype == db.dtype == np.int64
+    np.testing.assert_array_equal(np.isneginf(sa), np.isneginf(sb))
+    np.testing.assert_array_equal(da == -1, np.isneginf(sa))
+    np.testing.assert_array_equal(db == -1, np.isneginf(sb))
+    fin = np.isfinite(sa)
+    np.testing.assert_allclose(sa[fin], sb[fin], rtol=1e-5, atol=tol)
+    k = sa.shape[1]
+    for q in range(sa.shape[0]):
+        row = sa[q].astype(np.float64)
+        for r in range(k):
+            if not np.isfinite(row[r]):
+                break
+            prev_gap = row[r - 1] - row[r] if r > 0 else np.inf
+            if r + 1 < k:
+                next_gap = row[r] - row[r + 1] if np.isfinite(row[r + 1]) else np.inf
+            else:
+                next_gap = 0.0  # unknown successor
+            if min(prev_gap, next_gap) > tol:
+                assert da[q, r] == db[q, r], f"query {q} rank {r}: doc {da[q, r]} != {db[q, r]}"
+
+
+def unpack_codes(packed: np.ndarray, d: int, nbits: int) -> np.ndarray:
+    """Independent unpacking of the contract's bit layout: dimension j at byte j*nbits//8, bit j*nbits%8."""
+    j = np.arange(d)
+    return (packed[:, (j * nbits) // 8] >> ((j * nbits) % 8)) & ((1 << nbits) - 1)
+
+
+# -------------------------------------------------------------------------------- native vs reference
+@native
+@pytest.mark.parametrize("d", DIMS)
+@pytest.mark.parametrize("nbits", NBITS)
+def test_codec_and_ivf_match_reference(nbits, d):
+    col = make_collection(nbits * 1000 + d, ndocs=80, d=d, nbits=nbits, nlist=32)
+    rng = np.random.default_rng(d + nbits)
+    res = (rng.standard_normal((500, d)) * 0.06).astype(np.float32)
+    res[0, :] = col["cutoffs"][:, 0]  # values exactly on a cutoff fall in the upper bucket
+    np.testing.assert_array_equal(_core.compress(res, col["cutoffs"], nbits), ref.compress(res, col["cutoffs"], nbits))
+    args = (col["codes"], col["packed"], col["centroids"], col["weights"], nbits)
+    # a single float addition per value: bit-identical without normalization
+    np.testing.assert_array_equal(_core.decompress(*args, False), ref.decompress(*args, False))
+    np.testing.assert_allclose(_core.decompress(*args, True), ref.decompress(*args, True), rtol=1e-5, atol=1e-6)
+    for got, want in zip(_core.build_ivf(col["codes"], col["doc_offsets"], 32),
+                         ref.build_ivf(col["codes"], col["doc_offsets"], 32)):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+
+
+@native
+@pytest.mark.parametrize("d", DIMS)
+@pytest.mark.parametrize("nbits", NBITS)
+def test_search_matches_reference(nbits, d):
+    col = make_collection(7 * nbits + d, ndocs=120, d=d, nbits=nbits, nlist=24, max_len=30)
+    Q, S = make_queries(d, col, nq=3, qlen=9)
+    for params in [dict(nprobe=2, threshold=0.0, ndocs=30, n_exact=10, k=5),
+                   dict(nprobe=3, threshold=0.2, ndocs=200, n_exact=200, k=12),
+                   dict(nprobe=1, threshold=-np.inf, ndocs=4, n_exact=2, k=6),
+                   dict(nprobe=4, threshold=0.35, ndocs=500, n_exact=3, k=3),  # step 4 decides
+                   dict(nprobe=4, threshold=10.0, ndocs=500, n_exact=4, k=4)]:  # every cell pruned
+        assert_topk_equivalent(run_search(_core, Q, S, col, **params), run_search(ref, Q, S, col, **params))
+    assert_topk_equivalent(run_exact(_core, Q, col, k=7), run_exact(ref, Q, col, k=7))
+    values = ref.decompress(col["codes"], col["packed"], col["centroids"], col["weights"], nbits, True)
+    np.testing.assert_allclose(_core.maxsim(Q, values, col["doc_offsets"]), ref.maxsim(Q, values, col["doc_offsets"]),
+                               rtol=1e-5, atol=1e-5)
+
+
+@native
+@HYP
+@given(seed=st.integers(0, 2**31 - 1), nbits=st.sampled_from(NBITS), d=st.sampled_from([8, 16, 64]),
+       ndocs=st.integers(1, 25), nlist=st.integers(1, 12), qlen=st.integers(1, 11), nq=st.integers(1, 3),
+       nprobe=st.integers(1, 14), threshold=st.sampled_from([-np.inf, -0.2, 0.0, 0.3, 2.0]),
+       keep=st.integers(1, 30), n_exact=st.integers(1, 30), k=st.integers(1, 30), quantize=st.booleans(),
+       masked=st.booleans())
+def test_search_matches_reference_hypothesis(seed, nbits, d, ndocs, nlist, qlen, nq, nprobe, threshold, keep,
+                                             n_exact, k, quantize, masked):
+    col = make_collection(seed, ndocs=ndocs, d=d, nbits=nbits, nlist=nlist, max_len=12, quantize=quantize)
+    Q, S = make_queries(seed, col, nq=nq, qlen=qlen, quantize=quantize)
+    allowed = (np.random.default_rng(seed).random(ndocs) < 0.6).astype(np.uint8) if masked else NO_MASK
+    params = dict(nprobe=nprobe, threshold=threshold, ndocs=keep, n_exact=n_exact, k=k)
+    assert_topk_equivalent(run_search(_core, Q, S, col, allowed, **params),
+                           run_search(ref, Q, S, col, allowed, **params))
+    assert_topk_equivalent(run_exact(_core, Q, col, allowed, k=k), run_exact(ref, Q, col, allowed, k=k))
+
+
+@native
+@HYP
+@given(data=st.data(), nbits=st.sampled_from(NBITS), d=st.sampled_from([8, 16, 24]), n=st.integers(0, 20))
+def test_compress_matches_reference_on_any_floats(data, nbits, d, n):
+    res = data.draw(hnp.arrays(np.float32, (n, d), elements=st.floats(width=32, allow_nan=True)))
+    cut = data.draw(hnp.arrays(np.float32, (d, (1 << nbits) - 1),
+                               elements=st.floats(-2, 2, width=32, allow_subnormal=False)))
+    cut = np.sort(cut, axis=1)
+    np.testing.assert_array_equal(_core.compress(res, cut, nbits), ref.compress(res, cut, nbits))
+
+
+@native
+@HYP
+@given(seed=st.integers(0, 2**31 - 1), d=st.sampled_from([8, 64, 96]), nq=st.integers(0, 3),
+       qlen=st.integers(1, 40), lens=st.lists(st.integers(0, 30), min_size=0, max_size=12))
+def test_maxsim_matches_reference_hypothesis(seed, d, nq, qlen, lens):
+    rng = np.random.default_rng(seed)
+    offsets = np.zeros(len(lens) + 1, np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    values = rng.standard_normal((int(offsets[-1]), d)).astype(np.float32)
+    Q = rng.standard_normal((nq, qlen, d)).astype(np.float32)
+    got, want = _core.maxsim(Q, values, offsets), ref.maxsim(Q, values, offsets)
+    assert got.shape == want.shape == (nq, len(lens)) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    assert np.all(got[:, np.diff(offsets) == 0] == 0)
+
+
+@native
+def test_long_documents_large_nlist_and_k_beyond_candidates():
+    # one 8192-token document among short ones, nlist = 65536 (every uint16 code), k > candidates
+    rng = np.random.default_rng(5)
+    d, nbits, nlist = 64, 4, 65536
+    lens = np.array([8192, 3, 7, 1, 50])
+    offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    n = int(offsets[-1])
+    codes = rng.integers(0, nlist, n).astype(np.uint16)
+    codes[-1] = nlist - 1
+    centroids = _unit(rng.standard_normal((nlist, d)))
+    packed = rng.integers(0, 256, (n, d * nbits // 8)).astype(np.uint8)
+    weights = np.sort(rng.standard_normal((d, 1 << nbits)) * 0.05, axis=1).astype(np.float32)
+    got_ivf = _core.build_ivf(codes, offsets, nlist)
+    want_ivf = ref.build_ivf(codes, offsets, nlist)
+    for g, w in zip(got_ivf, want_ivf):
+        np.testing.assert_array_equal(g, w)
+    col = dict(codes=codes, packed=packed, doc_offsets=offsets, centroids=centroids, weights=weights, nbits=nbits,
+               ivf=want_ivf[0], ivf_offsets=want_ivf[1], d=d)
+    Q = _unit(rng.standard_normal((2, 6, d)))
+    S = np.ascontiguousarray(Q @ centroids.T)
+    params = dict(nprobe=3, threshold=-np.inf, ndocs=10, n_exact=10, k=8)
+    got = run_search(_core, Q, S, col, **params)
+    assert_topk_equivalent(got, run_search(ref, Q, S, col, **params))
+    assert np.all(got[1][:, 5:] == -1) and np.all(np.isneginf(got[0][:, 5:]))  # 5 documents at most
+    assert_topk_equivalent(run_exact(_core, Q, col, k=8), run_exact(ref, Q, col, k=8))
+    values = ref.decompress(codes, packed, centroids, weights, nbits, True)
+    np.testing.assert_allclose(_core.maxsim(Q, values, offsets), ref.maxsim(Q, values, offsets), rtol=1e-5, atol=1e-4)
+
+
+# --------------------------------------------------------------------------------------- properties
+@pytest.mark.parametrize("mod", BACKENDS)
+@pytest.mark.parametrize("d", DIMS)
+@pytest.mark.parametrize("nbits", NBITS)
+def test_round_trip_within_half_a_bucket(mod, nbits, d):
+    rng = np.random.default_rng(31 * nbits + d)
+    nb = 1 << nbits
+    cutoffs = np.sort(rng.uniform(-1, 1, (d, nb - 1)), axis=1).astype(np.float32)
+    lo, hi = cutoffs[:, 0] - 0.25, cutoffs[:, -1] + 0.25
+    edges = np.concatenate([lo[:, None], cutoffs, hi[:, None]], axis=1)  # bucket b: [edges[b], edges[b + 1])
+    weights = ((edges[:, :-1] + edges[:, 1:]) / 2).astype(np.float32)
+    x = rng.uniform(lo, hi, (400, d)).astype(np.float32)
+    x[:5] = cutoffs[:, 0]  # on a cutoff
+    packed = mod.compress(x, cutoffs, nbits)
+    assert packed.shape == (400, d * nbits // 8) and packed.dtype == np.uint8
+    code = unpack_codes(packed, d, nbits)
+    np.testing.assert_array_equal(code, (cutoffs[None, :, :] <= x[:, :, None]).sum(-1))
+    zero = np.zeros((1, d), np.float32)
+    y = mod.decompress(np.zeros(400, np.uint16), packed, zero, weights, nbits, False)
+    half = (np.take_along_axis(edges.T, code + 1, axis=0) - np.take_along_axis(edges.T, code, axis=0)) / 2
+    assert np.all(np.abs(y - x) <= half * (1 + 1e-6) + 1e-7)
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+@pytest.mark.parametrize("nbits", NBITS)
+def test_decompress_is_centroid_plus_weights_and_normalizes(mod, nbits):
+    col = make_collection(nbits, ndocs=10, d=64, nbits=nbits)
+    args = (col["codes"], col["packed"], col["centroids"], col["weights"], nbits)
+    raw = mod.decompress(*args, False)
+    code = unpack_codes(col["packed"], 64, nbits)
+    want = col["centroids"][col["codes"]] + np.take_along_axis(col["weights"].T, code, axis=0)
+    np.testing.assert_array_equal(raw, want)
+    unit = mod.decompress(*args, True)
+    np.testing.assert_allclose(unit, raw / np.linalg.norm(raw, axis=1, keepdims=True), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_maxsim_is_invariant_to_token_order(mod):
+    rng = np.random.default_rng(3)
+    lens = rng.integers(1, 40, 25)
+    offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    values = rng.standard_normal((int(offsets[-1]), 96)).astype(np.float32)
+    Q = rng.standard_normal((4, 13, 96)).astype(np.float32)
+    perm = np.concatenate([lo + rng.permutation(hi - lo) for lo, hi in zip(offsets[:-1], offsets[1:])])
+    np.testing.assert_array_equal(mod.maxsim(Q, values, offsets), mod.maxsim(Q, values[perm], offsets))
+    # and against the plain definition
+    want = np.array([[(q @ values[lo:hi].T).max(axis=1).sum() for lo, hi in zip(offsets[:-1], offsets[1:])]
+                     for q in Q])
+    np.testing.assert_allclose(mod.maxsim(Q, values, offsets), want, rtol=1e-5, atol=1e-4)
+    # token order of compressed documents does not matter either
+    col = make_collection(4, ndocs=30, d=64)
+    Qc, _ = make_queries(4, col)
+    off = col["doc_offsets"]
+    perm = np.concatenate([lo + rng.permutation(hi - lo) for lo, hi in zip(off[:-1], off[1:])])
+    shuffled = dict(col, codes=col["codes"][perm], packed=np.ascontiguousarray(col["packed"][perm]))
+    for a, b in zip(run_exact(mod, Qc, col, k=30), run_exact(mod, Qc, shuffled, k=30)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+@pytest.mark.parametrize("nbits", [1, 8])
+def test_full_probe_search_equals_exact_search(mod, nbits):
+    col = make_collection(11 + nbits, ndocs=70, d=96, nbits=nbits, nlist=20, quantize=nbits == 1)
+    Q, S = make_queries(11, col, nq=4, qlen=7, quantize=nbits == 1)
+    for allowed in (NO_MASK, (np.arange(70) % 3 != 0).astype(np.uint8)):
+        for k in (1, 10, 100):
+            got = run_search(mod, Q, S, col, allowed, nprobe=20, threshold=-np.inf, ndocs=70, n_exact=70, k=k)
+            want = run_exact(mod, Q, col, allowed, k=k)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_pruning_only_shapes_the_first_cut(mod):
+    # With every candidate kept after step 3, the threshold cannot matter: step 4 rescores without it.
+    col = make_collection(17, ndocs=80, d=64, nlist=16)
+    Q, S = make_queries(17, col, nq=3, qlen=6)
+    base = run_search(mod, Q, S, col, nprobe=3, threshold=-np.inf, ndocs=80, n_exact=4, k=4)
+    for threshold in (0.2, 0.4, np.inf):
+        got = run_search(mod, Q, S, col, nprobe=3, threshold=threshold, ndocs=80, n_exact=4, k=4)
+        np.testing.assert_array_equal(got[0], base[0])
+        np.testing.assert_array_equal(got[1], base[1])
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_results_are_ordered_and_padded(mod):
+    col = make_collection(21, ndocs=40, d=64, quantize=True)
+    Q, S = make_queries(21, col, nq=2, quantize=True)
+    scores, docs = run_search(mod, Q, S, col, nprobe=16, threshold=-np.inf, ndocs=40, n_exact=40, k=50)
+    assert scores.shape == docs.shape == (2, 50)
+    assert np.all(docs[:, 40:] == -1) and np.all(np.isneginf(scores[:, 40:]))
+    for s, dd in zip(scores[:, :40], docs[:, :40]):
+        assert sorted(dd) == list(range(40))
+        for i in range(39):  # score descending, then document ascending
+            assert s[i] > s[i + 1] or (s[i] == s[i + 1] and dd[i] < dd[i + 1])
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_allowed_mask_is_respected(mod):
+    col = make_collection(8, ndocs=90, d=64, nlist=12)
+    Q, S = make_queries(8, col, nq=3)
+    allowed = (np.random.default_rng(8).random(90) < 0.3).astype(np.uint8)
+    for res in (run_search(mod, Q, S, col, allowed, nprobe=12, threshold=-np.inf, ndocs=90, n_exact=90, k=60),
+                run_search(mod, Q, S, col, allowed, nprobe=2, threshold=0.1, ndocs=10, n_exact=5, k=4),
+                run_exact(mod, Q, col, allowed, k=60)):
+        docs = res[1]
+        assert np.all(allowed[docs[docs >= 0]] == 1)
+    full = run_exact(mod, Q, col, allowed, k=90)[1]
+    assert np.all((full >= 0).sum(axis=1) == allowed.sum())
+    none = np.zeros(90, np.uint8)
+    for res in (run_search(mod, Q, S, col, none), run_exact(mod, Q, col, none)):
+        assert np.all(res[1] == -1) and np.all(np.isneginf(res[0]))
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_thread_count_does_not_change_results(mod):
+    col = make_collection(13, ndocs=300, d=128, nbits=2, nlist=32, max_len=40)
+    Q, S = make_queries(13, col, nq=5, qlen=12)
+    values = ref.decompress(col["codes"], col["packed"], col["centroids"], col["weights"], 2, True)
+    params = dict(nprobe=3, threshold=0.05, ndocs=60, n_exact=20, k=10)
+    for nq in (1, 5):  # nq = 1 parallelizes inside the query, nq = 5 across queries
+        runs = [(run_search(mod, Q[:nq], S[:nq], col, **params, num_threads=t),
+                 run_exact(mod, Q[:nq], col, k=10, num_threads=t),
+                 mod.maxsim(Q[:nq], values, col["doc_offsets"], num_threads=t)) for t in (1, 2, 0)]
+        for other in runs[1:]:
+            for a, b in zip(runs[0], other):
+                for x, y in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+                    np.testing.assert_array_equal(x, y)
+    # a batch gives each query the same answer as searching it alone
+    batch = run_search(mod, Q, S, col, **params, num_threads=2)
+    for q in range(5):
+        alone = run_search(mod, Q[q:q + 1], S[q:q + 1], col, **params, num_threads=2)
+        np.testing.assert_array_equal(batch[0][q], alone[0][0])
+        np.testing.assert_array_equal(batch[1][q], alone[1][0])
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_empty_inputs(mod):
+    d, nbits = 64, 2
+    cut = np.zeros((d, 3), np.float32)
+    assert mod.compress(np.zeros((0, d), np.float32), cut, nbits).shape == (0, 16)
+    cent = np.ones((4, d), np.float32)
+    w = np.zeros((d, 4), np.float32)
+    assert mod.decompress(np.zeros(0, np.uint16), np.zeros((0, 16), np.uint8), cent, w, nbits, True).shape == (0, d)
+    ivf, ivo = mod.build_ivf(np.zeros(0, np.uint16), np.zeros(1, np.int64), 4)
+    assert ivf.shape == (0,) and np.array_equal(ivo, np.zeros(5))
+    col = dict(codes=np.zeros(0, np.uint16), packed=np.zeros((0, 16), np.uint8), doc_offsets=np.zeros(1, np.int64),
+               centroids=cent, weights=w, nbits=nbits, ivf=ivf, ivf_offsets=ivo)
+    Q = np.ones((2, 3, d), np.float32)
+    S = np.ones((2, 3, 4), np.float32)
+    for scores, docs in (run_search(mod, Q, S, col), run_exact(mod, Q, col)):
+        assert np.all(docs == -1) and np.all(np.isneginf(scores))
+    assert run_exact(mod, Q[:0], col)[0].shape == (0, 5)
+    assert mod.maxsim(Q, np.zeros((0, d), np.float32), np.zeros(3, np.int64)).tolist() == [[0, 0], [0, 0]]
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_build_info(mod):
+    info = mod.build_info()
+    for key in ("openmp", "openmp_info", "max_threads", "simd", "cuda", "cuda_reason", "compiler"):
+        assert key in info
+    assert info["cuda"] is False and info["cuda_reason"] and info["max_threads"] >= 1
+
+
+# -------------------------------------------------------------------------------------- input checks
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_bad_inputs_raise(mod):
+    col = make_collection(2, ndocs=10, d=64)
+    Q, S = make_queries(2, col, nq=2, qlen=4)
+    c = col
+    res = np.zeros((5, 64), np.float32)
+    with pytest.raises(TypeError, match="float32"):
+        mod.compress(res.astype(np.float64), c["cutoffs"], 2)
+    with pytest.raises(TypeError, match="ndarray"):
+        mod.compress(res.tolist(), c["cutoffs"], 2)
+    with pytest.raises(TypeError, match="float32"):
+        mod.compress(res.astype(">f4"), c["cutoffs"], 2)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        mod.compress(np.zeros((64, 5), np.float32).T, c["cutoffs"], 2)
+    with pytest.raises(ValueError, match="cutoffs"):
+        mod.compress(res, c["cutoffs"][:, :2], 2)
+    with pytest.raises(ValueError, match="nbits"):
+        mod.compress(res, c["cutoffs"], 3)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        mod.compress(np.zeros((5, 12), np.float32), np.zeros((12, 3), np.float32), 2)
+    with pytest.raises(ValueError, match="ascending"):
+        mod.compress(res, np.ascontiguousarray(c["cutoffs"][:, ::-1]), 2)
+    dargs = (c["packed"], c["centroids"], c["weights"], 2, True)
+    with pytest.raises(TypeError, match="uint16"):
+        mod.decompress(c["codes"].astype(np.int32), *dargs)
+    with pytest.raises(ValueError, match="nlist"):
+        mod.decompress(np.full_like(c["codes"], 16), *dargs)
+    with pytest.raises(ValueError, match="packed"):
+        mod.decompress(c["codes"][:-1], *dargs)
+    with pytest.raises(ValueError, match="nlist"):
+        mod.build_ivf(c["codes"], c["doc_offsets"], 8)  # codes reach 15
+    with pytest.raises(ValueError, match="doc_offsets"):
+        mod.build_ivf(c["codes"], c["doc_offsets"][::-1].copy(), 16)
+    with pytest.raises(TypeError, match="int64"):
+        mod.build_ivf(c["codes"], c["doc_offsets"].astype(np.int32), 16)
+    with pytest.raises(ValueError, match="doc_offsets"):
+        mod.maxsim(Q, np.zeros((3, 64), np.float32), np.array([0, 2], np.int64))
+    with pytest.raises(ValueError, match="values"):
+        mod.maxsim(Q, np.zeros((3, 32), np.float32), np.array([0, 3], np.int64))
+    with pytest.raises(ValueError, match="Q"):
+        mod.maxsim(Q[0], np.zeros((3, 64), np.float32), np.array([0, 3], np.int64))
+    with pytest.raises(ValueError, match="at least one token"):
+        mod.maxsim(Q[:, :0], np.zeros((3, 64), np.float32), np.array([0, 3], np.int64))
+    with pytest.raises(ValueError, match="num_threads"):
+        mod.maxsim(Q, np.zeros((3, 64), np.float32), np.array([0, 3], np.int64), num_threads=-1)
+    with pytest.raises(ValueError, match="S"):
+        run_search(mod, Q, S[:, :, :-1], col)
+    with pytest.raises(ValueError, match="allowed"):
+        run_search(mod, Q, S, col, np.ones(3, np.uint8))
+    with pytest.raises(TypeError, match="uint8"):
+        run_search(mod, Q, S, col, np.ones(10, bool))
+    with pytest.raises(ValueError, match="k"):
+        run_search(mod, Q, S, col, k=0)
+    with pytest.raises(ValueError, match="nprobe"):
+        run_search(mod, Q, S, col, nprobe=0)
+    with pytest.raises(ValueError, match="ivf"):
+        run_search(mod, Q, S, col | {"ivf": np.full_like(col["ivf"], 99)}, nprobe=16)
+    with pytest.raises(ValueError, match="ivf_offsets"):
+        run_search(mod, Q, S, col | {"ivf_offsets": col["ivf_offsets"][:-1].copy()})
+    with pytest.raises(ValueError, match="weights"):
+        run_exact(mod, Q, col | {"weights": col["weights"][:, :2].copy()})
+    with pytest.raises(ValueError, match="k"):
+        run_exact(mod, Q, col, k=0)
+    with pytest.raises(ValueError, match="num_threads"):
+        run_exact(mod, Q, col, num_threads=-2)
