@@ -1,0 +1,712 @@
+"""The HTTP server: Jina-shaped multi-vector embeddings and rerank, and search of opened indexes (FastAPI)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import json
+import os
+import queue
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import __version__
+from .cli import IndexFolder, is_loopback
+from .server_models import (
+    ErrorResponse,
+    HealthResponse,
+    IndexDescription,
+    IndexList,
+    MultiVectorRequest,
+    MultiVectorResponse,
+    RerankRequest,
+    RerankResponse,
+    SearchRequest,
+    SearchResponse,
+    TextInput,
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for; anything beyond is answered 413 (sizes) or 400 (values).
+
+    Attributes
+    ----------
+    max_body_bytes : bytes of one request body.
+    max_inputs : texts of one /v1/multi-vector request, documents of one /v1/rerank request.
+    max_input_chars : characters of one text (bounds tokenization before the token count is known).
+    max_tokens : tokens the model reads for one request, after truncation at query/document length.
+    max_k : results of one search.
+    max_query_tokens : rows of ``query_embeddings`` in one search.
+    max_doc_ids : ids in one search's ``doc_ids`` filter.
+    """
+
+    max_body_bytes: int = 4 << 20
+    max_inputs: int = 256
+    max_input_chars: int = 50_000
+    max_tokens: int = 131_072
+    max_k: int = 1000
+    max_query_tokens: int = 1024
+    max_doc_ids: int = 100_000
+
+
+class ApiError(Exception):
+    """An answer other than 2xx: status, a stable ``type``, a message naming the problem, the field at fault."""
+
+    def __init__(self, status: int, type: str, detail: str, param: Optional[str] = None):
+        super().__init__(detail)
+        self.status, self.type, self.detail, self.param = status, type, detail, param
+
+    def response(self) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        return JSONResponse({"detail": self.detail, "type": self.type, "param": self.param},
+                            status_code=self.status, headers=headers)
+
+
+# ============================================================================ model calls
+@dataclass
+class _Job:
+    texts: list[str]
+    input_type: str
+    dimensions: Optional[int]
+    max_tokens: int
+    fit_length: bool = False
+    length: int = 0
+    future: Future = field(default_factory=Future)
+
+
+class Encoder:
+    """One model behind a worker thread that batches concurrent requests into shared model calls.
+
+    Every call into the model (and its tokenizer, which is not safe to share between threads) runs on
+    the worker thread. The worker takes whatever requests are waiting when it becomes free, so a lone
+    request is encoded at once and requests arriving while the model is busy share its next call.
+    """
+
+    def __init__(self, model: Any, max_batch_texts: int = 64):
+        self.model = model
+        self.max_batch_texts = max_batch_texts
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: Optional[threading.Thread] = None
+        self._start_lock = threading.Lock()
+        self._closed = False
+        self._by_length: dict[int, Any] = {}
+        self.calls = 0  # model calls made, for tests and benchmarks
+
+    def submit(self, texts: list[str], input_type: str, dimensions: Optional[int], max_tokens: int,
+               fit_length: bool = False) -> Future:
+        """Queue texts; the future gives ``(embeddings, tokens)``: one float32 array per text and the
+        number of tokens the model read for them. Token-limit overruns raise :class:`ApiError`.
+
+        Documents are read up to the model's document_length, or with ``fit_length`` in full up to the
+        model's positions (as :func:`plaidx.rerank` reads them)."""
+        if self._closed:
+            raise ApiError(503, "shutting_down", "the server is shutting down")
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="plaidx-encoder", daemon=True)
+                    self._thread.start()
+        job = _Job(texts, input_type, dimensions, max_tokens, fit_length)
+        self._queue.put(job)
+        return job.future
+
+    async def encode(self, texts: list[str], input_type: str, dimensions: Optional[int], max_tokens: int,
+                     fit_length: bool = False) -> tuple[list[np.ndarray], int]:
+        return await asyncio.wrap_future(self.submit(texts, input_type, dimensions, max_tokens, fit_length))
+
+    def close(self) -> None:
+        self._closed = True
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+
+    # -- worker thread -----------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            jobs, n, stop = [job], len(job.texts), False
+            while n < self.max_batch_texts:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                jobs.append(more)
+                n += len(more.texts)
+            self._serve(jobs)
+            if stop:
+                return
+
+    def _serve(self, jobs: list[_Job]) -> None:
+        ready: dict[tuple[str, Optional[int], int], list[tuple[_Job, int]]] = {}
+        for job in jobs:
+            if not job.future.set_running_or_notify_cancel():
+                continue
+            try:
+                tokens = self._count(job)
+            except Exception as exc:  # noqa: BLE001 - handed to the request that caused it
+                job.future.set_exception(_as_api_error(exc))
+                continue
+            ready.setdefault((job.input_type, job.dimensions, job.length), []).append((job, tokens))
+        for (input_type, dimensions, length), group in ready.items():
+            try:
+                self._encode_group(group, input_type, dimensions, length)
+            except Exception as exc:  # noqa: BLE001 - one bad request must not fail the others batched with it
+                if len(group) == 1:
+                    group[0][0].future.set_exception(_as_api_error(exc))
+                    continue
+                for item in group:
+                    try:
+                        self._encode_group([item], input_type, dimensions, length)
+                    except Exception as exc:  # noqa: BLE001
+                        item[0].future.set_exception(_as_api_error(exc))
+
+    def _count(self, job: _Job) -> int:
+        with _model_lock(self.model):
+            return self._count_locked(job)
+
+    def _count_locked(self, job: _Job) -> int:
+        m = self.model
+        counts = m.count_tokens(job.texts, add_special_tokens=True)
+        length = m.query_length if job.input_type == "query" else m.document_length
+        if job.fit_length and job.input_type == "document":
+            limit = getattr(m, "max_length", None) or max(counts)
+            length = max(length, min(-(-max(counts) // 64) * 64, limit))
+        job.length = length
+        total = int(sum(min(c, length) for c in counts))
+        if total > job.max_tokens:
+            raise ApiError(413, "too_many_tokens",
+                           f"the inputs hold {total} tokens (after truncation at {length}); this server accepts "
+                           f"at most {job.max_tokens} per request: send fewer or shorter texts", "input")
+        return total
+
+    def _model_for(self, input_type: str, length: int) -> Any:
+        m = self.model
+        if input_type == "query" or length == m.document_length:
+            return m
+        if length not in self._by_length:  # the same weights reading longer documents
+            from .rag import _document_encoder
+
+            self._by_length[length] = _document_encoder(m, length)
+        return self._by_length[length]
+
+    def _encode_group(self, group: list[tuple[_Job, int]], input_type: str, dimensions: Optional[int],
+                      length: int) -> None:
+        texts = [t for job, _ in group for t in job.texts]
+        self.calls += 1
+        with _model_lock(self.model):
+            model = self._model_for(input_type, length)
+            out = model.encode(texts, input_type=input_type, dimensions=dimensions, show_progress_bar=False)
+        rows = list(out)
+        start = 0
+        for job, tokens in group:
+            job.future.set_result((rows[start:start + len(job.texts)], tokens))
+            start += len(job.texts)
+
+
+_MODEL_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_MODEL_LOCKS_GUARD = threading.Lock()
+
+
+def _model_lock(model: Any) -> threading.Lock:
+    """One lock per model object, so apps (or encoders) sharing a model never call it at the same time."""
+    with _MODEL_LOCKS_GUARD:
+        lock = _MODEL_LOCKS.get(model)
+        if lock is None:
+            lock = _MODEL_LOCKS[model] = threading.Lock()
+        return lock
+
+
+def _as_api_error(exc: BaseException) -> BaseException:
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, (ValueError, TypeError)):
+        return ApiError(400, "invalid_request", str(exc))
+    return exc
+
+
+# ============================================================================ the application
+class _Served:
+    """Everything the request handlers share: models (by name), opened indexes, limits, the thread pool."""
+
+    def __init__(self, indexes: Mapping[str, Any], model: Any, model_name: Optional[str], limits: Limits,
+                 search_threads: int, threads_per_search: int, max_batch_texts: int):
+        self.limits = limits
+        self.threads_per_search = threads_per_search
+        self.pool = ThreadPoolExecutor(max_workers=search_threads, thread_name_prefix="plaidx-search")
+        self.indexes: dict[str, IndexFolder] = {}
+        self.encoders: dict[str, Encoder] = {}  # by model name_or_path
+        self.aliases: dict[str, str] = {}  # any accepted request name -> name_or_path
+        try:
+            for name, where in indexes.items():
+                _check_index_name(name)
+                self.indexes[name] = where if isinstance(where, IndexFolder) else IndexFolder(where)
+            if model is None or isinstance(model, (str, os.PathLike)):
+                model = _load_model(model, self.indexes)
+            self.default = self._add_model(model, model_name, max_batch_texts)
+            for folder in self.indexes.values():  # indexes made with another model get theirs loaded
+                cfg = folder.model_config
+                if cfg and self._resolve(cfg.get("name_or_path")) is None:
+                    from .encoder import ColBERT
+
+                    self._add_model(ColBERT.from_config_dict(cfg), None, max_batch_texts)
+        except BaseException:
+            self.close()
+            raise
+
+    def _add_model(self, model: Any, alias: Optional[str], max_batch_texts: int) -> str:
+        key = str(model.name_or_path)
+        self.encoders[key] = Encoder(model, max_batch_texts)
+        for name in (key, Path(key).name, getattr(model, "path", None), alias):
+            if name:
+                self.aliases.setdefault(str(name), key)
+        if alias:
+            self.aliases[alias] = key
+        return key
+
+    def _resolve(self, name: Optional[str]) -> Optional[str]:
+        if name is None:
+            return None
+        return self.aliases.get(str(name)) or self.aliases.get(Path(str(name)).name)
+
+    def display_name(self, key: str) -> str:
+        for alias, target in self.aliases.items():
+            if target == key and alias not in (key, Path(key).name):
+                return alias
+        return key
+
+    def encoder(self, requested: Optional[str]) -> tuple[str, Encoder]:
+        if requested is None:
+            return self.default, self.encoders[self.default]
+        key = self._resolve(requested)
+        if key is None:
+            served = sorted({self.display_name(k) for k in self.encoders})
+            raise ApiError(404, "model_not_found", f"model {requested!r} is not served here; this server serves "
+                                                   f"{served} (or omit 'model' for the default)", "model")
+        return key, self.encoders[key]
+
+    def index(self, name: str) -> IndexFolder:
+        try:
+            return self.indexes[name]
+        except KeyError:
+            raise ApiError(404, "index_not_found", f"no index named {name!r}; this server serves "
+                                                   f"{sorted(self.indexes)} (GET /v1/indexes)", "index") from None
+
+    def close(self) -> None:
+        for enc in self.encoders.values():
+            enc.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for folder in self.indexes.values():
+            folder.close()
+
+    async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, lambda: fn(*args, **kwargs))
+
+
+def _load_model(name: Optional[Union[str, os.PathLike]], indexes: Mapping[str, IndexFolder]) -> Any:
+    from .encoder import ColBERT
+
+    if name is not None:
+        return ColBERT.from_pretrained(name)
+    for folder in indexes.values():
+        if folder.model_config:
+            return ColBERT.from_config_dict(folder.model_config)
+    return ColBERT.from_pretrained(None)
+
+
+def _check_index_name(name: Any) -> None:
+    if not isinstance(name, str) or not name or len(name) > 200 or any(c in name for c in "/\\\x00"):
+        raise ValueError(f"index name {name!r} is not usable: give a non-empty name without slashes")
+
+
+def _texts(items: Any, what: str, limits: Limits) -> list[str]:
+    items = [items] if isinstance(items, (str, TextInput)) else list(items)
+    if not items:
+        raise ApiError(400, "invalid_request", f"'{what}' is empty: send at least one text", what)
+    if len(items) > limits.max_inputs:
+        raise ApiError(413, "too_many_inputs", f"'{what}' holds {len(items)} texts; this server accepts at most "
+                                               f"{limits.max_inputs} per request: split the request", what)
+    texts = [x.text if isinstance(x, TextInput) else x for x in items]
+    for i, t in enumerate(texts):
+        if not t.strip():
+            raise ApiError(400, "invalid_request", f"{what}[{i}] is empty: every text needs some content",
+                           f"{what}.{i}")
+        if len(t) > limits.max_input_chars:
+            raise ApiError(413, "input_too_long", f"{what}[{i}] has {len(t)} characters; this server accepts at "
+                                                  f"most {limits.max_input_chars} per text", f"{what}.{i}")
+    return texts
+
+
+def _check_dimensions(dimensions: Optional[int], model: Any) -> None:
+    if dimensions is not None and not 0 < dimensions <= model.dim:
+        raise ApiError(400, "invalid_request", f"dimensions={dimensions} is not available: use 1 to {model.dim} "
+                                               f"(dedicated heads: {getattr(model, 'head_dimensions', [model.dim])})",
+                       "dimensions")
+
+
+_ERRORS: dict[Union[int, str], dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text} for code, text in (
+        (400, "malformed JSON or an invalid value (named in detail and param)"),
+        (401, "missing or wrong API key (only when the server has one)"),
+        (404, "unknown index or model"),
+        (413, "request body, number of inputs, text length or token count over the server's limits"),
+        (422, "a field of the wrong type or a missing field"),
+    )}
+
+
+def create_app(indexes: Optional[Mapping[str, Union[str, os.PathLike, IndexFolder]]] = None, model: Any = None, *,
+               api_key: Optional[str] = None, limits: Optional[Limits] = None, model_name: Optional[str] = None,
+               search_threads: Optional[int] = None, threads_per_search: int = 1,
+               max_batch_texts: int = 64) -> FastAPI:
+    """Build the ASGI application.
+
+    Parameters
+    ----------
+    indexes : {name: folder} of indexes to serve (RAG index folders or bare engine folders).
+    model : a :class:`plaidx.ColBERT`, a checkpoint name or path, or None for the model recorded in the
+        first index that records one (else the bundled default). Indexes recorded with another model
+        get that model loaded too, so text search always uses the model that built the index.
+    api_key : when set, every /v1 endpoint requires ``Authorization: Bearer <api_key>``.
+    limits : request limits (:class:`Limits`).
+    model_name : another name clients may send as ``model`` (e.g. "jina-colbert-v2").
+    search_threads : searches run at once (threads; the kernels release the GIL). Default: CPU count.
+    threads_per_search : OpenMP threads of one search (1: parallelism comes from concurrent requests).
+    max_batch_texts : texts gathered into one model call from concurrent requests.
+    """
+    limits = limits or Limits()
+    served = _Served(dict(indexes or {}), model, model_name, limits,
+                     search_threads or max(2, os.cpu_count() or 2), threads_per_search, max_batch_texts)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        try:
+            yield
+        finally:
+            served.close()
+
+    app = FastAPI(title="plaidx", version=__version__, lifespan=lifespan,
+                  description="Late-interaction (ColBERT) embeddings, reranking and compressed-index search. "
+                              "/v1/multi-vector and /v1/rerank take the request and response shapes of the Jina "
+                              "API. Errors are JSON objects with 'detail', 'type' and 'param'.")
+    app.state.plaidx = served
+    deps = [Depends(_bearer_check(api_key))] if api_key else []
+    app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
+    _install_error_handlers(app)
+
+    @app.get("/health", response_model=HealthResponse, tags=["service"])
+    async def health() -> HealthResponse:
+        """Liveness: always answers without authentication."""
+        return HealthResponse(version=__version__, model=served.display_name(served.default),
+                              indexes=len(served.indexes))
+
+    @app.get("/v1/indexes", response_model=IndexList, dependencies=deps, responses=_ERRORS, tags=["search"])
+    async def list_indexes() -> IndexList:
+        """The served indexes and what each holds."""
+        data = []
+        for name, folder in sorted(served.indexes.items()):
+            e = folder.engine
+            data.append(IndexDescription(name=name, kind=folder.kind, documents=len(e), tokens=e.n_tokens,
+                                         dim=e.dim, nbits=e.nbits, nlist=e.nlist, generation=e.generation,
+                                         model=folder.model_name))
+        return IndexList(data=data)
+
+    @app.post("/v1/multi-vector", response_model=MultiVectorResponse, dependencies=deps, responses=_ERRORS,
+              tags=["embeddings"])
+    async def multi_vector(req: MultiVectorRequest) -> Response:
+        """Per-token embeddings of texts (Jina multi-vector API). Queries always give query_length vectors."""
+        texts = _texts(req.input, "input", limits)
+        key, enc = served.encoder(req.model)
+        _check_dimensions(req.dimensions, enc.model)
+        rows, tokens = await enc.encode(texts, req.input_type, req.dimensions, limits.max_tokens)
+        name = served.display_name(key)
+        body = await served.run(_render_multi_vector, name, rows, tokens, req.embedding_type)
+        return Response(body, media_type="application/json")
+
+    @app.post("/v1/rerank", response_model=RerankResponse, dependencies=deps, responses=_ERRORS,
+              tags=["embeddings"])
+    async def rerank(req: RerankRequest) -> RerankResponse:
+        """Documents ordered by MaxSim with the query (Jina rerank API)."""
+        query = _texts([req.query], "query", limits)
+        docs = _texts(req.documents, "documents", limits)
+        if req.top_n is not None and req.top_n < 1:
+            raise ApiError(400, "invalid_request", f"top_n must be a positive integer, got {req.top_n}", "top_n")
+        key, enc = served.encoder(req.model)
+        (q, q_tok), (d, d_tok) = await asyncio.gather(enc.encode(query, "query", None, limits.max_tokens),
+                                                      enc.encode(docs, "document", None, limits.max_tokens,
+                                                                 fit_length=True))
+        scores = await served.run(_maxsim, q[0], d)
+        order = sorted(range(len(docs)), key=lambda i: (-float(scores[i]), i))[: req.top_n or len(docs)]
+        results = [{"index": i, "relevance_score": float(scores[i]),
+                    "document": {"text": docs[i]} if req.return_documents else None} for i in order]
+        return RerankResponse(model=served.display_name(key), results=results,
+                              usage={"total_tokens": q_tok + d_tok})
+
+    @app.post("/v1/search", response_model=SearchResponse, dependencies=deps, responses=_ERRORS, tags=["search"])
+    async def search(req: SearchRequest) -> SearchResponse:
+        """Search a served index by query text or by query token embeddings."""
+        folder = served.index(req.index)
+        if (req.query is None) == (req.query_embeddings is None):
+            raise ApiError(400, "invalid_request", "give exactly one of 'query' (text) and 'query_embeddings'",
+                           "query")
+        if not 1 <= req.k <= limits.max_k:
+            raise ApiError(400, "invalid_request", f"k must be between 1 and {limits.max_k}, got {req.k}", "k")
+        if req.doc_ids is not None and len(req.doc_ids) > limits.max_doc_ids:
+            raise ApiError(413, "too_many_doc_ids", f"doc_ids holds {len(req.doc_ids)} ids; at most "
+                                                    f"{limits.max_doc_ids} per request", "doc_ids")
+        tokens, model_label = 0, folder.model_name
+        if req.query is not None:
+            key, enc = _index_encoder(served, folder, req.index)
+            rows, tokens = await enc.encode(_texts([req.query], "query", limits), "query", None,
+                                            limits.max_tokens)
+            q = rows[0]
+            model_label = served.display_name(key)
+        else:
+            q = _query_matrix(req.query_embeddings, limits)
+        params = {"nprobe": req.nprobe, "centroid_score_threshold": req.centroid_score_threshold,
+                  "ndocs": req.ndocs, "n_exact": req.n_exact}
+        try:
+            hits = await served.run(folder.search, q, req.k, doc_ids=req.doc_ids, exact=req.exact,
+                                    with_content=req.return_content, with_metadata=req.return_metadata,
+                                    num_threads=served.threads_per_search, **params)
+        except KeyError as exc:
+            raise ApiError(400, "unknown_doc_ids", str(exc.args[0] if exc.args else exc), "doc_ids") from None
+        except (ValueError, TypeError) as exc:
+            raise ApiError(400, "invalid_request", str(exc)) from None
+        return SearchResponse(index=req.index, model=model_label, results=hits, usage={"total_tokens": tokens})
+
+    return app
+
+
+def _index_encoder(served: _Served, folder: IndexFolder, name: str) -> tuple[str, Encoder]:
+    cfg = folder.model_config
+    if cfg:
+        key = served._resolve(cfg.get("name_or_path"))
+        if key is not None:
+            return key, served.encoders[key]
+    enc = served.encoders[served.default]
+    if enc.model.dim != folder.engine.dim:
+        raise ApiError(400, "invalid_request", f"index {name!r} records no model and the served model's "
+                                               f"{enc.model.dim}-d vectors do not match its {folder.engine.dim}-d "
+                                               "embeddings; send query_embeddings instead", "query")
+    return served.default, enc
+
+
+def _query_matrix(rows: list[list[float]], limits: Limits) -> np.ndarray:
+    if not rows:
+        raise ApiError(400, "invalid_request", "query_embeddings is empty: send (q_tokens, dim) numbers",
+                       "query_embeddings")
+    if len(rows) > limits.max_query_tokens:
+        raise ApiError(413, "too_many_query_tokens", f"query_embeddings holds {len(rows)} vectors; at most "
+                                                     f"{limits.max_query_tokens}", "query_embeddings")
+    width = len(rows[0])
+    if width == 0 or any(len(r) != width for r in rows):
+        raise ApiError(400, "invalid_request", "query_embeddings must be a non-empty rectangular (q_tokens, dim) "
+                                               "list: every row the same length", "query_embeddings")
+    with np.errstate(over="ignore"):
+        q = np.asarray(rows, dtype=np.float32)
+    if not np.isfinite(q).all():
+        raise ApiError(400, "invalid_request", "query_embeddings contain values too large for float32",
+                       "query_embeddings")
+    return q
+
+
+def _maxsim(query: np.ndarray, docs: Sequence[np.ndarray]) -> np.ndarray:
+    from .maxsim import maxsim
+
+    return np.asarray(maxsim(query, list(docs)), dtype=np.float32)
+
+
+def _render_multi_vector(name: str, rows: list[np.ndarray], tokens: int, embedding_type: str) -> bytes:
+    data = []
+    for i, emb in enumerate(rows):
+        if embedding_type == "base64":
+            value: Any = base64.b64encode(np.ascontiguousarray(emb, dtype="<f4").tobytes()).decode("ascii")
+        else:
+            value = emb.tolist()
+        data.append({"object": "embeddings", "index": i, "embeddings": value})
+    out = {"model": name, "object": "list", "data": data, "usage": {"total_tokens": tokens}}
+    return json.dumps(out, separators=(",", ":")).encode("utf-8")
+
+
+# ============================================================================ HTTP plumbing
+def _bearer_check(api_key: str) -> Callable[..., Any]:
+    scheme = HTTPBearer(auto_error=False, description="the server's API key (plaidx serve --api-key)")
+    expected = api_key.encode("utf-8")
+
+    async def check(credentials: Optional[HTTPAuthorizationCredentials] = Depends(scheme)) -> None:
+        if credentials is None:
+            raise ApiError(401, "unauthorized", "this server needs an API key: send the header "
+                                                "'Authorization: Bearer <key>'")
+        if not hmac.compare_digest(credentials.credentials.encode("utf-8"), expected):
+            raise ApiError(401, "unauthorized", "the API key is not valid for this server")
+
+    return check
+
+
+def _loc(loc: Sequence[Any]) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts) or "body"
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        for e in errors:
+            if e.get("type") == "json_invalid":
+                ctx = e.get("ctx") or {}
+                return ApiError(400, "malformed_json", f"the request body is not valid JSON "
+                                                       f"({ctx.get('error', e.get('msg'))}); send a JSON object",
+                                None).response()
+        parts = []
+        for e in errors[:5]:
+            where = _loc(e.get("loc", ()))
+            got = e.get("input")
+            shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {json.dumps(got)[:60]})"
+            parts.append(f"{where}: {e.get('msg')}{shown}")
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        first = _loc(errors[0].get("loc", ())) if errors else None
+        return ApiError(422, "invalid_request", "; ".join(parts) + more, first).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        if exc.status_code == 404:
+            detail = f"no endpoint {request.method} {request.url.path}; see /docs or /openapi.json"
+        return ApiError(exc.status_code, kind, detail).response()
+
+    @app.exception_handler(Exception)
+    async def crash(request: Request, exc: Exception) -> JSONResponse:
+        return ApiError(500, "internal_error", f"internal error ({type(exc).__name__}: {exc}); the server "
+                                               "is still running").response()
+
+
+class _BodyLimit:
+    """ASGI middleware: reject bodies over ``max_bytes`` with 413 before any handler parses them."""
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        too_big = ApiError(413, "request_too_large", f"the request body is over this server's limit of "
+                                                     f"{self.max_bytes} bytes: send fewer or shorter inputs")
+        for k, v in scope.get("headers", []):
+            if k == b"content-length":
+                if not v.isdigit():
+                    await ApiError(400, "invalid_request", "Content-Length is not a number").response()(
+                        scope, receive, send)
+                    return
+                if int(v) > self.max_bytes:
+                    await too_big.response()(scope, receive, send)
+                    return
+        chunks, total = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            total += len(body)
+            if total > self.max_bytes:
+                await too_big.response()(scope, receive, send)
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        data, delivered = b"".join(chunks), False
+
+        async def replay() -> dict:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": data, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+# ============================================================================ running
+class BackgroundServer:
+    """Run an app with uvicorn on a thread, on a loopback port chosen by the OS (tests, benchmarks).
+
+    ``with BackgroundServer(app) as url: ...`` serves until the block ends.
+    """
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, startup_timeout: float = 60.0):
+        if not is_loopback(host):
+            raise ValueError(f"BackgroundServer only listens on loopback addresses, not {host!r}")
+        self.app, self.host, self.port, self.startup_timeout = app, host, port, startup_timeout
+        self.url = ""
+
+    def __enter__(self) -> str:
+        import uvicorn
+
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        port = sock.getsockname()[1]
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="on",
+                                timeout_graceful_shutdown=5)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
+                                       name="plaidx-uvicorn", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + self.startup_timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                self.server.should_exit = True
+                raise RuntimeError("the server did not start (see the log above)")
+            time.sleep(0.01)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.url = f"http://{host}:{port}"
+        return self.url
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def serve(indexes: Mapping[str, Union[str, os.PathLike]], *, host: str = "127.0.0.1", port: int = 8000,
+          api_key: Optional[str] = None, log_level: str = "info", **app_options: Any) -> None:
+    """Serve until interrupted (``plaidx serve``). Refuses a non-loopback host without an API key."""
+    import uvicorn
+
+    if not api_key and not is_loopback(host):
+        raise PermissionError(f"refusing to listen on {host!r} without an API key: pass --api-key or set "
+                              "PLAIDX_API_KEY, or listen on 127.0.0.1")
+    app = create_app(indexes, api_key=api_key, **app_options)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
+
+
+__all__ = ["ApiError", "BackgroundServer", "Encoder", "Limits", "create_app", "serve"]
