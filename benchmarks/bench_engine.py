@@ -245,7 +245,8 @@ def ndcg_at_k(ids: np.ndarray, coll: Collection, k: int) -> float | None:
 def summarise(name: str, res: dict, coll: Collection, truth: np.ndarray, k: int) -> list[dict]:
     build, search = res.get("build") or {}, res.get("search") or {}
     rows = []
-    base = {"engine": name, "build_s": build.get("build_s"), "build_peak_rss_mb": build.get("peak_rss_mb"),
+    base = {"engine": name, "build_s": build.get("build_s"), "build_cpu_s": build.get("build_cpu_s"),
+            "build_peak_rss_mb": build.get("peak_rss_mb"),
             "build_rss_before_mb": build.get("rss_before_build_mb"), "index_bytes": build.get("index_bytes"),
             "bytes_per_token": (build["index_bytes"] / coll.n_tokens) if build.get("index_bytes") else None,
             "nlist": build.get("nlist"), "rss_after_open_mb": search.get("rss_after_open_mb"),
@@ -259,6 +260,7 @@ def summarise(name: str, res: dict, coll: Collection, truth: np.ndarray, k: int)
             row["ndcg_at_k"] = ndcg_at_k(ids, coll, k)
             lat = run["latency_ms"]
             row.update(p50_ms=lat["p50"], p95_ms=lat["p95"], mean_ms=lat["mean"],
+                       cpu_p50_ms=(run.get("cpu_ms") or {}).get("p50"),
                        qps_batched=run.get("qps_batched"), qps_sequential=run.get("qps_sequential"),
                        batch_equals_single=run.get("batch_equals_single"))
         elif run.get("error"):
@@ -276,26 +278,28 @@ def markdown(report: dict) -> str:
     lines = [f"# Engine benchmark: {c['dataset']} ({c['n_docs']:,} docs, {c['n_tokens']:,} tokens, d {c['dim']})",
              "",
              f"{report['created']} | k {report['k']} | nbits {report['nbits']} | threads {report['threads']} | "
-             f"{c['nq']} queries | {m.get('cpu')} ({m.get('cpu_count')} cores, {m.get('mem_total_gib')} GiB)",
+             f"{c['nq']} queries | {m.get('cpu')} ({m.get('cpu_count')} cores, {m.get('mem_total_gib')} GiB) | "
+             f"load average at start {m.get('loadavg_at_start')}, at end {m.get('loadavg_1_5_15')}",
              "",
              "recall@k: overlap with exact MaxSim top-k over the uncompressed float32 embeddings. Latency: one "
-             "query per call, after warm-up. QPS: plaidx one batched call; peers marked * run queries "
+             "query per call, after warm-up (CPU ms: process CPU time per query, all threads, less sensitive to a busy machine). QPS: plaidx one batched call; peers marked * run queries "
              "sequentially (no batched CPU search). RSS in MiB; build RSS is the peak of the build process.",
              "",
-             "| engine | search params | recall@k | nDCG@k | p50 ms | p95 ms | QPS | build s | build peak RSS | "
-             "RSS after open | index MiB | bytes/token |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| engine | search params | recall@k | nDCG@k | p50 ms | p95 ms | CPU ms p50 | QPS | build s | "
+             "build CPU s | build peak RSS | RSS after open | index MiB | bytes/token |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         if r.get("recall_at_k") is None:
             lines.append(f"| {r['engine']} | {json.dumps(r.get('params'))} | FAILED: {r.get('error')} |"
-                         + " |" * 9)
+                         + " |" * 11)
             continue
         qps = _f(r.get("qps_batched")) if r.get("qps_batched") else _f(r.get("qps_sequential")) + "*"
         reused = " (reused)" if r.get("build_reused_from") else ""
         lines.append(
             f"| {r['engine']} | {json.dumps(r['params']) if r['params'] else 'defaults'} | {r['recall_at_k']:.3f} "
             f"| {_f(r.get('ndcg_at_k'), '{:.3f}')} | {_f(r['p50_ms'], '{:.2f}')} | {_f(r['p95_ms'], '{:.2f}')} "
-            f"| {qps} | {_f(r['build_s'])}{reused} | {_f(r['build_peak_rss_mb'], '{:.0f}')} "
+            f"| {_f(r.get('cpu_p50_ms'), '{:.2f}')} | {qps} | {_f(r['build_s'])}{reused} "
+            f"| {_f(r.get('build_cpu_s'))} | {_f(r['build_peak_rss_mb'], '{:.0f}')} "
             f"| {_f(r['rss_after_open_mb'], '{:.0f}')} | {_f((r['index_bytes'] or 0) / 2**20)} "
             f"| {_f(r['bytes_per_token'])} |")
     for name, why in report["skipped"].items():

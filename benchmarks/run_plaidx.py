@@ -39,6 +39,12 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process, all threads (robust to a busy machine, unlike wall time)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -98,10 +104,11 @@ def build(args) -> dict:
     coll = load_collection(args.coll)
     rss0 = _rss_mb()
     kw = {"nbits": args.nbits, "nlist": args.nlist, "kmeans_niters": args.kmeans_niters, "seed": args.seed}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_s()
     Index.build(args.index, coll.iter_batches(args.batch_docs), **kw)
-    build_s = time.perf_counter() - t0
+    build_s, build_cpu = time.perf_counter() - t0, _cpu_s() - c0
     out = {"engine": name, "version": version, "phase": "build", "build_s": round(build_s, 2),
+           "build_cpu_s": round(build_cpu, 2),
            "rss_before_build_mb": round(rss0, 1), "peak_rss_mb": round(_peak_rss_mb(), 1),
            "index_bytes": _dir_bytes(Path(args.index)), "n_docs": coll.n_docs, "n_tokens": coll.n_tokens,
            "dim": coll.dim, "params": kw}
@@ -118,12 +125,13 @@ def _search_run(index, queries: np.ndarray, k: int, params: dict, warmup: int) -
     nq = len(queries)
     for i in range(min(warmup, nq)):
         index.search(queries[i:i + 1], k=k, **params)
-    lat = np.empty(nq)
+    lat, cpu = np.empty(nq), np.empty(nq)
     ids = np.full((nq, k), -1, np.int64)
     for i in range(nq):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         _s, found = index.search(queries[i:i + 1], k=k, **params)
         lat[i] = time.perf_counter() - t
+        cpu[i] = time.process_time() - c
         found = np.asarray(found).reshape(-1)[:k]
         ids[i, :len(found)] = found
     t = time.perf_counter()
@@ -134,7 +142,8 @@ def _search_run(index, queries: np.ndarray, k: int, params: dict, warmup: int) -
     return {"params": params,
             "latency_ms": {"mean": float(ms.mean()), "p50": float(np.percentile(ms, 50)),
                            "p95": float(np.percentile(ms, 95)), "max": float(ms.max())},
-            "qps_sequential": float(nq / lat.sum()), "qps_batched": float(nq / batch_s), "batch_s": batch_s,
+            "cpu_ms": {"mean": float(cpu.mean() * 1e3), "p50": float(np.percentile(cpu, 50) * 1e3)},
+                     "qps_sequential": float(nq / lat.sum()), "qps_batched": float(nq / batch_s), "batch_s": batch_s,
             "batch_equals_single": bool(np.array_equal(batch_ids[:, :k], ids)),
             "ids": ids.tolist()}
 

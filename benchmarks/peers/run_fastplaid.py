@@ -33,6 +33,12 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process, all threads (robust to a busy machine, unlike wall time)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -56,11 +62,11 @@ def build(args) -> dict:
     docs = [torch.from_numpy(np.array(values[offsets[i]:offsets[i + 1]], dtype=np.float32)) for i in range(n_docs)]
     load_s = time.perf_counter() - t0
     index = Path(args.index)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_s()
     engine = fp.FastPlaid(index=str(index), device="cpu")
     engine.create(documents_embeddings=docs, nbits=args.nbits, kmeans_niters=args.kmeans_niters, seed=args.seed)
-    build_s = time.perf_counter() - t0
-    return {"engine": "fastplaid", "phase": "build", "build_s": round(build_s, 2),
+    build_s, build_cpu = time.perf_counter() - t0, _cpu_s() - c0
+    return {"engine": "fastplaid", "phase": "build", "build_s": round(build_s, 2), "build_cpu_s": round(build_cpu, 2),
             "load_embeddings_s": round(load_s, 2), "rss_before_build_mb": round(rss0, 1),
             "peak_rss_mb": round(_peak_rss_mb(), 1), "index_bytes": _dir_bytes(index), "n_docs": n_docs,
             "n_tokens": int(offsets[-1]), "dim": int(values.shape[1]), "nbits": args.nbits,
@@ -104,12 +110,13 @@ def search(args) -> dict:
     for cfg in _parse_configs(args.configs):
         for i in range(min(args.warmup, nq)):
             engine.search(Q[i:i + 1], top_k=args.k, show_progress=False, **cfg)
-        lat = np.empty(nq)
+        lat, cpu = np.empty(nq), np.empty(nq)
         single = []
         for i in range(nq):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             single.extend(engine.search(Q[i:i + 1], top_k=args.k, show_progress=False, **cfg))
             lat[i] = time.perf_counter() - t
+            cpu[i] = time.process_time() - c
         ids = _ids(single, args.k)
         t = time.perf_counter()
         batch = engine.search(Q, top_k=args.k, show_progress=False, **cfg)
@@ -117,6 +124,7 @@ def search(args) -> dict:
         ms = lat * 1e3
         runs.append({"params": cfg, "latency_ms": {"mean": float(ms.mean()), "p50": float(np.percentile(ms, 50)),
                                                    "p95": float(np.percentile(ms, 95)), "max": float(ms.max())},
+                     "cpu_ms": {"mean": float(cpu.mean() * 1e3), "p50": float(np.percentile(cpu, 50) * 1e3)},
                      "qps_sequential": float(nq / lat.sum()), "qps_batched": float(nq / batch_s),
                      "batch_equals_single": bool(np.array_equal(_ids(batch, args.k), ids)), "ids": ids.tolist()})
         print(f"[fastplaid] {cfg}: p50 {runs[-1]['latency_ms']['p50']:.1f} ms, "

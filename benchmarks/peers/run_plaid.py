@@ -40,6 +40,12 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process, all threads (robust to a busy machine, unlike wall time)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -122,15 +128,15 @@ def build(args) -> dict:
         ci.collection = Collection(data=[str(i) for i in range(n_docs)])
         ci.encoder = _StoredEncoder(values, offsets)
         ci.saver = IndexSaver(config)
-        t_all = time.perf_counter()
+        t_all, c_all = time.perf_counter(), _cpu_s()
         with torch.inference_mode():
             for stage in ("setup", "train", "index", "finalize"):
                 t0 = time.perf_counter()
                 getattr(ci, stage)([[None]]) if stage == "train" else getattr(ci, stage)()
                 stages[stage] = round(time.perf_counter() - t0, 2)
                 print(f"[plaid] {stage} {stages[stage]}s", flush=True)
-        build_s = time.perf_counter() - t_all
-    return {"engine": "plaid", "phase": "build", "build_s": round(build_s, 2), "stages_s": stages,
+        build_s, build_cpu = time.perf_counter() - t_all, _cpu_s() - c_all
+    return {"engine": "plaid", "phase": "build", "build_s": round(build_s, 2), "build_cpu_s": round(build_cpu, 2), "stages_s": stages,
             "extensions_load_s": round(ext_s, 2), "rss_before_build_mb": round(rss0, 1),
             "peak_rss_mb": round(_peak_rss_mb(), 1), "index_bytes": _dir_bytes(index),
             "n_docs": n_docs, "n_tokens": int(offsets[-1]), "dim": int(dim), "nbits": args.nbits,
@@ -169,16 +175,18 @@ def search(args) -> dict:
             scorer.rank(config, Q[i:i + 1])
         ids = np.full((nq, args.k), -1, np.int64)
         scores = np.full((nq, args.k), -np.inf, np.float32)
-        lat = np.empty(nq)
+        lat, cpu = np.empty(nq), np.empty(nq)
         for i in range(nq):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             pids, sc = scorer.rank(config, Q[i:i + 1])
             lat[i] = time.perf_counter() - t
+            cpu[i] = time.process_time() - c
             n = min(args.k, len(pids))
             ids[i, :n], scores[i, :n] = pids[:n], sc[:n]
         ms = lat * 1e3
         runs.append({"params": cfg, "latency_ms": {"mean": float(ms.mean()), "p50": float(np.percentile(ms, 50)),
                                                    "p95": float(np.percentile(ms, 95)), "max": float(ms.max())},
+                     "cpu_ms": {"mean": float(cpu.mean() * 1e3), "p50": float(np.percentile(cpu, 50) * 1e3)},
                      "qps_sequential": float(nq / lat.sum()), "ids": ids.tolist(),
                      "scores": np.where(np.isfinite(scores), scores, None).tolist()})
         print(f"[plaid] {cfg}: p50 {runs[-1]['latency_ms']['p50']:.1f} ms, "
