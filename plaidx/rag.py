@@ -296,13 +296,27 @@ class _OpenIndex:
             dup = self.store.existing([d for d, _ in documents])
             if dup:
                 raise ValueError(f"document ids already in the index: {dup[:10]}; delete them first or use new ids")
-            pids = self.engine.add(embeddings)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                pids = self.engine.add(embeddings)
+            self._relay(caught)
             try:
                 self.store.add(documents, [(int(p), d, c) for p, (d, c) in zip(pids, passages)])
             except BaseException:
                 self.engine.delete(pids)  # undo; were this to fail too, the next open reconciles
                 raise
             return pids
+
+    def _relay(self, caught: list[warnings.WarningMessage]) -> None:
+        """Re-emit the engine's warnings; its drift advice only where PLAID searches the index."""
+        for w in caught:
+            msg = str(w.message)
+            if "drift" in msg:
+                if self.engine.n_tokens <= EXACT_MAX_TOKENS:
+                    continue  # searched exhaustively: drift costs no recall here
+                msg = (f"index {self.name!r}: {msg.split(';')[0]}; rebuilding it with RAGPretrainedModel.index "
+                       "restores full recall")
+            warnings.warn(msg, w.category, stacklevel=4)
 
     def delete(self, document_ids: list[Any]) -> np.ndarray:
         with self.write_lock, WriterLock(self.path):
@@ -540,7 +554,7 @@ class RAGPretrainedModel:
               overwrite_index: Union[bool, str] = True, max_document_length: int = 256,
               split_documents: bool = True, document_splitter_fn: Optional[Callable] = _splitter.split_documents,
               preprocessing_fn: Optional[Union[Callable, list[Callable]]] = None, bsize: int = 32,
-              use_faiss: bool = False) -> str:
+              use_faiss: bool = False, *, nbits: Optional[int] = None) -> str:
         """Build an index of a collection of texts; returns the index folder's path.
 
         Parameters
@@ -561,6 +575,8 @@ class RAGPretrainedModel:
         bsize : encoding batch size.
         use_faiss : accepted for compatibility and ignored (plaidx always trains its centroids with faiss
             k-means and searches with its own engine).
+        nbits : (plaidx only) bits per residual dimension, 1, 2, 4 or 8; default as RAGatouille: 8 below 5,000
+            passages, 4 below 10,000, else 2.
         """
         name = _check_name(index_name) if index_name is not None else _default_name(self.model)
         path = self.index_root / name
@@ -574,8 +590,21 @@ class RAGPretrainedModel:
                                   "overwrite_index=True to replace it or 'reuse' to use it as it is")
         enc, documents, passages = self._prepare(collection, document_ids, document_metadatas, max_document_length,
                                                  split_documents, document_splitter_fn, preprocessing_fn)
+        return self._write_index(name, enc, documents, passages, self._embed(enc, passages, bsize), nbits=nbits,
+                                 passages_config={"requested_max_document_length": int(max_document_length),
+                                                  "split_documents": bool(split_documents),
+                                                  "splitter": _fn_name(document_splitter_fn if split_documents
+                                                                       else None)})
+
+    def _write_index(self, name: str, enc: Any, documents: list[tuple[Any, Optional[str]]],
+                     passages: list[tuple[Any, str]], embeddings: Any, *, nbits: Optional[int] = None,
+                     passages_config: Optional[dict[str, Any]] = None) -> str:
+        """Build an index folder from prepared documents, passages and their embeddings (an iterable of
+        (n_tokens, dim) arrays or of batches of them, in passage order), then move it into place."""
+        path = self.index_root / name
         n = len(passages)
-        nbits = 8 if n < 5000 else (4 if n < 10000 else 2)
+        if nbits is None:  # as RAGatouille: more bits where the index is small anyway
+            nbits = 8 if n < 5000 else (4 if n < 10000 else 2)
         self.index_root.mkdir(parents=True, exist_ok=True)
         bdir = _build_dir(path)
         with WriterLock(bdir):
@@ -584,11 +613,11 @@ class RAGPretrainedModel:
                 shutil.rmtree(staging)
             staging.mkdir()
             try:
-                engine = Index.build(staging / ENGINE_DIR, self._embed(enc, passages, bsize), nbits=nbits,
-                                     progress=self.verbose >= 2, metadata={"plaidx_rag": {"index_name": name}})
+                engine = Index.build(staging / ENGINE_DIR, embeddings, nbits=nbits, progress=self.verbose >= 2,
+                                     metadata={"plaidx_rag": {"index_name": name}})
                 ids = engine.ids
-                if ids.size != n:  # pragma: no cover - the engine numbers documents 0..n-1
-                    raise RuntimeError(f"engine stored {ids.size} passages, expected {n}")
+                if ids.size != n:
+                    raise ValueError(f"{ids.size} embeddings for {n} passages")
                 with DocStore(staging / DOCSTORE_FILE, create=True) as store:
                     store.add(documents, [(int(p), d, c) for p, (d, c) in zip(ids, passages)])
                 _write_json_atomic(staging / CONFIG_FILE, {
@@ -596,10 +625,7 @@ class RAGPretrainedModel:
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "model": enc.config_dict(),
                     "index": {"nbits": engine.nbits, "nlist": engine.nlist, "kmeans_niters": 4, "seed": 0},
-                    "passages": {"max_document_length": int(enc.document_length),
-                                 "requested_max_document_length": int(max_document_length),
-                                 "split_documents": bool(split_documents),
-                                 "splitter": _fn_name(document_splitter_fn if split_documents else None)},
+                    "passages": {"max_document_length": int(enc.document_length), **(passages_config or {})},
                 })
                 self._forget(path)
                 _publish(staging, path)
