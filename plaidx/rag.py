@@ -260,7 +260,25 @@ class _OpenIndex:
         self.engine = Index.open(path / ENGINE_DIR)
         self.store = DocStore(path / DOCSTORE_FILE)
         self.write_lock = threading.Lock()
+        self._reload_lock = threading.Lock()
         self.reconciled = self._reconcile()
+        self._stamp = self._manifest_stamp()
+
+    def _manifest_stamp(self) -> Optional[tuple[int, int, int]]:
+        try:
+            st = os.stat(self.path / ENGINE_DIR / "manifest.json")
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def refresh(self) -> None:
+        """Switch the engine to its newest generation when another handle or process committed one."""
+        stamp = self._manifest_stamp()
+        if stamp != self._stamp:
+            with self._reload_lock:
+                if stamp != self._stamp:
+                    self.engine.reload()
+                    self._stamp = stamp
 
     def _reconcile(self) -> int:
         try:
@@ -305,6 +323,8 @@ class _OpenIndex:
             except BaseException:
                 self.engine.delete(pids)  # undo; were this to fail too, the next open reconciles
                 raise
+            finally:
+                self._stamp = self._manifest_stamp()  # this handle already reads its own commit
             return pids
 
     def _relay(self, caught: list[warnings.WarningMessage]) -> None:
@@ -322,13 +342,17 @@ class _OpenIndex:
         with self.write_lock, WriterLock(self.path):
             pids = self.store.delete_documents(document_ids)
             if pids.size:
-                self.engine.delete(pids)
+                try:
+                    self.engine.delete(pids)
+                finally:
+                    self._stamp = self._manifest_stamp()
             return pids
 
     # -- search ---------------------------------------------------------------------------------
     def search(self, Q: np.ndarray, k: int, params: dict[str, Any], filter_pids: Optional[np.ndarray],
                exact: bool = False) -> list[list[tuple[int, float, tuple[Any, str, Any]]]]:
         """Per query, up to k (passage_id, score, (document_id, content, metadata)), best first."""
+        self.refresh()
         engine = self.engine
         n_live = len(engine)
         if (filter_pids is not None and filter_pids.size == 0) or n_live == 0:
@@ -450,10 +474,9 @@ class RAGPretrainedModel:
         return h
 
     def _forget(self, path: Path) -> None:
+        """Drop a cached handle; searches still running on it finish (its files stay open until collected)."""
         with self._handles_lock:
-            h = self._handles.pop(path, None)
-        if h is not None:
-            h.close()
+            self._handles.pop(path, None)
 
     def _check_model(self, h: _OpenIndex) -> None:
         rec = h.config["model"]

@@ -380,3 +380,16 @@ def test_langchain_retriever(rag):
     best = rag.rerank(docs[1], docs, k=2)
     assert [(d.page_content, d.metadata["i"]) for d in kept] == [(r["content"], r["result_index"]) for r in best]
     assert kept[0].metadata["relevance_score"] == pytest.approx(best[0]["score"])
+
+
+def test_second_handle_sees_the_first_ones_writes(rag, checkpoint, tmp_path):
+    docs = corpus(12, seed=12)
+    path = rag.index(docs[:10], document_ids=[f"d{i}" for i in range(10)], index_name="shared")
+    other = RAGPretrainedModel.from_index(path, verbose=0)  # another process would behave the same
+    assert len(other.search(docs[0], k=50)) == 10
+    rag.add_to_index(docs[10:], new_document_ids=["d10", "d11"])
+    rag.delete_from_index(["d3"])
+    seen = {r["document_id"] for r in other.search(docs[0], k=50)}
+    assert seen == {f"d{i}" for i in range(12)} - {"d3"}
+    other.delete_from_index(["d10"])
+    assert "d10" not in {r["document_id"] for r in rag.search(docs[10], k=50)}
