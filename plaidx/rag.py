@@ -502,9 +502,10 @@ class RAGPretrainedModel:
         with self._encode_lock:
             return self.model.encode_queries(queries, bsize=bsize, show_progress_bar=False)
 
-    def _encode_documents(self, enc: Any, texts: list[str], bsize: int) -> list[np.ndarray]:
+    def _encode_documents(self, enc: Any, texts: list[str], bsize: int, show: Any = "default") -> list[np.ndarray]:
         with self._encode_lock:
-            return enc.encode_documents(texts, bsize=bsize, show_progress_bar=self._show())
+            return enc.encode_documents(texts, bsize=bsize,
+                                        show_progress_bar=self._show() if show == "default" else show)
 
     # -- passages --------------------------------------------------------------------------------
     def _passages(self, collection: list[str], ids: list[Any], enc: Any, max_document_length: int,
@@ -804,7 +805,8 @@ class RAGPretrainedModel:
             for i, m in enumerate(document_metadatas):
                 metadata_json(m, f"document_metadatas[{i}]")
         enc = self._fit_encoder(docs, max_document_length)
-        emb = self._encode_documents(enc, docs, 32 if bsize == "auto" else bsize)
+        emb = self._encode_documents(enc, docs, 32 if bsize == "auto" else bsize,
+                                     show=self._show() if verbose else False)
         metas = list(document_metadatas) if document_metadatas is not None else [None] * len(docs)
         with self._memory_lock:
             mem = self._memory or {"documents": [], "embeddings": [], "metadata": []}

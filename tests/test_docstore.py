@@ -126,7 +126,7 @@ def test_readers_in_threads_see_whole_writes(tmp_path):
     def reader() -> None:
         try:
             while not stop.is_set():
-                got = store.lookup(range(0, 400))
+                got = store.lookup(range(0, 160))
                 by_doc: dict[int, int] = {}
                 for _pid, (doc, _c, meta) in got.items():
                     by_doc[doc] = by_doc.get(doc, 0) + 1
@@ -139,7 +139,7 @@ def test_readers_in_threads_see_whole_writes(tmp_path):
     for t in threads:
         t.start()
     try:
-        for d in range(100):
+        for d in range(40):
             store.add([(d, metadata_json({"doc": d}, "m"))], [(4 * d + j, d, f"{d}-{j}") for j in range(4)])
             if d % 3 == 2:
                 store.delete_documents([d - 1])

@@ -340,7 +340,7 @@ def test_encode_and_search_encoded_docs(rag):
 def test_search_and_rerank_from_many_threads(rag):
     docs = corpus(30, seed=10)
     rag.index(docs, index_name="threads")
-    queries = docs[:8]
+    queries = docs[:4]
     want_search = [rag.search(q, k=5) for q in queries]
     want_rerank = [rag.rerank(q, docs[:10], k=3) for q in queries]
     errors, got = [], {}
@@ -354,7 +354,7 @@ def test_search_and_rerank_from_many_threads(rag):
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(3)]
     for t in threads:
         t.start()
     for t in threads:
