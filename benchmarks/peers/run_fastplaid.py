@@ -43,11 +43,22 @@ def _dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def _load_coll(coll: Path):
+def _open_values(coll: Path):
+    """(shape, data offset) of values.npy, without keeping it memory-mapped."""
     import numpy as np
 
-    return (np.load(coll / "values.npy", mmap_mode="r"), np.load(coll / "offsets.npy"),
-            np.load(coll / "queries.npy"))
+    m = np.load(coll / "values.npy", mmap_mode="r")
+    shape, off = m.shape, int(m.offset)
+    del m
+    return shape, off
+
+
+def _read_rows(coll: Path, off: int, d: int, start: int, stop: int):
+    """float32 (stop - start, d) rows by plain file I/O: no mapped pages inflate this process's RSS."""
+    import numpy as np
+
+    return np.fromfile(coll / "values.npy", dtype=np.float32, count=(stop - start) * d,
+                       offset=off + int(start) * d * 4).reshape(stop - start, d)
 
 
 def build(args) -> dict:
@@ -55,11 +66,14 @@ def build(args) -> dict:
     import torch
     from fast_plaid import search as fp
 
-    values, offsets, _ = _load_coll(Path(args.coll))
+    coll = Path(args.coll)
+    offsets = np.load(coll / "offsets.npy")
+    (_, dim), off = _open_values(coll)
     n_docs = len(offsets) - 1
     rss0 = _rss_mb()
     t0 = time.perf_counter()
-    docs = [torch.from_numpy(np.array(values[offsets[i]:offsets[i + 1]], dtype=np.float32)) for i in range(n_docs)]
+    values = torch.from_numpy(_read_rows(coll, off, dim, 0, int(offsets[-1])))  # its API wants all in memory
+    docs = [values[offsets[i]:offsets[i + 1]] for i in range(n_docs)]
     load_s = time.perf_counter() - t0
     index = Path(args.index)
     t0, c0 = time.perf_counter(), _cpu_s()
@@ -69,7 +83,7 @@ def build(args) -> dict:
     return {"engine": "fastplaid", "phase": "build", "build_s": round(build_s, 2), "build_cpu_s": round(build_cpu, 2),
             "load_embeddings_s": round(load_s, 2), "rss_before_build_mb": round(rss0, 1),
             "peak_rss_mb": round(_peak_rss_mb(), 1), "index_bytes": _dir_bytes(index), "n_docs": n_docs,
-            "n_tokens": int(offsets[-1]), "dim": int(values.shape[1]), "nbits": args.nbits,
+            "n_tokens": int(offsets[-1]), "dim": int(dim), "nbits": args.nbits,
             "kmeans_niters": args.kmeans_niters}
 
 
@@ -97,7 +111,7 @@ def search(args) -> dict:
     import torch
     from fast_plaid import search as fp
 
-    _, _, queries = _load_coll(Path(args.coll))
+    queries = np.load(Path(args.coll) / "queries.npy")
     Q = torch.from_numpy(np.ascontiguousarray(queries, np.float32))
     nq = Q.shape[0]
     rss0 = _rss_mb()

@@ -75,18 +75,30 @@ def _load_extensions() -> float:
     return time.perf_counter() - t0
 
 
-def _load_coll(coll: Path):
+def _open_values(coll: Path):
+    """(shape, data offset) of values.npy, without keeping it memory-mapped."""
     import numpy as np
 
-    return (np.load(coll / "values.npy", mmap_mode="r"), np.load(coll / "offsets.npy"),
-            np.load(coll / "queries.npy"))
+    m = np.load(coll / "values.npy", mmap_mode="r")
+    shape, off = m.shape, int(m.offset)
+    del m
+    return shape, off
+
+
+def _read_rows(coll: Path, off: int, d: int, start: int, stop: int):
+    """float32 (stop - start, d) rows by plain file I/O: no mapped pages inflate this process's RSS."""
+    import numpy as np
+
+    return np.fromfile(coll / "values.npy", dtype=np.float32, count=(stop - start) * d,
+                       offset=off + int(start) * d * 4).reshape(stop - start, d)
 
 
 class _StoredEncoder:
     """Stands in for CollectionEncoder: passages are pid strings, embeddings come from the cache."""
 
-    def __init__(self, values, offsets):
-        self.values, self.offsets = values, offsets
+    def __init__(self, coll: Path, offsets):
+        self.coll, self.offsets = coll, offsets
+        (_, self.dim), self.off = _open_values(coll)
 
     def encode_passages(self, passages):
         import numpy as np
@@ -94,10 +106,14 @@ class _StoredEncoder:
 
         pids = [int(p) for p in passages]
         if not pids:
-            return torch.empty(0, self.values.shape[1]), []
+            return torch.empty(0, self.dim), []
         doclens = [int(self.offsets[p + 1] - self.offsets[p]) for p in pids]
-        embs = np.concatenate([self.values[self.offsets[p]:self.offsets[p + 1]] for p in pids])
-        return torch.from_numpy(np.ascontiguousarray(embs, dtype=np.float32)), doclens
+        if pids == list(range(pids[0], pids[-1] + 1)):  # a chunk: one contiguous read
+            embs = _read_rows(self.coll, self.off, self.dim, self.offsets[pids[0]], self.offsets[pids[-1] + 1])
+        else:  # the k-means sample
+            embs = np.concatenate([_read_rows(self.coll, self.off, self.dim, self.offsets[p], self.offsets[p + 1])
+                                   for p in pids])
+        return torch.from_numpy(embs), doclens
 
 
 def build(args) -> dict:
@@ -110,8 +126,9 @@ def build(args) -> dict:
 
     _setup(args.threads)
     ext_s = _load_extensions()
-    values, offsets, _ = _load_coll(Path(args.coll))
-    n_docs, dim = len(offsets) - 1, values.shape[1]
+    offsets = np.load(Path(args.coll) / "offsets.npy")
+    (_, dim), _ = _open_values(Path(args.coll))
+    n_docs = len(offsets) - 1
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -126,7 +143,7 @@ def build(args) -> dict:
         ci = CollectionIndexer.__new__(CollectionIndexer)  # __init__ would load a checkpoint
         ci.verbose, ci.config, ci.rank, ci.nranks, ci.use_gpu = 1, config, 0, 1, False
         ci.collection = Collection(data=[str(i) for i in range(n_docs)])
-        ci.encoder = _StoredEncoder(values, offsets)
+        ci.encoder = _StoredEncoder(Path(args.coll), offsets)
         ci.saver = IndexSaver(config)
         t_all, c_all = time.perf_counter(), _cpu_s()
         with torch.inference_mode():
@@ -160,7 +177,7 @@ def search(args) -> dict:
 
     _setup(args.threads)
     ext_s = _load_extensions()
-    _, _, queries = _load_coll(Path(args.coll))
+    queries = np.load(Path(args.coll) / "queries.npy")
     rss0 = _rss_mb()
     t0 = time.perf_counter()
     scorer = IndexScorer(str(args.index), use_gpu=False)
