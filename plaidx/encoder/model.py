@@ -214,14 +214,14 @@ class ColBERT:
         head, cut = self._resolve_dimensions(dimensions)
         d = cut or head or self.dim
         out = np.zeros((len(texts), self.query_length, d), dtype=np.float32)
-        # Sorting by length lets batches without query expansion stop at their longest query.
-        lengths = np.array([len(t) for t in texts])
-        order = np.argsort(-lengths, kind="stable")
+        seqs = self._text.query_sequences(texts, self.query_length)
+        # Longest first: without query expansion a batch stops at its longest query.
+        order = np.argsort(-np.array([len(s) for s in seqs]), kind="stable")
         n_batches = -(-len(texts) // bsize)
         with torch.inference_mode(), self._progress(len(texts), n_batches, show_progress_bar, "queries") as bar:
             for start in range(0, len(texts), bsize):
                 idx = order[start:start + bsize]
-                ids, attention, keep = self._text.queries([texts[i] for i in idx], self.query_length)
+                ids, attention, keep = self._text.pad_queries([seqs[i] for i in idx], self.query_length)
                 emb = F.normalize(self._embed(ids, attention, head, cut), p=2, dim=-1)
                 emb = emb * keep.to(emb.device).unsqueeze(-1)
                 out[idx, : emb.shape[1]] = emb.cpu().numpy()

@@ -115,13 +115,16 @@ class TextTokenizer:
 
     # -- batches -----------------------------------------------------------------------------------
 
-    def queries(self, texts: Sequence[str], length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def query_sequences(self, texts: Sequence[str], length: int) -> list[list[int]]:
+        """Query id sequences (unpadded), each at most ``length`` long."""
+        return [self._wrap(c, self.query_marker_id)
+                for c in self.content_ids(texts, length - self.n_special("query"))]
+
+    def pad_queries(self, seqs: Sequence[list[int]], length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(ids, attention, keep), each (n, L): L = length with query expansion, else the longest query.
 
         ``keep`` marks the positions whose vectors are returned (all of them with query expansion).
         """
-        seqs = [self._wrap(c, self.query_marker_id)
-                for c in self.content_ids(texts, length - self.n_special("query"))]
         n = len(seqs)
         width = length if self.spec.query_expansion else max(len(s) for s in seqs)
         fill = self.mask_id if self.spec.query_expansion else self.pad_id
@@ -136,6 +139,10 @@ class TextTokenizer:
         else:
             attention = keep = real
         return torch.from_numpy(ids), torch.from_numpy(attention.astype(np.int64)), torch.from_numpy(keep)
+
+    def queries(self, texts: Sequence[str], length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """pad_queries(query_sequences(texts, length), length)."""
+        return self.pad_queries(self.query_sequences(texts, length), length)
 
     def documents(self, texts: Sequence[str], length: int) -> list[list[int]]:
         """Full id sequences (unpadded), each at most ``length`` long."""
