@@ -561,3 +561,30 @@ def test_encoder_isolates_a_failing_request_from_its_batch():
     finally:
         model.gate.set()
         enc.close()
+
+
+def test_searches_run_in_parallel_not_behind_one_lock(env):
+    """Three searches must all be inside the engine at once to pass the barrier (a global lock would break it)."""
+    from plaidx.cli import IndexFolder
+
+    barrier = threading.Barrier(3, timeout=30)
+
+    class GatedFolder(IndexFolder):
+        def search(self, *args, **kwargs):
+            barrier.wait()
+            return super().search(*args, **kwargs)
+
+    app = create_app({"v": GatedFolder(env["engine"].path)}, model=env["model"], search_threads=4)
+    q = env["engine_queries"][0].tolist()
+    codes: list[int] = []
+    with BackgroundServer(app) as url:
+        def one() -> None:
+            r = httpx.post(f"{url}/v1/search", json={"index": "v", "query_embeddings": q, "k": 3}, timeout=60)
+            codes.append(r.status_code)
+
+        threads = [threading.Thread(target=one) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert codes == [200, 200, 200] and not barrier.broken
