@@ -319,6 +319,16 @@ def test_dimensions_heads_and_truncation(ckpts):
         model.encode(DOCS, dimensions="8")
 
 
+def test_progress_bar_and_dtype_choice(ckpts, capsys):
+    model = ColBERT.from_pretrained(ckpts["plain"], device="cpu", dtype="float32")
+    assert model.device.type == "cpu" and model.dtype == torch.float32
+    model.encode_documents(DOCS, bsize=2, show_progress_bar=True)
+    assert "documents" in capsys.readouterr().err
+    model.encode_documents(DOCS, bsize=2)  # short jobs: no bar by default
+    assert capsys.readouterr().err == ""
+    assert ColBERT.from_pretrained(ckpts["plain"], device="cpu").dtype == torch.float32  # CPU default
+
+
 def test_config_dict_round_trip(ckpts):
     model = ColBERT.from_pretrained(ckpts["pylate"], query_length=10, document_length=20)
     cfg = json.loads(json.dumps(model.config_dict()))

@@ -75,6 +75,9 @@ def test_bad_arguments(model):
         ColBERT.from_pretrained(model.path, dtype="int8")
     with pytest.raises(ValueError, match="device"):
         ColBERT.from_pretrained(model.path, device="nonsense")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            ColBERT.from_pretrained(model.path, device="cuda")
 
 
 # -- checkpoint files ----------------------------------------------------------------------------------

@@ -16,9 +16,15 @@ _DTYPES = {
 def choose_device(device: Any = None) -> torch.device:
     if device is not None:
         try:
-            return torch.device(device)
+            dev = torch.device(device)
         except (RuntimeError, TypeError) as exc:
             raise ValueError(f"device {device!r} is not a valid torch device") from exc
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} was asked for, but CUDA is not available here")
+        mps = getattr(torch.backends, "mps", None)
+        if dev.type == "mps" and not (mps is not None and mps.is_available()):
+            raise ValueError(f"device {device!r} was asked for, but MPS is not available here")
+        return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)
