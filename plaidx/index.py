@@ -660,9 +660,10 @@ def _build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: 
                 raise ValueError(f"nlist={nl} exceeds the number of token embeddings ({n_tokens}); "
                                  "use a smaller nlist")
             want = kmeans_sample or default_kmeans_sample(nl, n_tokens)
-            # keep at least a fifth of the documents out of k-means: the held-out set trains the codec
-            # and gives the unbiased residual norm that drift is measured against
-            in_sample = order[: max(1, (4 * n_docs) // 5)] if n_docs >= 10 else order
+            # keep a few documents out of k-means: the held-out set trains the codec and gives the
+            # unbiased residual norm that drift is measured against
+            n_held = max(n_docs // 20, min(n_docs // 5, 50))
+            in_sample = order[: n_docs - n_held] if n_docs >= 10 else order
             sample, used = _gather_sample(source, in_sample, 0, max(want, nl), None, rng)
             if sample.shape[0] < nl:
                 sample, used = _gather_sample(source, order, 0, max(want, nl), None, rng)

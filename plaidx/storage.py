@@ -194,10 +194,11 @@ def load_array(path: Path, name: str, entry: ArrayEntry, mmap: bool = True, veri
     try:
         size = int(np.prod(entry.shape)) if entry.shape else 1
         arr = np.load(fpath, mmap_mode="r" if (mmap and size > 0) else None, allow_pickle=False)
-    except ValueError as exc:
-        raise IndexFormatError(f"{fpath.name}: unreadable or truncated array {name!r} ({exc})") from None
     except OSError as exc:
         raise IndexFormatError(f"{fpath.name}: cannot read array {name!r} ({exc})") from None
+    except Exception as exc:  # numpy's header parser raises ValueError, EOFError, SyntaxError, ...
+        raise IndexFormatError(f"{fpath.name}: unreadable or truncated array {name!r} "
+                               f"({type(exc).__name__}: {exc})") from None
     if arr.dtype.str != entry.dtype or tuple(arr.shape) != entry.shape:
         raise IndexFormatError(
             f"{fpath.name}: array {name!r} has dtype {arr.dtype.str} shape {tuple(arr.shape)}, "
