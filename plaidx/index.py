@@ -92,7 +92,7 @@ class _Snapshot:
         self.n_tokens = int(manifest["n_tokens"])
         self.generation = int(manifest["generation"])
         self._check_consistency()
-        self.codec = ResidualCodec(np.ascontiguousarray(arrays["centroids"]),
+        self.codec = ResidualCodec(np.ascontiguousarray(arrays["centroids"], dtype=np.float32),
                                    np.ascontiguousarray(arrays["bucket_cutoffs"]),
                                    np.ascontiguousarray(arrays["bucket_weights"]), self.nbits)
         deleted = arrays["deleted"]
@@ -101,6 +101,8 @@ class _Snapshot:
             raise IndexFormatError(f"{path / MANIFEST}: n_deleted={manifest.get('n_deleted')!r} disagrees with the "
                                    f"deleted array ({self.n_deleted}); the index is inconsistent")
         self.live_mask = (np.asarray(deleted) == 0).astype(np.uint8) if self.n_deleted else np.zeros(0, np.uint8)
+        self._ivf: tuple[np.ndarray, np.ndarray] | None = None
+        self._ivf_lock = threading.Lock()
 
     def _check_consistency(self) -> None:
         a, d, nb = self.a, self.dim, self.nbits
@@ -108,7 +110,6 @@ class _Snapshot:
             "centroids": (self.nlist, d), "bucket_cutoffs": (d, (1 << nb) - 1), "bucket_weights": (d, 1 << nb),
             "avg_residual": (d,), "codes": (self.n_tokens,), "residuals": (self.n_tokens, d * nb // 8),
             "doc_offsets": (self.n_docs + 1,), "doc_ids": (self.n_docs,), "deleted": (self.n_docs,),
-            "ivf_offsets": (self.nlist + 1,),
         }
         where = str(self.path / MANIFEST)
         if nb not in NBITS or d <= 0 or d % 8 or not (0 < self.nlist <= MAX_NLIST):
@@ -118,13 +119,24 @@ class _Snapshot:
                 raise IndexFormatError(f"{where}: array {name!r} is missing from the manifest")
             if tuple(a[name].shape) != shape:
                 raise IndexFormatError(f"{where}: array {name!r} has shape {a[name].shape}, expected {shape}")
-        if "ivf" not in a:
-            raise IndexFormatError(f"{where}: array 'ivf' is missing from the manifest")
-        offs, ivo = a["doc_offsets"], a["ivf_offsets"]
+        offs = a["doc_offsets"]
         if offs[0] != 0 or offs[-1] != self.n_tokens or (self.n_docs and np.any(np.diff(offs) <= 0)):
             raise IndexFormatError(f"{where}: doc_offsets are not increasing from 0 to n_tokens; index damaged")
-        if ivo[0] != 0 or ivo[-1] != a["ivf"].shape[0] or np.any(np.diff(ivo) < 0):
-            raise IndexFormatError(f"{where}: ivf_offsets are inconsistent with ivf; index damaged")
+        if a["centroids"].dtype != np.float16:
+            raise IndexFormatError(f"{where}: centroids must be stored as float16")
+
+    def ivf(self) -> tuple[np.ndarray, np.ndarray]:
+        """The inverted file (cell -> documents), derived from the codes on first use and kept in memory.
+
+        It is not stored: the native kernel rebuilds it from the 2-byte codes faster than it could be
+        read from disk, and an index without it is smaller and has one thing less to corrupt.
+        """
+        if self._ivf is None:
+            with self._ivf_lock:
+                if self._ivf is None:
+                    self._ivf = _kernels.build_ivf(np.ascontiguousarray(self.a["codes"]),
+                                                   np.ascontiguousarray(self.a["doc_offsets"]), self.nlist)
+        return self._ivf
 
     @property
     def doc_ids(self) -> np.ndarray:
@@ -304,11 +316,12 @@ class Index:
             chunk = max(1, _SCORE_CHUNK_BYTES // (4 * q.shape[1] * snap.nlist))
             out_s, out_p = [], []
             cents_t = np.ascontiguousarray(snap.codec.centroids.T)
+            ivf, ivf_offsets = snap.ivf()
             for lo in range(0, q.shape[0], chunk):
                 qc = q[lo:lo + chunk]
                 S = np.ascontiguousarray(qc @ cents_t)  # (nq, q_tokens, nlist)
-                s, ps = _kernels.search(qc, S, a["codes"], a["residuals"], a["doc_offsets"], a["ivf"],
-                                        a["ivf_offsets"], snap.codec.centroids, snap.codec.weights, snap.nbits,
+                s, ps = _kernels.search(qc, S, a["codes"], a["residuals"], a["doc_offsets"], ivf,
+                                        ivf_offsets, snap.codec.centroids, snap.codec.weights, snap.nbits,
                                         allowed, nprobe_eff, p.centroid_score_threshold, p.ndocs, p.n_exact,
                                         k, num_threads=num_threads)
                 out_s.append(s)
@@ -356,17 +369,15 @@ class Index:
                 res_w = tx.stream("residuals", np.uint8, (n_tok, snap.codec.packed_dim))
                 _copy_rows(snap.a["codes"], codes_w)
                 _copy_rows(snap.a["residuals"], res_w)
-                new_codes, norm_sum = _compress_stream(docs, assigner, snap.codec, codes_w, res_w, batch_tokens,
+                norm_sum = _compress_stream(docs, assigner, snap.codec, codes_w, res_w, batch_tokens,
                                                        progress)
                 tx.finish("codes", codes_w)
                 tx.finish("residuals", res_w)
                 lens = np.array([d.shape[0] for d in docs], dtype=np.int64)
                 offsets = np.concatenate([snap.a["doc_offsets"], snap.n_tokens + np.cumsum(lens)])
-                codes_all = np.concatenate([np.asarray(snap.a["codes"]), new_codes])
                 tx.put("doc_offsets", offsets)
                 tx.put("doc_ids", np.concatenate([snap.a["doc_ids"], new_ids]))
                 tx.put("deleted", np.concatenate([snap.a["deleted"], np.zeros(len(docs), np.uint8)]))
-                _put_ivf(tx, codes_all, offsets, snap.nlist)
                 upd = dict(base.get("updates") or {})
                 upd["added_tokens"] = int(upd.get("added_tokens", 0)) + n_new_tok
                 upd["added_residual_norm_sum"] = float(upd.get("added_residual_norm_sum", 0.0)) + norm_sum
@@ -421,14 +432,12 @@ class Index:
             try:
                 codes_w = tx.stream("codes", np.uint16, (n_tok,))
                 res_w = tx.stream("residuals", np.uint8, (n_tok, snap.codec.packed_dim))
-                codes_parts = []
                 for i in _progress(range(0, keep.size, 4096), None, "compacting", progress):
                     sel = keep[i:i + 4096]
                     tok = np.concatenate([np.arange(offs[p], offs[p + 1]) for p in sel])
                     c = np.asarray(snap.a["codes"][tok])
                     codes_w.append(c)
                     res_w.append(np.asarray(snap.a["residuals"][tok]))
-                    codes_parts.append(c)
                 tx.finish("codes", codes_w)
                 tx.finish("residuals", res_w)
                 new_offs = np.zeros(keep.size + 1, dtype=np.int64)
@@ -436,8 +445,6 @@ class Index:
                 tx.put("doc_offsets", new_offs)
                 tx.put("doc_ids", np.asarray(snap.a["doc_ids"])[keep])
                 tx.put("deleted", np.zeros(keep.size, np.uint8))
-                codes_all = np.concatenate(codes_parts) if codes_parts else np.zeros(0, np.uint16)
-                _put_ivf(tx, codes_all, new_offs, snap.nlist)
                 manifest = tx.commit({"n_docs": int(keep.size), "n_tokens": n_tok, "n_deleted": 0})
             except BaseException:
                 tx.abort()
@@ -577,18 +584,10 @@ def _copy_rows(src: np.ndarray, writer: Any, rows: int = 1 << 18) -> None:
         writer.append(np.asarray(src[lo:lo + rows]))
 
 
-def _put_ivf(tx: Transaction, codes: np.ndarray, offsets: np.ndarray, nlist: int) -> None:
-    ivf, ivf_offsets = _kernels.build_ivf(np.ascontiguousarray(codes, dtype=np.uint16),
-                                          np.ascontiguousarray(offsets, dtype=np.int64), nlist)
-    tx.put("ivf", ivf)
-    tx.put("ivf_offsets", ivf_offsets)
-
-
 def _compress_stream(docs: Any, assigner: Assigner, codec: ResidualCodec, codes_w: Any, res_w: Any,
                      batch_tokens: int, progress: bool, total: int | None = None,
-                     lengths_out: list[int] | None = None) -> tuple[np.ndarray, float]:
-    """Assign and compress documents batch by batch into the writers; returns (codes, residual norm sum)."""
-    codes_parts: list[np.ndarray] = []
+                     lengths_out: list[int] | None = None) -> float:
+    """Assign and compress documents batch by batch into the writers; returns the residual norm sum."""
     norm_sum = 0.0
     batch: list[np.ndarray] = []
     n_batch = 0
@@ -600,7 +599,6 @@ def _compress_stream(docs: Any, assigner: Assigner, codec: ResidualCodec, codes_
         packed, norms = codec.compress(x, codes)
         codes_w.append(codes)
         res_w.append(packed)
-        codes_parts.append(codes)
         norm_sum += float(norms.sum())
         batch.clear()
         n_batch = 0
@@ -615,8 +613,7 @@ def _compress_stream(docs: Any, assigner: Assigner, codec: ResidualCodec, codes_
             flush()
     if batch:
         flush()
-    codes = np.concatenate(codes_parts) if codes_parts else np.zeros(0, np.uint16)
-    return codes, norm_sum
+    return norm_sum
 
 
 def _gather_sample(source: Any, order: np.ndarray, start: int, want: int, dim: int | None,
@@ -671,7 +668,9 @@ def _build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: 
             if dim % 8:
                 raise ValueError(f"embedding dimension {dim} is not a multiple of 8 (required by the residual "
                                  "packing)")
+            # stored as float16: round first so that what is compressed against is what is decoded
             centroids = train_centroids(sample, nl, kmeans_niters, seed, verbose=False)
+            centroids = centroids.astype(np.float16).astype(np.float32)
             assigner = Assigner(centroids)
             held_want = int(min(max(n_tokens // 20, 4096), 1 << 16))
             heldout, _ = _gather_sample(source, order, used, held_want, dim, rng)
@@ -696,7 +695,7 @@ def _build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: 
         codes_w = tx.stream("codes", np.uint16, (n_tokens,))
         res_w = tx.stream("residuals", np.uint8, (n_tokens, codec.packed_dim))
         seen: list[int] = []
-        codes, norm_sum = _compress_stream((source[i] for i in range(n_docs)), assigner, codec, codes_w, res_w,
+        norm_sum = _compress_stream((source[i] for i in range(n_docs)), assigner, codec, codes_w, res_w,
                                            batch_tokens, progress, total=n_docs, lengths_out=seen)
         if seen != lengths.tolist():
             raise ValueError("documents changed length between the two passes of the build")
@@ -705,11 +704,10 @@ def _build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: 
         offsets = np.zeros(n_docs + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         doc_ids = np.arange(n_docs, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
-        for name, arr in (("centroids", centroids), ("bucket_cutoffs", cutoffs), ("bucket_weights", weights),
+        for name, arr in (("centroids", centroids.astype(np.float16)), ("bucket_cutoffs", cutoffs), ("bucket_weights", weights),
                           ("avg_residual", avg_residual),
                           ("doc_offsets", offsets), ("doc_ids", doc_ids), ("deleted", np.zeros(n_docs, np.uint8))):
             tx.put(name, arr)
-        _put_ivf(tx, codes, offsets, nl)
         fields = {"dim": dim, "nbits": nbits, "nlist": nl, "n_docs": n_docs, "n_tokens": n_tokens,
                   "n_deleted": 0, "next_id": int(next_id if next_id is not None else doc_ids[-1] + 1),
                   "metadata": dict(metadata or {}), "updates": {},

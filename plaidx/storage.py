@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 LOCK = "LOCK"
 _CHUNK = 1 << 22
+_NPY_HEADER_LOCK = threading.Lock()
 
 try:  # POSIX advisory locks; Windows falls back to exclusive-create lock files.
     import fcntl
@@ -193,7 +195,10 @@ def load_array(path: Path, name: str, entry: ArrayEntry, mmap: bool = True, veri
                 f"manifest says {entry.crc32:#010x}); restore the index from a backup or rebuild it")
     try:
         size = int(np.prod(entry.shape)) if entry.shape else 1
-        arr = np.load(fpath, mmap_mode="r" if (mmap and size > 0) else None, allow_pickle=False)
+        with _NPY_HEADER_LOCK:  # numpy parses .npy headers with ast, not thread-safe on CPython 3.11
+            arr = np.load(fpath, mmap_mode="r" if (mmap and size > 0) else None, allow_pickle=False)
+    except FileNotFoundError:
+        raise  # retired by a writer after we read the manifest: load_generation retries
     except OSError as exc:
         raise IndexFormatError(f"{fpath.name}: cannot read array {name!r} ({exc})") from None
     except Exception as exc:  # numpy's header parser raises ValueError, EOFError, SyntaxError, ...

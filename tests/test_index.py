@@ -270,9 +270,9 @@ def test_unknown_path_and_corruption_are_clear_errors(collection, tmp_path):
         plaidx.Index.open(path, verify="none")
     res.write_bytes(original_res)
     # missing file
-    ivf = path / manifest["arrays"]["ivf"]["file"]
-    ivf.rename(tmp_path / "ivf.bak")
+    ids = path / manifest["arrays"]["doc_ids"]["file"]
+    ids.rename(tmp_path / "ids.bak")
     with pytest.raises(IndexFormatError, match="missing"):
         plaidx.Index.open(path)
-    (tmp_path / "ivf.bak").rename(ivf)
+    (tmp_path / "ids.bak").rename(ids)
     assert plaidx.Index.open(path, verify="full").verify() == []
