@@ -73,6 +73,15 @@ def get_collection(args) -> Collection:
     raise SystemExit(f"encoding {args.dataset} produced no collection")
 
 
+def git_info() -> dict:
+    """Commit of the checkout the plaidx runner imported, and whether plaidx/ or csrc/ had local changes."""
+    def git(*a: str) -> str:
+        p = subprocess.run(["git", *a], capture_output=True, text=True, cwd=REPO)
+        return p.stdout.strip() if p.returncode == 0 else ""
+
+    return {"commit": git("rev-parse", "HEAD"), "plaidx_dirty": bool(git("status", "--porcelain", "plaidx", "csrc"))}
+
+
 def machine_info(threads: int) -> dict:
     import psutil
 
@@ -304,6 +313,8 @@ def markdown(report: dict) -> str:
             f"| {_f(r['bytes_per_token'])} |")
     for name, why in report["skipped"].items():
         lines.append(f"\nSkipped {name}: {why}")
+    g = report.get("git") or {}
+    lines += ["", f"plaidx at commit {g.get('commit', '?')[:10]}" + (" with local changes" if g.get("plaidx_dirty") else "")]
     lines += ["", "BLAS (harness): " + ", ".join(
         f"{b.get('internal_api')} {b.get('version')} {b.get('architecture')} x{b.get('num_threads')}"
         for b in m.get("blas_harness", []))]
@@ -342,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    git_at_start = git_info()
     coll = get_collection(args)
     label = f"{args.dataset}_{coll.n_docs}" + ("_STUB" if args.plaidx_stub else "")
     log(f"collection {coll.path}: {coll.n_docs:,} docs, {coll.n_tokens:,} tokens, d {coll.dim}, "
@@ -375,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = [row for name in engines for row in summarise(name, results[name], coll, truth, args.k)]
     report = {"created": dt.datetime.now().isoformat(timespec="seconds"), "k": args.k, "nbits": args.nbits,
-              "threads": args.threads, "stub": args.plaidx_stub,
+              "threads": args.threads, "stub": args.plaidx_stub, "git": git_at_start,
               "collection": {"dataset": args.dataset, "path": str(coll.path), "n_docs": coll.n_docs,
                              "n_tokens": coll.n_tokens, "dim": coll.dim, "nq": int(len(coll.queries)),
                              "meta": coll.meta},
