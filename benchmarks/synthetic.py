@@ -23,6 +23,7 @@ Library::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -104,8 +105,10 @@ def generate(p: dict, out: Path, log: bool = True) -> Collection:
     out.mkdir(parents=True, exist_ok=True)
     m = _Model(p)
     n_tok = int(m.offsets[-1])
-    values = np.lib.format.open_memmap(out / "values.npy", mode="w+", dtype=np.float32,
-                                       shape=(n_tok, p["dim"]))
+    # Appended chunk by chunk with plain writes (no memory map), so memory stays at about one chunk.
+    f = open(out / "values.npy.tmp", "wb")
+    np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                                             "fortran_order": False, "shape": (n_tok, p["dim"])})
     qrng = np.random.default_rng([p["seed"], 2])
     sources = np.sort(qrng.choice(p["n_docs"], size=p["nq"], replace=False))
     queries = np.empty((p["nq"], Q_TOKENS, p["dim"]), np.float32)
@@ -115,7 +118,9 @@ def generate(p: dict, out: Path, log: bool = True) -> Collection:
     for c in range(n_chunks):
         docs, senses = m.chunk(c)
         lo = c * _CHUNK_DOCS
-        values[m.offsets[lo]:m.offsets[lo + len(docs)]] = np.concatenate(docs)
+        block = np.concatenate(docs)
+        assert len(block) == m.offsets[lo + len(docs)] - m.offsets[lo]
+        block.tofile(f)
         for qi in np.flatnonzero((sources >= lo) & (sources < lo + len(docs))):
             doc, sense = docs[sources[qi] - lo], senses[sources[qi] - lo]
             qr = np.random.default_rng([p["seed"], 3, int(qi)])
@@ -126,8 +131,8 @@ def generate(p: dict, out: Path, log: bool = True) -> Collection:
             queries[qi] = np.concatenate([from_doc, from_topic])
         if log and (c % 10 == 0 or c == n_chunks - 1):
             print(f"[synthetic] docs {lo + len(docs)}/{p['n_docs']} {time.perf_counter() - t0:.1f}s", flush=True)
-    values.flush()
-    del values
+    f.close()
+    os.replace(out / "values.npy.tmp", out / "values.npy")
     np.save(out / "offsets.npy", m.offsets)
     np.save(out / "queries.npy", queries)
     np.save(out / "sources.npy", sources.astype(np.int64))
