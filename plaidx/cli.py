@@ -628,6 +628,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError(f"the server needs FastAPI and uvicorn ({exc}); install them with "
                        "`pip install 'plaidx[server]'`", EXIT_FAILURE) from None
     limits = Limits(max_body_bytes=args.max_body_bytes, max_inputs=args.max_inputs, max_tokens=args.max_tokens)
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     _say(args, f"serving {len(indexes)} index(es) {sorted(indexes)} on http://{args.host}:{args.port} "
                f"(auth {'on' if api_key else 'off'}); OpenAPI at /docs")
     serve(indexes, host=args.host, port=args.port, api_key=api_key, log_level=args.log_level, model=args.model,
@@ -754,6 +758,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-inputs", type=_positive, default=256, help="texts per request (default 256)")
     p.add_argument("--max-tokens", type=_positive, default=131_072, help="model tokens per request")
     p.add_argument("--search-threads", type=_positive, help="searches at once (default: CPU count)")
+    p.add_argument("--torch-threads", type=_positive,
+                   help="threads of one model call (default: torch's; 1 avoids oversubscribing a busy machine)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.add_argument("-q", "--quiet", action="store_true", help="no startup message")
     p.set_defaults(func=cmd_serve)
