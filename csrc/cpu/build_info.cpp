@@ -40,11 +40,12 @@ BuildInfo build_info() {
   info.simd += " (-march=native)";
 #endif
 
+  const Isa isa = runtime_isa();
+  const char* running = isa == Isa::kAvx512 ? "avx512f" : isa == Isa::kAvx2 ? "avx2" : "baseline";
 #if PLAIDX_HAVE_DISPATCH
-  info.simd_dispatch =
-      std::string("runtime avx2/baseline dispatch; this CPU runs ") + (cpu_has_avx2() ? "avx2" : "baseline");
+  info.simd_dispatch = std::string("runtime avx512f/avx2/baseline dispatch; this CPU runs ") + running;
 #else
-  info.simd_dispatch = "none (single target build: " + info.simd + ")";
+  info.simd_dispatch = std::string("none (single target build: ") + running + ")";
 #endif
 
 #if defined(__clang__)

@@ -56,6 +56,7 @@ PLAIDX_INLINE void compress_rows_t(const float* residuals, int64_t begin, int64_
   }
 }
 
+template <Isa I>
 PLAIDX_INLINE void compress_rows_impl(const float* residuals, int64_t begin, int64_t end, int64_t d,
                                       const float* cutoffs, int nbits, uint8_t* packed) {
   switch (nbits) {
@@ -70,6 +71,7 @@ PLAIDX_DISPATCH(void, compress_rows,
                  int nbits, uint8_t* packed),
                 (residuals, begin, end, d, cutoffs, nbits, packed))
 
+template <Isa I>
 PLAIDX_INLINE bool decompress_rows_impl(const uint16_t* codes, const uint8_t* packed, int64_t begin,
                                         int64_t end, const float* centroids, int64_t nlist, int64_t d,
                                         const float* table, int nbits, bool normalize_rows, float* out) {

@@ -1,8 +1,8 @@
 // dots.h: inline micro-kernels of MaxSim: running maxima of query-token scores over document tokens.
 //
 // Queries are used transposed, Qt (d, qp) with qp = qlen rounded up to a multiple of 8 (padding columns
-// zero), so the inner loop runs across query tokens in 8-lane vectors and every dot product is summed
-// sequentially over j = 0..d-1: the same value whatever the blocking, thread count or SIMD clone.
+// zero), so the inner loop runs across query tokens in 8- or 16-lane vectors and every dot product is
+// summed sequentially over j = 0..d-1: the same value whatever the blocking or thread count.
 // Running maxima use "x > m ? x : m" and visit tokens in ascending order.
 //
 // Thread-safety: pure functions on caller buffers.
@@ -14,82 +14,54 @@
 
 namespace plaidx::cpu {
 
+// One tile: T document tokens (rows of v, stride d) against query columns [a, a + NA * lanes) of Qt.
+// Accumulators stay in registers; each dot product is summed over j in order.
+template <class V, int T, int NA>
+PLAIDX_INLINE void dot_tile(const float* Qt, int64_t d, int64_t qp, const float* v, int64_t a,
+                            float* run_max) {
+  constexpr int L = static_cast<int>(sizeof(V) / sizeof(float));
+  V acc[T][NA];
+  for (int i = 0; i < T; ++i)
+    for (int u = 0; u < NA; ++u) acc[i][u] = V{};
+  const float* q = Qt + a;
+  for (int64_t j = 0; j < d; ++j, q += qp) {
+    V qv[NA];
+    for (int u = 0; u < NA; ++u) qv[u] = vload_as<V>(q + u * L);
+    for (int i = 0; i < T; ++i) {
+      const float b = v[i * d + j];
+      for (int u = 0; u < NA; ++u) acc[i][u] += b * qv[u];
+    }
+  }
+  for (int u = 0; u < NA; ++u) {
+    V m = vload_as<V>(run_max + a + u * L);
+    for (int i = 0; i < T; ++i) m = vmax_as(m, acc[i][u]);
+    vstore_as(run_max + a + u * L, m);
+  }
+}
+
+// T consecutive tokens (rows of v) against every query column, in tiles of NA vectors.
+template <class W, int T>
+PLAIDX_INLINE void max_dots_rows(const float* Qt, int64_t d, int64_t qp, const float* v, float* run_max) {
+  constexpr int64_t L = static_cast<int64_t>(sizeof(W) / sizeof(float));
+  constexpr int NA = T == 1 ? 4 : 2;
+  int64_t a = 0;
+  for (; a + NA * L <= qp; a += NA * L) dot_tile<W, T, NA>(Qt, d, qp, v, a, run_max);
+  for (; a + L <= qp; a += L) dot_tile<W, T, 1>(Qt, d, qp, v, a, run_max);
+  if constexpr (L > 8)
+    for (; a < qp; a += 8) dot_tile<v8f, T, 1>(Qt, d, qp, v, a, run_max);
+}
+
 // run_max[a] = max(run_max[a], max_t <V[t], Qt[:, a]>) for a in [0, qp). Qt (d, qp), V (nt, d),
-// run_max (qp,). d > 0, qp a positive multiple of 8.
+// run_max (qp,). d > 0, qp a positive multiple of 8. W: the copy's vector type (4, 8 or 16 lanes).
+template <class W>
 PLAIDX_INLINE void max_dots(const float* Qt, int64_t d, int64_t qp, const float* V, int64_t nt,
                             float* run_max) {
+  constexpr int TB = sizeof(W) == 64 ? 8 : 4;  // tokens per tile: as many accumulators as registers allow
   int64_t t = 0;
-  for (; t + 4 <= nt; t += 4) {
-    const float* v0 = V + t * d;
-    const float* v1 = v0 + d;
-    const float* v2 = v1 + d;
-    const float* v3 = v2 + d;
-    int64_t a = 0;
-    for (; a + 16 <= qp; a += 16) {
-      v8f c00 = vzero(), c01 = vzero(), c10 = vzero(), c11 = vzero();
-      v8f c20 = vzero(), c21 = vzero(), c30 = vzero(), c31 = vzero();
-      const float* q = Qt + a;
-      for (int64_t j = 0; j < d; ++j, q += qp) {
-        const v8f q0 = vload(q), q1 = vload(q + 8);
-        float b = v0[j];
-        c00 += b * q0;
-        c01 += b * q1;
-        b = v1[j];
-        c10 += b * q0;
-        c11 += b * q1;
-        b = v2[j];
-        c20 += b * q0;
-        c21 += b * q1;
-        b = v3[j];
-        c30 += b * q0;
-        c31 += b * q1;
-      }
-      v8f m0 = vload(run_max + a), m1 = vload(run_max + a + 8);
-      m0 = vmax_update(vmax_update(vmax_update(vmax_update(m0, c00), c10), c20), c30);
-      m1 = vmax_update(vmax_update(vmax_update(vmax_update(m1, c01), c11), c21), c31);
-      vstore(run_max + a, m0);
-      vstore(run_max + a + 8, m1);
-    }
-    for (; a < qp; a += 8) {
-      v8f c0 = vzero(), c1 = vzero(), c2 = vzero(), c3 = vzero();
-      const float* q = Qt + a;
-      for (int64_t j = 0; j < d; ++j, q += qp) {
-        const v8f q0 = vload(q);
-        c0 += v0[j] * q0;
-        c1 += v1[j] * q0;
-        c2 += v2[j] * q0;
-        c3 += v3[j] * q0;
-      }
-      v8f m0 = vload(run_max + a);
-      m0 = vmax_update(vmax_update(vmax_update(vmax_update(m0, c0), c1), c2), c3);
-      vstore(run_max + a, m0);
-    }
-  }
-  for (; t < nt; ++t) {
-    const float* v0 = V + t * d;
-    int64_t a = 0;
-    for (; a + 32 <= qp; a += 32) {
-      v8f c0 = vzero(), c1 = vzero(), c2 = vzero(), c3 = vzero();
-      const float* q = Qt + a;
-      for (int64_t j = 0; j < d; ++j, q += qp) {
-        const float b = v0[j];
-        c0 += b * vload(q);
-        c1 += b * vload(q + 8);
-        c2 += b * vload(q + 16);
-        c3 += b * vload(q + 24);
-      }
-      vstore(run_max + a, vmax_update(vload(run_max + a), c0));
-      vstore(run_max + a + 8, vmax_update(vload(run_max + a + 8), c1));
-      vstore(run_max + a + 16, vmax_update(vload(run_max + a + 16), c2));
-      vstore(run_max + a + 24, vmax_update(vload(run_max + a + 24), c3));
-    }
-    for (; a < qp; a += 8) {
-      v8f c0 = vzero();
-      const float* q = Qt + a;
-      for (int64_t j = 0; j < d; ++j, q += qp) c0 += v0[j] * vload(q);
-      vstore(run_max + a, vmax_update(vload(run_max + a), c0));
-    }
-  }
+  for (; t + TB <= nt; t += TB) max_dots_rows<W, TB>(Qt, d, qp, V + t * d, run_max);
+  if constexpr (TB > 4)
+    for (; t + 4 <= nt; t += 4) max_dots_rows<W, 4>(Qt, d, qp, V + t * d, run_max);
+  for (; t < nt; ++t) max_dots_rows<W, 1>(Qt, d, qp, V + t * d, run_max);
 }
 
 // Running maxima over the rows St[codes[t]] (rows of qp floats) of the tokens whose cell is kept

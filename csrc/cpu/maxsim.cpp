@@ -21,6 +21,7 @@ constexpr int64_t kValuesBlock = 256;  // tokens of a float document scored per 
 constexpr int64_t kDecodeBlock = 16;   // compressed tokens decoded per pass
 
 // Documents [begin, end) against every query; run_max: scratch (nq, qp).
+template <Isa I>
 PLAIDX_INLINE void maxsim_docs_impl(const float* Qt, int64_t nq, int64_t qlen, int64_t d, const float* values,
                                     const int64_t* doc_offsets, int64_t ndocs, int64_t begin, int64_t end,
                                     float* run_max, float* out) {
@@ -30,7 +31,8 @@ PLAIDX_INLINE void maxsim_docs_impl(const float* Qt, int64_t nq, int64_t qlen, i
     std::fill(run_max, run_max + nq * qp, kNegInf);
     for (int64_t t = lo; t < hi; t += kValuesBlock) {
       const int64_t nt = std::min(kValuesBlock, hi - t);
-      for (int64_t q = 0; q < nq; ++q) max_dots(Qt + q * d * qp, d, qp, values + t * d, nt, run_max + q * qp);
+      for (int64_t q = 0; q < nq; ++q)
+        max_dots<WideVec<I>>(Qt + q * d * qp, d, qp, values + t * d, nt, run_max + q * qp);
     }
     for (int64_t q = 0; q < nq; ++q) out[q * ndocs + i] = hi > lo ? sum_first(run_max + q * qp, qlen) : 0.0f;
   }
@@ -41,6 +43,7 @@ PLAIDX_DISPATCH(void, maxsim_docs,
                  float* out),
                 (Qt, nq, qlen, d, values, doc_offsets, ndocs, begin, end, run_max, out))
 
+template <Isa I>
 PLAIDX_INLINE bool exact_docs_impl(const float* Qt, int64_t qlen, const Compressed& col, const int64_t* docs,
                                    int64_t count, float* buf, float* run_max, float* out) {
   const int64_t d = col.d, qp = padded_qlen(qlen), pb = d * col.nbits / 8;
@@ -49,11 +52,18 @@ PLAIDX_INLINE bool exact_docs_impl(const float* Qt, int64_t qlen, const Compress
     std::fill(run_max, run_max + qp, kNegInf);
     for (int64_t t = lo; t < hi; t += kDecodeBlock) {
       const int64_t nt = std::min(kDecodeBlock, hi - t);
+      if (t + nt < hi) {  // the next block of this document, or the first block of the next one
+        prefetch_centroids(col.codes, t + nt, std::min(t + nt + kDecodeBlock, hi), col.centroids, col.nlist,
+                           d);
+      } else if (i + 1 < count) {
+        const int64_t lo2 = col.doc_offsets[docs[i + 1]], hi2 = col.doc_offsets[docs[i + 1] + 1];
+        prefetch_centroids(col.codes, lo2, std::min(lo2 + kDecodeBlock, hi2), col.centroids, col.nlist, d);
+      }
       if (!decode_rows_any(col.nbits, col.codes + t, col.packed + t * pb, nt, col.centroids, col.nlist,
                            col.table, d, buf))
         return false;
       for (int64_t u = 0; u < nt; ++u) normalize(buf + u * d, d);
-      max_dots(Qt, d, qp, buf, nt, run_max);
+      max_dots<WideVec<I>>(Qt, d, qp, buf, nt, run_max);
     }
     out[i] = hi > lo ? sum_first(run_max, qlen) : 0.0f;
   }

@@ -75,6 +75,13 @@ void parallel_chunks(int64_t n, int64_t grain, int nthreads, F&& fn) {
   });
 }
 
+// Threads worth starting for `work` units when one thread should get at least `min_per_thread`
+// (a parallel region costs microseconds, and much more on a busy machine): between 1 and nthreads.
+inline int threads_for(int64_t work, int64_t min_per_thread, int nthreads) {
+  const int64_t useful = work / (min_per_thread > 0 ? min_per_thread : 1);
+  return static_cast<int>(useful < 1 ? 1 : useful < nthreads ? useful : nthreads);
+}
+
 // A grain that gives each of nthreads threads about `per_thread` chunks (for load balance).
 inline int64_t grain_for(int64_t n, int nthreads, int64_t per_thread = 8) {
   const int64_t chunks = static_cast<int64_t>(nthreads > 1 ? nthreads : 1) * per_thread;

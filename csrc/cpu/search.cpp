@@ -20,6 +20,10 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr int64_t kCellBlock = 64;  // cells transposed per block
+// Least work per thread for a parallel stage inside one query (each is roughly 50 microseconds).
+constexpr int64_t kMinCellScores = 1 << 19;      // S entries transposed or scanned by the probe
+constexpr int64_t kMinCentroidTokens = 1 << 15;  // tokens scored with centroid scores
+constexpr int64_t kMinExactTokens = 512;         // tokens decompressed and scored exactly
 
 struct FreeDeleter {
   void operator()(uint8_t* p) const { std::free(p); }
@@ -51,6 +55,7 @@ struct Workspace {
 };
 
 // Cells [c0, c1): St rows, and keep flags from the per-cell maximum over query tokens.
+template <Isa I>
 PLAIDX_INLINE void prepare_cells_impl(const float* Sq, int64_t qlen, int64_t nlist, int64_t c0, int64_t c1,
                                       double threshold, float* St, uint8_t* keep) {
   const int64_t qp = padded_qlen(qlen);
@@ -80,18 +85,26 @@ PLAIDX_DISPATCH(void, prepare_cells,
 // The np best cells of one score row (nlist,), in any order, into out (np,). np < nlist.
 void probe_row(const float* row, int64_t nlist, int64_t np, int64_t* out) {
   if (np <= 64) {
-    // Sorted insertion into a buffer of the np best so far (cells arrive in ascending order).
+    // Sorted insertion into a buffer of the np best so far. Cells arrive in ascending order, so once
+    // the buffer is full a later cell enters only with a key strictly above the worst kept key.
     Scored best[64];
     int64_t m = 0;
-    for (int64_t c = 0; c < nlist; ++c) {
-      const float x = row[c];
-      if (m == np && !ranks_before(x, c, best[m - 1].score, best[m - 1].doc)) continue;
+    auto insert = [&](float x, int64_t c) {
       int64_t i = m < np ? m++ : np - 1;
       while (i > 0 && ranks_before(x, c, best[i - 1].score, best[i - 1].doc)) {
         best[i] = best[i - 1];
         --i;
       }
       best[i] = Scored{x, c};
+    };
+    int64_t c = 0;
+    for (; c < nlist && m < np; ++c) insert(row[c], c);
+    float worst = rank_key(best[np - 1].score);
+    for (; c < nlist; ++c) {
+      if (row[c] > worst) {  // false for NaN, which ranks as -inf
+        insert(row[c], c);
+        worst = rank_key(best[np - 1].score);
+      }
     }
     for (int64_t i = 0; i < np; ++i) out[i] = best[i].doc;
     return;
@@ -104,6 +117,7 @@ void probe_row(const float* row, int64_t nlist, int64_t np, int64_t* out) {
 
 // Centroid-score MaxSim of documents docs[0:count] over the kept cells (keep == nullptr: every cell).
 // skipped (nullable): whether some token of the document was left out. False on a code >= nlist.
+template <Isa I>
 PLAIDX_INLINE bool centroid_scores_impl(const float* St, int64_t qlen, const Compressed& col,
                                         const int64_t* docs, int64_t count, const uint8_t* keep, float* out,
                                         uint8_t* skipped) {
@@ -134,8 +148,15 @@ PLAIDX_DISPATCH(bool, centroid_scores,
   throw std::invalid_argument("codes: a centroid id is >= nlist (" + std::to_string(nlist) + ")");
 }
 
+int64_t count_tokens(const Compressed& col, const int64_t* docs, int64_t count) {
+  int64_t total = 0;
+  for (int64_t i = 0; i < count; ++i) total += col.doc_offsets[docs[i] + 1] - col.doc_offsets[docs[i]];
+  return total;
+}
+
 void centroid_scores_parallel(const float* St, int64_t qlen, const Compressed& col, const int64_t* docs,
                               int64_t count, const uint8_t* keep, float* out, uint8_t* skipped, int threads) {
+  if (threads > 1) threads = threads_for(count_tokens(col, docs, count), kMinCentroidTokens, threads);
   parallel_chunks(count, std::max<int64_t>(16, grain_for(count, threads, 4)), threads,
                   [&](int64_t b, int64_t e) {
                     if (!centroid_scores(St, qlen, col, docs + b, e - b, keep, out + b,
@@ -146,6 +167,7 @@ void centroid_scores_parallel(const float* St, int64_t qlen, const Compressed& c
 
 void exact_scores_parallel(const float* Qt, int64_t qlen, const Compressed& col, const int64_t* docs,
                            int64_t count, float* out, int threads) {
+  if (threads > 1) threads = threads_for(count_tokens(col, docs, count), kMinExactTokens, threads);
   parallel_chunks(count, std::max<int64_t>(1, grain_for(count, threads, 8)), threads,
                   [&](int64_t b, int64_t e) { exact_scores(Qt, qlen, col, docs + b, e - b, out + b); });
 }
@@ -176,8 +198,10 @@ void search_query(const SearchContext& ctx, int64_t q, Workspace& ws, int thread
   const float* Qt = ctx.Qt + q * col.d * qp;
 
   // 1. transposed scores, kept cells, probed cells
-  const int64_t cell_grain = std::max<int64_t>(4, grain_for(nlist, threads, 2) / kCellBlock + 1) * kCellBlock;
-  parallel_chunks(nlist, cell_grain, threads, [&](int64_t b, int64_t e) {
+  const int cell_threads = threads_for(qlen * nlist, kMinCellScores, threads);
+  const int64_t cell_grain =
+      std::max<int64_t>(4, grain_for(nlist, cell_threads, 2) / kCellBlock + 1) * kCellBlock;
+  parallel_chunks(nlist, cell_grain, cell_threads, [&](int64_t b, int64_t e) {
     prepare_cells(Sq, qlen, nlist, b, e, ctx.p.threshold, ws.St.data(), ws.keep.data());
   });
   const int64_t np = std::min(ctx.p.nprobe, nlist);
@@ -186,7 +210,7 @@ void search_query(const SearchContext& ctx, int64_t q, Workspace& ws, int thread
     for (int64_t a = 0; a < qlen; ++a)
       for (int64_t c = 0; c < nlist; ++c) ws.probed[a * np + c] = c;
   } else {
-    parallel_for(qlen, threads,
+    parallel_for(qlen, cell_threads,
                  [&](int64_t a) { probe_row(Sq + a * nlist, nlist, np, ws.probed.data() + a * np); });
   }
 

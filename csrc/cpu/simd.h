@@ -1,21 +1,25 @@
 // simd.h: portable 8-lane float vector and the runtime SIMD dispatch macros of the CPU kernels.
 //
 // v8f is a GCC/clang vector extension (one AVX register in the avx2 copy of a worker, two SSE
-// registers in the baseline copy) or, on other compilers, a plain struct with the same operations.
-// Every operation is element-wise, so a value computed with v8f is bit-identical in every copy and
-// with every compiler: no reassociation, no fused multiply-add (FMA is not enabled).
+// registers in the baseline copy) or, on other compilers, a plain struct with the same operations;
+// v16f (GCC/clang) is used by the avx512 copy. Operations are element-wise and never reassociated
+// (no -ffast-math), so a value is computed by one fixed sequence of operations in a given copy:
+// results do not depend on the thread count or on blocking. The avx2 and avx512 copies let the
+// compiler fuse multiply-adds (FMA), so they may differ from the baseline copy in the last bits.
 //
-// Runtime dispatch: a hot worker is written once as an inline `name_impl`; PLAIDX_DISPATCH then
-// defines `name` calling a copy compiled with __attribute__((target("avx2"))) when the CPU (and OS)
-// support AVX2, else a baseline copy (GCC/clang on x86-64; elsewhere `name` calls the impl). Parallel
+// Runtime dispatch: a hot worker is written once as an inline template `name_impl<Isa>`;
+// PLAIDX_DISPATCH then defines `name`, which calls a copy compiled with
+// __attribute__((target("avx512f"))) or target("avx2") when the CPU (and OS) support it, else a
+// baseline copy (GCC/clang on x86-64; elsewhere, or with -march=native, the one compiled ISA). Parallel
 // regions never live in the dispatched workers: drivers call them from inside the region. (GCC's
 // target_clones is not used: it lowers 8-lane broadcasts for the baseline before cloning, which
-// leaves the avx2 clone with slow lane inserts.) Both copies compute bit-identical results.
+// leaves the avx2 clone with slow lane inserts.)
 //
 // Thread-safety: header-only pure helpers, no state except the cached CPU feature flag.
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 
@@ -27,26 +31,64 @@
 #define PLAIDX_INLINE inline
 #endif
 
+namespace plaidx::cpu {
+// Instruction sets a worker can be compiled for.
+enum class Isa { kBase, kAvx2, kAvx512 };
+}  // namespace plaidx::cpu
+
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__AVX2__) && !defined(PLAIDX_NO_DISPATCH)
 #define PLAIDX_HAVE_DISPATCH 1
 namespace plaidx::cpu {
-// True when this CPU and OS run AVX2 code (checked once).
-inline bool cpu_has_avx2() {
-  static const bool yes = [] {
+// The best copy this CPU (and OS) runs, checked once; the environment variable PLAIDX_SIMD=baseline
+// or avx2 caps it (for testing the other copies; read at the first kernel call).
+inline Isa runtime_isa() {
+  static const Isa isa = [] {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") != 0;
+    Isa best = Isa::kBase;
+    if (__builtin_cpu_supports("avx512f")) {
+      best = Isa::kAvx512;
+    } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+      best = Isa::kAvx2;
+    }
+    const char* cap = std::getenv("PLAIDX_SIMD");
+    if (cap != nullptr && std::strcmp(cap, "baseline") == 0) return Isa::kBase;
+    if (cap != nullptr && std::strcmp(cap, "avx2") == 0 && best == Isa::kAvx512) {
+      return __builtin_cpu_supports("fma") ? Isa::kAvx2 : Isa::kBase;
+    }
+    return best;
   }();
-  return yes;
+  return isa;
 }
 }  // namespace plaidx::cpu
-#define PLAIDX_DISPATCH(ret, name, params, args)                                      \
-  __attribute__((target("avx2"))) ret name##_avx2 params { return name##_impl args; } \
-  ret name##_base params { return name##_impl args; }                                 \
-  ret name params { return ::plaidx::cpu::cpu_has_avx2() ? name##_avx2 args : name##_base args; }
+#define PLAIDX_DISPATCH(ret, name, params, args)                                 \
+  __attribute__((target("avx512f,avx2"))) ret name##_avx512 params {             \
+    return name##_impl<::plaidx::cpu::Isa::kAvx512> args;                        \
+  }                                                                              \
+  __attribute__((target("avx2,fma"))) ret name##_avx2 params {                   \
+    return name##_impl<::plaidx::cpu::Isa::kAvx2> args;                          \
+  }                                                                              \
+  ret name##_base params { return name##_impl<::plaidx::cpu::Isa::kBase> args; } \
+  ret name params {                                                              \
+    switch (::plaidx::cpu::runtime_isa()) {                                      \
+      case ::plaidx::cpu::Isa::kAvx512: return name##_avx512 args;               \
+      case ::plaidx::cpu::Isa::kAvx2: return name##_avx2 args;                   \
+      default: return name##_base args;                                          \
+    }                                                                            \
+  }
 #else
 #define PLAIDX_HAVE_DISPATCH 0
+namespace plaidx::cpu {
+#if defined(__GNUC__) && defined(__AVX512F__)
+constexpr Isa kCompiledIsa = Isa::kAvx512;
+#elif defined(__AVX2__)
+constexpr Isa kCompiledIsa = Isa::kAvx2;
+#else
+constexpr Isa kCompiledIsa = Isa::kBase;
+#endif
+inline Isa runtime_isa() { return kCompiledIsa; }
+}  // namespace plaidx::cpu
 #define PLAIDX_DISPATCH(ret, name, params, args) \
-  ret name params { return name##_impl args; }
+  ret name params { return name##_impl<::plaidx::cpu::kCompiledIsa> args; }
 #endif
 
 namespace plaidx::cpu {
@@ -58,7 +100,9 @@ namespace plaidx::cpu {
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 
+typedef float v4f __attribute__((vector_size(16)));
 typedef float v8f __attribute__((vector_size(32)));
+typedef float v16f __attribute__((vector_size(64)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 
 PLAIDX_INLINE v8f vzero() { return v8f{0, 0, 0, 0, 0, 0, 0, 0}; }
@@ -78,8 +122,29 @@ PLAIDX_INLINE v8f vmax_update(v8f m, v8f x) {
 }
 PLAIDX_INLINE float vlane(v8f x, int i) { return x[i]; }
 
+// Lane-generic forms for the kernels templated on the vector type (the copy's native width).
+template <class V>
+PLAIDX_INLINE V vload_as(const float* p) {
+  V r;
+  std::memcpy(&r, p, sizeof(r));
+  return r;
+}
+template <class V>
+PLAIDX_INLINE void vstore_as(float* p, V x) {
+  std::memcpy(p, &x, sizeof(x));
+}
+template <class V>
+PLAIDX_INLINE V vmax_as(V m, V x) {
+  const auto gt = x > m;
+  using I = decltype(gt);
+  return (V)(((I)x & gt) | ((I)m & ~gt));
+}
+// The vector type the copy compiled for `I` uses in its dot-product kernels: one native register.
+template <Isa I>
+using WideVec = typename std::conditional<I == Isa::kAvx512, v16f,
+                                          typename std::conditional<I == Isa::kAvx2, v8f, v4f>::type>::type;
+
 // o[0:N] = a[0:N] + b[0:N] for N in {1, 2, 4, 8}, as one vector addition.
-typedef float v4f __attribute__((vector_size(16)));
 typedef float v2f __attribute__((vector_size(8)));
 template <int N>
 PLAIDX_INLINE void add_small(float* o, const float* a, const float* b) {
@@ -148,6 +213,20 @@ template <int N>
 inline void add_small(float* o, const float* a, const float* b) {
   for (int i = 0; i < N; ++i) o[i] = a[i] + b[i];
 }
+template <class V>
+inline V vload_as(const float* p) {
+  return vload(p);
+}
+template <class V>
+inline void vstore_as(float* p, const V& x) {
+  vstore(p, x);
+}
+template <class V>
+inline V vmax_as(const V& m, const V& x) {
+  return vmax_update(m, x);
+}
+template <Isa I>
+using WideVec = v8f;
 
 #endif
 
