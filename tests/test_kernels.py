@@ -447,6 +447,8 @@ def test_empty_inputs(mod):
     for scores, docs in (run_search(mod, Q, S, col), run_exact(mod, Q, col)):
         assert np.all(docs == -1) and np.all(np.isneginf(scores))
     assert run_exact(mod, Q[:0], col)[0].shape == (0, 5)
+    assert run_search(mod, Q[:0], S[:0], col)[1].shape == (0, 5)
+    assert mod.maxsim(Q[:0], np.zeros((0, d), np.float32), np.zeros(3, np.int64)).shape == (0, 2)
     assert mod.maxsim(Q, np.zeros((0, d), np.float32), np.zeros(3, np.int64)).tolist() == [[0, 0], [0, 0]]
 
 

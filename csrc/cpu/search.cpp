@@ -31,9 +31,9 @@ struct FreeDeleter {
 
 // Per-query scratch, reused across the queries a thread handles.
 struct Workspace {
-  std::vector<float> St;                             // (nlist, qp): S[q] transposed, padding columns 0
-  std::vector<uint8_t> keep;                         // (nlist,): max_a S[q, a, c] >= threshold
-  std::vector<uint8_t> cell_seen;                    // (nlist,): all 0 between queries
+  std::unique_ptr<float[]> St;     // (nlist, qp): S[q] transposed, padding columns 0 (written per query)
+  std::vector<uint8_t> keep;       // (nlist,): max_a S[q, a, c] >= threshold
+  std::vector<uint8_t> cell_seen;  // (nlist,): all 0 between queries
   std::unique_ptr<uint8_t[], FreeDeleter> doc_seen;  // (ndocs,): all 0 between queries
   std::vector<int64_t> probed;                       // (qlen * nprobe,)
   std::vector<int64_t> cand;                         // candidate documents, ascending
@@ -46,7 +46,7 @@ struct Workspace {
   std::vector<float> redo_scores;
 
   Workspace(int64_t nlist, int64_t qp, int64_t ndocs)
-      : St(static_cast<size_t>(nlist * qp)),
+      : St(new float[static_cast<size_t>(nlist * qp)]),
         keep(static_cast<size_t>(nlist)),
         cell_seen(static_cast<size_t>(nlist), 0),
         doc_seen(static_cast<uint8_t*>(std::calloc(static_cast<size_t>(ndocs > 0 ? ndocs : 1), 1))) {
@@ -202,13 +202,13 @@ void search_query(const SearchContext& ctx, int64_t q, Workspace& ws, int thread
   const int64_t cell_grain =
       std::max<int64_t>(4, grain_for(nlist, cell_threads, 2) / kCellBlock + 1) * kCellBlock;
   parallel_chunks(nlist, cell_grain, cell_threads, [&](int64_t b, int64_t e) {
-    prepare_cells(Sq, qlen, nlist, b, e, ctx.p.threshold, ws.St.data(), ws.keep.data());
+    prepare_cells(Sq, qlen, nlist, b, e, ctx.p.threshold, ws.St.get(), ws.keep.data());
   });
   const int64_t np = std::min(ctx.p.nprobe, nlist);
   ws.probed.resize(static_cast<size_t>(qlen * np));
-  if (np == nlist) {
-    for (int64_t a = 0; a < qlen; ++a)
-      for (int64_t c = 0; c < nlist; ++c) ws.probed[a * np + c] = c;
+  if (np == nlist) {  // every cell, listed once
+    ws.probed.resize(static_cast<size_t>(nlist));
+    for (int64_t c = 0; c < nlist; ++c) ws.probed[c] = c;
   } else {
     parallel_for(qlen, cell_threads,
                  [&](int64_t a) { probe_row(Sq + a * nlist, nlist, np, ws.probed.data() + a * np); });
@@ -243,7 +243,7 @@ void search_query(const SearchContext& ctx, int64_t q, Workspace& ws, int thread
   // 3. pruned centroid scores, keep the best ndocs
   ws.pruned.resize(static_cast<size_t>(ncand));
   ws.skipped.resize(static_cast<size_t>(ncand));
-  centroid_scores_parallel(ws.St.data(), qlen, col, ws.cand.data(), ncand, ws.keep.data(), ws.pruned.data(),
+  centroid_scores_parallel(ws.St.get(), qlen, col, ws.cand.data(), ncand, ws.keep.data(), ws.pruned.data(),
                            ws.skipped.data(), threads);
   ws.items.resize(static_cast<size_t>(ncand));
   for (int64_t i = 0; i < ncand; ++i) ws.items[i] = Scored{ws.pruned[i], i};
@@ -254,7 +254,7 @@ void search_query(const SearchContext& ctx, int64_t q, Workspace& ws, int thread
   for (const Scored& it : ws.items)
     if (ws.skipped[it.doc]) ws.redo.push_back(ws.cand[it.doc]);
   ws.redo_scores.resize(ws.redo.size());
-  centroid_scores_parallel(ws.St.data(), qlen, col, ws.redo.data(), static_cast<int64_t>(ws.redo.size()),
+  centroid_scores_parallel(ws.St.get(), qlen, col, ws.redo.data(), static_cast<int64_t>(ws.redo.size()),
                            nullptr, ws.redo_scores.data(), nullptr, threads);
   for (size_t i = 0, r = 0; i < ws.items.size(); ++i)
     if (ws.skipped[ws.items[i].doc]) ws.items[i].score = ws.redo_scores[r++];
@@ -310,17 +310,27 @@ void exact_search(const float* Q, int64_t nq, int64_t qlen, const Compressed& co
   const int64_t qp = padded_qlen(qlen);
   std::vector<float> Qt(static_cast<size_t>(nq * col.d * qp));
   transpose_queries(Q, nq, qlen, col.d, Qt.data());
-  std::vector<int64_t> docs;
-  docs.reserve(static_cast<size_t>(col.ndocs));
-  for (int64_t i = 0; i < col.ndocs; ++i)
-    if (allowed == nullptr || allowed[i]) docs.push_back(i);
-  const int64_t m = static_cast<int64_t>(docs.size());
+  // Each chunk of documents keeps its own top k; the top k of a strict total order is unique, so the
+  // merged result does not depend on the chunking. Memory: O(chunks * k), not O(ndocs).
   auto one_query = [&](int64_t q, int inner) {
-    std::vector<float> scores(static_cast<size_t>(m));
-    exact_scores_parallel(Qt.data() + q * col.d * qp, qlen, col, docs.data(), m, scores.data(), inner);
-    std::vector<Scored> items(static_cast<size_t>(m));
-    for (int64_t i = 0; i < m; ++i) items[i] = Scored{scores[i], docs[i]};
-    write_top(items, k, out_scores + q * k, out_docs + q * k);
+    const int64_t grain = std::max<int64_t>(64, grain_for(col.ndocs, inner, 8));
+    const int64_t nchunks = (col.ndocs + grain - 1) / grain;
+    std::vector<std::vector<Scored>> tops(static_cast<size_t>(nchunks));
+    parallel_chunks(col.ndocs, grain, inner, [&](int64_t b, int64_t e) {
+      std::vector<int64_t> docs;
+      for (int64_t i = b; i < e; ++i)
+        if (allowed == nullptr || allowed[i]) docs.push_back(i);
+      const int64_t m = static_cast<int64_t>(docs.size());
+      std::vector<float> scores(static_cast<size_t>(m));
+      exact_scores(Qt.data() + q * col.d * qp, qlen, col, docs.data(), m, scores.data());
+      std::vector<Scored>& top = tops[static_cast<size_t>(b / grain)];
+      top.resize(static_cast<size_t>(m));
+      for (int64_t i = 0; i < m; ++i) top[i] = Scored{scores[i], docs[i]};
+      keep_top(top, k);
+    });
+    std::vector<Scored> merged;
+    for (const std::vector<Scored>& top : tops) merged.insert(merged.end(), top.begin(), top.end());
+    write_top(merged, k, out_scores + q * k, out_docs + q * k);
   };
   if (nq >= threads && threads > 1) {
     parallel_chunks(nq, (nq + threads - 1) / threads, threads, [&](int64_t b, int64_t e) {
