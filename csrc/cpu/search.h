@@ -12,8 +12,10 @@
 // k >= 1. doc_offsets and ivf_offsets are checked in full; codes and ivf entries are checked where
 // they are read. Violations throw std::invalid_argument.
 // Parallelism: across queries when nq >= threads, otherwise across cells / candidates inside each
-// query. Every score is computed by one fixed sequence of operations and every selection uses a strict
-// total order, so results are bit-identical for any num_threads (0: the OpenMP default).
+// query (a stage with little work stays on one thread). Every score is computed by one fixed sequence
+// of operations and every selection uses a strict total order, so results are bit-identical for any
+// num_threads (0: the OpenMP default). Scratch per thread: nlist * qp floats, ndocs bytes, and
+// O(candidates) for the candidate lists.
 // Thread-safety: pure functions; they only write out_scores and out_docs.
 #pragma once
 
