@@ -8,7 +8,8 @@ Usage::
 For each collection (``/work/shared/data/<name>``, or ``$PLAIDX_DATA``): documents (title + text) are
 split into passages by ``RAGPretrainedModel``'s own path (default splitter, max_document_length 256) and
 encoded with the model (default: the bundled all-MiniLM-L6-v2); the passage embeddings are cached under
-``benchmarks/results/cache/quality_<dataset>_<key>/`` (float16, resumable), so reruns skip the slow part.
+``benchmarks/results/cache/quality_<dataset>_<key>/`` (float16, resumable), so reruns skip the slow part
+(``--index-root`` keeps the built indexes too).
 The index is then built from them exactly as ``RAG.index`` builds it, and the judged test queries are run:
 
 - ``rag_search``: ``RAG.search(queries, k=K)`` with its defaults (PLAID at these sizes);
@@ -166,15 +167,24 @@ def run_dataset(name: str, args, rag) -> dict:
     encode_s = time.time() - t
     n_tokens = int(sum(e.shape[0] for e in embs))
 
-    t = time.time()
-    rag._write_index(name, enc, documents, passages, embs, passages_config={"bench": "bench_quality"})
-    build_s = time.time() - t
+    cfg_file = Path(rag.index_root) / name / "plaidx_rag.json"
+    if args.index_root and cfg_file.exists() and \
+            json.loads(cfg_file.read_text())["passages"].get("bench_cache_key") == key:
+        rag._open(name)  # built by an earlier run from the same passages and embeddings
+        build_s = json.loads(cfg_file.read_text())["passages"].get("bench_build_s")
+    else:
+        t = time.time()
+        rag._write_index(name, enc, documents, passages, embs, passages_config={"bench_cache_key": key})
+        build_s = round(time.time() - t, 1)
+        cfg = json.loads(cfg_file.read_text())
+        cfg["passages"]["bench_build_s"] = build_s
+        cfg_file.write_text(json.dumps(cfg, indent=1, sort_keys=True))
     h = rag._handle(name)
     pid_doc = {int(p): d for p, (d, _c, _m) in h.store.lookup(h.engine.ids.tolist()).items()}
     K = args.k
     out = {"dataset": name, "documents": len(texts), "passages": len(passages), "tokens": n_tokens,
            "queries": len(q_ids), "nbits": h.engine.nbits, "nlist": h.engine.nlist, "k_passages": K,
-           "encode_s_this_run": round(encode_s, 1), "build_s": round(build_s, 1), "ndcg@10": {}, "ms_per_query": {}}
+           "encode_s_this_run": round(encode_s, 1), "build_s": build_s, "ndcg@10": {}, "ms_per_query": {}}
 
     def from_rag(results) -> dict:
         return {q: doc_run([r["passage_id"] for r in res], pid_doc, [r["score"] for r in res])
@@ -256,13 +266,17 @@ def main() -> None:
     ap.add_argument("--bsize", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-float", action="store_true", help="skip the uncompressed exhaustive baseline")
+    ap.add_argument("--index-root", default=None,
+                    help="keep the indexes here and reuse them when built from the same cached embeddings "
+                         "(default: a temporary folder)")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
     from plaidx import RAGPretrainedModel, _kernels
 
-    with tempfile.TemporaryDirectory(dir=CACHE if CACHE.exists() else None) as root:
+    with tempfile.TemporaryDirectory(dir=CACHE if CACHE.exists() else None) as tmp:
+        root = args.index_root or tmp
         rag = RAGPretrainedModel.from_pretrained(args.model, n_gpu=0, verbose=0, index_root=root)
         results = [run_dataset(name, args, rag) for name in args.datasets]
         meta = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
