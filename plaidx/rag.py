@@ -256,6 +256,7 @@ class _OpenIndex:
             raise FileNotFoundError(f"no index at {str(path)!r}")
         self.path = path
         self.name = path.name
+        self._folder = os.stat(path).st_ino
         self.config = _read_config(path)
         self.engine = Index.open(path / ENGINE_DIR)
         self.store = DocStore(path / DOCSTORE_FILE)
@@ -270,6 +271,13 @@ class _OpenIndex:
         except OSError:
             return None
         return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def replaced(self) -> bool:
+        """Whether the folder at this path is no longer the one opened (an overwrite replaced it)."""
+        try:
+            return os.stat(self.path).st_ino != self._folder
+        except OSError:
+            return True
 
     def refresh(self) -> None:
         """Switch the engine to its newest generation when another handle or process committed one."""
@@ -450,6 +458,9 @@ class RAGPretrainedModel:
         path = self.index_root / _check_name(name)
         with self._handles_lock:
             h = self._handles.get(path)
+            if h is not None and h.replaced():  # another handle or process overwrote the index
+                del self._handles[path]
+                h = None
             if h is None:
                 if not path.is_dir():
                     _recover(path)

@@ -393,3 +393,7 @@ def test_second_handle_sees_the_first_ones_writes(rag, checkpoint, tmp_path):
     assert seen == {f"d{i}" for i in range(12)} - {"d3"}
     other.delete_from_index(["d10"])
     assert "d10" not in {r["document_id"] for r in rag.search(docs[10], k=50)}
+    fresh = corpus(3, seed=13)
+    rag.index(fresh, document_ids=["x", "y", "z"], index_name="shared")  # overwrite under the other's feet
+    assert sorted(r["document_id"] for r in other.search(fresh[0], k=50)) == ["x", "y", "z"]
+    assert {r["content"] for r in other.search(fresh[0], k=50)} == set(fresh)
