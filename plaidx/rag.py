@@ -59,7 +59,11 @@ def _device_for(n_gpu: int) -> Optional[str]:
     return "cuda"
 
 
-def _check_name(name: Any) -> str:
+def _check_name(name: Any, strict: bool = True) -> str:
+    """A new index's name: letters, digits, '.', '_', '-'; an existing one (strict=False): any folder name."""
+    if not strict and isinstance(name, str) and name not in ("", ".", "..") and os.sep not in name and \
+            (os.altsep is None or os.altsep not in name):
+        return name
     if not isinstance(name, str) or not _NAME_OK.match(name) or name in (".", ".."):
         raise ValueError(f"index_name must be a folder name of letters, digits, '.', '_' or '-' (not starting "
                          f"with '.' or '-'), got {name!r}")
@@ -455,7 +459,7 @@ class RAGPretrainedModel:
 
     # -- index handles ---------------------------------------------------------------------------
     def _open(self, name: str) -> _OpenIndex:
-        path = self.index_root / _check_name(name)
+        path = self.index_root / _check_name(name, strict=False)
         with self._handles_lock:
             h = self._handles.get(path)
             if h is not None and h.replaced():  # another handle or process overwrote the index
