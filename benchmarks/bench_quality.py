@@ -141,7 +141,7 @@ def bm25_runs(doc_ids, texts, q_ids, q_texts) -> tuple[dict, str]:
 
 
 def float_exhaustive(Q: np.ndarray, embs: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
-    from plaidx.maxsim import maxsim
+    from plaidx.scoring import maxsim
 
     parts = []
     for lo in range(0, len(embs), 2048):

@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Index": ("plaidx.index", "Index"),
     "SearchParams": ("plaidx.search", "SearchParams"),
-    "maxsim": ("plaidx.maxsim", "maxsim"),
+    "maxsim": ("plaidx.scoring", "maxsim"),
     "build_info": ("plaidx.info", "build_info"),
     "ColBERT": ("plaidx.encoder", "ColBERT"),
     "RAGPretrainedModel": ("plaidx.rag", "RAGPretrainedModel"),

@@ -23,7 +23,7 @@ from .docstore import DocStore, metadata_json
 from .errors import IndexFormatError, IndexLockedError
 from .index import Index
 from .inputs import check_k
-from .maxsim import maxsim
+from .scoring import maxsim
 from .search import SearchParams
 from .storage import WriterLock
 

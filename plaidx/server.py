@@ -534,7 +534,7 @@ def _query_matrix(rows: list[list[float]], limits: Limits) -> np.ndarray:
 
 
 def _maxsim(query: np.ndarray, docs: Sequence[np.ndarray]) -> np.ndarray:
-    from .maxsim import maxsim
+    from .scoring import maxsim
 
     return np.asarray(maxsim(query, list(docs)), dtype=np.float32)
 

@@ -17,7 +17,7 @@ from encoder_fixtures import WORDS, make_tiny_checkpoint
 
 import plaidx
 from plaidx import RAGPretrainedModel
-from plaidx.maxsim import maxsim
+from plaidx.scoring import maxsim
 from plaidx.rag import CONFIG_FILE, DOCSTORE_FILE, ENGINE_DIR
 
 VOCAB = list(dict.fromkeys(WORDS))
