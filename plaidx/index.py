@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -246,7 +247,7 @@ class Index:
         nbits : bits per residual dimension, one of 1, 2, 4, 8.
         nlist : number of centroids; default ``default_nlist(n_tokens)``.
         kmeans_niters, seed : k-means iterations and seed (the build is deterministic given both).
-        kmeans_sample : tokens used to train k-means; default 64 per centroid, at most 2**20.
+        kmeans_sample : tokens used to train k-means; default 40 per centroid, at most 2**20.
         batch_tokens : tokens compressed per batch (bounds the build's memory).
         overwrite : replace an existing index at ``path`` (as one atomic commit).
         metadata : JSON-serialisable dict stored in the manifest (e.g. the model that made the embeddings).
@@ -650,6 +651,8 @@ def _build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: 
         lengths = np.array([_n_rows(source[i], i) for i in range(n_docs)], dtype=np.int64)
         n_tokens = int(lengths.sum())
         rng = np.random.default_rng(seed)
+        timings = {}
+        t0 = time.perf_counter()
         order = rng.permutation(n_docs)
         if codec is None:
             nl = default_nlist(n_tokens) if nlist is None else nlist
@@ -669,7 +672,9 @@ def _build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: 
                 raise ValueError(f"embedding dimension {dim} is not a multiple of 8 (required by the residual "
                                  "packing)")
             # stored as float16: round first so that what is compressed against is what is decoded
+            timings["sample_s"] = round(time.perf_counter() - t0, 3)
             centroids = train_centroids(sample, nl, kmeans_niters, seed, verbose=False)
+            timings["kmeans_s"] = round(time.perf_counter() - t0 - timings["sample_s"], 3)
             centroids = centroids.astype(np.float16).astype(np.float32)
             assigner = Assigner(centroids)
             held_want = int(min(max(n_tokens // 20, 4096), 1 << 16))
@@ -695,12 +700,14 @@ def _build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: 
         codes_w = tx.stream("codes", np.uint16, (n_tokens,))
         res_w = tx.stream("residuals", np.uint8, (n_tokens, codec.packed_dim))
         seen: list[int] = []
+        t1 = time.perf_counter()
         norm_sum = _compress_stream((source[i] for i in range(n_docs)), assigner, codec, codes_w, res_w,
                                            batch_tokens, progress, total=n_docs, lengths_out=seen)
         if seen != lengths.tolist():
             raise ValueError("documents changed length between the two passes of the build")
         tx.finish("codes", codes_w)
         tx.finish("residuals", res_w)
+        timings["assign_compress_s"] = round(time.perf_counter() - t1, 3)
         offsets = np.zeros(n_docs + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         doc_ids = np.arange(n_docs, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
@@ -711,7 +718,7 @@ def _build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: 
         fields = {"dim": dim, "nbits": nbits, "nlist": nl, "n_docs": n_docs, "n_tokens": n_tokens,
                   "n_deleted": 0, "next_id": int(next_id if next_id is not None else doc_ids[-1] + 1),
                   "metadata": dict(metadata or {}), "updates": {},
-                  "build": {"seed": seed, "kmeans_niters": kmeans_niters, "kmeans_sample": int(min(want, n_tokens)),
+                  "build": {"timings": timings, "seed": seed, "kmeans_niters": kmeans_niters, "kmeans_sample": int(min(want, n_tokens)),
                             "n_tokens": n_tokens, "residual_norm_mean": ref_norm,
                             "residual_norm_mean_all_tokens": norm_sum / n_tokens,
                             "format_version": FORMAT_VERSION}}
