@@ -11,7 +11,7 @@ sequential), build time, index bytes per token, peak RSS of the build, RSS right
     .venv/bin/python benchmarks/bench_engine.py --dataset synthetic --ndocs 10000 --peers none \
         --nprobe 1,2,4 --threshold 0.5,0.45,0.4 --search-ndocs 256,1024,4096     # plaidx parameter grid
 
-Writes benchmarks/results/engine_<dataset>_<ndocs>.json and .md (``_STUB`` suffix with --plaidx-stub).
+Writes benchmarks/results/engine_<dataset>_<ndocs>[_<tag>].json and .md (``_STUB`` suffix with --plaidx-stub).
 """
 
 from __future__ import annotations
@@ -348,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=int, default=4 * 3600, help="seconds per subprocess")
     ap.add_argument("--nice", type=int, default=0, help="niceness of the engine subprocesses")
     ap.add_argument("--out-dir", default=str(RESULTS_DIR))
+    ap.add_argument("--tag", default="", help="suffix of the output files (e.g. grid), so a run keeps others")
     args = ap.parse_args(argv)
 
     import torch
@@ -355,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     git_at_start = git_info()
     coll = get_collection(args)
-    label = f"{args.dataset}_{coll.n_docs}" + ("_STUB" if args.plaidx_stub else "")
+    label = f"{args.dataset}_{coll.n_docs}" + (f"_{args.tag}" if args.tag else "") + ("_STUB" if args.plaidx_stub else "")
     log(f"collection {coll.path}: {coll.n_docs:,} docs, {coll.n_tokens:,} tokens, d {coll.dim}, "
         f"{len(coll.queries)} queries")
     load_start = list(os.getloadavg())
