@@ -378,3 +378,19 @@ def test_hub_name_is_read_from_the_local_cache(ckpts, tmp_path, monkeypatch):
 
     with pytest.raises(CheckpointError, match="offline"):
         ColBERT.from_pretrained("tiny-org/not-cached")
+
+
+def test_matryoshka_head_names():
+    from plaidx.encoder import CheckpointError
+    from plaidx.encoder.heads import stanford_projection
+
+    g = torch.Generator().manual_seed(0)
+    heads = {"linear.weight": torch.randn(16, 32, generator=g), "linear_8.weight": torch.randn(8, 32, generator=g),
+             "linears.4.weight": torch.randn(4, 32, generator=g), "linear_16.weight": torch.randn(16, 32, generator=g)}
+    proj = stanford_projection(heads, 32)
+    assert proj.head_sizes == [16, 8, 4]  # a same-size duplicate does not replace the main head
+    x = torch.randn(2, 3, 32, generator=g)
+    torch.testing.assert_close(proj(x, 4), x @ heads["linears.4.weight"].T)
+    torch.testing.assert_close(proj(x), x @ heads["linear.weight"].T)
+    with pytest.raises(CheckpointError, match="its name says 12"):
+        stanford_projection({**heads, "linear_12.weight": torch.randn(10, 32)}, 32)

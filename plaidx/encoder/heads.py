@@ -1,7 +1,8 @@
 """Projection heads that map backbone hidden states to ColBERT vectors.
 
 - Stanford / jina checkpoints: one ``linear.weight`` (dim, hidden) without bias; extra top-level
-  ``linear<sep><size>.weight`` matrices, when a checkpoint ships them, are Matryoshka heads of that size.
+  ``linear_<size>.weight`` (or ``linears.<size>.weight``) matrices, when a checkpoint ships them, are
+  Matryoshka heads of that size.
 - PyLate: one or more sentence-transformers ``Dense`` modules applied in order (Linear, optional bias,
   activation, optional residual).
 - Plain encoders: no head (identity), the hidden states themselves.
@@ -21,7 +22,7 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "SiLU": nn.SiLU, "LeakyReLU": nn.LeakyReLU, "Softplus": nn.Softplus,
 }
 
-_EXTRA_HEAD = re.compile(r"^linear[_.-]?(\d+)\.weight$")
+_EXTRA_HEAD = re.compile(r"^linears?[_.-]?(\d+)\.weight$")  # linear_96.weight, linears.64.weight, ...
 
 
 def activation_from_name(name: str | None) -> nn.Module:

@@ -106,7 +106,14 @@ def _from_hub(repo_id: str) -> Path:
                               f"the hub is offline (HF_HUB_OFFLINE=1): download it first or pass a folder"
                               ) from cache_miss
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS))
+        folder = Path(snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS))
+        # Older checkpoints have only pytorch_model.bin: fetch it where no safetensors came down.
+        lacking = [d for d in (folder, *folder.glob("*_Dense")) if not any(d.glob("*.safetensors"))]
+        if lacking:
+            rel = [str(d.relative_to(folder)) for d in lacking]
+            patterns = [f"{r}/pytorch_model*.bin" if r != "." else "pytorch_model*.bin" for r in rel]
+            folder = Path(snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS + patterns))
+        return folder
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"could not find {repo_id!r} locally nor download it from the hub: {exc}") from exc
 

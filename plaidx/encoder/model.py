@@ -53,8 +53,8 @@ class ColBERT:
 
     ``dimensions`` (Matryoshka): a size for which the checkpoint ships a head of its own uses that head;
     any other size below ``dim`` keeps the first ``dimensions`` components of the full vectors and
-    renormalises them, which is how Matryoshka-trained heads (jina-colbert-v2: 128/96/64) are meant to
-    be cut; for other models it is an approximation.
+    renormalises them. Matryoshka training (jina-colbert-v2: 128/96/64) nests the smaller sizes in those
+    leading components; for a model trained without it, truncation is only an approximation.
     """
 
     def __init__(self, checkpoint: LoadedCheckpoint, name_or_path: str, device: torch.device, dtype: torch.dtype,
