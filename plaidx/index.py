@@ -102,6 +102,7 @@ class _Snapshot:
             raise IndexFormatError(f"{path / MANIFEST}: n_deleted={manifest.get('n_deleted')!r} disagrees with the "
                                    f"deleted array ({self.n_deleted}); the index is inconsistent")
         self.live_mask = (np.asarray(deleted) == 0).astype(np.uint8) if self.n_deleted else np.zeros(0, np.uint8)
+        self.centroids_t = np.ascontiguousarray(self.codec.centroids.T)  # (d, nlist) for query-centroid GEMMs
         self._ivf: tuple[np.ndarray, np.ndarray] | None = None
         self._ivf_lock = threading.Lock()
 
@@ -316,11 +317,12 @@ class Index:
             nprobe_eff = min(p.nprobe, snap.nlist)
             chunk = max(1, _SCORE_CHUNK_BYTES // (4 * q.shape[1] * snap.nlist))
             out_s, out_p = [], []
-            cents_t = np.ascontiguousarray(snap.codec.centroids.T)
+            cents_t = snap.centroids_t
             ivf, ivf_offsets = snap.ivf()
             for lo in range(0, q.shape[0], chunk):
                 qc = q[lo:lo + chunk]
-                S = np.ascontiguousarray(qc @ cents_t)  # (nq, q_tokens, nlist)
+                # one 2-D GEMM (BLAS); a stacked 3-D matmul would loop in numpy
+                S = (qc.reshape(-1, snap.dim) @ cents_t).reshape(qc.shape[0], qc.shape[1], snap.nlist)
                 s, ps = _kernels.search(qc, S, a["codes"], a["residuals"], a["doc_offsets"], ivf,
                                         ivf_offsets, snap.codec.centroids, snap.codec.weights, snap.nbits,
                                         allowed, nprobe_eff, p.centroid_score_threshold, p.ndocs, p.n_exact,
