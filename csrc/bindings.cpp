@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cpu/build_info.h"
+#include "cpu/centroid_scores.h"
 #include "cpu/codec.h"
 #include "cpu/ivf.h"
 #include "cpu/maxsim.h"
@@ -251,6 +252,28 @@ py::array_t<float> maxsim(const py::object& Q_o, const py::object& values_o, con
   return out;
 }
 
+py::array_t<float> centroid_scores(const py::object& Q_o, const py::object& centroids_t_o, int num_threads) {
+  const char* fn = "centroid_scores";
+  check_threads(fn, num_threads);
+  const auto Q = view<float>(Q_o, fn, "Q", 3, "(nq, qlen, d)");
+  const auto ct = view<float>(centroids_t_o, fn, "centroids_t", 2, "(d, nlist)");
+  const int64_t nq = Q[0], qlen = Q[1], d = Q[2], nlist = ct[1];
+  check_dim(fn, d);
+  const std::string f(fn);
+  expect(qlen >= 1, f + ": queries need at least one token (Q.shape[1] >= 1)");
+  expect(ct[0] == d, f + ": centroids_t must have shape (d, nlist) with d = " + std::to_string(d) +
+                         " (the centroids transposed), got " + shape_str(ct.shape));
+  expect(nlist >= 1 && nlist <= 65536,
+         f + ": nlist (centroids_t.shape[1]) must be in [1, 65536], got " + std::to_string(nlist));
+  py::array_t<float> out({nq, qlen, nlist});
+  float* o = mutable_data(out);
+  {
+    py::gil_scoped_release release;
+    cpu::query_centroid_scores(Q.data, nq, qlen, d, ct.data, nlist, o, num_threads);
+  }
+  return out;
+}
+
 py::tuple search(const py::object& Q_o, const py::object& S_o, const py::object& codes_o,
                  const py::object& packed_o, const py::object& offsets_o, const py::object& ivf_o,
                  const py::object& ivf_offsets_o, const py::object& centroids_o, const py::object& weights_o,
@@ -349,6 +372,10 @@ PYBIND11_MODULE(_core, m) {
         py::arg("num_threads") = 0,
         "maxsim(Q f32 (nq, qlen, d), values f32 (n, d), doc_offsets i64 (ndocs+1,), *, num_threads=0) "
         "-> f32 (nq, ndocs)");
+  m.def("centroid_scores", &centroid_scores, py::arg("Q"), py::arg("centroids_t"), py::kw_only(),
+        py::arg("num_threads") = 0,
+        "centroid_scores(Q f32 (nq, qlen, d), centroids_t f32 (d, nlist), *, num_threads=0) "
+        "-> S f32 (nq, qlen, nlist)");
   m.def("search", &search, py::arg("Q"), py::arg("S"), py::arg("codes"), py::arg("packed"),
         py::arg("doc_offsets"), py::arg("ivf"), py::arg("ivf_offsets"), py::arg("centroids"),
         py::arg("weights"), py::arg("nbits"), py::arg("allowed"), py::arg("nprobe"), py::arg("threshold"),

@@ -23,6 +23,10 @@ Functions:
       with at least one token assigned to c.
   maxsim(Q f32 (nq, qlen, d), values f32 (n, d), doc_offsets i64 (ndocs+1,)) -> f32 (nq, ndocs)
       score[q, i] = sum_a max_{t in doc i} <Q[q, a], values[t]>  (0 for an empty document).
+  centroid_scores(Q f32 (nq, qlen, d), centroids_t f32 (d, nlist)) -> S f32 (nq, qlen, nlist)
+      S[q, a, c] = sum_j Q[q, a, j] * centroids_t[j, c] (centroids_t: the centroids transposed, made
+      contiguous): the S argument of search. Native: summed sequentially over j, serial for a small
+      call (one query); reference: numpy's BLAS GEMM (same values up to rounding).
   search(Q f32 (nq, qlen, d), S f32 (nq, qlen, nlist), codes, packed, doc_offsets, ivf, ivf_offsets,
          centroids, weights, nbits, allowed u8 (ndocs,) or (0,), nprobe, threshold, ndocs, n_exact, k)
       -> (scores f32 (nq, k), docs i64 (nq, k))   PLAID pipeline per query q:
@@ -37,7 +41,8 @@ Functions:
       than k results are padded with -inf / -1. Results do not depend on the thread count.
   exact_search(Q, codes, packed, doc_offsets, centroids, weights, nbits, allowed, k) -> (scores, docs)
       exact(i) of step 5 over every allowed document, top k, same ordering and padding.
-  maxsim, search, exact_search: keyword-only num_threads=0 (0: OpenMP default); results never depend on it.
+  centroid_scores, maxsim, search, exact_search: keyword-only num_threads=0 (0: OpenMP default); results
+      never depend on it.
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ else:
 compress = backend.compress
 decompress = backend.decompress
 build_ivf = backend.build_ivf
+centroid_scores = backend.centroid_scores
 maxsim = backend.maxsim
 search = backend.search
 exact_search = backend.exact_search

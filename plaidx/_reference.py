@@ -3,8 +3,9 @@
 Same functions, arguments and results as the native module; the contract is the docstring of
 plaidx/_kernels.py. Written for obviousness, not speed: single-threaded (``num_threads`` is
 accepted and validated, then ignored), float32 arithmetic in the contract's order (dot products and
-sums over query tokens accumulate sequentially). Inputs are checked with the same exception types as
-the native module: TypeError for a wrong type or dtype, ValueError for shapes, layout and values.
+sums over query tokens accumulate sequentially); the one exception is centroid_scores, numpy's BLAS
+GEMM. Inputs are checked with the same exception types as the native module: TypeError for a wrong
+type or dtype, ValueError for shapes, layout and values.
 Rankings treat a NaN score as -inf; other NaN behaviour is unspecified (inputs should be finite).
 """
 
@@ -296,6 +297,25 @@ def maxsim(Q: np.ndarray, values: np.ndarray, doc_offsets: np.ndarray, *, num_th
     out = np.zeros((Q.shape[0], doc_offsets.shape[0] - 1), np.float32)
     _maxsim_loop(Q, values, doc_offsets, out)
     return out
+
+
+def centroid_scores(Q: np.ndarray, centroids_t: np.ndarray, *, num_threads: int = 0) -> np.ndarray:
+    """Query-token x centroid scores S f32 (nq, qlen, nlist) = Q @ centroids_t, as one 2-D BLAS GEMM.
+
+    The summation order (and threading) is BLAS's: close to, not bit-identical with, the native
+    kernel's sequential sums.
+    """
+    fn = "centroid_scores"
+    _check_threads(fn, num_threads)
+    Q = _queries(fn, Q)
+    centroids_t = _array(centroids_t, fn, "centroids_t", np.float32, 2, "(d, nlist)")
+    nq, qlen, d = Q.shape
+    nlist = centroids_t.shape[1]
+    _expect(centroids_t.shape[0] == d, f"{fn}: centroids_t must have shape (d, nlist) with d = {d} "
+                                       f"(the centroids transposed), got {centroids_t.shape}")
+    _expect(1 <= nlist <= 65536, f"{fn}: nlist (centroids_t.shape[1]) must be in [1, 65536], got {nlist}")
+    S = Q.reshape(nq * qlen, d) @ centroids_t
+    return np.ascontiguousarray(S, dtype=np.float32).reshape(nq, qlen, nlist)
 
 
 def search(Q: np.ndarray, S: np.ndarray, codes: np.ndarray, packed: np.ndarray, doc_offsets: np.ndarray,

@@ -203,6 +203,34 @@ def test_maxsim_matches_reference_hypothesis(seed, d, nq, qlen, lens):
 
 
 @native
+@pytest.mark.parametrize("d", DIMS)
+def test_centroid_scores_match_reference(d):
+    # nlist around the native kernel's 64-cell blocks and 16-lane vectors, qlen around its 6-token tiles
+    rng = np.random.default_rng(d)
+    for nq in (1, 5):
+        for qlen in (1, 7, 32):
+            for nlist in (1, 15, 64, 100, 1000):
+                Q = _unit(rng.standard_normal((nq, qlen, d)))
+                Ct = np.ascontiguousarray(_unit(rng.standard_normal((nlist, d))).T)
+                got, want = _core.centroid_scores(Q, Ct), ref.centroid_scores(Q, Ct)
+                assert got.shape == want.shape == (nq, qlen, nlist) and got.dtype == want.dtype == np.float32
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+                exact = np.einsum("qaj,jc->qac", Q.astype(np.float64), Ct.astype(np.float64))
+                np.testing.assert_allclose(got, exact, rtol=1e-5, atol=1e-6)
+    # small integers: every sum is exact in float32, so any summation order gives the same bits
+    Q = rng.integers(-4, 5, (5, 13, d)).astype(np.float32)
+    Ct = rng.integers(-4, 5, (d, 333)).astype(np.float32)
+    exact = (Q.astype(np.int64).reshape(-1, d) @ Ct.astype(np.int64)).reshape(5, 13, 333)
+    np.testing.assert_array_equal(_core.centroid_scores(Q, Ct), exact)
+    np.testing.assert_array_equal(ref.centroid_scores(Q, Ct), exact)
+    # the S that search expects
+    col = make_collection(d, ndocs=10, d=d, nlist=40)
+    Q, S = make_queries(d, col, nq=2, qlen=9)
+    np.testing.assert_allclose(_core.centroid_scores(Q, np.ascontiguousarray(col["centroids"].T)), S,
+                               rtol=1e-5, atol=1e-6)
+
+
+@native
 def test_long_documents_large_nlist_and_k_beyond_candidates():
     # one 8192-token document among short ones, nlist = 65536 (every uint16 code), k > candidates
     rng = np.random.default_rng(5)
@@ -247,6 +275,7 @@ out["es"], out["ed"] = _core.exact_search(a["Q"], *col, *cw, a["allowed"], 7)
 out["unit"] = _core.decompress(a["codes"], a["packed"], *cw, True)
 out["packed2"] = _core.compress(a["res"], a["cutoffs"], int(a["nbits"]))
 out["maxsim"] = _core.maxsim(a["Q"], out["unit"], a["doc_offsets"])
+out["cs"] = _core.centroid_scores(a["Qc"], a["Ct"])
 np.savez(sys.argv[2], **out)
 """
 
@@ -260,7 +289,9 @@ def test_every_simd_copy_matches_reference(level, tmp_path):
     res = (np.random.default_rng(77).standard_normal((300, 96)) * 0.05).astype(np.float32)
     allowed = (np.arange(100) % 4 != 1).astype(np.uint8)
     arrays = {k: v for k, v in col.items() if isinstance(v, np.ndarray)}
-    np.savez(tmp_path / "in.npz", Q=Q, S=S, allowed=allowed, res=res, nbits=col["nbits"], **arrays)
+    Qc = _unit(np.random.default_rng(78).standard_normal((2, 13, 96)))
+    Ct = np.ascontiguousarray(_unit(np.random.default_rng(79).standard_normal((200, 96))).T)
+    np.savez(tmp_path / "in.npz", Q=Q, S=S, allowed=allowed, res=res, nbits=col["nbits"], Qc=Qc, Ct=Ct, **arrays)
     root = str(Path(ref.__file__).resolve().parents[1])
     env = dict(os.environ, PLAIDX_SIMD=level, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
     subprocess.run([sys.executable, "-c", _COPY_SCRIPT, str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
@@ -275,6 +306,7 @@ def test_every_simd_copy_matches_reference(level, tmp_path):
     np.testing.assert_allclose(got["unit"], unit, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(got["packed2"], ref.compress(res, col["cutoffs"], col["nbits"]))
     np.testing.assert_allclose(got["maxsim"], ref.maxsim(Q, unit, col["doc_offsets"]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got["cs"], ref.centroid_scores(Qc, Ct), rtol=1e-5, atol=1e-6)
 
 
 # --------------------------------------------------------------------------------------- properties
@@ -418,6 +450,21 @@ def test_thread_count_does_not_change_results(mod):
         np.testing.assert_array_equal(batch[1][q], alone[1][0])
 
 
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_centroid_scores_thread_count_does_not_change_results(mod):
+    # 5 * 32 * 3001 * 128 = 61M multiply-adds: above the native kernel's serial cutoff (~50M), so 2
+    # threads really split the (cell block, query) tiles; 3001 cells end in a partial block.
+    rng = np.random.default_rng(41)
+    Q = _unit(rng.standard_normal((5, 32, 128)))
+    Ct = np.ascontiguousarray(_unit(rng.standard_normal((3001, 128))).T)
+    runs = [mod.centroid_scores(Q, Ct, num_threads=t) for t in (1, 2, 0)]
+    for other in runs[1:]:
+        np.testing.assert_array_equal(runs[0], other)
+    if mod is not ref:  # one fixed sequence of operations per score: a query alone gets the same bits
+        for q in range(5):
+            np.testing.assert_array_equal(mod.centroid_scores(Q[q:q + 1], Ct, num_threads=1)[0], runs[0][q])
+
+
 @native
 def test_probe_selection_paths_match_reference():
     # nprobe <= 64 keeps a sorted buffer, larger nprobe uses a partial sort: both must pick the same
@@ -526,3 +573,36 @@ def test_bad_inputs_raise(mod):
         run_exact(mod, Q, col, k=0)
     with pytest.raises(ValueError, match="num_threads"):
         run_exact(mod, Q, col, num_threads=-2)
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_centroid_scores_bad_inputs_raise(mod):
+    rng = np.random.default_rng(4)
+    Q = _unit(rng.standard_normal((2, 5, 64)))
+    cent = _unit(rng.standard_normal((20, 64)))
+    Ct = np.ascontiguousarray(cent.T)
+    assert mod.centroid_scores(Q[:0], Ct).shape == (0, 5, 20)
+    with pytest.raises(TypeError, match="float32"):
+        mod.centroid_scores(Q.astype(np.float64), Ct)
+    with pytest.raises(TypeError, match="float32"):
+        mod.centroid_scores(Q, Ct.astype(np.float16))
+    with pytest.raises(TypeError, match="ndarray"):
+        mod.centroid_scores(Q.tolist(), Ct)
+    with pytest.raises(ValueError, match="centroids_t"):
+        mod.centroid_scores(Q, cent)  # (nlist, d), not transposed
+    with pytest.raises(ValueError, match="C-contiguous"):
+        mod.centroid_scores(Q, cent.T)
+    with pytest.raises(ValueError, match="Q"):
+        mod.centroid_scores(Q[0], Ct)
+    with pytest.raises(ValueError, match="centroids_t"):
+        mod.centroid_scores(Q, Ct[None])
+    with pytest.raises(ValueError, match="at least one token"):
+        mod.centroid_scores(Q[:, :0], Ct)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        mod.centroid_scores(np.zeros((1, 2, 12), np.float32), np.zeros((12, 4), np.float32))
+    with pytest.raises(ValueError, match="nlist"):
+        mod.centroid_scores(Q, np.zeros((64, 0), np.float32))
+    with pytest.raises(ValueError, match="nlist"):
+        mod.centroid_scores(np.zeros((1, 1, 8), np.float32), np.zeros((8, 65537), np.float32))
+    with pytest.raises(ValueError, match="num_threads"):
+        mod.centroid_scores(Q, Ct, num_threads=-1)
