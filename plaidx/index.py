@@ -321,8 +321,8 @@ class Index:
             ivf, ivf_offsets = snap.ivf()
             for lo in range(0, q.shape[0], chunk):
                 qc = q[lo:lo + chunk]
-                # one 2-D GEMM (BLAS); a stacked 3-D matmul would loop in numpy
-                S = (qc.reshape(-1, snap.dim) @ cents_t).reshape(qc.shape[0], qc.shape[1], snap.nlist)
+                # native: BLAS's own thread pool would fight the search kernel's OpenMP threads
+                S = _kernels.centroid_scores(qc, cents_t, num_threads=num_threads)  # (nq, q_tokens, nlist)
                 s, ps = _kernels.search(qc, S, a["codes"], a["residuals"], a["doc_offsets"], ivf,
                                         ivf_offsets, snap.codec.centroids, snap.codec.weights, snap.nbits,
                                         allowed, nprobe_eff, p.centroid_score_threshold, p.ndocs, p.n_exact,
