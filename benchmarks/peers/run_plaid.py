@@ -116,11 +116,36 @@ class _StoredEncoder:
         return torch.from_numpy(embs), doclens
 
 
+_QUANTILE_MAX = 2**24 - 1  # torch.quantile refuses larger inputs
+
+
+def _indexer_class():
+    """CollectionIndexer whose held-out sample fits torch.quantile.
+
+    colbert-ai 0.2.22 holds out min(5% of the k-means sample, 50k) tokens and calls torch.quantile on
+    all their residual values, which fails above 2^24 values (50k x d=384 = 19.2M: "quantile() input
+    tensor is too large"). The held-out rows are capped at 2^24 // d; at d=128 nothing changes.
+    """
+    from colbert.indexing.collection_indexer import CollectionIndexer
+
+    class _Indexer(CollectionIndexer):
+        heldout_capped_to = None
+
+        def _concatenate_and_split_sample(self):
+            sample, heldout = super()._concatenate_and_split_sample()
+            cap = _QUANTILE_MAX // heldout.shape[1]
+            if heldout.shape[0] > cap:
+                type(self).heldout_capped_to = cap
+                heldout = heldout[:cap]
+            return sample, heldout
+
+    return _Indexer
+
+
 def build(args) -> dict:
     import numpy as np
     import torch
     from colbert.data.collection import Collection
-    from colbert.indexing.collection_indexer import CollectionIndexer
     from colbert.indexing.index_saver import IndexSaver
     from colbert.infra import ColBERTConfig, Run, RunConfig
 
@@ -140,7 +165,8 @@ def build(args) -> dict:
         config = ColBERTConfig(nbits=args.nbits, dim=dim, kmeans_niters=args.kmeans_niters,
                                index_path=str(index), doc_maxlen=int(np.diff(offsets).max()), nranks=1,
                                rank=0, gpus=0)
-        ci = CollectionIndexer.__new__(CollectionIndexer)  # __init__ would load a checkpoint
+        Indexer = _indexer_class()
+        ci = Indexer.__new__(Indexer)  # CollectionIndexer.__init__ would load a checkpoint
         ci.verbose, ci.config, ci.rank, ci.nranks, ci.use_gpu = 1, config, 0, 1, False
         ci.collection = Collection(data=[str(i) for i in range(n_docs)])
         ci.encoder = _StoredEncoder(Path(args.coll), offsets)
@@ -157,7 +183,8 @@ def build(args) -> dict:
             "extensions_load_s": round(ext_s, 2), "rss_before_build_mb": round(rss0, 1),
             "peak_rss_mb": round(_peak_rss_mb(), 1), "index_bytes": _dir_bytes(index),
             "n_docs": n_docs, "n_tokens": int(offsets[-1]), "dim": int(dim), "nbits": args.nbits,
-            "nlist": int(ci.num_partitions), "kmeans_niters": args.kmeans_niters}
+            "nlist": int(ci.num_partitions), "kmeans_niters": args.kmeans_niters,
+            "heldout_capped_to": Indexer.heldout_capped_to}
 
 
 def _parse_configs(text: str) -> list[dict]:
