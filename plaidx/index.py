@@ -61,21 +61,22 @@ class _Spill:
                 self.dim = arr.shape[1]
                 f.write(arr.astype(self.dtype).tobytes())
                 self.lengths.append(arr.shape[0])
-        if not self.lengths:
-            self.values = np.zeros((0, 0), dtype=self.dtype)
-        else:
-            self.values = np.memmap(path, dtype=self.dtype, mode="r", shape=(sum(self.lengths), self.dim))
         self.offsets = np.zeros(len(self.lengths) + 1, dtype=np.int64)
         np.cumsum(self.lengths, out=self.offsets[1:])
+        # read back with pread, not a memory map, so pages read once do not count in the build's RSS
+        self._fd = os.open(path, os.O_RDONLY)
 
     def __len__(self) -> int:
         return len(self.lengths)
 
     def __getitem__(self, i: int) -> np.ndarray:
-        return np.asarray(self.values[self.offsets[i]:self.offsets[i + 1]], dtype=np.float32)
+        row = self.dim * self.dtype.itemsize
+        lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
+        raw = os.pread(self._fd, (hi - lo) * row, lo * row)
+        return np.frombuffer(raw, dtype=self.dtype).reshape(hi - lo, self.dim).astype(np.float32)
 
     def close(self) -> None:
-        self.values = None
+        os.close(self._fd)
         self.path.unlink(missing_ok=True)
 
 
