@@ -63,7 +63,7 @@ ext = Pybind11Extension(
     extra_compile_args=extra_compile,
     extra_link_args=omp_link,
     define_macros=[
-        ("PLAIDX_OPENMP_INFO", '"%s"' % omp_why),
+        ("PLAIDX_OPENMP_INFO", f'"{omp_why}"'),
         ("PLAIDX_NATIVE_ARCH", "1" if os.environ.get("PLAIDX_NATIVE_ARCH") else "0"),
     ],
 )
