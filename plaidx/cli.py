@@ -758,8 +758,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-inputs", type=_positive, default=256, help="texts per request (default 256)")
     p.add_argument("--max-tokens", type=_positive, default=131_072, help="model tokens per request")
     p.add_argument("--search-threads", type=_positive, help="searches at once (default: CPU count)")
-    p.add_argument("--torch-threads", type=_positive,
-                   help="threads of one model call (default: torch's; 1 avoids oversubscribing a busy machine)")
+    p.add_argument("--torch-threads", type=_positive, default=1,
+                   help="threads of one model call (default 1: concurrent requests and shared model calls keep "
+                        "the cores busy; more threads per call oversubscribe them under load)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.add_argument("-q", "--quiet", action="store_true", help="no startup message")
     p.set_defaults(func=cmd_serve)
