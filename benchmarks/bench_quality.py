@@ -16,7 +16,8 @@ The index is then built from them exactly as ``RAG.index`` builds it, and the ju
 - ``rag_search_fast``: the same with ``force_fast=True``;
 - ``exhaustive``: exact MaxSim over every passage of the same index (``Index.search(exact=True)``);
 - ``exhaustive_float``: exact MaxSim over the uncompressed (float16-cached) passage embeddings;
-- ``bm25``: bm25s over the documents (English stopwords; Snowball stemming when PyStemmer is installed).
+- ``bm25``: bm25s over the documents (English stopwords; Snowball stemming when PyStemmer is installed:
+  ``pip install PyStemmer``, as for the committed figures).
 
 Passage results become document results by keeping each document's first (best) passage; nDCG@10 is
 computed with ranx on the test qrels. Writes ``benchmarks/results/quality.json`` and ``quality.md``.
