@@ -25,7 +25,7 @@ from .index import Index
 from .inputs import check_k
 from .scoring import maxsim
 from .search import SearchParams
-from .storage import WriterLock
+from .storage import WriterLock, fsync_dir
 
 FORMAT = "plaidx-rag"
 FORMAT_VERSION = 1
@@ -70,19 +70,6 @@ def _check_name(name: Any, strict: bool = True) -> str:
     return name
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms that cannot open folders
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_json_atomic(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -90,7 +77,7 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -216,7 +203,7 @@ def _recover(path: Path) -> None:
         if replaced.exists():
             if not path.exists():  # crashed between the two renames: the old index stays
                 os.rename(replaced, path)
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
             else:
                 shutil.rmtree(replaced, ignore_errors=True)
         if staging.exists():
@@ -231,17 +218,17 @@ def _publish(staging: Path, path: Path) -> None:
     Two renames: the old folder into the build folder, then the new one into place. A crash between them
     leaves no folder at ``path`` and the old one under the build folder, and :func:`_recover` puts it back.
     """
-    _fsync_dir(staging.parent)
+    fsync_dir(staging.parent)
     if path.exists():
         replaced = _build_dir(path) / "replaced"
         with WriterLock(path):  # no add/delete of the old index is half done
             os.rename(path, replaced)
         os.rename(staging, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         shutil.rmtree(replaced, ignore_errors=True)
     else:
         os.rename(staging, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 # ---------------------------------------------------------------------------------------------- one index

@@ -35,7 +35,8 @@ except ImportError:  # pragma: no cover - not on the CI platform
     fcntl = None
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """fsync a folder so that renames inside it are durable (a no-op where folders cannot be opened)."""
     try:
         fd = os.open(str(path), os.O_RDONLY)
     except OSError:  # pragma: no cover - Windows cannot open directories
@@ -349,14 +350,14 @@ class Transaction:
         validate_manifest(manifest)
         for tmp, final in self._pending:
             os.replace(tmp, final)
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
         mtmp = self.path / f".{MANIFEST}.{os.getpid()}.tmp"
         with open(mtmp, "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=1, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
         os.replace(mtmp, self.path / MANIFEST)  # the commit point
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
         self._pending.clear()
         retire_unreferenced(self.path, manifest)
         return manifest
