@@ -108,19 +108,9 @@ def _as_id_list(ids: Any, what: str) -> list[Any]:
 
 
 def _check_collection(collection: Any, what: str = "collection") -> list[str]:
-    if isinstance(collection, (str, bytes)):
-        raise TypeError(f"{what} must be a list of strings, got a single string; wrap it in a list")
-    if collection is None or not hasattr(collection, "__iter__"):
-        raise TypeError(f"{what} must be a list of strings, got {type(collection).__name__}")
-    docs = list(collection)
-    if not docs:
-        raise ValueError(f"{what} is empty: give at least one document")
-    for i, d in enumerate(docs):
-        if not isinstance(d, str):
-            raise TypeError(f"{what}[{i}] is a {type(d).__name__}, not a string")
-        if not d.strip():
-            raise ValueError(f"{what}[{i}] is empty or blank; drop it or give it some text")
-    return docs
+    from .encoder.model import _check_texts  # the encoder's validator, with the wording of an index call
+
+    return _check_texts(collection, what, empty="give at least one document", blank="is empty or blank")
 
 
 def _check_ids(ids: Optional[Sequence[Any]], n: int) -> list[Any]:

@@ -19,19 +19,21 @@ INPUT_TYPES = ("query", "document")
 _PROGRESS_MIN_TEXTS = 2048
 
 
-def _check_texts(texts: Any, what: str = "texts") -> list[str]:
+def _check_texts(texts: Any, what: str = "texts", empty: str = "nothing to encode",
+                 blank: str = "is an empty string") -> list[str]:
+    """The texts as a list of non-blank strings; TypeError/ValueError naming the offending item."""
     if isinstance(texts, (str, bytes)):
         raise TypeError(f"{what} must be a list of strings, got a single {type(texts).__name__}; wrap it in a list")
     if texts is None or not hasattr(texts, "__iter__"):
         raise TypeError(f"{what} must be a list of strings, got {type(texts).__name__}")
     texts = list(texts)
     if not texts:
-        raise ValueError(f"{what} is empty: nothing to encode")
+        raise ValueError(f"{what} is empty: {empty}")
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TypeError(f"{what}[{i}] is a {type(t).__name__}, not a string")
         if not t.strip():
-            raise ValueError(f"{what}[{i}] is an empty string; drop it or give it some text")
+            raise ValueError(f"{what}[{i}] {blank}; drop it or give it some text")
     return texts
 
 
