@@ -250,8 +250,9 @@ class DocStore:
             except sqlite3.IntegrityError as exc:
                 raise ValueError(f"passages: {exc} (a passage id is already used or names an unknown "
                                  "document)") from None
-        if kind is not None and self._id_type is None:
-            self._id_type = kind
+            if kind is not None and self._id_type is None:
+                # set before the commit makes the rows visible, so readers decode them with the right type
+                self._id_type = kind
 
     def delete_documents(self, document_ids: Sequence[Any]) -> np.ndarray:
         """Delete documents and their passages in one transaction; returns the deleted passage ids.
