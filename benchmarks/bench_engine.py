@@ -57,7 +57,8 @@ def get_collection(args) -> Collection:
     if args.dataset == "synthetic":
         import synthetic
 
-        return synthetic.ensure(n_docs=args.ndocs, dim=args.dim, nq=args.nq, seed=args.seed)
+        extra = {} if args.mean_len is None else {"mean_len": args.mean_len}
+        return synthetic.ensure(n_docs=args.ndocs, dim=args.dim, nq=args.nq, seed=args.seed, **extra)
     if args.collection:
         return load_collection(args.collection)
     # Prefer embeddings from the project's encoder; the transformers fallback has the same model.
@@ -328,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--collection", default=None, help="explicit cached collection folder (real datasets)")
     ap.add_argument("--ndocs", type=int, default=10_000, help="synthetic documents (ignored for real sets)")
     ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--mean-len", type=int, default=None, help="synthetic mean document length (default 100)")
     ap.add_argument("--nq", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
@@ -380,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
             skipped[peer] = why
             log(f"SKIPPING {peer}: {why}")
 
-    runs_root = CACHE_DIR / "runs" / f"{args.dataset}_{coll.n_docs}_d{coll.dim}"
+    runs_root = CACHE_DIR / "runs" / (f"{args.dataset}_{coll.n_docs}_d{coll.dim}"
+                                      + (f"_len{args.mean_len}" if args.mean_len else ""))
     results = {}
     for name in engines:
         work = runs_root / f"{name}_nb{args.nbits}_t{args.threads}"

@@ -195,9 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--mean-len", type=int, default=None, help="mean document length (default 100)")
     ap.add_argument("--no-gt", action="store_true", help="skip the exact ground truth")
     args = ap.parse_args(argv)
-    coll = ensure(args.ndocs, args.dim, args.nq, args.seed)
+    extra = {} if args.mean_len is None else {"mean_len": args.mean_len}
+    coll = ensure(args.ndocs, args.dim, args.nq, args.seed, **extra)
     print(f"[synthetic] {coll.path}: {coll.n_docs} docs, {coll.n_tokens} tokens, d {coll.dim}, "
           f"{len(coll.queries)} queries")
     if not args.no_gt:

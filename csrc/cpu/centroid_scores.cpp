@@ -14,9 +14,9 @@ namespace {
 
 constexpr int64_t kBlock = 64;  // cells per block: a panel of d * 64 floats (32 KiB for d = 128)
 // Multiply-adds up to which the kernel stays on one thread, and the least work per thread above it.
-// 50M multiply-adds take ~0.7 ms on one AVX-512 core; one query (32 tokens x 8192 cells, d = 128) is
-// 34M, ~0.5 ms: less than waking a team costs on a busy machine, where it also competes with search.
-constexpr int64_t kMinParallelWork = int64_t{50} << 20;
+// One query (32 tokens x 8192 cells, d = 128) is 34M multiply-adds, ~0.55 ms on one AVX-512 core and
+// ~0.28 ms on two of an idle machine; a query against 4096 cells or fewer stays on one thread.
+constexpr int64_t kMinParallelWork = int64_t{24} << 20;
 constexpr int64_t kMinWorkPerThread = int64_t{16} << 20;
 
 // Register tile: RA query tokens (rows of Qa, stride d) against panel columns [u0, u0 + NA * lanes).
