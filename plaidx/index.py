@@ -288,7 +288,7 @@ class Index:
         queries : float (nq, q_tokens, d) or (q_tokens, d), numpy or torch.
         k : results per query.
         nprobe, centroid_score_threshold, ndocs, n_exact : PLAID parameters; defaults by k
-            (:meth:`SearchParams.for_k`).
+            and the index size (:meth:`SearchParams.for_k`).
         exact : exhaustive MaxSim over every (decompressed) document instead of PLAID.
         doc_ids : optional ids to restrict the search to (filtered inside the engine).
         num_threads : OpenMP threads for this call (0: the default).
@@ -314,7 +314,7 @@ class Index:
                                                 snap.codec.centroids, snap.codec.weights, snap.nbits, allowed, k,
                                                 num_threads=num_threads)
         else:
-            p = SearchParams.for_k(k, nprobe, centroid_score_threshold, ndocs, n_exact)
+            p = SearchParams.for_k(k, nprobe, centroid_score_threshold, ndocs, n_exact, n_tokens=snap.n_tokens)
             nprobe_eff = min(p.nprobe, snap.nlist)
             chunk = max(1, _SCORE_CHUNK_BYTES // (4 * q.shape[1] * snap.nlist))
             out_s, out_p = [], []

@@ -24,7 +24,6 @@ from .errors import IndexFormatError, IndexLockedError
 from .index import Index
 from .inputs import check_k
 from .scoring import maxsim
-from .search import SearchParams
 from .storage import WriterLock, fsync_dir
 
 FORMAT = "plaidx-rag"
@@ -860,12 +859,11 @@ def _fn_name(fn: Any) -> Optional[str]:
 
 
 def _search_params(k: int, force_fast: bool, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Per-call PLAID parameters: the engine's defaults for k, or smaller ones with force_fast."""
+    """Per-call PLAID parameters: none (the engine's defaults for k and the index size), or smaller ones
+    with force_fast."""
+    base: dict[str, Any] = {}
     if force_fast:
         base = {"nprobe": 1, "centroid_score_threshold": 0.5, "ndocs": max(256, 4 * k)}
-    else:
-        p = SearchParams.for_k(k)
-        base = {"nprobe": p.nprobe, "centroid_score_threshold": p.centroid_score_threshold, "ndocs": p.ndocs}
     base.update(overrides)
     return base
 

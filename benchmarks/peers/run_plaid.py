@@ -37,7 +37,9 @@ def _rss_mb() -> float:
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """Peak RSS of this process image (VmHWM): ru_maxrss keeps the parent's peak across fork + exec."""
+    hwm = [ln for ln in open("/proc/self/status").read().splitlines() if ln.startswith("VmHWM:")]
+    return int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _cpu_s() -> float:
