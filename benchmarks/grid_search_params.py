@@ -9,7 +9,7 @@ setting whose recall@10 is within 0.005 of the best setting that scores at most 
 
 Recall is measured with one batched call per setting over every query; latency (p50 of single-query
 calls with the default thread count) only for settings within 0.03 of the best recall, on a third of the
-queries. Writes benchmarks/results/search_params_<name>.json and .md.
+queries (every query when there are at most 150). Writes benchmarks/results/search_params_<name>.json and .md.
 """
 
 from __future__ import annotations
@@ -42,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--index", required=True, help="a plaidx index built over that collection")
     ap.add_argument("--name", required=True, help="output name: search_params_<name>.json/.md")
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--nprobe", default=",".join(map(str, NPROBE)), help="comma list")
+    ap.add_argument("--threshold", default=",".join(map(str, THRESHOLD)), help="comma list")
+    ap.add_argument("--ndocs", default=",".join(map(str, NDOCS)), help="comma list")
+    ap.add_argument("--n-exact", default=",".join(map(str, N_EXACT)), help="comma list")
+    ap.add_argument("--max-exact", type=int, default=MAX_EXACT_FOR_DEFAULT,
+                    help="the choice only considers settings scoring at most this many documents exactly")
     ap.add_argument("--out-dir", default=str(RESULTS_DIR))
     args = ap.parse_args(argv)
 
@@ -53,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     _, ids = index.search(Q, k=args.k, exact=True)
     exhaustive = float(recall_at_k(ids, gt, args.k))
     rows = []
-    for nprobe, thr, ndocs, n_exact in itertools.product(NPROBE, THRESHOLD, NDOCS, N_EXACT):
+    grid = [[int(x) for x in args.nprobe.split(",")], [float(x) for x in args.threshold.split(",")],
+            [int(x) for x in args.ndocs.split(",")], [int(x) for x in args.n_exact.split(",")]]
+    for nprobe, thr, ndocs, n_exact in itertools.product(*grid):
         if n_exact > ndocs:
             continue
         kw = dict(nprobe=nprobe, centroid_score_threshold=thr, ndocs=ndocs, n_exact=n_exact)
@@ -65,12 +73,12 @@ def main(argv: list[str] | None = None) -> int:
             continue
         kw = {k: r[k] for k in ("nprobe", "centroid_score_threshold", "ndocs", "n_exact")}
         times = []
-        for i in range(0, len(Q), 3):
+        for i in range(0, len(Q), 3 if len(Q) > 150 else 1):
             t0 = time.perf_counter()
             index.search(Q[i], k=args.k, **kw)
             times.append(time.perf_counter() - t0)
         r["p50_ms"] = float(np.median(times) * 1e3)
-    eligible = [r for r in rows if r["n_exact"] <= MAX_EXACT_FOR_DEFAULT]
+    eligible = [r for r in rows if r["n_exact"] <= args.max_exact]
     target = max(r["recall"] for r in eligible) - 0.005
     timed = [r for r in eligible if r["p50_ms"] is not None and r["recall"] >= target]
     choice = min(timed, key=lambda r: r["p50_ms"])
@@ -83,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"# Search-parameter grid: {args.name} ({coll.n_docs:,} docs, {coll.n_tokens:,} tokens, d {coll.dim})", "",
              f"{report['date']} | k {args.k} | {len(Q)} queries | load average {tuple(round(x, 2) for x in report['load_average'])}"
              f" | exhaustive recall@{args.k} over the index: {exhaustive:.3f}", "",
-             f"Choice (fastest within 0.005 of the best recall with n_exact <= {MAX_EXACT_FOR_DEFAULT}): "
+             f"Choice (fastest within 0.005 of the best recall with n_exact <= {args.max_exact}): "
              f"nprobe {choice['nprobe']}, threshold {choice['centroid_score_threshold']}, ndocs {choice['ndocs']}, "
              f"n_exact {choice['n_exact']}: recall {choice['recall']:.3f}, p50 {choice['p50_ms']:.2f} ms", "",
              "| nprobe | threshold | ndocs | n_exact | recall@k | p50 ms |", "|---|---|---|---|---|---|"]
