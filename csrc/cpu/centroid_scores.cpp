@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "cpu/dots.h"
 #include "cpu/parallel.h"
 #include "cpu/simd.h"
 
@@ -26,17 +27,7 @@ PLAIDX_INLINE void score_tile(const float* Qa, int64_t d, const float* panel, in
                               int64_t ldo) {
   constexpr int L = static_cast<int>(sizeof(V) / sizeof(float));
   V acc[RA][NA];
-  for (int i = 0; i < RA; ++i)
-    for (int u = 0; u < NA; ++u) acc[i][u] = V{};
-  const float* p = panel + u0;
-  for (int64_t j = 0; j < d; ++j, p += kBlock) {
-    V cv[NA];
-    for (int u = 0; u < NA; ++u) cv[u] = vload_as<V>(p + u * L);
-    for (int i = 0; i < RA; ++i) {
-      const float b = Qa[i * d + j];
-      for (int u = 0; u < NA; ++u) acc[i][u] += b * cv[u];
-    }
-  }
+  tile_dots<V, RA, NA>(Qa, d, panel + u0, kBlock, acc);
   for (int i = 0; i < RA; ++i)
     for (int u = 0; u < NA; ++u) vstore_as(out + i * ldo + u0 + u * L, acc[i][u]);
 }

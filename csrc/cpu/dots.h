@@ -14,24 +14,32 @@
 
 namespace plaidx::cpu {
 
-// One tile: T document tokens (rows of v, stride d) against query columns [a, a + NA * lanes) of Qt.
-// Accumulators stay in registers; each dot product is summed over j in order.
+// acc[i][u] = sum_j rows[i * d + j] * cols[j * ldc + u * lanes + 0..lanes), i < T, u < NA: a register
+// tile of T row vectors against NA column vectors, each sum taken over j in order from 0.
+template <class V, int T, int NA>
+PLAIDX_INLINE void tile_dots(const float* rows, int64_t d, const float* cols, int64_t ldc, V (&acc)[T][NA]) {
+  constexpr int L = static_cast<int>(sizeof(V) / sizeof(float));
+  for (int i = 0; i < T; ++i)
+    for (int u = 0; u < NA; ++u) acc[i][u] = V{};
+  const float* c = cols;
+  for (int64_t j = 0; j < d; ++j, c += ldc) {
+    V cv[NA];
+    for (int u = 0; u < NA; ++u) cv[u] = vload_as<V>(c + u * L);
+    for (int i = 0; i < T; ++i) {
+      const float b = rows[i * d + j];
+      for (int u = 0; u < NA; ++u) acc[i][u] += b * cv[u];
+    }
+  }
+}
+
+// One tile: T document tokens (rows of v, stride d) against query columns [a, a + NA * lanes) of Qt,
+// folded into the running maxima.
 template <class V, int T, int NA>
 PLAIDX_INLINE void dot_tile(const float* Qt, int64_t d, int64_t qp, const float* v, int64_t a,
                             float* run_max) {
   constexpr int L = static_cast<int>(sizeof(V) / sizeof(float));
   V acc[T][NA];
-  for (int i = 0; i < T; ++i)
-    for (int u = 0; u < NA; ++u) acc[i][u] = V{};
-  const float* q = Qt + a;
-  for (int64_t j = 0; j < d; ++j, q += qp) {
-    V qv[NA];
-    for (int u = 0; u < NA; ++u) qv[u] = vload_as<V>(q + u * L);
-    for (int i = 0; i < T; ++i) {
-      const float b = v[i * d + j];
-      for (int u = 0; u < NA; ++u) acc[i][u] += b * qv[u];
-    }
-  }
+  tile_dots<V, T, NA>(v, d, Qt + a, qp, acc);
   for (int u = 0; u < NA; ++u) {
     V m = vload_as<V>(run_max + a + u * L);
     for (int i = 0; i < T; ++i) m = vmax_as(m, acc[i][u]);
