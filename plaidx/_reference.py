@@ -402,7 +402,5 @@ def build_info() -> dict[str, Any]:
         "max_threads": 1,
         "simd": "numba/LLVM for the host CPU",
         "simd_dispatch": "none",
-        "cuda": False,
-        "cuda_reason": "no CUDA kernels in the reference backend",
         "compiler": f"numba {numba.__version__}, numpy {np.__version__}",
     }

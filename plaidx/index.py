@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _kernels
+from . import _kernels, gpu
 from .clustering import MAX_NLIST, Assigner, default_kmeans_sample, default_nlist, train_centroids
 from .codec import NBITS, ResidualCodec, train_codebooks
 from .errors import IndexFormatError, PlaidxError
@@ -106,6 +106,7 @@ class _Snapshot:
         self.centroids_t = np.ascontiguousarray(self.codec.centroids.T)  # (d, nlist) for query-centroid GEMMs
         self._ivf: tuple[np.ndarray, np.ndarray] | None = None
         self._ivf_lock = threading.Lock()
+        self._on_device: dict[int, Any] = {}  # CUDA device index -> plaidx._cuda.Collection
 
     def _check_consistency(self) -> None:
         a, d, nb = self.a, self.dim, self.nbits
@@ -140,6 +141,26 @@ class _Snapshot:
                     self._ivf = _kernels.build_ivf(np.ascontiguousarray(self.a["codes"]),
                                                    np.ascontiguousarray(self.a["doc_offsets"]), self.nlist)
         return self._ivf
+
+    def on_device(self, device: int) -> Any:
+        """This generation copied to a CUDA device (codes, residuals, centroids, inverted file), on first use.
+
+        The copy lives as long as the snapshot: a reload or a committed update makes a new snapshot and
+        with it a new copy, so the GPU never searches a stale generation.
+        """
+        coll = self._on_device.get(device)
+        if coll is None:
+            ivf, ivf_offsets = self.ivf()
+            with self._ivf_lock:
+                coll = self._on_device.get(device)
+                if coll is None:
+                    a = self.a
+                    coll = gpu.module().Collection(
+                        np.ascontiguousarray(a["codes"]), np.ascontiguousarray(a["residuals"]),
+                        np.ascontiguousarray(a["doc_offsets"]), self.codec.centroids, self.codec.weights,
+                        self.nbits, ivf, ivf_offsets, device=device)
+                    self._on_device[device] = coll
+        return coll
 
     @property
     def doc_ids(self) -> np.ndarray:
@@ -280,7 +301,7 @@ class Index:
     def search(self, queries: Any, k: int = 10, *, nprobe: int | None = None,
                centroid_score_threshold: float | None = None, ndocs: int | None = None,
                n_exact: int | None = None, exact: bool = False, doc_ids: Any = None,
-               num_threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+               num_threads: int = 0, device: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k documents of each query by MaxSim.
 
         Parameters
@@ -291,7 +312,10 @@ class Index:
             and the index size (:meth:`SearchParams.for_k`).
         exact : exhaustive MaxSim over every (decompressed) document instead of PLAID.
         doc_ids : optional ids to restrict the search to (filtered inside the engine).
-        num_threads : OpenMP threads for this call (0: the default).
+        num_threads : OpenMP threads for this call (0: the default); CPU only.
+        device : ``None``/``"cpu"`` (native CPU kernels) or ``"cuda"``/``"cuda:N"``: the same pipeline
+            on a GPU (the index is copied there on first use and kept while this generation is open).
+            GPU scores equal the CPU's to float rounding.
 
         Returns
         -------
@@ -301,6 +325,7 @@ class Index:
         snap = self._snap
         k = check_k(k)
         q, single = as_queries(queries, snap.dim)
+        dev = gpu.resolve_device(device)
         allowed = snap.live_mask
         if doc_ids is not None:
             pos = snap.positions(doc_ids, live_only=False, what="doc_ids")
@@ -309,40 +334,49 @@ class Index:
             if snap.n_deleted:
                 allowed &= snap.live_mask
         a = snap.a
+        coll = snap.on_device(dev) if dev is not None else None
+
+        def exhaustive(qs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            if coll is not None:
+                return coll.exact_search(qs, allowed, k)
+            return _kernels.exact_search(qs, a["codes"], a["residuals"], a["doc_offsets"], snap.codec.centroids,
+                                         snap.codec.weights, snap.nbits, allowed, k, num_threads=num_threads)
+
         if exact:
-            scores, pos = _kernels.exact_search(q, a["codes"], a["residuals"], a["doc_offsets"],
-                                                snap.codec.centroids, snap.codec.weights, snap.nbits, allowed, k,
-                                                num_threads=num_threads)
+            scores, pos = exhaustive(q)
         else:
             p = SearchParams.for_k(k, nprobe, centroid_score_threshold, ndocs, n_exact, n_tokens=snap.n_tokens)
             nprobe_eff = min(p.nprobe, snap.nlist)
-            chunk = max(1, _SCORE_CHUNK_BYTES // (4 * q.shape[1] * snap.nlist))
-            out_s, out_p = [], []
-            cents_t = snap.centroids_t
-            ivf, ivf_offsets = snap.ivf()
-            for lo in range(0, q.shape[0], chunk):
-                qc = q[lo:lo + chunk]
-                # native: BLAS's own thread pool would fight the search kernel's OpenMP threads
-                S = _kernels.centroid_scores(qc, cents_t, num_threads=num_threads)  # (nq, q_tokens, nlist)
-                s, ps = _kernels.search(qc, S, a["codes"], a["residuals"], a["doc_offsets"], ivf,
-                                        ivf_offsets, snap.codec.centroids, snap.codec.weights, snap.nbits,
-                                        allowed, nprobe_eff, p.centroid_score_threshold, p.ndocs, p.n_exact,
-                                        k, num_threads=num_threads)
-                out_s.append(s)
-                out_p.append(ps)
-            scores, pos = np.concatenate(out_s), np.concatenate(out_p)
+            if coll is not None:
+                scores, pos = coll.search(q, allowed, nprobe_eff, p.centroid_score_threshold, p.ndocs, p.n_exact, k)
+            else:
+                scores, pos = self._search_cpu(q, allowed, p, nprobe_eff, k, num_threads)
             # PLAID only sees documents in the probed cells; when that leaves a row short of k while
             # more allowed documents exist (a narrow filter, a small index), score that row exhaustively.
             n_allowed = int(np.count_nonzero(allowed)) if allowed.size else snap.n_docs
             short = np.flatnonzero((pos >= 0).sum(axis=1) < min(k, n_allowed))
             if short.size:
-                s2, p2 = _kernels.exact_search(np.ascontiguousarray(q[short]), a["codes"], a["residuals"],
-                                               a["doc_offsets"], snap.codec.centroids, snap.codec.weights,
-                                               snap.nbits, allowed, k, num_threads=num_threads)
-                scores[short], pos[short] = s2, p2
+                scores[short], pos[short] = exhaustive(np.ascontiguousarray(q[short]))
         ids = np.where(pos >= 0, np.asarray(snap.doc_ids)[np.maximum(pos, 0)], -1).astype(np.int64)
         scores = scores.astype(np.float32, copy=False)
         return (scores[0], ids[0]) if single else (scores, ids)
+
+    def _search_cpu(self, q: np.ndarray, allowed: np.ndarray, p: SearchParams, nprobe: int, k: int,
+                    num_threads: int) -> tuple[np.ndarray, np.ndarray]:
+        snap, a = self._snap, self._snap.a
+        chunk = max(1, _SCORE_CHUNK_BYTES // (4 * q.shape[1] * snap.nlist))
+        out_s, out_p = [], []
+        ivf, ivf_offsets = snap.ivf()
+        for lo in range(0, q.shape[0], chunk):
+            qc = q[lo:lo + chunk]
+            # native: BLAS's own thread pool would fight the search kernel's OpenMP threads
+            S = _kernels.centroid_scores(qc, snap.centroids_t, num_threads=num_threads)  # (nq, q_tokens, nlist)
+            s, ps = _kernels.search(qc, S, a["codes"], a["residuals"], a["doc_offsets"], ivf, ivf_offsets,
+                                    snap.codec.centroids, snap.codec.weights, snap.nbits, allowed, nprobe,
+                                    p.centroid_score_threshold, p.ndocs, p.n_exact, k, num_threads=num_threads)
+            out_s.append(s)
+            out_p.append(ps)
+        return np.concatenate(out_s), np.concatenate(out_p)
 
     def reconstruct(self, doc_id: int) -> np.ndarray:
         """float32 (n_tokens, d): the decompressed (unit-norm) token embeddings of one live document."""

@@ -6,22 +6,24 @@ from typing import Any
 
 import numpy as np
 
-from . import _kernels
+from . import _kernels, gpu
 from .inputs import as_document, as_queries, to_numpy
 
 
-def maxsim(query: Any, documents: Any) -> np.ndarray:
+def maxsim(query: Any, documents: Any, *, device: Any = None) -> np.ndarray:
     """Exact late-interaction scores: sum over query tokens of the best dot product with a document token.
 
     Parameters
     ----------
     query : float (q_tokens, d) or (nq, q_tokens, d), numpy or torch
     documents : sequence of float (n_tokens_i, d) arrays, or one float (n_docs, n_tokens, d) array
+    device : None/"cpu" (native CPU kernel) or "cuda"/"cuda:N" (the GPU twin; equal to float rounding)
 
     Returns
     -------
     float32 (n_docs,) for one query, (nq, n_docs) for several.
     """
+    dev = gpu.resolve_device(device)
     q0 = to_numpy(query)
     dim = q0.shape[-1] if q0.ndim in (2, 3) else -1
     q, single = as_queries(q0, dim)
@@ -32,5 +34,8 @@ def maxsim(query: Any, documents: Any) -> np.ndarray:
     offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
     np.cumsum([a.shape[0] for a in arrays], out=offsets[1:])
     values = np.ascontiguousarray(np.concatenate(arrays, axis=0))
-    scores = _kernels.maxsim(q, values, offsets)
+    if dev is not None:
+        scores = gpu.module().maxsim(q, values, offsets, device=dev)
+    else:
+        scores = _kernels.maxsim(q, values, offsets)
     return scores[0] if single else scores

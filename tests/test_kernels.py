@@ -502,9 +502,9 @@ def test_empty_inputs(mod):
 @pytest.mark.parametrize("mod", BACKENDS)
 def test_build_info(mod):
     info = mod.build_info()
-    for key in ("openmp", "openmp_info", "max_threads", "simd", "cuda", "cuda_reason", "compiler"):
+    for key in ("openmp", "openmp_info", "max_threads", "simd", "compiler"):
         assert key in info
-    assert info["cuda"] is False and info["cuda_reason"] and info["max_threads"] >= 1
+    assert info["max_threads"] >= 1
 
 
 # -------------------------------------------------------------------------------------- input checks

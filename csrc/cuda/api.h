@@ -1,0 +1,80 @@
+// api.h: the CUDA twins of the CPU kernels, behind a plain C++ interface (no CUDA types), so that the
+// pybind11 bindings compile with the host compiler and only csrc/cuda/*.cu needs nvcc.
+//
+// Semantics are those of plaidx/_kernels.py (the CPU contract) with one difference: sums are taken in a
+// different (fixed) order on the GPU, so scores agree with the CPU kernels to float rounding (about
+// 1e-6 relative), and a ranking can differ only between documents whose scores are that close. Results
+// are deterministic: every score has one fixed sequence of operations (no atomics on floats) and every
+// selection sorts by the strict total order of topk.h (score descending, NaN as -inf, then document
+// ascending).
+//
+// Host buffers are C-contiguous and caller-owned, with the shapes of the CPU kernels. Errors: invalid
+// arguments throw std::invalid_argument, CUDA failures (no device, out of memory) std::runtime_error
+// with the CUDA error string.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace plaidx::cuda {
+
+struct DeviceInfo {
+  bool available = false;
+  std::string reason;  // why not, when !available
+  int device_count = 0;
+  std::string name;    // of device 0
+  int major = 0, minor = 0;
+  int64_t total_memory = 0;
+  int runtime_version = 0, driver_version = 0;
+  std::string compiled_archs;
+};
+
+DeviceInfo device_info();
+
+struct SearchParams {
+  int64_t nprobe;
+  double threshold;
+  int64_t ndocs;
+  int64_t n_exact;
+  int64_t k;
+};
+
+// A compressed collection (and optionally its inverted file) copied to one GPU. The host arrays are
+// validated once here (codes < nlist, offsets increasing, ivf entries in range), so the kernels can
+// trust them. Methods may be called from several host threads; each call uses its own buffers.
+class Collection {
+ public:
+  Collection(const uint16_t* codes, const uint8_t* packed, int64_t n, const int64_t* doc_offsets,
+             int64_t ndocs, const float* centroids, int64_t nlist, int64_t d, const float* weights, int nbits,
+             const int32_t* ivf, int64_t npairs, const int64_t* ivf_offsets, int device);
+  ~Collection();
+  Collection(const Collection&) = delete;
+  Collection& operator=(const Collection&) = delete;
+
+  bool has_ivf() const;
+  int64_t device_bytes() const;
+  int device() const;
+
+  // PLAID search, steps 1-5 of plaidx/_kernels.py. allowed: (ndocs,) or nullptr. Q (nq, qlen, d).
+  void search(const float* Q, int64_t nq, int64_t qlen, const uint8_t* allowed, const SearchParams& p,
+              float* out_scores, int64_t* out_docs) const;
+  // Exhaustive exact MaxSim over every allowed document, top k.
+  void exact_search(const float* Q, int64_t nq, int64_t qlen, const uint8_t* allowed, int64_t k,
+                    float* out_scores, int64_t* out_docs) const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// One-shot kernels (upload, run, download) with the CPU kernels' contracts.
+void decompress(const uint16_t* codes, const uint8_t* packed, int64_t n, const float* centroids, int64_t nlist,
+                int64_t d, const float* weights, int nbits, bool normalize, float* out, int device);
+void maxsim(const float* Q, int64_t nq, int64_t qlen, int64_t d, const float* values, int64_t n,
+            const int64_t* doc_offsets, int64_t ndocs, float* out, int device);
+void centroid_scores(const float* Q, int64_t nq, int64_t qlen, int64_t d, const float* centroids_t,
+                     int64_t nlist, float* out, int device);
+
+}  // namespace plaidx::cuda

@@ -1,0 +1,230 @@
+// bindings.cpp (CUDA): the pybind11 module plaidx._cuda over csrc/cuda/api.h.
+//
+// Arguments are checked exactly like plaidx._core's (py_arrays.h) while the GIL is held; the GIL is
+// released around every upload, kernel and download. std::invalid_argument surfaces as ValueError and
+// CUDA failures (no device, out of memory) as RuntimeError. Compiled by the host compiler: only
+// kernels.cu needs nvcc.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "cuda/api.h"
+#include "py_arrays.h"
+
+namespace py = pybind11;
+namespace cu = plaidx::cuda;
+using namespace plaidx::py_arrays;  // NOLINT: the shared array checks
+
+namespace {
+
+void check_device(const char* fn, int device) {
+  expect(device >= 0, std::string(fn) + ": device must be a CUDA device index >= 0, got " + std::to_string(device));
+}
+
+View<float> queries(const char* fn, const py::handle& Q_o, int64_t d) {
+  const auto Q = view<float>(Q_o, fn, "Q", 3, "(nq, qlen, d)");
+  expect(Q[1] >= 1, std::string(fn) + ": queries need at least one token (Q.shape[1] >= 1)");
+  expect(Q[2] == d, std::string(fn) + ": Q must have d = " + std::to_string(d) + " columns, got shape " +
+                        shape_str(Q.shape));
+  return Q;
+}
+
+class Collection {
+ public:
+  Collection(const py::object& codes_o, const py::object& packed_o, const py::object& offsets_o,
+             const py::object& centroids_o, const py::object& weights_o, int nbits, const py::object& ivf_o,
+             const py::object& ivf_offsets_o, int device) {
+    const char* fn = "Collection";
+    check_device(fn, device);
+    const auto centroids = view<float>(centroids_o, fn, "centroids", 2, "(nlist, d)");
+    d_ = centroids[1];
+    check_dim(fn, d_);
+    const py::array_t<uint8_t> no_filter(0);
+    const CollectionViews v =
+        collection_views(fn, codes_o, packed_o, offsets_o, centroids_o, weights_o, nbits, no_filter, d_);
+    ndocs_ = v.ndocs;
+    const int32_t* ivf = nullptr;
+    const int64_t* ivf_offsets = nullptr;
+    int64_t npairs = 0;
+    expect(ivf_o.is_none() == ivf_offsets_o.is_none(),
+           std::string(fn) + ": pass both ivf and ivf_offsets, or neither (exact search only)");
+    if (!ivf_o.is_none()) {
+      const auto iv = view<int32_t>(ivf_o, fn, "ivf", 1, "(npairs,)");
+      const auto io = view<int64_t>(ivf_offsets_o, fn, "ivf_offsets", 1, "(nlist + 1,)");
+      expect(io[0] == v.nlist + 1, std::string(fn) + ": ivf_offsets must have shape (nlist + 1,) = (" +
+                                       std::to_string(v.nlist + 1) + ",), got " + shape_str(io.shape));
+      ivf = iv.data;
+      ivf_offsets = io.data;
+      npairs = iv[0];
+    }
+    py::gil_scoped_release release;
+    impl_ = std::make_unique<cu::Collection>(v.codes, v.packed, v.n, v.doc_offsets, v.ndocs, v.centroids,
+                                             v.nlist, d_, v.weights, nbits, ivf, npairs, ivf_offsets, device);
+  }
+
+  py::tuple search(const py::object& Q_o, const py::object& allowed_o, int64_t nprobe, double threshold,
+                   int64_t ndocs, int64_t n_exact, int64_t k) const {
+    const char* fn = "Collection.search";
+    const std::string f(fn);
+    const auto Q = queries(fn, Q_o, d_);
+    const uint8_t* allowed = allowed_ptr(fn, allowed_o);
+    expect(nprobe >= 1, f + ": nprobe must be >= 1, got " + std::to_string(nprobe));
+    expect(ndocs >= 1, f + ": ndocs must be >= 1, got " + std::to_string(ndocs));
+    expect(n_exact >= 1, f + ": n_exact must be >= 1, got " + std::to_string(n_exact));
+    expect(k >= 1, f + ": k must be >= 1, got " + std::to_string(k));
+    py::array_t<float> scores({Q[0], k});
+    py::array_t<int64_t> docs({Q[0], k});
+    float* so = mutable_data(scores);
+    int64_t* dout = mutable_data(docs);
+    {
+      py::gil_scoped_release release;
+      impl_->search(Q.data, Q[0], Q[1], allowed, cu::SearchParams{nprobe, threshold, ndocs, n_exact, k}, so, dout);
+    }
+    return py::make_tuple(scores, docs);
+  }
+
+  py::tuple exact_search(const py::object& Q_o, const py::object& allowed_o, int64_t k) const {
+    const char* fn = "Collection.exact_search";
+    const auto Q = queries(fn, Q_o, d_);
+    const uint8_t* allowed = allowed_ptr(fn, allowed_o);
+    expect(k >= 1, std::string(fn) + ": k must be >= 1, got " + std::to_string(k));
+    py::array_t<float> scores({Q[0], k});
+    py::array_t<int64_t> docs({Q[0], k});
+    float* so = mutable_data(scores);
+    int64_t* dout = mutable_data(docs);
+    {
+      py::gil_scoped_release release;
+      impl_->exact_search(Q.data, Q[0], Q[1], allowed, k, so, dout);
+    }
+    return py::make_tuple(scores, docs);
+  }
+
+  int64_t device_bytes() const { return impl_->device_bytes(); }
+  int device() const { return impl_->device(); }
+  bool has_ivf() const { return impl_->has_ivf(); }
+
+ private:
+  const uint8_t* allowed_ptr(const char* fn, const py::handle& allowed_o) const {
+    const auto a = view<uint8_t>(allowed_o, fn, "allowed", 1, "(ndocs,) or (0,)");
+    expect(a[0] == ndocs_ || a[0] == 0, std::string(fn) + ": allowed must have shape (ndocs,) = (" +
+                                            std::to_string(ndocs_) + ",) or (0,), got " + shape_str(a.shape));
+    return a[0] == 0 ? nullptr : a.data;
+  }
+
+  std::unique_ptr<cu::Collection> impl_;
+  int64_t d_ = 0, ndocs_ = 0;
+};
+
+py::array_t<float> decompress(const py::object& codes_o, const py::object& packed_o, const py::object& centroids_o,
+                              const py::object& weights_o, int nbits, bool normalize, int device) {
+  const char* fn = "decompress";
+  check_device(fn, device);
+  check_nbits(fn, nbits);
+  const auto centroids = view<float>(centroids_o, fn, "centroids", 2, "(nlist, d)");
+  const int64_t d = centroids[1];
+  check_dim(fn, d);
+  const auto codes = view<uint16_t>(codes_o, fn, "codes", 1, "(n,)");
+  py::array_t<int64_t> one_doc(2);
+  one_doc.mutable_at(0) = 0;
+  one_doc.mutable_at(1) = codes[0];
+  const py::array_t<uint8_t> no_filter(0);
+  const CollectionViews v =
+      collection_views(fn, codes_o, packed_o, one_doc, centroids_o, weights_o, nbits, no_filter, d);
+  py::array_t<float> out({v.n, d});
+  float* o = mutable_data(out);
+  {
+    py::gil_scoped_release release;
+    cu::decompress(v.codes, v.packed, v.n, v.centroids, v.nlist, d, v.weights, nbits, normalize, o, device);
+  }
+  return out;
+}
+
+py::array_t<float> maxsim(const py::object& Q_o, const py::object& values_o, const py::object& offsets_o,
+                          int device) {
+  const char* fn = "maxsim";
+  check_device(fn, device);
+  const auto values = view<float>(values_o, fn, "values", 2, "(n, d)");
+  const auto offsets = view<int64_t>(offsets_o, fn, "doc_offsets", 1, "(ndocs + 1,)");
+  const int64_t d = values[1];
+  check_dim(fn, d);
+  const auto Q = queries(fn, Q_o, d);
+  expect(offsets[0] >= 1, std::string(fn) + ": doc_offsets must have ndocs + 1 >= 1 entries, got 0");
+  const int64_t ndocs = offsets[0] - 1;
+  py::array_t<float> out({Q[0], ndocs});
+  float* o = mutable_data(out);
+  {
+    py::gil_scoped_release release;
+    cu::maxsim(Q.data, Q[0], Q[1], d, values.data, values[0], offsets.data, ndocs, o, device);
+  }
+  return out;
+}
+
+py::array_t<float> centroid_scores(const py::object& Q_o, const py::object& centroids_t_o, int device) {
+  const char* fn = "centroid_scores";
+  check_device(fn, device);
+  const auto ct = view<float>(centroids_t_o, fn, "centroids_t", 2, "(d, nlist)");
+  const int64_t d = ct[0], nlist = ct[1];
+  check_dim(fn, d);
+  const auto Q = queries(fn, Q_o, d);
+  py::array_t<float> out({Q[0], Q[1], nlist});
+  float* o = mutable_data(out);
+  {
+    py::gil_scoped_release release;
+    cu::centroid_scores(Q.data, Q[0], Q[1], d, ct.data, nlist, o, device);
+  }
+  return out;
+}
+
+py::dict device_info() {
+  const cu::DeviceInfo info = cu::device_info();
+  py::dict d;
+  d["available"] = info.available;
+  d["reason"] = info.reason;
+  d["device_count"] = info.device_count;
+  d["name"] = info.name;
+  d["compute_capability"] = std::to_string(info.major) + "." + std::to_string(info.minor);
+  d["total_memory"] = info.total_memory;
+  d["runtime_version"] = info.runtime_version;
+  d["driver_version"] = info.driver_version;
+  d["compiled_archs"] = info.compiled_archs;
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_cuda, m) {
+  m.doc() = "plaidx CUDA kernels: the GPU twins of plaidx._core (see csrc/cuda/api.h).";
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const std::invalid_argument& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    }
+  });
+  m.def("device_info", &device_info, "Whether a CUDA device is usable, which one, and the compiled archs.");
+  m.def("decompress", &decompress, py::arg("codes"), py::arg("packed"), py::arg("centroids"), py::arg("weights"),
+        py::arg("nbits"), py::arg("normalize"), py::kw_only(), py::arg("device") = 0,
+        "decompress on the GPU; same contract as plaidx._core.decompress");
+  m.def("maxsim", &maxsim, py::arg("Q"), py::arg("values"), py::arg("doc_offsets"), py::kw_only(),
+        py::arg("device") = 0, "maxsim on the GPU; same contract as plaidx._core.maxsim");
+  m.def("centroid_scores", &centroid_scores, py::arg("Q"), py::arg("centroids_t"), py::kw_only(),
+        py::arg("device") = 0, "centroid_scores on the GPU; same contract as plaidx._core.centroid_scores");
+  py::class_<Collection>(m, "Collection",
+                         "A compressed collection (and optionally its inverted file) copied to one GPU.")
+      .def(py::init<const py::object&, const py::object&, const py::object&, const py::object&, const py::object&,
+                    int, const py::object&, const py::object&, int>(),
+           py::arg("codes"), py::arg("packed"), py::arg("doc_offsets"), py::arg("centroids"), py::arg("weights"),
+           py::arg("nbits"), py::arg("ivf") = py::none(), py::arg("ivf_offsets") = py::none(), py::kw_only(),
+           py::arg("device") = 0)
+      .def("search", &Collection::search, py::arg("Q"), py::arg("allowed"), py::arg("nprobe"),
+           py::arg("threshold"), py::arg("ndocs"), py::arg("n_exact"), py::arg("k"),
+           "PLAID search on the GPU (steps 1-5 of plaidx._kernels) -> (scores f32 (nq, k), docs i64 (nq, k))")
+      .def("exact_search", &Collection::exact_search, py::arg("Q"), py::arg("allowed"), py::arg("k"),
+           "Exhaustive exact MaxSim on the GPU -> (scores, docs)")
+      .def_property_readonly("device_bytes", &Collection::device_bytes)
+      .def_property_readonly("device", &Collection::device)
+      .def_property_readonly("has_ivf", &Collection::has_ivf);
+}

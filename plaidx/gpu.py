@@ -1,0 +1,66 @@
+"""The CUDA path: ``plaidx._cuda`` (GPU twins of the native kernels) and device selection.
+
+``plaidx._cuda`` is always built: with nvcc it holds the kernels of ``csrc/cuda``; without, a stub that
+imports and says why. Nothing here initialises CUDA until a GPU is asked for, so ``import plaidx``
+stays cheap and works on machines without a driver.
+
+Devices are named like torch's: ``"cpu"``, ``"cuda"`` (device 0) or ``"cuda:N"``; ``None`` means the CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+try:
+    from . import _cuda  # type: ignore[attr-defined]
+
+    _import_error: str | None = None
+except ImportError as exc:  # pragma: no cover - depends on the build
+    _cuda = None
+    _import_error = f"plaidx._cuda could not be imported ({type(exc).__name__}: {exc}); reinstall plaidx"
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_info() -> dict[str, Any]:
+    """``cuda`` (usable now), ``cuda_reason`` (why not, else None) and the device and build details."""
+    if _cuda is None:
+        return {"cuda": False, "cuda_reason": _import_error}
+    d = dict(_cuda.device_info())
+    info: dict[str, Any] = {"cuda": bool(d.pop("available")), "cuda_reason": d.pop("reason") or None}
+    info.update({f"cuda_{k}": v for k, v in d.items()})
+    return info
+
+
+def resolve_device(device: Any) -> int | None:
+    """The CUDA device index a ``device`` argument names, or None for the CPU.
+
+    Raises ValueError for a name that is not a device, RuntimeError (with the reason) when a GPU is
+    asked for and this build or machine cannot provide one.
+    """
+    if device is None:
+        return None
+    text = str(device).strip().lower()  # accepts torch.device too
+    if text == "cpu":
+        return None
+    if text == "cuda":
+        index = 0
+    elif text.startswith("cuda:") and text[5:].isdigit():
+        index = int(text[5:])
+    else:
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    info = cuda_info()
+    if not info["cuda"]:
+        raise RuntimeError(f"device={device!r} needs a usable CUDA GPU, but {info['cuda_reason']}. "
+                           "Search on the CPU with device='cpu' (the default).")
+    count = int(info.get("cuda_device_count", 0))
+    if index >= count:
+        raise ValueError(f"device={device!r}: this machine has {count} CUDA device(s) (0..{count - 1})")
+    return index
+
+
+def module() -> Any:
+    """plaidx._cuda, for callers that have checked :func:`resolve_device` first."""
+    if _cuda is None:
+        raise RuntimeError(_import_error)
+    return _cuda

@@ -1,0 +1,215 @@
+"""The CUDA twins (plaidx._cuda) against the CPU kernels, and the device= path of the public API.
+
+The first group runs everywhere (device naming, clear errors without a GPU, the build report). The
+rest needs a usable GPU and is skipped otherwise; each compares the GPU with the native CPU kernels
+(or the reference when the native module is missing): exact where the arithmetic is the same (decoding),
+to float rounding and tie-aware elsewhere (the GPU sums in another fixed order).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from synth import clustered_collection
+from test_kernels import (
+    BACKENDS,
+    DIMS,
+    NBITS,
+    NO_MASK,
+    _unit,
+    assert_topk_equivalent,
+    make_collection,
+    make_queries,
+    run_exact,
+    run_search,
+)
+
+import plaidx
+from plaidx import _reference as ref
+from plaidx import gpu
+
+CPU = BACKENDS[-1].values[0] or ref  # the native module when built, else the reference
+HAVE_GPU = gpu.cuda_info()["cuda"]
+needs_gpu = pytest.mark.skipif(not HAVE_GPU, reason=f"no usable CUDA GPU: {gpu.cuda_info()['cuda_reason']}")
+
+
+def upload(col, with_ivf=True):
+    c = col
+    ivf = (c["ivf"], c["ivf_offsets"]) if with_ivf else (None, None)
+    return gpu.module().Collection(c["codes"], c["packed"], c["doc_offsets"], c["centroids"], c["weights"],
+                                   c["nbits"], *ivf, device=0)
+
+
+# ------------------------------------------------------------------------------------ everywhere
+def test_device_names_are_parsed_and_checked():
+    assert gpu.resolve_device(None) is None
+    assert gpu.resolve_device("cpu") is None
+    assert gpu.resolve_device(" CPU ") is None
+    for bad in ("gpu", "cuda:x", "cuda:-1", "tpu:0", 3):
+        with pytest.raises(ValueError, match="device must be"):
+            gpu.resolve_device(bad)
+
+
+def test_build_info_reports_cuda_and_why_not():
+    info = plaidx.build_info()
+    assert isinstance(info["cuda"], bool)
+    if info["cuda"]:
+        assert info["cuda_reason"] is None and info["cuda_device_count"] >= 1 and info["cuda_name"]
+    else:
+        assert isinstance(info["cuda_reason"], str) and len(info["cuda_reason"]) > 10
+
+
+@pytest.mark.skipif(HAVE_GPU, reason="checks the error of a machine without a usable GPU")
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
+    docs, queries, _ = clustered_collection(n_docs=40, dim=32, n_topics=8, mean_len=10, n_queries=2, q_len=4)
+    index = plaidx.Index.build(tmp_path / "ix", docs, nlist=8)
+    before = sorted(p.name for p in (tmp_path / "ix").iterdir())
+    with pytest.raises(RuntimeError, match="needs a usable CUDA GPU.*device='cpu'"):
+        index.search(queries, k=3, device="cuda")
+    with pytest.raises(RuntimeError, match="needs a usable CUDA GPU"):
+        plaidx.maxsim(queries[0], docs[:3], device="cuda:0")
+    assert sorted(p.name for p in (tmp_path / "ix").iterdir()) == before
+    s, i = index.search(queries, k=3, device="cpu")
+    assert (i >= 0).all() and np.isfinite(s).all()
+
+
+# ------------------------------------------------------------------------------------ kernels
+@needs_gpu
+@pytest.mark.parametrize("d", DIMS)
+@pytest.mark.parametrize("nbits", NBITS)
+def test_decompress_matches_cpu(nbits, d):
+    col = make_collection(nbits * 7 + d, ndocs=50, d=d, nbits=nbits)
+    args = (col["codes"], col["packed"], col["centroids"], col["weights"], nbits)
+    raw = gpu.module().decompress(*args, False)
+    np.testing.assert_array_equal(raw, CPU.decompress(*args, False))  # one float addition: exact
+    np.testing.assert_allclose(gpu.module().decompress(*args, True), CPU.decompress(*args, True),
+                               rtol=2e-6, atol=1e-7)
+
+
+@needs_gpu
+@pytest.mark.parametrize("d", DIMS)
+@pytest.mark.parametrize("qlen", [1, 8, 32, 45])
+def test_centroid_scores_match_cpu(d, qlen):
+    rng = np.random.default_rng(d + qlen)
+    Q = _unit(rng.standard_normal((3, qlen, d)))
+    ct = np.ascontiguousarray(_unit(rng.standard_normal((300, d))).T)  # nlist 300: a partial last block
+    np.testing.assert_allclose(gpu.module().centroid_scores(Q, ct), Q @ ct, rtol=1e-5, atol=1e-5)
+
+
+@needs_gpu
+@pytest.mark.parametrize("qlen", [1, 32, 70])
+def test_maxsim_matches_cpu_over_ragged_documents(qlen):
+    rng = np.random.default_rng(qlen)
+    d = 96
+    lens = np.array([1, 0, 5, 8192, 33, 2, 0, 100])  # empty documents score 0; one 8192-token document
+    offsets = np.zeros(len(lens) + 1, np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    values = _unit(rng.standard_normal((int(offsets[-1]), d)))
+    Q = _unit(rng.standard_normal((4, qlen, d)))
+    got = gpu.module().maxsim(Q, values, offsets)
+    np.testing.assert_allclose(got, CPU.maxsim(Q, values, offsets), rtol=1e-5, atol=1e-4)
+    assert (got[:, lens == 0] == 0).all()
+
+
+# ------------------------------------------------------------------------------------ search
+@needs_gpu
+@pytest.mark.parametrize("d", DIMS)
+@pytest.mark.parametrize("nbits", NBITS)
+def test_search_matches_cpu(nbits, d):
+    col = make_collection(nbits + d, ndocs=300, d=d, nbits=nbits, nlist=32, max_len=40)
+    Q, S = make_queries(nbits + d, col, nq=6, qlen=32)
+    coll = upload(col)
+    for nprobe, threshold, ndocs, n_exact, k in [(2, 0.0, 40, 10, 5), (4, 0.3, 100, 30, 10), (1, -1.0, 7, 7, 7)]:
+        want = run_search(CPU, Q, S, col, nprobe=nprobe, threshold=threshold, ndocs=ndocs, n_exact=n_exact, k=k)
+        got = coll.search(Q, NO_MASK, nprobe, threshold, ndocs, n_exact, k)
+        assert_topk_equivalent(got, want)
+    assert_topk_equivalent(coll.exact_search(Q, NO_MASK, 9), run_exact(CPU, Q, col, k=9))
+
+
+@needs_gpu
+@pytest.mark.parametrize("nprobe", [1, 9, 40, 200, 511, 512, 10_000])
+def test_probe_paths_match_cpu(nprobe):
+    """Every probe template (8, 32, 128, 512 cells per lane) and the every-cell path."""
+    col = make_collection(nprobe, ndocs=400, d=64, nbits=2, nlist=1024, max_len=30)
+    Q, S = make_queries(nprobe, col, nq=3, qlen=12)
+    got = upload(col).search(Q, NO_MASK, nprobe, 0.2, 200, 50, 10)
+    assert_topk_equivalent(got, run_search(CPU, Q, S, col, nprobe=nprobe, threshold=0.2, ndocs=200, n_exact=50,
+                                           k=10))
+
+
+@needs_gpu
+def test_full_probe_search_equals_exact_search():
+    col = make_collection(5, ndocs=120, d=64, nbits=4, nlist=16)
+    Q, _ = make_queries(5, col, nq=4, qlen=10)
+    coll = upload(col)
+    got = coll.search(Q, NO_MASK, 16, -1e9, 120, 120, 12)
+    assert_topk_equivalent(got, coll.exact_search(Q, NO_MASK, 12))
+
+
+@needs_gpu
+def test_allowed_mask_padding_and_determinism():
+    col = make_collection(11, ndocs=200, d=64, nbits=2, nlist=16)
+    Q, S = make_queries(11, col, nq=5, qlen=32)
+    allowed = np.zeros(col["ndocs"], np.uint8)
+    allowed[::17] = 1  # 12 documents: rows are padded with -inf / -1
+    coll = upload(col)
+    got = coll.search(Q, allowed, 4, 0.0, 50, 20, 15)
+    assert set(got[1][got[1] >= 0].tolist()) <= set(np.flatnonzero(allowed).tolist())
+    assert (got[1][:, 12:] == -1).all() and np.isneginf(got[0][:, 12:]).all()
+    assert_topk_equivalent(got, run_search(CPU, Q, S, col, allowed, nprobe=4, threshold=0.0, ndocs=50, n_exact=20,
+                                           k=15))
+    again = coll.search(Q, allowed, 4, 0.0, 50, 20, 15)
+    np.testing.assert_array_equal(again[0], got[0])  # bit-identical run to run
+    np.testing.assert_array_equal(again[1], got[1])
+    assert_topk_equivalent(coll.exact_search(Q, allowed, 15), run_exact(CPU, Q, col, allowed, k=15))
+    none = coll.search(Q, np.zeros(col["ndocs"], np.uint8), 4, 0.0, 50, 20, 3)
+    assert (none[1] == -1).all()
+
+
+@needs_gpu
+def test_many_queries_span_several_chunks():
+    col = make_collection(3, ndocs=3000, d=64, nbits=2, nlist=256, max_len=20)
+    Q, S = make_queries(3, col, nq=1100, qlen=4)  # more queries than one chunk holds (1024)
+    got = upload(col).search(Q, NO_MASK, 2, 0.1, 64, 16, 5)
+    assert_topk_equivalent(got, run_search(CPU, Q, S, col, nprobe=2, threshold=0.1, ndocs=64, n_exact=16, k=5))
+
+
+@needs_gpu
+def test_bad_arguments_raise_value_error():
+    col = make_collection(2, ndocs=50, d=64, nlist=1024)
+    Q, _ = make_queries(2, col, nq=2, qlen=4)
+    coll = upload(col)
+    with pytest.raises(ValueError, match="nprobe <= 512"):
+        coll.search(Q, NO_MASK, 600, 0.0, 10, 5, 5)
+    with pytest.raises(ValueError, match="d = 64"):
+        coll.search(Q[:, :, :32].copy(), NO_MASK, 2, 0.0, 10, 5, 5)
+    with pytest.raises(ValueError, match="allowed must have shape"):
+        coll.search(Q, np.ones(3, np.uint8), 2, 0.0, 10, 5, 5)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        coll.exact_search(Q, NO_MASK, 0)
+    with pytest.raises(ValueError, match="without its inverted file"):
+        upload(col, with_ivf=False).search(Q, NO_MASK, 2, 0.0, 10, 5, 5)
+    bad = dict(col, codes=col["codes"].copy())
+    bad["codes"][3] = 5000
+    with pytest.raises(ValueError, match="centroid id is >= nlist"):
+        upload(bad)
+
+
+# ------------------------------------------------------------------------------------ public API
+@needs_gpu
+def test_index_search_on_gpu_matches_cpu_across_updates(tmp_path):
+    docs, queries, _ = clustered_collection(n_docs=400, dim=64, n_topics=24, mean_len=30, n_queries=12, q_len=32)
+    index = plaidx.Index.build(tmp_path / "ix", docs, nlist=64)
+    for kw in ({}, {"k": 25, "nprobe": 8}, {"exact": True}, {"doc_ids": np.arange(0, 400, 3)}):
+        assert_topk_equivalent(index.search(queries, device="cuda", **kw), index.search(queries, **kw))
+    gone = [int(i) for i in index.search(queries[0], k=3, device="cuda")[1]]
+    index.delete(gone)
+    new = index.add(docs[:20])
+    s_gpu, i_gpu = index.search(queries, k=10, device="cuda:0")  # a new generation: a new device copy
+    assert_topk_equivalent((s_gpu, i_gpu), index.search(queries, k=10))
+    assert not set(gone) & set(i_gpu.ravel().tolist())
+    s_new, i_new = index.search(queries, k=5, doc_ids=new, device="cuda")
+    assert set(i_new.ravel().tolist()) <= set(new.tolist())
+    assert_topk_equivalent((s_new, i_new), index.search(queries, k=5, doc_ids=new))
+    got = plaidx.maxsim(queries[:2], docs[:30], device="cuda")
+    np.testing.assert_allclose(got, plaidx.maxsim(queries[:2], docs[:30]), rtol=1e-5, atol=1e-4)
