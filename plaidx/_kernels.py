@@ -30,7 +30,9 @@ Functions:
   search(Q f32 (nq, qlen, d), S f32 (nq, qlen, nlist), codes, packed, doc_offsets, ivf, ivf_offsets,
          centroids, weights, nbits, allowed u8 (ndocs,) or (0,), nprobe, threshold, ndocs, n_exact, k)
       -> (scores f32 (nq, k), docs i64 (nq, k))   PLAID pipeline per query q:
-      1. probe: for each query token a, the nprobe cells with the highest S[q, a, :] (ties: lower cell).
+      1. probe: for each query token a, the nprobe cells with the highest S[q, a, :] (ties: lower cell),
+         a cell whose ivf list is empty ranking as -inf (a probe is never spent on a cell with no
+         document while a non-empty one is left).
       2. candidates: union of ivf lists of the probed cells, keeping documents with allowed[i] != 0
          (every document when allowed has size 0).
       3. keep[c] = max_a S[q, a, c] >= threshold; pruned(i) = sum_a max over tokens t of i with

@@ -350,10 +350,12 @@ def search(Q: np.ndarray, S: np.ndarray, codes: np.ndarray, packed: np.ndarray, 
     out_d = np.full((nq, k), -1, np.int64)
     all_cells = np.arange(nlist, dtype=np.int64)
     every_cell = np.ones(nlist, np.bool_)
+    empty = np.diff(ivf_offsets) == 0
     for q in range(nq):
         Sq = S[q]
-        # 1. probe: the nprobe best cells of every query token
-        probed = np.unique(np.concatenate([all_cells[_top(Sq[a], all_cells, nprobe)] for a in range(qlen)]))
+        # 1. probe: the nprobe best cells of every query token, cells with an empty list ranking as -inf
+        Sp = np.where(empty, np.float32(-np.inf), Sq)
+        probed = np.unique(np.concatenate([all_cells[_top(Sp[a], all_cells, nprobe)] for a in range(qlen)]))
         # 2. candidates: allowed documents of the probed cells' lists
         lists = [ivf[ivf_offsets[c]:ivf_offsets[c + 1]] for c in probed]
         cand = np.unique(np.concatenate(lists)).astype(np.int64)

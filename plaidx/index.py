@@ -351,10 +351,24 @@ class Index:
                 scores, pos = coll.search(q, allowed, nprobe_eff, p.centroid_score_threshold, p.ndocs, p.n_exact, k)
             else:
                 scores, pos = self._search_cpu(q, allowed, p, nprobe_eff, k, num_threads)
-            # PLAID only sees documents in the probed cells; when that leaves a row short of k while
-            # more allowed documents exist (a narrow filter, a small index), score that row exhaustively.
+            # PLAID only sees documents in the probed cells. When that leaves a row short of k while more
+            # allowed documents exist (a narrow filter, a small index, query tokens whose best cells are
+            # nearly empty), search that row again probing 16x more cells, then exhaustively if need be.
             n_allowed = int(np.count_nonzero(allowed)) if allowed.size else snap.n_docs
-            short = np.flatnonzero((pos >= 0).sum(axis=1) < min(k, n_allowed))
+
+            def short_rows() -> np.ndarray:
+                return np.flatnonzero((pos >= 0).sum(axis=1) < min(k, n_allowed))
+
+            short = short_rows()
+            if short.size and nprobe_eff < snap.nlist:
+                wide = min(snap.nlist, 16 * nprobe_eff)
+                qs = np.ascontiguousarray(q[short])
+                if coll is not None:
+                    s2, p2 = coll.search(qs, allowed, wide, p.centroid_score_threshold, p.ndocs, p.n_exact, k)
+                else:
+                    s2, p2 = self._search_cpu(qs, allowed, p, wide, k, num_threads)
+                scores[short], pos[short] = s2, p2
+                short = short_rows()
             if short.size:
                 scores[short], pos[short] = exhaustive(np.ascontiguousarray(q[short]))
         ids = np.where(pos >= 0, np.asarray(snap.doc_ids)[np.maximum(pos, 0)], -1).astype(np.int64)

@@ -606,3 +606,20 @@ def test_centroid_scores_bad_inputs_raise(mod):
         mod.centroid_scores(np.zeros((1, 1, 8), np.float32), np.zeros((8, 65537), np.float32))
     with pytest.raises(ValueError, match="num_threads"):
         mod.centroid_scores(Q, Ct, num_threads=-1)
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_empty_cells_are_never_probed(mod):
+    """A probe is not spent on a cell with no document: cells 0-3 score highest for every query token
+    but hold no token, so with nprobe 1 a search that probed them would find nothing."""
+    col = make_collection(21, ndocs=80, d=64, nbits=2, nlist=16)
+    col["codes"] = (col["codes"] % 12 + 4).astype(np.uint16)  # cells 0-3 empty
+    col["ivf"], col["ivf_offsets"] = ref.build_ivf(col["codes"], col["doc_offsets"], 16)
+    Q, _ = make_queries(21, col, nq=3, qlen=6)
+    col["centroids"][:4] = _unit(Q[0].mean(axis=0, keepdims=True) + 1e-3 * np.arange(4)[:, None])
+    S = np.ascontiguousarray(Q @ col["centroids"].T)
+    assert (S[0].argmax(axis=1) < 4).all()  # the empty cells are each token's best
+    scores, docs = run_search(mod, Q, S, col, nprobe=1, threshold=-1.0, ndocs=40, n_exact=20, k=5)
+    assert (docs >= 0).all()
+    assert_topk_equivalent((scores, docs), run_search(ref, Q, S, col, nprobe=1, threshold=-1.0, ndocs=40,
+                                                      n_exact=20, k=5))

@@ -82,8 +82,10 @@ PLAIDX_DISPATCH(void, prepare_cells,
                  float* St, uint8_t* keep),
                 (Sq, qlen, nlist, c0, c1, threshold, St, keep))
 
-// The np best cells of one score row (nlist,), in any order, into out (np,). np < nlist.
-void probe_row(const float* row, int64_t nlist, int64_t np, int64_t* out) {
+// The np best cells of one score row (nlist,), in any order, into out (np,). np < nlist. Cells with
+// empty[c] rank as -inf.
+void probe_row(const float* row, const uint8_t* empty, int64_t nlist, int64_t np, int64_t* out) {
+  auto value = [&](int64_t c) { return empty[c] ? kNegInf : row[c]; };
   if (np <= 64) {
     // Sorted insertion into a buffer of the np best so far. Cells arrive in ascending order, so once
     // the buffer is full a later cell enters only with a key strictly above the worst kept key.
@@ -98,11 +100,11 @@ void probe_row(const float* row, int64_t nlist, int64_t np, int64_t* out) {
       best[i] = Scored{x, c};
     };
     int64_t c = 0;
-    for (; c < nlist && m < np; ++c) insert(row[c], c);
+    for (; c < nlist && m < np; ++c) insert(value(c), c);
     float worst = rank_key(best[np - 1].score);
     for (; c < nlist; ++c) {
-      if (row[c] > worst) {  // false for NaN, which ranks as -inf
-        insert(row[c], c);
+      if (value(c) > worst) {  // false for NaN, which ranks as -inf
+        insert(value(c), c);
         worst = rank_key(best[np - 1].score);
       }
     }
@@ -110,7 +112,7 @@ void probe_row(const float* row, int64_t nlist, int64_t np, int64_t* out) {
     return;
   }
   std::vector<Scored> items(static_cast<size_t>(nlist));
-  for (int64_t c = 0; c < nlist; ++c) items[c] = Scored{row[c], c};
+  for (int64_t c = 0; c < nlist; ++c) items[c] = Scored{value(c), c};
   keep_top(items, np);
   for (int64_t i = 0; i < np; ++i) out[i] = items[i].doc;
 }
@@ -185,6 +187,7 @@ struct SearchContext {
   int64_t qlen;
   const Compressed& col;
   const IvfView& ivf;
+  const uint8_t* empty;  // (nlist,): the cell's ivf list is empty
   const uint8_t* allowed;
   const SearchParams& p;
   float* out_scores;
@@ -211,7 +214,7 @@ void search_query(const SearchContext& ctx, int64_t q, Workspace& ws, int thread
     for (int64_t c = 0; c < nlist; ++c) ws.probed[c] = c;
   } else {
     parallel_for(qlen, cell_threads,
-                 [&](int64_t a) { probe_row(Sq + a * nlist, nlist, np, ws.probed.data() + a * np); });
+                 [&](int64_t a) { probe_row(Sq + a * nlist, ctx.empty, nlist, np, ws.probed.data() + a * np); });
   }
 
   // 2. candidates: distinct documents of the probed cells' lists, allowed ones, ascending
@@ -291,7 +294,9 @@ void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Comp
   const int64_t qp = padded_qlen(qlen);
   std::vector<float> Qt(static_cast<size_t>(nq * col.d * qp));
   transpose_queries(Q, nq, qlen, col.d, Qt.data());
-  const SearchContext ctx{Qt.data(), S, qlen, col, ivf, allowed, params, out_scores, out_docs};
+  std::vector<uint8_t> empty(static_cast<size_t>(col.nlist));
+  for (int64_t c = 0; c < col.nlist; ++c) empty[c] = ivf.ivf_offsets[c + 1] == ivf.ivf_offsets[c] ? 1 : 0;
+  const SearchContext ctx{Qt.data(), S, qlen, col, ivf, empty.data(), allowed, params, out_scores, out_docs};
   if (nq >= threads && threads > 1) {
     parallel_chunks(nq, (nq + threads - 1) / threads, threads, [&](int64_t b, int64_t e) {
       Workspace ws(col.nlist, qp, col.ndocs);

@@ -206,11 +206,12 @@ __device__ __forceinline__ bool ranks_before(float xa, int ca, float xb, int cb)
   return xa > xb || (xa == xb && ca < cb);
 }
 
-// One warp per row of S (rows = nq * qlen): the np < nlist best cells into out (rows, np), best first.
-// Each lane keeps the np best of its cells (sorted insertion), then np rounds of a warp arg-best merge.
+// One warp per row of S (rows = nq * qlen): the np < nlist best cells into out (rows, np), best first;
+// cells with empty[c] (no document in their list) rank as -inf. Each lane keeps the np best of its cells
+// (sorted insertion), then np rounds of a warp arg-best merge.
 template <int NP>
-__global__ void probe_kernel(const float* __restrict__ S, int64_t rows, int64_t nlist, int np,
-                             int32_t* __restrict__ out) {
+__global__ void probe_kernel(const float* __restrict__ S, const uint8_t* __restrict__ empty, int64_t rows,
+                             int64_t nlist, int np, int32_t* __restrict__ out) {
   const int64_t row = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
   const int lane = threadIdx.x % kWarp;
   if (row >= rows) return;  // rows are whole warps
@@ -219,7 +220,7 @@ __global__ void probe_kernel(const float* __restrict__ S, int64_t rows, int64_t 
   int m = 0;
   const float* Sr = S + row * nlist;
   for (int64_t c = lane; c < nlist; c += kWarp) {
-    const float x = rank_score(Sr[c]);
+    const float x = empty[c] ? -kInf : rank_score(Sr[c]);
     if (m == np && !(x > bs[np - 1])) continue;  // this lane's cells arrive in ascending order
     int i = m < np ? m++ : np - 1;
     while (i > 0 && ranks_before(x, static_cast<int>(c), bs[i - 1], bc[i - 1])) {
@@ -597,6 +598,7 @@ struct Collection::Impl {
   Buffer<float> centroids, centroids_t, weights;
   Buffer<int32_t> ivf;
   Buffer<int64_t> ivf_offsets;
+  Buffer<uint8_t> empty;  // (nlist,): the cell's list is empty (never probed while a non-empty one is left)
 
   Tokens tokens() const {
     Tokens tk;
@@ -646,6 +648,9 @@ Collection::Collection(const uint16_t* codes, const uint8_t* packed, int64_t n, 
     m.npairs = npairs;
     m.ivf.upload(ivf, static_cast<size_t>(npairs));
     m.ivf_offsets.upload(ivf_offsets, static_cast<size_t>(nlist + 1));
+    std::vector<uint8_t> empty(static_cast<size_t>(nlist));
+    for (int64_t c = 0; c < nlist; ++c) empty[c] = ivf_offsets[c + 1] == ivf_offsets[c] ? 1 : 0;
+    m.empty.upload(empty.data(), empty.size());
   }
 }
 
@@ -657,7 +662,8 @@ int Collection::device() const { return impl_->device; }
 int64_t Collection::device_bytes() const {
   const Impl& m = *impl_;
   return static_cast<int64_t>(m.codes.bytes() + m.packed.bytes() + m.doc_offsets.bytes() + m.centroids.bytes() +
-                              m.centroids_t.bytes() + m.weights.bytes() + m.ivf.bytes() + m.ivf_offsets.bytes());
+                              m.centroids_t.bytes() + m.weights.bytes() + m.ivf.bytes() + m.ivf_offsets.bytes() +
+                              m.empty.bytes());
 }
 
 void Collection::search(const float* Q, int64_t nq, int64_t qlen, const uint8_t* allowed, const SearchParams& p,
@@ -715,10 +721,11 @@ void Collection::search(const float* Q, int64_t nq, int64_t qlen, const uint8_t*
       const int64_t rows = nc * qlen;
       const unsigned grid = blocks_for(rows * kWarp, kThreads);
       const int npi = static_cast<int>(np);
-      if (np <= 8) probe_kernel<8><<<grid, kThreads>>>(S.get(), rows, m.nlist, npi, probed.get());
-      else if (np <= 32) probe_kernel<32><<<grid, kThreads>>>(S.get(), rows, m.nlist, npi, probed.get());
-      else if (np <= 128) probe_kernel<128><<<grid, kThreads>>>(S.get(), rows, m.nlist, npi, probed.get());
-      else probe_kernel<kMaxProbe><<<grid, kThreads>>>(S.get(), rows, m.nlist, npi, probed.get());
+      const uint8_t* empty = m.empty.get();
+      if (np <= 8) probe_kernel<8><<<grid, kThreads>>>(S.get(), empty, rows, m.nlist, npi, probed.get());
+      else if (np <= 32) probe_kernel<32><<<grid, kThreads>>>(S.get(), empty, rows, m.nlist, npi, probed.get());
+      else if (np <= 128) probe_kernel<128><<<grid, kThreads>>>(S.get(), empty, rows, m.nlist, npi, probed.get());
+      else probe_kernel<kMaxProbe><<<grid, kThreads>>>(S.get(), empty, rows, m.nlist, npi, probed.get());
     }
     PX_LAUNCHED();
 
