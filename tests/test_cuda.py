@@ -213,3 +213,16 @@ def test_index_search_on_gpu_matches_cpu_across_updates(tmp_path):
     assert_topk_equivalent((s_new, i_new), index.search(queries, k=5, doc_ids=new))
     got = plaidx.maxsim(queries[:2], docs[:30], device="cuda")
     np.testing.assert_allclose(got, plaidx.maxsim(queries[:2], docs[:30]), rtol=1e-5, atol=1e-4)
+
+
+@needs_gpu
+def test_empty_cells_are_never_probed_on_the_gpu():
+    col = make_collection(21, ndocs=80, d=64, nbits=2, nlist=16)
+    col["codes"] = (col["codes"] % 12 + 4).astype(np.uint16)  # cells 0-3 hold no token
+    col["ivf"], col["ivf_offsets"] = ref.build_ivf(col["codes"], col["doc_offsets"], 16)
+    Q, _ = make_queries(21, col, nq=3, qlen=6)
+    col["centroids"][:4] = _unit(Q[0].mean(axis=0, keepdims=True) + 1e-3 * np.arange(4)[:, None])
+    S = np.ascontiguousarray(Q @ col["centroids"].T)
+    got = upload(col).search(Q, NO_MASK, 1, -1.0, 40, 20, 5)
+    assert (got[1] >= 0).all()
+    assert_topk_equivalent(got, run_search(CPU, Q, S, col, nprobe=1, threshold=-1.0, ndocs=40, n_exact=20, k=5))

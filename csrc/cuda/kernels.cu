@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <cub/cub.cuh>
 #include <limits>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -587,6 +588,20 @@ int64_t chunk_queries(int64_t nq, int64_t bytes_per_query, int64_t budget, int64
 }  // namespace
 
 // ------------------------------------------------------------------------------------- Collection
+// The device buffers of one search call. A Collection keeps one and reuses it (cudaMalloc and cudaFree
+// cost far more than a small query's kernels); a call that finds it busy uses a fresh one.
+struct Workspace {
+  Buffer<uint8_t> allowed;
+  Buffer<float> Q, Qt, S, St;
+  Buffer<uint8_t> keep, flags, skipped, sel_skipped, temp;
+  Buffer<int32_t> probed, cand, sel_docs, ex_docs;
+  Buffer<int64_t> counts, seg, sel_seg, ex_seg;
+  Buffer<float> pruned, sel_scores, ex_scores;
+  Buffer<uint64_t> keys, sorted;
+  Buffer<float> top_scores;
+  Buffer<int64_t> top_docs;
+};
+
 struct Collection::Impl {
   int device = 0;
   int64_t n = 0, ndocs = 0, nlist = 0, d = 0, npairs = 0;
@@ -599,6 +614,8 @@ struct Collection::Impl {
   Buffer<int32_t> ivf;
   Buffer<int64_t> ivf_offsets;
   Buffer<uint8_t> empty;  // (nlist,): the cell's list is empty (never probed while a non-empty one is left)
+  mutable std::mutex ws_mutex;
+  mutable Workspace ws;
 
   Tokens tokens() const {
     Tokens tk;
@@ -680,21 +697,24 @@ void Collection::search(const float* Q, int64_t nq, int64_t qlen, const uint8_t*
                                 " or nprobe >= nlist (every cell); got " + std::to_string(p.nprobe));
   if (nq == 0) return;
   DeviceScope scope(m.device);
-  Buffer<uint8_t> d_allowed;
-  if (allowed != nullptr) d_allowed.upload(allowed, static_cast<size_t>(m.ndocs));
-  const uint8_t* allow = allowed != nullptr ? d_allowed.get() : nullptr;
+  std::unique_lock<std::mutex> lock(m.ws_mutex, std::try_to_lock);
+  Workspace fresh;
+  Workspace& w = lock.owns_lock() ? m.ws : fresh;
+  if (allowed != nullptr) w.allowed.upload(allowed, static_cast<size_t>(m.ndocs));
+  const uint8_t* allow = allowed != nullptr ? w.allowed.get() : nullptr;
   const int64_t P = all_cells ? m.nlist : qlen * np;
   const int64_t per_query = 2 * qlen * m.nlist * 4 + m.nlist + m.ndocs + 4 * qlen * m.d * 2 + P * 4;
   const int64_t nc_max = chunk_queries(nq, per_query, int64_t{1} << 30, 1024);
 
-  Buffer<float> dQ, dQt, S, St;
-  Buffer<uint8_t> keep, flags, skipped, sel_skipped, temp;
-  Buffer<int32_t> probed, cand, sel_docs, ex_docs;
-  Buffer<int64_t> seg, sel_seg, ex_seg;
-  Buffer<float> pruned, sel_scores, ex_scores;
-  Buffer<uint64_t> keys, sorted;
-  Buffer<float> top_scores;
-  Buffer<int64_t> top_docs;
+  Buffer<float>&dQ = w.Q, &dQt = w.Qt, &S = w.S, &St = w.St;
+  Buffer<uint8_t>&keep = w.keep, &flags = w.flags, &skipped = w.skipped, &sel_skipped = w.sel_skipped,
+  &temp = w.temp;
+  Buffer<int32_t>&probed = w.probed, &cand = w.cand, &sel_docs = w.sel_docs, &ex_docs = w.ex_docs;
+  Buffer<int64_t>&counts = w.counts, &seg = w.seg, &sel_seg = w.sel_seg, &ex_seg = w.ex_seg;
+  Buffer<float>&pruned = w.pruned, &sel_scores = w.sel_scores, &ex_scores = w.ex_scores;
+  Buffer<uint64_t>&keys = w.keys, &sorted = w.sorted;
+  Buffer<float>& top_scores = w.top_scores;
+  Buffer<int64_t>& top_docs = w.top_docs;
   const Tokens tk = m.tokens();
   constexpr int kThreads = 256;
 
@@ -735,7 +755,7 @@ void Collection::search(const float* Q, int64_t nq, int64_t qlen, const uint8_t*
     mark_kernel<<<dim3(static_cast<unsigned>(P), static_cast<unsigned>(nc)), 128>>>(
         probed.get(), P, m.ivf.get(), m.ivf_offsets.get(), allow, m.ndocs, flags.get());
     PX_LAUNCHED();
-    Buffer<int64_t> counts(static_cast<size_t>(nc));
+    counts.resize(static_cast<size_t>(nc));
     count_kernel<<<static_cast<unsigned>(nc), kScanThreads>>>(flags.get(), m.ndocs, counts.get());
     PX_LAUNCHED();
     std::vector<int64_t> h_counts(static_cast<size_t>(nc));
