@@ -34,17 +34,18 @@ def recall(ids: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / truth.shape[1] for a, b in zip(ids, truth)]))
 
 
-def run_variant(name: str, two_level: bool, per_centroid: int, coll, truth, work: Path) -> dict:
+def run_variant(name: str, two_level: bool, per_centroid: int, refine: bool, coll, truth, work: Path) -> dict:
     kmeans_s = [0.0]
 
     def train(sample, nlist, niters, seed, verbose=False):
         t0 = time.perf_counter()
-        saved = clustering.TWO_LEVEL_MIN_NLIST
-        clustering.TWO_LEVEL_MIN_NLIST = saved if two_level else 1 << 30
+        saved = clustering.TWO_LEVEL_MIN_NLIST, clustering.REFINE_PER_CENTROID
+        clustering.TWO_LEVEL_MIN_NLIST = saved[0] if two_level else 1 << 30
+        clustering.REFINE_PER_CENTROID = saved[1] if refine else 0
         try:
             return clustering.train_centroids(sample, nlist, niters, seed)
         finally:
-            clustering.TWO_LEVEL_MIN_NLIST = saved
+            clustering.TWO_LEVEL_MIN_NLIST, clustering.REFINE_PER_CENTROID = saved
             kmeans_s[0] += time.perf_counter() - t0
 
     plaidx_index.train_centroids = train
@@ -63,7 +64,8 @@ def run_variant(name: str, two_level: bool, per_centroid: int, coll, truth, work
         index.search(x, k=10)
         lat.append(1e3 * (time.perf_counter() - t1))
     counts = np.bincount(np.asarray(index._snap.a["codes"]), minlength=index.nlist)
-    return {"variant": name, "two_level": two_level, "sample_per_centroid": per_centroid, "nlist": index.nlist,
+    return {"variant": name, "two_level": two_level, "refine": refine, "sample_per_centroid": per_centroid,
+            "nlist": index.nlist,
             "kmeans_s": kmeans_s[0], "build_s": build_s, "recall@10": recall(ids, truth),
             "exhaustive_recall@10": recall(eids, truth), "p50_ms": float(np.median(lat)),
             "empty_cells": int((counts == 0).sum()), "cells_le_3_tokens": int((counts <= 3).sum())}
@@ -79,9 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     rows = []
-    for name, two, per in (("flat-40", False, 40), ("two-level-40", True, 40), ("flat-80", False, 80),
-                           ("two-level-80 (default)", True, 80), ("two-level-120", True, 120)):
-        r = run_variant(name.split()[0], two, per, coll, truth, work)
+    for name, two, per, refine in (("flat-40", False, 40, False), ("flat-80", False, 80, False),
+                                   ("two-level-80, no refinement", True, 80, False),
+                                   ("two-level-80 + refinement (default)", True, 80, True),
+                                   ("two-level-120 + refinement", True, 120, True)):
+        r = run_variant(name.split()[0].rstrip(","), two, per, refine, coll, truth, work)
         r["variant"] = name
         rows.append(r)
         print(json.dumps(r), flush=True)

@@ -26,6 +26,7 @@ def default_nlist(n_tokens: int) -> int:
 
 
 TWO_LEVEL_MIN_NLIST = 1024  # from here k-means trains a coarse level first, then each coarse cell
+REFINE_PER_CENTROID = 10  # sample points per centroid of the final global k-means iteration (two-level)
 ASSIGN_NPROBE = 8  # groups of centroids searched per token by the inverted-file assigner
 
 
@@ -54,7 +55,8 @@ def train_centroids(sample: np.ndarray, nlist: int, niters: int, seed: int, verb
     ``TWO_LEVEL_MIN_NLIST`` centroids the sample is first clustered into about sqrt(nlist) coarse
     cells, then each coarse cell into its share of the nlist centroids (in proportion to the points it
     holds): about sqrt(nlist) times less work, which is what makes a sample of 80 points per centroid
-    affordable. Deterministic for a given seed.
+    affordable. One global iteration over ``REFINE_PER_CENTROID`` points per centroid then moves
+    centroids crowded on coarse-cell borders. Deterministic for a given seed.
 
     Parameters
     ----------
@@ -93,6 +95,16 @@ def train_centroids(sample: np.ndarray, nlist: int, niters: int, seed: int, verb
             else:
                 parts.append(_kmeans(rows, k, niters, seed + 1 + g))
         cents = np.concatenate(parts, axis=0)
+        if REFINE_PER_CENTROID > 0:
+            # one global iteration over a subsample: centroids trained inside neighbouring coarse cells
+            # crowd their shared border; this moves each to the mean of the points it wins over all
+            # nlist centroids (faiss re-seeds any that win none)
+            take = min(m, REFINE_PER_CENTROID * nlist)
+            sub = sample[np.random.default_rng(seed).choice(m, take, replace=False)] if take < m else sample
+            km = faiss.Kmeans(d, nlist, niter=1, seed=seed, spherical=True, verbose=False,
+                              max_points_per_centroid=max(1, (take + nlist - 1) // nlist), min_points_per_centroid=1)
+            km.train(np.ascontiguousarray(sub), init_centroids=np.ascontiguousarray(cents, dtype=np.float32))
+            cents = km.centroids
     norms = np.linalg.norm(cents, axis=1, keepdims=True)
     return np.ascontiguousarray(cents / np.maximum(norms, 1e-12), dtype=np.float32)
 
