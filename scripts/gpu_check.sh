@@ -5,6 +5,7 @@
 # pybind11, pytest and hypothesis installed; installs nothing.
 #
 #   OUT=results PLAIDX_CUDA_ARCHS=90 BENCH_NDOCS=10000,100000 bash scripts/gpu_check.sh
+#   BENCH_NDOCS= bash scripts/gpu_check.sh          # build and tests only
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -22,8 +23,8 @@ $PY -c "import plaidx, json; i = plaidx.build_info(); print(json.dumps({k: v for
 timeout "${TEST_TIMEOUT:-240}" $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -40
 tests_rc=${PIPESTATUS[0]}
 echo "[gpu_check] tests exit $tests_rc after $(( $(date +%s) - start )) s"
-if [ "$tests_rc" = 0 ] && [ -n "${BENCH_NDOCS:-10000}" ]; then
-  timeout "${BENCH_TIMEOUT:-300}" $PY benchmarks/bench_gpu.py --ndocs "${BENCH_NDOCS:-10000}" --out "$OUT" \
+if [ "$tests_rc" = 0 ] && [ -n "${BENCH_NDOCS-10000}" ]; then
+  timeout "${BENCH_TIMEOUT:-300}" $PY benchmarks/bench_gpu.py --ndocs "${BENCH_NDOCS-10000}" --out "$OUT" \
     --budget-s "${BENCH_BUDGET_S:-150}" 2>&1 | tail -40
 fi
 echo "[gpu_check] done after $(( $(date +%s) - start )) s"

@@ -438,6 +438,17 @@ struct Tokens {
   int nbits = 0;
   // Plain rows (no decode, no normalisation): values (n, d).
   const float* values = nullptr;
+
+  static Tokens compressed(const uint16_t* codes, const uint8_t* packed, const float* centroids,
+                           const float* weights, int nbits) {
+    Tokens tk;
+    tk.codes = codes;
+    tk.packed = packed;
+    tk.centroids = centroids;
+    tk.weights = weights;
+    tk.nbits = nbits;
+    return tk;
+  }
 };
 
 // Writes token t into buf (d,) (one warp, lanes over dimensions) and returns 1 / max(|v|, 1e-12) for a
@@ -618,13 +629,7 @@ struct Collection::Impl {
   mutable Workspace ws;
 
   Tokens tokens() const {
-    Tokens tk;
-    tk.codes = codes.get();
-    tk.packed = packed.get();
-    tk.centroids = centroids.get();
-    tk.weights = weights.get();
-    tk.nbits = nbits;
-    return tk;
+    return Tokens::compressed(codes.get(), packed.get(), centroids.get(), weights.get(), nbits);
   }
 };
 
@@ -902,12 +907,7 @@ void decompress(const uint16_t* codes, const uint8_t* packed, int64_t n, const f
   dp.upload(packed, static_cast<size_t>(n * d * nbits / 8));
   dcent.upload(centroids, static_cast<size_t>(nlist * d));
   dw.upload(weights, static_cast<size_t>(d << nbits));
-  Tokens tk;
-  tk.codes = dc.get();
-  tk.packed = dp.get();
-  tk.centroids = dcent.get();
-  tk.weights = dw.get();
-  tk.nbits = nbits;
+  const Tokens tk = Tokens::compressed(dc.get(), dp.get(), dcent.get(), dw.get(), nbits);
   decompress_kernel<<<blocks_for(n * kWarp, 256), 256>>>(tk, n, d, normalize, dout.get());
   PX_LAUNCHED();
   dout.download(out, static_cast<size_t>(n * d));
