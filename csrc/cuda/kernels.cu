@@ -562,6 +562,18 @@ void segmented_sort(const uint64_t* keys, uint64_t* out, int64_t total, const in
                                                   seg, seg + 1));
 }
 
+// sorted = the items of every segment ranked by (score descending, document ascending); see
+// keys_by_doc_kernel for docs / docs_shared.
+void rank_by_document(const float* scores, const int32_t* docs, bool docs_shared, const int64_t* seg, int nseg,
+                      int64_t total, Buffer<uint64_t>& keys, Buffer<uint64_t>& sorted, Buffer<uint8_t>& temp) {
+  keys.resize(static_cast<size_t>(total));
+  sorted.resize(keys.size());
+  if (total == 0) return;
+  keys_by_doc_kernel<<<blocks_for(total, 256), 256>>>(scores, docs, docs_shared, seg, nseg, total, keys.get());
+  PX_LAUNCHED();
+  segmented_sort(keys.get(), sorted.get(), total, seg, nseg, temp);
+}
+
 // seg (n + 1) = exclusive prefix sums of sizes.
 std::vector<int64_t> prefix(const std::vector<int64_t>& sizes) {
   std::vector<int64_t> seg(sizes.size() + 1, 0);
@@ -805,12 +817,7 @@ void Collection::search(const float* Q, int64_t nq, int64_t qlen, const uint8_t*
           sel_docs.get(), sel_seg.get(), ncs, sel_total, m.doc_offsets.get(), m.codes.get(), St.get(), m.nlist,
           qlen, nullptr, sel_skipped.get(), sel_scores.get(), nullptr);
       PX_LAUNCHED();
-      keys.resize(static_cast<size_t>(sel_total));
-      sorted.resize(keys.size());
-      keys_by_doc_kernel<<<blocks_for(sel_total, kThreads), kThreads>>>(
-          sel_scores.get(), sel_docs.get(), false, sel_seg.get(), ncs, sel_total, keys.get());
-      PX_LAUNCHED();
-      segmented_sort(keys.get(), sorted.get(), sel_total, sel_seg.get(), ncs, temp);
+      rank_by_document(sel_scores.get(), sel_docs.get(), false, sel_seg.get(), ncs, sel_total, keys, sorted, temp);
     }
     for (int64_t q = 0; q < nc; ++q) take[q] = std::min(take[q], p.n_exact);
     const std::vector<int64_t> h_ex = prefix(take);
@@ -825,12 +832,7 @@ void Collection::search(const float* Q, int64_t nq, int64_t qlen, const uint8_t*
       // 6. exact MaxSim of the decompressed tokens, top k
       launch_exact<true>(dQt.get(), qlen, m.d, ex_docs.get(), false, ex_seg.get(), ncs, ex_total, tk,
                          m.doc_offsets.get(), ex_scores.get());
-      keys.resize(static_cast<size_t>(ex_total));
-      sorted.resize(keys.size());
-      keys_by_doc_kernel<<<blocks_for(ex_total, kThreads), kThreads>>>(
-          ex_scores.get(), ex_docs.get(), false, ex_seg.get(), ncs, ex_total, keys.get());
-      PX_LAUNCHED();
-      segmented_sort(keys.get(), sorted.get(), ex_total, ex_seg.get(), ncs, temp);
+      rank_by_document(ex_scores.get(), ex_docs.get(), false, ex_seg.get(), ncs, ex_total, keys, sorted, temp);
     }
     top_scores.resize(static_cast<size_t>(nc * p.k));
     top_docs.resize(top_scores.size());
@@ -872,16 +874,9 @@ void Collection::exact_search(const float* Q, int64_t nq, int64_t qlen, const ui
     seg.upload(h_seg.data(), h_seg.size());
     const int64_t total = nc * na;
     scores.resize(static_cast<size_t>(total));
-    keys.resize(static_cast<size_t>(total));
-    sorted.resize(keys.size());
-    if (total > 0) {
-      launch_exact<true>(dQt.get(), qlen, m.d, d_docs.get(), true, seg.get(), ncs, total, m.tokens(),
-                         m.doc_offsets.get(), scores.get());
-      keys_by_doc_kernel<<<blocks_for(total, kThreads), kThreads>>>(scores.get(), d_docs.get(), true, seg.get(),
-                                                                     ncs, total, keys.get());
-      PX_LAUNCHED();
-      segmented_sort(keys.get(), sorted.get(), total, seg.get(), ncs, temp);
-    }
+    launch_exact<true>(dQt.get(), qlen, m.d, d_docs.get(), true, seg.get(), ncs, total, m.tokens(),
+                       m.doc_offsets.get(), scores.get());
+    rank_by_document(scores.get(), d_docs.get(), true, seg.get(), ncs, total, keys, sorted, temp);
     top_scores.resize(static_cast<size_t>(nc * k));
     top_docs.resize(top_scores.size());
     write_top_kernel<<<blocks_for(nc * k, kThreads), kThreads>>>(sorted.get(), seg.get(), ncs, k, top_scores.get(),
