@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+MAX_NPROBE = 512  # the CUDA probe kernel's largest nprobe below nlist (kMaxProbe in csrc/cuda/kernels.cu)
+
 try:
     from . import _cuda  # type: ignore[attr-defined]
 

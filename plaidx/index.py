@@ -362,6 +362,8 @@ class Index:
             short = short_rows()
             if short.size and nprobe_eff < snap.nlist:
                 wide = min(snap.nlist, 16 * nprobe_eff)
+                if coll is not None and wide < snap.nlist:
+                    wide = min(wide, gpu.MAX_NPROBE)
                 qs = np.ascontiguousarray(q[short])
                 if coll is not None:
                     s2, p2 = coll.search(qs, allowed, wide, p.centroid_score_threshold, p.ndocs, p.n_exact, k)

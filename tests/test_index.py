@@ -276,3 +276,23 @@ def test_unknown_path_and_corruption_are_clear_errors(collection, tmp_path):
         plaidx.Index.open(path)
     (tmp_path / "ids.bak").rename(ids)
     assert plaidx.Index.open(path, verify="full").verify() == []
+
+
+def test_short_rows_are_retried_with_more_cells_before_exhaustive_search(built, collection, monkeypatch):
+    """One query token probing one cell finds fewer than k documents; the engine widens the probe
+    (16x nprobe) instead of scanning every document, and still returns k results."""
+    _, queries, _ = collection
+    q = np.ascontiguousarray(queries[0][:1])  # (1, d): a single query token
+    ivf, ivf_offsets = built._snap.ivf()
+    best_cell = int(np.argmax(q[0] @ built._snap.codec.centroids.T))
+    k = 30
+    assert ivf_offsets[best_cell + 1] - ivf_offsets[best_cell] < k  # nprobe 1 alone finds fewer than k
+    import plaidx.index as plaidx_index
+
+    def no_exhaustive(*args, **kwargs):
+        raise AssertionError("exhaustive search used")
+
+    monkeypatch.setattr(plaidx_index._kernels, "exact_search", no_exhaustive)
+    scores, ids = built.search(q, k=k, nprobe=1)
+    assert (ids >= 0).all() and len(set(ids.tolist())) == k
+    assert np.all(np.diff(scores) <= 0)
