@@ -26,6 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import synthetic  # noqa: E402
+from collection import recall_at_k, topk_from_scores  # noqa: E402
 
 import plaidx  # noqa: E402
 
@@ -57,14 +58,11 @@ def exact_truth_torch(coll, k: int) -> np.ndarray:
         m.scatter_reduce_(1, seg.expand(nq * qt, -1), sim, reduce="amax")
         scores[:, lo_doc:hi_doc] = m.reshape(nq, qt, -1).sum(dim=1)
         lo_doc = hi_doc
-    s = scores.cpu().numpy()
-    order = np.lexsort((np.broadcast_to(np.arange(coll.n_docs), s.shape), -s), axis=1)[:, :k]
-    return order
+    return topk_from_scores(scores.cpu().numpy(), k)[1]
 
 
 def recall(ids: np.ndarray, truth: np.ndarray) -> float:
-    k = truth.shape[1]
-    return float(np.mean([len(set(a[:k].tolist()) & set(b.tolist())) / k for a, b in zip(ids, truth)]))
+    return recall_at_k(ids, truth, truth.shape[1])
 
 
 def time_single(index, queries, device, n: int) -> tuple[float, float]:

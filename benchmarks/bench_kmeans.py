@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import synthetic  # noqa: E402
-from collection import RESULTS_DIR, exact_topk_cached  # noqa: E402
+from collection import RESULTS_DIR, exact_topk_cached, recall_at_k  # noqa: E402
 
 import plaidx  # noqa: E402
 import plaidx.index as plaidx_index  # noqa: E402
@@ -31,7 +31,7 @@ from plaidx import clustering  # noqa: E402
 
 
 def recall(ids: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / truth.shape[1] for a, b in zip(ids, truth)]))
+    return recall_at_k(ids, truth, truth.shape[1])
 
 
 def run_variant(name: str, two_level: bool, per_centroid: int, refine: bool, coll, truth, work: Path) -> dict:

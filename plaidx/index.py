@@ -347,10 +347,13 @@ class Index:
         else:
             p = SearchParams.for_k(k, nprobe, centroid_score_threshold, ndocs, n_exact, n_tokens=snap.n_tokens)
             nprobe_eff = min(p.nprobe, snap.nlist)
-            if coll is not None:
-                scores, pos = coll.search(q, allowed, nprobe_eff, p.centroid_score_threshold, p.ndocs, p.n_exact, k)
-            else:
-                scores, pos = self._search_cpu(q, allowed, p, nprobe_eff, k, num_threads)
+
+            def plaid(qs: np.ndarray, n_probe: int) -> tuple[np.ndarray, np.ndarray]:
+                if coll is not None:
+                    return coll.search(qs, allowed, n_probe, p.centroid_score_threshold, p.ndocs, p.n_exact, k)
+                return self._search_cpu(qs, allowed, p, n_probe, k, num_threads)
+
+            scores, pos = plaid(q, nprobe_eff)
             # PLAID only sees documents in the probed cells. When that leaves a row short of k while more
             # allowed documents exist (a narrow filter, a small index, query tokens whose best cells are
             # nearly empty), search that row again probing 16x more cells, then exhaustively if need be.
@@ -364,12 +367,7 @@ class Index:
                 wide = min(snap.nlist, 16 * nprobe_eff)
                 if coll is not None and wide < snap.nlist:
                     wide = min(wide, gpu.MAX_NPROBE)
-                qs = np.ascontiguousarray(q[short])
-                if coll is not None:
-                    s2, p2 = coll.search(qs, allowed, wide, p.centroid_score_threshold, p.ndocs, p.n_exact, k)
-                else:
-                    s2, p2 = self._search_cpu(qs, allowed, p, wide, k, num_threads)
-                scores[short], pos[short] = s2, p2
+                scores[short], pos[short] = plaid(np.ascontiguousarray(q[short]), wide)
                 short = short_rows()
             if short.size:
                 scores[short], pos[short] = exhaustive(np.ascontiguousarray(q[short]))
