@@ -173,7 +173,8 @@ py::tuple search(const py::object& Q_o, const py::object& S_o, const py::object&
   const std::string f(fn);
   check_threads(fn, num_threads);
   const auto Q = view<float>(Q_o, fn, "Q", 3, "(nq, qlen, d)");
-  const auto S = view<float>(S_o, fn, "S", 3, "(nq, qlen, nlist)");
+  const bool fused = S_o.is_none();  // scores computed inside, from the centroids
+  const View<float> S = fused ? View<float>{nullptr, {}} : view<float>(S_o, fn, "S", 3, "(nq, qlen, nlist)");
   const auto ivf = view<int32_t>(ivf_o, fn, "ivf", 1, "(npairs,)");
   const auto ivf_offsets = view<int64_t>(ivf_offsets_o, fn, "ivf_offsets", 1, "(nlist + 1,)");
   const int64_t nq = Q[0], qlen = Q[1], d = Q[2];
@@ -182,7 +183,7 @@ py::tuple search(const py::object& Q_o, const py::object& S_o, const py::object&
   CollectionArgs args;
   collection_args(fn, codes_o, packed_o, offsets_o, centroids_o, weights_o, nbits, allowed_o, d, args);
   const int64_t nlist = args.col.nlist;
-  expect(S[0] == nq && S[1] == qlen && S[2] == nlist,
+  expect(fused || (S[0] == nq && S[1] == qlen && S[2] == nlist),
          f + ": S must have shape (nq, qlen, nlist) = (" + std::to_string(nq) + ", " + std::to_string(qlen) +
              ", " + std::to_string(nlist) + "), got " + shape_str(S.shape));
   expect(ivf_offsets[0] == nlist + 1, f + ": ivf_offsets must have shape (nlist + 1,) = (" +
@@ -200,7 +201,7 @@ py::tuple search(const py::object& Q_o, const py::object& S_o, const py::object&
     py::gil_scoped_release release;
     const cpu::IvfView iv{ivf.data, ivf[0], ivf_offsets.data};
     const cpu::SearchParams params{nprobe, threshold, ndocs, n_exact, k};
-    cpu::search(Q.data, S.data, nq, qlen, args.col, iv, args.allowed, params, so, dout, num_threads);
+    cpu::search(Q.data, fused ? nullptr : S.data, nq, qlen, args.col, iv, args.allowed, params, so, dout, num_threads);
   }
   return py::make_tuple(scores, docs);
 }
@@ -264,7 +265,7 @@ PYBIND11_MODULE(_core, m) {
         py::arg("num_threads") = 0,
         "centroid_scores(Q f32 (nq, qlen, d), centroids_t f32 (d, nlist), *, num_threads=0) "
         "-> S f32 (nq, qlen, nlist)");
-  m.def("search", &search, py::arg("Q"), py::arg("S"), py::arg("codes"), py::arg("packed"),
+  m.def("search", &search, py::arg("Q"), py::arg("S").none(true), py::arg("codes"), py::arg("packed"),
         py::arg("doc_offsets"), py::arg("ivf"), py::arg("ivf_offsets"), py::arg("centroids"),
         py::arg("weights"), py::arg("nbits"), py::arg("allowed"), py::arg("nprobe"), py::arg("threshold"),
         py::arg("ndocs"), py::arg("n_exact"), py::arg("k"), py::kw_only(), py::arg("num_threads") = 0,

@@ -27,9 +27,11 @@ Functions:
       S[q, a, c] = sum_j Q[q, a, j] * centroids_t[j, c] (centroids_t: the centroids transposed, made
       contiguous): the S argument of search. Native: summed sequentially over j, serial for a small
       call (one query); reference: numpy's BLAS GEMM (same values up to rounding).
-  search(Q f32 (nq, qlen, d), S f32 (nq, qlen, nlist), codes, packed, doc_offsets, ivf, ivf_offsets,
-         centroids, weights, nbits, allowed u8 (ndocs,) or (0,), nprobe, threshold, ndocs, n_exact, k)
-      -> (scores f32 (nq, k), docs i64 (nq, k))   PLAID pipeline per query q:
+  search(Q f32 (nq, qlen, d), S f32 (nq, qlen, nlist) or None, codes, packed, doc_offsets, ivf,
+         ivf_offsets, centroids, weights, nbits, allowed u8 (ndocs,) or (0,), nprobe, threshold, ndocs,
+         n_exact, k) -> (scores f32 (nq, k), docs i64 (nq, k))   PLAID pipeline per query q, where
+      S = None means centroid_scores(Q, centroids.T) (native: computed per query inside the search,
+      bit for bit the same values, without materialising S):
       1. probe: for each query token a, the nprobe cells with the highest S[q, a, :] (ties: lower cell),
          a cell whose ivf list is empty ranking as -inf (a probe is never spent on a cell with no
          document while a non-empty one is left).

@@ -318,7 +318,7 @@ def centroid_scores(Q: np.ndarray, centroids_t: np.ndarray, *, num_threads: int 
     return np.ascontiguousarray(S, dtype=np.float32).reshape(nq, qlen, nlist)
 
 
-def search(Q: np.ndarray, S: np.ndarray, codes: np.ndarray, packed: np.ndarray, doc_offsets: np.ndarray,
+def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.ndarray, doc_offsets: np.ndarray,
            ivf: np.ndarray, ivf_offsets: np.ndarray, centroids: np.ndarray, weights: np.ndarray, nbits: int,
            allowed: np.ndarray, nprobe: int, threshold: float, ndocs: int, n_exact: int, k: int, *,
            num_threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -326,13 +326,16 @@ def search(Q: np.ndarray, S: np.ndarray, codes: np.ndarray, packed: np.ndarray, 
     fn = "search"
     _check_threads(fn, num_threads)
     Q = _queries(fn, Q)
-    S = _array(S, fn, "S", np.float32, 3, "(nq, qlen, nlist)")
+    if S is not None:
+        S = _array(S, fn, "S", np.float32, 3, "(nq, qlen, nlist)")
     ivf = _array(ivf, fn, "ivf", np.int32, 1, "(npairs,)")
     ivf_offsets = _array(ivf_offsets, fn, "ivf_offsets", np.int64, 1, "(nlist + 1,)")
     nq, qlen, d = Q.shape
     codes, packed, doc_offsets, centroids, weights, allowed = _collection(
         fn, codes, packed, doc_offsets, centroids, weights, nbits, allowed, d)
     nlist, n_docs = centroids.shape[0], doc_offsets.shape[0] - 1
+    if S is None:
+        S = centroid_scores(Q, np.ascontiguousarray(centroids.T))
     _expect(S.shape == (nq, qlen, nlist), f"{fn}: S must have shape (nq, qlen, nlist) = {(nq, qlen, nlist)}, "
                                           f"got {S.shape}")
     _expect(ivf_offsets.shape == (nlist + 1,),

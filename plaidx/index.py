@@ -378,13 +378,15 @@ class Index:
     def _search_cpu(self, q: np.ndarray, allowed: np.ndarray, p: SearchParams, nprobe: int, k: int,
                     num_threads: int) -> tuple[np.ndarray, np.ndarray]:
         snap, a = self._snap, self._snap.a
-        chunk = max(1, _SCORE_CHUNK_BYTES // (4 * q.shape[1] * snap.nlist))
+        # The native search scores the query tokens against the centroids itself, per query and straight
+        # in the layout it needs; the reference is given S, computed in chunks that bound its memory.
+        native = _kernels.BACKEND_NAME == "native"
+        chunk = q.shape[0] if native else max(1, _SCORE_CHUNK_BYTES // (4 * q.shape[1] * snap.nlist))
         out_s, out_p = [], []
         ivf, ivf_offsets = snap.ivf()
         for lo in range(0, q.shape[0], chunk):
             qc = q[lo:lo + chunk]
-            # native: BLAS's own thread pool would fight the search kernel's OpenMP threads
-            S = _kernels.centroid_scores(qc, snap.centroids_t, num_threads=num_threads)  # (nq, q_tokens, nlist)
+            S = None if native else _kernels.centroid_scores(qc, snap.centroids_t)  # (nq, q_tokens, nlist)
             s, ps = _kernels.search(qc, S, a["codes"], a["residuals"], a["doc_offsets"], ivf, ivf_offsets,
                                     snap.codec.centroids, snap.codec.weights, snap.nbits, allowed, nprobe,
                                     p.centroid_score_threshold, p.ndocs, p.n_exact, k, num_threads=num_threads)

@@ -268,9 +268,14 @@ a = dict(np.load(sys.argv[1]))
 col = (a["codes"], a["packed"], a["doc_offsets"])
 cw = (a["centroids"], a["weights"], int(a["nbits"]))
 out = {"dispatch": np.array(_core.build_info()["simd_dispatch"])}
+own_s = _core.centroid_scores(a["Q"], np.ascontiguousarray(a["centroids"].T))  # this copy's S
 for i, (nprobe, thr, nd, ne, k) in enumerate([(2, 0.0, 30, 10, 5), (3, 0.2, 200, 200, 12)]):
     out[f"s{i}"], out[f"d{i}"] = _core.search(a["Q"], a["S"], *col, a["ivf"], a["ivf_offsets"], *cw, a["allowed"],
                                               nprobe, thr, nd, ne, k)
+    out[f"os{i}"], out[f"od{i}"] = _core.search(a["Q"], own_s, *col, a["ivf"], a["ivf_offsets"], *cw,
+                                                a["allowed"], nprobe, thr, nd, ne, k)
+    out[f"fs{i}"], out[f"fd{i}"] = _core.search(a["Q"], None, *col, a["ivf"], a["ivf_offsets"], *cw,
+                                                a["allowed"], nprobe, thr, nd, ne, k)
 out["es"], out["ed"] = _core.exact_search(a["Q"], *col, *cw, a["allowed"], 7)
 out["unit"] = _core.decompress(a["codes"], a["packed"], *cw, True)
 out["packed2"] = _core.compress(a["res"], a["cutoffs"], int(a["nbits"]))
@@ -301,6 +306,8 @@ def test_every_simd_copy_matches_reference(level, tmp_path):
     for i, (nprobe, thr, nd, ne, k) in enumerate([(2, 0.0, 30, 10, 5), (3, 0.2, 200, 200, 12)]):
         want = run_search(ref, Q, S, col, allowed, nprobe=nprobe, threshold=thr, ndocs=nd, n_exact=ne, k=k)
         assert_topk_equivalent((got[f"s{i}"], got[f"d{i}"]), want)
+        np.testing.assert_array_equal(got[f"fd{i}"], got[f"od{i}"])  # S computed inside: the same values
+        np.testing.assert_array_equal(got[f"fs{i}"], got[f"os{i}"])
     assert_topk_equivalent((got["es"], got["ed"]), run_exact(ref, Q, col, allowed, k=7))
     unit = ref.decompress(col["codes"], col["packed"], col["centroids"], col["weights"], col["nbits"], True)
     np.testing.assert_allclose(got["unit"], unit, rtol=1e-5, atol=1e-6)
@@ -475,6 +482,32 @@ def test_probe_selection_paths_match_reference():
         for params in (dict(nprobe=nprobe, threshold=-np.inf, ndocs=150, n_exact=150, k=150),
                        dict(nprobe=nprobe, threshold=0.5, ndocs=7, n_exact=5, k=3)):
             assert_topk_equivalent(run_search(_core, Q, S, col, **params), run_search(ref, Q, S, col, **params))
+
+
+@native
+@pytest.mark.parametrize("qlen", [1, 5, 8, 13, 32, 40])
+def test_fused_scores_equal_given_scores(qlen):
+    """search(Q, None) scores the centroids inside, straight in the transposed layout, and probes with
+    per-block bounds: it must return exactly what search(Q, S) returns with S from centroid_scores, over
+    many cell blocks (1000 cells), empty cells, tied scores, every probe path and thresholds on both
+    sides of the zero padding columns; a query token of NaNs takes the probe's every-cell fallback."""
+    col = make_collection(31 + qlen, ndocs=400, d=64, nbits=2, nlist=1000, max_len=20, quantize=True)
+    col["codes"] = (col["codes"] // 3 * 3).astype(np.uint16)  # two cells in three empty
+    col["ivf"], col["ivf_offsets"] = ref.build_ivf(col["codes"], col["doc_offsets"], 1000)
+    Q, _ = make_queries(qlen, col, nq=3, qlen=qlen, quantize=True)
+    Q[2, qlen // 2] = np.nan
+    S = _core.centroid_scores(Q, np.ascontiguousarray(col["centroids"].T))
+    for nprobe in (1, 3, 64, 65, 999):
+        for threshold in (-np.inf, -0.1, 0.0, 0.3):
+            params = dict(nprobe=nprobe, threshold=threshold, ndocs=60, n_exact=15, k=10)
+            given_s, given_d = run_search(_core, Q, S, col, **params)
+            for threads in (1, 2):
+                fused_s, fused_d = run_search(_core, Q, None, col, num_threads=threads, **params)
+                np.testing.assert_array_equal(fused_d, given_d)
+                np.testing.assert_array_equal(fused_s, given_s)
+            if qlen < 32 and nprobe < 999:
+                assert_topk_equivalent(run_search(_core, Q[:2], None, col, **params),
+                                       run_search(ref, Q[:2], None, col, **params))
 
 
 @pytest.mark.parametrize("mod", BACKENDS)

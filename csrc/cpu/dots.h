@@ -72,6 +72,32 @@ PLAIDX_INLINE void max_dots(const float* Qt, int64_t d, int64_t qp, const float*
   for (; t < nt; ++t) max_dots_rows<W, 1>(Qt, d, qp, V + t * d, run_max);
 }
 
+// out[i * ldo + a] = <rows[i], Qt[:, a]> for i < T, a in [a0, a0 + NA * lanes): tile_dots with the
+// roles of tile_dots's rows and columns swapped. A product and its sum order do not depend on which
+// factor is the row, so these equal centroid_scores's S entries bit for bit.
+template <class V, int T, int NA>
+PLAIDX_INLINE void store_tile(const float* Qt, int64_t d, int64_t qp, const float* rows, int64_t a0, float* out,
+                              int64_t ldo) {
+  constexpr int L = static_cast<int>(sizeof(V) / sizeof(float));
+  V acc[T][NA];
+  tile_dots<V, T, NA>(rows, d, Qt + a0, qp, acc);
+  for (int i = 0; i < T; ++i)
+    for (int u = 0; u < NA; ++u) vstore_as(out + i * ldo + a0 + u * L, acc[i][u]);
+}
+
+// out (T, ldo) = rows (T, d) against every column of Qt (d, qp): T rows' scores, a full row each.
+template <class W, int T>
+PLAIDX_INLINE void store_dots_rows(const float* Qt, int64_t d, int64_t qp, const float* rows, float* out,
+                                   int64_t ldo) {
+  constexpr int64_t L = static_cast<int64_t>(sizeof(W) / sizeof(float));
+  constexpr int NA = T == 1 ? 4 : 2;
+  int64_t a = 0;
+  for (; a + NA * L <= qp; a += NA * L) store_tile<W, T, NA>(Qt, d, qp, rows, a, out, ldo);
+  for (; a + L <= qp; a += L) store_tile<W, T, 1>(Qt, d, qp, rows, a, out, ldo);
+  if constexpr (L > 8)
+    for (; a < qp; a += 8) store_tile<v8f, T, 1>(Qt, d, qp, rows, a, out, ldo);
+}
+
 // Running maxima over the rows St[codes[t]] (rows of qp floats) of the tokens whose cell is kept
 // (keep == nullptr keeps every cell). NV = qp / 8 vectors held in registers. Returns the number of
 // tokens used, or -1 when a code is >= nlist.

@@ -2,6 +2,7 @@
 #include "cpu/search.h"
 
 #include <algorithm>
+#include <functional>
 #include <cstdlib>
 #include <limits>
 #include <memory>
@@ -19,11 +20,13 @@ namespace plaidx::cpu {
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-constexpr int64_t kCellBlock = 64;  // cells transposed per block
+constexpr int64_t kCellBlock = 64;  // cells scored, transposed and summarised per block
 // Least work per thread for a parallel stage inside one query (each is roughly 50 microseconds).
-constexpr int64_t kMinCellScores = 1 << 19;      // S entries transposed or scanned by the probe
-constexpr int64_t kMinCentroidTokens = 1 << 15;  // tokens scored with centroid scores
-constexpr int64_t kMinExactTokens = 512;         // tokens decompressed and scored exactly
+constexpr int64_t kMinCellScores = 1 << 19;         // S entries transposed
+constexpr int64_t kMinCellDots = int64_t{16} << 20;  // multiply-adds of the fused cell scores
+constexpr int64_t kMinCentroidTokens = 1 << 15;     // tokens scored with centroid scores
+constexpr int64_t kMinExactTokens = 512;            // tokens decompressed and scored exactly
+constexpr int64_t kProbeBuffer = 64;                // nprobe up to which the probe keeps a sorted buffer
 
 struct FreeDeleter {
   void operator()(uint8_t* p) const { std::free(p); }
@@ -32,10 +35,12 @@ struct FreeDeleter {
 // Per-query scratch, reused across the queries a thread handles.
 struct Workspace {
   std::unique_ptr<float[]> St;     // (nlist, qp): S[q] transposed, padding columns 0 (written per query)
+  std::unique_ptr<float[]> bmax;   // (nblocks, qp): per cell block, each column's best non-empty cell
   std::vector<uint8_t> keep;       // (nlist,): max_a S[q, a, c] >= threshold
   std::vector<uint8_t> cell_seen;  // (nlist,): all 0 between queries
   std::unique_ptr<uint8_t[], FreeDeleter> doc_seen;  // (ndocs,): all 0 between queries
-  std::vector<int64_t> probed;                       // (qlen * nprobe,)
+  std::vector<float> block_keys;                     // (nblocks,): probe scratch
+  std::vector<int64_t> probed;                       // probed cells (a cell may repeat)
   std::vector<int64_t> cand;                         // candidate documents, ascending
   std::vector<float> pruned;                         // (ncand,)
   std::vector<uint8_t> skipped;                      // (ncand,): some token of the document was pruned
@@ -47,6 +52,7 @@ struct Workspace {
 
   Workspace(int64_t nlist, int64_t qp, int64_t ndocs)
       : St(new float[static_cast<size_t>(nlist * qp)]),
+        bmax(new float[static_cast<size_t>((nlist + kCellBlock - 1) / kCellBlock * qp)]),
         keep(static_cast<size_t>(nlist)),
         cell_seen(static_cast<size_t>(nlist), 0),
         doc_seen(static_cast<uint8_t*>(std::calloc(static_cast<size_t>(ndocs > 0 ? ndocs : 1), 1))) {
@@ -54,67 +60,121 @@ struct Workspace {
   }
 };
 
-// Cells [c0, c1): St rows, and keep flags from the per-cell maximum over query tokens.
-template <Isa I>
-PLAIDX_INLINE void prepare_cells_impl(const float* Sq, int64_t qlen, int64_t nlist, int64_t c0, int64_t c1,
-                                      double threshold, float* St, uint8_t* keep) {
+// Cells [c0, c1): St rows = S[q] transposed, padding columns 0.
+void transpose_cells(const float* Sq, int64_t qlen, int64_t nlist, int64_t c0, int64_t c1, float* St) {
   const int64_t qp = padded_qlen(qlen);
-  float cmax[kCellBlock];
   for (int64_t b = c0; b < c1; b += kCellBlock) {
     const int64_t e = std::min(b + kCellBlock, c1);
-    for (int64_t c = b; c < e; ++c) cmax[c - b] = kNegInf;
     for (int64_t a = 0; a < qlen; ++a) {
       const float* row = Sq + a * nlist;
-      for (int64_t c = b; c < e; ++c) {
-        const float x = row[c];
-        St[c * qp + a] = x;
-        cmax[c - b] = x > cmax[c - b] ? x : cmax[c - b];
-      }
+      for (int64_t c = b; c < e; ++c) St[c * qp + a] = row[c];
     }
-    for (int64_t c = b; c < e; ++c) {
+    for (int64_t c = b; c < e; ++c)
       for (int64_t a = qlen; a < qp; ++a) St[c * qp + a] = 0.0f;
-      keep[c] = static_cast<double>(cmax[c - b]) >= threshold ? 1 : 0;
+  }
+}
+
+// Cells [c0, c1): St rows = centroids (nlist, d) against Qt (d, qp), the scores S would hold (equal bit
+// for bit: see store_tile), computed straight in the transposed layout.
+template <Isa I>
+PLAIDX_INLINE void score_cells_impl(const float* Qt, int64_t qp, const float* centroids, int64_t d, int64_t c0,
+                                    int64_t c1, float* St) {
+  using W = WideVec<I>;
+  constexpr int T = sizeof(W) == 64 ? 8 : 4;  // cells per tile: as many accumulators as registers allow
+  int64_t c = c0;
+  for (; c + T <= c1; c += T) store_dots_rows<W, T>(Qt, d, qp, centroids + c * d, St + c * qp, qp);
+  for (; c < c1; ++c) store_dots_rows<W, 1>(Qt, d, qp, centroids + c * d, St + c * qp, qp);
+}
+PLAIDX_DISPATCH(void, score_cells,
+                (const float* Qt, int64_t qp, const float* centroids, int64_t d, int64_t c0, int64_t c1,
+                 float* St),
+                (Qt, qp, centroids, d, c0, c1, St))
+
+// Cells [c0, c1) (c0 a multiple of kCellBlock) of St: keep[c] = max_{a < qlen} St[c, a] >= threshold, and
+// for each block, bmax[block, a] = max of St[c, a] over its cells with a non-empty list (-inf for none).
+template <Isa I>
+PLAIDX_INLINE void summarise_cells_impl(const float* St, int64_t qlen, const uint8_t* empty, int64_t c0,
+                                        int64_t c1, double threshold, uint8_t* keep, float* bmax) {
+  const int64_t qp = padded_qlen(qlen);
+  // With a positive threshold the padding columns (0) cannot reach it, so whole rows may be used.
+  const bool whole_rows = qp == qlen || threshold > 0.0;
+  for (int64_t b = c0; b < c1; b += kCellBlock) {
+    const int64_t e = std::min(b + kCellBlock, c1);
+    float* m = bmax + b / kCellBlock * qp;
+    std::fill(m, m + qp, kNegInf);
+    for (int64_t c = b; c < e; ++c) {
+      const float* row = St + c * qp;
+      float best = kNegInf;
+      if (whole_rows) {
+        v8f r = vload(row);
+        for (int64_t a = 8; a < qp; a += 8) r = vmax_update(r, vload(row + a));
+        for (int i = 0; i < 8; ++i) best = vlane(r, i) > best ? vlane(r, i) : best;
+      } else {
+        for (int64_t a = 0; a < qlen; ++a) best = row[a] > best ? row[a] : best;
+      }
+      keep[c] = static_cast<double>(best) >= threshold ? 1 : 0;
+      if (!empty[c])
+        for (int64_t a = 0; a < qp; a += 8) vstore(m + a, vmax_update(vload(m + a), vload(row + a)));
     }
   }
 }
-PLAIDX_DISPATCH(void, prepare_cells,
-                (const float* Sq, int64_t qlen, int64_t nlist, int64_t c0, int64_t c1, double threshold,
-                 float* St, uint8_t* keep),
-                (Sq, qlen, nlist, c0, c1, threshold, St, keep))
+PLAIDX_DISPATCH(void, summarise_cells,
+                (const float* St, int64_t qlen, const uint8_t* empty, int64_t c0, int64_t c1, double threshold,
+                 uint8_t* keep, float* bmax),
+                (St, qlen, empty, c0, c1, threshold, keep, bmax))
 
-// The np best cells of one score row (nlist,), in any order, into out (np,). np < nlist. Cells with
-// empty[c] rank as -inf.
-void probe_row(const float* row, const uint8_t* empty, int64_t nlist, int64_t np, int64_t* out) {
-  auto value = [&](int64_t c) { return empty[c] ? kNegInf : row[c]; };
-  if (np <= 64) {
-    // Sorted insertion into a buffer of the np best so far. Cells arrive in ascending order, so once
-    // the buffer is full a later cell enters only with a key strictly above the worst kept key.
-    Scored best[64];
-    int64_t m = 0;
-    auto insert = [&](float x, int64_t c) {
-      int64_t i = m < np ? m++ : np - 1;
-      while (i > 0 && ranks_before(x, c, best[i - 1].score, best[i - 1].doc)) {
-        best[i] = best[i - 1];
-        --i;
-      }
-      best[i] = Scored{x, c};
-    };
-    int64_t c = 0;
-    for (; c < nlist && m < np; ++c) insert(value(c), c);
-    float worst = rank_key(best[np - 1].score);
-    for (; c < nlist; ++c) {
-      if (value(c) > worst) {  // false for NaN, which ranks as -inf
-        insert(value(c), c);
-        worst = rank_key(best[np - 1].score);
-      }
-    }
-    for (int64_t i = 0; i < np; ++i) out[i] = best[i].doc;
+// The np best cells of query column a of St (nlist, qp), cells with empty[c] ranking as -inf, with the
+// contract's order (score descending, then cell ascending), appended to out in any order. np < nlist.
+// Exact by construction: the np-th largest block maximum L is a lower bound of the np-th best score
+// (each of those np blocks holds a cell scoring its maximum), so blocks whose maximum is below L hold no
+// winner and are skipped; the rest are scanned in ascending cell order with a sorted buffer. A column
+// with fewer than np finite scores in non-empty cells (NaN queries, mostly empty indexes) falls back to
+// a scan of every cell.
+void probe_column(const float* St, int64_t qp, int64_t a, const float* bmax, int64_t nblocks,
+                  const uint8_t* empty, int64_t nlist, int64_t np, std::vector<float>& keys,
+                  std::vector<int64_t>& out) {
+  auto value = [&](int64_t c) { return empty[c] ? kNegInf : St[c * qp + a]; };
+  if (np > kProbeBuffer) {
+    std::vector<Scored> items(static_cast<size_t>(nlist));
+    for (int64_t c = 0; c < nlist; ++c) items[c] = Scored{value(c), c};
+    keep_top(items, np);
+    for (const Scored& it : items) out.push_back(it.doc);
     return;
   }
-  std::vector<Scored> items(static_cast<size_t>(nlist));
-  for (int64_t c = 0; c < nlist; ++c) items[c] = Scored{value(c), c};
-  keep_top(items, np);
-  for (int64_t i = 0; i < np; ++i) out[i] = items[i].doc;
+  Scored best[kProbeBuffer];
+  int64_t m = 0;
+  // Cells arrive in ascending order, so once the buffer is full a later cell enters only with a key
+  // strictly above the worst kept key.
+  auto offer = [&](float x, int64_t c) {
+    if (m == np && !(rank_key(x) > rank_key(best[np - 1].score))) return;
+    int64_t i = m < np ? m++ : np - 1;
+    while (i > 0 && ranks_before(x, c, best[i - 1].score, best[i - 1].doc)) {
+      best[i] = best[i - 1];
+      --i;
+    }
+    best[i] = Scored{x, c};
+  };
+  keys.resize(static_cast<size_t>(nblocks));
+  for (int64_t b = 0; b < nblocks; ++b) keys[b] = bmax[b * qp + a];
+  float bound = kNegInf;
+  if (np <= nblocks) {
+    std::nth_element(keys.begin(), keys.begin() + (np - 1), keys.end(), std::greater<float>());
+    bound = keys[np - 1];
+  }
+  for (int64_t b = 0; b < nblocks; ++b) {
+    const float bm = bmax[b * qp + a];
+    if (!(bm > kNegInf) || bm < bound) continue;
+    const int64_t e = std::min(nlist, (b + 1) * kCellBlock);
+    for (int64_t c = b * kCellBlock; c < e; ++c) {
+      const float x = value(c);
+      if (rank_key(x) > kNegInf) offer(x, c);
+    }
+  }
+  if (m < np) {  // fewer than np finite candidates: rank every cell, -inf ones by cell
+    m = 0;
+    for (int64_t c = 0; c < nlist; ++c) offer(value(c), c);
+  }
+  for (int64_t i = 0; i < m; ++i) out.push_back(best[i].doc);
 }
 
 // Centroid-score MaxSim of documents docs[0:count] over the kept cells (keep == nullptr: every cell).
@@ -183,7 +243,8 @@ void select_ascending(std::vector<Scored>& items, int64_t m) {
 
 struct SearchContext {
   const float* Qt;  // (nq, d, qp)
-  const float* S;
+  const float* S;          // (nq, qlen, nlist), or nullptr: scores computed from centroids
+  const float* centroids;  // (nlist, d) when S is nullptr
   int64_t qlen;
   const Compressed& col;
   const IvfView& ivf;
@@ -197,24 +258,32 @@ struct SearchContext {
 void search_query(const SearchContext& ctx, int64_t q, Workspace& ws, int threads) {
   const Compressed& col = ctx.col;
   const int64_t qlen = ctx.qlen, nlist = col.nlist, qp = padded_qlen(qlen);
-  const float* Sq = ctx.S + q * qlen * nlist;
   const float* Qt = ctx.Qt + q * col.d * qp;
 
   // 1. transposed scores, kept cells, probed cells
-  const int cell_threads = threads_for(qlen * nlist, kMinCellScores, threads);
-  const int64_t cell_grain =
-      std::max<int64_t>(4, grain_for(nlist, cell_threads, 2) / kCellBlock + 1) * kCellBlock;
-  parallel_chunks(nlist, cell_grain, cell_threads, [&](int64_t b, int64_t e) {
-    prepare_cells(Sq, qlen, nlist, b, e, ctx.p.threshold, ws.St.get(), ws.keep.data());
-  });
+  const int64_t nblocks = (nlist + kCellBlock - 1) / kCellBlock;
+  float* St = ws.St.get();
+  float* bmax = ws.bmax.get();
+  const int cell_threads = ctx.centroids != nullptr
+                               ? threads_for(qlen * nlist * col.d, kMinCellDots, threads)
+                               : threads_for(qlen * nlist, kMinCellScores, threads);
+  parallel_chunks(nblocks, std::max<int64_t>(1, grain_for(nblocks, cell_threads, 2)), cell_threads,
+                  [&](int64_t b0, int64_t b1) {
+                    const int64_t c0 = b0 * kCellBlock, c1 = std::min(nlist, b1 * kCellBlock);
+                    if (ctx.centroids != nullptr) {
+                      score_cells(Qt, qp, ctx.centroids, col.d, c0, c1, St);
+                    } else {
+                      transpose_cells(ctx.S + q * qlen * nlist, qlen, nlist, c0, c1, St);
+                    }
+                    summarise_cells(St, qlen, ctx.empty, c0, c1, ctx.p.threshold, ws.keep.data(), bmax);
+                  });
   const int64_t np = std::min(ctx.p.nprobe, nlist);
-  ws.probed.resize(static_cast<size_t>(qlen * np));
+  ws.probed.clear();
   if (np == nlist) {  // every cell, listed once
-    ws.probed.resize(static_cast<size_t>(nlist));
-    for (int64_t c = 0; c < nlist; ++c) ws.probed[c] = c;
+    for (int64_t c = 0; c < nlist; ++c) ws.probed.push_back(c);
   } else {
-    parallel_for(qlen, cell_threads,
-                 [&](int64_t a) { probe_row(Sq + a * nlist, ctx.empty, nlist, np, ws.probed.data() + a * np); });
+    for (int64_t a = 0; a < qlen; ++a)
+      probe_column(St, qp, a, bmax, nblocks, ctx.empty, nlist, np, ws.block_keys, ws.probed);
   }
 
   // 2. candidates: distinct documents of the probed cells' lists, allowed ones, ascending
@@ -246,7 +315,7 @@ void search_query(const SearchContext& ctx, int64_t q, Workspace& ws, int thread
   // 3. pruned centroid scores, keep the best ndocs
   ws.pruned.resize(static_cast<size_t>(ncand));
   ws.skipped.resize(static_cast<size_t>(ncand));
-  centroid_scores_parallel(ws.St.get(), qlen, col, ws.cand.data(), ncand, ws.keep.data(), ws.pruned.data(),
+  centroid_scores_parallel(St, qlen, col, ws.cand.data(), ncand, ws.keep.data(), ws.pruned.data(),
                            ws.skipped.data(), threads);
   ws.items.resize(static_cast<size_t>(ncand));
   for (int64_t i = 0; i < ncand; ++i) ws.items[i] = Scored{ws.pruned[i], i};
@@ -257,7 +326,7 @@ void search_query(const SearchContext& ctx, int64_t q, Workspace& ws, int thread
   for (const Scored& it : ws.items)
     if (ws.skipped[it.doc]) ws.redo.push_back(ws.cand[it.doc]);
   ws.redo_scores.resize(ws.redo.size());
-  centroid_scores_parallel(ws.St.get(), qlen, col, ws.redo.data(), static_cast<int64_t>(ws.redo.size()),
+  centroid_scores_parallel(St, qlen, col, ws.redo.data(), static_cast<int64_t>(ws.redo.size()),
                            nullptr, ws.redo_scores.data(), nullptr, threads);
   for (size_t i = 0, r = 0; i < ws.items.size(); ++i)
     if (ws.skipped[ws.items[i].doc]) ws.items[i].score = ws.redo_scores[r++];
@@ -296,7 +365,8 @@ void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Comp
   transpose_queries(Q, nq, qlen, col.d, Qt.data());
   std::vector<uint8_t> empty(static_cast<size_t>(col.nlist));
   for (int64_t c = 0; c < col.nlist; ++c) empty[c] = ivf.ivf_offsets[c + 1] == ivf.ivf_offsets[c] ? 1 : 0;
-  const SearchContext ctx{Qt.data(), S, qlen, col, ivf, empty.data(), allowed, params, out_scores, out_docs};
+  const SearchContext ctx{Qt.data(), S, S == nullptr ? col.centroids : nullptr, qlen, col, ivf, empty.data(),
+                          allowed, params, out_scores, out_docs};
   if (nq >= threads && threads > 1) {
     parallel_chunks(nq, (nq + threads - 1) / threads, threads, [&](int64_t b, int64_t e) {
       Workspace ws(col.nlist, qp, col.ndocs);

@@ -2,7 +2,10 @@
 // and exhaustive exact search over a compressed collection.
 //
 // Buffers (C-contiguous, caller-owned):
-//   Q f32 (nq, qlen, d), S f32 (nq, qlen, nlist) centroid scores of the query tokens,
+//   Q f32 (nq, qlen, d), S f32 (nq, qlen, nlist) centroid scores of the query tokens, or nullptr: then
+//   each query's scores are computed inside from col.centroids, straight in the transposed layout the
+//   search uses (the same values as query_centroid_scores, bit for bit, without S's memory or the
+//   transposition),
 //   col: see maxsim.h (Compressed), ivf i32 (npairs,), ivf_offsets i64 (nlist + 1,),
 //   allowed u8 (ndocs,) or nullptr for every document,
 //   out_scores f32 (nq, k), out_docs i64 (nq, k): best first, padded with -inf / -1.

@@ -9,7 +9,7 @@
 //
 // Runtime dispatch: a hot worker is written once as an inline template `name_impl<Isa>`;
 // PLAIDX_DISPATCH then defines `name`, which calls a copy compiled with
-// __attribute__((target("avx512f"))) or target("avx2") when the CPU (and OS) support it, else a
+// __attribute__((target("avx512f,avx2,fma"))) or target("avx2,fma") when the CPU (and OS) support it, else a
 // baseline copy (GCC/clang on x86-64; elsewhere, or with -march=native, the one compiled ISA). Parallel
 // regions never live in the dispatched workers: drivers call them from inside the region. (GCC's
 // target_clones is not used: it lowers 8-lane broadcasts for the baseline before cloning, which
@@ -45,7 +45,7 @@ inline Isa runtime_isa() {
   static const Isa isa = [] {
     __builtin_cpu_init();
     Isa best = Isa::kBase;
-    if (__builtin_cpu_supports("avx512f")) {
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) {
       best = Isa::kAvx512;
     } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
       best = Isa::kAvx2;
@@ -61,7 +61,7 @@ inline Isa runtime_isa() {
 }
 }  // namespace plaidx::cpu
 #define PLAIDX_DISPATCH(ret, name, params, args)                                 \
-  __attribute__((target("avx512f,avx2"))) ret name##_avx512 params {             \
+  __attribute__((target("avx512f,avx2,fma"))) ret name##_avx512 params {         \
     return name##_impl<::plaidx::cpu::Isa::kAvx512> args;                        \
   }                                                                              \
   __attribute__((target("avx2,fma"))) ret name##_avx2 params {                   \
