@@ -30,6 +30,7 @@ namespace {
 struct CollectionArgs {
   cpu::Compressed col;
   std::vector<float> table_storage;
+  std::vector<float> planes_storage;
   const uint8_t* allowed;
 };
 
@@ -38,10 +39,11 @@ void collection_args(const char* fn, const py::handle& codes_o, const py::handle
                      int nbits, const py::handle& allowed_o, int64_t d, CollectionArgs& out) {
   const CollectionViews v =
       collection_views(fn, codes_o, packed_o, offsets_o, centroids_o, weights_o, nbits, allowed_o, d);
-  out.col = cpu::Compressed{v.codes, v.packed, v.n, v.doc_offsets, v.ndocs, v.centroids, v.nlist, d, nbits, nullptr};
+  out.col = cpu::Compressed{v.codes, v.packed, v.n, v.doc_offsets, v.ndocs, v.centroids, v.nlist, d, nbits, nullptr, nullptr};
   out.allowed = v.allowed;
   // Cheap (d * 256 floats); done here so that the table pointer is set before the GIL is released.
   out.col.table = cpu::build_decode_table(v.weights, d, nbits, out.table_storage);
+  out.col.planes = cpu::build_weight_planes(v.weights, d, nbits, out.planes_storage);
 }
 
 py::array_t<uint8_t> compress(const py::object& residuals_o, const py::object& cutoffs_o, int nbits) {

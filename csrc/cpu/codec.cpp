@@ -74,20 +74,19 @@ PLAIDX_DISPATCH(void, compress_rows,
 template <Isa I>
 PLAIDX_INLINE bool decompress_rows_impl(const uint16_t* codes, const uint8_t* packed, int64_t begin,
                                         int64_t end, const float* centroids, int64_t nlist, int64_t d,
-                                        const float* table, int nbits, bool normalize_rows, float* out) {
+                                        const float* table, int nbits, bool unit, float* out) {
   const int64_t pb = d * nbits / 8;
   if (!decode_rows_any(nbits, codes + begin, packed + begin * pb, end - begin, centroids, nlist, table, d,
                        out + begin * d))
     return false;
-  if (normalize_rows)
-    for (int64_t t = begin; t < end; ++t) normalize(out + t * d, d);
+  if (unit) normalize_rows(out + begin * d, end - begin, d);
   return true;
 }
 PLAIDX_DISPATCH(bool, decompress_rows,
                 (const uint16_t* codes, const uint8_t* packed, int64_t begin, int64_t end,
                  const float* centroids, int64_t nlist, int64_t d, const float* table, int nbits,
-                 bool normalize_rows, float* out),
-                (codes, packed, begin, end, centroids, nlist, d, table, nbits, normalize_rows, out))
+                 bool unit, float* out),
+                (codes, packed, begin, end, centroids, nlist, d, table, nbits, unit, out))
 
 void check_codec_args(int64_t d, int nbits) {
   if (nbits != 1 && nbits != 2 && nbits != 4 && nbits != 8)
@@ -113,6 +112,15 @@ const float* build_decode_table(const float* weights, int64_t d, int nbits, std:
         const uint32_t code = (b >> (u * nbits)) & mask;
         storage[static_cast<size_t>((p * 256 + b) * dpb + u)] = weights[j * nb + code];
       }
+  return storage.data();
+}
+
+const float* build_weight_planes(const float* weights, int64_t d, int nbits, std::vector<float>& storage) {
+  check_codec_args(d, nbits);
+  const int64_t nb = int64_t{1} << nbits;
+  storage.resize(static_cast<size_t>(nb * d));
+  for (int64_t j = 0; j < d; ++j)
+    for (int64_t b = 0; b < nb; ++b) storage[static_cast<size_t>(b * d + j)] = weights[j * nb + b];
   return storage.data();
 }
 

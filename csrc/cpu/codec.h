@@ -30,4 +30,7 @@ void decompress(const uint16_t* codes, const uint8_t* packed, int64_t n, const f
 // d * 256 floats built into storage. The returned pointer lives as long as weights and storage.
 const float* build_decode_table(const float* weights, int64_t d, int nbits, std::vector<float>& storage);
 
+// planes (2^nbits, d) = weights (d, 2^nbits) transposed, in storage; returns storage.data().
+const float* build_weight_planes(const float* weights, int64_t d, int nbits, std::vector<float>& storage);
+
 }  // namespace plaidx::cpu

@@ -145,6 +145,69 @@ PLAIDX_INLINE int64_t row_max_any(const uint16_t* codes, int64_t nt, const float
   return used;
 }
 
+// row_max_fixed over every token into full and over the kept ones into pruned, in one pass (each row
+// read once). Same values as two row_max_fixed calls. Returns the number of kept tokens, or -1 when a
+// code is >= nlist.
+template <int NV>
+PLAIDX_INLINE int64_t row_max_both_fixed(const uint16_t* codes, int64_t nt, const float* St, int64_t nlist,
+                                      const uint8_t* keep, float* pruned, float* full) {
+  constexpr int64_t qp = NV * 8;
+  v8f p[NV], f[NV];
+  for (int u = 0; u < NV; ++u) {
+    p[u] = vload(pruned + 8 * u);
+    f[u] = vload(full + 8 * u);
+  }
+  int64_t used = 0;
+  for (int64_t t = 0; t < nt; ++t) {
+    const int64_t c = codes[t];
+    if (c >= nlist) return -1;
+    const float* row = St + c * qp;
+    if (keep[c]) {
+      ++used;
+      for (int u = 0; u < NV; ++u) {
+        const v8f x = vload(row + 8 * u);
+        p[u] = vmax_update(p[u], x);
+        f[u] = vmax_update(f[u], x);
+      }
+    } else {
+      for (int u = 0; u < NV; ++u) f[u] = vmax_update(f[u], vload(row + 8 * u));
+    }
+  }
+  for (int u = 0; u < NV; ++u) {
+    vstore(pruned + 8 * u, p[u]);
+    vstore(full + 8 * u, f[u]);
+  }
+  return used;
+}
+
+PLAIDX_INLINE int64_t row_max_both_any(const uint16_t* codes, int64_t nt, const float* St, int64_t nlist, int64_t qp,
+                                    const uint8_t* keep, float* pruned, float* full) {
+  switch (qp / 8) {
+    case 1: return row_max_both_fixed<1>(codes, nt, St, nlist, keep, pruned, full);
+    case 2: return row_max_both_fixed<2>(codes, nt, St, nlist, keep, pruned, full);
+    case 3: return row_max_both_fixed<3>(codes, nt, St, nlist, keep, pruned, full);
+    case 4: return row_max_both_fixed<4>(codes, nt, St, nlist, keep, pruned, full);
+    case 5: return row_max_both_fixed<5>(codes, nt, St, nlist, keep, pruned, full);
+    case 6: return row_max_both_fixed<6>(codes, nt, St, nlist, keep, pruned, full);
+    case 7: return row_max_both_fixed<7>(codes, nt, St, nlist, keep, pruned, full);
+    case 8: return row_max_both_fixed<8>(codes, nt, St, nlist, keep, pruned, full);
+    default: break;
+  }
+  int64_t used = 0;
+  for (int64_t t = 0; t < nt; ++t) {
+    const int64_t c = codes[t];
+    if (c >= nlist) return -1;
+    const float* row = St + c * qp;
+    used += keep[c] ? 1 : 0;
+    for (int64_t a = 0; a < qp; a += 8) {
+      const v8f x = vload(row + a);
+      if (keep[c]) vstore(pruned + a, vmax_update(vload(pruned + a), x));
+      vstore(full + a, vmax_update(vload(full + a), x));
+    }
+  }
+  return used;
+}
+
 // sum_{a < qlen} m[a], accumulated sequentially in float (the reference order).
 PLAIDX_INLINE float sum_first(const float* m, int64_t qlen) {
   float s = 0.0f;

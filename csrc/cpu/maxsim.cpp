@@ -43,6 +43,24 @@ PLAIDX_DISPATCH(void, maxsim_docs,
                  float* out),
                 (Qt, nq, qlen, d, values, doc_offsets, ndocs, begin, end, run_max, out))
 
+// Tokens [t, t + nt) of col decoded and normalised into buf (nt, d); false on a code >= nlist.
+template <Isa I>
+PLAIDX_INLINE bool decode_normalize(const Compressed& col, int64_t t, int64_t nt, float* buf) {
+  const int64_t d = col.d, pb = d * col.nbits / 8;
+#if PLAIDX_HAVE_DECODE2_AVX512
+  if constexpr (I == Isa::kAvx512) {
+    if (col.nbits == 2 && col.planes != nullptr && have_decode2_avx512())
+      return decode_normalize2_avx512(col.codes + t, col.packed + t * pb, nt, col.centroids, col.nlist, col.planes,
+                                      d, buf);
+  }
+#endif
+  if (!decode_rows_any(col.nbits, col.codes + t, col.packed + t * pb, nt, col.centroids, col.nlist, col.table, d,
+                       buf))
+    return false;
+  normalize_rows(buf, nt, d);
+  return true;
+}
+
 template <Isa I>
 PLAIDX_INLINE bool exact_docs_impl(const float* Qt, int64_t qlen, const Compressed& col, const int64_t* docs,
                                    int64_t count, float* buf, float* run_max, float* out) {
@@ -58,11 +76,9 @@ PLAIDX_INLINE bool exact_docs_impl(const float* Qt, int64_t qlen, const Compress
       } else if (i + 1 < count) {
         const int64_t lo2 = col.doc_offsets[docs[i + 1]], hi2 = col.doc_offsets[docs[i + 1] + 1];
         prefetch_centroids(col.codes, lo2, std::min(lo2 + kDecodeBlock, hi2), col.centroids, col.nlist, d);
+        prefetch_bytes(col.packed + lo2 * pb, std::min(lo2 + kDecodeBlock, hi2) - lo2, pb);
       }
-      if (!decode_rows_any(col.nbits, col.codes + t, col.packed + t * pb, nt, col.centroids, col.nlist,
-                           col.table, d, buf))
-        return false;
-      for (int64_t u = 0; u < nt; ++u) normalize(buf + u * d, d);
+      if (!decode_normalize<I>(col, t, nt, buf)) return false;
       max_dots<WideVec<I>>(Qt, d, qp, buf, nt, run_max);
     }
     out[i] = hi > lo ? sum_first(run_max, qlen) : 0.0f;

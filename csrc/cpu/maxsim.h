@@ -14,6 +14,7 @@
 namespace plaidx::cpu {
 
 // A compressed collection as search sees it. table: build_decode_table(weights, d, nbits, ...).
+// planes: build_weight_planes(weights, d, nbits, ...).
 struct Compressed {
   const uint16_t* codes;  // (n,)
   const uint8_t* packed;  // (n, d * nbits / 8)
@@ -25,6 +26,7 @@ struct Compressed {
   int64_t d;
   int nbits;
   const float* table;
+  const float* planes;  // (2^nbits, d): the bucket weights transposed (decode_normalize2_avx512), or nullptr
 };
 
 inline int64_t padded_qlen(int64_t qlen) { return (qlen + 7) / 8 * 8; }

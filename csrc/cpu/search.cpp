@@ -206,6 +206,31 @@ PLAIDX_DISPATCH(bool, centroid_scores,
                  const uint8_t* keep, float* out, uint8_t* skipped),
                 (St, qlen, col, docs, count, keep, out, skipped))
 
+// Pruned (kept cells only) and full centroid-score MaxSim of documents docs[0:count] in one pass over
+// their tokens: the values centroid_scores gives with keep and with nullptr.
+template <Isa I>
+PLAIDX_INLINE bool centroid_scores_both_impl(const float* St, int64_t qlen, const Compressed& col,
+                                             const int64_t* docs, int64_t count, const uint8_t* keep, float* pruned,
+                                             float* full) {
+  const int64_t qp = padded_qlen(qlen);
+  std::vector<float> buf(static_cast<size_t>(2 * qp));
+  float* p = buf.data();
+  float* f = p + qp;
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t lo = col.doc_offsets[docs[i]], hi = col.doc_offsets[docs[i] + 1];
+    std::fill(p, p + 2 * qp, kNegInf);
+    const int64_t used = row_max_both_any(col.codes + lo, hi - lo, St, col.nlist, qp, keep, p, f);
+    if (used < 0) return false;
+    pruned[i] = used > 0 ? sum_first(p, qlen) : 0.0f;
+    full[i] = hi > lo ? sum_first(f, qlen) : 0.0f;
+  }
+  return true;
+}
+PLAIDX_DISPATCH(bool, centroid_scores_both,
+                (const float* St, int64_t qlen, const Compressed& col, const int64_t* docs, int64_t count,
+                 const uint8_t* keep, float* pruned, float* full),
+                (St, qlen, col, docs, count, keep, pruned, full))
+
 [[noreturn]] void bad_code(int64_t nlist) {
   throw std::invalid_argument("codes: a centroid id is >= nlist (" + std::to_string(nlist) + ")");
 }
@@ -223,6 +248,16 @@ void centroid_scores_parallel(const float* St, int64_t qlen, const Compressed& c
                   [&](int64_t b, int64_t e) {
                     if (!centroid_scores(St, qlen, col, docs + b, e - b, keep, out + b,
                                          skipped != nullptr ? skipped + b : nullptr))
+                      bad_code(col.nlist);
+                  });
+}
+
+void centroid_scores_both_parallel(const float* St, int64_t qlen, const Compressed& col, const int64_t* docs,
+                                   int64_t count, const uint8_t* keep, float* pruned, float* full, int threads) {
+  if (threads > 1) threads = threads_for(count_tokens(col, docs, count), kMinCentroidTokens, threads);
+  parallel_chunks(count, std::max<int64_t>(16, grain_for(count, threads, 4)), threads,
+                  [&](int64_t b, int64_t e) {
+                    if (!centroid_scores_both(St, qlen, col, docs + b, e - b, keep, pruned + b, full + b))
                       bad_code(col.nlist);
                   });
 }
@@ -312,24 +347,34 @@ void search_query(const SearchContext& ctx, int64_t q, Workspace& ws, int thread
   std::sort(ws.cand.begin(), ws.cand.end());
   const int64_t ncand = static_cast<int64_t>(ws.cand.size());
 
-  // 3. pruned centroid scores, keep the best ndocs
+  // 3. pruned centroid scores, keep the best ndocs; 4. full centroid scores of those, keep the best
+  // n_exact. When most candidates survive step 3 anyway, one pass computes both scores of every
+  // candidate (each token's row read once); otherwise the full scores are computed only for the
+  // survivors that had a token pruned (the others' pruned score is their full score).
   ws.pruned.resize(static_cast<size_t>(ncand));
-  ws.skipped.resize(static_cast<size_t>(ncand));
-  centroid_scores_parallel(St, qlen, col, ws.cand.data(), ncand, ws.keep.data(), ws.pruned.data(),
-                           ws.skipped.data(), threads);
   ws.items.resize(static_cast<size_t>(ncand));
-  for (int64_t i = 0; i < ncand; ++i) ws.items[i] = Scored{ws.pruned[i], i};
-  select_ascending(ws.items, ctx.p.ndocs);
-
-  // 4. full centroid scores (equal to the pruned ones when no token was pruned), keep the best n_exact
-  ws.redo.clear();
-  for (const Scored& it : ws.items)
-    if (ws.skipped[it.doc]) ws.redo.push_back(ws.cand[it.doc]);
-  ws.redo_scores.resize(ws.redo.size());
-  centroid_scores_parallel(St, qlen, col, ws.redo.data(), static_cast<int64_t>(ws.redo.size()),
-                           nullptr, ws.redo_scores.data(), nullptr, threads);
-  for (size_t i = 0, r = 0; i < ws.items.size(); ++i)
-    if (ws.skipped[ws.items[i].doc]) ws.items[i].score = ws.redo_scores[r++];
+  if (ncand <= 2 * ctx.p.ndocs) {
+    ws.scores.resize(static_cast<size_t>(ncand));
+    centroid_scores_both_parallel(St, qlen, col, ws.cand.data(), ncand, ws.keep.data(), ws.pruned.data(),
+                                  ws.scores.data(), threads);
+    for (int64_t i = 0; i < ncand; ++i) ws.items[i] = Scored{ws.pruned[i], i};
+    select_ascending(ws.items, ctx.p.ndocs);
+    for (Scored& it : ws.items) it.score = ws.scores[it.doc];
+  } else {
+    ws.skipped.resize(static_cast<size_t>(ncand));
+    centroid_scores_parallel(St, qlen, col, ws.cand.data(), ncand, ws.keep.data(), ws.pruned.data(),
+                             ws.skipped.data(), threads);
+    for (int64_t i = 0; i < ncand; ++i) ws.items[i] = Scored{ws.pruned[i], i};
+    select_ascending(ws.items, ctx.p.ndocs);
+    ws.redo.clear();
+    for (const Scored& it : ws.items)
+      if (ws.skipped[it.doc]) ws.redo.push_back(ws.cand[it.doc]);
+    ws.redo_scores.resize(ws.redo.size());
+    centroid_scores_parallel(St, qlen, col, ws.redo.data(), static_cast<int64_t>(ws.redo.size()), nullptr,
+                             ws.redo_scores.data(), nullptr, threads);
+    for (size_t i = 0, r = 0; i < ws.items.size(); ++i)
+      if (ws.skipped[ws.items[i].doc]) ws.items[i].score = ws.redo_scores[r++];
+  }
   select_ascending(ws.items, ctx.p.n_exact);
 
   // 5. exact MaxSim on the decompressed tokens, top k

@@ -14,8 +14,16 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "cpu/simd.h"
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define PLAIDX_HAVE_DECODE2_AVX512 1
+#else
+#define PLAIDX_HAVE_DECODE2_AVX512 0
+#endif
 
 namespace plaidx::cpu {
 
@@ -67,13 +75,19 @@ PLAIDX_INLINE void prefetch_centroids(const uint16_t* codes, int64_t t0, int64_t
 #endif
 }
 
-// v (d,) /= max(||v||, 1e-12). d: multiple of 8.
-PLAIDX_INLINE void normalize(float* v, int64_t d) {
-  v8f s = vzero();
-  for (int64_t j = 0; j < d; j += 8) {
-    const v8f x = vload(v + j);
-    s += x * x;
-  }
+// Asks the cache for rows [0, nt) of a (nt, row_bytes) byte array (the residual codes of the next
+// document: its first cache lines, before the hardware prefetcher has seen the stream).
+PLAIDX_INLINE void prefetch_bytes(const uint8_t* rows, int64_t nt, int64_t row_bytes) {
+#if defined(__GNUC__)
+  const char* p = reinterpret_cast<const char*>(rows);
+  for (int64_t b = 0; b < nt * row_bytes; b += 64) __builtin_prefetch(p + b);
+#else
+  (void)rows, (void)nt, (void)row_bytes;
+#endif
+}
+
+// v (d,) /= max(||v||, 1e-12), given s: the squares of v summed in 8 lanes (lane l over j = l, l + 8, ...).
+PLAIDX_INLINE void scale_to_unit(float* v, int64_t d, v8f s) {
   const float total = ((vlane(s, 0) + vlane(s, 1)) + (vlane(s, 2) + vlane(s, 3))) +
                       ((vlane(s, 4) + vlane(s, 5)) + (vlane(s, 6) + vlane(s, 7)));
   const float norm = std::sqrt(total);
@@ -81,5 +95,89 @@ PLAIDX_INLINE void normalize(float* v, int64_t d) {
   const float inv = 1.0f / denom;                     // one rounding more than a division, far cheaper
   for (int64_t j = 0; j < d; j += 8) vstore(v + j, inv * vload(v + j));
 }
+
+// v (d,) /= max(||v||, 1e-12). d: multiple of 8.
+PLAIDX_INLINE void normalize(float* v, int64_t d) {
+  v8f s = vzero();
+  for (int64_t j = 0; j < d; j += 8) {
+    const v8f x = vload(v + j);
+    s += x * x;
+  }
+  scale_to_unit(v, d, s);
+}
+
+// normalize() on each row of v (nt, d), four rows at a time: the same values, but four independent
+// chains of multiply-adds instead of one, which a single row's latency would otherwise serialise.
+PLAIDX_INLINE void normalize_rows(float* v, int64_t nt, int64_t d) {
+  int64_t t = 0;
+  for (; t + 4 <= nt; t += 4) {
+    float* r = v + t * d;
+    v8f s0 = vzero(), s1 = vzero(), s2 = vzero(), s3 = vzero();
+    for (int64_t j = 0; j < d; j += 8) {
+      const v8f x0 = vload(r + j), x1 = vload(r + d + j), x2 = vload(r + 2 * d + j), x3 = vload(r + 3 * d + j);
+      s0 += x0 * x0;
+      s1 += x1 * x1;
+      s2 += x2 * x2;
+      s3 += x3 * x3;
+    }
+    scale_to_unit(r, d, s0);
+    scale_to_unit(r + d, d, s1);
+    scale_to_unit(r + 2 * d, d, s2);
+    scale_to_unit(r + 3 * d, d, s3);
+  }
+  for (; t < nt; ++t) normalize(v + t * d, d);
+}
+
+#if PLAIDX_HAVE_DECODE2_AVX512
+// Whether decode_normalize2_avx512 may run here (AVX-512F, BMI2 and OS support; PLAIDX_SIMD caps it
+// like every other AVX-512 copy).
+inline bool have_decode2_avx512() {
+  static const bool ok = runtime_isa() == Isa::kAvx512 && __builtin_cpu_supports("bmi2");
+  return ok;
+}
+
+// decode_rows<2> followed by normalize() on each row, for nbits == 2, 16 dimensions per step: the two
+// code bits of 16 dimensions are gathered into two lane masks (pext), which pick each dimension's
+// bucket weight from planes (4, d) (weights transposed, bucket-major) with three blends, instead of
+// one table lookup per byte. Same values bit for bit (each decoded value is one addition).
+__attribute__((target("avx512f,avx2,fma,bmi2"))) inline bool decode_normalize2_avx512(
+    const uint16_t* codes, const uint8_t* packed, int64_t nt, const float* centroids, int64_t nlist,
+    const float* planes, int64_t d, float* out) {
+  const int64_t pb = d / 4;
+  for (int64_t t = 0; t < nt; ++t) {
+    const int64_t c = codes[t];
+    if (c >= nlist) return false;
+    const float* cent = centroids + c * d;
+    const uint8_t* row = packed + t * pb;
+    float* o = out + t * d;
+    int64_t j = 0;
+    for (; j + 16 <= d; j += 16) {
+      uint32_t w;
+      std::memcpy(&w, row + j / 4, sizeof(w));
+      const __mmask16 lo = static_cast<__mmask16>(_pext_u32(w, 0x55555555u));
+      const __mmask16 hi = static_cast<__mmask16>(_pext_u32(w, 0xAAAAAAAAu));
+      const __m512 w01 = _mm512_mask_blend_ps(lo, _mm512_loadu_ps(planes + j), _mm512_loadu_ps(planes + d + j));
+      const __m512 w23 =
+          _mm512_mask_blend_ps(lo, _mm512_loadu_ps(planes + 2 * d + j), _mm512_loadu_ps(planes + 3 * d + j));
+      _mm512_storeu_ps(o + j, _mm512_add_ps(_mm512_loadu_ps(cent + j), _mm512_mask_blend_ps(hi, w01, w23)));
+    }
+    if (j < d) {  // d % 16 == 8: the last 8 dimensions, in the low lanes
+      uint16_t w;
+      std::memcpy(&w, row + j / 4, sizeof(w));
+      const __mmask16 lo = static_cast<__mmask16>(_pext_u32(w, 0x5555u));
+      const __mmask16 hi = static_cast<__mmask16>(_pext_u32(w, 0xAAAAu));
+      const __mmask16 low8 = 0x00FF;
+      const __m512 w01 = _mm512_mask_blend_ps(lo, _mm512_maskz_loadu_ps(low8, planes + j),
+                                              _mm512_maskz_loadu_ps(low8, planes + d + j));
+      const __m512 w23 = _mm512_mask_blend_ps(lo, _mm512_maskz_loadu_ps(low8, planes + 2 * d + j),
+                                              _mm512_maskz_loadu_ps(low8, planes + 3 * d + j));
+      const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(low8, cent + j), _mm512_mask_blend_ps(hi, w01, w23));
+      _mm512_mask_storeu_ps(o + j, low8, v);
+    }
+  }
+  normalize_rows(out, nt, d);
+  return true;
+}
+#endif
 
 }  // namespace plaidx::cpu
