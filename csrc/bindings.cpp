@@ -18,6 +18,7 @@
 #include "cpu/ivf.h"
 #include "cpu/maxsim.h"
 #include "cpu/search.h"
+#include "cpu/token.h"
 #include "py_arrays.h"
 
 namespace py = pybind11;
@@ -41,9 +42,12 @@ void collection_args(const char* fn, const py::handle& codes_o, const py::handle
       collection_views(fn, codes_o, packed_o, offsets_o, centroids_o, weights_o, nbits, allowed_o, d);
   out.col = cpu::Compressed{v.codes, v.packed, v.n, v.doc_offsets, v.ndocs, v.centroids, v.nlist, d, nbits, nullptr, nullptr};
   out.allowed = v.allowed;
-  // Cheap (d * 256 floats); done here so that the table pointer is set before the GIL is released.
-  out.col.table = cpu::build_decode_table(v.weights, d, nbits, out.table_storage);
+  // Done here so that the pointers are set before the GIL is released. The per-byte table (d * 256
+  // floats, ~10 us at d = 128) is skipped where the AVX-512 2-bit decoder reads only the planes.
   out.col.planes = cpu::build_weight_planes(v.weights, d, nbits, out.planes_storage);
+  out.col.table = nbits == 2 && cpu::have_decode2_avx512()
+                      ? nullptr
+                      : cpu::build_decode_table(v.weights, d, nbits, out.table_storage);
 }
 
 py::array_t<uint8_t> compress(const py::object& residuals_o, const py::object& cutoffs_o, int nbits) {
@@ -120,6 +124,26 @@ py::tuple build_ivf(const py::object& codes_o, const py::object& offsets_o, int6
   return py::make_tuple(ivf, ivf_offsets);
 }
 
+py::tuple doc_cells(const py::object& ivf_o, const py::object& ivf_offsets_o, int64_t ndocs) {
+  const char* fn = "doc_cells";
+  const auto ivf = view<int32_t>(ivf_o, fn, "ivf", 1, "(npairs,)");
+  const auto ivf_offsets = view<int64_t>(ivf_offsets_o, fn, "ivf_offsets", 1, "(nlist + 1,)");
+  const int64_t nlist = ivf_offsets[0] - 1;
+  expect(nlist >= 1 && nlist <= 65536,
+         std::string(fn) + ": ivf_offsets must have nlist + 1 entries with nlist in [1, 65536], got " +
+             shape_str(ivf_offsets.shape));
+  expect(ndocs >= 0, std::string(fn) + ": ndocs must be >= 0, got " + std::to_string(ndocs));
+  py::array_t<int64_t> offsets(ndocs + 1);
+  py::array_t<uint16_t> cells(ivf[0]);
+  int64_t* o = mutable_data(offsets);
+  uint16_t* c = mutable_data(cells);
+  {
+    py::gil_scoped_release release;
+    cpu::doc_cells(ivf.data, ivf[0], ivf_offsets.data, nlist, ndocs, o, c);
+  }
+  return py::make_tuple(cells, offsets);
+}
+
 py::array_t<float> maxsim(const py::object& Q_o, const py::object& values_o, const py::object& offsets_o,
                           int num_threads) {
   const char* fn = "maxsim";
@@ -170,7 +194,7 @@ py::tuple search(const py::object& Q_o, const py::object& S_o, const py::object&
                  const py::object& packed_o, const py::object& offsets_o, const py::object& ivf_o,
                  const py::object& ivf_offsets_o, const py::object& centroids_o, const py::object& weights_o,
                  int nbits, const py::object& allowed_o, int64_t nprobe, double threshold, int64_t ndocs,
-                 int64_t n_exact, int64_t k, int num_threads) {
+                 int64_t n_exact, int64_t k, int num_threads, const py::object& doc_cells_o) {
   const char* fn = "search";
   const std::string f(fn);
   check_threads(fn, num_threads);
@@ -195,13 +219,29 @@ py::tuple search(const py::object& Q_o, const py::object& S_o, const py::object&
   expect(ndocs >= 1, f + ": ndocs must be >= 1, got " + std::to_string(ndocs));
   expect(n_exact >= 1, f + ": n_exact must be >= 1, got " + std::to_string(n_exact));
   expect(k >= 1, f + ": k must be >= 1, got " + std::to_string(k));
+  // Optional: (cells u16 (npairs,), cell_offsets i64 (ndocs + 1,)) from doc_cells, read by the centroid
+  // interaction instead of the tokens' codes (same scores). Entries are checked where they are read.
+  View<uint16_t> cells{nullptr, {0}};
+  View<int64_t> cell_offsets{nullptr, {0}};
+  int64_t ncells = 0;
+  if (!doc_cells_o.is_none()) {
+    const py::tuple t = doc_cells_o.cast<py::tuple>();
+    expect(t.size() == 2, f + ": doc_cells must be the (cells, cell_offsets) pair doc_cells returns");
+    cells = view<uint16_t>(t[0], fn, "doc_cells[0]", 1, "(npairs,)");
+    cell_offsets = view<int64_t>(t[1], fn, "doc_cells[1]", 1, "(ndocs + 1,)");
+    ncells = cells[0];
+    expect(cell_offsets[0] == args.col.ndocs + 1 && cell_offsets.data[0] == 0 &&
+               cell_offsets.data[args.col.ndocs] == ncells,
+           f + ": doc_cells does not belong to this collection (offsets must run from 0 to len(cells) over "
+               "ndocs + 1 entries)");
+  }
   py::array_t<float> scores({nq, k});
   py::array_t<int64_t> docs({nq, k});
   float* so = mutable_data(scores);
   int64_t* dout = mutable_data(docs);
   {
     py::gil_scoped_release release;
-    const cpu::IvfView iv{ivf.data, ivf[0], ivf_offsets.data};
+    const cpu::IvfView iv{ivf.data, ivf[0], ivf_offsets.data, cells.data, cell_offsets.data, ncells};
     const cpu::SearchParams params{nprobe, threshold, ndocs, n_exact, k};
     cpu::search(Q.data, fused ? nullptr : S.data, nq, qlen, args.col, iv, args.allowed, params, so, dout, num_threads);
   }
@@ -256,6 +296,9 @@ PYBIND11_MODULE(_core, m) {
         py::arg("weights"), py::arg("nbits"), py::arg("normalize"),
         "decompress(codes u16 (n,), packed u8 (n, pb), centroids f32 (nlist, d), weights f32 (d, 2**nbits), "
         "nbits, normalize) -> f32 (n, d)");
+  m.def("doc_cells", &doc_cells, py::arg("ivf"), py::arg("ivf_offsets"), py::arg("ndocs"),
+        "doc_cells(ivf i32 (npairs,), ivf_offsets i64 (nlist+1,), ndocs) -> (cells u16 (npairs,), "
+        "cell_offsets i64 (ndocs+1,)): the inverted file transposed");
   m.def("build_ivf", &build_ivf, py::arg("codes"), py::arg("doc_offsets"), py::arg("nlist"),
         "build_ivf(codes u16 (n,), doc_offsets i64 (ndocs+1,), nlist) -> (ivf i32 (npairs,), "
         "ivf_offsets i64 (nlist+1,))");
@@ -271,6 +314,7 @@ PYBIND11_MODULE(_core, m) {
         py::arg("doc_offsets"), py::arg("ivf"), py::arg("ivf_offsets"), py::arg("centroids"),
         py::arg("weights"), py::arg("nbits"), py::arg("allowed"), py::arg("nprobe"), py::arg("threshold"),
         py::arg("ndocs"), py::arg("n_exact"), py::arg("k"), py::kw_only(), py::arg("num_threads") = 0,
+        py::arg("doc_cells") = py::none(),
         "PLAID search; see plaidx._kernels. -> (scores f32 (nq, k), docs i64 (nq, k))");
   m.def("exact_search", &exact_search, py::arg("Q"), py::arg("codes"), py::arg("packed"),
         py::arg("doc_offsets"), py::arg("centroids"), py::arg("weights"), py::arg("nbits"),

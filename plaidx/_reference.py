@@ -283,6 +283,24 @@ def build_ivf(codes: np.ndarray, doc_offsets: np.ndarray, nlist: int) -> tuple[n
     return docs.astype(np.int32), ivf_offsets
 
 
+def doc_cells(ivf: np.ndarray, ivf_offsets: np.ndarray, ndocs: int) -> tuple[np.ndarray, np.ndarray]:
+    """The inverted file transposed: (cells u16 (npairs,), cell_offsets i64 (ndocs + 1,)), ascending cells."""
+    fn = "doc_cells"
+    ivf = _array(ivf, fn, "ivf", np.int32, 1, "(npairs,)")
+    ivf_offsets = _array(ivf_offsets, fn, "ivf_offsets", np.int64, 1, "(nlist + 1,)")
+    nlist = ivf_offsets.shape[0] - 1
+    _expect(1 <= nlist <= 65536, f"{fn}: ivf_offsets must have nlist + 1 entries with nlist in [1, 65536], "
+                                 f"got {ivf_offsets.shape}")
+    ndocs = _check_int(fn, "ndocs", ndocs, 0)
+    _check_offsets(ivf_offsets, ivf.shape[0], "ivf_offsets")
+    _expect(ivf.size == 0 or (int(ivf.min()) >= 0 and int(ivf.max()) < ndocs), "ivf: an entry is outside [0, ndocs)")
+    cell_of_pair = np.repeat(np.arange(nlist, dtype=np.uint16), np.diff(ivf_offsets))
+    order = np.argsort(ivf, kind="stable")  # by document, cells ascending within (the ivf is cell-major)
+    offsets = np.zeros(ndocs + 1, np.int64)
+    np.cumsum(np.bincount(ivf, minlength=ndocs), out=offsets[1:])
+    return cell_of_pair[order], offsets
+
+
 def maxsim(Q: np.ndarray, values: np.ndarray, doc_offsets: np.ndarray, *, num_threads: int = 0) -> np.ndarray:
     """Exact MaxSim f32 (nq, ndocs) of queries (nq, qlen, d) against float documents (values, doc_offsets)."""
     fn = "maxsim"
@@ -321,8 +339,11 @@ def centroid_scores(Q: np.ndarray, centroids_t: np.ndarray, *, num_threads: int 
 def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.ndarray, doc_offsets: np.ndarray,
            ivf: np.ndarray, ivf_offsets: np.ndarray, centroids: np.ndarray, weights: np.ndarray, nbits: int,
            allowed: np.ndarray, nprobe: int, threshold: float, ndocs: int, n_exact: int, k: int, *,
-           num_threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """PLAID search, steps 1-5 of the contract -> (scores f32 (nq, k), docs i64 (nq, k))."""
+           num_threads: int = 0, doc_cells: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """PLAID search, steps 1-5 of the contract -> (scores f32 (nq, k), docs i64 (nq, k)).
+
+    doc_cells (the native kernel's shortcut) gives the same scores by definition and is not read here.
+    """
     fn = "search"
     _check_threads(fn, num_threads)
     Q = _queries(fn, Q)

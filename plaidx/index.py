@@ -104,7 +104,11 @@ class _Snapshot:
                                    f"deleted array ({self.n_deleted}); the index is inconsistent")
         self.live_mask = (np.asarray(deleted) == 0).astype(np.uint8) if self.n_deleted else np.zeros(0, np.uint8)
         self.centroids_t = np.ascontiguousarray(self.codec.centroids.T)  # (d, nlist) for query-centroid GEMMs
+        ids = np.asarray(arrays["doc_ids"])
+        # Positions are ids until the first compaction: then results need no lookup.
+        self._ids_are_positions = bool(self.n_docs == 0 or (ids[0] == 0 and ids[-1] == self.n_docs - 1))
         self._ivf: tuple[np.ndarray, np.ndarray] | None = None
+        self._doc_cells: tuple[np.ndarray, np.ndarray] | None = None
         self._ivf_lock = threading.Lock()
         self._on_device: dict[int, Any] = {}  # CUDA device index -> plaidx._cuda.Collection
 
@@ -142,6 +146,15 @@ class _Snapshot:
                                                    np.ascontiguousarray(self.a["doc_offsets"]), self.nlist)
         return self._ivf
 
+    def doc_cells(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each document's distinct cells (the inverted file transposed), derived on first use like it."""
+        if self._doc_cells is None:
+            ivf, ivf_offsets = self.ivf()
+            with self._ivf_lock:
+                if self._doc_cells is None:
+                    self._doc_cells = _kernels.doc_cells(ivf, ivf_offsets, self.n_docs)
+        return self._doc_cells
+
     def on_device(self, device: int) -> Any:
         """This generation copied to a CUDA device (codes, residuals, centroids, inverted file), on first use.
 
@@ -165,6 +178,12 @@ class _Snapshot:
     @property
     def doc_ids(self) -> np.ndarray:
         return self.a["doc_ids"]
+
+    def ids_of(self, pos: np.ndarray) -> np.ndarray:
+        """int64 document ids of result positions (-1 stays -1)."""
+        if self._ids_are_positions:
+            return pos.astype(np.int64, copy=False)
+        return np.where(pos >= 0, np.asarray(self.doc_ids)[np.maximum(pos, 0)], -1).astype(np.int64)
 
     def positions(self, ids: Any, *, live_only: bool, what: str) -> np.ndarray:
         """Positions of int64 ids; raise KeyError naming unknown (or deleted) ids."""
@@ -357,10 +376,11 @@ class Index:
             # PLAID only sees documents in the probed cells. When that leaves a row short of k while more
             # allowed documents exist (a narrow filter, a small index, query tokens whose best cells are
             # nearly empty), search that row again probing 16x more cells, then exhaustively if need be.
-            n_allowed = int(np.count_nonzero(allowed)) if allowed.size else snap.n_docs
+            # Rows are padded at the end, so a row is short when its m-th entry is padding.
+            m = min(k, int(np.count_nonzero(allowed)) if allowed.size else snap.n_docs)
 
             def short_rows() -> np.ndarray:
-                return np.flatnonzero((pos >= 0).sum(axis=1) < min(k, n_allowed))
+                return np.flatnonzero(pos[:, m - 1] < 0) if m > 0 else np.zeros(0, np.int64)
 
             short = short_rows()
             if short.size and nprobe_eff < snap.nlist:
@@ -371,28 +391,32 @@ class Index:
                 short = short_rows()
             if short.size:
                 scores[short], pos[short] = exhaustive(np.ascontiguousarray(q[short]))
-        ids = np.where(pos >= 0, np.asarray(snap.doc_ids)[np.maximum(pos, 0)], -1).astype(np.int64)
+        ids = snap.ids_of(pos)
         scores = scores.astype(np.float32, copy=False)
         return (scores[0], ids[0]) if single else (scores, ids)
 
     def _search_cpu(self, q: np.ndarray, allowed: np.ndarray, p: SearchParams, nprobe: int, k: int,
                     num_threads: int) -> tuple[np.ndarray, np.ndarray]:
         snap, a = self._snap, self._snap.a
-        # The native search scores the query tokens against the centroids itself, per query and straight
-        # in the layout it needs; the reference is given S, computed in chunks that bound its memory.
-        native = _kernels.BACKEND_NAME == "native"
-        chunk = q.shape[0] if native else max(1, _SCORE_CHUNK_BYTES // (4 * q.shape[1] * snap.nlist))
-        out_s, out_p = [], []
         ivf, ivf_offsets = snap.ivf()
-        for lo in range(0, q.shape[0], chunk):
-            qc = q[lo:lo + chunk]
+        # The native search scores the query tokens against the centroids itself, per query and straight
+        # in the layout it needs, and reads each candidate's distinct cells; the reference is given S,
+        # computed in chunks that bound its memory.
+        native = _kernels.BACKEND_NAME == "native"
+        extra = {"doc_cells": snap.doc_cells()} if native else {}
+
+        def run(qc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             S = None if native else _kernels.centroid_scores(qc, snap.centroids_t)  # (nq, q_tokens, nlist)
-            s, ps = _kernels.search(qc, S, a["codes"], a["residuals"], a["doc_offsets"], ivf, ivf_offsets,
-                                    snap.codec.centroids, snap.codec.weights, snap.nbits, allowed, nprobe,
-                                    p.centroid_score_threshold, p.ndocs, p.n_exact, k, num_threads=num_threads)
-            out_s.append(s)
-            out_p.append(ps)
-        return np.concatenate(out_s), np.concatenate(out_p)
+            return _kernels.search(qc, S, a["codes"], a["residuals"], a["doc_offsets"], ivf, ivf_offsets,
+                                   snap.codec.centroids, snap.codec.weights, snap.nbits, allowed, nprobe,
+                                   p.centroid_score_threshold, p.ndocs, p.n_exact, k, num_threads=num_threads,
+                                   **extra)
+
+        chunk = q.shape[0] if native else max(1, _SCORE_CHUNK_BYTES // (4 * q.shape[1] * snap.nlist))
+        if chunk >= q.shape[0]:
+            return run(q)
+        parts = [run(q[lo:lo + chunk]) for lo in range(0, q.shape[0], chunk)]
+        return np.concatenate([s for s, _ in parts]), np.concatenate([i for _, i in parts])
 
     def reconstruct(self, doc_id: int) -> np.ndarray:
         """float32 (n_tokens, d): the decompressed (unit-norm) token embeddings of one live document."""

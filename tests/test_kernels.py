@@ -511,6 +511,51 @@ def test_fused_scores_equal_given_scores(qlen):
 
 
 @pytest.mark.parametrize("mod", BACKENDS)
+def test_doc_cells_lists_each_documents_distinct_cells(mod):
+    col = make_collection(41, ndocs=90, d=64, nlist=40, max_len=30)
+    cells, offsets = mod.doc_cells(col["ivf"], col["ivf_offsets"], col["ndocs"])
+    assert cells.dtype == np.uint16 and offsets.dtype == np.int64 and offsets.shape == (col["ndocs"] + 1,)
+    o = col["doc_offsets"]
+    for i in range(col["ndocs"]):
+        np.testing.assert_array_equal(cells[offsets[i]:offsets[i + 1]], np.unique(col["codes"][o[i]:o[i + 1]]))
+    with pytest.raises(ValueError, match="outside"):
+        mod.doc_cells(col["ivf"], col["ivf_offsets"], 5)  # documents beyond ndocs
+
+
+@native
+def test_doc_cells_give_the_same_search():
+    """The centroid interaction reads each candidate's distinct cells instead of every token's code: the
+    results must not change (both the one-pass and the two-pass paths), and a doc_cells pair that does
+    not belong to the collection is rejected."""
+    col = make_collection(43, ndocs=300, d=64, nbits=2, nlist=64, max_len=40, quantize=True)
+    Q, S = make_queries(43, col, nq=4, qlen=12, quantize=True)
+    dc = _core.doc_cells(col["ivf"], col["ivf_offsets"], col["ndocs"])
+    assert dc[0].size < col["codes"].size  # documents repeat cells
+    for params in (dict(nprobe=2, threshold=0.2, ndocs=100, n_exact=20, k=10),   # most candidates survive
+                   dict(nprobe=8, threshold=0.3, ndocs=10, n_exact=5, k=5),      # a real cut
+                   dict(nprobe=64, threshold=-np.inf, ndocs=300, n_exact=300, k=30)):
+        want = run_search(_core, Q, S, col, **params)
+        for s_arg in (S, None):
+            got = run_search(_core, Q, s_arg, col, doc_cells=dc, **params)
+            np.testing.assert_array_equal(got[1], want[1])
+            np.testing.assert_array_equal(got[0], want[0])
+        assert_topk_equivalent(run_search(ref, Q, S, col, doc_cells=dc, **params), want)
+    params = dict(nprobe=4, threshold=0.0, ndocs=50, n_exact=10, k=5)
+    with pytest.raises(ValueError, match="does not belong"):
+        run_search(_core, Q, S, col, doc_cells=(dc[0], dc[1][:-1]), **params)
+    with pytest.raises(ValueError, match="does not belong"):
+        run_search(_core, Q, S, col, doc_cells=(dc[0][:-1], dc[1]), **params)
+    shuffled = dc[1].copy()
+    shuffled[1:-1] = shuffled[1:-1][::-1]
+    with pytest.raises(ValueError, match="out of order"):
+        run_search(_core, Q, S, col, doc_cells=(dc[0], shuffled), **params)
+    bad = dc[0].copy()
+    bad[:] = 64
+    with pytest.raises(ValueError, match="nlist"):
+        run_search(_core, Q, S, col, doc_cells=(bad, dc[1]), **params)
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
 def test_empty_inputs(mod):
     d, nbits = 64, 2
     cut = np.zeros((d, 3), np.float32)

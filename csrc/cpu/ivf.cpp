@@ -48,4 +48,22 @@ void fill_ivf(const uint16_t* codes, const int64_t* doc_offsets, int64_t ndocs, 
     }
 }
 
+void doc_cells(const int32_t* ivf, int64_t npairs, const int64_t* ivf_offsets, int64_t nlist, int64_t ndocs,
+               int64_t* cell_offsets, uint16_t* cells) {
+  if (nlist < 1 || nlist > 65536) throw std::invalid_argument("nlist must be in [1, 65536]");
+  check_offsets(ivf_offsets, nlist, npairs, "ivf_offsets");
+  for (int64_t i = 0; i <= ndocs; ++i) cell_offsets[i] = 0;
+  for (int64_t e = 0; e < npairs; ++e) {
+    const int64_t doc = ivf[e];
+    if (doc < 0 || doc >= ndocs)
+      throw std::invalid_argument("ivf: entry " + std::to_string(e) + " is document " + std::to_string(doc) +
+                                  ", outside [0, ndocs)");
+    ++cell_offsets[doc + 1];
+  }
+  for (int64_t i = 0; i < ndocs; ++i) cell_offsets[i + 1] += cell_offsets[i];
+  std::vector<int64_t> cursor(cell_offsets, cell_offsets + ndocs);
+  for (int64_t c = 0; c < nlist; ++c)
+    for (int64_t e = ivf_offsets[c]; e < ivf_offsets[c + 1]; ++e) cells[cursor[ivf[e]]++] = static_cast<uint16_t>(c);
+}
+
 }  // namespace plaidx::cpu

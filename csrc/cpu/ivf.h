@@ -18,4 +18,12 @@ int64_t ivf_offsets(const uint16_t* codes, int64_t n, const int64_t* doc_offsets
 void fill_ivf(const uint16_t* codes, const int64_t* doc_offsets, int64_t ndocs, int64_t nlist,
               const int64_t* ivf_offsets, int32_t* ivf);
 
+// The inverted file transposed: cells[cell_offsets[i]:cell_offsets[i+1]] are the distinct cells of
+// document i, ascending (a counting sort, O(npairs + nlist + ndocs)). The centroid interaction reads
+// these instead of every token's code: a maximum over a document's tokens equals the maximum over its
+// distinct cells. ivf (npairs,) and ivf_offsets (nlist + 1,) as fill_ivf writes them (offsets checked,
+// entries checked to be in [0, ndocs)); cell_offsets (ndocs + 1,) and cells (npairs,) are written.
+void doc_cells(const int32_t* ivf, int64_t npairs, const int64_t* ivf_offsets, int64_t nlist, int64_t ndocs,
+               int64_t* cell_offsets, uint16_t* cells);
+
 }  // namespace plaidx::cpu

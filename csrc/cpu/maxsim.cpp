@@ -49,7 +49,7 @@ PLAIDX_INLINE bool decode_normalize(const Compressed& col, int64_t t, int64_t nt
   const int64_t d = col.d, pb = d * col.nbits / 8;
 #if PLAIDX_HAVE_DECODE2_AVX512
   if constexpr (I == Isa::kAvx512) {
-    if (col.nbits == 2 && col.planes != nullptr && have_decode2_avx512())
+    if (col.nbits == 2 && (col.table == nullptr || have_decode2_avx512()))
       return decode_normalize2_avx512(col.codes + t, col.packed + t * pb, nt, col.centroids, col.nlist, col.planes,
                                       d, buf);
   }

@@ -25,8 +25,8 @@ struct Compressed {
   int64_t nlist;
   int64_t d;
   int nbits;
-  const float* table;
-  const float* planes;  // (2^nbits, d): the bucket weights transposed (decode_normalize2_avx512), or nullptr
+  const float* table;   // nullptr only where decode_normalize2_avx512 runs (nbits 2, have_decode2_avx512())
+  const float* planes;  // (2^nbits, d): the bucket weights transposed
 };
 
 inline int64_t padded_qlen(int64_t qlen) { return (qlen + 7) / 8 * 8; }

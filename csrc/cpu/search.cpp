@@ -177,10 +177,32 @@ void probe_column(const float* St, int64_t qp, int64_t a, const float* bmax, int
   for (int64_t i = 0; i < m; ++i) out.push_back(best[i].doc);
 }
 
+// Per document, the cells its centroid scores are read from: the tokens' codes (ids = codes, offsets =
+// doc_offsets) or each document's distinct cells (IvfView::cells): the same maxima, fewer rows read.
+struct CellLists {
+  const uint16_t* ids;
+  const int64_t* offsets;  // (ndocs + 1,)
+  int64_t total;
+
+  // [lo, hi) of document doc; throws on offsets that leave [0, total] or decrease.
+  void span(int64_t doc, int64_t& lo, int64_t& hi) const {
+    lo = offsets[doc];
+    hi = offsets[doc + 1];
+    if (lo < 0 || hi < lo || hi > total)
+      throw std::invalid_argument("doc_cells: the offsets of document " + std::to_string(doc) +
+                                  " are out of order; rebuild them with doc_cells");
+  }
+};
+
+CellLists cell_lists(const Compressed& col, const IvfView& ivf) {
+  if (ivf.cells != nullptr) return CellLists{ivf.cells, ivf.cell_offsets, ivf.ncells};
+  return CellLists{col.codes, col.doc_offsets, col.n};
+}
+
 // Centroid-score MaxSim of documents docs[0:count] over the kept cells (keep == nullptr: every cell).
-// skipped (nullable): whether some token of the document was left out. False on a code >= nlist.
+// skipped (nullable): whether some cell of the document was left out. False on a cell id >= nlist.
 template <Isa I>
-PLAIDX_INLINE bool centroid_scores_impl(const float* St, int64_t qlen, const Compressed& col,
+PLAIDX_INLINE bool centroid_scores_impl(const float* St, int64_t qlen, int64_t nlist, const CellLists& lists,
                                         const int64_t* docs, int64_t count, const uint8_t* keep, float* out,
                                         uint8_t* skipped) {
   const int64_t qp = padded_qlen(qlen);
@@ -192,9 +214,10 @@ PLAIDX_INLINE bool centroid_scores_impl(const float* St, int64_t qlen, const Com
     run_max = heap_buf.data();
   }
   for (int64_t i = 0; i < count; ++i) {
-    const int64_t lo = col.doc_offsets[docs[i]], hi = col.doc_offsets[docs[i] + 1];
+    int64_t lo, hi;
+    lists.span(docs[i], lo, hi);
     std::fill(run_max, run_max + qp, kNegInf);
-    const int64_t used = row_max_any(col.codes + lo, hi - lo, St, col.nlist, qp, keep, run_max);
+    const int64_t used = row_max_any(lists.ids + lo, hi - lo, St, nlist, qp, keep, run_max);
     if (used < 0) return false;
     out[i] = used > 0 ? sum_first(run_max, qlen) : 0.0f;
     if (skipped != nullptr) skipped[i] = used < hi - lo ? 1 : 0;
@@ -202,14 +225,14 @@ PLAIDX_INLINE bool centroid_scores_impl(const float* St, int64_t qlen, const Com
   return true;
 }
 PLAIDX_DISPATCH(bool, centroid_scores,
-                (const float* St, int64_t qlen, const Compressed& col, const int64_t* docs, int64_t count,
-                 const uint8_t* keep, float* out, uint8_t* skipped),
-                (St, qlen, col, docs, count, keep, out, skipped))
+                (const float* St, int64_t qlen, int64_t nlist, const CellLists& lists, const int64_t* docs,
+                 int64_t count, const uint8_t* keep, float* out, uint8_t* skipped),
+                (St, qlen, nlist, lists, docs, count, keep, out, skipped))
 
 // Pruned (kept cells only) and full centroid-score MaxSim of documents docs[0:count] in one pass over
-// their tokens: the values centroid_scores gives with keep and with nullptr.
+// their cells: the values centroid_scores gives with keep and with nullptr.
 template <Isa I>
-PLAIDX_INLINE bool centroid_scores_both_impl(const float* St, int64_t qlen, const Compressed& col,
+PLAIDX_INLINE bool centroid_scores_both_impl(const float* St, int64_t qlen, int64_t nlist, const CellLists& lists,
                                              const int64_t* docs, int64_t count, const uint8_t* keep, float* pruned,
                                              float* full) {
   const int64_t qp = padded_qlen(qlen);
@@ -217,9 +240,10 @@ PLAIDX_INLINE bool centroid_scores_both_impl(const float* St, int64_t qlen, cons
   float* p = buf.data();
   float* f = p + qp;
   for (int64_t i = 0; i < count; ++i) {
-    const int64_t lo = col.doc_offsets[docs[i]], hi = col.doc_offsets[docs[i] + 1];
+    int64_t lo, hi;
+    lists.span(docs[i], lo, hi);
     std::fill(p, p + 2 * qp, kNegInf);
-    const int64_t used = row_max_both_any(col.codes + lo, hi - lo, St, col.nlist, qp, keep, p, f);
+    const int64_t used = row_max_both_any(lists.ids + lo, hi - lo, St, nlist, qp, keep, p, f);
     if (used < 0) return false;
     pruned[i] = used > 0 ? sum_first(p, qlen) : 0.0f;
     full[i] = hi > lo ? sum_first(f, qlen) : 0.0f;
@@ -227,9 +251,9 @@ PLAIDX_INLINE bool centroid_scores_both_impl(const float* St, int64_t qlen, cons
   return true;
 }
 PLAIDX_DISPATCH(bool, centroid_scores_both,
-                (const float* St, int64_t qlen, const Compressed& col, const int64_t* docs, int64_t count,
-                 const uint8_t* keep, float* pruned, float* full),
-                (St, qlen, col, docs, count, keep, pruned, full))
+                (const float* St, int64_t qlen, int64_t nlist, const CellLists& lists, const int64_t* docs,
+                 int64_t count, const uint8_t* keep, float* pruned, float* full),
+                (St, qlen, nlist, lists, docs, count, keep, pruned, full))
 
 [[noreturn]] void bad_code(int64_t nlist) {
   throw std::invalid_argument("codes: a centroid id is >= nlist (" + std::to_string(nlist) + ")");
@@ -241,23 +265,25 @@ int64_t count_tokens(const Compressed& col, const int64_t* docs, int64_t count) 
   return total;
 }
 
-void centroid_scores_parallel(const float* St, int64_t qlen, const Compressed& col, const int64_t* docs,
-                              int64_t count, const uint8_t* keep, float* out, uint8_t* skipped, int threads) {
+void centroid_scores_parallel(const float* St, int64_t qlen, const Compressed& col, const CellLists& lists,
+                              const int64_t* docs, int64_t count, const uint8_t* keep, float* out,
+                              uint8_t* skipped, int threads) {
   if (threads > 1) threads = threads_for(count_tokens(col, docs, count), kMinCentroidTokens, threads);
   parallel_chunks(count, std::max<int64_t>(16, grain_for(count, threads, 4)), threads,
                   [&](int64_t b, int64_t e) {
-                    if (!centroid_scores(St, qlen, col, docs + b, e - b, keep, out + b,
+                    if (!centroid_scores(St, qlen, col.nlist, lists, docs + b, e - b, keep, out + b,
                                          skipped != nullptr ? skipped + b : nullptr))
                       bad_code(col.nlist);
                   });
 }
 
-void centroid_scores_both_parallel(const float* St, int64_t qlen, const Compressed& col, const int64_t* docs,
-                                   int64_t count, const uint8_t* keep, float* pruned, float* full, int threads) {
+void centroid_scores_both_parallel(const float* St, int64_t qlen, const Compressed& col, const CellLists& lists,
+                                   const int64_t* docs, int64_t count, const uint8_t* keep, float* pruned,
+                                   float* full, int threads) {
   if (threads > 1) threads = threads_for(count_tokens(col, docs, count), kMinCentroidTokens, threads);
   parallel_chunks(count, std::max<int64_t>(16, grain_for(count, threads, 4)), threads,
                   [&](int64_t b, int64_t e) {
-                    if (!centroid_scores_both(St, qlen, col, docs + b, e - b, keep, pruned + b, full + b))
+                    if (!centroid_scores_both(St, qlen, col.nlist, lists, docs + b, e - b, keep, pruned + b, full + b))
                       bad_code(col.nlist);
                   });
 }
@@ -351,18 +377,19 @@ void search_query(const SearchContext& ctx, int64_t q, Workspace& ws, int thread
   // n_exact. When most candidates survive step 3 anyway, one pass computes both scores of every
   // candidate (each token's row read once); otherwise the full scores are computed only for the
   // survivors that had a token pruned (the others' pruned score is their full score).
+  const CellLists lists = cell_lists(col, ctx.ivf);
   ws.pruned.resize(static_cast<size_t>(ncand));
   ws.items.resize(static_cast<size_t>(ncand));
   if (ncand <= 2 * ctx.p.ndocs) {
     ws.scores.resize(static_cast<size_t>(ncand));
-    centroid_scores_both_parallel(St, qlen, col, ws.cand.data(), ncand, ws.keep.data(), ws.pruned.data(),
+    centroid_scores_both_parallel(St, qlen, col, lists, ws.cand.data(), ncand, ws.keep.data(), ws.pruned.data(),
                                   ws.scores.data(), threads);
     for (int64_t i = 0; i < ncand; ++i) ws.items[i] = Scored{ws.pruned[i], i};
     select_ascending(ws.items, ctx.p.ndocs);
     for (Scored& it : ws.items) it.score = ws.scores[it.doc];
   } else {
     ws.skipped.resize(static_cast<size_t>(ncand));
-    centroid_scores_parallel(St, qlen, col, ws.cand.data(), ncand, ws.keep.data(), ws.pruned.data(),
+    centroid_scores_parallel(St, qlen, col, lists, ws.cand.data(), ncand, ws.keep.data(), ws.pruned.data(),
                              ws.skipped.data(), threads);
     for (int64_t i = 0; i < ncand; ++i) ws.items[i] = Scored{ws.pruned[i], i};
     select_ascending(ws.items, ctx.p.ndocs);
@@ -370,7 +397,7 @@ void search_query(const SearchContext& ctx, int64_t q, Workspace& ws, int thread
     for (const Scored& it : ws.items)
       if (ws.skipped[it.doc]) ws.redo.push_back(ws.cand[it.doc]);
     ws.redo_scores.resize(ws.redo.size());
-    centroid_scores_parallel(St, qlen, col, ws.redo.data(), static_cast<int64_t>(ws.redo.size()), nullptr,
+    centroid_scores_parallel(St, qlen, col, lists, ws.redo.data(), static_cast<int64_t>(ws.redo.size()), nullptr,
                              ws.redo_scores.data(), nullptr, threads);
     for (size_t i = 0, r = 0; i < ws.items.size(); ++i)
       if (ws.skipped[ws.items[i].doc]) ws.items[i].score = ws.redo_scores[r++];

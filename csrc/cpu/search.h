@@ -32,6 +32,12 @@ struct IvfView {
   const int32_t* ivf;  // (npairs,)
   int64_t npairs;
   const int64_t* ivf_offsets;  // (nlist + 1,)
+  // Optional (nullptr): each document's distinct cells (ivf.h: doc_cells), read by the centroid
+  // interaction instead of every token's code. cell_offsets[0] == 0 and cell_offsets[ndocs] == ncells
+  // are the caller's to check; the rest is checked where read.
+  const uint16_t* cells = nullptr;
+  const int64_t* cell_offsets = nullptr;
+  int64_t ncells = 0;
 };
 
 struct SearchParams {
