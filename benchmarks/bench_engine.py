@@ -53,11 +53,20 @@ def log(msg: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------- inputs
+def synthetic_overrides(args) -> dict:
+    """Generator parameters that differ from synthetic.default_params (--mean-len, --synthetic k=v)."""
+    extra: dict = {} if args.mean_len is None else {"mean_len": args.mean_len}
+    for item in args.synthetic or []:
+        key, _, value = item.partition("=")
+        extra[key] = float(value) if "." in value else int(value)
+    return extra
+
+
 def get_collection(args) -> Collection:
     if args.dataset == "synthetic":
         import synthetic
 
-        extra = {} if args.mean_len is None else {"mean_len": args.mean_len}
+        extra = synthetic_overrides(args)
         return synthetic.ensure(n_docs=args.ndocs, dim=args.dim, nq=args.nq, seed=args.seed, **extra)
     if args.collection:
         return load_collection(args.collection)
@@ -330,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ndocs", type=int, default=10_000, help="synthetic documents (ignored for real sets)")
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--mean-len", type=int, default=None, help="synthetic mean document length (default 100)")
+    ap.add_argument("--synthetic", action="append", metavar="KEY=VALUE",
+                    help="another synthetic generator parameter (synthetic.default_params), e.g. noise=0.4")
     ap.add_argument("--nq", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
@@ -382,8 +393,10 @@ def main(argv: list[str] | None = None) -> int:
             skipped[peer] = why
             log(f"SKIPPING {peer}: {why}")
 
+    over = synthetic_overrides(args) if args.dataset == "synthetic" else {}
     runs_root = CACHE_DIR / "runs" / (f"{args.dataset}_{coll.n_docs}_d{coll.dim}"
-                                      + (f"_len{args.mean_len}" if args.mean_len else ""))
+                                      + (f"_len{args.mean_len}" if args.mean_len else "")
+                                      + "".join(f"_{k}{v}" for k, v in sorted(over.items()) if k != "mean_len"))
     results = {}
     for name in engines:
         work = runs_root / f"{name}_nb{args.nbits}_t{args.threads}"
