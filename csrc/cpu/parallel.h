@@ -32,9 +32,14 @@ inline int resolve_threads(int requested) {
 #endif
 }
 
-// fn(i) for every i in [0, n), spread over nthreads threads with a static schedule.
+// How parallel_for hands out indices: kStatic, contiguous blocks (cheapest), or kDynamic, one index at
+// a time to whichever thread is free (for uneven work, such as documents of different lengths). Each
+// index writes only its own outputs either way, so results do not depend on the schedule.
+enum class Schedule { kStatic, kDynamic };
+
+// fn(i) for every i in [0, n), spread over nthreads threads.
 template <class F>
-void parallel_for(int64_t n, int nthreads, F&& fn) {
+void parallel_for(int64_t n, int nthreads, F&& fn, Schedule schedule = Schedule::kStatic) {
   if (n <= 0) return;
   if (nthreads <= 1 || n == 1) {
     for (int64_t i = 0; i < n; ++i) fn(i);
@@ -45,9 +50,8 @@ void parallel_for(int64_t n, int nthreads, F&& fn) {
   std::mutex error_mutex;
   std::atomic<bool> failed{false};
   const int nt = static_cast<int>(nthreads < n ? nthreads : n);
-#pragma omp parallel for schedule(static) num_threads(nt)
-  for (int64_t i = 0; i < n; ++i) {
-    if (failed.load(std::memory_order_relaxed)) continue;
+  auto guarded = [&](int64_t i) {
+    if (failed.load(std::memory_order_relaxed)) return;
     try {
       fn(i);
     } catch (...) {
@@ -55,6 +59,13 @@ void parallel_for(int64_t n, int nthreads, F&& fn) {
       if (!error) error = std::current_exception();
       failed.store(true, std::memory_order_relaxed);
     }
+  };
+  if (schedule == Schedule::kDynamic) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+    for (int64_t i = 0; i < n; ++i) guarded(i);
+  } else {
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t i = 0; i < n; ++i) guarded(i);
   }
   if (error) std::rethrow_exception(error);
 #else
@@ -62,9 +73,9 @@ void parallel_for(int64_t n, int nthreads, F&& fn) {
 #endif
 }
 
-// fn(begin, end) over [0, n) cut into ceil(n / grain) contiguous chunks, chunks spread statically.
+// fn(begin, end) over [0, n) cut into ceil(n / grain) contiguous chunks, spread by `schedule`.
 template <class F>
-void parallel_chunks(int64_t n, int64_t grain, int nthreads, F&& fn) {
+void parallel_chunks(int64_t n, int64_t grain, int nthreads, F&& fn, Schedule schedule = Schedule::kStatic) {
   if (n <= 0) return;
   if (grain < 1) grain = 1;
   const int64_t nchunks = (n + grain - 1) / grain;
@@ -72,7 +83,7 @@ void parallel_chunks(int64_t n, int64_t grain, int nthreads, F&& fn) {
     const int64_t begin = c * grain;
     const int64_t end = begin + grain < n ? begin + grain : n;
     fn(begin, end);
-  });
+  }, schedule);
 }
 
 // Threads worth starting for `work` units when one thread should get at least `min_per_thread`

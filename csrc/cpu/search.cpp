@@ -274,7 +274,8 @@ void centroid_scores_parallel(const float* St, int64_t qlen, const Compressed& c
                     if (!centroid_scores(St, qlen, col.nlist, lists, docs + b, e - b, keep, out + b,
                                          skipped != nullptr ? skipped + b : nullptr))
                       bad_code(col.nlist);
-                  });
+                  },
+                  Schedule::kDynamic);
 }
 
 void centroid_scores_both_parallel(const float* St, int64_t qlen, const Compressed& col, const CellLists& lists,
@@ -285,14 +286,16 @@ void centroid_scores_both_parallel(const float* St, int64_t qlen, const Compress
                   [&](int64_t b, int64_t e) {
                     if (!centroid_scores_both(St, qlen, col.nlist, lists, docs + b, e - b, keep, pruned + b, full + b))
                       bad_code(col.nlist);
-                  });
+                  },
+                  Schedule::kDynamic);
 }
 
 void exact_scores_parallel(const float* Qt, int64_t qlen, const Compressed& col, const int64_t* docs,
                            int64_t count, float* out, int threads) {
   if (threads > 1) threads = threads_for(count_tokens(col, docs, count), kMinExactTokens, threads);
-  parallel_chunks(count, std::max<int64_t>(1, grain_for(count, threads, 8)), threads,
-                  [&](int64_t b, int64_t e) { exact_scores(Qt, qlen, col, docs + b, e - b, out + b); });
+  parallel_chunks(
+      count, std::max<int64_t>(1, grain_for(count, threads, 8)), threads,
+      [&](int64_t b, int64_t e) { exact_scores(Qt, qlen, col, docs + b, e - b, out + b); }, Schedule::kDynamic);
 }
 
 // Keeps the best m of ws.items (doc = index into ws.cand, which ranks like the document because
