@@ -286,10 +286,12 @@ np.savez(sys.argv[2], **out)
 
 
 @native
+@pytest.mark.parametrize("nbits", [2, 4])
 @pytest.mark.parametrize("level", ["baseline", "avx2"])
-def test_every_simd_copy_matches_reference(level, tmp_path):
-    # PLAIDX_SIMD caps the runtime dispatch, so the copies this CPU would not pick get checked too.
-    col = make_collection(77, ndocs=100, d=96, nbits=4, nlist=24, max_len=30)
+def test_every_simd_copy_matches_reference(level, nbits, tmp_path):
+    # PLAIDX_SIMD caps the runtime dispatch, so the copies this CPU would not pick get checked too
+    # (nbits 2: the generic decoder instead of the AVX-512 one).
+    col = make_collection(77, ndocs=100, d=96, nbits=nbits, nlist=24, max_len=30)
     Q, S = make_queries(77, col, nq=3, qlen=11)
     res = (np.random.default_rng(77).standard_normal((300, 96)) * 0.05).astype(np.float32)
     allowed = (np.arange(100) % 4 != 1).astype(np.uint8)
@@ -553,6 +555,18 @@ def test_doc_cells_give_the_same_search():
     bad[:] = 64
     with pytest.raises(ValueError, match="nlist"):
         run_search(_core, Q, S, col, doc_cells=(bad, dc[1]), **params)
+
+
+@native
+@pytest.mark.parametrize("d", [8, 24, 40, 136])
+def test_two_bit_decoder_on_partial_vectors(d):
+    """The AVX-512 2-bit decoder works 16 dimensions at a time; d % 16 == 8 leaves an 8-dimension tail.
+    Exact scores must match the reference's decompress + MaxSim for those widths too."""
+    col = make_collection(50 + d, ndocs=70, d=d, nbits=2, nlist=12, max_len=40)
+    Q, S = make_queries(d, col, nq=3, qlen=7)
+    assert_topk_equivalent(run_exact(_core, Q, col, k=9), run_exact(ref, Q, col, k=9))
+    params = dict(nprobe=12, threshold=-np.inf, ndocs=70, n_exact=70, k=9)
+    assert_topk_equivalent(run_search(_core, Q, None, col, **params), run_exact(ref, Q, col, k=9))
 
 
 @pytest.mark.parametrize("mod", BACKENDS)
