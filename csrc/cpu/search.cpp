@@ -20,6 +20,7 @@ namespace plaidx::cpu {
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr float kNegInfRow[8] = {kNegInf, kNegInf, kNegInf, kNegInf, kNegInf, kNegInf, kNegInf, kNegInf};
 constexpr int64_t kCellBlock = 64;  // cells scored, transposed and summarised per block
 // Least work per thread for a parallel stage inside one query (each is roughly 50 microseconds).
 constexpr int64_t kMinCellScores = 1 << 19;         // S entries transposed
@@ -106,8 +107,8 @@ PLAIDX_INLINE void summarise_cells_impl(const float* St, int64_t qlen, const uin
       const float* row = St + c * qp;
       float best = kNegInf;
       if (whole_rows) {
-        v8f r = vload(row);
-        for (int64_t a = 8; a < qp; a += 8) r = vmax_update(r, vload(row + a));
+        v8f r = vload(kNegInfRow);  // a NaN never replaces a maximum, so none may start one
+        for (int64_t a = 0; a < qp; a += 8) r = vmax_update(r, vload(row + a));
         for (int i = 0; i < 8; ++i) best = vlane(r, i) > best ? vlane(r, i) : best;
       } else {
         for (int64_t a = 0; a < qlen; ++a) best = row[a] > best ? row[a] : best;
