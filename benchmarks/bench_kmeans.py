@@ -36,19 +36,22 @@ def recall(ids: np.ndarray, truth: np.ndarray) -> float:
     return recall_at_k(ids, truth, truth.shape[1])
 
 
-def run_variant(name: str, two_level: bool, per_centroid: int, refine: bool, coll, truth, work: Path,
+def run_variant(name: str, two_level: bool, per_centroid: int, refine, coll, truth, work: Path,
                 seed: int = 0, exhaustive: bool = True) -> dict:
+    """refine: False (none), True (the defaults) or (points per centroid, iterations) of the global pass."""
     kmeans_s = [0.0]
 
     def train(sample, nlist, niters, seed, verbose=False):
         t0 = time.perf_counter()
-        saved = clustering.TWO_LEVEL_MIN_NLIST, clustering.REFINE_PER_CENTROID
+        saved = clustering.TWO_LEVEL_MIN_NLIST, clustering.REFINE_PER_CENTROID, clustering.REFINE_ITERS
         clustering.TWO_LEVEL_MIN_NLIST = saved[0] if two_level else 1 << 30
         clustering.REFINE_PER_CENTROID = saved[1] if refine else 0
+        if isinstance(refine, tuple):
+            clustering.REFINE_PER_CENTROID, clustering.REFINE_ITERS = refine
         try:
             return clustering.train_centroids(sample, nlist, niters, seed)
         finally:
-            clustering.TWO_LEVEL_MIN_NLIST, clustering.REFINE_PER_CENTROID = saved
+            clustering.TWO_LEVEL_MIN_NLIST, clustering.REFINE_PER_CENTROID, clustering.REFINE_ITERS = saved
             kmeans_s[0] += time.perf_counter() - t0
 
     plaidx_index.train_centroids = train
@@ -71,6 +74,7 @@ def run_variant(name: str, two_level: bool, per_centroid: int, refine: bool, col
     shutil.rmtree(path, ignore_errors=True)
     return {"variant": name, "two_level": two_level, "refine": refine, "sample_per_centroid": per_centroid,
             "nlist": index.nlist, "seed": seed, "sample": sample,
+            "refine_per_centroid_iters": list(refine) if isinstance(refine, tuple) else None,
             "kmeans_s": kmeans_s[0], "build_s": build_s, "recall@10": recall(ids, truth),
             "exhaustive_recall@10": recall(eids, truth) if eids is not None else float("nan"),
             "p50_ms": float(np.median(lat)),
@@ -94,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     variants = {"flat-40": (False, 40, False), "flat-64": (False, 64, False), "flat-80": (False, 80, False),
                 "two-level-80-no-refine": (True, 80, False), "two-level-80": (True, 80, True),
-                "two-level-120": (True, 120, True)}
+                "two-level-120": (True, 120, True), "two-level-80-refine-full1": (True, 80, (80, 1)),
+                "two-level-80-refine-full2": (True, 80, (80, 2)), "two-level-80-refine-40x2": (True, 80, (40, 2))}
     labels = {"two-level-80": "two-level-80 + refinement (default)", "two-level-120": "two-level-120 + refinement",
               "two-level-80-no-refine": "two-level-80, no refinement"}
     names = args.variants.split(",") if args.variants else ["flat-40", "flat-80", "two-level-80-no-refine",

@@ -26,7 +26,8 @@ def default_nlist(n_tokens: int) -> int:
 
 
 TWO_LEVEL_MIN_NLIST = 1024  # from here k-means trains a coarse level first, then each coarse cell
-REFINE_PER_CENTROID = 10  # sample points per centroid of the final global k-means iteration (two-level)
+REFINE_PER_CENTROID = 10  # sample points per centroid of the final global k-means iterations (two-level)
+REFINE_ITERS = 1  # global k-means iterations after the two-level one
 ASSIGN_NPROBE = 8  # groups of centroids searched per token by the inverted-file assigner
 
 
@@ -101,7 +102,7 @@ def train_centroids(sample: np.ndarray, nlist: int, niters: int, seed: int, verb
             # nlist centroids (faiss re-seeds any that win none)
             take = min(m, REFINE_PER_CENTROID * nlist)
             sub = sample[np.random.default_rng(seed).choice(m, take, replace=False)] if take < m else sample
-            km = faiss.Kmeans(d, nlist, niter=1, seed=seed, spherical=True, verbose=False,
+            km = faiss.Kmeans(d, nlist, niter=REFINE_ITERS, seed=seed, spherical=True, verbose=False,
                               max_points_per_centroid=max(1, (take + nlist - 1) // nlist), min_points_per_centroid=1)
             km.train(np.ascontiguousarray(sub), init_centroids=np.ascontiguousarray(cents, dtype=np.float32))
             cents = km.centroids
