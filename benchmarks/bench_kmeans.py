@@ -41,7 +41,7 @@ def run_variant(name: str, two_level: bool, per_centroid: int, refine, coll, tru
     """refine: False (none), True (the defaults) or (points per centroid, iterations) of the global pass."""
     kmeans_s = [0.0]
 
-    def train(sample, nlist, niters, seed, verbose=False):
+    def train(sample, nlist, niters, seed, verbose=False, method="auto"):
         t0 = time.perf_counter()
         saved = clustering.TWO_LEVEL_MIN_NLIST, clustering.REFINE_PER_CENTROID, clustering.REFINE_ITERS
         clustering.TWO_LEVEL_MIN_NLIST = saved[0] if two_level else 1 << 30

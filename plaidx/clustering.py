@@ -49,7 +49,11 @@ def _kmeans(x: np.ndarray, k: int, niters: int, seed: int) -> np.ndarray:
     return np.ascontiguousarray(km.centroids, dtype=np.float32)
 
 
-def train_centroids(sample: np.ndarray, nlist: int, niters: int, seed: int, verbose: bool = False) -> np.ndarray:
+KMEANS_METHODS = ("auto", "flat")
+
+
+def train_centroids(sample: np.ndarray, nlist: int, niters: int, seed: int, verbose: bool = False,
+                    method: str = "auto") -> np.ndarray:
     """Spherical k-means (inner product, unit centroids) with faiss, two-level from 1024 centroids.
 
     Flat k-means costs sample * nlist * d per iteration, the bulk of a build. From
@@ -63,6 +67,9 @@ def train_centroids(sample: np.ndarray, nlist: int, niters: int, seed: int, verb
     ----------
     sample : float32 (m, d)
     nlist, niters, seed : int
+    method : "auto" (two-level from ``TWO_LEVEL_MIN_NLIST`` centroids) or "flat" (one k-means over the
+        whole sample: several times the k-means time at 16384 centroids, and on a collection of 1M
+        short documents 0.01-0.03 more recall@10; see benchmarks/results/kmeans_synthetic_1000000_len32.md).
 
     Returns
     -------
@@ -72,7 +79,9 @@ def train_centroids(sample: np.ndarray, nlist: int, niters: int, seed: int, verb
     m, d = sample.shape
     if nlist > m:
         raise ValueError(f"nlist={nlist} exceeds the {m} tokens available to train it; choose nlist <= {m}")
-    if nlist < TWO_LEVEL_MIN_NLIST:
+    if method not in KMEANS_METHODS:
+        raise ValueError(f"kmeans must be one of {KMEANS_METHODS}, got {method!r}")
+    if nlist < TWO_LEVEL_MIN_NLIST or method == "flat":
         cents = _kmeans(sample, nlist, niters, seed)
     else:
         n_coarse = int(round(math.sqrt(nlist)))

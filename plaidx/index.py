@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 
 from . import _kernels, gpu
-from .clustering import MAX_NLIST, Assigner, default_kmeans_sample, default_nlist, train_centroids
+from .clustering import (
+    KMEANS_METHODS,
+    MAX_NLIST,
+    Assigner,
+    default_kmeans_sample,
+    default_nlist,
+    train_centroids,
+)
 from .codec import NBITS, ResidualCodec, train_codebooks
 from .errors import IndexFormatError, PlaidxError
 from .inputs import as_document, as_queries, check_k, iter_documents
@@ -278,7 +285,8 @@ class Index:
     def build(cls, path: str | os.PathLike, documents: Any, nbits: int = 2, nlist: int | None = None,
               kmeans_niters: int = 4, seed: int = 0, *, kmeans_sample: int | None = None,
               batch_tokens: int = 1 << 16, overwrite: bool = False, metadata: dict[str, Any] | None = None,
-              progress: bool = False, codec_from: Index | str | os.PathLike | None = None) -> Index:
+              progress: bool = False, codec_from: Index | str | os.PathLike | None = None,
+              kmeans: str = "auto") -> Index:
         """Build a compressed index from per-token document embeddings.
 
         Parameters
@@ -290,6 +298,8 @@ class Index:
         nlist : number of centroids; default ``default_nlist(n_tokens)``.
         kmeans_niters, seed : k-means iterations and seed (the build is deterministic given both).
         kmeans_sample : tokens used to train k-means; default 80 per centroid, at most 2**20.
+        kmeans : "auto" (two-level k-means from 1024 centroids: fast) or "flat" (one k-means over the
+            whole sample: slower; better recall on some large collections, see the README).
         batch_tokens : tokens compressed per batch (bounds the build's memory).
         overwrite : replace an existing index at ``path`` (as one atomic commit).
         metadata : JSON-serialisable dict stored in the manifest (e.g. the model that made the embeddings).
@@ -305,7 +315,7 @@ class Index:
             if nlist is not None and nlist != codec.centroids.shape[0]:
                 raise ValueError(f"nlist={nlist} conflicts with codec_from's nlist={codec.centroids.shape[0]}")
             nbits, nlist = codec.nbits, None
-        _check_build_args(nbits, nlist, kmeans_niters, batch_tokens)
+        _check_build_args(nbits, nlist, kmeans_niters, batch_tokens, kmeans)
         _check_target(path, overwrite)
         with WriterLock(path):
             base = read_manifest(path) if (path / MANIFEST).exists() else None
@@ -313,7 +323,7 @@ class Index:
             snap = _build_generation(path, documents, None, base, nbits=nbits, nlist=nlist,
                                      kmeans_niters=kmeans_niters, seed=seed, kmeans_sample=kmeans_sample,
                                      batch_tokens=batch_tokens, metadata=metadata, progress=progress,
-                                     codec=codec)
+                                     codec=codec, kmeans=kmeans)
         return cls(path, snap)
 
     # ------------------------------------------------------------------ search
@@ -531,13 +541,14 @@ class Index:
             return int(snap.n_docs - keep.size)
 
     def recluster(self, *, nlist: int | None = None, kmeans_niters: int = 4, seed: int = 0,
-                  progress: bool = False) -> Index:
+                  progress: bool = False, kmeans: str = "auto") -> Index:
         """Re-train centroids and codec on the decompressed live documents and re-encode them, keeping ids.
 
         Use it when :meth:`drift` recommends it. The source is the decompressed index, so a second
         round of quantization error is added; rebuilding from the original embeddings is better when
-        they are at hand.
+        they are at hand. ``kmeans`` as in :meth:`build`.
         """
+        _check_build_args(self._snap.nbits, nlist, kmeans_niters, 1 << 16, kmeans)
         with self._writer() as base:
             snap = self._snap
             live = np.asarray(self.ids)
@@ -547,7 +558,7 @@ class Index:
             new = _build_generation(self.path, source, live, base, nbits=snap.nbits, nlist=nlist,
                                     kmeans_niters=kmeans_niters, seed=seed, kmeans_sample=None,
                                     batch_tokens=1 << 16, metadata=self.metadata, progress=progress,
-                                    next_id=int(base["next_id"]))
+                                    next_id=int(base["next_id"]), kmeans=kmeans)
             self._snap = new
         return self
 
@@ -630,7 +641,7 @@ class _DecompressedSource:
         return self.snap.codec.decompress(self.snap.a["codes"][lo:hi], self.snap.a["residuals"][lo:hi])
 
 
-def _check_build_args(nbits: Any, nlist: Any, kmeans_niters: Any, batch_tokens: Any) -> None:
+def _check_build_args(nbits: Any, nlist: Any, kmeans_niters: Any, batch_tokens: Any, kmeans: Any = "auto") -> None:
     if nbits not in NBITS or isinstance(nbits, bool):
         raise ValueError(f"nbits must be one of {NBITS}, got {nbits!r}")
     if nlist is not None and (isinstance(nlist, bool) or not isinstance(nlist, int)
@@ -640,6 +651,8 @@ def _check_build_args(nbits: Any, nlist: Any, kmeans_niters: Any, batch_tokens: 
         raise ValueError(f"kmeans_niters must be a positive integer, got {kmeans_niters!r}")
     if isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int) or batch_tokens < 1:
         raise ValueError(f"batch_tokens must be a positive integer, got {batch_tokens!r}")
+    if kmeans not in KMEANS_METHODS:
+        raise ValueError(f"kmeans must be one of {KMEANS_METHODS}, got {kmeans!r}")
 
 
 def _check_target(path: Path, overwrite: bool) -> None:
@@ -718,7 +731,8 @@ def _gather_sample(source: Any, order: np.ndarray, start: int, want: int, dim: i
 def _build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: dict[str, Any] | None, *,
                       nbits: int, nlist: int | None, kmeans_niters: int, seed: int, kmeans_sample: int | None,
                       batch_tokens: int, metadata: dict[str, Any] | None, progress: bool,
-                      next_id: int | None = None, codec: ResidualCodec | None = None) -> _Snapshot:
+                      next_id: int | None = None, codec: ResidualCodec | None = None,
+                      kmeans: str = "auto") -> _Snapshot:
     """Write a whole new generation (centroids, codec, codes, IVF) from documents; the lock is held."""
     docs_iter, count = iter_documents(documents)
     spill = None
@@ -756,7 +770,7 @@ def _build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: 
                                  "packing)")
             # stored as float16: round first so that what is compressed against is what is decoded
             timings["sample_s"] = round(time.perf_counter() - t0, 3)
-            centroids = train_centroids(sample, nl, kmeans_niters, seed, verbose=False)
+            centroids = train_centroids(sample, nl, kmeans_niters, seed, verbose=False, method=kmeans)
             timings["kmeans_s"] = round(time.perf_counter() - t0 - timings["sample_s"], 3)
             centroids = centroids.astype(np.float16).astype(np.float32)
             assigner = Assigner(centroids)
@@ -801,7 +815,8 @@ def _build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: 
         fields = {"dim": dim, "nbits": nbits, "nlist": nl, "n_docs": n_docs, "n_tokens": n_tokens,
                   "n_deleted": 0, "next_id": int(next_id if next_id is not None else doc_ids[-1] + 1),
                   "metadata": dict(metadata or {}), "updates": {},
-                  "build": {"timings": timings, "seed": seed, "kmeans_niters": kmeans_niters, "kmeans_sample": int(min(want, n_tokens)),
+                  "build": {"timings": timings, "seed": seed, "kmeans_niters": kmeans_niters, "kmeans": kmeans,
+                            "kmeans_sample": int(min(want, n_tokens)),
                             "n_tokens": n_tokens, "residual_norm_mean": ref_norm,
                             "residual_norm_mean_all_tokens": norm_sum / n_tokens,
                             "format_version": FORMAT_VERSION}}

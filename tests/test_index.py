@@ -296,3 +296,35 @@ def test_short_rows_are_retried_with_more_cells_before_exhaustive_search(built, 
     scores, ids = built.search(q, k=k, nprobe=1)
     assert (ids >= 0).all() and len(set(ids.tolist())) == k
     assert np.all(np.diff(scores) <= 0)
+
+
+def test_kmeans_option_picks_flat_or_two_level(tmp_path, monkeypatch):
+    """kmeans="flat" trains one k-means over the whole sample even where "auto" goes two-level (from
+    1024 centroids); the choice is recorded in the manifest, and a wrong value is a clear error that
+    leaves nothing behind."""
+    from plaidx import clustering
+
+    docs, queries, _ = clustered_collection(n_docs=120, mean_len=40, seed=5)
+    calls: list[tuple[str, int]] = []
+    real = clustering._kmeans
+
+    def spy(x, k, niters, seed):
+        calls.append(("kmeans", k))
+        return real(x, k, niters, seed)
+
+    monkeypatch.setattr(clustering, "_kmeans", spy)
+    built = {}
+    for method in ("auto", "flat"):
+        calls.clear()
+        index = plaidx.Index.build(tmp_path / method, docs, nlist=1024, kmeans=method, kmeans_niters=1)
+        built[method] = [k for _, k in calls]
+        assert index._snap.manifest["build"]["kmeans"] == method
+        _, ids = index.search(queries, k=5)
+        assert (ids >= 0).all()
+    assert built["flat"] == [1024]
+    assert built["auto"][0] == 32 and len(built["auto"]) > 2 and 1024 not in built["auto"]
+    with pytest.raises(ValueError, match="kmeans must be one of"):
+        plaidx.Index.build(tmp_path / "bad", docs, kmeans="kmeans++")
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(ValueError, match="kmeans must be one of"):
+        index.recluster(kmeans="two-level")
