@@ -108,7 +108,8 @@ def _cuda_root(nvcc):
 
 cuda = Pybind11Extension(
     "plaidx._cuda",
-    ["csrc/cuda/bindings.cpp"],
+    # ivf.cpp (and the checks it uses): the GPU collection derives each document's distinct cells on the host
+    ["csrc/cuda/bindings.cpp", "csrc/cpu/ivf.cpp", "csrc/cpu/validate.cpp"],
     # kernels.cu is compiled by BuildExt; listing it here relinks the module when it changes
     depends=sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").rglob("*") if p.suffix in (".h", ".cu")),
     include_dirs=[str(ROOT / "csrc")],

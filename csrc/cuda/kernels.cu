@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/ivf.h"
 #include "cuda/api.h"
 
 #ifndef PLAIDX_CUDA_ARCHS
@@ -314,8 +315,10 @@ __global__ void compact_kernel(const uint8_t* __restrict__ flags, int64_t ndocs,
 
 // ------------------------------------------------------------------------ 5. centroid interaction
 // One warp per item i of docs (nseg segments by query): lanes over query tokens, 32 at a time.
-// out[i] = sum_a max over the document's tokens t (with keep[q, codes[t]] when keep is given) of
-// St[q, codes[t], a]; 0 when no token is used. skipped[i] (optional): some token was left out.
+// out[i] = sum_a max over the document's cells t (with keep[q, codes[t]] when keep is given) of
+// St[q, codes[t], a]; 0 when no cell is used. skipped[i] (optional): some cell was left out. Called
+// with the distinct cells (doc_offsets = cell_offsets, codes = cells), which give the maxima the
+// tokens' codes give.
 // only (optional): items with only[i] == 0 are left untouched.
 __global__ void interaction_kernel(const int32_t* __restrict__ docs, const int64_t* __restrict__ seg, int nseg,
                                    int64_t total, const int64_t* __restrict__ doc_offsets,
@@ -637,6 +640,10 @@ struct Collection::Impl {
   Buffer<int32_t> ivf;
   Buffer<int64_t> ivf_offsets;
   Buffer<uint8_t> empty;  // (nlist,): the cell's list is empty (never probed while a non-empty one is left)
+  // Each document's distinct cells (cpu::doc_cells: the inverted file transposed), which the centroid
+  // interaction reads instead of every token's code: the same maxima, about a third of the reads.
+  Buffer<uint16_t> cells;
+  Buffer<int64_t> cell_offsets;
   mutable std::mutex ws_mutex;
   mutable Workspace ws;
 
@@ -685,6 +692,11 @@ Collection::Collection(const uint16_t* codes, const uint8_t* packed, int64_t n, 
     std::vector<uint8_t> empty(static_cast<size_t>(nlist));
     for (int64_t c = 0; c < nlist; ++c) empty[c] = ivf_offsets[c + 1] == ivf_offsets[c] ? 1 : 0;
     m.empty.upload(empty.data(), empty.size());
+    std::vector<int64_t> cell_offsets(static_cast<size_t>(ndocs + 1));
+    std::vector<uint16_t> cells(static_cast<size_t>(npairs));
+    cpu::doc_cells(ivf, npairs, ivf_offsets, nlist, ndocs, cell_offsets.data(), cells.data());
+    m.cell_offsets.upload(cell_offsets.data(), cell_offsets.size());
+    m.cells.upload(cells.data(), cells.size());
   }
 }
 
@@ -697,7 +709,7 @@ int64_t Collection::device_bytes() const {
   const Impl& m = *impl_;
   return static_cast<int64_t>(m.codes.bytes() + m.packed.bytes() + m.doc_offsets.bytes() + m.centroids.bytes() +
                               m.centroids_t.bytes() + m.weights.bytes() + m.ivf.bytes() + m.ivf_offsets.bytes() +
-                              m.empty.bytes());
+                              m.empty.bytes() + m.cells.bytes() + m.cell_offsets.bytes());
 }
 
 void Collection::search(const float* Q, int64_t nq, int64_t qlen, const uint8_t* allowed, const SearchParams& p,
@@ -789,7 +801,7 @@ void Collection::search(const float* Q, int64_t nq, int64_t qlen, const uint8_t*
     skipped.resize(static_cast<size_t>(total));
     if (total > 0) {
       interaction_kernel<<<blocks_for(total * kWarp, kThreads), kThreads>>>(
-          cand.get(), seg.get(), ncs, total, m.doc_offsets.get(), m.codes.get(), St.get(), m.nlist, qlen,
+          cand.get(), seg.get(), ncs, total, m.cell_offsets.get(), m.cells.get(), St.get(), m.nlist, qlen,
           keep.get(), nullptr, pruned.get(), skipped.get());
       PX_LAUNCHED();
       keys.resize(static_cast<size_t>(total));
@@ -814,7 +826,7 @@ void Collection::search(const float* Q, int64_t nq, int64_t qlen, const uint8_t*
       PX_LAUNCHED();
       // 5. full centroid interaction of the kept documents that lost a token to pruning
       interaction_kernel<<<blocks_for(sel_total * kWarp, kThreads), kThreads>>>(
-          sel_docs.get(), sel_seg.get(), ncs, sel_total, m.doc_offsets.get(), m.codes.get(), St.get(), m.nlist,
+          sel_docs.get(), sel_seg.get(), ncs, sel_total, m.cell_offsets.get(), m.cells.get(), St.get(), m.nlist,
           qlen, nullptr, sel_skipped.get(), sel_scores.get(), nullptr);
       PX_LAUNCHED();
       rank_by_document(sel_scores.get(), sel_docs.get(), false, sel_seg.get(), ncs, sel_total, keys, sorted, temp);
