@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
@@ -110,7 +111,6 @@ class _Snapshot:
             raise IndexFormatError(f"{path / MANIFEST}: n_deleted={manifest.get('n_deleted')!r} disagrees with the "
                                    f"deleted array ({self.n_deleted}); the index is inconsistent")
         self.live_mask = (np.asarray(deleted) == 0).astype(np.uint8) if self.n_deleted else np.zeros(0, np.uint8)
-        self.centroids_t = np.ascontiguousarray(self.codec.centroids.T)  # (d, nlist) for query-centroid GEMMs
         ids = np.asarray(arrays["doc_ids"])
         # Positions are ids until the first compaction: then results need no lookup.
         self._ids_are_positions = bool(self.n_docs == 0 or (ids[0] == 0 and ids[-1] == self.n_docs - 1))
@@ -118,6 +118,12 @@ class _Snapshot:
         self._doc_cells: tuple[np.ndarray, np.ndarray] | None = None
         self._ivf_lock = threading.Lock()
         self._on_device: dict[int, Any] = {}  # CUDA device index -> plaidx._cuda.Collection
+
+    @functools.cached_property
+    def centroids_t(self) -> np.ndarray:
+        """(d, nlist) float32: the centroids transposed, for the reference backend's query-centroid GEMMs
+        (the native search scores the centroids itself)."""
+        return np.ascontiguousarray(self.codec.centroids.T)
 
     def _check_consistency(self) -> None:
         a, d, nb = self.a, self.dim, self.nbits

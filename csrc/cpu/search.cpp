@@ -266,29 +266,34 @@ int64_t count_tokens(const Compressed& col, const int64_t* docs, int64_t count) 
   return total;
 }
 
+// fn(b, e) over chunks of the candidates docs[0:count], in parallel when their tokens are many and
+// handed out dynamically (documents differ in length); fn returns false on a cell id >= nlist.
+template <class F>
+void over_candidates(const Compressed& col, const int64_t* docs, int64_t count, int threads, F&& fn) {
+  if (threads > 1) threads = threads_for(count_tokens(col, docs, count), kMinCentroidTokens, threads);
+  parallel_chunks(
+      count, std::max<int64_t>(16, grain_for(count, threads, 4)), threads,
+      [&](int64_t b, int64_t e) {
+        if (!fn(b, e)) bad_code(col.nlist);
+      },
+      Schedule::kDynamic);
+}
+
 void centroid_scores_parallel(const float* St, int64_t qlen, const Compressed& col, const CellLists& lists,
                               const int64_t* docs, int64_t count, const uint8_t* keep, float* out,
                               uint8_t* skipped, int threads) {
-  if (threads > 1) threads = threads_for(count_tokens(col, docs, count), kMinCentroidTokens, threads);
-  parallel_chunks(count, std::max<int64_t>(16, grain_for(count, threads, 4)), threads,
-                  [&](int64_t b, int64_t e) {
-                    if (!centroid_scores(St, qlen, col.nlist, lists, docs + b, e - b, keep, out + b,
-                                         skipped != nullptr ? skipped + b : nullptr))
-                      bad_code(col.nlist);
-                  },
-                  Schedule::kDynamic);
+  over_candidates(col, docs, count, threads, [&](int64_t b, int64_t e) {
+    return centroid_scores(St, qlen, col.nlist, lists, docs + b, e - b, keep, out + b,
+                           skipped != nullptr ? skipped + b : nullptr);
+  });
 }
 
 void centroid_scores_both_parallel(const float* St, int64_t qlen, const Compressed& col, const CellLists& lists,
                                    const int64_t* docs, int64_t count, const uint8_t* keep, float* pruned,
                                    float* full, int threads) {
-  if (threads > 1) threads = threads_for(count_tokens(col, docs, count), kMinCentroidTokens, threads);
-  parallel_chunks(count, std::max<int64_t>(16, grain_for(count, threads, 4)), threads,
-                  [&](int64_t b, int64_t e) {
-                    if (!centroid_scores_both(St, qlen, col.nlist, lists, docs + b, e - b, keep, pruned + b, full + b))
-                      bad_code(col.nlist);
-                  },
-                  Schedule::kDynamic);
+  over_candidates(col, docs, count, threads, [&](int64_t b, int64_t e) {
+    return centroid_scores_both(St, qlen, col.nlist, lists, docs + b, e - b, keep, pruned + b, full + b);
+  });
 }
 
 void exact_scores_parallel(const float* Qt, int64_t qlen, const Compressed& col, const int64_t* docs,
