@@ -23,7 +23,7 @@ from .clustering import (
     default_nlist,
     train_centroids,
 )
-from .codec import NBITS, ResidualCodec, train_codebooks
+from .codec import NBITS, ResidualCodec, dequantize_centroids, quantize_centroids, train_codebooks
 from .errors import IndexFormatError, PlaidxError
 from .inputs import as_document, as_queries, check_k, iter_documents
 from .search import SearchParams
@@ -102,7 +102,7 @@ class _Snapshot:
         self.n_tokens = int(manifest["n_tokens"])
         self.generation = int(manifest["generation"])
         self._check_consistency()
-        self.codec = ResidualCodec(np.ascontiguousarray(arrays["centroids"], dtype=np.float32),
+        self.codec = ResidualCodec(_stored_centroids(arrays),
                                    np.ascontiguousarray(arrays["bucket_cutoffs"]),
                                    np.ascontiguousarray(arrays["bucket_weights"]), self.nbits)
         deleted = arrays["deleted"]
@@ -143,8 +143,13 @@ class _Snapshot:
         offs = a["doc_offsets"]
         if offs[0] != 0 or offs[-1] != self.n_tokens or (self.n_docs and np.any(np.diff(offs) <= 0)):
             raise IndexFormatError(f"{where}: doc_offsets are not increasing from 0 to n_tokens; index damaged")
-        if a["centroids"].dtype != np.float16:
-            raise IndexFormatError(f"{where}: centroids must be stored as float16")
+        if a["centroids"].dtype == np.int8:
+            if "centroid_scales" not in a or tuple(a["centroid_scales"].shape) != (self.nlist,):
+                raise IndexFormatError(f"{where}: int8 centroids need a centroid_scales array of shape "
+                                       f"({self.nlist},); the index is inconsistent")
+        elif a["centroids"].dtype != np.float16:  # format version 1
+            raise IndexFormatError(f"{where}: centroids must be stored as int8 (with centroid_scales) or float16, "
+                                   f"not {a['centroids'].dtype}")
 
     def ivf(self) -> tuple[np.ndarray, np.ndarray]:
         """The inverted file (cell -> documents), derived from the codes on first use and kept in memory.
@@ -774,11 +779,11 @@ def _build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: 
             if dim % 8:
                 raise ValueError(f"embedding dimension {dim} is not a multiple of 8 (required by the residual "
                                  "packing)")
-            # stored as float16: round first so that what is compressed against is what is decoded
             timings["sample_s"] = round(time.perf_counter() - t0, 3)
             centroids = train_centroids(sample, nl, kmeans_niters, seed, verbose=False, method=kmeans)
             timings["kmeans_s"] = round(time.perf_counter() - t0 - timings["sample_s"], 3)
-            centroids = centroids.astype(np.float16).astype(np.float32)
+            # stored as int8 rows times a scale: round first so that what is compressed against is what is decoded
+            centroids = dequantize_centroids(*quantize_centroids(centroids))
             assigner = Assigner(centroids)
             held_want = int(min(max(n_tokens // 20, 4096), 1 << 16))
             heldout, _ = _gather_sample(source, order, used, held_want, dim)
@@ -814,8 +819,9 @@ def _build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: 
         offsets = np.zeros(n_docs + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         doc_ids = np.arange(n_docs, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
-        for name, arr in (("centroids", centroids.astype(np.float16)), ("bucket_cutoffs", cutoffs), ("bucket_weights", weights),
-                          ("avg_residual", avg_residual),
+        c8, c_scales = quantize_centroids(centroids)
+        for name, arr in (("centroids", c8), ("centroid_scales", c_scales), ("bucket_cutoffs", cutoffs),
+                          ("bucket_weights", weights), ("avg_residual", avg_residual),
                           ("doc_offsets", offsets), ("doc_ids", doc_ids), ("deleted", np.zeros(n_docs, np.uint8))):
             tx.put(name, arr)
         fields = {"dim": dim, "nbits": nbits, "nlist": nl, "n_docs": n_docs, "n_tokens": n_tokens,
@@ -835,6 +841,13 @@ def _build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: 
             spill.close()
     _, arrays = load_generation(path, verify="none")
     return _Snapshot(path, manifest, arrays)
+
+
+def _stored_centroids(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """float32 (nlist, d) centroids from int8 rows and scales, or from float16 (format version 1)."""
+    if arrays["centroids"].dtype == np.int8:
+        return dequantize_centroids(arrays["centroids"], arrays["centroid_scales"])
+    return np.ascontiguousarray(arrays["centroids"], dtype=np.float32)
 
 
 def _n_rows(doc: Any, i: int) -> int:

@@ -23,7 +23,7 @@ import numpy as np
 from .errors import IndexFormatError, IndexLockedError
 
 FORMAT_NAME = "plaidx-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 LOCK = "LOCK"
 _CHUNK = 1 << 22

@@ -157,7 +157,7 @@ def test_info_on_a_rag_folder_and_on_a_bare_engine(built, data, capsys):
     table = dict(line.split(None, 1) if "  " not in line else [p.strip() for p in line.split("  ", 1)]
                  for line in out.splitlines())
     assert table["documents"] == "50" and table["nbits"] == str(e["nbits"]) and table["dim"] == "16"
-    assert table["model"] == str(data["ckpt"]) and table["format version"] == "1"
+    assert table["model"] == str(data["ckpt"]) and table["format version"] == str(e["format_version"]) == "2"
     code, out, _ = run(capsys, "info", built / "engine", "--json")
     bare = json.loads(out)
     assert code == 0 and bare["kind"] == "engine" and bare["documents"] == bare["passages"] == len(engine)

@@ -278,6 +278,52 @@ def test_unknown_path_and_corruption_are_clear_errors(collection, tmp_path):
     assert plaidx.Index.open(path, verify="full").verify() == []
 
 
+def _as_format_1(path):
+    """Rewrite an index's current generation the way format version 1 stored it: float16 centroids."""
+    import zlib
+
+    manifest = json.loads((path / "manifest.json").read_text())
+    arrays = manifest["arrays"]
+    c8 = np.load(path / arrays["centroids"]["file"])
+    scales = np.load(path / arrays["centroid_scales"]["file"])
+    c16 = (c8.astype(np.float32) * scales[:, None]).astype(np.float16)
+    name = "centroids.v1.npy"
+    np.save(path / name, c16)
+    arrays["centroids"] = {"file": name, "dtype": "<f2", "shape": list(c16.shape),
+                           "crc32": zlib.crc32((path / name).read_bytes())}
+    (path / arrays.pop("centroid_scales")["file"]).unlink()
+    manifest["format_version"] = 1
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_format_1_index_opens_searches_and_takes_updates(collection, tmp_path):
+    """Indexes written before int8 centroids (format 1, float16 centroids) keep working unchanged."""
+    docs, queries, _ = collection
+    path = tmp_path / "v1"
+    plaidx.Index.build(path, docs[:120], nbits=2, seed=0)
+    want = plaidx.Index.open(path).search(queries[:20], k=5)
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["format_version"] == 2 and manifest["arrays"]["centroids"]["dtype"] == "|i1"
+    _as_format_1(path)
+    old = plaidx.Index.open(path, verify="full")
+    assert old.info()["format_version"] == 1
+    got = old.search(queries[:20], k=5)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0], want[0])  # float16 holds the int8 centroids exactly
+    new_ids = old.add(docs[120:140])
+    assert new_ids.tolist() == list(range(120, 140))
+    reopened = plaidx.Index.open(path, verify="full")
+    assert len(reopened) == 140 and reopened.verify() == []
+    # a centroid table of another dtype, or int8 centroids without their scales, is a clear error
+    path2 = tmp_path / "bad"
+    plaidx.Index.build(path2, docs[:60], nbits=2, seed=0)
+    m = json.loads((path2 / "manifest.json").read_text())
+    del m["arrays"]["centroid_scales"]
+    (path2 / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(IndexFormatError, match="centroid_scales"):
+        plaidx.Index.open(path2)
+
+
 def test_short_rows_are_retried_with_more_cells_before_exhaustive_search(built, collection, monkeypatch):
     """One query token probing one cell finds fewer than k documents; the engine widens the probe
     (16x nprobe) instead of scanning every document, and still returns k results."""
