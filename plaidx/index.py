@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import re
@@ -798,7 +799,10 @@ def _build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: 
             avg_residual = np.abs(h_res).mean(axis=0).astype(np.float32)
         else:
             nl, dim, want = codec.centroids.shape[0], codec.dim, 0
-            centroids, cutoffs, weights = codec.centroids, codec.cutoffs, codec.weights
+            # a format 1 source has float16 centroids: compress against what will be stored (int8)
+            centroids = dequantize_centroids(*quantize_centroids(codec.centroids))
+            codec = dataclasses.replace(codec, centroids=centroids)
+            cutoffs, weights = codec.cutoffs, codec.weights
             assigner = Assigner(centroids)
             probe, _ = _gather_sample(source, order, 0, 1 << 15, dim)
             p_codes = assigner.assign(probe)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 
 import numpy as np
 import pytest
@@ -280,8 +281,6 @@ def test_unknown_path_and_corruption_are_clear_errors(collection, tmp_path):
 
 def _as_format_1(path):
     """Rewrite an index's current generation the way format version 1 stored it: float16 centroids."""
-    import zlib
-
     manifest = json.loads((path / "manifest.json").read_text())
     arrays = manifest["arrays"]
     c8 = np.load(path / arrays["centroids"]["file"])
@@ -322,6 +321,30 @@ def test_format_1_index_opens_searches_and_takes_updates(collection, tmp_path):
     (path2 / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(IndexFormatError, match="centroid_scales"):
         plaidx.Index.open(path2)
+
+
+def test_codec_from_a_format_1_index_compresses_against_the_stored_centroids(collection, tmp_path):
+    """A format 1 index's float16 centroids are not int8 values; reusing them re-rounds them first, so the
+    new index's residuals are relative to the centroids it stores."""
+    docs, _, _ = collection
+    src = tmp_path / "src"
+    plaidx.Index.build(src, docs[:120], nbits=2, seed=0)
+    _as_format_1(src)
+    manifest = json.loads((src / "manifest.json").read_text())
+    c16 = np.load(src / manifest["arrays"]["centroids"]["file"]).astype(np.float32)
+    rng = np.random.default_rng(0)
+    c16 = c16 + rng.normal(0, 1e-3, c16.shape).astype(np.float32)  # as an older plaidx rounded them
+    np.save(src / manifest["arrays"]["centroids"]["file"], c16.astype(np.float16))
+    entry = manifest["arrays"]["centroids"]
+    entry["crc32"] = zlib.crc32((src / entry["file"]).read_bytes())
+    (src / "manifest.json").write_text(json.dumps(manifest))
+    dst = plaidx.Index.build(tmp_path / "dst", docs[120:200], codec_from=src)
+    snap = dst._snap
+    emb = np.concatenate([np.asarray(d, dtype=np.float32) for d in docs[120:200]])
+    codes = np.asarray(snap.a["codes"])
+    packed, _ = snap.codec.compress(emb, codes)
+    assert np.array_equal(packed, np.asarray(snap.a["residuals"]))
+    assert not np.array_equal(snap.codec.centroids, c16.astype(np.float16).astype(np.float32))
 
 
 def test_short_rows_are_retried_with_more_cells_before_exhaustive_search(built, collection, monkeypatch):
