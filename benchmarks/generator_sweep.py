@@ -37,6 +37,7 @@ VARIANTS = [
     "n_topics=1024 zipf=0.5 noise=0.4", "n_topics=1024 zipf=0.5 noise=0.8",
     "n_topics=1024 zipf=0.5 q_noise=0.2", "n_topics=1024 zipf=0.5 doc_shift=0.4",
     "n_topics=2048 zipf=0.5", "n_topics=1024 zipf=0", "n_topics=2048 zipf=0",
+    "n_topics=4096 zipf=0", "n_topics=8192 zipf=0",
 ]
 PLAID_CONFIGS = "1,0.5,256;4,0.4,4096"
 
