@@ -24,7 +24,7 @@ from .clustering import (
     default_nlist,
     train_centroids,
 )
-from .codec import NBITS, ResidualCodec, dequantize_centroids, quantize_centroids, train_codebooks
+from .codec import NBITS, ResidualCodec, centroid_arrays, stored_centroids, train_codebooks
 from .errors import IndexFormatError, PlaidxError
 from .inputs import as_document, as_queries, check_k, iter_documents
 from .search import SearchParams
@@ -103,7 +103,7 @@ class _Snapshot:
         self.n_tokens = int(manifest["n_tokens"])
         self.generation = int(manifest["generation"])
         self._check_consistency()
-        self.codec = ResidualCodec(_stored_centroids(arrays),
+        self.codec = ResidualCodec(stored_centroids(arrays),
                                    np.ascontiguousarray(arrays["bucket_cutoffs"]),
                                    np.ascontiguousarray(arrays["bucket_weights"]), self.nbits)
         deleted = arrays["deleted"]
@@ -148,7 +148,7 @@ class _Snapshot:
             if "centroid_scales" not in a or tuple(a["centroid_scales"].shape) != (self.nlist,):
                 raise IndexFormatError(f"{where}: int8 centroids need a centroid_scales array of shape "
                                        f"({self.nlist},); the index is inconsistent")
-        elif a["centroids"].dtype != np.float16:  # format version 1
+        elif a["centroids"].dtype != np.float16:  # float16: nbits 4 and 8, and every format 1 index
             raise IndexFormatError(f"{where}: centroids must be stored as int8 (with centroid_scales) or float16, "
                                    f"not {a['centroids'].dtype}")
 
@@ -783,8 +783,9 @@ def _build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: 
             timings["sample_s"] = round(time.perf_counter() - t0, 3)
             centroids = train_centroids(sample, nl, kmeans_niters, seed, verbose=False, method=kmeans)
             timings["kmeans_s"] = round(time.perf_counter() - t0 - timings["sample_s"], 3)
-            # stored as int8 rows times a scale: round first so that what is compressed against is what is decoded
-            centroids = dequantize_centroids(*quantize_centroids(centroids))
+            # round to what is stored first, so that what is compressed against is what is decoded
+            stored = centroid_arrays(centroids, nbits)
+            centroids = stored_centroids(stored)
             assigner = Assigner(centroids)
             held_want = int(min(max(n_tokens // 20, 4096), 1 << 16))
             heldout, _ = _gather_sample(source, order, used, held_want, dim)
@@ -799,8 +800,9 @@ def _build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: 
             avg_residual = np.abs(h_res).mean(axis=0).astype(np.float32)
         else:
             nl, dim, want = codec.centroids.shape[0], codec.dim, 0
-            # a format 1 source has float16 centroids: compress against what will be stored (int8)
-            centroids = dequantize_centroids(*quantize_centroids(codec.centroids))
+            # a format 1 source has float16 centroids at any nbits: compress against what will be stored
+            stored = centroid_arrays(codec.centroids, codec.nbits)
+            centroids = stored_centroids(stored)
             codec = dataclasses.replace(codec, centroids=centroids)
             cutoffs, weights = codec.cutoffs, codec.weights
             assigner = Assigner(centroids)
@@ -823,8 +825,9 @@ def _build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: 
         offsets = np.zeros(n_docs + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         doc_ids = np.arange(n_docs, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
-        c8, c_scales = quantize_centroids(centroids)
-        for name, arr in (("centroids", c8), ("centroid_scales", c_scales), ("bucket_cutoffs", cutoffs),
+        if "centroid_scales" not in stored and "centroid_scales" in tx.entries:
+            tx.drop("centroid_scales")  # float16 centroids replace int8 ones
+        for name, arr in (*stored.items(), ("bucket_cutoffs", cutoffs),
                           ("bucket_weights", weights), ("avg_residual", avg_residual),
                           ("doc_offsets", offsets), ("doc_ids", doc_ids), ("deleted", np.zeros(n_docs, np.uint8))):
             tx.put(name, arr)
@@ -845,13 +848,6 @@ def _build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: 
             spill.close()
     _, arrays = load_generation(path, verify="none")
     return _Snapshot(path, manifest, arrays)
-
-
-def _stored_centroids(arrays: dict[str, np.ndarray]) -> np.ndarray:
-    """float32 (nlist, d) centroids from int8 rows and scales, or from float16 (format version 1)."""
-    if arrays["centroids"].dtype == np.int8:
-        return dequantize_centroids(arrays["centroids"], arrays["centroid_scales"])
-    return np.ascontiguousarray(arrays["centroids"], dtype=np.float32)
 
 
 def _n_rows(doc: Any, i: int) -> int:

@@ -347,6 +347,26 @@ def test_codec_from_a_format_1_index_compresses_against_the_stored_centroids(col
     assert not np.array_equal(snap.codec.centroids, c16.astype(np.float16).astype(np.float32))
 
 
+def test_centroid_storage_follows_nbits_and_an_overwrite_leaves_no_stale_scales(collection, tmp_path):
+    """int8 centroids at nbits 1 and 2 (their error is 0.2% of a 2-bit residual error); float16 at 4 and
+    8, where int8's error would be a visible part of the residual error."""
+    docs, queries, _ = collection
+    path = tmp_path / "i"
+    for nbits, dtype in ((2, "|i1"), (4, "<f2"), (1, "|i1"), (8, "<f2")):
+        index = plaidx.Index.build(path, docs[:60], nbits=nbits, seed=0, overwrite=True)
+        arrays = json.loads((path / "manifest.json").read_text())["arrays"]
+        assert arrays["centroids"]["dtype"] == dtype
+        assert ("centroid_scales" in arrays) == (dtype == "|i1")
+        reopened = plaidx.Index.open(path, verify="full")
+        assert reopened.nbits == nbits and reopened.verify() == []
+        np.testing.assert_array_equal(reopened._snap.codec.centroids, index._snap.codec.centroids)
+        # what the residuals were compressed against is what is stored
+        codes = np.asarray(reopened._snap.a["codes"])
+        emb = np.concatenate([np.asarray(d, dtype=np.float32) for d in docs[:60]])
+        packed, _ = reopened._snap.codec.compress(emb, codes)
+        assert np.array_equal(packed, np.asarray(reopened._snap.a["residuals"]))
+
+
 def test_short_rows_are_retried_with_more_cells_before_exhaustive_search(built, collection, monkeypatch):
     """One query token probing one cell finds fewer than k documents; the engine widens the probe
     (16x nprobe) instead of scanning every document, and still returns k results."""
