@@ -20,17 +20,8 @@ constexpr int64_t kBlock = 64;  // cells per block: a panel of d * 64 floats (32
 constexpr int64_t kMinParallelWork = int64_t{24} << 20;
 constexpr int64_t kMinWorkPerThread = int64_t{16} << 20;
 
-// Register tile: RA query tokens (rows of Qa, stride d) against panel columns [u0, u0 + NA * lanes).
-// Each score is summed over j in order from 0.
-template <class V, int RA, int NA>
-PLAIDX_INLINE void score_tile(const float* Qa, int64_t d, const float* panel, int64_t u0, float* out,
-                              int64_t ldo) {
-  constexpr int L = static_cast<int>(sizeof(V) / sizeof(float));
-  V acc[RA][NA];
-  tile_dots<V, RA, NA>(Qa, d, panel + u0, kBlock, acc);
-  for (int i = 0; i < RA; ++i)
-    for (int u = 0; u < NA; ++u) vstore_as(out + i * ldo + u0 + u * L, acc[i][u]);
-}
+// Register tiles are dots.h's store_tile: R query tokens (rows of Qa, stride d) against panel (d, kBlock)
+// columns [u0, u0 + NA * lanes), each score summed over j in order from 0.
 
 // The last `rows` (< R + 1) query tokens with one tile of exactly `rows` rows.
 template <class V, int NA, int R>
@@ -38,7 +29,7 @@ PLAIDX_INLINE void score_rest(const float* Qa, int64_t d, const float* panel, in
                               int64_t ldo, int64_t rows) {
   if constexpr (R > 0) {
     if (rows == R) {
-      score_tile<V, R, NA>(Qa, d, panel, u0, out, ldo);
+      store_tile<V, R, NA>(panel, d, kBlock, Qa, u0, out, ldo);
     } else {
       score_rest<V, NA, R - 1>(Qa, d, panel, u0, out, ldo, rows);
     }
@@ -64,7 +55,7 @@ PLAIDX_INLINE void score_block_impl(const float* Qq, int64_t qlen, int64_t d, co
   int64_t a = 0;
   for (; a + RA <= qlen; a += RA)
     for (int64_t u0 = 0; u0 < width; u0 += cols)
-      score_tile<V, RA, NA>(Qq + a * d, d, panel, u0, out + a * ldo, ldo);
+      store_tile<V, RA, NA>(panel, d, kBlock, Qq + a * d, u0, out + a * ldo, ldo);
   if (a < qlen)
     for (int64_t u0 = 0; u0 < width; u0 += cols)
       score_rest<V, NA, RA - 1>(Qq + a * d, d, panel, u0, out + a * ldo, ldo, qlen - a);

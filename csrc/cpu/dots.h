@@ -72,9 +72,10 @@ PLAIDX_INLINE void max_dots(const float* Qt, int64_t d, int64_t qp, const float*
   for (; t < nt; ++t) max_dots_rows<W, 1>(Qt, d, qp, V + t * d, run_max);
 }
 
-// out[i * ldo + a] = <rows[i], Qt[:, a]> for i < T, a in [a0, a0 + NA * lanes): tile_dots with the
-// roles of tile_dots's rows and columns swapped. A product and its sum order do not depend on which
-// factor is the row, so these equal centroid_scores's S entries bit for bit.
+// out[i * ldo + a] = <rows[i], Qt[:, a]> for i < T, a in [a0, a0 + NA * lanes), each summed over j in
+// order from 0. centroid_scores tiles S with it (rows: query tokens, Qt: a panel of centroids); the
+// fused search tiles St with the roles swapped (rows: centroids, Qt: the query). A product and its sum
+// order do not depend on which factor is the row, so both give the same values bit for bit.
 template <class V, int T, int NA>
 PLAIDX_INLINE void store_tile(const float* Qt, int64_t d, int64_t qp, const float* rows, int64_t a0, float* out,
                               int64_t ldo) {
