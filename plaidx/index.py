@@ -752,7 +752,7 @@ def _build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: 
     if count is None:
         spill = _Spill(path / f".spill.{os.getpid()}.tmp", docs_iter, progress)
         source = spill
-    tx = Transaction(path, base)
+    tx = Transaction(path, base, inherit_arrays=False)  # nothing of an earlier generation carries over
     try:
         n_docs = len(source)
         if n_docs == 0:
@@ -825,8 +825,6 @@ def _build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: 
         offsets = np.zeros(n_docs + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         doc_ids = np.arange(n_docs, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
-        if "centroid_scales" not in stored and "centroid_scales" in tx.entries:
-            tx.drop("centroid_scales")  # float16 centroids replace int8 ones
         for name, arr in (*stored.items(), ("bucket_cutoffs", cutoffs),
                           ("bucket_weights", weights), ("avg_residual", avg_residual),
                           ("doc_offsets", offsets), ("doc_ids", doc_ids), ("deleted", np.zeros(n_docs, np.uint8))):

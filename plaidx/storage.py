@@ -290,14 +290,16 @@ class Transaction:
     which the next writer removes.
     """
 
-    def __init__(self, path: Path, base: dict[str, Any] | None):
+    def __init__(self, path: Path, base: dict[str, Any] | None, inherit_arrays: bool = True):
+        """``inherit_arrays``: start from the base generation's arrays (an update replaces some of them);
+        False for a whole new generation (build, recluster), which names only the arrays it writes."""
         self.path = Path(path)
         self.base = base
         self.generation = (base["generation"] + 1) if base else 1
         self.entries: dict[str, ArrayEntry] = {}
         self._pending: list[tuple[Path, Path]] = []
         self._writers: list[NpyStreamWriter] = []
-        if base:
+        if base and inherit_arrays:
             for name, obj in base["arrays"].items():
                 self.entries[name] = ArrayEntry.from_json(name, obj)
 
@@ -335,9 +337,6 @@ class Transaction:
             self._writers.remove(writer)
             raise
         self.finish(name, writer)
-
-    def drop(self, name: str) -> None:
-        self.entries.pop(name, None)
 
     def commit(self, fields: dict[str, Any]) -> dict[str, Any]:
         """Rename arrays into place, switch the manifest atomically, retire unreferenced files."""
