@@ -52,6 +52,12 @@ def _kmeans(x: np.ndarray, k: int, niters: int, seed: int) -> np.ndarray:
 KMEANS_METHODS = ("auto", "flat")
 
 
+def check_kmeans_method(method: object) -> None:
+    """A clear error for a ``kmeans`` value that is not one of KMEANS_METHODS."""
+    if method not in KMEANS_METHODS:
+        raise ValueError(f"kmeans must be one of {KMEANS_METHODS}, got {method!r}")
+
+
 def train_centroids(sample: np.ndarray, nlist: int, niters: int, seed: int, verbose: bool = False,
                     method: str = "auto") -> np.ndarray:
     """Spherical k-means (inner product, unit centroids) with faiss, two-level from 1024 centroids.
@@ -79,8 +85,7 @@ def train_centroids(sample: np.ndarray, nlist: int, niters: int, seed: int, verb
     m, d = sample.shape
     if nlist > m:
         raise ValueError(f"nlist={nlist} exceeds the {m} tokens available to train it; choose nlist <= {m}")
-    if method not in KMEANS_METHODS:
-        raise ValueError(f"kmeans must be one of {KMEANS_METHODS}, got {method!r}")
+    check_kmeans_method(method)
     if nlist < TWO_LEVEL_MIN_NLIST or method == "flat":
         cents = _kmeans(sample, nlist, niters, seed)
     else:

@@ -17,9 +17,9 @@ import numpy as np
 
 from . import _kernels, gpu
 from .clustering import (
-    KMEANS_METHODS,
     MAX_NLIST,
     Assigner,
+    check_kmeans_method,
     default_kmeans_sample,
     default_nlist,
     train_centroids,
@@ -663,8 +663,7 @@ def _check_build_args(nbits: Any, nlist: Any, kmeans_niters: Any, batch_tokens: 
         raise ValueError(f"kmeans_niters must be a positive integer, got {kmeans_niters!r}")
     if isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int) or batch_tokens < 1:
         raise ValueError(f"batch_tokens must be a positive integer, got {batch_tokens!r}")
-    if kmeans not in KMEANS_METHODS:
-        raise ValueError(f"kmeans must be one of {KMEANS_METHODS}, got {kmeans!r}")
+    check_kmeans_method(kmeans)
 
 
 def _check_target(path: Path, overwrite: bool) -> None:
