@@ -10,10 +10,12 @@ demo: setup
 
 test: setup
 	.venv/bin/ruff check .
+	.venv/bin/lint-imports
 	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q
 
 lint: setup
 	.venv/bin/ruff check .
+	.venv/bin/lint-imports
 
 bench: setup
 	.venv/bin/python benchmarks/bench_engine.py --dataset synthetic --ndocs 10000

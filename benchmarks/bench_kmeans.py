@@ -28,8 +28,8 @@ import synthetic  # noqa: E402
 from collection import RESULTS_DIR, exact_topk_cached, recall_at_k  # noqa: E402
 
 import plaidx  # noqa: E402
-import plaidx.index as plaidx_index  # noqa: E402
-from plaidx import clustering  # noqa: E402
+import plaidx.engine.build as plaidx_index  # noqa: E402
+from plaidx.engine import clustering  # noqa: E402
 
 
 def recall(ids: np.ndarray, truth: np.ndarray) -> float:

@@ -142,7 +142,7 @@ def bm25_runs(doc_ids, texts, q_ids, q_texts) -> tuple[dict, str]:
 
 
 def float_exhaustive(Q: np.ndarray, embs: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
-    from plaidx.scoring import maxsim
+    from plaidx.engine.scoring import maxsim
 
     parts = []
     for lo in range(0, len(embs), 2048):
@@ -153,7 +153,7 @@ def float_exhaustive(Q: np.ndarray, embs: list[np.ndarray], k: int) -> tuple[np.
 
 
 def run_dataset(name: str, args, rag) -> dict:
-    from plaidx import splitter
+    from plaidx.rag import splitter
 
     print(f"[{name}] loading", flush=True)
     doc_ids, texts, q_ids, q_texts, qrels = load_beir(name)
@@ -282,7 +282,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from plaidx import RAGPretrainedModel, _kernels
+    from plaidx import RAGPretrainedModel
+    from plaidx.engine import kernels as _kernels
 
     with tempfile.TemporaryDirectory(dir=CACHE if CACHE.exists() else None) as tmp:
         root = args.index_root or tmp

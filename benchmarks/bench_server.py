@@ -41,7 +41,7 @@ def _free_port() -> int:
 def build_index(cache: Path, model_name: str | None) -> tuple[Path, list[str], str]:
     """The sample collection as a RAG index (reused when already built with the same model)."""
     import plaidx
-    from plaidx.sample import doc_text, load_beir
+    from plaidx.rag.sample import doc_text, load_beir
 
     corpus, queries, qrels = load_beir()
     query_texts = [queries[q] for q in queries if q in qrels]
@@ -50,8 +50,8 @@ def build_index(cache: Path, model_name: str | None) -> tuple[Path, list[str], s
     rag = plaidx.RAGPretrainedModel.from_pretrained(model_name, verbose=0, index_root=root)
     cfg = path / "plaidx_rag.json"
     if cfg.is_file() and json.loads(cfg.read_text())["model"]["name_or_path"] == rag.model.name_or_path:
-        from plaidx.cli import IndexFolder
         from plaidx.errors import PlaidxError
+        from plaidx.rag import IndexFolder
 
         try:  # an index cached by an older plaidx may no longer open: rebuild it then
             IndexFolder(path).close()

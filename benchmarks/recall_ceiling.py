@@ -44,7 +44,7 @@ from collection import (  # noqa: E402
 )
 
 import plaidx  # noqa: E402
-from plaidx import _kernels  # noqa: E402
+from plaidx.engine import kernels as _kernels  # noqa: E402
 
 K = 10
 

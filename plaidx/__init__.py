@@ -9,10 +9,10 @@ __version__ = "0.1.0"
 
 # Heavy parts (torch, transformers) load on first use, so `import plaidx` stays cheap for engine users.
 _LAZY = {
-    "Index": ("plaidx.index", "Index"),
-    "SearchParams": ("plaidx.search", "SearchParams"),
-    "maxsim": ("plaidx.scoring", "maxsim"),
-    "build_info": ("plaidx.info", "build_info"),
+    "Index": ("plaidx.engine", "Index"),
+    "SearchParams": ("plaidx.engine", "SearchParams"),
+    "maxsim": ("plaidx.engine", "maxsim"),
+    "build_info": ("plaidx.engine", "build_info"),
     "ColBERT": ("plaidx.encoder", "ColBERT"),
     "RAGPretrainedModel": ("plaidx.rag", "RAGPretrainedModel"),
     "rerank": ("plaidx.rag", "rerank"),

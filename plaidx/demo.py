@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import plaidx
-    from plaidx.sample import doc_text, load_beir
+    from plaidx.rag.sample import doc_text, load_beir
 
     info = plaidx.build_info()
     print(f"plaidx {plaidx.__version__} | kernels: {info['backend']} | openmp: {info.get('openmp')}")

@@ -1,4 +1,6 @@
-"""Exception types raised by plaidx, each naming the problem and what to do about it."""
+"""Every exception and warning plaidx raises, each naming the problem and what to do about it."""
+
+from __future__ import annotations
 
 
 class PlaidxError(Exception):
@@ -15,3 +17,31 @@ class IndexLockedError(PlaidxError, RuntimeError):
 
 class StaleIndexError(PlaidxError, RuntimeError):
     """The index changed on disk since this handle opened it; reopen before writing."""
+
+
+class CheckpointError(PlaidxError, ValueError):
+    """A checkpoint folder is missing, incomplete, malformed or of a layout plaidx cannot load."""
+
+
+class MissingExtraError(PlaidxError, ImportError):
+    """A part of plaidx needs packages of an extra that is not installed (the message names the extra)."""
+
+
+class DriftWarning(UserWarning):
+    """Documents added since the build sit farther from the centroids than the build's own; a recluster
+    (or a rebuild) would restore recall."""
+
+
+def require(module: str, extra: str, what: str) -> object:
+    """Import ``module`` or raise :class:`MissingExtraError` saying which extra of plaidx provides it."""
+    from importlib import import_module
+
+    try:
+        return import_module(module)
+    except ImportError as exc:
+        raise MissingExtraError(f"{what} needs the package {module.split('.')[0]!r} ({exc}); install it with "
+                                f"`pip install 'plaidx[{extra}]'`") from exc
+
+
+__all__ = ["CheckpointError", "DriftWarning", "IndexFormatError", "IndexLockedError", "MissingExtraError",
+           "PlaidxError", "StaleIndexError", "require"]

@@ -229,7 +229,7 @@ def test_eval_scores_the_run_with_ranx(built, data, capsys):
     assert report["queries"] == 10 and set(report["metrics"]) == {"ndcg@10", "recall@100", "mrr@10"}
     # the same run built from the library, scored by the same ranx call
     rag = plaidx.RAGPretrainedModel.from_index(built, verbose=0)
-    from plaidx.sample import load_beir
+    from plaidx.rag.sample import load_beir
 
     _, queries, qrels = load_beir(data["beir"])
     qids = [q for q in queries if q in qrels]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plaidx.codec import ResidualCodec, dequantize_centroids, quantize_centroids, train_codebooks
+from plaidx.engine.codec import ResidualCodec, dequantize_centroids, quantize_centroids, train_codebooks
 
 
 @pytest.mark.parametrize("dim", [64, 96, 128])

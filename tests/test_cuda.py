@@ -25,8 +25,8 @@ from test_kernels import (
 )
 
 import plaidx
-from plaidx import _reference as ref
-from plaidx import gpu
+from plaidx.engine import gpu
+from plaidx.engine import reference as ref
 
 CPU = BACKENDS[-1].values[0] or ref  # the native module when built, else the reference
 HAVE_GPU = gpu.cuda_info()["cuda"]

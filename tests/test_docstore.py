@@ -8,8 +8,8 @@ import threading
 import numpy as np
 import pytest
 
-from plaidx.docstore import DocStore, metadata_json
 from plaidx.errors import IndexFormatError
+from plaidx.rag.docstore import DocStore, metadata_json
 
 
 def _fill(store: DocStore) -> None:

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import plaidx
+from plaidx.engine.storage import ArrayEntry, load_array, validate_manifest
 from plaidx.errors import IndexFormatError, IndexLockedError
-from plaidx.storage import ArrayEntry, load_array, validate_manifest
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 KILL_POINTS = 30  # SIGKILLs per crash test run
@@ -93,7 +93,7 @@ def test_second_writer_gets_a_clear_error(tmp_path):
     rng = np.random.default_rng(0)
     docs = [rng.standard_normal((6, 16)).astype(np.float32) for _ in range(40)]
     idx = plaidx.Index.build(tmp_path / "i", docs, nlist=16)
-    from plaidx.storage import WriterLock
+    from plaidx.engine.storage import WriterLock
 
     with WriterLock(tmp_path / "i"):
         with pytest.raises(IndexLockedError, match="another writer"):

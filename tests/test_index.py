@@ -68,10 +68,14 @@ def test_reconstruct_is_close_to_the_original(built, collection):
 
 
 def test_single_query_shape_and_padding(built, collection):
+    """A single (q_tokens, d) query is one row: (1, k) results, as for any batch (and as in faiss)."""
     docs, queries, _ = collection
     s, i = built.search(queries[0], k=5)
-    assert s.shape == (5,) and i.shape == (5,) and i.dtype == np.int64 and s.dtype == np.float32
-    assert np.all(np.diff(s) <= 0)
+    assert s.shape == (1, 5) and i.shape == (1, 5) and i.dtype == np.int64 and s.dtype == np.float32
+    assert np.all(np.diff(s[0]) <= 0)
+    s1, i1 = built.search(queries[:1], k=5)
+    np.testing.assert_array_equal(i, i1)
+    np.testing.assert_array_equal(s, s1)
     s, i = built.search(queries[:2], k=len(docs) + 5, exact=True)
     assert (i[:, len(docs):] == -1).all() and np.isneginf(s[:, len(docs):]).all()
     assert sorted(i[0, : len(docs)].tolist()) == list(range(len(docs)))
@@ -376,13 +380,14 @@ def test_short_rows_are_retried_with_more_cells_before_exhaustive_search(built, 
     best_cell = int(np.argmax(q[0] @ built._snap.codec.centroids.T))
     k = 30
     assert ivf_offsets[best_cell + 1] - ivf_offsets[best_cell] < k  # nprobe 1 alone finds fewer than k
-    import plaidx.index as plaidx_index
+    from plaidx.engine import kernels
 
     def no_exhaustive(*args, **kwargs):
         raise AssertionError("exhaustive search used")
 
-    monkeypatch.setattr(plaidx_index._kernels, "exact_search", no_exhaustive)
+    monkeypatch.setattr(kernels, "exact_search", no_exhaustive)
     scores, ids = built.search(q, k=k, nprobe=1)
+    scores, ids = scores[0], ids[0]
     assert (ids >= 0).all() and len(set(ids.tolist())) == k
     assert np.all(np.diff(scores) <= 0)
 
@@ -391,7 +396,7 @@ def test_kmeans_option_picks_flat_or_two_level(tmp_path, monkeypatch):
     """kmeans="flat" trains one k-means over the whole sample even where "auto" goes two-level (from
     1024 centroids); the choice is recorded in the manifest, and a wrong value is a clear error that
     leaves nothing behind."""
-    from plaidx import clustering
+    from plaidx.engine import clustering
 
     docs, queries, _ = clustered_collection(n_docs=120, mean_len=40, seed=5)
     calls: list[tuple[str, int]] = []

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from plaidx import _reference as ref
+from plaidx.engine import reference as ref
 
 try:
     from plaidx import _core

@@ -17,8 +17,8 @@ from encoder_fixtures import WORDS, make_tiny_checkpoint
 
 import plaidx
 from plaidx import RAGPretrainedModel
-from plaidx.rag import CONFIG_FILE, DOCSTORE_FILE, ENGINE_DIR
-from plaidx.scoring import maxsim
+from plaidx.engine.scoring import maxsim
+from plaidx.rag.folder import CONFIG_FILE, DOCSTORE_FILE, ENGINE_DIR
 
 VOCAB = list(dict.fromkeys(WORDS))
 pytestmark = pytest.mark.filterwarnings("ignore:added documents drift")  # tiny indexes drift at once

@@ -17,7 +17,7 @@ from test_rag import corpus
 import plaidx
 from plaidx import RAGPretrainedModel
 from plaidx.errors import IndexFormatError
-from plaidx.rag import ENGINE_DIR
+from plaidx.rag.folder import ENGINE_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:added documents drift")
@@ -49,10 +49,10 @@ def test_killed_between_engine_commit_and_docstore_commit_on_add(rag, tmp_path):
         import os, sys
         import numpy as np
         sys.path.insert(0, {str(ROOT)!r})
-        from plaidx import docstore
-        from plaidx.rag import _OpenIndex
+        from plaidx.rag import docstore
+        from plaidx.rag import IndexFolder
         from pathlib import Path
-        h = _OpenIndex(Path({path!r}))
+        h = IndexFolder(Path({path!r}))
         def die(*args, **kwargs):
             os._exit(17)
         docstore.DocStore.add = die

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plaidx.clustering import Assigner
-from plaidx.search import LARGE_INDEX_TOKENS, SearchParams
+from plaidx.engine.clustering import Assigner
+from plaidx.engine.params import LARGE_INDEX_TOKENS, SearchParams
 
 
 def test_defaults_by_k():

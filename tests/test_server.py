@@ -232,12 +232,14 @@ def test_search_by_embeddings_equals_the_engine(server, env, openapi):
         assert r.status_code == 200, r.text[:500]
         _conforms(openapi, "POST", "/v1/search", r)
         scores, ids = eng.search(q, k=10)
+        scores, ids = scores[0], ids[0]
         hits = r.json()["results"]
         assert [h["id"] for h in hits] == ids.tolist()
         np.testing.assert_allclose([h["score"] for h in hits], scores, rtol=1e-6)
     r = server.post("/v1/search", json={"index": "vectors", "query_embeddings": queries[0].tolist(), "k": 5,
                                          "exact": True, "doc_ids": [3, 4, 5, 6]})
     scores, ids = eng.search(queries[0], k=5, exact=True, doc_ids=[3, 4, 5, 6])
+    scores, ids = scores[0], ids[0]
     assert [h["id"] for h in r.json()["results"]] == [i for i in ids.tolist() if i >= 0]
     # the RAG index answers embedding queries too (e.g. from /v1/multi-vector)
     emb = server.post("/v1/multi-vector", json={"input": [QUERIES[2]], "input_type": "query"}).json()
@@ -426,7 +428,7 @@ def test_concurrent_load_every_response_correct(server, env):
     rag, eng, model = env["rag"], env["engine"], env["model"]
     text_want = {q: rag.search(q, index_name="docs", k=5) for q in QUERIES}
     emb_queries = env["engine_queries"]
-    emb_want = [eng.search(q, k=5) for q in emb_queries]
+    emb_want = [tuple(a[0] for a in eng.search(q, k=5)) for q in emb_queries]
     mv_texts = QUERIES[:4]
     mv_want = {t: model.encode_queries([t])[0] for t in mv_texts}
     rr_docs = env["texts"][:6]
@@ -565,7 +567,7 @@ def test_encoder_isolates_a_failing_request_from_its_batch():
 
 def test_searches_run_in_parallel_not_behind_one_lock(env):
     """Three searches must all be inside the engine at once to pass the barrier (a global lock would break it)."""
-    from plaidx.cli import IndexFolder
+    from plaidx.rag import IndexFolder
 
     barrier = threading.Barrier(3, timeout=30)
 

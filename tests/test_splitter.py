@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plaidx.splitter import (
+from plaidx.rag.splitter import (
     count_tokens,
     default_overlap,
     passage_spans,

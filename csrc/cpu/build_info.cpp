@@ -21,31 +21,35 @@ BuildInfo build_info() {
 #endif
   info.max_threads = resolve_threads(0);
 
+  // The compile-time baseline; info.simd becomes the kernel set this CPU actually runs (below).
+  std::string baseline;
 #if defined(__AVX512F__)
-  info.simd = "avx512f";
+  baseline = "avx512f";
 #elif defined(__AVX2__)
-  info.simd = "avx2";
+  baseline = "avx2";
 #elif defined(__AVX__)
-  info.simd = "avx";
+  baseline = "avx";
 #elif defined(__SSE4_2__)
-  info.simd = "sse4.2";
+  baseline = "sse4.2";
 #elif defined(__SSE2__) || defined(_M_X64)
-  info.simd = "sse2";
+  baseline = "sse2";
 #elif defined(__ARM_NEON) || defined(__aarch64__)
-  info.simd = "neon";
+  baseline = "neon";
 #else
-  info.simd = "scalar";
+  baseline = "scalar";
 #endif
 #if PLAIDX_NATIVE_ARCH
-  info.simd += " (-march=native)";
+  baseline += " (-march=native)";
 #endif
 
   const Isa isa = runtime_isa();
   const char* running = isa == Isa::kAvx512 ? "avx512f" : isa == Isa::kAvx2 ? "avx2" : "baseline";
+  info.simd = isa == Isa::kAvx512 ? "avx512f" : isa == Isa::kAvx2 ? "avx2" : baseline;
 #if PLAIDX_HAVE_DISPATCH
-  info.simd_dispatch = std::string("runtime avx512f/avx2/baseline dispatch; this CPU runs ") + running;
+  info.simd_dispatch = std::string("runtime avx512f/avx2/baseline dispatch (baseline compiled for ") + baseline +
+                       "); this CPU runs " + running;
 #else
-  info.simd_dispatch = std::string("none (single target build: ") + running + ")";
+  info.simd_dispatch = std::string("none (single target build for ") + baseline + ": " + running + ")";
 #endif
 
 #if defined(__clang__)

@@ -39,7 +39,12 @@ Inputs are batched longest-first (``bsize`` per batch) so that batches carry lit
 ``model.tokenize(texts, input_type)``.
 """
 
-from .loading import DEFAULT_MODEL_NAME, CheckpointError
-from .model import ColBERT
+from ..errors import CheckpointError, require
 
-__all__ = ["ColBERT", "CheckpointError", "DEFAULT_MODEL_NAME"]
+require("torch", "text", "plaidx's text encoder (plaidx.ColBERT)")
+require("transformers", "text", "plaidx's text encoder (plaidx.ColBERT)")
+
+from .loading import DEFAULT_MODEL_NAME  # noqa: E402
+from .model import ColBERT, check_texts  # noqa: E402
+
+__all__ = ["ColBERT", "CheckpointError", "DEFAULT_MODEL_NAME", "check_texts"]

@@ -15,6 +15,8 @@ import re
 import torch
 from torch import nn
 
+from ..errors import CheckpointError
+
 # Activation names as sentence-transformers/PyLate record them (module path or bare class name). Only
 # these are accepted: a checkpoint never makes plaidx import an arbitrary class.
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -27,7 +29,6 @@ _EXTRA_HEAD = re.compile(r"^linears?[_.-]?(\d+)\.weight$")  # linear_96.weight, 
 
 def activation_from_name(name: str | None) -> nn.Module:
     """nn.Module for a recorded activation name such as 'torch.nn.modules.activation.Tanh'."""
-    from .loading import CheckpointError
 
     if name is None:
         return nn.Identity()
@@ -82,7 +83,6 @@ class Projection(nn.Module):
 
 def stanford_projection(tensors: dict[str, torch.Tensor], hidden_size: int) -> Projection:
     """Projection from top-level ``linear.weight`` (and ``linear_<n>.weight`` Matryoshka heads)."""
-    from .loading import CheckpointError
 
     if "linear.weight" not in tensors:
         raise CheckpointError("the checkpoint has no 'linear.weight' (the ColBERT projection head)")

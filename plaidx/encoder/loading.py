@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import PlaidxError
+from ..errors import CheckpointError
 from .heads import DenseLayer, Projection, stanford_projection
 from .tokenization import SKIPLIST_FIRST_SUBTOKEN, SKIPLIST_VOCAB, TokenizationSpec
 from .xlmr_rotary import RotaryXLMRConfig, RotaryXLMRoberta
@@ -44,10 +44,6 @@ _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_m
                  "pytorch_model.bin.index.json")
 _HUB_PATTERNS = ["*.json", "*.txt", "*.model", "artifact.metadata", "*.safetensors", "*/*.json",
                  "*/*.safetensors", "tokenizer*", "sentencepiece*"]
-
-
-class CheckpointError(PlaidxError, ValueError):
-    """A checkpoint folder is missing, incomplete, malformed or of a layout plaidx cannot load."""
 
 
 # -- locating ------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ INPUT_TYPES = ("query", "document")
 _PROGRESS_MIN_TEXTS = 2048
 
 
-def _check_texts(texts: Any, what: str = "texts", empty: str = "nothing to encode",
+def check_texts(texts: Any, what: str = "texts", empty: str = "nothing to encode",
                  blank: str = "is an empty string") -> list[str]:
     """The texts as a list of non-blank strings; TypeError/ValueError naming the offending item."""
     if isinstance(texts, (str, bytes)):
@@ -106,6 +106,14 @@ class ColBERT:
                              f"the recorded configuration says {config['dim']}")
         return model
 
+    def with_document_length(self, length: int) -> ColBERT:
+        """This model reading documents of ``length`` tokens (special tokens included, at most the model's
+        positions); shares the weights, so it costs no memory. Returns ``self`` when nothing changes."""
+        length = int(min(_check_positive(length, "document_length"), self.max_length or length))
+        if length == self.document_length:
+            return self
+        return type(self)(self._ckpt, self.name_or_path, self.device, self.dtype, self.query_length, length)
+
     def _length(self, value: int | None, default: int, kind: str, clip_default: bool = False) -> int:
         floor = self._text.n_special(kind) + 1
         if value is None:
@@ -159,14 +167,14 @@ class ColBERT:
         With add_special_tokens, the document special tokens and marker are counted too (what a document
         of that text occupies before truncation at ``document_length``).
         """
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         extra = self._text.n_special("document") if add_special_tokens else 0
         return [len(ids) + extra for ids in self._text.content_ids(texts, None)]
 
     def tokenize(self, texts: Sequence[str], input_type: str = "document") -> dict[str, torch.Tensor]:
         """The encoder inputs for texts, in order and right-padded: ``input_ids``, ``attention_mask`` and
         ``keep`` (the positions whose vectors encode_queries/encode_documents return)."""
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         if input_type not in INPUT_TYPES:
             raise ValueError(f"input_type must be 'query' or 'document', got {input_type!r}")
         if input_type == "query":
@@ -211,7 +219,7 @@ class ColBERT:
     def encode_queries(self, texts: Sequence[str], bsize: int = 128, dimensions: int | None = None,
                        show_progress_bar: bool | None = None) -> np.ndarray:
         """float32 (n, query_length, d) L2-normalised query token embeddings."""
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         bsize = _check_positive(bsize, "bsize")
         head, cut = self._resolve_dimensions(dimensions)
         d = cut or head or self.dim
@@ -233,7 +241,7 @@ class ColBERT:
     def encode_documents(self, texts: Sequence[str], bsize: int = 32, dimensions: int | None = None,
                          show_progress_bar: bool | None = None) -> list[np.ndarray]:
         """One float32 (n_tokens_i, d) L2-normalised array per text, padding and skiplisted tokens removed."""
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         bsize = _check_positive(bsize, "bsize")
         head, cut = self._resolve_dimensions(dimensions)
         seqs = self._text.documents(texts, self.document_length)

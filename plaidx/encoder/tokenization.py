@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import CheckpointError
+
 SKIPLIST_FIRST_SUBTOKEN = "first_subtoken"  # Stanford: first id of tokenizer.encode(word)
 SKIPLIST_VOCAB = "vocab"  # PyLate: tokenizer.convert_tokens_to_ids(word)
 
@@ -40,7 +42,6 @@ class TextTokenizer:
     """Builds query/document id sequences for one tokenizer and spec."""
 
     def __init__(self, tokenizer: Any, spec: TokenizationSpec):
-        from .loading import CheckpointError
 
         self.tokenizer = tokenizer
         self.spec = spec
@@ -69,7 +70,6 @@ class TextTokenizer:
         return prefix, suffix
 
     def _token_id(self, token: str | None, what: str) -> int | None:
-        from .loading import CheckpointError
 
         if token is None or token == "":
             return None

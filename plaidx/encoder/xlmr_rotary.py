@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import CheckpointError
+
 _GELU_APPROX = {"gelu": "none", "gelu_new": "tanh", "gelu_fast": "tanh", "gelu_pytorch_tanh": "tanh"}
 
 
@@ -55,7 +57,6 @@ class RotaryXLMRConfig:
     @classmethod
     def from_dict(cls, cfg: dict[str, Any], shapes: dict[str, tuple[int, ...]] | None = None) -> RotaryXLMRConfig:
         """Read the fields from a config.json dict; sizes that the weights pin down are taken from them."""
-        from .loading import CheckpointError
 
         shapes = shapes or {}
 

@@ -15,11 +15,12 @@ def build_info() -> dict[str, Any]:
         ``backend`` ("native" or "reference"), ``native_error`` (why the native module is not in use,
         or None), and the backend's own fields (OpenMP, threads, SIMD level, CUDA and why not).
     """
-    from . import __version__, _kernels, gpu
+    from .. import __version__
+    from . import gpu, kernels
 
-    info: dict[str, Any] = {"version": __version__, "backend": _kernels.BACKEND_NAME,
-                            "native_error": _kernels.native_error()}
-    info.update(_kernels.backend.build_info())
+    info: dict[str, Any] = {"version": __version__, "backend": kernels.BACKEND_NAME,
+                            "native_error": kernels.native_error()}
+    info.update(kernels.backend.build_info())
     info.update(gpu.cuda_info())
     info["PLAIDX_BACKEND"] = os.environ.get("PLAIDX_BACKEND", "auto")
     return info

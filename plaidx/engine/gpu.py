@@ -15,7 +15,7 @@ from typing import Any
 MAX_NPROBE = 512  # the CUDA probe kernel's largest nprobe below nlist (kMaxProbe in csrc/cuda/kernels.cu)
 
 try:
-    from . import _cuda  # type: ignore[attr-defined]
+    from .. import _cuda  # type: ignore[attr-defined]
 
     _import_error: str | None = None
 except ImportError as exc:  # pragma: no cover - depends on the build

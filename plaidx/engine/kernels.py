@@ -65,7 +65,7 @@ _native = None
 _native_error = None
 if _BACKEND_ENV != "reference":
     try:
-        from . import _core as _native  # type: ignore[attr-defined]
+        from .. import _core as _native  # type: ignore[attr-defined]
     except ImportError as exc:  # pragma: no cover - depends on the build
         _native_error = f"{type(exc).__name__}: {exc}"
         if _BACKEND_ENV == "native":
@@ -78,7 +78,7 @@ if _native is not None:
     backend = _native
     BACKEND_NAME = "native"
 else:
-    from . import _reference as backend  # noqa: E402
+    from . import reference as backend  # noqa: E402
 
     BACKEND_NAME = "reference"
 

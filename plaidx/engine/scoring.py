@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _kernels, gpu
+from . import gpu, kernels
 from .inputs import as_document, as_queries, to_numpy
 
 
@@ -37,5 +37,5 @@ def maxsim(query: Any, documents: Any, *, device: Any = None) -> np.ndarray:
     if dev is not None:
         scores = gpu.module().maxsim(q, values, offsets, device=dev)
     else:
-        scores = _kernels.maxsim(q, values, offsets)
+        scores = kernels.maxsim(q, values, offsets)
     return scores[0] if single else scores

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .errors import IndexFormatError
+from ..errors import IndexFormatError
 
 SCHEMA_VERSION = 1
 
@@ -269,6 +269,11 @@ class DocStore:
             con.execute(f"DELETE FROM passages WHERE document_id IN {_IN}", arg)
             con.execute(f"DELETE FROM documents WHERE document_id IN {_IN}", arg)
         return np.array(sorted(r[0] for r in rows), dtype=np.int64)
+
+    def integrity_problems(self) -> list[str]:
+        """SQLite's quick_check of the file: [] when sound, else what it reports."""
+        rows = self._con().execute("PRAGMA quick_check").fetchall()
+        return [] if rows and rows[0][0] == "ok" else [f"SQLite quick_check: {r[0]}" for r in rows[:10]]
 
     def set_meta(self, key: str, value: str) -> None:
         with self._write() as con:

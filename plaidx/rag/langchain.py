@@ -10,8 +10,10 @@ try:
     from langchain_core.documents import BaseDocumentCompressor, Document
     from langchain_core.retrievers import BaseRetriever
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("plaidx's LangChain integration needs langchain-core: pip install 'plaidx[langchain]' "
-                      f"(or pip install langchain-core) ({exc})") from exc
+    from ..errors import MissingExtraError
+
+    raise MissingExtraError("plaidx's LangChain integration needs langchain-core: install it with "
+                            f"`pip install 'plaidx[langchain]'` ({exc})") from exc
 
 
 def _metadata(result: dict[str, Any]) -> dict[str, Any]:

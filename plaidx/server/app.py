@@ -7,15 +7,13 @@ import base64
 import hmac
 import json
 import os
-import queue
 import socket
 import threading
 import time
-import weakref
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
@@ -26,9 +24,12 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__
-from .cli import IndexFolder, is_loopback
-from .server_models import (
+from .. import __version__
+from ..engine import SearchParams, maxsim
+from ..rag import FolderCache, IndexFolder
+from .encoding import Encoder
+from .errors import ApiError
+from .models import (
     ErrorResponse,
     HealthResponse,
     IndexDescription,
@@ -41,6 +42,7 @@ from .server_models import (
     SearchResponse,
     TextInput,
 )
+from .net import is_loopback
 
 
 @dataclass(frozen=True)
@@ -67,186 +69,6 @@ class Limits:
     max_doc_ids: int = 100_000
 
 
-class ApiError(Exception):
-    """An answer other than 2xx: status, a stable ``type``, a message naming the problem, the field at fault."""
-
-    def __init__(self, status: int, type: str, detail: str, param: Optional[str] = None):
-        super().__init__(detail)
-        self.status, self.type, self.detail, self.param = status, type, detail, param
-
-    def response(self) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
-        return JSONResponse({"detail": self.detail, "type": self.type, "param": self.param},
-                            status_code=self.status, headers=headers)
-
-
-# ============================================================================ model calls
-@dataclass
-class _Job:
-    texts: list[str]
-    input_type: str
-    dimensions: Optional[int]
-    max_tokens: int
-    fit_length: bool = False
-    length: int = 0
-    future: Future = field(default_factory=Future)
-
-
-class Encoder:
-    """One model behind a worker thread that batches concurrent requests into shared model calls.
-
-    Every call into the model (and its tokenizer, which is not safe to share between threads) runs on
-    the worker thread. The worker takes whatever requests are waiting when it becomes free, so a lone
-    request is encoded at once and requests arriving while the model is busy share its next call.
-    """
-
-    def __init__(self, model: Any, max_batch_texts: int = 64):
-        self.model = model
-        self.max_batch_texts = max_batch_texts
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: Optional[threading.Thread] = None
-        self._start_lock = threading.Lock()
-        self._closed = False
-        self._by_length: dict[int, Any] = {}
-        self.calls = 0  # model calls made, for tests and benchmarks
-
-    def submit(self, texts: list[str], input_type: str, dimensions: Optional[int], max_tokens: int,
-               fit_length: bool = False) -> Future:
-        """Queue texts; the future gives ``(embeddings, tokens)``: one float32 array per text and the
-        number of tokens the model read for them. Token-limit overruns raise :class:`ApiError`.
-
-        Documents are read up to the model's document_length, or with ``fit_length`` in full up to the
-        model's positions (as :func:`plaidx.rerank` reads them)."""
-        if self._closed:
-            raise ApiError(503, "shutting_down", "the server is shutting down")
-        if self._thread is None:
-            with self._start_lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name="plaidx-encoder", daemon=True)
-                    self._thread.start()
-        job = _Job(texts, input_type, dimensions, max_tokens, fit_length)
-        self._queue.put(job)
-        return job.future
-
-    async def encode(self, texts: list[str], input_type: str, dimensions: Optional[int], max_tokens: int,
-                     fit_length: bool = False) -> tuple[list[np.ndarray], int]:
-        return await asyncio.wrap_future(self.submit(texts, input_type, dimensions, max_tokens, fit_length))
-
-    def close(self) -> None:
-        self._closed = True
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout=30)
-
-    # -- worker thread -----------------------------------------------------------------------------
-    def _run(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            jobs, n, stop = [job], len(job.texts), False
-            while n < self.max_batch_texts:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                jobs.append(more)
-                n += len(more.texts)
-            self._serve(jobs)
-            if stop:
-                return
-
-    def _serve(self, jobs: list[_Job]) -> None:
-        ready: dict[tuple[str, Optional[int], int], list[tuple[_Job, int]]] = {}
-        for job in jobs:
-            if not job.future.set_running_or_notify_cancel():
-                continue
-            try:
-                tokens = self._count(job)
-            except Exception as exc:  # noqa: BLE001 - handed to the request that caused it
-                job.future.set_exception(_as_api_error(exc))
-                continue
-            ready.setdefault((job.input_type, job.dimensions, job.length), []).append((job, tokens))
-        for (input_type, dimensions, length), group in ready.items():
-            try:
-                self._encode_group(group, input_type, dimensions, length)
-            except Exception as exc:  # noqa: BLE001 - one bad request must not fail the others batched with it
-                if len(group) == 1:
-                    group[0][0].future.set_exception(_as_api_error(exc))
-                    continue
-                for item in group:
-                    try:
-                        self._encode_group([item], input_type, dimensions, length)
-                    except Exception as exc:  # noqa: BLE001
-                        item[0].future.set_exception(_as_api_error(exc))
-
-    def _count(self, job: _Job) -> int:
-        with _model_lock(self.model):
-            return self._count_locked(job)
-
-    def _count_locked(self, job: _Job) -> int:
-        m = self.model
-        counts = m.count_tokens(job.texts, add_special_tokens=True)
-        length = m.query_length if job.input_type == "query" else m.document_length
-        if job.fit_length and job.input_type == "document":
-            limit = getattr(m, "max_length", None) or max(counts)
-            length = max(length, min(-(-max(counts) // 64) * 64, limit))
-        job.length = length
-        total = int(sum(min(c, length) for c in counts))
-        if total > job.max_tokens:
-            raise ApiError(413, "too_many_tokens",
-                           f"the inputs hold {total} tokens (after truncation at {length}); this server accepts "
-                           f"at most {job.max_tokens} per request: send fewer or shorter texts", "input")
-        return total
-
-    def _model_for(self, input_type: str, length: int) -> Any:
-        m = self.model
-        if input_type == "query" or length == m.document_length:
-            return m
-        if length not in self._by_length:  # the same weights reading longer documents
-            from .rag import _document_encoder
-
-            self._by_length[length] = _document_encoder(m, length)
-        return self._by_length[length]
-
-    def _encode_group(self, group: list[tuple[_Job, int]], input_type: str, dimensions: Optional[int],
-                      length: int) -> None:
-        texts = [t for job, _ in group for t in job.texts]
-        self.calls += 1
-        with _model_lock(self.model):
-            model = self._model_for(input_type, length)
-            out = model.encode(texts, input_type=input_type, dimensions=dimensions, show_progress_bar=False)
-        rows = list(out)
-        start = 0
-        for job, tokens in group:
-            job.future.set_result((rows[start:start + len(job.texts)], tokens))
-            start += len(job.texts)
-
-
-_MODEL_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_MODEL_LOCKS_GUARD = threading.Lock()
-
-
-def _model_lock(model: Any) -> threading.Lock:
-    """One lock per model object, so apps (or encoders) sharing a model never call it at the same time."""
-    with _MODEL_LOCKS_GUARD:
-        lock = _MODEL_LOCKS.get(model)
-        if lock is None:
-            lock = _MODEL_LOCKS[model] = threading.Lock()
-        return lock
-
-
-def _as_api_error(exc: BaseException) -> BaseException:
-    if isinstance(exc, ApiError):
-        return exc
-    if isinstance(exc, (ValueError, TypeError)):
-        return ApiError(400, "invalid_request", str(exc))
-    return exc
-
-
 # ============================================================================ the application
 class _Served:
     """Everything the request handlers share: models (by name), opened indexes, limits, the thread pool."""
@@ -256,20 +78,24 @@ class _Served:
         self.limits = limits
         self.threads_per_search = threads_per_search
         self.pool = ThreadPoolExecutor(max_workers=search_threads, thread_name_prefix="plaidx-search")
-        self.indexes: dict[str, IndexFolder] = {}
+        self.indexes: dict[str, Path] = {}
+        self.folders = FolderCache()
         self.encoders: dict[str, Encoder] = {}  # by model name_or_path
         self.aliases: dict[str, str] = {}  # any accepted request name -> name_or_path
         try:
             for name, where in indexes.items():
                 _check_index_name(name)
-                self.indexes[name] = where if isinstance(where, IndexFolder) else IndexFolder(where)
+                path = where.path if isinstance(where, IndexFolder) else Path(where)
+                self.indexes[name] = path.absolute()
+                self.folders.get(path)  # opened now: a bad folder fails at start, not at the first request
+            opened = [self.folders.get(p) for p in self.indexes.values()]
             if model is None or isinstance(model, (str, os.PathLike)):
-                model = _load_model(model, self.indexes)
+                model = _load_model(model, opened)
             self.default = self._add_model(model, model_name, max_batch_texts)
-            for folder in self.indexes.values():  # indexes made with another model get theirs loaded
+            for folder in opened:  # indexes made with another model get theirs loaded
                 cfg = folder.model_config
                 if cfg and self._resolve(cfg.get("name_or_path")) is None:
-                    from .encoder import ColBERT
+                    from ..encoder import ColBERT
 
                     self._add_model(ColBERT.from_config_dict(cfg), None, max_batch_texts)
         except BaseException:
@@ -308,30 +134,31 @@ class _Served:
         return key, self.encoders[key]
 
     def index(self, name: str) -> IndexFolder:
+        """The open folder of a served index, reopened when another process replaced it."""
         try:
-            return self.indexes[name]
+            path = self.indexes[name]
         except KeyError:
             raise ApiError(404, "index_not_found", f"no index named {name!r}; this server serves "
                                                    f"{sorted(self.indexes)} (GET /v1/indexes)", "index") from None
+        return self.folders.get(path)
 
     def close(self) -> None:
         for enc in self.encoders.values():
             enc.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
-        for folder in self.indexes.values():
-            folder.close()
+        self.folders.close()
 
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.pool, lambda: fn(*args, **kwargs))
 
 
-def _load_model(name: Optional[Union[str, os.PathLike]], indexes: Mapping[str, IndexFolder]) -> Any:
-    from .encoder import ColBERT
+def _load_model(name: Optional[Union[str, os.PathLike]], folders: Sequence[IndexFolder]) -> Any:
+    from ..encoder import ColBERT
 
     if name is not None:
         return ColBERT.from_pretrained(name)
-    for folder in indexes.values():
+    for folder in folders:
         if folder.model_config:
             return ColBERT.from_config_dict(folder.model_config)
     return ColBERT.from_pretrained(None)
@@ -426,7 +253,9 @@ def create_app(indexes: Optional[Mapping[str, Union[str, os.PathLike, IndexFolde
     async def list_indexes() -> IndexList:
         """The served indexes and what each holds."""
         data = []
-        for name, folder in sorted(served.indexes.items()):
+        for name in sorted(served.indexes):
+            folder = served.index(name)
+            folder.refresh()
             e = folder.engine
             data.append(IndexDescription(name=name, kind=folder.kind, documents=len(e), tokens=e.n_tokens,
                                          dim=e.dim, nbits=e.nbits, nlist=e.nlist, generation=e.generation,
@@ -485,12 +314,11 @@ def create_app(indexes: Optional[Mapping[str, Union[str, os.PathLike, IndexFolde
             model_label = served.display_name(key)
         else:
             q = _query_matrix(req.query_embeddings, limits)
-        params = {"nprobe": req.nprobe, "centroid_score_threshold": req.centroid_score_threshold,
-                  "ndocs": req.ndocs, "n_exact": req.n_exact}
+        params = SearchParams(req.nprobe, req.centroid_score_threshold, req.ndocs, req.n_exact)
         try:
-            hits = await served.run(folder.search, q, req.k, doc_ids=req.doc_ids, exact=req.exact,
-                                    with_content=req.return_content, with_metadata=req.return_metadata,
-                                    num_threads=served.threads_per_search, **params)
+            found = await served.run(folder.search, q[None], req.k, params=params, doc_ids=req.doc_ids,
+                                     exact=req.exact, num_threads=served.threads_per_search)
+            hits = [_hit_dict(h, r, folder, req.return_content, req.return_metadata) for r, h in enumerate(found[0])]
         except KeyError as exc:
             raise ApiError(400, "unknown_doc_ids", str(exc.args[0] if exc.args else exc), "doc_ids") from None
         except (ValueError, TypeError) as exc:
@@ -534,9 +362,16 @@ def _query_matrix(rows: list[list[float]], limits: Limits) -> np.ndarray:
 
 
 def _maxsim(query: np.ndarray, docs: Sequence[np.ndarray]) -> np.ndarray:
-    from .scoring import maxsim
-
     return np.asarray(maxsim(query, list(docs)), dtype=np.float32)
+
+
+def _hit_dict(hit: Any, rank: int, folder: IndexFolder, with_content: bool, with_metadata: bool) -> dict[str, Any]:
+    """One search result as the API shows it: ``id`` is the engine's passage id."""
+    rag = folder.store is not None
+    return {"rank": rank + 1, "score": hit.score, "id": hit.passage_id, "document_id": hit.document_id,
+            "passage_id": hit.passage_id if rag else None,
+            "content": hit.content if (rag and with_content) else None,
+            "document_metadata": hit.metadata if (rag and with_metadata) else None}
 
 
 def _render_multi_vector(name: str, rows: list[np.ndarray], tokens: int, embedding_type: str) -> bytes:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import IndexFormatError, IndexLockedError
+from ..errors import IndexFormatError, IndexLockedError
 
 FORMAT_NAME = "plaidx-index"
 FORMAT_VERSION = 2

@@ -6,7 +6,7 @@ import csv
 import json
 from pathlib import Path
 
-SAMPLE_DIR = Path(__file__).parent / "data" / "sample"
+SAMPLE_DIR = Path(__file__).parent.parent / "data" / "sample"
 
 
 def load_beir(folder: str | Path = SAMPLE_DIR, split: str = "test") -> tuple[dict, dict, dict]:

@@ -1,42 +1,46 @@
-"""RAGatouille-compatible text-in, results-out API: indexes of passages with ids and metadata, search, rerank."""
+"""RAGatouille's model class: indexes of passages with ids and metadata, search, rerank and in-memory search."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import threading
 import time
-import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional, Union
 
 import numpy as np
 
-from . import __version__
+from .. import __version__
+from ..engine import Index, SearchParams, WriterLock, maxsim
+from ..engine.inputs import check_k
 from . import splitter as _splitter
+from .checks import as_id_list, check_ids, check_metadatas, check_name, check_texts
 from .docstore import DocStore, metadata_json
-from .errors import IndexFormatError, IndexLockedError
-from .index import Index
-from .inputs import check_k
-from .scoring import maxsim
-from .storage import WriterLock, fsync_dir
+from .folder import (
+    CONFIG_FILE,
+    DOCSTORE_FILE,
+    ENGINE_DIR,
+    EXACT_MAX_TOKENS,
+    FORMAT,
+    FORMAT_VERSION,
+    FolderCache,
+    IndexFolder,
+    build_dir,
+    publish,
+    read_config,
+    recover,
+    write_json_atomic,
+)
 
-FORMAT = "plaidx-rag"
-FORMAT_VERSION = 1
-CONFIG_FILE = "plaidx_rag.json"
-ENGINE_DIR = "engine"
-DOCSTORE_FILE = "docstore.sqlite"
 DEFAULT_INDEX_ROOT = os.path.join(".plaidx", "indexes")
-_NAME_OK = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._\-]*$")
 _SEARCH_KWARGS = ("nprobe", "centroid_score_threshold", "ndocs", "n_exact")
-EXACT_MAX_TOKENS = 1 << 15  # indexes up to this many tokens are searched exhaustively (exact, and no slower)
 
-__all__ = ["RAGPretrainedModel", "rerank"]
+__all__ = ["RAGPretrainedModel", "EXACT_MAX_TOKENS"]
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -58,93 +62,7 @@ def _device_for(n_gpu: int) -> Optional[str]:
     return "cuda"
 
 
-def _check_name(name: Any, strict: bool = True) -> str:
-    """A new index's name: letters, digits, '.', '_', '-'; an existing one (strict=False): any folder name."""
-    if not strict and isinstance(name, str) and name not in ("", ".", "..") and os.sep not in name and \
-            (os.altsep is None or os.altsep not in name):
-        return name
-    if not isinstance(name, str) or not _NAME_OK.match(name) or name in (".", ".."):
-        raise ValueError(f"index_name must be a folder name of letters, digits, '.', '_' or '-' (not starting "
-                         f"with '.' or '-'), got {name!r}")
-    return name
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=True, ensure_ascii=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    f = path / CONFIG_FILE
-    try:
-        cfg = json.loads(f.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise IndexFormatError(f"{str(path)!r} is not a plaidx RAG index: {CONFIG_FILE} is missing") from None
-    except (OSError, ValueError) as exc:
-        raise IndexFormatError(f"{str(f)!r} is unreadable or not JSON ({exc})") from None
-    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
-        raise IndexFormatError(f"{str(f)!r} is not a plaidx RAG index configuration")
-    v = cfg.get("format_version")
-    if not isinstance(v, int) or v > FORMAT_VERSION:
-        raise IndexFormatError(f"{str(f)!r}: format version {v!r} is newer than this plaidx supports "
-                               f"({FORMAT_VERSION}); upgrade plaidx")
-    if not isinstance(cfg.get("model"), dict):
-        raise IndexFormatError(f"{str(f)!r}: the model configuration is missing")
-    return cfg
-
-
-def _as_id_list(ids: Any, what: str) -> list[Any]:
-    if isinstance(ids, (str, int, np.integer)) and not isinstance(ids, bool):
-        return [ids]
-    if ids is None or not hasattr(ids, "__iter__"):
-        raise TypeError(f"{what} must be a document id or a list of them, got {type(ids).__name__}")
-    return [int(x) if isinstance(x, np.integer) else x for x in ids]
-
-
-def _check_collection(collection: Any, what: str = "collection") -> list[str]:
-    from .encoder.model import _check_texts  # the encoder's validator, with the wording of an index call
-
-    return _check_texts(collection, what, empty="give at least one document", blank="is empty or blank")
-
-
-def _check_ids(ids: Optional[Sequence[Any]], n: int) -> list[Any]:
-    """RAGatouille's rules: generated uuid4 strings when None; same length, unique, one type, no blanks."""
-    if ids is None:
-        return [str(uuid.uuid4()) for _ in range(n)]
-    ids = _as_id_list(ids, "document_ids")
-    if len(ids) != n:
-        raise ValueError(f"document_ids must be the same length as collection ({len(ids)} ids for {n} documents)")
-    for x in ids:
-        if isinstance(x, bool) or not isinstance(x, (str, int)):
-            raise ValueError(f"document_ids must be strings or integers, got {type(x).__name__} {x!r}")
-    if not all(isinstance(x, type(ids[0])) for x in ids):
-        raise ValueError("All document_ids must be of the same type")
-    if any(isinstance(x, str) and not x.strip() for x in ids):
-        raise ValueError("document_ids must not contain empty strings")
-    if len(set(ids)) != len(ids):
-        seen: set[Any] = set()
-        dups = [x for x in ids if x in seen or seen.add(x)]
-        raise ValueError(f"document_ids must be unique (repeated: {dups[:10]})")
-    return ids
-
-
-def _check_metadatas(metadatas: Optional[Sequence[Any]], n: int) -> list[Optional[str]]:
-    if metadatas is None:
-        return [None] * n
-    if isinstance(metadatas, dict) or not hasattr(metadatas, "__len__"):
-        raise TypeError("document_metadatas must be a list of dicts, one per document")
-    if len(metadatas) != n:
-        raise ValueError(f"document_metadatas must be the same length as collection ({len(metadatas)} "
-                         f"metadatas for {n} documents)")
-    return [metadata_json(m, f"document_metadatas[{i}]") for i, m in enumerate(metadatas)]
-
-
-def _top(scores: np.ndarray, k: int) -> np.ndarray:
+def top_indices(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k best scores, best first, ties by lower index."""
     order = np.argsort(-scores, kind="stable")
     return order[:k]
@@ -157,214 +75,18 @@ def _default_name(model: Any) -> str:
 
 
 def _document_encoder(model: Any, length: int) -> Any:
-    """The model reading documents of ``length`` tokens (special tokens included); shares the weights."""
-    limit = getattr(model, "max_length", None) or length
-    length = int(min(length, limit))
+    """The model reading documents of ``length`` tokens; shares the weights (plaidx.ColBERT), or reloads."""
+    if hasattr(model, "with_document_length"):
+        return model.with_document_length(length)
+    length = int(min(length, getattr(model, "max_length", None) or length))
     if length == model.document_length:
         return model
-    ckpt = getattr(model, "_ckpt", None)
-    if ckpt is not None:
-        return type(model)(ckpt, model.name_or_path, model.device, model.dtype, model.query_length, length)
     return type(model).from_pretrained(model.name_or_path, device=model.device, dtype=model.dtype,
                                        query_length=model.query_length, document_length=length)
 
 
 def _reserved(model: Any) -> int:
     return int(model.document_length - model.max_document_tokens)
-
-
-# ---------------------------------------------------------------------------------------------- folders
-def _build_dir(path: Path) -> Path:
-    return path.parent / f".{path.name}.build"
-
-
-def _recover(path: Path) -> None:
-    """Finish or undo an interrupted overwrite of the index at ``path`` (see :func:`_publish`)."""
-    bdir = _build_dir(path)
-    if not bdir.is_dir():
-        return
-    try:
-        lock = WriterLock(bdir).acquire()
-    except IndexLockedError:
-        return  # a build is running; it cleans up after itself
-    try:
-        replaced, staging = bdir / "replaced", bdir / "staging"
-        if replaced.exists():
-            if not path.exists():  # crashed between the two renames: the old index stays
-                os.rename(replaced, path)
-                fsync_dir(path.parent)
-            else:
-                shutil.rmtree(replaced, ignore_errors=True)
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    finally:
-        lock.release()
-
-
-def _publish(staging: Path, path: Path) -> None:
-    """Move a complete index folder into place, replacing any index there; the build lock is held.
-
-    Two renames: the old folder into the build folder, then the new one into place. A crash between them
-    leaves no folder at ``path`` and the old one under the build folder, and :func:`_recover` puts it back.
-    """
-    fsync_dir(staging.parent)
-    if path.exists():
-        replaced = _build_dir(path) / "replaced"
-        with WriterLock(path):  # no add/delete of the old index is half done
-            os.rename(path, replaced)
-        os.rename(staging, path)
-        fsync_dir(path.parent)
-        shutil.rmtree(replaced, ignore_errors=True)
-    else:
-        os.rename(staging, path)
-        fsync_dir(path.parent)
-
-
-# ---------------------------------------------------------------------------------------------- one index
-class _OpenIndex:
-    """An index folder opened for use: its engine, document store and configuration.
-
-    Invariant: every passage in the document store is a live document of the engine. Writes keep it by
-    their order (add: engine commit, then SQLite commit; delete: SQLite commit, then engine commit), so a
-    crash can only leave engine documents that the store does not know: opening deletes them
-    (reconciliation), and searches skip them meanwhile.
-    """
-
-    def __init__(self, path: Path):
-        _recover(path)
-        if not path.is_dir():
-            raise FileNotFoundError(f"no index at {str(path)!r}")
-        self.path = path
-        self.name = path.name
-        self._folder = os.stat(path).st_ino
-        self.config = _read_config(path)
-        self.engine = Index.open(path / ENGINE_DIR)
-        self.store = DocStore(path / DOCSTORE_FILE)
-        self.write_lock = threading.Lock()
-        self._reload_lock = threading.Lock()
-        self.reconciled = self._reconcile()
-        self._stamp = self._manifest_stamp()
-
-    def _manifest_stamp(self) -> Optional[tuple[int, int, int]]:
-        try:
-            st = os.stat(self.path / ENGINE_DIR / "manifest.json")
-        except OSError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-    def replaced(self) -> bool:
-        """Whether the folder at this path is no longer the one opened (an overwrite replaced it)."""
-        try:
-            return os.stat(self.path).st_ino != self._folder
-        except OSError:
-            return True
-
-    def refresh(self) -> None:
-        """Switch the engine to its newest generation when another handle or process committed one."""
-        stamp = self._manifest_stamp()
-        if stamp != self._stamp:
-            with self._reload_lock:
-                if stamp != self._stamp:
-                    self.engine.reload()
-                    self._stamp = stamp
-
-    def _reconcile(self) -> int:
-        try:
-            lock = WriterLock(self.path).acquire()
-        except IndexLockedError:
-            return 0  # another process is writing; its own order keeps the invariant
-        try:
-            self.engine.reload()
-            engine_ids = self.engine.ids
-            stored = self.store.all_passage_ids()
-            missing = np.setdiff1d(stored, engine_ids, assume_unique=True)
-            if missing.size:
-                raise IndexFormatError(f"{str(self.path)!r}: the document store names {missing.size} passages the "
-                                       f"engine does not hold (first: {missing[:5].tolist()}); the index is damaged")
-            orphans = np.setdiff1d(engine_ids, stored, assume_unique=True)
-            if orphans.size:
-                self.engine.delete(orphans)
-            return int(orphans.size)
-        finally:
-            lock.release()
-
-    @property
-    def max_document_length(self) -> int:
-        return int(self.config["passages"]["max_document_length"])
-
-    def close(self) -> None:
-        self.store.close()
-
-    # -- writes ---------------------------------------------------------------------------------
-    def add(self, documents: list[tuple[Any, Optional[str]]], passages: list[tuple[Any, str]],
-            embeddings: list[np.ndarray]) -> np.ndarray:
-        with self.write_lock, WriterLock(self.path):
-            dup = self.store.existing([d for d, _ in documents])
-            if dup:
-                raise ValueError(f"document ids already in the index: {dup[:10]}; delete them first or use new ids")
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                pids = self.engine.add(embeddings)
-            self._relay(caught)
-            try:
-                self.store.add(documents, [(int(p), d, c) for p, (d, c) in zip(pids, passages)])
-            except BaseException:
-                self.engine.delete(pids)  # undo; were this to fail too, the next open reconciles
-                raise
-            finally:
-                self._stamp = self._manifest_stamp()  # this handle already reads its own commit
-            return pids
-
-    def _relay(self, caught: list[warnings.WarningMessage]) -> None:
-        """Re-emit the engine's warnings; its drift advice only where PLAID searches the index."""
-        for w in caught:
-            msg = str(w.message)
-            if "drift" in msg:
-                if self.engine.n_tokens <= EXACT_MAX_TOKENS:
-                    continue  # searched exhaustively: drift costs no recall here
-                msg = (f"index {self.name!r}: {msg.split(';')[0]}; rebuilding it with RAGPretrainedModel.index "
-                       "restores full recall")
-            warnings.warn(msg, w.category, stacklevel=4)
-
-    def delete(self, document_ids: list[Any]) -> np.ndarray:
-        with self.write_lock, WriterLock(self.path):
-            pids = self.store.delete_documents(document_ids)
-            if pids.size:
-                try:
-                    self.engine.delete(pids)
-                finally:
-                    self._stamp = self._manifest_stamp()
-            return pids
-
-    # -- search ---------------------------------------------------------------------------------
-    def search(self, Q: np.ndarray, k: int, params: dict[str, Any], filter_pids: Optional[np.ndarray],
-               exact: bool = False) -> list[list[tuple[int, float, tuple[Any, str, Any]]]]:
-        """Per query, up to k (passage_id, score, (document_id, content, metadata)), best first."""
-        self.refresh()
-        engine = self.engine
-        n_live = len(engine)
-        if (filter_pids is not None and filter_pids.size == 0) or n_live == 0:
-            return [[] for _ in range(Q.shape[0])]
-        kk = min(k, n_live)
-        while True:
-            try:
-                scores, ids = engine.search(Q, kk, doc_ids=filter_pids, exact=exact, **params)
-            except KeyError:  # filter names passages this snapshot lacks (another handle changed the index)
-                filter_pids = filter_pids[np.isin(filter_pids, engine.ids)]
-                if filter_pids.size == 0:
-                    return [[] for _ in range(Q.shape[0])]
-                continue
-            found = np.unique(ids[ids >= 0])
-            rows = self.store.lookup(found.tolist())
-            out, short = [], False
-            for srow, irow in zip(scores, ids):
-                hits = [(int(p), float(s), rows[int(p)]) for s, p in zip(srow, irow) if p >= 0 and int(p) in rows]
-                short |= len(hits) < k and bool(irow[-1] >= 0) and len(hits) < len(irow)
-                out.append(hits[:k])
-            # passages in the engine but not in the store (a write in flight) took places: ask for more
-            if not short or kk >= n_live:
-                return out
-            kk = min(2 * kk, n_live)
 
 
 # ---------------------------------------------------------------------------------------------- the model
@@ -383,11 +105,10 @@ class RAGPretrainedModel:
     def __init__(self, model: Any, index_root: Optional[Union[str, os.PathLike]] = None, verbose: int = 1):
         self.model = model
         self.model_name = getattr(model, "name_or_path", None)
-        self.index_root = Path(index_root if index_root is not None else DEFAULT_INDEX_ROOT)
+        self.index_root = Path(index_root if index_root is not None else DEFAULT_INDEX_ROOT).absolute()
         self.verbose = int(verbose)
         self.index_name: Optional[str] = None
-        self._handles: dict[Path, _OpenIndex] = {}
-        self._handles_lock = threading.RLock()
+        self._folders = FolderCache()
         self._encode_lock = threading.RLock()  # one tokenizer/model call at a time (HF fast tokenizers are not
         #                                         reentrant); the engine's searches run in parallel
         self._encoders: dict[int, Any] = {}
@@ -409,7 +130,7 @@ class RAGPretrainedModel:
         verbose : 0 silent, 1 progress bars for long jobs, 2 progress bars always.
         index_root : folder of the indexes (default ``.plaidx/indexes``).
         """
-        from .encoder import ColBERT
+        from ..encoder import ColBERT
 
         model = ColBERT.from_pretrained(pretrained_model_name_or_path, device=_device_for(n_gpu))
         return cls(model, index_root=index_root, verbose=verbose)
@@ -417,13 +138,13 @@ class RAGPretrainedModel:
     @classmethod
     def from_index(cls, index_path: Union[str, os.PathLike], n_gpu: int = -1, verbose: int = 1) -> RAGPretrainedModel:
         """Open an index folder with the model recorded in it (its root becomes ``index_root``)."""
-        from .encoder import ColBERT
+        from ..encoder import ColBERT
 
         path = Path(index_path)
-        _recover(path)
+        recover(path)
         if not path.is_dir():
             raise FileNotFoundError(f"no index at {str(path)!r}")
-        cfg = _read_config(path)
+        cfg = read_config(path)
         model = ColBERT.from_config_dict(cfg["model"], device=_device_for(n_gpu))
         rag = cls(model, index_root=path.parent, verbose=verbose)
         rag._open(path.name)
@@ -434,27 +155,17 @@ class RAGPretrainedModel:
         return f"RAGPretrainedModel({self.model!r}, index_root={str(self.index_root)!r}, index_name={self.index_name!r})"
 
     # -- index handles ---------------------------------------------------------------------------
-    def _open(self, name: str) -> _OpenIndex:
-        path = self.index_root / _check_name(name, strict=False)
-        with self._handles_lock:
-            h = self._handles.get(path)
-            if h is not None and h.replaced():  # another handle or process overwrote the index
-                del self._handles[path]
-                h = None
-            if h is None:
-                if not path.is_dir():
-                    _recover(path)
-                if not path.is_dir():
-                    known = sorted(p.name for p in self.index_root.iterdir()
-                                   if p.is_dir() and (p / CONFIG_FILE).is_file()) if self.index_root.is_dir() else []
-                    raise FileNotFoundError(f"no index named {name!r} under {str(self.index_root)!r} "
-                                            f"(indexes there: {known})")
-                h = _OpenIndex(path)
-                self._check_model(h)
-                self._handles[path] = h
-            return h
+    def _open(self, name: str) -> IndexFolder:
+        path = self.index_root / check_name(name, strict=False)
+        recover(path)
+        if not path.is_dir():
+            known = sorted(p.name for p in self.index_root.iterdir()
+                           if p.is_dir() and (p / CONFIG_FILE).is_file()) if self.index_root.is_dir() else []
+            raise FileNotFoundError(f"no index named {name!r} under {str(self.index_root)!r} "
+                                    f"(indexes there: {known})")
+        return self._folders.get(path, check=self._check_model)
 
-    def _handle(self, index_name: Optional[str]) -> _OpenIndex:
+    def _handle(self, index_name: Optional[str]) -> IndexFolder:
         if index_name is None:
             if self.index_name is None:
                 raise ValueError("no index selected: build one with index(), open one with from_index(), or pass "
@@ -464,12 +175,9 @@ class RAGPretrainedModel:
         self.index_name = index_name
         return h
 
-    def _forget(self, path: Path) -> None:
-        """Drop a cached handle; searches still running on it finish (its files stay open until collected)."""
-        with self._handles_lock:
-            self._handles.pop(path, None)
-
-    def _check_model(self, h: _OpenIndex) -> None:
+    def _check_model(self, h: IndexFolder) -> None:
+        if h.kind != "rag":
+            raise ValueError(f"{str(h.path)!r} is a bare engine folder, not a RAG index; open it with plaidx.Index")
         rec = h.config["model"]
         if rec.get("dim") is not None and rec["dim"] != self.model.dim:
             raise ValueError(f"index {h.name!r} holds {rec['dim']}-d vectors of {rec.get('name_or_path')!r}, but this "
@@ -544,14 +252,14 @@ class RAGPretrainedModel:
     def _prepare(self, collection: Any, document_ids: Any, document_metadatas: Any, max_document_length: int,
                  split: bool, splitter: Optional[Callable], preprocessing_fn: Any,
                  id_type: Optional[str] = None, next_int: int = 0):
-        docs = _check_collection(collection)
+        docs = check_texts(collection)
         if document_ids is None and id_type == "int":
             ids: list[Any] = list(range(next_int, next_int + len(docs)))
         else:
-            ids = _check_ids(document_ids, len(docs))
+            ids = check_ids(document_ids, len(docs))
         if id_type is not None and not isinstance(ids[0], int if id_type == "int" else str):
             raise ValueError(f"this index stores {id_type} document ids, got {type(ids[0]).__name__} ids")
-        metas = _check_metadatas(document_metadatas, len(docs))
+        metas = check_metadatas(document_metadatas, len(docs))
         if isinstance(max_document_length, bool) or not isinstance(max_document_length, int) or max_document_length < 1:
             raise ValueError(f"max_document_length must be a positive integer, got {max_document_length!r}")
         enc = self._doc_encoder(max_document_length)
@@ -593,9 +301,9 @@ class RAGPretrainedModel:
         nbits : (plaidx only) bits per residual dimension, 1, 2, 4 or 8; default as RAGatouille: 8 below 5,000
             passages, 4 below 10,000, else 2.
         """
-        name = _check_name(index_name) if index_name is not None else _default_name(self.model)
+        name = check_name(index_name) if index_name is not None else _default_name(self.model)
         path = self.index_root / name
-        _recover(path)
+        recover(path)
         if path.exists() and overwrite_index is not True:
             if overwrite_index == "reuse":
                 self._open(name)
@@ -621,7 +329,7 @@ class RAGPretrainedModel:
         if nbits is None:  # as RAGatouille: more bits where the index is small anyway
             nbits = 8 if n < 5000 else (4 if n < 10000 else 2)
         self.index_root.mkdir(parents=True, exist_ok=True)
-        bdir = _build_dir(path)
+        bdir = build_dir(path)
         with WriterLock(bdir):
             staging = bdir / "staging"
             if staging.exists():
@@ -635,15 +343,15 @@ class RAGPretrainedModel:
                     raise ValueError(f"{ids.size} embeddings for {n} passages")
                 with DocStore(staging / DOCSTORE_FILE, create=True) as store:
                     store.add(documents, [(int(p), d, c) for p, (d, c) in zip(ids, passages)])
-                _write_json_atomic(staging / CONFIG_FILE, {
+                write_json_atomic(staging / CONFIG_FILE, {
                     "format": FORMAT, "format_version": FORMAT_VERSION, "plaidx_version": __version__,
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "model": enc.config_dict(),
                     "index": {"nbits": engine.nbits, "nlist": engine.nlist, "kmeans_niters": 4, "seed": 0},
                     "passages": {"max_document_length": int(enc.document_length), **(passages_config or {})},
                 })
-                self._forget(path)
-                _publish(staging, path)
+                self._folders.forget(path)
+                publish(staging, path)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
@@ -673,7 +381,7 @@ class RAGPretrainedModel:
         if dup:  # checked again under the write lock; this saves the encoding
             raise ValueError(f"document ids already in the index: {dup[:10]}; delete them first or use new ids")
         embeddings = [e for batch in self._embed(enc, passages, bsize) for e in batch]
-        h.add(documents, passages, embeddings)
+        h.add(documents, passages, embeddings, drift_hint="rebuilding it with RAGPretrainedModel.index")
         return [d for d, _ in documents]
 
     def delete_from_index(self, document_ids: Union[Any, list[Any]], index_name: Optional[str] = None) -> int:
@@ -682,7 +390,7 @@ class RAGPretrainedModel:
         Raises KeyError naming unknown ids, and deletes nothing then.
         """
         h = self._handle(index_name)
-        ids = list(dict.fromkeys(_as_id_list(document_ids, "document_ids")))
+        ids = list(dict.fromkeys(as_id_list(document_ids, "document_ids")))
         if not ids:
             return 0
         return int(h.delete(ids).size)
@@ -714,24 +422,21 @@ class RAGPretrainedModel:
             raise TypeError(f"search() got unexpected keyword arguments {sorted(bad)}")
         exact = kwargs.pop("exact", None)
         single = isinstance(query, str)
-        queries = [query] if single else _check_collection(query, "query")
+        queries = [query] if single else check_texts(query, "query")
         if single and not query.strip():
             raise ValueError("query is empty")
         h = self._handle(index_name)
-        filter_pids = None
-        if doc_ids is not None:
-            filter_pids = h.store.passage_ids(list(dict.fromkeys(_as_id_list(doc_ids, "doc_ids"))))
-        if exact is None:  # small indexes: exhaustive scoring is exact and costs no more than PLAID there
-            exact = not force_fast and not kwargs and h.engine.n_tokens <= EXACT_MAX_TOKENS
-        exact = bool(exact)
-        params = {} if exact else _search_params(k, force_fast, kwargs)
+        wanted = None if doc_ids is None else as_id_list(doc_ids, "doc_ids")
+        params = _search_params(k, force_fast, kwargs)
+        # small indexes (exact=None): exhaustive scoring is exact and costs no more than PLAID there
+        h.passage_ids(wanted)  # unknown ids fail before the encoding
         Q = self._encode_queries(queries)
-        hits = h.search(Q, k, params, filter_pids, exact=exact)
+        hits = h.search(Q, k, params=params, doc_ids=wanted, exact=exact)
         start = 0 if zero_index_ranks else 1
         out = []
         for row in hits:
             res = []
-            for r, (pid, score, (doc_id, content, meta)) in enumerate(row):
+            for r, (pid, score, doc_id, content, meta) in enumerate(row):
                 item = {"content": content, "score": score, "rank": r + start, "document_id": doc_id,
                         "passage_id": pid}
                 if meta is not None:
@@ -758,7 +463,8 @@ class RAGPretrainedModel:
             want = max_document_length
         return self._doc_encoder(int(want))
 
-    def _score(self, queries: list[str], documents: list[str], bsize: Any) -> np.ndarray:
+    def score(self, queries: list[str], documents: list[str], bsize: Any = "auto") -> np.ndarray:
+        """float32 (n_queries, n_documents) MaxSim scores of texts, encoded in memory (no index)."""
         bsize = 32 if bsize == "auto" else bsize
         enc = self._fit_encoder(documents)
         Q = self._encode_queries(queries)
@@ -776,19 +482,19 @@ class RAGPretrainedModel:
         """
         k = check_k(k)
         single = isinstance(query, str)
-        queries = [query] if single else _check_collection(query, "query")
-        docs = _check_collection(documents, "documents")
-        scores = self._score(queries, docs, bsize)
+        queries = [query] if single else check_texts(query, "query")
+        docs = check_texts(documents, "documents")
+        scores = self.score(queries, docs, bsize)
         start = 0 if zero_index_ranks else 1
         out = [[{"content": docs[i], "score": float(row[i]), "rank": r + start, "result_index": int(i)}
-                for r, i in enumerate(_top(row, k))] for row in scores]
+                for r, i in enumerate(top_indices(row, k))] for row in scores]
         return out[0] if single else out
 
     def encode(self, documents: list[str], bsize: Union[Literal["auto"], int] = "auto",
                document_metadatas: Optional[list[dict]] = None, verbose: bool = True,
                max_document_length: Union[Literal["auto"], int] = "auto") -> None:
         """Encode documents into memory for :meth:`search_encoded_docs` (appends to earlier calls)."""
-        docs = _check_collection(documents, "documents")
+        docs = check_texts(documents, "documents")
         if document_metadatas is not None:
             if len(document_metadatas) != len(docs):
                 raise ValueError(f"document_metadatas must be the same length as documents "
@@ -814,14 +520,14 @@ class RAGPretrainedModel:
         if not mem:
             raise ValueError("no encoded documents: call encode() first")
         single = isinstance(query, str)
-        queries = [query] if single else _check_collection(query, "query")
+        queries = [query] if single else check_texts(query, "query")
         Q = self._encode_queries(queries, bsize=bsize)
         scores = np.atleast_2d(maxsim(Q, mem["embeddings"]))
         has_meta = any(m is not None for m in mem["metadata"])
         out = []
         for row in scores:
             res = []
-            for r, i in enumerate(_top(row, k)):
+            for r, i in enumerate(top_indices(row, k)):
                 item = {"content": mem["documents"][i], "score": float(row[i]), "rank": r + 1, "result_index": int(i)}
                 if has_meta:
                     item["document_metadata"] = mem["metadata"][i]
@@ -858,52 +564,11 @@ def _fn_name(fn: Any) -> Optional[str]:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
 
 
-def _search_params(k: int, force_fast: bool, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Per-call PLAID parameters: none (the engine's defaults for k and the index size), or smaller ones
-    with force_fast."""
+def _search_params(k: int, force_fast: bool, overrides: dict[str, Any]) -> SearchParams:
+    """Per-call PLAID knobs: none set (the engine's defaults for k and the index size), or smaller ones
+    with force_fast; ``overrides`` win."""
     base: dict[str, Any] = {}
     if force_fast:
         base = {"nprobe": 1, "centroid_score_threshold": 0.5, "ndocs": max(256, 4 * k)}
     base.update(overrides)
-    return base
-
-
-# ---------------------------------------------------------------------------------------------- Jina shape
-def rerank(model: Any, query: str, documents: Sequence[Union[str, dict[str, str]]], top_n: Optional[int] = None,
-           return_documents: bool = True) -> list[dict[str, Any]]:
-    """Jina-API reranking: ``[{"index", "relevance_score", "document": {"text"}}]``, best first.
-
-    Parameters
-    ----------
-    model : a :class:`plaidx.ColBERT`, a :class:`RAGPretrainedModel`, or a checkpoint name/path (None:
-        the bundled default model).
-    query : the query text.
-    documents : texts, or ``{"text": ...}`` objects as the Jina API accepts.
-    top_n : how many results (default all).
-    return_documents : include ``"document": {"text": ...}`` in each result.
-    """
-    if isinstance(model, RAGPretrainedModel):
-        rag = model
-    elif hasattr(model, "encode_queries") and hasattr(model, "encode_documents"):
-        rag = RAGPretrainedModel(model, verbose=0)
-    elif model is None or isinstance(model, (str, os.PathLike)):
-        rag = RAGPretrainedModel.from_pretrained(model, verbose=0)
-    else:
-        raise TypeError(f"model must be a plaidx.ColBERT, a RAGPretrainedModel or a checkpoint name, got "
-                        f"{type(model).__name__}")
-    if isinstance(query, dict):
-        query = query.get("text")
-    if not isinstance(query, str) or not query.strip():
-        raise ValueError("query must be a non-empty string")
-    texts = [d.get("text") if isinstance(d, dict) else d for d in documents]
-    texts = _check_collection(texts, "documents")
-    if top_n is not None:
-        top_n = check_k(top_n)
-    scores = rag._score([query], texts, "auto")[0]
-    out = []
-    for i in _top(scores, top_n or len(texts)):
-        item: dict[str, Any] = {"index": int(i), "relevance_score": float(scores[i])}
-        if return_documents:
-            item["document"] = {"text": texts[i]}
-        out.append(item)
-    return out
+    return SearchParams(**base)

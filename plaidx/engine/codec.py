@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _kernels
+from . import kernels
 
 NBITS = (1, 2, 4, 8)
 
@@ -136,9 +136,9 @@ class ResidualCodec:
     def compress(self, embeddings: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Packed residual codes uint8 (n, pb) and the residual L2 norms float32 (n,)."""
         res = np.ascontiguousarray(self.residuals(embeddings, codes))
-        return _kernels.compress(res, self.cutoffs, self.nbits), np.linalg.norm(res, axis=1)
+        return kernels.compress(res, self.cutoffs, self.nbits), np.linalg.norm(res, axis=1)
 
     def decompress(self, codes: np.ndarray, packed: np.ndarray, normalize: bool = True) -> np.ndarray:
         """float32 (n, d) reconstructed embeddings (unit length when ``normalize``)."""
-        return _kernels.decompress(np.ascontiguousarray(codes, dtype=np.uint16), np.ascontiguousarray(packed),
+        return kernels.decompress(np.ascontiguousarray(codes, dtype=np.uint16), np.ascontiguousarray(packed),
                                    self.centroids, self.weights, self.nbits, bool(normalize))

@@ -1,7 +1,7 @@
 """Reference kernels in plain numpy/numba loops: the test oracle and the fallback without plaidx._core.
 
 Same functions, arguments and results as the native module; the contract is the docstring of
-plaidx/_kernels.py. Written for obviousness, not speed: single-threaded (``num_threads`` is
+plaidx/kernels.py. Written for obviousness, not speed: single-threaded (``num_threads`` is
 accepted and validated, then ignored), float32 arithmetic in the contract's order (dot products and
 sums over query tokens accumulate sequentially); the one exception is centroid_scores, numpy's BLAS
 GEMM. Inputs are checked with the same exception types as the native module: TypeError for a wrong

@@ -1,0 +1,401 @@
+"""The ``plaidx`` command line: index, search, info, eval and serve."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import IndexFormatError, PlaidxError
+from ..rag import Hit, IndexFolder
+from ..rag.folder import CONFIG_FILE
+from ..server.net import is_loopback
+from .corpus import read_corpus
+from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError
+from .evaluate import cmd_eval
+from .folders import load_model, open_folder, search_params
+
+_EPILOG = """exit codes:
+  0    success
+  1    the command failed (damaged index, problems found by info --verify, search or build error)
+  2    wrong usage or input (missing path, malformed corpus, bad option)
+  130  interrupted"""
+
+
+def _say(args: argparse.Namespace, message: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(message, file=sys.stderr, flush=True)
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    import re
+
+    from ..rag import RAGPretrainedModel
+
+    out = Path(args.index)
+    if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9._\-]*$", out.name):
+        raise CliError(f"index folder name {out.name!r}: use letters, digits, '.', '_' or '-' (not starting with "
+                       "'.' or '-')")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not (out / CONFIG_FILE).is_file():
+            raise CliError(f"{str(out)!r} exists and is not a plaidx index; choose a new folder")
+        if not args.overwrite:
+            raise CliError(f"an index already exists at {str(out)!r}; pass --overwrite to replace it")
+    ids, texts, metas = read_corpus(args.source, id_field=args.id_field, text_field=args.text_field,
+                                    title_field=args.title_field or None, limit=args.limit)
+    _say(args, f"corpus: {len(ids)} documents from {args.source}")
+    t0 = time.perf_counter()
+    rag = RAGPretrainedModel.from_pretrained(args.model, verbose=0 if args.quiet else 2,
+                                             index_root=str(out.parent))
+    model = rag.model
+    _say(args, f"model: {model.name_or_path} (dim {model.dim}, query length {model.query_length}, document "
+               f"length {model.document_length}) loaded in {time.perf_counter() - t0:.1f}s")
+    _say(args, f"indexing: nbits {args.nbits or 'auto (by collection size)'}, passages of at most "
+               f"{args.max_document_length} tokens"
+               f"{'' if args.split else ' (documents not split; longer ones are truncated)'}")
+    t0 = time.perf_counter()
+    rag.index(texts, document_ids=ids, document_metadatas=metas, index_name=out.name, overwrite_index=True,
+              max_document_length=args.max_document_length, split_documents=args.split, nbits=args.nbits)
+    with open_folder(out) as folder:
+        info = folder.describe()
+    print(f"indexed {info['documents']} documents as {info['passages']} passages ({info['tokens']} tokens) in "
+          f"{time.perf_counter() - t0:.1f}s -> {out} ({_size(info['bytes_on_disk'])}, nbits {info['nbits']}, "
+          f"nlist {info['nlist']}, model {info['model']}, document length {info['document_length']})")
+    return EXIT_OK
+
+
+def _parse_doc_ids(values: Optional[list[str]], folder: IndexFolder) -> Optional[list[Any]]:
+    if not values:
+        return None
+    ids = [x for v in values for x in v.replace(",", " ").split() if x]
+    int_ids = folder.store is None or folder.store.id_type == "int"
+    if int_ids:
+        try:
+            return [int(x) for x in ids]
+        except ValueError:
+            raise CliError(f"--doc-ids: this index uses integer ids, got {ids[:5]}") from None
+    return ids
+
+
+def _queries(args: argparse.Namespace) -> list[str]:
+    queries = list(args.query)
+    if queries == ["-"]:
+        queries = [line.strip() for line in sys.stdin if line.strip()]
+    if args.queries_file:
+        with open(args.queries_file, encoding="utf-8") as f:
+            queries += [line.strip() for line in f if line.strip()]
+    if not queries or any(not q.strip() for q in queries):
+        raise CliError("give at least one non-empty query (arguments, '-' for stdin, or --queries-file)")
+    return queries
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    queries = _queries(args)
+    if args.k < 1:
+        raise CliError(f"-k must be a positive integer, got {args.k}")
+    folder = open_folder(args.index)
+    try:
+        doc_ids = _parse_doc_ids(args.doc_ids, folder)
+        model = load_model(args.model, folder, args.device)
+        if model.dim != folder.engine.dim:
+            raise CliError(f"the model {model.name_or_path!r} makes {model.dim}-d vectors but the index holds "
+                           f"{folder.engine.dim}-d ones; pass the model that built it with --model")
+        q = model.encode_queries(queries)
+        t0 = time.perf_counter()
+        results = [[hit_dict(h, r) for r, h in enumerate(row)]
+                   for row in folder.search(q, args.k, doc_ids=doc_ids, **search_params(args))]
+        dt = time.perf_counter() - t0
+    finally:
+        folder.close()
+    if args.json:
+        print(json.dumps([{"query": qt, "results": r} for qt, r in zip(queries, results)], ensure_ascii=False,
+                         indent=2))
+        return EXIT_OK
+    for qt, hits in zip(queries, results):
+        print(f"query: {qt}")
+        if not hits:
+            print("  (no results)")
+        for h in hits:
+            doc = "" if h["document_id"] is None else str(h["document_id"])
+            content = " ".join((h["content"] or "").split())
+            if len(content) > args.width:
+                content = content[: max(0, args.width - 3)] + "..."
+            print(f"  {h['rank']:>3}  {h['score']:8.3f}  {doc[:24]:<24}  {content}")
+        print()
+    print(f"{len(queries)} quer{'y' if len(queries) == 1 else 'ies'} searched in {dt * 1000:.1f} ms", file=sys.stderr)
+    return EXIT_OK
+
+
+def hit_dict(hit: Hit, rank: int) -> dict[str, Any]:
+    """One result as ``plaidx search --json`` prints it (``id`` is the engine's passage id)."""
+    return {"rank": rank + 1, "score": hit.score, "id": hit.passage_id, "document_id": hit.document_id,
+            "passage_id": hit.passage_id if hit.content is not None else None, "content": hit.content,
+            "document_metadata": hit.metadata}
+
+
+def verify_folder(path: str) -> tuple[Optional[IndexFolder], list[str]]:
+    """Open with no checks, then verify every checksum and the document store; ``(folder or None, problems)``."""
+    try:
+        folder = open_folder(path, verify="none", reconcile=False)
+    except CliError:
+        raise
+    except (PlaidxError, OSError, ValueError) as exc:
+        return None, [f"cannot open the index: {exc}"]
+    return folder, folder.verify()
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    problems: list[str] = []
+    if args.verify:
+        folder, problems = verify_folder(args.index)
+        if folder is None:
+            _print_problems(args, problems, None)
+            return EXIT_FAILURE
+    else:
+        folder = open_folder(args.index)
+    try:
+        info = folder.describe()
+    finally:
+        folder.close()
+    if args.verify:
+        info["problems"] = problems
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        rows = [("path", info["path"]), ("kind", "RAG index (engine + document store)" if info["kind"] == "rag"
+                                         else "engine folder (no document store)"),
+                ("documents", info["documents"]), ("passages", info["passages"]), ("tokens", info["tokens"]),
+                ("nlist", info["nlist"]), ("nbits", info["nbits"]), ("dim", info["dim"]),
+                ("model", info["model"] or "(not recorded)"),
+                ("size on disk", f"{_size(info['bytes_on_disk'])} ({info['bytes_on_disk']} bytes)"),
+                ("format version", info["format_version"]), ("generation", info["generation"])]
+        if info["deleted_pending_compaction"]:
+            rows.append(("deleted, not compacted", info["deleted_pending_compaction"]))
+        d = info["drift"]
+        if d.get("added_tokens"):
+            rows.append(("drift", f"added residual norm {d['added_residual_norm']:.4f} vs build "
+                                  f"{d['build_residual_norm']:.4f} (ratio {d['ratio']:.2f}, threshold "
+                                  f"{d['threshold']})" if d.get("ratio") is not None else "n/a"))
+        else:
+            rows.append(("drift", "none (no documents added since the build)"))
+        width = max(len(r[0]) for r in rows)
+        for name, value in rows:
+            print(f"{name:<{width}}  {value}")
+        if d.get("recommend_recluster"):
+            print("warning: added documents drift from the centroids; Index.recluster() (or a rebuild) "
+                  "would restore recall", file=sys.stderr)
+    if args.verify:
+        _print_problems(args, problems, info)
+        return EXIT_FAILURE if problems else EXIT_OK
+    return EXIT_OK
+
+
+def _print_problems(args: argparse.Namespace, problems: list[str], info: Optional[dict]) -> None:
+    if info is None and args.json:
+        print(json.dumps({"path": str(args.index), "problems": problems}, indent=2))
+    if problems:
+        print(f"verify: {len(problems)} problem{'s' if len(problems) > 1 else ''} found:", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+    elif not args.json:
+        print("verify: OK (every checksum matches; document store consistent)")
+
+
+def _parse_index_specs(specs: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            name, path = Path(spec.rstrip("/")).name, spec
+        if not name or not path:
+            raise CliError(f"--index {spec!r}: expected NAME=PATH or PATH")
+        if name in out:
+            raise CliError(f"--index: the name {name!r} is given twice; name them NAME=PATH")
+        open_folder(path).close()
+        out[name] = path
+    return out
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    api_key = args.api_key or os.environ.get("PLAIDX_API_KEY") or None
+    if not api_key and not is_loopback(args.host):
+        raise CliError(f"refusing to listen on {args.host!r} without an API key: pass --api-key KEY or set "
+                       "PLAIDX_API_KEY (clients then send 'Authorization: Bearer KEY'), or listen on 127.0.0.1")
+    if not 0 <= args.port <= 65535:
+        raise CliError(f"--port must be between 0 and 65535, got {args.port}")
+    indexes = _parse_index_specs(args.index or [])
+    try:
+        from ..server.app import Limits, serve
+    except ImportError as exc:
+        raise CliError(f"the server needs FastAPI and uvicorn ({exc}); install them with "
+                       "`pip install 'plaidx[server]'`", EXIT_FAILURE) from None
+    limits = Limits(max_body_bytes=args.max_body_bytes, max_inputs=args.max_inputs, max_tokens=args.max_tokens)
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+    _say(args, f"serving {len(indexes)} index(es) {sorted(indexes)} on http://{args.host}:{args.port} "
+               f"(auth {'on' if api_key else 'off'}); OpenAPI at /docs")
+    serve(indexes, host=args.host, port=args.port, api_key=api_key, log_level=args.log_level, model=args.model,
+          model_name=args.model_name, limits=limits, search_threads=args.search_threads)
+    return EXIT_OK
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+# ============================================================================ parser
+def _positive(value: str) -> int:
+    try:
+        v = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _add_search_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("search parameters (defaults chosen by k; see the README)")
+    g.add_argument("--nprobe", type=_positive, help="cells probed per query token")
+    g.add_argument("--centroid-score-threshold", type=float, help="prune centroids scoring below this")
+    g.add_argument("--ndocs", type=_positive, help="candidates rescored by centroid interaction")
+    g.add_argument("--n-exact", type=_positive, help="candidates decompressed for exact MaxSim")
+    g.add_argument("--exact", action=argparse.BooleanOptionalAction, default=None,
+                   help="exhaustive MaxSim over every passage (--no-exact: always PLAID); default: exhaustive "
+                        "for small indexes made by `plaidx index` when no parameter is given, else PLAID")
+    p.add_argument("--model", help="model for the queries (default: the one the index records)")
+    p.add_argument("--device", help="torch device for the model (default: cuda > mps > cpu)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="plaidx", formatter_class=fmt, epilog=_EPILOG,
+                                     description="Compressed late-interaction (ColBERT/PLAID) indexes: build, "
+                                                 "search, inspect, evaluate and serve them.")
+    parser.add_argument("--version", action="version", version=f"plaidx {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("index", help="build an index from a corpus", formatter_class=fmt, epilog=_EPILOG,
+                       description="Encode a corpus with a ColBERT model and build a compressed index with its "
+                                   "document store. SOURCE: a JSONL file (one {\"_id\", \"text\", [\"title\"], "
+                                   "...} object per line; other fields become metadata), a BEIR folder "
+                                   "(corpus.jsonl), a folder of .txt/.md/.rst files (ids are relative paths), "
+                                   "or - for JSONL on stdin.")
+    p.add_argument("source", help="corpus: JSONL file, BEIR folder, folder of text files, or -")
+    p.add_argument("index", help="folder to create for the index")
+    p.add_argument("--model", help="checkpoint name or path (default: the bundled all-MiniLM-L6-v2)")
+    p.add_argument("--nbits", type=int, choices=(1, 2, 4, 8),
+                   help="bits per residual dimension (default: 8 below 5,000 passages, 4 below 10,000, else 2)")
+    p.add_argument("--max-document-length", type=_positive, default=256,
+                   help="tokens per passage; longer documents are split (default 256)")
+    p.add_argument("--no-split", dest="split", action="store_false",
+                   help="do not split long documents (they are truncated at the model's document length)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing index at INDEX")
+    p.add_argument("--limit", type=_positive, help="index only the first N documents")
+    p.add_argument("--id-field", help="JSONL field holding the id (default: _id, id, doc_id or docid)")
+    p.add_argument("--text-field", default="text", help="JSONL field holding the text (default: text)")
+    p.add_argument("--title-field", default="title",
+                   help="JSONL field prepended to the text as a title (default: title; '' for none)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search", help="search an index with query text", formatter_class=fmt, epilog=_EPILOG,
+                       description="Encode queries with the index's model and print the ranked passages.")
+    p.add_argument("index", help="index folder (made by `plaidx index`, or a bare engine folder)")
+    p.add_argument("query", nargs="*", help="query text(s); '-' reads one query per line from stdin")
+    p.add_argument("--queries-file", help="file with one query per line")
+    p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    p.add_argument("--doc-ids", action="append", metavar="IDS",
+                   help="restrict results to these document ids (comma-separated; repeatable)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--width", type=int, default=80, help="characters of content shown per result (default 80)")
+    _add_search_options(p)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("info", help="what an index holds; --verify checks it", formatter_class=fmt,
+                       epilog=_EPILOG,
+                       description="Print documents, passages, tokens, nlist, nbits, dim, model, size on disk and "
+                                   "format version of an index (a folder made by `plaidx index` or a bare engine "
+                                   "folder). --verify checks every checksum and the document store, shows "
+                                   "drift, and exits 1 when it finds a problem.")
+    p.add_argument("index", help="index folder")
+    p.add_argument("--verify", action="store_true", help="check every CRC-32 and the document store")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("eval", help="nDCG@10, recall@100 and MRR@10 against qrels (ranx)", formatter_class=fmt,
+                       epilog=_EPILOG,
+                       description="Search every judged query of a BEIR folder (queries.jsonl + qrels/SPLIT.tsv) "
+                                   "and score the run with ranx. A document's score is its best passage's.")
+    p.add_argument("index", help="index folder built from the same corpus")
+    p.add_argument("data", help="BEIR folder with queries.jsonl and qrels/")
+    p.add_argument("--split", default="test", help="qrels split (default test)")
+    p.add_argument("-k", type=_positive, default=100, help="passages retrieved per query (default 100)")
+    p.add_argument("--limit-queries", type=_positive, help="evaluate only the first N judged queries")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _add_search_options(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("serve", help="serve indexes over HTTP (FastAPI + uvicorn)", formatter_class=fmt,
+                       epilog=_EPILOG,
+                       description="Serve POST /v1/multi-vector and /v1/rerank (Jina API shapes), POST /v1/search, "
+                                   "GET /v1/indexes and GET /health; OpenAPI at /docs. Listening beyond loopback "
+                                   "requires an API key (--api-key or PLAIDX_API_KEY).")
+    p.add_argument("--index", action="append", metavar="NAME=PATH",
+                   help="an index to serve (repeatable; PATH alone names it after its folder)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $PLAIDX_API_KEY)")
+    p.add_argument("--model", help="model for /v1/multi-vector and /v1/rerank (default: the first index's)")
+    p.add_argument("--model-name", help="another name clients may send as 'model' (e.g. jina-colbert-v2)")
+    p.add_argument("--max-body-bytes", type=_positive, default=4 << 20, help="request body limit (default 4 MiB)")
+    p.add_argument("--max-inputs", type=_positive, default=256, help="texts per request (default 256)")
+    p.add_argument("--max-tokens", type=_positive, default=131_072, help="model tokens per request")
+    p.add_argument("--search-threads", type=_positive, help="searches at once (default: CPU count)")
+    p.add_argument("--torch-threads", type=_positive, default=1,
+                   help="threads of one model call (default 1: concurrent requests and shared model calls keep "
+                        "the cores busy; more threads per call oversubscribe them under load)")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.add_argument("-q", "--quiet", action="store_true", help="no startup message")
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print(f"plaidx {args.command}: error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print(f"plaidx {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except IndexFormatError as exc:
+        print(f"plaidx {args.command}: error: {exc} (run `plaidx info --verify` on it)", file=sys.stderr)
+        return EXIT_FAILURE
+    except (PlaidxError, OSError, ValueError, TypeError, KeyError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"plaidx {args.command}: error: {msg}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,507 @@
+"""The Index: open (memory-mapped), search, reconstruct, add, delete, compact, recluster and verify."""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DriftWarning
+from . import gpu, kernels
+from .build import (
+    DecompressedSource,
+    build_generation,
+    check_build_args,
+    check_target,
+    compress_stream,
+    copy_rows,
+    progress_bar,
+)
+from .clustering import Assigner
+from .inputs import as_document, as_queries, check_k, iter_documents
+from .params import SearchParams
+from .snapshot import Snapshot
+from .storage import (
+    MANIFEST,
+    Transaction,
+    WriterLock,
+    dir_size,
+    load_generation,
+    read_manifest,
+    retire_unreferenced,
+    verify_index,
+)
+
+DRIFT_WARNING_RATIO = 1.25
+_SCORE_CHUNK_BYTES = 64 << 20
+
+
+class Index:
+    """A compressed multi-vector index on disk, searched with the PLAID pipeline.
+
+    Open one with :meth:`Index.build` or :meth:`Index.open`. A handle reads one committed generation
+    (memory-mapped) and keeps it until :meth:`reload`; searches are thread-safe. Writers
+    (:meth:`add`, :meth:`delete`, :meth:`compact`) hold the folder's lock while they commit.
+    """
+
+    def __init__(self, path: Path, snapshot: Snapshot):
+        self.path = Path(path)
+        self._snap = snapshot
+        self._write_mutex = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._stamp = _manifest_stamp(self.path)
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, path: str | os.PathLike, verify: str = "structure") -> Index:
+        """Open the index at ``path`` memory-mapped.
+
+        ``verify``: "structure" (default) checks the CRC-32 of every array but the residuals,
+        "full" checks all, "none" only headers and shapes.
+        """
+        path = Path(path)
+        manifest, arrays = load_generation(path, verify=verify)
+        return cls(path, Snapshot(path, manifest, arrays))
+
+    def reload(self) -> Index:
+        """Switch this handle to the newest committed generation."""
+        self._snap = Index.open(self.path)._snap
+        self._stamp = _manifest_stamp(self.path)
+        return self
+
+    def changed_on_disk(self) -> bool:
+        """Whether another handle or process committed a generation since this handle read its own.
+
+        Cheap (one ``stat`` of the manifest): call it before each request in a long-lived reader.
+        """
+        return _manifest_stamp(self.path) != self._stamp
+
+    def refresh(self) -> bool:
+        """Pick up another handle's or process's commit: reload when :meth:`changed_on_disk`.
+
+        Returns True when this handle switched to a newer generation. Searches already running keep the
+        generation they started with.
+        """
+        if not self.changed_on_disk():
+            return False
+        with self._refresh_lock:
+            stamp = _manifest_stamp(self.path)
+            if stamp == self._stamp:
+                return False
+            manifest, arrays = load_generation(self.path)
+            self._snap = Snapshot(self.path, manifest, arrays)
+            self._stamp = stamp
+            return True
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def dim(self) -> int:
+        return self._snap.dim
+
+    @property
+    def nbits(self) -> int:
+        return self._snap.nbits
+
+    @property
+    def nlist(self) -> int:
+        return self._snap.nlist
+
+    @property
+    def n_tokens(self) -> int:
+        return self._snap.n_tokens
+
+    @property
+    def generation(self) -> int:
+        return self._snap.generation
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(self._snap.manifest.get("metadata") or {})
+
+    @property
+    def ids(self) -> np.ndarray:
+        """int64 ids of the live documents, ascending."""
+        s = self._snap
+        ids = np.asarray(s.doc_ids)
+        return ids[s.live_mask.astype(bool)] if s.n_deleted else np.array(ids)
+
+    def __len__(self) -> int:
+        return self._snap.n_docs - self._snap.n_deleted
+
+    def __repr__(self) -> str:
+        return (f"Index({str(self.path)!r}, documents={len(self)}, tokens={self.n_tokens}, dim={self.dim}, "
+                f"nbits={self.nbits}, nlist={self.nlist}, generation={self.generation})")
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def build(cls, path: str | os.PathLike, documents: Any, nbits: int = 2, nlist: int | None = None,
+              kmeans_niters: int = 4, seed: int = 0, *, kmeans_sample: int | None = None,
+              batch_tokens: int = 1 << 16, overwrite: bool = False, metadata: dict[str, Any] | None = None,
+              progress: bool = False, codec_from: Index | str | os.PathLike | None = None,
+              kmeans: str = "auto") -> Index:
+        """Build a compressed index from per-token document embeddings.
+
+        Parameters
+        ----------
+        path : folder to create (or an existing index, with ``overwrite=True``).
+        documents : sequence of float32/float16 (n_tokens_i, d) arrays (numpy or torch), or an iterable
+            of such arrays or of batches (lists of them); document ids are 0..n-1 in this order.
+        nbits : bits per residual dimension, one of 1, 2, 4, 8.
+        nlist : number of centroids; default ``default_nlist(n_tokens)``.
+        kmeans_niters, seed : k-means iterations and seed (the build is deterministic given both).
+        kmeans_sample : tokens used to train k-means; default 80 per centroid, at most 2**20.
+        kmeans : "auto" (two-level k-means from 1024 centroids: fast) or "flat" (one k-means over the
+            whole sample: slower; better recall on some large collections, see the README).
+        batch_tokens : tokens compressed per batch (bounds the build's memory).
+        overwrite : replace an existing index at ``path`` (as one atomic commit).
+        metadata : JSON-serialisable dict stored in the manifest (e.g. the model that made the embeddings).
+        codec_from : an Index (or its path) whose centroids and codebooks to reuse instead of training
+            new ones (k-means is skipped; nbits and nlist come from it). Indexes built this way compress
+            identical embeddings to identical codes, e.g. shards of one collection.
+        """
+        path = Path(path)
+        codec = None
+        if codec_from is not None:
+            src = codec_from if isinstance(codec_from, Index) else Index.open(codec_from)
+            codec = src._snap.codec
+            if nlist is not None and nlist != codec.centroids.shape[0]:
+                raise ValueError(f"nlist={nlist} conflicts with codec_from's nlist={codec.centroids.shape[0]}")
+            nbits, nlist = codec.nbits, None
+        check_build_args(nbits, nlist, kmeans_niters, batch_tokens, kmeans)
+        check_target(path, overwrite)
+        with WriterLock(path):
+            base = read_manifest(path) if (path / MANIFEST).exists() else None
+            retire_unreferenced(path, base)
+            snap = build_generation(path, documents, None, base, nbits=nbits, nlist=nlist,
+                                     kmeans_niters=kmeans_niters, seed=seed, kmeans_sample=kmeans_sample,
+                                     batch_tokens=batch_tokens, metadata=metadata, progress=progress,
+                                     codec=codec, kmeans=kmeans)
+        return cls(path, snap)
+
+    # ------------------------------------------------------------------ search
+    def search(self, queries: Any, k: int = 10, *, params: SearchParams | None = None, nprobe: int | None = None,
+               centroid_score_threshold: float | None = None, ndocs: int | None = None,
+               n_exact: int | None = None, exact: bool = False, doc_ids: Any = None,
+               num_threads: int = 0, device: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k documents of each query by MaxSim.
+
+        Parameters
+        ----------
+        queries : float (nq, q_tokens, d) or (q_tokens, d), numpy or torch.
+        k : results per query.
+        params : a :class:`SearchParams` (unset knobs take their defaults by k and the index size).
+        nprobe, centroid_score_threshold, ndocs, n_exact : the same knobs one by one (not with ``params``).
+        exact : exhaustive MaxSim over every (decompressed) document instead of PLAID.
+        doc_ids : optional ids to restrict the search to (filtered inside the engine); an empty list
+            allows no document, so every row is padding.
+        num_threads : OpenMP threads for this call (0: the default); CPU only.
+        device : ``None``/``"cpu"`` (native CPU kernels) or ``"cuda"``/``"cuda:N"``: the same pipeline
+            on a GPU (the index is copied there on first use and kept while this generation is open).
+            GPU scores equal the CPU's to float rounding.
+
+        Returns
+        -------
+        scores : float32 (nq, k), best first, -inf padding.
+        ids : int64 (nq, k), -1 padding. A single (q_tokens, d) query is one row: (1, k), as in faiss.
+        """
+        snap = self._snap
+        k = check_k(k)
+        knobs = SearchParams(nprobe, centroid_score_threshold, ndocs, n_exact)
+        if params is not None:
+            if not isinstance(params, SearchParams):
+                raise TypeError(f"params must be a plaidx.SearchParams, got {type(params).__name__}")
+            if not knobs.is_default():
+                raise TypeError("give the search knobs either as params=SearchParams(...) or one by one, not both")
+            knobs = params
+        q, _ = as_queries(queries, snap.dim)
+        dev = gpu.resolve_device(device)
+        allowed = snap.live_mask
+        if doc_ids is not None:
+            doc_ids = np.asarray(doc_ids)
+            if doc_ids.size == 0:  # no document allowed: every row is padding
+                return (np.full((q.shape[0], k), -np.inf, np.float32), np.full((q.shape[0], k), -1, np.int64))
+            pos = snap.positions(doc_ids, live_only=False, what="doc_ids")
+            allowed = np.zeros(snap.n_docs, dtype=np.uint8)
+            allowed[pos] = 1
+            if snap.n_deleted:
+                allowed &= snap.live_mask
+        a = snap.a
+        coll = snap.on_device(dev) if dev is not None else None
+
+        def exhaustive(qs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            if coll is not None:
+                return coll.exact_search(qs, allowed, k)
+            return kernels.exact_search(qs, a["codes"], a["residuals"], a["doc_offsets"], snap.codec.centroids,
+                                         snap.codec.weights, snap.nbits, allowed, k, num_threads=num_threads)
+
+        if exact:
+            scores, pos = exhaustive(q)
+        else:
+            p = knobs.resolve(k, n_tokens=snap.n_tokens)
+            nprobe_eff = min(p.nprobe, snap.nlist)
+
+            def plaid(qs: np.ndarray, n_probe: int) -> tuple[np.ndarray, np.ndarray]:
+                if coll is not None:
+                    return coll.search(qs, allowed, n_probe, p.centroid_score_threshold, p.ndocs, p.n_exact, k)
+                return self._search_cpu(qs, allowed, p, n_probe, k, num_threads)
+
+            scores, pos = plaid(q, nprobe_eff)
+            # PLAID only sees documents in the probed cells. When that leaves a row short of k while more
+            # allowed documents exist (a narrow filter, a small index, query tokens whose best cells are
+            # nearly empty), search that row again probing 16x more cells, then exhaustively if need be.
+            # Rows are padded at the end, so a row is short when its m-th entry is padding.
+            m = min(k, int(np.count_nonzero(allowed)) if allowed.size else snap.n_docs)
+
+            def short_rows() -> np.ndarray:
+                return np.flatnonzero(pos[:, m - 1] < 0) if m > 0 else np.zeros(0, np.int64)
+
+            short = short_rows()
+            if short.size and nprobe_eff < snap.nlist:
+                wide = min(snap.nlist, 16 * nprobe_eff)
+                if coll is not None and wide < snap.nlist:
+                    wide = min(wide, gpu.MAX_NPROBE)
+                scores[short], pos[short] = plaid(np.ascontiguousarray(q[short]), wide)
+                short = short_rows()
+            if short.size:
+                scores[short], pos[short] = exhaustive(np.ascontiguousarray(q[short]))
+        return scores.astype(np.float32, copy=False), snap.ids_of(pos)
+
+    def _search_cpu(self, q: np.ndarray, allowed: np.ndarray, p: SearchParams, nprobe: int, k: int,
+                    num_threads: int) -> tuple[np.ndarray, np.ndarray]:
+        snap, a = self._snap, self._snap.a
+        ivf, ivf_offsets = snap.ivf()
+        # The native search scores the query tokens against the centroids itself, per query and straight
+        # in the layout it needs, and reads each candidate's distinct cells; the reference is given S,
+        # computed in chunks that bound its memory.
+        native = kernels.BACKEND_NAME == "native"
+        extra = {"doc_cells": snap.doc_cells()} if native else {}
+
+        def run(qc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            S = None if native else kernels.centroid_scores(qc, snap.centroids_t)  # (nq, q_tokens, nlist)
+            return kernels.search(qc, S, a["codes"], a["residuals"], a["doc_offsets"], ivf, ivf_offsets,
+                                   snap.codec.centroids, snap.codec.weights, snap.nbits, allowed, nprobe,
+                                   p.centroid_score_threshold, p.ndocs, p.n_exact, k, num_threads=num_threads,
+                                   **extra)
+
+        chunk = q.shape[0] if native else max(1, _SCORE_CHUNK_BYTES // (4 * q.shape[1] * snap.nlist))
+        if chunk >= q.shape[0]:
+            return run(q)
+        parts = [run(q[lo:lo + chunk]) for lo in range(0, q.shape[0], chunk)]
+        return np.concatenate([s for s, _ in parts]), np.concatenate([i for _, i in parts])
+
+    def reconstruct(self, doc_id: int) -> np.ndarray:
+        """float32 (n_tokens, d): the decompressed (unit-norm) token embeddings of one live document."""
+        snap = self._snap
+        p = int(snap.positions([doc_id], live_only=True, what="reconstruct")[0])
+        lo, hi = int(snap.a["doc_offsets"][p]), int(snap.a["doc_offsets"][p + 1])
+        return snap.codec.decompress(snap.a["codes"][lo:hi], snap.a["residuals"][lo:hi])
+
+    # ------------------------------------------------------------------ updates
+    def add(self, documents: Any, *, batch_tokens: int = 1 << 16, progress: bool = False) -> np.ndarray:
+        """Compress new documents against the existing centroids and append them; returns their int64 ids.
+
+        Ids continue after the largest id ever assigned, so they never collide with deleted ones.
+        """
+        with self._writer() as base:
+            snap = self._snap
+            docs_iter, _ = iter_documents(documents)
+            docs = [as_document(d, snap.dim, f"documents[{i}]") for i, d in enumerate(docs_iter)]
+            if not docs:
+                raise ValueError("add: no documents given")
+            n_new_tok = sum(d.shape[0] for d in docs)
+            new_ids = np.arange(base["next_id"], base["next_id"] + len(docs), dtype=np.int64)
+            tx = Transaction(self.path, base)
+            try:
+                assigner = Assigner(snap.codec.centroids)
+                n_tok = snap.n_tokens + n_new_tok
+                codes_w = tx.stream("codes", np.uint16, (n_tok,))
+                res_w = tx.stream("residuals", np.uint8, (n_tok, snap.codec.packed_dim))
+                copy_rows(snap.a["codes"], codes_w)
+                copy_rows(snap.a["residuals"], res_w)
+                norm_sum = compress_stream(docs, assigner, snap.codec, codes_w, res_w, batch_tokens,
+                                                       progress)
+                tx.finish("codes", codes_w)
+                tx.finish("residuals", res_w)
+                lens = np.array([d.shape[0] for d in docs], dtype=np.int64)
+                offsets = np.concatenate([snap.a["doc_offsets"], snap.n_tokens + np.cumsum(lens)])
+                tx.put("doc_offsets", offsets)
+                tx.put("doc_ids", np.concatenate([snap.a["doc_ids"], new_ids]))
+                tx.put("deleted", np.concatenate([snap.a["deleted"], np.zeros(len(docs), np.uint8)]))
+                upd = dict(base.get("updates") or {})
+                upd["added_tokens"] = int(upd.get("added_tokens", 0)) + n_new_tok
+                upd["added_residual_norm_sum"] = float(upd.get("added_residual_norm_sum", 0.0)) + norm_sum
+                manifest = tx.commit({"n_docs": snap.n_docs + len(docs), "n_tokens": n_tok,
+                                      "next_id": int(new_ids[-1]) + 1, "updates": upd})
+            except BaseException:
+                tx.abort()
+                raise
+            self._switch(manifest)
+        drift = self.drift()
+        if drift["recommend_recluster"]:
+            warnings.warn(f"added documents drift from the centroids (residual norm ratio {drift['ratio']:.2f} "
+                          f"> {DRIFT_WARNING_RATIO}); consider Index.recluster() for better recall",
+                          DriftWarning, stacklevel=2)
+        return new_ids
+
+    def delete(self, ids: Any) -> int:
+        """Remove documents from results at once (their space is reclaimed by :meth:`compact`).
+
+        Raises KeyError naming ids that are unknown or already deleted; nothing changes then.
+        Returns the number of documents deleted.
+        """
+        with self._writer() as base:
+            snap = self._snap
+            ids = np.unique(np.asarray(ids).ravel()) if np.asarray(ids).size else np.zeros(0, np.int64)
+            if ids.size == 0:
+                return 0
+            pos = snap.positions(ids, live_only=True, what="delete")
+            deleted = np.array(snap.a["deleted"])
+            deleted[pos] = 1
+            tx = Transaction(self.path, base)
+            try:
+                tx.put("deleted", deleted)
+                manifest = tx.commit({"n_deleted": snap.n_deleted + int(pos.size)})
+            except BaseException:
+                tx.abort()
+                raise
+            self._switch(manifest)
+            return int(pos.size)
+
+    def compact(self, *, progress: bool = False) -> int:
+        """Rewrite the index without deleted documents; ids do not change. Returns documents dropped."""
+        with self._writer() as base:
+            snap = self._snap
+            if not snap.n_deleted:
+                return 0
+            keep = np.flatnonzero(np.asarray(snap.a["deleted"]) == 0)
+            offs = np.asarray(snap.a["doc_offsets"])
+            lens = offs[keep + 1] - offs[keep]
+            n_tok = int(lens.sum())
+            tx = Transaction(self.path, base)
+            try:
+                codes_w = tx.stream("codes", np.uint16, (n_tok,))
+                res_w = tx.stream("residuals", np.uint8, (n_tok, snap.codec.packed_dim))
+                for i in progress_bar(range(0, keep.size, 4096), None, "compacting", progress):
+                    sel = keep[i:i + 4096]
+                    tok = np.concatenate([np.arange(offs[p], offs[p + 1]) for p in sel])
+                    c = np.asarray(snap.a["codes"][tok])
+                    codes_w.append(c)
+                    res_w.append(np.asarray(snap.a["residuals"][tok]))
+                tx.finish("codes", codes_w)
+                tx.finish("residuals", res_w)
+                new_offs = np.zeros(keep.size + 1, dtype=np.int64)
+                np.cumsum(lens, out=new_offs[1:])
+                tx.put("doc_offsets", new_offs)
+                tx.put("doc_ids", np.asarray(snap.a["doc_ids"])[keep])
+                tx.put("deleted", np.zeros(keep.size, np.uint8))
+                manifest = tx.commit({"n_docs": int(keep.size), "n_tokens": n_tok, "n_deleted": 0})
+            except BaseException:
+                tx.abort()
+                raise
+            self._switch(manifest)
+            return int(snap.n_docs - keep.size)
+
+    def recluster(self, *, nlist: int | None = None, kmeans_niters: int = 4, seed: int = 0,
+                  progress: bool = False, kmeans: str = "auto") -> Index:
+        """Re-train centroids and codec on the decompressed live documents and re-encode them, keeping ids.
+
+        Use it when :meth:`drift` recommends it. The source is the decompressed index, so a second
+        round of quantization error is added; rebuilding from the original embeddings is better when
+        they are at hand. ``kmeans`` as in :meth:`build`.
+        """
+        check_build_args(self._snap.nbits, nlist, kmeans_niters, 1 << 16, kmeans)
+        with self._writer() as base:
+            snap = self._snap
+            live = np.asarray(self.ids)
+            if live.size == 0:
+                raise ValueError("recluster: the index holds no live documents")
+            source = DecompressedSource(snap, snap.positions(live, live_only=True, what="recluster"))
+            new = build_generation(self.path, source, live, base, nbits=snap.nbits, nlist=nlist,
+                                    kmeans_niters=kmeans_niters, seed=seed, kmeans_sample=None,
+                                    batch_tokens=1 << 16, metadata=self.metadata, progress=progress,
+                                    next_id=int(base["next_id"]), kmeans=kmeans)
+            self._snap = new
+            self._stamp = _manifest_stamp(self.path)
+        return self
+
+    # ------------------------------------------------------------------ inspection
+    def drift(self) -> dict[str, Any]:
+        """How far documents added since the build sit from the centroids, relative to the build's own."""
+        m = self._snap.manifest
+        build_norm = float((m.get("build") or {}).get("residual_norm_mean", 0.0))
+        upd = m.get("updates") or {}
+        added = int(upd.get("added_tokens", 0))
+        added_norm = float(upd.get("added_residual_norm_sum", 0.0)) / added if added else None
+        ratio = (added_norm / build_norm) if (added_norm is not None and build_norm > 0) else None
+        return {"build_residual_norm": build_norm, "added_tokens": added, "added_residual_norm": added_norm,
+                "ratio": ratio, "threshold": DRIFT_WARNING_RATIO,
+                "recommend_recluster": bool(ratio is not None and ratio > DRIFT_WARNING_RATIO)}
+
+    def verify(self) -> list[str]:
+        """Check the CRC-32 of every array of the current generation on disk; returns problems (empty: OK)."""
+        return verify_index(self.path)
+
+    def info(self) -> dict[str, Any]:
+        """What the index holds, for humans and ``plaidx info``."""
+        s = self._snap
+        size = dir_size(self.path, s.manifest)
+        return {"path": str(self.path), "format_version": s.manifest["format_version"],
+                "generation": s.generation, "documents": len(self), "deleted_pending_compaction": s.n_deleted,
+                "tokens": s.n_tokens, "dim": s.dim, "nbits": s.nbits, "nlist": s.nlist,
+                "bytes_on_disk": size, "bytes_per_token": size / max(1, s.n_tokens),
+                "metadata": self.metadata, "drift": self.drift(), "build": s.manifest.get("build", {})}
+
+    # ------------------------------------------------------------------ internals
+    def _writer(self) -> _WriterScope:
+        return _WriterScope(self)
+
+    def _switch(self, manifest: dict[str, Any]) -> None:
+        self._snap = Index.open(self.path, verify="none")._snap
+        self._stamp = _manifest_stamp(self.path)
+
+
+class _WriterScope:
+    """Hold the folder lock and a per-handle mutex; yield the on-disk manifest (reloading if it moved on)."""
+
+    def __init__(self, index: Index):
+        self.index = index
+        self.lock = WriterLock(index.path)
+
+    def __enter__(self) -> dict[str, Any]:
+        self.index._write_mutex.acquire()
+        try:
+            self.lock.acquire()
+        except BaseException:
+            self.index._write_mutex.release()
+            raise
+        try:
+            manifest = read_manifest(self.index.path)
+            retire_unreferenced(self.index.path, manifest)
+            if manifest["generation"] != self.index.generation:
+                self.index._switch(manifest)
+            return self.index._snap.manifest
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc: Any) -> None:
+        self.lock.release()
+        self.index._write_mutex.release()
+
+
+
+
+def _manifest_stamp(path: Path) -> tuple[int, int, int] | None:
+    """What identifies the committed manifest on disk: a commit replaces the file, so its stamp changes."""
+    try:
+        st = os.stat(path / MANIFEST)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+__all__ = ["Index"]

@@ -1,0 +1,150 @@
+"""One committed generation of an index: its manifest, memory-mapped arrays and derived read-only views."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import IndexFormatError
+from . import gpu, kernels
+from .clustering import MAX_NLIST
+from .codec import NBITS, ResidualCodec, stored_centroids
+from .storage import MANIFEST
+
+
+class Snapshot:
+    """One committed generation: its manifest, memory-mapped arrays and derived read-only views."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray]):
+        self.path = path
+        self.manifest = manifest
+        self.a = arrays
+        self.dim = int(manifest["dim"])
+        self.nbits = int(manifest["nbits"])
+        self.nlist = int(manifest["nlist"])
+        self.n_docs = int(manifest["n_docs"])
+        self.n_tokens = int(manifest["n_tokens"])
+        self.generation = int(manifest["generation"])
+        self._check_consistency()
+        self.codec = ResidualCodec(stored_centroids(arrays),
+                                   np.ascontiguousarray(arrays["bucket_cutoffs"]),
+                                   np.ascontiguousarray(arrays["bucket_weights"]), self.nbits)
+        deleted = arrays["deleted"]
+        self.n_deleted = int(np.count_nonzero(deleted))
+        if self.n_deleted != manifest.get("n_deleted", 0):
+            raise IndexFormatError(f"{path / MANIFEST}: n_deleted={manifest.get('n_deleted')!r} disagrees with the "
+                                   f"deleted array ({self.n_deleted}); the index is inconsistent")
+        self.live_mask = (np.asarray(deleted) == 0).astype(np.uint8) if self.n_deleted else np.zeros(0, np.uint8)
+        ids = np.asarray(arrays["doc_ids"])
+        # Positions are ids until the first compaction: then results need no lookup.
+        self._ids_are_positions = bool(self.n_docs == 0 or (ids[0] == 0 and ids[-1] == self.n_docs - 1))
+        self._ivf: tuple[np.ndarray, np.ndarray] | None = None
+        self._doc_cells: tuple[np.ndarray, np.ndarray] | None = None
+        self._ivf_lock = threading.Lock()
+        self._on_device: dict[int, Any] = {}  # CUDA device index -> plaidx._cuda.Collection
+
+    @functools.cached_property
+    def centroids_t(self) -> np.ndarray:
+        """(d, nlist) float32: the centroids transposed, for the reference backend's query-centroid GEMMs
+        (the native search scores the centroids itself)."""
+        return np.ascontiguousarray(self.codec.centroids.T)
+
+    def _check_consistency(self) -> None:
+        a, d, nb = self.a, self.dim, self.nbits
+        expect = {
+            "centroids": (self.nlist, d), "bucket_cutoffs": (d, (1 << nb) - 1), "bucket_weights": (d, 1 << nb),
+            "avg_residual": (d,), "codes": (self.n_tokens,), "residuals": (self.n_tokens, d * nb // 8),
+            "doc_offsets": (self.n_docs + 1,), "doc_ids": (self.n_docs,), "deleted": (self.n_docs,),
+        }
+        where = str(self.path / MANIFEST)
+        if nb not in NBITS or d <= 0 or d % 8 or not (0 < self.nlist <= MAX_NLIST):
+            raise IndexFormatError(f"{where}: invalid dim/nbits/nlist ({d}/{nb}/{self.nlist})")
+        for name, shape in expect.items():
+            if name not in a:
+                raise IndexFormatError(f"{where}: array {name!r} is missing from the manifest")
+            if tuple(a[name].shape) != shape:
+                raise IndexFormatError(f"{where}: array {name!r} has shape {a[name].shape}, expected {shape}")
+        offs = a["doc_offsets"]
+        if offs[0] != 0 or offs[-1] != self.n_tokens or (self.n_docs and np.any(np.diff(offs) <= 0)):
+            raise IndexFormatError(f"{where}: doc_offsets are not increasing from 0 to n_tokens; index damaged")
+        if a["centroids"].dtype == np.int8:
+            if "centroid_scales" not in a or tuple(a["centroid_scales"].shape) != (self.nlist,):
+                raise IndexFormatError(f"{where}: int8 centroids need a centroid_scales array of shape "
+                                       f"({self.nlist},); the index is inconsistent")
+        elif a["centroids"].dtype != np.float16:  # float16: nbits 4 and 8, and every format 1 index
+            raise IndexFormatError(f"{where}: centroids must be stored as int8 (with centroid_scales) or float16, "
+                                   f"not {a['centroids'].dtype}")
+
+    def ivf(self) -> tuple[np.ndarray, np.ndarray]:
+        """The inverted file (cell -> documents), derived from the codes on first use and kept in memory.
+
+        It is not stored: the native kernel rebuilds it from the 2-byte codes faster than it could be
+        read from disk, and an index without it is smaller and has one thing less to corrupt.
+        """
+        if self._ivf is None:
+            with self._ivf_lock:
+                if self._ivf is None:
+                    self._ivf = kernels.build_ivf(np.ascontiguousarray(self.a["codes"]),
+                                                   np.ascontiguousarray(self.a["doc_offsets"]), self.nlist)
+        return self._ivf
+
+    def doc_cells(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each document's distinct cells (the inverted file transposed), derived on first use like it."""
+        if self._doc_cells is None:
+            ivf, ivf_offsets = self.ivf()
+            with self._ivf_lock:
+                if self._doc_cells is None:
+                    self._doc_cells = kernels.doc_cells(ivf, ivf_offsets, self.n_docs)
+        return self._doc_cells
+
+    def on_device(self, device: int) -> Any:
+        """This generation copied to a CUDA device (codes, residuals, centroids, inverted file), on first use.
+
+        The copy lives as long as the snapshot: a reload or a committed update makes a new snapshot and
+        with it a new copy, so the GPU never searches a stale generation.
+        """
+        coll = self._on_device.get(device)
+        if coll is None:
+            ivf, ivf_offsets = self.ivf()
+            with self._ivf_lock:
+                coll = self._on_device.get(device)
+                if coll is None:
+                    a = self.a
+                    coll = gpu.module().Collection(
+                        np.ascontiguousarray(a["codes"]), np.ascontiguousarray(a["residuals"]),
+                        np.ascontiguousarray(a["doc_offsets"]), self.codec.centroids, self.codec.weights,
+                        self.nbits, ivf, ivf_offsets, device=device)
+                    self._on_device[device] = coll
+        return coll
+
+    @property
+    def doc_ids(self) -> np.ndarray:
+        return self.a["doc_ids"]
+
+    def ids_of(self, pos: np.ndarray) -> np.ndarray:
+        """int64 document ids of result positions (-1 stays -1)."""
+        if self._ids_are_positions:
+            return pos.astype(np.int64, copy=False)
+        return np.where(pos >= 0, np.asarray(self.doc_ids)[np.maximum(pos, 0)], -1).astype(np.int64)
+
+    def positions(self, ids: Any, *, live_only: bool, what: str) -> np.ndarray:
+        """Positions of int64 ids; raise KeyError naming unknown (or deleted) ids."""
+        ids = np.asarray(ids)
+        if ids.dtype.kind not in "iu":
+            raise TypeError(f"{what}: document ids must be integers, got dtype {ids.dtype}")
+        ids = ids.astype(np.int64).ravel()
+        all_ids = self.doc_ids
+        pos = np.searchsorted(all_ids, ids)
+        pos_c = np.minimum(pos, max(self.n_docs - 1, 0))
+        ok = (pos < self.n_docs) & (all_ids[pos_c] == ids) if self.n_docs else np.zeros(ids.shape, bool)
+        if live_only and self.n_deleted:
+            ok &= np.asarray(self.a["deleted"])[pos_c] == 0
+        if not ok.all():
+            bad = ids[~ok][:10].tolist()
+            raise KeyError(f"{what}: unknown document ids {bad}{' ...' if (~ok).sum() > 10 else ''}"
+                           f" (the index holds {self.n_docs - self.n_deleted} live documents)")
+        return pos.astype(np.int64)
