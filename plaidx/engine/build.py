@@ -24,6 +24,7 @@ from .codec import NBITS, ResidualCodec, centroid_arrays, stored_centroids, trai
 from .inputs import as_document, iter_documents
 from .snapshot import Snapshot
 from .storage import FORMAT_VERSION, MANIFEST, Transaction, load_generation
+from .vectors import VectorWriter
 
 _OWN_FILE = re.compile(r"^(?:[a-z_]+\.\d{6}\.npy|\..+\.tmp|LOCK|manifest\.json)$")
 
@@ -83,6 +84,8 @@ class DecompressedSource:
     def __getitem__(self, i: int) -> np.ndarray:
         p = int(self.pos[i])
         lo, hi = int(self.snap.a["doc_offsets"][p]), int(self.snap.a["doc_offsets"][p + 1])
+        if self.snap.kept is not None:  # kept vectors are closer to the originals than decompressed codes
+            return self.snap.kept.rows(slice(lo, hi))
         return self.snap.codec.decompress(self.snap.a["codes"][lo:hi], self.snap.a["residuals"][lo:hi])
 
 
@@ -121,8 +124,9 @@ def copy_rows(src: np.ndarray, writer: Any, rows: int = 1 << 18) -> None:
 
 def compress_stream(docs: Any, assigner: Assigner, codec: ResidualCodec, codes_w: Any, res_w: Any,
                      batch_tokens: int, progress: bool, total: int | None = None,
-                     lengths_out: list[int] | None = None) -> float:
-    """Assign and compress documents batch by batch into the writers; returns the residual norm sum."""
+                     lengths_out: list[int] | None = None, vectors_w: VectorWriter | None = None) -> float:
+    """Assign and compress documents batch by batch into the writers (and ``vectors_w``, the rerank tier's,
+    when given); returns the residual norm sum."""
     norm_sum = 0.0
     batch: list[np.ndarray] = []
     n_batch = 0
@@ -134,6 +138,8 @@ def compress_stream(docs: Any, assigner: Assigner, codec: ResidualCodec, codes_w
         packed, norms = codec.compress(x, codes)
         codes_w.append(codes)
         res_w.append(packed)
+        if vectors_w is not None:
+            vectors_w.append(x)
         norm_sum += float(norms.sum())
         batch.clear()
         n_batch = 0
@@ -176,8 +182,9 @@ def build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: d
                       nbits: int, nlist: int | None, kmeans_niters: int, seed: int, kmeans_sample: int | None,
                       batch_tokens: int, metadata: dict[str, Any] | None, progress: bool,
                       next_id: int | None = None, codec: ResidualCodec | None = None,
-                      kmeans: str = "auto") -> Snapshot:
-    """Write a whole new generation (centroids, codec, codes, IVF) from documents; the lock is held."""
+                      kmeans: str = "auto", keep_vectors: str | None = None) -> Snapshot:
+    """Write a whole new generation (centroids, codec, codes, IVF, and the kept vectors when ``keep_vectors``
+    names a rerank tier) from documents; the lock is held."""
     docs_iter, count = iter_documents(documents)
     spill = None
     source = documents
@@ -245,14 +252,18 @@ def build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: d
             ref_norm = float(np.linalg.norm(p_res, axis=1).mean())
         codes_w = tx.stream("codes", np.uint16, (n_tokens,))
         res_w = tx.stream("residuals", np.uint8, (n_tokens, codec.packed_dim))
+        vec_w = VectorWriter(tx, keep_vectors, n_tokens, dim) if keep_vectors else None
         seen: list[int] = []
         t1 = time.perf_counter()
         norm_sum = compress_stream((source[i] for i in range(n_docs)), assigner, codec, codes_w, res_w,
-                                           batch_tokens, progress, total=n_docs, lengths_out=seen)
+                                           batch_tokens, progress, total=n_docs, lengths_out=seen,
+                                           vectors_w=vec_w)
         if seen != lengths.tolist():
             raise ValueError("documents changed length between the two passes of the build")
         tx.finish("codes", codes_w)
         tx.finish("residuals", res_w)
+        if vec_w is not None:
+            vec_w.finish()
         timings["assign_compress_s"] = round(time.perf_counter() - t1, 3)
         offsets = np.zeros(n_docs + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import warnings
@@ -35,6 +36,7 @@ from .storage import (
     retire_unreferenced,
     verify_index,
 )
+from .vectors import VectorWriter, check_keep_vectors, drop_tier, resolve_rerank
 
 DRIFT_WARNING_RATIO = 1.25
 _SCORE_CHUNK_BYTES = 64 << 20
@@ -119,6 +121,11 @@ class Index:
         return self._snap.generation
 
     @property
+    def keep_vectors(self) -> str | None:
+        """The rerank tier's kind ("int8" or "float16"), or None when the index keeps no vectors."""
+        return self._snap.kept.kind if self._snap.kept is not None else None
+
+    @property
     def metadata(self) -> dict[str, Any]:
         return dict(self._snap.manifest.get("metadata") or {})
 
@@ -142,7 +149,7 @@ class Index:
               kmeans_niters: int = 4, seed: int = 0, *, kmeans_sample: int | None = None,
               batch_tokens: int = 1 << 16, overwrite: bool = False, metadata: dict[str, Any] | None = None,
               progress: bool = False, codec_from: Index | str | os.PathLike | None = None,
-              kmeans: str = "auto") -> Index:
+              kmeans: str = "auto", keep_vectors: str | None = None) -> Index:
         """Build a compressed index from per-token document embeddings.
 
         Parameters
@@ -162,8 +169,13 @@ class Index:
         codec_from : an Index (or its path) whose centroids and codebooks to reuse instead of training
             new ones (k-means is skipped; nbits and nlist come from it). Indexes built this way compress
             identical embeddings to identical codes, e.g. shards of one collection.
+        keep_vectors : None (default), "int8" or "float16": also keep every token's vector in a memory-mapped
+            rerank tier beside the codes (int8: d + 4 bytes per token, one scale per token; float16: 2 d bytes).
+            Searches then re-score their best candidates with it (see ``rerank`` in :meth:`search`);
+            add, delete, compact and recluster maintain it; an overwrite without it drops it.
         """
         path = Path(path)
+        keep_vectors = check_keep_vectors(keep_vectors)
         codec = None
         if codec_from is not None:
             src = codec_from if isinstance(codec_from, Index) else Index.open(codec_from)
@@ -179,14 +191,14 @@ class Index:
             snap = build_generation(path, documents, None, base, nbits=nbits, nlist=nlist,
                                      kmeans_niters=kmeans_niters, seed=seed, kmeans_sample=kmeans_sample,
                                      batch_tokens=batch_tokens, metadata=metadata, progress=progress,
-                                     codec=codec, kmeans=kmeans)
+                                     codec=codec, kmeans=kmeans, keep_vectors=keep_vectors)
         return cls(path, snap)
 
     # ------------------------------------------------------------------ search
     def search(self, queries: Any, k: int = 10, *, params: SearchParams | None = None, nprobe: int | None = None,
                centroid_score_threshold: float | None = None, ndocs: int | None = None,
                n_exact: int | None = None, exact: bool = False, doc_ids: Any = None,
-               num_threads: int = 0, device: Any = None) -> tuple[np.ndarray, np.ndarray]:
+               num_threads: int = 0, device: Any = None, rerank: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k documents of each query by MaxSim.
 
         Parameters
@@ -195,7 +207,11 @@ class Index:
         k : results per query.
         params : a :class:`SearchParams` (unset knobs take their defaults by k and the index size).
         nprobe, centroid_score_threshold, ndocs, n_exact : the same knobs one by one (not with ``params``).
-        exact : exhaustive MaxSim over every (decompressed) document instead of PLAID.
+        exact : exhaustive MaxSim over every document instead of PLAID: over the kept vectors when the index
+            has them (and ``rerank`` is not 0), else over the decompressed codes.
+        rerank : how many of PLAID's best candidates are re-scored by MaxSim over the kept vectors (an index
+            built with ``keep_vectors``); None: ``DEFAULT_RERANK`` there, none elsewhere; 0: no re-scoring.
+            Also a :class:`SearchParams` field. A positive value on an index without kept vectors is an error.
         doc_ids : optional ids to restrict the search to (filtered inside the engine); an empty list
             allows no document, so every row is padding.
         num_threads : OpenMP threads for this call (0: the default); CPU only.
@@ -210,7 +226,7 @@ class Index:
         """
         snap = self._snap
         k = check_k(k)
-        knobs = SearchParams(nprobe, centroid_score_threshold, ndocs, n_exact)
+        knobs = SearchParams(nprobe, centroid_score_threshold, ndocs, n_exact, rerank)
         if params is not None:
             if not isinstance(params, SearchParams):
                 raise TypeError(f"params must be a plaidx.SearchParams, got {type(params).__name__}")
@@ -230,24 +246,32 @@ class Index:
             if snap.n_deleted:
                 allowed &= snap.live_mask
         a = snap.a
-        coll = snap.on_device(dev) if dev is not None else None
+        n_rerank = resolve_rerank(knobs.rerank, snap.kept, k)
+        k_search = max(k, n_rerank)  # PLAID's candidates for the rerank tier
+        coll = snap.on_device(dev) if dev is not None and not (exact and n_rerank) else None
 
         def exhaustive(qs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             if coll is not None:
-                return coll.exact_search(qs, allowed, k)
+                return coll.exact_search(qs, allowed, k_search)
             return kernels.exact_search(qs, a["codes"], a["residuals"], a["doc_offsets"], snap.codec.centroids,
-                                         snap.codec.weights, snap.nbits, allowed, k, num_threads=num_threads)
+                                         snap.codec.weights, snap.nbits, allowed, k_search, num_threads=num_threads)
 
-        if exact:
+        if exact and n_rerank:
+            scores, pos = snap.kept.exact_search(q, a["doc_offsets"], allowed, k, num_threads=num_threads)
+            n_rerank = 0
+        elif exact:
             scores, pos = exhaustive(q)
         else:
             p = knobs.resolve(k, n_tokens=snap.n_tokens)
+            if n_rerank:
+                p = dataclasses.replace(p, ndocs=max(p.ndocs, n_rerank), n_exact=max(p.n_exact, n_rerank))
             nprobe_eff = min(p.nprobe, snap.nlist)
 
             def plaid(qs: np.ndarray, n_probe: int) -> tuple[np.ndarray, np.ndarray]:
                 if coll is not None:
-                    return coll.search(qs, allowed, n_probe, p.centroid_score_threshold, p.ndocs, p.n_exact, k)
-                return self._search_cpu(qs, allowed, p, n_probe, k, num_threads)
+                    return coll.search(qs, allowed, n_probe, p.centroid_score_threshold, p.ndocs, p.n_exact,
+                                       k_search)
+                return self._search_cpu(qs, allowed, p, n_probe, k_search, num_threads)
 
             scores, pos = plaid(q, nprobe_eff)
             # PLAID only sees documents in the probed cells. When that leaves a row short of k while more
@@ -268,6 +292,8 @@ class Index:
                 short = short_rows()
             if short.size:
                 scores[short], pos[short] = exhaustive(np.ascontiguousarray(q[short]))
+        if n_rerank:
+            scores, pos = snap.kept.rerank(q, a["doc_offsets"], pos, k, num_threads=num_threads)
         return scores.astype(np.float32, copy=False), snap.ids_of(pos)
 
     def _search_cpu(self, q: np.ndarray, allowed: np.ndarray, p: SearchParams, nprobe: int, k: int,
@@ -322,10 +348,15 @@ class Index:
                 res_w = tx.stream("residuals", np.uint8, (n_tok, snap.codec.packed_dim))
                 copy_rows(snap.a["codes"], codes_w)
                 copy_rows(snap.a["residuals"], res_w)
+                vec_w = VectorWriter(tx, snap.kept.kind, n_tok, snap.dim) if snap.kept is not None else None
+                if vec_w is not None:
+                    vec_w.copy(snap.kept, slice(0, snap.n_tokens))
                 norm_sum = compress_stream(docs, assigner, snap.codec, codes_w, res_w, batch_tokens,
-                                                       progress)
+                                                       progress, vectors_w=vec_w)
                 tx.finish("codes", codes_w)
                 tx.finish("residuals", res_w)
+                if vec_w is not None:
+                    vec_w.finish()
                 lens = np.array([d.shape[0] for d in docs], dtype=np.int64)
                 offsets = np.concatenate([snap.a["doc_offsets"], snap.n_tokens + np.cumsum(lens)])
                 tx.put("doc_offsets", offsets)
@@ -385,14 +416,19 @@ class Index:
             try:
                 codes_w = tx.stream("codes", np.uint16, (n_tok,))
                 res_w = tx.stream("residuals", np.uint8, (n_tok, snap.codec.packed_dim))
+                vec_w = VectorWriter(tx, snap.kept.kind, n_tok, snap.dim) if snap.kept is not None else None
                 for i in progress_bar(range(0, keep.size, 4096), None, "compacting", progress):
                     sel = keep[i:i + 4096]
                     tok = np.concatenate([np.arange(offs[p], offs[p + 1]) for p in sel])
                     c = np.asarray(snap.a["codes"][tok])
                     codes_w.append(c)
                     res_w.append(np.asarray(snap.a["residuals"][tok]))
+                    if vec_w is not None:
+                        vec_w.copy(snap.kept, tok)
                 tx.finish("codes", codes_w)
                 tx.finish("residuals", res_w)
+                if vec_w is not None:
+                    vec_w.finish()
                 new_offs = np.zeros(keep.size + 1, dtype=np.int64)
                 np.cumsum(lens, out=new_offs[1:])
                 tx.put("doc_offsets", new_offs)
@@ -411,7 +447,8 @@ class Index:
 
         Use it when :meth:`drift` recommends it. The source is the decompressed index, so a second
         round of quantization error is added; rebuilding from the original embeddings is better when
-        they are at hand. ``kmeans`` as in :meth:`build`.
+        they are at hand. An index with kept vectors is re-encoded from them instead, and keeps them.
+        ``kmeans`` as in :meth:`build`.
         """
         check_build_args(self._snap.nbits, nlist, kmeans_niters, 1 << 16, kmeans)
         with self._writer() as base:
@@ -423,10 +460,30 @@ class Index:
             new = build_generation(self.path, source, live, base, nbits=snap.nbits, nlist=nlist,
                                     kmeans_niters=kmeans_niters, seed=seed, kmeans_sample=None,
                                     batch_tokens=1 << 16, metadata=self.metadata, progress=progress,
-                                    next_id=int(base["next_id"]), kmeans=kmeans)
+                                    next_id=int(base["next_id"]), kmeans=kmeans,
+                                    keep_vectors=snap.kept.kind if snap.kept is not None else None)
             self._snap = new
             self._stamp = _manifest_stamp(self.path)
         return self
+
+    @classmethod
+    def drop_vectors(cls, path: str | os.PathLike) -> Index:
+        """Commit a generation without the rerank tier (the kept vectors) and open it.
+
+        It reads none of the kept vectors, so it also repairs an index whose vector file is missing or
+        corrupt: the codes stay as they were and searches go on without re-scoring.
+        """
+        path = Path(path)
+        with WriterLock(path):
+            base = read_manifest(path)
+            retire_unreferenced(path, base)
+            tx = Transaction(path, base)
+            try:
+                drop_tier(tx)
+            except BaseException:
+                tx.abort()
+                raise
+        return cls.open(path)
 
     # ------------------------------------------------------------------ inspection
     def drift(self) -> dict[str, Any]:
@@ -452,6 +509,7 @@ class Index:
         return {"path": str(self.path), "format_version": s.manifest["format_version"],
                 "generation": s.generation, "documents": len(self), "deleted_pending_compaction": s.n_deleted,
                 "tokens": s.n_tokens, "dim": s.dim, "nbits": s.nbits, "nlist": s.nlist,
+                "keep_vectors": self.keep_vectors,
                 "bytes_on_disk": size, "bytes_per_token": size / max(1, s.n_tokens),
                 "metadata": self.metadata, "drift": self.drift(), "build": s.manifest.get("build", {})}
 

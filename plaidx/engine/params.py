@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Optional
 
 LARGE_INDEX_TOKENS = 1 << 22  # about 4M token embeddings
@@ -23,6 +23,9 @@ class SearchParams:
     n_exact : int or None
         Candidates whose residuals are decompressed for exact MaxSim (default ndocs // 8; PLAID uses
         ndocs // 4, which costs twice the exact stage for about +0.01 recall@10 in our measurements).
+    rerank : int or None
+        Candidates re-scored with the kept vectors of an index built with ``keep_vectors`` (None: the
+        default there, none elsewhere; 0: no re-scoring). Passed through :meth:`resolve` unchanged.
 
     ``SearchParams(nprobe=4)`` overrides one knob; :meth:`resolve` fills in the others.
     """
@@ -31,6 +34,7 @@ class SearchParams:
     centroid_score_threshold: Optional[float] = None
     ndocs: Optional[int] = None
     n_exact: Optional[int] = None
+    rerank: Optional[int] = None
 
     def is_default(self) -> bool:
         """True when no knob is set (every value comes from the defaults)."""
@@ -38,8 +42,8 @@ class SearchParams:
 
     def resolve(self, k: int, *, n_tokens: int = 0) -> SearchParams:
         """These knobs with every unset one at its default for ``k`` and ``n_tokens``."""
-        return SearchParams.for_k(k, self.nprobe, self.centroid_score_threshold, self.ndocs, self.n_exact,
-                                  n_tokens=n_tokens)
+        return replace(SearchParams.for_k(k, self.nprobe, self.centroid_score_threshold, self.ndocs, self.n_exact,
+                                          n_tokens=n_tokens), rerank=self.rerank)
 
     @classmethod
     def for_k(cls, k: int, nprobe: int | None = None, centroid_score_threshold: float | None = None,

@@ -14,6 +14,7 @@ from . import gpu, kernels
 from .clustering import MAX_NLIST
 from .codec import NBITS, ResidualCodec, stored_centroids
 from .storage import MANIFEST
+from .vectors import open_kept
 
 
 class Snapshot:
@@ -30,6 +31,7 @@ class Snapshot:
         self.n_tokens = int(manifest["n_tokens"])
         self.generation = int(manifest["generation"])
         self._check_consistency()
+        self.kept = open_kept(arrays, self.n_tokens, self.dim, str(path / MANIFEST))  # the rerank tier, or None
         self.codec = ResidualCodec(stored_centroids(arrays),
                                    np.ascontiguousarray(arrays["bucket_cutoffs"]),
                                    np.ascontiguousarray(arrays["bucket_weights"]), self.nbits)

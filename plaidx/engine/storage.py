@@ -193,7 +193,8 @@ def load_array(path: Path, name: str, entry: ArrayEntry, mmap: bool = True, veri
         if crc != entry.crc32:
             raise IndexFormatError(
                 f"{fpath.name}: checksum mismatch (array {name!r} is corrupted: crc32 {crc:#010x}, "
-                f"manifest says {entry.crc32:#010x}); restore the index from a backup or rebuild it")
+                f"manifest says {entry.crc32:#010x}); restore the index from a backup or rebuild it"
+                f"{_repair_hint(name)}")
     try:
         size = int(np.prod(entry.shape)) if entry.shape else 1
         with _NPY_HEADER_LOCK:  # numpy parses .npy headers with ast, not thread-safe on CPython 3.11
@@ -216,7 +217,8 @@ def load_generation(path: Path, verify: str = "structure", retries: int = 20) ->
     """Read the current manifest and open its arrays.
 
     ``verify``: "none" checks headers and shapes only, "structure" also checks the CRC-32 of every array
-    except the large ``residuals`` (which cannot make a kernel read out of bounds), "full" checks all.
+    except the large ``residuals`` and kept ``vectors`` (which cannot make a kernel read out of bounds),
+    "full" checks all.
     A writer may retire files between our manifest read and their open: then we reread and retry.
     """
     if verify not in ("none", "structure", "full"):
@@ -228,7 +230,7 @@ def load_generation(path: Path, verify: str = "structure", retries: int = 20) ->
             arrays = {}
             for name, obj in manifest["arrays"].items():
                 entry = ArrayEntry.from_json(name, obj)
-                check = verify == "full" or (verify == "structure" and name != "residuals")
+                check = verify == "full" or (verify == "structure" and name not in ("residuals", "vectors"))
                 arrays[name] = load_array(path, name, entry, verify=check)
             return manifest, arrays
         except FileNotFoundError as exc:
@@ -236,9 +238,17 @@ def load_generation(path: Path, verify: str = "structure", retries: int = 20) ->
             if read_manifest(path).get("generation") == manifest["generation"]:
                 raise IndexFormatError(
                     f"index at {str(path)!r}: {exc.filename} is missing (named by generation "
-                    f"{manifest['generation']}); the index is damaged") from None
+                    f"{manifest['generation']}); the index is damaged: restore it from a backup or rebuild it"
+                    f"{_repair_hint(name)}") from None
             time.sleep(0.01)
     raise IndexFormatError(f"index at {str(path)!r} kept changing while opening it ({last_exc})")
+
+
+def _repair_hint(name: str) -> str:
+    """How to recover from a damaged array that the index can do without (the rerank tier)."""
+    if name in ("vectors", "vector_scales"):
+        return ", or drop the rerank tier with plaidx.Index.drop_vectors(path) (the codes stay searchable)"
+    return ""
 
 
 class WriterLock:

@@ -1,0 +1,235 @@
+"""The rerank tier: every token's vector kept beside the codes (int8 or float16), stored, read and scored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import IndexFormatError
+from . import kernels
+
+KEEP_VECTORS = ("int8", "float16")
+VECTORS = "vectors"
+SCALES = "vector_scales"
+TIER_ARRAYS = (VECTORS, SCALES)
+# Candidates re-scored with the kept vectors when the caller does not say (benchmarks/bench_rerank.py:
+# at k 10, 1M tokens, nbits 2, 64 candidates reach recall@10 0.99 against exact MaxSim; the PLAID
+# stage's default n_exact is 128, so any value up to that costs no extra decompression).
+DEFAULT_RERANK = 64
+_EXACT_CHUNK_TOKENS = 1 << 16
+_INT8_MAX = 127.0
+
+
+def check_keep_vectors(value: Any) -> str | None:
+    """``value`` if it names a rerank tier (None, "int8", "float16"), else a ValueError saying what to pass."""
+    if value is None or (isinstance(value, str) and value in KEEP_VECTORS):
+        return value
+    raise ValueError(f"keep_vectors must be None (no rerank tier), 'int8' (d + 4 bytes per token) or "
+                     f"'float16' (2 d bytes per token), got {value!r}")
+
+
+def resolve_rerank(rerank: Any, kept: KeptVectors | None, k: int) -> int:
+    """How many candidates to re-score with the kept vectors (0: none); at least k when any.
+
+    None takes :data:`DEFAULT_RERANK` on an index with kept vectors and 0 without.
+    """
+    if rerank is None:
+        return max(DEFAULT_RERANK, k) if kept is not None else 0
+    if isinstance(rerank, bool) or not isinstance(rerank, (int, np.integer)) or rerank < 0:
+        raise ValueError(f"rerank must be None (the default), 0 (no re-scoring) or a positive number of candidates, "
+                         f"got {rerank!r}")
+    if rerank and kept is None:
+        raise ValueError(f"rerank={int(rerank)} needs kept vectors, and this index has none: rebuild it with "
+                         "Index.build(..., keep_vectors='int8') (or 'float16'), or search with rerank=None or 0")
+    return max(int(rerank), k) if rerank else 0
+
+
+def quantize_int8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 rows with one float32 scale per row (the row's peak maps to +-127).
+
+    Parameters
+    ----------
+    x : float32 (n, d)
+
+    Returns
+    -------
+    q : int8 (n, d), scales : float32 (n,) with ``x ~= q * scales[:, None]`` (error at most scale / 2).
+    Quantizing ``q * scales[:, None]`` again gives back ``q`` (a recluster keeps the kept vectors).
+    """
+    x = np.asarray(x, dtype=np.float32)
+    peak = np.abs(x).max(axis=1) if x.shape[1] else np.zeros(x.shape[0], np.float32)
+    scales = (np.maximum(peak, np.float32(1e-30)) / np.float32(_INT8_MAX)).astype(np.float32)
+    q = np.clip(np.rint(x / scales[:, None]), -_INT8_MAX, _INT8_MAX).astype(np.int8)
+    return q, scales
+
+
+class VectorWriter:
+    """Streams a new generation's kept vectors (and int8 scales) into a storage Transaction."""
+
+    def __init__(self, tx: Any, kind: str, n_tokens: int, dim: int):
+        self.tx, self.kind = tx, check_keep_vectors(kind)
+        self.vec = tx.stream(VECTORS, np.int8 if kind == "int8" else np.float16, (n_tokens, dim))
+        self.scales = tx.stream(SCALES, np.float32, (n_tokens,)) if kind == "int8" else None
+
+    def append(self, x: np.ndarray) -> None:
+        """Store float32 (m, d) token vectors as the next m rows."""
+        if self.kind == "int8":
+            q, s = quantize_int8(x)
+            self.vec.append(q)
+            self.scales.append(s)  # type: ignore[union-attr]
+        else:
+            self.vec.append(np.asarray(x, dtype=np.float16))
+
+    def copy(self, kept: KeptVectors, tokens: Any) -> None:
+        """Append the stored rows ``tokens`` (a slice or int64 index array) of ``kept`` byte for byte."""
+        if kept.kind != self.kind:
+            raise ValueError(f"cannot copy {kept.kind} kept vectors into a {self.kind} tier")
+        if isinstance(tokens, slice):
+            for lo in range(tokens.start or 0, tokens.stop, 1 << 18):
+                self.copy(kept, np.arange(lo, min(lo + (1 << 18), tokens.stop)))
+            return
+        tokens = np.asarray(tokens, dtype=np.int64)
+        self.vec.append(np.asarray(kept.vectors[tokens]))
+        if self.scales is not None:
+            self.scales.append(np.asarray(kept.scales[tokens]))
+
+    def finish(self) -> None:
+        self.tx.finish(VECTORS, self.vec)
+        if self.scales is not None:
+            self.tx.finish(SCALES, self.scales)
+
+
+class KeptVectors:
+    """A generation's kept vectors, memory-mapped: only the rows a search reads are paged in.
+
+    Attributes
+    ----------
+    vectors : int8 or float16 (n_tokens, d), memory-mapped.
+    scales : float32 (n_tokens,) for int8 (row t is ``vectors[t] * scales[t]``), None for float16.
+    """
+
+    def __init__(self, vectors: np.ndarray, scales: np.ndarray | None):
+        self.vectors, self.scales = vectors, scales
+        self.kind = "int8" if vectors.dtype == np.int8 else "float16"
+
+    @property
+    def bytes_per_token(self) -> int:
+        return int(self.vectors.shape[1] * self.vectors.dtype.itemsize + (4 if self.scales is not None else 0))
+
+    def rows(self, tokens: Any) -> np.ndarray:
+        """float32 (m, d): the kept vectors of ``tokens`` (a slice or an int64 index array)."""
+        v = np.asarray(self.vectors[tokens]).astype(np.float32)
+        if self.scales is not None:
+            v *= np.asarray(self.scales[tokens], dtype=np.float32)[:, None]
+        return v
+
+    def doc_rows(self, doc_offsets: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The documents at ``positions`` (int64 (m,)) as a ragged pair: float32 (n, d) values, int64 (m+1,) offsets."""
+        starts = np.asarray(doc_offsets[positions], dtype=np.int64)
+        lens = np.asarray(doc_offsets[positions + 1], dtype=np.int64) - starts
+        offsets = np.zeros(positions.size + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        tokens = np.arange(offsets[-1], dtype=np.int64) + np.repeat(starts - offsets[:-1], lens)
+        return np.ascontiguousarray(self.rows(tokens)), offsets
+
+    def rerank(self, q: np.ndarray, doc_offsets: np.ndarray, candidates: np.ndarray, k: int,
+               num_threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Re-score each query's candidates by MaxSim over their kept vectors; the top k of them.
+
+        Parameters
+        ----------
+        q : float32 (nq, q_tokens, d)
+        doc_offsets : int64 (n_docs + 1,)
+        candidates : int64 (nq, m) document positions, -1 padding.
+        k : results per query.
+
+        Returns
+        -------
+        scores : float32 (nq, k), pos : int64 (nq, k); best first, ties by lower position, -inf / -1 padding.
+        """
+        nq = q.shape[0]
+        out_s = np.full((nq, k), -np.inf, np.float32)
+        out_p = np.full((nq, k), -1, np.int64)
+        for i in range(nq):
+            cand = np.unique(candidates[i][candidates[i] >= 0])  # ascending: sequential reads
+            if cand.size == 0:
+                continue
+            values, offs = self.doc_rows(doc_offsets, cand)
+            s = kernels.maxsim(np.ascontiguousarray(q[i:i + 1]), values, offs, num_threads=num_threads)[0]
+            out_s[i], out_p[i] = _top_k(s[None], cand[None], k)
+        return out_s, out_p
+
+    def exact_search(self, q: np.ndarray, doc_offsets: np.ndarray, allowed: np.ndarray, k: int,
+                     num_threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Exhaustive MaxSim of every allowed document over its kept vectors, in chunks of documents.
+
+        ``allowed``: uint8 (n_docs,) mask, or size 0 for every document. Returns as :meth:`rerank`.
+        """
+        offs = np.asarray(doc_offsets, dtype=np.int64)
+        n_docs = offs.size - 1
+        best_s = np.full((q.shape[0], k), -np.inf, np.float32)
+        best_p = np.full((q.shape[0], k), -1, np.int64)
+        lo = 0
+        while lo < n_docs:
+            hi = int(np.searchsorted(offs, offs[lo] + _EXACT_CHUNK_TOKENS, side="right")) - 1
+            hi = min(max(hi, lo + 1), n_docs)
+            values = np.ascontiguousarray(self.rows(slice(int(offs[lo]), int(offs[hi]))))
+            s = kernels.maxsim(q, values, offs[lo:hi + 1] - offs[lo], num_threads=num_threads)
+            pos = np.broadcast_to(np.arange(lo, hi, dtype=np.int64), s.shape)
+            if allowed.size:
+                s = np.where(allowed[lo:hi].astype(bool)[None], s, -np.inf).astype(np.float32)
+            best_s, best_p = _top_k(np.concatenate([best_s, s], axis=1), np.concatenate([best_p, pos], axis=1), k)
+            lo = hi
+        return best_s, best_p
+
+
+def _top_k(scores: np.ndarray, pos: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the k best (score descending, then position ascending); -inf entries become -1 padding."""
+    key_pos = np.where(pos >= 0, pos, np.iinfo(np.int64).max)
+    order = np.lexsort((key_pos, -scores.astype(np.float64)), axis=-1)[:, :k]
+    s = np.take_along_axis(scores, order, axis=1).astype(np.float32)
+    p = np.take_along_axis(pos, order, axis=1)
+    p = np.where(np.isneginf(s), -1, p)
+    if s.shape[1] < k:
+        pad = k - s.shape[1]
+        s = np.concatenate([s, np.full((s.shape[0], pad), -np.inf, np.float32)], axis=1)
+        p = np.concatenate([p, np.full((p.shape[0], pad), -1, np.int64)], axis=1)
+    return s, p
+
+
+def open_kept(arrays: dict[str, np.ndarray], n_tokens: int, dim: int, where: str) -> KeptVectors | None:
+    """The kept vectors of a generation's arrays, checked, or None when it has no rerank tier."""
+    if VECTORS not in arrays:
+        if SCALES in arrays:
+            raise IndexFormatError(f"{where}: array {SCALES!r} without {VECTORS!r}; the index is inconsistent "
+                                   "(drop the tier with plaidx.Index.drop_vectors(path) or rebuild the index)")
+        return None
+    vec = arrays[VECTORS]
+    if tuple(vec.shape) != (n_tokens, dim) or vec.dtype not in (np.int8, np.float16):
+        raise IndexFormatError(f"{where}: kept vectors have dtype {vec.dtype} shape {vec.shape}, expected int8 or "
+                               f"float16 ({n_tokens}, {dim}); drop the tier with plaidx.Index.drop_vectors(path) "
+                               "or rebuild the index")
+    scales = arrays.get(SCALES)
+    if vec.dtype == np.int8:
+        if scales is None or tuple(scales.shape) != (n_tokens,) or scales.dtype != np.float32:
+            raise IndexFormatError(f"{where}: int8 kept vectors need float32 {SCALES!r} of shape ({n_tokens},); "
+                                   "drop the tier with plaidx.Index.drop_vectors(path) or rebuild the index")
+    elif scales is not None:
+        raise IndexFormatError(f"{where}: float16 kept vectors come without {SCALES!r}; the index is inconsistent "
+                               "(drop the tier with plaidx.Index.drop_vectors(path) or rebuild the index)")
+    return KeptVectors(vec, scales)
+
+
+def drop_tier(transaction: Any) -> dict[str, Any]:
+    """Commit the transaction's generation without the kept vectors (the lock is held by the caller).
+
+    Reads no array, so it also repairs an index whose vector file is missing or corrupt.
+    """
+    for name in TIER_ARRAYS:
+        transaction.entries.pop(name, None)
+    return transaction.commit({})
+
+
+__all__ = ["DEFAULT_RERANK", "KEEP_VECTORS", "KeptVectors", "VectorWriter", "check_keep_vectors", "drop_tier",
+           "open_kept", "quantize_int8", "resolve_rerank"]
