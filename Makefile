@@ -12,6 +12,7 @@ test: setup
 	.venv/bin/ruff check .
 	.venv/bin/lint-imports
 	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q
+	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q -m wheel tests/test_wheel.py
 
 lint: setup
 	.venv/bin/ruff check .
