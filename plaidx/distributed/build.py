@@ -1,0 +1,371 @@
+"""Sharded build: scan, train one codec on a sample of the whole collection, compress shards, commit; resumable."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..engine import Index, WriterLock, fsync_dir
+from ..engine.build import Spill, check_build_args
+from ..engine.clustering import default_kmeans_sample, default_nlist
+from ..engine.inputs import as_document, iter_documents
+from ..engine.storage import MANIFEST
+from .errors import ShardBuildError, ShardFormatError
+from .executors import check_executor, runner
+from .manifest import (
+    SHARDED_MANIFEST,
+    codec_dir_name,
+    codec_hash,
+    engine_fields,
+    named_dirs,
+    read_sharded,
+    shard_dir_name,
+    write_sharded,
+)
+
+PLAN_FILE = ".build.json"
+_SHARD_KEY = "plaidx_shard"
+_SPILL = ".input.spill.tmp"
+
+
+# ---------------------------------------------------------------------------------------------- parts
+class Part:
+    """Documents ``lo .. hi-1`` of a random-access source: what one shard (or scan task) reads."""
+
+    def __init__(self, source: Any, lo: int, hi: int):
+        self.source, self.lo, self.hi = source, lo, hi
+
+    def __len__(self) -> int:
+        return self.hi - self.lo
+
+    def __getitem__(self, i: int) -> Any:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self.source[self.lo + i]
+
+    def materialize(self) -> list[np.ndarray]:
+        """The documents as a list of float32 arrays (what travels to a remote worker)."""
+        return [as_document(self[i], None, f"documents[{self.lo + i}]") for i in range(len(self))]
+
+
+def iter_part(part: Any, column: str) -> Any:
+    """The documents of a part: a sequence of arrays, or a ``ray.data.Dataset`` piece (``column`` of each row)."""
+    if hasattr(part, "iter_rows"):
+        for row in part.iter_rows():
+            if column not in row:
+                raise ValueError(f"the dataset has no column {column!r} (it has {sorted(row)}); pass "
+                                 "embedding_column=... or, for texts, text_column=... and model=...")
+            yield np.asarray(row[column])
+    else:
+        for i in range(len(part)):
+            yield part[i]
+
+
+def scan_part(part: Any, column: str, first: int) -> tuple[np.ndarray, str]:
+    """int64 token counts of a part's documents and a fingerprint of their content (float32 bytes)."""
+    h = hashlib.blake2b(digest_size=16)
+    lengths = []
+    for i, doc in enumerate(iter_part(part, column)):
+        arr = as_document(doc, None, f"documents[{first + i}]")
+        h.update(np.array(arr.shape, np.int64).tobytes())
+        h.update(arr.tobytes())
+        lengths.append(arr.shape[0])
+    return np.array(lengths, dtype=np.int64), h.hexdigest()
+
+
+def take_rows(part: Any, column: str, positions: np.ndarray) -> list[np.ndarray]:
+    """The documents at ``positions`` (ascending, relative to the part) as float32 arrays."""
+    want = set(int(p) for p in positions)
+    return [as_document(doc, None, "sample") for i, doc in enumerate(iter_part(part, column)) if i in want]
+
+
+def train_codec(codec_dir: str, sample: list[np.ndarray], nbits: int, nlist: int, kmeans_niters: int, seed: int,
+                kmeans_sample: int, kmeans: str) -> str:
+    """Build the codec index (an ordinary index of the sample) and return its codec hash."""
+    Index.build(codec_dir, sample, nbits=nbits, nlist=nlist, kmeans_niters=kmeans_niters, seed=seed,
+                kmeans_sample=kmeans_sample, overwrite=True, kmeans=kmeans,
+                metadata={"plaidx_codec": {"sample_documents": len(sample)}})
+    return codec_hash(Path(codec_dir))
+
+
+def build_shard(shard_dir: str, part: Any, column: str, codec_dir: str, seed: int, batch_tokens: int,
+                metadata: dict[str, Any]) -> dict[str, int]:
+    """Compress one shard's documents against the shared codec into an ordinary index; its counts."""
+    docs = part if not hasattr(part, "iter_rows") else iter_part(part, column)
+    idx = Index.build(shard_dir, docs, seed=seed, batch_tokens=batch_tokens, overwrite=True,
+                      codec_from=codec_dir, metadata=metadata)
+    m = engine_fields(Path(shard_dir))
+    return {"n_docs": len(idx), "n_tokens": idx.n_tokens, "engine_generation": idx.generation,
+            "next_id": int(m["next_id"])}
+
+
+# ---------------------------------------------------------------------------------------------- build
+def build(path: str | os.PathLike, documents: Any, n_shards: int, nbits: int = 2, seed: int = 0,
+          executor: str = "local", *, nlist: int | None = None, kmeans_niters: int = 4, kmeans: str = "auto",
+          kmeans_sample: int | None = None, batch_tokens: int = 1 << 16, overwrite: bool = False,
+          metadata: dict[str, Any] | None = None, model: Any = None, text_column: str = "text",
+          embedding_column: str = "embedding", encode_concurrency: int = 1, num_gpus: float = 0,
+          retries: int = 3, init: Any = False, replicas: int = 1) -> Any:
+    """Build a sharded index: one codec trained on a sample of the whole collection, shards compressed apart.
+
+    Parameters
+    ----------
+    path : the folder to create (or a sharded index to replace, with ``overwrite=True``).
+    documents : what :meth:`plaidx.Index.build` takes (float32/float16 (n_tokens_i, d) arrays, numpy or
+        torch), or a ``ray.data.Dataset`` with a column ``embedding_column`` of such arrays, or a column
+        ``text_column`` of strings encoded on the workers with ``model`` (a plaidx model name or path;
+        ``None``: the default model). Global document ids are positions in this input.
+    n_shards : number of shards; shard s holds the s-th of ``n_shards`` contiguous ranges of documents.
+    nbits, seed, nlist, kmeans_niters, kmeans, kmeans_sample, batch_tokens : as in ``Index.build``;
+        ``nlist`` defaults to ``default_nlist`` of the whole collection's tokens.
+    executor : "local" (shards compressed one after another in this process) or "ray" (one Ray task per
+        shard; the codec is trained in one task). A Ray build equals a local one with the same seed.
+    overwrite : replace an existing sharded index (one atomic switch; readers keep the old one open).
+    metadata : JSON-serialisable dict stored in the sharded manifest and every shard's.
+    retries : Ray retries of a task whose worker died.
+    init : for ``executor="ray"`` without a running Ray: True (or a dict of ``ray.init`` arguments) starts a
+        local one; False (default) raises instead of starting a cluster behind your back.
+    replicas : for the returned handle's Ray search actors (see :meth:`ShardedIndex.open`).
+
+    If the build is interrupted (a crash, a killed worker), calling ``build`` again with the same
+    arguments resumes it: the codec and the shards already finished are kept, the others are redone.
+    Returns the opened :class:`ShardedIndex`.
+    """
+    from .sharded import ShardedIndex
+
+    path = Path(path)
+    check_executor(executor)
+    if isinstance(n_shards, bool) or not isinstance(n_shards, (int, np.integer)) or n_shards < 1:
+        raise ValueError(f"n_shards must be a positive integer, got {n_shards!r}")
+    n_shards = int(n_shards)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
+    check_build_args(nbits, nlist, kmeans_niters, batch_tokens, kmeans)
+    _check_target(path, overwrite)
+    run = runner(executor, init=init, retries=retries)
+    with WriterLock(path):
+        current = read_sharded(path) if (path / SHARDED_MANIFEST).exists() else None
+        source, spill, column = _source(path, documents, run, model, text_column, embedding_column,
+                                        encode_concurrency, num_gpus)
+        try:
+            committed = _build_locked(path, source, column, n_shards, run, current, nbits=nbits, seed=seed,
+                                      nlist=nlist, kmeans_niters=kmeans_niters, kmeans=kmeans,
+                                      kmeans_sample=kmeans_sample, batch_tokens=batch_tokens,
+                                      metadata=dict(metadata or {}))
+        finally:
+            if spill is not None:
+                spill.close()
+        _retire(path, committed)
+    return ShardedIndex.open(path, executor=executor, init=init, replicas=replicas)
+
+
+def _check_target(path: Path, overwrite: bool) -> None:
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{str(path)!r} exists and is a file; choose a folder path for the sharded index")
+    if (path / MANIFEST).exists():
+        raise FileExistsError(f"{str(path)!r} holds an ordinary (unsharded) plaidx index; choose another folder")
+    if (path / SHARDED_MANIFEST).exists():
+        if not overwrite:
+            raise FileExistsError(f"a sharded index already exists at {str(path)!r}; pass overwrite=True to replace "
+                                  "it or use ShardedIndex.open(path).add(...) to extend it")
+        return
+    if path.is_dir():
+        foreign = [p.name for p in path.iterdir()
+                   if not (p.name in ("LOCK", PLAN_FILE) or p.name.startswith((".", "shard-", "codec.")))]
+        if foreign:
+            raise FileExistsError(f"{str(path)!r} is a non-empty folder that is not a sharded plaidx index (it "
+                                  f"holds {foreign[:3]}); choose an empty or new folder")
+
+
+def _source(path: Path, documents: Any, run: Any, model: Any, text_column: str, embedding_column: str,
+            encode_concurrency: int, num_gpus: float) -> tuple[Any, Spill | None, str]:
+    """A random-access source (a sequence, or the input spilled to disk), or an encoded Ray dataset."""
+    if _is_dataset(documents):
+        return run.prepare_dataset(documents, model=model, text_column=text_column,
+                                   embedding_column=embedding_column, concurrency=encode_concurrency,
+                                   num_gpus=num_gpus), None, embedding_column
+    if model is not None:
+        raise TypeError("model= encodes the texts of a ray.data.Dataset; for other inputs pass embeddings")
+    docs_iter, count = iter_documents(documents)
+    if count is not None:
+        if not isinstance(documents, Sequence) and hasattr(documents, "ndim"):
+            documents = list(docs_iter)
+        return documents, None, embedding_column
+    for stale in path.glob(f"{_SPILL}*"):
+        stale.unlink()
+    spill = Spill(path / f"{_SPILL}.{os.getpid()}", docs_iter, False)
+    return spill, spill, embedding_column
+
+
+def _is_dataset(x: Any) -> bool:
+    return type(x).__module__.startswith("ray.data") and hasattr(x, "iter_rows")
+
+
+def _ranges(n_docs: int, n_shards: int) -> list[tuple[int, int]]:
+    bounds = [n_docs * s // n_shards for s in range(n_shards + 1)]
+    return [(bounds[s], bounds[s + 1]) for s in range(n_shards)]
+
+
+def _sample_positions(lengths: np.ndarray, nlist: int, kmeans_sample: int | None, seed: int) -> np.ndarray:
+    """Documents (positions, in a seeded random order) whose tokens train the codec: the k-means sample
+    plus about a fifth more, held out by ``Index.build`` to train the codebooks."""
+    n_tokens = int(lengths.sum())
+    want = kmeans_sample or default_kmeans_sample(nlist, n_tokens)
+    target = int(want * 1.25) + 4096
+    order = np.random.default_rng(seed).permutation(lengths.size)
+    upto = int(np.searchsorted(np.cumsum(lengths[order]), target)) + 1
+    return order[: min(upto, order.size)]
+
+
+def _build_locked(path: Path, source: Any, column: str, n_shards: int, run: Any, current: dict[str, Any] | None,
+                  *, nbits: int, seed: int, nlist: int | None, kmeans_niters: int, kmeans: str,
+                  kmeans_sample: int | None, batch_tokens: int, metadata: dict[str, Any]) -> dict[str, Any]:
+    n_docs = run.count(source)
+    if n_docs < n_shards:
+        raise ValueError(f"{n_docs} documents cannot fill {n_shards} shards; use at most {n_docs} shards")
+    ranges = _ranges(n_docs, n_shards)
+    parts = run.parts(source, ranges)
+    scans = run.map(scan_part, [(p, column, lo) for p, (lo, _) in zip(parts, ranges)])
+    lengths = np.concatenate([ln for ln, _ in scans])
+    fingerprints = [fp for _, fp in scans]
+    n_tokens = int(lengths.sum())
+    nl = nlist if nlist is not None else default_nlist(n_tokens)
+    params = {"n_shards": n_shards, "nbits": nbits, "seed": seed, "nlist": nl, "kmeans_niters": kmeans_niters,
+              "kmeans": kmeans, "kmeans_sample": kmeans_sample, "batch_tokens": batch_tokens,
+              "n_docs": n_docs, "n_tokens": n_tokens, "fingerprints": fingerprints, "metadata": metadata}
+    plan = _resume_plan(path, params)
+    if plan is None:
+        gen = (current["generation"] if current else 0) + 1
+        (path / PLAN_FILE).unlink(missing_ok=True)
+        _retire(path, current)  # folders of an abandoned plan
+        plan = {"generation": gen, "params": params, "codec_hash": None}
+        _write_plan(path, plan)
+    gen = plan["generation"]
+    codec_dir = path / codec_dir_name(gen)
+    chash = plan.get("codec_hash")
+    if not (chash and (codec_dir / MANIFEST).is_file() and codec_hash(codec_dir) == chash):
+        pos = _sample_positions(lengths, nl, kmeans_sample, seed)
+        sample = _gather(run, parts, ranges, column, pos)
+        (chash,) = run.map(train_codec, [(str(codec_dir), sample, nbits, nl, kmeans_niters, seed,
+                                          kmeans_sample or default_kmeans_sample(nl, n_tokens), kmeans)])
+        del sample
+        plan["codec_hash"] = chash
+        _write_plan(path, plan)
+    todo, summaries = [], {}
+    for s, (lo, hi) in enumerate(ranges):
+        sdir = path / shard_dir_name(s, gen)
+        tag = {"shard": s, "of": n_shards, "range": [lo, hi], "codec_hash": chash, "fingerprint": fingerprints[s]}
+        done = _finished_shard(sdir, tag)
+        if done is not None:
+            summaries[s] = done
+        else:
+            todo.append((s, (str(sdir), parts[s], column, str(codec_dir), seed, batch_tokens,
+                             {**metadata, _SHARD_KEY: tag})))
+    results = run.map(build_shard, [args for _, args in todo], fail_soft=True)
+    failed = []
+    for (s, _), res in zip(todo, results):
+        if isinstance(res, BaseException):
+            failed.append((s, res))
+        else:
+            summaries[s] = res
+    if failed:
+        s0, e0 = failed[0]
+        raise ShardBuildError(f"{len(failed)} of {n_shards} shards failed (shards {[s for s, _ in failed]}; shard "
+                              f"{s0}: {type(e0).__name__}: {e0}); the finished shards are kept: call build again "
+                              "with the same arguments to resume") from e0
+    shards = []
+    for s, (lo, hi) in enumerate(ranges):
+        sm = summaries[s]
+        if sm["n_docs"] != hi - lo or sm["next_id"] != hi - lo:
+            raise ShardFormatError(f"shard {s} holds {sm['n_docs']} documents, expected {hi - lo}")
+        shards.append({"dir": shard_dir_name(s, gen), "n_docs": sm["n_docs"], "n_tokens": sm["n_tokens"],
+                       "engine_generation": sm["engine_generation"], "runs": [[lo, 0, hi - lo]]})
+    dim = int(engine_fields(codec_dir)["dim"])
+    manifest = {"generation": gen, "next_id": n_docs, "dim": dim, "nbits": nbits, "nlist": nl,
+                "codec": {"dir": codec_dir.name, "hash": chash}, "routing": {"rule": "ranges"},
+                "shards": shards, "metadata": metadata,
+                "build": {k: v for k, v in params.items() if k not in ("fingerprints", "metadata")}}
+    if current is not None:
+        manifest["created_at"] = current.get("created_at")
+    committed = write_sharded(path, manifest)
+    (path / PLAN_FILE).unlink(missing_ok=True)
+    fsync_dir(path)
+    return committed
+
+
+def _gather(run: Any, parts: list[Any], ranges: list[tuple[int, int]], column: str, pos: np.ndarray) -> list[Any]:
+    """The sample documents, in the order of ``pos`` (each part returns its own)."""
+    bounds = np.array([lo for lo, _ in ranges] + [ranges[-1][1]])
+    owner = np.searchsorted(bounds, pos, side="right") - 1
+    jobs, which = [], []
+    for s in range(len(parts)):
+        mine = np.sort(pos[owner == s])
+        if mine.size:
+            jobs.append((parts[s], column, mine - ranges[s][0]))
+            which.append(mine)
+    got: dict[int, np.ndarray] = {}
+    for mine, rows in zip(which, run.map(take_rows, jobs)):
+        got.update(zip(mine.tolist(), rows))
+    return [got[int(p)] for p in pos]
+
+
+def _finished_shard(sdir: Path, tag: dict[str, Any]) -> dict[str, int] | None:
+    """A shard folder's counts when it was committed for exactly this plan (else None: redo it)."""
+    if not (sdir / MANIFEST).is_file():
+        return None
+    try:
+        m = engine_fields(sdir)
+    except Exception:  # a damaged shard is redone
+        return None
+    if (m.get("metadata") or {}).get(_SHARD_KEY) != tag or codec_hash(sdir) != tag["codec_hash"]:
+        return None
+    return {"n_docs": int(m["n_docs"]) - int(m.get("n_deleted", 0)), "n_tokens": int(m["n_tokens"]),
+            "engine_generation": int(m["generation"]), "next_id": int(m["next_id"])}
+
+
+def _resume_plan(path: Path, params: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        plan = json.loads((path / PLAN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(plan, dict) or plan.get("params") != json.loads(json.dumps(params)):
+        return None
+    if not isinstance(plan.get("generation"), int):
+        return None
+    return plan
+
+
+def _write_plan(path: Path, plan: dict[str, Any]) -> None:
+    tmp = path / f".{PLAN_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(plan, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path / PLAN_FILE)
+    fsync_dir(path)
+
+
+def _retire(path: Path, manifest: dict[str, Any] | None) -> None:
+    """Remove shard and codec folders (and temporary files) that the committed manifest does not name.
+
+    Only under the folder's lock, and never a folder an unfinished build plan names.
+    """
+    keep = named_dirs(manifest)
+    try:
+        plan = json.loads((path / PLAN_FILE).read_text(encoding="utf-8"))
+        g = int(plan["generation"])
+        keep |= {codec_dir_name(g), *(shard_dir_name(s, g) for s in range(int(plan["params"]["n_shards"])))}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    for p in path.iterdir():
+        if p.is_dir() and p.name.startswith(("shard-", "codec.")) and p.name not in keep:
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.name.endswith(".tmp") and p.name.startswith("."):
+            p.unlink(missing_ok=True)
+
+
+__all__ = ["build"]

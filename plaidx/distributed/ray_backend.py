@@ -1,0 +1,205 @@
+"""The Ray executor: build steps as tasks, shard search actors (memory-mapped, restartable), dataset encoding."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..engine import Index
+from ..errors import require
+from .errors import ShardUnavailableError
+
+
+def ray_module() -> Any:
+    return require("ray", "ray", "executor='ray'")
+
+
+def ensure_ray(init: Any) -> Any:
+    """The ``ray`` module with a connected cluster; never starts one unless ``init`` asks for it.
+
+    ``init``: False (a running Ray is required), True (start a local one, loopback only, usage statistics
+    off, when none runs), or a dict of ``ray.init`` arguments (used as given, usage statistics off).
+    """
+    ray = ray_module()
+    if ray.is_initialized():
+        return ray
+    if not init:
+        raise RuntimeError("executor='ray' needs a connected Ray cluster and plaidx does not start one on its own: "
+                           "call ray.init() (or ray.init(address='auto') to join a running cluster) first, or pass "
+                           "init=True to start a local one")
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    kwargs = dict(init) if isinstance(init, dict) else {}
+    if not kwargs.get("address"):
+        kwargs.setdefault("include_dashboard", False)
+        kwargs.setdefault("_node_ip_address", "127.0.0.1")  # a cluster plaidx starts listens on loopback only
+    ray.init(**kwargs)
+    return ray
+
+
+# ---------------------------------------------------------------------------------------------- build
+class RayRunner:
+    """Build steps as Ray tasks: the scan and the compression of each shard in parallel, the codec in one."""
+
+    name = "ray"
+
+    def __init__(self, init: Any = False, retries: int = 3, num_cpus: float = 1):
+        self.ray = ensure_ray(init)
+        self.retries = retries
+        self.num_cpus = num_cpus
+
+    def count(self, source: Any) -> int:
+        return int(source.count()) if hasattr(source, "iter_rows") else len(source)
+
+    def parts(self, source: Any, ranges: list[tuple[int, int]]) -> list[Any]:
+        from .build import Part
+
+        if hasattr(source, "iter_rows"):
+            return source.split_at_indices([lo for lo, _ in ranges[1:]])
+        # each shard's documents go to the object store once and serve its scan, sample and compression
+        return [self.ray.put(Part(source, lo, hi).materialize()) for lo, hi in ranges]
+
+    def map(self, fn: Callable[..., Any], jobs: list[tuple], fail_soft: bool = False) -> list[Any]:
+        ray = self.ray
+        task = ray.remote(fn).options(num_cpus=self.num_cpus, max_retries=self.retries)
+        futures = [task.remote(*args) for args in jobs]
+        out = []
+        for f in futures:
+            try:
+                out.append(ray.get(f))
+            except Exception as exc:
+                if not fail_soft:
+                    for g in futures:
+                        ray.cancel(g)
+                    raise
+                out.append(exc)
+        return out
+
+    def prepare_dataset(self, ds: Any, **kwargs: Any) -> Any:
+        return prepare_dataset(ds, **kwargs)
+
+
+class _Encode:
+    """A ``map_batches`` stage: texts to per-token document embeddings with one model per worker."""
+
+    def __init__(self, model: Any, text_column: str, embedding_column: str):
+        from ..encoder import ColBERT
+
+        self.model = ColBERT.from_pretrained(model) if model is None or isinstance(model, (str, os.PathLike)) \
+            else model
+        self.text_column, self.embedding_column = text_column, embedding_column
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        texts = [str(t) for t in batch[self.text_column]]
+        embs = self.model.encode_documents(texts, show_progress_bar=False)
+        col = np.empty(len(embs), dtype=object)
+        col[:] = embs
+        return {self.embedding_column: col}
+
+
+def prepare_dataset(ds: Any, *, model: Any, text_column: str, embedding_column: str, concurrency: int = 1,
+                    num_gpus: float = 0) -> Any:
+    """The dataset with ``embedding_column`` (encoding ``text_column`` on the workers when there are texts),
+    materialised in its input order (global ids are positions)."""
+    ray = ray_module()
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    columns = ds.columns() or []
+    if embedding_column in columns:
+        if model is not None:
+            raise ValueError(f"the dataset already has embeddings ({embedding_column!r}); drop model=")
+        return (ds if columns == [embedding_column] else ds.select_columns([embedding_column])).materialize()
+    if text_column not in columns:
+        raise ValueError(f"the dataset has neither {embedding_column!r} (embeddings) nor {text_column!r} (texts) "
+                         f"columns (it has {columns}); name them with embedding_column= or text_column=")
+    enc = ds.select_columns([text_column]).map_batches(
+        _Encode, fn_constructor_kwargs={"model": model, "text_column": text_column,
+                                        "embedding_column": embedding_column},
+        batch_size=64, batch_format="numpy", concurrency=concurrency, num_gpus=num_gpus or None)
+    return enc.materialize()
+
+
+# ---------------------------------------------------------------------------------------------- search
+class ShardServer:
+    """One shard opened memory-mapped inside a Ray actor; a restart re-runs this constructor (a reopen)."""
+
+    def __init__(self, path: str):
+        self.index = Index.open(path, verify="none")
+
+    def search(self, q: np.ndarray, k: int, job: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.search(q, k, **job)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class RaySearch:
+    """Shards searched by Ray actors (``replicas`` per shard), the query put in the object store once."""
+
+    name = "ray"
+
+    def __init__(self, init: Any = False, replicas: int = 1, num_cpus: float = 0.5, attempts: int = 3):
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+            raise ValueError(f"replicas must be a positive integer, got {replicas!r}")
+        self.ray = ensure_ray(init)
+        self.replicas = replicas
+        self.attempts = attempts
+        self.actor_cls = self.ray.remote(ShardServer).options(num_cpus=num_cpus, max_restarts=-1,
+                                                              max_task_retries=0)
+        self.actors: dict[str, list[Any]] = {}
+        self.order: list[str] = []
+        self._turn = itertools.count()
+
+    def sync(self, dirs: list[Path], indexes: list[Index]) -> None:
+        """Start actors for shard folders new to this handle; end those of folders no longer named."""
+        names = [str(d) for d in dirs]
+        for old in set(self.actors) - set(names):
+            for a in self.actors.pop(old):
+                self.ray.kill(a)
+        for n in names:
+            if n not in self.actors:
+                self.actors[n] = [self.actor_cls.remote(n) for _ in range(self.replicas)]
+        self.order = names
+
+    def search(self, q: np.ndarray, k: int, jobs: list[dict[str, Any] | None]) -> list[Any]:
+        ray = self.ray
+        q_ref = ray.put(q)  # sent once, read by every shard from the object store
+        turn = next(self._turn)
+        pending = {s: 0 for s, job in enumerate(jobs) if job is not None}
+        futures = {s: self._call(s, turn, q_ref, k, jobs[s]) for s in pending}
+        out: list[Any] = [None] * len(jobs)
+        while futures:
+            s, f = futures.popitem()
+            try:
+                out[s] = ray.get(f)
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+                pending[s] += 1
+                if pending[s] >= self.attempts:
+                    raise ShardUnavailableError(
+                        f"shard {s} ({self.order[s]}) did not answer after {pending[s]} attempts ({exc}); no "
+                        "partial result is returned: check the Ray cluster and search again") from exc
+                futures[s] = self._call(s, turn + pending[s], q_ref, k, jobs[s])
+        return out
+
+    def _call(self, s: int, turn: int, q_ref: Any, k: int, job: dict[str, Any]) -> Any:
+        group = self.actors[self.order[s]]
+        return group[turn % len(group)].search.remote(q_ref, k, job)
+
+    def actor_pids(self) -> list[list[int]]:
+        """Process ids of each shard's actors (for tests and diagnostics)."""
+        return [self.ray.get([a.pid.remote() for a in self.actors[n]]) for n in self.order]
+
+    def close(self) -> None:
+        for group in self.actors.values():
+            for a in group:
+                try:
+                    self.ray.kill(a)
+                except Exception:  # the cluster may already be gone
+                    pass
+        self.actors.clear()
+
+
+__all__ = ["RayRunner", "RaySearch", "ShardServer", "ensure_ray", "prepare_dataset"]
