@@ -77,4 +77,64 @@ void maxsim(const float* Q, int64_t nq, int64_t qlen, int64_t d, const float* va
 void centroid_scores(const float* Q, int64_t nq, int64_t qlen, int64_t d, const float* centroids_t,
                      int64_t nlist, float* out, int device);
 
+// ------------------------------------------------------------------------------------------ build
+// The build kernels (csrc/cuda/build.cu). Nearest centroid = the largest inner product, the lowest
+// centroid id among equal scores (as faiss's flat search); each score is one float fma chain over the
+// dimensions in ascending order, so it can differ from a CPU GEMM in the last bits and a token whose two
+// best centroids score that close can get the other one. Compression of a given (token, code) is exact:
+// the same bytes as cpu::compress of the residual x - centroids[code].
+
+// Points kept on one GPU for the iterations of k-means (faiss's Lloyd step, split in two so that the
+// host handles empty clusters and normalisation with faiss's rules). One object per host thread.
+class KMeans {
+ public:
+  // x (n, d) float32, 1 <= n < 2^31, d a positive multiple of 8.
+  KMeans(const float* x, int64_t n, int64_t d, int device);
+  ~KMeans();
+  KMeans(const KMeans&) = delete;
+  KMeans& operator=(const KMeans&) = delete;
+  // Nearest of centroids (nlist, d) for every point: codes (n,) int32 and scores (n,) float32, each
+  // optional (nullptr); the codes stay on the device for update().
+  void assign(const float* centroids, int64_t nlist, int32_t* codes, float* scores);
+  // From the codes of the last assign(): means (nlist, d) = the points of each centroid summed in
+  // ascending point order, times 1 / count (zeros when empty), and counts (nlist,) as floats.
+  void update(int64_t nlist, float* means, float* counts);
+  int64_t device_bytes() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// The codec on one GPU: assignment and residual compression of batches, only codes, packed bytes and
+// residual norms coming back. One object per host thread.
+class Compressor {
+ public:
+  // centroids (nlist, d), nlist <= 65536; cutoffs (d, 2^nbits - 1) ascending per row (checked);
+  // chunk_rows: rows per kernel launch (bounds the device memory: about chunk_rows * (4 d + 16) bytes).
+  Compressor(const float* centroids, int64_t nlist, int64_t d, const float* cutoffs, int nbits,
+             int64_t chunk_rows, int device);
+  ~Compressor();
+  Compressor(const Compressor&) = delete;
+  Compressor& operator=(const Compressor&) = delete;
+  // x (n, d) float32: host memory, or device memory of this object's GPU when on_device (whose writer
+  // has finished: the caller synchronises its stream first). Out (host): codes (n,), packed (n, d *
+  // nbits / 8), norms (n,) the residual L2 norms.
+  void compress(const float* x, int64_t n, bool on_device, uint16_t* codes, uint8_t* packed, float* norms);
+  int64_t device_bytes() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// One-shot: codes (n,) int32 and scores (n,) (optional) of the nearest of centroids (nlist, d).
+void assign(const float* x, int64_t n, int64_t d, const float* centroids, int64_t nlist, int32_t* codes,
+            float* scores, int device);
+// One-shot: packed (n, d * nbits / 8) and norms (n,) of the residuals x - centroids[codes].
+void compress_residuals(const float* x, int64_t n, int64_t d, const uint16_t* codes, const float* centroids,
+                        int64_t nlist, const float* cutoffs, int nbits, uint8_t* packed, float* norms, int device);
+
 }  // namespace plaidx::cuda

@@ -178,6 +178,165 @@ py::array_t<float> centroid_scores(const py::object& Q_o, const py::object& cent
   return out;
 }
 
+// ------------------------------------------------------------------------------------------ build
+class KMeans {
+ public:
+  KMeans(const py::object& x_o, int device) {
+    const char* fn = "KMeans";
+    check_device(fn, device);
+    const auto x = view<float>(x_o, fn, "x", 2, "(n, d)");
+    check_dim(fn, x[1]);
+    expect(x[0] >= 1, std::string(fn) + ": x needs at least one row");
+    n_ = x[0];
+    d_ = x[1];
+    py::gil_scoped_release release;
+    impl_ = std::make_unique<cu::KMeans>(x.data, n_, d_, device);
+  }
+
+  py::tuple assign(const py::object& centroids_o) {
+    const auto c = centroids("KMeans.assign", centroids_o);
+    py::array_t<int32_t> codes(n_);
+    py::array_t<float> scores(n_);
+    int32_t* co = mutable_data(codes);
+    float* so = mutable_data(scores);
+    {
+      py::gil_scoped_release release;
+      impl_->assign(c.data, c[0], co, so);
+    }
+    return py::make_tuple(codes, scores);
+  }
+
+  py::tuple update(int64_t nlist) {
+    expect(nlist >= 1, "KMeans.update: nlist must be >= 1, got " + std::to_string(nlist));
+    py::array_t<float> means({nlist, d_});
+    py::array_t<float> counts(nlist);
+    float* mo = mutable_data(means);
+    float* co = mutable_data(counts);
+    {
+      py::gil_scoped_release release;
+      impl_->update(nlist, mo, co);
+    }
+    return py::make_tuple(means, counts);
+  }
+
+  int64_t device_bytes() const { return impl_->device_bytes(); }
+
+ private:
+  View<float> centroids(const char* fn, const py::object& o) const {
+    const auto c = view<float>(o, fn, "centroids", 2, "(nlist, d)");
+    expect(c[1] == d_ && c[0] >= 1, std::string(fn) + ": centroids must have shape (nlist >= 1, d = " +
+                                        std::to_string(d_) + "), got " + shape_str(c.shape));
+    return c;
+  }
+
+  std::unique_ptr<cu::KMeans> impl_;
+  int64_t n_ = 0, d_ = 0;
+};
+
+class Compressor {
+ public:
+  Compressor(const py::object& centroids_o, const py::object& cutoffs_o, int nbits, int64_t chunk_rows, int device) {
+    const char* fn = "Compressor";
+    check_device(fn, device);
+    check_nbits(fn, nbits);
+    const auto c = view<float>(centroids_o, fn, "centroids", 2, "(nlist, d)");
+    d_ = c[1];
+    nbits_ = nbits;
+    check_dim(fn, d_);
+    expect(c[0] >= 1 && c[0] <= 65536, std::string(fn) + ": nlist must be in [1, 65536], got " + std::to_string(c[0]));
+    const auto cut = view<float>(cutoffs_o, fn, "cutoffs", 2, "(d, 2**nbits - 1)");
+    expect(cut[0] == d_ && cut[1] == (int64_t{1} << nbits) - 1,
+           std::string(fn) + ": cutoffs must have shape (d, 2**nbits - 1) = (" + std::to_string(d_) + ", " +
+               std::to_string((1 << nbits) - 1) + "), got " + shape_str(cut.shape));
+    expect(chunk_rows >= 1, std::string(fn) + ": chunk_rows must be >= 1, got " + std::to_string(chunk_rows));
+    py::gil_scoped_release release;
+    impl_ = std::make_unique<cu::Compressor>(c.data, c[0], d_, cut.data, nbits, chunk_rows, device);
+  }
+
+  // x: a host float32 (n, d) array.
+  py::tuple compress(const py::object& x_o) {
+    const auto x = view<float>(x_o, "Compressor.compress", "x", 2, "(n, d)");
+    expect(x[1] == d_, "Compressor.compress: x must have d = " + std::to_string(d_) + " columns, got shape " +
+                           shape_str(x.shape));
+    return run(x.data, x[0], false);
+  }
+
+  // ptr: the address of a C-contiguous float32 (n, d) array in this object's GPU memory, written by
+  // work that has finished (the caller synchronises its stream). Internal: plaidx.engine.gpu_build
+  // checks dtype, shape, contiguity and device of the tensor it takes the address from.
+  py::tuple compress_device(uintptr_t ptr, int64_t n) {
+    expect(ptr != 0 && n >= 0, "Compressor.compress_device: needs a device address and n >= 0");
+    return run(reinterpret_cast<const float*>(ptr), n, true);
+  }
+
+  int64_t device_bytes() const { return impl_->device_bytes(); }
+
+ private:
+  py::tuple run(const float* x, int64_t n, bool on_device) {
+    py::array_t<uint16_t> codes(n);
+    py::array_t<uint8_t> packed({n, d_ * nbits_ / 8});
+    py::array_t<float> norms(n);
+    uint16_t* co = mutable_data(codes);
+    uint8_t* po = mutable_data(packed);
+    float* no = mutable_data(norms);
+    {
+      py::gil_scoped_release release;
+      impl_->compress(x, n, on_device, co, po, no);
+    }
+    return py::make_tuple(codes, packed, norms);
+  }
+
+  std::unique_ptr<cu::Compressor> impl_;
+  int64_t d_ = 0;
+  int nbits_ = 0;
+};
+
+py::tuple assign(const py::object& x_o, const py::object& centroids_o, int device) {
+  const char* fn = "assign";
+  check_device(fn, device);
+  const auto x = view<float>(x_o, fn, "x", 2, "(n, d)");
+  const auto c = view<float>(centroids_o, fn, "centroids", 2, "(nlist, d)");
+  check_dim(fn, x[1]);
+  expect(c[1] == x[1] && c[0] >= 1, std::string(fn) + ": centroids must have shape (nlist >= 1, d = " +
+                                         std::to_string(x[1]) + "), got " + shape_str(c.shape));
+  py::array_t<int32_t> codes(x[0]);
+  py::array_t<float> scores(x[0]);
+  int32_t* co = mutable_data(codes);
+  float* so = mutable_data(scores);
+  {
+    py::gil_scoped_release release;
+    cu::assign(x.data, x[0], x[1], c.data, c[0], co, so, device);
+  }
+  return py::make_tuple(codes, scores);
+}
+
+py::tuple compress_residuals(const py::object& x_o, const py::object& codes_o, const py::object& centroids_o,
+                             const py::object& cutoffs_o, int nbits, int device) {
+  const char* fn = "compress_residuals";
+  check_device(fn, device);
+  check_nbits(fn, nbits);
+  const auto x = view<float>(x_o, fn, "x", 2, "(n, d)");
+  const int64_t d = x[1];
+  check_dim(fn, d);
+  const auto codes = view<uint16_t>(codes_o, fn, "codes", 1, "(n,)");
+  const auto c = view<float>(centroids_o, fn, "centroids", 2, "(nlist, d)");
+  const auto cut = view<float>(cutoffs_o, fn, "cutoffs", 2, "(d, 2**nbits - 1)");
+  expect(codes[0] == x[0], std::string(fn) + ": codes must have shape (n,) = (" + std::to_string(x[0]) + ",)");
+  expect(c[1] == d && c[0] >= 1, std::string(fn) + ": centroids must have shape (nlist, d = " + std::to_string(d) +
+                                     "), got " + shape_str(c.shape));
+  expect(cut[0] == d && cut[1] == (int64_t{1} << nbits) - 1,
+         std::string(fn) + ": cutoffs must have shape (d, 2**nbits - 1), got " + shape_str(cut.shape));
+  py::array_t<uint8_t> packed({x[0], d * nbits / 8});
+  py::array_t<float> norms(x[0]);
+  uint8_t* po = mutable_data(packed);
+  float* no = mutable_data(norms);
+  {
+    py::gil_scoped_release release;
+    cu::compress_residuals(x.data, x[0], d, codes.data, c.data, c[0], cut.data, nbits, po, no, device);
+  }
+  return py::make_tuple(packed, norms);
+}
+
 py::dict device_info() {
   const cu::DeviceInfo info = cu::device_info();
   py::dict d;
@@ -212,6 +371,25 @@ PYBIND11_MODULE(_cuda, m) {
         py::arg("device") = 0, "maxsim on the GPU; same contract as plaidx._core.maxsim");
   m.def("centroid_scores", &centroid_scores, py::arg("Q"), py::arg("centroids_t"), py::kw_only(),
         py::arg("device") = 0, "centroid_scores on the GPU; same contract as plaidx._core.centroid_scores");
+  m.def("assign", &assign, py::arg("x"), py::arg("centroids"), py::kw_only(), py::arg("device") = 0,
+        "Nearest centroid (max inner product, lowest id on ties) on the GPU -> (codes i32 (n,), scores f32 (n,))");
+  m.def("compress_residuals", &compress_residuals, py::arg("x"), py::arg("codes"), py::arg("centroids"),
+        py::arg("cutoffs"), py::arg("nbits"), py::kw_only(), py::arg("device") = 0,
+        "Bucket and bit-pack the residuals x - centroids[codes] on the GPU -> (packed u8 (n, pb), norms f32 (n,))");
+  py::class_<KMeans>(m, "KMeans", "k-means points kept on one GPU: assign, then update (see csrc/cuda/api.h)")
+      .def(py::init<const py::object&, int>(), py::arg("x"), py::kw_only(), py::arg("device") = 0)
+      .def("assign", &KMeans::assign, py::arg("centroids"), "-> (codes i32 (n,), scores f32 (n,))")
+      .def("update", &KMeans::update, py::arg("nlist"),
+           "means of the last assignment -> (means f32 (nlist, d), counts f32 (nlist,))")
+      .def_property_readonly("device_bytes", &KMeans::device_bytes);
+  py::class_<Compressor>(m, "Compressor", "A codec on one GPU: assign + compress batches, compressed bytes back")
+      .def(py::init<const py::object&, const py::object&, int, int64_t, int>(), py::arg("centroids"),
+           py::arg("cutoffs"), py::arg("nbits"), py::arg("chunk_rows") = int64_t{1} << 18, py::kw_only(),
+           py::arg("device") = 0)
+      .def("compress", &Compressor::compress, py::arg("x"), "-> (codes u16 (n,), packed u8 (n, pb), norms f32 (n,))")
+      .def("compress_device", &Compressor::compress_device, py::arg("ptr"), py::arg("n"),
+           "the same for a float32 (n, d) array already on this GPU (internal: see gpu_build)")
+      .def_property_readonly("device_bytes", &Compressor::device_bytes);
   py::class_<Collection>(m, "Collection",
                          "A compressed collection (and optionally its inverted file) copied to one GPU.")
       .def(py::init<const py::object&, const py::object&, const py::object&, const py::object&, const py::object&,

@@ -15,7 +15,7 @@ namespace {
 
 [[noreturn]] void unavailable() {
   throw std::runtime_error(std::string("plaidx was built without its CUDA kernels: ") + PLAIDX_CUDA_STUB_REASON +
-                           ". Reinstall with nvcc available (CUDA_HOME or PLAIDX_NVCC) to search on a GPU.");
+                           ". Reinstall with nvcc available (CUDA_HOME or PLAIDX_NVCC) to use a GPU.");
 }
 
 }  // namespace
@@ -52,5 +52,24 @@ void maxsim(const float*, int64_t, int64_t, int64_t, const float*, int64_t, cons
   unavailable();
 }
 void centroid_scores(const float*, int64_t, int64_t, int64_t, const float*, int64_t, float*, int) { unavailable(); }
+
+struct KMeans::Impl {};
+KMeans::KMeans(const float*, int64_t, int64_t, int) { unavailable(); }
+KMeans::~KMeans() = default;
+void KMeans::assign(const float*, int64_t, int32_t*, float*) { unavailable(); }
+void KMeans::update(int64_t, float*, float*) { unavailable(); }
+int64_t KMeans::device_bytes() const { return 0; }
+
+struct Compressor::Impl {};
+Compressor::Compressor(const float*, int64_t, int64_t, const float*, int, int64_t, int) { unavailable(); }
+Compressor::~Compressor() = default;
+void Compressor::compress(const float*, int64_t, bool, uint16_t*, uint8_t*, float*) { unavailable(); }
+int64_t Compressor::device_bytes() const { return 0; }
+
+void assign(const float*, int64_t, int64_t, const float*, int64_t, int32_t*, float*, int) { unavailable(); }
+void compress_residuals(const float*, int64_t, int64_t, const uint16_t*, const float*, int64_t, const float*, int,
+                        uint8_t*, float*, int) {
+  unavailable();
+}
 
 }  // namespace plaidx::cuda

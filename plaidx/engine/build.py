@@ -182,9 +182,10 @@ def build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: d
                       nbits: int, nlist: int | None, kmeans_niters: int, seed: int, kmeans_sample: int | None,
                       batch_tokens: int, metadata: dict[str, Any] | None, progress: bool,
                       next_id: int | None = None, codec: ResidualCodec | None = None,
-                      kmeans: str = "auto", keep_vectors: str | None = None) -> Snapshot:
+                      kmeans: str = "auto", keep_vectors: str | None = None, ops: Any = None) -> Snapshot:
     """Write a whole new generation (centroids, codec, codes, IVF, and the kept vectors when ``keep_vectors``
-    names a rerank tier) from documents; the lock is held."""
+    names a rerank tier) from documents; the lock is held. ``ops``: the device steps of a GPU build
+    (gpu_build.BuildOps: k-means, assigner, compress_stream), None for the CPU."""
     docs_iter, count = iter_documents(documents)
     spill = None
     source = documents
@@ -220,12 +221,13 @@ def build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: d
                 raise ValueError(f"embedding dimension {dim} is not a multiple of 8 (required by the residual "
                                  "packing)")
             timings["sample_s"] = round(time.perf_counter() - t0, 3)
-            centroids = train_centroids(sample, nl, kmeans_niters, seed, verbose=False, method=kmeans)
+            centroids = (ops.train_centroids if ops else train_centroids)(sample, nl, kmeans_niters, seed,
+                                                                          verbose=False, method=kmeans)
             timings["kmeans_s"] = round(time.perf_counter() - t0 - timings["sample_s"], 3)
             # round to what is stored first, so that what is compressed against is what is decoded
             stored = centroid_arrays(centroids, nbits)
             centroids = stored_centroids(stored)
-            assigner = Assigner(centroids)
+            assigner = ops.assigner(centroids) if ops else Assigner(centroids)
             held_want = int(min(max(n_tokens // 20, 4096), 1 << 16))
             heldout, _ = _gather_sample(source, order, used, held_want, dim)
             if heldout.shape[0] < min(held_want, 64):
@@ -244,7 +246,7 @@ def build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: d
             centroids = stored_centroids(stored)
             codec = dataclasses.replace(codec, centroids=centroids)
             cutoffs, weights = codec.cutoffs, codec.weights
-            assigner = Assigner(centroids)
+            assigner = ops.assigner(centroids) if ops else Assigner(centroids)
             probe, _ = _gather_sample(source, order, 0, 1 << 15, dim)
             p_codes = assigner.assign(probe)
             p_res = probe - centroids[p_codes.astype(np.intp)]
@@ -255,7 +257,8 @@ def build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: d
         vec_w = VectorWriter(tx, keep_vectors, n_tokens, dim) if keep_vectors else None
         seen: list[int] = []
         t1 = time.perf_counter()
-        norm_sum = compress_stream((source[i] for i in range(n_docs)), assigner, codec, codes_w, res_w,
+        norm_sum = (ops.compress_stream if ops else compress_stream)((source[i] for i in range(n_docs)),
+                                                                     assigner, codec, codes_w, res_w,
                                            batch_tokens, progress, total=n_docs, lengths_out=seen,
                                            vectors_w=vec_w)
         if seen != lengths.tolist():
@@ -279,7 +282,7 @@ def build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: d
                             "kmeans_sample": int(min(want, n_tokens)),
                             "n_tokens": n_tokens, "residual_norm_mean": ref_norm,
                             "residual_norm_mean_all_tokens": norm_sum / n_tokens,
-                            "format_version": FORMAT_VERSION}}
+                            "format_version": FORMAT_VERSION, **(ops.manifest() if ops else {})}}
         manifest = tx.commit(fields)
     except BaseException:
         tx.abort()

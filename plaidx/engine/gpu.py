@@ -34,7 +34,7 @@ def cuda_info() -> dict[str, Any]:
     return info
 
 
-def resolve_device(device: Any) -> int | None:
+def resolve_device(device: Any, purpose: str = "search") -> int | None:
     """The CUDA device index a ``device`` argument names, or None for the CPU.
 
     Raises ValueError for a name that is not a device, RuntimeError (with the reason) when a GPU is
@@ -54,7 +54,7 @@ def resolve_device(device: Any) -> int | None:
     info = cuda_info()
     if not info["cuda"]:
         raise RuntimeError(f"device={device!r} needs a usable CUDA GPU, but {info['cuda_reason']}. "
-                           "Search on the CPU with device='cpu' (the default).")
+                           f"{purpose.capitalize()} on the CPU with device='cpu' (the default).")
     count = int(info.get("cuda_device_count", 0))
     if index >= count:
         raise ValueError(f"device={device!r}: this machine has {count} CUDA device(s) (0..{count - 1})")

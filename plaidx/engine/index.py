@@ -23,6 +23,7 @@ from .build import (
     progress_bar,
 )
 from .clustering import Assigner
+from .gpu_build import build_ops
 from .inputs import as_document, as_queries, check_k, iter_documents
 from .params import SearchParams
 from .snapshot import Snapshot
@@ -149,7 +150,7 @@ class Index:
               kmeans_niters: int = 4, seed: int = 0, *, kmeans_sample: int | None = None,
               batch_tokens: int = 1 << 16, overwrite: bool = False, metadata: dict[str, Any] | None = None,
               progress: bool = False, codec_from: Index | str | os.PathLike | None = None,
-              kmeans: str = "auto", keep_vectors: str | None = None) -> Index:
+              kmeans: str = "auto", keep_vectors: str | None = None, device: Any = None) -> Index:
         """Build a compressed index from per-token document embeddings.
 
         Parameters
@@ -173,6 +174,10 @@ class Index:
             rerank tier beside the codes (int8: d + 4 bytes per token, one scale per token; float16: 2 d bytes).
             Searches then re-score their best candidates with it (see ``rerank`` in :meth:`search`);
             add, delete, compact and recluster maintain it; an overwrite without it drops it.
+        device : None/"cpu" (default) or "cuda"/"cuda:N": run k-means, assignment and compression on that GPU
+            (plaidx.engine.gpu_build), writing the same format; the result equals the CPU build's up to
+            nearest-centroid ties and float order (and, from 4096 centroids, the GPU assigns exactly where the
+            CPU's assignment is approximate). A clear error when this build or machine has no usable GPU.
         """
         path = Path(path)
         keep_vectors = check_keep_vectors(keep_vectors)
@@ -184,6 +189,7 @@ class Index:
                 raise ValueError(f"nlist={nlist} conflicts with codec_from's nlist={codec.centroids.shape[0]}")
             nbits, nlist = codec.nbits, None
         check_build_args(nbits, nlist, kmeans_niters, batch_tokens, kmeans)
+        ops = build_ops(device)  # a clear error before anything is written when no GPU can be used
         check_target(path, overwrite)
         with WriterLock(path):
             base = read_manifest(path) if (path / MANIFEST).exists() else None
@@ -191,7 +197,7 @@ class Index:
             snap = build_generation(path, documents, None, base, nbits=nbits, nlist=nlist,
                                      kmeans_niters=kmeans_niters, seed=seed, kmeans_sample=kmeans_sample,
                                      batch_tokens=batch_tokens, metadata=metadata, progress=progress,
-                                     codec=codec, kmeans=kmeans, keep_vectors=keep_vectors)
+                                     codec=codec, kmeans=kmeans, keep_vectors=keep_vectors, ops=ops)
         return cls(path, snap)
 
     # ------------------------------------------------------------------ search

@@ -1,0 +1,405 @@
+"""The build on one CUDA GPU: faiss's k-means rules, nearest-centroid assignment and residual compression on the device.
+
+``Index.build(..., device="cuda")`` runs the CPU pipeline of :mod:`.build` (same sample, same held-out
+set, same codebook training, same files) with three steps swapped for their GPU twins through
+:class:`BuildOps`:
+
+* k-means: :func:`train_centroids` is :func:`.clustering.train_centroids` (two-level from 1024
+  centroids, one global refinement) with each faiss k-means replaced by :func:`kmeans`, which follows
+  faiss's ``Clustering::train`` step by step (the same random initial points from ``faiss.rand_perm``,
+  the same point-order centroid sums, the same empty-cluster splitting with faiss's random generator,
+  the same L2 normalisation), with the assignment and the sums on the GPU;
+* assignment: the exact nearest centroid (argmax fused into the GEMM, csrc/cuda/build.cu);
+* compression: tokens go to the GPU in batches of ``batch_tokens``; codes, packed residuals and
+  residual norms come back. A worker thread reads (or decodes, or receives from an encoder) batch i + 1
+  while the GPU compresses batch i, so device and host memory stay bounded by a few batches.
+
+What differs from the CPU build (and only this): dot products are summed in another order, so a token
+whose two best centroids score within float rounding of each other can take the other one (in k-means
+too, which can then move a centroid slightly); the CPU assigns through an approximate search from 4096
+centroids (an inverted file over the centroids, exact for about 95% of tokens) where the GPU is exact,
+so from 4096 centroids the GPU codes are the nearest centroid more often, not identical.
+
+The kernels are reached through a small interface (:class:`CudaKernels`); :class:`HostKernels` is its
+numpy/CPU-kernel twin, the reference the GPU kernels are tested against and the way the orchestration
+here is tested on machines without a GPU. It is never used by ``device="cuda"``.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import faiss
+import numpy as np
+
+from . import gpu, kernels
+from .clustering import REFINE_ITERS, REFINE_PER_CENTROID, TWO_LEVEL_MIN_NLIST, check_kmeans_method
+from .inputs import as_document
+
+SPLIT_SEED = 1234  # faiss split_clusters: RandomGenerator rng(1234)
+SPLIT_EPS = 1.0 / 1024.0  # faiss split_clusters: the symmetric perturbation of a split centroid
+ASSIGN_ROWS = 1 << 20  # rows per one-shot assignment call (bounds device memory at about 4 * d MiB)
+PREFETCH_BATCHES = 2  # batches the reader thread may hold ready ahead of the GPU
+
+
+# ----------------------------------------------------------------------------------- kernels
+class CudaKernels:
+    """The build kernels of ``plaidx._cuda`` on one device."""
+
+    def __init__(self, device: int):
+        self.device = device
+        self.mod = gpu.module()
+
+    def kmeans_points(self, x: np.ndarray) -> Any:
+        """float32 (n, d) points kept on the device: ``assign(centroids)``, ``update(nlist)``."""
+        return self.mod.KMeans(x, device=self.device)
+
+    def assign(self, x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+        """int32 (n,): the nearest of centroids (nlist, d) for each row of float32 (n, d)."""
+        out = np.empty(x.shape[0], np.int32)
+        for lo in range(0, x.shape[0], ASSIGN_ROWS):
+            out[lo:lo + ASSIGN_ROWS] = self.mod.assign(np.ascontiguousarray(x[lo:lo + ASSIGN_ROWS]), centroids,
+                                                       device=self.device)[0]
+        return out
+
+    def compressor(self, centroids: np.ndarray, cutoffs: np.ndarray, nbits: int, chunk_rows: int) -> Any:
+        """``compress(x) -> (codes u16 (n,), packed u8 (n, pb), norms f32 (n,))`` on the device."""
+        return self.mod.Compressor(centroids, cutoffs, nbits, chunk_rows, device=self.device)
+
+
+class _HostPoints:
+    """HostKernels' k-means points: the CPU twin of ``plaidx._cuda.KMeans``."""
+
+    def __init__(self, x: np.ndarray):
+        self.x = np.ascontiguousarray(x, dtype=np.float32)
+        self.codes = np.zeros(self.x.shape[0], np.int32)
+
+    def assign(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.codes, scores = _argmax_ip(self.x, centroids)
+        return self.codes.copy(), scores
+
+    def update(self, nlist: int) -> tuple[np.ndarray, np.ndarray]:
+        sums = np.zeros((nlist, self.x.shape[1]), np.float32)
+        np.add.at(sums, self.codes, self.x)  # unbuffered, in point order: faiss's summation order
+        counts = np.bincount(self.codes, minlength=nlist).astype(np.float32)
+        scale = np.zeros(nlist, np.float32)
+        np.divide(np.float32(1.0), counts, out=scale, where=counts > 0)
+        return sums * scale[:, None], counts
+
+
+class _HostCompressor:
+    def __init__(self, centroids: np.ndarray, cutoffs: np.ndarray, nbits: int):
+        self.centroids, self.cutoffs, self.nbits = centroids, cutoffs, nbits
+
+    def compress(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        codes = _argmax_ip(x, self.centroids)[0]
+        res = np.subtract(x, self.centroids[codes], dtype=np.float32)
+        return codes.astype(np.uint16), kernels.compress(res, self.cutoffs, self.nbits), np.linalg.norm(res, axis=1)
+
+
+class HostKernels:
+    """The CPU twin of :class:`CudaKernels` (numpy argmax and sums, the native compress kernel): the
+    reference for the GPU kernels' tests and for testing this module without a GPU."""
+
+    device = None
+
+    def kmeans_points(self, x: np.ndarray) -> _HostPoints:
+        return _HostPoints(x)
+
+    def assign(self, x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+        return _argmax_ip(np.ascontiguousarray(x, dtype=np.float32), centroids)[0]
+
+    def compressor(self, centroids: np.ndarray, cutoffs: np.ndarray, nbits: int, chunk_rows: int) -> _HostCompressor:
+        return _HostCompressor(centroids, cutoffs, nbits)
+
+
+def _argmax_ip(x: np.ndarray, centroids: np.ndarray, rows: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """int32 (n,) nearest centroid (first of equal maxima) and float32 (n,) its inner product."""
+    codes = np.empty(x.shape[0], np.int32)
+    scores = np.empty(x.shape[0], np.float32)
+    ct = np.ascontiguousarray(centroids.T)
+    for lo in range(0, x.shape[0], rows):
+        s = x[lo:lo + rows] @ ct
+        codes[lo:lo + rows] = s.argmax(axis=1)
+        scores[lo:lo + rows] = s[np.arange(s.shape[0]), codes[lo:lo + rows]]
+    return codes, scores
+
+
+# ----------------------------------------------------------------------------------- k-means
+def renorm_rows(c: np.ndarray) -> np.ndarray:
+    """faiss's fvec_renorm_L2 in place on float32 (k, d): rows with a positive norm scaled to unit length."""
+    nr = np.einsum("ij,ij->i", c, c)
+    pos = nr > 0
+    inv = (1.0 / np.sqrt(nr[pos]).astype(np.float64)).astype(np.float32)
+    c[pos] *= inv[:, None]
+    return c
+
+
+class _FaissFloats:
+    """faiss's RandomGenerator(seed).rand_float(): std::mt19937 draws over 2**32, in float32."""
+
+    def __init__(self, seed: int, block: int = 1 << 16):
+        self.bits = np.random.MT19937()
+        self.bits._legacy_seeding(seed)  # std::mt19937's init_genrand
+        self.block = block
+        self.buf = np.zeros(0, np.float32)
+        self.pos = 0
+
+    def take(self, n: int) -> np.ndarray:
+        while self.buf.size - self.pos < n:
+            raw = self.bits.random_raw(max(self.block, n)).astype(np.float32) / np.float32(4294967296.0)
+            self.buf = np.concatenate([self.buf[self.pos:], raw])
+            self.pos = 0
+        out = self.buf[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+
+def split_empty_clusters(centroids: np.ndarray, hassign: np.ndarray, n: int) -> int:
+    """faiss's split_clusters, in place: each empty centroid (in id order) takes a perturbed copy of a
+    centroid drawn in proportion to its size (scanning ids cyclically from 0, one draw per step).
+
+    Parameters
+    ----------
+    centroids : float32 (k, d)
+    hassign : float32 (k,), points per centroid (updated as faiss does: an even split)
+    n : number of points
+    """
+    k = centroids.shape[0]
+    empty = np.flatnonzero(hassign == 0)
+    if empty.size == 0:
+        return 0
+    rng = _FaissFloats(SPLIT_SEED)
+    up, down = np.float64(1 + SPLIT_EPS), np.float64(1 - SPLIT_EPS)
+    even = (np.arange(centroids.shape[1]) % 2) == 0
+    for ci in empty:
+        p = ((hassign.astype(np.float64) - 1.0) / np.float64(np.float32(n - k))).astype(np.float32)
+        steps = 0
+        while True:  # draws in blocks of k steps, from cj = 0
+            r = rng.take(k)
+            hit = np.flatnonzero(r < p)
+            if hit.size:
+                cj = int(hit[0])
+                rng.pos -= k - cj - 1  # give back the draws after the hit
+                break
+            steps += k
+        src = centroids[cj].astype(np.float64)
+        centroids[ci] = np.where(even, src * up, src * down).astype(np.float32)
+        centroids[cj] = np.where(even, src * down, src * up).astype(np.float32)
+        hassign[ci] = hassign[cj] / np.float32(2)
+        hassign[cj] -= hassign[ci]
+    return int(empty.size)
+
+
+def kmeans(x: np.ndarray, k: int, niter: int, seed: int, kernels_: Any, init: np.ndarray | None = None) -> np.ndarray:
+    """Spherical k-means of every row of x, following faiss's ``Clustering::train`` (one redo, no
+    subsampling): the device assigns and sums, the host splits empty clusters and normalises.
+
+    Parameters
+    ----------
+    x : float32 (n, d), n >= k
+    init : float32 (k, d) starting centroids, else k points chosen by ``faiss.rand_perm(n, seed + 1)``
+
+    Returns
+    -------
+    float32 (k, d)
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n = x.shape[0]
+    if n < k:
+        raise ValueError(f"k-means of {n} points into {k} centroids: need at least as many points as centroids")
+    if not np.isfinite(x).all():
+        raise ValueError("k-means input contains NaN or inf values")
+    if n == k:
+        return x.copy()  # faiss's corner case: the points are the centroids
+    if init is None:
+        perm = np.empty(n, np.int32)
+        faiss.rand_perm(faiss.swig_ptr(perm), n, seed + 1)
+        cents = x[perm[:k]].copy()
+    else:
+        cents = np.array(init, dtype=np.float32, copy=True)
+    renorm_rows(cents)
+    pts = kernels_.kmeans_points(x)
+    for _ in range(max(1, niter)):
+        pts.assign(cents)
+        cents, counts = pts.update(k)
+        cents = np.array(cents, dtype=np.float32, copy=True)
+        split_empty_clusters(cents, np.array(counts, dtype=np.float32), n)
+        renorm_rows(cents)
+    return cents
+
+
+def train_centroids(sample: np.ndarray, nlist: int, niters: int, seed: int, kernels_: Any, verbose: bool = False,
+                    method: str = "auto") -> np.ndarray:
+    """:func:`.clustering.train_centroids` with every faiss k-means and coarse search on ``kernels_``.
+
+    Parameters
+    ----------
+    sample : float32 (m, d)
+
+    Returns
+    -------
+    float32 (nlist, d), unit-norm rows.
+    """
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    m, d = sample.shape
+    if nlist > m:
+        raise ValueError(f"nlist={nlist} exceeds the {m} tokens available to train it; choose nlist <= {m}")
+    check_kmeans_method(method)
+    if nlist < TWO_LEVEL_MIN_NLIST or method == "flat":
+        cents = kmeans(sample, nlist, niters, seed, kernels_)
+    else:
+        n_coarse = int(round(math.sqrt(nlist)))
+        group = kernels_.assign(sample, kmeans(sample, n_coarse, niters, seed, kernels_))
+        sizes = np.bincount(group, minlength=n_coarse)
+        share = np.cumsum(sizes) * nlist // m
+        share[1:] -= share[:-1].copy()
+        order = np.argsort(group, kind="stable")
+        parts, start = [], 0
+        for g in range(n_coarse):
+            rows = sample[order[start:start + sizes[g]]]
+            start += sizes[g]
+            kg = int(share[g])
+            if kg == 0:
+                continue
+            parts.append(rows[:kg] if kg >= rows.shape[0] else kmeans(rows, kg, niters, seed + 1 + g, kernels_))
+        cents = np.concatenate(parts, axis=0)
+        if REFINE_PER_CENTROID > 0:
+            take = min(m, REFINE_PER_CENTROID * nlist)
+            sub = sample[np.random.default_rng(seed).choice(m, take, replace=False)] if take < m else sample
+            cents = kmeans(sub, nlist, REFINE_ITERS, seed, kernels_, init=cents)
+    norms = np.linalg.norm(cents, axis=1, keepdims=True)
+    return np.ascontiguousarray(cents / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------------- streaming
+class DeviceAssigner:
+    """:class:`.clustering.Assigner`'s interface over the device's exact assignment."""
+
+    def __init__(self, centroids: np.ndarray, kernels_: Any):
+        self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        self.nlist = self.centroids.shape[0]
+        self.kernels = kernels_
+
+    def assign(self, embeddings: np.ndarray) -> np.ndarray:
+        """uint16 (n,) centroid ids of float32 (n, d) embeddings."""
+        x = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if x.shape[0] == 0:
+            return np.zeros(0, dtype=np.uint16)
+        return self.kernels.assign(x, self.centroids).astype(np.uint16)
+
+
+_DONE = object()
+
+
+def batches(docs: Iterable[Any], dim: int, batch_tokens: int, lengths_out: list[int] | None = None) -> Iterable[np.ndarray]:
+    """float32 (>= batch_tokens or the rest, d) blocks of consecutive documents' tokens, in order."""
+    batch: list[np.ndarray] = []
+    n = 0
+    for i, doc in enumerate(docs):
+        arr = as_document(doc, dim, f"documents[{i}]")
+        if lengths_out is not None:
+            lengths_out.append(arr.shape[0])
+        batch.append(arr)
+        n += arr.shape[0]
+        if n >= batch_tokens:
+            yield np.concatenate(batch, axis=0)
+            batch, n = [], 0
+    if batch:
+        yield np.concatenate(batch, axis=0)
+
+
+def prefetch(items: Iterable[Any], depth: int = PREFETCH_BATCHES) -> Iterable[Any]:
+    """The items of ``items``, produced by a worker thread up to ``depth`` ahead of the consumer.
+
+    An exception in the worker is raised in the consumer, and a consumer that stops early stops the
+    worker, so no thread outlives the build.
+    """
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((True, _DONE))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put((False, exc))
+
+    worker = threading.Thread(target=work, name="plaidx-build-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                raise item
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
+@dataclass(frozen=True)
+class BuildOps:
+    """The device steps of a build (see the module docstring); ``build.build_generation(ops=...)``."""
+
+    kernels: Any
+    device: str
+
+    def train_centroids(self, sample: np.ndarray, nlist: int, niters: int, seed: int, verbose: bool = False,
+                        method: str = "auto") -> np.ndarray:
+        return train_centroids(sample, nlist, niters, seed, self.kernels, verbose=verbose, method=method)
+
+    def assigner(self, centroids: np.ndarray) -> DeviceAssigner:
+        return DeviceAssigner(centroids, self.kernels)
+
+    def compress_stream(self, docs: Iterable[Any], assigner: Any, codec: Any, codes_w: Any, res_w: Any,
+                        batch_tokens: int, progress: bool, total: int | None = None,
+                        lengths_out: list[int] | None = None, vectors_w: Any = None) -> float:
+        """:func:`.build.compress_stream` on the device: batches read ahead by a worker thread, only
+        codes, packed residuals and norms coming back (``vectors_w``, the rerank tier, is written from the
+        host batch). Returns the residual norm sum."""
+        from .build import progress_bar
+
+        comp = self.kernels.compressor(np.ascontiguousarray(codec.centroids, dtype=np.float32),
+                                       np.ascontiguousarray(codec.cutoffs, dtype=np.float32), codec.nbits,
+                                       max(1, min(batch_tokens, 1 << 20)))
+        norm_sum = 0.0
+        docs = progress_bar(docs, total, "compressing", progress)
+        for x in prefetch(batches(docs, codec.dim, batch_tokens, lengths_out)):
+            codes, packed, norms = comp.compress(x)
+            codes_w.append(codes)
+            res_w.append(packed)
+            if vectors_w is not None:
+                vectors_w.append(x)
+            norm_sum += float(np.sum(norms, dtype=np.float64))
+        return norm_sum
+
+    def manifest(self) -> dict[str, Any]:
+        return {"device": self.device}
+
+
+def build_ops(device: Any) -> BuildOps | None:
+    """The device steps for ``Index.build(device=...)``: None for the CPU; a clear error (with the
+    reason from ``build_info()``) when a GPU is asked for and this build or machine has none."""
+    index = gpu.resolve_device(device, purpose="build")
+    if index is None:
+        return None
+    return BuildOps(CudaKernels(index), f"cuda:{index}")
