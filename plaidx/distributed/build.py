@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -12,14 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import Index, WriterLock, fsync_dir
+from ..engine import WriterLock, fsync_dir
 from ..engine.build import Spill, check_build_args
 from ..engine.clustering import default_kmeans_sample, default_nlist
-from ..engine.inputs import as_document, iter_documents
+from ..engine.inputs import iter_documents
 from ..engine.storage import MANIFEST
 from .errors import ShardBuildError, ShardFormatError
 from .executors import check_executor, runner
 from .manifest import (
+    PLAN_FILE,
     SHARDED_MANIFEST,
     codec_dir_name,
     codec_hash,
@@ -29,81 +29,10 @@ from .manifest import (
     shard_dir_name,
     write_sharded,
 )
+from .sharded import ShardedIndex
+from .steps import SHARD_KEY, build_shard, scan_part, take_rows, train_codec
 
-PLAN_FILE = ".build.json"
-_SHARD_KEY = "plaidx_shard"
 _SPILL = ".input.spill.tmp"
-
-
-# ---------------------------------------------------------------------------------------------- parts
-class Part:
-    """Documents ``lo .. hi-1`` of a random-access source: what one shard (or scan task) reads."""
-
-    def __init__(self, source: Any, lo: int, hi: int):
-        self.source, self.lo, self.hi = source, lo, hi
-
-    def __len__(self) -> int:
-        return self.hi - self.lo
-
-    def __getitem__(self, i: int) -> Any:
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        return self.source[self.lo + i]
-
-    def materialize(self) -> list[np.ndarray]:
-        """The documents as a list of float32 arrays (what travels to a remote worker)."""
-        return [as_document(self[i], None, f"documents[{self.lo + i}]") for i in range(len(self))]
-
-
-def iter_part(part: Any, column: str) -> Any:
-    """The documents of a part: a sequence of arrays, or a ``ray.data.Dataset`` piece (``column`` of each row)."""
-    if hasattr(part, "iter_rows"):
-        for row in part.iter_rows():
-            if column not in row:
-                raise ValueError(f"the dataset has no column {column!r} (it has {sorted(row)}); pass "
-                                 "embedding_column=... or, for texts, text_column=... and model=...")
-            yield np.asarray(row[column])
-    else:
-        for i in range(len(part)):
-            yield part[i]
-
-
-def scan_part(part: Any, column: str, first: int) -> tuple[np.ndarray, str]:
-    """int64 token counts of a part's documents and a fingerprint of their content (float32 bytes)."""
-    h = hashlib.blake2b(digest_size=16)
-    lengths = []
-    for i, doc in enumerate(iter_part(part, column)):
-        arr = as_document(doc, None, f"documents[{first + i}]")
-        h.update(np.array(arr.shape, np.int64).tobytes())
-        h.update(arr.tobytes())
-        lengths.append(arr.shape[0])
-    return np.array(lengths, dtype=np.int64), h.hexdigest()
-
-
-def take_rows(part: Any, column: str, positions: np.ndarray) -> list[np.ndarray]:
-    """The documents at ``positions`` (ascending, relative to the part) as float32 arrays."""
-    want = set(int(p) for p in positions)
-    return [as_document(doc, None, "sample") for i, doc in enumerate(iter_part(part, column)) if i in want]
-
-
-def train_codec(codec_dir: str, sample: list[np.ndarray], nbits: int, nlist: int, kmeans_niters: int, seed: int,
-                kmeans_sample: int, kmeans: str) -> str:
-    """Build the codec index (an ordinary index of the sample) and return its codec hash."""
-    Index.build(codec_dir, sample, nbits=nbits, nlist=nlist, kmeans_niters=kmeans_niters, seed=seed,
-                kmeans_sample=kmeans_sample, overwrite=True, kmeans=kmeans,
-                metadata={"plaidx_codec": {"sample_documents": len(sample)}})
-    return codec_hash(Path(codec_dir))
-
-
-def build_shard(shard_dir: str, part: Any, column: str, codec_dir: str, seed: int, batch_tokens: int,
-                metadata: dict[str, Any]) -> dict[str, int]:
-    """Compress one shard's documents against the shared codec into an ordinary index; its counts."""
-    docs = part if not hasattr(part, "iter_rows") else iter_part(part, column)
-    idx = Index.build(shard_dir, docs, seed=seed, batch_tokens=batch_tokens, overwrite=True,
-                      codec_from=codec_dir, metadata=metadata)
-    m = engine_fields(Path(shard_dir))
-    return {"n_docs": len(idx), "n_tokens": idx.n_tokens, "engine_generation": idx.generation,
-            "next_id": int(m["next_id"])}
 
 
 # ---------------------------------------------------------------------------------------------- build
@@ -138,8 +67,6 @@ def build(path: str | os.PathLike, documents: Any, n_shards: int, nbits: int = 2
     arguments resumes it: the codec and the shards already finished are kept, the others are redone.
     Returns the opened :class:`ShardedIndex`.
     """
-    from .sharded import ShardedIndex
-
     path = Path(path)
     check_executor(executor)
     if isinstance(n_shards, bool) or not isinstance(n_shards, (int, np.integer)) or n_shards < 1:
@@ -267,7 +194,7 @@ def _build_locked(path: Path, source: Any, column: str, n_shards: int, run: Any,
             summaries[s] = done
         else:
             todo.append((s, (str(sdir), parts[s], column, str(codec_dir), seed, batch_tokens,
-                             {**metadata, _SHARD_KEY: tag})))
+                             {**metadata, SHARD_KEY: tag})))
     results = run.map(build_shard, [args for _, args in todo], fail_soft=True)
     failed = []
     for (s, _), res in zip(todo, results):
@@ -324,7 +251,7 @@ def _finished_shard(sdir: Path, tag: dict[str, Any]) -> dict[str, int] | None:
         m = engine_fields(sdir)
     except Exception:  # a damaged shard is redone
         return None
-    if (m.get("metadata") or {}).get(_SHARD_KEY) != tag or codec_hash(sdir) != tag["codec_hash"]:
+    if (m.get("metadata") or {}).get(SHARD_KEY) != tag or codec_hash(sdir) != tag["codec_hash"]:
         return None
     return {"n_docs": int(m["n_docs"]) - int(m.get("n_deleted", 0)), "n_tokens": int(m["n_tokens"]),
             "engine_generation": int(m["generation"]), "next_id": int(m["next_id"])}

@@ -29,6 +29,7 @@ from ..engine.storage import MANIFEST, ArrayEntry, load_array, read_manifest
 from .errors import ShardFormatError
 
 SHARDED_MANIFEST = "sharded.json"
+PLAN_FILE = ".build.json"  # an unfinished build's plan: its folders are kept for the build to resume
 FORMAT_NAME = "plaidx-sharded"
 FORMAT_VERSION = 1
 CODEC_ARRAYS = ("centroids", "centroid_scales", "bucket_cutoffs", "bucket_weights")

@@ -55,7 +55,7 @@ class RayRunner:
         return int(source.count()) if hasattr(source, "iter_rows") else len(source)
 
     def parts(self, source: Any, ranges: list[tuple[int, int]]) -> list[Any]:
-        from .build import Part
+        from .steps import Part
 
         if hasattr(source, "iter_rows"):
             return source.split_at_indices([lo for lo, _ in ranges[1:]])

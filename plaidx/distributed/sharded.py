@@ -16,6 +16,7 @@ from ..engine.storage import LOCK, MANIFEST
 from .errors import ShardFormatError
 from .executors import check_executor, search_executor
 from .manifest import (
+    PLAN_FILE,
     SHARDED_MANIFEST,
     IdMap,
     codec_hash,
@@ -448,8 +449,6 @@ def _clone(src: Path, dst: Path) -> None:
 
 def _retire_dirs(path: Path, m: dict[str, Any]) -> None:
     """Remove shard folders the committed manifest does not name (old generations, aborted writes)."""
-    from .build import PLAN_FILE
-
     if (path / PLAN_FILE).exists():
         return  # an unfinished build: its folders are resumed by build, not ours to remove
     keep = named_dirs(m)
