@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import socket
 import subprocess
@@ -132,10 +133,69 @@ def test_health_and_indexes(server, env, openapi):
     _conforms(openapi, "GET", "/v1/indexes", r)
     by_name = {d["name"]: d for d in r.json()["data"]}
     eng = env["engine"]
-    assert by_name["vectors"] == {"name": "vectors", "kind": "engine", "documents": len(eng), "tokens": eng.n_tokens,
-                                  "dim": 16, "nbits": 4, "nlist": eng.nlist, "generation": eng.generation,
-                                  "model": None}
-    assert by_name["docs"]["kind"] == "rag" and by_name["docs"]["model"] == str(env["ckpt"])
+    assert by_name["vectors"] == {"name": "vectors", "kind": "engine", "documents": len(eng), "passages": len(eng),
+                                  "tokens": eng.n_tokens, "dim": 16, "nbits": 4, "nlist": eng.nlist,
+                                  "generation": eng.generation, "model": None}
+    docs = by_name["docs"]
+    # documents are the user's (80), passages what the engine ranks (long documents are split at 24 tokens)
+    assert docs["kind"] == "rag" and docs["documents"] == len(env["ids"])
+    assert docs["passages"] == len(env["rag"]._handle("docs").engine) > docs["documents"]
+    assert docs["model"] == Path(env["ckpt"]).name
+
+
+def test_model_names_are_names_a_client_can_send_never_server_paths(server, env):
+    """/health, /v1/indexes and every response name the model by a name /v1/multi-vector accepts as 'model'."""
+    root = str(env["root"])
+    shown = [server.get("/health").json()["model"]]
+    shown += [d["model"] for d in server.get("/v1/indexes").json()["data"] if d["model"]]
+    shown.append(server.post("/v1/search", json={"index": "docs", "query": "cats", "k": 2}).json()["model"])
+    emb = server.post("/v1/search", json={"index": "docs", "query_embeddings": [[0.1] * env["model"].dim], "k": 2})
+    shown.append(emb.json()["model"])
+    shown.append(server.post("/v1/multi-vector", json={"input": ["cats"]}).json()["model"])
+    shown.append(server.post("/v1/rerank", json={"query": "cats", "documents": ["a cat"]}).json()["model"])
+    assert shown and all(s == Path(env["ckpt"]).name for s in shown), shown
+    for name in set(shown):
+        assert root not in name and os.sep not in name
+        r = server.post("/v1/multi-vector", json={"model": name, "input": ["cats"]})
+        assert r.status_code == 200 and r.json()["model"] == name
+
+
+def test_docs_page_works_offline(server):
+    """/docs loads nothing from outside the server: every referenced asset is served here."""
+    import re
+
+    r = server.get("/docs")
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+    page = r.text
+    assert not re.search(r"https?://", page), re.findall(r"https?://[^\s\"']+", page)
+    refs = re.findall(r'(?:src|href)="([^"]+)"', page) + re.findall(r"url: *'([^']+)'", page)
+    assert "/openapi.json" in refs and any(x.endswith(".js") for x in refs)
+    for ref in refs:
+        got = server.get(ref)
+        assert got.status_code == 200 and len(got.content) > 100, ref
+    assert server.get("/docs/assets/..%2Fswagger-ui.css").status_code == 404
+    assert server.get("/docs/assets/index.html").status_code == 404
+    assert server.get("/redoc").status_code == 404  # its page loads from a CDN: not served
+
+
+def test_post_without_a_json_content_type_is_read_as_json(server, env):
+    """``curl -d '{...}'`` sends a form content type, and some clients none: parse JSON or answer 400, never 500."""
+    body = b'{"index": "docs", "query": "cats", "k": 3}'
+    want = server.post("/v1/search", json={"index": "docs", "query": "cats", "k": 3}).json()["results"]
+    for headers in ({}, {"content-type": "application/x-www-form-urlencoded"}, {"content-type": "text/plain"}):
+        r = server.post("/v1/search", content=body, headers=headers)
+        assert r.status_code == 200, (headers, r.text[:300])
+        assert [h["id"] for h in r.json()["results"]] == [h["id"] for h in want]
+    r = server.post("/v1/multi-vector", content=b'{"input": ["cats"]}',
+                    headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200 and len(r.json()["data"]) == 1
+    for body in (b"index=docs&query=cats", b"\xff\xfe"):
+        r = server.post("/v1/search", content=body, headers={"content-type": "application/x-www-form-urlencoded"})
+        assert r.status_code == 400 and r.json()["type"] == "malformed_json", (body, r.text[:300])
+    r = server.post("/v1/search", content=b"", headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 422 and "body" in r.json()["detail"], r.text[:300]
+    r = server.post("/v1/search", content=b"<xml/>", headers={"content-type": "application/xml"})
+    assert 400 <= r.status_code < 500 and r.json()["type"] in ("invalid_request", "malformed_json"), r.text[:300]
 
 
 def test_multi_vector_equals_the_model(server, env, openapi):
@@ -247,6 +307,124 @@ def test_search_by_embeddings_equals_the_engine(server, env, openapi):
     _assert_same_hits(r.json()["results"], env["rag"].search(QUERIES[2], index_name="docs", k=4))
 
 
+def test_several_queries_per_request_one_result_list_each(server, env, openapi):
+    """``queries`` (texts) and a list of query matrices give ``data``: one entry per query, in order, each equal
+    to a search of that query alone; ``results`` is only for single-query requests."""
+    rag, eng, qs = env["rag"], env["engine"], env["engine_queries"]
+    r = server.post("/v1/search", json={"index": "docs", "queries": QUERIES[:3], "k": 4})
+    assert r.status_code == 200, r.text[:500]
+    _conforms(openapi, "POST", "/v1/search", r)
+    body = r.json()
+    assert body["results"] is None and [d["query_index"] for d in body["data"]] == [0, 1, 2]
+    for d, want in zip(body["data"], rag.search(QUERIES[:3], index_name="docs", k=4)):
+        _assert_same_hits(d["results"], want)
+    # matrices of different lengths (8 and 3 tokens) in one request
+    mats = [qs[0], qs[1][:3], qs[2]]
+    r = server.post("/v1/search", json={"index": "vectors", "query_embeddings": [m.tolist() for m in mats], "k": 5})
+    assert r.status_code == 200, r.text[:500]
+    _conforms(openapi, "POST", "/v1/search", r)
+    body = r.json()
+    assert body["results"] is None and len(body["data"]) == 3
+    for d, m in zip(body["data"], mats):
+        scores, ids = eng.search(m, k=5)
+        assert [h["id"] for h in d["results"]] == ids[0].tolist()
+        np.testing.assert_allclose([h["score"] for h in d["results"]], scores[0], rtol=1e-6)
+    # a single query: data holds one entry and results repeats it
+    r = server.post("/v1/search", json={"index": "vectors", "query_embeddings": qs[0].tolist(), "k": 5}).json()
+    assert len(r["data"]) == 1 and r["data"][0]["results"] == r["results"]
+    # an empty doc_ids filter allows no document
+    r = server.post("/v1/search", json={"index": "docs", "queries": QUERIES[:2], "k": 4, "doc_ids": []}).json()
+    assert [d["results"] for d in r["data"]] == [[], []]
+
+
+def test_index_may_be_omitted_when_one_index_is_served(env):
+    from starlette.testclient import TestClient
+
+    app = create_app({"only": env["rag_path"]}, model=env["model"])
+    with TestClient(app) as c:
+        r = c.post("/v1/search", json={"query": QUERIES[0], "k": 3})
+        assert r.status_code == 200, r.text[:300]
+        assert r.json()["index"] == "only"
+        _assert_same_hits(r.json()["results"], env["rag"].search(QUERIES[0], index_name="docs", k=3))
+
+
+_WORKER = """
+import json, sys
+import plaidx
+rag = plaidx.RAGPretrainedModel.from_index(sys.argv[1], verbose=0)
+for line in sys.stdin:
+    cmd = json.loads(line)
+    if cmd["op"] == "delete":
+        rag.delete_from_index(cmd["ids"])
+    elif cmd["op"] == "add":
+        rag.add_to_index(cmd["texts"], new_document_ids=cmd["ids"])
+    elif cmd["op"] == "compact":
+        plaidx.Index.open(rag._handle(None).engine_path).compact()
+    elif cmd["op"] == "overwrite":
+        rag.index(cmd["texts"], document_ids=cmd["ids"], index_name=rag.index_name, max_document_length=24)
+    print("done", flush=True)
+"""
+
+
+def test_a_served_index_follows_every_commit_of_another_process(env, tmp_path):
+    """Another process deletes, adds, compacts and rebuilds the index the server serves: the next request sees
+    each change, never returns a deleted document, and unknown-id errors name the user's document ids."""
+    from starlette.testclient import TestClient
+
+    texts, ids = env["texts"][:30], env["ids"][:30]
+    rag = plaidx.RAGPretrainedModel(env["model"], index_root=tmp_path, verbose=0)
+    path = rag.index(texts, document_ids=ids, index_name="live", max_document_length=24)
+    worker = subprocess.Popen([sys.executable, "-c", _WORKER, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                              env=dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1"))
+
+    def other_process(**cmd) -> None:
+        worker.stdin.write(json.dumps(cmd) + "\n")
+        worker.stdin.flush()
+        assert worker.stdout.readline().strip() == "done", worker.communicate(timeout=30)[1][-2000:]
+
+    def search(**req):
+        r = c.post("/v1/search", json={"query": QUERIES[0], **req})
+        return r.status_code, r.json()
+
+    def served_documents(k: int = 100) -> set:
+        code, body = search(k=k)
+        assert code == 200, body
+        return {h["document_id"] for h in body["results"]}
+
+    app = create_app({"live": path}, model=env["model"])
+    try:
+        with TestClient(app) as c:
+            assert served_documents() == set(ids)
+            gone = ids[:20]
+            other_process(op="delete", ids=gone)
+            assert served_documents() == set(ids[20:])
+            code, body = search(k=3)
+            assert code == 200 and len(body["results"]) == 3
+            code, body = search(k=3, doc_ids=[gone[0], ids[25]])
+            assert code == 400 and body["type"] == "unknown_doc_ids"
+            assert repr(gone[0]) in body["detail"] and "10 documents" in body["detail"], body["detail"]
+            assert c.get("/v1/indexes").json()["data"][0]["documents"] == 10
+
+            other_process(op="add", texts=["a brand new document about cats"], ids=["fresh"])
+            code, body = search(k=3, doc_ids=["fresh"])
+            assert code == 200 and [h["document_id"] for h in body["results"]] == ["fresh"]
+            assert served_documents() == set(ids[20:]) | {"fresh"}
+
+            other_process(op="compact")
+            assert served_documents() == set(ids[20:]) | {"fresh"}
+            code, body = search(k=3, doc_ids=["fresh"])
+            assert code == 200 and body["results"][0]["content"] == "a brand new document about cats"
+
+            other_process(op="overwrite", texts=env["texts"][40:45], ids=[f"new-{i}" for i in range(5)])
+            assert served_documents() == {f"new-{i}" for i in range(5)}
+            code, body = search(k=3, doc_ids=[ids[25]])
+            assert code == 400 and repr(ids[25]) in body["detail"] and "5 documents" in body["detail"]
+    finally:
+        err = worker.communicate(timeout=60)[1]  # closes its stdin: the worker ends
+    assert worker.returncode == 0, err[-2000:]
+
+
 # ------------------------------------------------------------------------ errors
 def _error(r, status: int, kind: str, openapi=None, path: str = "", words: tuple[str, ...] = ()) -> dict:
     assert r.status_code == status, r.text[:500]
@@ -269,7 +447,7 @@ def test_bad_requests_get_named_4xx_errors_and_the_server_stays_up(server, opena
     b = _error(post(se, json={"index": "docs", "query": 5, "k": "ten"}), 422, "invalid_request", openapi, se,
                ("query", "k", "valid integer"))
     assert b["param"] == "query"
-    _error(post(se, json={"query": "cats"}), 422, "invalid_request", openapi, se, ("index", "required"))
+    _error(post(se, json={"query": "cats"}), 400, "invalid_request", openapi, se, ("index", "required", "docs"))
     _error(post(se, json={"index": "docs", "query": "x", "kk": 3}), 422, "invalid_request", openapi, se, ("kk",))
     _error(post(mv, json={"input": [1, 2]}), 422, "invalid_request", openapi, mv, ("input",))
     _error(post(mv, json={"input": ["a"], "input_type": "passage"}), 422, "invalid_request", openapi, mv,
@@ -289,7 +467,17 @@ def test_bad_requests_get_named_4xx_errors_and_the_server_stays_up(server, opena
            "invalid_request", openapi, se, ("rectangular",))
     _error(post(se, json={"index": "vectors", "query_embeddings": [[0.1] * 12]}), 400, "invalid_request", openapi, se,
            ("dimension",))
-    _error(post(se, json={"index": "vectors", "query_embeddings": [[1e39] * 16]}), 400, "invalid_request", openapi, se)
+    _error(post(se, json={"index": "vectors", "query_embeddings": [[1e39] * 16]}), 400, "invalid_request", openapi, se,
+           ("too large for float32",))
+    for bad in (float("nan"), float("inf")):
+        b = _error(post(se, content=json.dumps({"index": "vectors", "query_embeddings": [[0.1] * 15 + [bad]]}),
+                        headers=hdr), 400, "invalid_request", openapi, se, ("NaN or infinite",))
+        assert "too large" not in b["detail"]
+    _error(post(se, json={"index": "vectors", "query_embeddings": [[[0.1] * 16], [[0.1] * 12]]}), 400,
+           "invalid_request", openapi, se, ("widths",))
+    _error(post(se, json={"index": "docs", "queries": ["cats", " "]}), 400, "invalid_request", openapi, se,
+           ("queries[1]",))
+    _error(post(se, json={"index": "docs", "queries": []}), 400, "invalid_request", openapi, se, ("empty",))
     _error(post(se, json={"index": "docs", "query": "cats", "doc_ids": ["doc-1", "ghost"]}), 400, "unknown_doc_ids",
            openapi, se, ("ghost",))
     _error(post(se, json={"index": "vectors", "query_embeddings": [[0.1] * 16], "doc_ids": [10 ** 9]}), 400,

@@ -430,6 +430,12 @@ class FolderCache:
                 self._folders[path] = f
             return f
 
+    def put(self, folder: IndexFolder) -> IndexFolder:
+        """Cache a folder opened by the caller (e.g. a subclass); it is reopened as a plain one if replaced."""
+        with self._lock:
+            self._folders[folder.path] = folder
+            return folder
+
     def forget(self, path: Union[str, os.PathLike]) -> None:
         """Drop a cached folder; searches still running on it finish (its files stay open until collected)."""
         with self._lock:

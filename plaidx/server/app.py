@@ -82,12 +82,15 @@ class _Served:
         self.folders = FolderCache()
         self.encoders: dict[str, Encoder] = {}  # by model name_or_path
         self.aliases: dict[str, str] = {}  # any accepted request name -> name_or_path
+        self.public: dict[str, str] = {}  # name_or_path -> the name responses show (never a server path)
         try:
             for name, where in indexes.items():
                 _check_index_name(name)
-                path = where.path if isinstance(where, IndexFolder) else Path(where)
-                self.indexes[name] = path.absolute()
-                self.folders.get(path)  # opened now: a bad folder fails at start, not at the first request
+                if isinstance(where, IndexFolder):
+                    self.indexes[name] = self.folders.put(where).path
+                else:
+                    self.indexes[name] = Path(where).absolute()
+                    self.folders.get(where)  # opened now: a bad folder fails at start, not at the first request
             opened = [self.folders.get(p) for p in self.indexes.values()]
             if model is None or isinstance(model, (str, os.PathLike)):
                 model = _load_model(model, opened)
@@ -105,11 +108,16 @@ class _Served:
     def _add_model(self, model: Any, alias: Optional[str], max_batch_texts: int) -> str:
         key = str(model.name_or_path)
         self.encoders[key] = Encoder(model, max_batch_texts)
+        public = alias or public_model_name(key)
+        taken = set(self.public.values())
+        n = 2
+        while public in taken:  # two checkpoints in folders of the same name
+            public, n = f"{alias or public_model_name(key)}-{n}", n + 1
+        self.public[key] = public
         for name in (key, Path(key).name, getattr(model, "path", None), alias):
             if name:
                 self.aliases.setdefault(str(name), key)
-        if alias:
-            self.aliases[alias] = key
+        self.aliases[public] = key
         return key
 
     def _resolve(self, name: Optional[str]) -> Optional[str]:
@@ -118,10 +126,15 @@ class _Served:
         return self.aliases.get(str(name)) or self.aliases.get(Path(str(name)).name)
 
     def display_name(self, key: str) -> str:
-        for alias, target in self.aliases.items():
-            if target == key and alias not in (key, Path(key).name):
-                return alias
-        return key
+        """The name responses show for a served model: one a client can send as ``model``."""
+        return self.public.get(key) or public_model_name(key)
+
+    def model_label(self, recorded: Optional[str]) -> Optional[str]:
+        """The name shown for the model an index records (its served name, else its folder's name)."""
+        if recorded is None:
+            return None
+        key = self._resolve(recorded)
+        return self.display_name(key) if key is not None else public_model_name(recorded)
 
     def encoder(self, requested: Optional[str]) -> tuple[str, Encoder]:
         if requested is None:
@@ -133,14 +146,20 @@ class _Served:
                                                    f"{served} (or omit 'model' for the default)", "model")
         return key, self.encoders[key]
 
-    def index(self, name: str) -> IndexFolder:
-        """The open folder of a served index, reopened when another process replaced it."""
+    def index(self, name: Optional[str]) -> tuple[str, IndexFolder]:
+        """``(name, open folder)`` of a served index, reopened when another process replaced it; no name
+        picks the only served index."""
+        if name is None:
+            if len(self.indexes) != 1:
+                raise ApiError(400, "invalid_request", f"'index' is required: this server serves "
+                                                       f"{len(self.indexes)} indexes {sorted(self.indexes)}", "index")
+            name = next(iter(self.indexes))
         try:
             path = self.indexes[name]
         except KeyError:
             raise ApiError(404, "index_not_found", f"no index named {name!r}; this server serves "
                                                    f"{sorted(self.indexes)} (GET /v1/indexes)", "index") from None
-        return self.folders.get(path)
+        return name, self.folders.get(path)
 
     def close(self) -> None:
         for enc in self.encoders.values():
@@ -162,6 +181,14 @@ def _load_model(name: Optional[Union[str, os.PathLike]], folders: Sequence[Index
         if folder.model_config:
             return ColBERT.from_config_dict(folder.model_config)
     return ColBERT.from_pretrained(None)
+
+
+def public_model_name(name_or_path: str) -> str:
+    """A model's name without the server's file system: a checkpoint folder's own name, a hub name as is."""
+    p = Path(name_or_path)
+    if p.is_absolute() or name_or_path.startswith(".") or p.exists():
+        return p.name or name_or_path
+    return name_or_path
 
 
 def _check_index_name(name: Any) -> None:
@@ -234,7 +261,7 @@ def create_app(indexes: Optional[Mapping[str, Union[str, os.PathLike, IndexFolde
         finally:
             served.close()
 
-    app = FastAPI(title="plaidx", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="plaidx", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Late-interaction (ColBERT) embeddings, reranking and compressed-index search. "
                               "/v1/multi-vector and /v1/rerank take the request and response shapes of the Jina "
                               "API. Errors are JSON objects with 'detail', 'type' and 'param'.")
@@ -242,6 +269,7 @@ def create_app(indexes: Optional[Mapping[str, Union[str, os.PathLike, IndexFolde
     deps = [Depends(_bearer_check(api_key))] if api_key else []
     app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
     _install_error_handlers(app)
+    _install_docs(app)
 
     @app.get("/health", response_model=HealthResponse, tags=["service"])
     async def health() -> HealthResponse:
@@ -254,12 +282,11 @@ def create_app(indexes: Optional[Mapping[str, Union[str, os.PathLike, IndexFolde
         """The served indexes and what each holds."""
         data = []
         for name in sorted(served.indexes):
-            folder = served.index(name)
-            folder.refresh()
-            e = folder.engine
-            data.append(IndexDescription(name=name, kind=folder.kind, documents=len(e), tokens=e.n_tokens,
-                                         dim=e.dim, nbits=e.nbits, nlist=e.nlist, generation=e.generation,
-                                         model=folder.model_name))
+            _, folder = served.index(name)
+            d = await served.run(folder.describe)
+            data.append(IndexDescription(name=name, kind=d["kind"], documents=d["documents"], passages=d["passages"],
+                                         tokens=d["tokens"], dim=d["dim"], nbits=d["nbits"], nlist=d["nlist"],
+                                         generation=d["generation"], model=served.model_label(d["model"])))
         return IndexList(data=data)
 
     @app.post("/v1/multi-vector", response_model=MultiVectorResponse, dependencies=deps, responses=_ERRORS,
@@ -295,35 +322,39 @@ def create_app(indexes: Optional[Mapping[str, Union[str, os.PathLike, IndexFolde
 
     @app.post("/v1/search", response_model=SearchResponse, dependencies=deps, responses=_ERRORS, tags=["search"])
     async def search(req: SearchRequest) -> SearchResponse:
-        """Search a served index by query text or by query token embeddings."""
-        folder = served.index(req.index)
-        if (req.query is None) == (req.query_embeddings is None):
-            raise ApiError(400, "invalid_request", "give exactly one of 'query' (text) and 'query_embeddings'",
-                           "query")
+        """Search a served index by query text(s) or by query token embeddings; one result list per query."""
+        given = [f for f in ("query", "queries", "query_embeddings") if getattr(req, f) is not None]
+        if len(given) != 1:
+            raise ApiError(400, "invalid_request", "give exactly one of 'query' (a text), 'queries' (texts) and "
+                                                   f"'query_embeddings'{f' (got {given})' if given else ''}", "query")
+        name, folder = served.index(req.index)
         if not 1 <= req.k <= limits.max_k:
             raise ApiError(400, "invalid_request", f"k must be between 1 and {limits.max_k}, got {req.k}", "k")
         if req.doc_ids is not None and len(req.doc_ids) > limits.max_doc_ids:
             raise ApiError(413, "too_many_doc_ids", f"doc_ids holds {len(req.doc_ids)} ids; at most "
                                                     f"{limits.max_doc_ids} per request", "doc_ids")
-        tokens, model_label = 0, folder.model_name
-        if req.query is not None:
-            key, enc = _index_encoder(served, folder, req.index)
-            rows, tokens = await enc.encode(_texts([req.query], "query", limits), "query", None,
-                                            limits.max_tokens)
-            q = rows[0]
+        tokens, model_label = 0, served.model_label(folder.model_name)
+        if req.query_embeddings is None:
+            key, enc = _index_encoder(served, folder, name)
+            texts = _texts([req.query] if req.query is not None else req.queries, given[0], limits)
+            rows, tokens = await enc.encode(texts, "query", None, limits.max_tokens)
+            matrices = [np.stack(rows)]
             model_label = served.display_name(key)
         else:
-            q = _query_matrix(req.query_embeddings, limits)
+            matrices = _query_matrices(req.query_embeddings, limits)
+        single = req.query is not None or (req.query_embeddings is not None and _is_matrix(req.query_embeddings))
         params = SearchParams(req.nprobe, req.centroid_score_threshold, req.ndocs, req.n_exact)
         try:
-            found = await served.run(folder.search, q[None], req.k, params=params, doc_ids=req.doc_ids,
+            found = await served.run(_search_groups, folder, matrices, req.k, params=params, doc_ids=req.doc_ids,
                                      exact=req.exact, num_threads=served.threads_per_search)
-            hits = [_hit_dict(h, r, folder, req.return_content, req.return_metadata) for r, h in enumerate(found[0])]
         except KeyError as exc:
             raise ApiError(400, "unknown_doc_ids", str(exc.args[0] if exc.args else exc), "doc_ids") from None
         except (ValueError, TypeError) as exc:
             raise ApiError(400, "invalid_request", str(exc)) from None
-        return SearchResponse(index=req.index, model=model_label, results=hits, usage={"total_tokens": tokens})
+        data = [{"query_index": i, "results": [_hit_dict(h, r, folder, req.return_content, req.return_metadata)
+                                               for r, h in enumerate(row)]} for i, row in enumerate(found)]
+        return SearchResponse(index=name, model=model_label, data=data, results=data[0]["results"] if single else None,
+                              usage={"total_tokens": tokens})
 
     return app
 
@@ -342,23 +373,66 @@ def _index_encoder(served: _Served, folder: IndexFolder, name: str) -> tuple[str
     return served.default, enc
 
 
-def _query_matrix(rows: list[list[float]], limits: Limits) -> np.ndarray:
-    if not rows:
-        raise ApiError(400, "invalid_request", "query_embeddings is empty: send (q_tokens, dim) numbers",
+def _is_matrix(value: list) -> bool:
+    """Whether ``query_embeddings`` is one (q_tokens, dim) matrix (rows of numbers), not a list of them."""
+    return not value or not value[0] or not isinstance(value[0][0], list)
+
+
+def _query_matrices(value: list, limits: Limits) -> list[np.ndarray]:
+    """``query_embeddings`` as float32 matrices: one for a (q_tokens, dim) matrix, one per matrix of a list."""
+    if not value:
+        raise ApiError(400, "invalid_request", "query_embeddings is empty: send a (q_tokens, dim) matrix or a "
+                                               "list of them", "query_embeddings")
+    if _is_matrix(value):
+        return [_query_matrix(value, limits, "query_embeddings")]
+    if len(value) > limits.max_inputs:
+        raise ApiError(413, "too_many_inputs", f"query_embeddings holds {len(value)} queries; at most "
+                                               f"{limits.max_inputs} per request: split the request",
                        "query_embeddings")
+    out = [_query_matrix(m, limits, f"query_embeddings.{i}") for i, m in enumerate(value)]
+    widths = {m.shape[1] for m in out}
+    if len(widths) > 1:
+        raise ApiError(400, "invalid_request", f"the query matrices have different widths {sorted(widths)}: every "
+                                               "query's vectors must have the index's dimension", "query_embeddings")
+    return out
+
+
+def _query_matrix(rows: list[list[float]], limits: Limits, where: str) -> np.ndarray:
+    if not rows:
+        raise ApiError(400, "invalid_request", f"{where} is empty: send (q_tokens, dim) numbers", where)
     if len(rows) > limits.max_query_tokens:
-        raise ApiError(413, "too_many_query_tokens", f"query_embeddings holds {len(rows)} vectors; at most "
-                                                     f"{limits.max_query_tokens}", "query_embeddings")
+        raise ApiError(413, "too_many_query_tokens", f"{where} holds {len(rows)} vectors; at most "
+                                                     f"{limits.max_query_tokens}", where)
     width = len(rows[0])
     if width == 0 or any(len(r) != width for r in rows):
-        raise ApiError(400, "invalid_request", "query_embeddings must be a non-empty rectangular (q_tokens, dim) "
-                                               "list: every row the same length", "query_embeddings")
+        raise ApiError(400, "invalid_request", f"{where} must be a non-empty rectangular (q_tokens, dim) list: "
+                                               "every row the same length", where)
+    wide = np.asarray(rows, dtype=np.float64)
+    if not np.isfinite(wide).all():
+        raise ApiError(400, "invalid_request", f"{where} contains NaN or infinite values: send finite numbers",
+                       where)
     with np.errstate(over="ignore"):
-        q = np.asarray(rows, dtype=np.float32)
+        q = wide.astype(np.float32)
     if not np.isfinite(q).all():
-        raise ApiError(400, "invalid_request", "query_embeddings contain values too large for float32",
-                       "query_embeddings")
+        raise ApiError(400, "invalid_request", f"{where} contains values too large for float32 (above about "
+                                               "3.4e38)", where)
     return q
+
+
+def _search_groups(folder: IndexFolder, matrices: list[np.ndarray], k: int, **kwargs: Any) -> list[list[Any]]:
+    """Hits per query of a list of (q_tokens, dim) matrices (or one (nq, q_tokens, dim) stack), in order;
+    queries of the same length share one engine call."""
+    if len(matrices) == 1 and matrices[0].ndim == 3:
+        return folder.search(matrices[0], k, **kwargs)
+    out: list[Any] = [None] * len(matrices)
+    by_length: dict[int, list[int]] = {}
+    for i, m in enumerate(matrices):
+        by_length.setdefault(m.shape[0], []).append(i)
+    for members in by_length.values():
+        hits = folder.search(np.stack([matrices[i] for i in members]), k, **kwargs)
+        for i, row in zip(members, hits):
+            out[i] = row
+    return out
 
 
 def _maxsim(query: np.ndarray, docs: Sequence[np.ndarray]) -> np.ndarray:
@@ -401,6 +475,14 @@ def _bearer_check(api_key: str) -> Callable[..., Any]:
     return check
 
 
+def _shown(value: Any) -> str:
+    """A rejected input as a short JSON text (bytes and other non-JSON values as their repr)."""
+    try:
+        return json.dumps(value)[:60]
+    except (TypeError, ValueError):
+        return repr(value)[:60]
+
+
 def _loc(loc: Sequence[Any]) -> str:
     parts = [str(p) for p in loc if p != "body"]
     return ".".join(parts) or "body"
@@ -424,7 +506,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         for e in errors[:5]:
             where = _loc(e.get("loc", ()))
             got = e.get("input")
-            shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {json.dumps(got)[:60]})"
+            shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {_shown(got)})"
             parts.append(f"{where}: {e.get('msg')}{shown}")
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
         first = _loc(errors[0].get("loc", ())) if errors else None
@@ -444,8 +526,22 @@ def _install_error_handlers(app: FastAPI) -> None:
                                                "is still running").response()
 
 
+_JSON_TYPE = (b"content-type", b"application/json")
+_RETYPED = (b"", b"application/x-www-form-urlencoded", b"text/plain")
+
+
+def _as_json_body(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Headers where a body sent without a JSON content type (``curl -d`` sends a form type) is read as JSON:
+    every POST endpoint takes JSON, so the body is parsed as such or answered 400 malformed_json."""
+    kind = next((v for k, v in headers if k == b"content-type"), b"")
+    if kind.split(b";")[0].strip().lower() not in _RETYPED:
+        return headers
+    return [(k, v) for k, v in headers if k != b"content-type"] + [_JSON_TYPE]
+
+
 class _BodyLimit:
-    """ASGI middleware: reject bodies over ``max_bytes`` with 413 before any handler parses them."""
+    """ASGI middleware: reject bodies over ``max_bytes`` with 413 before any handler parses them; read bodies
+    sent without a content type, or as a form or plain text, as JSON."""
 
     def __init__(self, app: Any, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
@@ -479,6 +575,7 @@ class _BodyLimit:
             if not message.get("more_body", False):
                 break
         data, delivered = b"".join(chunks), False
+        scope = {**scope, "headers": _as_json_body(list(scope.get("headers", [])))}
 
         async def replay() -> dict:
             nonlocal delivered
@@ -488,6 +585,65 @@ class _BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+# ============================================================================ /docs, offline
+_DOCS_ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css",
+                "favicon-32x32.png": "image/png"}
+
+_PLAIN_DOCS = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>plaidx API</title>
+<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}code,pre{background:#f4f4f4}
+pre{padding:.5em;overflow:auto}</style></head>
+<body><h1>plaidx API</h1>
+<p>The OpenAPI document is at <a href="/openapi.json">/openapi.json</a>. (Install the <code>server</code> extra,
+which brings <code>swagger-ui-bundle</code>, for the interactive page.)</p><div id="ops">loading...</div>
+<script>
+fetch("openapi.json").then(r => r.json()).then(spec => {
+  const ops = document.getElementById("ops"); ops.textContent = "";
+  for (const [path, methods] of Object.entries(spec.paths)) {
+    for (const [method, op] of Object.entries(methods)) {
+      const h = document.createElement("h3"); h.textContent = method.toUpperCase() + " " + path; ops.appendChild(h);
+      const p = document.createElement("p"); p.textContent = op.description || op.summary || ""; ops.appendChild(p);
+      const body = op.requestBody && op.requestBody.content["application/json"];
+      if (body) {
+        const pre = document.createElement("pre");
+        const ref = body.schema.$ref ? body.schema.$ref.split("/").pop() : null;
+        pre.textContent = JSON.stringify(ref ? spec.components.schemas[ref] : body.schema, null, 1);
+        ops.appendChild(pre);
+      }
+    }
+  }
+});
+</script></body></html>"""
+
+
+def _install_docs(app: FastAPI) -> None:
+    """``/docs``: Swagger UI from the ``swagger-ui-bundle`` package, served by this server (no CDN), or a
+    plain page listing the endpoints when that package is missing. Both work offline."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import FileResponse, HTMLResponse
+
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        swagger_ui_path = None
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        if swagger_ui_path is None:
+            return HTMLResponse(_PLAIN_DOCS)
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="plaidx API",
+                                   swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs/assets/favicon-32x32.png",
+                                   swagger_ui_parameters={"validatorUrl": None})
+
+    @app.get("/docs/assets/{name}", include_in_schema=False)
+    async def docs_asset(name: str) -> Response:
+        if swagger_ui_path is None or name not in _DOCS_ASSETS:  # only these files, never a path
+            raise StarletteHTTPException(404)
+        return FileResponse(Path(str(swagger_ui_path)) / name, media_type=_DOCS_ASSETS[name])
 
 
 # ============================================================================ running

@@ -92,21 +92,31 @@ class RerankResponse(BaseModel):
 
 
 # ---------------------------------------------------------------------------------- /v1/search
+Number = Union[StrictFloat, StrictInt]
+
+
 class SearchRequest(BaseModel):
-    """Search one served index, by query text (encoded with the index's model) or by query embeddings."""
+    """Search one served index, by query text (encoded with the index's model) or by query embeddings.
+
+    One query (``query``, or one ``(q_tokens, dim)`` matrix) or several (``queries``, or a list of
+    matrices); the response's ``data`` holds one entry per query, in request order.
+    """
 
     model_config = _OWN
-    index: StrictStr = Field(description="name of a served index (GET /v1/indexes)")
-    query: Optional[StrictStr] = Field(None, description="query text; give exactly one of query and "
-                                                         "query_embeddings")
-    query_embeddings: Optional[list[list[Union[StrictFloat, StrictInt]]]] = Field(
-        None, description="(q_tokens, dim) query token embeddings, e.g. from /v1/multi-vector")
-    k: StrictInt = Field(10, description="number of results")
+    index: Optional[StrictStr] = Field(None, description="name of a served index (GET /v1/indexes); may be "
+                                                         "omitted when the server serves exactly one index")
+    query: Optional[StrictStr] = Field(None, description="one query text; give exactly one of query, queries "
+                                                         "and query_embeddings")
+    queries: Optional[list[StrictStr]] = Field(None, description="several query texts, searched in one call")
+    query_embeddings: Optional[Union[list[list[Number]], list[list[list[Number]]]]] = Field(
+        None, description="one query as a (q_tokens, dim) matrix of token embeddings (e.g. from "
+                          "/v1/multi-vector), or a list of such matrices for several queries")
+    k: StrictInt = Field(10, description="number of results per query")
     doc_ids: Optional[list[Union[StrictStr, StrictInt]]] = Field(
         None, description="restrict results to these document ids (RAG indexes: your document_id values; "
-                          "engine indexes: integer ids)")
+                          "engine indexes: integer ids); an empty list allows no document")
     nprobe: Optional[StrictInt] = Field(None, description="cells probed per query token (default by k)")
-    centroid_score_threshold: Optional[Union[StrictFloat, StrictInt]] = None
+    centroid_score_threshold: Optional[Number] = None
     ndocs: Optional[StrictInt] = Field(None, description="candidates rescored by centroid interaction")
     n_exact: Optional[StrictInt] = Field(None, description="candidates decompressed for exact MaxSim")
     exact: Optional[StrictBool] = Field(
@@ -127,11 +137,22 @@ class SearchHit(BaseModel):
     document_metadata: Optional[dict] = None
 
 
+class QueryResults(BaseModel):
+    query_index: int = Field(description="position of the query in the request (0 for a single query)")
+    results: list[SearchHit] = Field(description="up to k hits, best first; fewer only when fewer passages "
+                                                 "exist or pass the doc_ids filter")
+
+
 class SearchResponse(BaseModel):
     index: str
-    model: Optional[str] = None
+    model: Optional[str] = Field(None, description="the served model name that encoded the query text (or the "
+                                                   "model the index records, for query_embeddings)")
     object: Literal["list"] = "list"
-    results: list[SearchHit]
+    data: list[QueryResults] = Field(description="one entry per query, in request order (as the engine's "
+                                                 "(nq, k) results)")
+    results: Optional[list[SearchHit]] = Field(
+        None, description="the hits of a single-query request (query, or one matrix): data[0].results; null "
+                          "when several queries were sent")
     usage: Usage
 
 
@@ -139,20 +160,23 @@ class SearchResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: Literal["ok"] = "ok"
     version: str
-    model: Optional[str] = None
+    model: Optional[str] = Field(None, description="the default model's name, as clients send it as 'model'")
     indexes: int
 
 
 class IndexDescription(BaseModel):
     name: str
     kind: Literal["rag", "engine"]
-    documents: int = Field(description="live passages stored in the engine")
+    documents: int = Field(description="live documents (RAG indexes: your documents, each split into one or more "
+                                       "passages; engine folders: the engine's entries)")
+    passages: int = Field(description="live passages stored in the engine (what a search ranks)")
     tokens: int
     dim: int
     nbits: int
     nlist: int
     generation: int
-    model: Optional[str] = None
+    model: Optional[str] = Field(None, description="the model name the index records, as clients send it "
+                                                   "(never a path on the server)")
 
 
 class IndexList(BaseModel):
