@@ -33,14 +33,17 @@ Q_TOKENS = 32
 
 
 def load_beir(name: str, split: str = "test") -> tuple[list[str], list[str], list[str], list[str], dict]:
-    """BEIR-format folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv. Only queries with qrels kept."""
+    """BEIR-format folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv. Only queries with qrels and documents with text kept."""
     root = DATA_ROOT / name
     doc_ids, doc_texts = [], []
     with open(root / "corpus.jsonl") as f:
         for line in f:
             r = json.loads(line)
+            text = (r.get("title", "") + " " + r.get("text", "")).strip()
+            if not text:  # cranfield has a few empty documents: nothing to encode or retrieve
+                continue
             doc_ids.append(str(r["_id"]))
-            doc_texts.append((r.get("title", "") + " " + r.get("text", "")).strip())
+            doc_texts.append(text)
     qrels: dict[str, dict[str, int]] = {}
     with open(root / "qrels" / f"{split}.tsv") as f:
         next(f)

@@ -1,0 +1,141 @@
+"""plaidx against Stanford PLAID on every collection family and real set, in one run, one summary table.
+
+For each collection (``families.py`` families at ``--ndocs``, the real sets encoded by
+``real_embeddings.py``) it runs ``bench_engine.py`` (each engine built and searched in its own
+subprocess, PLAID builds reused from ``results/cache/runs`` with ``--reuse``) with:
+
+- plaidx: its defaults, a wide setting (nprobe 8, threshold 0.4, ndocs 4096) and ``exact=True``
+  (every document scored over the compressed index: the codec's ceiling);
+- PLAID: its k <= 10 defaults (ncells 1, threshold 0.5, ndocs 256) and a wide setting (ncells 4,
+  threshold 0.4, ndocs 4096).
+
+    nice -n 5 .venv/bin/python benchmarks/bench_families.py --reuse
+    .venv/bin/python benchmarks/bench_families.py --only summary        # re-tabulate existing reports
+
+Writes per collection ``results/engine_<name>_<n>_families.json/.md`` and the summary
+``results/families_<tag>.json/.md``. Not part of CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import families  # noqa: E402
+from collection import CACHE_DIR, RESULTS_DIR, is_complete  # noqa: E402
+
+BENCH = Path(__file__).resolve().parent
+REAL = ("cranfield", "cisi", "scifact")
+WIDE_PLAIDX = {"nprobe": 8, "centroid_score_threshold": 0.4, "ndocs": 4096}
+WIDE_PLAID = "4,0.4,4096"
+
+
+def resolve(name: str, n_docs: int) -> Path | None:
+    """The cached collection folder of a family (generated on first use) or an encoded real set."""
+    if name in families.FAMILIES:
+        return families.ensure(name, n_docs).path
+    if name in REAL:
+        path = next((CACHE_DIR / f"{name}_{t}" for t in ("plaidx", "minilm") if is_complete(CACHE_DIR / f"{name}_{t}")),
+                    None)
+        if path is None:
+            print(f"[families] {name}: not encoded yet (benchmarks/real_embeddings.py --dataset {name}); skipped",
+                  flush=True)
+        return path
+    raise SystemExit(f"unknown collection {name!r}")
+
+
+def report_path(name: str, n_docs: int, tag: str) -> Path:
+    return RESULTS_DIR / f"engine_{name}_{n_docs}_{tag}.json"
+
+
+def classify(row: dict) -> str:
+    p = row.get("params") or {}
+    if row["engine"] == "plaid":
+        return "PLAID wide" if p.get("ncells", 1) > 1 else "PLAID defaults"
+    if p.get("exact"):
+        return "plaidx exact"
+    return "plaidx wide" if p else "plaidx defaults"
+
+
+def summary(entries: list[tuple[str, dict]], tag: str) -> None:
+    cols = ["plaidx defaults", "plaidx wide", "plaidx exact", "PLAID defaults", "PLAID wide"]
+    lines = [f"# plaidx vs Stanford PLAID across collection families ({tag})", "",
+             "recall@10 against exact MaxSim over the uncompressed embeddings (nDCG@10 for real sets in "
+             "brackets), p50 single-query latency in ms after the slash. plaidx wide: "
+             f"{json.dumps(WIDE_PLAIDX)}; PLAID wide: ncells,threshold,ndocs {WIDE_PLAID}; exact: every "
+             "document scored over the compressed index (the codec's ceiling). nbits 2, k 10, 2 threads. "
+             "Per-collection reports: `results/engine_<name>_<n>_" + tag + ".md`.", "",
+             "| collection | tokens | d | " + " | ".join(cols) + " | plaidx B/token | PLAID B/token |",
+             "|" + "---|" * (len(cols) + 5)]
+    table = []
+    for name, rep in entries:
+        cells = {}
+        bpt = {}
+        for row in rep["rows"]:
+            if row.get("recall_at_k") is None:
+                continue
+            kind = classify(row)
+            nd = f" [{row['ndcg_at_k']:.3f}]" if row.get("ndcg_at_k") is not None else ""
+            cells[kind] = f"{row['recall_at_k']:.3f}{nd} / {row['p50_ms']:.1f}"
+            bpt[row["engine"]] = row.get("bytes_per_token")
+            table.append({"collection": name, "kind": kind, "recall": row["recall_at_k"],
+                          "ndcg": row.get("ndcg_at_k"), "p50_ms": row["p50_ms"],
+                          "bytes_per_token": row.get("bytes_per_token"), "params": row.get("params")})
+        c = rep["collection"]
+        lines.append(f"| {name} | {c['n_tokens']:,} | {c['dim']} | " + " | ".join(cells.get(k, "-") for k in cols)
+                     + f" | {bpt.get('plaidx') or 0:.1f} | {bpt.get('plaid') or 0:.1f} |")
+    first = entries[0][1] if entries else {}
+    m = first.get("machine", {})
+    lines += ["", f"{dt.datetime.now().isoformat(timespec='seconds')} | {m.get('cpu')} ({m.get('cpu_count')} cores) | "
+              f"plaidx commit {(first.get('git') or {}).get('commit', '?')[:10]} | OPENBLAS_CORETYPE="
+              f"{(m.get('env') or {}).get('OPENBLAS_CORETYPE')} | BLAS: " + ", ".join(
+                  f"{b.get('internal_api')} {b.get('architecture')}" for b in m.get("blas_harness", [])),
+              "", "Command: `" + " ".join([Path(sys.executable).name, *sys.argv]) + "`"]
+    (RESULTS_DIR / f"families_{tag}.md").write_text("\n".join(lines) + "\n")
+    (RESULTS_DIR / f"families_{tag}.json").write_text(json.dumps({"rows": table, "machine": m,
+                                                                "git": first.get("git")}, indent=1))
+    print("\n".join(lines), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--collections", default=",".join(families.FAMILIES + REAL))
+    ap.add_argument("--ndocs", type=int, default=10_000, help="documents per synthetic family (~100 tokens each)")
+    ap.add_argument("--peers", default="plaid")
+    ap.add_argument("--reuse", action="store_true")
+    ap.add_argument("--nice", type=int, default=5)
+    ap.add_argument("--tag", default="families")
+    ap.add_argument("--only", choices=["run", "summary"], default=None)
+    ap.add_argument("--extra", default="", help="more bench_engine.py arguments (one string)")
+    args = ap.parse_args(argv)
+    entries = []
+    for name in args.collections.split(","):
+        path = resolve(name, args.ndocs)
+        if path is None:
+            continue
+        rep_p = report_path(name, len(np.load(path / "offsets.npy")) - 1, args.tag)
+        if args.only != "summary":
+            cmd = [sys.executable, str(BENCH / "bench_engine.py"), "--dataset", name, "--collection", str(path),
+                   "--peers", args.peers, "--nice", str(args.nice), "--tag", args.tag, "--plaidx-exact",
+                   "--nprobe", str(WIDE_PLAIDX["nprobe"]), "--threshold", str(WIDE_PLAIDX["centroid_score_threshold"]),
+                   "--search-ndocs", str(WIDE_PLAIDX["ndocs"]), "--plaid-configs", f"1,0.5,256;{WIDE_PLAID}",
+                   *(["--reuse"] if args.reuse else []), *args.extra.split()]
+            print(f"[families {time.strftime('%H:%M:%S')}] {name}: {' '.join(cmd[2:])}", flush=True)
+            subprocess.run(cmd, check=False)
+        if rep_p.exists():
+            entries.append((name, json.loads(rep_p.read_text())))
+        if entries:
+            summary(entries, args.tag)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
