@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import weakref
 from typing import Any
 
 import numpy as np
@@ -100,8 +102,46 @@ class VectorWriter:
             self.tx.finish(SCALES, self.scales)
 
 
+class _Rows:
+    """Row runs of a memory-mapped array read with ``pread``: the pages land in the page cache, not in
+    this process's RSS (a page fault on the map would also map its neighbours, 64 KiB or more at a time)."""
+
+    def __init__(self, arr: np.ndarray):
+        self.arr = arr
+        self.row_shape = tuple(arr.shape[1:])
+        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * arr.dtype.itemsize
+        self.fd: int | None = None
+        filename = getattr(arr, "filename", None)
+        if filename is not None and isinstance(arr, np.memmap):
+            try:
+                self.fd = os.open(filename, os.O_RDONLY)
+            except OSError:  # retired by a writer since it was mapped: read through the map instead
+                self.fd = None
+            else:
+                self.offset = int(arr.offset)
+                weakref.finalize(self, os.close, self.fd)
+
+    def read(self, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+        """The rows starts[i]:starts[i] + lens[i] of every run, concatenated: (sum(lens), *row_shape)."""
+        total = int(lens.sum())
+        if self.fd is None:
+            idx = np.arange(total, dtype=np.int64) + np.repeat(starts - np.cumsum(lens) + lens, lens)
+            return np.asarray(self.arr[idx])
+        out = np.empty((total, *self.row_shape), dtype=self.arr.dtype)
+        view = memoryview(out).cast("B")
+        pos = 0
+        for start, n in zip(starts.tolist(), lens.tolist()):
+            want = n * self.row_bytes
+            got = os.preadv(self.fd, [view[pos:pos + want]], self.offset + start * self.row_bytes)
+            if got != want:
+                raise IndexFormatError(f"{self.arr.filename}: truncated (read {got} of {want} bytes at row {start}); "
+                                       "drop the tier with plaidx.Index.drop_vectors(path) or rebuild the index")
+            pos += want
+        return out
+
+
 class KeptVectors:
-    """A generation's kept vectors, memory-mapped: only the rows a search reads are paged in.
+    """A generation's kept vectors, memory-mapped; searches read only their candidates' rows (with pread).
 
     Attributes
     ----------
@@ -112,13 +152,27 @@ class KeptVectors:
     def __init__(self, vectors: np.ndarray, scales: np.ndarray | None):
         self.vectors, self.scales = vectors, scales
         self.kind = "int8" if vectors.dtype == np.int8 else "float16"
+        self._vec_rows = _Rows(vectors)
+        self._scale_rows = _Rows(scales) if scales is not None else None
 
     @property
     def bytes_per_token(self) -> int:
         return int(self.vectors.shape[1] * self.vectors.dtype.itemsize + (4 if self.scales is not None else 0))
 
+    def runs(self, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+        """float32 (sum(lens), d): the kept vectors of the token runs starts[i]:starts[i] + lens[i]."""
+        starts = np.asarray(starts, dtype=np.int64)
+        lens = np.asarray(lens, dtype=np.int64)
+        v = self._vec_rows.read(starts, lens).astype(np.float32)
+        if self._scale_rows is not None:
+            v *= self._scale_rows.read(starts, lens)[:, None]
+        return v
+
     def rows(self, tokens: Any) -> np.ndarray:
-        """float32 (m, d): the kept vectors of ``tokens`` (a slice or an int64 index array)."""
+        """float32 (m, d): the kept vectors of ``tokens`` (a slice, or an int64 index array)."""
+        if isinstance(tokens, slice):
+            lo, hi = tokens.start or 0, tokens.stop
+            return self.runs(np.array([lo]), np.array([hi - lo]))
         v = np.asarray(self.vectors[tokens]).astype(np.float32)
         if self.scales is not None:
             v *= np.asarray(self.scales[tokens], dtype=np.float32)[:, None]
@@ -130,8 +184,7 @@ class KeptVectors:
         lens = np.asarray(doc_offsets[positions + 1], dtype=np.int64) - starts
         offsets = np.zeros(positions.size + 1, dtype=np.int64)
         np.cumsum(lens, out=offsets[1:])
-        tokens = np.arange(offsets[-1], dtype=np.int64) + np.repeat(starts - offsets[:-1], lens)
-        return np.ascontiguousarray(self.rows(tokens)), offsets
+        return np.ascontiguousarray(self.runs(starts, lens)), offsets
 
     def rerank(self, q: np.ndarray, doc_offsets: np.ndarray, candidates: np.ndarray, k: int,
                num_threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
