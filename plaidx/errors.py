@@ -11,6 +11,10 @@ class IndexFormatError(PlaidxError, ValueError):
     """An index on disk is missing, truncated, corrupted or of an unsupported format version."""
 
 
+class UnsafeFileError(IndexFormatError):
+    """A foreign file (a pickle, a .pt, an object .npy) asks to run code or build objects plaidx does not allow."""
+
+
 class IndexLockedError(PlaidxError, RuntimeError):
     """Another writer holds the index's lock."""
 
@@ -44,4 +48,4 @@ def require(module: str, extra: str, what: str) -> object:
 
 
 __all__ = ["CheckpointError", "DriftWarning", "IndexFormatError", "IndexLockedError", "MissingExtraError",
-           "PlaidxError", "StaleIndexError", "require"]
+           "PlaidxError", "StaleIndexError", "UnsafeFileError", "require"]
