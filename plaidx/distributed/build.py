@@ -41,7 +41,7 @@ def build(path: str | os.PathLike, documents: Any, n_shards: int, nbits: int = 2
           kmeans_sample: int | None = None, batch_tokens: int = 1 << 16, overwrite: bool = False,
           metadata: dict[str, Any] | None = None, model: Any = None, text_column: str = "text",
           embedding_column: str = "embedding", encode_concurrency: int = 1, num_gpus: float = 0,
-          retries: int = 3, init: Any = False, replicas: int = 1) -> Any:
+          retries: int = 3, init: Any = False, replicas: int = 1, actor_cpus: float = 0.5) -> Any:
     """Build a sharded index: one codec trained on a sample of the whole collection, shards compressed apart.
 
     Parameters
@@ -61,7 +61,7 @@ def build(path: str | os.PathLike, documents: Any, n_shards: int, nbits: int = 2
     retries : Ray retries of a task whose worker died.
     init : for ``executor="ray"`` without a running Ray: True (or a dict of ``ray.init`` arguments) starts a
         local one; False (default) raises instead of starting a cluster behind your back.
-    replicas : for the returned handle's Ray search actors (see :meth:`ShardedIndex.open`).
+    replicas, actor_cpus : the returned handle's Ray search actors (see :meth:`ShardedIndex.open`).
 
     If the build is interrupted (a crash, a killed worker), calling ``build`` again with the same
     arguments resumes it: the codec and the shards already finished are kept, the others are redone.
@@ -90,7 +90,7 @@ def build(path: str | os.PathLike, documents: Any, n_shards: int, nbits: int = 2
             if spill is not None:
                 spill.close()
         _retire(path, committed)
-    return ShardedIndex.open(path, executor=executor, init=init, replicas=replicas)
+    return ShardedIndex.open(path, executor=executor, init=init, replicas=replicas, actor_cpus=actor_cpus)
 
 
 def _check_target(path: Path, overwrite: bool) -> None:

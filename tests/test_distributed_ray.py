@@ -1,0 +1,124 @@
+"""Sharded indexes on a local single-node Ray cluster: build and search equal the in-process executor; faults."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+
+import numpy as np
+import pytest
+from synth import clustered_collection
+
+ray = pytest.importorskip("ray")
+
+from plaidx.distributed import (  # noqa: E402
+    ShardBuildError,
+    ShardedIndex,
+    ShardUnavailableError,
+    build,
+)
+
+build_module = importlib.import_module("plaidx.distributed.build")
+NLIST = 32
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One Ray cluster for the whole test session (start and stop cost seconds each)."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=256 << 20,
+                 _node_ip_address="127.0.0.1")
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def data():
+    docs, queries, _ = clustered_collection(n_docs=160, dim=32, mean_len=20, n_queries=12, q_len=8, seed=5)
+    return docs, queries
+
+
+@pytest.fixture(scope="module")
+def local_index(data, tmp_path_factory):
+    return build(tmp_path_factory.mktemp("local") / "s", data[0], 3, nlist=NLIST, seed=4)
+
+
+def _same_shards(a, b) -> None:
+    assert a.manifest["codec"]["hash"] == b.manifest["codec"]["hash"]
+    assert [sh["runs"] for sh in a.manifest["shards"]] == [sh["runs"] for sh in b.manifest["shards"]]
+    for x, y in zip(a.shards, b.shards):
+        for name in ("codes", "residuals", "doc_offsets", "doc_ids"):
+            np.testing.assert_array_equal(x._snap.a[name], y._snap.a[name])
+
+
+def test_ray_build_and_search_equal_the_local_executor(ray_cluster, data, local_index, tmp_path):
+    docs, queries = data
+    with build(tmp_path / "s", docs, 3, nlist=NLIST, seed=4, executor="ray", actor_cpus=0.25,
+               replicas=2) as remote:
+        _same_shards(remote, local_index)
+        for kwargs in ({"exact": True}, {}, {"doc_ids": [0, 50, 51, 159]}):
+            s1, i1 = remote.search(queries, 10, **kwargs)
+            s2, i2 = local_index.search(queries, 10, **kwargs)
+            np.testing.assert_array_equal(i1, i2)
+            np.testing.assert_allclose(s1, s2, atol=1e-6)
+        assert remote.search(queries, 10)[1].shape == (12, 10)  # the second replica answers the same
+        np.testing.assert_array_equal(remote.search(queries, 10)[1], local_index.search(queries, 10)[1])
+        # writes through a Ray handle restart its actors on the new shard folders
+        ids = remote.add(docs[:3])
+        assert ids.tolist() == [160, 161, 162]
+        hit = remote.search(docs[1][None], 2, exact=True)[1]
+        assert sorted(hit[0].tolist()) == [1, 161]  # the same embeddings under two ids
+
+
+def test_a_ray_dataset_of_embeddings_builds_the_same_index(ray_cluster, data, local_index, tmp_path):
+    docs, _ = data
+    ds = ray.data.from_items([{"embedding": d} for d in docs], override_num_blocks=4)
+    with build(tmp_path / "s", ds, 3, nlist=NLIST, seed=4, executor="ray", actor_cpus=0.25) as remote:
+        _same_shards(remote, local_index)
+
+
+def test_a_worker_killed_mid_build_then_a_rerun_equals_an_uninterrupted_build(ray_cluster, data, local_index,
+                                                                               tmp_path, monkeypatch):
+    docs, queries = data
+    real = build_module.build_shard
+
+    def dying(shard_dir, part, *rest):  # pickled by value into the worker
+        if "shard-0001" in shard_dir:
+            def stream():
+                for i, doc in enumerate(part):
+                    if i == len(part) // 2:
+                        os._exit(1)  # the worker process dies in the middle of the shard
+                    yield doc
+            return real(shard_dir, stream(), *rest)
+        return real(shard_dir, part, *rest)
+
+    monkeypatch.setattr(build_module, "build_shard", dying)
+    with pytest.raises(ShardBuildError, match=r"shards \[1\]"):
+        build(tmp_path / "s", docs, 3, nlist=NLIST, seed=4, executor="ray", retries=0)
+    kept = os.stat(tmp_path / "s" / "shard-0000.g000001" / "manifest.json").st_ino
+    monkeypatch.setattr(build_module, "build_shard", real)
+    with build(tmp_path / "s", docs, 3, nlist=NLIST, seed=4, executor="ray", actor_cpus=0.25) as resumed:
+        assert os.stat(tmp_path / "s" / "shard-0000.g000001" / "manifest.json").st_ino == kept
+        _same_shards(resumed, local_index)
+        np.testing.assert_array_equal(resumed.search(queries, 10)[1], local_index.search(queries, 10)[1])
+
+
+def test_an_actor_killed_mid_search_is_retried_or_fails_clearly(ray_cluster, data, local_index):
+    _, queries = data
+    expect = local_index.search(queries, 10)
+    with ShardedIndex.open(local_index.path, executor="ray", actor_cpus=0.25) as remote:
+        remote.search(queries, 10)
+        os.kill(remote.executor.actor_pids()[1][0], signal.SIGKILL)
+        s, i = remote.search(queries, 10)  # the dead actor restarts (a reopen) and the call is retried
+        np.testing.assert_array_equal(i, expect[1])
+        np.testing.assert_allclose(s, expect[0], atol=1e-6)
+    with ShardedIndex.open(local_index.path, executor="ray", actor_cpus=0.25, attempts=1) as fragile:
+        fragile.search(queries, 10)
+        os.kill(fragile.executor.actor_pids()[2][0], signal.SIGKILL)
+        with pytest.raises(ShardUnavailableError, match="shard 2 .* no partial result"):
+            fragile.search(queries, 10)
