@@ -11,7 +11,7 @@ demo: setup
 test: setup
 	.venv/bin/ruff check .
 	.venv/bin/lint-imports
-	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q
+	RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q
 	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q -m wheel tests/test_wheel.py
 
 lint: setup
