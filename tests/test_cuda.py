@@ -226,3 +226,162 @@ def test_empty_cells_are_never_probed_on_the_gpu():
     got = upload(col).search(Q, NO_MASK, 1, -1.0, 40, 20, 5)
     assert (got[1] >= 0).all()
     assert_topk_equivalent(got, run_search(CPU, Q, S, col, nprobe=1, threshold=-1.0, ndocs=40, n_exact=20, k=5))
+
+
+# ------------------------------------------------------------------------------------ build kernels
+# Each build kernel against its CPU twin (plaidx.engine.gpu_build.HostKernels: numpy argmax and sums,
+# the native compress kernel). Codes may differ only where the two best centroids tie to float rounding.
+needs_build_kernels = pytest.mark.skipif(not HAVE_GPU or not hasattr(gpu.module(), "Compressor"),
+                                         reason="needs a usable CUDA GPU and plaidx._cuda with the build kernels")
+
+
+def near_tie(x, centroids, tol=1e-5):
+    """bool (n,): the best two inner products of each row are within tol."""
+    s = np.sort(x @ centroids.T, axis=1)
+    return s[:, -1] - s[:, -2] <= tol
+
+
+@needs_build_kernels
+@pytest.mark.parametrize("d", DIMS + [8, 136])
+@pytest.mark.parametrize(("n", "nlist"), [(1, 1), (127, 5), (1000, 300), (5000, 4096)])
+def test_assign_matches_cpu(n, nlist, d):
+    from plaidx.engine import gpu_build
+
+    rng = np.random.default_rng(n + nlist + d)
+    x = _unit(rng.standard_normal((n, d)))
+    c = _unit(rng.standard_normal((nlist, d)))
+    codes, scores = gpu.module().assign(x, c)
+    want = gpu_build.HostKernels().assign(x, c)
+    differ = codes != want
+    if nlist > 1:
+        assert not (differ & ~near_tie(x, c)).any()
+    np.testing.assert_allclose(scores, (x * c[codes]).sum(axis=1), rtol=1e-5, atol=1e-5)
+
+
+@needs_build_kernels
+def test_assign_ties_take_the_lowest_centroid():
+    x = _unit(np.random.default_rng(0).standard_normal((300, 64)))
+    c = np.repeat(_unit(np.random.default_rng(1).standard_normal((10, 64))), 3, axis=0)  # each centroid 3 times
+    codes, _ = gpu.module().assign(x, c)
+    assert (codes % 3 == 0).all()
+
+
+@needs_build_kernels
+@pytest.mark.parametrize("nlist", [7, 300])
+def test_kmeans_update_sums_in_faiss_order_exactly(nlist):
+    from plaidx.engine import gpu_build
+
+    rng = np.random.default_rng(nlist)
+    x = _unit(rng.standard_normal((3000, 96)))
+    c = _unit(rng.standard_normal((nlist, 96)))
+    km = gpu.module().KMeans(x)
+    codes, _ = km.assign(c)
+    means, counts = km.update(nlist)
+    host = gpu_build.HostKernels().kmeans_points(x)
+    host.codes = codes  # the same assignment: the sums then agree bit for bit
+    want_means, want_counts = host.update(nlist)
+    np.testing.assert_array_equal(counts, want_counts)
+    np.testing.assert_array_equal(means, want_means)
+    assert km.device_bytes > x.nbytes
+
+
+@needs_build_kernels
+@pytest.mark.parametrize("nbits", NBITS)
+@pytest.mark.parametrize("d", DIMS)
+def test_compress_residuals_matches_cpu_exactly(nbits, d):
+    from plaidx.engine import codec as codec_mod
+    from plaidx.engine import kernels
+
+    rng = np.random.default_rng(nbits * d)
+    x = _unit(rng.standard_normal((777, d)))
+    c = _unit(rng.standard_normal((40, d)))
+    codes = rng.integers(0, 40, 777).astype(np.uint16)
+    res = np.subtract(x, c[codes], dtype=np.float32)
+    cutoffs, _ = codec_mod.train_codebooks(res, nbits)
+    packed, norms = gpu.module().compress_residuals(x, codes, c, cutoffs, nbits)
+    np.testing.assert_array_equal(packed, kernels.compress(res, cutoffs, nbits))
+    np.testing.assert_allclose(norms, np.linalg.norm(res, axis=1), rtol=1e-5)
+
+
+@needs_build_kernels
+@pytest.mark.parametrize("nbits", [2, 4])
+def test_compressor_streams_chunks_like_the_cpu_twin(nbits):
+    from plaidx.engine import codec as codec_mod
+    from plaidx.engine import gpu_build
+
+    rng = np.random.default_rng(nbits)
+    x = _unit(rng.standard_normal((2500, 128)))
+    c = _unit(rng.standard_normal((256, 128)))
+    res = x - c[gpu_build.HostKernels().assign(x, c)]
+    cutoffs, _ = codec_mod.train_codebooks(res, nbits)
+    comp = gpu.module().Compressor(c, cutoffs, nbits, 300)  # 300-row chunks: 9 launches, a partial last one
+    codes, packed, norms = comp.compress(x)
+    w_codes, w_packed, w_norms = gpu_build.HostKernels().compressor(c, cutoffs, nbits, 300).compress(x)
+    same = codes == w_codes
+    assert same.mean() >= 0.999 and not (~same & ~near_tie(x, c)).any()
+    np.testing.assert_array_equal(packed[same], w_packed[same])
+    np.testing.assert_allclose(norms, w_norms, rtol=1e-5, atol=1e-6)
+    bad = cutoffs.copy()
+    bad[3] = bad[3][::-1].copy()
+    if nbits > 1:
+        with pytest.raises(ValueError, match="ascending"):
+            gpu.module().Compressor(c, np.ascontiguousarray(bad), nbits, 300)
+    with pytest.raises(ValueError, match="cutoffs must have shape"):
+        gpu.module().Compressor(c, cutoffs[:, :1].copy(), 8, 300)
+
+
+@needs_build_kernels
+def test_compressor_reads_a_torch_cuda_tensor():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA here")
+    from plaidx.engine import codec as codec_mod
+
+    rng = np.random.default_rng(5)
+    x = _unit(rng.standard_normal((1000, 64)))
+    c = _unit(rng.standard_normal((32, 64)))
+    cutoffs, _ = codec_mod.train_codebooks(x - c[0], 2)
+    comp = gpu.module().Compressor(c, cutoffs, 2, 256)
+    t = torch.from_numpy(x).cuda()
+    torch.cuda.current_stream().synchronize()
+    got = comp.compress_device(t.data_ptr(), t.shape[0])
+    for a, b in zip(got, comp.compress(x)):
+        np.testing.assert_array_equal(a, b)
+
+
+@needs_build_kernels
+@pytest.mark.parametrize(("k", "niter"), [(64, 4), (500, 3)])
+def test_gpu_kmeans_follows_faiss(k, niter):
+    import faiss
+
+    from plaidx.engine import gpu_build
+
+    x = _unit(np.random.default_rng(k).standard_normal((5000, 64)))
+    got = gpu_build.kmeans(x, k, niter, 3, gpu_build.CudaKernels(0))
+    km = faiss.Kmeans(64, k, niter=niter, seed=3, spherical=True, verbose=False,
+                      max_points_per_centroid=(5000 + k - 1) // k, min_points_per_centroid=1)
+    km.train(x)
+    close = np.abs(got - km.centroids).max(axis=1) < 1e-5
+    assert close.mean() >= 0.99, close.mean()  # a near tie flipped by float order may move a centroid
+
+
+@needs_build_kernels
+@pytest.mark.parametrize(("nlist", "kmeans"), [(64, "auto"), (1024, "auto")])
+def test_index_build_on_gpu_equals_cpu_build(tmp_path, nlist, kmeans):
+    docs, queries, _ = clustered_collection(n_docs=600, dim=64, n_topics=40, mean_len=30, n_queries=16, q_len=32)
+    cpu = plaidx.Index.build(tmp_path / "cpu", docs, nbits=2, nlist=nlist, kmeans=kmeans, batch_tokens=4000)
+    dev = plaidx.Index.build(tmp_path / "gpu", iter(docs), nbits=2, nlist=nlist, kmeans=kmeans, batch_tokens=4000,
+                             device="cuda")
+    a, b = cpu._snap, dev._snap
+    assert sorted(a.a) == sorted(b.a) and b.manifest["build"]["device"] == "cuda:0"
+    assert (a.nlist, a.n_tokens) == (b.nlist, b.n_tokens)
+    close = np.abs(a.codec.centroids - b.codec.centroids).max(axis=1) < 1e-4
+    assert close.mean() >= 0.99, close.mean()
+    np.testing.assert_allclose(b.a["bucket_weights"], a.a["bucket_weights"], atol=1e-3)
+    same = (np.asarray(a.a["codes"]) == np.asarray(b.a["codes"])).mean()
+    assert same >= 0.999, same
+    s1, i1 = cpu.search(queries, k=10)
+    s2, i2 = dev.search(queries, k=10)
+    overlap = np.mean([len(set(x) & set(y)) / 10 for x, y in zip(i1, i2)])
+    assert overlap >= 0.98, overlap
+    assert dev.search(queries, k=10, device="cuda")[1].shape == (16, 10)

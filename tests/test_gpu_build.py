@@ -244,3 +244,54 @@ def test_cuda_sources_compile_with_nvcc(source, tmp_path):
                           "-std=c++17", "-O1", f"-I{ROOT / 'csrc'}", "-gencode", "arch=compute_90,code=sm_90"],
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
+
+
+# ------------------------------------------------------------------------------------ encoded corpora
+class ArrayCorpus(gpu_build.EncodedCorpus):
+    """An EncodedCorpus over arrays, counting what it encodes (a model would run here)."""
+
+    def __init__(self, docs):
+        super().__init__(np.array([len(d) for d in docs]), docs[0].shape[1])
+        self.docs = docs
+        self.calls: list[int] = []
+
+    def encode(self, indices):
+        self.calls.append(len(indices))
+        return np.concatenate([self.docs[i] for i in indices])
+
+
+def test_encoded_corpus_windows_and_sample():
+    docs = [np.full((n, 8), i, np.float32) for i, n in enumerate([4, 4, 4, 10, 1, 1, 3])]
+    corpus = ArrayCorpus(docs)
+    wins = corpus.windows(np.arange(7), 8)
+    assert [w.tolist() for w in wins] == [[0, 1], [2, 3], [4, 5, 6]]
+    order = np.array([3, 0, 6, 1, 2, 4, 5])
+    x, nxt = corpus.gather_sample(order, 1, 6, None, batch_tokens=4)
+    assert nxt == 3 and x.shape == (6, 8)  # documents 0 (4 rows) and 6 (2 of its 3 rows)
+    np.testing.assert_array_equal(x[:, 0], [0, 0, 0, 0, 6, 6])
+    assert np.asarray(corpus[3]).shape == (10, 8) and corpus[3].shape == (10, 8)
+
+
+def test_encoded_corpus_with_wrong_lengths_is_a_clear_error(tmp_path, monkeypatch):
+    docs, _, _ = clustered_collection(n_docs=60, dim=32, n_topics=6, mean_len=12, n_queries=1, q_len=4)
+    corpus = ArrayCorpus(docs)
+    corpus.lengths = corpus.lengths.copy()
+    corpus.lengths[5] += 1  # the model makes one token fewer than promised
+    monkeypatch.setattr(index_mod, "build_ops", lambda device: gpu_build.BuildOps(gpu_build.HostKernels(), "twin"))
+    with pytest.raises(ValueError, match="token rows where its lengths promise"):
+        plaidx.Index.build(tmp_path / "ix", corpus, nlist=8, device="twin")
+    assert not list((tmp_path / "ix").glob("manifest.json"))
+
+
+def test_streaming_build_from_an_encoded_corpus_equals_the_array_build(tmp_path, monkeypatch):
+    """The text pipeline's shape on the CPU twin kernels: the sample and the windows are encoded in
+    batches (never one document at a time), and the index equals the build from the arrays."""
+    docs, queries, _ = clustered_collection(n_docs=400, dim=32, n_topics=16, mean_len=20, n_queries=6, q_len=8)
+    want = plaidx.Index.build(tmp_path / "arrays", docs, nbits=2, nlist=32, batch_tokens=2000)
+    corpus = ArrayCorpus(docs)
+    monkeypatch.setattr(index_mod, "build_ops", lambda device: gpu_build.BuildOps(gpu_build.HostKernels(), "twin"))
+    got = plaidx.Index.build(tmp_path / "corpus", corpus, nbits=2, nlist=32, batch_tokens=2000, device="twin")
+    assert max(corpus.calls) > 1 and len(corpus.calls) < 40  # windows and sample batches, not documents
+    for name in ("codes", "residuals", "doc_offsets", "bucket_weights"):
+        np.testing.assert_array_equal(np.asarray(got._snap.a[name]), np.asarray(want._snap.a[name]))
+    np.testing.assert_array_equal(got.search(queries, k=5)[1], want.search(queries, k=5)[1])

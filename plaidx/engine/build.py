@@ -163,6 +163,8 @@ def _gather_sample(source: Any, order: np.ndarray, start: int, want: int, dim: i
     Filled into one preallocated array (the last document contributes the rows that fit), so the
     sample never exists twice in memory: at d = 384 and 2**20 rows it is 1.5 GiB.
     """
+    if hasattr(source, "gather_sample"):  # gpu_build.EncodedCorpus: encodes the sample's documents in batches
+        return source.gather_sample(order, start, want, dim)
     x, got, i = None, 0, start
     while got < want and i < order.size:
         doc = as_document(source[int(order[i])], dim, f"documents[{int(order[i])}]")

@@ -356,6 +356,112 @@ def prefetch(items: Iterable[Any], depth: int = PREFETCH_BATCHES) -> Iterable[An
         worker.join()
 
 
+class EncodedCorpus:
+    """Documents that are encoded on demand (text through a model, on the GPU): the source of a streaming
+    build that never holds the collection's vectors, on the host or on the device.
+
+    Subclasses give ``lengths`` (the token count each document will have, known before encoding, e.g.
+    from tokenisation) and :meth:`encode`. The build reads its k-means sample with :meth:`gather_sample`
+    and, on a GPU, compresses :meth:`blocks` while a worker thread encodes the next block. It is a
+    sequence of :class:`LazyDocument` (shape known, encoded one by one on access) for the generic code.
+    """
+
+    def __init__(self, lengths: np.ndarray, dim: int):
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        if self.lengths.ndim != 1 or (self.lengths < 1).any():
+            raise ValueError("EncodedCorpus: lengths must be a 1-D array of positive token counts")
+        self.dim = int(dim)
+
+    def encode(self, indices: np.ndarray) -> Any:
+        """float32 (lengths[indices].sum(), d): the tokens of these documents in this order, as a numpy
+        array or a C-contiguous CUDA tensor whose producing stream has been synchronised."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return int(self.lengths.size)
+
+    def __getitem__(self, i: int) -> LazyDocument:
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return LazyDocument(self, int(i) % len(self))
+
+    def __iter__(self) -> Any:
+        return (self[i] for i in range(len(self)))
+
+    def windows(self, docs: np.ndarray, batch_tokens: int) -> list[np.ndarray]:
+        """docs split into consecutive runs of about ``batch_tokens`` tokens (at least one document each)."""
+        cum = np.cumsum(self.lengths[docs])
+        out, lo, base = [], 0, 0
+        while lo < docs.size:  # like batches(): a window closes once it holds batch_tokens tokens
+            hi = min(int(np.searchsorted(cum, base + batch_tokens, side="left")) + 1, docs.size)
+            out.append(docs[lo:hi])
+            lo, base = hi, int(cum[hi - 1])
+        return out
+
+    def gather_sample(self, order: np.ndarray, start: int, want: int, dim: int | None,
+                      batch_tokens: int = 1 << 16) -> tuple[np.ndarray, int]:
+        """build._gather_sample's contract: up to ``want`` token rows of the documents order[start:], in
+        that order (the last one contributes the rows that fit), float32 on the host, and the next position."""
+        rest = np.asarray(order[start:], dtype=np.int64)
+        if rest.size == 0 or want <= 0:
+            return np.zeros((0, self.dim), np.float32), start
+        cum = np.cumsum(self.lengths[rest])
+        m = min(int(np.searchsorted(cum, want, side="left")) + 1, rest.size)
+        take = rest[:m]
+        x = np.empty((min(want, int(cum[m - 1])), self.dim), np.float32)
+        got = 0
+        for w in self.windows(take, batch_tokens):
+            block = _host_block(self.encode(w), self.dim, int(self.lengths[w].sum()))
+            n = min(block.shape[0], x.shape[0] - got)
+            x[got:got + n] = block[:n]
+            got += n
+        return x, start + m
+
+
+class LazyDocument:
+    """One document of an :class:`EncodedCorpus`: its shape without encoding; encoded by ``np.asarray``."""
+
+    def __init__(self, corpus: EncodedCorpus, i: int):
+        self.corpus, self.i = corpus, i
+        self.shape = (int(corpus.lengths[i]), corpus.dim)
+        self.ndim = 2
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        x = _host_block(self.corpus.encode(np.array([self.i])), self.corpus.dim, self.shape[0])
+        return x if dtype is None else x.astype(dtype)
+
+
+def _is_cuda(block: Any) -> bool:
+    return bool(getattr(block, "is_cuda", False)) or hasattr(block, "__cuda_array_interface__")
+
+
+def _host_block(block: Any, dim: int, rows: int) -> np.ndarray:
+    """A block from EncodedCorpus.encode as float32 (rows, dim) on the host, checked."""
+    x = as_document(block, dim, "EncodedCorpus.encode(...)")
+    if x.shape[0] != rows:
+        raise ValueError(f"EncodedCorpus.encode returned {x.shape[0]} token rows where its lengths promise {rows}")
+    return x
+
+
+def _device_block(block: Any, dim: int, rows: int, device: int) -> tuple[int, Any]:
+    """(device address, the object that keeps it alive) of a CUDA float32 (rows, dim) C-contiguous block."""
+    shape = tuple(block.shape)
+    if len(shape) != 2 or shape != (rows, dim):
+        raise ValueError(f"EncodedCorpus.encode returned shape {shape}, expected ({rows}, {dim})")
+    if hasattr(block, "data_ptr"):  # torch without importing it
+        if str(block.dtype) != "torch.float32":
+            block = block.float()
+        if getattr(block.device, "index", device) != device:
+            block = block.to(f"cuda:{device}")
+        if not block.is_contiguous():
+            block = block.contiguous()
+        return int(block.data_ptr()), block
+    cai = block.__cuda_array_interface__
+    if cai.get("typestr") != "<f4" or cai.get("strides") not in (None, (4 * dim, 4)):
+        raise ValueError("EncodedCorpus.encode: a CUDA block must be C-contiguous float32")
+    return int(cai["data"][0]), block
+
+
 @dataclass(frozen=True)
 class BuildOps:
     """The device steps of a build (see the module docstring); ``build.build_generation(ops=...)``."""
@@ -382,7 +488,12 @@ class BuildOps:
                                        np.ascontiguousarray(codec.cutoffs, dtype=np.float32), codec.nbits,
                                        max(1, min(batch_tokens, 1 << 20)))
         norm_sum = 0.0
-        docs = progress_bar(docs, total, "compressing", progress)
+        it = iter(docs)
+        first = next(it, None)
+        if isinstance(first, LazyDocument) and first.i == 0:
+            return self._compress_corpus(first.corpus, comp, codes_w, res_w, batch_tokens, progress, lengths_out,
+                                         vectors_w)
+        docs = progress_bar(_chain(first, it), total, "compressing", progress)
         for x in prefetch(batches(docs, codec.dim, batch_tokens, lengths_out)):
             codes, packed, norms = comp.compress(x)
             codes_w.append(codes)
@@ -392,8 +503,41 @@ class BuildOps:
             norm_sum += float(np.sum(norms, dtype=np.float64))
         return norm_sum
 
+    def _compress_corpus(self, corpus: EncodedCorpus, comp: Any, codes_w: Any, res_w: Any, batch_tokens: int,
+                         progress: bool, lengths_out: list[int] | None, vectors_w: Any) -> float:
+        """The text pipeline: a worker thread encodes window i + 1 while the device compresses window i;
+        a block already on this GPU is compressed in place (only compressed bytes come back)."""
+        from .build import progress_bar
+
+        wins = corpus.windows(np.arange(len(corpus)), batch_tokens)
+        norm_sum = 0.0
+        encoded = prefetch((w, corpus.encode(w)) for w in wins)
+        for w, block in progress_bar(encoded, len(wins), "encoding+compressing", progress):
+            rows = int(corpus.lengths[w].sum())
+            if _is_cuda(block) and self.kernels.device is not None and vectors_w is None:
+                ptr, keep = _device_block(block, corpus.dim, rows, self.kernels.device)
+                codes, packed, norms = comp.compress_device(ptr, rows)
+                del keep
+            else:
+                x = _host_block(block, corpus.dim, rows)
+                codes, packed, norms = comp.compress(x)
+                if vectors_w is not None:
+                    vectors_w.append(x)
+            codes_w.append(codes)
+            res_w.append(packed)
+            norm_sum += float(np.sum(norms, dtype=np.float64))
+            if lengths_out is not None:
+                lengths_out.extend(corpus.lengths[w].tolist())
+        return norm_sum
+
     def manifest(self) -> dict[str, Any]:
         return {"device": self.device}
+
+
+def _chain(first: Any, rest: Any) -> Any:
+    if first is not None:
+        yield first
+    yield from rest
 
 
 def build_ops(device: Any) -> BuildOps | None:
