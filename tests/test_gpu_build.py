@@ -295,3 +295,25 @@ def test_streaming_build_from_an_encoded_corpus_equals_the_array_build(tmp_path,
     for name in ("codes", "residuals", "doc_offsets", "bucket_weights"):
         np.testing.assert_array_equal(np.asarray(got._snap.a[name]), np.asarray(want._snap.a[name]))
     np.testing.assert_array_equal(got.search(queries, k=5)[1], want.search(queries, k=5)[1])
+
+
+def test_passage_corpus_encodes_what_encode_documents_does(tmp_path):
+    """rag.encoded.PassageCorpus (the GPU build's text source) on the CPU: token counts known before
+    encoding, and windows of passages encoded to the vectors encode_documents gives, in passage order."""
+    pytest.importorskip("torch")
+    from encoder_fixtures import WORDS, make_tiny_checkpoint
+
+    from plaidx.encoder import ColBERT
+    from plaidx.rag.encoded import PassageCorpus
+
+    enc = ColBERT.from_pretrained(str(make_tiny_checkpoint(tmp_path, "stanford", document_length=24)), device="cpu")
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(WORDS, size=int(rng.integers(2, 30)))) + ("." if i % 3 else ", ;")
+             for i in range(23)]
+    want = enc.encode_documents(texts, bsize=4)
+    corpus = PassageCorpus(enc, texts, bsize=5)
+    assert corpus.lengths.tolist() == [len(w) for w in want]
+    picks = np.array([7, 0, 22, 3])
+    got = corpus.encode(picks)
+    np.testing.assert_allclose(got, np.concatenate([want[i] for i in picks]), atol=1e-5)
+    assert corpus.gather_sample(np.arange(23), 0, 10, None)[0].shape == (10, enc.dim)
