@@ -237,8 +237,8 @@ def _edit_manifest(path, fn):
 @pytest.mark.parametrize("damage, message", [
     (lambda m: m.update(format="other"), "not a plaidx sharded index"),
     (lambda m: m.update(format_version=99), "newer than this plaidx supports"),
-    (lambda m: m["shards"][1]["runs"][0].__setitem__(0, 0), "overlap or leave a gap"),
-    (lambda m: m.update(next_id=1000), "next_id says 1000"),
+    (lambda m: m["shards"][1]["runs"][0].__setitem__(0, 0), "overlap at id"),
+    (lambda m: m.update(next_id=10), "after next_id 10"),
     (lambda m: m["shards"][0].update(dir="../elsewhere"), "invalid folder name"),
     (lambda m: m.update(routing={"rule": "hash"}), "unknown routing rule"),
     (lambda m: m.update(shards=[]), "lists no shards"),
@@ -286,3 +286,26 @@ def test_verify_finds_a_corrupted_shard_array(small):
     f.write_bytes(bytes(raw))
     problems = sh.verify()
     assert len(problems) == 1 and problems[0].startswith("shard 1") and "checksum mismatch" in problems[0]
+
+
+def test_reshard_keeps_ids_and_compressed_bytes(data, tmp_path):
+    docs, queries = data
+    src = plaidx.Index.build(tmp_path / "one", docs, nlist=NLIST, seed=0)
+    src.delete([0, 1, 2, 50])
+    src.compact()  # ids 0-2 and 50 are gone: the sharded index has gaps in its ids
+    src.delete([7])
+    sharded_path = plaidx.distributed.reshard(tmp_path / "one", tmp_path / "sharded", 3)
+    sh = ShardedIndex.open(sharded_path)
+    assert sh.verify() == [] and len(sh) == len(src) == 235
+    np.testing.assert_array_equal(sh.ids, src.ids)
+    for kwargs in ({"exact": True}, {"exact": True, "doc_ids": [3, 4, 120, 239]}):
+        s1, i1 = sh.search(queries, 10, **kwargs)
+        s2, i2 = src.search(queries, 10, **kwargs)
+        np.testing.assert_array_equal(i1, i2)
+        np.testing.assert_allclose(s1, s2, atol=1e-6)
+    _, truth = src.search(queries, 10, exact=True)
+    assert _recall(sh.search(queries, 10)[1], truth) >= _recall(src.search(queries, 10)[1], truth) - 0.005
+    np.testing.assert_array_equal(sh.reconstruct(120), src.reconstruct(120))
+    assert sh.add(docs[:2]).tolist() == src.add(docs[:2]).tolist() == [240, 241]
+    with pytest.raises(FileExistsError):
+        plaidx.distributed.reshard(tmp_path / "one", sharded_path, 2)

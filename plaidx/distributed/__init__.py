@@ -4,6 +4,7 @@
     sharded = plaidx.distributed.ShardedIndex.open(path, executor="local" | "ray")
     scores, ids = sharded.search(Q, k=10)   # as Index.search; ids are global (positions in the input)
     sharded.add(docs); sharded.delete(ids); sharded.compact(); sharded.verify(); len(sharded)
+    plaidx.distributed.reshard(index_path, path, n_shards)   # an existing index, split byte for byte
 
 Layers inside: ``manifest`` (the on-disk format and the id runs), ``build`` (the resumable build),
 ``sharded`` (the handle: scatter, merge, atomic writes), ``executors`` (in-process) and ``ray_backend``
@@ -16,7 +17,8 @@ from __future__ import annotations
 from .build import build
 from .errors import ShardBuildError, ShardFormatError, ShardUnavailableError
 from .manifest import SHARDED_MANIFEST, is_sharded
+from .reshard import reshard
 from .sharded import ShardedIndex, merge_topk
 
 __all__ = ["SHARDED_MANIFEST", "ShardBuildError", "ShardFormatError", "ShardUnavailableError", "ShardedIndex",
-           "build", "is_sharded", "merge_topk"]
+           "build", "is_sharded", "merge_topk", "reshard"]

@@ -216,6 +216,13 @@ class ShardedIndex:
             all_i.append(self._ids.to_global(s, li))
         return merge_topk(np.concatenate(all_s, axis=1), np.concatenate(all_i, axis=1), k)
 
+    def reconstruct(self, doc_id: int) -> np.ndarray:
+        """float32 (n_tokens, d): the decompressed token embeddings of one live document (by global id)."""
+        shard, local, known = self._ids.locate(np.array([doc_id], dtype=np.int64))
+        if not known[0]:
+            raise KeyError(f"reconstruct: unknown document ids [{doc_id}]")
+        return self._shards[int(shard[0])].reconstruct(int(local[0]))
+
     # ------------------------------------------------------------------ updates
     def add(self, documents: Any, *, batch_tokens: int = 1 << 16) -> np.ndarray:
         """Append documents, compressed with the shared codec; returns their global int64 ids.

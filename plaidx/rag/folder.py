@@ -19,6 +19,7 @@ from typing import Any, NamedTuple, Optional, Union
 
 import numpy as np
 
+from ..distributed import ShardedIndex, is_sharded
 from ..engine import Index, SearchParams, WriterLock, fsync_dir
 from ..errors import DriftWarning, IndexFormatError, IndexLockedError
 from .docstore import DocStore
@@ -53,9 +54,9 @@ def locate(path: Union[str, os.PathLike]) -> tuple[str, Path, Path]:
     _recover(p)
     if not p.exists():
         raise FileNotFoundError(f"{str(p)!r}: no such index folder")
-    if (p / ENGINE_DIR / ENGINE_MANIFEST).is_file():
+    if (p / ENGINE_DIR / ENGINE_MANIFEST).is_file() or is_sharded(p / ENGINE_DIR):
         return "rag", p, p / ENGINE_DIR
-    if (p / ENGINE_MANIFEST).is_file():
+    if (p / ENGINE_MANIFEST).is_file() or is_sharded(p):
         return "engine", p, p
     if p.is_dir():
         inside = sorted(c.name for c in p.iterdir() if (c / ENGINE_DIR / ENGINE_MANIFEST).is_file())
@@ -184,7 +185,9 @@ class IndexFolder:
         self.name = self.path.name
         self._folder = os.stat(self.path).st_ino
         self.config: dict[str, Any] = read_config(self.path) if self.kind == "rag" else {}
-        self.engine = Index.open(self.engine_path, verify=verify)
+        # a sharded engine folder (plaidx.distributed) answers the same calls as an Index
+        self.engine = (ShardedIndex.open(self.engine_path, verify=verify) if is_sharded(self.engine_path)
+                       else Index.open(self.engine_path, verify=verify))
         self.store: Optional[DocStore] = DocStore(self.path / DOCSTORE_FILE) if self.kind == "rag" else None
         self.model_config = _model_config(self.config, self.engine.metadata)
         self.write_lock = threading.Lock()
