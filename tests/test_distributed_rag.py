@@ -1,0 +1,58 @@
+"""RAGPretrainedModel and IndexFolder over a sharded engine: texts, ids and metadata, search, add and delete."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+from encoder_fixtures import WORDS, make_tiny_checkpoint
+
+from plaidx import RAGPretrainedModel
+from plaidx.distributed import ShardedIndex, reshard
+from plaidx.rag.folder import ENGINE_DIR, IndexFolder
+
+VOCAB = list(dict.fromkeys(WORDS))
+pytestmark = pytest.mark.filterwarnings("ignore:added documents drift")
+
+
+def corpus(n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(VOCAB, size=int(rng.integers(4, 10)))) for _ in range(n)]
+
+
+def test_a_rag_index_with_a_sharded_engine_searches_adds_and_deletes(tmp_path):
+    ckpt = make_tiny_checkpoint(tmp_path / "ckpt", "stanford", query_length=16, document_length=32)
+    rag = RAGPretrainedModel.from_pretrained(str(ckpt), index_root=tmp_path / "indexes", verbose=0)
+    docs = corpus(28, seed=4)
+    ids = [f"d{i}" for i in range(24)]
+    path = rag.index(docs[:24], document_ids=ids, document_metadatas=[{"n": i} for i in range(24)],
+                     index_name="sh")
+    before = [rag.search(docs[i], k=5) for i in range(0, 24, 3)]
+    engine = os.path.join(path, ENGINE_DIR)
+    os.rename(engine, engine + ".src")
+    reshard(engine + ".src", engine, 3)  # the same passages, split byte for byte over three shards
+    shutil.rmtree(engine + ".src")
+
+    sharded = RAGPretrainedModel.from_index(path, verbose=0)
+    folder = sharded._handle(None)
+    assert isinstance(folder.engine, ShardedIndex) and folder.engine.n_shards == 3
+    after = [sharded.search(docs[i], k=5) for i in range(0, 24, 3)]
+    for b, a in zip(before, after):
+        assert [(r["document_id"], r["content"], r["document_metadata"]) for r in a] == \
+               [(r["document_id"], r["content"], r["document_metadata"]) for r in b]
+        np.testing.assert_allclose([r["score"] for r in a], [r["score"] for r in b], atol=1e-5)
+
+    assert sharded.add_to_index(docs[24:], new_document_ids=["n0", "n1", "n2", "n3"],
+                                new_document_metadatas=[{"new": k} for k in range(4)]) == ["n0", "n1", "n2", "n3"]
+    assert folder.engine.generation == 2 and len(folder.engine) == 28
+    found = sharded.search(docs[25], k=28)
+    assert {r["document_id"] for r in found} >= {"n1"} and len(found) == 28
+    n1 = next(r for r in found if r["document_id"] == "n1")
+    assert n1["document_metadata"] == {"new": 1} and n1["content"] == docs[25]
+    assert sharded.delete_from_index(["d0", "n1"]) == 2
+    rest = sharded.search(docs[0], k=28)
+    assert len(rest) == 26 and {r["document_id"] for r in rest}.isdisjoint({"d0", "n1"})
+    with IndexFolder(path) as again:
+        assert again.verify() == [] and again.describe()["passages"] == 26
