@@ -81,6 +81,86 @@ def test_index_reports_model_nbits_and_progress(data, tmp_path, capsys):
     assert "indexed 7 documents as 7 passages" in out and "nbits 4" in out
 
 
+def test_index_reports_each_step_and_its_encoding_bar_moves(data, tmp_path, capsys):
+    code, out, err = run(capsys, "index", data["beir"], tmp_path / "steps", "--model", data["ckpt"],
+                         "--max-document-length", "24")
+    assert code == 0, err
+    steps = ["indexing 50 documents as", "plaidx: encoding passages", "encoded ", "k-means",
+             "compressed ", "writing the document store", "ready in"]
+    at = [err.find(s) for s in steps]
+    assert all(i >= 0 for i in at) and at == sorted(at), (steps, at, err[-2000:])
+    # the bar advances while encoding (chunks of 256 passages: 0 then the total here), not only at the end
+    assert "0/" in err.split("plaidx: encoding passages", 1)[1] and "100%" in err
+    code, out, err = run(capsys, "index", data["beir"], tmp_path / "steps", "--model", data["ckpt"], "--overwrite",
+                         "--quiet")
+    assert code == 0 and err == ""
+
+
+def test_usage_errors_exit_2_with_clean_messages(built, data, tmp_path, capsys):
+    def usage(*argv: str, words: tuple[str, ...]) -> str:
+        code, _, err = run(capsys, *argv)
+        assert code == cli.EXIT_USAGE, (argv, code, err)
+        assert "Errno" not in err and "Traceback" not in err, err
+        for w in words:
+            assert w in err, (w, err)
+        return err
+
+    usage("search", built, "cats", "--doc-ids", "nope", words=("--doc-ids", "'nope'", "50 documents"))
+    usage("search", built, "--queries-file", tmp_path / "missing.txt", words=("--queries-file", "not found"))
+    usage("search", built, "cats", "--exact", "--nprobe", "4", words=("--exact", "--nprobe"))
+    usage("eval", built, data["beir"], "--exact", "--ndocs", "64", "--n-exact", "8", words=("--ndocs", "--n-exact"))
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("cats\ndogs\ncaf\u00e9 au lait\n".encode("latin-1"))
+    usage("search", built, "--queries-file", latin, words=(f"{latin}:3: not UTF-8",))
+    with pytest.raises(SystemExit) as e:
+        cli.main(["search", str(built), "cats", "--width", "-5"])
+    assert e.value.code == cli.EXIT_USAGE and "positive integer" in capsys.readouterr().err
+    # a byte order mark is not part of the first query
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes("\ufeffcats on mats\n".encode("utf-8"))
+    code, out, err = run(capsys, "search", built, "--queries-file", bom, "--json", "-k", "2")
+    assert code == 0, err
+    assert json.loads(out)[0]["query"] == "cats on mats"
+    # --no-exact with PLAID knobs is fine
+    code, _, err = run(capsys, "search", built, "cats", "--no-exact", "--nprobe", "2")
+    assert code == 0, err
+
+
+def test_index_encodings_paths_and_lengths(data, tmp_path, capsys):
+    ck = data["ckpt"]
+    rows = [{"_id": f"d{i}", "text": f"document number {i} about cats"} for i in range(4)]
+    src = tmp_path / "bom.jsonl"
+    src.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r) + "\n" for r in rows).encode("utf-8"))
+    code, out, err = run(capsys, "index", src, tmp_path / "bom-index", "--model", ck, "--quiet")
+    assert code == 0, err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"_id": "a", "text": "fine"}\n{"_id": "b", "text": "caf\xe9"}\n')
+    code, _, err = run(capsys, "index", bad, tmp_path / "x", "--model", ck)
+    assert code == cli.EXIT_USAGE and f"{bad}:2: not UTF-8" in err and "Errno" not in err
+    # an index path that cannot be created fails before the model loads (this model does not exist)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder", encoding="utf-8")
+    code, _, err = run(capsys, "index", src, blocker / "idx", "--model", tmp_path / "no-such-model")
+    assert code == cli.EXIT_USAGE and "cannot create the folder" in err and "no-such-model" not in err, err
+    assert "Errno" not in err
+    # a passage length above what the model reads is clamped, and says so
+    code, _, err = run(capsys, "index", src, tmp_path / "long", "--model", ck, "--max-document-length", "100000")
+    assert code == 0, err
+    limit = plaidx.ColBERT.from_pretrained(ck).max_length
+    assert f"--max-document-length 100000 is more than the {limit} tokens" in err
+    cfg = json.loads((tmp_path / "long" / "plaidx_rag.json").read_text())
+    assert cfg["passages"]["max_document_length"] == limit
+
+
+def test_eval_against_an_index_of_another_collection_fails_loudly(data, tmp_path, capsys):
+    other = _write_jsonl(tmp_path / "other.jsonl", [{"_id": f"other-{i}", "text": " ".join(WORDS[i:i + 8])}
+                                                    for i in range(12)])
+    code, _, err = run(capsys, "index", other, tmp_path / "other-index", "--model", data["ckpt"], "--quiet")
+    assert code == 0, err
+    code, out, err = run(capsys, "eval", tmp_path / "other-index", data["beir"])
+    assert code == cli.EXIT_FAILURE and "not built from this collection" in err and "ndcg@10" in out
+
+
 def test_index_from_a_folder_of_text_files(data, tmp_path, capsys):
     src = tmp_path / "notes"
     (src / "sub").mkdir(parents=True)
@@ -130,7 +210,7 @@ def test_search_errors_are_actionable(built, data, tmp_path, capsys):
     code, _, err = run(capsys, "search", tmp_path / "nothing", "cats")
     assert code == cli.EXIT_USAGE and "no such index folder" in err
     code, _, err = run(capsys, "search", built, "cats", "--doc-ids", "ghost")
-    assert code == cli.EXIT_FAILURE and "ghost" in err
+    assert code == cli.EXIT_USAGE and "'ghost'" in err
     code, _, err = run(capsys, "search", built, "cats", "-k", "0")
     assert code == cli.EXIT_USAGE and "-k" in err
     not_index = tmp_path / "plain"
@@ -156,7 +236,9 @@ def test_info_on_a_rag_folder_and_on_a_bare_engine(built, data, capsys):
     assert code == 0
     table = dict(line.split(None, 1) if "  " not in line else [p.strip() for p in line.split("  ", 1)]
                  for line in out.splitlines())
-    assert table["documents"] == "50" and table["nbits"] == str(e["nbits"]) and table["dim"] == "16"
+    assert table["documents"] == "50" and table["dim"] == "16"
+    assert table["nbits"] == f"{e['nbits']} (the default for RAG indexes; plaidx index --nbits N chooses)"
+    assert info["index_config"]["nbits_chosen"] == "default"
     assert table["model"] == str(data["ckpt"]) and table["format version"] == str(e["format_version"]) == "2"
     code, out, _ = run(capsys, "info", built / "engine", "--json")
     bare = json.loads(out)

@@ -18,7 +18,7 @@ def read_corpus(source: str, *, id_field: Optional[str] = None, text_field: str 
     """``(document_ids, texts, metadatas)`` from a JSONL file, a BEIR folder, a folder of text files or "-"
     (JSONL on stdin). JSONL fields other than the id and text become the document's metadata."""
     if source == "-":
-        records = _jsonl_records(sys.stdin, "<stdin>")
+        records = _jsonl_records(text_lines(_stdin_bytes(), "<stdin>"), "<stdin>")
     else:
         p = Path(source)
         if not p.exists():
@@ -66,12 +66,37 @@ def read_corpus(source: str, *, id_field: Optional[str] = None, text_field: str 
     return ids, texts, metas
 
 
-def _jsonl_file(path: Path) -> Iterator[tuple[str, Any]]:
+def _stdin_bytes() -> Any:
+    return getattr(sys.stdin, "buffer", None) or (line.encode("utf-8") for line in sys.stdin)
+
+
+def text_lines(raw: Any, name: str) -> Iterator[str]:
+    """The lines of a binary stream as text: UTF-8, a leading byte order mark skipped; a line that is not
+    UTF-8 raises CliError naming it (``name:line``)."""
+    for n, line in enumerate(raw, start=1):
+        try:
+            yield line.decode("utf-8-sig" if n == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise CliError(f"{name}:{n}: not UTF-8 text (byte {line[exc.start:exc.start + 1]!r} at column "
+                           f"{exc.start + 1}); convert the file to UTF-8 (e.g. iconv -t UTF-8)") from None
+
+
+def read_lines(path: str | Path, what: str) -> list[str]:
+    """The non-blank lines of a UTF-8 text file, stripped; a missing or unreadable file is a CliError."""
     try:
-        with open(path, encoding="utf-8") as f:
-            yield from _jsonl_records(f, str(path))
-    except UnicodeDecodeError as exc:
-        raise CliError(f"{path}: not UTF-8 text ({exc.reason}); give a UTF-8 JSONL file") from None
+        with open(path, "rb") as f:
+            return [ln.strip() for ln in text_lines(f, str(path)) if ln.strip()]
+    except FileNotFoundError:
+        raise CliError(f"{what} {str(path)!r} not found") from None
+    except IsADirectoryError:
+        raise CliError(f"{what} {str(path)!r} is a folder; give a text file") from None
+    except OSError as exc:
+        raise CliError(f"{what} {str(path)!r} cannot be read ({exc.strerror})") from None
+
+
+def _jsonl_file(path: Path) -> Iterator[tuple[str, Any]]:
+    with open(path, "rb") as f:
+        yield from _jsonl_records(text_lines(f, str(path)), str(path))
 
 
 def _jsonl_records(lines: Any, name: str) -> Iterator[tuple[str, Any]]:
@@ -94,7 +119,7 @@ def _text_folder(folder: Path, limit: Optional[int]) -> tuple[list, list, list]:
             break
         rel = f.relative_to(folder).as_posix()
         try:
-            text = f.read_text(encoding="utf-8").strip()
+            text = f.read_text(encoding="utf-8-sig").strip()
         except UnicodeDecodeError:
             print(f"plaidx index: warning: {rel} is not UTF-8 text; skipped", file=sys.stderr)
             continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,12 +38,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         qids = qids[: args.limit_queries]
     if not qids:
         raise CliError(f"no query of {data / 'queries.jsonl'} has a positive judgment in the {args.split} qrels")
+    how = search_params(args)
     folder = open_folder(args.index)
     try:
         model = load_model(args.model, folder, args.device)
         q = model.encode_queries([queries[i] for i in qids])
         t0 = time.perf_counter()
-        results = folder.search(q, args.k, **search_params(args))
+        results = folder.search(q, args.k, **how)
         dt = time.perf_counter() - t0
         names = _engine_doc_names(folder)
     finally:
@@ -57,12 +59,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     metrics = evaluate(qrels, run, qids)
     report = {"index": str(args.index), "data": str(data), "split": args.split, "queries": len(qids),
               "k": args.k, "metrics": metrics, "search_ms_per_query": 1000 * dt / len(qids)}
+    retrieved = {d for r in run.values() for d in r}
+    judged = {d for q in qids for d in qrels[q]}
+    report["retrieved_documents_judged"] = len(retrieved & judged)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(f"{len(qids)} queries, k={args.k}, {report['search_ms_per_query']:.2f} ms/query")
         for name, value in metrics.items():
             print(f"  {name:<11} {value:.4f}")
+    if retrieved and not retrieved & judged:
+        print(f"plaidx eval: error: none of the {len(retrieved)} documents retrieved is named in "
+              f"{data / 'qrels' / (args.split + '.tsv')} (which judges {len(judged)}): the index {str(args.index)!r} "
+              f"was not built from this collection, or with other document ids; these metrics mean nothing",
+              file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_OK
 
 

@@ -24,9 +24,15 @@ def open_folder(path: Union[str, os.PathLike], verify: str = "structure", reconc
 
 
 def search_params(args: argparse.Namespace) -> dict[str, Any]:
-    """``params`` and ``exact`` of a search from the command line's options."""
-    return {"params": SearchParams(args.nprobe, args.centroid_score_threshold, args.ndocs, args.n_exact),
-            "exact": args.exact}
+    """``params`` and ``exact`` of a search from the command line's options; PLAID options with ``--exact``
+    (which scores every passage and uses none of them) are a usage error."""
+    params = SearchParams(args.nprobe, args.centroid_score_threshold, args.ndocs, args.n_exact)
+    if args.exact and not params.is_default():
+        given = [f"--{f.replace('_', '-')}" for f in ("nprobe", "centroid_score_threshold", "ndocs", "n_exact")
+                 if getattr(args, f) is not None]
+        raise CliError(f"--exact scores every passage and ignores PLAID's {', '.join(given)}: drop --exact, or "
+                       f"drop {' and '.join(given)}", EXIT_USAGE)
+    return {"params": params, "exact": args.exact}
 
 
 def load_model(name: Optional[str], folder: Optional[IndexFolder] = None, device: Optional[str] = None) -> Any:

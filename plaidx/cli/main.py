@@ -14,8 +14,9 @@ from typing import Any, Optional
 from ..errors import IndexFormatError, PlaidxError
 from ..rag import Hit, IndexFolder
 from ..rag.folder import CONFIG_FILE
+from ..rag.model import DEFAULT_NBITS
 from ..server.net import is_loopback
-from .corpus import read_corpus
+from .corpus import read_corpus, read_lines, text_lines
 from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError
 from .evaluate import cmd_eval
 from .folders import load_model, open_folder, search_params
@@ -46,21 +47,29 @@ def cmd_index(args: argparse.Namespace) -> int:
             raise CliError(f"{str(out)!r} exists and is not a plaidx index; choose a new folder")
         if not args.overwrite:
             raise CliError(f"an index already exists at {str(out)!r}; pass --overwrite to replace it")
+    _check_writable(out.parent)  # before the corpus and the model: a wrong path costs nothing
     ids, texts, metas = read_corpus(args.source, id_field=args.id_field, text_field=args.text_field,
                                     title_field=args.title_field or None, limit=args.limit)
     _say(args, f"corpus: {len(ids)} documents from {args.source}")
     t0 = time.perf_counter()
-    rag = RAGPretrainedModel.from_pretrained(args.model, verbose=0 if args.quiet else 2,
+    rag = RAGPretrainedModel.from_pretrained(args.model, verbose=0 if args.quiet else 1,
                                              index_root=str(out.parent))
     model = rag.model
     _say(args, f"model: {model.name_or_path} (dim {model.dim}, query length {model.query_length}, document "
                f"length {model.document_length}) loaded in {time.perf_counter() - t0:.1f}s")
-    _say(args, f"indexing: nbits {args.nbits or 'auto (by collection size)'}, passages of at most "
-               f"{args.max_document_length} tokens"
-               f"{'' if args.split else ' (documents not split; longer ones are truncated)'}")
+    length = args.max_document_length or 256
+    limit = getattr(model, "max_length", None)
+    if limit and length > limit and args.max_document_length is None:
+        length = limit  # the default, for a model that reads fewer tokens
+    elif limit and length > limit:
+        print(f"plaidx index: warning: --max-document-length {length} is more than the {limit} tokens "
+              f"{model.name_or_path} reads; passages are clamped to {limit} tokens", file=sys.stderr, flush=True)
+        length = limit
+    _say(args, f"indexing: nbits {args.nbits or f'{DEFAULT_NBITS} (default)'}, passages of at most "
+               f"{length} tokens{'' if args.split else ' (documents not split; longer ones are truncated)'}")
     t0 = time.perf_counter()
     rag.index(texts, document_ids=ids, document_metadatas=metas, index_name=out.name, overwrite_index=True,
-              max_document_length=args.max_document_length, split_documents=args.split, nbits=args.nbits)
+              max_document_length=length, split_documents=args.split, nbits=args.nbits)
     with open_folder(out) as folder:
         info = folder.describe()
     print(f"indexed {info['documents']} documents as {info['passages']} passages ({info['tokens']} tokens) in "
@@ -69,26 +78,44 @@ def cmd_index(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_writable(folder: Path) -> None:
+    """The folder that will hold a new index exists (created if need be) and can be written to."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"cannot create the folder {str(folder)!r} for the index ({(exc.strerror or '').lower()}); "
+                       "choose an index path in a folder you can write to") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CliError(f"the folder {str(folder)!r} is not writable; choose an index path in a folder you can "
+                       "write to")
+
+
 def _parse_doc_ids(values: Optional[list[str]], folder: IndexFolder) -> Optional[list[Any]]:
+    """The ``--doc-ids`` values as the index's document ids; unknown ids are a usage error naming them."""
     if not values:
         return None
-    ids = [x for v in values for x in v.replace(",", " ").split() if x]
+    ids: list[Any] = [x for v in values for x in v.replace(",", " ").split() if x]
     int_ids = folder.store is None or folder.store.id_type == "int"
     if int_ids:
         try:
-            return [int(x) for x in ids]
+            ids = [int(x) for x in ids]
         except ValueError:
             raise CliError(f"--doc-ids: this index uses integer ids, got {ids[:5]}") from None
+    try:
+        folder.passage_ids(ids)
+    except (KeyError, TypeError) as exc:
+        raise CliError(f"--doc-ids: {exc.args[0] if exc.args else exc}") from None
     return ids
 
 
 def _queries(args: argparse.Namespace) -> list[str]:
     queries = list(args.query)
     if queries == ["-"]:
-        queries = [line.strip() for line in sys.stdin if line.strip()]
+        from .corpus import _stdin_bytes
+
+        queries = [ln.strip() for ln in text_lines(_stdin_bytes(), "<stdin>") if ln.strip()]
     if args.queries_file:
-        with open(args.queries_file, encoding="utf-8") as f:
-            queries += [line.strip() for line in f if line.strip()]
+        queries += read_lines(args.queries_file, "--queries-file")
     if not queries or any(not q.strip() for q in queries):
         raise CliError("give at least one non-empty query (arguments, '-' for stdin, or --queries-file)")
     return queries
@@ -98,6 +125,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     queries = _queries(args)
     if args.k < 1:
         raise CliError(f"-k must be a positive integer, got {args.k}")
+    how = search_params(args)
     folder = open_folder(args.index)
     try:
         doc_ids = _parse_doc_ids(args.doc_ids, folder)
@@ -108,7 +136,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         q = model.encode_queries(queries)
         t0 = time.perf_counter()
         results = [[hit_dict(h, r) for r, h in enumerate(row)]
-                   for row in folder.search(q, args.k, doc_ids=doc_ids, **search_params(args))]
+                   for row in folder.search(q, args.k, doc_ids=doc_ids, **how)]
         dt = time.perf_counter() - t0
     finally:
         folder.close()
@@ -170,7 +198,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         rows = [("path", info["path"]), ("kind", "RAG index (engine + document store)" if info["kind"] == "rag"
                                          else "engine folder (no document store)"),
                 ("documents", info["documents"]), ("passages", info["passages"]), ("tokens", info["tokens"]),
-                ("nlist", info["nlist"]), ("nbits", info["nbits"]), ("dim", info["dim"]),
+                ("nlist", info["nlist"]), ("nbits", _nbits_text(info)), ("dim", info["dim"]),
                 ("model", info["model"] or "(not recorded)"),
                 ("size on disk", f"{_size(info['bytes_on_disk'])} ({info['bytes_on_disk']} bytes)"),
                 ("format version", info["format_version"]), ("generation", info["generation"])]
@@ -193,6 +221,16 @@ def cmd_info(args: argparse.Namespace) -> int:
         _print_problems(args, problems, info)
         return EXIT_FAILURE if problems else EXIT_OK
     return EXIT_OK
+
+
+def _nbits_text(info: dict[str, Any]) -> str:
+    """nbits and how it was chosen (RAG indexes record it)."""
+    chosen = info.get("index_config", {}).get("nbits_chosen")
+    if chosen == "default":
+        return f"{info['nbits']} (the default for RAG indexes; plaidx index --nbits N chooses)"
+    if chosen == "given":
+        return f"{info['nbits']} (chosen at indexing)"
+    return str(info["nbits"])
 
 
 def _print_problems(args: argparse.Namespace, problems: list[str], info: Optional[dict]) -> None:
@@ -228,12 +266,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
                        "PLAIDX_API_KEY (clients then send 'Authorization: Bearer KEY'), or listen on 127.0.0.1")
     if not 0 <= args.port <= 65535:
         raise CliError(f"--port must be between 0 and 65535, got {args.port}")
+    from ..errors import MissingExtraError, require
+
+    try:  # before opening any index or loading a model
+        for module in ("fastapi", "uvicorn"):
+            require(module, "server", "plaidx serve")
+    except MissingExtraError as exc:
+        raise CliError(str(exc), EXIT_FAILURE) from None
     indexes = _parse_index_specs(args.index or [])
-    try:
-        from ..server.app import Limits, serve
-    except ImportError as exc:
-        raise CliError(f"the server needs FastAPI and uvicorn ({exc}); install them with "
-                       "`pip install 'plaidx[server]'`", EXIT_FAILURE) from None
+    from ..server.app import Limits, serve
     limits = Limits(max_body_bytes=args.max_body_bytes, max_inputs=args.max_inputs, max_tokens=args.max_tokens)
     if args.torch_threads:
         import torch
@@ -298,9 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("index", help="folder to create for the index")
     p.add_argument("--model", help="checkpoint name or path (default: the bundled all-MiniLM-L6-v2)")
     p.add_argument("--nbits", type=int, choices=(1, 2, 4, 8),
-                   help="bits per residual dimension (default: 8 below 5,000 passages, 4 below 10,000, else 2)")
-    p.add_argument("--max-document-length", type=_positive, default=256,
-                   help="tokens per passage; longer documents are split (default 256)")
+                   help=f"bits per residual dimension (default {DEFAULT_NBITS}; more bits: a larger index, "
+                        "slightly better ranking: see benchmarks/results/rag_defaults.md)")
+    p.add_argument("--max-document-length", type=_positive, default=None,
+                   help="tokens per passage; longer documents are split (default 256; at most what the model "
+                        "reads, clamped with a warning)")
     p.add_argument("--no-split", dest="split", action="store_false",
                    help="do not split long documents (they are truncated at the model's document length)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index at INDEX")
@@ -321,7 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--doc-ids", action="append", metavar="IDS",
                    help="restrict results to these document ids (comma-separated; repeatable)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--width", type=int, default=80, help="characters of content shown per result (default 80)")
+    p.add_argument("--width", type=_positive, default=80,
+                   help="characters of content shown per result (default 80)")
     _add_search_options(p)
     p.set_defaults(func=cmd_search)
 

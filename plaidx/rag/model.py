@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import threading
 import time
 import warnings
@@ -38,6 +39,7 @@ from .folder import (
 )
 
 DEFAULT_INDEX_ROOT = os.path.join(".plaidx", "indexes")
+DEFAULT_NBITS = 2  # see benchmarks/results/rag_defaults.md: 2 bits cost <= 0.01 nDCG@10 against 4 and 8 bits
 _SEARCH_KWARGS = ("nprobe", "centroid_score_threshold", "ndocs", "n_exact")
 
 __all__ = ["RAGPretrainedModel", "EXACT_MAX_TOKENS"]
@@ -103,6 +105,10 @@ class RAGPretrainedModel:
     """
 
     def __init__(self, model: Any, index_root: Optional[Union[str, os.PathLike]] = None, verbose: int = 1):
+        if not hasattr(model, "encode_queries"):  # a PyLate / sentence-transformers model object
+            from ..encoder.adapters import as_encoder
+
+            model = as_encoder(model)
         self.model = model
         self.model_name = getattr(model, "name_or_path", None)
         self.index_root = Path(index_root if index_root is not None else DEFAULT_INDEX_ROOT).absolute()
@@ -127,7 +133,8 @@ class RAGPretrainedModel:
         pretrained_model_name_or_path : checkpoint folder or name (Stanford ColBERT, PyLate,
             jina-colbert-v2 or a plain transformers encoder).
         n_gpu : -1 (default) uses a GPU when there is one, 0 the CPU; plaidx encodes on one device.
-        verbose : 0 silent, 1 progress bars for long jobs, 2 progress bars always.
+        verbose : 0 silent; 1 (default) a line on stderr per indexing step (encoding, k-means and
+            compression, writing) and a progress bar while encoding; 2 also the engine's progress bars.
         index_root : folder of the indexes (default ``.plaidx/indexes``).
         """
         from ..encoder import ColBERT
@@ -136,16 +143,30 @@ class RAGPretrainedModel:
         return cls(model, index_root=index_root, verbose=verbose)
 
     @classmethod
-    def from_index(cls, index_path: Union[str, os.PathLike], n_gpu: int = -1, verbose: int = 1) -> RAGPretrainedModel:
-        """Open an index folder with the model recorded in it (its root becomes ``index_root``)."""
+    def from_index(cls, index_path: Union[str, os.PathLike], n_gpu: int = -1, verbose: int = 1,
+                   model: Any = None) -> RAGPretrainedModel:
+        """Open an index folder with the model recorded in it (its root becomes ``index_root``).
+
+        A RAGatouille folder (``.ragatouille/colbert/indexes/NAME``) is converted once into a plaidx folder
+        beside it (``NAME.plaidx``, reused while the source is unchanged; the source is never written to),
+        with the checkpoint its metadata names when that is on this machine, else ``model`` (a checkpoint
+        folder or hub name, a plaidx.ColBERT, or a PyLate / sentence-transformers model object); see
+        :mod:`plaidx.rag.ragatouille`. For a plaidx folder ``model`` replaces the recorded model.
+        """
         from ..encoder import ColBERT
+        from .ragatouille import is_ragatouille_index, open_ragatouille
 
         path = Path(index_path)
+        if is_ragatouille_index(path):
+            path, model = open_ragatouille(path, model=model, device=_device_for(n_gpu), verbose=verbose)
         recover(path)
         if not path.is_dir():
             raise FileNotFoundError(f"no index at {str(path)!r}")
         cfg = read_config(path)
-        model = ColBERT.from_config_dict(cfg["model"], device=_device_for(n_gpu))
+        if isinstance(model, (str, os.PathLike)):
+            model = ColBERT.from_pretrained(model, device=_device_for(n_gpu))
+        elif model is None:
+            model = ColBERT.from_config_dict(cfg["model"], device=_device_for(n_gpu))
         rag = cls(model, index_root=path.parent, verbose=verbose)
         rag._open(path.name)
         rag.index_name = path.name
@@ -266,10 +287,34 @@ class RAGPretrainedModel:
         passages = self._passages(docs, ids, enc, max_document_length, split, splitter, preprocessing_fn)
         return enc, list(zip(ids, metas)), passages
 
-    def _embed(self, enc: Any, passages: list[tuple[Any, str]], bsize: int, chunk: int = 4096) -> Iterator[list]:
-        """Embeddings of the passages, in order, as batches (the build streams them to disk)."""
-        for lo in range(0, len(passages), chunk):
-            yield self._encode_documents(enc, [c for _, c in passages[lo:lo + chunk]], bsize)
+    def _note(self, message: str) -> None:
+        """One line of progress on stderr (verbose >= 1)."""
+        if self.verbose >= 1:
+            print(f"plaidx: {message}", file=sys.stderr, flush=True)
+
+    def _embed(self, enc: Any, passages: list[tuple[Any, str]], bsize: int, chunk: int = 256,
+               then: str = "") -> Iterator[list]:
+        """Embeddings of the passages, in order, as batches (the build streams them to disk); with verbose,
+        a bar that moves every ``chunk`` passages, and a line when done naming what comes next (``then``)."""
+        bar = None
+        if self.verbose >= 1:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(passages), desc="plaidx: encoding passages", unit="passage", mininterval=1.0,
+                       file=sys.stderr)
+        t0, tokens = time.perf_counter(), 0
+        try:
+            for lo in range(0, len(passages), chunk):
+                batch = self._encode_documents(enc, [c for _, c in passages[lo:lo + chunk]], bsize, show=False)
+                tokens += sum(int(e.shape[0]) for e in batch)
+                if bar is not None:
+                    bar.update(len(batch))
+                yield batch
+        finally:
+            if bar is not None:
+                bar.close()
+        self._note(f"encoded {len(passages)} passages ({tokens} tokens) in {time.perf_counter() - t0:.1f}s"
+                   + (f"; {then}" if then else ""))
 
     # -- RAGatouille API: indexes -------------------------------------------------------------------
     def index(self, collection: list[str], document_ids: Optional[Union[Any, list[Any]]] = None,
@@ -277,7 +322,7 @@ class RAGPretrainedModel:
               overwrite_index: Union[bool, str] = True, max_document_length: int = 256,
               split_documents: bool = True, document_splitter_fn: Optional[Callable] = _splitter.split_documents,
               preprocessing_fn: Optional[Union[Callable, list[Callable]]] = None, bsize: int = 32,
-              use_faiss: bool = False, *, nbits: Optional[int] = None) -> str:
+              use_faiss: bool = False, *, nbits: Optional[int] = None, pool_factor: int = 1) -> str:
         """Build an index of a collection of texts; returns the index folder's path.
 
         Parameters
@@ -298,10 +343,21 @@ class RAGPretrainedModel:
         bsize : encoding batch size.
         use_faiss : accepted for compatibility and ignored (plaidx always trains its centroids with faiss
             k-means and searches with its own engine).
-        nbits : (plaidx only) bits per residual dimension, 1, 2, 4 or 8; default as RAGatouille: 8 below 5,000
-            passages, 4 below 10,000, else 2.
+        pool_factor : (plaidx only) token pooling: each passage's token vectors are merged by Ward clustering
+            into ceil(n_tokens / pool_factor) (2 halves the index; see benchmarks/results/pooling_*.md for
+            the cost in nDCG@10); 1 (default) keeps every token. Recorded in ``plaidx_rag.json``, so
+            ``add_to_index`` pools new passages the same way.
+        nbits : (plaidx only) bits per residual dimension, 1, 2, 4 or 8; default ``DEFAULT_NBITS`` (2) at
+            every size: the index stays about 8x smaller than float16 vectors, at a cost in nDCG@10 measured
+            in benchmarks/results/rag_defaults.md. The choice is recorded in ``plaidx_rag.json`` and shown
+            by ``plaidx info``.
+
+        Returns
+        -------
+        The index folder's absolute path (``RAGPretrainedModel.from_index`` opens it from any directory).
         """
         name = check_name(index_name) if index_name is not None else _default_name(self.model)
+        pool_factor = _check_pool_factor(pool_factor)
         path = self.index_root / name
         recover(path)
         if path.exists() and overwrite_index is not True:
@@ -313,8 +369,14 @@ class RAGPretrainedModel:
                                   "overwrite_index=True to replace it or 'reuse' to use it as it is")
         enc, documents, passages = self._prepare(collection, document_ids, document_metadatas, max_document_length,
                                                  split_documents, document_splitter_fn, preprocessing_fn)
-        return self._write_index(name, enc, documents, passages, self._embed(enc, passages, bsize), nbits=nbits,
-                                 passages_config={"requested_max_document_length": int(max_document_length),
+        self._note(f"indexing {len(documents)} documents as {len(passages)} passages of at most "
+                   f"{enc.document_length} tokens into {str(self.index_root / name)!r}")
+        then = "clustering them (k-means) and compressing the residuals"
+        return self._write_index(name, enc, documents, passages,
+                                 _pooled(self._embed(enc, passages, bsize, then=then), pool_factor),
+                                 nbits=nbits,
+                                 passages_config={"pool_factor": pool_factor,
+                                                  "requested_max_document_length": int(max_document_length),
                                                   "split_documents": bool(split_documents),
                                                   "splitter": _fn_name(document_splitter_fn if split_documents
                                                                        else None)})
@@ -326,8 +388,10 @@ class RAGPretrainedModel:
         (n_tokens, dim) arrays or of batches of them, in passage order), then move it into place."""
         path = self.index_root / name
         n = len(passages)
-        if nbits is None:  # as RAGatouille: more bits where the index is small anyway
-            nbits = 8 if n < 5000 else (4 if n < 10000 else 2)
+        chosen = "given"
+        if nbits is None:
+            nbits, chosen = DEFAULT_NBITS, "default"
+        t0 = time.perf_counter()
         self.index_root.mkdir(parents=True, exist_ok=True)
         bdir = build_dir(path)
         with WriterLock(bdir):
@@ -341,13 +405,20 @@ class RAGPretrainedModel:
                 ids = engine.ids
                 if ids.size != n:
                     raise ValueError(f"{ids.size} embeddings for {n} passages")
+                timings = engine.info().get("build", {}).get("timings", {}) if self.verbose >= 1 else {}
+                self._note(f"compressed {engine.n_tokens} tokens: {engine.nlist} centroids, nbits {nbits} "
+                           f"({'default' if chosen == 'default' else 'as given'})"
+                           + (f", k-means {timings['kmeans_s']:.1f}s, compression {timings['assign_compress_s']:.1f}s"
+                              if {"kmeans_s", "assign_compress_s"} <= set(timings) else ""))
+                self._note(f"writing the document store ({n} passages)")
                 with DocStore(staging / DOCSTORE_FILE, create=True) as store:
                     store.add(documents, [(int(p), d, c) for p, (d, c) in zip(ids, passages)])
                 write_json_atomic(staging / CONFIG_FILE, {
                     "format": FORMAT, "format_version": FORMAT_VERSION, "plaidx_version": __version__,
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "model": enc.config_dict(),
-                    "index": {"nbits": engine.nbits, "nlist": engine.nlist, "kmeans_niters": 4, "seed": 0},
+                    "index": {"nbits": engine.nbits, "nbits_chosen": chosen, "nlist": engine.nlist,
+                              "kmeans_niters": 4, "seed": 0},
                     "passages": {"max_document_length": int(enc.document_length), **(passages_config or {})},
                 })
                 self._folders.forget(path)
@@ -357,6 +428,7 @@ class RAGPretrainedModel:
                 raise
         self._open(name)
         self.index_name = name
+        self._note(f"index {name!r} ready in {time.perf_counter() - t0:.1f}s: {str(path)!r}")
         return str(path)
 
     def add_to_index(self, new_collection: list[str], new_document_ids: Optional[Union[Any, list[Any]]] = None,
@@ -380,7 +452,8 @@ class RAGPretrainedModel:
         dup = store.existing([d for d, _ in documents])
         if dup:  # checked again under the write lock; this saves the encoding
             raise ValueError(f"document ids already in the index: {dup[:10]}; delete them first or use new ids")
-        embeddings = [e for batch in self._embed(enc, passages, bsize) for e in batch]
+        pool_factor = int(h.config["passages"].get("pool_factor", 1))  # as the index was built
+        embeddings = [e for batch in _pooled(self._embed(enc, passages, bsize), pool_factor) for e in batch]
         h.add(documents, passages, embeddings, drift_hint="rebuilding it with RAGPretrainedModel.index")
         return [d for d, _ in documents]
 
@@ -556,6 +629,23 @@ class RAGPretrainedModel:
         from .langchain import PlaidxLangChainCompressor
 
         return PlaidxLangChainCompressor(model=self, k=k, kwargs=kwargs)
+
+
+def _check_pool_factor(pool_factor: Any) -> int:
+    from ..encoder.pooling import check_pool_factor
+
+    return check_pool_factor(pool_factor)
+
+
+def _pooled(batches: Any, pool_factor: int) -> Iterator[list]:
+    """Batches of passage embeddings with token pooling applied (``pool_factor`` 1: unchanged)."""
+    if pool_factor == 1:
+        yield from batches
+        return
+    from ..encoder.pooling import pool_documents
+
+    for batch in batches:
+        yield pool_documents(batch, pool_factor)
 
 
 def _fn_name(fn: Any) -> Optional[str]:
