@@ -56,3 +56,19 @@ def test_a_rag_index_with_a_sharded_engine_searches_adds_and_deletes(tmp_path):
     assert len(rest) == 26 and {r["document_id"] for r in rest}.isdisjoint({"d0", "n1"})
     with IndexFolder(path) as again:
         assert again.verify() == [] and again.describe()["passages"] == 26
+
+    # `plaidx serve` over the sharded index: the same HTTP API and the same hits
+    pytest.importorskip("fastapi")
+    from starlette.testclient import TestClient
+
+    from plaidx.server.app import create_app
+
+    with TestClient(create_app({"sh": path}, model=sharded.model)) as client:
+        listed = client.get("/v1/indexes").json()["data"]
+        assert [(x["name"], x["documents"], x["generation"]) for x in listed] == [("sh", 26, 3)]
+        r = client.post("/v1/search", json={"index": "sh", "query": docs[6], "k": 4})
+        assert r.status_code == 200, r.text[:300]
+        want = sharded.search(docs[6], k=4)
+        got = r.json()["results"]
+        assert [(g["document_id"], g["content"], g["document_metadata"]) for g in got] == \
+               [(w["document_id"], w["content"], w["document_metadata"]) for w in want]
