@@ -109,6 +109,15 @@ def test_doc_ids_filter_returns_only_allowed(built, collection):
     assert set(ids_ex.ravel().tolist()) <= set(allowed.tolist())
 
 
+def test_empty_doc_ids_allow_no_document(built, collection):
+    """doc_ids=[] (a plain list, no dtype) means "no document": every row is padding, for PLAID and exact."""
+    _, queries, _ = collection
+    for exact in (False, True):
+        s, ids = built.search(queries[:3], k=3, doc_ids=[], exact=exact)
+        assert ids.shape == s.shape == (3, 3) and ids.dtype == np.int64
+        assert (ids == -1).all() and np.isneginf(s).all()
+
+
 def test_streaming_build_equals_list_build(collection, tmp_path):
     docs, queries, _ = collection
     a = plaidx.Index.build(tmp_path / "a", docs, nbits=2, seed=3)

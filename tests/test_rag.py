@@ -397,3 +397,66 @@ def test_second_handle_sees_the_first_ones_writes(rag, checkpoint, tmp_path):
     rag.index(fresh, document_ids=["x", "y", "z"], index_name="shared")  # overwrite under the other's feet
     assert sorted(r["document_id"] for r in other.search(fresh[0], k=50)) == ["x", "y", "z"]
     assert {r["content"] for r in other.search(fresh[0], k=50)} == set(fresh)
+
+
+def test_index_returns_an_absolute_path_that_opens_from_another_directory(checkpoint, tmp_path, monkeypatch):
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(work)
+    rag = RAGPretrainedModel.from_pretrained(str(checkpoint), index_root="rel/indexes", verbose=0)
+    docs = corpus(12, seed=4)
+    path = rag.index(docs, document_ids=[f"d{i}" for i in range(12)], index_name="moved")
+    assert Path(path).is_absolute() and Path(path) == work / "rel" / "indexes" / "moved"
+    want = rag.search(docs[3], k=3)
+    monkeypatch.chdir(elsewhere)
+    again = RAGPretrainedModel.from_index(path, verbose=0)
+    got = again.search(docs[3], k=3)
+    assert [(r["document_id"], r["passage_id"]) for r in got] == [(r["document_id"], r["passage_id"]) for r in want]
+    assert again.index_root == work / "rel" / "indexes"
+
+
+def test_index_reports_each_step_unless_quiet(checkpoint, tmp_path, capsys):
+    """verbose=1 (the default) prints a line per step and an encoding bar on stderr; verbose=0 prints nothing."""
+    docs, ids = corpus(20, seed=5), [f"d{i}" for i in range(20)]
+    loud = RAGPretrainedModel.from_pretrained(str(checkpoint), index_root=tmp_path, verbose=1)
+    loud.index(docs, document_ids=ids, index_name="loud")
+    err = capsys.readouterr().err
+    steps = ["indexing 20 documents as", "encoding passages", "encoded 20 passages", "k-means", "compressed ",
+             "nbits 2 (default)", "writing the document store", "index 'loud' ready in"]
+    at = [err.find(s) for s in steps]
+    assert all(i >= 0 for i in at) and at == sorted(at), (at, err[-1500:])
+    loud.add_to_index(["one more document about cats"], new_document_ids=["extra"])
+    assert "encoded 1 passages" in capsys.readouterr().err
+    quiet = RAGPretrainedModel.from_pretrained(str(checkpoint), index_root=tmp_path, verbose=0)
+    quiet.index(docs, document_ids=ids, index_name="quiet")
+    quiet.add_to_index(["one more document about cats"], new_document_ids=["extra"])
+    assert capsys.readouterr().err == ""
+
+
+def test_default_nbits_is_compressed_and_recorded(rag):
+    import json
+
+    docs = corpus(10, seed=6)
+    path = Path(rag.index(docs, index_name="small"))
+    cfg = json.loads((path / CONFIG_FILE).read_text())
+    assert cfg["index"]["nbits"] == 2 and cfg["index"]["nbits_chosen"] == "default"
+    assert plaidx.Index.open(path / ENGINE_DIR).nbits == 2  # no longer 8 bits for small collections
+    path = Path(rag.index(docs, index_name="given", nbits=4))
+    cfg = json.loads((path / CONFIG_FILE).read_text())
+    assert cfg["index"]["nbits"] == 4 and cfg["index"]["nbits_chosen"] == "given"
+
+
+def test_single_query_and_query_list_shapes(rag):
+    """A string query gives one result list, a list of queries one list per query (RAGatouille's shapes);
+    the engine underneath always answers (nq, k)."""
+    docs = corpus(15, seed=7)
+    rag.index(docs, index_name="shapes")
+    one = rag.search(docs[0], k=4)
+    assert isinstance(one, list) and len(one) == 4 and all(isinstance(r, dict) for r in one)
+    listed = rag.search([docs[0]], k=4)
+    assert len(listed) == 1 and listed[0] == one
+    two = rag.search([docs[0], docs[1]], k=4)
+    assert len(two) == 2 and two[0] == one
+    scores, ids = rag._handle(None).engine.search(rag.model.encode_queries([docs[0]])[0], k=4)
+    assert scores.shape == ids.shape == (1, 4)
