@@ -415,6 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.add_argument("-q", "--quiet", action="store_true", help="no startup message")
     p.set_defaults(func=cmd_serve)
+
+    from .interop import register as register_interop  # import / export: other engines and Qdrant
+
+    register_interop(sub, fmt, _EPILOG)
     return parser
 
 

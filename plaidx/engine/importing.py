@@ -143,3 +143,35 @@ def import_compressed(path: str | os.PathLike, *, centroids: np.ndarray, cutoffs
             tx.abort()
             raise
     return Index.open(path)
+
+
+def build_with_ids(path: str | os.PathLike, documents: Any, ids: Any, *, nbits: int = 2, nlist: int | None = None,
+                   kmeans_niters: int = 4, seed: int = 0, metadata: dict[str, Any] | None = None,
+                   overwrite: bool = False, progress: bool = False) -> Index:
+    """Build an index like :meth:`Index.build`, but with given document ids instead of 0..n-1.
+
+    Parameters
+    ----------
+    documents : sequence of float32/float16 (n_tokens_i, d) arrays, in the order of ``ids``.
+    ids : int64 (n_docs,), strictly ascending and non-negative (e.g. the ids of an exported index).
+    """
+    from .build import build_generation, check_build_args
+
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or ids.dtype.kind not in "iu":
+        raise TypeError(f"ids must be a 1-D integer array, got {ids.dtype} {ids.shape}")
+    ids = ids.astype(np.int64)
+    if ids.size == 0 or ids[0] < 0 or np.any(np.diff(ids) <= 0):
+        raise ValueError("ids must be non-empty, non-negative and strictly ascending")
+    if len(documents) != ids.size:
+        raise ValueError(f"{len(documents)} documents for {ids.size} ids")
+    path = Path(path)
+    check_build_args(nbits, nlist, kmeans_niters, 1 << 16)
+    check_target(path, overwrite)
+    with WriterLock(path):
+        base = read_manifest(path) if (path / MANIFEST).exists() else None
+        retire_unreferenced(path, base)
+        build_generation(path, documents, ids, base, nbits=nbits, nlist=nlist, kmeans_niters=kmeans_niters,
+                         seed=seed, kmeans_sample=None, batch_tokens=1 << 16, metadata=metadata, progress=progress,
+                         next_id=int(ids[-1]) + 1)
+    return Index.open(path)
