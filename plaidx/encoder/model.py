@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .loading import DEFAULT_MODEL_NAME, LoadedCheckpoint, load_checkpoint, resolve_checkpoint
+from .pooling import check_pool_factor, pool_tokens
 from .runtime import choose_device, choose_dtype
 from .tokenization import TextTokenizer
 
@@ -239,9 +240,15 @@ class ColBERT:
         return out
 
     def encode_documents(self, texts: Sequence[str], bsize: int = 32, dimensions: int | None = None,
-                         show_progress_bar: bool | None = None) -> list[np.ndarray]:
-        """One float32 (n_tokens_i, d) L2-normalised array per text, padding and skiplisted tokens removed."""
+                         show_progress_bar: bool | None = None, pool_factor: int = 1) -> list[np.ndarray]:
+        """One float32 (n_tokens_i, d) L2-normalised array per text, padding and skiplisted tokens removed.
+
+        ``pool_factor`` > 1 merges each text's tokens into ceil(n_tokens_i / pool_factor) vectors by Ward
+        clustering (token pooling, :func:`plaidx.encoder.pooling.pool_tokens`): a smaller index for a
+        small loss of quality; 1 (the default) keeps every token.
+        """
         texts = check_texts(texts)
+        pool_factor = check_pool_factor(pool_factor)
         bsize = _check_positive(bsize, "bsize")
         head, cut = self._resolve_dimensions(dimensions)
         seqs = self._text.documents(texts, self.document_length)
@@ -259,7 +266,7 @@ class ColBERT:
                 flat = F.normalize(emb[keep], p=2, dim=-1).cpu().numpy()
                 counts = keep.sum(dim=1).tolist()
                 for i, part in zip(idx, np.split(flat, np.cumsum(counts)[:-1])):
-                    result[int(i)] = part
+                    result[int(i)] = pool_tokens(part, pool_factor) if pool_factor > 1 else part
                 bar.update(1)
         return result  # type: ignore[return-value]
 
