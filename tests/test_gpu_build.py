@@ -317,3 +317,48 @@ def test_passage_corpus_encodes_what_encode_documents_does(tmp_path):
     got = corpus.encode(picks)
     np.testing.assert_allclose(got, np.concatenate([want[i] for i in picks]), atol=1e-5)
     assert corpus.gather_sample(np.arange(23), 0, 10, None)[0].shape == (10, enc.dim)
+
+
+@pytest.fixture()
+def tiny_rag(tmp_path):
+    pytest.importorskip("torch")
+    from encoder_fixtures import make_tiny_checkpoint
+
+    ckpt = make_tiny_checkpoint(tmp_path / "ckpt", "stanford", query_length=16, document_length=32)
+    return plaidx.RAGPretrainedModel.from_pretrained(str(ckpt), index_root=tmp_path / "indexes", verbose=0)
+
+
+def rag_texts(n: int = 60) -> list[str]:
+    from encoder_fixtures import WORDS
+
+    rng = np.random.default_rng(3)
+    return [" ".join(rng.choice(WORDS, size=int(rng.integers(4, 20)))) for _ in range(n)]
+
+
+@pytest.mark.skipif(HAVE_GPU, reason="checks the error of a machine without a usable GPU")
+def test_rag_index_on_cuda_without_a_gpu_is_a_clear_error(tiny_rag, tmp_path):
+    with pytest.raises(RuntimeError, match="needs a usable CUDA GPU.*Build on the CPU"):
+        tiny_rag.index(rag_texts(10), index_name="gpu", device="cuda")
+    assert not (tmp_path / "indexes" / "gpu").exists()
+
+
+def test_rag_index_streams_passages_through_the_device_steps(tiny_rag, monkeypatch):
+    """RAGPretrainedModel.index(device=...) builds from a PassageCorpus through BuildOps (here over the CPU
+    twin kernels, not a GPU): the same passages, ids and search results as the CPU build."""
+    from plaidx.rag import model as rag_model
+
+    texts = rag_texts()
+    ids = [f"d{i}" for i in range(len(texts))]
+    tiny_rag.index(texts, document_ids=ids, index_name="cpu", split_documents=False)
+    want = tiny_rag.search(texts[:5], k=3)
+    used = []
+    original = rag_model.PassageCorpus.encode
+    monkeypatch.setattr(rag_model.PassageCorpus, "encode", lambda self, idx: used.append(len(idx)) or original(self, idx))
+    monkeypatch.setattr(rag_model, "resolve_device", lambda device, purpose="search": 0)
+    monkeypatch.setattr(index_mod, "build_ops", lambda device: gpu_build.BuildOps(gpu_build.HostKernels(), "twin"))
+    tiny_rag.index(texts, document_ids=ids, index_name="dev", split_documents=False, device="twin")
+    assert used and max(used) > 1  # encoded in windows by the corpus, not through the spill
+    got = tiny_rag.search(texts[:5], k=3)
+    assert [[r["document_id"] for r in row] for row in got] == [[r["document_id"] for r in row] for row in want]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose([r["score"] for r in g], [r["score"] for r in w], atol=1e-3)

@@ -18,10 +18,12 @@ import numpy as np
 
 from .. import __version__
 from ..engine import Index, SearchParams, WriterLock, maxsim
+from ..engine.gpu import resolve_device
 from ..engine.inputs import check_k
 from . import splitter as _splitter
 from .checks import as_id_list, check_ids, check_metadatas, check_name, check_texts
 from .docstore import DocStore, metadata_json
+from .encoded import PassageCorpus
 from .folder import (
     CONFIG_FILE,
     DOCSTORE_FILE,
@@ -322,7 +324,8 @@ class RAGPretrainedModel:
               overwrite_index: Union[bool, str] = True, max_document_length: int = 256,
               split_documents: bool = True, document_splitter_fn: Optional[Callable] = _splitter.split_documents,
               preprocessing_fn: Optional[Union[Callable, list[Callable]]] = None, bsize: int = 32,
-              use_faiss: bool = False, *, nbits: Optional[int] = None, pool_factor: int = 1) -> str:
+              use_faiss: bool = False, *, nbits: Optional[int] = None, pool_factor: int = 1,
+              device: Optional[str] = None) -> str:
         """Build an index of a collection of texts; returns the index folder's path.
 
         Parameters
@@ -351,6 +354,11 @@ class RAGPretrainedModel:
             every size: the index stays about 8x smaller than float16 vectors, at a cost in nDCG@10 measured
             in benchmarks/results/rag_defaults.md. The choice is recorded in ``plaidx_rag.json`` and shown
             by ``plaidx info``.
+        device : (plaidx only) None/"cpu" (default) builds on the CPU; "cuda"/"cuda:N" builds on that GPU
+            (k-means, assignment and compression: ``Index.build(device=...)``), streaming: passages are
+            tokenised once, then encoded window by window while the GPU compresses the window before, and
+            only compressed bytes come back to the host (with ``pool_factor`` > 1 the pooled vectors are made on
+            the host first). A clear error when no usable GPU is there.
 
         Returns
         -------
@@ -358,6 +366,7 @@ class RAGPretrainedModel:
         """
         name = check_name(index_name) if index_name is not None else _default_name(self.model)
         pool_factor = _check_pool_factor(pool_factor)
+        on_gpu = resolve_device(device, purpose="build") is not None  # a clear error before any work
         path = self.index_root / name
         recover(path)
         if path.exists() and overwrite_index is not True:
@@ -372,9 +381,10 @@ class RAGPretrainedModel:
         self._note(f"indexing {len(documents)} documents as {len(passages)} passages of at most "
                    f"{enc.document_length} tokens into {str(self.index_root / name)!r}")
         then = "clustering them (k-means) and compressing the residuals"
-        return self._write_index(name, enc, documents, passages,
-                                 _pooled(self._embed(enc, passages, bsize, then=then), pool_factor),
-                                 nbits=nbits,
+        embeddings = (PassageCorpus(enc, [c for _, c in passages], bsize, self._encode_lock)
+                      if on_gpu and pool_factor == 1 else _pooled(self._embed(enc, passages, bsize, then=then),
+                                                                  pool_factor))
+        return self._write_index(name, enc, documents, passages, embeddings, nbits=nbits, device=device,
                                  passages_config={"pool_factor": pool_factor,
                                                   "requested_max_document_length": int(max_document_length),
                                                   "split_documents": bool(split_documents),
@@ -383,7 +393,7 @@ class RAGPretrainedModel:
 
     def _write_index(self, name: str, enc: Any, documents: list[tuple[Any, Optional[str]]],
                      passages: list[tuple[Any, str]], embeddings: Any, *, nbits: Optional[int] = None,
-                     passages_config: Optional[dict[str, Any]] = None) -> str:
+                     passages_config: Optional[dict[str, Any]] = None, device: Any = None) -> str:
         """Build an index folder from prepared documents, passages and their embeddings (an iterable of
         (n_tokens, dim) arrays or of batches of them, in passage order), then move it into place."""
         path = self.index_root / name
@@ -401,7 +411,7 @@ class RAGPretrainedModel:
             staging.mkdir()
             try:
                 engine = Index.build(staging / ENGINE_DIR, embeddings, nbits=nbits, progress=self.verbose >= 2,
-                                     metadata={"plaidx_rag": {"index_name": name}})
+                                     metadata={"plaidx_rag": {"index_name": name}}, device=device)
                 ids = engine.ids
                 if ids.size != n:
                     raise ValueError(f"{ids.size} embeddings for {n} passages")
