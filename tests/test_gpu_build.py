@@ -362,3 +362,16 @@ def test_rag_index_streams_passages_through_the_device_steps(tiny_rag, monkeypat
     assert [[r["document_id"] for r in row] for row in got] == [[r["document_id"] for r in row] for row in want]
     for g, w in zip(got, want):
         np.testing.assert_allclose([r["score"] for r in g], [r["score"] for r in w], atol=1e-3)
+
+
+@pytest.mark.skipif(HAVE_GPU, reason="checks the error of a machine without a usable GPU")
+def test_cli_index_device_without_a_gpu_fails_before_reading_anything(tmp_path, capsys):
+    from plaidx.cli.main import main
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"_id": "1", "text": "hello"}\n')
+    assert main(["index", str(corpus), str(tmp_path / "ix"), "--device", "cuda"]) != 0
+    assert "--device: device='cuda' needs a usable CUDA GPU" in capsys.readouterr().err
+    assert main(["index", str(corpus), str(tmp_path / "ix"), "--device", "tpu"]) != 0
+    assert "device must be 'cpu', 'cuda' or 'cuda:N'" in capsys.readouterr().err
+    assert not (tmp_path / "ix").exists()

@@ -48,6 +48,13 @@ def cmd_index(args: argparse.Namespace) -> int:
         if not args.overwrite:
             raise CliError(f"an index already exists at {str(out)!r}; pass --overwrite to replace it")
     _check_writable(out.parent)  # before the corpus and the model: a wrong path costs nothing
+    if args.device not in (None, "cpu"):  # likewise a GPU that is not there
+        from ..engine.gpu import resolve_device
+
+        try:
+            resolve_device(args.device, purpose="build")
+        except (ValueError, RuntimeError) as exc:
+            raise CliError(f"--device: {exc}") from None
     ids, texts, metas = read_corpus(args.source, id_field=args.id_field, text_field=args.text_field,
                                     title_field=args.title_field or None, limit=args.limit)
     _say(args, f"corpus: {len(ids)} documents from {args.source}")
@@ -69,7 +76,7 @@ def cmd_index(args: argparse.Namespace) -> int:
                f"{length} tokens{'' if args.split else ' (documents not split; longer ones are truncated)'}")
     t0 = time.perf_counter()
     rag.index(texts, document_ids=ids, document_metadatas=metas, index_name=out.name, overwrite_index=True,
-              max_document_length=length, split_documents=args.split, nbits=args.nbits)
+              max_document_length=length, split_documents=args.split, nbits=args.nbits, device=args.device)
     with open_folder(out) as folder:
         info = folder.describe()
     print(f"indexed {info['documents']} documents as {info['passages']} passages ({info['tokens']} tokens) in "
@@ -348,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not split long documents (they are truncated at the model's document length)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index at INDEX")
     p.add_argument("--limit", type=_positive, help="index only the first N documents")
+    p.add_argument("--device", default=None,
+                   help="cpu (default) or cuda / cuda:N: build on that GPU (k-means, assignment, compression), "
+                        "passages encoded window by window while the previous window is compressed")
     p.add_argument("--id-field", help="JSONL field holding the id (default: _id, id, doc_id or docid)")
     p.add_argument("--text-field", default="text", help="JSONL field holding the text (default: text)")
     p.add_argument("--title-field", default="title",
