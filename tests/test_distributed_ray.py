@@ -75,13 +75,6 @@ def test_ray_build_and_search_equal_the_local_executor(ray_cluster, data, local_
         assert sorted(hit[0].tolist()) == [1, 161]  # the same embeddings under two ids
 
 
-def test_a_ray_dataset_of_embeddings_builds_the_same_index(ray_cluster, data, local_index, tmp_path):
-    docs, _ = data
-    ds = ray.data.from_items([{"embedding": d} for d in docs], override_num_blocks=4)
-    with build(tmp_path / "s", ds, 3, nlist=NLIST, seed=4, executor="ray", actor_cpus=0.25) as remote:
-        _same_shards(remote, local_index)
-
-
 def test_a_worker_killed_mid_build_then_a_rerun_equals_an_uninterrupted_build(ray_cluster, data, local_index,
                                                                                tmp_path, monkeypatch):
     docs, queries = data
@@ -122,3 +115,21 @@ def test_an_actor_killed_mid_search_is_retried_or_fails_clearly(ray_cluster, dat
         os.kill(fragile.executor.actor_pids()[2][0], signal.SIGKILL)
         with pytest.raises(ShardUnavailableError, match="shard 2 .* no partial result"):
             fragile.search(queries, 10)
+
+
+def test_a_ray_dataset_of_texts_is_encoded_on_the_workers(ray_cluster, tmp_path):
+    """Texts encoded by map_batches on the workers, then the dataset path (split by ranges, scanned, sampled and
+    compressed where its blocks are) gives what a local build of the driver's own embeddings gives."""
+    from encoder_fixtures import WORDS, make_tiny_checkpoint
+
+    import plaidx
+
+    ckpt = make_tiny_checkpoint(tmp_path / "ckpt", "stanford", query_length=16, document_length=32)
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(WORDS, size=int(rng.integers(4, 12)))) for _ in range(40)]
+    ds = ray.data.from_items([{"text": t} for t in texts], override_num_blocks=2)
+    with build(tmp_path / "s", ds, 2, nbits=4, nlist=16, executor="ray", model=str(ckpt),
+               actor_cpus=0.25) as remote:
+        model = plaidx.ColBERT.from_pretrained(str(ckpt))
+        local = build(tmp_path / "l", model.encode_documents(texts), 2, nbits=4, nlist=16)
+        _same_shards(remote, local)  # encoded in a worker, bit for bit what the driver encodes
