@@ -33,6 +33,8 @@ constexpr int kTK = 32;   // dimensions per shared-memory tile
 constexpr int kRM = 8;    // tokens per thread
 constexpr int kRN = 4;    // centroids per thread
 constexpr int kAssignThreads = (kTM / kRM) * (kTN / kRN);  // 256
+constexpr int kPad = 4;   // shared-memory row padding: fewer bank conflicts on the transposing stores, rows
+                          // stay 16-byte aligned for the float4 loads
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
 #define PX_CHECK(call) check((call), #call, __LINE__)
@@ -127,8 +129,8 @@ __global__ void __launch_bounds__(kAssignThreads) assign_kernel(const float* __r
                                                                  const float* __restrict__ C, int64_t nlist,
                                                                  int32_t* __restrict__ codes,
                                                                  float* __restrict__ scores) {
-  __shared__ __align__(16) float Xs[kTK][kTM];
-  __shared__ __align__(16) float Cs[kTK][kTN];
+  __shared__ __align__(16) float Xs[kTK][kTM + kPad];
+  __shared__ __align__(16) float Cs[kTK][kTN + kPad];
   __shared__ float red_s[kTN / kRN][kTM];
   __shared__ int32_t red_c[kTN / kRN][kTM];
   const int tid = threadIdx.x;
@@ -346,7 +348,14 @@ KMeans::KMeans(const float* x, int64_t n, int64_t d, int device) {
   m.stream.sync();
 }
 
-KMeans::~KMeans() = default;
+KMeans::~KMeans() {
+  if (impl_) {  // free on the object's device (never throws: errors at teardown are ignored)
+    int prev = 0;
+    const bool ok = cudaGetDevice(&prev) == cudaSuccess && cudaSetDevice(impl_->device) == cudaSuccess;
+    impl_.reset();
+    if (ok) cudaSetDevice(prev);
+  }
+}
 
 int64_t KMeans::device_bytes() const {
   const Impl& m = *impl_;
@@ -459,7 +468,14 @@ Compressor::Compressor(const float* centroids, int64_t nlist, int64_t d, const f
   m.stream.sync();
 }
 
-Compressor::~Compressor() = default;
+Compressor::~Compressor() {
+  if (impl_) {
+    int prev = 0;
+    const bool ok = cudaGetDevice(&prev) == cudaSuccess && cudaSetDevice(impl_->device) == cudaSuccess;
+    impl_.reset();
+    if (ok) cudaSetDevice(prev);
+  }
+}
 
 int64_t Compressor::device_bytes() const {
   const Impl& m = *impl_;
