@@ -128,9 +128,6 @@ def import_qdrant_folder(client: Any, collection: str, dst: Path, *, vector_name
     text and metadata, and the exported folder's configuration (or ``model``). Otherwise it is a bare
     engine folder. The folder is staged beside ``dst`` and moved into place only when complete.
     """
-    import shutil
-
-    from ..engine import WriterLock
     from ..interop.qdrant import build_from_points, read_collection
     from ..rag.docstore import DocStore
     from ..rag.folder import (
@@ -139,46 +136,34 @@ def import_qdrant_folder(client: Any, collection: str, dst: Path, *, vector_name
         ENGINE_DIR,
         FORMAT,
         FORMAT_VERSION,
-        build_dir,
-        publish,
+        staged_folder,
         write_json_atomic,
     )
 
     dst = Path(dst)
     if dst.exists() and not overwrite and (not dst.is_dir() or any(dst.iterdir())):
         raise FileExistsError(f"{str(dst)!r} exists and is not empty; pass overwrite=True (CLI: --overwrite)")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    bdir = build_dir(dst)
-    with WriterLock(bdir):
-        staging = bdir / "staging"
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir()
-        try:
-            ids, vectors, payloads, meta = read_collection(client, collection, vector_name=vector_name,
-                                                           progress=progress)
-            rag_like = all("document_id" in p and "content" in p for p in payloads)
-            cfg = (meta.get("plaidx") or {}).get("rag_config")
-            if rag_like and not isinstance(cfg, dict) and model:
-                cfg = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": {"name_or_path": model}}
-            kind = "rag" if rag_like and isinstance(cfg, dict) else "engine"
-            build_from_points(staging / ENGINE_DIR if kind == "rag" else staging, ids, vectors, meta,
-                              collection=collection, nbits=nbits, overwrite=True, progress=progress)
-            del vectors
-            if kind == "rag":
-                docs: dict[Any, Optional[str]] = {}
-                passages = []
-                for pid, p in zip(ids.tolist(), payloads):
-                    if p["document_id"] not in docs:
-                        docs[p["document_id"]] = None if p.get("metadata") is None else json.dumps(p["metadata"])
-                    passages.append((int(pid), p["document_id"], p["content"]))
-                with DocStore(staging / DOCSTORE_FILE, create=True) as store:
-                    store.add(list(docs.items()), passages)
-                write_json_atomic(staging / CONFIG_FILE, {**cfg, "imported_from": {"qdrant": collection}})
-            publish(staging, dst)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+    with staged_folder(dst) as staging:
+        ids, vectors, payloads, meta = read_collection(client, collection, vector_name=vector_name,
+                                                       progress=progress)
+        rag_like = all("document_id" in p and "content" in p for p in payloads)
+        cfg = (meta.get("plaidx") or {}).get("rag_config")
+        if rag_like and not isinstance(cfg, dict) and model:
+            cfg = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": {"name_or_path": model}}
+        kind = "rag" if rag_like and isinstance(cfg, dict) else "engine"
+        build_from_points(staging / ENGINE_DIR if kind == "rag" else staging, ids, vectors, meta,
+                          collection=collection, nbits=nbits, overwrite=True, progress=progress)
+        del vectors
+        if kind == "rag":
+            docs: dict[Any, Optional[str]] = {}
+            passages = []
+            for pid, p in zip(ids.tolist(), payloads):
+                if p["document_id"] not in docs:
+                    docs[p["document_id"]] = None if p.get("metadata") is None else json.dumps(p["metadata"])
+                passages.append((int(pid), p["document_id"], p["content"]))
+            with DocStore(staging / DOCSTORE_FILE, create=True) as store:
+                store.add(list(docs.items()), passages)
+            write_json_atomic(staging / CONFIG_FILE, {**cfg, "imported_from": {"qdrant": collection}})
     return kind, int(ids.size)
 
 

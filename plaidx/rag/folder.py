@@ -13,7 +13,8 @@ import os
 import shutil
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple, Optional, Union
 
@@ -148,6 +149,27 @@ def publish(staging: Path, path: Path) -> None:
     else:
         os.rename(staging, path)
         fsync_dir(path.parent)
+
+
+@contextmanager
+def staged_folder(path: Union[str, os.PathLike]) -> Iterator[Path]:
+    """A fresh, empty staging folder for a whole new index folder at ``path``, moved into place (replacing
+    any folder there, see :func:`publish`) when the block ends normally and removed when it raises. The
+    build lock of ``path`` is held throughout: two builds of one path never interleave."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bdir = build_dir(path)
+    with WriterLock(bdir):
+        staging = bdir / "staging"
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir()
+        try:
+            yield staging
+            publish(staging, path)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
 
 def _model_config(*sources: Any) -> Optional[dict[str, Any]]:
@@ -452,4 +474,4 @@ class FolderCache:
 
 
 __all__ = ["CONFIG_FILE", "DOCSTORE_FILE", "ENGINE_DIR", "EXACT_MAX_TOKENS", "FolderCache", "Hit", "IndexFolder",
-           "locate", "publish", "read_config", "recover"]
+           "locate", "publish", "read_config", "recover", "staged_folder"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import sys
 import threading
 import time
@@ -17,7 +16,7 @@ from typing import Any, Callable, Literal, Optional, Union
 import numpy as np
 
 from .. import __version__
-from ..engine import Index, SearchParams, WriterLock, maxsim
+from ..engine import Index, SearchParams, maxsim
 from ..engine.gpu import resolve_device
 from ..engine.inputs import check_k
 from . import splitter as _splitter
@@ -33,10 +32,9 @@ from .folder import (
     FORMAT_VERSION,
     FolderCache,
     IndexFolder,
-    build_dir,
-    publish,
     read_config,
     recover,
+    staged_folder,
     write_json_atomic,
 )
 
@@ -402,40 +400,29 @@ class RAGPretrainedModel:
         if nbits is None:
             nbits, chosen = DEFAULT_NBITS, "default"
         t0 = time.perf_counter()
-        self.index_root.mkdir(parents=True, exist_ok=True)
-        bdir = build_dir(path)
-        with WriterLock(bdir):
-            staging = bdir / "staging"
-            if staging.exists():
-                shutil.rmtree(staging)
-            staging.mkdir()
-            try:
-                engine = Index.build(staging / ENGINE_DIR, embeddings, nbits=nbits, progress=self.verbose >= 2,
-                                     metadata={"plaidx_rag": {"index_name": name}}, device=device)
-                ids = engine.ids
-                if ids.size != n:
-                    raise ValueError(f"{ids.size} embeddings for {n} passages")
-                timings = engine.info().get("build", {}).get("timings", {}) if self.verbose >= 1 else {}
-                self._note(f"compressed {engine.n_tokens} tokens: {engine.nlist} centroids, nbits {nbits} "
-                           f"({'default' if chosen == 'default' else 'as given'})"
-                           + (f", k-means {timings['kmeans_s']:.1f}s, compression {timings['assign_compress_s']:.1f}s"
-                              if {"kmeans_s", "assign_compress_s"} <= set(timings) else ""))
-                self._note(f"writing the document store ({n} passages)")
-                with DocStore(staging / DOCSTORE_FILE, create=True) as store:
-                    store.add(documents, [(int(p), d, c) for p, (d, c) in zip(ids, passages)])
-                write_json_atomic(staging / CONFIG_FILE, {
-                    "format": FORMAT, "format_version": FORMAT_VERSION, "plaidx_version": __version__,
-                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "model": enc.config_dict(),
-                    "index": {"nbits": engine.nbits, "nbits_chosen": chosen, "nlist": engine.nlist,
-                              "kmeans_niters": 4, "seed": 0},
-                    "passages": {"max_document_length": int(enc.document_length), **(passages_config or {})},
-                })
-                self._folders.forget(path)
-                publish(staging, path)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
+        with staged_folder(path) as staging:
+            engine = Index.build(staging / ENGINE_DIR, embeddings, nbits=nbits, progress=self.verbose >= 2,
+                                 metadata={"plaidx_rag": {"index_name": name}}, device=device)
+            ids = engine.ids
+            if ids.size != n:
+                raise ValueError(f"{ids.size} embeddings for {n} passages")
+            timings = engine.info().get("build", {}).get("timings", {}) if self.verbose >= 1 else {}
+            self._note(f"compressed {engine.n_tokens} tokens: {engine.nlist} centroids, nbits {nbits} "
+                       f"({'default' if chosen == 'default' else 'as given'})"
+                       + (f", k-means {timings['kmeans_s']:.1f}s, compression {timings['assign_compress_s']:.1f}s"
+                          if {"kmeans_s", "assign_compress_s"} <= set(timings) else ""))
+            self._note(f"writing the document store ({n} passages)")
+            with DocStore(staging / DOCSTORE_FILE, create=True) as store:
+                store.add(documents, [(int(p), d, c) for p, (d, c) in zip(ids, passages)])
+            write_json_atomic(staging / CONFIG_FILE, {
+                "format": FORMAT, "format_version": FORMAT_VERSION, "plaidx_version": __version__,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "model": enc.config_dict(),
+                "index": {"nbits": engine.nbits, "nbits_chosen": chosen, "nlist": engine.nlist,
+                          "kmeans_niters": 4, "seed": 0},
+                "passages": {"max_document_length": int(enc.document_length), **(passages_config or {})},
+            })
+            self._folders.forget(path)
         self._open(name)
         self.index_name = name
         self._note(f"index {name!r} ready in {time.perf_counter() - t0:.1f}s: {str(path)!r}")
