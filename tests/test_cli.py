@@ -121,6 +121,8 @@ def test_usage_errors_exit_2_with_clean_messages(built, data, tmp_path, capsys):
     code, out, err = run(capsys, "search", built, "--queries-file", bom, "--json", "-k", "2")
     assert code == 0, err
     assert json.loads(out)[0]["query"] == "cats on mats"
+    engine = _engine_with_drift(tmp_path / "eng")
+    usage("search", engine.path, "cats", "--doc-ids", "3,99999", "--model", data["ckpt"], words=("99999",))
     # --no-exact with PLAID knobs is fine
     code, _, err = run(capsys, "search", built, "cats", "--no-exact", "--nprobe", "2")
     assert code == 0, err

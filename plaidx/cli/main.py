@@ -109,9 +109,16 @@ def _parse_doc_ids(values: Optional[list[str]], folder: IndexFolder) -> Optional
         except ValueError:
             raise CliError(f"--doc-ids: this index uses integer ids, got {ids[:5]}") from None
     try:
-        folder.passage_ids(ids)
+        allowed = folder.passage_ids(ids)
     except (KeyError, TypeError) as exc:
         raise CliError(f"--doc-ids: {exc.args[0] if exc.args else exc}") from None
+    if folder.store is None:
+        import numpy as np
+
+        unknown = np.setdiff1d(allowed, folder.engine.ids)
+        if unknown.size:
+            raise CliError(f"--doc-ids: unknown document ids {unknown[:10].tolist()} (the index holds "
+                           f"{len(folder.engine)} documents)")
     return ids
 
 
