@@ -167,3 +167,22 @@ def test_folders_of_another_kind_are_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(IndexFormatError, match="not a fast-plaid"):
         convert_fastplaid(tmp_path / "empty", tmp_path / "b")
+
+
+def test_documents_pending_in_fastplaids_buffer_are_converted(tmp_path):
+    # fast-plaid keeps updates below its buffer size in buffer.npy (an object array, never loaded here) and
+    # compresses them into the index at once: the converted index has them, near their original vectors
+    name = "fastplaid_buffer_d96_b2"
+    peer = _peer(name)
+    assert (FIXTURES / name / "index" / "buffer.npy").is_file()
+    index = convert_fastplaid(FIXTURES / name / "index", tmp_path / "out")
+    n, pending = len(peer["doclens"]), int(peer["n_pending"])
+    assert len(index) == n
+    got = np.concatenate([index.reconstruct(i) for i in range(n - pending, n)])
+    assert float((got * peer["pending"]).sum(axis=1).mean()) > 0.95  # 2-bit reconstructions (observed 0.97)
+    worst = 0.0
+    for q, ids, scores in zip(peer["queries"], peer["top_ids"], peer["top_scores"]):
+        for pid, s in zip(ids, scores):
+            d = index.reconstruct(int(pid))
+            worst = max(worst, abs(float((q @ d.T).max(axis=1).sum()) - float(s)))
+    assert worst < 3e-3

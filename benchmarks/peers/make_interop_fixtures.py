@@ -33,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # name: (dim, nbits, n_docs, pids removed with colbert-ai's IndexUpdater)
 COLBERT = {"colbert_d128_b2": (128, 2, 64, [5, 63]), "colbert_d96_b4": (96, 4, 56, [])}
 FASTPLAID = {"fastplaid_d96_b2": (96, 2, 56), "fastplaid_d128_b4": (128, 4, 48)}
+# more documents than fast-plaid's start_from_scratch (999), so that an update leaves them pending in buffer.npy
+FASTPLAID_BUFFER = ("fastplaid_buffer_d96_b2", 96, 2, 1001, 5)
 CHECKPOINT = "fixture/synthetic-no-model"
 
 
@@ -152,17 +154,51 @@ def fastplaid_fixture(name: str, dim: int, nbits: int, n_docs: int) -> None:
           f"{sorted(p.name for p in index.rglob('*') if p.is_file())}", flush=True)
 
 
+def fastplaid_buffer_fixture(name: str, dim: int, nbits: int, n_docs: int, n_pending: int) -> None:
+    """Short documents (2-3 tokens), then an update of a few more that fast-plaid keeps pending in buffer.npy."""
+    import torch
+    from fast_plaid import search as fp_search
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(7)
+    docs, queries = synthetic(dim, n_docs + n_pending, seed=dim + nbits + 2)
+    docs = [d[: int(rng.integers(2, 4))] for d in docs]
+    dest = OUT / name
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    index = dest / "index"
+    fp = fp_search.FastPlaid(index=str(index), device="cpu")
+    fp.create(documents_embeddings=[torch.from_numpy(d) for d in docs[:n_docs]], nbits=nbits, kmeans_niters=4, seed=0)
+    fp.update(documents_embeddings=[torch.from_numpy(d) for d in docs[n_docs:]])
+    assert (index / "buffer.npy").is_file(), sorted(p.name for p in index.iterdir())
+    top = fp.search(queries_embeddings=torch.from_numpy(queries), top_k=10)
+    top_ids = np.full((len(queries), 10), -1, np.int64)
+    top_scores = np.full((len(queries), 10), np.nan, np.float32)
+    for i, row in enumerate(top):
+        for j, (pid, score) in enumerate(row[:10]):
+            top_ids[i, j], top_scores[i, j] = pid, score
+    doclens = np.array([d.shape[0] for d in docs], np.int64)
+    np.savez_compressed(dest / "peer.npz", queries=queries, doclens=doclens, top_ids=top_ids, top_scores=top_scores,
+                        pending=np.concatenate(docs[n_docs:]).astype(np.float32), n_pending=n_pending)
+    size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
+    print(f"{name}: {len(docs)} documents ({n_pending} pending), {int(doclens.sum())} tokens, {size / 1e3:.0f} kB: "
+          f"{sorted(p.name for p in index.rglob('*') if p.is_file())}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("peer", choices=["colbert", "fastplaid"])
+    ap.add_argument("--only-buffer", action="store_true", help="fast-plaid: only the pending-buffer fixture")
     args = ap.parse_args(argv)
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / "benchmarks" / "results" / "cache" / "torch_ext_plaid"))
     if args.peer == "colbert":
         for name, spec in COLBERT.items():
             colbert_fixture(name, *spec)
     else:
-        for name, spec in FASTPLAID.items():
-            fastplaid_fixture(name, *spec)
+        if not args.only_buffer:
+            for name, spec in FASTPLAID.items():
+                fastplaid_fixture(name, *spec)
+        fastplaid_buffer_fixture(*FASTPLAID_BUFFER)
     return 0
 
 
