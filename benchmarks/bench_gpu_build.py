@@ -175,6 +175,8 @@ def stages(index_path: Path, total_s: float, encode_s: float) -> dict:
     out = {"total_s": total_s, "encode_s": encode_s, "sample_s": t.get("sample_s", 0.0),
            "kmeans_s": t.get("kmeans_s", 0.0), "assign_compress_write_s": t.get("assign_compress_s", 0.0)}
     out["other_s"] = total_s - out["sample_s"] - out["kmeans_s"] - out["assign_compress_write_s"]
+    for k, v in manifest["build"].get("stream_timings", {}).items():  # GPU builds: the streamed pass split up
+        out[f"stream_{k}"] = v
     return {"stages": out, "nlist": manifest["nlist"], "n_tokens": manifest["n_tokens"],
             "n_docs": manifest["n_docs"], "device": manifest["build"].get("device", "cpu")}
 
@@ -317,6 +319,11 @@ def machine() -> dict:
     return m
 
 
+def _opt(r: dict, key: str) -> str:
+    v = r["stages"].get(key)
+    return "-" if v is None else f"{v:.1f}"
+
+
 def rate(r: dict, key: str) -> str:
     s = r["stages"][key]
     return f"{r['n_tokens'] / s / 1e6:.2f}" if s > 0 else "-"
@@ -336,6 +343,9 @@ def markdown(name: str, runs: dict, agree: dict | None, m: dict, command: str, q
             ("sample (s)", lambda r: f"{r['stages']['sample_s']:.1f}"),
             ("k-means (s)", lambda r: f"{r['stages']['kmeans_s']:.1f}"),
             ("assign + compress + write (s)", lambda r: f"{r['stages']['assign_compress_write_s']:.1f}"),
+            ("- of which waiting for input (s)", lambda r: _opt(r, "stream_wait_s")),
+            ("- of which on the device (s)", lambda r: _opt(r, "stream_device_s")),
+            ("- of which writing (s)", lambda r: _opt(r, "stream_write_s")),
             ("other (s)", lambda r: f"{r['stages']['other_s']:.1f}"),
             ("M tokens/s, whole build", lambda r: rate(r, "total_s")),
             ("M tokens/s, encode", lambda r: rate(r, "encode_s")),

@@ -231,7 +231,7 @@ def test_empty_cells_are_never_probed_on_the_gpu():
 # ------------------------------------------------------------------------------------ build kernels
 # Each build kernel against its CPU twin (plaidx.engine.gpu_build.HostKernels: numpy argmax and sums,
 # the native compress kernel). Codes may differ only where the two best centroids tie to float rounding.
-needs_build_kernels = pytest.mark.skipif(not HAVE_GPU or not hasattr(gpu.module(), "Compressor"),
+needs_build_kernels = pytest.mark.skipif(not HAVE_GPU or not hasattr(gpu._cuda, "Compressor"),
                                          reason="needs a usable CUDA GPU and plaidx._cuda with the build kernels")
 
 

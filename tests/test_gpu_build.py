@@ -204,6 +204,7 @@ def test_build_through_the_device_steps_equals_the_cpu_build(tmp_path, monkeypat
     dev = plaidx.Index.build(tmp_path / "dev", iter(docs), nbits=2, nlist=64, batch_tokens=1000, device="twin")
     a, b = cpu._snap, dev._snap
     assert sorted(a.a) == sorted(b.a) and b.manifest["build"]["device"] == "host-twin"
+    assert set(b.manifest["build"]["stream_timings"]) == {"wait_s", "device_s", "write_s"}
     assert (a.nlist, a.n_tokens) == (b.nlist, b.n_tokens)
     np.testing.assert_allclose(b.a["bucket_weights"], a.a["bucket_weights"], atol=1e-5)
     np.testing.assert_allclose(b.a["bucket_cutoffs"], a.a["bucket_cutoffs"], atol=1e-5)

@@ -30,8 +30,9 @@ from __future__ import annotations
 import math
 import queue
 import threading
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import faiss
@@ -468,6 +469,7 @@ class BuildOps:
 
     kernels: Any
     device: str
+    timings: dict = field(default_factory=dict)  # the streamed pass: waiting for input, device, writing (s)
 
     def train_centroids(self, sample: np.ndarray, nlist: int, niters: int, seed: int, verbose: bool = False,
                         method: str = "auto") -> np.ndarray:
@@ -494,12 +496,15 @@ class BuildOps:
             return self._compress_corpus(first.corpus, comp, codes_w, res_w, batch_tokens, progress, lengths_out,
                                          vectors_w)
         docs = progress_bar(_chain(first, it), total, "compressing", progress)
-        for x in prefetch(batches(docs, codec.dim, batch_tokens, lengths_out)):
-            codes, packed, norms = comp.compress(x)
-            codes_w.append(codes)
-            res_w.append(packed)
-            if vectors_w is not None:
-                vectors_w.append(x)
+        clock = _Clock(self.timings)
+        for x in clock.waiting(prefetch(batches(docs, codec.dim, batch_tokens, lengths_out))):
+            with clock("device_s"):
+                codes, packed, norms = comp.compress(x)
+            with clock("write_s"):
+                codes_w.append(codes)
+                res_w.append(packed)
+                if vectors_w is not None:
+                    vectors_w.append(x)
             norm_sum += float(np.sum(norms, dtype=np.float64))
         return norm_sum
 
@@ -512,26 +517,66 @@ class BuildOps:
         wins = corpus.windows(np.arange(len(corpus)), batch_tokens)
         norm_sum = 0.0
         encoded = prefetch((w, corpus.encode(w)) for w in wins)
-        for w, block in progress_bar(encoded, len(wins), "encoding+compressing", progress):
+        clock = _Clock(self.timings)
+        for w, block in clock.waiting(progress_bar(encoded, len(wins), "encoding+compressing", progress)):
             rows = int(corpus.lengths[w].sum())
-            if _is_cuda(block) and self.kernels.device is not None and vectors_w is None:
-                ptr, keep = _device_block(block, corpus.dim, rows, self.kernels.device)
-                codes, packed, norms = comp.compress_device(ptr, rows)
-                del keep
-            else:
-                x = _host_block(block, corpus.dim, rows)
-                codes, packed, norms = comp.compress(x)
+            x = None
+            with clock("device_s"):
+                if _is_cuda(block) and self.kernels.device is not None and vectors_w is None:
+                    ptr, keep = _device_block(block, corpus.dim, rows, self.kernels.device)
+                    codes, packed, norms = comp.compress_device(ptr, rows)
+                    del keep
+                else:
+                    x = _host_block(block, corpus.dim, rows)
+                    codes, packed, norms = comp.compress(x)
+            with clock("write_s"):
                 if vectors_w is not None:
                     vectors_w.append(x)
-            codes_w.append(codes)
-            res_w.append(packed)
+                codes_w.append(codes)
+                res_w.append(packed)
             norm_sum += float(np.sum(norms, dtype=np.float64))
             if lengths_out is not None:
                 lengths_out.extend(corpus.lengths[w].tolist())
         return norm_sum
 
     def manifest(self) -> dict[str, Any]:
-        return {"device": self.device}
+        out: dict[str, Any] = {"device": self.device}
+        if self.timings:
+            out["stream_timings"] = {k: round(v, 3) for k, v in self.timings.items()}
+        return out
+
+
+class _Clock:
+    """Adds elapsed seconds into a dict by name: ``with clock(name):`` and the time spent waiting for the
+    items of an iterable (``wait_s``: the reader or encoder is behind)."""
+
+    def __init__(self, into: dict):
+        self.into = into
+        self.name = ""
+        for k in ("wait_s", "device_s", "write_s"):
+            into.setdefault(k, 0.0)
+
+    def __call__(self, name: str) -> _Clock:
+        self.name = name
+        return self
+
+    def __enter__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.into[self.name] += time.perf_counter() - self.t0
+
+    def waiting(self, items: Iterable[Any]) -> Iterable[Any]:
+        it = iter(items)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                item = next(it)
+            except StopIteration:
+                self.into["wait_s"] += time.perf_counter() - t0
+                return
+            self.into["wait_s"] += time.perf_counter() - t0
+            yield item
 
 
 def _chain(first: Any, rest: Any) -> Any:
