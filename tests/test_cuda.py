@@ -385,3 +385,53 @@ def test_index_build_on_gpu_equals_cpu_build(tmp_path, nlist, kmeans):
     overlap = np.mean([len(set(x) & set(y)) / 10 for x, y in zip(i1, i2)])
     assert overlap >= 0.98, overlap
     assert dev.search(queries, k=10, device="cuda")[1].shape == (16, 10)
+
+
+@needs_build_kernels
+def test_streaming_build_from_cuda_tensors_equals_the_build_from_arrays(tmp_path):
+    """The text pipeline's device path: an EncodedCorpus handing over CUDA tensors (compressed in place)
+    gives the index the GPU build gives from the same vectors on the host, array for array."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA here")
+    from plaidx.engine.gpu_build import EncodedCorpus
+
+    docs, queries, _ = clustered_collection(n_docs=500, dim=64, n_topics=30, mean_len=25, n_queries=8, q_len=16)
+
+    class TensorCorpus(EncodedCorpus):
+        calls = 0
+
+        def encode(self, indices):
+            TensorCorpus.calls += 1
+            t = torch.from_numpy(np.concatenate([docs[i] for i in indices])).cuda()
+            torch.cuda.current_stream().synchronize()
+            return t
+
+    want = plaidx.Index.build(tmp_path / "arrays", docs, nlist=64, batch_tokens=3000, device="cuda")
+    got = plaidx.Index.build(tmp_path / "tensors", TensorCorpus(np.array([len(d) for d in docs]), 64), nlist=64,
+                             batch_tokens=3000, device="cuda")
+    assert TensorCorpus.calls < 30  # batches of documents, not one call per document
+    for name in want._snap.a:
+        np.testing.assert_array_equal(np.asarray(got._snap.a[name]), np.asarray(want._snap.a[name]), err_msg=name)
+    np.testing.assert_array_equal(got.search(queries, k=5)[1], want.search(queries, k=5)[1])
+
+
+@needs_build_kernels
+def test_rag_index_on_the_gpu_matches_the_cpu_index(tmp_path):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA here")
+    from encoder_fixtures import WORDS, make_tiny_checkpoint
+
+    ckpt = make_tiny_checkpoint(tmp_path / "ckpt", "stanford", query_length=16, document_length=32)
+    rag = plaidx.RAGPretrainedModel.from_pretrained(str(ckpt), index_root=tmp_path / "ix", verbose=0)
+    rng = np.random.default_rng(3)
+    texts = [" ".join(rng.choice(WORDS, size=int(rng.integers(4, 20)))) for _ in range(80)]
+    ids = [f"d{i}" for i in range(len(texts))]
+    rag.index(texts, document_ids=ids, index_name="cpu", split_documents=False)
+    want = rag.search(texts[:6], k=3)
+    rag.index(texts, document_ids=ids, index_name="gpu", split_documents=False, device="cuda")
+    got = rag.search(texts[:6], k=3)
+    assert [[r["document_id"] for r in row] for row in got] == [[r["document_id"] for r in row] for row in want]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose([r["score"] for r in g], [r["score"] for r in w], atol=1e-3)
