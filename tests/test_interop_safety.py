@@ -157,3 +157,11 @@ def test_pt_round_trips_torch_tensors(tmp_path):
     torch.save((torch.zeros(3), torch.ones(4, dtype=torch.int64)), tmp_path / "tuple.pt")
     a, b = load_pt(tmp_path / "tuple.pt")
     assert np.array_equal(a, np.zeros(3, np.float32)) and np.array_equal(b, np.ones(4, np.int64))
+
+
+def test_truncated_pkl_is_a_format_error(tmp_path):
+    pkl = tmp_path / "plaid_ids_to_documents_ids.pkl"
+    data = pickle.dumps({i: f"doc-{i}" for i in range(100)})
+    pkl.write_bytes(data[: len(data) // 2])
+    with pytest.raises(IndexFormatError, match="truncated"):
+        load_plain_pickle(pkl)
