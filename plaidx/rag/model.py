@@ -154,10 +154,10 @@ class RAGPretrainedModel:
         :mod:`plaidx.rag.ragatouille`. For a plaidx folder ``model`` replaces the recorded model.
         """
         from ..encoder import ColBERT
-        from .ragatouille import is_ragatouille_index, open_ragatouille
+        from .ragatouille import is_foreign_index, open_ragatouille
 
         path = Path(index_path)
-        if is_ragatouille_index(path):
+        if is_foreign_index(path):
             path, model = open_ragatouille(path, model=model, device=_device_for(n_gpu), verbose=verbose)
         recover(path)
         if not path.is_dir():
