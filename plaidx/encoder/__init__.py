@@ -37,6 +37,10 @@ Inputs are batched longest-first (``bsize`` per batch) so that batches carry lit
 ``model.tokenizer``, ``model.name_or_path``, ``model.config_dict()`` (reopen with
 ``ColBERT.from_config_dict``), ``model.count_tokens(texts)``, ``model.max_document_tokens`` and
 ``model.tokenize(texts, input_type)``.
+
+Model objects of other libraries: ``as_encoder(model)`` (:mod:`plaidx.encoder.adapters`) puts a PyLate
+``models.ColBERT`` or a sentence-transformers ``MultiVectorEncoder`` behind this interface, giving that
+library's own vectors; ``RAGPretrainedModel(model)`` does it for you.
 """
 
 from ..errors import CheckpointError, require
@@ -44,7 +48,8 @@ from ..errors import CheckpointError, require
 require("torch", "text", "plaidx's text encoder (plaidx.ColBERT)")
 require("transformers", "text", "plaidx's text encoder (plaidx.ColBERT)")
 
+from .adapters import as_encoder  # noqa: E402
 from .loading import DEFAULT_MODEL_NAME  # noqa: E402
 from .model import ColBERT, check_texts  # noqa: E402
 
-__all__ = ["ColBERT", "CheckpointError", "DEFAULT_MODEL_NAME", "check_texts"]
+__all__ = ["ColBERT", "CheckpointError", "DEFAULT_MODEL_NAME", "as_encoder", "check_texts"]
