@@ -376,3 +376,27 @@ def test_cli_index_device_without_a_gpu_fails_before_reading_anything(tmp_path, 
     assert main(["index", str(corpus), str(tmp_path / "ix"), "--device", "tpu"]) != 0
     assert "device must be 'cpu', 'cuda' or 'cuda:N'" in capsys.readouterr().err
     assert not (tmp_path / "ix").exists()
+
+
+class _FakeTensor:
+    """What _device_address reads of a torch CUDA tensor (no GPU needed to check its decisions)."""
+
+    def __init__(self, shape, dtype="torch.float32", contiguous=True, index=0):
+        self.shape, self.dtype, self._contiguous = shape, dtype, contiguous
+        self.device = type("Device", (), {"index": index})()
+        self.is_cuda = True
+
+    def is_contiguous(self):
+        return self._contiguous
+
+    def data_ptr(self):
+        return 4096
+
+
+def test_only_ready_float32_blocks_on_the_build_device_are_compressed_in_place():
+    assert gpu_build._device_address(_FakeTensor((10, 8)), 8, 10, 0) == 4096
+    assert gpu_build._device_address(_FakeTensor((10, 8), dtype="torch.float16"), 8, 10, 0) is None
+    assert gpu_build._device_address(_FakeTensor((10, 8), contiguous=False), 8, 10, 0) is None
+    assert gpu_build._device_address(_FakeTensor((10, 8), index=1), 8, 10, 0) is None  # via the host instead
+    with pytest.raises(ValueError, match=r"shape \(9, 8\), expected \(10, 8\)"):
+        gpu_build._device_address(_FakeTensor((9, 8)), 8, 10, 0)

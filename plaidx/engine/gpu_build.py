@@ -444,23 +444,19 @@ def _host_block(block: Any, dim: int, rows: int) -> np.ndarray:
     return x
 
 
-def _device_block(block: Any, dim: int, rows: int, device: int) -> tuple[int, Any]:
-    """(device address, the object that keeps it alive) of a CUDA float32 (rows, dim) C-contiguous block."""
-    shape = tuple(block.shape)
-    if len(shape) != 2 or shape != (rows, dim):
-        raise ValueError(f"EncodedCorpus.encode returned shape {shape}, expected ({rows}, {dim})")
-    if hasattr(block, "data_ptr"):  # torch without importing it
-        if str(block.dtype) != "torch.float32":
-            block = block.float()
-        if getattr(block.device, "index", device) != device:
-            block = block.to(f"cuda:{device}")
-        if not block.is_contiguous():
-            block = block.contiguous()
-        return int(block.data_ptr()), block
-    cai = block.__cuda_array_interface__
-    if cai.get("typestr") != "<f4" or cai.get("strides") not in (None, (4 * dim, 4)):
-        raise ValueError("EncodedCorpus.encode: a CUDA block must be C-contiguous float32")
-    return int(cai["data"][0]), block
+def _device_address(block: Any, dim: int, rows: int, device: int) -> int | None:
+    """The device address of a CUDA float32 (rows, dim) C-contiguous block on ``device``, else None (the
+    block then goes through the host: converting it here would race with the producer's stream)."""
+    if tuple(block.shape) != (rows, dim):
+        raise ValueError(f"EncodedCorpus.encode returned shape {tuple(block.shape)}, expected ({rows}, {dim})")
+    if hasattr(block, "data_ptr"):  # torch, without importing it
+        ok = (str(block.dtype) == "torch.float32" and block.is_contiguous()
+              and getattr(block.device, "index", None) == device)
+        return int(block.data_ptr()) if ok else None
+    cai = getattr(block, "__cuda_array_interface__", None)
+    if cai is None or cai.get("typestr") != "<f4" or cai.get("strides") not in (None, (4 * dim, 4)):
+        return None
+    return int(cai["data"][0])  # a foreign array's device is not checked here: use torch tensors for cuda:N > 0
 
 
 @dataclass(frozen=True)
@@ -522,10 +518,11 @@ class BuildOps:
             rows = int(corpus.lengths[w].sum())
             x = None
             with clock("device_s"):
+                ptr = None
                 if _is_cuda(block) and self.kernels.device is not None and vectors_w is None:
-                    ptr, keep = _device_block(block, corpus.dim, rows, self.kernels.device)
-                    codes, packed, norms = comp.compress_device(ptr, rows)
-                    del keep
+                    ptr = _device_address(block, corpus.dim, rows, self.kernels.device)
+                if ptr is not None:
+                    codes, packed, norms = comp.compress_device(ptr, rows)  # block stays referenced until here
                 else:
                     x = _host_block(block, corpus.dim, rows)
                     codes, packed, norms = comp.compress(x)
