@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # GPU check for a machine with an NVIDIA GPU and nvcc: build plaidx in place with its CUDA kernels, run
 # the GPU tests (tests/test_cuda.py compares every CUDA kernel, search and build, with the CPU path), then
-# the benchmarks: the GPU build against the
-# machine's CPU cores (benchmarks/bench_gpu_build.py) and GPU vs CPU search (benchmarks/bench_gpu.py).
+# the benchmarks: the GPU build against the machine's CPU cores (benchmarks/bench_gpu_build.py) and GPU vs
+# CPU search (benchmarks/bench_gpu.py).
 # Uses the interpreter it is given (PYTHON, default python3) with numpy, torch, faiss-cpu, pybind11, pytest
 # and hypothesis installed; installs nothing. Every phase has its own time limit. Expected on one H200 with
 # 16 cores: build 2-3 min, tests 1-2 min, build benchmark 5-7 min (10M tokens on GPU and CPU, 100M on the
