@@ -553,7 +553,7 @@ def test_openapi_declares_the_request_shapes(openapi):
     assert set(rr["properties"]) >= {"model", "query", "documents", "top_n", "return_documents"}
     se = schemas["SearchRequest"]
     assert se["additionalProperties"] is False
-    assert set(se["properties"]) >= {"index", "query", "query_embeddings", "k", "doc_ids", "nprobe", "ndocs",
+    assert set(se["properties"]) >= {"index", "query", "queries", "query_embeddings", "k", "doc_ids", "nprobe", "ndocs",
                                      "n_exact", "centroid_score_threshold", "exact"}
     for path in ("/v1/multi-vector", "/v1/rerank", "/v1/search"):
         assert {"200", "400", "404", "413", "422"} <= set(paths[path]["post"]["responses"])
