@@ -325,7 +325,7 @@ def _opt(r: dict, key: str) -> str:
 
 
 def rate(r: dict, key: str) -> str:
-    s = r["stages"][key]
+    s = r["stages"].get(key, 0.0)
     return f"{r['n_tokens'] / s / 1e6:.2f}" if s > 0 else "-"
 
 
@@ -349,7 +349,10 @@ def markdown(name: str, runs: dict, agree: dict | None, m: dict, command: str, q
             ("other (s)", lambda r: f"{r['stages']['other_s']:.1f}"),
             ("M tokens/s, whole build", lambda r: rate(r, "total_s")),
             ("M tokens/s, encode", lambda r: rate(r, "encode_s")),
+            ("M tokens/s, k-means (collection tokens per k-means second)", lambda r: rate(r, "kmeans_s")),
             ("M tokens/s, assign + compress + write", lambda r: rate(r, "assign_compress_write_s")),
+            ("M tokens/s, of which on the device / writing", lambda r: f"{rate(r, 'stream_device_s')} / "
+                                                                      f"{rate(r, 'stream_write_s')}"),
             ("peak GPU memory (MiB)", lambda r: str(r.get("gpu_peak_mib"))),
             ("peak host RSS (MiB)", lambda r: f"{r['host_peak_mib']:.0f}")]
     for label, f in rows:
