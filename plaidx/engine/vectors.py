@@ -163,10 +163,12 @@ class KeptVectors:
         """float32 (sum(lens), d): the kept vectors of the token runs starts[i]:starts[i] + lens[i]."""
         starts = np.asarray(starts, dtype=np.int64)
         lens = np.asarray(lens, dtype=np.int64)
-        v = self._vec_rows.read(starts, lens).astype(np.float32)
-        if self._scale_rows is not None:
-            v *= self._scale_rows.read(starts, lens)[:, None]
-        return v
+        raw = self._vec_rows.read(starts, lens)
+        if self._scale_rows is None:
+            return raw.astype(np.float32)
+        out = np.empty(raw.shape, dtype=np.float32)  # dequantized in one pass, no temporary
+        np.multiply(raw, self._scale_rows.read(starts, lens)[:, None], out=out, casting="unsafe")
+        return out
 
     def rows(self, tokens: Any) -> np.ndarray:
         """float32 (m, d): the kept vectors of ``tokens`` (a slice, or an int64 index array)."""
