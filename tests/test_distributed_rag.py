@@ -72,3 +72,27 @@ def test_a_rag_index_with_a_sharded_engine_searches_adds_and_deletes(tmp_path):
         got = r.json()["results"]
         assert [(g["document_id"], g["content"], g["document_metadata"]) for g in got] == \
                [(w["document_id"], w["content"], w["document_metadata"]) for w in want]
+
+
+def test_cli_index_with_shards_then_search_and_verify(tmp_path, capsys):
+    import json
+
+    from plaidx import cli
+
+    ckpt = make_tiny_checkpoint(tmp_path / "ckpt", "stanford", query_length=16, document_length=32)
+    texts = corpus(30, seed=9)
+    src = tmp_path / "corpus.jsonl"
+    src.write_text("".join(json.dumps({"_id": f"d{i}", "text": t, "n": i}) + "\n" for i, t in enumerate(texts)))
+    path = tmp_path / "idx"
+    assert cli.main(["index", str(src), str(path), "--model", str(ckpt), "--shards", "3", "--quiet"]) == 0
+    assert not any(p.name.startswith(".engine") for p in path.iterdir())  # no staging or old folder left
+    rag = RAGPretrainedModel.from_index(path, verbose=0)
+    engine = rag._handle(None).engine
+    assert isinstance(engine, ShardedIndex) and engine.n_shards == 3 and len(engine) == 30
+    hits = rag.search(texts[7], k=30)
+    assert len(hits) == 30 and {h["document_id"] for h in hits} == {f"d{i}" for i in range(30)}
+    assert next(h for h in hits if h["document_id"] == "d7")["document_metadata"] == {"n": 7}
+    capsys.readouterr()
+    assert cli.main(["search", str(path), texts[7], "-k", "3"]) == 0
+    assert "d" in capsys.readouterr().out
+    assert cli.main(["info", str(path), "--verify"]) == 0

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from ..errors import IndexFormatError, PlaidxError
 from ..rag import Hit, IndexFolder
-from ..rag.folder import CONFIG_FILE
+from ..rag.folder import CONFIG_FILE, ENGINE_DIR
 from ..rag.model import DEFAULT_NBITS
 from ..server.net import is_loopback
 from .corpus import read_corpus, read_lines, text_lines
@@ -77,6 +77,10 @@ def cmd_index(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     rag.index(texts, document_ids=ids, document_metadatas=metas, index_name=out.name, overwrite_index=True,
               max_document_length=length, split_documents=args.split, nbits=args.nbits, device=args.device)
+    if args.shards > 1:  # the same passages and bytes, split into shards (plaidx.distributed)
+        from ..distributed import reshard_in_place
+
+        reshard_in_place(out / ENGINE_DIR, args.shards)
     with open_folder(out) as folder:
         info = folder.describe()
     print(f"indexed {info['documents']} documents as {info['passages']} passages ({info['tokens']} tokens) in "
@@ -361,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-split", dest="split", action="store_false",
                    help="do not split long documents (they are truncated at the model's document length)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index at INDEX")
+    p.add_argument("--shards", type=_positive, default=1,
+                   help="split the engine into N shards with one codec (plaidx.distributed; default 1)")
     p.add_argument("--limit", type=_positive, help="index only the first N documents")
     p.add_argument("--device", default=None,
                    help="cpu (default) or cuda / cuda:N: build on that GPU (k-means, assignment, compression), "

@@ -17,8 +17,8 @@ from __future__ import annotations
 from .build import build
 from .errors import ShardBuildError, ShardFormatError, ShardUnavailableError
 from .manifest import SHARDED_MANIFEST, is_sharded
-from .reshard import reshard
+from .reshard import reshard, reshard_in_place
 from .sharded import ShardedIndex, merge_topk
 
 __all__ = ["SHARDED_MANIFEST", "ShardBuildError", "ShardFormatError", "ShardUnavailableError", "ShardedIndex",
-           "build", "is_sharded", "merge_topk", "reshard"]
+           "build", "is_sharded", "merge_topk", "reshard", "reshard_in_place"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import shutil
 from pathlib import Path
@@ -9,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import WriterLock
+from ..engine import WriterLock, fsync_dir
 from ..engine.storage import Transaction, load_generation
 from .manifest import codec_dir_name, codec_hash, shard_dir_name, write_sharded
 from .steps import SHARD_KEY
@@ -68,6 +70,41 @@ def reshard(source: str | os.PathLike, path: str | os.PathLike, n_shards: int, *
     return path
 
 
+def reshard_in_place(path: str | os.PathLike, n_shards: int) -> Path:
+    """Turn the ordinary index at ``path`` into a sharded index at the same path (ids and bytes kept).
+
+    The sharded copy is written beside it, then the two folders are exchanged in one atomic step
+    (``renameat2(RENAME_EXCHANGE)``; where the system lacks it, two renames) under the index's lock, and
+    the old folder is removed. Returns ``path``.
+    """
+    path = Path(path).absolute()
+    staging = path.parent / f".{path.name}.sharded.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    with WriterLock(path):  # no writer changes the index while it is copied
+        reshard(path, staging, n_shards)
+        old = path.parent / f".{path.name}.unsharded.tmp"
+        if _exchange(staging, path):
+            os.rename(staging, old)
+        else:  # pragma: no cover - kernels and libcs without renameat2
+            os.rename(path, old)
+            os.rename(staging, path)
+        fsync_dir(path.parent)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders atomically (Linux renameat2 with RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    rc = fn(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), rename_exchange)
+    return rc == 0
+
+
 def _runs(ids: np.ndarray) -> list[list[int]]:
     """[global_lo, local_lo, count] runs of consecutive ids."""
     breaks = np.flatnonzero(np.diff(ids) != 1) + 1
@@ -110,4 +147,4 @@ def _write_part(manifest: dict[str, Any], arrays: dict[str, np.ndarray], pos: np
     return committed
 
 
-__all__ = ["reshard"]
+__all__ = ["reshard", "reshard_in_place"]
