@@ -53,7 +53,8 @@ def import_compressed(path: str | os.PathLike, *, centroids: np.ndarray, cutoffs
     if dim <= 0 or dim % 8:
         raise ValueError(f"embedding dimension {dim} is not a positive multiple of 8")
     if not 1 <= nlist <= MAX_NLIST:
-        raise ValueError(f"{nlist} centroids: plaidx stores at most {MAX_NLIST} (2-byte codes)")
+        raise ValueError(f"{nlist} centroids: plaidx stores at most {MAX_NLIST} (2-byte codes), so this index cannot "
+                         "be converted losslessly; build a plaidx index from the original embeddings instead")
     cutoffs = np.ascontiguousarray(cutoffs, dtype=np.float32)
     weights = np.ascontiguousarray(weights, dtype=np.float32)
     avg_residual = np.ascontiguousarray(avg_residual, dtype=np.float32)
