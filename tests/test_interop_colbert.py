@@ -218,3 +218,29 @@ def test_reference_decompression_of_the_reader_matches_the_engine():
     codes, res = ci.chunk(0)
     peer = _peer(NAMES[0])
     assert np.abs(ci.decompress(codes, res) - peer["vectors"].astype(np.float32)).max() <= 2.5e-4
+
+
+def _write_colbert(path: Path, *, nlist: int, dim: int = 8, nbits: int = 1, doclens=(3, 2)) -> None:
+    """A minimal colbert-ai layout written with torch.save (for shapes the real fixtures do not cover)."""
+    torch = pytest.importorskip("torch")
+    path.mkdir(parents=True)
+    n = int(sum(doclens))
+    torch.save(torch.zeros(nlist, dim, dtype=torch.float16), path / "centroids.pt")
+    nb = 1 << nbits
+    torch.save((torch.linspace(-0.1, 0.1, nb - 1), torch.linspace(-0.2, 0.2, nb)), path / "buckets.pt")
+    torch.save(torch.tensor(0.05), path / "avg_residual.pt")
+    torch.save(torch.arange(n, dtype=torch.int32) % nlist, path / "0.codes.pt")
+    torch.save(torch.zeros(n, dim * nbits // 8, dtype=torch.uint8), path / "0.residuals.pt")
+    (path / "doclens.0.json").write_text(json.dumps(list(doclens)))
+    (path / "metadata.json").write_text(json.dumps({"config": {"nbits": nbits, "dim": dim, "checkpoint": None},
+                                                    "num_chunks": 1}))
+
+
+def test_more_centroids_than_two_byte_codes_hold_is_refused_clearly(tmp_path):
+    _write_colbert(tmp_path / "big", nlist=(1 << 16) + 1)
+    with pytest.raises(ValueError, match="cannot be converted losslessly"):
+        convert_colbert(tmp_path / "big", tmp_path / "out")
+    assert not (tmp_path / "out" / "manifest.json").exists()
+    _write_colbert(tmp_path / "small", nlist=4)  # the same layout within the limit converts
+    index = convert_colbert(tmp_path / "small", tmp_path / "ok")
+    assert len(index) == 2 and index.nbits == 1 and index.dim == 8
