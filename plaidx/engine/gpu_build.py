@@ -588,4 +588,7 @@ def build_ops(device: Any) -> BuildOps | None:
     index = gpu.resolve_device(device, purpose="build")
     if index is None:
         return None
+    if not hasattr(gpu.module(), "Compressor"):
+        raise RuntimeError("this plaidx._cuda was compiled before the GPU build kernels (csrc/cuda/build.cu); "
+                           "rebuild plaidx (make setup, or pip install -e .) to build on a GPU")
     return BuildOps(CudaKernels(index), f"cuda:{index}")
