@@ -147,8 +147,7 @@ def fastplaid_fixture(name: str, dim: int, nbits: int, n_docs: int) -> None:
         for j, (pid, score) in enumerate(row[:10]):
             top_ids[i, j], top_scores[i, j] = pid, score
     doclens = np.array([d.shape[0] for d in docs], np.int64)
-    np.savez_compressed(dest / "peer.npz", queries=queries, doclens=doclens, top_ids=top_ids, top_scores=top_scores,
-                        embeddings=np.concatenate(docs).astype(np.float16))
+    np.savez_compressed(dest / "peer.npz", queries=queries, doclens=doclens, top_ids=top_ids, top_scores=top_scores)
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
     print(f"{name}: {n_docs} documents, {int(doclens.sum())} tokens, {size / 1e3:.0f} kB: "
           f"{sorted(p.name for p in index.rglob('*') if p.is_file())}", flush=True)
