@@ -133,3 +133,22 @@ def test_a_ray_dataset_of_texts_is_encoded_on_the_workers(ray_cluster, tmp_path)
         model = plaidx.ColBERT.from_pretrained(str(ckpt))
         local = build(tmp_path / "l", model.encode_documents(texts), 2, nbits=4, nlist=16)
         _same_shards(remote, local)  # encoded in a worker, bit for bit what the driver encodes
+
+
+def test_the_index_folder_layer_serves_shards_from_ray_actors_when_asked(ray_cluster, data, local_index,
+                                                                        monkeypatch):
+    from plaidx.rag.folder import IndexFolder
+
+    _, queries = data
+    local = IndexFolder(local_index.path)
+    assert local.engine.executor.name == "local"
+    monkeypatch.setenv("PLAIDX_SHARDED_EXECUTOR", "ray")  # what `plaidx serve` reads from its environment
+    remote = IndexFolder(local_index.path)
+    try:
+        assert remote.engine.executor.name == "ray"
+        assert remote.search(queries, 5) == local.search(queries, 5)
+    finally:
+        remote.engine.close()
+    monkeypatch.setenv("PLAIDX_SHARDED_EXECUTOR", "spark")
+    with pytest.raises(ValueError, match="PLAIDX_SHARDED_EXECUTOR='spark'"):
+        IndexFolder(local_index.path)

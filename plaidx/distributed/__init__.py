@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from .build import build
 from .errors import ShardBuildError, ShardFormatError, ShardUnavailableError
+from .executors import default_executor
 from .manifest import SHARDED_MANIFEST, is_sharded
 from .reshard import reshard, reshard_in_place
 from .sharded import ShardedIndex, merge_topk
 
 __all__ = ["SHARDED_MANIFEST", "ShardBuildError", "ShardFormatError", "ShardUnavailableError", "ShardedIndex",
-           "build", "is_sharded", "merge_topk", "reshard", "reshard_in_place"]
+           "build", "default_executor", "is_sharded", "merge_topk", "reshard", "reshard_in_place"]

@@ -14,6 +14,19 @@ from ..engine import Index
 EXECUTORS = ("local", "ray")
 
 
+EXECUTOR_ENV = "PLAIDX_SHARDED_EXECUTOR"
+
+
+def default_executor() -> str:
+    """The executor of sharded indexes opened by the RAG layer, the CLI and the server: "local", or the
+    value of ``PLAIDX_SHARDED_EXECUTOR`` ("ray": serve the shards from Ray actors; Ray must be connected or
+    named by ``RAY_ADDRESS``)."""
+    value = os.environ.get(EXECUTOR_ENV) or "local"
+    if value not in EXECUTORS:
+        raise ValueError(f"{EXECUTOR_ENV}={value!r}: expected one of {EXECUTORS}")
+    return value
+
+
 def check_executor(executor: Any) -> str:
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
@@ -109,4 +122,5 @@ def search_executor(executor: str, *, init: Any = False, replicas: int = 1, num_
     return LocalSearch()
 
 
-__all__ = ["EXECUTORS", "LocalRunner", "LocalSearch", "check_executor", "runner", "search_executor"]
+__all__ = ["EXECUTORS", "EXECUTOR_ENV", "LocalRunner", "LocalSearch", "check_executor", "default_executor", "runner",
+           "search_executor"]

@@ -21,16 +21,20 @@ def ray_module() -> Any:
 def ensure_ray(init: Any) -> Any:
     """The ``ray`` module with a connected cluster; never starts one unless ``init`` asks for it.
 
-    ``init``: False (a running Ray is required), True (start a local one, loopback only, usage statistics
+    ``init``: False (a running Ray is required: connected already, or named by ``RAY_ADDRESS``), True (start a local one, loopback only, usage statistics
     off, when none runs), or a dict of ``ray.init`` arguments (used as given, usage statistics off).
     """
     ray = ray_module()
     if ray.is_initialized():
         return ray
+    if not init and os.environ.get("RAY_ADDRESS"):  # a cluster the user named: join it, start nothing
+        os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+        ray.init(address=os.environ["RAY_ADDRESS"])
+        return ray
     if not init:
         raise RuntimeError("executor='ray' needs a connected Ray cluster and plaidx does not start one on its own: "
-                           "call ray.init() (or ray.init(address='auto') to join a running cluster) first, or pass "
-                           "init=True to start a local one")
+                           "call ray.init() (or ray.init(address='auto') to join a running cluster) first, set "
+                           "RAY_ADDRESS to a running cluster, or pass init=True to start a local one")
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     kwargs = dict(init) if isinstance(init, dict) else {}
     if not kwargs.get("address"):

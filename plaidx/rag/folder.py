@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, Optional, Union
 
 import numpy as np
 
-from ..distributed import ShardedIndex, is_sharded
+from ..distributed import ShardedIndex, default_executor, is_sharded
 from ..engine import Index, SearchParams, WriterLock, fsync_dir
 from ..errors import DriftWarning, IndexFormatError, IndexLockedError
 from .docstore import DocStore
@@ -208,8 +208,8 @@ class IndexFolder:
         self._folder = os.stat(self.path).st_ino
         self.config: dict[str, Any] = read_config(self.path) if self.kind == "rag" else {}
         # a sharded engine folder (plaidx.distributed) answers the same calls as an Index
-        self.engine = (ShardedIndex.open(self.engine_path, verify=verify) if is_sharded(self.engine_path)
-                       else Index.open(self.engine_path, verify=verify))
+        self.engine = (ShardedIndex.open(self.engine_path, default_executor(), verify=verify)
+                       if is_sharded(self.engine_path) else Index.open(self.engine_path, verify=verify))
         self.store: Optional[DocStore] = DocStore(self.path / DOCSTORE_FILE) if self.kind == "rag" else None
         self.model_config = _model_config(self.config, self.engine.metadata)
         self.write_lock = threading.Lock()
