@@ -54,7 +54,8 @@ class _Storage:
 
 
 def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_rest: Any) -> np.ndarray:
-    """The allow-listed ``torch._utils._rebuild_tensor_v2``: a numpy copy of the tensor's elements."""
+    """The allow-listed ``torch._utils._rebuild_tensor_v2``: the tensor's elements as numpy (a read-only view
+    of the storage when C-contiguous, else a contiguous copy)."""
     if not isinstance(storage, _Storage):
         raise UnsafeFileError("a tensor in the file is built from something other than a storage; refused")
     try:
@@ -70,6 +71,9 @@ def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_rest: A
     if last >= arr.size:
         raise IndexFormatError(f"a tensor of size {size} reads past the end of its storage "
                                f"({arr.size} elements); the file is truncated or damaged")
+    contiguous = tuple(int(np.prod(size[i + 1:])) for i in range(len(size)))
+    if all(n == 1 or s == c for n, s, c in zip(size, stride, contiguous)):  # C order: a view, no copy
+        return arr[offset:offset + int(np.prod(size))].reshape(size)
     view = np.lib.stride_tricks.as_strided(arr[offset:], shape=size,
                                            strides=tuple(s * arr.itemsize for s in stride), writeable=False)
     return np.array(view)  # a contiguous copy, owning its memory
