@@ -435,3 +435,15 @@ def test_rag_index_on_the_gpu_matches_the_cpu_index(tmp_path):
     assert [[r["document_id"] for r in row] for row in got] == [[r["document_id"] for r in row] for row in want]
     for g, w in zip(got, want):
         np.testing.assert_allclose([r["score"] for r in g], [r["score"] for r in w], atol=1e-3)
+
+
+@needs_build_kernels
+def test_build_with_codec_from_on_gpu_gives_the_cpu_codes(tmp_path):
+    """codec_from skips k-means: the GPU then assigns and compresses against the very same codec."""
+    docs, _, _ = clustered_collection(n_docs=300, dim=64, n_topics=20, mean_len=30, n_queries=1, q_len=4)
+    base = plaidx.Index.build(tmp_path / "base", docs, nlist=256)
+    cpu = plaidx.Index.build(tmp_path / "cpu", docs[::-1], codec_from=base)
+    dev = plaidx.Index.build(tmp_path / "gpu", docs[::-1], codec_from=base, device="cuda")
+    same = np.asarray(cpu._snap.a["codes"]) == np.asarray(dev._snap.a["codes"])
+    assert same.mean() >= 0.999
+    np.testing.assert_array_equal(np.asarray(cpu._snap.a["residuals"])[same], np.asarray(dev._snap.a["residuals"])[same])

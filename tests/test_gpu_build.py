@@ -16,6 +16,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from synth import clustered_collection
 
 import plaidx
@@ -400,3 +402,14 @@ def test_only_ready_float32_blocks_on_the_build_device_are_compressed_in_place()
     assert gpu_build._device_address(_FakeTensor((10, 8), index=1), 8, 10, 0) is None  # via the host instead
     with pytest.raises(ValueError, match=r"shape \(9, 8\), expected \(10, 8\)"):
         gpu_build._device_address(_FakeTensor((9, 8)), 8, 10, 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=60), st.integers(1, 100))
+def test_windows_cover_the_documents_in_order_and_close_at_batch_tokens(lengths, batch_tokens):
+    corpus = ArrayCorpus([np.zeros((n, 8), np.float32) for n in lengths])
+    wins = corpus.windows(np.arange(len(lengths)), batch_tokens)
+    np.testing.assert_array_equal(np.concatenate(wins), np.arange(len(lengths)))
+    sizes = [int(corpus.lengths[w].sum()) for w in wins]
+    assert all(s >= batch_tokens for s in sizes[:-1])  # like batches(): only the last may be short
+    assert all(s - int(corpus.lengths[w[-1]]) < batch_tokens for s, w in zip(sizes, wins))  # and no longer than needed
