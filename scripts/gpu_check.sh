@@ -46,14 +46,14 @@ if has test; then
   rc=${PIPESTATUS[0]}
   echo "[gpu_check] tests exit $rc after $(( $(date +%s) - start )) s"
 fi
-if has bench-build && [ "$rc" = 0 ]; then
+if has bench-build && { [ "$rc" = 0 ] || [ "${BENCH_ON_FAIL:-1}" = 1 ]; }; then  # timings are worth having anyway
   scifact=()
   [ "${BUILD_SCIFACT:-1}" = 1 ] && scifact=(--scifact)
   timeout "${BUILD_BENCH_TIMEOUT:-420}" $PY benchmarks/bench_gpu_build.py --tokens "${BUILD_TOKENS:-10M,100M}" \
     --cpu-max-tokens "${BUILD_CPU_MAX_TOKENS:-10M}" "${scifact[@]}" --out "$OUT" --timeout-s 400 2>&1 | tail -80
   echo "[gpu_check] build benchmark exit ${PIPESTATUS[0]} after $(( $(date +%s) - start )) s"
 fi
-if has bench-search && [ "$rc" = 0 ]; then
+if has bench-search && { [ "$rc" = 0 ] || [ "${BENCH_ON_FAIL:-1}" = 1 ]; }; then
   timeout "${BENCH_TIMEOUT:-300}" $PY benchmarks/bench_gpu.py --ndocs "${BENCH_NDOCS:-10000}" --out "$OUT" \
     --budget-s "${BENCH_BUDGET_S:-150}" 2>&1 | tail -40
 fi
