@@ -67,6 +67,15 @@ def measure(index, queries: np.ndarray, truth: np.ndarray, k: int, n_lat: int) -
     return {"recall": round(recall_at_k(ids, truth, k), 4), "batched_qps": qps, **latency(fn, queries, k, n_lat)}
 
 
+def build_timings(path: Path) -> dict:
+    """Seconds the codec index took (sample, k-means, its own compression) and each shard's compression."""
+    m = json.loads((path / "sharded.json").read_text())
+    codec = json.loads((path / m["codec"]["dir"] / "manifest.json").read_text())["build"]["timings"]
+    shards = [json.loads((path / sh["dir"] / "manifest.json").read_text())["build"]["timings"] for sh in m["shards"]]
+    return {"codec_s": round(sum(codec.values()), 2), "codec_timings": codec,
+            "compress_s_per_shard": [t.get("assign_compress_s") for t in shards]}
+
+
 def actor_rss(index: ShardedIndex) -> list[int]:
     import psutil
 
@@ -86,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ray", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--workdir", default=None, help="where the indexes go (default: a temporary folder)")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--project", metavar="JSON", help="only write the 1B-token projection from a result file")
     args = ap.parse_args(argv)
+    if args.project:
+        return write_projection(Path(args.project))
     shard_counts = [int(s) for s in args.shards.split(",")]
     command = " ".join([".venv/bin/python", "benchmarks/bench_sharded.py", *(argv if argv is not None else sys.argv[1:])])
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -126,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         m_local = measure(local, queries, truth, args.k, args.nq_latency)
         sizes = [int(i["bytes_on_disk"]) for i in local.info()["per_shard"]]
         row = {"config": f"{s} shards, in-process", "shards": s, "executor": "local", "build_s": build_s,
-               **m_local, "bytes_per_shard": sizes}
+               **m_local, "bytes_per_shard": sizes, **build_timings(path)}
         rows.append(row)
         print(row, flush=True)
         if ray is None:
@@ -154,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
                              "nq": int(queries.shape[0])},
               "k": args.k, "nbits": args.nbits, "ray_start_s": ray_start_s if ray is not None else None,
               "ray_version": getattr(ray, "__version__", None), "rows": rows}
+    one = next((x for x in rows if x["executor"] == "local" and x["shards"] == 1), None)
+    if one is not None and one.get("compress_s_per_shard"):
+        result["codec_train_s"] = one["codec_s"]
+        result["compress_tokens_per_core_s"] = coll.n_tokens / one["compress_s_per_shard"][0] / (os.cpu_count() or 1)
     name = f"sharded_synthetic_{args.ndocs}{('_' + args.tag) if args.tag else ''}"
     (RESULTS_DIR / f"{name}.json").write_text(json.dumps(result, indent=1))
     (RESULTS_DIR / f"{name}.md").write_text(render(result))
@@ -162,6 +178,90 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ projection
+def _lognormal_max_quantile(p50: float, p95: float, n: int, q: float) -> float:
+    """Quantile q of the maximum of n independent lognormal latencies with the given p50 and p95."""
+    from statistics import NormalDist
+
+    z = NormalDist()
+    mu, sigma = np.log(p50), (np.log(p95) - np.log(p50)) / z.inv_cdf(0.95)
+    return float(np.exp(mu + sigma * z.inv_cdf(q ** (1.0 / n))))
+
+
+def project(r: dict, total_tokens: float = 1e9, nodes: tuple[int, ...] = (16, 100), cores: int = 16,
+            ref_10m: dict | None = None) -> dict:
+    """A projection (not a measurement) of memory, build time and fan-out latency for ``total_tokens``.
+
+    From the run ``r``: bytes per token on disk; resident memory per actor as R0 + beta * shard tokens
+    (least squares over the Ray rows); the Ray per-query overhead; per-shard search latency a + b * tokens
+    (fitted through this run's one-shard Ray latency and ``ref_10m``, a one-index 10M-token measurement);
+    the tail ratio p95/p50 of one shard; build throughput per core. Fan-out latency: the maximum of n
+    independent lognormal shard latencies, plus the router overhead and an assumed network round trip.
+    """
+    rows = {(x["executor"], x["shards"]): x for x in r["rows"]}
+    n_tok = r["collection"]["n_tokens"]
+    s_max = max(s for _, s in rows)
+    bpt = sum(rows[("local", s_max)]["bytes_per_shard"]) / n_tok
+    ray_rows = [x for (e, _), x in rows.items() if e == "ray"]
+    xs = np.array([n_tok / x["shards"] for x in ray_rows for _ in x["actor_rss_bytes"]])
+    ys = np.array([b for x in ray_rows for b in x["actor_rss_bytes"]], dtype=float)
+    beta, r0 = np.polyfit(xs, ys, 1) if len(set(xs.tolist())) > 1 else (bpt, float(ys.mean() - bpt * xs.mean()))
+    one = rows[("ray", 1)]
+    overhead = max(0.0, one["ray_overhead_vs_same_shards_in_process_ms"])
+    ref = ref_10m or {"tokens": 9_960_126, "p50_ms": 10.67, "p95_ratio": 8.76 / 5.88,
+                      "source": "benchmarks/results/engine_synthetic_100000_fused.md (CPU ms p50, one index)"}
+    lat_1m = one["p50_ms"] - overhead  # one shard of n_tok tokens, searched by one actor thread
+    b = (ref["p50_ms"] - lat_1m) / (ref["tokens"] - n_tok)
+    a = lat_1m - b * n_tok
+    ratio = max(one["p95_ms"] / one["p50_ms"], ref["p95_ratio"])
+    build_rate = r.get("compress_tokens_per_core_s")
+    codec_s = r.get("codec_train_s")
+    rtt = 0.3  # ms, assumed intra-datacenter round trip per fan-out (not measured here)
+    out = {"total_tokens": total_tokens, "bytes_per_token": bpt, "actor_r0_bytes": r0, "actor_beta": beta,
+           "latency_a_ms": a, "latency_b_ms_per_mtok": b * 1e6, "tail_ratio": ratio, "router_overhead_ms": overhead,
+           "rtt_ms": rtt, "reference": ref, "layouts": []}
+    for n in nodes:
+        for shards_per_node in (1, cores // 2):
+            n_shards = n * shards_per_node
+            t_shard = total_tokens / n_shards
+            p50 = a + b * t_shard
+            p95 = p50 * ratio
+            layout = {"nodes": n, "shards": n_shards, "shard_tokens": t_shard,
+                      "disk_gib_per_node": total_tokens / n * bpt / 2**30,
+                      "ram_gib_per_node": shards_per_node * (r0 + beta * t_shard) / 2**30,
+                      "shard_p50_ms": p50, "shard_p95_ms": p95,
+                      "fanout_p50_ms": _lognormal_max_quantile(p50, p95, n_shards, 0.5) + overhead + rtt,
+                      "fanout_p95_ms": _lognormal_max_quantile(p50, p95, n_shards, 0.95) + overhead + rtt,
+                      "fanout_p99_ms": _lognormal_max_quantile(p50, p95, n_shards, 0.99) + overhead + rtt}
+            if build_rate:
+                layout["compress_s"] = total_tokens / n / (cores * build_rate)
+                layout["build_s"] = layout["compress_s"] + (codec_s or 0.0)
+            out["layouts"].append(layout)
+    return out
+
+
+def write_projection(result_file: Path) -> int:
+    r = json.loads(result_file.read_text())
+    pj = project(r)
+    pj["from"] = str(result_file)
+    out = RESULTS_DIR / "sharded_projection_1B.json"
+    out.write_text(json.dumps(pj, indent=1))
+    lines = [f"# PROJECTION (not measured): {pj['total_tokens']:.0e} tokens, from {result_file.name}", "",
+             f"bytes/token {pj['bytes_per_token']:.1f}; actor RSS = {pj['actor_r0_bytes'] / 2**20:.0f} MiB + "
+             f"{pj['actor_beta']:.1f} B x shard tokens; shard latency = {pj['latency_a_ms']:.2f} ms + "
+             f"{pj['latency_b_ms_per_mtok']:.3f} ms per M tokens; tail p95/p50 {pj['tail_ratio']:.2f}; router "
+             f"{pj['router_overhead_ms']:.2f} ms; RTT {pj['rtt_ms']} ms (assumed)", "",
+             "| nodes | shards | M tokens/shard | disk GiB/node | RAM GiB/node | shard p50 | fan-out p50 | p95 | p99 "
+             "| build s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for x in pj["layouts"]:
+        lines.append(f"| {x['nodes']} | {x['shards']} | {x['shard_tokens'] / 1e6:.1f} | {x['disk_gib_per_node']:.1f} | "
+                     f"{x['ram_gib_per_node']:.1f} | {x['shard_p50_ms']:.1f} | {x['fanout_p50_ms']:.1f} | "
+                     f"{x['fanout_p95_ms']:.1f} | {x['fanout_p99_ms']:.1f} | {x.get('build_s', float('nan')):.0f} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
     return 0
 
 
