@@ -275,6 +275,8 @@ def test_kmeans_update_sums_in_faiss_order_exactly(nlist):
     x = _unit(rng.standard_normal((3000, 96)))
     c = _unit(rng.standard_normal((nlist, 96)))
     km = gpu.module().KMeans(x)
+    with pytest.raises(ValueError, match="previous assign"):
+        km.update(nlist)
     codes, _ = km.assign(c)
     means, counts = km.update(nlist)
     host = gpu_build.HostKernels().kmeans_points(x)

@@ -325,6 +325,7 @@ void launch_compress(const float* X, int64_t n, int64_t d, const int32_t* codes,
 struct KMeans::Impl {
   int device = 0;
   int64_t n = 0, d = 0;
+  int64_t assigned_nlist = 0;  // nlist of the last assign(): update() needs codes < nlist
   Stream stream;
   DBuf<float> X, C, means, scores;
   DBuf<int32_t> codes, sorted_codes, order, order_in, counts, offsets;
@@ -372,6 +373,7 @@ void KMeans::assign(const float* centroids, int64_t nlist, int32_t* codes, float
   m.C.reserve(static_cast<size_t>(nlist * m.d));
   PX_CHECK(cudaMemcpyAsync(m.C.get(), centroids, sizeof(float) * nlist * m.d, cudaMemcpyHostToDevice, s));
   launch_assign(m.X.get(), m.n, m.d, m.C.get(), nlist, m.codes.get(), m.scores.get(), s);
+  m.assigned_nlist = nlist;
   if (codes != nullptr)
     PX_CHECK(cudaMemcpyAsync(codes, m.codes.get(), sizeof(int32_t) * m.n, cudaMemcpyDeviceToHost, s));
   if (scores != nullptr)
@@ -382,6 +384,8 @@ void KMeans::assign(const float* centroids, int64_t nlist, int32_t* codes, float
 void KMeans::update(int64_t nlist, float* means, float* counts) {
   Impl& m = *impl_;
   check_dims(m.d, nlist);
+  if (m.assigned_nlist != nlist)
+    throw std::invalid_argument("KMeans.update(nlist) needs a previous assign() to nlist centroids");
   Scope scope(m.device);
   cudaStream_t s = m.stream.get();
   const int n = static_cast<int>(m.n);
