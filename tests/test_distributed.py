@@ -309,3 +309,37 @@ def test_reshard_keeps_ids_and_compressed_bytes(data, tmp_path):
     assert sh.add(docs[:2]).tolist() == src.add(docs[:2]).tolist() == [240, 241]
     with pytest.raises(FileExistsError):
         plaidx.distributed.reshard(tmp_path / "one", sharded_path, 2)
+
+
+def test_readers_search_while_another_handle_commits(data, tmp_path):
+    import threading
+
+    docs, queries = data
+    writer = build(tmp_path / "s", docs[:120], 3, nlist=16)
+    reader = ShardedIndex.open(tmp_path / "s")
+    errors, seen = [], set()
+    stop = threading.Event()
+
+    def read():
+        try:
+            while not stop.is_set():
+                reader.refresh()
+                fresh = ShardedIndex.open(tmp_path / "s", verify="none")  # opens race the writer's retirements
+                _, ids = reader.search(queries[:4], 5, exact=True)
+                seen.add(fresh.generation)
+                assert (ids >= 0).all()
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    t = threading.Thread(target=read)
+    t.start()
+    try:
+        for i in range(4):
+            writer.add(docs[120 + 10 * i:130 + 10 * i])
+            writer.delete([i])
+        writer.compact()
+    finally:
+        stop.set()
+        t.join()
+    assert not errors, errors
+    assert reader.refresh() in (True, False) and len(reader) == len(writer) == 156

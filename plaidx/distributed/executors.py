@@ -83,18 +83,20 @@ class LocalSearch:
     def sync(self, dirs: list[Path], indexes: list[Index]) -> None:
         self.indexes = list(indexes)
 
-    def search(self, q: np.ndarray, k: int, jobs: list[dict[str, Any] | None]) -> list[Any]:
+    def search(self, q: np.ndarray, k: int, jobs: list[dict[str, Any] | None], dirs: list[Path],
+               indexes: list[Index]) -> list[Any]:
+        """Per shard, ``Index.search(q, k, **job)`` (None where the job is None) of the given handles."""
         live = [s for s, job in enumerate(jobs) if job is not None]
         cores = os.cpu_count() or 1
         side_by_side = (len(live) > 1 and cores > 1
                         and all(jobs[s].get("num_threads", 0) == 0 and jobs[s].get("device") is None for s in live))
         if not side_by_side:
-            return [None if job is None else self.indexes[s].search(q, k, **job) for s, job in enumerate(jobs)]
+            return [None if job is None else indexes[s].search(q, k, **job) for s, job in enumerate(jobs)]
         width = min(len(live), cores)
         share = max(1, cores // width)
         if self._pool is None or self._pool._max_workers < width:
             self._pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="plaidx-shard")
-        futures = {s: self._pool.submit(self.indexes[s].search, q, k, **{**jobs[s], "num_threads": share})
+        futures = {s: self._pool.submit(indexes[s].search, q, k, **{**jobs[s], "num_threads": share})
                    for s in live}
         return [futures[s].result() if s in futures else None for s in range(len(jobs))]
 

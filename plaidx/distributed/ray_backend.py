@@ -168,12 +168,21 @@ class RaySearch:
                 self.actors[n] = [self.actor_cls.remote(n) for _ in range(self.replicas)]
         self.order = names
 
-    def search(self, q: np.ndarray, k: int, jobs: list[dict[str, Any] | None]) -> list[Any]:
+    def search(self, q: np.ndarray, k: int, jobs: list[dict[str, Any] | None], dirs: list[Path],
+               indexes: list[Index]) -> list[Any]:
+        """Per shard, the search job run by one of the actors of ``dirs[s]``; retried on another replica
+        (or the restarted actor) when its actor dies, ``attempts`` times in all."""
         ray = self.ray
+        names = [str(d) for d in dirs]
+        missing = [n for n in names if n not in self.actors]
+        if missing:
+            raise ShardUnavailableError(f"no search actors for {missing[0]}: the handle moved to another generation "
+                                        "during this search; search again")
         q_ref = ray.put(q)  # sent once, read by every shard from the object store
         turn = next(self._turn)
+        groups = [self.actors[n] for n in names]
         pending = {s: 0 for s, job in enumerate(jobs) if job is not None}
-        futures = {s: self._call(s, turn, q_ref, k, jobs[s]) for s in pending}
+        futures = {s: self._call(groups[s], turn, q_ref, k, jobs[s]) for s in pending}
         out: list[Any] = [None] * len(jobs)
         while futures:
             s, f = futures.popitem()
@@ -183,13 +192,13 @@ class RaySearch:
                 pending[s] += 1
                 if pending[s] >= self.attempts:
                     raise ShardUnavailableError(
-                        f"shard {s} ({self.order[s]}) did not answer after {pending[s]} attempts ({exc}); no "
+                        f"shard {s} ({names[s]}) did not answer after {pending[s]} attempts ({exc}); no "
                         "partial result is returned: check the Ray cluster and search again") from exc
-                futures[s] = self._call(s, turn + pending[s], q_ref, k, jobs[s])
+                futures[s] = self._call(groups[s], turn + pending[s], q_ref, k, jobs[s])
         return out
 
-    def _call(self, s: int, turn: int, q_ref: Any, k: int, job: dict[str, Any]) -> Any:
-        group = self.actors[self.order[s]]
+    @staticmethod
+    def _call(group: list[Any], turn: int, q_ref: Any, k: int, job: dict[str, Any]) -> Any:
         return group[turn % len(group)].search.remote(q_ref, k, job)
 
     def actor_pids(self) -> list[list[int]]:

@@ -13,6 +13,7 @@ import numpy as np
 from ..engine import Index, SearchParams, WriterLock
 from ..engine.inputs import as_queries, check_k
 from ..engine.storage import LOCK, MANIFEST
+from ..errors import IndexFormatError
 from .errors import ShardFormatError
 from .executors import check_executor, search_executor
 from .manifest import (
@@ -43,6 +44,7 @@ class ShardedIndex:
         self._m = manifest
         self._shards = shards
         self._ids = IdMap(manifest["shards"])
+        self._state = (manifest, shards, self._ids)  # what a search reads, swapped in one assignment
         self._exec = executor
         self._write_mutex = threading.Lock()
         self._refresh_lock = threading.Lock()
@@ -102,8 +104,10 @@ class ShardedIndex:
             return True
 
     def _switch(self, manifest: dict[str, Any], shards: list[Index]) -> None:
-        self._m, self._shards, self._ids = manifest, shards, IdMap(manifest["shards"])
-        self._exec.sync(self.shard_paths, shards)
+        ids = IdMap(manifest["shards"])
+        self._exec.sync([self.path / sh["dir"] for sh in manifest["shards"]], shards)
+        self._m, self._shards, self._ids = manifest, shards, ids
+        self._state = (manifest, shards, ids)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -179,6 +183,7 @@ class ShardedIndex:
         merge orders by score, then by id. A shard that does not answer fails the search (no partial
         results).
         """
+        m, shards, idmap = self._state
         k = check_k(k)
         knobs = SearchParams(nprobe, centroid_score_threshold, ndocs, n_exact)
         if params is not None:
@@ -187,25 +192,25 @@ class ShardedIndex:
             if not knobs.is_default():
                 raise TypeError("give the search knobs either as params=SearchParams(...) or one by one, not both")
             knobs = params
-        q, _ = as_queries(queries, self.dim)
+        q, _ = as_queries(queries, int(m["dim"]))
         nq = q.shape[0]
-        resolved = None if exact else knobs.resolve(k, n_tokens=self.n_tokens)
+        resolved = None if exact else knobs.resolve(k, n_tokens=int(sum(s.n_tokens for s in shards)))
         base: dict[str, Any] = {"exact": bool(exact), "num_threads": num_threads, "device": device}
         if resolved is not None:
             base["params"] = resolved
-        jobs: list[dict[str, Any] | None] = [dict(base) for _ in range(self.n_shards)]
+        jobs: list[dict[str, Any] | None] = [dict(base) for _ in range(len(shards))]
         if doc_ids is not None:
             ids = np.asarray(doc_ids)
             if ids.size and ids.dtype.kind not in "iu":
                 raise TypeError(f"doc_ids: document ids must be integers, got dtype {ids.dtype}")
-            shard, local, known = self._ids.locate(ids.astype(np.int64).ravel())
+            shard, local, known = idmap.locate(ids.astype(np.int64).ravel())
             if not known.all():
                 bad = ids.ravel()[~known][:10].tolist()
                 raise KeyError(f"doc_ids: unknown document ids {bad} (the index holds {len(self)} live documents)")
-            for s in range(self.n_shards):
+            for s in range(len(shards)):
                 mine = local[shard == s]
                 jobs[s] = None if mine.size == 0 else {**base, "doc_ids": mine}
-        results = self._exec.search(q, k, jobs)
+        results = self._exec.search(q, k, jobs, [self.path / sh["dir"] for sh in m["shards"]], shards)
         all_s = [np.full((nq, k), -np.inf, np.float32)]
         all_i = [np.full((nq, k), -1, np.int64)]
         for s, res in enumerate(results):
@@ -213,7 +218,7 @@ class ShardedIndex:
                 continue
             sc, li = res
             all_s.append(np.asarray(sc, np.float32))
-            all_i.append(self._ids.to_global(s, li))
+            all_i.append(idmap.to_global(s, li))
         return merge_topk(np.concatenate(all_s, axis=1), np.concatenate(all_i, axis=1), k)
 
     def reconstruct(self, doc_id: int) -> np.ndarray:
@@ -404,8 +409,21 @@ class _Writer:
 
 
 def _load(path: Path, verify: str, manifest: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[Index]]:
-    """The manifest and every shard opened, each checked against it (folder, codec, counts)."""
-    m = manifest if manifest is not None else read_sharded(path)
+    """The manifest and every shard opened, each checked against it (folder, codec, counts).
+
+    A writer may commit and retire the shard folders we are about to open: then we reread and retry.
+    """
+    for _ in range(20):
+        m = manifest if manifest is not None else read_sharded(path)
+        try:
+            return m, _open_shards(path, verify, m)
+        except (IndexFormatError, OSError):
+            if manifest is not None or read_sharded(path)["generation"] == m["generation"]:
+                raise
+    raise ShardFormatError(f"sharded index at {str(path)!r} kept changing while opening it")
+
+
+def _open_shards(path: Path, verify: str, m: dict[str, Any]) -> list[Index]:
     codec_dir = path / m["codec"]["dir"]
     if not (codec_dir / MANIFEST).is_file():
         raise ShardFormatError(f"{str(path)!r}: the codec folder {m['codec']['dir']!r} is missing; the sharded index "
@@ -415,7 +433,7 @@ def _load(path: Path, verify: str, manifest: dict[str, Any] | None = None) -> tu
         sdir = path / sh["dir"]
         _check_shard(sdir, s, sh, m)
         shards.append(Index.open(sdir, verify=verify))
-    return m, shards
+    return shards
 
 
 def _check_shard(sdir: Path, s: int, sh: dict[str, Any], m: dict[str, Any]) -> None:
