@@ -241,7 +241,7 @@ def test_info_on_a_rag_folder_and_on_a_bare_engine(built, data, capsys):
     assert table["documents"] == "50" and table["dim"] == "16"
     assert table["nbits"] == f"{e['nbits']} (the default for RAG indexes; plaidx index --nbits N chooses)"
     assert info["index_config"]["nbits_chosen"] == "default"
-    assert table["model"] == str(data["ckpt"]) and table["format version"] == str(e["format_version"]) == "2"
+    assert table["model"] == str(data["ckpt"]) and table["format version"] == str(e["format_version"]) == "3"
     code, out, _ = run(capsys, "info", built / "engine", "--json")
     bare = json.loads(out)
     assert code == 0 and bare["kind"] == "engine" and bare["documents"] == bare["passages"] == len(engine)

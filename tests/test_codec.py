@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plaidx.engine.codec import ResidualCodec, dequantize_centroids, quantize_centroids, train_codebooks
+from plaidx.engine.codec import (
+    ResidualCodec,
+    centroid_arrays,
+    dequantize_centroids,
+    dequantize_centroids4,
+    quantize_centroids,
+    quantize_centroids4,
+    stored_centroids,
+    train_codebooks,
+)
 
 
 @pytest.mark.parametrize("dim", [64, 96, 128])
@@ -94,3 +103,37 @@ def test_int8_centroids_are_close_exact_and_idempotent(dim):
     assert np.array_equal(q2, q) and np.array_equal(s2, scales)
     with pytest.raises(ValueError, match="NaN"):
         quantize_centroids(np.full((2, dim), np.nan, np.float32))
+
+
+@pytest.mark.parametrize("dim", [64, 96, 128])
+def test_int4_centroids_are_close_exact_at_the_peak_and_idempotent(dim):
+    rng = np.random.default_rng(dim + 1)
+    c = rng.standard_normal((400, dim)).astype(np.float32)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    c[0] = 0.0  # a degenerate row stays representable
+    c[1, :] = 0.0
+    c[1, 5] = -1.0
+    packed, scales = quantize_centroids4(c)
+    assert packed.dtype == np.uint8 and packed.shape == (400, dim // 2) and scales.shape == (400,)
+    back = dequantize_centroids4(packed, scales)
+    assert back.shape == c.shape and back.dtype == np.float32
+    assert np.all(np.abs(back - c) <= scales[:, None] / 2 * (1 + 1e-6))
+    peak = np.abs(c).argmax(axis=1)
+    rows = np.arange(len(c))
+    np.testing.assert_allclose(back[rows, peak], c[rows, peak], rtol=1e-6)  # the largest entry is kept
+    assert back[1, 5] == -1.0 and not back[0].any() and not back[1, :5].any()
+    # low nibble = even dimension, high nibble = odd dimension, each q + 8
+    q = np.clip(np.rint(c[2] / scales[2]), -7, 7).astype(np.int64) + 8
+    assert np.array_equal(packed[2], (q[0::2] | (q[1::2] << 4)).astype(np.uint8))
+    # what was decoded encodes to the same bytes (a reused codec stores exactly what it was given)
+    p2, s2 = quantize_centroids4(back)
+    assert np.array_equal(p2, packed) and np.array_equal(s2, scales)
+    # stored_centroids reads each stored form back; nbits <= 2 stores 4-bit rows, 4 and 8 float16
+    assert np.array_equal(stored_centroids(centroid_arrays(c, 2)), back)
+    assert centroid_arrays(c, 4)["centroids"].dtype == np.float16
+    q8, s8 = quantize_centroids(c)
+    assert np.array_equal(stored_centroids({"centroids": q8, "centroid_scales": s8}), dequantize_centroids(q8, s8))
+    with pytest.raises(ValueError, match="NaN"):
+        quantize_centroids4(np.full((2, dim), np.nan, np.float32))
+    with pytest.raises(ValueError, match="even d"):
+        quantize_centroids4(np.zeros((2, 7), np.float32))

@@ -292,6 +292,24 @@ def test_unknown_path_and_corruption_are_clear_errors(collection, tmp_path):
     assert plaidx.Index.open(path, verify="full").verify() == []
 
 
+def _build_format_2(path, docs, monkeypatch, **kwargs):
+    """Build an index the way format version 2 stored it at nbits 2: int8 centroid rows and scales."""
+    from plaidx.engine import build as build_mod
+    from plaidx.engine import codec
+
+    def int8_arrays(centroids, nbits):
+        q, scales = codec.quantize_centroids(centroids)
+        return {"centroids": q, "centroid_scales": scales}
+
+    with monkeypatch.context() as m:
+        m.setattr(build_mod, "centroid_arrays", int8_arrays)
+        index = plaidx.Index.build(path, docs, nbits=2, seed=0, **kwargs)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["format_version"] = 2
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    return index
+
+
 def _as_format_1(path):
     """Rewrite an index's current generation the way format version 1 stored it: float16 centroids."""
     manifest = json.loads((path / "manifest.json").read_text())
@@ -308,11 +326,11 @@ def _as_format_1(path):
     (path / "manifest.json").write_text(json.dumps(manifest))
 
 
-def test_format_1_index_opens_searches_and_takes_updates(collection, tmp_path):
+def test_format_1_index_opens_searches_and_takes_updates(collection, tmp_path, monkeypatch):
     """Indexes written before int8 centroids (format 1, float16 centroids) keep working unchanged."""
     docs, queries, _ = collection
     path = tmp_path / "v1"
-    plaidx.Index.build(path, docs[:120], nbits=2, seed=0)
+    _build_format_2(path, docs[:120], monkeypatch)
     want = plaidx.Index.open(path).search(queries[:20], k=5)
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["format_version"] == 2 and manifest["arrays"]["centroids"]["dtype"] == "|i1"
@@ -336,12 +354,12 @@ def test_format_1_index_opens_searches_and_takes_updates(collection, tmp_path):
         plaidx.Index.open(path2)
 
 
-def test_codec_from_a_format_1_index_compresses_against_the_stored_centroids(collection, tmp_path):
-    """A format 1 index's float16 centroids are not int8 values; reusing them re-rounds them first, so the
+def test_codec_from_a_format_1_index_compresses_against_the_stored_centroids(collection, tmp_path, monkeypatch):
+    """A format 1 index's float16 centroids are not 4-bit values; reusing them re-rounds them first, so the
     new index's residuals are relative to the centroids it stores."""
     docs, _, _ = collection
     src = tmp_path / "src"
-    plaidx.Index.build(src, docs[:120], nbits=2, seed=0)
+    _build_format_2(src, docs[:120], monkeypatch)
     _as_format_1(src)
     manifest = json.loads((src / "manifest.json").read_text())
     c16 = np.load(src / manifest["arrays"]["centroids"]["file"]).astype(np.float32)
@@ -361,15 +379,16 @@ def test_codec_from_a_format_1_index_compresses_against_the_stored_centroids(col
 
 
 def test_centroid_storage_follows_nbits_and_an_overwrite_leaves_no_stale_scales(collection, tmp_path):
-    """int8 centroids at nbits 1 and 2 (their error is 0.2% of a 2-bit residual error); float16 at 4 and
-    8, where int8's error would be a visible part of the residual error."""
+    """4-bit centroid pairs at nbits 1 and 2 (format 3; residuals are taken against them, so their error
+    only widens the residuals slightly); float16 at 4 and 8, where a coarse table's error would show."""
     docs, queries, _ = collection
     path = tmp_path / "i"
-    for nbits, dtype in ((2, "|i1"), (4, "<f2"), (1, "|i1"), (8, "<f2")):
+    for nbits, dtype in ((2, "|u1"), (4, "<f2"), (1, "|u1"), (8, "<f2")):
         index = plaidx.Index.build(path, docs[:60], nbits=nbits, seed=0, overwrite=True)
         arrays = json.loads((path / "manifest.json").read_text())["arrays"]
         assert arrays["centroids"]["dtype"] == dtype
-        assert ("centroid_scales" in arrays) == (dtype == "|i1")
+        assert arrays["centroids"]["shape"][1] == (32 if dtype == "|u1" else 64)
+        assert ("centroid_scales" in arrays) == (dtype == "|u1")
         reopened = plaidx.Index.open(path, verify="full")
         assert reopened.nbits == nbits and reopened.verify() == []
         np.testing.assert_array_equal(reopened._snap.codec.centroids, index._snap.codec.centroids)
@@ -378,6 +397,42 @@ def test_centroid_storage_follows_nbits_and_an_overwrite_leaves_no_stale_scales(
         emb = np.concatenate([np.asarray(d, dtype=np.float32) for d in docs[:60]])
         packed, _ = reopened._snap.codec.compress(emb, codes)
         assert np.array_equal(packed, np.asarray(reopened._snap.a["residuals"]))
+
+
+def test_format_2_index_opens_searches_updates_and_reclusters_into_format_3(collection, tmp_path, monkeypatch):
+    """An index with int8 centroids (format 2) searches as before, takes adds and deletes next to format 3
+    code, and a recluster rewrites it with 4-bit centroids (format 3), keeping every id."""
+    docs, queries, _ = collection
+    path = tmp_path / "v2"
+    before = _build_format_2(path, docs[:120], monkeypatch)
+    want = before.search(queries[:20], k=5)
+    old = plaidx.Index.open(path, verify="full")
+    assert old.info()["format_version"] == 2
+    arrays = json.loads((path / "manifest.json").read_text())["arrays"]
+    assert arrays["centroids"]["dtype"] == "|i1" and arrays["centroids"]["shape"][1] == 64
+    got = old.search(queries[:20], k=5)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0], want[0])
+    assert old.add(docs[120:150]).tolist() == list(range(120, 150))
+    old.delete([3, 121])
+    reopened = plaidx.Index.open(path, verify="full")
+    assert len(reopened) == 148 and reopened.verify() == []
+    # the int8 table is kept for the new documents (they are compressed against it)
+    assert json.loads((path / "manifest.json").read_text())["arrays"]["centroids"]["dtype"] == "|i1"
+    emb = np.concatenate([np.asarray(d, dtype=np.float32) for d in docs[120:150]])
+    snap = reopened._snap
+    lo = int(np.asarray(snap.a["doc_offsets"])[120])
+    codes = np.asarray(snap.a["codes"][lo:])
+    assert np.array_equal(snap.codec.compress(emb, codes)[0], np.asarray(snap.a["residuals"][lo:]))
+    reopened.recluster()
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["format_version"] == 3 and manifest["arrays"]["centroids"]["dtype"] == "|u1"
+    after = plaidx.Index.open(path, verify="full")
+    assert after.verify() == [] and len(after) == 148
+    ids = after.search(queries[:20], k=5)[1]
+    assert 3 not in ids and 121 not in ids
+    exact = after.search(queries[:20], k=5, exact=True)[1]
+    assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(ids, exact)]) >= 0.8
 
 
 def test_short_rows_are_retried_with_more_cells_before_exhaustive_search(built, collection, monkeypatch):

@@ -83,23 +83,66 @@ def dequantize_centroids(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return np.multiply(q, np.asarray(scales, dtype=np.float32)[:, None], dtype=np.float32)
 
 
+def quantize_centroids4(centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Store centroids as 4-bit rows times a float32 scale per row (half a byte per dimension).
+
+    Row i is ``q * scales[i]`` with q in [-7, 7] and ``scales[i] = max|row| / 7``: the largest entry
+    is exact and every entry is within half a step of itself. Two dimensions share a byte: dimension
+    2k in the low nibble, 2k + 1 in the high one, each stored as q + 8 (1..15). Quantizing the
+    dequantized centroids gives back the same bytes (a reused codec stores what it was given).
+
+    Why it pays at nbits 1 and 2: residuals are taken against the stored (rounded) centroids, so the
+    rounding only widens them slightly, and the table costs half as much. On the 1M-token low-rank
+    family, int4 centroids at nlist 8192 keep the exhaustive recall@10 of int8 (0.894 vs 0.895), and
+    the bytes saved pay for twice as many centroids (benchmarks/results/codec_ceiling_*.md).
+
+    Returns
+    -------
+    packed : uint8 (nlist, d // 2)
+    scales : float32 (nlist,)
+    """
+    c = np.asarray(centroids, dtype=np.float32)
+    if c.ndim != 2 or c.shape[1] % 2:
+        raise ValueError(f"centroids must be (nlist, d) with an even d, got shape {c.shape}")
+    peak = np.abs(c).max(axis=1).astype(np.float64)
+    if not np.all(np.isfinite(peak)):
+        raise ValueError("centroids contain NaN or inf")
+    scales = (peak / 7.0).astype(np.float32)
+    safe = np.where(scales > 0, scales, np.float32(1.0))
+    q = (np.clip(np.rint(c / safe[:, None]), -7, 7) + 8).astype(np.uint8)  # 1..15
+    return np.ascontiguousarray(q[:, 0::2] | (q[:, 1::2] << 4)), scales
+
+
+def dequantize_centroids4(packed: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """float32 (nlist, 2 * packed.shape[1]): the centroids of :func:`quantize_centroids4`."""
+    p = np.asarray(packed, dtype=np.uint8)
+    q = np.empty((p.shape[0], 2 * p.shape[1]), np.float32)
+    q[:, 0::2] = (p & 15).astype(np.float32) - 8
+    q[:, 1::2] = (p >> 4).astype(np.float32) - 8
+    return np.multiply(q, np.asarray(scales, dtype=np.float32)[:, None], dtype=np.float32)
+
+
 def centroid_arrays(centroids: np.ndarray, nbits: int) -> dict[str, np.ndarray]:
     """The arrays an index stores for its centroids.
 
-    At nbits <= 2: int8 rows and their power-of-two scales (``quantize_centroids``; 1 byte per
-    dimension, adding about 0.2% to the 2-bit residual error). Above: float16, because int8's error
-    would be a visible part of a 4-bit residual error and most of an 8-bit one.
+    At nbits <= 2: 4-bit rows and a scale each (``quantize_centroids4``, format 3; half a byte per
+    dimension). Above: float16, because a coarser table's error would be a visible part of a 4-bit
+    residual error and most of an 8-bit one. Format 2 indexes store int8 rows (``quantize_centroids``)
+    and still open.
     """
     if nbits <= 2:
-        q, scales = quantize_centroids(centroids)
+        q, scales = quantize_centroids4(centroids)
         return {"centroids": q, "centroid_scales": scales}
     return {"centroids": np.asarray(centroids, dtype=np.float32).astype(np.float16)}
 
 
 def stored_centroids(arrays: dict[str, np.ndarray]) -> np.ndarray:
-    """float32 (nlist, d): the centroids an index compressed against, from what it stores (int8 rows
-    and scales, or float16)."""
-    if arrays["centroids"].dtype == np.int8:
+    """float32 (nlist, d): the centroids an index compressed against, from what it stores (4-bit or int8
+    rows and scales, or float16)."""
+    kind = arrays["centroids"].dtype
+    if kind == np.uint8:
+        return dequantize_centroids4(arrays["centroids"], arrays["centroid_scales"])
+    if kind == np.int8:
         return dequantize_centroids(arrays["centroids"], arrays["centroid_scales"])
     return np.ascontiguousarray(arrays["centroids"], dtype=np.float32)
 

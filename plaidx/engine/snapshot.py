@@ -58,7 +58,8 @@ class Snapshot:
     def _check_consistency(self) -> None:
         a, d, nb = self.a, self.dim, self.nbits
         expect = {
-            "centroids": (self.nlist, d), "bucket_cutoffs": (d, (1 << nb) - 1), "bucket_weights": (d, 1 << nb),
+            "centroids": (self.nlist, d // 2 if a.get("centroids") is not None and a["centroids"].dtype == np.uint8
+                          else d), "bucket_cutoffs": (d, (1 << nb) - 1), "bucket_weights": (d, 1 << nb),
             "avg_residual": (d,), "codes": (self.n_tokens,), "residuals": (self.n_tokens, d * nb // 8),
             "doc_offsets": (self.n_docs + 1,), "doc_ids": (self.n_docs,), "deleted": (self.n_docs,),
         }
@@ -73,13 +74,13 @@ class Snapshot:
         offs = a["doc_offsets"]
         if offs[0] != 0 or offs[-1] != self.n_tokens or (self.n_docs and np.any(np.diff(offs) <= 0)):
             raise IndexFormatError(f"{where}: doc_offsets are not increasing from 0 to n_tokens; index damaged")
-        if a["centroids"].dtype == np.int8:
+        if a["centroids"].dtype in (np.int8, np.uint8):  # int8 rows (format 2) or 4-bit pairs (format 3)
             if "centroid_scales" not in a or tuple(a["centroid_scales"].shape) != (self.nlist,):
-                raise IndexFormatError(f"{where}: int8 centroids need a centroid_scales array of shape "
-                                       f"({self.nlist},); the index is inconsistent")
+                raise IndexFormatError(f"{where}: {a['centroids'].dtype} centroids need a centroid_scales array of "
+                                       f"shape ({self.nlist},); the index is inconsistent")
         elif a["centroids"].dtype != np.float16:  # float16: nbits 4 and 8, and every format 1 index
-            raise IndexFormatError(f"{where}: centroids must be stored as int8 (with centroid_scales) or float16, "
-                                   f"not {a['centroids'].dtype}")
+            raise IndexFormatError(f"{where}: centroids must be stored as uint8 or int8 (with centroid_scales) or "
+                                   f"float16, not {a['centroids'].dtype}")
 
     def ivf(self) -> tuple[np.ndarray, np.ndarray]:
         """The inverted file (cell -> documents), derived from the codes on first use and kept in memory.

@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import IndexFormatError, IndexLockedError
 
 FORMAT_NAME = "plaidx-index"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: centroids as 4-bit pairs + scales at nbits <= 2; 2: int8 rows; 1: float16
 MANIFEST = "manifest.json"
 LOCK = "LOCK"
 _CHUNK = 1 << 22
