@@ -288,11 +288,11 @@ def test_encoded_corpus_with_wrong_lengths_is_a_clear_error(tmp_path, monkeypatc
 
 def test_streaming_build_from_an_encoded_corpus_equals_the_array_build(tmp_path, monkeypatch):
     """The text pipeline's shape on the CPU twin kernels: the sample and the windows are encoded in
-    batches (never one document at a time), and the index equals the build from the arrays."""
+    batches (never one document at a time), and the index equals the same kernels' build from the arrays."""
     docs, queries, _ = clustered_collection(n_docs=400, dim=32, n_topics=16, mean_len=20, n_queries=6, q_len=8)
-    want = plaidx.Index.build(tmp_path / "arrays", docs, nbits=2, nlist=32, batch_tokens=2000)
-    corpus = ArrayCorpus(docs)
     monkeypatch.setattr(index_mod, "build_ops", lambda device: gpu_build.BuildOps(gpu_build.HostKernels(), "twin"))
+    want = plaidx.Index.build(tmp_path / "arrays", docs, nbits=2, nlist=32, batch_tokens=2000, device="twin")
+    corpus = ArrayCorpus(docs)
     got = plaidx.Index.build(tmp_path / "corpus", corpus, nbits=2, nlist=32, batch_tokens=2000, device="twin")
     assert max(corpus.calls) > 1 and len(corpus.calls) < 40  # windows and sample batches, not documents
     for name in ("codes", "residuals", "doc_offsets", "bucket_weights"):
