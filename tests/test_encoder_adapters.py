@@ -34,7 +34,10 @@ def _load_checkpoint_maker():
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A Stanford checkpoint (bundled MiniLM + seeded 384->128 head), made here: ~90 MB, never committed."""
-    return _load_checkpoint_maker().make_checkpoint(tmp_path_factory.mktemp("ckpt") / "minilm-colbert", seed=0)
+    path = tmp_path_factory.getbasetemp() / "minilm-colbert-seed0"  # shared with test_ragatouille.py
+    if not (path / "model.safetensors").is_file():
+        _load_checkpoint_maker().make_checkpoint(path, seed=0)
+    return path
 
 
 @pytest.fixture(scope="module")
