@@ -177,6 +177,8 @@ def read_corpus(src: Union[str, os.PathLike], doclens: np.ndarray) -> Ragatouill
 # ---------------------------------------------------------------------------------------------- the model
 def _is_local_checkpoint(name: str) -> bool:
     """A folder, or a hub name already in the local Hugging Face cache (nothing is downloaded)."""
+    if not name.strip():
+        return False
     if Path(name).expanduser().is_dir():
         return True
     try:
