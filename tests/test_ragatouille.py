@@ -179,3 +179,25 @@ def test_open_ragatouille_can_convert_elsewhere_and_fingerprints_the_source(tmp_
     assert rec["format"] == "ragatouille" and rec["fingerprint"] == fp and rec["passages"] == 48
     with pytest.raises(ValueError, match="outside the RAGatouille folder"):
         open_ragatouille(source, dst=source / "inside", verbose=0)
+
+
+class _Payload:
+    """Pickles as a call to os.system: what a hostile .pt file would hold."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_hostile_pt_file_in_a_ragatouille_folder_runs_nothing(tmp_path, source):
+    import torch
+
+    marker = tmp_path / "ran"
+    torch.save({"centroids": _Payload(marker)}, source / "centroids.pt")
+    with pytest.raises(IndexFormatError):
+        RAGPretrainedModel.from_index(source, verbose=0)
+    assert not marker.exists() and not converted_path(source).exists()

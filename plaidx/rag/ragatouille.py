@@ -15,6 +15,11 @@ The model: ``model=`` when given (a checkpoint folder or hub name, a :class:`pla
 sentence-transformers model object); otherwise the checkpoint named in the index's ``metadata.json`` when
 it exists on this machine (a folder, or a hub name in the local Hugging Face cache); otherwise the model
 recorded by an earlier conversion. Nothing is downloaded to guess a model.
+
+Search answers are RAGatouille's result dicts (``content, score, rank, document_id, passage_id`` and
+``document_metadata``); passage ids stay RAGatouille's pids. One difference: a document whose entry in
+``docid_metadata_map.json`` is ``null`` gets no ``document_metadata`` key here (RAGatouille returns None).
+Every ``.pt`` file is read without running its pickle (:mod:`plaidx.interop.safe_pickle`).
 """
 
 from __future__ import annotations
