@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from synth import clustered_collection
 
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the test cluster listens on loopback only
 ray = pytest.importorskip("ray")
 
 from plaidx.distributed import (  # noqa: E402
@@ -29,8 +31,7 @@ def ray_cluster():
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=256 << 20,
-                 _node_ip_address="127.0.0.1")
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=256 << 20)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     if started:
@@ -110,10 +111,11 @@ def test_an_actor_killed_mid_search_is_retried_or_fails_clearly(ray_cluster, dat
         s, i = remote.search(queries, 10)  # the dead actor restarts (a reopen) and the call is retried
         np.testing.assert_array_equal(i, expect[1])
         np.testing.assert_allclose(s, expect[0], atol=1e-6)
-    with ShardedIndex.open(local_index.path, executor="ray", actor_cpus=0.25, attempts=1) as fragile:
+    with ShardedIndex.open(local_index.path, executor="ray", actor_cpus=0.25) as fragile:
         fragile.search(queries, 10)
-        os.kill(fragile.executor.actor_pids()[2][0], signal.SIGKILL)
-        with pytest.raises(ShardUnavailableError, match="shard 2 .* no partial result"):
+        shard2 = fragile.executor.actors[str(fragile.shard_paths[2])][0]
+        ray.kill(shard2, no_restart=True)  # gone for good: every attempt fails
+        with pytest.raises(ShardUnavailableError, match=r"(?s)shard 2 .* no partial result"):
             fragile.search(queries, 10)
 
 
@@ -152,3 +154,38 @@ def test_the_index_folder_layer_serves_shards_from_ray_actors_when_asked(ray_clu
     monkeypatch.setenv("PLAIDX_SHARDED_EXECUTOR", "spark")
     with pytest.raises(ValueError, match="PLAIDX_SHARDED_EXECUTOR='spark'"):
         IndexFolder(local_index.path)
+
+
+_STARTS_ITS_OWN = """
+import json, os, sys
+import numpy as np
+import psutil
+import ray  # imported before plaidx is asked to start a cluster
+from plaidx.distributed import build
+rng = np.random.default_rng(0)
+docs = [rng.standard_normal((8, 16)).astype(np.float32) for _ in range(20)]
+sh = build(sys.argv[1], docs, 2, nlist=8, executor="ray", init={"num_cpus": 1}, actor_cpus=0.25)
+listen = set()
+for p in psutil.Process().children(recursive=True):
+    try:
+        listen |= {c.laddr.ip for c in p.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
+    except psutil.Error:
+        pass
+print(json.dumps({"nodes": [n["NodeManagerAddress"] for n in ray.nodes()], "listen": sorted(listen),
+                  "usage_stats": os.environ.get("RAY_USAGE_STATS_ENABLED"), "documents": len(sh)}))
+"""
+
+
+def test_a_cluster_plaidx_starts_listens_on_loopback_without_usage_stats(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RAY_ADDRESS", "RAY_USAGE_STATS_ENABLED", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+    out = subprocess.run([sys.executable, "-c", _STARTS_ITS_OWN, str(tmp_path / "s")], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["documents"] == 20 and got["usage_stats"] == "0" and got["nodes"] == ["127.0.0.1"]
+    assert got["listen"] and set(got["listen"]) <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, got["listen"]

@@ -21,9 +21,16 @@ def ray_module() -> Any:
 def ensure_ray(init: Any) -> Any:
     """The ``ray`` module with a connected cluster; never starts one unless ``init`` asks for it.
 
-    ``init``: False (a running Ray is required: connected already, or named by ``RAY_ADDRESS``), True (start a local one, loopback only, usage statistics
-    off, when none runs), or a dict of ``ray.init`` arguments (used as given, usage statistics off).
+    ``init``: False (a running Ray is required: connected already, or named by ``RAY_ADDRESS``), True
+    (start a local one, listening on loopback only, usage statistics off, when none runs), or a dict of
+    ``ray.init`` arguments (a local cluster still on loopback, usage statistics off).
     """
+    import sys
+
+    if init and not os.environ.get("RAY_ADDRESS") and "ray" not in sys.modules:
+        # read by Ray at import: the node address of a cluster started here is the loopback one, and every
+        # server of it (GCS, raylet, workers) binds there instead of on all interfaces
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray = ray_module()
     if ray.is_initialized():
         return ray
@@ -37,10 +44,19 @@ def ensure_ray(init: Any) -> Any:
                            "RAY_ADDRESS to a running cluster, or pass init=True to start a local one")
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     kwargs = dict(init) if isinstance(init, dict) else {}
-    if not kwargs.get("address"):
+    local = not kwargs.get("address") and not os.environ.get("RAY_ADDRESS")
+    if local:
         kwargs.setdefault("include_dashboard", False)
-        kwargs.setdefault("_node_ip_address", "127.0.0.1")  # a cluster plaidx starts listens on loopback only
+        consts = getattr(getattr(ray, "_private", None), "ray_constants", None)
+        if consts is not None and hasattr(consts, "ENABLE_RAY_CLUSTER"):  # ray imported before we could set it
+            consts.ENABLE_RAY_CLUSTER = False
     ray.init(**kwargs)
+    if local:
+        ips = {n.get("NodeManagerAddress") for n in ray.nodes()}
+        if not ips <= {"127.0.0.1", "::1", "localhost"}:
+            ray.shutdown()
+            raise RuntimeError(f"the local Ray cluster plaidx started listens on {sorted(ips)}, not on loopback only; "
+                               "it was shut down: start Ray yourself (ray.init(...)) and pass init=False")
     return ray
 
 
@@ -151,6 +167,7 @@ class RaySearch:
         self.ray = ensure_ray(init)
         self.replicas = replicas
         self.attempts = attempts
+        self.restart_wait_s = 30.0
         self.actor_cls = self.ray.remote(ShardServer).options(num_cpus=num_cpus, max_restarts=-1,
                                                               max_task_retries=0)
         self.actors: dict[str, list[Any]] = {}
@@ -194,7 +211,10 @@ class RaySearch:
                     raise ShardUnavailableError(
                         f"shard {s} ({names[s]}) did not answer after {pending[s]} attempts ({exc}); no "
                         "partial result is returned: check the Ray cluster and search again") from exc
-                futures[s] = self._call(groups[s], turn + pending[s], q_ref, k, jobs[s])
+                group = groups[s]
+                nxt = group[(turn + pending[s]) % len(group)]
+                ray.wait([nxt.pid.remote()], timeout=self.restart_wait_s)  # a restarting actor: let it reopen
+                futures[s] = self._call(group, turn + pending[s], q_ref, k, jobs[s])
         return out
 
     @staticmethod
