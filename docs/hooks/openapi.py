@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-CACHE = ROOT / "docs" / "openapi.json"
+# PLAIDX_OPENAPI_CACHE points elsewhere (the tests use a copy, so building the site never writes to the tree).
+CACHE = Path(os.environ.get("PLAIDX_OPENAPI_CACHE") or ROOT / "docs" / "openapi.json")
 MARKER = "<!-- openapi-reference -->"
 SOURCE_KEY = "x-plaidx-source-sha1"
 
@@ -44,7 +45,7 @@ def generate() -> dict[str, Any]:
 
 def write_cache() -> dict[str, Any]:
     schema = generate()
-    CACHE.write_text(json.dumps(schema, indent=1, sort_keys=True) + "\n")
+    CACHE.write_text(json.dumps(schema, indent=1) + "\n")  # field order as declared
     return schema
 
 
@@ -82,7 +83,7 @@ def _type_of(schema: dict[str, Any], node: Any) -> str:
     if t == "array":
         return f"array of {_type_of(schema, node.get('items', {})) or 'any'}"
     if "enum" in node:
-        return " \\| ".join(json.dumps(v) for v in node["enum"])
+        return " or ".join(json.dumps(v) for v in node["enum"])
     return t or "any"
 
 
@@ -172,4 +173,4 @@ if __name__ == "__main__":
         print("docs/openapi.json is current" if fresh else "docs/openapi.json is stale: run python docs/hooks/openapi.py")
         raise SystemExit(0 if fresh else 1)
     s = write_cache()
-    print(f"wrote {CACHE.relative_to(ROOT)} ({len(s.get('paths', {}))} paths)")
+    print(f"wrote {CACHE} ({len(s.get('paths', {}))} paths)")
