@@ -204,6 +204,7 @@ def test_bit_reversal_decodes_like_colbert_ai_for_every_nbits(nbits, d8, n, seed
     # colbert-ai's packing: each bucket's bits least significant first, the stream packed MSB-first per byte
     bits = ((buckets[:, :, None] >> np.arange(nbits)) & 1).reshape(n, d * nbits).astype(np.uint8)
     colbert_bytes = np.packbits(bits, axis=1)
+    assert np.array_equal(colbert_to_plaidx_bits(colbert_bytes), BIT_REVERSE[colbert_bytes])
     centroids = rng.standard_normal((3, d)).astype(np.float32)
     codes = rng.integers(0, 3, size=n).astype(np.uint16)
     weights = np.sort(rng.standard_normal(1 << nbits)).astype(np.float32)
