@@ -192,15 +192,26 @@ def run_variants(args, values, coll, raw, cbits, cands, truth, queries, held) ->
                 rot = np.linalg.qr(np.random.default_rng(args.seed + 7).standard_normal((d, d)))[0].astype(np.float32)
                 x, c, q = values @ rot, cn @ rot, queries @ rot
             r = x - c
+            extra = 0.0
+            if variant.startswith("pq"):  # residual PQ: one 8-bit code per 8 / nbits dimensions (same bytes)
+                import faiss
+
+                sub = 8 // args.nbits
+                pq = faiss.ProductQuantizer(d, d // sub, 8)
+                pq.cp.seed = args.seed
+                pq.train(np.ascontiguousarray(r[held]))
+                dec = np.concatenate([pq.decode(pq.compute_codes(np.ascontiguousarray(r[i:i + (1 << 18)])))
+                                      for i in range(0, n, 1 << 18)]) + c
+                extra = pq.M * pq.ksub * sub * 4 / n  # the float32 codebooks
             cutoffs, weights = train_codebooks(r[held], args.nbits)
             codes = bucketize(r, cutoffs)
-            extra = 0.0
             if variant.endswith("cos") or variant == "cos_refit":
                 codes = cos_codes(x, c, codes, weights, args.passes)
                 if variant == "cos_refit":
                     weights = refit(r, codes, weights)
                     codes = cos_codes(x, c, codes, weights, 1)
-            dec = decode(c, codes, weights)
+            if not variant.startswith("pq"):
+                dec = decode(c, codes, weights)
             if variant == "gamma":  # per-dimension weights scaled so that r . r_hat is unbiased (free)
                 rh = dec - c
                 weights = weights * (np.mean(r * r, axis=0) / np.maximum(np.mean(r * rh, axis=0), 1e-12))[:, None]
