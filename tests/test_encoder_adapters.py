@@ -107,6 +107,18 @@ def test_rag_model_indexes_and_searches_with_a_pylate_shaped_model(plaidx_model,
         np.testing.assert_allclose([r["score"] for r in top], np.sort(exact)[::-1][:3], rtol=5e-2)  # compressed index
 
 
+def test_in_memory_encode_and_rerank_use_the_library_vectors(plaidx_model):
+    rag = RAGPretrainedModel(FakePyLate(plaidx_model), verbose=0)
+    rag.encode(TEXTS, document_metadatas=[{"i": i} for i in range(len(TEXTS))], verbose=False)
+    Q = rag.model.encode_queries([QUERIES[1]])
+    exact = np.atleast_2d(maxsim(Q, rag.model.encode_documents(TEXTS)))[0]
+    found = rag.search_encoded_docs(QUERIES[1], k=2)
+    assert [r["result_index"] for r in found] == np.argsort(-exact)[:2].tolist()
+    assert found[0]["document_metadata"] == {"i": found[0]["result_index"]}
+    np.testing.assert_allclose(found[0]["score"], exact.max(), rtol=1e-5)
+    assert [r["result_index"] for r in rag.rerank(QUERIES[1], TEXTS, k=2)] == np.argsort(-exact)[:2].tolist()
+
+
 def test_what_is_not_a_multi_vector_model_is_a_clear_error(plaidx_model):
     with pytest.raises(TypeError, match="PyLate models.ColBERT or a sentence-transformers MultiVectorEncoder"):
         as_encoder(object())
