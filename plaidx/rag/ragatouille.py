@@ -316,8 +316,9 @@ def open_ragatouille(src: Union[str, os.PathLike], *, model: Any = None, device:
     src = Path(src).absolute()
     if not is_ragatouille_index(src):
         raise IndexFormatError(f"{str(src)!r} is not a RAGatouille index: it needs metadata.json, {COLLECTION_FILE} "
-                               f"and {PID_DOCID_FILE} (a colbert-ai index without passage texts converts with "
-                               "plaidx.interop.colbert.convert_colbert, then opens with plaidx.Index)")
+                               f"and {PID_DOCID_FILE} (an index without passage texts converts with `plaidx import "
+                               "colbert|fastplaid|pylate SRC DST` or plaidx.interop.colbert.convert_colbert / "
+                               "plaidx.interop.fastplaid.convert_fastplaid, then opens with plaidx.Index)")
     dst = Path(dst).absolute() if dst is not None else converted_path(src)
     if dst == src or src in dst.parents:
         raise ValueError(f"the conversion must go outside the RAGatouille folder {str(src)!r} (it is never written to)")
