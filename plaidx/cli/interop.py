@@ -79,7 +79,7 @@ def _client(args: argparse.Namespace) -> Any:
     if (args.path is None) == (args.url is None):
         raise CliError("pass exactly one of --path DIR (Qdrant local mode) or --url URL (a Qdrant server)",
                        EXIT_USAGE)
-    return connect(path=args.path, url=args.url, api_key=args.api_key)
+    return connect(path=args.path, url=args.url, api_key=args.api_key, prefer_grpc=args.grpc)
 
 
 def _payloads(folder: Any) -> Optional[Any]:
@@ -200,6 +200,7 @@ def _qdrant_args(p: argparse.ArgumentParser) -> None:
     where.add_argument("--path", help="Qdrant local mode folder (or :memory:)")
     where.add_argument("--url", help="a Qdrant server, e.g. http://localhost:6333")
     p.add_argument("--api-key", help="API key of the Qdrant server")
+    p.add_argument("--grpc", action="store_true", help="talk to the server over gRPC (smaller requests than JSON)")
     p.add_argument("--vector-name", default=None, help="name of the multivector (export default: colbert)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing collection / folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")

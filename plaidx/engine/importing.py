@@ -91,9 +91,10 @@ def import_compressed(path: str | os.PathLike, *, centroids: np.ndarray, cutoffs
             for codes, packed in chunks:
                 codes = np.asarray(codes)
                 packed = np.asarray(packed)
-                if codes.ndim != 1 or packed.shape != (codes.shape[0], pb) or packed.dtype != np.uint8:
-                    raise ValueError(f"a chunk has codes {codes.shape} and packed residuals {packed.dtype} "
-                                     f"{packed.shape}; expected (n,) and uint8 (n, {pb})")
+                if (codes.ndim != 1 or codes.dtype.kind not in "iu" or packed.shape != (codes.shape[0], pb)
+                        or packed.dtype != np.uint8):
+                    raise ValueError(f"a chunk has codes {codes.dtype} {codes.shape} and packed residuals "
+                                     f"{packed.dtype} {packed.shape}; expected integer (n,) and uint8 (n, {pb})")
                 if codes.size and (codes.min() < 0 or codes.max() >= nlist):
                     raise ValueError(f"a chunk holds codes outside [0, {nlist}) (min {codes.min()}, max "
                                      f"{codes.max()}); the source index is damaged")

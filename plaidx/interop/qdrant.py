@@ -34,13 +34,15 @@ def _models() -> Any:
     return require("qdrant_client.models", "qdrant", "exporting to Qdrant")
 
 
-def connect(*, path: str | os.PathLike | None = None, url: str | None = None, api_key: str | None = None) -> Any:
-    """A ``QdrantClient``: local mode on a folder (``path``, or ``":memory:"``) or a server (``url``)."""
+def connect(*, path: str | os.PathLike | None = None, url: str | None = None, api_key: str | None = None,
+            prefer_grpc: bool = False) -> Any:
+    """A ``QdrantClient``: local mode on a folder (``path``, or ``":memory:"``) or a server (``url``;
+    ``prefer_grpc`` sends the large multivector batches over gRPC instead of JSON)."""
     qc = require("qdrant_client", "qdrant", "exporting to Qdrant")
     if (path is None) == (url is None):
         raise ValueError("pass exactly one of path (local mode folder, or ':memory:') or url (a Qdrant server)")
     if url is not None:
-        return qc.QdrantClient(url=url, api_key=api_key)
+        return qc.QdrantClient(url=url, api_key=api_key, prefer_grpc=prefer_grpc)
     if str(path) == ":memory:":
         return qc.QdrantClient(location=":memory:")
     return qc.QdrantClient(path=str(path))
