@@ -41,7 +41,8 @@ def build(path: str | os.PathLike, documents: Any, n_shards: int, nbits: int = 2
           kmeans_sample: int | None = None, batch_tokens: int = 1 << 16, overwrite: bool = False,
           metadata: dict[str, Any] | None = None, model: Any = None, text_column: str = "text",
           embedding_column: str = "embedding", encode_concurrency: int = 1, num_gpus: float = 0,
-          retries: int = 3, init: Any = False, replicas: int = 1, actor_cpus: float = 0.5) -> Any:
+          retries: int = 3, init: Any = False, replicas: int = 1, actor_cpus: float = 0.5,
+          threads: int | None = None) -> Any:
     """Build a sharded index: one codec trained on a sample of the whole collection, shards compressed apart.
 
     Parameters
@@ -62,6 +63,9 @@ def build(path: str | os.PathLike, documents: Any, n_shards: int, nbits: int = 2
     init : for ``executor="ray"`` without a running Ray: True (or a dict of ``ray.init`` arguments) starts a
         local one; False (default) raises instead of starting a cluster behind your back.
     replicas, actor_cpus : the returned handle's Ray search actors (see :meth:`ShardedIndex.open`).
+    threads : BLAS/OpenMP threads of the codec training and of each shard's compression, wherever they run
+        (default: this machine's core count). Builds with the same seed and threads are byte-identical
+        in every executor; k-means sums in another order with another thread count.
 
     If the build is interrupted (a crash, a killed worker), calling ``build`` again with the same
     arguments resumes it: the codec and the shards already finished are kept, the others are redone.
@@ -76,6 +80,9 @@ def build(path: str | os.PathLike, documents: Any, n_shards: int, nbits: int = 2
         raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
     check_build_args(nbits, nlist, kmeans_niters, batch_tokens, kmeans)
     _check_target(path, overwrite)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    threads = threads or os.cpu_count() or 1
     run = runner(executor, init=init, retries=retries)
     with WriterLock(path):
         current = read_sharded(path) if (path / SHARDED_MANIFEST).exists() else None
@@ -85,7 +92,7 @@ def build(path: str | os.PathLike, documents: Any, n_shards: int, nbits: int = 2
             committed = _build_locked(path, source, column, n_shards, run, current, nbits=nbits, seed=seed,
                                       nlist=nlist, kmeans_niters=kmeans_niters, kmeans=kmeans,
                                       kmeans_sample=kmeans_sample, batch_tokens=batch_tokens,
-                                      metadata=dict(metadata or {}))
+                                      metadata=dict(metadata or {}), threads=threads)
         finally:
             if spill is not None:
                 spill.close()
@@ -153,7 +160,8 @@ def _sample_positions(lengths: np.ndarray, nlist: int, kmeans_sample: int | None
 
 def _build_locked(path: Path, source: Any, column: str, n_shards: int, run: Any, current: dict[str, Any] | None,
                   *, nbits: int, seed: int, nlist: int | None, kmeans_niters: int, kmeans: str,
-                  kmeans_sample: int | None, batch_tokens: int, metadata: dict[str, Any]) -> dict[str, Any]:
+                  kmeans_sample: int | None, batch_tokens: int, metadata: dict[str, Any],
+                  threads: int) -> dict[str, Any]:
     n_docs = run.count(source)
     if n_docs < n_shards:
         raise ValueError(f"{n_docs} documents cannot fill {n_shards} shards; use at most {n_docs} shards")
@@ -181,7 +189,8 @@ def _build_locked(path: Path, source: Any, column: str, n_shards: int, run: Any,
         pos = _sample_positions(lengths, nl, kmeans_sample, seed)
         sample = _gather(run, parts, ranges, column, pos)
         (chash,) = run.map(train_codec, [(str(codec_dir), sample, nbits, nl, kmeans_niters, seed,
-                                          kmeans_sample or default_kmeans_sample(nl, n_tokens), kmeans)])
+                                          kmeans_sample or default_kmeans_sample(nl, n_tokens), kmeans,
+                                          threads)])
         del sample
         plan["codec_hash"] = chash
         _write_plan(path, plan)
@@ -194,7 +203,7 @@ def _build_locked(path: Path, source: Any, column: str, n_shards: int, run: Any,
             summaries[s] = done
         else:
             todo.append((s, (str(sdir), parts[s], column, str(codec_dir), seed, batch_tokens,
-                             {**metadata, SHARD_KEY: tag})))
+                             {**metadata, SHARD_KEY: tag}, threads)))
     results = run.map(build_shard, [args for _, args in todo], fail_soft=True)
     failed = []
     for (s, _), res in zip(todo, results):

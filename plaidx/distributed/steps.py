@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,24 +67,45 @@ def take_rows(part: Any, column: str, positions: np.ndarray) -> list[np.ndarray]
     return [as_document(doc, None, "sample") for i, doc in enumerate(iter_part(part, column)) if i in want]
 
 
+@contextlib.contextmanager
+def fixed_threads(threads: int | None) -> Iterator[None]:
+    """Run BLAS and OpenMP (faiss's k-means and assignment) with exactly ``threads`` threads.
+
+    Their floating-point sums depend on the thread count, and k-means amplifies a last-bit difference
+    into other centroids; the same count everywhere (driver or Ray worker) gives byte-identical builds.
+    """
+    if not threads:
+        yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with the ray extra
+        yield
+        return
+    with threadpool_limits(limits=int(threads)):
+        yield
+
+
 def train_codec(codec_dir: str, sample: list[np.ndarray], nbits: int, nlist: int, kmeans_niters: int, seed: int,
-                kmeans_sample: int, kmeans: str) -> str:
+                kmeans_sample: int, kmeans: str, threads: int | None = None) -> str:
     """Build the codec index (an ordinary index of the sample) and return its codec hash."""
-    Index.build(codec_dir, sample, nbits=nbits, nlist=nlist, kmeans_niters=kmeans_niters, seed=seed,
-                kmeans_sample=kmeans_sample, overwrite=True, kmeans=kmeans,
-                metadata={"plaidx_codec": {"sample_documents": len(sample)}})
+    with fixed_threads(threads):
+        Index.build(codec_dir, sample, nbits=nbits, nlist=nlist, kmeans_niters=kmeans_niters, seed=seed,
+                    kmeans_sample=kmeans_sample, overwrite=True, kmeans=kmeans,
+                    metadata={"plaidx_codec": {"sample_documents": len(sample)}})
     return codec_hash(Path(codec_dir))
 
 
 def build_shard(shard_dir: str, part: Any, column: str, codec_dir: str, seed: int, batch_tokens: int,
-                metadata: dict[str, Any]) -> dict[str, int]:
+                metadata: dict[str, Any], threads: int | None = None) -> dict[str, int]:
     """Compress one shard's documents against the shared codec into an ordinary index; its counts."""
     docs = part if not hasattr(part, "iter_rows") else iter_part(part, column)
-    idx = Index.build(shard_dir, docs, seed=seed, batch_tokens=batch_tokens, overwrite=True,
-                      codec_from=codec_dir, metadata=metadata)
+    with fixed_threads(threads):
+        idx = Index.build(shard_dir, docs, seed=seed, batch_tokens=batch_tokens, overwrite=True,
+                          codec_from=codec_dir, metadata=metadata)
     m = engine_fields(Path(shard_dir))
     return {"n_docs": len(idx), "n_tokens": idx.n_tokens, "engine_generation": idx.generation,
             "next_id": int(m["next_id"])}
 
 
-__all__ = ["SHARD_KEY", "Part", "build_shard", "iter_part", "scan_part", "take_rows", "train_codec"]
+__all__ = ["SHARD_KEY", "Part", "build_shard", "fixed_threads", "iter_part", "scan_part", "take_rows", "train_codec"]
