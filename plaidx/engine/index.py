@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 import warnings
@@ -37,7 +36,7 @@ from .storage import (
     retire_unreferenced,
     verify_index,
 )
-from .vectors import VectorWriter, check_keep_vectors, drop_tier, resolve_rerank
+from .vectors import VectorWriter, check_keep_vectors, drop_tier, resolve_rerank, tier_params
 
 DRIFT_WARNING_RATIO = 1.25
 _SCORE_CHUNK_BYTES = 64 << 20
@@ -216,8 +215,9 @@ class Index:
         exact : exhaustive MaxSim over every document instead of PLAID: over the kept vectors when the index
             has them (and ``rerank`` is not 0), else over the decompressed codes.
         rerank : how many of PLAID's best candidates are re-scored by MaxSim over the kept vectors (an index
-            built with ``keep_vectors``); None: ``DEFAULT_RERANK`` there, none elsewhere; 0: no re-scoring.
-            Also a :class:`SearchParams` field. A positive value on an index without kept vectors is an error.
+            built with ``keep_vectors``); None: ``DEFAULT_RERANK`` (32) there, none elsewhere; 0: no
+            re-scoring. While re-scoring, an unset ``n_exact`` defaults to ndocs // 4 (not // 8). Also a
+            :class:`SearchParams` field. A positive value on an index without kept vectors is an error.
         doc_ids : optional ids to restrict the search to (filtered inside the engine); an empty list
             allows no document, so every row is padding.
         num_threads : OpenMP threads for this call (0: the default); CPU only.
@@ -270,7 +270,7 @@ class Index:
         else:
             p = knobs.resolve(k, n_tokens=snap.n_tokens)
             if n_rerank:
-                p = dataclasses.replace(p, ndocs=max(p.ndocs, n_rerank), n_exact=max(p.n_exact, n_rerank))
+                p = tier_params(p, n_rerank, n_exact_given=knobs.n_exact is not None)
             nprobe_eff = min(p.nprobe, snap.nlist)
 
             def plaid(qs: np.ndarray, n_probe: int) -> tuple[np.ndarray, np.ndarray]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import weakref
 from typing import Any
@@ -15,10 +16,15 @@ KEEP_VECTORS = ("int8", "float16")
 VECTORS = "vectors"
 SCALES = "vector_scales"
 TIER_ARRAYS = (VECTORS, SCALES)
-# Candidates re-scored with the kept vectors when the caller does not say (benchmarks/bench_rerank.py:
-# at k 10, 1M tokens, nbits 2, 64 candidates reach recall@10 0.99 against exact MaxSim; the PLAID
-# stage's default n_exact is 128, so any value up to that costs no extra decompression).
-DEFAULT_RERANK = 64
+# Candidates re-scored with the kept vectors when the caller does not say, and the PLAID exact stage's
+# default n_exact with the tier (ndocs // 4 instead of ndocs // 8): the candidates the tier misses are
+# those the centroid-only stage ranked below n_exact, not those the decompressed stage ranked below 32.
+# Measured on the lowrank family (991,568 tokens, nbits 2, k 10, 300 queries, one thread, batched CPU
+# ms per query): rerank=0 recall@10 0.880 at 2.9 ms; rerank 32 with n_exact 128: 0.962 at 3.6 ms;
+# rerank 32 with n_exact 256: 0.976 at 5.1 ms; rerank 32 with n_exact 512: 0.982 at 7.2 ms
+# (benchmarks/results/rerank_*.md).
+DEFAULT_RERANK = 32
+TIER_N_EXACT_DIV = 4
 _EXACT_CHUNK_TOKENS = 1 << 16
 _INT8_MAX = 127.0
 
@@ -45,6 +51,16 @@ def resolve_rerank(rerank: Any, kept: KeptVectors | None, k: int) -> int:
         raise ValueError(f"rerank={int(rerank)} needs kept vectors, and this index has none: rebuild it with "
                          "Index.build(..., keep_vectors='int8') (or 'float16'), or search with rerank=None or 0")
     return max(int(rerank), k) if rerank else 0
+
+
+def tier_params(p: Any, n_rerank: int, *, n_exact_given: bool) -> Any:
+    """Resolved SearchParams ``p`` for a search whose best ``n_rerank`` candidates the tier re-scores.
+
+    ndocs and n_exact are at least ``n_rerank``; an n_exact the caller did not give is ndocs // 4.
+    """
+    ndocs = max(p.ndocs, n_rerank)
+    n_exact = p.n_exact if n_exact_given else max(p.n_exact, ndocs // TIER_N_EXACT_DIV)
+    return dataclasses.replace(p, ndocs=ndocs, n_exact=min(ndocs, max(n_exact, n_rerank)))
 
 
 def quantize_int8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -287,4 +303,4 @@ def drop_tier(transaction: Any) -> dict[str, Any]:
 
 
 __all__ = ["DEFAULT_RERANK", "KEEP_VECTORS", "KeptVectors", "VectorWriter", "check_keep_vectors", "drop_tier",
-           "open_kept", "quantize_int8", "resolve_rerank"]
+           "open_kept", "quantize_int8", "resolve_rerank", "tier_params"]
