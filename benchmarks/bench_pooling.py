@@ -59,7 +59,17 @@ def run_factor(coll, factor: int, args, work: Path) -> dict:
         lat.append((time.perf_counter() - t) * 1e3)
         ids[i] = found[0]
     info = index.info()
-    return {"pool_factor": factor, "tokens": int(offsets[-1]), "mean_tokens_per_doc": float(lengths.mean()),
+    tier = {}
+    if args.keep_vectors:  # the same pooled vectors with a rerank tier: its default search re-scores with them
+        tpath = work / f"pool{factor}_{args.keep_vectors}"
+        shutil.rmtree(tpath, ignore_errors=True)
+        tindex = plaidx.Index.build(tpath, docs, nbits=args.nbits, seed=args.seed, keep_vectors=args.keep_vectors)
+        _, tids = tindex.search(q, k=args.k)
+        tier = {"ndcg_at_k_tier": be.ndcg_at_k(tids, coll, args.k),
+                "recall_vs_exact_pooled_tier": float(np.mean([len(set(a) & set(b)) / args.k
+                                                              for a, b in zip(tids.tolist(), exact_ids.tolist())])),
+                "index_bytes_tier": int(tindex.info()["bytes_on_disk"])}
+    return {**tier, "pool_factor": factor, "tokens": int(offsets[-1]), "mean_tokens_per_doc": float(lengths.mean()),
             "index_bytes": int(info["bytes_on_disk"]), "bytes_per_token": float(info["bytes_per_token"]),
             "bytes_per_doc": float(info["bytes_on_disk"] / coll.n_docs), "nlist": int(index.nlist),
             "ndcg_at_k": be.ndcg_at_k(ids, coll, args.k), "ndcg_at_k_exact_pooled": be.ndcg_at_k(exact_ids, coll, args.k),
@@ -84,14 +94,17 @@ def markdown(report: dict) -> str:
              "float vectors (the pooling's own loss). recall: plaidx top-k against that exact top-k. Size: the "
              "index folder (p50: one query per call on a shared, busy machine: indicative only).", "",
              "| pool factor | tokens | tokens/doc | index MiB | size vs 1 | bytes/token | nDCG@k plaidx | nDCG@k exact "
-             "(pooled) | recall vs exact | p50 ms | pooling s | build s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "(pooled) | recall vs exact | p50 ms | pooling s | build s | nDCG@k with int8 tier | recall vs exact, "
+             "tier | index MiB with tier |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['pool_factor']} | {r['tokens']:,} | {r['mean_tokens_per_doc']:.1f} "
                      f"| {r['index_bytes'] / 2**20:.1f} | {r['index_bytes'] / base['index_bytes']:.2f} "
                      f"| {r['bytes_per_token']:.1f} | {be._f(r['ndcg_at_k'], '{:.4f}')} "
                      f"| {be._f(r['ndcg_at_k_exact_pooled'], '{:.4f}')} | {r['recall_vs_exact_pooled']:.3f} "
-                     f"| {r['p50_ms']:.2f} | {r['pool_s']} | {r['build_s']} |")
+                     f"| {r['p50_ms']:.2f} | {r['pool_s']} | {r['build_s']} "
+                     f"| {be._f(r.get('ndcg_at_k_tier'), '{:.4f}')} | {be._f(r.get('recall_vs_exact_pooled_tier'), '{:.3f}')} "
+                     f"| {be._f(r['index_bytes_tier'] / 2**20 if r.get('index_bytes_tier') else None)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -104,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nbits", type=int, default=2)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep-vectors", default="int8", help="also build with this rerank tier ('' for none)")
     args = ap.parse_args(argv)
     import torch
 
