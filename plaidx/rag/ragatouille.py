@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from .. import __version__
-from ..engine import Index, WriterLock
+from ..engine import Index
 from ..errors import CheckpointError, IndexFormatError, PlaidxError
 from .docstore import DocStore, metadata_json
 from .folder import (
@@ -45,10 +44,9 @@ from .folder import (
     ENGINE_DIR,
     FORMAT,
     FORMAT_VERSION,
-    build_dir,
-    publish,
     read_config,
     recover,
+    staged_folder,
     write_json_atomic,
 )
 
@@ -246,39 +244,28 @@ def _convert(src: Path, dst: Path, encoder: Any, fp: str, verbose: int) -> None:
     ci = read_colbert(src)
     corpus = read_corpus(src, ci.doclens)
     config = ci.metadata.get("config") or {}
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    bdir = build_dir(dst)
-    with WriterLock(bdir):
-        staging = bdir / "staging"
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir()
-        try:
-            engine = convert_colbert(src, staging / ENGINE_DIR, progress=verbose >= 2,
-                                     metadata={"plaidx_rag": {"index_name": dst.name}})
-            live = np.asarray(engine.ids)
-            if not np.array_equal(live, corpus.pids):
-                raise IndexFormatError(f"{str(src)!r}: the converted engine holds passages {live.size} "
-                                       f"but the RAGatouille maps name {corpus.pids.size}; the folder is inconsistent")
-            with DocStore(staging / DOCSTORE_FILE, create=True) as store:
-                store.add(corpus.documents, [(int(p), d, c) for p, d, c in
-                                             zip(corpus.pids, corpus.document_ids, corpus.contents)])
-            generation = int(engine.info()["generation"])
-            doc_maxlen = config.get("doc_maxlen")
-            write_json_atomic(staging / CONFIG_FILE, {
-                "format": FORMAT, "format_version": FORMAT_VERSION, "plaidx_version": __version__,
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "model": encoder.config_dict(),
-                "index": {"nbits": engine.nbits, "nlist": engine.nlist, "converted_from": SOURCE_FORMAT},
-                "passages": {"max_document_length": int(doc_maxlen if isinstance(doc_maxlen, int) and doc_maxlen > 0
-                                                        else encoder.document_length)},
-                "source": _source_record(src, fp, generation, int(corpus.pids.size)),
-            })
-            del engine
-            publish(staging, dst)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+    with staged_folder(dst) as staging:
+        engine = convert_colbert(src, staging / ENGINE_DIR, progress=verbose >= 2,
+                                 metadata={"plaidx_rag": {"index_name": dst.name}})
+        live = np.asarray(engine.ids)
+        if not np.array_equal(live, corpus.pids):
+            raise IndexFormatError(f"{str(src)!r}: the converted engine holds passages {live.size} "
+                                   f"but the RAGatouille maps name {corpus.pids.size}; the folder is inconsistent")
+        with DocStore(staging / DOCSTORE_FILE, create=True) as store:
+            store.add(corpus.documents, [(int(p), d, c) for p, d, c in
+                                         zip(corpus.pids, corpus.document_ids, corpus.contents)])
+        generation = int(engine.info()["generation"])
+        doc_maxlen = config.get("doc_maxlen")
+        write_json_atomic(staging / CONFIG_FILE, {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "plaidx_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "model": encoder.config_dict(),
+            "index": {"nbits": engine.nbits, "nlist": engine.nlist, "converted_from": SOURCE_FORMAT},
+            "passages": {"max_document_length": int(doc_maxlen if isinstance(doc_maxlen, int) and doc_maxlen > 0
+                                                    else encoder.document_length)},
+            "source": _source_record(src, fp, generation, int(corpus.pids.size)),
+        })
+        del engine
 
 
 def _modified_since_conversion(dst: Path, record: dict[str, Any]) -> bool:
