@@ -85,6 +85,26 @@ def actor_rss(index: ShardedIndex) -> list[int]:
     return out
 
 
+def measure_overhead(work: Path, shard_counts: list[int], n: int = 200) -> dict:
+    """Ray's cost per query apart from search work: tiny shards (one short document each) searched through
+    actors vs in-process, p50 of ``n`` single queries, per shard count (needs a connected Ray)."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for s in shard_counts:
+        docs = [rng.standard_normal((8, 128)).astype(np.float32) for _ in range(s * 4)]
+        path = work / f"tiny_{s}"
+        shutil.rmtree(path, ignore_errors=True)
+        local = build(path, docs, s, nlist=4, seed=0)
+        remote = ShardedIndex.open(path, executor="ray", actor_cpus=0.5)
+        q = rng.standard_normal((32, 128)).astype(np.float32)
+        lat_l = latency(local.search, q[None], 10, n, warm=20)
+        lat_r = latency(remote.search, q[None], 10, n, warm=20)
+        out[str(s)] = {"in_process_p50_ms": lat_l["p50_ms"], "ray_p50_ms": lat_r["p50_ms"],
+                       "ray_p95_ms": lat_r["p95_ms"], "overhead_p50_ms": round(lat_r["p50_ms"] - lat_l["p50_ms"], 3)}
+        remote.close()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ndocs", type=int, default=10_000)
@@ -96,9 +116,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", default=None, help="where the indexes go (default: a temporary folder)")
     ap.add_argument("--tag", default="")
     ap.add_argument("--project", metavar="JSON", help="only write the 1B-token projection from a result file")
+    ap.add_argument("--overhead", metavar="JSON", help="only measure Ray's per-query overhead into a result file")
     args = ap.parse_args(argv)
     if args.project:
         return write_projection(Path(args.project))
+    if args.overhead:
+        os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+        import ray
+
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        f = Path(args.overhead)
+        r = json.loads(f.read_text())
+        r["ray_overhead"] = measure_overhead(Path(tempfile.mkdtemp(prefix="bench_sharded_")),
+                                             [int(x) for x in args.shards.split(",")])
+        r["ray_overhead_loadavg"] = list(os.getloadavg())
+        f.write_text(json.dumps(r, indent=1))
+        print(r["ray_overhead"])
+        return 0
     shard_counts = [int(s) for s in args.shards.split(",")]
     command = " ".join([".venv/bin/python", "benchmarks/bench_sharded.py", *(argv if argv is not None else sys.argv[1:])])
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -159,13 +193,14 @@ def main(argv: list[str] | None = None) -> int:
         print(row, flush=True)
         remote.close()
 
+    overhead = measure_overhead(work, shard_counts) if ray is not None else None
     result = {"benchmark": "sharded", "dataset": f"synthetic_{args.ndocs}", "started": started,
               "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "command": command,
               "git": git_info(), "machine": machine_info(os.cpu_count() or 1),
               "collection": {"n_docs": coll.n_docs, "n_tokens": coll.n_tokens, "dim": coll.dim,
                              "nq": int(queries.shape[0])},
               "k": args.k, "nbits": args.nbits, "ray_start_s": ray_start_s if ray is not None else None,
-              "ray_version": getattr(ray, "__version__", None), "rows": rows}
+              "ray_version": getattr(ray, "__version__", None), "ray_overhead": overhead, "rows": rows}
     one = next((x for x in rows if x["executor"] == "local" and x["shards"] == 1), None)
     if one is not None and one.get("compress_s_per_shard"):
         result["codec_train_s"] = one["codec_s"]
@@ -210,7 +245,8 @@ def project(r: dict, total_tokens: float = 1e9, nodes: tuple[int, ...] = (16, 10
     ys = np.array([b for x in ray_rows for b in x["actor_rss_bytes"]], dtype=float)
     beta, r0 = np.polyfit(xs, ys, 1) if len(set(xs.tolist())) > 1 else (bpt, float(ys.mean() - bpt * xs.mean()))
     one = rows[("ray", 1)]
-    overhead = max(0.0, one["ray_overhead_vs_same_shards_in_process_ms"])
+    ovh = r.get("ray_overhead") or {}
+    overhead = max([0.0] + [float(v["overhead_p50_ms"]) for v in ovh.values()])  # worst over shard counts
     ref = ref_10m or {"tokens": 9_960_126, "p50_ms": 10.67, "p95_ratio": 8.76 / 5.88,
                       "source": "benchmarks/results/engine_synthetic_100000_fused.md (CPU ms p50, one index)"}
     lat_1m = one["p50_ms"] - overhead  # one shard of n_tok tokens, searched by one actor thread
@@ -219,8 +255,13 @@ def project(r: dict, total_tokens: float = 1e9, nodes: tuple[int, ...] = (16, 10
     ratio = max(one["p95_ms"] / one["p50_ms"], ref["p95_ratio"])
     build_rate = r.get("compress_tokens_per_core_s")
     codec_s = r.get("codec_train_s")
+    if codec_s:  # k-means work grows with the sample and nlist: scale the measured codec time to 1B tokens
+        from plaidx.engine.clustering import default_kmeans_sample, default_nlist
+
+        nl_m, nl_p = default_nlist(n_tok), default_nlist(int(total_tokens))
+        codec_s *= (default_kmeans_sample(nl_p, int(total_tokens)) / default_kmeans_sample(nl_m, n_tok)) * nl_p / nl_m
     rtt = 0.3  # ms, assumed intra-datacenter round trip per fan-out (not measured here)
-    out = {"total_tokens": total_tokens, "bytes_per_token": bpt, "actor_r0_bytes": r0, "actor_beta": beta,
+    out = {"total_tokens": total_tokens, "codec_s": codec_s, "bytes_per_token": bpt, "actor_r0_bytes": r0, "actor_beta": beta,
            "latency_a_ms": a, "latency_b_ms_per_mtok": b * 1e6, "tail_ratio": ratio, "router_overhead_ms": overhead,
            "rtt_ms": rtt, "reference": ref, "layouts": []}
     for n in nodes:
