@@ -12,7 +12,8 @@ systems, not the absolute quality).
 
 Each side does what its README shows: ``RAGPretrainedModel.from_pretrained(ckpt)``, ``index(texts,
 document_ids, max_document_length=256, split_documents=False)`` at its defaults (RAGatouille picks nbits 4
-under 10,000 passages and its PyTorch k-means; plaidx its own defaults), then ``search(query, k=10)`` one
+under 10,000 passages; plaidx its own defaults), except that RAGatouille runs faiss k-means
+(``use_faiss=True``; ``--ragatouille-kmeans torch`` for its PyTorch default, which ran out of memory here), then ``search(query, k=10)`` one
 query at a time. RAGatouille's search right after ``index()`` ignores ``index_root``, so it reopens with
 ``from_index`` (timed separately, like plaidx's open). RAGatouille runs in .bench-venv-ragatouille (a
 subprocess running this file with ``--worker``), plaidx in the project venv, one after the other, with the
@@ -103,7 +104,7 @@ def ragatouille_worker(workdir: Path) -> None:
     load_s = time.perf_counter() - t
     t = time.perf_counter()
     path = rag.index(collection=job["texts"], document_ids=job["ids"], index_name="bench",
-                     max_document_length=MAX_DOC_LEN, split_documents=False)
+                     max_document_length=MAX_DOC_LEN, split_documents=False, use_faiss=job["use_faiss"])
     index_s = time.perf_counter() - t
     t = time.perf_counter()
     rag = RAGPretrainedModel.from_index(path, verbose=0)
@@ -238,6 +239,10 @@ def write_report(res: dict, stem: str = "ragatouille") -> None:
         f"tokens / {res['ragatouille']['tokens']} colbert-ai tokens; {m['n_queries']} queries (Cranfield and CISI, "
         "judged), k = 10",
         f"- checkpoint: {m['checkpoint_note']}",
+        f"- RAGatouille k-means: {m['ragatouille_kmeans']} ("
+        + ("use_faiss=True: its PyTorch k-means, the default under 75,000 passages, was killed for memory "
+           "(7.3 GB RSS) on these 3,204 documents on this 23 GB shared machine" if m["ragatouille_kmeans"] == "faiss"
+           else "its default PyTorch k-means") + ")",
         f"- threads: torch {p['torch_threads']} (plaidx) / {r['torch_threads']} (RAGatouille); versions: "
         f"{json.dumps(r.get('versions', {}))}",
         "- the machine is shared and noisy: read the ratios, not the absolute times",
@@ -274,6 +279,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--worker", choices=["ragatouille"], help=argparse.SUPPRESS)
     ap.add_argument("--stem", default="ragatouille", help="result file name under benchmarks/results/")
+    ap.add_argument("--ragatouille-kmeans", choices=["faiss", "torch"], default="faiss",
+                    help="RAGatouille's k-means: faiss (use_faiss=True) or its PyTorch replacement, its default "
+                         "under 75,000 passages, which was killed for memory (7.3 GB RSS) on the 3,204 documents here")
     args = ap.parse_args()
     workdir = Path(args.workdir).absolute()
     if args.worker == "ragatouille":
@@ -293,7 +301,7 @@ def main() -> None:
         shutil.rmtree(ckpt, ignore_errors=True)
         make_checkpoint(ckpt, seed=0)
     data = load_texts(args.docs, args.queries)
-    job = {"checkpoint": str(ckpt), **data}
+    job = {"checkpoint": str(ckpt), "use_faiss": args.ragatouille_kmeans == "faiss", **data}
     (workdir / "job.json").write_text(json.dumps(job))
     machine = machine_info(args.threads)
     print(f"[bench] {len(data['texts'])} documents, {len(data['queries'])} queries; RAGatouille first", flush=True)
@@ -314,6 +322,7 @@ def main() -> None:
                     "n_docs": len(data["texts"]), "n_queries": len(data["queries"]),
                     "mix": "all 1,400 Cranfield + all 1,460 CISI + first 344 SciFact" if args.docs == 3204
                     else f"the first {args.docs} of Cranfield, CISI, SciFact in that order",
+                    "ragatouille_kmeans": args.ragatouille_kmeans,
                     "checkpoint_note": "bundled all-MiniLM-L6-v2 BERT + seeded (0) 384->128 linear head, "
                                        "Stanford HF_ColBERT layout (make_stanford_checkpoint.py)"},
            "plaidx": {k: v for k, v in px.items() if k != "converted"}, "ragatouille": rag,
