@@ -142,3 +142,43 @@ def test_site_builds_strictly(tmp_path: Path) -> None:
     assert "search" in reference and "SearchParams" in reference, "mkdocstrings rendered no engine API"
     assert "fonts.googleapis" not in html, "the site must not load web fonts (theme font: false)"
 
+
+
+def test_pareto_keeps_the_points_nothing_beats() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from plots import pareto
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    points = [(2.0, 0.80), (1.0, 0.70), (3.0, 0.79), (1.5, 0.70), (4.0, 0.90)]
+    assert pareto(points) == [(1.0, 0.70), (2.0, 0.80), (4.0, 0.90)]
+
+
+def test_plots_are_drawn_from_the_result_files(tmp_path: Path) -> None:
+    """benchmarks/plots.py draws every picture of the benchmarks page from benchmarks/results alone."""
+    pytest.importorskip("matplotlib", reason="the docs extra is not installed (pip install -e '.[docs]')")
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "plots.py"), "--out", str(tmp_path)], cwd=ROOT,
+                         env=_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    drawn = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert drawn == ["build_cost.png", "bytes_per_token.png", "gpu_cpu.png", "recall_latency.png"]
+    for name in drawn:
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (ROOT / "docs" / "img" / name).is_file(), f"docs/img/{name} is missing: run benchmarks/plots.py"
+    pages = (ROOT / "docs" / "benchmarks.md").read_text() + (ROOT / "docs" / "gpu.md").read_text()
+    assert all(f"img/{name}" in pages for name in drawn), "a picture is drawn but shown on no page"
+
+
+def test_results_index_names_every_report() -> None:
+    """benchmarks/results/README.md lists every report that is in the results folder, and no deleted one."""
+    index = (ROOT / "benchmarks" / "results" / "README.md").read_text()
+    reports = {p.stem for p in (ROOT / "benchmarks" / "results").glob("*.md") if p.name != "README.md"}
+    tracked = subprocess.run(["git", "ls-files", "benchmarks/results"], cwd=ROOT, capture_output=True, text=True)
+    if tracked.returncode != 0:
+        pytest.skip("not a git checkout")
+    committed = {Path(f).stem for f in tracked.stdout.split() if f.endswith(".md") and not f.endswith("README.md")}
+    missing = sorted(r for r in reports & committed if f"({r}.md)" not in index)
+    assert not missing, f"benchmarks/results/README.md does not list {missing}"
+    listed = set(re.findall(r"\(([\w.\-]+)\.md\)", index))
+    gone = sorted(listed - reports)
+    assert not gone, f"benchmarks/results/README.md lists reports that do not exist: {gone}"
