@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hmac
 import json
 import os
 import socket
@@ -13,22 +12,21 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
-from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import Depends, FastAPI
+from fastapi.responses import Response
 
 from .. import __version__
 from ..engine import SearchParams, maxsim
 from ..rag import FolderCache, IndexFolder
+from .docs import install_docs
 from .encoding import Encoder
 from .errors import ApiError
+from .http import BodyLimit, bearer_check, install_error_handlers
+from .inputs import Limits, check_dimensions, is_matrix, query_matrices, request_texts
 from .models import (
     ErrorResponse,
     HealthResponse,
@@ -40,33 +38,8 @@ from .models import (
     RerankResponse,
     SearchRequest,
     SearchResponse,
-    TextInput,
 )
 from .net import is_loopback
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask for; anything beyond is answered 413 (sizes) or 400 (values).
-
-    Attributes
-    ----------
-    max_body_bytes : bytes of one request body.
-    max_inputs : texts of one /v1/multi-vector request, documents of one /v1/rerank request.
-    max_input_chars : characters of one text (bounds tokenization before the token count is known).
-    max_tokens : tokens the model reads for one request, after truncation at query/document length.
-    max_k : results of one search.
-    max_query_tokens : rows of ``query_embeddings`` in one search.
-    max_doc_ids : ids in one search's ``doc_ids`` filter.
-    """
-
-    max_body_bytes: int = 4 << 20
-    max_inputs: int = 256
-    max_input_chars: int = 50_000
-    max_tokens: int = 131_072
-    max_k: int = 1000
-    max_query_tokens: int = 1024
-    max_doc_ids: int = 100_000
 
 
 # ============================================================================ the application
@@ -196,31 +169,6 @@ def _check_index_name(name: Any) -> None:
         raise ValueError(f"index name {name!r} is not usable: give a non-empty name without slashes")
 
 
-def _texts(items: Any, what: str, limits: Limits) -> list[str]:
-    items = [items] if isinstance(items, (str, TextInput)) else list(items)
-    if not items:
-        raise ApiError(400, "invalid_request", f"'{what}' is empty: send at least one text", what)
-    if len(items) > limits.max_inputs:
-        raise ApiError(413, "too_many_inputs", f"'{what}' holds {len(items)} texts; this server accepts at most "
-                                               f"{limits.max_inputs} per request: split the request", what)
-    texts = [x.text if isinstance(x, TextInput) else x for x in items]
-    for i, t in enumerate(texts):
-        if not t.strip():
-            raise ApiError(400, "invalid_request", f"{what}[{i}] is empty: every text needs some content",
-                           f"{what}.{i}")
-        if len(t) > limits.max_input_chars:
-            raise ApiError(413, "input_too_long", f"{what}[{i}] has {len(t)} characters; this server accepts at "
-                                                  f"most {limits.max_input_chars} per text", f"{what}.{i}")
-    return texts
-
-
-def _check_dimensions(dimensions: Optional[int], model: Any) -> None:
-    if dimensions is not None and not 0 < dimensions <= model.dim:
-        raise ApiError(400, "invalid_request", f"dimensions={dimensions} is not available: use 1 to {model.dim} "
-                                               f"(dedicated heads: {getattr(model, 'head_dimensions', [model.dim])})",
-                       "dimensions")
-
-
 _ERRORS: dict[Union[int, str], dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text} for code, text in (
         (400, "malformed JSON or an invalid value (named in detail and param)"),
@@ -266,10 +214,10 @@ def create_app(indexes: Optional[Mapping[str, Union[str, os.PathLike, IndexFolde
                               "/v1/multi-vector and /v1/rerank take the request and response shapes of the Jina "
                               "API. Errors are JSON objects with 'detail', 'type' and 'param'.")
     app.state.plaidx = served
-    deps = [Depends(_bearer_check(api_key))] if api_key else []
-    app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
-    _install_error_handlers(app)
-    _install_docs(app)
+    deps = [Depends(bearer_check(api_key))] if api_key else []
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    install_error_handlers(app)
+    install_docs(app)
 
     @app.get("/health", response_model=HealthResponse, tags=["service"])
     async def health() -> HealthResponse:
@@ -293,9 +241,9 @@ def create_app(indexes: Optional[Mapping[str, Union[str, os.PathLike, IndexFolde
               tags=["embeddings"])
     async def multi_vector(req: MultiVectorRequest) -> Response:
         """Per-token embeddings of texts (Jina multi-vector API). Queries always give query_length vectors."""
-        texts = _texts(req.input, "input", limits)
+        texts = request_texts(req.input, "input", limits)
         key, enc = served.encoder(req.model)
-        _check_dimensions(req.dimensions, enc.model)
+        check_dimensions(req.dimensions, enc.model)
         rows, tokens = await enc.encode(texts, req.input_type, req.dimensions, limits.max_tokens)
         name = served.display_name(key)
         body = await served.run(_render_multi_vector, name, rows, tokens, req.embedding_type)
@@ -305,8 +253,8 @@ def create_app(indexes: Optional[Mapping[str, Union[str, os.PathLike, IndexFolde
               tags=["embeddings"])
     async def rerank(req: RerankRequest) -> RerankResponse:
         """Documents ordered by MaxSim with the query (Jina rerank API)."""
-        query = _texts([req.query], "query", limits)
-        docs = _texts(req.documents, "documents", limits)
+        query = request_texts([req.query], "query", limits)
+        docs = request_texts(req.documents, "documents", limits)
         if req.top_n is not None and req.top_n < 1:
             raise ApiError(400, "invalid_request", f"top_n must be a positive integer, got {req.top_n}", "top_n")
         key, enc = served.encoder(req.model)
@@ -336,13 +284,13 @@ def create_app(indexes: Optional[Mapping[str, Union[str, os.PathLike, IndexFolde
         tokens, model_label = 0, served.model_label(folder.model_name)
         if req.query_embeddings is None:
             key, enc = _index_encoder(served, folder, name)
-            texts = _texts([req.query] if req.query is not None else req.queries, given[0], limits)
+            texts = request_texts([req.query] if req.query is not None else req.queries, given[0], limits)
             rows, tokens = await enc.encode(texts, "query", None, limits.max_tokens)
             matrices = [np.stack(rows)]
             model_label = served.display_name(key)
         else:
-            matrices = _query_matrices(req.query_embeddings, limits)
-        single = req.query is not None or (req.query_embeddings is not None and _is_matrix(req.query_embeddings))
+            matrices = query_matrices(req.query_embeddings, limits)
+        single = req.query is not None or (req.query_embeddings is not None and is_matrix(req.query_embeddings))
         params = SearchParams(req.nprobe, req.centroid_score_threshold, req.ndocs, req.n_exact)
         try:
             found = await served.run(_search_groups, folder, matrices, req.k, params=params, doc_ids=req.doc_ids,
@@ -371,52 +319,6 @@ def _index_encoder(served: _Served, folder: IndexFolder, name: str) -> tuple[str
                                                f"{enc.model.dim}-d vectors do not match its {folder.engine.dim}-d "
                                                "embeddings; send query_embeddings instead", "query")
     return served.default, enc
-
-
-def _is_matrix(value: list) -> bool:
-    """Whether ``query_embeddings`` is one (q_tokens, dim) matrix (rows of numbers), not a list of them."""
-    return not value or not value[0] or not isinstance(value[0][0], list)
-
-
-def _query_matrices(value: list, limits: Limits) -> list[np.ndarray]:
-    """``query_embeddings`` as float32 matrices: one for a (q_tokens, dim) matrix, one per matrix of a list."""
-    if not value:
-        raise ApiError(400, "invalid_request", "query_embeddings is empty: send a (q_tokens, dim) matrix or a "
-                                               "list of them", "query_embeddings")
-    if _is_matrix(value):
-        return [_query_matrix(value, limits, "query_embeddings")]
-    if len(value) > limits.max_inputs:
-        raise ApiError(413, "too_many_inputs", f"query_embeddings holds {len(value)} queries; at most "
-                                               f"{limits.max_inputs} per request: split the request",
-                       "query_embeddings")
-    out = [_query_matrix(m, limits, f"query_embeddings.{i}") for i, m in enumerate(value)]
-    widths = {m.shape[1] for m in out}
-    if len(widths) > 1:
-        raise ApiError(400, "invalid_request", f"the query matrices have different widths {sorted(widths)}: every "
-                                               "query's vectors must have the index's dimension", "query_embeddings")
-    return out
-
-
-def _query_matrix(rows: list[list[float]], limits: Limits, where: str) -> np.ndarray:
-    if not rows:
-        raise ApiError(400, "invalid_request", f"{where} is empty: send (q_tokens, dim) numbers", where)
-    if len(rows) > limits.max_query_tokens:
-        raise ApiError(413, "too_many_query_tokens", f"{where} holds {len(rows)} vectors; at most "
-                                                     f"{limits.max_query_tokens}", where)
-    width = len(rows[0])
-    if width == 0 or any(len(r) != width for r in rows):
-        raise ApiError(400, "invalid_request", f"{where} must be a non-empty rectangular (q_tokens, dim) list: "
-                                               "every row the same length", where)
-    wide = np.asarray(rows, dtype=np.float64)
-    if not np.isfinite(wide).all():
-        raise ApiError(400, "invalid_request", f"{where} contains NaN or infinite values: send finite numbers",
-                       where)
-    with np.errstate(over="ignore"):
-        q = wide.astype(np.float32)
-    if not np.isfinite(q).all():
-        raise ApiError(400, "invalid_request", f"{where} contains values too large for float32 (above about "
-                                               "3.4e38)", where)
-    return q
 
 
 def _search_groups(folder: IndexFolder, matrices: list[np.ndarray], k: int, **kwargs: Any) -> list[list[Any]]:
@@ -458,192 +360,6 @@ def _render_multi_vector(name: str, rows: list[np.ndarray], tokens: int, embeddi
         data.append({"object": "embeddings", "index": i, "embeddings": value})
     out = {"model": name, "object": "list", "data": data, "usage": {"total_tokens": tokens}}
     return json.dumps(out, separators=(",", ":")).encode("utf-8")
-
-
-# ============================================================================ HTTP plumbing
-def _bearer_check(api_key: str) -> Callable[..., Any]:
-    scheme = HTTPBearer(auto_error=False, description="the server's API key (plaidx serve --api-key)")
-    expected = api_key.encode("utf-8")
-
-    async def check(credentials: Optional[HTTPAuthorizationCredentials] = Depends(scheme)) -> None:
-        if credentials is None:
-            raise ApiError(401, "unauthorized", "this server needs an API key: send the header "
-                                                "'Authorization: Bearer <key>'")
-        if not hmac.compare_digest(credentials.credentials.encode("utf-8"), expected):
-            raise ApiError(401, "unauthorized", "the API key is not valid for this server")
-
-    return check
-
-
-def _shown(value: Any) -> str:
-    """A rejected input as a short JSON text (bytes and other non-JSON values as their repr)."""
-    try:
-        return json.dumps(value)[:60]
-    except (TypeError, ValueError):
-        return repr(value)[:60]
-
-
-def _loc(loc: Sequence[Any]) -> str:
-    parts = [str(p) for p in loc if p != "body"]
-    return ".".join(parts) or "body"
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return exc.response()
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        for e in errors:
-            if e.get("type") == "json_invalid":
-                ctx = e.get("ctx") or {}
-                return ApiError(400, "malformed_json", f"the request body is not valid JSON "
-                                                       f"({ctx.get('error', e.get('msg'))}); send a JSON object",
-                                None).response()
-        parts = []
-        for e in errors[:5]:
-            where = _loc(e.get("loc", ()))
-            got = e.get("input")
-            shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {_shown(got)})"
-            parts.append(f"{where}: {e.get('msg')}{shown}")
-        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-        first = _loc(errors[0].get("loc", ())) if errors else None
-        return ApiError(422, "invalid_request", "; ".join(parts) + more, first).response()
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
-        if exc.status_code == 404:
-            detail = f"no endpoint {request.method} {request.url.path}; see /docs or /openapi.json"
-        return ApiError(exc.status_code, kind, detail).response()
-
-    @app.exception_handler(Exception)
-    async def crash(request: Request, exc: Exception) -> JSONResponse:
-        return ApiError(500, "internal_error", f"internal error ({type(exc).__name__}: {exc}); the server "
-                                               "is still running").response()
-
-
-_JSON_TYPE = (b"content-type", b"application/json")
-_RETYPED = (b"", b"application/x-www-form-urlencoded", b"text/plain")
-
-
-def _as_json_body(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """Headers where a body sent without a JSON content type (``curl -d`` sends a form type) is read as JSON:
-    every POST endpoint takes JSON, so the body is parsed as such or answered 400 malformed_json."""
-    kind = next((v for k, v in headers if k == b"content-type"), b"")
-    if kind.split(b";")[0].strip().lower() not in _RETYPED:
-        return headers
-    return [(k, v) for k, v in headers if k != b"content-type"] + [_JSON_TYPE]
-
-
-class _BodyLimit:
-    """ASGI middleware: reject bodies over ``max_bytes`` with 413 before any handler parses them; read bodies
-    sent without a content type, or as a form or plain text, as JSON."""
-
-    def __init__(self, app: Any, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
-            await self.app(scope, receive, send)
-            return
-        too_big = ApiError(413, "request_too_large", f"the request body is over this server's limit of "
-                                                     f"{self.max_bytes} bytes: send fewer or shorter inputs")
-        for k, v in scope.get("headers", []):
-            if k == b"content-length":
-                if not v.isdigit():
-                    await ApiError(400, "invalid_request", "Content-Length is not a number").response()(
-                        scope, receive, send)
-                    return
-                if int(v) > self.max_bytes:
-                    await too_big.response()(scope, receive, send)
-                    return
-        chunks, total = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body = message.get("body", b"")
-            total += len(body)
-            if total > self.max_bytes:
-                await too_big.response()(scope, receive, send)
-                return
-            chunks.append(body)
-            if not message.get("more_body", False):
-                break
-        data, delivered = b"".join(chunks), False
-        scope = {**scope, "headers": _as_json_body(list(scope.get("headers", [])))}
-
-        async def replay() -> dict:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": data, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-
-# ============================================================================ /docs, offline
-_DOCS_ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css",
-                "favicon-32x32.png": "image/png"}
-
-_PLAIN_DOCS = """<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>plaidx API</title>
-<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}code,pre{background:#f4f4f4}
-pre{padding:.5em;overflow:auto}</style></head>
-<body><h1>plaidx API</h1>
-<p>The OpenAPI document is at <a href="/openapi.json">/openapi.json</a>. (Install the <code>server</code> extra,
-which brings <code>swagger-ui-bundle</code>, for the interactive page.)</p><div id="ops">loading...</div>
-<script>
-fetch("openapi.json").then(r => r.json()).then(spec => {
-  const ops = document.getElementById("ops"); ops.textContent = "";
-  for (const [path, methods] of Object.entries(spec.paths)) {
-    for (const [method, op] of Object.entries(methods)) {
-      const h = document.createElement("h3"); h.textContent = method.toUpperCase() + " " + path; ops.appendChild(h);
-      const p = document.createElement("p"); p.textContent = op.description || op.summary || ""; ops.appendChild(p);
-      const body = op.requestBody && op.requestBody.content["application/json"];
-      if (body) {
-        const pre = document.createElement("pre");
-        const ref = body.schema.$ref ? body.schema.$ref.split("/").pop() : null;
-        pre.textContent = JSON.stringify(ref ? spec.components.schemas[ref] : body.schema, null, 1);
-        ops.appendChild(pre);
-      }
-    }
-  }
-});
-</script></body></html>"""
-
-
-def _install_docs(app: FastAPI) -> None:
-    """``/docs``: Swagger UI from the ``swagger-ui-bundle`` package, served by this server (no CDN), or a
-    plain page listing the endpoints when that package is missing. Both work offline."""
-    from fastapi.openapi.docs import get_swagger_ui_html
-    from fastapi.responses import FileResponse, HTMLResponse
-
-    try:
-        from swagger_ui_bundle import swagger_ui_path
-    except ImportError:
-        swagger_ui_path = None
-
-    @app.get("/docs", include_in_schema=False)
-    async def docs() -> Response:
-        if swagger_ui_path is None:
-            return HTMLResponse(_PLAIN_DOCS)
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="plaidx API",
-                                   swagger_js_url="/docs/assets/swagger-ui-bundle.js",
-                                   swagger_css_url="/docs/assets/swagger-ui.css",
-                                   swagger_favicon_url="/docs/assets/favicon-32x32.png",
-                                   swagger_ui_parameters={"validatorUrl": None})
-
-    @app.get("/docs/assets/{name}", include_in_schema=False)
-    async def docs_asset(name: str) -> Response:
-        if swagger_ui_path is None or name not in _DOCS_ASSETS:  # only these files, never a path
-            raise StarletteHTTPException(404)
-        return FileResponse(Path(str(swagger_ui_path)) / name, media_type=_DOCS_ASSETS[name])
 
 
 # ============================================================================ running
