@@ -23,6 +23,7 @@ SOURCES = {
     "engine_scifact": "engine_scifact_5183_int8.json",
     "grid_synthetic": "search_params_synthetic_10000.json",
     "grid_scifact": "search_params_scifact.json",
+    "converted": "convert_synthetic_10000.json",
     "gpu_1m": "gpu_synthetic_10000.json",
     "gpu_10m": "gpu_synthetic_100000.json",
 }
@@ -60,11 +61,29 @@ def _engine_points(run: dict[str, Any]) -> list[tuple[str, str, float, float]]:
     return out
 
 
+def _plot_same_index(ax: Any, run: dict[str, Any]) -> None:
+    """colbert-ai and plaidx searching the same compressed index (colbert-ai's, converted losslessly)."""
+    for r in run["search"]:
+        engine = "plaid" if r["engine"].startswith("colbert") else "plaidx"
+        params = r["params"] if isinstance(r["params"], str) else "its defaults"
+        label = {"its defaults": "Stanford PLAID (colbert-ai 0.2.22), its defaults",
+                 "defaults": "plaidx, its defaults", "plaid_settings": "plaidx at PLAID's settings"}.get(params, params)
+        ax.scatter([r["p50_ms"]], [r["recall@10"]], marker=MARKERS[engine], s=60, color=COLORS[engine],
+                   facecolors="none" if params == "plaid_settings" else COLORS[engine], label=label, zorder=3)
+    ax.set_xscale("log")
+    ax.set_xlabel("p50 latency per query, ms (log scale; 2 threads, load average ~28)")
+    ax.set_ylabel("recall@10 vs exact MaxSim")
+    ax.set_title(f"the same index bytes: colbert-ai's index, converted ({run['date'][:10]})", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+
+
 def plot_recall_latency(results: Path, out: Path, plt: Any) -> Path:
-    fig, axes = plt.subplots(1, 2, figsize=(11, 5.6))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.6))
+    _plot_same_index(axes[2], load(results, "converted"))
     panels = [("engine_synthetic", "grid_synthetic", "synthetic, 1.0M tokens, d 128"),
               ("engine_scifact", "grid_scifact", "SciFact (MiniLM), 1.2M tokens, d 384")]
-    for ax, (run_key, grid_key, title) in zip(axes, panels):
+    for ax, (run_key, grid_key, title) in zip(axes[:2], panels):
         run, grid = load(results, run_key), load(results, grid_key)
         curve = pareto([(r["p50_ms"], r["recall"]) for r in grid["rows"] if r.get("p50_ms") is not None])
         ax.plot([c[0] for c in curve], [c[1] for c in curve], "-", color=COLORS["plaidx"], alpha=0.6,
@@ -82,7 +101,7 @@ def plot_recall_latency(results: Path, out: Path, plt: Any) -> Path:
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     fig.suptitle("Recall against latency (upper left is better)", fontsize=11)
     fig.text(0.01, 0.01, f"sources: {SOURCES['engine_synthetic']}, {SOURCES['grid_synthetic']}, "
-             f"{SOURCES['engine_scifact']}, {SOURCES['grid_scifact']}", fontsize=6, color="0.4")
+             f"{SOURCES['engine_scifact']}, {SOURCES['grid_scifact']}, {SOURCES['converted']}", fontsize=6, color="0.4")
     fig.tight_layout(rect=(0, 0.03, 1, 0.95))
     return _save(fig, out / "recall_latency.png", plt)
 
