@@ -46,7 +46,7 @@ from collection import (  # noqa: E402
 )
 
 from plaidx.engine.clustering import Assigner, default_kmeans_sample, default_nlist, train_centroids  # noqa: E402
-from plaidx.engine.codec import centroid_arrays, stored_centroids, train_codebooks  # noqa: E402
+from plaidx.engine.codec import dequantize_centroids, quantize_centroids, train_codebooks  # noqa: E402
 
 K = 10
 
@@ -178,8 +178,8 @@ def run_variants(args, values, coll, raw, cbits, cands, truth, queries, held) ->
         if cbits == 4:  # int4 rows with a float32 scale each (max |c| / 7)
             sc = np.abs(raw).max(axis=1, keepdims=True) / 7.0
             cents = (np.clip(np.rint(raw / sc), -7, 7) * sc).astype(np.float32)
-        else:
-            cents = stored_centroids(centroid_arrays(raw, args.nbits))
+        else:  # int8 rows with a power-of-two scale each (format 2)
+            cents = dequantize_centroids(*quantize_centroids(raw))
         t0 = time.perf_counter()
         codes_c = np.concatenate([Assigner(cents).assign(values[i:i + (1 << 18)]) for i in range(0, n, 1 << 18)])
         cn = cents[codes_c.astype(np.intp)]
