@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                                              [int(x) for x in args.shards.split(",")])
         r["ray_overhead_loadavg"] = list(os.getloadavg())
         f.write_text(json.dumps(r, indent=1))
+        f.with_suffix(".md").write_text(render(r))
         print(r["ray_overhead"])
         return 0
     shard_counts = [int(s) for s in args.shards.split(",")]
@@ -226,16 +227,30 @@ def _lognormal_max_quantile(p50: float, p95: float, n: int, q: float) -> float:
     return float(np.exp(mu + sigma * z.inv_cdf(q ** (1.0 / n))))
 
 
+# One index of the same synthetic generator on this machine when it was quiet (2 threads): tokens, CPU ms per
+# query at p50 (all threads: about one thread's service time), p50 and p95 wall ms. The per-shard cost curve.
+QUIET_REFERENCES = [
+    {"tokens": 1_004_194, "cpu_ms": 2.12, "p50_ms": 1.75, "p95_ms": 2.34,
+     "source": "benchmarks/results/engine_synthetic_10000_three_way_int8.md"},
+    {"tokens": 9_960_126, "cpu_ms": 10.67, "p50_ms": 5.88, "p95_ms": 8.76,
+     "source": "benchmarks/results/engine_synthetic_100000_fused.md"},
+    {"tokens": 31_914_446, "cpu_ms": 22.35, "p50_ms": 11.22, "p95_ms": 17.22,
+     "source": "benchmarks/results/engine_synthetic_1000000_fused.md"},
+]
+
+
 def project(r: dict, total_tokens: float = 1e9, nodes: tuple[int, ...] = (16, 100), cores: int = 16,
-            ref_10m: dict | None = None) -> dict:
+            refs: list[dict] | None = None) -> dict:
     """A projection (not a measurement) of memory, build time and fan-out latency for ``total_tokens``.
 
     From the run ``r``: bytes per token on disk; resident memory per actor as R0 + beta * shard tokens
-    (least squares over the Ray rows); the Ray per-query overhead; per-shard search latency a + b * tokens
-    (fitted through this run's one-shard Ray latency and ``ref_10m``, a one-index 10M-token measurement);
-    the tail ratio p95/p50 of one shard; build throughput per core. Fan-out latency: the maximum of n
-    independent lognormal shard latencies, plus the router overhead and an assumed network round trip.
+    (least squares over the Ray rows); Ray's per-query overhead (the largest measured); build throughput
+    per core and the codec time (scaled by k-means sample and nlist). From ``refs`` (one index measured on
+    a quiet machine): per-shard service time c * (tokens / 1M) ** alpha, fitted in log space, and the tail
+    ratio p95/p50. Fan-out latency: the maximum of n independent lognormal shard latencies, plus the
+    overhead and an assumed network round trip. Each node runs ``shards_per_node`` single-threaded shards.
     """
+    refs = refs or QUIET_REFERENCES
     rows = {(x["executor"], x["shards"]): x for x in r["rows"]}
     n_tok = r["collection"]["n_tokens"]
     s_max = max(s for _, s in rows)
@@ -244,15 +259,12 @@ def project(r: dict, total_tokens: float = 1e9, nodes: tuple[int, ...] = (16, 10
     xs = np.array([n_tok / x["shards"] for x in ray_rows for _ in x["actor_rss_bytes"]])
     ys = np.array([b for x in ray_rows for b in x["actor_rss_bytes"]], dtype=float)
     beta, r0 = np.polyfit(xs, ys, 1) if len(set(xs.tolist())) > 1 else (bpt, float(ys.mean() - bpt * xs.mean()))
-    one = rows[("ray", 1)]
     ovh = r.get("ray_overhead") or {}
-    overhead = max([0.0] + [float(v["overhead_p50_ms"]) for v in ovh.values()])  # worst over shard counts
-    ref = ref_10m or {"tokens": 9_960_126, "p50_ms": 10.67, "p95_ratio": 8.76 / 5.88,
-                      "source": "benchmarks/results/engine_synthetic_100000_fused.md (CPU ms p50, one index)"}
-    lat_1m = one["p50_ms"] - overhead  # one shard of n_tok tokens, searched by one actor thread
-    b = (ref["p50_ms"] - lat_1m) / (ref["tokens"] - n_tok)
-    a = lat_1m - b * n_tok
-    ratio = max(one["p95_ms"] / one["p50_ms"], ref["p95_ratio"])
+    overhead = max([0.0] + [float(v["overhead_p50_ms"]) for v in ovh.values()])
+    lt = np.log(np.array([x["tokens"] for x in refs]) / 1e6)
+    lc = np.log(np.array([x["cpu_ms"] for x in refs]))
+    alpha, logc = np.polyfit(lt, lc, 1)
+    ratio = float(np.mean([x["p95_ms"] / x["p50_ms"] for x in refs]))
     build_rate = r.get("compress_tokens_per_core_s")
     codec_s = r.get("codec_train_s")
     if codec_s:  # k-means work grows with the sample and nlist: scale the measured codec time to 1B tokens
@@ -261,19 +273,21 @@ def project(r: dict, total_tokens: float = 1e9, nodes: tuple[int, ...] = (16, 10
         nl_m, nl_p = default_nlist(n_tok), default_nlist(int(total_tokens))
         codec_s *= (default_kmeans_sample(nl_p, int(total_tokens)) / default_kmeans_sample(nl_m, n_tok)) * nl_p / nl_m
     rtt = 0.3  # ms, assumed intra-datacenter round trip per fan-out (not measured here)
-    out = {"total_tokens": total_tokens, "codec_s": codec_s, "bytes_per_token": bpt, "actor_r0_bytes": r0, "actor_beta": beta,
-           "latency_a_ms": a, "latency_b_ms_per_mtok": b * 1e6, "tail_ratio": ratio, "router_overhead_ms": overhead,
-           "rtt_ms": rtt, "reference": ref, "layouts": []}
+    out = {"total_tokens": total_tokens, "codec_s": codec_s, "bytes_per_token": bpt, "actor_r0_bytes": r0,
+           "actor_beta": beta, "latency_c_ms": float(np.exp(logc)), "latency_alpha": float(alpha),
+           "tail_ratio": ratio, "router_overhead_ms": overhead, "rtt_ms": rtt, "cores_per_node": cores,
+           "references": refs, "layouts": []}
     for n in nodes:
-        for shards_per_node in (1, cores // 2):
+        for shards_per_node in (1, cores):
             n_shards = n * shards_per_node
             t_shard = total_tokens / n_shards
-            p50 = a + b * t_shard
+            p50 = float(np.exp(logc) * (t_shard / 1e6) ** alpha)
             p95 = p50 * ratio
             layout = {"nodes": n, "shards": n_shards, "shard_tokens": t_shard,
                       "disk_gib_per_node": total_tokens / n * bpt / 2**30,
                       "ram_gib_per_node": shards_per_node * (r0 + beta * t_shard) / 2**30,
                       "shard_p50_ms": p50, "shard_p95_ms": p95,
+                      "node_qps_ceiling": 1000.0 * cores / (shards_per_node * p50),
                       "fanout_p50_ms": _lognormal_max_quantile(p50, p95, n_shards, 0.5) + overhead + rtt,
                       "fanout_p95_ms": _lognormal_max_quantile(p50, p95, n_shards, 0.95) + overhead + rtt,
                       "fanout_p99_ms": _lognormal_max_quantile(p50, p95, n_shards, 0.99) + overhead + rtt}
@@ -292,15 +306,17 @@ def write_projection(result_file: Path) -> int:
     out.write_text(json.dumps(pj, indent=1))
     lines = [f"# PROJECTION (not measured): {pj['total_tokens']:.0e} tokens, from {result_file.name}", "",
              f"bytes/token {pj['bytes_per_token']:.1f}; actor RSS = {pj['actor_r0_bytes'] / 2**20:.0f} MiB + "
-             f"{pj['actor_beta']:.1f} B x shard tokens; shard latency = {pj['latency_a_ms']:.2f} ms + "
-             f"{pj['latency_b_ms_per_mtok']:.3f} ms per M tokens; tail p95/p50 {pj['tail_ratio']:.2f}; router "
-             f"{pj['router_overhead_ms']:.2f} ms; RTT {pj['rtt_ms']} ms (assumed)", "",
-             "| nodes | shards | M tokens/shard | disk GiB/node | RAM GiB/node | shard p50 | fan-out p50 | p95 | p99 "
-             "| build s |", "|---|---|---|---|---|---|---|---|---|---|"]
+             f"{pj['actor_beta']:.1f} B x shard tokens; shard service time = {pj['latency_c_ms']:.2f} ms x "
+             f"(M tokens) ^ {pj['latency_alpha']:.2f}; tail p95/p50 {pj['tail_ratio']:.2f}; Ray overhead "
+             f"{pj['router_overhead_ms']:.2f} ms; RTT {pj['rtt_ms']} ms (assumed); codec {pj['codec_s']:.0f} s; "
+             f"{pj['cores_per_node']} cores per node", "",
+             "| nodes | shards | M tokens/shard | disk GiB/node | RAM GiB/node | shard p50 ms | fan-out p50 ms | p95 | "
+             "p99 | QPS ceiling/node | build s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for x in pj["layouts"]:
         lines.append(f"| {x['nodes']} | {x['shards']} | {x['shard_tokens'] / 1e6:.1f} | {x['disk_gib_per_node']:.1f} | "
                      f"{x['ram_gib_per_node']:.1f} | {x['shard_p50_ms']:.1f} | {x['fanout_p50_ms']:.1f} | "
-                     f"{x['fanout_p95_ms']:.1f} | {x['fanout_p99_ms']:.1f} | {x.get('build_s', float('nan')):.0f} |")
+                     f"{x['fanout_p95_ms']:.1f} | {x['fanout_p99_ms']:.1f} | {x['node_qps_ceiling']:.0f} | "
+                     f"{x.get('build_s', float('nan')):.0f} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
@@ -332,9 +348,20 @@ def render(r: dict) -> str:
                 if "ray_overhead_vs_one_index_ms" in row else "-")
         lines.append(f"| {row['config']} | {row['build_s']} | {row['recall']:.4f} | {row['p50_ms']:.2f} | "
                      f"{row['p95_ms']:.2f} | {row['batched_qps']} | {mib} | {rss} | {over} |")
+    if r.get("ray_overhead"):
+        lines += ["", "Ray's cost per query apart from search work (tiny shards of 4 short documents, single "
+                  f"queries, p50 of 200; load average then {r.get('ray_overhead_loadavg', '?')}):", "",
+                  "| shards | in-process p50 ms | Ray p50 ms | Ray p95 ms | overhead p50 ms |", "|---|---|---|---|---|"]
+        for s_, v in sorted(r["ray_overhead"].items(), key=lambda kv: int(kv[0])):
+            lines.append(f"| {s_} | {v['in_process_p50_ms']:.2f} | {v['ray_p50_ms']:.2f} | {v['ray_p95_ms']:.2f} | "
+                         f"{v['overhead_p50_ms']:+.2f} |")
     lines += ["", "Notes:",
-              "- In-process shards are searched one after another, each with all cores; Ray actors (0.5 CPU each) "
-              "search their shards in parallel with one thread each, the query put in the object store once.",
+              "- In-process, one shard is searched with all cores (OpenMP); several shards run side by side in a "
+              "thread pool with a share of the cores each. Ray actors (0.5 CPU each) search their shards in "
+              "parallel with one thread each, the query put in the object store once.",
+              "- The machine was shared and heavily loaded (load average above): a 2-thread OpenMP search waits "
+              "at its barriers for descheduled threads, which is why one shard in-process (2 threads) is slower "
+              "than the same shard in one single-threaded actor. Compare rows of this run only.",
               "- Every shard gets the search parameters one index of the whole collection would use (the same "
               "ndocs per shard), so recall does not fall with more shards; the work per query grows with them.",
               "- A Ray build equals the local build with the same seed (same codec hash: "
