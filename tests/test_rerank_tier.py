@@ -69,7 +69,7 @@ def test_rerank_lifts_recall_against_exact_maxsim(data, tmp_path):
     _, wide = index.search(queries, k=10, params=plaidx.SearchParams(nprobe=index.nlist, ndocs=n, n_exact=n,
                                                                      centroid_score_threshold=-1e9, rerank=n))
     r_plain, r_default, r_wide = _recall(plain, truth), _recall(default, truth), _recall(wide, truth)
-    # observed: 0.65 without the tier, 0.908 with the default (PLAID's nprobe 2 misses the rest), 1.0 wide
+    # observed: 0.675 without the tier, 0.892 with the default (PLAID's nprobe 2 misses the rest), 1.0 wide
     assert r_default >= r_plain + 0.2
     assert r_wide >= 0.99
 
