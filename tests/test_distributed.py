@@ -343,3 +343,28 @@ def test_readers_search_while_another_handle_commits(data, tmp_path):
         t.join()
     assert not errors, errors
     assert reader.refresh() in (True, False) and len(reader) == len(writer) == 156
+
+
+def test_writes_during_a_paused_overwrite_do_not_touch_its_folders(data, tmp_path, monkeypatch):
+    docs, queries = data
+    old = build(tmp_path / "s", docs[:100], 2, nlist=NLIST)
+    real = build_module.build_shard
+
+    def second_fails(shard_dir, part, *rest):
+        if "shard-0001" in shard_dir:
+            raise OSError("killed")
+        return real(shard_dir, part, *rest)
+
+    monkeypatch.setattr(build_module, "build_shard", second_fails)
+    with pytest.raises(ShardBuildError):
+        build(tmp_path / "s", docs, 2, nlist=NLIST, overwrite=True)
+    finished = os.stat(tmp_path / "s" / "shard-0000.g000002" / "manifest.json").st_ino
+    old.add(docs[100:103])  # the old index takes writes meanwhile, under other folder names
+    assert len(ShardedIndex.open(tmp_path / "s")) == 103
+    assert os.stat(tmp_path / "s" / "shard-0000.g000002" / "manifest.json").st_ino == finished
+    monkeypatch.setattr(build_module, "build_shard", real)
+    new = build(tmp_path / "s", docs, 2, nlist=NLIST, overwrite=True)  # resumes, then replaces
+    assert len(new) == 240 and new.generation == 4 and new.verify() == []
+    assert os.stat(tmp_path / "s" / "shard-0000.g000002" / "manifest.json").st_ino == finished
+    fresh = build(tmp_path / "f", docs, 2, nlist=NLIST)
+    np.testing.assert_array_equal(new.search(queries, 10)[1], fresh.search(queries, 10)[1])

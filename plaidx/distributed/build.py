@@ -224,7 +224,9 @@ def _build_locked(path: Path, source: Any, column: str, n_shards: int, run: Any,
         shards.append({"dir": shard_dir_name(s, gen), "n_docs": sm["n_docs"], "n_tokens": sm["n_tokens"],
                        "engine_generation": sm["engine_generation"], "runs": [[lo, 0, hi - lo]]})
     dim = int(engine_fields(codec_dir)["dim"])
-    manifest = {"generation": gen, "next_id": n_docs, "dim": dim, "nbits": nbits, "nlist": nl,
+    # writes to the old index while this build was paused may have moved past the plan's generation
+    commit_gen = max(gen, (current["generation"] + 1) if current else gen)
+    manifest = {"generation": commit_gen, "next_id": n_docs, "dim": dim, "nbits": nbits, "nlist": nl,
                 "codec": {"dir": codec_dir.name, "hash": chash}, "routing": {"rule": "ranges"},
                 "shards": shards, "metadata": metadata,
                 "build": {k: v for k, v in params.items() if k not in ("fingerprints", "metadata")}}

@@ -312,7 +312,7 @@ class ShardedIndex:
         switch ``sharded.json`` to the new generation at once; a failure leaves the old one untouched."""
         if not edits:
             return
-        gen = m["generation"] + 1
+        gen = max(m["generation"], _plan_generation(self.path)) + 1  # never the folders a paused build owns
         new = {**m, **fields, "generation": gen, "shards": [dict(sh) for sh in m["shards"]]}
         made = []
         try:
@@ -480,6 +480,16 @@ def _retire_dirs(path: Path, m: dict[str, Any]) -> None:
     for p in path.iterdir():
         if p.is_dir() and p.name.startswith(("shard-", "codec.")) and p.name not in keep:
             shutil.rmtree(p, ignore_errors=True)
+
+
+def _plan_generation(path: Path) -> int:
+    """The generation an unfinished build of this folder writes its folders under (0: none)."""
+    import json
+
+    try:
+        return int(json.loads((path / PLAN_FILE).read_text(encoding="utf-8"))["generation"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 def _n_docs(idx: Index) -> int:
