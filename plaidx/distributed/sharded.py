@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +174,7 @@ class ShardedIndex:
     def search(self, queries: Any, k: int = 10, *, params: SearchParams | None = None, nprobe: int | None = None,
                centroid_score_threshold: float | None = None, ndocs: int | None = None,
                n_exact: int | None = None, exact: bool = False, doc_ids: Any = None,
-               num_threads: int = 0, device: Any = None) -> tuple[np.ndarray, np.ndarray]:
+               num_threads: int = 0, device: Any = None, rerank: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k documents of each query by MaxSim over all shards; arguments and results as
         :meth:`plaidx.Index.search` (scores float32 (nq, k) best first, -inf padding; global int64 ids
         (nq, k), -1 padding).
@@ -185,7 +186,7 @@ class ShardedIndex:
         """
         m, shards, idmap = self._state
         k = check_k(k)
-        knobs = SearchParams(nprobe, centroid_score_threshold, ndocs, n_exact)
+        knobs = SearchParams(nprobe, centroid_score_threshold, ndocs, n_exact, rerank)
         if params is not None:
             if not isinstance(params, SearchParams):
                 raise TypeError(f"params must be a plaidx.SearchParams, got {type(params).__name__}")
@@ -194,10 +195,14 @@ class ShardedIndex:
             knobs = params
         q, _ = as_queries(queries, int(m["dim"]))
         nq = q.shape[0]
-        resolved = None if exact else knobs.resolve(k, n_tokens=int(sum(s.n_tokens for s in shards)))
         base: dict[str, Any] = {"exact": bool(exact), "num_threads": num_threads, "device": device}
-        if resolved is not None:
-            base["params"] = resolved
+        if exact:
+            base["rerank"] = knobs.rerank
+        else:
+            # ndocs is the one default that depends on the index size: fix it for the whole collection and let
+            # each shard resolve the rest as one index would (n_exact from ndocs, the rerank tier's own rules)
+            whole = knobs.resolve(k, n_tokens=int(sum(s.n_tokens for s in shards)))
+            base["params"] = replace(knobs, ndocs=whole.ndocs)
         jobs: list[dict[str, Any] | None] = [dict(base) for _ in range(len(shards))]
         if doc_ids is not None:
             ids = np.asarray(doc_ids)
