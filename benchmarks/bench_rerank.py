@@ -73,7 +73,27 @@ def child_search(args) -> dict:
         r = runs[-1]
         print(f"[plaidx] {params}: p50 {r['latency_ms']['p50']:.2f} ms", flush=True)
     return {"engine": "plaidx", "phase": "search", "rss_before_open_mb": round(rss0, 1),
-            "rss_after_open_mb": round(rss_open, 1), "peak_rss_mb": round(rp._peak_rss_mb(), 1), "runs": runs}
+            "rss_after_open_mb": round(rss_open, 1), "peak_rss_mb": round(rp._peak_rss_mb(), 1), "runs": runs,
+            "paired": _paired(index, queries, args.k, json.loads(args.paired))}
+
+
+def _paired(index, queries: np.ndarray, k: int, configs: list[dict]) -> dict:
+    """Latency of ``configs`` interleaved: every query runs each config in turn, so on a busy, shared
+    machine all of them meet the same load (the grid's rows run minutes apart)."""
+    for i in range(min(10, len(queries))):
+        for c in configs:
+            index.search(queries[i:i + 1], k=k, **c)
+    wall = np.zeros((len(configs), len(queries)))
+    cpu = np.zeros_like(wall)
+    for i in range(len(queries)):
+        for j, c in enumerate(configs):
+            t, p = time.perf_counter(), time.process_time()
+            index.search(queries[i:i + 1], k=k, **c)
+            wall[j, i], cpu[j, i] = time.perf_counter() - t, time.process_time() - p
+    return {"configs": configs, "p50_ms": (np.median(wall, axis=1) * 1e3).tolist(),
+            "cpu_p50_ms": (np.median(cpu, axis=1) * 1e3).tolist(),
+            "median_ratio_to_first": np.median(wall / wall[:1], axis=1).tolist(),
+            "median_cpu_ratio_to_first": np.median(cpu / np.maximum(cpu[:1], 1e-9), axis=1).tolist()}
 
 
 def _batched_run(index, queries: np.ndarray, k: int, params: dict) -> dict:
@@ -171,6 +191,14 @@ def markdown(report: dict) -> str:
                      f"| {r['p95_ms']:.2f} | {be._f(ratio, '{:.2f}')} | {be._f(r.get('cpu_p50_ms'), '{:.2f}')} "
                      f"| {be._f(r['build_s'])} | {be._f(r['rss_after_open_mb'], '{:.0f}')} "
                      f"| {be._f(r['bytes_per_token'])} | {be._f(tier / c['n_tokens'] if tier else None)} |")
+    pr = ((report.get("engines") or {}).get("plaidx") or {}).get("paired")
+    if pr:
+        lines += ["", "Interleaved latency (every query runs each setting in turn, so all meet the same load; "
+                      "ratios are medians of per-query ratios to the first setting):", "",
+                  "| plaidx search params | p50 ms | CPU ms p50 | p50 ratio | CPU ratio |", "|---|---|---|---|---|"]
+        for c, p50, cp, r, cr in zip(pr["configs"], pr["p50_ms"], pr["cpu_p50_ms"], pr["median_ratio_to_first"],
+                                     pr["median_cpu_ratio_to_first"]):
+            lines.append(f"| {json.dumps(c) if c else 'defaults'} | {p50:.2f} | {cp:.2f} | {r:.2f} | {cr:.2f} |")
     s = report.get("scale_study")
     if s:
         lines += ["", f"int8 scale choice ({s['queries']} queries, each re-scoring its exact top-100 with the "
@@ -211,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", default="int8", help="keep_vectors of the plaidx index ('' for none)")
     ap.add_argument("--reranks", default=",".join(map(str, RERANKS)))
     ap.add_argument("--extra", default="[]", help="JSON list of more plaidx search keyword sets")
+    ap.add_argument("--paired", default='[{"rerank": 0}, {}]',
+                    help="JSON list of plaidx settings timed interleaved, query by query (first: the reference)")
     ap.add_argument("--peers", default="plaid", help="comma list, or 'none'")
     ap.add_argument("--plaid-configs", default=PLAID_CONFIGS)
     ap.add_argument("--reuse", action="store_true", help="reuse earlier builds (search re-runs)")
@@ -252,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
                              work / "build.out.json", work / "build.log", args.threads, args.timeout, 0)
         (work / "build.json").write_text(json.dumps(build))
     g = grid([int(x) for x in args.reranks.split(",") if x], args.keep) + json.loads(args.extra)
-    search = be.run_child(me + ["child-search", *io, "--grid", json.dumps(g), "--out", str(work / "search.json")],
+    search = be.run_child(me + ["child-search", *io, "--grid", json.dumps(g), "--paired", args.paired,
+                                "--out", str(work / "search.json")],
                           work / "search.json", work / "search.log", args.threads, args.timeout, 0)
     results["plaidx"] = {"build": build, "search": search}
     ns = argparse.Namespace(threads=args.threads, nbits=args.nbits, kmeans_niters=4, seed=args.seed, nlist=None,
@@ -276,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
               "collection": {"dataset": name, "path": str(coll.path), "n_docs": coll.n_docs,
                              "n_tokens": coll.n_tokens, "dim": coll.dim, "nq": int(len(coll.queries))},
               "machine": dict(be.machine_info(args.threads), loadavg_at_start=load_start), "skipped": skipped,
-              "rows": rows, "scale_study": study}
+              "rows": rows, "scale_study": study,
+              "engines": {"plaidx": {"paired": (results["plaidx"].get("search") or {}).get("paired")}}}
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / f"rerank_{label}.json").write_text(json.dumps(report, indent=1, default=float))
     (RESULTS_DIR / f"rerank_{label}.md").write_text(markdown(report))
