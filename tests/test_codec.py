@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from plaidx.engine.clustering import DEFAULT_MAX_NLIST, WIDE_NLIST_MIN_TOKENS, default_nlist
 from plaidx.engine.codec import (
     ResidualCodec,
     centroid_arrays,
@@ -137,3 +138,21 @@ def test_int4_centroids_are_close_exact_at_the_peak_and_idempotent(dim):
         quantize_centroids4(np.full((2, dim), np.nan, np.float32))
     with pytest.raises(ValueError, match="even d"):
         quantize_centroids4(np.zeros((2, 7), np.float32))
+
+
+def test_default_nlist_doubles_at_two_bits_where_the_4bit_table_pays_for_it():
+    """nbits <= 2 from 2**18 tokens: 32 * sqrt(n) centroids in the bytes 16 * sqrt(n) int8 rows took."""
+    assert default_nlist(1_000_000, 2) == 16384 and default_nlist(1_000_000, 1) == 16384
+    assert default_nlist(1_000_000, 4) == 8192 and default_nlist(1_000_000, 8) == 8192
+    assert default_nlist(WIDE_NLIST_MIN_TOKENS - 1, 2) == default_nlist(WIDE_NLIST_MIN_TOKENS - 1, 4) == 4096
+    assert default_nlist(WIDE_NLIST_MIN_TOKENS, 2) == 16384
+    assert default_nlist(12_000, 2) == 1024  # small collections keep PLAID's rule
+    assert default_nlist(10**9, 2) == DEFAULT_MAX_NLIST and default_nlist(40, 2) == 16 and default_nlist(10, 2) == 10
+    # the 4-bit table of twice the centroids costs no more than the int8 table of format 2
+    rng = np.random.default_rng(0)
+    n = 1_000_000
+    wide = centroid_arrays(rng.standard_normal((default_nlist(n, 2), 128)).astype(np.float32), 2)
+    int8_rows, scales = quantize_centroids(rng.standard_normal((default_nlist(n, 4), 128)).astype(np.float32))
+    assert sum(a.nbytes for a in wide.values()) <= int8_rows.nbytes + scales.nbytes + 4 * default_nlist(n, 2)
+    with pytest.raises(ValueError, match="empty"):
+        default_nlist(0, 2)

@@ -206,7 +206,7 @@ def build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: d
         t0 = time.perf_counter()
         order = rng.permutation(n_docs)
         if codec is None:
-            nl = default_nlist(n_tokens) if nlist is None else nlist
+            nl = default_nlist(n_tokens, nbits) if nlist is None else nlist
             if nl > n_tokens:
                 raise ValueError(f"nlist={nl} exceeds the number of token embeddings ({n_tokens}); "
                                  "use a smaller nlist")
