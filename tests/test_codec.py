@@ -132,6 +132,10 @@ def test_int4_centroids_are_close_exact_at_the_peak_and_idempotent(dim):
     # stored_centroids reads each stored form back; nbits <= 2 stores 4-bit rows, 4 and 8 float16
     assert np.array_equal(stored_centroids(centroid_arrays(c, 2)), back)
     assert centroid_arrays(c, 4)["centroids"].dtype == np.float16
+    # below 2**18 tokens an nbits 1-2 index keeps int8 rows (no doubled nlist to pay for)
+    small = centroid_arrays(c, 2, n_tokens=1000)
+    assert small["centroids"].dtype == np.int8 and np.array_equal(small["centroids"], quantize_centroids(c)[0])
+    assert centroid_arrays(c, 1, n_tokens=1 << 18)["centroids"].dtype == np.uint8
     q8, s8 = quantize_centroids(c)
     assert np.array_equal(stored_centroids({"centroids": q8, "centroid_scales": s8}), dequantize_centroids(q8, s8))
     with pytest.raises(ValueError, match="NaN"):

@@ -297,7 +297,7 @@ def _build_format_2(path, docs, monkeypatch, **kwargs):
     from plaidx.engine import build as build_mod
     from plaidx.engine import codec
 
-    def int8_arrays(centroids, nbits):
+    def int8_arrays(centroids, nbits, n_tokens=None):
         q, scales = codec.quantize_centroids(centroids)
         return {"centroids": q, "centroid_scales": scales}
 
@@ -378,17 +378,23 @@ def test_codec_from_a_format_1_index_compresses_against_the_stored_centroids(col
     assert not np.array_equal(snap.codec.centroids, c16.astype(np.float16).astype(np.float32))
 
 
-def test_centroid_storage_follows_nbits_and_an_overwrite_leaves_no_stale_scales(collection, tmp_path):
-    """4-bit centroid pairs at nbits 1 and 2 (format 3; residuals are taken against them, so their error
-    only widens the residuals slightly); float16 at 4 and 8, where a coarse table's error would show."""
+def test_centroid_storage_follows_nbits_and_an_overwrite_leaves_no_stale_scales(collection, tmp_path, monkeypatch):
+    """4-bit centroid pairs at nbits 1 and 2 from 2**18 tokens (format 3; residuals are taken against them,
+    so their error only widens the residuals slightly), int8 rows below; float16 at 4 and 8."""
+    from plaidx.engine import codec
+
     docs, queries, _ = collection
     path = tmp_path / "i"
-    for nbits, dtype in ((2, "|u1"), (4, "<f2"), (1, "|u1"), (8, "<f2")):
-        index = plaidx.Index.build(path, docs[:60], nbits=nbits, seed=0, overwrite=True)
+    cases = ((2, "|u1", 0), (4, "<f2", 0), (1, "|u1", 0), (8, "<f2", 0), (2, "|i1", None), (1, "|i1", None))
+    for nbits, dtype, min_tokens in cases:  # None: the real threshold (2**18 tokens): this index keeps int8
+        with monkeypatch.context() as m:
+            if min_tokens is not None:
+                m.setattr(codec, "COMPACT_TABLE_MIN_TOKENS", min_tokens)
+            index = plaidx.Index.build(path, docs[:60], nbits=nbits, seed=0, overwrite=True)
         arrays = json.loads((path / "manifest.json").read_text())["arrays"]
         assert arrays["centroids"]["dtype"] == dtype
         assert arrays["centroids"]["shape"][1] == (32 if dtype == "|u1" else 64)
-        assert ("centroid_scales" in arrays) == (dtype == "|u1")
+        assert ("centroid_scales" in arrays) == (dtype != "<f2")
         reopened = plaidx.Index.open(path, verify="full")
         assert reopened.nbits == nbits and reopened.verify() == []
         np.testing.assert_array_equal(reopened._snap.codec.centroids, index._snap.codec.centroids)
@@ -424,7 +430,11 @@ def test_format_2_index_opens_searches_updates_and_reclusters_into_format_3(coll
     lo = int(np.asarray(snap.a["doc_offsets"])[120])
     codes = np.asarray(snap.a["codes"][lo:])
     assert np.array_equal(snap.codec.compress(emb, codes)[0], np.asarray(snap.a["residuals"][lo:]))
-    reopened.recluster()
+    from plaidx.engine import codec
+
+    with monkeypatch.context() as m:
+        m.setattr(codec, "COMPACT_TABLE_MIN_TOKENS", 0)  # as a collection of 2**18+ tokens would
+        reopened.recluster()
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["format_version"] == 3 and manifest["arrays"]["centroids"]["dtype"] == "|u1"
     after = plaidx.Index.open(path, verify="full")

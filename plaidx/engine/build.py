@@ -227,7 +227,7 @@ def build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: d
                                                                           verbose=False, method=kmeans)
             timings["kmeans_s"] = round(time.perf_counter() - t0 - timings["sample_s"], 3)
             # round to what is stored first, so that what is compressed against is what is decoded
-            stored = centroid_arrays(centroids, nbits)
+            stored = centroid_arrays(centroids, nbits, n_tokens)
             centroids = stored_centroids(stored)
             assigner = ops.assigner(centroids) if ops else Assigner(centroids)
             held_want = int(min(max(n_tokens // 20, 4096), 1 << 16))
@@ -244,7 +244,7 @@ def build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: d
         else:
             nl, dim, want = codec.centroids.shape[0], codec.dim, 0
             # a format 1 source has float16 centroids at any nbits: compress against what will be stored
-            stored = centroid_arrays(codec.centroids, codec.nbits)
+            stored = centroid_arrays(codec.centroids, codec.nbits, n_tokens)
             centroids = stored_centroids(stored)
             codec = dataclasses.replace(codec, centroids=centroids)
             cutoffs, weights = codec.cutoffs, codec.weights

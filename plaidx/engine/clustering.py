@@ -7,11 +7,11 @@ import math
 import faiss
 import numpy as np
 
+from .codec import COMPACT_TABLE_MIN_TOKENS as WIDE_NLIST_MIN_TOKENS  # 4-bit table there, 2x centroids
+
 MAX_NLIST = 1 << 16  # codes are stored as uint16
 DEFAULT_MAX_NLIST = 1 << 14  # beyond this, k-means and exact assignment cost more than they return on a CPU
 
-
-WIDE_NLIST_MIN_TOKENS = 1 << 18  # from here nbits 1 and 2 take twice PLAID's centroids (see default_nlist)
 
 
 def default_nlist(n_tokens: int, nbits: int = 2) -> int:
