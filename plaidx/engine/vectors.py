@@ -22,7 +22,8 @@ TIER_ARRAYS = (VECTORS, SCALES)
 # Measured on the lowrank family (991,568 tokens, nbits 2, k 10, 300 queries, one thread, batched CPU
 # ms per query): rerank=0 recall@10 0.880 at 2.9 ms; rerank 32 with n_exact 128: 0.962 at 3.6 ms;
 # rerank 32 with n_exact 256: 0.976 at 5.1 ms; rerank 32 with n_exact 512: 0.982 at 7.2 ms. Side by
-# side with PLAID: benchmarks/results/rerank_family_lowrank_10000.md (bench_rerank.py). int8 keeps one
+# side with PLAID: benchmarks/results/rerank_family_lowrank_10000.md (bench_rerank.py); the heavytail
+# family (not tuned on): 0.972 vs 0.865 at 1.49x the interleaved p50 (rerank_family_heavytail_10000.md). int8 keeps one
 # scale per token: re-scoring the exact top-100 it keeps 0.997 of the top-10 (per-dimension scales 0.994).
 DEFAULT_RERANK = 32
 TIER_N_EXACT_DIV = 4
