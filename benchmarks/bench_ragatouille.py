@@ -130,7 +130,45 @@ def ragatouille_worker(workdir: Path) -> None:
     (workdir / "ragatouille.json").write_text(json.dumps(out))
 
 
-def run_ragatouille(workdir: Path, threads: int) -> dict:
+def ragatouille_search_worker(workdir: Path) -> None:
+    """Runs in .bench-venv-ragatouille: reopen the index built earlier and time the queries again."""
+    from ragatouille import RAGPretrainedModel
+
+    job = json.loads((workdir / "job.json").read_text())
+    rag = RAGPretrainedModel.from_index(workdir / "ragatouille_root" / "colbert" / "indexes" / "bench", verbose=0)
+    rag.search(job["queries"][0], k=K)
+    lat = []
+    for q in job["queries"]:
+        t = time.perf_counter()
+        rag.search(q, k=K)
+        lat.append(time.perf_counter() - t)
+    (workdir / "ragatouille_search.json").write_text(json.dumps({"latencies_s": lat}))
+
+
+def search_only(workdir: Path, threads: int, rounds: int = 2) -> dict:
+    """Search latency again on the indexes left in workdir, RAGatouille and plaidx alternating per round."""
+    from plaidx.rag import RAGPretrainedModel
+
+    job = json.loads((workdir / "job.json").read_text())
+    rag_index = workdir / "ragatouille_root" / "colbert" / "indexes" / "bench"
+    out: dict = {"ragatouille": [], "plaidx": [], "plaidx_on_ragatouille_folder": [], "loadavg": []}
+    own = RAGPretrainedModel.from_index(workdir / "plaidx_root" / "bench", verbose=0, n_gpu=0)
+    conv = RAGPretrainedModel.from_index(rag_index, verbose=0, n_gpu=0)
+    for _ in range(rounds):
+        out["loadavg"].append(list(os.getloadavg()))
+        run_ragatouille(workdir, threads, mode="ragatouille-search")
+        out["ragatouille"].append(json.loads((workdir / "ragatouille_search.json").read_text())["latencies_s"])
+        for name, rag in (("plaidx", own), ("plaidx_on_ragatouille_folder", conv)):
+            lat = []
+            for q in job["queries"]:
+                t = time.perf_counter()
+                rag.search(q, k=K)
+                lat.append(time.perf_counter() - t)
+            out[name].append(lat)
+    return out
+
+
+def run_ragatouille(workdir: Path, threads: int, mode: str = "ragatouille") -> dict:
     py = RAG_VENV / "bin" / "python"
     if not (RAG_VENV / ".ok").is_file():
         raise SystemExit("RAGatouille venv missing: run bash benchmarks/peers/setup_ragatouille.sh first")
@@ -138,11 +176,11 @@ def run_ragatouille(workdir: Path, threads: int) -> dict:
                TORCH_EXTENSIONS_DIR=os.environ.get("TORCH_EXTENSIONS_DIR", str(RAG_VENV / "torch_extensions")))
     log = workdir / "ragatouille.log"
     with open(log, "w") as f:
-        rc = subprocess.call([str(py), str(Path(__file__).resolve()), "--worker", "ragatouille", "--workdir", str(workdir)],
+        rc = subprocess.call([str(py), str(Path(__file__).resolve()), "--worker", mode, "--workdir", str(workdir)],
                              stdout=f, stderr=subprocess.STDOUT, env=env, cwd=str(workdir))
     if rc != 0:
         raise SystemExit(f"the RAGatouille worker failed (rc {rc}); see {log}")
-    return json.loads((workdir / "ragatouille.json").read_text())
+    return json.loads((workdir / f"{mode.replace('-', '_')}.json").read_text())
 
 
 # ---------------------------------------------------------------------------------------------- plaidx side
@@ -264,6 +302,28 @@ def write_report(res: dict, stem: str = "ragatouille") -> None:
     (RESULTS / f"{stem}.md").write_text("\n".join(lines))
 
 
+def write_search_report(res: dict, workdir: Path, args: argparse.Namespace) -> None:
+    job = json.loads((workdir / "job.json").read_text())
+    res["meta"] = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git_commit": git_commit(),
+                   "command": " ".join([".venv/bin/python", "benchmarks/bench_ragatouille.py", *sys.argv[1:]]),
+                   "n_queries": len(job["queries"]), "n_docs": len(job["texts"])}
+    stem = f"{args.stem}_search"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=1))
+    lines = ["# plaidx vs RAGatouille 0.0.9.post2: search latency again, alternating, on the indexes of the full run",
+             "", f"- date: {res['meta']['date']}; git commit: {res['meta']['git_commit']}",
+             f"- command: `{res['meta']['command']}` (after the full run in benchmarks/results/{args.stem}.md, same "
+             "machine, workdir and indexes)",
+             f"- {res['meta']['n_queries']} queries, k = 10, one query per call; load average at each round's start: "
+             f"{res['loadavg']}", "",
+             "| round | RAGatouille p50 ms | plaidx p50 ms | plaidx on the converted RAGatouille folder p50 ms | "
+             "plaidx / RAGatouille |", "|---:|---:|---:|---:|---:|"]
+    for i, (r, p, c) in enumerate(zip(res["ragatouille"], res["plaidx"], res["plaidx_on_ragatouille_folder"])):
+        rp, pp, cp = (percentile_ms(x, 50) for x in (r, p, c))
+        lines.append(f"| {i + 1} | {rp:.1f} | {pp:.1f} | {cp:.1f} | {pp / rp:.2f} |")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def git_commit() -> str:
     try:
         return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True).strip()
@@ -277,7 +337,10 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--workdir", default="/tmp/plaidx_bench_ragatouille")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--worker", choices=["ragatouille"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=["ragatouille", "ragatouille-search"], help=argparse.SUPPRESS)
+    ap.add_argument("--search-only", action="store_true",
+                    help="time the searches again on the indexes a full run left in --workdir, RAGatouille and "
+                         "plaidx alternating (two rounds); writes <stem>_search.{md,json}")
     ap.add_argument("--stem", default="ragatouille", help="result file name under benchmarks/results/")
     ap.add_argument("--ragatouille-kmeans", choices=["faiss", "torch"], default="faiss",
                     help="RAGatouille's k-means: faiss (use_faiss=True) or its PyTorch replacement, its default "
@@ -286,6 +349,12 @@ def main() -> None:
     workdir = Path(args.workdir).absolute()
     if args.worker == "ragatouille":
         ragatouille_worker(workdir)
+        return
+    if args.worker == "ragatouille-search":
+        ragatouille_search_worker(workdir)
+        return
+    if args.search_only:
+        write_search_report(search_only(workdir, args.threads), workdir, args)
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     workdir.mkdir(parents=True, exist_ok=True)
