@@ -171,7 +171,7 @@ def _build_locked(path: Path, source: Any, column: str, n_shards: int, run: Any,
     lengths = np.concatenate([ln for ln, _ in scans])
     fingerprints = [fp for _, fp in scans]
     n_tokens = int(lengths.sum())
-    nl = nlist if nlist is not None else default_nlist(n_tokens)
+    nl = nlist if nlist is not None else default_nlist(n_tokens, nbits)
     params = {"n_shards": n_shards, "nbits": nbits, "seed": seed, "nlist": nl, "kmeans_niters": kmeans_niters,
               "kmeans": kmeans, "kmeans_sample": kmeans_sample, "batch_tokens": batch_tokens,
               "n_docs": n_docs, "n_tokens": n_tokens, "fingerprints": fingerprints, "metadata": metadata}
