@@ -127,17 +127,30 @@ class ColbertIndex:
 
     def decompress(self, codes: np.ndarray, residuals: np.ndarray) -> np.ndarray:
         """float32 (n, d) unit vectors, decompressed the way colbert-ai does (a plain numpy reference)."""
-        bits = np.unpackbits(np.asarray(residuals, np.uint8), axis=1).reshape(len(codes), self.dim, self.nbits)
-        bucket = (bits.astype(np.int64) << np.arange(self.nbits)).sum(axis=2)
-        emb = self.centroids[np.asarray(codes, np.intp)].astype(np.float32) + self.weights[bucket]
-        return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        return decode_peer(self.centroids, self.weights, codes, residuals, self.nbits)
 
 
-def _read_json(path: Path) -> Any:
+def decode_peer(centroids: np.ndarray, weights: np.ndarray, codes: np.ndarray, residuals: np.ndarray,
+                nbits: int) -> np.ndarray:
+    """float32 (n, d) unit vectors from colbert-ai-layout bytes (MSB-first bytes, LSB-first nbits groups).
+
+    ``weights`` are shared bucket values ``(2**nbits,)`` (colbert-ai) or per dimension ``(d, 2**nbits)``
+    (fast-plaid); a plain numpy reference of what the peers decode, used to check conversions.
+    """
+    n, dim = len(codes), centroids.shape[1]
+    bits = np.unpackbits(np.asarray(residuals, np.uint8), axis=1).reshape(n, dim, nbits)
+    bucket = (bits.astype(np.int64) << np.arange(nbits)).sum(axis=2)
+    w = weights if weights.ndim == 2 else np.broadcast_to(weights, (dim, weights.size))
+    emb = centroids[np.asarray(codes, np.intp)].astype(np.float32) + w[np.arange(dim), bucket]
+    return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+
+
+def read_json(path: Path, kind: str = "colbert-ai") -> Any:
+    """A JSON file of a peer's index folder; a missing or malformed one is an IndexFormatError."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise IndexFormatError(f"{path}: missing; the colbert-ai index is incomplete") from None
+        raise IndexFormatError(f"{path}: missing; the {kind} index is incomplete") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise IndexFormatError(f"{path}: not valid JSON ({exc})") from None
 
@@ -155,7 +168,7 @@ def read_colbert(src: str | os.PathLike) -> ColbertIndex:
             hint = " (it is already a plaidx index: open it with plaidx.Index.open)"
         raise IndexFormatError(f"{str(src)!r} is not a colbert-ai index: it needs metadata.json, centroids.pt and "
                                f"buckets.pt{hint}")
-    meta = _read_json(src / "metadata.json")
+    meta = read_json(src / "metadata.json")
     config = meta.get("config") if isinstance(meta, dict) else None
     if not isinstance(config, dict):
         raise IndexFormatError(f"{src / 'metadata.json'}: no 'config' object; not a colbert-ai index metadata file")
@@ -183,7 +196,7 @@ def read_colbert(src: str | os.PathLike) -> ColbertIndex:
     avg = float(np.asarray(avg, dtype=np.float32).mean())
     chunk_doclens = []
     for i in range(num_chunks):
-        dl = _read_json(src / f"doclens.{i}.json")
+        dl = read_json(src / f"doclens.{i}.json")
         if not isinstance(dl, list) or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
                                                for x in dl):
             raise IndexFormatError(f"{src / f'doclens.{i}.json'}: expected a list of non-negative integers")

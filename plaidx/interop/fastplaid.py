@@ -30,7 +30,7 @@ import numpy as np
 from ..engine import Index
 from ..engine.importing import import_compressed
 from ..errors import IndexFormatError
-from .colbert import colbert_to_plaidx_bits
+from .colbert import colbert_to_plaidx_bits, decode_peer, read_json
 from .safe_pickle import load_npy, load_plain_pickle
 
 PYLATE_INNER = "fast_plaid_index"
@@ -109,20 +109,7 @@ class FastPlaidIndex:
 
     def decompress(self, codes: np.ndarray, residuals: np.ndarray) -> np.ndarray:
         """float32 (n, d) unit vectors decompressed from fast-plaid's bytes (a plain numpy reference)."""
-        bits = np.unpackbits(np.asarray(residuals, np.uint8), axis=1).reshape(len(codes), self.dim, self.nbits)
-        bucket = (bits.astype(np.int64) << np.arange(self.nbits)).sum(axis=2)
-        w = self.weights if self.weights.ndim == 2 else np.broadcast_to(self.weights, (self.dim, self.weights.size))
-        emb = self.centroids[np.asarray(codes, np.intp)].astype(np.float32) + w[np.arange(self.dim), bucket]
-        return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise IndexFormatError(f"{path}: missing; the index is incomplete") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IndexFormatError(f"{path}: not valid JSON ({exc})") from None
+        return decode_peer(self.centroids, self.weights, codes, residuals, self.nbits)
 
 
 def _pylate_ids(folder: Path, n_docs: int) -> list[Any] | None:
@@ -157,7 +144,7 @@ def read_fastplaid(src: str | os.PathLike) -> FastPlaidIndex:
             hint = " (it is already a plaidx index: open it with plaidx.Index.open)"
         raise IndexFormatError(f"{str(src)!r} is not a fast-plaid/next-plaid/PyLate index: it needs metadata.json "
                                f"and centroids.npy (or a {PYLATE_INNER}/ folder holding them){hint}")
-    meta = _read_json(path / "metadata.json")
+    meta = read_json(path / "metadata.json", "fast-plaid")
     try:
         nbits, num_chunks = int(meta["nbits"]), int(meta["num_chunks"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -184,7 +171,7 @@ def read_fastplaid(src: str | os.PathLike) -> FastPlaidIndex:
         raise IndexFormatError(f"{path / 'avg_residual.npy'}: expected ({dim},), got {avg.shape}")
     chunk_doclens = []
     for i in range(num_chunks):
-        dl = _read_json(path / f"doclens.{i}.json")
+        dl = read_json(path / f"doclens.{i}.json", "fast-plaid")
         if not isinstance(dl, list) or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in dl):
             raise IndexFormatError(f"{path / f'doclens.{i}.json'}: expected a list of non-negative integers")
         chunk_doclens.append(np.asarray(dl, dtype=np.int64))
