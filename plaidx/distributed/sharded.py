@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import Index, SearchParams, WriterLock
+from ..engine import Index, SearchParams
 from ..engine.inputs import as_queries, check_k
-from ..engine.storage import LOCK, MANIFEST
+from ..engine.storage import LOCK, MANIFEST, WriterScope
 from ..errors import IndexFormatError
 from .errors import ShardFormatError
 from .executors import check_executor, search_executor
@@ -309,8 +309,17 @@ class ShardedIndex:
             self._commit(m, {s: edit for s in todo}, {})
         return dropped
 
-    def _writer(self) -> _Writer:
-        return _Writer(self)
+    def _writer(self) -> WriterScope:
+        return WriterScope(self.path, self._write_mutex, self._sync_for_write)
+
+    def _sync_for_write(self) -> dict[str, Any]:
+        """The committed manifest, this handle switched to it first if another writer moved it on."""
+        m = read_sharded(self.path)
+        _retire_dirs(self.path, m)
+        if m["generation"] != self.generation:
+            self._stamp = _stamp(self.path)
+            self._switch(*_load(self.path, "none", m))
+        return self._m
 
     def _commit(self, m: dict[str, Any], edits: dict[int, Any], fields: dict[str, Any]) -> None:
         """Apply ``edits`` to copies of the shards they name (hard links of the immutable files), then
@@ -385,32 +394,6 @@ def merge_topk(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray,
     order = np.lexsort((key_id, -scores), axis=-1)[:, :k]
     return (np.take_along_axis(scores, order, axis=1).astype(np.float32, copy=False),
             np.take_along_axis(ids, order, axis=1))
-
-
-class _Writer:
-    """The sharded folder's lock, held for one write, yielding the committed manifest (reloaded if it moved)."""
-
-    def __init__(self, index: ShardedIndex):
-        self.index = index
-        self.lock = WriterLock(index.path)
-
-    def __enter__(self) -> dict[str, Any]:
-        self.index._write_mutex.acquire()
-        try:
-            self.lock.acquire()
-            m = read_sharded(self.index.path)
-            _retire_dirs(self.index.path, m)
-            if m["generation"] != self.index.generation:
-                self.index._stamp = _stamp(self.index.path)
-                self.index._switch(*_load(self.index.path, "none", m))
-            return self.index._m
-        except BaseException:
-            self.__exit__()
-            raise
-
-    def __exit__(self, *exc: Any) -> None:
-        self.lock.release()
-        self.index._write_mutex.release()
 
 
 def _load(path: Path, verify: str, manifest: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[Index]]:

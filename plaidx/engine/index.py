@@ -30,6 +30,7 @@ from .storage import (
     MANIFEST,
     Transaction,
     WriterLock,
+    WriterScope,
     dir_size,
     load_generation,
     read_manifest,
@@ -520,43 +521,20 @@ class Index:
                 "metadata": self.metadata, "drift": self.drift(), "build": s.manifest.get("build", {})}
 
     # ------------------------------------------------------------------ internals
-    def _writer(self) -> _WriterScope:
-        return _WriterScope(self)
+    def _writer(self) -> WriterScope:
+        """Hold the folder lock and this handle's mutex; yield the on-disk manifest (reloading if it moved on)."""
+        return WriterScope(self.path, self._write_mutex, self._sync_for_write)
+
+    def _sync_for_write(self) -> dict[str, Any]:
+        manifest = read_manifest(self.path)
+        retire_unreferenced(self.path, manifest)
+        if manifest["generation"] != self.generation:
+            self._switch(manifest)
+        return self._snap.manifest
 
     def _switch(self, manifest: dict[str, Any]) -> None:
         self._snap = Index.open(self.path, verify="none")._snap
         self._stamp = _manifest_stamp(self.path)
-
-
-class _WriterScope:
-    """Hold the folder lock and a per-handle mutex; yield the on-disk manifest (reloading if it moved on)."""
-
-    def __init__(self, index: Index):
-        self.index = index
-        self.lock = WriterLock(index.path)
-
-    def __enter__(self) -> dict[str, Any]:
-        self.index._write_mutex.acquire()
-        try:
-            self.lock.acquire()
-        except BaseException:
-            self.index._write_mutex.release()
-            raise
-        try:
-            manifest = read_manifest(self.index.path)
-            retire_unreferenced(self.index.path, manifest)
-            if manifest["generation"] != self.index.generation:
-                self.index._switch(manifest)
-            return self.index._snap.manifest
-        except BaseException:
-            self.__exit__()
-            raise
-
-    def __exit__(self, *exc: Any) -> None:
-        self.lock.release()
-        self.index._write_mutex.release()
-
-
 
 
 def _manifest_stamp(path: Path) -> tuple[int, int, int] | None:

@@ -292,6 +292,36 @@ class WriterLock:
         self.release()
 
 
+class WriterScope:
+    """One write through a handle: its per-handle mutex, then the folder's :class:`WriterLock`.
+
+    ``sync()`` runs with both held; it brings the handle up to the committed state on disk (another
+    handle or process may have committed meanwhile) and returns what the write starts from, which
+    ``with`` yields. Both are released on exit, and on any failure to enter.
+    """
+
+    def __init__(self, path: Path, mutex: threading.Lock, sync: Any):
+        self.lock = WriterLock(path)
+        self.mutex, self.sync = mutex, sync
+
+    def __enter__(self) -> Any:
+        self.mutex.acquire()
+        try:
+            self.lock.acquire()
+        except BaseException:
+            self.mutex.release()
+            raise
+        try:
+            return self.sync()
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc: Any) -> None:
+        self.lock.release()
+        self.mutex.release()
+
+
 class Transaction:
     """New arrays for the next generation, then one atomic manifest switch.
 
