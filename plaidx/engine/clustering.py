@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import faiss
 import numpy as np
@@ -55,10 +56,35 @@ def default_kmeans_sample(nlist: int, n_tokens: int) -> int:
 
 def _kmeans(x: np.ndarray, k: int, niters: int, seed: int) -> np.ndarray:
     """faiss spherical k-means of every row of x (no subsampling), float32 (k, d)."""
+    return _faiss_train(x, k, niters, seed, None)
+
+
+def _refine(x: np.ndarray, init: np.ndarray, niters: int, seed: int) -> np.ndarray:
+    """faiss spherical k-means of every row of x from the centroids ``init``, float32 (k, d)."""
+    return _faiss_train(x, init.shape[0], niters, seed, init)
+
+
+def _faiss_train(x: np.ndarray, k: int, niters: int, seed: int, init: np.ndarray | None) -> np.ndarray:
     km = faiss.Kmeans(x.shape[1], k, niter=max(1, niters), seed=seed, spherical=True, verbose=False,
                       max_points_per_centroid=max(1, (x.shape[0] + k - 1) // k), min_points_per_centroid=1)
-    km.train(x)
+    if init is None:
+        km.train(np.ascontiguousarray(x))
+    else:
+        km.train(np.ascontiguousarray(x), init_centroids=np.ascontiguousarray(init, dtype=np.float32))
     return np.ascontiguousarray(km.centroids, dtype=np.float32)
+
+
+def _faiss_kmeans(x: np.ndarray, k: int, niters: int, seed: int, init: np.ndarray | None = None) -> np.ndarray:
+    """The default k-means step of :func:`train_centroids`: faiss, from scratch or from ``init``."""
+    return _kmeans(x, k, niters, seed) if init is None else _refine(x, init, niters, seed)
+
+
+def _nearest(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """int64 (n,): the nearest (max inner product) of ``centroids`` for each row of x, with faiss."""
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    _, nearest = index.search(x, 1)
+    return nearest[:, 0]
 
 
 KMEANS_METHODS = ("auto", "flat")
@@ -71,7 +97,7 @@ def check_kmeans_method(method: object) -> None:
 
 
 def train_centroids(sample: np.ndarray, nlist: int, niters: int, seed: int, verbose: bool = False,
-                    method: str = "auto") -> np.ndarray:
+                    method: str = "auto", *, kmeans_fn: Any = None, assign_fn: Any = None) -> np.ndarray:
     """Spherical k-means (inner product, unit centroids) with faiss, two-level from 1024 centroids.
 
     Flat k-means costs sample * nlist * d per iteration, the bulk of a build. From
@@ -88,6 +114,8 @@ def train_centroids(sample: np.ndarray, nlist: int, niters: int, seed: int, verb
     method : "auto" (two-level from ``TWO_LEVEL_MIN_NLIST`` centroids) or "flat" (one k-means over the
         whole sample: several times the k-means time at 16384 centroids, and on a collection of 1M
         short documents 0.01-0.03 more recall@10; see benchmarks/results/kmeans_synthetic_1000000_len32.md).
+    kmeans_fn, assign_fn : the k-means ``(x, k, niters, seed, init=None) -> (k, d)`` and nearest-centroid
+        ``(x, centroids) -> (n,)`` steps; default faiss on the CPU (the GPU build passes its device twins).
 
     Returns
     -------
@@ -98,14 +126,13 @@ def train_centroids(sample: np.ndarray, nlist: int, niters: int, seed: int, verb
     if nlist > m:
         raise ValueError(f"nlist={nlist} exceeds the {m} tokens available to train it; choose nlist <= {m}")
     check_kmeans_method(method)
+    kmeans_fn = kmeans_fn or _faiss_kmeans
+    assign_fn = assign_fn or _nearest
     if nlist < TWO_LEVEL_MIN_NLIST or method == "flat":
-        cents = _kmeans(sample, nlist, niters, seed)
+        cents = kmeans_fn(sample, nlist, niters, seed)
     else:
         n_coarse = int(round(math.sqrt(nlist)))
-        coarse = faiss.IndexFlatIP(d)
-        coarse.add(_kmeans(sample, n_coarse, niters, seed))
-        _, group = coarse.search(sample, 1)
-        group = group[:, 0]
+        group = assign_fn(sample, kmeans_fn(sample, n_coarse, niters, seed))
         sizes = np.bincount(group, minlength=n_coarse)
         share = np.cumsum(sizes) * nlist // m  # centroids per coarse cell, in proportion, summing to nlist
         share[1:] -= share[:-1].copy()
@@ -120,7 +147,7 @@ def train_centroids(sample: np.ndarray, nlist: int, niters: int, seed: int, verb
             if k >= rows.shape[0]:  # a tiny coarse cell: its points are its centroids
                 parts.append(rows[:k])
             else:
-                parts.append(_kmeans(rows, k, niters, seed + 1 + g))
+                parts.append(kmeans_fn(rows, k, niters, seed + 1 + g))
         cents = np.concatenate(parts, axis=0)
         if REFINE_PER_CENTROID > 0:
             # one global iteration over a subsample: centroids trained inside neighbouring coarse cells
@@ -128,10 +155,7 @@ def train_centroids(sample: np.ndarray, nlist: int, niters: int, seed: int, verb
             # nlist centroids (faiss re-seeds any that win none)
             take = min(m, REFINE_PER_CENTROID * nlist)
             sub = sample[np.random.default_rng(seed).choice(m, take, replace=False)] if take < m else sample
-            km = faiss.Kmeans(d, nlist, niter=REFINE_ITERS, seed=seed, spherical=True, verbose=False,
-                              max_points_per_centroid=max(1, (take + nlist - 1) // nlist), min_points_per_centroid=1)
-            km.train(np.ascontiguousarray(sub), init_centroids=np.ascontiguousarray(cents, dtype=np.float32))
-            cents = km.centroids
+            cents = kmeans_fn(sub, nlist, REFINE_ITERS, seed, init=cents)
     norms = np.linalg.norm(cents, axis=1, keepdims=True)
     return np.ascontiguousarray(cents / np.maximum(norms, 1e-12), dtype=np.float32)
 

@@ -27,7 +27,6 @@ here is tested on machines without a GPU. It is never used by ``device="cuda"``.
 
 from __future__ import annotations
 
-import math
 import queue
 import threading
 import time
@@ -38,8 +37,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from . import gpu, kernels
-from .clustering import REFINE_ITERS, REFINE_PER_CENTROID, TWO_LEVEL_MIN_NLIST, check_kmeans_method
+from . import clustering, gpu, kernels
 from .inputs import as_document
 
 SPLIT_SEED = 1234  # faiss split_clusters: RandomGenerator rng(1234)
@@ -247,35 +245,11 @@ def train_centroids(sample: np.ndarray, nlist: int, niters: int, seed: int, kern
     -------
     float32 (nlist, d), unit-norm rows.
     """
-    sample = np.ascontiguousarray(sample, dtype=np.float32)
-    m, d = sample.shape
-    if nlist > m:
-        raise ValueError(f"nlist={nlist} exceeds the {m} tokens available to train it; choose nlist <= {m}")
-    check_kmeans_method(method)
-    if nlist < TWO_LEVEL_MIN_NLIST or method == "flat":
-        cents = kmeans(sample, nlist, niters, seed, kernels_)
-    else:
-        n_coarse = int(round(math.sqrt(nlist)))
-        group = kernels_.assign(sample, kmeans(sample, n_coarse, niters, seed, kernels_))
-        sizes = np.bincount(group, minlength=n_coarse)
-        share = np.cumsum(sizes) * nlist // m
-        share[1:] -= share[:-1].copy()
-        order = np.argsort(group, kind="stable")
-        parts, start = [], 0
-        for g in range(n_coarse):
-            rows = sample[order[start:start + sizes[g]]]
-            start += sizes[g]
-            kg = int(share[g])
-            if kg == 0:
-                continue
-            parts.append(rows[:kg] if kg >= rows.shape[0] else kmeans(rows, kg, niters, seed + 1 + g, kernels_))
-        cents = np.concatenate(parts, axis=0)
-        if REFINE_PER_CENTROID > 0:
-            take = min(m, REFINE_PER_CENTROID * nlist)
-            sub = sample[np.random.default_rng(seed).choice(m, take, replace=False)] if take < m else sample
-            cents = kmeans(sub, nlist, REFINE_ITERS, seed, kernels_, init=cents)
-    norms = np.linalg.norm(cents, axis=1, keepdims=True)
-    return np.ascontiguousarray(cents / np.maximum(norms, 1e-12), dtype=np.float32)
+    def device_kmeans(x: np.ndarray, k: int, niters_: int, seed_: int, init: np.ndarray | None = None) -> np.ndarray:
+        return kmeans(x, k, niters_, seed_, kernels_, init=init)
+
+    return clustering.train_centroids(sample, nlist, niters, seed, verbose=verbose, method=method,
+                                      kmeans_fn=device_kmeans, assign_fn=kernels_.assign)
 
 
 # ----------------------------------------------------------------------------------- streaming
