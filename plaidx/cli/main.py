@@ -101,8 +101,9 @@ def _check_writable(folder: Path) -> None:
                        "write to")
 
 
-def _parse_doc_ids(values: Optional[list[str]], folder: IndexFolder) -> Optional[list[Any]]:
-    """The ``--doc-ids`` values as the index's document ids; unknown ids are a usage error naming them."""
+def _parse_doc_ids(values: Optional[list[str]], folder: IndexFolder) -> Optional[Any]:
+    """The engine passages of the ``--doc-ids`` documents (``IndexFolder.passage_ids``); unknown ids are a
+    usage error naming them."""
     if not values:
         return None
     ids: list[Any] = [x for v in values for x in v.replace(",", " ").split() if x]
@@ -123,7 +124,7 @@ def _parse_doc_ids(values: Optional[list[str]], folder: IndexFolder) -> Optional
         if unknown.size:
             raise CliError(f"--doc-ids: unknown document ids {unknown[:10].tolist()} (the index holds "
                            f"{len(folder.engine)} documents)")
-    return ids
+    return allowed
 
 
 def _queries(args: argparse.Namespace) -> list[str]:
@@ -146,7 +147,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     how = search_params(args)
     folder = open_folder(args.index)
     try:
-        doc_ids = _parse_doc_ids(args.doc_ids, folder)
+        passages = _parse_doc_ids(args.doc_ids, folder)
         model = load_model(args.model, folder, args.device)
         if model.dim != folder.engine.dim:
             raise CliError(f"the model {model.name_or_path!r} makes {model.dim}-d vectors but the index holds "
@@ -154,7 +155,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         q = model.encode_queries(queries)
         t0 = time.perf_counter()
         results = [[hit_dict(h, r) for r, h in enumerate(row)]
-                   for row in folder.search(q, args.k, doc_ids=doc_ids, **how)]
+                   for row in folder.search(q, args.k, passages=passages, **how)]
         dt = time.perf_counter() - t0
     finally:
         folder.close()

@@ -340,14 +340,17 @@ class IndexFolder:
 
     def search(self, queries: np.ndarray, k: int, *, params: Optional[SearchParams] = None,
                doc_ids: Optional[Sequence[Any]] = None, exact: Optional[bool] = None,
-               num_threads: int = 0) -> list[list[Hit]]:
+               num_threads: int = 0, passages: Optional[np.ndarray] = None) -> list[list[Hit]]:
         """Per query of float32 ``(nq, q_tokens, dim)``, up to k hits, best first.
 
         Fewer than k come back only when fewer passages exist or pass the ``doc_ids`` filter.
+        ``passages``: the filter already resolved by :meth:`passage_ids` (instead of ``doc_ids``).
         """
         self.refresh()
         nq = int(queries.shape[0])
-        allowed = self.passage_ids(doc_ids)
+        if passages is not None and doc_ids is not None:
+            raise TypeError("give doc_ids or passages (resolved by passage_ids), not both")
+        allowed = passages if passages is not None else self.passage_ids(doc_ids)
         exact = self.decide_exact(exact, params)
         params = None if exact else params
         engine = self.engine

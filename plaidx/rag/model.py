@@ -499,9 +499,9 @@ class RAGPretrainedModel:
         wanted = None if doc_ids is None else as_id_list(doc_ids, "doc_ids")
         params = _search_params(k, force_fast, kwargs)
         # small indexes (exact=None): exhaustive scoring is exact and costs no more than PLAID there
-        h.passage_ids(wanted)  # unknown ids fail before the encoding
+        allowed = h.passage_ids(wanted)  # unknown ids fail before the encoding
         Q = self._encode_queries(queries)
-        hits = h.search(Q, k, params=params, doc_ids=wanted, exact=exact)
+        hits = h.search(Q, k, params=params, passages=allowed, exact=exact)
         start = 0 if zero_index_ranks else 1
         out = []
         for row in hits:
