@@ -52,7 +52,7 @@ def locate(path: Union[str, os.PathLike]) -> tuple[str, Path, Path]:
     Raises FileNotFoundError for a missing path and IndexFormatError for a folder of another kind.
     """
     p = Path(path)
-    _recover(p)
+    recover(p)
     if not p.exists():
         raise FileNotFoundError(f"{str(p)!r}: no such index folder")
     if (p / ENGINE_DIR / ENGINE_MANIFEST).is_file() or is_sharded(p / ENGINE_DIR):
@@ -104,7 +104,7 @@ def build_dir(path: Path) -> Path:
     return path.parent / f".{path.name}.build"
 
 
-def _recover(path: Path) -> None:
+def recover(path: Path) -> None:
     """Finish or undo an interrupted overwrite of the index at ``path`` (see :func:`publish`)."""
     bdir = build_dir(path)
     if not bdir.is_dir():
@@ -125,11 +125,6 @@ def _recover(path: Path) -> None:
             shutil.rmtree(staging, ignore_errors=True)
     finally:
         lock.release()
-
-
-def recover(path: Path) -> None:
-    """Public name of the crash recovery run before any open or overwrite of ``path``."""
-    _recover(path)
 
 
 def publish(staging: Path, path: Path) -> None:
