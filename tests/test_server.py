@@ -576,6 +576,25 @@ def test_serve_refuses_a_public_host_without_a_key(env, capsys, monkeypatch):
     assert "no such index folder" in capsys.readouterr().err
 
 
+def test_serve_executor_options_join_a_named_cluster_or_say_what_is_missing(env, capsys, monkeypatch):
+    """--executor ray never starts a cluster: without an address it says how to name one; the choice reaches the
+    folders through PLAIDX_SHARDED_EXECUTOR before any index is opened."""
+    from plaidx import cli
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("PLAIDX_SHARDED_EXECUTOR", "local")
+    spec = f"docs={env['rag_path']}"
+    assert cli.main(["serve", "--ray-address", "127.0.0.1:6379", "--index", spec]) == cli.EXIT_USAGE
+    assert "--ray-address is for --executor ray" in capsys.readouterr().err
+    assert cli.main(["serve", "--executor", "ray", "--index", spec]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "does not start one" in err and "RAY_ADDRESS" in err and "ray start --head" in err
+    assert os.environ["PLAIDX_SHARDED_EXECUTOR"] == "ray"  # set first, so every folder opened after reads it
+    with pytest.raises(SystemExit) as e:
+        cli.main(["serve", "--executor", "spark"])
+    assert e.value.code == cli.EXIT_USAGE and "invalid choice" in capsys.readouterr().err
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -292,6 +292,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             require(module, "server", "plaidx serve")
     except MissingExtraError as exc:
         raise CliError(str(exc), EXIT_FAILURE) from None
+    _serve_executor(args)  # before any sharded index is opened: the folders read it
     indexes = _parse_index_specs(args.index or [])
     from ..server.app import Limits, serve
     limits = Limits(max_body_bytes=args.max_body_bytes, max_inputs=args.max_inputs, max_tokens=args.max_tokens)
@@ -304,6 +305,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     serve(indexes, host=args.host, port=args.port, api_key=api_key, log_level=args.log_level, model=args.model,
           model_name=args.model_name, limits=limits, search_threads=args.search_threads)
     return EXIT_OK
+
+
+def _serve_executor(args: argparse.Namespace) -> None:
+    """Where the shards of served sharded indexes are searched: in this process, or by Ray actors on a
+    running cluster (joined, never started: ``--ray-address`` or ``RAY_ADDRESS`` names it)."""
+    from ..distributed.executors import EXECUTOR_ENV
+
+    if args.ray_address and args.executor != "ray":
+        raise CliError("--ray-address is for --executor ray; add --executor ray or drop --ray-address")
+    if args.executor is None:
+        return
+    os.environ[EXECUTOR_ENV] = args.executor
+    if args.executor != "ray":
+        return
+    if args.ray_address:
+        os.environ["RAY_ADDRESS"] = args.ray_address
+    if not os.environ.get("RAY_ADDRESS"):
+        raise CliError("--executor ray serves shards from actors on a running Ray cluster, and plaidx serve does "
+                       "not start one: start it (`ray start --head`) and pass --ray-address HOST:PORT or set "
+                       "RAY_ADDRESS")
+    from ..distributed.ray_backend import ensure_ray
+    from ..errors import MissingExtraError
+
+    try:
+        ensure_ray(False)
+    except MissingExtraError as exc:
+        raise CliError(str(exc), EXIT_FAILURE) from None
+    except Exception as exc:  # Ray's connection errors have no common base class
+        raise CliError(f"--executor ray: cannot join the Ray cluster at {os.environ['RAY_ADDRESS']!r} "
+                       f"({type(exc).__name__}: {exc}); check that it runs (`ray status`)", EXIT_FAILURE) from None
 
 
 def _size(n: float) -> str:
@@ -433,6 +464,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-inputs", type=_positive, default=256, help="texts per request (default 256)")
     p.add_argument("--max-tokens", type=_positive, default=131_072, help="model tokens per request")
     p.add_argument("--search-threads", type=_positive, help="searches at once (default: CPU count)")
+    p.add_argument("--executor", choices=("local", "ray"),
+                   help="where the shards of sharded indexes are searched: in this process (local), or by Ray "
+                        "actors that hold them memory-mapped (ray: joins a running cluster, see --ray-address). "
+                        "Default: $PLAIDX_SHARDED_EXECUTOR, else local")
+    p.add_argument("--ray-address", metavar="HOST:PORT",
+                   help="the Ray cluster to join with --executor ray (default: $RAY_ADDRESS)")
     p.add_argument("--torch-threads", type=_positive, default=1,
                    help="threads of one model call (default 1: concurrent requests and shared model calls keep "
                         "the cores busy; more threads per call oversubscribe them under load)")
