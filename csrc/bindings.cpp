@@ -28,19 +28,22 @@ using namespace plaidx::py_arrays;  // NOLINT: the array checks shared with the 
 namespace {
 
 // The compressed-collection arguments shared by search and exact_search.
+template <class Code>
 struct CollectionArgs {
-  cpu::Compressed col;
+  cpu::Compressed<Code> col;
   std::vector<float> table_storage;
   std::vector<float> planes_storage;
   const uint8_t* allowed;
 };
 
+template <class Code>
 void collection_args(const char* fn, const py::handle& codes_o, const py::handle& packed_o,
                      const py::handle& offsets_o, const py::handle& centroids_o, const py::handle& weights_o,
-                     int nbits, const py::handle& allowed_o, int64_t d, CollectionArgs& out) {
-  const CollectionViews v =
-      collection_views(fn, codes_o, packed_o, offsets_o, centroids_o, weights_o, nbits, allowed_o, d);
-  out.col = cpu::Compressed{v.codes, v.packed, v.n, v.doc_offsets, v.ndocs, v.centroids, v.nlist, d, nbits, nullptr, nullptr};
+                     int nbits, const py::handle& allowed_o, int64_t d, CollectionArgs<Code>& out) {
+  const CodedViews<Code> v =
+      collection_views<Code>(fn, codes_o, packed_o, offsets_o, centroids_o, weights_o, nbits, allowed_o, d);
+  out.col = cpu::Compressed<Code>{v.codes, v.packed, v.n, v.doc_offsets, v.ndocs, v.centroids, v.nlist, d, nbits,
+                                  nullptr, nullptr};
   out.allowed = v.allowed;
   // Done here so that the pointers are set before the GIL is released. The per-byte table (d * 256
   // floats, ~10 us at d = 128) is skipped where the AVX-512 2-bit decoder reads only the planes.
@@ -70,12 +73,13 @@ py::array_t<uint8_t> compress(const py::object& residuals_o, const py::object& c
   return out;
 }
 
-py::array_t<float> decompress(const py::object& codes_o, const py::object& packed_o,
-                              const py::object& centroids_o, const py::object& weights_o, int nbits,
-                              bool normalize) {
+template <class Code>
+py::array_t<float> decompress_t(const py::object& codes_o, const py::object& packed_o,
+                                const py::object& centroids_o, const py::object& weights_o, int nbits,
+                                bool normalize) {
   const char* fn = "decompress";
   check_nbits(fn, nbits);
-  const auto codes = view<uint16_t>(codes_o, fn, "codes", 1, "(n,)");
+  const auto codes = view<Code>(codes_o, fn, "codes", 1, "(n,)");
   const auto packed = view<uint8_t>(packed_o, fn, "packed", 2, "(n, d * nbits // 8)");
   const auto centroids = view<float>(centroids_o, fn, "centroids", 2, "(nlist, d)");
   const auto weights = view<float>(weights_o, fn, "weights", 2, "(d, 2**nbits)");
@@ -85,8 +89,9 @@ py::array_t<float> decompress(const py::object& codes_o, const py::object& packe
   expect(packed[0] == n && packed[1] == d * nbits / 8,
          f + ": packed must have shape (n, d * nbits // 8) = (" + std::to_string(n) + ", " +
              std::to_string(d * nbits / 8) + "), got " + shape_str(packed.shape));
-  expect(nlist >= 1 && nlist <= 65536,
-         f + ": nlist (centroids.shape[0]) must be in [1, 65536], got " + std::to_string(nlist));
+  expect(nlist >= 1 && nlist <= max_nlist_for<Code>(),
+         f + ": nlist (centroids.shape[0]) must be in [1, " + std::to_string(max_nlist_for<Code>()) + "] for " +
+             DtypeName<Code>::value + " codes, got " + std::to_string(nlist));
   expect(weights[0] == d && weights[1] == (int64_t{1} << nbits),
          f + ": weights must have shape (d, 2**nbits) = (" + std::to_string(d) + ", " +
              std::to_string(1 << nbits) + "), got " + shape_str(weights.shape));
@@ -100,12 +105,22 @@ py::array_t<float> decompress(const py::object& codes_o, const py::object& packe
   return out;
 }
 
-py::tuple build_ivf(const py::object& codes_o, const py::object& offsets_o, int64_t nlist) {
+py::array_t<float> decompress(const py::object& codes_o, const py::object& packed_o,
+                              const py::object& centroids_o, const py::object& weights_o, int nbits,
+                              bool normalize) {
+  return with_code_type(codes_o, "decompress", "codes", [&](auto code) {
+    return decompress_t<decltype(code)>(codes_o, packed_o, centroids_o, weights_o, nbits, normalize);
+  });
+}
+
+template <class Code>
+py::tuple build_ivf_t(const py::object& codes_o, const py::object& offsets_o, int64_t nlist) {
   const char* fn = "build_ivf";
-  const auto codes = view<uint16_t>(codes_o, fn, "codes", 1, "(n,)");
+  const auto codes = view<Code>(codes_o, fn, "codes", 1, "(n,)");
   const auto offsets = view<int64_t>(offsets_o, fn, "doc_offsets", 1, "(ndocs + 1,)");
-  expect(nlist >= 1 && nlist <= 65536,
-         std::string(fn) + ": nlist must be in [1, 65536], got " + std::to_string(nlist));
+  expect(nlist >= 1 && nlist <= max_nlist_for<Code>(),
+         std::string(fn) + ": nlist must be in [1, " + std::to_string(max_nlist_for<Code>()) + "] for " +
+             DtypeName<Code>::value + " codes, got " + std::to_string(nlist));
   expect(offsets[0] >= 1, std::string(fn) + ": doc_offsets must have ndocs + 1 >= 1 entries, got 0");
   const int64_t n = codes[0], ndocs = offsets[0] - 1;
   py::array_t<int64_t> ivf_offsets(nlist + 1);
@@ -124,24 +139,36 @@ py::tuple build_ivf(const py::object& codes_o, const py::object& offsets_o, int6
   return py::make_tuple(ivf, ivf_offsets);
 }
 
-py::tuple doc_cells(const py::object& ivf_o, const py::object& ivf_offsets_o, int64_t ndocs) {
-  const char* fn = "doc_cells";
-  const auto ivf = view<int32_t>(ivf_o, fn, "ivf", 1, "(npairs,)");
-  const auto ivf_offsets = view<int64_t>(ivf_offsets_o, fn, "ivf_offsets", 1, "(nlist + 1,)");
-  const int64_t nlist = ivf_offsets[0] - 1;
-  expect(nlist >= 1 && nlist <= 65536,
-         std::string(fn) + ": ivf_offsets must have nlist + 1 entries with nlist in [1, 65536], got " +
-             shape_str(ivf_offsets.shape));
-  expect(ndocs >= 0, std::string(fn) + ": ndocs must be >= 0, got " + std::to_string(ndocs));
+py::tuple build_ivf(const py::object& codes_o, const py::object& offsets_o, int64_t nlist) {
+  return with_code_type(codes_o, "build_ivf", "codes",
+                        [&](auto code) { return build_ivf_t<decltype(code)>(codes_o, offsets_o, nlist); });
+}
+
+// cells: uint16 when nlist <= 65536, else uint32 (the width the index stores its codes in).
+template <class Code>
+py::tuple doc_cells_t(const View<int32_t>& ivf, const View<int64_t>& ivf_offsets, int64_t nlist, int64_t ndocs) {
   py::array_t<int64_t> offsets(ndocs + 1);
-  py::array_t<uint16_t> cells(ivf[0]);
+  py::array_t<Code> cells(ivf[0]);
   int64_t* o = mutable_data(offsets);
-  uint16_t* c = mutable_data(cells);
+  Code* c = mutable_data(cells);
   {
     py::gil_scoped_release release;
     cpu::doc_cells(ivf.data, ivf[0], ivf_offsets.data, nlist, ndocs, o, c);
   }
   return py::make_tuple(cells, offsets);
+}
+
+py::tuple doc_cells(const py::object& ivf_o, const py::object& ivf_offsets_o, int64_t ndocs) {
+  const char* fn = "doc_cells";
+  const auto ivf = view<int32_t>(ivf_o, fn, "ivf", 1, "(npairs,)");
+  const auto ivf_offsets = view<int64_t>(ivf_offsets_o, fn, "ivf_offsets", 1, "(nlist + 1,)");
+  const int64_t nlist = ivf_offsets[0] - 1;
+  expect(nlist >= 1 && nlist <= max_nlist_for<uint32_t>(),
+         std::string(fn) + ": ivf_offsets must have nlist + 1 entries with nlist in [1, 2**32], got " +
+             shape_str(ivf_offsets.shape));
+  expect(ndocs >= 0, std::string(fn) + ": ndocs must be >= 0, got " + std::to_string(ndocs));
+  if (nlist <= max_nlist_for<uint16_t>()) return doc_cells_t<uint16_t>(ivf, ivf_offsets, nlist, ndocs);
+  return doc_cells_t<uint32_t>(ivf, ivf_offsets, nlist, ndocs);
 }
 
 py::array_t<float> maxsim(const py::object& Q_o, const py::object& values_o, const py::object& offsets_o,
@@ -179,8 +206,8 @@ py::array_t<float> centroid_scores(const py::object& Q_o, const py::object& cent
   expect(qlen >= 1, f + ": queries need at least one token (Q.shape[1] >= 1)");
   expect(ct[0] == d, f + ": centroids_t must have shape (d, nlist) with d = " + std::to_string(d) +
                          " (the centroids transposed), got " + shape_str(ct.shape));
-  expect(nlist >= 1 && nlist <= 65536,
-         f + ": nlist (centroids_t.shape[1]) must be in [1, 65536], got " + std::to_string(nlist));
+  expect(nlist >= 1 && nlist <= max_nlist_for<uint32_t>(),
+         f + ": nlist (centroids_t.shape[1]) must be in [1, 2**32], got " + std::to_string(nlist));
   py::array_t<float> out({nq, qlen, nlist});
   float* o = mutable_data(out);
   {
@@ -190,11 +217,12 @@ py::array_t<float> centroid_scores(const py::object& Q_o, const py::object& cent
   return out;
 }
 
-py::tuple search(const py::object& Q_o, const py::object& S_o, const py::object& codes_o,
-                 const py::object& packed_o, const py::object& offsets_o, const py::object& ivf_o,
-                 const py::object& ivf_offsets_o, const py::object& centroids_o, const py::object& weights_o,
-                 int nbits, const py::object& allowed_o, int64_t nprobe, double threshold, int64_t ndocs,
-                 int64_t n_exact, int64_t k, int num_threads, const py::object& doc_cells_o) {
+template <class Code>
+py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::object& codes_o,
+                   const py::object& packed_o, const py::object& offsets_o, const py::object& ivf_o,
+                   const py::object& ivf_offsets_o, const py::object& centroids_o, const py::object& weights_o,
+                   int nbits, const py::object& allowed_o, int64_t nprobe, double threshold, int64_t ndocs,
+                   int64_t n_exact, int64_t k, int num_threads, const py::object& doc_cells_o) {
   const char* fn = "search";
   const std::string f(fn);
   check_threads(fn, num_threads);
@@ -206,7 +234,7 @@ py::tuple search(const py::object& Q_o, const py::object& S_o, const py::object&
   const int64_t nq = Q[0], qlen = Q[1], d = Q[2];
   check_dim(fn, d);
   expect(qlen >= 1, f + ": queries need at least one token (Q.shape[1] >= 1)");
-  CollectionArgs args;
+  CollectionArgs<Code> args;
   collection_args(fn, codes_o, packed_o, offsets_o, centroids_o, weights_o, nbits, allowed_o, d, args);
   const int64_t nlist = args.col.nlist;
   expect(fused || (S[0] == nq && S[1] == qlen && S[2] == nlist),
@@ -219,15 +247,15 @@ py::tuple search(const py::object& Q_o, const py::object& S_o, const py::object&
   expect(ndocs >= 1, f + ": ndocs must be >= 1, got " + std::to_string(ndocs));
   expect(n_exact >= 1, f + ": n_exact must be >= 1, got " + std::to_string(n_exact));
   expect(k >= 1, f + ": k must be >= 1, got " + std::to_string(k));
-  // Optional: (cells u16 (npairs,), cell_offsets i64 (ndocs + 1,)) from doc_cells, read by the centroid
-  // interaction instead of the tokens' codes (same scores). Entries are checked where they are read.
-  View<uint16_t> cells{nullptr, {0}};
+  // Optional: (cells (npairs,) of the codes' dtype, cell_offsets i64 (ndocs + 1,)) from doc_cells, read by
+  // the centroid interaction instead of the tokens' codes (same scores). Entries are checked where read.
+  View<Code> cells{nullptr, {0}};
   View<int64_t> cell_offsets{nullptr, {0}};
   int64_t ncells = 0;
   if (!doc_cells_o.is_none()) {
     const py::tuple t = doc_cells_o.cast<py::tuple>();
     expect(t.size() == 2, f + ": doc_cells must be the (cells, cell_offsets) pair doc_cells returns");
-    cells = view<uint16_t>(t[0], fn, "doc_cells[0]", 1, "(npairs,)");
+    cells = view<Code>(t[0], fn, "doc_cells[0] (the dtype of codes)", 1, "(npairs,)");
     cell_offsets = view<int64_t>(t[1], fn, "doc_cells[1]", 1, "(ndocs + 1,)");
     ncells = cells[0];
     expect(cell_offsets[0] == args.col.ndocs + 1 && cell_offsets.data[0] == 0 &&
@@ -241,17 +269,30 @@ py::tuple search(const py::object& Q_o, const py::object& S_o, const py::object&
   int64_t* dout = mutable_data(docs);
   {
     py::gil_scoped_release release;
-    const cpu::IvfView iv{ivf.data, ivf[0], ivf_offsets.data, cells.data, cell_offsets.data, ncells};
+    const cpu::IvfView<Code> iv{ivf.data, ivf[0], ivf_offsets.data, cells.data, cell_offsets.data, ncells};
     const cpu::SearchParams params{nprobe, threshold, ndocs, n_exact, k};
     cpu::search(Q.data, fused ? nullptr : S.data, nq, qlen, args.col, iv, args.allowed, params, so, dout, num_threads);
   }
   return py::make_tuple(scores, docs);
 }
 
-py::tuple exact_search(const py::object& Q_o, const py::object& codes_o, const py::object& packed_o,
-                       const py::object& offsets_o, const py::object& centroids_o,
-                       const py::object& weights_o, int nbits, const py::object& allowed_o, int64_t k,
-                       int num_threads) {
+py::tuple search(const py::object& Q_o, const py::object& S_o, const py::object& codes_o,
+                 const py::object& packed_o, const py::object& offsets_o, const py::object& ivf_o,
+                 const py::object& ivf_offsets_o, const py::object& centroids_o, const py::object& weights_o,
+                 int nbits, const py::object& allowed_o, int64_t nprobe, double threshold, int64_t ndocs,
+                 int64_t n_exact, int64_t k, int num_threads, const py::object& doc_cells_o) {
+  return with_code_type(codes_o, "search", "codes", [&](auto code) {
+    return search_t<decltype(code)>(Q_o, S_o, codes_o, packed_o, offsets_o, ivf_o, ivf_offsets_o, centroids_o,
+                                    weights_o, nbits, allowed_o, nprobe, threshold, ndocs, n_exact, k,
+                                    num_threads, doc_cells_o);
+  });
+}
+
+template <class Code>
+py::tuple exact_search_t(const py::object& Q_o, const py::object& codes_o, const py::object& packed_o,
+                         const py::object& offsets_o, const py::object& centroids_o,
+                         const py::object& weights_o, int nbits, const py::object& allowed_o, int64_t k,
+                         int num_threads) {
   const char* fn = "exact_search";
   const std::string f(fn);
   check_threads(fn, num_threads);
@@ -259,7 +300,7 @@ py::tuple exact_search(const py::object& Q_o, const py::object& codes_o, const p
   const int64_t nq = Q[0], qlen = Q[1], d = Q[2];
   check_dim(fn, d);
   expect(qlen >= 1, f + ": queries need at least one token (Q.shape[1] >= 1)");
-  CollectionArgs args;
+  CollectionArgs<Code> args;
   collection_args(fn, codes_o, packed_o, offsets_o, centroids_o, weights_o, nbits, allowed_o, d, args);
   expect(k >= 1, f + ": k must be >= 1, got " + std::to_string(k));
   py::array_t<float> scores({nq, k});
@@ -271,6 +312,16 @@ py::tuple exact_search(const py::object& Q_o, const py::object& codes_o, const p
     cpu::exact_search(Q.data, nq, qlen, args.col, args.allowed, k, so, dout, num_threads);
   }
   return py::make_tuple(scores, docs);
+}
+
+py::tuple exact_search(const py::object& Q_o, const py::object& codes_o, const py::object& packed_o,
+                       const py::object& offsets_o, const py::object& centroids_o,
+                       const py::object& weights_o, int nbits, const py::object& allowed_o, int64_t k,
+                       int num_threads) {
+  return with_code_type(codes_o, "exact_search", "codes", [&](auto code) {
+    return exact_search_t<decltype(code)>(Q_o, codes_o, packed_o, offsets_o, centroids_o, weights_o, nbits,
+                                          allowed_o, k, num_threads);
+  });
 }
 
 py::dict build_info() {
@@ -294,13 +345,13 @@ PYBIND11_MODULE(_core, m) {
         "compress(residuals f32 (n, d), cutoffs f32 (d, 2**nbits - 1), nbits) -> packed u8 (n, d*nbits//8)");
   m.def("decompress", &decompress, py::arg("codes"), py::arg("packed"), py::arg("centroids"),
         py::arg("weights"), py::arg("nbits"), py::arg("normalize"),
-        "decompress(codes u16 (n,), packed u8 (n, pb), centroids f32 (nlist, d), weights f32 (d, 2**nbits), "
+        "decompress(codes u16 or u32 (n,), packed u8 (n, pb), centroids f32 (nlist, d), weights f32 (d, 2**nbits), "
         "nbits, normalize) -> f32 (n, d)");
   m.def("doc_cells", &doc_cells, py::arg("ivf"), py::arg("ivf_offsets"), py::arg("ndocs"),
-        "doc_cells(ivf i32 (npairs,), ivf_offsets i64 (nlist+1,), ndocs) -> (cells u16 (npairs,), "
+        "doc_cells(ivf i32 (npairs,), ivf_offsets i64 (nlist+1,), ndocs) -> (cells u16 or u32 (npairs,), "
         "cell_offsets i64 (ndocs+1,)): the inverted file transposed");
   m.def("build_ivf", &build_ivf, py::arg("codes"), py::arg("doc_offsets"), py::arg("nlist"),
-        "build_ivf(codes u16 (n,), doc_offsets i64 (ndocs+1,), nlist) -> (ivf i32 (npairs,), "
+        "build_ivf(codes u16 or u32 (n,), doc_offsets i64 (ndocs+1,), nlist) -> (ivf i32 (npairs,), "
         "ivf_offsets i64 (nlist+1,))");
   m.def("maxsim", &maxsim, py::arg("Q"), py::arg("values"), py::arg("doc_offsets"), py::kw_only(),
         py::arg("num_threads") = 0,

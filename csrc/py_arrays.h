@@ -9,6 +9,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,10 @@ struct DtypeName<uint8_t> {
 template <>
 struct DtypeName<uint16_t> {
   static constexpr const char* value = "uint16";
+};
+template <>
+struct DtypeName<uint32_t> {
+  static constexpr const char* value = "uint32";
 };
 template <>
 struct DtypeName<int32_t> {
@@ -105,9 +110,31 @@ T* mutable_data(py::array_t<T>& a) {
   return static_cast<T*>(a.mutable_data());
 }
 
+// The most centroids codes of type Code address: 65536 for uint16_t.
+template <class Code>
+constexpr int64_t max_nlist_for() {
+  return int64_t{std::numeric_limits<Code>::max()} + 1;
+}
+
+// f(Code{}) with Code the centroid-id type of the array codes: uint32_t for uint32, else uint16_t (a
+// non-array is left to view<uint16_t>, which names the expected type). Any other dtype raises TypeError.
+// The one place a binding picks the code width; f must return the same type for both.
+template <class F>
+decltype(auto) with_code_type(const py::handle& codes, const char* fn, const char* name, F&& f) {
+  if (py::isinstance<py::array>(codes)) {
+    if (py::array_t<uint32_t>::check_(codes)) return f(uint32_t{});
+    if (!py::array_t<uint16_t>::check_(codes))
+      throw py::type_error(std::string(fn) + ": " + name + " must be uint16 (nlist <= 65536) or uint32 (n,), " +
+                           "got dtype " + std::string(py::str(py::reinterpret_borrow<py::array>(codes).dtype())) +
+                           "; convert it on purpose with np.ascontiguousarray(" + name + ", dtype=np.uint16)");
+  }
+  return f(uint16_t{});
+}
+
 // A compressed collection's arrays, checked against each other (d, nbits given by the caller).
-struct CollectionViews {
-  const uint16_t* codes;
+template <class Code>
+struct CodedViews {
+  const Code* codes;
   const uint8_t* packed;
   const int64_t* doc_offsets;
   const float* centroids;
@@ -115,13 +142,15 @@ struct CollectionViews {
   const uint8_t* allowed;  // nullptr when the allowed array is empty (every document)
   int64_t n, ndocs, nlist;
 };
+using CollectionViews = CodedViews<uint16_t>;
 
-inline CollectionViews collection_views(const char* fn, const py::handle& codes_o, const py::handle& packed_o,
+template <class Code = uint16_t>
+CodedViews<Code> collection_views(const char* fn, const py::handle& codes_o, const py::handle& packed_o,
                                         const py::handle& offsets_o, const py::handle& centroids_o,
                                         const py::handle& weights_o, int nbits, const py::handle& allowed_o,
                                         int64_t d) {
   check_nbits(fn, nbits);
-  const auto codes = view<uint16_t>(codes_o, fn, "codes", 1, "(n,)");
+  const auto codes = view<Code>(codes_o, fn, "codes", 1, "(n,)");
   const auto packed = view<uint8_t>(packed_o, fn, "packed", 2, "(n, d * nbits // 8)");
   const auto offsets = view<int64_t>(offsets_o, fn, "doc_offsets", 1, "(ndocs + 1,)");
   const auto centroids = view<float>(centroids_o, fn, "centroids", 2, "(nlist, d)");
@@ -135,8 +164,10 @@ inline CollectionViews collection_views(const char* fn, const py::handle& codes_
   expect(offsets[0] >= 1, f + ": doc_offsets must have ndocs + 1 >= 1 entries, got 0");
   expect(centroids[1] == d, f + ": centroids must have shape (nlist, d) with d = " + std::to_string(d) +
                                 ", got " + shape_str(centroids.shape));
-  expect(nlist >= 1 && nlist <= 65536,
-         f + ": nlist (centroids.shape[0]) must be in [1, 65536], got " + std::to_string(nlist));
+  expect(nlist >= 1 && nlist <= max_nlist_for<Code>(),
+         f + ": nlist (centroids.shape[0]) must be in [1, " + std::to_string(max_nlist_for<Code>()) + "] for " +
+             DtypeName<Code>::value + " codes, got " + std::to_string(nlist) +
+             (sizeof(Code) == 2 ? " (pass the codes as uint32 for more centroids)" : ""));
   expect(weights[0] == d && weights[1] == (int64_t{1} << nbits),
          f + ": weights must have shape (d, 2**nbits) = (" + std::to_string(d) + ", " +
              std::to_string(1 << nbits) + "), got " + shape_str(weights.shape));
@@ -144,7 +175,7 @@ inline CollectionViews collection_views(const char* fn, const py::handle& codes_
   expect(allowed[0] == ndocs || allowed[0] == 0, f + ": allowed must have shape (ndocs,) = (" +
                                                      std::to_string(ndocs) + ",) or (0,), got " +
                                                      shape_str(allowed.shape));
-  return CollectionViews{codes.data, packed.data, offsets.data, centroids.data, weights.data,
+  return CodedViews<Code>{codes.data, packed.data, offsets.data, centroids.data, weights.data,
                          allowed[0] == 0 ? nullptr : allowed.data, n, ndocs, nlist};
 }
 

@@ -54,7 +54,7 @@ def make_collection(seed: int, ndocs: int = 60, d: int = 64, nbits: int = 2, nli
     weights = np.sort(rng.standard_normal((d, nb)) * 0.05, axis=1).astype(np.float32)
     if quantize:
         weights[:] = 0
-    codes = rng.integers(0, nlist, n).astype(np.uint16)
+    codes = rng.integers(0, nlist, n).astype(np.uint16 if nlist <= 1 << 16 else np.uint32)
     packed = rng.integers(0, 256, (n, d * nbits // 8)).astype(np.uint8)
     ivf, ivf_offsets = ref.build_ivf(codes, offsets, nlist)
     return dict(codes=codes, packed=packed, doc_offsets=offsets, centroids=centroids, cutoffs=cutoffs,
@@ -694,8 +694,8 @@ def test_centroid_scores_bad_inputs_raise(mod):
         mod.centroid_scores(np.zeros((1, 2, 12), np.float32), np.zeros((12, 4), np.float32))
     with pytest.raises(ValueError, match="nlist"):
         mod.centroid_scores(Q, np.zeros((64, 0), np.float32))
-    with pytest.raises(ValueError, match="nlist"):
-        mod.centroid_scores(np.zeros((1, 1, 8), np.float32), np.zeros((8, 65537), np.float32))
+    # more than 65536 centroids are scored (an index of that many stores uint32 codes)
+    assert mod.centroid_scores(np.ones((1, 1, 8), np.float32), np.ones((8, 65537), np.float32)).shape == (1, 1, 65537)
     with pytest.raises(ValueError, match="num_threads"):
         mod.centroid_scores(Q, Ct, num_threads=-1)
 
@@ -715,3 +715,88 @@ def test_empty_cells_are_never_probed(mod):
     assert (docs >= 0).all()
     assert_topk_equivalent((scores, docs), run_search(ref, Q, S, col, nprobe=1, threshold=-1.0, ndocs=40,
                                                       n_exact=20, k=5))
+
+
+# ------------------------------------------------------------------------------------------ code widths
+def _widen(col: dict) -> dict:
+    """The same collection with its codes stored as uint32 (the width of an index above 65536 centroids)."""
+    return {**col, "codes": col["codes"].astype(np.uint32)}
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+@pytest.mark.parametrize("nbits", NBITS)
+def test_uint32_codes_give_what_uint16_codes_give(mod, nbits):
+    """Every kernel that reads codes gives bit-identical results for the same ids as uint16 or uint32."""
+    col = make_collection(61, ndocs=50, d=64, nbits=nbits, nlist=40)
+    wide = _widen(col)
+    Q, S = make_queries(61, col)
+    dargs = (col["packed"], col["centroids"], col["weights"], nbits, True)
+    np.testing.assert_array_equal(mod.decompress(wide["codes"], *dargs), mod.decompress(col["codes"], *dargs))
+    for got, want in zip(mod.build_ivf(wide["codes"], col["doc_offsets"], 40),
+                         mod.build_ivf(col["codes"], col["doc_offsets"], 40)):
+        np.testing.assert_array_equal(got, want)
+    for params in (dict(nprobe=2, ndocs=20, n_exact=8), dict(nprobe=40, ndocs=999, n_exact=999, threshold=-9.0)):
+        for s_arg in (S, None):
+            want, got = run_search(mod, Q, s_arg, col, **params), run_search(mod, Q, s_arg, wide, **params)
+            np.testing.assert_array_equal(got[1], want[1])
+            np.testing.assert_array_equal(got[0], want[0])
+    want, got = run_exact(mod, Q, col), run_exact(mod, Q, wide)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0], want[0])
+
+
+@native
+@pytest.mark.parametrize("nbits", [2, 4])
+def test_more_than_65536_centroids_native_matches_reference(nbits):
+    """nlist 70000 with uint32 codes (ids above 65535 included): native against the reference."""
+    col = make_collection(62, ndocs=40, d=64, nbits=nbits, nlist=70_000, max_len=30)
+    assert col["codes"].dtype == np.uint32 and col["codes"].max() > 65535
+    Q, S = make_queries(62, col, nq=2)
+    dargs = (col["codes"], col["packed"], col["centroids"], col["weights"], nbits)
+    np.testing.assert_array_equal(_core.decompress(*dargs, False), ref.decompress(*dargs, False))
+    np.testing.assert_allclose(_core.decompress(*dargs, True), ref.decompress(*dargs, True), rtol=1e-6, atol=1e-6)
+    for got, want in zip(_core.build_ivf(col["codes"], col["doc_offsets"], 70_000),
+                         (col["ivf"], col["ivf_offsets"])):
+        np.testing.assert_array_equal(got, want)
+    dc = _core.doc_cells(col["ivf"], col["ivf_offsets"], col["ndocs"])
+    want_dc = ref.doc_cells(col["ivf"], col["ivf_offsets"], col["ndocs"])
+    assert dc[0].dtype == want_dc[0].dtype == np.uint32
+    np.testing.assert_array_equal(dc[0], want_dc[0])
+    np.testing.assert_array_equal(dc[1], want_dc[1])
+    for params in (dict(nprobe=4, ndocs=20, n_exact=8), dict(nprobe=70_000, ndocs=999, n_exact=999, threshold=-9.0)):
+        want = run_search(ref, Q, S, col, **params)
+        assert_topk_equivalent(run_search(_core, Q, S, col, **params), want)
+        assert_topk_equivalent(run_search(_core, Q, None, col, doc_cells=dc, **params), want)
+    assert_topk_equivalent(run_exact(_core, Q, col), run_exact(ref, Q, col))
+    # every cell probed and every candidate kept: PLAID is the exhaustive search
+    full = dict(nprobe=70_000, ndocs=999, n_exact=999, threshold=-9.0)
+    assert_topk_equivalent(run_search(_core, Q, None, col, **full), run_exact(_core, Q, col))
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_code_width_errors_say_what_to_do(mod):
+    col = make_collection(63, ndocs=20, d=64, nlist=16)
+    dargs = (col["packed"], col["centroids"], col["weights"], 2, True)
+    with pytest.raises(TypeError, match="uint16 .* or uint32"):
+        mod.decompress(col["codes"].astype(np.int64), *dargs)
+    many = np.zeros((70_000, 64), np.float32)
+    with pytest.raises(ValueError, match="65536"):  # uint16 codes cannot address more centroids
+        mod.decompress(col["codes"], col["packed"], many, col["weights"], 2, True)
+    assert mod.decompress(col["codes"].astype(np.uint32), col["packed"], many, col["weights"], 2, True).shape == \
+        (col["codes"].shape[0], 64)
+    with pytest.raises(ValueError, match="nlist"):
+        mod.build_ivf(col["codes"], col["doc_offsets"], 70_000)
+    assert mod.build_ivf(col["codes"].astype(np.uint32), col["doc_offsets"], 70_000)[1].shape == (70_001,)
+
+
+@native
+def test_doc_cells_must_have_the_codes_dtype():
+    col = make_collection(64, ndocs=30, d=64, nlist=16)
+    dc = _core.doc_cells(col["ivf"], col["ivf_offsets"], col["ndocs"])  # uint16: nlist <= 65536
+    Q, S = make_queries(64, col)
+    with pytest.raises(TypeError, match="doc_cells"):
+        run_search(_core, Q, S, _widen(col), doc_cells=dc)
+    wide_dc = (dc[0].astype(np.uint32), dc[1])
+    np.testing.assert_array_equal(run_search(_core, Q, S, _widen(col), doc_cells=wide_dc)[1],
+                                  run_search(_core, Q, S, col, doc_cells=dc)[1])
+

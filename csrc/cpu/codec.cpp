@@ -71,8 +71,8 @@ PLAIDX_DISPATCH(void, compress_rows,
                  int nbits, uint8_t* packed),
                 (residuals, begin, end, d, cutoffs, nbits, packed))
 
-template <Isa I>
-PLAIDX_INLINE bool decompress_rows_impl(const uint16_t* codes, const uint8_t* packed, int64_t begin,
+template <Isa I, class Code>
+PLAIDX_INLINE bool decompress_rows_impl(const Code* codes, const uint8_t* packed, int64_t begin,
                                         int64_t end, const float* centroids, int64_t nlist, int64_t d,
                                         const float* table, int nbits, bool unit, float* out) {
   const int64_t pb = d * nbits / 8;
@@ -82,8 +82,8 @@ PLAIDX_INLINE bool decompress_rows_impl(const uint16_t* codes, const uint8_t* pa
   if (unit) normalize_rows(out + begin * d, end - begin, d);
   return true;
 }
-PLAIDX_DISPATCH(bool, decompress_rows,
-                (const uint16_t* codes, const uint8_t* packed, int64_t begin, int64_t end,
+PLAIDX_DISPATCH_CODE(bool, decompress_rows,
+                (const Code* codes, const uint8_t* packed, int64_t begin, int64_t end,
                  const float* centroids, int64_t nlist, int64_t d, const float* table, int nbits,
                  bool unit, float* out),
                 (codes, packed, begin, end, centroids, nlist, d, table, nbits, unit, out))
@@ -140,7 +140,8 @@ void compress(const float* residuals, int64_t n, int64_t d, const float* cutoffs
   });
 }
 
-void decompress(const uint16_t* codes, const uint8_t* packed, int64_t n, const float* centroids,
+template <class Code>
+void decompress(const Code* codes, const uint8_t* packed, int64_t n, const float* centroids,
                 int64_t nlist, int64_t d, const float* weights, int nbits, bool normalize_rows, float* out,
                 int num_threads) {
   check_codec_args(d, nbits);
@@ -153,5 +154,10 @@ void decompress(const uint16_t* codes, const uint8_t* packed, int64_t n, const f
       throw std::invalid_argument("codes: a centroid id is >= nlist (" + std::to_string(nlist) + ")");
   });
 }
+
+template void decompress<uint16_t>(const uint16_t*, const uint8_t*, int64_t, const float*, int64_t, int64_t,
+                                   const float*, int, bool, float*, int);
+template void decompress<uint32_t>(const uint32_t*, const uint8_t*, int64_t, const float*, int64_t, int64_t,
+                                   const float*, int, bool, float*, int);
 
 }  // namespace plaidx::cpu

@@ -2,7 +2,7 @@
 //
 // Buffers (all C-contiguous, caller-owned; B = 2**nbits, pb = d * nbits / 8):
 //   residuals f32 (n, d), cutoffs f32 (d, B-1), weights f32 (d, B), centroids f32 (nlist, d),
-//   codes u16 (n,), packed u8 (n, pb), out f32 (n, d).
+//   codes u16 or u32 (n,) (Code: uint16_t or uint32_t), packed u8 (n, pb), out f32 (n, d).
 // Preconditions: nbits in {1, 2, 4, 8}; d > 0 and a multiple of 8; n >= 0.
 // Errors are thrown as std::invalid_argument (unsorted cutoffs, a code >= nlist).
 // Thread-safety: pure functions; they only write their output buffers. num_threads: 0 means the
@@ -21,8 +21,9 @@ void compress(const float* residuals, int64_t n, int64_t d, const float* cutoffs
               int num_threads);
 
 // out[t, j] = centroids[codes[t], j] + weights[j, code(t, j)]; rows divided by max(norm, 1e-12) when
-// normalize. Throws when a code is >= nlist.
-void decompress(const uint16_t* codes, const uint8_t* packed, int64_t n, const float* centroids,
+// normalize. Throws when a code is >= nlist. Instantiated for Code = uint16_t and uint32_t.
+template <class Code>
+void decompress(const Code* codes, const uint8_t* packed, int64_t n, const float* centroids,
                 int64_t nlist, int64_t d, const float* weights, int nbits, bool normalize, float* out,
                 int num_threads);
 

@@ -101,9 +101,9 @@ PLAIDX_INLINE void store_dots_rows(const float* Qt, int64_t d, int64_t qp, const
 
 // Running maxima over the rows St[codes[t]] (rows of qp floats) of the tokens whose cell is kept
 // (keep == nullptr keeps every cell). NV = qp / 8 vectors held in registers. Returns the number of
-// tokens used, or -1 when a code is >= nlist.
-template <int NV>
-PLAIDX_INLINE int64_t row_max_fixed(const uint16_t* codes, int64_t nt, const float* St, int64_t nlist,
+// tokens used, or -1 when a code is >= nlist. Code: the centroid ids' type (uint16_t or uint32_t).
+template <int NV, class Code>
+PLAIDX_INLINE int64_t row_max_fixed(const Code* codes, int64_t nt, const float* St, int64_t nlist,
                                     const uint8_t* keep, float* run_max) {
   constexpr int64_t qp = NV * 8;
   v8f m[NV];
@@ -121,7 +121,8 @@ PLAIDX_INLINE int64_t row_max_fixed(const uint16_t* codes, int64_t nt, const flo
   return used;
 }
 
-PLAIDX_INLINE int64_t row_max_any(const uint16_t* codes, int64_t nt, const float* St, int64_t nlist,
+template <class Code>
+PLAIDX_INLINE int64_t row_max_any(const Code* codes, int64_t nt, const float* St, int64_t nlist,
                                   int64_t qp, const uint8_t* keep, float* run_max) {
   switch (qp / 8) {
     case 1: return row_max_fixed<1>(codes, nt, St, nlist, keep, run_max);
@@ -149,8 +150,8 @@ PLAIDX_INLINE int64_t row_max_any(const uint16_t* codes, int64_t nt, const float
 // row_max_fixed over every token into full and over the kept ones into pruned, in one pass (each row
 // read once). Same values as two row_max_fixed calls. Returns the number of kept tokens, or -1 when a
 // code is >= nlist.
-template <int NV>
-PLAIDX_INLINE int64_t row_max_both_fixed(const uint16_t* codes, int64_t nt, const float* St, int64_t nlist,
+template <int NV, class Code>
+PLAIDX_INLINE int64_t row_max_both_fixed(const Code* codes, int64_t nt, const float* St, int64_t nlist,
                                       const uint8_t* keep, float* pruned, float* full) {
   constexpr int64_t qp = NV * 8;
   v8f p[NV], f[NV];
@@ -181,7 +182,8 @@ PLAIDX_INLINE int64_t row_max_both_fixed(const uint16_t* codes, int64_t nt, cons
   return used;
 }
 
-PLAIDX_INLINE int64_t row_max_both_any(const uint16_t* codes, int64_t nt, const float* St, int64_t nlist, int64_t qp,
+template <class Code>
+PLAIDX_INLINE int64_t row_max_both_any(const Code* codes, int64_t nt, const float* St, int64_t nlist, int64_t qp,
                                     const uint8_t* keep, float* pruned, float* full) {
   switch (qp / 8) {
     case 1: return row_max_both_fixed<1>(codes, nt, St, nlist, keep, pruned, full);

@@ -10,7 +10,8 @@
 
 namespace plaidx::cpu {
 
-int64_t ivf_offsets(const uint16_t* codes, int64_t n, const int64_t* doc_offsets, int64_t ndocs,
+template <class Code>
+int64_t ivf_offsets(const Code* codes, int64_t n, const int64_t* doc_offsets, int64_t ndocs,
                     int64_t nlist, int64_t* ivf_offsets) {
   if (nlist < 1) throw std::invalid_argument("nlist must be >= 1");
   if (ndocs > std::numeric_limits<int32_t>::max())
@@ -34,7 +35,8 @@ int64_t ivf_offsets(const uint16_t* codes, int64_t n, const int64_t* doc_offsets
   return ivf_offsets[nlist];
 }
 
-void fill_ivf(const uint16_t* codes, const int64_t* doc_offsets, int64_t ndocs, int64_t nlist,
+template <class Code>
+void fill_ivf(const Code* codes, const int64_t* doc_offsets, int64_t ndocs, int64_t nlist,
               const int64_t* ivf_offsets, int32_t* ivf) {
   std::vector<int64_t> last(static_cast<size_t>(nlist), -1);
   std::vector<int64_t> cursor(ivf_offsets, ivf_offsets + nlist);
@@ -48,9 +50,13 @@ void fill_ivf(const uint16_t* codes, const int64_t* doc_offsets, int64_t ndocs, 
     }
 }
 
+template <class Code>
 void doc_cells(const int32_t* ivf, int64_t npairs, const int64_t* ivf_offsets, int64_t nlist, int64_t ndocs,
-               int64_t* cell_offsets, uint16_t* cells) {
-  if (nlist < 1 || nlist > 65536) throw std::invalid_argument("nlist must be in [1, 65536]");
+               int64_t* cell_offsets, Code* cells) {
+  const int64_t max_nlist = int64_t{std::numeric_limits<Code>::max()} + 1;
+  if (nlist < 1 || nlist > max_nlist)
+    throw std::invalid_argument("nlist must be in [1, " + std::to_string(max_nlist) + "] for " +
+                                std::to_string(8 * sizeof(Code)) + "-bit cells, got " + std::to_string(nlist));
   check_offsets(ivf_offsets, nlist, npairs, "ivf_offsets");
   for (int64_t i = 0; i <= ndocs; ++i) cell_offsets[i] = 0;
   for (int64_t e = 0; e < npairs; ++e) {
@@ -63,7 +69,15 @@ void doc_cells(const int32_t* ivf, int64_t npairs, const int64_t* ivf_offsets, i
   for (int64_t i = 0; i < ndocs; ++i) cell_offsets[i + 1] += cell_offsets[i];
   std::vector<int64_t> cursor(cell_offsets, cell_offsets + ndocs);
   for (int64_t c = 0; c < nlist; ++c)
-    for (int64_t e = ivf_offsets[c]; e < ivf_offsets[c + 1]; ++e) cells[cursor[ivf[e]]++] = static_cast<uint16_t>(c);
+    for (int64_t e = ivf_offsets[c]; e < ivf_offsets[c + 1]; ++e) cells[cursor[ivf[e]]++] = static_cast<Code>(c);
 }
+
+#define PLAIDX_IVF_INSTANTIATE(Code)                                                                    \
+  template int64_t ivf_offsets<Code>(const Code*, int64_t, const int64_t*, int64_t, int64_t, int64_t*);     \
+  template void fill_ivf<Code>(const Code*, const int64_t*, int64_t, int64_t, const int64_t*, int32_t*);    \
+  template void doc_cells<Code>(const int32_t*, int64_t, const int64_t*, int64_t, int64_t, int64_t*, Code*);
+PLAIDX_IVF_INSTANTIATE(uint16_t)
+PLAIDX_IVF_INSTANTIATE(uint32_t)
+#undef PLAIDX_IVF_INSTANTIATE
 
 }  // namespace plaidx::cpu

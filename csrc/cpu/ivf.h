@@ -1,21 +1,24 @@
 // ivf.h: inverted file construction: for every centroid cell, the documents that have a token in it.
 //
-// Buffers: codes u16 (n,), doc_offsets i64 (ndocs + 1,), cell_counts i64 (nlist + 1,) [out],
+// Buffers: codes u16 or u32 (n,) (Code: uint16_t or uint32_t), doc_offsets i64 (ndocs + 1,), cell_counts i64 (nlist + 1,) [out],
 //   ivf i32 (npairs,) [out].
 // Two calls: ivf_offsets() fills ivf_offsets (nlist + 1,) and returns npairs, the caller allocates
 //   ivf (npairs,), then fill_ivf() writes it. Lists are ascending and distinct.
 // Preconditions: doc_offsets valid (checked), every code < nlist (checked), ndocs < 2**31 (checked).
 // Errors: std::invalid_argument. Thread-safety: pure functions; serial (O(n + nlist)).
+// Every function is instantiated for Code = uint16_t and uint32_t.
 #pragma once
 
 #include <cstdint>
 
 namespace plaidx::cpu {
 
-int64_t ivf_offsets(const uint16_t* codes, int64_t n, const int64_t* doc_offsets, int64_t ndocs,
+template <class Code>
+int64_t ivf_offsets(const Code* codes, int64_t n, const int64_t* doc_offsets, int64_t ndocs,
                     int64_t nlist, int64_t* ivf_offsets);
 
-void fill_ivf(const uint16_t* codes, const int64_t* doc_offsets, int64_t ndocs, int64_t nlist,
+template <class Code>
+void fill_ivf(const Code* codes, const int64_t* doc_offsets, int64_t ndocs, int64_t nlist,
               const int64_t* ivf_offsets, int32_t* ivf);
 
 // The inverted file transposed: cells[cell_offsets[i]:cell_offsets[i+1]] are the distinct cells of
@@ -23,7 +26,9 @@ void fill_ivf(const uint16_t* codes, const int64_t* doc_offsets, int64_t ndocs, 
 // these instead of every token's code: a maximum over a document's tokens equals the maximum over its
 // distinct cells. ivf (npairs,) and ivf_offsets (nlist + 1,) as fill_ivf writes them (offsets checked,
 // entries checked to be in [0, ndocs)); cell_offsets (ndocs + 1,) and cells (npairs,) are written.
+// nlist must fit Code (at most 65536 for uint16_t).
+template <class Code>
 void doc_cells(const int32_t* ivf, int64_t npairs, const int64_t* ivf_offsets, int64_t nlist, int64_t ndocs,
-               int64_t* cell_offsets, uint16_t* cells);
+               int64_t* cell_offsets, Code* cells);
 
 }  // namespace plaidx::cpu

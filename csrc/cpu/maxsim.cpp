@@ -44,8 +44,8 @@ PLAIDX_DISPATCH(void, maxsim_docs,
                 (Qt, nq, qlen, d, values, doc_offsets, ndocs, begin, end, run_max, out))
 
 // Tokens [t, t + nt) of col decoded and normalised into buf (nt, d); false on a code >= nlist.
-template <Isa I>
-PLAIDX_INLINE bool decode_normalize(const Compressed& col, int64_t t, int64_t nt, float* buf) {
+template <Isa I, class Code>
+PLAIDX_INLINE bool decode_normalize(const Compressed<Code>& col, int64_t t, int64_t nt, float* buf) {
   const int64_t d = col.d, pb = d * col.nbits / 8;
 #if PLAIDX_HAVE_DECODE2_AVX512
   if constexpr (I == Isa::kAvx512) {
@@ -61,8 +61,8 @@ PLAIDX_INLINE bool decode_normalize(const Compressed& col, int64_t t, int64_t nt
   return true;
 }
 
-template <Isa I>
-PLAIDX_INLINE bool exact_docs_impl(const float* Qt, int64_t qlen, const Compressed& col, const int64_t* docs,
+template <Isa I, class Code>
+PLAIDX_INLINE bool exact_docs_impl(const float* Qt, int64_t qlen, const Compressed<Code>& col, const int64_t* docs,
                                    int64_t count, float* buf, float* run_max, float* out) {
   const int64_t d = col.d, qp = padded_qlen(qlen), pb = d * col.nbits / 8;
   for (int64_t i = 0; i < count; ++i) {
@@ -85,8 +85,8 @@ PLAIDX_INLINE bool exact_docs_impl(const float* Qt, int64_t qlen, const Compress
   }
   return true;
 }
-PLAIDX_DISPATCH(bool, exact_docs,
-                (const float* Qt, int64_t qlen, const Compressed& col, const int64_t* docs, int64_t count,
+PLAIDX_DISPATCH_CODE(bool, exact_docs,
+                (const float* Qt, int64_t qlen, const Compressed<Code>& col, const int64_t* docs, int64_t count,
                  float* buf, float* run_max, float* out),
                 (Qt, qlen, col, docs, count, buf, run_max, out))
 
@@ -119,12 +119,18 @@ void maxsim(const float* Q, int64_t nq, int64_t qlen, int64_t d, const float* va
   });
 }
 
-void exact_scores(const float* Qt, int64_t qlen, const Compressed& col, const int64_t* docs, int64_t count,
+template <class Code>
+void exact_scores(const float* Qt, int64_t qlen, const Compressed<Code>& col, const int64_t* docs, int64_t count,
                   float* out) {
   std::vector<float> buf(static_cast<size_t>(kDecodeBlock * col.d));
   std::vector<float> run_max(static_cast<size_t>(padded_qlen(qlen)));
   if (!exact_docs(Qt, qlen, col, docs, count, buf.data(), run_max.data(), out))
     throw std::invalid_argument("codes: a centroid id is >= nlist (" + std::to_string(col.nlist) + ")");
 }
+
+template void exact_scores<uint16_t>(const float*, int64_t, const Compressed<uint16_t>&, const int64_t*, int64_t,
+                                     float*);
+template void exact_scores<uint32_t>(const float*, int64_t, const Compressed<uint32_t>&, const int64_t*, int64_t,
+                                     float*);
 
 }  // namespace plaidx::cpu

@@ -14,9 +14,11 @@
 namespace plaidx::cpu {
 
 // A compressed collection as search sees it. table: build_decode_table(weights, d, nbits, ...).
-// planes: build_weight_planes(weights, d, nbits, ...).
+// planes: build_weight_planes(weights, d, nbits, ...). Code: the centroid ids' type, uint16_t (nlist up
+// to 65536) or uint32_t; every function taking a Compressed<Code> is instantiated for both.
+template <class Code>
 struct Compressed {
-  const uint16_t* codes;  // (n,)
+  const Code* codes;  // (n,)
   const uint8_t* packed;  // (n, d * nbits / 8)
   int64_t n;
   const int64_t* doc_offsets;  // (ndocs + 1,), validated
@@ -41,7 +43,8 @@ void maxsim(const float* Q, int64_t nq, int64_t qlen, int64_t d, const float* va
 // out[i] = MaxSim of one transposed query Qt (d, qp) against the decompressed, normalized tokens of
 // document docs[i], for i in [0, count). Serial; call it from a parallel loop over chunks of docs.
 // Throws std::invalid_argument when a token's code is >= nlist.
-void exact_scores(const float* Qt, int64_t qlen, const Compressed& col, const int64_t* docs, int64_t count,
+template <class Code>
+void exact_scores(const float* Qt, int64_t qlen, const Compressed<Code>& col, const int64_t* docs, int64_t count,
                   float* out);
 
 }  // namespace plaidx::cpu

@@ -180,8 +180,9 @@ void probe_column(const float* St, int64_t qp, int64_t a, const float* bmax, int
 
 // Per document, the cells its centroid scores are read from: the tokens' codes (ids = codes, offsets =
 // doc_offsets) or each document's distinct cells (IvfView::cells): the same maxima, fewer rows read.
+template <class Code>
 struct CellLists {
-  const uint16_t* ids;
+  const Code* ids;
   const int64_t* offsets;  // (ndocs + 1,)
   int64_t total;
 
@@ -195,15 +196,16 @@ struct CellLists {
   }
 };
 
-CellLists cell_lists(const Compressed& col, const IvfView& ivf) {
-  if (ivf.cells != nullptr) return CellLists{ivf.cells, ivf.cell_offsets, ivf.ncells};
-  return CellLists{col.codes, col.doc_offsets, col.n};
+template <class Code>
+CellLists<Code> cell_lists(const Compressed<Code>& col, const IvfView<Code>& ivf) {
+  if (ivf.cells != nullptr) return CellLists<Code>{ivf.cells, ivf.cell_offsets, ivf.ncells};
+  return CellLists<Code>{col.codes, col.doc_offsets, col.n};
 }
 
 // Centroid-score MaxSim of documents docs[0:count] over the kept cells (keep == nullptr: every cell).
 // skipped (nullable): whether some cell of the document was left out. False on a cell id >= nlist.
-template <Isa I>
-PLAIDX_INLINE bool centroid_scores_impl(const float* St, int64_t qlen, int64_t nlist, const CellLists& lists,
+template <Isa I, class Code>
+PLAIDX_INLINE bool centroid_scores_impl(const float* St, int64_t qlen, int64_t nlist, const CellLists<Code>& lists,
                                         const int64_t* docs, int64_t count, const uint8_t* keep, float* out,
                                         uint8_t* skipped) {
   const int64_t qp = padded_qlen(qlen);
@@ -225,15 +227,16 @@ PLAIDX_INLINE bool centroid_scores_impl(const float* St, int64_t qlen, int64_t n
   }
   return true;
 }
-PLAIDX_DISPATCH(bool, centroid_scores,
-                (const float* St, int64_t qlen, int64_t nlist, const CellLists& lists, const int64_t* docs,
+PLAIDX_DISPATCH_CODE(bool, centroid_scores,
+                (const float* St, int64_t qlen, int64_t nlist, const CellLists<Code>& lists, const int64_t* docs,
                  int64_t count, const uint8_t* keep, float* out, uint8_t* skipped),
                 (St, qlen, nlist, lists, docs, count, keep, out, skipped))
 
 // Pruned (kept cells only) and full centroid-score MaxSim of documents docs[0:count] in one pass over
 // their cells: the values centroid_scores gives with keep and with nullptr.
-template <Isa I>
-PLAIDX_INLINE bool centroid_scores_both_impl(const float* St, int64_t qlen, int64_t nlist, const CellLists& lists,
+template <Isa I, class Code>
+PLAIDX_INLINE bool centroid_scores_both_impl(const float* St, int64_t qlen, int64_t nlist,
+                                             const CellLists<Code>& lists,
                                              const int64_t* docs, int64_t count, const uint8_t* keep, float* pruned,
                                              float* full) {
   const int64_t qp = padded_qlen(qlen);
@@ -251,8 +254,8 @@ PLAIDX_INLINE bool centroid_scores_both_impl(const float* St, int64_t qlen, int6
   }
   return true;
 }
-PLAIDX_DISPATCH(bool, centroid_scores_both,
-                (const float* St, int64_t qlen, int64_t nlist, const CellLists& lists, const int64_t* docs,
+PLAIDX_DISPATCH_CODE(bool, centroid_scores_both,
+                (const float* St, int64_t qlen, int64_t nlist, const CellLists<Code>& lists, const int64_t* docs,
                  int64_t count, const uint8_t* keep, float* pruned, float* full),
                 (St, qlen, nlist, lists, docs, count, keep, pruned, full))
 
@@ -260,7 +263,8 @@ PLAIDX_DISPATCH(bool, centroid_scores_both,
   throw std::invalid_argument("codes: a centroid id is >= nlist (" + std::to_string(nlist) + ")");
 }
 
-int64_t count_tokens(const Compressed& col, const int64_t* docs, int64_t count) {
+template <class Code>
+int64_t count_tokens(const Compressed<Code>& col, const int64_t* docs, int64_t count) {
   int64_t total = 0;
   for (int64_t i = 0; i < count; ++i) total += col.doc_offsets[docs[i] + 1] - col.doc_offsets[docs[i]];
   return total;
@@ -268,8 +272,8 @@ int64_t count_tokens(const Compressed& col, const int64_t* docs, int64_t count) 
 
 // fn(b, e) over chunks of the candidates docs[0:count], in parallel when their tokens are many and
 // handed out dynamically (documents differ in length); fn returns false on a cell id >= nlist.
-template <class F>
-void over_candidates(const Compressed& col, const int64_t* docs, int64_t count, int threads, F&& fn) {
+template <class Code, class F>
+void over_candidates(const Compressed<Code>& col, const int64_t* docs, int64_t count, int threads, F&& fn) {
   if (threads > 1) threads = threads_for(count_tokens(col, docs, count), kMinCentroidTokens, threads);
   parallel_chunks(
       count, std::max<int64_t>(16, grain_for(count, threads, 4)), threads,
@@ -279,7 +283,9 @@ void over_candidates(const Compressed& col, const int64_t* docs, int64_t count, 
       Schedule::kDynamic);
 }
 
-void centroid_scores_parallel(const float* St, int64_t qlen, const Compressed& col, const CellLists& lists,
+template <class Code>
+void centroid_scores_parallel(const float* St, int64_t qlen, const Compressed<Code>& col,
+                              const CellLists<Code>& lists,
                               const int64_t* docs, int64_t count, const uint8_t* keep, float* out,
                               uint8_t* skipped, int threads) {
   over_candidates(col, docs, count, threads, [&](int64_t b, int64_t e) {
@@ -288,7 +294,9 @@ void centroid_scores_parallel(const float* St, int64_t qlen, const Compressed& c
   });
 }
 
-void centroid_scores_both_parallel(const float* St, int64_t qlen, const Compressed& col, const CellLists& lists,
+template <class Code>
+void centroid_scores_both_parallel(const float* St, int64_t qlen, const Compressed<Code>& col,
+                                   const CellLists<Code>& lists,
                                    const int64_t* docs, int64_t count, const uint8_t* keep, float* pruned,
                                    float* full, int threads) {
   over_candidates(col, docs, count, threads, [&](int64_t b, int64_t e) {
@@ -296,7 +304,8 @@ void centroid_scores_both_parallel(const float* St, int64_t qlen, const Compress
   });
 }
 
-void exact_scores_parallel(const float* Qt, int64_t qlen, const Compressed& col, const int64_t* docs,
+template <class Code>
+void exact_scores_parallel(const float* Qt, int64_t qlen, const Compressed<Code>& col, const int64_t* docs,
                            int64_t count, float* out, int threads) {
   if (threads > 1) threads = threads_for(count_tokens(col, docs, count), kMinExactTokens, threads);
   parallel_chunks(
@@ -311,13 +320,14 @@ void select_ascending(std::vector<Scored>& items, int64_t m) {
   std::sort(items.begin(), items.end(), [](const Scored& x, const Scored& y) { return x.doc < y.doc; });
 }
 
+template <class Code>
 struct SearchContext {
   const float* Qt;  // (nq, d, qp)
   const float* S;          // (nq, qlen, nlist), or nullptr: scores computed from centroids
   const float* centroids;  // (nlist, d) when S is nullptr
   int64_t qlen;
-  const Compressed& col;
-  const IvfView& ivf;
+  const Compressed<Code>& col;
+  const IvfView<Code>& ivf;
   const uint8_t* empty;  // (nlist,): the cell's ivf list is empty
   const uint8_t* allowed;
   const SearchParams& p;
@@ -325,8 +335,9 @@ struct SearchContext {
   int64_t* out_docs;
 };
 
-void search_query(const SearchContext& ctx, int64_t q, Workspace& ws, int threads) {
-  const Compressed& col = ctx.col;
+template <class Code>
+void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int threads) {
+  const Compressed<Code>& col = ctx.col;
   const int64_t qlen = ctx.qlen, nlist = col.nlist, qp = padded_qlen(qlen);
   const float* Qt = ctx.Qt + q * col.d * qp;
 
@@ -386,7 +397,7 @@ void search_query(const SearchContext& ctx, int64_t q, Workspace& ws, int thread
   // n_exact. When most candidates survive step 3 anyway, one pass computes both scores of every
   // candidate (each token's row read once); otherwise the full scores are computed only for the
   // survivors that had a token pruned (the others' pruned score is their full score).
-  const CellLists lists = cell_lists(col, ctx.ivf);
+  const CellLists<Code> lists = cell_lists(col, ctx.ivf);
   ws.pruned.resize(static_cast<size_t>(ncand));
   ws.items.resize(static_cast<size_t>(ncand));
   if (ncand <= 2 * ctx.p.ndocs) {
@@ -423,7 +434,8 @@ void search_query(const SearchContext& ctx, int64_t q, Workspace& ws, int thread
   write_top(ws.items, ctx.p.k, ctx.out_scores + q * ctx.p.k, ctx.out_docs + q * ctx.p.k);
 }
 
-void check_common(const Compressed& col, int64_t qlen, int64_t k) {
+template <class Code>
+void check_common(const Compressed<Code>& col, int64_t qlen, int64_t k) {
   if (col.d <= 0 || col.d % 8 != 0) throw std::invalid_argument("d must be a positive multiple of 8");
   if (qlen < 1) throw std::invalid_argument("queries need at least one token");
   if (k < 1) throw std::invalid_argument("k must be >= 1");
@@ -433,8 +445,9 @@ void check_common(const Compressed& col, int64_t qlen, int64_t k) {
 
 }  // namespace
 
-void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Compressed& col,
-            const IvfView& ivf, const uint8_t* allowed, const SearchParams& params, float* out_scores,
+template <class Code>
+void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Compressed<Code>& col,
+            const IvfView<Code>& ivf, const uint8_t* allowed, const SearchParams& params, float* out_scores,
             int64_t* out_docs, int num_threads) {
   check_common(col, qlen, params.k);
   if (params.nprobe < 1 || params.ndocs < 1 || params.n_exact < 1)
@@ -446,7 +459,7 @@ void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Comp
   transpose_queries(Q, nq, qlen, col.d, Qt.data());
   std::vector<uint8_t> empty(static_cast<size_t>(col.nlist));
   for (int64_t c = 0; c < col.nlist; ++c) empty[c] = ivf.ivf_offsets[c + 1] == ivf.ivf_offsets[c] ? 1 : 0;
-  const SearchContext ctx{Qt.data(), S, S == nullptr ? col.centroids : nullptr, qlen, col, ivf, empty.data(),
+  const SearchContext<Code> ctx{Qt.data(), S, S == nullptr ? col.centroids : nullptr, qlen, col, ivf, empty.data(),
                           allowed, params, out_scores, out_docs};
   if (nq >= threads && threads > 1) {
     parallel_chunks(nq, (nq + threads - 1) / threads, threads, [&](int64_t b, int64_t e) {
@@ -459,7 +472,8 @@ void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Comp
   }
 }
 
-void exact_search(const float* Q, int64_t nq, int64_t qlen, const Compressed& col, const uint8_t* allowed,
+template <class Code>
+void exact_search(const float* Q, int64_t nq, int64_t qlen, const Compressed<Code>& col, const uint8_t* allowed,
                   int64_t k, float* out_scores, int64_t* out_docs, int num_threads) {
   check_common(col, qlen, k);
   const int threads = resolve_threads(num_threads);
@@ -496,5 +510,14 @@ void exact_search(const float* Q, int64_t nq, int64_t qlen, const Compressed& co
     for (int64_t q = 0; q < nq; ++q) one_query(q, threads);
   }
 }
+
+#define PLAIDX_SEARCH_INSTANTIATE(Code)                                                                       \
+  template void search<Code>(const float*, const float*, int64_t, int64_t, const Compressed<Code>&,               \
+                             const IvfView<Code>&, const uint8_t*, const SearchParams&, float*, int64_t*, int);  \
+  template void exact_search<Code>(const float*, int64_t, int64_t, const Compressed<Code>&, const uint8_t*,       \
+                                   int64_t, float*, int64_t*, int);
+PLAIDX_SEARCH_INSTANTIATE(uint16_t)
+PLAIDX_SEARCH_INSTANTIATE(uint32_t)
+#undef PLAIDX_SEARCH_INSTANTIATE
 
 }  // namespace plaidx::cpu

@@ -6,7 +6,7 @@
 //   each query's scores are computed inside from col.centroids, straight in the transposed layout the
 //   search uses (the same values as query_centroid_scores, bit for bit, without S's memory or the
 //   transposition),
-//   col: see maxsim.h (Compressed), ivf i32 (npairs,), ivf_offsets i64 (nlist + 1,),
+//   col: see maxsim.h (Compressed<Code>, Code = uint16_t or uint32_t), ivf i32 (npairs,), ivf_offsets i64 (nlist + 1,),
 //   allowed u8 (ndocs,) or nullptr for every document,
 //   out_scores f32 (nq, k), out_docs i64 (nq, k): best first, padded with -inf / -1.
 // Semantics: exactly the contract of plaidx/_kernels.py (steps 1-5, ordering by score descending then
@@ -28,14 +28,15 @@
 
 namespace plaidx::cpu {
 
+template <class Code>
 struct IvfView {
   const int32_t* ivf;  // (npairs,)
   int64_t npairs;
   const int64_t* ivf_offsets;  // (nlist + 1,)
   // Optional (nullptr): each document's distinct cells (ivf.h: doc_cells), read by the centroid
   // interaction instead of every token's code. cell_offsets[0] == 0 and cell_offsets[ndocs] == ncells
-  // are the caller's to check; the rest is checked where read.
-  const uint16_t* cells = nullptr;
+  // are the caller's to check; the rest is checked where read. Same type as the collection's codes.
+  const Code* cells = nullptr;
   const int64_t* cell_offsets = nullptr;
   int64_t ncells = 0;
 };
@@ -48,11 +49,14 @@ struct SearchParams {
   int64_t k;
 };
 
-void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Compressed& col,
-            const IvfView& ivf, const uint8_t* allowed, const SearchParams& params, float* out_scores,
+// Both are instantiated for Code = uint16_t and uint32_t.
+template <class Code>
+void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Compressed<Code>& col,
+            const IvfView<Code>& ivf, const uint8_t* allowed, const SearchParams& params, float* out_scores,
             int64_t* out_docs, int num_threads);
 
-void exact_search(const float* Q, int64_t nq, int64_t qlen, const Compressed& col, const uint8_t* allowed,
+template <class Code>
+void exact_search(const float* Q, int64_t nq, int64_t qlen, const Compressed<Code>& col, const uint8_t* allowed,
                   int64_t k, float* out_scores, int64_t* out_docs, int num_threads);
 
 }  // namespace plaidx::cpu

@@ -8,12 +8,12 @@
 // compiler fuse multiply-adds (FMA), so they may differ from the baseline copy in the last bits.
 //
 // Runtime dispatch: a hot worker is written once as an inline template `name_impl<Isa>`;
-// PLAIDX_DISPATCH then defines `name`, which calls a copy compiled with
-// __attribute__((target("avx512f,avx2,fma"))) or target("avx2,fma") when the CPU (and OS) support it, else a
-// baseline copy (GCC/clang on x86-64; elsewhere, or with -march=native, the one compiled ISA). Parallel
-// regions never live in the dispatched workers: drivers call them from inside the region. (GCC's
-// target_clones is not used: it lowers 8-lane broadcasts for the baseline before cloning, which
-// leaves the avx2 clone with slow lane inserts.)
+// PLAIDX_DISPATCH (PLAIDX_DISPATCH_CODE for one templated on the code type) then defines `name`,
+// which calls a copy compiled with __attribute__((target("avx512f,avx2,fma"))) or target("avx2,fma")
+// when the CPU (and OS) support it, else a baseline copy (GCC/clang on x86-64; elsewhere, or with
+// -march=native, the one compiled ISA). Parallel regions never live in the dispatched workers: drivers
+// call them from inside the region. (GCC's target_clones is not used: it lowers 8-lane broadcasts for
+// the baseline before cloning, which leaves the avx2 clone with slow lane inserts.)
 //
 // Thread-safety: header-only pure helpers, no state except the cached CPU feature flag.
 #pragma once
@@ -60,20 +60,20 @@ inline Isa runtime_isa() {
   return isa;
 }
 }  // namespace plaidx::cpu
-#define PLAIDX_DISPATCH(ret, name, params, args)                                 \
-  __attribute__((target("avx512f,avx2,fma"))) ret name##_avx512 params {         \
-    return name##_impl<::plaidx::cpu::Isa::kAvx512> args;                        \
-  }                                                                              \
-  __attribute__((target("avx2,fma"))) ret name##_avx2 params {                   \
-    return name##_impl<::plaidx::cpu::Isa::kAvx2> args;                          \
-  }                                                                              \
-  ret name##_base params { return name##_impl<::plaidx::cpu::Isa::kBase> args; } \
-  ret name params {                                                              \
-    switch (::plaidx::cpu::runtime_isa()) {                                      \
-      case ::plaidx::cpu::Isa::kAvx512: return name##_avx512 args;               \
-      case ::plaidx::cpu::Isa::kAvx2: return name##_avx2 args;                   \
-      default: return name##_base args;                                          \
-    }                                                                            \
+#define PLAIDX_DISPATCH_T(head, ret, name, params, args)                                  \
+  head __attribute__((target("avx512f,avx2,fma"))) ret name##_avx512 params {            \
+    return name##_impl<::plaidx::cpu::Isa::kAvx512> args;                               \
+  }                                                                                     \
+  head __attribute__((target("avx2,fma"))) ret name##_avx2 params {                      \
+    return name##_impl<::plaidx::cpu::Isa::kAvx2> args;                                 \
+  }                                                                                     \
+  head ret name##_base params { return name##_impl<::plaidx::cpu::Isa::kBase> args; }    \
+  head ret name params {                                                                \
+    switch (::plaidx::cpu::runtime_isa()) {                                             \
+      case ::plaidx::cpu::Isa::kAvx512: return name##_avx512 args;                      \
+      case ::plaidx::cpu::Isa::kAvx2: return name##_avx2 args;                          \
+      default: return name##_base args;                                                 \
+    }                                                                                   \
   }
 #else
 #define PLAIDX_HAVE_DISPATCH 0
@@ -87,9 +87,14 @@ constexpr Isa kCompiledIsa = Isa::kBase;
 #endif
 inline Isa runtime_isa() { return kCompiledIsa; }
 }  // namespace plaidx::cpu
-#define PLAIDX_DISPATCH(ret, name, params, args) \
-  ret name params { return name##_impl<::plaidx::cpu::kCompiledIsa> args; }
+#define PLAIDX_DISPATCH_T(head, ret, name, params, args) \
+  head ret name params { return name##_impl<::plaidx::cpu::kCompiledIsa> args; }
 #endif
+#define PLAIDX_DISPATCH(ret, name, params, args) PLAIDX_DISPATCH_T(, ret, name, params, args)
+// PLAIDX_DISPATCH_CODE: the same for a worker templated on the integer type of its centroid ids
+// (`Code`: uint16_t or uint32_t, deduced from the arguments), so one body serves both code widths.
+#define PLAIDX_DISPATCH_CODE(ret, name, params, args) \
+  PLAIDX_DISPATCH_T(template <class Code>, ret, name, params, args)
 
 namespace plaidx::cpu {
 

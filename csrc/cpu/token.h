@@ -28,9 +28,10 @@
 namespace plaidx::cpu {
 
 // Decodes rows [0, nt) into out (nt, d). codes (nt,), packed (nt, pb), centroids (nlist, d).
-// Returns false (leaving later rows undecoded) when a code is >= nlist.
-template <int NBITS>
-PLAIDX_INLINE bool decode_rows(const uint16_t* codes, const uint8_t* packed, int64_t nt,
+// Returns false (leaving later rows undecoded) when a code is >= nlist. Code: uint16_t or uint32_t
+// (the centroid ids' width), here and in every function below that reads codes.
+template <int NBITS, class Code>
+PLAIDX_INLINE bool decode_rows(const Code* codes, const uint8_t* packed, int64_t nt,
                                const float* centroids, int64_t nlist, const float* table, int64_t d,
                                float* out) {
   constexpr int dpb = 8 / NBITS;
@@ -47,7 +48,8 @@ PLAIDX_INLINE bool decode_rows(const uint16_t* codes, const uint8_t* packed, int
   return true;
 }
 
-PLAIDX_INLINE bool decode_rows_any(int nbits, const uint16_t* codes, const uint8_t* packed, int64_t nt,
+template <class Code>
+PLAIDX_INLINE bool decode_rows_any(int nbits, const Code* codes, const uint8_t* packed, int64_t nt,
                                    const float* centroids, int64_t nlist, const float* table, int64_t d,
                                    float* out) {
   switch (nbits) {
@@ -61,7 +63,8 @@ PLAIDX_INLINE bool decode_rows_any(int nbits, const uint16_t* codes, const uint8
 // Asks the cache for the centroid rows of tokens [t0, t1) (random rows of a table that is usually
 // larger than L2), so that they arrive while the previous block is being scored. Codes >= nlist are
 // skipped here (decode_rows reports them).
-PLAIDX_INLINE void prefetch_centroids(const uint16_t* codes, int64_t t0, int64_t t1, const float* centroids,
+template <class Code>
+PLAIDX_INLINE void prefetch_centroids(const Code* codes, int64_t t0, int64_t t1, const float* centroids,
                                       int64_t nlist, int64_t d) {
 #if defined(__GNUC__)
   for (int64_t t = t0; t < t1; ++t) {
@@ -140,8 +143,9 @@ inline bool have_decode2_avx512() {
 // code bits of 16 dimensions are gathered into two lane masks (pext), which pick each dimension's
 // bucket weight from planes (4, d) (weights transposed, bucket-major) with three blends, instead of
 // one table lookup per byte. Same values bit for bit (each decoded value is one addition).
+template <class Code>
 __attribute__((target("avx512f,avx2,fma,bmi2"))) inline bool decode_normalize2_avx512(
-    const uint16_t* codes, const uint8_t* packed, int64_t nt, const float* centroids, int64_t nlist,
+    const Code* codes, const uint8_t* packed, int64_t nt, const float* centroids, int64_t nlist,
     const float* planes, int64_t d, float* out) {
   const int64_t pb = d / 4;
   for (int64_t t = 0; t < nt; ++t) {

@@ -4,9 +4,10 @@ Both backends expose the same functions with the same contract. ``PLAIDX_BACKEND
 the reference; ``PLAIDX_BACKEND=native`` makes a missing native module an error instead of a fallback.
 
 Conventions (all arrays C-contiguous, little-endian):
-  n tokens, d dimensions (multiple of 8), nlist centroids (<= 65536), nbits in {1, 2, 4, 8},
+  n tokens, d dimensions (multiple of 8), nlist centroids, nbits in {1, 2, 4, 8},
   B = 2**nbits buckets, pb = d * nbits // 8 packed bytes per token, ndocs documents.
-  codes: uint16 (n,) centroid id of every token.  packed: uint8 (n, pb) residual codes.
+  codes: uint16 (n,) centroid id of every token (nlist <= 65536), or uint32 (n,) for any nlist; every
+  function accepts both and gives the same results for the same ids.  packed: uint8 (n, pb) residual codes.
   doc_offsets: int64 (ndocs + 1,), doc_offsets[0] == 0, doc_offsets[-1] == n; document i owns tokens
   doc_offsets[i]:doc_offsets[i+1] (no empty documents in an index).
   Residual code packing: the code of dimension j sits in byte (j * nbits) // 8 at bit offset
@@ -15,15 +16,15 @@ Conventions (all arrays C-contiguous, little-endian):
 Functions:
   compress(residuals f32 (n, d), cutoffs f32 (d, B-1), nbits) -> packed u8 (n, pb)
       code of r[t, j] = number of cutoffs[j, :] that are <= r[t, j]  (cutoffs ascending per row).
-  decompress(codes u16 (n,), packed u8 (n, pb), centroids f32 (nlist, d), weights f32 (d, B), nbits,
+  decompress(codes u16/u32 (n,), packed u8 (n, pb), centroids f32 (nlist, d), weights f32 (d, B), nbits,
              normalize: bool) -> f32 (n, d)
       v[t, j] = centroids[codes[t], j] + weights[j, code(t, j)]; if normalize, v[t] /= max(|v[t]|, 1e-12).
-  build_ivf(codes u16 (n,), doc_offsets i64 (ndocs+1,), nlist) -> (ivf i32 (npairs,), ivf_offsets i64 (nlist+1,))
+  build_ivf(codes u16/u32 (n,), doc_offsets i64 (ndocs+1,), nlist) -> (ivf i32 (npairs,), ivf_offsets i64 (nlist+1,))
       for each cell c, ivf[ivf_offsets[c]:ivf_offsets[c+1]] is the ascending list of distinct documents
       with at least one token assigned to c.
-  doc_cells(ivf, ivf_offsets, ndocs) -> (cells u16 (npairs,), cell_offsets i64 (ndocs+1,))
+  doc_cells(ivf, ivf_offsets, ndocs) -> (cells (npairs,), cell_offsets i64 (ndocs+1,))
       the inverted file transposed: cells[cell_offsets[i]:cell_offsets[i+1]] are the distinct cells of
-      document i, ascending.
+      document i, ascending; cells are uint16 when nlist <= 65536, else uint32.
   maxsim(Q f32 (nq, qlen, d), values f32 (n, d), doc_offsets i64 (ndocs+1,)) -> f32 (nq, ndocs)
       score[q, i] = sum_a max_{t in doc i} <Q[q, a], values[t]>  (0 for an empty document).
   centroid_scores(Q f32 (nq, qlen, d), centroids_t f32 (d, nlist)) -> S f32 (nq, qlen, nlist)
@@ -46,7 +47,8 @@ Functions:
       5. exact(i) = sum_a max_t <Q[q, a], decompress(t, normalize=True)>; return the top k.
       The keyword doc_cells=doc_cells(ivf, ivf_offsets, ndocs) lets the native kernel read each
       candidate's distinct cells in steps 3-4 instead of every token's code (the same maxima, about a
-      third of the reads on real collections); results are identical with or without it.
+      third of the reads on real collections; its cells must have the dtype of codes); results are
+      identical with or without it.
       Every top selection orders by score descending, then document index ascending. Rows with fewer
       than k results are padded with -inf / -1. Results do not depend on the thread count.
   exact_search(Q, codes, packed, doc_offsets, centroids, weights, nbits, allowed, k) -> (scores, docs)

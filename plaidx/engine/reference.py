@@ -71,13 +71,32 @@ def _check_offsets(offsets: np.ndarray, total: int, name: str) -> None:
     _expect(bool(np.all(np.diff(offsets) >= 0)), f"{name} must be non-decreasing")
 
 
+_MAX_NLIST_U32 = 1 << 32
+
+
+def _codes(x: Any, fn: str, name: str = "codes") -> np.ndarray:
+    """``x`` checked like :func:`_array` as the centroid ids (n,): uint16 (nlist <= 65536) or uint32."""
+    if isinstance(x, np.ndarray) and x.dtype == np.uint32:
+        return _array(x, fn, name, np.uint32, 1, "(n,)")
+    if isinstance(x, np.ndarray) and x.dtype != np.uint16:
+        raise TypeError(f"{fn}: {name} must be uint16 (nlist <= 65536) or uint32 (n,), got dtype {x.dtype}; "
+                        f"convert it on purpose with np.ascontiguousarray({name}, dtype=np.uint16)")
+    return _array(x, fn, name, np.uint16, 1, "(n,)")
+
+
+def _check_nlist(fn: str, nlist: int, codes: np.ndarray, what: str = "nlist (centroids.shape[0])") -> None:
+    """nlist within what the codes' dtype addresses: 65536 for uint16, 2**32 for uint32."""
+    top = 1 << (8 * codes.dtype.itemsize)
+    _expect(1 <= nlist <= top, f"{fn}: {what} must be in [1, {top}] for {codes.dtype} codes, got {nlist}")
+
+
 def _check_codes(codes: np.ndarray, nlist: int) -> None:
     _expect(codes.size == 0 or int(codes.max()) < nlist, f"codes: a centroid id is >= nlist ({nlist})")
 
 
 def _collection(fn, codes, packed, doc_offsets, centroids, weights, nbits, allowed, d):
     _check_nbits(fn, nbits)
-    codes = _array(codes, fn, "codes", np.uint16, 1, "(n,)")
+    codes = _codes(codes, fn)
     packed = _array(packed, fn, "packed", np.uint8, 2, "(n, d * nbits // 8)")
     doc_offsets = _array(doc_offsets, fn, "doc_offsets", np.int64, 1, "(ndocs + 1,)")
     centroids = _array(centroids, fn, "centroids", np.float32, 2, "(nlist, d)")
@@ -88,7 +107,7 @@ def _collection(fn, codes, packed, doc_offsets, centroids, weights, nbits, allow
             f"{fn}: packed must have shape (n, d * nbits // 8) = {(n, d * nbits // 8)}, got {packed.shape}")
     _expect(doc_offsets.shape[0] >= 1, f"{fn}: doc_offsets must have ndocs + 1 >= 1 entries, got 0")
     _expect(centroids.shape[1] == d, f"{fn}: centroids must have shape (nlist, d) with d = {d}, got {centroids.shape}")
-    _expect(1 <= nlist <= 65536, f"{fn}: nlist (centroids.shape[0]) must be in [1, 65536], got {nlist}")
+    _check_nlist(fn, nlist, codes)
     _expect(weights.shape == (d, 1 << nbits),
             f"{fn}: weights must have shape (d, 2**nbits) = {(d, 1 << nbits)}, got {weights.shape}")
     ndocs = doc_offsets.shape[0] - 1
@@ -246,7 +265,7 @@ def decompress(codes: np.ndarray, packed: np.ndarray, centroids: np.ndarray, wei
     """Reconstructed embeddings f32 (n, d): centroid plus residual weights, unit length when ``normalize``."""
     fn = "decompress"
     _check_nbits(fn, nbits)
-    codes = _array(codes, fn, "codes", np.uint16, 1, "(n,)")
+    codes = _codes(codes, fn)
     packed = _array(packed, fn, "packed", np.uint8, 2, "(n, d * nbits // 8)")
     centroids = _array(centroids, fn, "centroids", np.float32, 2, "(nlist, d)")
     weights = _array(weights, fn, "weights", np.float32, 2, "(d, 2**nbits)")
@@ -254,7 +273,7 @@ def decompress(codes: np.ndarray, packed: np.ndarray, centroids: np.ndarray, wei
     _check_dim(fn, d)
     _expect(packed.shape == (n, d * nbits // 8),
             f"{fn}: packed must have shape (n, d * nbits // 8) = {(n, d * nbits // 8)}, got {packed.shape}")
-    _expect(1 <= nlist <= 65536, f"{fn}: nlist (centroids.shape[0]) must be in [1, 65536], got {nlist}")
+    _check_nlist(fn, nlist, codes)
     _expect(weights.shape == (d, 1 << nbits),
             f"{fn}: weights must have shape (d, 2**nbits) = {(d, 1 << nbits)}, got {weights.shape}")
     _check_codes(codes, nlist)
@@ -266,10 +285,10 @@ def decompress(codes: np.ndarray, packed: np.ndarray, centroids: np.ndarray, wei
 def build_ivf(codes: np.ndarray, doc_offsets: np.ndarray, nlist: int) -> tuple[np.ndarray, np.ndarray]:
     """Inverted file: (ivf i32 (npairs,), ivf_offsets i64 (nlist + 1,)), ascending distinct docs per cell."""
     fn = "build_ivf"
-    codes = _array(codes, fn, "codes", np.uint16, 1, "(n,)")
+    codes = _codes(codes, fn)
     doc_offsets = _array(doc_offsets, fn, "doc_offsets", np.int64, 1, "(ndocs + 1,)")
     nlist = _check_int(fn, "nlist", nlist, 1)
-    _expect(nlist <= 65536, f"{fn}: nlist must be in [1, 65536], got {nlist}")
+    _check_nlist(fn, nlist, codes, "nlist")
     _expect(doc_offsets.shape[0] >= 1, f"{fn}: doc_offsets must have ndocs + 1 >= 1 entries, got 0")
     ndocs = doc_offsets.shape[0] - 1
     _expect(ndocs <= np.iinfo(np.int32).max, f"{fn}: more than 2**31 - 1 documents do not fit int32 ivf entries")
@@ -284,17 +303,20 @@ def build_ivf(codes: np.ndarray, doc_offsets: np.ndarray, nlist: int) -> tuple[n
 
 
 def doc_cells(ivf: np.ndarray, ivf_offsets: np.ndarray, ndocs: int) -> tuple[np.ndarray, np.ndarray]:
-    """The inverted file transposed: (cells u16 (npairs,), cell_offsets i64 (ndocs + 1,)), ascending cells."""
+    """The inverted file transposed: (cells (npairs,), cell_offsets i64 (ndocs + 1,)), ascending cells.
+
+    cells are uint16 when nlist <= 65536, else uint32 (the width an index stores its codes in)."""
     fn = "doc_cells"
     ivf = _array(ivf, fn, "ivf", np.int32, 1, "(npairs,)")
     ivf_offsets = _array(ivf_offsets, fn, "ivf_offsets", np.int64, 1, "(nlist + 1,)")
     nlist = ivf_offsets.shape[0] - 1
-    _expect(1 <= nlist <= 65536, f"{fn}: ivf_offsets must have nlist + 1 entries with nlist in [1, 65536], "
-                                 f"got {ivf_offsets.shape}")
+    _expect(1 <= nlist <= _MAX_NLIST_U32, f"{fn}: ivf_offsets must have nlist + 1 entries with nlist in "
+                                          f"[1, 2**32], got {ivf_offsets.shape}")
     ndocs = _check_int(fn, "ndocs", ndocs, 0)
     _check_offsets(ivf_offsets, ivf.shape[0], "ivf_offsets")
     _expect(ivf.size == 0 or (int(ivf.min()) >= 0 and int(ivf.max()) < ndocs), "ivf: an entry is outside [0, ndocs)")
-    cell_of_pair = np.repeat(np.arange(nlist, dtype=np.uint16), np.diff(ivf_offsets))
+    cell_dtype = np.uint16 if nlist <= 1 << 16 else np.uint32
+    cell_of_pair = np.repeat(np.arange(nlist, dtype=cell_dtype), np.diff(ivf_offsets))
     order = np.argsort(ivf, kind="stable")  # by document, cells ascending within (the ivf is cell-major)
     offsets = np.zeros(ndocs + 1, np.int64)
     np.cumsum(np.bincount(ivf, minlength=ndocs), out=offsets[1:])
@@ -331,7 +353,7 @@ def centroid_scores(Q: np.ndarray, centroids_t: np.ndarray, *, num_threads: int 
     nlist = centroids_t.shape[1]
     _expect(centroids_t.shape[0] == d, f"{fn}: centroids_t must have shape (d, nlist) with d = {d} "
                                        f"(the centroids transposed), got {centroids_t.shape}")
-    _expect(1 <= nlist <= 65536, f"{fn}: nlist (centroids_t.shape[1]) must be in [1, 65536], got {nlist}")
+    _expect(1 <= nlist <= _MAX_NLIST_U32, f"{fn}: nlist (centroids_t.shape[1]) must be in [1, 2**32], got {nlist}")
     S = Q.reshape(nq * qlen, d) @ centroids_t
     return np.ascontiguousarray(S, dtype=np.float32).reshape(nq, qlen, nlist)
 
