@@ -8,8 +8,16 @@ sequential), build time, index bytes per token, peak RSS of the build, RSS right
 
     .venv/bin/python benchmarks/bench_engine.py --dataset synthetic --ndocs 10000 --peers plaid,fastplaid
     .venv/bin/python benchmarks/bench_engine.py --dataset scifact --peers plaid
+    .venv/bin/python benchmarks/bench_engine.py --dataset cranfield --peers plaid --plaidx-exact \
+        --plaidx-keep-vectors int8 --exact-float 20 --plaid-configs "1,0.5,256;4,0.4,4096" --tag real
     .venv/bin/python benchmarks/bench_engine.py --dataset synthetic --ndocs 10000 --peers none \
         --nprobe 1,2,4 --threshold 0.5,0.45,0.4 --search-ndocs 256,1024,4096     # plaidx parameter grid
+
+``--plaidx-keep-vectors int8`` adds a second plaidx index built with that rerank tier (engine
+``plaidx-int8``, searched at its defaults and the grid's settings); ``--exact-float N`` adds a row for
+exact MaxSim over the float32 embeddings themselves (recall 1 by definition; its nDCG@k is the ceiling
+of every engine; p50 of a brute-force search timed on the first N queries). When PLAID and that row are
+present, the report ends with the issue-15 target checks.
 
 Writes benchmarks/results/engine_<dataset>_<ndocs>[_<tag>].json and .md (``_STUB`` suffix with --plaidx-stub).
 """
@@ -168,7 +176,7 @@ def plaidx_available(stub: bool) -> tuple[bool, str]:
     return True, p.stdout.strip()
 
 
-def plaidx_grid(args) -> list[dict]:
+def plaidx_grid(args, exact: bool | None = None) -> list[dict]:
     grid: list[dict] = [{}]  # plaidx's own defaults first
     axes = [("nprobe", args.nprobe, int), ("centroid_score_threshold", args.threshold, float),
             ("ndocs", args.search_ndocs, int)]
@@ -177,9 +185,15 @@ def plaidx_grid(args) -> list[dict]:
         names = [n for n, _ in given]
         for combo in itertools.product(*[v for _, v in given]):
             grid.append(dict(zip(names, combo)))
-    if args.plaidx_exact:
+    if args.plaidx_exact if exact is None else exact:
         grid.append({"exact": True})
     return grid
+
+
+def tier_name(args) -> str | None:
+    """Engine name of the plaidx index with a rerank tier (``plaidx-int8``), or None without one."""
+    kv = getattr(args, "plaidx_keep_vectors", None)
+    return f"plaidx-{kv}" if kv else None
 
 
 def run_engine(name: str, args, coll: Collection, work: Path) -> dict:
@@ -192,7 +206,10 @@ def run_engine(name: str, args, coll: Collection, work: Path) -> dict:
         build_args = ["--nbits", str(args.nbits), "--kmeans-niters", str(args.kmeans_niters), "--seed", str(args.seed)]
         if args.nlist:
             build_args += ["--nlist", str(args.nlist)]
-        search_args = ["--k", str(args.k), "--grid", json.dumps(plaidx_grid(args))]
+        tier = name == tier_name(args)
+        if tier:  # same build otherwise; exhaustive search left to the index without the tier
+            build_args += ["--keep-vectors", args.plaidx_keep_vectors]
+        search_args = ["--k", str(args.k), "--grid", json.dumps(plaidx_grid(args, exact=False if tier else None))]
     else:
         peer = PEERS[name]
         py, runner = str(peer["venv"] / "bin" / "python"), peer["runner"]
@@ -288,6 +305,91 @@ def summarise(name: str, res: dict, coll: Collection, truth: np.ndarray, k: int)
     return rows
 
 
+def exact_float_row(coll: Collection, truth: np.ndarray, k: int, threads: int, n_time: int) -> dict:
+    """The reference row: exact MaxSim over the uncompressed float32 embeddings.
+
+    Its top-k is ``truth`` (so recall 1 by definition) and its nDCG@k the ceiling of every engine. p50/p95:
+    a brute-force search (one GEMM against every token held in memory, max per document, sum, top-k)
+    timed one query per call on the first ``n_time`` queries after two warm-up queries.
+    """
+    import torch
+
+    torch.set_num_threads(threads)
+    values = torch.from_numpy(np.array(coll.values, dtype=np.float32))  # (n_tokens, d), read into memory
+    starts = coll.offsets[:-1].astype(np.int64)
+    queries = np.ascontiguousarray(coll.queries, dtype=np.float32)
+    lat, cpu = [], []
+    n = min(n_time, len(queries))
+    for i in [0, min(1, n - 1)] + list(range(n)):  # two warm-up queries first
+        t, c = time.perf_counter(), time.process_time()
+        sim = (torch.from_numpy(queries[i]) @ values.T).numpy()  # (q_tokens, n_tokens)
+        scores = np.maximum.reduceat(sim, starts, axis=1).sum(axis=0)
+        top = np.argpartition(-scores, k - 1)[:k]
+        _ids = top[np.lexsort((top, -scores[top]))]  # ordered as exact_topk_cached orders them
+        lat.append((time.perf_counter() - t) * 1e3)
+        cpu.append((time.process_time() - c) * 1e3)
+    lat, cpu = np.array(lat[2:]), np.array(cpu[2:])
+    return {"engine": "exact-float32", "params": None, "recall_at_k": recall_at_k(truth, truth, k),
+            "ndcg_at_k": ndcg_at_k(truth, coll, k), "p50_ms": float(np.percentile(lat, 50)),
+            "p95_ms": float(np.percentile(lat, 95)), "mean_ms": float(lat.mean()),
+            "cpu_p50_ms": float(np.percentile(cpu, 50)), "qps_sequential": float(1e3 / lat.mean()),
+            "timed_queries": n, "build_s": None, "build_peak_rss_mb": None, "rss_after_open_mb": None,
+            "index_bytes": coll.n_tokens * coll.dim * 4, "bytes_per_token": float(coll.dim * 4)}
+
+
+def target_lines(rows: list[dict]) -> list[str]:
+    """Issue 15's targets checked on one report's rows (needs PLAID rows; nDCG needs the exact-float32 row).
+
+    - plaidx defaults >= PLAID defaults in recall@k at <= 1/3 of its p50;
+    - plaidx's best setting (highest recall among non-exhaustive plaidx settings faster than PLAID's wide)
+      >= PLAID's wide in recall@k;
+    - nDCG@k of plaidx (defaults, rerank tier) within 0.005 of exact MaxSim.
+    """
+    ok = [r for r in rows if r.get("recall_at_k") is not None]
+    plaid = [r for r in ok if r["engine"] == "plaid"]
+    pd = next((r for r in plaid if (r.get("params") or {}).get("ncells", 1) == 1), None)
+    pw = next((r for r in plaid if (r.get("params") or {}).get("ncells", 1) > 1), None)
+    ours = [r for r in ok if r["engine"].startswith("plaidx") and not (r.get("params") or {}).get("exact")]
+    xd = next((r for r in ours if r["engine"] == "plaidx" and not r.get("params")), None)
+    ex = next((r for r in ok if r["engine"] == "exact-float32"), None)
+
+    def name(r: dict) -> str:
+        return f"{r['engine']} {json.dumps(r['params']) if r.get('params') else 'defaults'}"
+
+    def ratio(a: dict, b: dict, key: str) -> float | None:
+        return a[key] / b[key] if a.get(key) and b.get(key) else None
+
+    def verdict(flag: bool) -> str:
+        return "**met**" if flag else "**not met**"
+
+    lines = []
+    if pd and xd:
+        r, c = ratio(xd, pd, "p50_ms"), ratio(xd, pd, "cpu_p50_ms")
+        lines.append(f"- plaidx defaults vs PLAID defaults: recall {xd['recall_at_k']:.3f} vs {pd['recall_at_k']:.3f}, "
+                     f"p50 {xd['p50_ms']:.2f} vs {pd['p50_ms']:.2f} ms (ratio {_f(r, '{:.2f}')}, CPU ratio "
+                     f"{_f(c, '{:.2f}')}; target recall >= and ratio <= 0.33): "
+                     + verdict(xd["recall_at_k"] >= pd["recall_at_k"] and r is not None and r <= 1 / 3))
+    if pw and ours:
+        fast = [r for r in ours if r["p50_ms"] < pw["p50_ms"]]
+        best = max(fast, key=lambda r: (r["recall_at_k"], -r["p50_ms"])) if fast else None
+        if best is None:
+            lines.append(f"- plaidx best vs PLAID wide ({pw['recall_at_k']:.3f}, {pw['p50_ms']:.2f} ms): no plaidx "
+                         "setting is faster than PLAID wide: **not met**")
+        else:
+            lines.append(f"- plaidx best setting ({name(best)}: recall {best['recall_at_k']:.3f}, p50 "
+                         f"{best['p50_ms']:.2f} ms) vs PLAID wide (recall {pw['recall_at_k']:.3f}, p50 "
+                         f"{pw['p50_ms']:.2f} ms): " + verdict(best["recall_at_k"] >= pw["recall_at_k"]))
+    if ex and ex.get("ndcg_at_k") is not None:
+        for r in ok:  # plaidx defaults, exhaustive and every rerank-tier setting (the grid's others: table above)
+            if r.get("ndcg_at_k") is None or not r["engine"].startswith("plaidx") or (
+                    r["engine"] == "plaidx" and (r.get("params") or {}) not in ({}, {"exact": True})):
+                continue
+            gap = r["ndcg_at_k"] - ex["ndcg_at_k"]
+            lines.append(f"- nDCG@k of {name(r)}: {r['ndcg_at_k']:.4f} vs exact MaxSim {ex['ndcg_at_k']:.4f} "
+                         f"({gap:+.4f}; target within 0.005): " + verdict(gap >= -0.005))
+    return lines
+
+
 def _f(x, fmt="{:.1f}"):
     return "-" if x is None else fmt.format(x)
 
@@ -314,8 +416,9 @@ def markdown(report: dict) -> str:
             continue
         qps = _f(r.get("qps_batched")) if r.get("qps_batched") else _f(r.get("qps_sequential")) + "*"
         reused = " (reused)" if r.get("build_reused_from") else ""
+        setting = "brute force" if r["engine"] == "exact-float32" else json.dumps(r["params"]) if r["params"] else "defaults"
         lines.append(
-            f"| {r['engine']} | {json.dumps(r['params']) if r['params'] else 'defaults'} | {r['recall_at_k']:.3f} "
+            f"| {r['engine']} | {setting} | {r['recall_at_k']:.3f} "
             f"| {_f(r.get('ndcg_at_k'), '{:.3f}')} | {_f(r['p50_ms'], '{:.2f}')} | {_f(r['p95_ms'], '{:.2f}')} "
             f"| {_f(r.get('cpu_p50_ms'), '{:.2f}')} | {qps} | {_f(r['build_s'])}{reused} "
             f"| {_f(r.get('build_cpu_s'))} | {_f(r['build_peak_rss_mb'], '{:.0f}')} "
@@ -323,6 +426,9 @@ def markdown(report: dict) -> str:
             f"| {_f(r['bytes_per_token'])} |")
     for name, why in report["skipped"].items():
         lines.append(f"\nSkipped {name}: {why}")
+    checks = target_lines(report["rows"])
+    if checks:
+        lines += ["", "Issue 15 targets (this run):", "", *checks]
     g = report.get("git") or {}
     lines += ["", f"plaidx at commit {g.get('commit', '?')[:10]}" + (" with local changes" if g.get("plaidx_dirty") else "")]
     lines += ["", "BLAS (harness): " + ", ".join(
@@ -334,7 +440,7 @@ def markdown(report: dict) -> str:
 # -------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", default="synthetic", help="synthetic, or a BEIR folder in /work/shared/data")
+    ap.add_argument("--dataset", default="synthetic", help="synthetic, or a BEIR folder in benchmarks/results/cache/data")
     ap.add_argument("--collection", default=None, help="explicit cached collection folder (real datasets)")
     ap.add_argument("--ndocs", type=int, default=10_000, help="synthetic documents (ignored for real sets)")
     ap.add_argument("--dim", type=int, default=128)
@@ -355,6 +461,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threshold", default=None, help="plaidx grid: centroid_score_threshold comma list")
     ap.add_argument("--search-ndocs", default=None, help="plaidx grid: ndocs comma list")
     ap.add_argument("--plaidx-exact", action="store_true", help="also run plaidx exact=True")
+    ap.add_argument("--plaidx-keep-vectors", default=None, choices=["int8", "float16"],
+                    help="also build and search a plaidx index with this rerank tier (engine plaidx-<kind>)")
+    ap.add_argument("--exact-float", type=int, default=0, metavar="N",
+                    help="add the exact-MaxSim row over the float32 embeddings, its latency timed on N queries")
     ap.add_argument("--plaid-configs", default=None, help="PLAID ncells,threshold,ndocs;... (default: its k<=10 defaults)")
     ap.add_argument("--fastplaid-configs", default=None, help="fast-plaid n_ivf_probe,n_full_scores;...")
     ap.add_argument("--reuse", action="store_true", help="reuse earlier builds in the work folder (search re-runs)")
@@ -382,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
         ok, why = plaidx_available(args.plaidx_stub)
         if ok:
             engines.append("plaidx-STUB" if args.plaidx_stub else "plaidx")
+            if tier_name(args) and not args.plaidx_stub:
+                engines.append(tier_name(args))
         else:
             skipped["plaidx"] = f"import plaidx failed: {why}"
             log(f"SKIPPING plaidx: import plaidx failed: {why}")
@@ -403,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = run_engine(name, args, coll, work)
 
     rows = [row for name in engines for row in summarise(name, results[name], coll, truth, args.k)]
+    if args.exact_float:
+        log(f"exact MaxSim over float32: timing {args.exact_float} queries")
+        rows.append(exact_float_row(coll, truth, args.k, args.threads, args.exact_float))
     report = {"created": dt.datetime.now().isoformat(timespec="seconds"), "k": args.k, "nbits": args.nbits,
               "threads": args.threads, "stub": args.plaidx_stub, "git": git_at_start,
               "collection": {"dataset": args.dataset, "path": str(coll.path), "n_docs": coll.n_docs,

@@ -1,8 +1,11 @@
-"""Encode a real collection (SciFact from /work/shared/data) into a cached benchmark collection.
+"""Encode a real collection (SciFact, Cranfield, CISI in BEIR layout) into a cached benchmark collection.
 
 Usage::
 
     nice -n 10 .venv/bin/python benchmarks/real_embeddings.py --dataset scifact [--threads 2]
+
+The BEIR folders are read from ``benchmarks/results/cache/data/<dataset>`` (or ``$PLAIDX_DATA``): copy
+them there first (corpus.jsonl, queries.jsonl, qrels/test.tsv).
 
 Uses the project's encoder ``plaidx.encoder.ColBERT.from_pretrained()`` when it imports and exposes
 ``encode_documents``/``encode_queries``; otherwise a fallback with transformers on the bundled
@@ -28,13 +31,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the repo's plaidx, even when not installed
 from collection import CACHE_DIR, is_complete, write_meta  # noqa: E402
 
-DATA_ROOT = Path(os.environ.get("PLAIDX_DATA", "/work/shared/data"))
+DATA_ROOT = Path(os.environ.get("PLAIDX_DATA", CACHE_DIR / "data"))
 Q_TOKENS = 32
 
 
 def load_beir(name: str, split: str = "test") -> tuple[list[str], list[str], list[str], list[str], dict]:
     """BEIR-format folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv. Only queries with qrels and documents with text kept."""
     root = DATA_ROOT / name
+    if not (root / "corpus.jsonl").exists():
+        raise SystemExit(f"no BEIR folder {root} (corpus.jsonl, queries.jsonl, qrels/{split}.tsv): copy the "
+                         f"dataset there, or point PLAIDX_DATA at the folder that holds {name}/")
     doc_ids, doc_texts = [], []
     with open(root / "corpus.jsonl") as f:
         for line in f:

@@ -1,6 +1,7 @@
 """plaidx engine runner for bench_engine.py: build or search one index in its own process, JSON out.
 
-    .venv/bin/python benchmarks/run_plaidx.py build  --coll DIR --index DIR --out build.json [--nbits 2]
+    .venv/bin/python benchmarks/run_plaidx.py build  --coll DIR --index DIR --out build.json [--nbits 2] \
+        [--keep-vectors int8]
     .venv/bin/python benchmarks/run_plaidx.py search --coll DIR --index DIR --out search.json \
         [--k 10] [--grid '[{"nprobe": 2, "centroid_score_threshold": 0.45, "ndocs": 1024}, {"exact": true}]']
 
@@ -106,6 +107,8 @@ def build(args) -> dict:
     coll = load_collection(args.coll)
     rss0 = _rss_mb()
     kw = {"nbits": args.nbits, "nlist": args.nlist, "kmeans_niters": args.kmeans_niters, "seed": args.seed}
+    if args.keep_vectors:  # the rerank tier (plaidx only; the stub has none)
+        kw["keep_vectors"] = args.keep_vectors
     t0, c0 = time.perf_counter(), _cpu_s()
     Index.build(args.index, coll.iter_batches(args.batch_docs), **kw)
     build_s, build_cpu = time.perf_counter() - t0, _cpu_s() - c0
@@ -185,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nlist", type=int, default=None)
     ap.add_argument("--kmeans-niters", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep-vectors", default=None, help="build with this rerank tier (int8 or float16)")
     ap.add_argument("--batch-docs", type=int, default=2048)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=10)
