@@ -22,6 +22,8 @@ from plaidx.distributed import (  # noqa: E402
 )
 
 build_module = importlib.import_module("plaidx.distributed.build")
+pipeline_module = importlib.import_module("plaidx.distributed.pipeline")
+ray_backend = importlib.import_module("plaidx.distributed.ray_backend")
 NLIST = 32
 
 
@@ -49,12 +51,46 @@ def local_index(data, tmp_path_factory):
     return build(tmp_path_factory.mktemp("local") / "s", data[0], 3, nlist=NLIST, seed=4)
 
 
-def _same_shards(a, b) -> None:
+def _same_shards(a, b, stats: bool = False) -> None:
     assert a.manifest["codec"]["hash"] == b.manifest["codec"]["hash"]
     assert [sh["runs"] for sh in a.manifest["shards"]] == [sh["runs"] for sh in b.manifest["shards"]]
     for x, y in zip(a.shards, b.shards):
-        for name in ("codes", "residuals", "doc_offsets", "doc_ids"):
+        for name in ("codes", "residuals", "doc_offsets", "doc_ids") + (("avg_residual",) if stats else ()):
             np.testing.assert_array_equal(x._snap.a[name], y._snap.a[name])
+        if stats:  # the probe of a shard written from compressed rows is the one an ordinary build reads
+            assert x._snap.manifest["build"]["residual_norm_mean"] == y._snap.manifest["build"]["residual_norm_mean"]
+
+
+@pytest.fixture
+def shard_writes(monkeypatch):
+    """The jobs the driver hands to write_shard (what travels to the shard writers)."""
+    seen = []
+    real = ray_backend.RayRunner.map
+
+    def spy(self, fn, jobs, fail_soft=False):
+        if fn.__name__ == "write_shard":
+            seen.extend(jobs)
+        return real(self, fn, jobs, fail_soft)
+
+    monkeypatch.setattr(ray_backend.RayRunner, "map", spy)
+    return seen
+
+
+def _only_compressed(job, dim: int) -> None:
+    """A write_shard job holds the shard's compressed rows (and a probe of at most PROBE_TOKENS tokens)."""
+    from plaidx.engine.build import PROBE_TOKENS
+
+    _, rows, lengths, probe = job[:4]
+    schema = rows.schema()
+    assert schema.names == ["codes", "residuals", "n_tokens", "norm"]
+    kinds = [str(t) for t in schema.types]
+    assert "uint16" in kinds[0] and "uint8" in kinds[1] and "float32" not in " ".join(kinds), kinds
+    n_tokens = int(lengths.sum())
+    embeddings = n_tokens * dim * 4
+    compressed = n_tokens * (2 + dim // 2)  # nbits=4: a code and d/2 bytes of residuals per token
+    assert rows.size_bytes() <= compressed + 80 * lengths.size < embeddings / 2, (rows.size_bytes(), embeddings)
+    probe_tokens = sum(x.shape[0] for x in probe.values())
+    assert probe_tokens <= min(n_tokens, PROBE_TOKENS + int(lengths.max()))
 
 
 def test_ray_build_and_search_equal_the_local_executor(ray_cluster, data, local_index, tmp_path):
@@ -76,30 +112,56 @@ def test_ray_build_and_search_equal_the_local_executor(ray_cluster, data, local_
         assert sorted(hit[0].tolist()) == [1, 161]  # the same embeddings under two ids
 
 
+@pytest.mark.parametrize("kind", ["arrays", "dataset"])
 def test_a_worker_killed_mid_build_then_a_rerun_equals_an_uninterrupted_build(ray_cluster, data, local_index,
-                                                                               tmp_path, monkeypatch):
+                                                                               tmp_path, monkeypatch, kind,
+                                                                               shard_writes):
+    """A worker dies while it writes shard 1 (compressing it from arrays, or copying its compressed rows from a
+    dataset): the re-run keeps the finished shards, redoes shard 1 only and equals an uninterrupted build."""
     docs, queries = data
-    real = build_module.build_shard
+    if kind == "arrays":
+        module, name, source = build_module, "build_shard", docs
 
-    def dying(shard_dir, part, *rest):  # pickled by value into the worker
-        if "shard-0001" in shard_dir:
-            def stream():
-                for i, doc in enumerate(part):
-                    if i == len(part) // 2:
-                        os._exit(1)  # the worker process dies in the middle of the shard
-                    yield doc
-            return real(shard_dir, stream(), *rest)
-        return real(shard_dir, part, *rest)
+        def dying(shard_dir, part, *rest):  # pickled by value into the worker
+            if "shard-0001" in shard_dir:
+                def stream():
+                    for i, doc in enumerate(part):
+                        if i == len(part) // 2:
+                            os._exit(1)  # the worker process dies in the middle of the shard
+                        yield doc
+                return real(shard_dir, stream(), *rest)
+            return real(shard_dir, part, *rest)
+    else:
+        module, name = pipeline_module, "write_shard"
+        source = ray.data.from_items([{"embedding": d} for d in docs], override_num_blocks=6)
 
-    monkeypatch.setattr(build_module, "build_shard", dying)
+        class DiesMidway:  # compressed rows whose reader dies after the first batch (pickled by value)
+            def __init__(self, rows):
+                self.rows = rows
+
+            def iter_batches(self, **kwargs):
+                for i, batch in enumerate(self.rows.iter_batches(**kwargs)):
+                    if i == 1:
+                        os._exit(1)
+                    yield batch
+                os._exit(1)
+
+        def dying(shard_dir, rows, *rest):
+            return real(shard_dir, DiesMidway(rows) if "shard-0001" in shard_dir else rows, *rest)
+    real = getattr(module, name)
+    monkeypatch.setattr(module, name, dying)
     with pytest.raises(ShardBuildError, match=r"shards \[1\]"):
-        build(tmp_path / "s", docs, 3, nlist=NLIST, seed=4, executor="ray", retries=0)
+        build(tmp_path / "s", source, 3, nlist=NLIST, seed=4, executor="ray", retries=0)
     kept = os.stat(tmp_path / "s" / "shard-0000.g000001" / "manifest.json").st_ino
-    monkeypatch.setattr(build_module, "build_shard", real)
-    with build(tmp_path / "s", docs, 3, nlist=NLIST, seed=4, executor="ray", actor_cpus=0.25) as resumed:
+    monkeypatch.setattr(module, name, real)
+    del shard_writes[:]
+    with build(tmp_path / "s", source, 3, nlist=NLIST, seed=4, executor="ray", actor_cpus=0.25) as resumed:
         assert os.stat(tmp_path / "s" / "shard-0000.g000001" / "manifest.json").st_ino == kept
         _same_shards(resumed, local_index)
         np.testing.assert_array_equal(resumed.search(queries, 10)[1], local_index.search(queries, 10)[1])
+    if kind == "dataset":  # only shard 1 was compressed and written again
+        assert [job[0].rsplit("/", 1)[-1] for job in shard_writes] == ["shard-0001.g000001"]
+        assert int(shard_writes[0][1].sum("n_tokens")) == resumed.shards[1].n_tokens
 
 
 def test_an_actor_killed_mid_search_is_retried_or_fails_clearly(ray_cluster, data, local_index):
@@ -119,9 +181,62 @@ def test_an_actor_killed_mid_search_is_retried_or_fails_clearly(ray_cluster, dat
             fragile.search(queries, 10)
 
 
-def test_a_ray_dataset_of_texts_is_encoded_on_the_workers(ray_cluster, tmp_path):
-    """Texts encoded by map_batches on the workers, then the dataset path (split by ranges, scanned, sampled and
-    compressed where its blocks are) gives what a local build of the driver's own embeddings gives."""
+def test_a_dataset_of_embeddings_is_compressed_on_the_workers_and_equals_a_local_build(ray_cluster, data,
+                                                                                        local_index, tmp_path,
+                                                                                        shard_writes):
+    docs, queries = data
+    ds = ray.data.from_items([{"embedding": d, "title": f"t{i}"} for i, d in enumerate(docs)], override_num_blocks=4)
+    with build(tmp_path / "r", ds, 3, nlist=NLIST, seed=4, executor="ray", actor_cpus=0.25) as remote:
+        _same_shards(remote, local_index, stats=True)
+        np.testing.assert_array_equal(remote.search(queries, 10)[1], local_index.search(queries, 10)[1])
+    assert len(shard_writes) == 3
+    for job in shard_writes:
+        assert set(job[1].schema().names) == {"codes", "residuals", "n_tokens", "norm"}
+        assert all(x.dtype == np.float32 for x in job[3].values())  # only the probe comes as embeddings
+    with build(tmp_path / "l", ds, 3, nlist=NLIST, seed=4) as local:  # the local executor: the same pipeline
+        _same_shards(local, local_index, stats=True)
+
+
+def test_the_compression_stage_skips_the_documents_of_finished_shards(data, local_index):
+    """The map_batches stage compresses exactly as an ordinary build does, and leaves out (unread) the rows
+    whose keys a resumed build did not ask for."""
+    docs, _ = data
+    codec_dir = str(local_index.path / local_index.manifest["codec"]["dir"])
+    col = np.empty(6, dtype=object)
+    col[:] = docs[:6]
+    batch = {"embedding": col}
+    keys = np.array([pipeline_module._key(d, False)[0] for d in docs[1:6:2]], np.uint64)
+    stage = pipeline_module._Compress("embedding", False, None, codec_dir, np.sort(keys), None)
+    out = stage(batch)
+    shard0 = local_index.shards[0]._snap.a
+    for i in range(6):
+        if i % 2:
+            lo, hi = shard0["doc_offsets"][i], shard0["doc_offsets"][i + 1]
+            np.testing.assert_array_equal(out["codes"][i], shard0["codes"][lo:hi])
+            np.testing.assert_array_equal(out["residuals"][i], shard0["residuals"][lo:hi])
+            assert out["n_tokens"][i] == hi - lo
+        else:
+            assert out["n_tokens"][i] == 0 and out["codes"][i].size == 0
+
+
+def test_bad_datasets_fail_clearly(ray_cluster, data, tmp_path):
+    docs, _ = data
+    with pytest.raises(ValueError, match="neither 'embedding'.*nor 'text'"):
+        build(tmp_path / "a", ray.data.from_items([{"body": "x"}] * 4), 2, executor="ray")
+    with pytest.raises(ValueError, match="already has embeddings"):
+        build(tmp_path / "b", ray.data.from_items([{"embedding": d} for d in docs[:4]]), 2, model="m")
+    mixed = [{"embedding": d} for d in docs[:5]] + [{"embedding": docs[5][:, :16]}]
+    with pytest.raises(ValueError, match=r"documents\[5\] has dimension 16, documents\[0\] has 32"):
+        build(tmp_path / "c", ray.data.from_items(mixed), 2, executor="ray")
+    with pytest.raises(Exception, match="expected a float array"):
+        build(tmp_path / "d", ray.data.from_items([{"embedding": "not a vector"}] * 4), 2, executor="ray")
+    with pytest.raises(ValueError, match="encode_concurrency must be a positive integer"):
+        build(tmp_path / "e", ray.data.from_items([{"text": "a b"}] * 4), 2, executor="ray", encode_concurrency=0)
+
+
+def test_a_ray_dataset_of_texts_is_encoded_on_the_workers(ray_cluster, tmp_path, shard_writes):
+    """Texts encoded and compressed in one map_batches stage on the workers: the shard writers receive only
+    compressed rows, and the shards equal a local build of the driver's own embeddings."""
     from encoder_fixtures import WORDS, make_tiny_checkpoint
 
     import plaidx
@@ -135,6 +250,10 @@ def test_a_ray_dataset_of_texts_is_encoded_on_the_workers(ray_cluster, tmp_path)
         model = plaidx.ColBERT.from_pretrained(str(ckpt))
         local = build(tmp_path / "l", model.encode_documents(texts), 2, nbits=4, nlist=16)
         _same_shards(remote, local)  # encoded in a worker, bit for bit what the driver encodes
+        assert remote.manifest["build"]["n_tokens"] == local.manifest["build"]["n_tokens"]
+    assert len(shard_writes) == 2
+    for job in shard_writes:
+        _only_compressed(job, model.dim)
 
 
 def test_the_index_folder_layer_serves_shards_from_ray_actors_when_asked(ray_cluster, data, local_index,

@@ -29,6 +29,7 @@ from .manifest import (
     shard_dir_name,
     write_sharded,
 )
+from .pipeline import DatasetInput, is_dataset
 from .sharded import ShardedIndex
 from .steps import SHARD_KEY, build_shard, scan_part, take_rows, train_codec
 
@@ -50,13 +51,14 @@ def build(path: str | os.PathLike, documents: Any, n_shards: int, nbits: int = 2
     path : the folder to create (or a sharded index to replace, with ``overwrite=True``).
     documents : what :meth:`plaidx.Index.build` takes (float32/float16 (n_tokens_i, d) arrays, numpy or
         torch), or a ``ray.data.Dataset`` with a column ``embedding_column`` of such arrays, or a column
-        ``text_column`` of strings encoded on the workers with ``model`` (a plaidx model name or path;
-        ``None``: the default model). Global document ids are positions in this input.
+        ``text_column`` of strings encoded on the workers with ``model`` (a plaidx model name or path, or a
+        model object; ``None``: the default model). Global document ids are positions in this input.
     n_shards : number of shards; shard s holds the s-th of ``n_shards`` contiguous ranges of documents.
     nbits, seed, nlist, kmeans_niters, kmeans, kmeans_sample, batch_tokens : as in ``Index.build``;
         ``nlist`` defaults to ``default_nlist`` of the whole collection's tokens.
-    executor : "local" (shards compressed one after another in this process) or "ray" (one Ray task per
-        shard; the codec is trained in one task). A Ray build equals a local one with the same seed.
+    executor : "local" (shards written one after another in this process) or "ray" (one Ray task per
+        shard; the codec is trained in one task). A Ray build equals a local one with the same seed. A
+        dataset's stages run on Ray's workers with either.
     overwrite : replace an existing sharded index (one atomic switch; readers keep the old one open).
     metadata : JSON-serialisable dict stored in the sharded manifest and every shard's.
     retries : Ray retries of a task whose worker died.
@@ -66,10 +68,24 @@ def build(path: str | os.PathLike, documents: Any, n_shards: int, nbits: int = 2
     threads : BLAS/OpenMP threads of the codec training and of each shard's compression, wherever they run
         (default: this machine's core count). Builds with the same seed and threads are byte-identical
         in every executor; k-means sums in another order with another thread count.
+    encode_concurrency, num_gpus : the actors that encode a dataset's texts (each loads ``model`` once) and
+        the GPUs each holds.
 
-    If the build is interrupted (a crash, a killed worker), calling ``build`` again with the same
-    arguments resumes it: the codec and the shards already finished are kept, the others are redone.
-    Returns the opened :class:`ShardedIndex`.
+    A ``ray.data.Dataset`` is read by ``map_batches`` stages on the workers, in input order. One stage
+    encodes (texts) and compresses each document against the codec: only compressed rows (uint16 codes,
+    uint8 packed residuals, a token count and a residual norm per document) are materialised in the object
+    store and read by the shard writers. Embeddings travel only for the codec's sample and for each shard's
+    probe (``PROBE_TOKENS`` tokens for its residual statistics). Texts have no token count before they are
+    encoded: the codec sample's seeded order is encoded a batch at a time, a pilot of 256 documents first,
+    whose mean token count times the number of documents stands for the collection's tokens in the default
+    ``nlist`` and k-means sample size; the sample is the shortest prefix of that order holding the tokens
+    it needs, as for embeddings (the manifest keeps the estimate and the real count). An embeddings
+    dataset gives the shards a local build of the same arrays gives, byte for byte.
+
+    If the build is interrupted (a crash, a killed worker or driver), calling ``build`` again with the same
+    arguments resumes it: the codec and the shards already finished are kept, the others are redone (for a
+    dataset, its stage reads every row again but encodes and compresses only the documents of unfinished
+    shards). Returns the opened :class:`ShardedIndex`.
     """
     path = Path(path)
     check_executor(executor)
@@ -86,10 +102,10 @@ def build(path: str | os.PathLike, documents: Any, n_shards: int, nbits: int = 2
     run = runner(executor, init=init, retries=retries)
     with WriterLock(path):
         current = read_sharded(path) if (path / SHARDED_MANIFEST).exists() else None
-        source, spill, column = _source(path, documents, run, model, text_column, embedding_column,
-                                        encode_concurrency, num_gpus)
+        inp, spill = _source(path, documents, run, model, text_column, embedding_column, encode_concurrency,
+                             num_gpus)
         try:
-            committed = _build_locked(path, source, column, n_shards, run, current, nbits=nbits, seed=seed,
+            committed = _build_locked(path, inp, n_shards, run, current, nbits=nbits, seed=seed,
                                       nlist=nlist, kmeans_niters=kmeans_niters, kmeans=kmeans,
                                       kmeans_sample=kmeans_sample, batch_tokens=batch_tokens,
                                       metadata=dict(metadata or {}), threads=threads)
@@ -119,27 +135,63 @@ def _check_target(path: Path, overwrite: bool) -> None:
 
 
 def _source(path: Path, documents: Any, run: Any, model: Any, text_column: str, embedding_column: str,
-            encode_concurrency: int, num_gpus: float) -> tuple[Any, Spill | None, str]:
-    """A random-access source (a sequence, or the input spilled to disk), or an encoded Ray dataset."""
-    if _is_dataset(documents):
-        return run.prepare_dataset(documents, model=model, text_column=text_column,
-                                   embedding_column=embedding_column, concurrency=encode_concurrency,
-                                   num_gpus=num_gpus), None, embedding_column
+            encode_concurrency: int, num_gpus: float) -> tuple[Any, Spill | None]:
+    """The build's input: a :class:`DatasetInput` for a ``ray.data.Dataset``, else an :class:`_ArrayInput` over
+    a random-access source (a sequence, or the input spilled to disk)."""
+    if is_dataset(documents):
+        return DatasetInput(documents, model=model, text_column=text_column, embedding_column=embedding_column,
+                            concurrency=encode_concurrency, num_gpus=num_gpus), None
     if model is not None:
         raise TypeError("model= encodes the texts of a ray.data.Dataset; for other inputs pass embeddings")
     docs_iter, count = iter_documents(documents)
     if count is not None:
         if not isinstance(documents, Sequence) and hasattr(documents, "ndim"):
             documents = list(docs_iter)
-        return documents, None, embedding_column
+        return _ArrayInput(run, documents), None
     for stale in path.glob(f"{_SPILL}*"):
         stale.unlink()
     spill = Spill(path / f"{_SPILL}.{os.getpid()}", docs_iter, False)
-    return spill, spill, embedding_column
+    return _ArrayInput(run, spill), spill
 
 
-def _is_dataset(x: Any) -> bool:
-    return type(x).__module__.startswith("ray.data") and hasattr(x, "iter_rows")
+class _ArrayInput:
+    """Documents as arrays in this process: each shard's part is read where its step runs (for Ray, put in
+    the object store once and read there by its scan, its share of the codec sample and its compression)."""
+
+    encoder = None
+
+    def __init__(self, run: Any, source: Any):
+        self.run, self.source = run, source
+        self.parts: list[Any] = []
+        self.ranges: list[tuple[int, int]] = []
+
+    def count(self) -> int:
+        return len(self.source)
+
+    def scan(self, ranges: list[tuple[int, int]]) -> tuple[np.ndarray, list[str]]:
+        self.ranges, self.parts = ranges, self.run.parts(self.source, ranges)
+        scans = self.run.map(scan_part, [(p, lo) for p, (lo, _) in zip(self.parts, ranges)])
+        return np.concatenate([ln for ln, _ in scans]), [fp for _, fp in scans]
+
+    def take(self, pos: np.ndarray) -> list[np.ndarray]:
+        """The documents at ``pos``, in that order (each part returns its own)."""
+        bounds = np.array([lo for lo, _ in self.ranges] + [self.ranges[-1][1]])
+        owner = np.searchsorted(bounds, pos, side="right") - 1
+        jobs, which = [], []
+        for s in range(len(self.parts)):
+            mine = np.sort(pos[owner == s])
+            if mine.size:
+                jobs.append((self.parts[s], mine - self.ranges[s][0]))
+                which.append(mine)
+        got: dict[int, np.ndarray] = {}
+        for mine, rows in zip(which, self.run.map(take_rows, jobs)):
+            got.update(zip(mine.tolist(), rows))
+        return [got[int(p)] for p in pos]
+
+    def write(self, run: Any, jobs: list[tuple[int, str, dict[str, Any]]], ranges: list[tuple[int, int]],
+              codec_dir: str, seed: int, batch_tokens: int, threads: int | None) -> list[Any]:
+        return run.map(build_shard, [(sdir, self.parts[s], codec_dir, seed, batch_tokens, meta, threads)
+                                     for s, sdir, meta in jobs], fail_soft=True)
 
 
 def _ranges(n_docs: int, n_shards: int) -> list[tuple[int, int]]:
@@ -147,34 +199,62 @@ def _ranges(n_docs: int, n_shards: int) -> list[tuple[int, int]]:
     return [(bounds[s], bounds[s + 1]) for s in range(n_shards)]
 
 
-def _sample_positions(lengths: np.ndarray, nlist: int, kmeans_sample: int | None, seed: int) -> np.ndarray:
-    """Documents (positions, in a seeded random order) whose tokens train the codec: the k-means sample
-    plus about a fifth more, held out by ``Index.build`` to train the codebooks."""
-    n_tokens = int(lengths.sum())
-    want = kmeans_sample or default_kmeans_sample(nlist, n_tokens)
-    target = int(want * 1.25) + 4096
-    order = np.random.default_rng(seed).permutation(lengths.size)
-    upto = int(np.searchsorted(np.cumsum(lengths[order]), target)) + 1
-    return order[: min(upto, order.size)]
+def _sample_target(nlist: int, n_tokens: int, kmeans_sample: int | None) -> int:
+    """Tokens of the documents that train the codec: the k-means sample plus about a fifth more, held out
+    by ``Index.build`` to train the codebooks."""
+    return int((kmeans_sample or default_kmeans_sample(nlist, n_tokens)) * 1.25) + 4096
 
 
-def _build_locked(path: Path, source: Any, column: str, n_shards: int, run: Any, current: dict[str, Any] | None,
+def _prefix(lengths: np.ndarray, target: int) -> int:
+    """How many of these documents (in order) it takes to reach ``target`` tokens (all when they fall short)."""
+    return min(int(np.searchsorted(np.cumsum(lengths), target)) + 1, lengths.size)
+
+
+class _TextSample:
+    """The codec sample of texts, whose token counts are known only once encoded: the documents in a seeded
+    random order, encoded a batch at a time (a pilot of ``PILOT_DOCS`` first, whose mean token count times
+    the number of documents estimates the collection's tokens for the default nlist and sample size)."""
+
+    PILOT_DOCS = 256
+
+    def __init__(self, inp: Any, order: np.ndarray):
+        self.inp, self.order = inp, order
+        self.docs = inp.take(order[: self.PILOT_DOCS])
+
+    def estimate(self) -> int:
+        return max(1, round(float(np.mean([d.shape[0] for d in self.docs])) * self.order.size))
+
+    def upto(self, target: int) -> list[np.ndarray]:
+        """The shortest prefix of the order that holds ``target`` tokens (the whole collection at most)."""
+        while sum(d.shape[0] for d in self.docs) < target and len(self.docs) < self.order.size:
+            mean = sum(d.shape[0] for d in self.docs) / len(self.docs)
+            more = int((target - sum(d.shape[0] for d in self.docs)) / mean * 1.1) + 16
+            self.docs += self.inp.take(self.order[len(self.docs): len(self.docs) + more])
+        return self.docs[: _prefix(np.array([d.shape[0] for d in self.docs]), target)]
+
+
+def _build_locked(path: Path, inp: Any, n_shards: int, run: Any, current: dict[str, Any] | None,
                   *, nbits: int, seed: int, nlist: int | None, kmeans_niters: int, kmeans: str,
                   kmeans_sample: int | None, batch_tokens: int, metadata: dict[str, Any],
                   threads: int) -> dict[str, Any]:
-    n_docs = run.count(source)
+    n_docs = inp.count()
     if n_docs < n_shards:
         raise ValueError(f"{n_docs} documents cannot fill {n_shards} shards; use at most {n_docs} shards")
     ranges = _ranges(n_docs, n_shards)
-    parts = run.parts(source, ranges)
-    scans = run.map(scan_part, [(p, column, lo) for p, (lo, _) in zip(parts, ranges)])
-    lengths = np.concatenate([ln for ln, _ in scans])
-    fingerprints = [fp for _, fp in scans]
-    n_tokens = int(lengths.sum())
+    lengths, fingerprints = inp.scan(ranges)
+    order = np.random.default_rng(seed).permutation(n_docs)  # the codec sample is a prefix of this order
+    texts = None
+    if lengths is None:
+        texts = _TextSample(inp, order)
+        n_tokens = texts.estimate()
+    else:
+        n_tokens = int(lengths.sum())
     nl = nlist if nlist is not None else default_nlist(n_tokens, nbits)
     params = {"n_shards": n_shards, "nbits": nbits, "seed": seed, "nlist": nl, "kmeans_niters": kmeans_niters,
               "kmeans": kmeans, "kmeans_sample": kmeans_sample, "batch_tokens": batch_tokens,
               "n_docs": n_docs, "n_tokens": n_tokens, "fingerprints": fingerprints, "metadata": metadata}
+    if inp.encoder is not None:
+        params.update({"encoder": inp.encoder, "n_tokens_from": f"a pilot of {len(texts.docs)} documents"})
     plan = _resume_plan(path, params)
     if plan is None:
         gen = (current["generation"] if current else 0) + 1
@@ -186,15 +266,16 @@ def _build_locked(path: Path, source: Any, column: str, n_shards: int, run: Any,
     codec_dir = path / codec_dir_name(gen)
     chash = plan.get("codec_hash")
     if not (chash and (codec_dir / MANIFEST).is_file() and codec_hash(codec_dir) == chash):
-        pos = _sample_positions(lengths, nl, kmeans_sample, seed)
-        sample = _gather(run, parts, ranges, column, pos)
+        target = _sample_target(nl, n_tokens, kmeans_sample)
+        sample = texts.upto(target) if texts else inp.take(order[: _prefix(lengths[order], target)])
         (chash,) = run.map(train_codec, [(str(codec_dir), sample, nbits, nl, kmeans_niters, seed,
                                           kmeans_sample or default_kmeans_sample(nl, n_tokens), kmeans,
                                           threads)])
         del sample
         plan["codec_hash"] = chash
         _write_plan(path, plan)
-    todo, summaries = [], {}
+    del texts
+    jobs, summaries = [], {}
     for s, (lo, hi) in enumerate(ranges):
         sdir = path / shard_dir_name(s, gen)
         tag = {"shard": s, "of": n_shards, "range": [lo, hi], "codec_hash": chash, "fingerprint": fingerprints[s]}
@@ -202,11 +283,10 @@ def _build_locked(path: Path, source: Any, column: str, n_shards: int, run: Any,
         if done is not None:
             summaries[s] = done
         else:
-            todo.append((s, (str(sdir), parts[s], column, str(codec_dir), seed, batch_tokens,
-                             {**metadata, SHARD_KEY: tag}, threads)))
-    results = run.map(build_shard, [args for _, args in todo], fail_soft=True)
+            jobs.append((s, str(sdir), {**metadata, SHARD_KEY: tag}))
+    results = inp.write(run, jobs, ranges, str(codec_dir), seed, batch_tokens, threads) if jobs else []
     failed = []
-    for (s, _), res in zip(todo, results):
+    for (s, _, _), res in zip(jobs, results):
         if isinstance(res, BaseException):
             failed.append((s, res))
         else:
@@ -226,32 +306,18 @@ def _build_locked(path: Path, source: Any, column: str, n_shards: int, run: Any,
     dim = int(engine_fields(codec_dir)["dim"])
     # writes to the old index while this build was paused may have moved past the plan's generation
     commit_gen = max(gen, (current["generation"] + 1) if current else gen)
+    build_info = {k: v for k, v in params.items() if k not in ("fingerprints", "metadata")}
+    if inp.encoder is not None:  # the estimate chose nlist; the manifest counts the tokens encoded
+        build_info.update({"n_tokens_estimate": n_tokens, "n_tokens": sum(sh["n_tokens"] for sh in shards)})
     manifest = {"generation": commit_gen, "next_id": n_docs, "dim": dim, "nbits": nbits, "nlist": nl,
                 "codec": {"dir": codec_dir.name, "hash": chash}, "routing": {"rule": "ranges"},
-                "shards": shards, "metadata": metadata,
-                "build": {k: v for k, v in params.items() if k not in ("fingerprints", "metadata")}}
+                "shards": shards, "metadata": metadata, "build": build_info}
     if current is not None:
         manifest["created_at"] = current.get("created_at")
     committed = write_sharded(path, manifest)
     (path / PLAN_FILE).unlink(missing_ok=True)
     fsync_dir(path)
     return committed
-
-
-def _gather(run: Any, parts: list[Any], ranges: list[tuple[int, int]], column: str, pos: np.ndarray) -> list[Any]:
-    """The sample documents, in the order of ``pos`` (each part returns its own)."""
-    bounds = np.array([lo for lo, _ in ranges] + [ranges[-1][1]])
-    owner = np.searchsorted(bounds, pos, side="right") - 1
-    jobs, which = [], []
-    for s in range(len(parts)):
-        mine = np.sort(pos[owner == s])
-        if mine.size:
-            jobs.append((parts[s], column, mine - ranges[s][0]))
-            which.append(mine)
-    got: dict[int, np.ndarray] = {}
-    for mine, rows in zip(which, run.map(take_rows, jobs)):
-        got.update(zip(mine.tolist(), rows))
-    return [got[int(p)] for p in pos]
 
 
 def _finished_shard(sdir: Path, tag: dict[str, Any]) -> dict[str, int] | None:

@@ -34,18 +34,14 @@ def check_executor(executor: Any) -> str:
 
 
 class LocalRunner:
-    """Build steps run one after another in this process (each uses the engine's threads)."""
+    """Build steps run one after another in this process (each uses the engine's threads). The stages of a
+    ``ray.data.Dataset`` input still run on Ray's workers; its shards are written here."""
 
     name = "local"
-
-    def count(self, source: Any) -> int:
-        return int(source.count()) if hasattr(source, "iter_rows") else len(source)
 
     def parts(self, source: Any, ranges: list[tuple[int, int]]) -> list[Any]:
         from .steps import Part
 
-        if hasattr(source, "iter_rows"):
-            return source.split_at_indices([lo for lo, _ in ranges[1:]])
         return [Part(source, lo, hi) for lo, hi in ranges]
 
     def map(self, fn: Callable[..., Any], jobs: list[tuple], fail_soft: bool = False) -> list[Any]:
@@ -58,11 +54,6 @@ class LocalRunner:
                     raise
                 out.append(exc)
         return out
-
-    def prepare_dataset(self, ds: Any, **kwargs: Any) -> Any:
-        from .ray_backend import prepare_dataset
-
-        return prepare_dataset(ds, **kwargs)
 
 
 class LocalSearch:

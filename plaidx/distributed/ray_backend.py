@@ -1,4 +1,4 @@
-"""The Ray executor: build steps as tasks, shard search actors (memory-mapped, restartable), dataset encoding."""
+"""The Ray executor: build steps as tasks, shard search actors (memory-mapped, restartable)."""
 
 from __future__ import annotations
 
@@ -71,14 +71,9 @@ class RayRunner:
         self.retries = retries
         self.num_cpus = num_cpus
 
-    def count(self, source: Any) -> int:
-        return int(source.count()) if hasattr(source, "iter_rows") else len(source)
-
     def parts(self, source: Any, ranges: list[tuple[int, int]]) -> list[Any]:
         from .steps import Part
 
-        if hasattr(source, "iter_rows"):
-            return source.split_at_indices([lo for lo, _ in ranges[1:]])
         # each shard's documents go to the object store once and serve its scan, sample and compression
         return [self.ray.put(Part(source, lo, hi).materialize()) for lo, hi in ranges]
 
@@ -97,49 +92,6 @@ class RayRunner:
                     raise
                 out.append(exc)
         return out
-
-    def prepare_dataset(self, ds: Any, **kwargs: Any) -> Any:
-        return prepare_dataset(ds, **kwargs)
-
-
-class _Encode:
-    """A ``map_batches`` stage: texts to per-token document embeddings with one model per worker."""
-
-    def __init__(self, model: Any, text_column: str, embedding_column: str):
-        from ..encoder import ColBERT
-
-        self.model = ColBERT.from_pretrained(model) if model is None or isinstance(model, (str, os.PathLike)) \
-            else model
-        self.text_column, self.embedding_column = text_column, embedding_column
-
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        texts = [str(t) for t in batch[self.text_column]]
-        embs = self.model.encode_documents(texts, show_progress_bar=False)
-        col = np.empty(len(embs), dtype=object)
-        col[:] = embs
-        return {self.embedding_column: col}
-
-
-def prepare_dataset(ds: Any, *, model: Any, text_column: str, embedding_column: str, concurrency: int = 1,
-                    num_gpus: float = 0) -> Any:
-    """The dataset with ``embedding_column`` (encoding ``text_column`` on the workers when there are texts),
-    materialised in its input order (global ids are positions)."""
-    ray = ray_module()
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True
-    columns = ds.columns() or []
-    if embedding_column in columns:
-        if model is not None:
-            raise ValueError(f"the dataset already has embeddings ({embedding_column!r}); drop model=")
-        return (ds if columns == [embedding_column] else ds.select_columns([embedding_column])).materialize()
-    if text_column not in columns:
-        raise ValueError(f"the dataset has neither {embedding_column!r} (embeddings) nor {text_column!r} (texts) "
-                         f"columns (it has {columns}); name them with embedding_column= or text_column=")
-    enc = ds.select_columns([text_column]).map_batches(
-        _Encode, fn_constructor_kwargs={"model": model, "text_column": text_column,
-                                        "embedding_column": embedding_column},
-        batch_size=64, batch_format="numpy", concurrency=concurrency, num_gpus=num_gpus or None)
-    return enc.materialize()
 
 
 # ---------------------------------------------------------------------------------------------- search
@@ -235,4 +187,4 @@ class RaySearch:
         self.actors.clear()
 
 
-__all__ = ["RayRunner", "RaySearch", "ShardServer", "ensure_ray", "prepare_dataset"]
+__all__ = ["RayRunner", "RaySearch", "ShardServer", "ensure_ray", "ray_module"]

@@ -26,6 +26,7 @@ from .snapshot import Snapshot
 from .storage import FORMAT_VERSION, MANIFEST, Transaction, load_generation
 from .vectors import VectorWriter
 
+PROBE_TOKENS = 1 << 15  # tokens a build with a given codec assigns for its residual statistics
 _OWN_FILE = re.compile(r"^(?:[a-z_]+\.\d{6}\.npy|\..+\.tmp|LOCK|manifest\.json)$")
 
 
@@ -157,7 +158,7 @@ def compress_stream(docs: Any, assigner: Assigner, codec: ResidualCodec, codes_w
     return norm_sum
 
 
-def _gather_sample(source: Any, order: np.ndarray, start: int, want: int, dim: int | None) -> tuple[np.ndarray, int]:
+def gather_sample(source: Any, order: np.ndarray, start: int, want: int, dim: int | None) -> tuple[np.ndarray, int]:
     """Up to ``want`` token rows of the documents order[start:], in that order, and the next position.
 
     Filled into one preallocated array (the last document contributes the rows that fit), so the
@@ -215,9 +216,9 @@ def build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: d
             # unbiased residual norm that drift is measured against
             n_held = max(n_docs // 20, min(n_docs // 5, 50))
             in_sample = order[: n_docs - n_held] if n_docs >= 10 else order
-            sample, used = _gather_sample(source, in_sample, 0, max(want, nl), None)
+            sample, used = gather_sample(source, in_sample, 0, max(want, nl), None)
             if sample.shape[0] < nl:
-                sample, used = _gather_sample(source, order, 0, max(want, nl), None)
+                sample, used = gather_sample(source, order, 0, max(want, nl), None)
             dim = sample.shape[1]
             if dim % 8:
                 raise ValueError(f"embedding dimension {dim} is not a multiple of 8 (required by the residual "
@@ -231,7 +232,7 @@ def build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: d
             centroids = stored_centroids(stored)
             assigner = ops.assigner(centroids) if ops else Assigner(centroids)
             held_want = int(min(max(n_tokens // 20, 4096), 1 << 16))
-            heldout, _ = _gather_sample(source, order, used, held_want, dim)
+            heldout, _ = gather_sample(source, order, used, held_want, dim)
             if heldout.shape[0] < min(held_want, 64):
                 heldout = sample[: held_want]
             del sample
@@ -249,7 +250,7 @@ def build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: d
             codec = dataclasses.replace(codec, centroids=centroids)
             cutoffs, weights = codec.cutoffs, codec.weights
             assigner = ops.assigner(centroids) if ops else Assigner(centroids)
-            probe, _ = _gather_sample(source, order, 0, 1 << 15, dim)
+            probe, _ = gather_sample(source, order, 0, PROBE_TOKENS, dim)
             p_codes = assigner.assign(probe)
             p_res = probe - centroids[p_codes.astype(np.intp)]
             avg_residual = np.abs(p_res).mean(axis=0).astype(np.float32)

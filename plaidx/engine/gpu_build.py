@@ -375,7 +375,7 @@ class EncodedCorpus:
 
     def gather_sample(self, order: np.ndarray, start: int, want: int, dim: int | None,
                       batch_tokens: int = 1 << 16) -> tuple[np.ndarray, int]:
-        """build._gather_sample's contract: up to ``want`` token rows of the documents order[start:], in
+        """build.gather_sample's contract: up to ``want`` token rows of the documents order[start:], in
         that order (the last one contributes the rows that fit), float32 on the host, and the next position."""
         rest = np.asarray(order[start:], dtype=np.int64)
         if rest.size == 0 or want <= 0:
