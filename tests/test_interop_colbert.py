@@ -237,8 +237,14 @@ def _write_colbert(path: Path, *, nlist: int, dim: int = 8, nbits: int = 1, docl
                                                     "num_chunks": 1}))
 
 
-def test_more_centroids_than_two_byte_codes_hold_is_refused_clearly(tmp_path):
+def test_more_centroids_than_two_byte_codes_hold_convert_to_four_byte_codes(tmp_path, monkeypatch):
+    from plaidx.engine import importing
+
     _write_colbert(tmp_path / "big", nlist=(1 << 16) + 1)
+    index = convert_colbert(tmp_path / "big", tmp_path / "wide")
+    assert index.nlist == (1 << 16) + 1 and np.asarray(index._snap.a["codes"]).dtype == np.uint32
+    assert json.loads((tmp_path / "wide" / "manifest.json").read_text())["format_version"] == 4
+    monkeypatch.setattr(importing, "MAX_NLIST", 1 << 16)  # more centroids than plaidx stores: refused clearly
     with pytest.raises(ValueError, match="cannot be converted losslessly"):
         convert_colbert(tmp_path / "big", tmp_path / "out")
     assert not (tmp_path / "out" / "manifest.json").exists()

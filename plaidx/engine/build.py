@@ -20,7 +20,7 @@ from .clustering import (
     default_nlist,
     train_centroids,
 )
-from .codec import NBITS, ResidualCodec, centroid_arrays, stored_centroids, train_codebooks
+from .codec import NBITS, ResidualCodec, centroid_arrays, code_dtype, stored_centroids, train_codebooks
 from .inputs import as_document, iter_documents
 from .snapshot import Snapshot
 from .storage import FORMAT_VERSION, MANIFEST, Transaction, load_generation
@@ -255,7 +255,7 @@ def build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: d
             p_res = probe - centroids[p_codes.astype(np.intp)]
             avg_residual = np.abs(p_res).mean(axis=0).astype(np.float32)
             ref_norm = float(np.linalg.norm(p_res, axis=1).mean())
-        codes_w = tx.stream("codes", np.uint16, (n_tokens,))
+        codes_w = tx.stream("codes", code_dtype(nl), (n_tokens,))  # uint16, or uint32 above 65536 centroids
         res_w = tx.stream("residuals", np.uint8, (n_tokens, codec.packed_dim))
         vec_w = VectorWriter(tx, keep_vectors, n_tokens, dim) if keep_vectors else None
         seen: list[int] = []

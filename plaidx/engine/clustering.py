@@ -9,8 +9,11 @@ import faiss
 import numpy as np
 
 from .codec import COMPACT_TABLE_MIN_TOKENS as WIDE_NLIST_MIN_TOKENS  # 4-bit table there, 2x centroids
+from .codec import code_dtype
 
-MAX_NLIST = 1 << 16  # codes are stored as uint16
+# An explicit nlist may go this high: codes are uint16 up to 65536 centroids, uint32 above (format 4).
+# A search keeps nlist * 32 floats of centroid scores per thread (512 MiB at this bound).
+MAX_NLIST = 1 << 22
 DEFAULT_MAX_NLIST = 1 << 14  # beyond this, k-means and exact assignment cost more than they return on a CPU
 
 
@@ -27,8 +30,8 @@ def default_nlist(n_tokens: int, nbits: int = 2) -> int:
     ceiling rose +0.003 (codec_ceiling_summary.md). Smaller collections keep PLAID's rule.
 
     The ceiling keeps k-means and the assignment of every token affordable at 10M+ tokens (PLAID's
-    uncapped rule reaches 65536 cells at 17M tokens); pass ``nlist`` explicitly (up to 65536) to go
-    beyond. Never more centroids than a quarter of the tokens, so every centroid sees a few points.
+    uncapped rule reaches 65536 cells at 17M tokens); pass ``nlist`` explicitly (up to ``MAX_NLIST``;
+    above 65536 the codes take 4 bytes a token instead of 2) to go beyond. Never more centroids than a quarter of the tokens, so every centroid sees a few points.
     """
     if n_tokens <= 0:
         raise ValueError("cannot choose nlist for an empty collection")
@@ -195,9 +198,10 @@ class Assigner:
         self.nlist = nlist
 
     def assign(self, embeddings: np.ndarray) -> np.ndarray:
-        """uint16 (n,) centroid ids of float32 (n, d) embeddings."""
+        """(n,) centroid ids of float32 (n, d) embeddings, as ``code_dtype(nlist)`` (uint16 up to 65536
+        centroids, else uint32)."""
         x = np.ascontiguousarray(embeddings, dtype=np.float32)
         if x.shape[0] == 0:
-            return np.zeros(0, dtype=np.uint16)
+            return np.zeros(0, dtype=code_dtype(self.nlist))
         _, idx = self.index.search(x, 1)
-        return idx[:, 0].astype(np.uint16)
+        return idx[:, 0].astype(code_dtype(self.nlist))

@@ -9,6 +9,16 @@ import numpy as np
 from . import kernels
 
 NBITS = (1, 2, 4, 8)
+MAX_NLIST_UINT16 = 1 << 16  # codes (centroid ids) are stored as uint16 up to this many centroids, uint32 above
+
+
+def code_dtype(nlist: int) -> np.dtype:
+    """The dtype of an index's codes (each token's centroid id) and of each document's cell list.
+
+    uint16 up to ``MAX_NLIST_UINT16`` (65536) centroids, as every index before format 4 stores them;
+    uint32 above (format 4). Two bytes more per token is the price of the larger nlist.
+    """
+    return np.dtype(np.uint16) if nlist <= MAX_NLIST_UINT16 else np.dtype(np.uint32)
 
 
 def train_codebooks(residuals: np.ndarray, nbits: int, iters: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -190,6 +200,12 @@ class ResidualCodec:
         return kernels.compress(res, self.cutoffs, self.nbits), np.linalg.norm(res, axis=1)
 
     def decompress(self, codes: np.ndarray, packed: np.ndarray, normalize: bool = True) -> np.ndarray:
-        """float32 (n, d) reconstructed embeddings (unit length when ``normalize``)."""
-        return kernels.decompress(np.ascontiguousarray(codes, dtype=np.uint16), np.ascontiguousarray(packed),
+        """float32 (n, d) reconstructed embeddings (unit length when ``normalize``).
+
+        codes: integer (n,); uint32 codes are passed as they are, others converted to this codec's
+        :func:`code_dtype` (uint16 up to 65536 centroids).
+        """
+        codes = np.asarray(codes)
+        dtype = np.uint32 if codes.dtype == np.uint32 else code_dtype(self.centroids.shape[0])
+        return kernels.decompress(np.ascontiguousarray(codes, dtype=dtype), np.ascontiguousarray(packed),
                                    self.centroids, self.weights, self.nbits, bool(normalize))

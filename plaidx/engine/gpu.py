@@ -12,6 +12,9 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+# The CUDA kernels read uint16 codes: an index of more centroids (uint32 codes, format 4) searches and
+# builds on the CPU.
+MAX_NLIST = 1 << 16
 MAX_NPROBE = 512  # the CUDA probe kernel's largest nprobe below nlist (kMaxProbe in csrc/cuda/kernels.cu)
 
 try:
@@ -59,6 +62,16 @@ def resolve_device(device: Any, purpose: str = "search") -> int | None:
     if index >= count:
         raise ValueError(f"device={device!r}: this machine has {count} CUDA device(s) (0..{count - 1})")
     return index
+
+
+def check_codes_fit(device: Any, nlist: int, purpose: str = "search") -> None:
+    """A clear ValueError when ``device`` names a CUDA device and ``nlist`` exceeds :data:`MAX_NLIST`."""
+    if device is None or nlist <= MAX_NLIST or not str(device).strip().lower().startswith("cuda"):
+        return
+    raise ValueError(f"device={device!r}: the CUDA kernels handle at most {MAX_NLIST} centroids (uint16 codes), "
+                     f"and this {'index' if purpose == 'search' else 'build'} has nlist={nlist} (uint32 codes). "
+                     f"{purpose.capitalize()} it on the CPU with device='cpu' (the default)"
+                     + (", or build with nlist <= 65536 to use the GPU." if purpose == "build" else "."))
 
 
 def module() -> Any:

@@ -12,7 +12,7 @@ import numpy as np
 
 from .build import check_target
 from .clustering import MAX_NLIST
-from .codec import NBITS, ResidualCodec
+from .codec import NBITS, ResidualCodec, code_dtype
 from .index import Index
 from .storage import FORMAT_VERSION, MANIFEST, Transaction, WriterLock, read_manifest, retire_unreferenced
 
@@ -53,8 +53,8 @@ def import_compressed(path: str | os.PathLike, *, centroids: np.ndarray, cutoffs
     if dim <= 0 or dim % 8:
         raise ValueError(f"embedding dimension {dim} is not a positive multiple of 8")
     if not 1 <= nlist <= MAX_NLIST:
-        raise ValueError(f"{nlist} centroids: plaidx stores at most {MAX_NLIST} (2-byte codes), so this index cannot "
-                         "be converted losslessly; build a plaidx index from the original embeddings instead")
+        raise ValueError(f"{nlist} centroids: plaidx stores at most {MAX_NLIST}, so this index cannot be converted "
+                         "losslessly; build a plaidx index from the original embeddings instead")
     cutoffs = np.ascontiguousarray(cutoffs, dtype=np.float32)
     weights = np.ascontiguousarray(weights, dtype=np.float32)
     avg_residual = np.ascontiguousarray(avg_residual, dtype=np.float32)
@@ -82,7 +82,8 @@ def import_compressed(path: str | os.PathLike, *, centroids: np.ndarray, cutoffs
         tx = Transaction(path, base, inherit_arrays=False)
         try:
             t0 = time.perf_counter()
-            codes_w = tx.stream("codes", np.uint16, (n_tokens,))
+            cdt = code_dtype(nlist)  # uint16, or uint32 above 65536 centroids
+            codes_w = tx.stream("codes", cdt, (n_tokens,))
             res_w = tx.stream("residuals", np.uint8, (n_tokens, pb))
             # placeholder tokens go before the token at these real-token positions
             holes = np.concatenate([[0], np.cumsum(lengths)])[:-1][removed]
@@ -103,17 +104,17 @@ def import_compressed(path: str | os.PathLike, *, centroids: np.ndarray, cutoffs
                     raise ValueError(f"the chunks hold more tokens than the document lengths add up to ({n_real})")
                 if norm_n < _NORM_SAMPLE and n:
                     take = min(n, _NORM_SAMPLE - norm_n)
-                    c = np.ascontiguousarray(codes[:take], dtype=np.uint16)
+                    c = np.ascontiguousarray(codes[:take], dtype=cdt)
                     r = codec.decompress(c, np.ascontiguousarray(packed[:take]), normalize=False)
                     r -= codec.centroids[c.astype(np.intp)]
                     norm_sum += float(np.linalg.norm(r, axis=1).sum())
                     norm_n += take
-                codes16 = codes.astype(np.uint16)
+                codes_c = codes.astype(cdt)
                 here = holes[(holes >= seen) & (holes < seen + n)]
                 if here.size:
-                    codes16 = np.insert(codes16, here - seen, 0)
+                    codes_c = np.insert(codes_c, here - seen, 0)
                     packed = np.insert(packed, here - seen, 0, axis=0)
-                codes_w.append(codes16)
+                codes_w.append(codes_c)
                 res_w.append(packed)
                 seen += n
             if seen != n_real:
@@ -121,7 +122,7 @@ def import_compressed(path: str | os.PathLike, *, centroids: np.ndarray, cutoffs
                                  "source index is inconsistent")
             tail = int(np.count_nonzero(holes == n_real))  # removed documents after the last real token
             if tail:
-                codes_w.append(np.zeros(tail, np.uint16))
+                codes_w.append(np.zeros(tail, cdt))
                 res_w.append(np.zeros((tail, pb), np.uint8))
             tx.finish("codes", codes_w)
             tx.finish("residuals", res_w)

@@ -22,6 +22,7 @@ from .build import (
     progress_bar,
 )
 from .clustering import Assigner
+from .codec import code_dtype
 from .gpu_build import build_ops
 from .inputs import as_document, as_queries, check_k, iter_documents
 from .params import SearchParams
@@ -189,6 +190,7 @@ class Index:
                 raise ValueError(f"nlist={nlist} conflicts with codec_from's nlist={codec.centroids.shape[0]}")
             nbits, nlist = codec.nbits, None
         check_build_args(nbits, nlist, kmeans_niters, batch_tokens, kmeans)
+        gpu.check_codes_fit(device, nlist or (codec.centroids.shape[0] if codec is not None else 0), "build")
         ops = build_ops(device)  # a clear error before anything is written when no GPU can be used
         check_target(path, overwrite)
         with WriterLock(path):
@@ -241,6 +243,7 @@ class Index:
                 raise TypeError("give the search knobs either as params=SearchParams(...) or one by one, not both")
             knobs = params
         q, _ = as_queries(queries, snap.dim)
+        gpu.check_codes_fit(device, snap.nlist)
         dev = gpu.resolve_device(device)
         allowed = snap.live_mask
         if doc_ids is not None:
@@ -351,7 +354,7 @@ class Index:
             try:
                 assigner = Assigner(snap.codec.centroids)
                 n_tok = snap.n_tokens + n_new_tok
-                codes_w = tx.stream("codes", np.uint16, (n_tok,))
+                codes_w = tx.stream("codes", code_dtype(snap.nlist), (n_tok,))
                 res_w = tx.stream("residuals", np.uint8, (n_tok, snap.codec.packed_dim))
                 copy_rows(snap.a["codes"], codes_w)
                 copy_rows(snap.a["residuals"], res_w)
@@ -421,7 +424,7 @@ class Index:
             n_tok = int(lens.sum())
             tx = Transaction(self.path, base)
             try:
-                codes_w = tx.stream("codes", np.uint16, (n_tok,))
+                codes_w = tx.stream("codes", code_dtype(snap.nlist), (n_tok,))
                 res_w = tx.stream("residuals", np.uint8, (n_tok, snap.codec.packed_dim))
                 vec_w = VectorWriter(tx, snap.kept.kind, n_tok, snap.dim) if snap.kept is not None else None
                 for i in progress_bar(range(0, keep.size, 4096), None, "compacting", progress):

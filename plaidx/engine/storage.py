@@ -24,6 +24,12 @@ from ..errors import IndexFormatError, IndexLockedError
 
 FORMAT_NAME = "plaidx-index"
 FORMAT_VERSION = 3  # 3: centroids as 4-bit pairs + scales at nbits <= 2; 2: int8 rows; 1: float16
+# Format 4 differs from 3 only in uint32 codes (nlist > 65536). Only such indexes are written as 4, so a
+# plaidx that predates it refuses them by version ("newer than this plaidx supports") instead of misreading
+# the codes, and still opens every uint16 index written since.
+WIDE_CODES_FORMAT_VERSION = 4
+NEWEST_FORMAT_VERSION = WIDE_CODES_FORMAT_VERSION
+_CODE_DTYPES = {"<u2": 1, "<u4": WIDE_CODES_FORMAT_VERSION}  # codes dtype -> the first version that has it
 MANIFEST = "manifest.json"
 LOCK = "LOCK"
 _CHUNK = 1 << 22
@@ -33,6 +39,12 @@ try:  # POSIX advisory locks; Windows falls back to exclusive-create lock files.
     import fcntl
 except ImportError:  # pragma: no cover - not on the CI platform
     fcntl = None
+
+
+def format_version_of(arrays: dict[str, ArrayEntry]) -> int:
+    """The format version a generation with these arrays is written as: 4 with uint32 codes, else 3."""
+    codes = arrays.get("codes")
+    return WIDE_CODES_FORMAT_VERSION if codes is not None and codes.dtype == "<u4" else FORMAT_VERSION
 
 
 def fsync_dir(path: Path) -> None:
@@ -167,9 +179,9 @@ def validate_manifest(manifest: Any, where: str = MANIFEST) -> dict[str, Any]:
         if not isinstance(value, typ) or isinstance(value, bool):
             raise IndexFormatError(f"{where}: field {key!r} is missing or not a {typ.__name__}")
     version = manifest["format_version"]
-    if version > FORMAT_VERSION:
+    if version > NEWEST_FORMAT_VERSION:
         raise IndexFormatError(
-            f"{where}: format version {version} is newer than this plaidx supports ({FORMAT_VERSION}); "
+            f"{where}: format version {version} is newer than this plaidx supports ({NEWEST_FORMAT_VERSION}); "
             "upgrade plaidx to open it")
     if version < 1:
         raise IndexFormatError(f"{where}: invalid format version {version}")
@@ -180,6 +192,14 @@ def validate_manifest(manifest: Any, where: str = MANIFEST) -> dict[str, Any]:
         e = ArrayEntry.from_json(name, entry)
         if "/" in e.file or "\\" in e.file or e.file.startswith("."):
             raise IndexFormatError(f"{where}: array {name!r} names an invalid file {e.file!r}")
+    if "codes" in manifest["arrays"]:
+        dtype = ArrayEntry.from_json("codes", manifest["arrays"]["codes"]).dtype
+        wide = manifest["nlist"] > (1 << 16)
+        if dtype not in _CODE_DTYPES or version < _CODE_DTYPES[dtype] or (dtype == "<u4") != wide:
+            raise IndexFormatError(
+                f"{where}: codes stored as {dtype} in a format {version} index of nlist {manifest['nlist']}; "
+                "codes must be uint16 (<u2) up to 65536 centroids and uint32 (<u4, format 4) above, so the "
+                "index is inconsistent")
     return manifest
 
 
@@ -382,7 +402,8 @@ class Transaction:
         """Rename arrays into place, switch the manifest atomically, retire unreferenced files."""
         manifest = dict(self.base or {})
         manifest.update(fields)
-        manifest.update({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "generation": self.generation,
+        manifest.update({"format": FORMAT_NAME, "format_version": format_version_of(self.entries),
+                         "generation": self.generation,
                          "updated_at": time.time(),
                          "arrays": {n: e.to_json() for n, e in sorted(self.entries.items())}})
         manifest.setdefault("created_at", manifest["updated_at"])
