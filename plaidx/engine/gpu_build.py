@@ -259,6 +259,7 @@ class DeviceAssigner:
     def __init__(self, centroids: np.ndarray, kernels_: Any):
         self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         self.nlist = self.centroids.shape[0]
+        gpu.check_codes_fit("cuda", self.nlist, "build")  # its ids are uint16 (Index.build checks this first)
         self.kernels = kernels_
 
     def assign(self, embeddings: np.ndarray) -> np.ndarray:
