@@ -36,7 +36,9 @@ class DatasetInput:
         from .ray_backend import ray_module
 
         ray = ray_module()
-        ray.data.DataContext.get_current().execution_options.preserve_order = True
+        # global ids are positions: every pass must see the rows in input order (the context a dataset was
+        # created with is the one its passes run with, shared by the datasets derived from it)
+        ds.context.execution_options.preserve_order = True
         columns = list(ds.columns() or [])
         if embedding_column in columns:
             if model is not None:
