@@ -368,3 +368,29 @@ def test_writes_during_a_paused_overwrite_do_not_touch_its_folders(data, tmp_pat
     assert os.stat(tmp_path / "s" / "shard-0000.g000002" / "manifest.json").st_ino == finished
     fresh = build(tmp_path / "f", docs, 2, nlist=NLIST)
     np.testing.assert_array_equal(new.search(queries, 10)[1], fresh.search(queries, 10)[1])
+
+
+@pytest.mark.parametrize("n_shards, kmeans_sample, line", [(1, 40, 5000), (8, 2000, 4200)])
+def test_shards_store_the_codec_table_verbatim_whatever_their_size(tmp_path, monkeypatch, n_shards, kmeans_sample,
+                                                                   line):
+    """The centroid table's format follows an index's size (int8 rows below COMPACT_TABLE_MIN_TOKENS, 4-bit
+    above): a shard on the other side of that line from the codec's sample still stores the codec's own table,
+    so every shard has the codec's hash (1 shard larger than the sample; 8 shards smaller than it)."""
+    from plaidx.engine import codec as codec_module
+
+    monkeypatch.setattr(codec_module, "COMPACT_TABLE_MIN_TOKENS", line)
+    rng = np.random.default_rng(1)
+    docs = [rng.standard_normal((30, 16)).astype(np.float32) for _ in range(800)]  # 24,000 tokens
+    sh = build(tmp_path / "s", docs, n_shards, nlist=8, seed=0, kmeans_sample=kmeans_sample)
+    codec_dir = sh.path / sh.manifest["codec"]["dir"]
+    sizes = [idx.n_tokens for idx in sh.shards]
+    sample = plaidx.Index.open(codec_dir).n_tokens
+    assert (min(sizes) > line > sample) if n_shards == 1 else (max(sizes) < line < sample)
+    assert {codec_hash(p) for p in sh.shard_paths} == {codec_hash(codec_dir)}
+    one = plaidx.Index.build(tmp_path / "one", docs, codec_from=codec_dir)
+    q = rng.standard_normal((3, 8, 16)).astype(np.float32)
+    for i in range(3):
+        s1, i1 = sh.search(q[i], 5, exact=True)
+        s2, i2 = one.search(q[i], 5, exact=True)
+        np.testing.assert_array_equal(i1, i2)
+        np.testing.assert_allclose(s1, s2, atol=1e-5)

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..engine import Index, WriterLock
 from ..engine.build import PROBE_TOKENS, build_generation, check_target, gather_sample
+from ..engine.codec import reused_table
 from ..engine.inputs import as_document
 from ..engine.storage import MANIFEST, read_manifest, retire_unreferenced
 from .errors import ShardFormatError
@@ -188,7 +189,8 @@ def write_shard(shard_dir: str, rows: Any, lengths: np.ndarray, probe: dict[int,
                 seed: int, batch_tokens: int, metadata: dict[str, Any], threads: int | None = None) -> dict[str, int]:
     """Write one shard (an ordinary index) from its compressed rows through the engine's build; its counts."""
     path = Path(shard_dir)
-    codec = Index.open(codec_dir, verify="none")._snap.codec
+    snap = Index.open(codec_dir, verify="none")._snap
+    codec = snap.codec
     source = CompressedRows(lengths, codec.dim, probe, rows)
     check_target(path, overwrite=True)
     with fixed_threads(threads), WriterLock(path):
@@ -196,7 +198,8 @@ def write_shard(shard_dir: str, rows: Any, lengths: np.ndarray, probe: dict[int,
         retire_unreferenced(path, base)
         build_generation(path, source, None, base, nbits=codec.nbits, nlist=None, kmeans_niters=4, seed=seed,
                          kmeans_sample=None, batch_tokens=batch_tokens, metadata=metadata, progress=False,
-                         codec=codec, ops=CopyRows(source, codec.centroids))
+                         codec=codec, ops=CopyRows(source, codec.centroids),
+                         codec_table=reused_table(snap.a, codec.nbits))
     return _counts(shard_dir, Index.open(path, verify="none"))
 
 

@@ -185,10 +185,12 @@ def build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: d
                       nbits: int, nlist: int | None, kmeans_niters: int, seed: int, kmeans_sample: int | None,
                       batch_tokens: int, metadata: dict[str, Any] | None, progress: bool,
                       next_id: int | None = None, codec: ResidualCodec | None = None,
-                      kmeans: str = "auto", keep_vectors: str | None = None, ops: Any = None) -> Snapshot:
+                      kmeans: str = "auto", keep_vectors: str | None = None, ops: Any = None,
+                      codec_table: dict[str, np.ndarray] | None = None) -> Snapshot:
     """Write a whole new generation (centroids, codec, codes, IVF, and the kept vectors when ``keep_vectors``
     names a rerank tier) from documents; the lock is held. ``ops``: the device steps of a GPU build
-    (gpu_build.BuildOps: k-means, assigner, compress_stream), None for the CPU."""
+    (gpu_build.BuildOps: k-means, assigner, compress_stream), None for the CPU. ``codec_table``: with
+    ``codec``, the source's stored centroid arrays to keep verbatim (``codec.reused_table``)."""
     docs_iter, count = iter_documents(documents)
     spill = None
     source = documents
@@ -244,8 +246,10 @@ def build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: d
             avg_residual = np.abs(h_res).mean(axis=0).astype(np.float32)
         else:
             nl, dim, want = codec.centroids.shape[0], codec.dim, 0
-            # a format 1 source has float16 centroids at any nbits: compress against what will be stored
-            stored = centroid_arrays(codec.centroids, codec.nbits, n_tokens)
+            # the source's table as it is stored, or (a format 1 source: float16 centroids at any nbits) the
+            # table this index stores; either way, compress against what will be stored
+            stored = dict(codec_table) if codec_table is not None else centroid_arrays(codec.centroids, codec.nbits,
+                                                                                       n_tokens)
             centroids = stored_centroids(stored)
             codec = dataclasses.replace(codec, centroids=centroids)
             cutoffs, weights = codec.cutoffs, codec.weights

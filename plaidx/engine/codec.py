@@ -154,6 +154,16 @@ def centroid_arrays(centroids: np.ndarray, nbits: int, n_tokens: int | None = No
     return {"centroids": np.asarray(centroids, dtype=np.float32).astype(np.float16)}
 
 
+def reused_table(arrays: dict[str, np.ndarray], nbits: int) -> dict[str, np.ndarray] | None:
+    """The centroid arrays of a codec source (an index's stored arrays) that an index built with
+    ``codec_from`` stores verbatim, so that both hold the same codec bit for bit whatever their sizes
+    (a shard of a few tokens and a codec trained on many). None for a format 1 source, whose float16
+    table at nbits 1-2 is re-quantised to what format 3 stores (``centroid_arrays``)."""
+    if nbits <= 2 and arrays["centroids"].dtype == np.float16:
+        return None
+    return {name: np.array(arrays[name]) for name in ("centroids", "centroid_scales") if name in arrays}
+
+
 def stored_centroids(arrays: dict[str, np.ndarray]) -> np.ndarray:
     """float32 (nlist, d): the centroids an index compressed against, from what it stores (4-bit or int8
     rows and scales, or float16)."""

@@ -22,7 +22,7 @@ from .build import (
     progress_bar,
 )
 from .clustering import Assigner
-from .codec import code_dtype
+from .codec import code_dtype, reused_table
 from .gpu_build import build_ops
 from .inputs import as_document, as_queries, check_k, iter_documents
 from .params import SearchParams
@@ -184,10 +184,11 @@ class Index:
         """
         path = Path(path)
         keep_vectors = check_keep_vectors(keep_vectors)
-        codec = None
+        codec = table = None
         if codec_from is not None:
             src = codec_from if isinstance(codec_from, Index) else Index.open(codec_from)
             codec = src._snap.codec
+            table = reused_table(src._snap.a, codec.nbits)
             if nlist is not None and nlist != codec.centroids.shape[0]:
                 raise ValueError(f"nlist={nlist} conflicts with codec_from's nlist={codec.centroids.shape[0]}")
             nbits, nlist = codec.nbits, None
@@ -201,7 +202,8 @@ class Index:
             snap = build_generation(path, documents, None, base, nbits=nbits, nlist=nlist,
                                      kmeans_niters=kmeans_niters, seed=seed, kmeans_sample=kmeans_sample,
                                      batch_tokens=batch_tokens, metadata=metadata, progress=progress,
-                                     codec=codec, kmeans=kmeans, keep_vectors=keep_vectors, ops=ops)
+                                     codec=codec, kmeans=kmeans, keep_vectors=keep_vectors, ops=ops,
+                                     codec_table=table)
         return cls(path, snap)
 
     # ------------------------------------------------------------------ search
