@@ -75,6 +75,7 @@ def _decoded_maxsim(index: plaidx.Index, queries: np.ndarray) -> tuple[np.ndarra
 def _assert_wide(index: plaidx.Index) -> None:
     m = _manifest(index)
     assert m["format_version"] == storage.WIDE_CODES_FORMAT_VERSION == 4
+    assert m["build"]["format_version"] == 4  # what the build wrote, recorded with its statistics
     assert m["arrays"]["codes"]["dtype"] == "<u4" and index.nlist == NLIST
     assert np.asarray(index._snap.a["codes"]).dtype == np.uint32
     assert index.verify() == []
@@ -147,6 +148,7 @@ def test_indexes_up_to_65536_centroids_keep_uint16_codes_and_format_3(tmp_path):
     index = plaidx.Index.build(tmp_path / "narrow", _docs(5, 60, 5, 20), nbits=2, nlist=64, kmeans_niters=1)
     m = _manifest(index)
     assert m["format_version"] == 3 and m["arrays"]["codes"]["dtype"] == "<u2"
+    assert m["build"]["format_version"] == 3
     assert index._snap.doc_cells()[0].dtype == np.uint16
     index.add(_docs(6, 5, 5, 20))
     m = _manifest(index)

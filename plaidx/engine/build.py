@@ -23,7 +23,7 @@ from .clustering import (
 from .codec import NBITS, ResidualCodec, centroid_arrays, code_dtype, stored_centroids, train_codebooks
 from .inputs import as_document, iter_documents
 from .snapshot import Snapshot
-from .storage import FORMAT_VERSION, MANIFEST, Transaction, load_generation
+from .storage import MANIFEST, Transaction, format_version_for, load_generation
 from .vectors import VectorWriter
 
 PROBE_TOKENS = 1 << 15  # tokens a build with a given codec assigns for its residual statistics
@@ -289,7 +289,7 @@ def build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: d
                             "kmeans_sample": int(min(want, n_tokens)),
                             "n_tokens": n_tokens, "residual_norm_mean": ref_norm,
                             "residual_norm_mean_all_tokens": norm_sum / n_tokens,
-                            "format_version": FORMAT_VERSION, **(ops.manifest() if ops else {})}}
+                            "format_version": format_version_for(code_dtype(nl)), **(ops.manifest() if ops else {})}}
         manifest = tx.commit(fields)
     except BaseException:
         tx.abort()

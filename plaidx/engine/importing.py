@@ -14,7 +14,7 @@ from .build import check_target
 from .clustering import MAX_NLIST
 from .codec import NBITS, ResidualCodec, code_dtype
 from .index import Index
-from .storage import FORMAT_VERSION, MANIFEST, Transaction, WriterLock, read_manifest, retire_unreferenced
+from .storage import MANIFEST, Transaction, WriterLock, format_version_for, read_manifest, retire_unreferenced
 
 _NORM_SAMPLE = 1 << 14  # tokens decompressed for the residual norm that drift is measured against
 
@@ -140,7 +140,7 @@ def import_compressed(path: str | os.PathLike, *, centroids: np.ndarray, cutoffs
                       "build": {"imported_from": dict(source or {}), "n_tokens": n_tokens,
                                 "residual_norm_mean": ref_norm, "residual_norm_mean_all_tokens": ref_norm,
                                 "timings": {"import_s": round(time.perf_counter() - t0, 3)},
-                                "format_version": FORMAT_VERSION}}
+                                "format_version": format_version_for(cdt)}}
             tx.commit(fields)
         except BaseException:
             tx.abort()

@@ -41,10 +41,15 @@ except ImportError:  # pragma: no cover - not on the CI platform
     fcntl = None
 
 
+def format_version_for(codes_dtype: Any) -> int:
+    """The format version a generation with codes of this dtype is written as: 4 for uint32, else 3."""
+    return WIDE_CODES_FORMAT_VERSION if np.dtype(codes_dtype) == np.dtype("<u4") else FORMAT_VERSION
+
+
 def format_version_of(arrays: dict[str, ArrayEntry]) -> int:
-    """The format version a generation with these arrays is written as: 4 with uint32 codes, else 3."""
+    """The format version a generation with these arrays is written as (``format_version_for`` its codes)."""
     codes = arrays.get("codes")
-    return WIDE_CODES_FORMAT_VERSION if codes is not None and codes.dtype == "<u4" else FORMAT_VERSION
+    return format_version_for(codes.dtype) if codes is not None else FORMAT_VERSION
 
 
 def fsync_dir(path: Path) -> None:
