@@ -394,3 +394,18 @@ def test_shards_store_the_codec_table_verbatim_whatever_their_size(tmp_path, mon
         s2, i2 = one.search(q[i], 5, exact=True)
         np.testing.assert_array_equal(i1, i2)
         np.testing.assert_allclose(s1, s2, atol=1e-5)
+
+
+def test_a_part_travels_checked_and_in_its_own_precision():
+    """What goes to a remote shard task: float16 documents stay float16 (half the object store), others become
+    float32; a bad document is refused before anything travels, with its global position."""
+    from plaidx.distributed.steps import Part
+
+    rng = np.random.default_rng(0)
+    docs = [rng.standard_normal((5, 8)).astype(np.float16), rng.standard_normal((4, 8)).astype(np.float64)]
+    out = Part(docs, 0, 2).materialize()
+    assert [d.dtype for d in out] == [np.float16, np.float32]
+    np.testing.assert_array_equal(out[0], docs[0])
+    bad = [docs[0], np.full((3, 8), np.nan, np.float16)]
+    with pytest.raises(ValueError, match=r"documents\[11\].*NaN"):
+        Part([None] * 10 + bad, 10, 12).materialize()

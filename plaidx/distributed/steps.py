@@ -13,7 +13,7 @@ import numpy as np
 from ..engine import Index, WriterLock
 from ..engine.build import PROBE_TOKENS, build_generation, check_target, gather_sample
 from ..engine.codec import reused_table
-from ..engine.inputs import as_document
+from ..engine.inputs import as_document, to_numpy
 from ..engine.storage import MANIFEST, read_manifest, retire_unreferenced
 from .errors import ShardFormatError
 from .manifest import codec_hash, engine_fields
@@ -36,8 +36,15 @@ class Part:
         return self.source[self.lo + i]
 
     def materialize(self) -> list[np.ndarray]:
-        """The documents as a list of float32 arrays (what travels to a remote worker)."""
-        return [as_document(self[i], None, f"documents[{self.lo + i}]") for i in range(len(self))]
+        """The documents as a list of checked arrays (what travels to a remote worker): float16 ones stay
+        float16, half the bytes in the object store (the worker widens them as a local build does), the
+        others float32."""
+        out = []
+        for i in range(len(self)):
+            raw = to_numpy(self[i])
+            doc = as_document(raw, None, f"documents[{self.lo + i}]")
+            out.append(np.ascontiguousarray(raw) if raw.dtype == np.float16 else doc)
+        return out
 
 
 def scan_part(part: Any, first: int) -> tuple[np.ndarray, str]:
