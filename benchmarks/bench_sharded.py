@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     coll = synthetic.ensure(n_docs=args.ndocs)
     truth = exact_topk_cached(coll, args.k)[1]
     queries = np.ascontiguousarray(coll.queries)
-    docs = [np.array(coll.doc(i)) for i in range(coll.n_docs)]
+    docs = [coll.doc(i) for i in range(coll.n_docs)]  # memory-mapped views: the page cache, not a copy
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_sharded_"))
     work.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
