@@ -4,8 +4,10 @@ For each collection (``families.py`` families at ``--ndocs``, the real sets enco
 ``real_embeddings.py``) it runs ``bench_engine.py`` (each engine built and searched in its own
 subprocess, PLAID builds reused from ``results/cache/runs`` with ``--reuse``) with:
 
-- plaidx: its defaults, a wide setting (nprobe 8, threshold 0.4, ndocs 4096) and ``exact=True``
-  (every document scored over the compressed index: the codec's ceiling);
+- plaidx: its defaults, a wide setting (nprobe 8, threshold 0.4, ndocs 4096), a best setting (the same
+  with ndocs 16384, so n_exact 2048: the highest-recall setting of ``defaults_sweep_families.md`` that
+  is still far faster than PLAID's wide) and ``exact=True`` (every document scored over the compressed
+  index: the codec's ceiling);
 - PLAID: its k <= 10 defaults (ncells 1, threshold 0.5, ndocs 256) and a wide setting (ncells 4,
   threshold 0.4, ndocs 4096).
 
@@ -35,6 +37,7 @@ from collection import CACHE_DIR, RESULTS_DIR, is_complete  # noqa: E402
 BENCH = Path(__file__).resolve().parent
 REAL = ("cranfield", "cisi", "scifact")
 WIDE_PLAIDX = {"nprobe": 8, "centroid_score_threshold": 0.4, "ndocs": 4096}
+BEST_PLAIDX = {"nprobe": 8, "centroid_score_threshold": 0.4, "ndocs": 16384}  # n_exact 2048 by default
 WIDE_PLAID = "4,0.4,4096"
 
 
@@ -60,48 +63,104 @@ def classify(row: dict) -> str:
     p = row.get("params") or {}
     if row["engine"] == "plaid":
         return "PLAID wide" if p.get("ncells", 1) > 1 else "PLAID defaults"
+    tier = " (int8 tier)" if row["engine"] != "plaidx" else ""
     if p.get("exact"):
-        return "plaidx exact"
-    return "plaidx wide" if p else "plaidx defaults"
+        return "plaidx exact" + tier
+    return {json.dumps(WIDE_PLAIDX): "plaidx wide", json.dumps(BEST_PLAIDX): "plaidx best",
+            "{}": "plaidx defaults"}.get(json.dumps(p), "plaidx other") + tier
+
+
+def targets(rows: dict[str, dict]) -> dict | None:
+    """Issue 15's two PLAID targets on one collection's rows (by kind), or None without both PLAID rows.
+
+    1. plaidx defaults >= PLAID defaults in recall@10 at <= 1/3 of its p50;
+    2. plaidx's best setting (highest recall among its non-exhaustive settings faster than PLAID's wide)
+       >= PLAID's wide in recall@10.
+    """
+    xd, pd, pw = rows.get("plaidx defaults"), rows.get("PLAID defaults"), rows.get("PLAID wide")
+    if not (xd and pd and pw):
+        return None
+    fast = [r for kind, r in rows.items() if kind.startswith("plaidx") and "exact" not in kind
+            and r["p50_ms"] < pw["p50_ms"]]
+    best = max(fast, key=lambda r: (r["recall_at_k"], -r["p50_ms"])) if fast else None
+    ratio = xd["p50_ms"] / pd["p50_ms"]
+    cpu = (xd["cpu_p50_ms"] / pd["cpu_p50_ms"]) if xd.get("cpu_p50_ms") and pd.get("cpu_p50_ms") else None
+    out = {"defaults_recall": (xd["recall_at_k"], pd["recall_at_k"]), "defaults_p50_ratio": ratio,
+           "defaults_cpu_ratio": cpu, "defaults_met": xd["recall_at_k"] >= pd["recall_at_k"] and ratio <= 1 / 3,
+           "best": None, "best_met": False}
+    if best is not None:
+        out.update(best={"kind": classify(best), "params": best.get("params"), "recall": best["recall_at_k"],
+                         "p50_ms": best["p50_ms"]},
+                   best_recall=(best["recall_at_k"], pw["recall_at_k"]), best_p50_ratio=best["p50_ms"] / pw["p50_ms"],
+                   best_met=best["recall_at_k"] >= pw["recall_at_k"])
+    return out
 
 
 def summary(entries: list[tuple[str, dict]], tag: str) -> None:
-    cols = ["plaidx defaults", "plaidx wide", "plaidx exact", "PLAID defaults", "PLAID wide"]
+    cols = ["plaidx defaults", "plaidx wide", "plaidx best", "plaidx exact", "plaidx defaults (int8 tier)",
+            "PLAID defaults", "PLAID wide"]
     lines = [f"# plaidx vs Stanford PLAID across collection families ({tag})", "",
              "recall@10 against exact MaxSim over the uncompressed embeddings (nDCG@10 for real sets in "
              "brackets), p50 single-query latency in ms after the slash. plaidx wide: "
-             f"{json.dumps(WIDE_PLAIDX)}; PLAID wide: ncells,threshold,ndocs {WIDE_PLAID}; exact: every "
-             "document scored over the compressed index (the codec's ceiling). nbits 2, k 10, 2 threads. "
-             "Per-collection reports: `results/engine_<name>_<n>_" + tag + ".md`.", "",
+             f"{json.dumps(WIDE_PLAIDX)}; plaidx best: {json.dumps(BEST_PLAIDX)} (n_exact 2048); PLAID wide: "
+             f"ncells,threshold,ndocs {WIDE_PLAID}; exact: every document scored over the compressed index (the "
+             "codec's ceiling); int8 tier: an index built with keep_vectors=\"int8\" (where one was run). nbits 2, "
+             "k 10, 2 threads. One run per collection (both engines searched in it, builds reused): compare "
+             "latencies only within a row. Per-collection reports: `results/engine_<name>_<n>_" + tag + ".md`.", "",
              "| collection | tokens | d | " + " | ".join(cols) + " | plaidx B/token | PLAID B/token |",
              "|" + "---|" * (len(cols) + 5)]
-    table = []
+    table, checks = [], []
     for name, rep in entries:
-        cells = {}
-        bpt = {}
+        cells, bpt, kinds = {}, {}, {}
         for row in rep["rows"]:
             if row.get("recall_at_k") is None:
                 continue
             kind = classify(row)
+            kinds[kind] = row
             nd = f" [{row['ndcg_at_k']:.3f}]" if row.get("ndcg_at_k") is not None else ""
             cells[kind] = f"{row['recall_at_k']:.3f}{nd} / {row['p50_ms']:.1f}"
-            bpt[row["engine"]] = row.get("bytes_per_token")
+            bpt.setdefault(row["engine"], row.get("bytes_per_token"))
             table.append({"collection": name, "kind": kind, "recall": row["recall_at_k"],
-                          "ndcg": row.get("ndcg_at_k"), "p50_ms": row["p50_ms"],
-                          "bytes_per_token": row.get("bytes_per_token"), "params": row.get("params")})
+                          "ndcg": row.get("ndcg_at_k"), "p50_ms": row["p50_ms"], "cpu_p50_ms": row.get("cpu_p50_ms"),
+                          "bytes_per_token": row.get("bytes_per_token"), "params": row.get("params"),
+                          "engine": row["engine"], "nlist": row.get("nlist"), "report_created": rep.get("created")})
         c = rep["collection"]
         lines.append(f"| {name} | {c['n_tokens']:,} | {c['dim']} | " + " | ".join(cells.get(k, "-") for k in cols)
                      + f" | {bpt.get('plaidx') or 0:.1f} | {bpt.get('plaid') or 0:.1f} |")
+        t = targets(kinds)
+        if t is not None:
+            checks.append((name, rep, t))
+    if checks:
+        lines += ["", "## Issue 15 targets, collection by collection", "",
+                  "Target 1: plaidx defaults >= PLAID defaults in recall@10 at <= 1/3 of its p50. Target 2: plaidx's "
+                  "best setting (highest recall among its non-exhaustive settings faster than PLAID's wide) >= "
+                  "PLAID's wide in recall@10. p50 ratios within that collection's run (CPU: process CPU time).", "",
+                  "| collection | run | defaults recall plaidx / PLAID | p50 ratio (CPU) | target 1 | best setting | "
+                  "best / PLAID wide recall | p50 ratio | target 2 |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for name, rep, t in checks:
+            cpu = f" ({t['defaults_cpu_ratio']:.2f})" if t["defaults_cpu_ratio"] else ""
+            b = t["best"]
+            best = (f"{b['kind']} | {t['best_recall'][0]:.3f} / {t['best_recall'][1]:.3f} | "
+                    f"{t['best_p50_ratio']:.3f}") if b else "none faster than PLAID wide | - | -"
+            lines.append(f"| {name} | {rep.get('created', '?')} | {t['defaults_recall'][0]:.3f} / "
+                         f"{t['defaults_recall'][1]:.3f} | {t['defaults_p50_ratio']:.2f}{cpu} | "
+                         f"{'met' if t['defaults_met'] else '**not met**'} | {best} | "
+                         f"{'met' if t['best_met'] else '**not met**'} |")
     first = entries[0][1] if entries else {}
     m = first.get("machine", {})
     lines += ["", f"{dt.datetime.now().isoformat(timespec='seconds')} | {m.get('cpu')} ({m.get('cpu_count')} cores) | "
               f"plaidx commit {(first.get('git') or {}).get('commit', '?')[:10]} | OPENBLAS_CORETYPE="
               f"{(m.get('env') or {}).get('OPENBLAS_CORETYPE')} | BLAS: " + ", ".join(
                   f"{b.get('internal_api')} {b.get('architecture')}" for b in m.get("blas_harness", [])),
+              "", "Load average at the start and end of each run: " + "; ".join(
+                  f"{name} {[round(x, 2) for x in rep['machine'].get('loadavg_at_start', [])]} -> "
+                  f"{[round(x, 2) for x in rep['machine'].get('loadavg_1_5_15', [])]}" for name, rep in entries),
               "", "Command: `" + " ".join([Path(sys.executable).name, *sys.argv]) + "`"]
     (RESULTS_DIR / f"families_{tag}.md").write_text("\n".join(lines) + "\n")
-    (RESULTS_DIR / f"families_{tag}.json").write_text(json.dumps({"rows": table, "machine": m,
-                                                                "git": first.get("git")}, indent=1))
+    (RESULTS_DIR / f"families_{tag}.json").write_text(json.dumps(
+        {"rows": table, "targets": {name: t for name, _, t in checks}, "machine": m, "git": first.get("git")},
+        indent=1))
     print("\n".join(lines), flush=True)
 
 
@@ -126,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             cmd = [sys.executable, str(BENCH / "bench_engine.py"), "--dataset", name, "--collection", str(path),
                    "--peers", args.peers, "--nice", str(args.nice), "--tag", args.tag, "--plaidx-exact",
                    "--nprobe", str(WIDE_PLAIDX["nprobe"]), "--threshold", str(WIDE_PLAIDX["centroid_score_threshold"]),
-                   "--search-ndocs", str(WIDE_PLAIDX["ndocs"]), "--plaid-configs", f"1,0.5,256;{WIDE_PLAID}",
+                   "--search-ndocs", f"{WIDE_PLAIDX['ndocs']},{BEST_PLAIDX['ndocs']}", "--plaid-configs", f"1,0.5,256;{WIDE_PLAID}",
                    *(["--reuse"] if args.reuse else []), *args.extra.split()]
             print(f"[families {time.strftime('%H:%M:%S')}] {name}: {' '.join(cmd[2:])}", flush=True)
             subprocess.run(cmd, check=False)
