@@ -195,13 +195,15 @@ def main(argv: list[str] | None = None) -> int:
         remote.close()
 
     overhead = measure_overhead(work, shard_counts) if ray is not None else None
+    overhead_load = list(os.getloadavg())
     result = {"benchmark": "sharded", "dataset": f"synthetic_{args.ndocs}", "started": started,
               "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "command": command,
               "git": git_info(), "machine": machine_info(os.cpu_count() or 1),
               "collection": {"n_docs": coll.n_docs, "n_tokens": coll.n_tokens, "dim": coll.dim,
                              "nq": int(queries.shape[0])},
               "k": args.k, "nbits": args.nbits, "ray_start_s": ray_start_s if ray is not None else None,
-              "ray_version": getattr(ray, "__version__", None), "ray_overhead": overhead, "rows": rows}
+              "ray_version": getattr(ray, "__version__", None), "ray_overhead": overhead,
+              "ray_overhead_loadavg": overhead_load if overhead is not None else None, "rows": rows}
     one = next((x for x in rows if x["executor"] == "local" and x["shards"] == 1), None)
     if one is not None and one.get("compress_s_per_shard"):
         result["codec_train_s"] = one["codec_s"]
@@ -350,7 +352,7 @@ def render(r: dict) -> str:
                      f"{row['p95_ms']:.2f} | {row['batched_qps']} | {mib} | {rss} | {over} |")
     if r.get("ray_overhead"):
         lines += ["", "Ray's cost per query apart from search work (tiny shards of 4 short documents, single "
-                  f"queries, p50 of 200; load average then {r.get('ray_overhead_loadavg', '?')}):", "",
+                  f"queries, p50 of 200; load average then {r.get('ray_overhead_loadavg') or 'not recorded'}):", "",
                   "| shards | in-process p50 ms | Ray p50 ms | Ray p95 ms | overhead p50 ms |", "|---|---|---|---|---|"]
         for s_, v in sorted(r["ray_overhead"].items(), key=lambda kv: int(kv[0])):
             lines.append(f"| {s_} | {v['in_process_p50_ms']:.2f} | {v['ray_p50_ms']:.2f} | {v['ray_p95_ms']:.2f} | "
