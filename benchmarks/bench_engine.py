@@ -185,6 +185,9 @@ def plaidx_grid(args, exact: bool | None = None) -> list[dict]:
         names = [n for n, _ in given]
         for combo in itertools.product(*[v for _, v in given]):
             grid.append(dict(zip(names, combo)))
+    for extra in json.loads(getattr(args, "plaidx_settings", None) or "[]"):
+        if extra not in grid:
+            grid.append(extra)
     if args.plaidx_exact if exact is None else exact:
         grid.append({"exact": True})
     return grid
@@ -461,6 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threshold", default=None, help="plaidx grid: centroid_score_threshold comma list")
     ap.add_argument("--search-ndocs", default=None, help="plaidx grid: ndocs comma list")
     ap.add_argument("--plaidx-exact", action="store_true", help="also run plaidx exact=True")
+    ap.add_argument("--plaidx-settings", default=None, metavar="JSON",
+                    help='more plaidx settings beside the grid: a JSON list of search-parameter dicts, e.g. '
+                         '\'[{"nprobe": 4, "ndocs": 2048}]\'')
     ap.add_argument("--plaidx-keep-vectors", default=None, choices=["int8", "float16"],
                     help="also build and search a plaidx index with this rerank tier (engine plaidx-<kind>)")
     ap.add_argument("--exact-float", type=int, default=0, metavar="N",
