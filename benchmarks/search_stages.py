@@ -30,8 +30,6 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import families  # noqa: E402
 from bench_engine import git_info, machine_info  # noqa: E402
