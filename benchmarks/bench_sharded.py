@@ -324,6 +324,19 @@ def write_projection(result_file: Path) -> int:
     return 0
 
 
+def load_note(m: dict) -> str:
+    """What the load average says about this run's latencies (it includes the run's own threads and actors,
+    up to about twice the cores here, so only a higher one means other work shared the machine)."""
+    if (m.get("loadavg_1_5_15") or [0])[0] > 2 * m.get("cpu_count", 1):
+        return ("- The machine was shared and heavily loaded (load average above): a 2-thread OpenMP search waits "
+                "at its barriers for descheduled threads, so one shard in-process (2 threads) can be slower than the "
+                "same shard in one single-threaded actor. Compare rows of this run only.")
+    return ("- No other work shared the machine (the load average above is this run's own): in-process, one shard uses "
+            "every core, while each Ray actor searches with one thread and its shards share the cores with the "
+            "other actors, so on this 2-core machine Ray's latency is the search at one thread plus the round "
+            "trips measured below. On a cluster each actor has cores of its own.")
+
+
 def render(r: dict) -> str:
     m, c = r["machine"], r["collection"]
     blas = [f"{b.get('internal_api')} {b.get('version')} {b.get('architecture')} ({b.get('num_threads')} threads)"
@@ -361,9 +374,7 @@ def render(r: dict) -> str:
               "- In-process, one shard is searched with all cores (OpenMP); several shards run side by side in a "
               "thread pool with a share of the cores each. Ray actors (0.5 CPU each) search their shards in "
               "parallel with one thread each, the query put in the object store once.",
-              "- The machine was shared and heavily loaded (load average above): a 2-thread OpenMP search waits "
-              "at its barriers for descheduled threads, which is why one shard in-process (2 threads) is slower "
-              "than the same shard in one single-threaded actor. Compare rows of this run only.",
+              load_note(m),
               "- Every shard gets the search parameters one index of the whole collection would use (the same "
               "ndocs per shard), so recall does not fall with more shards; the work per query grows with them.",
               "- A Ray build equals the local build with the same seed (same codec hash: "
