@@ -65,6 +65,8 @@ def classify(row: dict) -> str:
     p = row.get("params") or {}
     if row["engine"] == "plaid":
         return "PLAID wide" if p.get("ncells", 1) > 1 else "PLAID defaults"
+    if row["engine"].startswith("exact"):
+        return "exact float32"  # the brute-force row over the uncompressed embeddings (--exact-float)
     tier = " (int8 tier)" if row["engine"] != "plaidx" else ""
     if p.get("exact"):
         return "plaidx exact" + tier
