@@ -409,3 +409,29 @@ def test_a_part_travels_checked_and_in_its_own_precision():
     bad = [docs[0], np.full((3, 8), np.nan, np.float16)]
     with pytest.raises(ValueError, match=r"documents\[11\].*NaN"):
         Part([None] * 10 + bad, 10, 12).materialize()
+
+
+def test_text_sample_encodes_batches_until_the_codec_sample_is_reached(monkeypatch):
+    """The codec sample of texts (token counts unknown until encoded): the pilot first, then more batches,
+    ending with the shortest prefix of the seeded order that holds the target tokens."""
+    build_mod = importlib.import_module("plaidx.distributed.build")  # the module (the package exports build())
+    lengths = np.random.default_rng(0).integers(3, 30, size=500)
+
+    class FakeInput:  # take() "encodes" documents into arrays of their lengths
+        def __init__(self):
+            self.calls = []
+
+        def take(self, pos):
+            self.calls.append(len(pos))
+            return [np.zeros((int(lengths[p]), 8), np.float32) for p in pos]
+
+    monkeypatch.setattr(build_mod._TextSample, "PILOT_DOCS", 16)
+    order = np.random.default_rng(1).permutation(lengths.size)
+    inp = FakeInput()
+    ts = build_mod._TextSample(inp, order)
+    docs = ts.upto(2000)
+    n = len(docs)
+    assert [d.shape[0] for d in docs] == lengths[order[:n]].tolist()
+    assert lengths[order[:n]].sum() >= 2000 > lengths[order[:n - 1]].sum()
+    assert len(inp.calls) >= 2 and inp.calls[0] == 16  # the pilot, then at least one more batch
+    assert len(ts.upto(10 ** 9)) == lengths.size  # a target past the collection takes every document

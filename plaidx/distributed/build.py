@@ -226,10 +226,12 @@ class _TextSample:
 
     def upto(self, target: int) -> list[np.ndarray]:
         """The shortest prefix of the order that holds ``target`` tokens (the whole collection at most)."""
-        while sum(d.shape[0] for d in self.docs) < target and len(self.docs) < self.order.size:
-            mean = sum(d.shape[0] for d in self.docs) / len(self.docs)
-            more = int((target - sum(d.shape[0] for d in self.docs)) / mean * 1.1) + 16
-            self.docs += self.inp.take(self.order[len(self.docs): len(self.docs) + more])
+        have = sum(d.shape[0] for d in self.docs)
+        while have < target and len(self.docs) < self.order.size:
+            more = int((target - have) / (have / len(self.docs)) * 1.1) + 16
+            new = self.inp.take(self.order[len(self.docs): len(self.docs) + more])
+            self.docs += new
+            have += sum(d.shape[0] for d in new)
         return self.docs[: _prefix(np.array([d.shape[0] for d in self.docs]), target)]
 
 
