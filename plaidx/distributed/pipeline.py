@@ -11,6 +11,7 @@ import numpy as np
 
 from ..engine import Index
 from ..engine.clustering import Assigner
+from ..engine.codec import code_dtype
 from ..engine.inputs import as_document
 from .steps import fixed_threads, probe_positions, write_shard
 
@@ -226,7 +227,7 @@ class _Compress(_Stage):
         super().__init__(column, texts, model)
         self.codec = Index.open(codec_dir, verify="none")._snap.codec
         self.assigner = Assigner(self.codec.centroids)
-        self.code_dtype = self.assigner.assign(np.zeros((0, self.codec.dim), np.float32)).dtype
+        self.code_dtype = code_dtype(self.codec.centroids.shape[0])
         self.keep, self.threads = keep, threads
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, np.ndarray]:

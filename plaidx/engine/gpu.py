@@ -14,7 +14,8 @@ from typing import Any
 
 # The CUDA kernels read uint16 codes: an index of more centroids (uint32 codes, format 4) searches and
 # builds on the CPU.
-MAX_NLIST = 1 << 16
+from .codec import MAX_NLIST_UINT16 as MAX_NLIST
+
 MAX_NPROBE = 512  # the CUDA probe kernel's largest nprobe below nlist (kMaxProbe in csrc/cuda/kernels.cu)
 
 try:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import IndexFormatError, IndexLockedError
+from .codec import code_dtype
 
 FORMAT_NAME = "plaidx-index"
 FORMAT_VERSION = 3  # 3: centroids as 4-bit pairs + scales at nbits <= 2; 2: int8 rows; 1: float16
@@ -199,8 +200,7 @@ def validate_manifest(manifest: Any, where: str = MANIFEST) -> dict[str, Any]:
             raise IndexFormatError(f"{where}: array {name!r} names an invalid file {e.file!r}")
     if "codes" in manifest["arrays"]:
         dtype = ArrayEntry.from_json("codes", manifest["arrays"]["codes"]).dtype
-        wide = manifest["nlist"] > (1 << 16)
-        if dtype not in _CODE_DTYPES or version < _CODE_DTYPES[dtype] or (dtype == "<u4") != wide:
+        if dtype not in _CODE_DTYPES or version < _CODE_DTYPES[dtype] or dtype != code_dtype(manifest["nlist"]).str:
             raise IndexFormatError(
                 f"{where}: codes stored as {dtype} in a format {version} index of nlist {manifest['nlist']}; "
                 "codes must be uint16 (<u2) up to 65536 centroids and uint32 (<u4, format 4) above, so the "
