@@ -32,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import families  # noqa: E402
+from bench_engine import plaid_targets  # noqa: E402
 from collection import CACHE_DIR, RESULTS_DIR, is_complete  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
@@ -75,29 +76,20 @@ def classify(row: dict) -> str:
             "{}": "plaidx defaults"}.get(json.dumps(p), "plaidx other") + tier
 
 
-def targets(rows: dict[str, dict]) -> dict | None:
-    """Issue 15's two PLAID targets on one collection's rows (by kind), or None without both PLAID rows.
-
-    1. plaidx defaults >= PLAID defaults in recall@10 at <= 1/3 of its p50;
-    2. plaidx's best setting (highest recall among its non-exhaustive settings faster than PLAID's wide,
-       on the same index: rows of an int8 rerank tier are left out) >= PLAID's wide in recall@10.
-    """
-    xd, pd, pw = rows.get("plaidx defaults"), rows.get("PLAID defaults"), rows.get("PLAID wide")
-    if not (xd and pd and pw):
+def targets(rows: list[dict]) -> dict | None:
+    """Issue 15's two PLAID targets on one collection's report rows (``bench_engine.plaid_targets``), in
+    the summary's terms, or None without both PLAID rows."""
+    t = plaid_targets(rows)
+    if t is None:
         return None
-    fast = [r for kind, r in rows.items() if kind.startswith("plaidx") and "exact" not in kind
-            and "tier" not in kind and r["p50_ms"] < pw["p50_ms"]]  # the int8 tier is another, 5x larger index
-    best = max(fast, key=lambda r: (r["recall_at_k"], -r["p50_ms"])) if fast else None
-    ratio = xd["p50_ms"] / pd["p50_ms"]
-    cpu = (xd["cpu_p50_ms"] / pd["cpu_p50_ms"]) if xd.get("cpu_p50_ms") and pd.get("cpu_p50_ms") else None
-    out = {"defaults_recall": (xd["recall_at_k"], pd["recall_at_k"]), "defaults_p50_ratio": ratio,
-           "defaults_cpu_ratio": cpu, "defaults_met": xd["recall_at_k"] >= pd["recall_at_k"] and ratio <= 1 / 3,
-           "best": None, "best_met": False}
+    xd, pd, pw, best = t["defaults"], t["plaid_defaults"], t["plaid_wide"], t["best"]
+    out = {"defaults_recall": (xd["recall_at_k"], pd["recall_at_k"]), "defaults_p50_ratio": t["p50_ratio"],
+           "defaults_cpu_ratio": t["cpu_ratio"], "defaults_met": t["defaults_met"], "best": None, "best_met": False}
     if best is not None:
         out.update(best={"kind": classify(best), "params": best.get("params"), "recall": best["recall_at_k"],
                          "p50_ms": best["p50_ms"]},
                    best_recall=(best["recall_at_k"], pw["recall_at_k"]), best_p50_ratio=best["p50_ms"] / pw["p50_ms"],
-                   best_met=best["recall_at_k"] >= pw["recall_at_k"])
+                   best_met=t["best_met"])
     return out
 
 
@@ -116,12 +108,11 @@ def summary(entries: list[tuple[str, dict]], tag: str) -> None:
              "|" + "---|" * (len(cols) + 5)]
     table, checks = [], []
     for name, rep in entries:
-        cells, bpt, kinds = {}, {}, {}
+        cells, bpt = {}, {}
         for row in rep["rows"]:
             if row.get("recall_at_k") is None:
                 continue
             kind = classify(row)
-            kinds[kind] = row
             nd = f" [{row['ndcg_at_k']:.3f}]" if row.get("ndcg_at_k") is not None else ""
             cells[kind] = f"{row['recall_at_k']:.3f}{nd} / {row['p50_ms']:.1f}"
             bpt.setdefault(row["engine"], row.get("bytes_per_token"))
@@ -132,7 +123,7 @@ def summary(entries: list[tuple[str, dict]], tag: str) -> None:
         c = rep["collection"]
         lines.append(f"| {name} | {c['n_tokens']:,} | {c['dim']} | " + " | ".join(cells.get(k, "-") for k in cols)
                      + f" | {bpt.get('plaidx') or 0:.1f} | {bpt.get('plaid') or 0:.1f} |")
-        t = targets(kinds)
+        t = targets(rep["rows"])
         if t is not None:
             checks.append((name, rep, t))
     if checks:
