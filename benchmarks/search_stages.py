@@ -10,7 +10,10 @@ by query so load changes hit every setting alike:
 - ``candidates``: the default nprobe and ndocs with n_exact k: stages 1-4 (candidate generation and
   both centroid-interaction passes), almost no exact scoring;
 - ``defaults``: the whole default search (the exact MaxSim of n_exact = 128 decompressed documents);
-- ``n_exact 64``: the defaults with half the exact stage, to show what a cheaper default would trade.
+- ``n_exact 64``: the defaults with half the exact stage, to show what a cheaper default would trade;
+- ``probe f32`` and ``defaults f32``: ``probe`` and ``defaults`` with the float32 first stage of earlier
+  releases (the same index opened a second time with its int8 cell codes switched off), so the int8 cell
+  scores' gain and their effect on recall show side by side.
 
 Each setting's recall@k against exact MaxSim comes from one batched call over every query. PLAID's
 default p50 is read from the family's ``engine_<family>_<n>_families.json`` (same machine, an earlier
@@ -40,6 +43,13 @@ import plaidx  # noqa: E402
 
 STAGES = {"probe": {"nprobe": 1, "ndocs": 10, "n_exact": 10}, "candidates": {"n_exact": 10}, "defaults": {},
           "n_exact 64": {"n_exact": 64}}
+FLOAT_STAGES = ("probe", "defaults")  # also timed with float32 cell scores
+
+
+def float_cells(index: plaidx.Index) -> plaidx.Index:
+    """index with its first stage in float32, as before the int8 cell scores (a benchmark-only switch)."""
+    index._snap.__dict__["cell_codes"] = None  # the cached property's value: None means float32 scores
+    return index
 
 
 def plaid_default_p50(name: str, n_docs: int) -> float | None:
@@ -70,11 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         coll = families.ensure(name, args.ndocs)
         _, truth = exact_topk_cached(coll, args.k, threads=args.threads)
         index = plaidx.Index.open(path)
-        settings = [dict(s, num_threads=args.threads) for s in STAGES.values()]
+        f32 = float_cells(plaidx.Index.open(path))
+        labelled = [(label, s, index) for label, s in STAGES.items()]
+        labelled += [(f"{label} f32", STAGES[label], f32) for label in FLOAT_STAGES]
+        settings = [dict(s, num_threads=args.threads, index=idx) for _, s, idx in labelled]
         timed = timed_interleaved(index, coll.queries, settings, args.k, args.timed_queries)
         rows = {}
-        for (label, s), t in zip(STAGES.items(), timed):
-            _, ids = index.search(coll.queries, k=args.k, num_threads=args.threads, **s)
+        for (label, s, idx), t in zip(labelled, timed):
+            _, ids = idx.search(coll.queries, k=args.k, num_threads=args.threads, **s)
             rows[label] = {"params": s, "recall_at_k": recall_at_k(ids, truth, args.k), **t}
         out[name] = {"rows": rows, "plaid_defaults_p50_ms": plaid_default_p50(name, args.ndocs),
                      "nlist": index.nlist}
@@ -93,14 +106,17 @@ def main(argv: list[str] | None = None) -> int:
              "n_exact 10 (the query against all centroids); candidates: defaults with n_exact 10 (stages 1-4); "
              "exact stage = defaults - candidates. PLAID defaults: its p50 in the family's "
              "`engine_<family>_10000_families` run (ncells 1, threshold 0.5, ndocs 256); budget = 1/3 of it.", "",
-             "| family | probe | candidates | defaults (recall) | exact stage | n_exact 64 (recall) | PLAID defaults | "
-             "1/3 budget |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "f32: the same with the float32 first stage of earlier releases (int8 cell scores switched off).", "",
+             "| family | probe | probe f32 | candidates | defaults (recall) | defaults f32 (recall) | exact stage | "
+             "n_exact 64 (recall) | PLAID defaults | 1/3 budget |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, rep in out.items():
         r = rep["rows"]
         pd = rep["plaid_defaults_p50_ms"]
-        lines.append(f"| {name} | {r['probe']['p50_ms']:.2f} | {r['candidates']['p50_ms']:.2f} | "
+        lines.append(f"| {name} | {r['probe']['p50_ms']:.2f} | {r['probe f32']['p50_ms']:.2f} | "
+                     f"{r['candidates']['p50_ms']:.2f} | "
                      f"{r['defaults']['p50_ms']:.2f} ({r['defaults']['recall_at_k']:.3f}) | "
+                     f"{r['defaults f32']['p50_ms']:.2f} ({r['defaults f32']['recall_at_k']:.3f}) | "
                      f"{r['defaults']['p50_ms'] - r['candidates']['p50_ms']:.2f} | "
                      f"{r['n_exact 64']['p50_ms']:.2f} ({r['n_exact 64']['recall_at_k']:.3f}) | "
                      + (f"{pd:.2f} | {pd / 3:.2f} |" if pd else "- | - |"))

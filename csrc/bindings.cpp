@@ -17,6 +17,7 @@
 #include "cpu/codec.h"
 #include "cpu/ivf.h"
 #include "cpu/maxsim.h"
+#include "cpu/quantize.h"
 #include "cpu/search.h"
 #include "cpu/token.h"
 #include "py_arrays.h"
@@ -195,6 +196,22 @@ py::array_t<float> maxsim(const py::object& Q_o, const py::object& values_o, con
   return out;
 }
 
+py::tuple quantize_rows(const py::object& x_o) {
+  const char* fn = "quantize_rows";
+  const auto x = view<float>(x_o, fn, "x", 2, "(n, d)");
+  const int64_t n = x[0], d = x[1];
+  py::array_t<int8_t> q({n, d});
+  py::array_t<float> scale({n});
+  py::array_t<int32_t> sums({n});
+  bool ok;
+  {
+    py::gil_scoped_release release;
+    ok = cpu::quantize_rows(x.data, n, d, mutable_data(q), mutable_data(scale), mutable_data(sums));
+  }
+  expect(ok, std::string(fn) + ": x must be finite (a value is NaN or infinite)");
+  return py::make_tuple(q, scale, sums);
+}
+
 py::array_t<float> centroid_scores(const py::object& Q_o, const py::object& centroids_t_o, int num_threads) {
   const char* fn = "centroid_scores";
   check_threads(fn, num_threads);
@@ -222,7 +239,8 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
                    const py::object& packed_o, const py::object& offsets_o, const py::object& ivf_o,
                    const py::object& ivf_offsets_o, const py::object& centroids_o, const py::object& weights_o,
                    int nbits, const py::object& allowed_o, int64_t nprobe, double threshold, int64_t ndocs,
-                   int64_t n_exact, int64_t k, int num_threads, const py::object& doc_cells_o) {
+                   int64_t n_exact, int64_t k, int num_threads, const py::object& doc_cells_o,
+                   const py::object& cell_codes_o) {
   const char* fn = "search";
   const std::string f(fn);
   check_threads(fn, num_threads);
@@ -263,6 +281,25 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
            f + ": doc_cells does not belong to this collection (offsets must run from 0 to len(cells) over "
                "ndocs + 1 entries)");
   }
+  // Optional: (codes int8 (nlist, d), scales f32 (nlist,), sums i32 (nlist,)) = quantize_rows(centroids):
+  // quantised cell scores when S is None.
+  View<int8_t> cq{nullptr, {0}};
+  View<float> cs{nullptr, {0}};
+  View<int32_t> csums{nullptr, {0}};
+  if (!cell_codes_o.is_none()) {
+    const py::tuple t = cell_codes_o.cast<py::tuple>();
+    expect(t.size() == 3, f + ": cell_codes must be the (codes, scales, sums) triple quantize_rows(centroids) "
+                              "returns");
+    cq = view<int8_t>(t[0], fn, "cell_codes[0]", 2, "(nlist, d)");
+    cs = view<float>(t[1], fn, "cell_codes[1]", 1, "(nlist,)");
+    csums = view<int32_t>(t[2], fn, "cell_codes[2]", 1, "(nlist,)");
+    expect(cq[0] == nlist && cq[1] == d && cs[0] == nlist && csums[0] == nlist,
+           f + ": cell_codes must be quantize_rows(centroids): shapes (nlist, d) = (" + std::to_string(nlist) +
+               ", " + std::to_string(d) + "), (nlist,) and (nlist,), got " + shape_str(cq.shape) + ", " +
+               shape_str(cs.shape) + " and " + shape_str(csums.shape));
+    expect(d <= cpu::kMaxQuantizedDim,
+           f + ": cell_codes need d <= " + std::to_string(cpu::kMaxQuantizedDim) + "; search without them");
+  }
   py::array_t<float> scores({nq, k});
   py::array_t<int64_t> docs({nq, k});
   float* so = mutable_data(scores);
@@ -271,7 +308,8 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
     py::gil_scoped_release release;
     const cpu::IvfView<Code> iv{ivf.data, ivf[0], ivf_offsets.data, cells.data, cell_offsets.data, ncells};
     const cpu::SearchParams params{nprobe, threshold, ndocs, n_exact, k};
-    cpu::search(Q.data, fused ? nullptr : S.data, nq, qlen, args.col, iv, args.allowed, params, so, dout, num_threads);
+    cpu::search(Q.data, fused ? nullptr : S.data, nq, qlen, args.col, iv, args.allowed, params, so, dout, num_threads,
+                cq.data, cs.data, csums.data);
   }
   return py::make_tuple(scores, docs);
 }
@@ -280,11 +318,12 @@ py::tuple search(const py::object& Q_o, const py::object& S_o, const py::object&
                  const py::object& packed_o, const py::object& offsets_o, const py::object& ivf_o,
                  const py::object& ivf_offsets_o, const py::object& centroids_o, const py::object& weights_o,
                  int nbits, const py::object& allowed_o, int64_t nprobe, double threshold, int64_t ndocs,
-                 int64_t n_exact, int64_t k, int num_threads, const py::object& doc_cells_o) {
+                 int64_t n_exact, int64_t k, int num_threads, const py::object& doc_cells_o,
+                 const py::object& cell_codes_o) {
   return with_code_type(codes_o, "search", "codes", [&](auto code) {
     return search_t<decltype(code)>(Q_o, S_o, codes_o, packed_o, offsets_o, ivf_o, ivf_offsets_o, centroids_o,
                                     weights_o, nbits, allowed_o, nprobe, threshold, ndocs, n_exact, k,
-                                    num_threads, doc_cells_o);
+                                    num_threads, doc_cells_o, cell_codes_o);
   });
 }
 
@@ -365,8 +404,10 @@ PYBIND11_MODULE(_core, m) {
         py::arg("doc_offsets"), py::arg("ivf"), py::arg("ivf_offsets"), py::arg("centroids"),
         py::arg("weights"), py::arg("nbits"), py::arg("allowed"), py::arg("nprobe"), py::arg("threshold"),
         py::arg("ndocs"), py::arg("n_exact"), py::arg("k"), py::kw_only(), py::arg("num_threads") = 0,
-        py::arg("doc_cells") = py::none(),
+        py::arg("doc_cells") = py::none(), py::arg("cell_codes") = py::none(),
         "PLAID search; see plaidx._kernels. -> (scores f32 (nq, k), docs i64 (nq, k))");
+  m.def("quantize_rows", &quantize_rows, py::arg("x"),
+        "quantize_rows(x f32 (n, d)) -> (int8 (n, d), scales f32 (n,), row sums i32 (n,)); see plaidx._kernels.");
   m.def("exact_search", &exact_search, py::arg("Q"), py::arg("codes"), py::arg("packed"),
         py::arg("doc_offsets"), py::arg("centroids"), py::arg("weights"), py::arg("nbits"),
         py::arg("allowed"), py::arg("k"), py::kw_only(), py::arg("num_threads") = 0,

@@ -24,6 +24,10 @@ struct DtypeName<float> {
   static constexpr const char* value = "float32";
 };
 template <>
+struct DtypeName<int8_t> {
+  static constexpr const char* value = "int8";
+};
+template <>
 struct DtypeName<uint8_t> {
   static constexpr const char* value = "uint8";
 };

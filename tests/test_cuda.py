@@ -127,6 +127,22 @@ def test_search_matches_cpu(nbits, d):
 
 
 @needs_gpu
+@pytest.mark.parametrize("qlen", [5, 32, 40])
+def test_quantized_cell_scores_match_cpu(qlen):
+    """quantized=True scores the cells as the CPU search with cell_codes does (int8 values summed as
+    floats, exact): the same candidates, so the same documents, scores to the exact stage's rounding."""
+    col = make_collection(60 + qlen, ndocs=300, d=96, nbits=2, nlist=700, max_len=30)
+    Q, _ = make_queries(60 + qlen, col, nq=5, qlen=qlen)
+    cells = CPU.quantize_rows(col["centroids"])
+    coll = upload(col)
+    for nprobe, threshold, ndocs, n_exact, k in [(2, 0.0, 40, 10, 5), (4, 0.3, 100, 30, 10)]:
+        want = run_search(CPU, Q, None, col, nprobe=nprobe, threshold=threshold, ndocs=ndocs, n_exact=n_exact, k=k,
+                          cell_codes=cells)
+        got = coll.search(Q, NO_MASK, nprobe, threshold, ndocs, n_exact, k, quantized=True)
+        assert_topk_equivalent(got, want)
+
+
+@needs_gpu
 @pytest.mark.parametrize("nprobe", [1, 9, 40, 200, 511, 512, 10_000])
 def test_probe_paths_match_cpu(nprobe):
     """Every probe template (8, 32, 128, 512 cells per lane) and the every-cell path."""

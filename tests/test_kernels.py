@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from plaidx.engine import cellq
 from plaidx.engine import reference as ref
 
 try:
@@ -276,6 +277,11 @@ for i, (nprobe, thr, nd, ne, k) in enumerate([(2, 0.0, 30, 10, 5), (3, 0.2, 200,
                                                 a["allowed"], nprobe, thr, nd, ne, k)
     out[f"fs{i}"], out[f"fd{i}"] = _core.search(a["Q"], None, *col, a["ivf"], a["ivf_offsets"], *cw,
                                                 a["allowed"], nprobe, thr, nd, ne, k)
+    out[f"qs{i}"], out[f"qd{i}"] = _core.search(a["Q"], None, *col, a["ivf"], a["ivf_offsets"], *cw,
+                                                a["allowed"], nprobe, thr, nd, ne, k,
+                                                cell_codes=(a["cq"], a["cs"], a["csum"]))
+    out[f"gs{i}"], out[f"gd{i}"] = _core.search(a["Q"], a["Sq"], *col, a["ivf"], a["ivf_offsets"], *cw,
+                                                a["allowed"], nprobe, thr, nd, ne, k)
 out["es"], out["ed"] = _core.exact_search(a["Q"], *col, *cw, a["allowed"], 7)
 out["unit"] = _core.decompress(a["codes"], a["packed"], *cw, True)
 out["packed2"] = _core.compress(a["res"], a["cutoffs"], int(a["nbits"]))
@@ -298,7 +304,10 @@ def test_every_simd_copy_matches_reference(level, nbits, tmp_path):
     arrays = {k: v for k, v in col.items() if isinstance(v, np.ndarray)}
     Qc = _unit(np.random.default_rng(78).standard_normal((2, 13, 96)))
     Ct = np.ascontiguousarray(_unit(np.random.default_rng(79).standard_normal((200, 96))).T)
-    np.savez(tmp_path / "in.npz", Q=Q, S=S, allowed=allowed, res=res, nbits=col["nbits"], Qc=Qc, Ct=Ct, **arrays)
+    cq, cs, csum = cellq.quantize_rows(col["centroids"])
+    Sq = cellq.quantized_cell_scores(Q, (cq, cs, csum))
+    np.savez(tmp_path / "in.npz", Q=Q, S=S, allowed=allowed, res=res, nbits=col["nbits"], Qc=Qc, Ct=Ct, cq=cq, cs=cs,
+             csum=csum, Sq=Sq, **arrays)
     root = str(Path(ref.__file__).resolve().parents[1])
     env = dict(os.environ, PLAIDX_SIMD=level, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
     subprocess.run([sys.executable, "-c", _COPY_SCRIPT, str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
@@ -310,6 +319,9 @@ def test_every_simd_copy_matches_reference(level, nbits, tmp_path):
         assert_topk_equivalent((got[f"s{i}"], got[f"d{i}"]), want)
         np.testing.assert_array_equal(got[f"fd{i}"], got[f"od{i}"])  # S computed inside: the same values
         np.testing.assert_array_equal(got[f"fs{i}"], got[f"os{i}"])
+        # this copy's int8 cell scores (the generic kernel): exactly the numpy values
+        np.testing.assert_array_equal(got[f"qd{i}"], got[f"gd{i}"])
+        np.testing.assert_array_equal(got[f"qs{i}"], got[f"gs{i}"])
     assert_topk_equivalent((got["es"], got["ed"]), run_exact(ref, Q, col, allowed, k=7))
     unit = ref.decompress(col["codes"], col["packed"], col["centroids"], col["weights"], col["nbits"], True)
     np.testing.assert_allclose(got["unit"], unit, rtol=1e-5, atol=1e-6)
@@ -510,6 +522,68 @@ def test_fused_scores_equal_given_scores(qlen):
             if qlen < 32 and nprobe < 999:
                 assert_topk_equivalent(run_search(_core, Q[:2], None, col, **params),
                                        run_search(ref, Q[:2], None, col, **params))
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_quantize_rows_gives_the_same_bytes_everywhere(mod):
+    """Row-wise int8: the largest |value| of a row maps to +-127, a zero row keeps scale 1, and the native
+    and numpy statements agree byte for byte (the cell scores of every backend rest on it)."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((300, 96)) * rng.uniform(0.01, 3, (300, 1))).astype(np.float32)
+    x[7] = 0.0
+    x[8, :] = 0.5  # exact halves: rint's ties
+    q, s, sums = mod.quantize_rows(x)
+    assert q.dtype == np.int8 and s.dtype == np.float32 and sums.dtype == np.int32
+    want = cellq.quantize_rows(x)
+    for got, ref_value in zip((q, s, sums), want):
+        np.testing.assert_array_equal(got, ref_value)
+    assert s[7] == 1 and not q[7].any()
+    np.testing.assert_array_equal(np.abs(q).max(axis=1)[np.arange(300) != 7], 127)
+    np.testing.assert_array_equal(sums, q.sum(axis=1))
+    assert np.abs(q.astype(np.float32) * s[:, None] - x).max() <= s.max() / 2 * 1.0001
+    x[3, 3] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        mod.quantize_rows(x)
+
+
+@native
+@pytest.mark.parametrize("qlen", [1, 5, 8, 13, 32, 40])
+def test_quantized_cell_scores_equal_given_scores(qlen):
+    """search(Q, None, cell_codes=...) scores the cells with int8 dot products inside (the VNNI kernel on
+    CPUs that have it, which also derives the kept cells and block maxima itself): its results must be
+    exactly those of search(Q, S) with S = cellq.quantized_cell_scores, over many cell blocks, empty cells,
+    every probe path, thresholds around the scores, 1 and 2 threads; the reference agrees."""
+    col = make_collection(51 + qlen, ndocs=400, d=64, nbits=2, nlist=1000, max_len=20)
+    col["codes"] = (col["codes"] // 3 * 3).astype(np.uint16)  # two cells in three empty
+    col["ivf"], col["ivf_offsets"] = ref.build_ivf(col["codes"], col["doc_offsets"], 1000)
+    Q, _ = make_queries(qlen + 7, col, nq=3, qlen=qlen)
+    cells = _core.quantize_rows(col["centroids"])
+    S = cellq.quantized_cell_scores(Q, cells)
+    assert np.abs(S - Q @ col["centroids"].T).max() < 0.02  # close to the float scores
+    for nprobe in (1, 3, 64, 65, 999):
+        for threshold in (-np.inf, -0.1, 0.0, float(np.median(S.max(axis=1))), 0.3):
+            params = dict(nprobe=nprobe, threshold=threshold, ndocs=60, n_exact=15, k=10)
+            given_s, given_d = run_search(_core, Q, S, col, **params)
+            for threads in (1, 2):
+                got_s, got_d = run_search(_core, Q, None, col, num_threads=threads, cell_codes=cells, **params)
+                np.testing.assert_array_equal(got_d, given_d)
+                np.testing.assert_array_equal(got_s, given_s)
+            if nprobe in (3, 65):
+                assert_topk_equivalent(run_search(ref, Q, None, col, cell_codes=cells, **params), (given_s, given_d))
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_cell_codes_bad_input_is_a_clear_error(mod):
+    col = make_collection(3, ndocs=30, d=64, nlist=16)
+    Q, _ = make_queries(3, col, nq=2, qlen=4)
+    cells = mod.quantize_rows(col["centroids"])
+    with pytest.raises(ValueError, match="triple"):
+        run_search(mod, Q, None, col, cell_codes=cells[:2])
+    with pytest.raises(ValueError, match="quantize_rows"):
+        run_search(mod, Q, None, col, cell_codes=(cells[0][:8], cells[1][:8], cells[2][:8]))
+    Q[1, 2, 5] = np.inf
+    with pytest.raises(ValueError, match="finite"):
+        run_search(mod, Q, None, col, cell_codes=cells)
 
 
 @pytest.mark.parametrize("mod", BACKENDS)

@@ -15,9 +15,10 @@
 namespace plaidx::cpu {
 
 // acc[i][u] = sum_j rows[i * d + j] * cols[j * ldc + u * lanes + 0..lanes), i < T, u < NA: a register
-// tile of T row vectors against NA column vectors, each sum taken over j in order from 0.
-template <class V, int T, int NA>
-PLAIDX_INLINE void tile_dots(const float* rows, int64_t d, const float* cols, int64_t ldc, V (&acc)[T][NA]) {
+// tile of T row vectors against NA column vectors, each sum taken over j in order from 0. R: the rows'
+// element type (float, or int8_t for the quantised cell scores, each value converted exactly).
+template <class V, int T, int NA, class R = float>
+PLAIDX_INLINE void tile_dots(const R* rows, int64_t d, const float* cols, int64_t ldc, V (&acc)[T][NA]) {
   constexpr int L = static_cast<int>(sizeof(V) / sizeof(float));
   for (int i = 0; i < T; ++i)
     for (int u = 0; u < NA; ++u) acc[i][u] = V{};
@@ -26,7 +27,7 @@ PLAIDX_INLINE void tile_dots(const float* rows, int64_t d, const float* cols, in
     V cv[NA];
     for (int u = 0; u < NA; ++u) cv[u] = vload_as<V>(c + u * L);
     for (int i = 0; i < T; ++i) {
-      const float b = rows[i * d + j];
+      const float b = static_cast<float>(rows[i * d + j]);
       for (int u = 0; u < NA; ++u) acc[i][u] += b * cv[u];
     }
   }
@@ -76,27 +77,27 @@ PLAIDX_INLINE void max_dots(const float* Qt, int64_t d, int64_t qp, const float*
 // order from 0. centroid_scores tiles S with it (rows: query tokens, Qt: a panel of centroids); the
 // fused search tiles St with the roles swapped (rows: centroids, Qt: the query). A product and its sum
 // order do not depend on which factor is the row, so both give the same values bit for bit.
-template <class V, int T, int NA>
-PLAIDX_INLINE void store_tile(const float* Qt, int64_t d, int64_t qp, const float* rows, int64_t a0, float* out,
+template <class V, int T, int NA, class R = float>
+PLAIDX_INLINE void store_tile(const float* Qt, int64_t d, int64_t qp, const R* rows, int64_t a0, float* out,
                               int64_t ldo) {
   constexpr int L = static_cast<int>(sizeof(V) / sizeof(float));
   V acc[T][NA];
-  tile_dots<V, T, NA>(rows, d, Qt + a0, qp, acc);
+  tile_dots<V, T, NA, R>(rows, d, Qt + a0, qp, acc);
   for (int i = 0; i < T; ++i)
     for (int u = 0; u < NA; ++u) vstore_as(out + i * ldo + a0 + u * L, acc[i][u]);
 }
 
 // out (T, ldo) = rows (T, d) against every column of Qt (d, qp): T rows' scores, a full row each.
-template <class W, int T>
-PLAIDX_INLINE void store_dots_rows(const float* Qt, int64_t d, int64_t qp, const float* rows, float* out,
+template <class W, int T, class R = float>
+PLAIDX_INLINE void store_dots_rows(const float* Qt, int64_t d, int64_t qp, const R* rows, float* out,
                                    int64_t ldo) {
   constexpr int64_t L = static_cast<int64_t>(sizeof(W) / sizeof(float));
   constexpr int NA = T == 1 ? 4 : 2;
   int64_t a = 0;
-  for (; a + NA * L <= qp; a += NA * L) store_tile<W, T, NA>(Qt, d, qp, rows, a, out, ldo);
-  for (; a + L <= qp; a += L) store_tile<W, T, 1>(Qt, d, qp, rows, a, out, ldo);
+  for (; a + NA * L <= qp; a += NA * L) store_tile<W, T, NA, R>(Qt, d, qp, rows, a, out, ldo);
+  for (; a + L <= qp; a += L) store_tile<W, T, 1, R>(Qt, d, qp, rows, a, out, ldo);
   if constexpr (L > 8)
-    for (; a < qp; a += 8) store_tile<v8f, T, 1>(Qt, d, qp, rows, a, out, ldo);
+    for (; a < qp; a += 8) store_tile<v8f, T, 1, R>(Qt, d, qp, rows, a, out, ldo);
 }
 
 // Running maxima over the rows St[codes[t]] (rows of qp floats) of the tokens whose cell is kept

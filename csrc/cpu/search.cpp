@@ -2,6 +2,7 @@
 #include "cpu/search.h"
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
 #include <cstdlib>
 #include <limits>
@@ -10,8 +11,16 @@
 #include <string>
 #include <vector>
 
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define PLAIDX_HAVE_VNNI 1
+#else
+#define PLAIDX_HAVE_VNNI 0
+#endif
+
 #include "cpu/dots.h"
 #include "cpu/parallel.h"
+#include "cpu/quantize.h"
 #include "cpu/simd.h"
 #include "cpu/topk.h"
 #include "cpu/validate.h"
@@ -28,6 +37,7 @@ constexpr int64_t kMinCellDots = int64_t{16} << 20;  // multiply-adds of the fus
 constexpr int64_t kMinCentroidTokens = 1 << 15;     // tokens scored with centroid scores
 constexpr int64_t kMinExactTokens = 512;            // tokens decompressed and scored exactly
 constexpr int64_t kProbeBuffer = 64;                // nprobe up to which the probe keeps a sorted buffer
+constexpr int64_t kMaxQp16 = 256;                   // query tokens up to which the vnni kernel runs
 
 struct FreeDeleter {
   void operator()(uint8_t* p) const { std::free(p); }
@@ -50,6 +60,12 @@ struct Workspace {
   std::vector<float> scores;
   std::vector<int64_t> redo;
   std::vector<float> redo_scores;
+  // Quantised cell scores (cell_codes): the query's int8 rows, their scales (qp + 16, padding 0) and the
+  // query in the layout of the kernel that runs (vnni: (d / 4, qp16, 4) bytes + 128; else (d, qp) floats).
+  std::vector<int8_t> qi;
+  std::vector<float> qscale;
+  std::vector<uint8_t> qq;
+  std::vector<float> qf;
 
   Workspace(int64_t nlist, int64_t qp, int64_t ndocs)
       : St(new float[static_cast<size_t>(nlist * qp)]),
@@ -90,6 +106,146 @@ PLAIDX_DISPATCH(void, score_cells,
                 (const float* Qt, int64_t qp, const float* centroids, int64_t d, int64_t c0, int64_t c1,
                  float* St),
                 (Qt, qp, centroids, d, c0, c1, St))
+
+// The quantised cell scores (quantize.h), generic copy: cells [c0, c1) of St from the int8 centroid rows
+// cq (nlist, d) against the query's int8 values as floats, Qf (d, qp): each sum is an exact integer, so
+// the summation order of this kernel does not matter; then St = (St * cscale[c]) * qscale[a].
+template <Isa I>
+PLAIDX_INLINE void score_cells_q_impl(const float* Qf, const float* qscale, int64_t qp, const int8_t* cq,
+                                      const float* cscale, int64_t d, int64_t c0, int64_t c1, float* St) {
+  using W = WideVec<I>;
+  constexpr int T = sizeof(W) == 64 ? 8 : 4;
+  int64_t c = c0;
+  for (; c + T <= c1; c += T) store_dots_rows<W, T, int8_t>(Qf, d, qp, cq + c * d, St + c * qp, qp);
+  for (; c < c1; ++c) store_dots_rows<W, 1, int8_t>(Qf, d, qp, cq + c * d, St + c * qp, qp);
+  for (c = c0; c < c1; ++c) {
+    float* row = St + c * qp;
+    const float s = cscale[c];
+    for (int64_t a = 0; a < qp; ++a) row[a] = (row[a] * s) * qscale[a];
+  }
+}
+PLAIDX_DISPATCH(void, score_cells_q,
+                (const float* Qf, const float* qscale, int64_t qp, const int8_t* cq, const float* cscale, int64_t d,
+                 int64_t c0, int64_t c1, float* St),
+                (Qf, qscale, qp, cq, cscale, d, c0, c1, St))
+
+#if PLAIDX_HAVE_VNNI
+// GCC 12's own intrinsics headers trip these on _mm512_undefined_* (a known false positive).
+#if !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#define PLAIDX_VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
+
+// Whether the avx512-vnni kernel runs here (an avx512 CPU with VNNI, not capped by PLAIDX_SIMD).
+inline bool have_vnni() {
+#if PLAIDX_HAVE_DISPATCH
+  static const bool ok = runtime_isa() == Isa::kAvx512 && __builtin_cpu_supports("avx512vnni") &&
+                         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+  return ok;
+#elif defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+  return true;
+#else
+  return false;
+#endif
+}
+
+// What one call of the vnni kernel needs besides the query: keep and block maxima are computed in the
+// kernel (the float copy leaves them to summarise_cells; the values are the same).
+struct VnniCells {
+  const int8_t* cq;      // (nlist, d)
+  const float* cscale;   // (nlist,)
+  const int32_t* rsum;   // (nlist,): sum_j cq[c, j] (the +128 offset of the query bytes adds 128 * rsum[c])
+  const uint8_t* empty;  // (nlist,)
+  float threshold;       // the smallest float >= the search's (double) threshold
+  int64_t qlen;
+};
+
+// T cells from c against query columns [a0, a0 + 16 * NA) of qq ((d / 4, qp16, 4) bytes: the query's int8
+// values + 128), each lane an exact int32 dot product (vpdpbusd: 4 byte products per lane and step),
+// stored to St scaled as quantize.h says. Also: any[i] gets the lanes of columns < qlen at or above the
+// threshold, bm (the block maxima of these columns) takes the cells whose list is not empty.
+template <int T, int NA>
+PLAIDX_VNNI_TARGET inline void vnni_tile(const uint8_t* qq, int64_t qp16, const float* qscale, int64_t qp,
+                                         const VnniCells& vc, int64_t d, int64_t c, int64_t a0, float* St,
+                                         __mmask16 (&any)[T], __m512 (&bm)[NA]) {
+  __m512i acc[T][NA];
+  for (int i = 0; i < T; ++i)
+    for (int u = 0; u < NA; ++u) acc[i][u] = _mm512_setzero_si512();
+  const int8_t* rows = vc.cq + c * d;
+  const int64_t groups = d / 4;
+  for (int64_t g = 0; g < groups; ++g) {
+    __m512i qv[NA];
+    for (int u = 0; u < NA; ++u) qv[u] = _mm512_loadu_si512(qq + (g * qp16 + a0 + 16 * u) * 4);
+    for (int i = 0; i < T; ++i) {
+      int32_t w;
+      std::memcpy(&w, rows + i * d + 4 * g, sizeof(w));
+      const __m512i b = _mm512_set1_epi32(w);
+      for (int u = 0; u < NA; ++u) acc[i][u] = _mm512_dpbusd_epi32(acc[i][u], qv[u], b);
+    }
+  }
+  const __m512 thr = _mm512_set1_ps(vc.threshold);
+  for (int u = 0; u < NA; ++u) {
+    const int64_t a = a0 + 16 * u;
+    const int64_t left = qp - a, live = vc.qlen - a;
+    const __mmask16 store = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+    const __mmask16 cols = live >= 16 ? __mmask16(0xFFFF) : (live > 0 ? __mmask16((1u << live) - 1) : 0);
+    const __m512 qs = _mm512_loadu_ps(qscale + a);
+    for (int i = 0; i < T; ++i) {
+      __m512 f = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][u], _mm512_set1_epi32(128 * vc.rsum[c + i])));
+      f = _mm512_mul_ps(_mm512_mul_ps(f, _mm512_set1_ps(vc.cscale[c + i])), qs);
+      _mm512_mask_storeu_ps(St + (c + i) * qp + a, store, f);
+      any[i] = static_cast<__mmask16>(any[i] | _mm512_mask_cmp_ps_mask(cols, f, thr, _CMP_GE_OQ));
+      if (!vc.empty[c + i]) bm[u] = _mm512_max_ps(f, bm[u]);  // f > m ? f : m, as vmax_update
+    }
+  }
+}
+
+template <int T>
+PLAIDX_VNNI_TARGET inline void vnni_rows(const uint8_t* qq, int64_t qp16, const float* qscale, int64_t qp,
+                                         const VnniCells& vc, int64_t d, int64_t c, float* St, uint8_t* keep,
+                                         float* bmax) {
+  __mmask16 any[T];
+  for (int i = 0; i < T; ++i) any[i] = 0;
+  for (int64_t a0 = 0; a0 < qp; a0 += 32) {
+    if (a0 + 16 < qp) {
+      __m512 bm[2] = {_mm512_loadu_ps(bmax + a0), _mm512_loadu_ps(bmax + a0 + 16)};
+      vnni_tile<T, 2>(qq, qp16, qscale, qp, vc, d, c, a0, St, any, bm);
+      _mm512_storeu_ps(bmax + a0, bm[0]);
+      _mm512_storeu_ps(bmax + a0 + 16, bm[1]);
+    } else {
+      __m512 bm[1] = {_mm512_loadu_ps(bmax + a0)};
+      vnni_tile<T, 1>(qq, qp16, qscale, qp, vc, d, c, a0, St, any, bm);
+      _mm512_storeu_ps(bmax + a0, bm[0]);
+    }
+  }
+  for (int i = 0; i < T; ++i) keep[c + i] = any[i] != 0 ? 1 : 0;
+}
+
+// Cells [c0, c1) (c0 a multiple of kCellBlock) of St, keep and bmax: the quantised cell scores (the same
+// values as score_cells_q) and what summarise_cells would derive from them.
+PLAIDX_VNNI_TARGET void score_cells_vnni(const uint8_t* qq, const float* qscale, int64_t qp, const VnniCells& vc,
+                                         int64_t d, int64_t c0, int64_t c1, float* St, uint8_t* keep,
+                                         float* bmax) {
+  const int64_t qp16 = (qp + 15) / 16 * 16;
+  float block[kMaxQp16];  // one block's maxima, padded to qp16 columns
+  for (int64_t b = c0; b < c1; b += kCellBlock) {
+    const int64_t e = std::min(b + kCellBlock, c1);
+    std::fill(block, block + qp16, kNegInf);
+    int64_t c = b;
+    for (; c + 8 <= e; c += 8) vnni_rows<8>(qq, qp16, qscale, qp, vc, d, c, St, keep, block);
+    for (; c < e; ++c) vnni_rows<1>(qq, qp16, qscale, qp, vc, d, c, St, keep, block);
+    std::copy(block, block + qp, bmax + b / kCellBlock * qp);
+  }
+}
+#undef PLAIDX_VNNI_TARGET
+#if !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#else
+inline bool have_vnni() { return false; }
+#endif
 
 // Cells [c0, c1) (c0 a multiple of kCellBlock) of St: keep[c] = max_{a < qlen} St[c, a] >= threshold, and
 // for each block, bmax[block, a] = max of St[c, a] over its cells with a non-empty list (-inf for none).
@@ -320,9 +476,22 @@ void select_ascending(std::vector<Scored>& items, int64_t m) {
   std::sort(items.begin(), items.end(), [](const Scored& x, const Scored& y) { return x.doc < y.doc; });
 }
 
+// The quantised cell scores of one search call (cell_codes): centroid rows, their scales and row sums;
+// cq == nullptr scores the cells in float. vnni: the avx512-vnni kernel runs (vc is its argument).
+struct CellCodes {
+  const int8_t* cq = nullptr;      // (nlist, d)
+  const float* cscale = nullptr;   // (nlist,)
+  bool vnni = false;
+#if PLAIDX_HAVE_VNNI
+  VnniCells vc{};
+#endif
+};
+
 template <class Code>
 struct SearchContext {
+  const float* Q;   // (nq, qlen, d)
   const float* Qt;  // (nq, d, qp)
+  CellCodes cells;
   const float* S;          // (nq, qlen, nlist), or nullptr: scores computed from centroids
   const float* centroids;  // (nlist, d) when S is nullptr
   int64_t qlen;
@@ -335,23 +504,63 @@ struct SearchContext {
   int64_t* out_docs;
 };
 
+// The query q (qlen, d) quantised into the workspace in the layout of the kernel that runs; throws on a
+// value that is not finite.
+void prepare_quantized_query(const float* Qq, int64_t qlen, int64_t d, bool vnni, Workspace& ws) {
+  const int64_t qp = padded_qlen(qlen), qp16 = (qp + 15) / 16 * 16;
+  ws.qi.resize(static_cast<size_t>(qlen * d));
+  ws.qscale.assign(static_cast<size_t>(qp16 + 16), 0.0f);
+  if (!quantize_rows(Qq, qlen, d, ws.qi.data(), ws.qscale.data()))
+    throw std::invalid_argument("search: quantised cell scores (cell_codes) need finite query values");
+  if (vnni) {
+    ws.qq.assign(static_cast<size_t>(d / 4 * qp16 * 4), uint8_t{128});
+    for (int64_t a = 0; a < qlen; ++a)
+      for (int64_t j = 0; j < d; ++j)
+        ws.qq[static_cast<size_t>(((j / 4) * qp16 + a) * 4 + j % 4)] =
+            static_cast<uint8_t>(static_cast<int>(ws.qi[a * d + j]) + 128);
+  } else {
+    ws.qf.assign(static_cast<size_t>(d * qp), 0.0f);
+    for (int64_t a = 0; a < qlen; ++a)
+      for (int64_t j = 0; j < d; ++j) ws.qf[static_cast<size_t>(j * qp + a)] = static_cast<float>(ws.qi[a * d + j]);
+  }
+}
+
+// Cells [c0, c1) of St (and, for the vnni kernel, of keep and bmax: see search_query).
+void score_cells_quantized(const CellCodes& cc, Workspace& ws, int64_t qp, int64_t d, int64_t c0, int64_t c1,
+                           float* St) {
+#if PLAIDX_HAVE_VNNI
+  if (cc.vnni) {
+    score_cells_vnni(ws.qq.data(), ws.qscale.data(), qp, cc.vc, d, c0, c1, St, ws.keep.data(), ws.bmax.get());
+    return;
+  }
+#endif
+  score_cells_q(ws.qf.data(), ws.qscale.data(), qp, cc.cq, cc.cscale, d, c0, c1, St);
+}
+
 template <class Code>
 void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int threads) {
   const Compressed<Code>& col = ctx.col;
   const int64_t qlen = ctx.qlen, nlist = col.nlist, qp = padded_qlen(qlen);
   const float* Qt = ctx.Qt + q * col.d * qp;
+  const CellCodes& cc = ctx.cells;
+  const bool quantized = ctx.centroids != nullptr && cc.cq != nullptr;
+  if (quantized) prepare_quantized_query(ctx.Q + q * qlen * col.d, qlen, col.d, cc.vnni, ws);
 
   // 1. transposed scores, kept cells, probed cells
   const int64_t nblocks = (nlist + kCellBlock - 1) / kCellBlock;
   float* St = ws.St.get();
   float* bmax = ws.bmax.get();
-  const int cell_threads = ctx.centroids != nullptr
-                               ? threads_for(qlen * nlist * col.d, kMinCellDots, threads)
-                               : threads_for(qlen * nlist, kMinCellScores, threads);
+  // (the int8 products of the vnni kernel cost about a quarter of the float ones)
+  const int64_t cell_dots = qlen * nlist * col.d / (quantized && cc.vnni ? 4 : 1);
+  const int cell_threads = ctx.centroids != nullptr ? threads_for(cell_dots, kMinCellDots, threads)
+                                                    : threads_for(qlen * nlist, kMinCellScores, threads);
   parallel_chunks(nblocks, std::max<int64_t>(1, grain_for(nblocks, cell_threads, 2)), cell_threads,
                   [&](int64_t b0, int64_t b1) {
                     const int64_t c0 = b0 * kCellBlock, c1 = std::min(nlist, b1 * kCellBlock);
-                    if (ctx.centroids != nullptr) {
+                    if (quantized) {
+                      score_cells_quantized(cc, ws, qp, col.d, c0, c1, St);
+                      if (cc.vnni) return;  // keep and bmax computed with the scores
+                    } else if (ctx.centroids != nullptr) {
                       score_cells(Qt, qp, ctx.centroids, col.d, c0, c1, St);
                     } else {
                       transpose_cells(ctx.S + q * qlen * nlist, qlen, nlist, c0, c1, St);
@@ -448,7 +657,8 @@ void check_common(const Compressed<Code>& col, int64_t qlen, int64_t k) {
 template <class Code>
 void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Compressed<Code>& col,
             const IvfView<Code>& ivf, const uint8_t* allowed, const SearchParams& params, float* out_scores,
-            int64_t* out_docs, int num_threads) {
+            int64_t* out_docs, int num_threads, const int8_t* cell_codes, const float* cell_scales,
+            const int32_t* cell_sums) {
   check_common(col, qlen, params.k);
   if (params.nprobe < 1 || params.ndocs < 1 || params.n_exact < 1)
     throw std::invalid_argument("nprobe, ndocs and n_exact must be >= 1");
@@ -459,8 +669,28 @@ void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Comp
   transpose_queries(Q, nq, qlen, col.d, Qt.data());
   std::vector<uint8_t> empty(static_cast<size_t>(col.nlist));
   for (int64_t c = 0; c < col.nlist; ++c) empty[c] = ivf.ivf_offsets[c + 1] == ivf.ivf_offsets[c] ? 1 : 0;
-  const SearchContext<Code> ctx{Qt.data(), S, S == nullptr ? col.centroids : nullptr, qlen, col, ivf, empty.data(),
-                          allowed, params, out_scores, out_docs};
+  if (cell_codes != nullptr && col.d > kMaxQuantizedDim)
+    throw std::invalid_argument("search: quantised cell scores (cell_codes) need d <= " +
+                                std::to_string(kMaxQuantizedDim));
+  CellCodes cells;
+  if (S == nullptr && cell_codes != nullptr) {
+    for (int64_t i = 0; i < nq * qlen * col.d; ++i)
+      if (!std::isfinite(Q[i]))
+        throw std::invalid_argument("search: quantised cell scores (cell_codes) need finite query values");
+    cells.cq = cell_codes;
+    cells.cscale = cell_scales;
+#if PLAIDX_HAVE_VNNI
+    if (have_vnni() && (qp + 15) / 16 * 16 <= kMaxQp16) {
+      // x >= t for floats x exactly when (double)x >= threshold: t is the threshold rounded up to a float.
+      float t = static_cast<float>(params.threshold);
+      if (static_cast<double>(t) < params.threshold) t = std::nextafter(t, std::numeric_limits<float>::infinity());
+      cells.vnni = true;
+      cells.vc = VnniCells{cell_codes, cell_scales, cell_sums, empty.data(), t, qlen};
+    }
+#endif
+  }
+  const SearchContext<Code> ctx{Q, Qt.data(), cells, S, S == nullptr ? col.centroids : nullptr, qlen, col, ivf,
+                                empty.data(), allowed, params, out_scores, out_docs};
   if (nq >= threads && threads > 1) {
     parallel_chunks(nq, (nq + threads - 1) / threads, threads, [&](int64_t b, int64_t e) {
       Workspace ws(col.nlist, qp, col.ndocs);
@@ -513,7 +743,8 @@ void exact_search(const float* Q, int64_t nq, int64_t qlen, const Compressed<Cod
 
 #define PLAIDX_SEARCH_INSTANTIATE(Code)                                                                       \
   template void search<Code>(const float*, const float*, int64_t, int64_t, const Compressed<Code>&,               \
-                             const IvfView<Code>&, const uint8_t*, const SearchParams&, float*, int64_t*, int);  \
+                             const IvfView<Code>&, const uint8_t*, const SearchParams&, float*, int64_t*, int,   \
+                             const int8_t*, const float*, const int32_t*);                                     \
   template void exact_search<Code>(const float*, int64_t, int64_t, const Compressed<Code>&, const uint8_t*,       \
                                    int64_t, float*, int64_t*, int);
 PLAIDX_SEARCH_INSTANTIATE(uint16_t)

@@ -50,10 +50,15 @@ struct SearchParams {
 };
 
 // Both are instantiated for Code = uint16_t and uint32_t.
+// cell_codes (nlist, d) int8, cell_scales (nlist,) and cell_sums (nlist,) (quantize.h: the centroids
+// quantised row-wise and each row's sum), or nullptr: with S == nullptr, the cell scores are the quantised
+// ones of quantize.h (the query tokens quantised per call; they must be finite and d <= kMaxQuantizedDim)
+// instead of float dot products.
 template <class Code>
 void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Compressed<Code>& col,
             const IvfView<Code>& ivf, const uint8_t* allowed, const SearchParams& params, float* out_scores,
-            int64_t* out_docs, int num_threads);
+            int64_t* out_docs, int num_threads, const int8_t* cell_codes = nullptr,
+            const float* cell_scales = nullptr, const int32_t* cell_sums = nullptr);
 
 template <class Code>
 void exact_search(const float* Q, int64_t nq, int64_t qlen, const Compressed<Code>& col, const uint8_t* allowed,

@@ -38,6 +38,9 @@ struct SearchParams {
   int64_t ndocs;
   int64_t n_exact;
   int64_t k;
+  // The quantised cell scores of cpu/quantize.h (the CPU search's with cell_codes), bit for bit: the
+  // int8 values are summed as floats, which is exact for d <= cpu::kMaxQuantizedDim.
+  bool quantized = false;
 };
 
 // A compressed collection (and optionally its inverted file) copied to one GPU. The host arrays are

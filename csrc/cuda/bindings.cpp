@@ -66,7 +66,7 @@ class Collection {
   }
 
   py::tuple search(const py::object& Q_o, const py::object& allowed_o, int64_t nprobe, double threshold,
-                   int64_t ndocs, int64_t n_exact, int64_t k) const {
+                   int64_t ndocs, int64_t n_exact, int64_t k, bool quantized) const {
     const char* fn = "Collection.search";
     const std::string f(fn);
     const auto Q = queries(fn, Q_o, d_);
@@ -81,7 +81,8 @@ class Collection {
     int64_t* dout = mutable_data(docs);
     {
       py::gil_scoped_release release;
-      impl_->search(Q.data, Q[0], Q[1], allowed, cu::SearchParams{nprobe, threshold, ndocs, n_exact, k}, so, dout);
+      impl_->search(Q.data, Q[0], Q[1], allowed, cu::SearchParams{nprobe, threshold, ndocs, n_exact, k, quantized}, so,
+                    dout);
     }
     return py::make_tuple(scores, docs);
   }
@@ -398,8 +399,10 @@ PYBIND11_MODULE(_cuda, m) {
            py::arg("nbits"), py::arg("ivf") = py::none(), py::arg("ivf_offsets") = py::none(), py::kw_only(),
            py::arg("device") = 0)
       .def("search", &Collection::search, py::arg("Q"), py::arg("allowed"), py::arg("nprobe"),
-           py::arg("threshold"), py::arg("ndocs"), py::arg("n_exact"), py::arg("k"),
-           "PLAID search on the GPU (steps 1-5 of plaidx._kernels) -> (scores f32 (nq, k), docs i64 (nq, k))")
+           py::arg("threshold"), py::arg("ndocs"), py::arg("n_exact"), py::arg("k"), py::kw_only(),
+           py::arg("quantized") = false,
+           "PLAID search on the GPU (steps 1-5 of plaidx._kernels; quantized: the cell scores of the CPU "
+           "search with cell_codes) -> (scores f32 (nq, k), docs i64 (nq, k))")
       .def("exact_search", &Collection::exact_search, py::arg("Q"), py::arg("allowed"), py::arg("k"),
            "Exhaustive exact MaxSim on the GPU -> (scores, docs)")
       .def_property_readonly("device_bytes", &Collection::device_bytes)

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "cpu/ivf.h"
+#include "cpu/quantize.h"
 #include "cuda/api.h"
 
 #ifndef PLAIDX_CUDA_ARCHS
@@ -151,9 +152,12 @@ __device__ __forceinline__ float warp_sum(float x) {
 // --------------------------------------------------------------------------- 1. centroid scores
 // Grid (ceil(nlist / 128), nq), 128 threads, one cell per thread, query tokens 32 at a time in registers.
 // S (nq, qlen, nlist), St (nq, nlist, qlen) and keep (nq, nlist) are each optional.
+// With cscale and qscale (quantised scores: Q and ct hold int8 values, so every sum is an exact integer),
+// each score is then (sum * cscale[c]) * qscale[q, a], as cpu/quantize.h.
 __global__ void scores_kernel(const float* __restrict__ Q, int64_t qlen, int64_t d,
                               const float* __restrict__ ct, int64_t nlist, double threshold, float* S,
-                              float* St, uint8_t* keep) {
+                              float* St, uint8_t* keep, const float* __restrict__ cscale = nullptr,
+                              const float* __restrict__ qscale = nullptr) {
   __shared__ float Qs[kWarp][kDTile];
   __shared__ float T[kWarp][kCellsPerBlock + 1];
   const int64_t q = blockIdx.y;
@@ -182,6 +186,12 @@ __global__ void scores_kernel(const float* __restrict__ Q, int64_t qlen, int64_t
         }
       }
       __syncthreads();
+    }
+    if (valid && cscale != nullptr) {
+      const float cs = cscale[c];
+#pragma unroll
+      for (int a = 0; a < kWarp; ++a)
+        if (a < na) acc[a] = __fmul_rn(__fmul_rn(acc[a], cs), qscale[q * qlen + a0 + a]);
     }
     if (valid) {
       for (int a = 0; a < na; ++a) {
@@ -618,7 +628,7 @@ int64_t chunk_queries(int64_t nq, int64_t bytes_per_query, int64_t budget, int64
 // cost far more than a small query's kernels); a call that finds it busy uses a fresh one.
 struct Workspace {
   Buffer<uint8_t> allowed;
-  Buffer<float> Q, Qt, S, St;
+  Buffer<float> Q, Qt, S, St, Qq, qscale;
   Buffer<uint8_t> keep, flags, skipped, sel_skipped, temp;
   Buffer<int32_t> probed, cand, sel_docs, ex_docs;
   Buffer<int64_t> counts, seg, sel_seg, ex_seg;
@@ -637,6 +647,9 @@ struct Collection::Impl {
   Buffer<uint8_t> packed;
   Buffer<int64_t> doc_offsets;
   Buffer<float> centroids, centroids_t, weights;
+  // The centroids quantised (cpu/quantize.h), int8 values as floats, transposed (d, nlist), and their
+  // scales; empty where d > cpu::kMaxQuantizedDim.
+  Buffer<float> centroids_qt, cscale;
   Buffer<int32_t> ivf;
   Buffer<int64_t> ivf_offsets;
   Buffer<uint8_t> empty;  // (nlist,): the cell's list is empty (never probed while a non-empty one is left)
@@ -683,6 +696,16 @@ Collection::Collection(const uint16_t* codes, const uint8_t* packed, int64_t n, 
   for (int64_t c = 0; c < nlist; ++c)
     for (int64_t j = 0; j < d; ++j) ct[j * nlist + c] = centroids[c * d + j];
   m.centroids_t.upload(ct.data(), ct.size());
+  if (d <= cpu::kMaxQuantizedDim) {  // (non-finite centroids leave the quantised scores unavailable)
+    std::vector<int8_t> cq(static_cast<size_t>(nlist * d));
+    std::vector<float> cs(static_cast<size_t>(nlist));
+    if (cpu::quantize_rows(centroids, nlist, d, cq.data(), cs.data())) {
+      for (int64_t c = 0; c < nlist; ++c)
+        for (int64_t j = 0; j < d; ++j) ct[j * nlist + c] = static_cast<float>(cq[c * d + j]);
+      m.centroids_qt.upload(ct.data(), ct.size());
+      m.cscale.upload(cs.data(), cs.size());
+    }
+  }
   m.weights.upload(weights, static_cast<size_t>(d << nbits));
   if (ivf != nullptr) {
     m.has_ivf = true;
@@ -709,7 +732,8 @@ int64_t Collection::device_bytes() const {
   const Impl& m = *impl_;
   return static_cast<int64_t>(m.codes.bytes() + m.packed.bytes() + m.doc_offsets.bytes() + m.centroids.bytes() +
                               m.centroids_t.bytes() + m.weights.bytes() + m.ivf.bytes() + m.ivf_offsets.bytes() +
-                              m.empty.bytes() + m.cells.bytes() + m.cell_offsets.bytes());
+                              m.empty.bytes() + m.cells.bytes() + m.cell_offsets.bytes() +
+                              m.centroids_qt.bytes() + m.cscale.bytes());
 }
 
 void Collection::search(const float* Q, int64_t nq, int64_t qlen, const uint8_t* allowed, const SearchParams& p,
@@ -724,6 +748,8 @@ void Collection::search(const float* Q, int64_t nq, int64_t qlen, const uint8_t*
   if (!all_cells && np > kMaxProbe)
     throw std::invalid_argument("CUDA search supports nprobe <= " + std::to_string(kMaxProbe) +
                                 " or nprobe >= nlist (every cell); got " + std::to_string(p.nprobe));
+  if (p.quantized && m.cscale.bytes() == 0)
+    throw std::invalid_argument("search: quantised cell scores need d <= " + std::to_string(cpu::kMaxQuantizedDim));
   if (nq == 0) return;
   DeviceScope scope(m.device);
   std::unique_lock<std::mutex> lock(m.ws_mutex, std::try_to_lock);
@@ -758,8 +784,22 @@ void Collection::search(const float* Q, int64_t nq, int64_t qlen, const uint8_t*
     S.resize(static_cast<size_t>(nc * qlen * m.nlist));
     St.resize(S.size());
     keep.resize(static_cast<size_t>(nc * m.nlist));
-    scores_kernel<<<dim3(blocks_for(m.nlist, kCellsPerBlock), static_cast<unsigned>(nc)), kCellsPerBlock>>>(
-        dQ.get(), qlen, m.d, m.centroids_t.get(), m.nlist, p.threshold, S.get(), St.get(), keep.get());
+    const dim3 score_grid(blocks_for(m.nlist, kCellsPerBlock), static_cast<unsigned>(nc));
+    if (p.quantized) {  // the query tokens quantised on the host, as the CPU search does
+      std::vector<int8_t> qi(static_cast<size_t>(nc * qlen * m.d));
+      std::vector<float> qs(static_cast<size_t>(nc * qlen));
+      if (!cpu::quantize_rows(Q + q0 * qlen * m.d, nc * qlen, m.d, qi.data(), qs.data()))
+        throw std::invalid_argument("search: quantised cell scores need finite query values");
+      const std::vector<float> qf(qi.begin(), qi.end());
+      w.Qq.upload(qf.data(), qf.size());
+      w.qscale.upload(qs.data(), qs.size());
+      scores_kernel<<<score_grid, kCellsPerBlock>>>(w.Qq.get(), qlen, m.d, m.centroids_qt.get(), m.nlist,
+                                                    p.threshold, S.get(), St.get(), keep.get(), m.cscale.get(),
+                                                    w.qscale.get());
+    } else {
+      scores_kernel<<<score_grid, kCellsPerBlock>>>(dQ.get(), qlen, m.d, m.centroids_t.get(), m.nlist,
+                                                    p.threshold, S.get(), St.get(), keep.get());
+    }
     PX_LAUNCHED();
 
     // 2. probed cells

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DriftWarning
-from . import gpu, kernels
+from . import cellq, gpu, kernels
 from .build import (
     DecompressedSource,
     build_generation,
@@ -284,7 +284,7 @@ class Index:
             def plaid(qs: np.ndarray, n_probe: int) -> tuple[np.ndarray, np.ndarray]:
                 if coll is not None:
                     return coll.search(qs, allowed, n_probe, p.centroid_score_threshold, p.ndocs, p.n_exact,
-                                       k_search)
+                                       k_search, quantized=snap.cell_codes is not None)
                 return self._search_cpu(qs, allowed, p, n_probe, k_search, num_threads)
 
             scores, pos = plaid(q, nprobe_eff)
@@ -317,11 +317,18 @@ class Index:
         # The native search scores the query tokens against the centroids itself, per query and straight
         # in the layout it needs, and reads each candidate's distinct cells; the reference is given S,
         # computed in chunks that bound its memory.
+        # Both score the cells with the int8 centroids (cellq.py), the same values bit for bit.
         native = kernels.BACKEND_NAME == "native"
-        extra = {"doc_cells": snap.doc_cells()} if native else {}
+        cells = snap.cell_codes
+        extra = {"doc_cells": snap.doc_cells(), "cell_codes": cells} if native else {}
 
         def run(qc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            S = None if native else kernels.centroid_scores(qc, snap.centroids_t)  # (nq, q_tokens, nlist)
+            if native:
+                S = None
+            elif cells is not None:
+                S = cellq.quantized_cell_scores(qc, cells)  # (nq, q_tokens, nlist)
+            else:
+                S = kernels.centroid_scores(qc, snap.centroids_t)
             return kernels.search(qc, S, a["codes"], a["residuals"], a["doc_offsets"], ivf, ivf_offsets,
                                    snap.codec.centroids, snap.codec.weights, snap.nbits, allowed, nprobe,
                                    p.centroid_score_threshold, p.ndocs, p.n_exact, k, num_threads=num_threads,

@@ -45,6 +45,9 @@ Functions:
          keep[codes[t]] of S[q, a, codes[t]] (a max over no token counts 0). Keep the top `ndocs`.
       4. full(i) = sum_a max_t S[q, a, codes[t]] over those; keep the top `n_exact`.
       5. exact(i) = sum_a max_t <Q[q, a], decompress(t, normalize=True)>; return the top k.
+      The keyword cell_codes=quantize_rows(centroids) (with S = None) makes S the quantised cell scores
+      cellq.quantized_cell_scores(Q, cell_codes): about 4x fewer operations for stage 1 on CPUs with AVX-512
+      VNNI, the same values on every CPU, the CUDA kernels and the reference (Q must be finite, d <= 1024).
       The keyword doc_cells=doc_cells(ivf, ivf_offsets, ndocs) lets the native kernel read each
       candidate's distinct cells in steps 3-4 instead of every token's code (the same maxima, about a
       third of the reads on real collections; its cells must have the dtype of codes); results are
@@ -53,6 +56,12 @@ Functions:
       than k results are padded with -inf / -1. Results do not depend on the thread count.
   exact_search(Q, codes, packed, doc_offsets, centroids, weights, nbits, allowed, k) -> (scores, docs)
       exact(i) of step 5 over every allowed document, top k, same ordering and padding.
+  quantize_rows(x f32 (n, d)) -> (q int8 (n, d), s f32 (n,), sums i32 (n,))
+      row-wise symmetric int8: s = max_j |x[i, j]| / 127 (1 for a zero row), q = rint(x / s) clipped to
+      [-127, 127], each step one float32 operation (x must be finite); sums = q.sum(1).
+      cellq.quantized_cell_scores(Q, (qc, sc, _)) = (float(<qc[c], qa[a]>) * sc[c]) * sa[a] with
+      (qa, sa, _) = quantize_rows of the query tokens: the integer dot products are exact, so every
+      implementation gives the same scores bit for bit.
   centroid_scores, maxsim, search, exact_search: keyword-only num_threads=0 (0: OpenMP default); results
       never depend on it.
 """
@@ -92,6 +101,7 @@ centroid_scores = backend.centroid_scores
 maxsim = backend.maxsim
 search = backend.search
 exact_search = backend.exact_search
+quantize_rows = backend.quantize_rows
 
 
 def native_error() -> str | None:

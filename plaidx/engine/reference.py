@@ -17,6 +17,8 @@ import numba
 import numpy as np
 from numba import njit
 
+from . import cellq
+
 _NEG_INF = np.float32(-np.inf)
 _NORM_EPS = np.float32(1e-12)
 
@@ -358,13 +360,23 @@ def centroid_scores(Q: np.ndarray, centroids_t: np.ndarray, *, num_threads: int 
     return np.ascontiguousarray(S, dtype=np.float32).reshape(nq, qlen, nlist)
 
 
+def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row-wise symmetric int8 of the rows of x and their row sums: see plaidx.engine.cellq.quantize_rows."""
+    fn = "quantize_rows"
+    x = _array(x, fn, "x", np.float32, 2, "(n, d)")
+    _expect(bool(np.isfinite(x).all()), f"{fn}: x must be finite (a value is NaN or infinite)")
+    return cellq.quantize_rows(x)
+
+
 def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.ndarray, doc_offsets: np.ndarray,
            ivf: np.ndarray, ivf_offsets: np.ndarray, centroids: np.ndarray, weights: np.ndarray, nbits: int,
            allowed: np.ndarray, nprobe: int, threshold: float, ndocs: int, n_exact: int, k: int, *,
-           num_threads: int = 0, doc_cells: Any = None) -> tuple[np.ndarray, np.ndarray]:
+           num_threads: int = 0, doc_cells: Any = None,
+           cell_codes: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """PLAID search, steps 1-5 of the contract -> (scores f32 (nq, k), docs i64 (nq, k)).
 
     doc_cells (the native kernel's shortcut) gives the same scores by definition and is not read here.
+    cell_codes (quantize_rows(centroids)): with S None, the quantised cell scores.
     """
     fn = "search"
     _check_threads(fn, num_threads)
@@ -377,6 +389,21 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
     codes, packed, doc_offsets, centroids, weights, allowed = _collection(
         fn, codes, packed, doc_offsets, centroids, weights, nbits, allowed, d)
     nlist, n_docs = centroids.shape[0], doc_offsets.shape[0] - 1
+    if cell_codes is not None:
+        _expect(isinstance(cell_codes, tuple) and len(cell_codes) == 3,
+                f"{fn}: cell_codes must be the (codes, scales, sums) triple quantize_rows(centroids) returns")
+        cq = _array(cell_codes[0], fn, "cell_codes[0]", np.int8, 2, "(nlist, d)")
+        cs = _array(cell_codes[1], fn, "cell_codes[1]", np.float32, 1, "(nlist,)")
+        sums = _array(cell_codes[2], fn, "cell_codes[2]", np.int32, 1, "(nlist,)")
+        _expect(cq.shape == (nlist, d) and cs.shape == (nlist,) and sums.shape == (nlist,),
+                f"{fn}: cell_codes must be quantize_rows(centroids): shapes (nlist, d) = {(nlist, d)}, (nlist,) "
+                f"and (nlist,), got {cq.shape}, {cs.shape} and {sums.shape}")
+        if S is None:
+            _expect(d <= cellq.MAX_QUANTIZED_DIM,
+                    f"{fn}: cell_codes need d <= {cellq.MAX_QUANTIZED_DIM}; search without them")
+            _expect(bool(np.isfinite(Q).all()),
+                    f"{fn}: quantised cell scores (cell_codes) need finite query values")
+            S = cellq.quantized_cell_scores(Q, (cq, cs, sums))
     if S is None:
         S = centroid_scores(Q, np.ascontiguousarray(centroids.T))
     _expect(S.shape == (nq, qlen, nlist), f"{fn}: S must have shape (nq, qlen, nlist) = {(nq, qlen, nlist)}, "

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import IndexFormatError
-from . import gpu, kernels
+from . import cellq, gpu, kernels
 from .clustering import MAX_NLIST
 from .codec import NBITS, ResidualCodec, stored_centroids
 from .storage import MANIFEST
@@ -54,6 +54,14 @@ class Snapshot:
         """(d, nlist) float32: the centroids transposed, for the reference backend's query-centroid GEMMs
         (the native search scores the centroids itself)."""
         return np.ascontiguousarray(self.codec.centroids.T)
+
+    @functools.cached_property
+    def cell_codes(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The centroids quantised row-wise to int8 (kernels.quantize_rows): the search's first stage scores
+        query tokens against them (cellq.py). None where d is too large for exact int8 sums."""
+        if self.dim > cellq.MAX_QUANTIZED_DIM:
+            return None
+        return kernels.quantize_rows(np.ascontiguousarray(self.codec.centroids, dtype=np.float32))
 
     def _check_consistency(self) -> None:
         a, d, nb = self.a, self.dim, self.nbits

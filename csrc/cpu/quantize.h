@@ -1,0 +1,46 @@
+// quantize.h: the int8 cell scores of the search's first stage (centroids and query tokens, row-wise).
+//
+// A row x (d floats) becomes q = rint(x / s) in [-127, 127] (int8) with s = max_j |x_j| / 127 (s = 1 for an
+// all-zero row), every operation one IEEE float operation in this order (numpy's float32 arithmetic gives
+// the same values: see plaidx/engine/reference.py quantize_rows). A cell score is then
+//   score(c, a) = (float(dot(qc[c], qa[a])) * s_c) * s_a,
+// where the integer dot product is exact in any summation order (|dot| <= 127 * 127 * d < 2^24 for
+// d <= kMaxQuantizedDim, so it is exact as a float sum too): every implementation (the avx512-vnni, the
+// generic and the CUDA kernels, the numpy reference) gives the same value bit for bit.
+// Thread-safety: pure functions on caller buffers.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+namespace plaidx::cpu {
+
+// The largest d whose int8 dot products are exact as float sums (127 * 127 * d < 2^24).
+constexpr int64_t kMaxQuantizedDim = 1024;
+
+// q (n, d), scale (n,) and, when sums is not nullptr, sums (n,) = sum_j q[i, j] of the rows of x (n, d);
+// false when a value is not finite (the outputs are then unspecified).
+inline bool quantize_rows(const float* x, int64_t n, int64_t d, int8_t* q, float* scale, int32_t* sums = nullptr) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = x + i * d;
+    float m = 0.0f;
+    for (int64_t j = 0; j < d; ++j) {
+      if (!std::isfinite(row[j])) return false;
+      const float v = std::fabs(row[j]);
+      m = v > m ? v : m;
+    }
+    const float s = m > 0.0f ? m / 127.0f : 1.0f;
+    int32_t total = 0;
+    for (int64_t j = 0; j < d; ++j) {
+      float r = std::nearbyint(row[j] / s);
+      r = r > 127.0f ? 127.0f : (r < -127.0f ? -127.0f : r);
+      q[i * d + j] = static_cast<int8_t>(r);
+      total += static_cast<int32_t>(r);
+    }
+    scale[i] = s;
+    if (sums != nullptr) sums[i] = total;
+  }
+  return true;
+}
+
+}  // namespace plaidx::cpu
