@@ -38,6 +38,7 @@ constexpr int64_t kMinCentroidTokens = 1 << 15;     // tokens scored with centro
 constexpr int64_t kMinExactTokens = 512;            // tokens decompressed and scored exactly
 constexpr int64_t kProbeBuffer = 64;                // nprobe up to which the probe keeps a sorted buffer
 constexpr int64_t kMaxQp16 = 256;                   // query tokens up to which the vnni kernel runs
+constexpr int64_t kSmallProbe = 8;                  // nprobe up to which the probe bound skips nth_element
 
 struct FreeDeleter {
   void operator()(uint8_t* p) const { std::free(p); }
@@ -75,6 +76,41 @@ struct Workspace {
         doc_seen(static_cast<uint8_t*>(std::calloc(static_cast<size_t>(ndocs > 0 ? ndocs : 1), 1))) {
     if (!doc_seen) throw std::bad_alloc();
   }
+};
+
+// Each thread keeps the workspace of its last search for the next one of the same shape: the buffers
+// (St alone is nlist * qp floats, 2 MiB at 16384 cells and 32 query tokens) are then neither allocated
+// nor faulted in again, about a tenth of a one-query search. At most kMaxCachedBytes of St are kept.
+// A search that throws drops its workspace (its cleared-between-queries flags may not be clear).
+constexpr int64_t kMaxCachedBytes = int64_t{64} << 20;
+
+struct CachedWorkspace {
+  std::unique_ptr<Workspace> ws;
+  int64_t nlist = -1, qp = -1, ndocs = -1;
+};
+thread_local CachedWorkspace tl_workspace;
+
+class WorkspaceLease {
+ public:
+  WorkspaceLease(int64_t nlist, int64_t qp, int64_t ndocs) : nlist_(nlist), qp_(qp), ndocs_(ndocs) {
+    CachedWorkspace& c = tl_workspace;
+    if (c.ws && c.nlist == nlist && c.qp == qp && c.ndocs == ndocs) {
+      ws_ = std::move(c.ws);
+    } else {
+      c.ws.reset();
+      ws_ = std::make_unique<Workspace>(nlist, qp, ndocs);
+    }
+  }
+  Workspace& get() { return *ws_; }
+  // The searches went through: the workspace is clean again and may serve the next one.
+  void release() {
+    if (nlist_ * qp_ * static_cast<int64_t>(sizeof(float)) > kMaxCachedBytes) return;
+    tl_workspace = CachedWorkspace{std::move(ws_), nlist_, qp_, ndocs_};
+  }
+
+ private:
+  std::unique_ptr<Workspace> ws_;
+  int64_t nlist_, qp_, ndocs_;
 };
 
 // Cells [c0, c1): St rows = S[q] transposed, padding columns 0.
@@ -162,6 +198,17 @@ struct VnniCells {
   int64_t qlen;
 };
 
+// acc += the 4-byte dot products of a (unsigned) and b (signed) per lane. GCC surrounds the intrinsic with
+// register copies in the kernel's loop (about a fifth slower); the instruction itself accumulates in place.
+PLAIDX_VNNI_TARGET inline __m512i dpbusd(__m512i acc, __m512i a, __m512i b) {
+#if defined(__clang__)
+  return _mm512_dpbusd_epi32(acc, a, b);
+#else
+  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+  return acc;
+#endif
+}
+
 // T cells from c against query columns [a0, a0 + 16 * NA) of qq ((d / 4, qp16, 4) bytes: the query's int8
 // values + 128), each lane an exact int32 dot product (vpdpbusd: 4 byte products per lane and step),
 // stored to St scaled as quantize.h says. Also: any[i] gets the lanes of columns < qlen at or above the
@@ -182,7 +229,7 @@ PLAIDX_VNNI_TARGET inline void vnni_tile(const uint8_t* qq, int64_t qp16, const 
       int32_t w;
       std::memcpy(&w, rows + i * d + 4 * g, sizeof(w));
       const __m512i b = _mm512_set1_epi32(w);
-      for (int u = 0; u < NA; ++u) acc[i][u] = _mm512_dpbusd_epi32(acc[i][u], qv[u], b);
+      for (int u = 0; u < NA; ++u) acc[i][u] = dpbusd(acc[i][u], qv[u], b);
     }
   }
   const __m512 thr = _mm512_set1_ps(vc.threshold);
@@ -311,10 +358,21 @@ void probe_column(const float* St, int64_t qp, int64_t a, const float* bmax, int
     }
     best[i] = Scored{x, c};
   };
-  keys.resize(static_cast<size_t>(nblocks));
-  for (int64_t b = 0; b < nblocks; ++b) keys[b] = bmax[b * qp + a];
   float bound = kNegInf;
-  if (np <= nblocks) {
+  if (np <= nblocks && np <= kSmallProbe) {  // the np largest block maxima in a small sorted buffer
+    float top[kSmallProbe];
+    std::fill(top, top + np, kNegInf);
+    for (int64_t b = 0; b < nblocks; ++b) {
+      const float x = bmax[b * qp + a];
+      if (!(x > top[np - 1])) continue;
+      int64_t i = np - 1;
+      for (; i > 0 && x > top[i - 1]; --i) top[i] = top[i - 1];
+      top[i] = x;
+    }
+    bound = top[np - 1];
+  } else if (np <= nblocks) {
+    keys.resize(static_cast<size_t>(nblocks));
+    for (int64_t b = 0; b < nblocks; ++b) keys[b] = bmax[b * qp + a];
     std::nth_element(keys.begin(), keys.begin() + (np - 1), keys.end(), std::greater<float>());
     bound = keys[np - 1];
   }
@@ -550,8 +608,7 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
   const int64_t nblocks = (nlist + kCellBlock - 1) / kCellBlock;
   float* St = ws.St.get();
   float* bmax = ws.bmax.get();
-  // (the int8 products of the vnni kernel cost about a quarter of the float ones)
-  const int64_t cell_dots = qlen * nlist * col.d / (quantized && cc.vnni ? 4 : 1);
+  const int64_t cell_dots = qlen * nlist * col.d;
   const int cell_threads = ctx.centroids != nullptr ? threads_for(cell_dots, kMinCellDots, threads)
                                                     : threads_for(qlen * nlist, kMinCellScores, threads);
   parallel_chunks(nblocks, std::max<int64_t>(1, grain_for(nblocks, cell_threads, 2)), cell_threads,
@@ -693,12 +750,14 @@ void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Comp
                                 empty.data(), allowed, params, out_scores, out_docs};
   if (nq >= threads && threads > 1) {
     parallel_chunks(nq, (nq + threads - 1) / threads, threads, [&](int64_t b, int64_t e) {
-      Workspace ws(col.nlist, qp, col.ndocs);
-      for (int64_t q = b; q < e; ++q) search_query(ctx, q, ws, 1);
+      WorkspaceLease ws(col.nlist, qp, col.ndocs);
+      for (int64_t q = b; q < e; ++q) search_query(ctx, q, ws.get(), 1);
+      ws.release();
     });
   } else {
-    Workspace ws(col.nlist, qp, col.ndocs);
-    for (int64_t q = 0; q < nq; ++q) search_query(ctx, q, ws, threads);
+    WorkspaceLease ws(col.nlist, qp, col.ndocs);
+    for (int64_t q = 0; q < nq; ++q) search_query(ctx, q, ws.get(), threads);
+    ws.release();
   }
 }
 
