@@ -11,9 +11,9 @@ by query so load changes hit every setting alike:
   both centroid-interaction passes), almost no exact scoring;
 - ``defaults``: the whole default search (the exact MaxSim of n_exact = 128 decompressed documents);
 - ``n_exact 64``: the defaults with half the exact stage, to show what a cheaper default would trade;
-- ``probe f32`` and ``defaults f32``: ``probe`` and ``defaults`` with the float32 first stage of earlier
-  releases (the same index opened a second time with its int8 cell codes switched off), so the int8 cell
-  scores' gain and their effect on recall show side by side.
+- ``probe f32`` and ``defaults f32``: ``probe`` and ``defaults`` with ``cell_scores="float32"`` (the first
+  stage of earlier releases and of Stanford PLAID), so the int8 cell scores' gain and their effect on
+  recall show side by side.
 
 Each setting's recall@k against exact MaxSim comes from one batched call over every query. PLAID's
 default p50 is read from the family's ``engine_<family>_<n>_families.json`` (same machine, an earlier
@@ -43,13 +43,7 @@ import plaidx  # noqa: E402
 
 STAGES = {"probe": {"nprobe": 1, "ndocs": 10, "n_exact": 10}, "candidates": {"n_exact": 10}, "defaults": {},
           "n_exact 64": {"n_exact": 64}}
-FLOAT_STAGES = ("probe", "defaults")  # also timed with float32 cell scores
-
-
-def float_cells(index: plaidx.Index) -> plaidx.Index:
-    """index with its first stage in float32, as before the int8 cell scores (a benchmark-only switch)."""
-    index._snap.__dict__["cell_codes"] = None  # the cached property's value: None means float32 scores
-    return index
+FLOAT_STAGES = ("probe", "defaults")  # also timed with float32 cell scores (SearchParams.cell_scores)
 
 
 def plaid_default_p50(name: str, n_docs: int) -> float | None:
@@ -80,15 +74,16 @@ def main(argv: list[str] | None = None) -> int:
         coll = families.ensure(name, args.ndocs)
         _, truth = exact_topk_cached(coll, args.k, threads=args.threads)
         index = plaidx.Index.open(path)
-        f32 = float_cells(plaidx.Index.open(path))
-        labelled = [(label, s, index) for label, s in STAGES.items()]
-        labelled += [(f"{label} f32", STAGES[label], f32) for label in FLOAT_STAGES]
-        settings = [dict(s, num_threads=args.threads, index=idx) for _, s, idx in labelled]
+        labelled = list(STAGES.items())
+        labelled += [(f"{label} f32", {"params": plaidx.SearchParams(**STAGES[label], cell_scores="float32")})
+                     for label in FLOAT_STAGES]
+        settings = [dict(s, num_threads=args.threads) for _, s in labelled]
         timed = timed_interleaved(index, coll.queries, settings, args.k, args.timed_queries)
         rows = {}
-        for (label, s, idx), t in zip(labelled, timed):
-            _, ids = idx.search(coll.queries, k=args.k, num_threads=args.threads, **s)
-            rows[label] = {"params": s, "recall_at_k": recall_at_k(ids, truth, args.k), **t}
+        for (label, s), t in zip(labelled, timed):
+            _, ids = index.search(coll.queries, k=args.k, num_threads=args.threads, **s)
+            shown = {"cell_scores": "float32", **STAGES[label[:-4]]} if label.endswith(" f32") else s
+            rows[label] = {"params": shown, "recall_at_k": recall_at_k(ids, truth, args.k), **t}
         out[name] = {"rows": rows, "plaid_defaults_p50_ms": plaid_default_p50(name, args.ndocs),
                      "nlist": index.nlist}
         print(f"[stages] {name}: " + ", ".join(f"{k} {v['p50_ms']:.2f} ms" for k, v in rows.items()), flush=True)
@@ -106,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
              "n_exact 10 (the query against all centroids); candidates: defaults with n_exact 10 (stages 1-4); "
              "exact stage = defaults - candidates. PLAID defaults: its p50 in the family's "
              "`engine_<family>_10000_families` run (ncells 1, threshold 0.5, ndocs 256); budget = 1/3 of it.", "",
-             "f32: the same with the float32 first stage of earlier releases (int8 cell scores switched off).", "",
+             "f32: the same with cell_scores=\"float32\" (the float first stage of earlier releases).", "",
              "| family | probe | probe f32 | candidates | defaults (recall) | defaults f32 (recall) | exact stage | "
              "n_exact 64 (recall) | PLAID defaults | 1/3 budget |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -60,22 +60,18 @@ def key(setting: dict) -> str:
 
 def timed_interleaved(index, queries: np.ndarray, settings: list[dict], k: int, n_queries: int,
                       warmup: int = 5) -> list[dict]:
-    """p50 wall and process-CPU ms of single-query calls, every setting on each query before the next query.
-
-    A setting's "index" entry, if any, is the index it searches instead of ``index``.
-    """
-    calls = [(s.get("index", index), {key: v for key, v in s.items() if key != "index"}) for s in settings]
-    for idx, s in calls:
+    """p50 wall and process-CPU ms of single-query calls, every setting on each query before the next query."""
+    for s in settings:
         for i in range(warmup):
-            idx.search(queries[i], k=k, **s)
+            index.search(queries[i], k=k, **s)
     step = max(1, len(queries) // n_queries)
     picks = range(0, len(queries), step)
     wall = np.empty((len(settings), len(picks)))
     cpu = np.empty_like(wall)
     for j, i in enumerate(picks):
-        for si, (idx, s) in enumerate(calls):
+        for si, s in enumerate(settings):
             t, c = time.perf_counter(), time.process_time()
-            idx.search(queries[i], k=k, **s)
+            index.search(queries[i], k=k, **s)
             wall[si, j], cpu[si, j] = time.perf_counter() - t, time.process_time() - c
     return [{"p50_ms": float(np.median(w) * 1e3), "cpu_p50_ms": float(np.median(c) * 1e3)}
             for w, c in zip(wall, cpu)]

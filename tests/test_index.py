@@ -496,3 +496,31 @@ def test_kmeans_option_picks_flat_or_two_level(tmp_path, monkeypatch):
     assert not (tmp_path / "bad").exists()
     with pytest.raises(ValueError, match="kmeans must be one of"):
         index.recluster(kmeans="two-level")
+
+
+def test_cell_scores_pick_the_first_stage(built, collection):
+    """The default first stage is the int8 one (the kernels' cell_codes), "float32" the float one; both
+    reach the same recall here, and an unknown value is a clear error."""
+    from plaidx.engine import kernels
+
+    _, queries, _ = collection
+    snap, a = built._snap, built._snap.a
+    ivf, ivf_offsets = snap.ivf()
+    p = plaidx.SearchParams().resolve(10, n_tokens=snap.n_tokens)
+
+    def direct(**kw):
+        return kernels.search(queries, None, a["codes"], a["residuals"], a["doc_offsets"], ivf, ivf_offsets,
+                              snap.codec.centroids, snap.codec.weights, snap.nbits, np.zeros(0, np.uint8), p.nprobe,
+                              p.centroid_score_threshold, p.ndocs, p.n_exact, 10, **kw)
+
+    int8 = built.search(queries, k=10)
+    f32 = built.search(queries, k=10, params=plaidx.SearchParams(cell_scores="float32"))
+    np.testing.assert_array_equal(int8[1], direct(cell_codes=kernels.quantize_rows(snap.codec.centroids))[1])
+    np.testing.assert_array_equal(f32[1], direct()[1])
+    np.testing.assert_array_equal(built.search(queries, k=10, params=plaidx.SearchParams(cell_scores="int8"))[1],
+                                  int8[1])
+    _, truth = built.search(queries, k=10, exact=True)
+    overlap = [np.mean([len(set(r) & set(t)) / 10 for r, t in zip(ids, truth)]) for ids in (int8[1], f32[1])]
+    assert overlap[1] > 0.8 and abs(overlap[0] - overlap[1]) <= 0.02
+    with pytest.raises(ValueError, match="cell_scores must be one of"):
+        built.search(queries, k=10, params=plaidx.SearchParams(cell_scores="bf16"))

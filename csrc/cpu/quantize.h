@@ -1,8 +1,8 @@
 // quantize.h: the int8 cell scores of the search's first stage (centroids and query tokens, row-wise).
 //
-// A row x (d floats) becomes q = rint(x / s) in [-127, 127] (int8) with s = max_j |x_j| / 127 (s = 1 for an
-// all-zero row), every operation one IEEE float operation in this order (numpy's float32 arithmetic gives
-// the same values: see plaidx/engine/reference.py quantize_rows). A cell score is then
+// A row x (d floats) becomes q = rint(x / s) in [-127, 127] (int8) with s = max(max_j |x_j|, 1e-30) / 127,
+// every operation one IEEE float operation in this order (numpy's float32 arithmetic gives the same
+// values: plaidx/engine/cellq.py quantize_int8, also the rule of the int8 rerank tier). A cell score is then
 //   score(c, a) = (float(dot(qc[c], qa[a])) * s_c) * s_a,
 // where the integer dot product is exact in any summation order (|dot| <= 127 * 127 * d < 2^24 for
 // d <= kMaxQuantizedDim, so it is exact as a float sum too): every implementation (the avx512-vnni, the
@@ -29,7 +29,7 @@ inline bool quantize_rows(const float* x, int64_t n, int64_t d, int8_t* q, float
       const float v = std::fabs(row[j]);
       m = v > m ? v : m;
     }
-    const float s = m > 0.0f ? m / 127.0f : 1.0f;
+    const float s = (m > 1e-30f ? m : 1e-30f) / 127.0f;
     int32_t total = 0;
     for (int64_t j = 0; j < d; ++j) {
       float r = std::nearbyint(row[j] / s);

@@ -15,16 +15,29 @@ import numpy as np
 MAX_QUANTIZED_DIM = 1024
 
 
-def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(q int8 (n, d), s f32 (n,), sums i32 (n,)) of finite float32 rows x (n, d): s = max|x| / 127,
-    q = rint(x / s), sums = q's row sums (the native VNNI kernel's offset correction).
+def quantize_int8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 rows with one float32 scale per row (the row's peak maps to +-127).
 
-    An all-zero row gets s = 1; q is clipped to [-127, 127]. Every step is one float32 operation, as in
-    the native kernel, so both give the same bytes.
+    Parameters
+    ----------
+    x : float32 (n, d), finite
+
+    Returns
+    -------
+    q : int8 (n, d), scales : float32 (n,) = max(peak, 1e-30) / 127, with ``x ~= q * scales[:, None]`` (error
+    at most scale / 2). Every step is one float32 operation, as in the native kernel (csrc/cpu/quantize.h),
+    so both give the same bytes. Quantizing ``q * scales[:, None]`` again gives back ``q``.
     """
-    m = np.abs(x).max(axis=1) if x.shape[1] else np.zeros(x.shape[0], np.float32)
-    s = np.where(m > 0, m / np.float32(127), np.float32(1)).astype(np.float32)
-    q = np.clip(np.rint(x / s[:, None]), -127, 127).astype(np.int8)
+    x = np.asarray(x, dtype=np.float32)
+    peak = np.abs(x).max(axis=1) if x.shape[1] else np.zeros(x.shape[0], np.float32)
+    scales = (np.maximum(peak, np.float32(1e-30)) / np.float32(127)).astype(np.float32)
+    q = np.clip(np.rint(x / scales[:, None]), -127, 127).astype(np.int8)
+    return q, scales
+
+
+def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """quantize_int8(x) and q's row sums int32 (n,) (the native VNNI kernel's offset correction)."""
+    q, s = quantize_int8(x)
     return q, s, q.sum(axis=1, dtype=np.int32)
 
 

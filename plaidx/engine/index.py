@@ -284,7 +284,7 @@ class Index:
             def plaid(qs: np.ndarray, n_probe: int) -> tuple[np.ndarray, np.ndarray]:
                 if coll is not None:
                     return coll.search(qs, allowed, n_probe, p.centroid_score_threshold, p.ndocs, p.n_exact,
-                                       k_search, quantized=snap.cell_codes is not None)
+                                       k_search, quantized=p.cell_scores != "float32" and snap.cell_codes is not None)
                 return self._search_cpu(qs, allowed, p, n_probe, k_search, num_threads)
 
             scores, pos = plaid(q, nprobe_eff)
@@ -319,7 +319,7 @@ class Index:
         # computed in chunks that bound its memory.
         # Both score the cells with the int8 centroids (cellq.py), the same values bit for bit.
         native = kernels.BACKEND_NAME == "native"
-        cells = snap.cell_codes
+        cells = snap.cell_codes if p.cell_scores != "float32" else None
         extra = {"doc_cells": snap.doc_cells(), "cell_codes": cells} if native else {}
 
         def run(qc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

