@@ -297,8 +297,6 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
            f + ": cell_codes must be quantize_rows(centroids): shapes (nlist, d) = (" + std::to_string(nlist) +
                ", " + std::to_string(d) + "), (nlist,) and (nlist,), got " + shape_str(cq.shape) + ", " +
                shape_str(cs.shape) + " and " + shape_str(csums.shape));
-    expect(d <= cpu::kMaxQuantizedDim,
-           f + ": cell_codes need d <= " + std::to_string(cpu::kMaxQuantizedDim) + "; search without them");
   }
   py::array_t<float> scores({nq, k});
   py::array_t<int64_t> docs({nq, k});

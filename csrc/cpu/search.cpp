@@ -165,6 +165,19 @@ PLAIDX_DISPATCH(void, score_cells_q,
                  int64_t c0, int64_t c1, float* St),
                 (Qf, qscale, qp, cq, cscale, d, c0, c1, St))
 
+// The quantised cell scores of one search call (cell_codes); cq == nullptr scores the cells in float.
+// vnni: the avx512-vnni kernel runs, which also computes keep and the block maxima (from empty, threshold
+// and qlen; the other kernels leave them to summarise_cells, with the same values).
+struct CellCodes {
+  const int8_t* cq = nullptr;      // (nlist, d)
+  const float* cscale = nullptr;   // (nlist,)
+  const int32_t* rsum = nullptr;   // (nlist,): sum_j cq[c, j] (the +128 offset of the query bytes adds 128 * rsum)
+  const uint8_t* empty = nullptr;  // (nlist,)
+  float threshold = 0.0f;          // the smallest float >= the search's (double) threshold
+  int64_t qlen = 0;
+  bool vnni = false;
+};
+
 #if PLAIDX_HAVE_VNNI
 // GCC 12's own intrinsics headers trip these on _mm512_undefined_* (a known false positive).
 #if !defined(__clang__)
@@ -187,17 +200,6 @@ inline bool have_vnni() {
 #endif
 }
 
-// What one call of the vnni kernel needs besides the query: keep and block maxima are computed in the
-// kernel (the float copy leaves them to summarise_cells; the values are the same).
-struct VnniCells {
-  const int8_t* cq;      // (nlist, d)
-  const float* cscale;   // (nlist,)
-  const int32_t* rsum;   // (nlist,): sum_j cq[c, j] (the +128 offset of the query bytes adds 128 * rsum[c])
-  const uint8_t* empty;  // (nlist,)
-  float threshold;       // the smallest float >= the search's (double) threshold
-  int64_t qlen;
-};
-
 // acc += the 4-byte dot products of a (unsigned) and b (signed) per lane. GCC surrounds the intrinsic with
 // register copies in the kernel's loop (about a fifth slower); the instruction itself accumulates in place.
 PLAIDX_VNNI_TARGET inline __m512i dpbusd(__m512i acc, __m512i a, __m512i b) {
@@ -215,7 +217,7 @@ PLAIDX_VNNI_TARGET inline __m512i dpbusd(__m512i acc, __m512i a, __m512i b) {
 // threshold, bm (the block maxima of these columns) takes the cells whose list is not empty.
 template <int T, int NA>
 PLAIDX_VNNI_TARGET inline void vnni_tile(const uint8_t* qq, int64_t qp16, const float* qscale, int64_t qp,
-                                         const VnniCells& vc, int64_t d, int64_t c, int64_t a0, float* St,
+                                         const CellCodes& vc, int64_t d, int64_t c, int64_t a0, float* St,
                                          __mmask16 (&any)[T], __m512 (&bm)[NA]) {
   __m512i acc[T][NA];
   for (int i = 0; i < T; ++i)
@@ -251,7 +253,7 @@ PLAIDX_VNNI_TARGET inline void vnni_tile(const uint8_t* qq, int64_t qp16, const 
 
 template <int T>
 PLAIDX_VNNI_TARGET inline void vnni_rows(const uint8_t* qq, int64_t qp16, const float* qscale, int64_t qp,
-                                         const VnniCells& vc, int64_t d, int64_t c, float* St, uint8_t* keep,
+                                         const CellCodes& vc, int64_t d, int64_t c, float* St, uint8_t* keep,
                                          float* bmax) {
   __mmask16 any[T];
   for (int i = 0; i < T; ++i) any[i] = 0;
@@ -272,7 +274,7 @@ PLAIDX_VNNI_TARGET inline void vnni_rows(const uint8_t* qq, int64_t qp16, const 
 
 // Cells [c0, c1) (c0 a multiple of kCellBlock) of St, keep and bmax: the quantised cell scores (the same
 // values as score_cells_q) and what summarise_cells would derive from them.
-PLAIDX_VNNI_TARGET void score_cells_vnni(const uint8_t* qq, const float* qscale, int64_t qp, const VnniCells& vc,
+PLAIDX_VNNI_TARGET void score_cells_vnni(const uint8_t* qq, const float* qscale, int64_t qp, const CellCodes& vc,
                                          int64_t d, int64_t c0, int64_t c1, float* St, uint8_t* keep,
                                          float* bmax) {
   const int64_t qp16 = (qp + 15) / 16 * 16;
@@ -534,17 +536,6 @@ void select_ascending(std::vector<Scored>& items, int64_t m) {
   std::sort(items.begin(), items.end(), [](const Scored& x, const Scored& y) { return x.doc < y.doc; });
 }
 
-// The quantised cell scores of one search call (cell_codes): centroid rows, their scales and row sums;
-// cq == nullptr scores the cells in float. vnni: the avx512-vnni kernel runs (vc is its argument).
-struct CellCodes {
-  const int8_t* cq = nullptr;      // (nlist, d)
-  const float* cscale = nullptr;   // (nlist,)
-  bool vnni = false;
-#if PLAIDX_HAVE_VNNI
-  VnniCells vc{};
-#endif
-};
-
 template <class Code>
 struct SearchContext {
   const float* Q;   // (nq, qlen, d)
@@ -588,7 +579,7 @@ void score_cells_quantized(const CellCodes& cc, Workspace& ws, int64_t qp, int64
                            float* St) {
 #if PLAIDX_HAVE_VNNI
   if (cc.vnni) {
-    score_cells_vnni(ws.qq.data(), ws.qscale.data(), qp, cc.vc, d, c0, c1, St, ws.keep.data(), ws.bmax.get());
+    score_cells_vnni(ws.qq.data(), ws.qscale.data(), qp, cc, d, c0, c1, St, ws.keep.data(), ws.bmax.get());
     return;
   }
 #endif
@@ -601,7 +592,7 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
   const int64_t qlen = ctx.qlen, nlist = col.nlist, qp = padded_qlen(qlen);
   const float* Qt = ctx.Qt + q * col.d * qp;
   const CellCodes& cc = ctx.cells;
-  const bool quantized = ctx.centroids != nullptr && cc.cq != nullptr;
+  const bool quantized = cc.cq != nullptr;  // (set only when the search scores the centroids itself)
   if (quantized) prepare_quantized_query(ctx.Q + q * qlen * col.d, qlen, col.d, cc.vnni, ws);
 
   // 1. transposed scores, kept cells, probed cells
@@ -730,21 +721,19 @@ void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Comp
     throw std::invalid_argument("search: quantised cell scores (cell_codes) need d <= " +
                                 std::to_string(kMaxQuantizedDim));
   CellCodes cells;
-  if (S == nullptr && cell_codes != nullptr) {
-    for (int64_t i = 0; i < nq * qlen * col.d; ++i)
-      if (!std::isfinite(Q[i]))
-        throw std::invalid_argument("search: quantised cell scores (cell_codes) need finite query values");
+  if (S == nullptr && cell_codes != nullptr) {  // (each query's values are checked as it is quantised)
     cells.cq = cell_codes;
     cells.cscale = cell_scales;
-#if PLAIDX_HAVE_VNNI
     if (have_vnni() && (qp + 15) / 16 * 16 <= kMaxQp16) {
       // x >= t for floats x exactly when (double)x >= threshold: t is the threshold rounded up to a float.
       float t = static_cast<float>(params.threshold);
       if (static_cast<double>(t) < params.threshold) t = std::nextafter(t, std::numeric_limits<float>::infinity());
+      cells.rsum = cell_sums;
+      cells.empty = empty.data();
+      cells.threshold = t;
+      cells.qlen = qlen;
       cells.vnni = true;
-      cells.vc = VnniCells{cell_codes, cell_scales, cell_sums, empty.data(), t, qlen};
     }
-#endif
   }
   const SearchContext<Code> ctx{Q, Qt.data(), cells, S, S == nullptr ? col.centroids : nullptr, qlen, col, ivf,
                                 empty.data(), allowed, params, out_scores, out_docs};

@@ -749,7 +749,8 @@ void Collection::search(const float* Q, int64_t nq, int64_t qlen, const uint8_t*
     throw std::invalid_argument("CUDA search supports nprobe <= " + std::to_string(kMaxProbe) +
                                 " or nprobe >= nlist (every cell); got " + std::to_string(p.nprobe));
   if (p.quantized && m.cscale.bytes() == 0)
-    throw std::invalid_argument("search: quantised cell scores need d <= " + std::to_string(cpu::kMaxQuantizedDim));
+    throw std::invalid_argument("search: quantised cell scores need d <= " + std::to_string(cpu::kMaxQuantizedDim) +
+                                " and finite centroids");
   if (nq == 0) return;
   DeviceScope scope(m.device);
   std::unique_lock<std::mutex> lock(m.ws_mutex, std::try_to_lock);

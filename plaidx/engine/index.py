@@ -280,12 +280,14 @@ class Index:
             if n_rerank:
                 p = tier_params(p, n_rerank, n_exact_given=knobs.n_exact is not None)
             nprobe_eff = min(p.nprobe, snap.nlist)
+            # the int8 centroids the first stage scores against (cellq.py), or None: float32 scores
+            cells = snap.cell_codes if p.cell_scores != "float32" else None
 
             def plaid(qs: np.ndarray, n_probe: int) -> tuple[np.ndarray, np.ndarray]:
                 if coll is not None:
                     return coll.search(qs, allowed, n_probe, p.centroid_score_threshold, p.ndocs, p.n_exact,
-                                       k_search, quantized=p.cell_scores != "float32" and snap.cell_codes is not None)
-                return self._search_cpu(qs, allowed, p, n_probe, k_search, num_threads)
+                                       k_search, quantized=cells is not None)
+                return self._search_cpu(qs, allowed, p, cells, n_probe, k_search, num_threads)
 
             scores, pos = plaid(q, nprobe_eff)
             # PLAID only sees documents in the probed cells. When that leaves a row short of k while more
@@ -310,16 +312,15 @@ class Index:
             scores, pos = snap.kept.rerank(q, a["doc_offsets"], pos, k, num_threads=num_threads)
         return scores.astype(np.float32, copy=False), snap.ids_of(pos)
 
-    def _search_cpu(self, q: np.ndarray, allowed: np.ndarray, p: SearchParams, nprobe: int, k: int,
+    def _search_cpu(self, q: np.ndarray, allowed: np.ndarray, p: SearchParams, cells: Any, nprobe: int, k: int,
                     num_threads: int) -> tuple[np.ndarray, np.ndarray]:
         snap, a = self._snap, self._snap.a
         ivf, ivf_offsets = snap.ivf()
         # The native search scores the query tokens against the centroids itself, per query and straight
         # in the layout it needs, and reads each candidate's distinct cells; the reference is given S,
         # computed in chunks that bound its memory.
-        # Both score the cells with the int8 centroids (cellq.py), the same values bit for bit.
+        # With cells, both score them in int8 (cellq.py), the same values bit for bit.
         native = kernels.BACKEND_NAME == "native"
-        cells = snap.cell_codes if p.cell_scores != "float32" else None
         extra = {"doc_cells": snap.doc_cells(), "cell_codes": cells} if native else {}
 
         def run(qc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -57,7 +57,7 @@ Functions:
   exact_search(Q, codes, packed, doc_offsets, centroids, weights, nbits, allowed, k) -> (scores, docs)
       exact(i) of step 5 over every allowed document, top k, same ordering and padding.
   quantize_rows(x f32 (n, d)) -> (q int8 (n, d), s f32 (n,), sums i32 (n,))
-      row-wise symmetric int8: s = max_j |x[i, j]| / 127 (1 for a zero row), q = rint(x / s) clipped to
+      row-wise symmetric int8: s = max(max_j |x[i, j]|, 1e-30) / 127, q = rint(x / s) clipped to
       [-127, 127], each step one float32 operation (x must be finite); sums = q.sum(1).
       cellq.quantized_cell_scores(Q, (qc, sc, _)) = (float(<qc[c], qa[a]>) * sc[c]) * sa[a] with
       (qa, sa, _) = quantize_rows of the query tokens: the integer dot products are exact, so every

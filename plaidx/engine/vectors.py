@@ -65,7 +65,6 @@ def tier_params(p: Any, n_rerank: int, *, n_exact_given: bool) -> Any:
     return dataclasses.replace(p, ndocs=ndocs, n_exact=min(ndocs, max(n_exact, n_rerank)))
 
 
-
 class VectorWriter:
     """Streams a new generation's kept vectors (and int8 scales) into a storage Transaction."""
 
