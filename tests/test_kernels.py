@@ -584,6 +584,10 @@ def test_cell_codes_bad_input_is_a_clear_error(mod):
     Q[1, 2, 5] = np.inf
     with pytest.raises(ValueError, match="finite"):
         run_search(mod, Q, None, col, cell_codes=cells)
+    wide = make_collection(4, ndocs=5, d=1032, nlist=4, max_len=3)  # int8 sums no longer exact in float32
+    Qw, _ = make_queries(4, wide, nq=1, qlen=2)
+    with pytest.raises(ValueError, match="d <= 1024"):
+        run_search(mod, Qw, None, wide, cell_codes=mod.quantize_rows(wide["centroids"]))
 
 
 @pytest.mark.parametrize("mod", BACKENDS)
