@@ -240,7 +240,7 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
                    const py::object& ivf_offsets_o, const py::object& centroids_o, const py::object& weights_o,
                    int nbits, const py::object& allowed_o, int64_t nprobe, double threshold, int64_t ndocs,
                    int64_t n_exact, int64_t k, int num_threads, const py::object& doc_cells_o,
-                   const py::object& cell_codes_o) {
+                   const py::object& cell_codes_o, const py::object& kept_o) {
   const char* fn = "search";
   const std::string f(fn);
   check_threads(fn, num_threads);
@@ -298,6 +298,19 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
                ", " + std::to_string(d) + "), (nlist,) and (nlist,), got " + shape_str(cq.shape) + ", " +
                shape_str(cs.shape) + " and " + shape_str(csums.shape));
   }
+  // Optional: (vectors int8 (n, d), scales f32 (n,)), every token's kept int8 vector: step 5 scores them.
+  View<int8_t> kv{nullptr, {0}};
+  View<float> ks{nullptr, {0}};
+  if (!kept_o.is_none()) {
+    const py::tuple t = kept_o.cast<py::tuple>();
+    expect(t.size() == 2, f + ": kept must be the (vectors, scales) pair of the kept int8 vectors");
+    kv = view<int8_t>(t[0], fn, "kept[0]", 2, "(n, d)");
+    ks = view<float>(t[1], fn, "kept[1]", 1, "(n,)");
+    expect(kv[0] == args.col.n && kv[1] == d && ks[0] == args.col.n,
+           f + ": kept must hold one int8 row and one scale per token: shapes (n, d) = (" +
+               std::to_string(args.col.n) + ", " + std::to_string(d) + ") and (n,), got " + shape_str(kv.shape) +
+               " and " + shape_str(ks.shape));
+  }
   py::array_t<float> scores({nq, k});
   py::array_t<int64_t> docs({nq, k});
   float* so = mutable_data(scores);
@@ -307,7 +320,7 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
     const cpu::IvfView<Code> iv{ivf.data, ivf[0], ivf_offsets.data, cells.data, cell_offsets.data, ncells};
     const cpu::SearchParams params{nprobe, threshold, ndocs, n_exact, k};
     cpu::search(Q.data, fused ? nullptr : S.data, nq, qlen, args.col, iv, args.allowed, params, so, dout, num_threads,
-                cq.data, cs.data, csums.data);
+                cpu::Int8Rows{cq.data, cs.data, csums.data}, cpu::Int8Rows{kv.data, ks.data, nullptr});
   }
   return py::make_tuple(scores, docs);
 }
@@ -317,11 +330,11 @@ py::tuple search(const py::object& Q_o, const py::object& S_o, const py::object&
                  const py::object& ivf_offsets_o, const py::object& centroids_o, const py::object& weights_o,
                  int nbits, const py::object& allowed_o, int64_t nprobe, double threshold, int64_t ndocs,
                  int64_t n_exact, int64_t k, int num_threads, const py::object& doc_cells_o,
-                 const py::object& cell_codes_o) {
+                 const py::object& cell_codes_o, const py::object& kept_o) {
   return with_code_type(codes_o, "search", "codes", [&](auto code) {
     return search_t<decltype(code)>(Q_o, S_o, codes_o, packed_o, offsets_o, ivf_o, ivf_offsets_o, centroids_o,
                                     weights_o, nbits, allowed_o, nprobe, threshold, ndocs, n_exact, k,
-                                    num_threads, doc_cells_o, cell_codes_o);
+                                    num_threads, doc_cells_o, cell_codes_o, kept_o);
   });
 }
 
@@ -402,7 +415,7 @@ PYBIND11_MODULE(_core, m) {
         py::arg("doc_offsets"), py::arg("ivf"), py::arg("ivf_offsets"), py::arg("centroids"),
         py::arg("weights"), py::arg("nbits"), py::arg("allowed"), py::arg("nprobe"), py::arg("threshold"),
         py::arg("ndocs"), py::arg("n_exact"), py::arg("k"), py::kw_only(), py::arg("num_threads") = 0,
-        py::arg("doc_cells") = py::none(), py::arg("cell_codes") = py::none(),
+        py::arg("doc_cells") = py::none(), py::arg("cell_codes") = py::none(), py::arg("kept") = py::none(),
         "PLAID search; see plaidx._kernels. -> (scores f32 (nq, k), docs i64 (nq, k))");
   m.def("quantize_rows", &quantize_rows, py::arg("x"),
         "quantize_rows(x f32 (n, d)) -> (int8 (n, d), scales f32 (n,), row sums i32 (n,)); see plaidx._kernels.");

@@ -282,6 +282,8 @@ for i, (nprobe, thr, nd, ne, k) in enumerate([(2, 0.0, 30, 10, 5), (3, 0.2, 200,
                                                 cell_codes=(a["cq"], a["cs"], a["csum"]))
     out[f"gs{i}"], out[f"gd{i}"] = _core.search(a["Q"], a["Sq"], *col, a["ivf"], a["ivf_offsets"], *cw,
                                                 a["allowed"], nprobe, thr, nd, ne, k)
+    out[f"ks{i}"], out[f"kd{i}"] = _core.search(a["Q"], None, *col, a["ivf"], a["ivf_offsets"], *cw,
+                                                a["allowed"], nprobe, thr, nd, ne, k, kept=(a["kv"], a["ks"]))
 out["es"], out["ed"] = _core.exact_search(a["Q"], *col, *cw, a["allowed"], 7)
 out["unit"] = _core.decompress(a["codes"], a["packed"], *cw, True)
 out["packed2"] = _core.compress(a["res"], a["cutoffs"], int(a["nbits"]))
@@ -306,8 +308,9 @@ def test_every_simd_copy_matches_reference(level, nbits, tmp_path):
     Ct = np.ascontiguousarray(_unit(np.random.default_rng(79).standard_normal((200, 96))).T)
     cq, cs, csum = cellq.quantize_rows(col["centroids"])
     Sq = cellq.quantized_cell_scores(Q, (cq, cs, csum))
+    kv, ks = _kept(col)
     np.savez(tmp_path / "in.npz", Q=Q, S=S, allowed=allowed, res=res, nbits=col["nbits"], Qc=Qc, Ct=Ct, cq=cq, cs=cs,
-             csum=csum, Sq=Sq, **arrays)
+             csum=csum, Sq=Sq, kv=kv, ks=ks, **arrays)
     root = str(Path(ref.__file__).resolve().parents[1])
     env = dict(os.environ, PLAIDX_SIMD=level, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
     subprocess.run([sys.executable, "-c", _COPY_SCRIPT, str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
@@ -322,6 +325,11 @@ def test_every_simd_copy_matches_reference(level, nbits, tmp_path):
         # this copy's int8 cell scores (the generic kernel): exactly the numpy values
         np.testing.assert_array_equal(got[f"qd{i}"], got[f"gd{i}"])
         np.testing.assert_array_equal(got[f"qs{i}"], got[f"gs{i}"])
+        # this copy's MaxSim over kept int8 vectors (step 5): exactly the reference's
+        kept_want = run_search(ref, Q, None, col, allowed, nprobe=nprobe, threshold=thr, ndocs=nd, n_exact=ne, k=k,
+                               kept=(kv, ks))
+        np.testing.assert_array_equal(got[f"kd{i}"], kept_want[1])
+        np.testing.assert_array_equal(got[f"ks{i}"], kept_want[0])
     assert_topk_equivalent((got["es"], got["ed"]), run_exact(ref, Q, col, allowed, k=7))
     unit = ref.decompress(col["codes"], col["packed"], col["centroids"], col["weights"], col["nbits"], True)
     np.testing.assert_allclose(got["unit"], unit, rtol=1e-5, atol=1e-6)
@@ -570,6 +578,75 @@ def test_quantized_cell_scores_equal_given_scores(qlen):
                 np.testing.assert_array_equal(got_s, given_s)
             if nprobe in (3, 65):
                 assert_topk_equivalent(run_search(ref, Q, None, col, cell_codes=cells, **params), (given_s, given_d))
+
+
+def _kept(col: dict, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Kept int8 vectors (one per token, near the decoded ones) and their scales."""
+    n, d = col["codes"].shape[0], col["centroids"].shape[1]
+    x = col["centroids"][col["codes"]] + 0.3 * np.random.default_rng(seed).standard_normal((n, d))
+    return cellq.quantize_int8(_unit(x))
+
+
+def _kept_score(q: np.ndarray, kv: np.ndarray, ks: np.ndarray) -> np.float32:
+    """The quantised MaxSim of one query over one document's kept rows, stated here from the definition."""
+    qq, qs = cellq.quantize_int8(q)
+    dots = (qq.astype(np.int64) @ kv.astype(np.int64).T).astype(np.float32)  # exact integers
+    best = ((dots * ks[None, :]) * qs[:, None]).max(axis=1)
+    total = np.float32(0)
+    for v in best:
+        total = np.float32(total + v)
+    return total
+
+
+@native
+@pytest.mark.parametrize("qlen", [1, 5, 13, 32, 40])
+@pytest.mark.parametrize("d", [64, 136])
+def test_kept_vectors_score_the_last_stage_the_same_everywhere(qlen, d):
+    """search(..., kept=(int8 vectors, scales)) scores the n_exact candidates by MaxSim over their kept int8
+    vectors against the quantised query (the VNNI kernel where the CPU has it), not by decompressing them:
+    the same scores and documents bit for bit with 1 or 2 threads, with float or int8 cell scores, as the
+    reference, and each score is the definition's value for its document."""
+    col = make_collection(90 + qlen, ndocs=300, d=d, nbits=2, nlist=40, max_len=37)
+    Q, S = make_queries(qlen, col, nq=3, qlen=qlen)
+    kv, ks = _kept(col)
+    cells = _core.quantize_rows(col["centroids"])
+    for params in (dict(nprobe=3, threshold=0.0, ndocs=80, n_exact=30, k=10),
+                   dict(nprobe=40, threshold=-1.0, ndocs=300, n_exact=300, k=12)):
+        want = run_search(ref, Q, S, col, kept=(kv, ks), **params)
+        want_q = run_search(ref, Q, None, col, kept=(kv, ks), cell_codes=cells, **params)
+        for threads in (1, 2):
+            for S_, cc, w in ((S, None, want), (None, cells, want_q)):
+                got = run_search(_core, Q, S_, col, num_threads=threads, kept=(kv, ks), cell_codes=cc, **params)
+                np.testing.assert_array_equal(got[1], w[1])
+                np.testing.assert_array_equal(got[0], w[0])
+        offs = col["doc_offsets"]
+        for qi in range(Q.shape[0]):
+            for sc, doc in zip(*[x[qi] for x in want]):
+                lo, hi = offs[doc], offs[doc + 1]
+                assert sc == _kept_score(Q[qi], kv[lo:hi], ks[lo:hi])
+        if params["n_exact"] == 300:  # every document scored: the top k of the definition's scores
+            every = np.array([_kept_score(Q[0], kv[offs[i]:offs[i + 1]], ks[offs[i]:offs[i + 1]]) for i in range(300)])
+            np.testing.assert_array_equal(want[1][0], np.lexsort((np.arange(300), -every))[:12])
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_kept_bad_input_is_a_clear_error(mod):
+    col = make_collection(3, ndocs=30, d=64, nlist=16)
+    Q, S = make_queries(3, col, nq=2, qlen=4)
+    kv, ks = _kept(col)
+    with pytest.raises(ValueError, match="pair"):
+        run_search(mod, Q, S, col, kept=(kv, ks, ks))
+    with pytest.raises(ValueError, match="one int8 row and one scale per token"):
+        run_search(mod, Q, S, col, kept=(kv[:-1], ks[:-1]))
+    with pytest.raises((ValueError, TypeError), match="int8"):
+        run_search(mod, Q, S, col, kept=(kv.astype(np.float32), ks))
+    Q[1, 2, 5] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        run_search(mod, Q, S, col, kept=(kv, ks))
+    wide = make_collection(4, ndocs=5, d=1032, nlist=4, max_len=3)  # int8 sums no longer exact in float32
+    Qw, Sw = make_queries(4, wide, nq=1, qlen=2)
+    with pytest.raises(ValueError, match="d <= 1024"):
+        run_search(mod, Qw, Sw, wide, kept=cellq.quantize_int8(np.ones((wide["codes"].shape[0], 1032), np.float32)))
 
 
 @pytest.mark.parametrize("mod", BACKENDS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 
 import numpy as np
 import psutil
@@ -55,8 +56,23 @@ def test_build_keeps_every_token_and_reranked_scores_are_maxsim_over_them(data, 
     for row in range(len(queries)):
         for s, i in zip(scores[row], ids[row]):
             expect = float((queries[row] @ kept[int(i)].T).max(axis=1).sum())
-            assert s == pytest.approx(expect, rel=1e-5, abs=1e-5)
+            if kind == "int8":  # the query quantised too: integer dot products, scaled back (cellq.kept_maxsim)
+                assert s == _int8_maxsim(queries[row], docs[int(i)])
+                assert s == pytest.approx(expect, rel=2e-3, abs=2e-3)
+            else:
+                assert s == pytest.approx(expect, rel=1e-5, abs=1e-5)
         assert np.all(np.diff(scores[row]) <= 0)
+
+
+def _int8_maxsim(q: np.ndarray, doc: np.ndarray) -> np.float32:
+    """The int8 tier's score of a document (its float vectors doc) from the definition, in integers."""
+    qq, qs = quantize_int8(q)
+    dq, ds = quantize_int8(doc)
+    dots = (qq.astype(np.int64) @ dq.astype(np.int64).T).astype(np.float32)
+    total = np.float32(0)
+    for v in ((dots * ds[None, :]) * qs[:, None]).max(axis=1):
+        total = np.float32(total + v)
+    return total
 
 
 def test_rerank_lifts_recall_against_exact_maxsim(data, tmp_path):
@@ -66,12 +82,12 @@ def test_rerank_lifts_recall_against_exact_maxsim(data, tmp_path):
     _, plain = index.search(queries, k=10, rerank=0)
     _, default = index.search(queries, k=10)
     n = len(docs)  # every document a candidate: only the int8 rounding is left between the tier and exact
-    _, wide = index.search(queries, k=10, params=plaidx.SearchParams(nprobe=index.nlist, ndocs=n, n_exact=n,
+    _, wide = index.search(queries, k=10, params=plaidx.SearchParams(nprobe=index.nlist, ndocs=n,
                                                                      centroid_score_threshold=-1e9, rerank=n))
     r_plain, r_default, r_wide = _recall(plain, truth), _recall(default, truth), _recall(wide, truth)
-    # observed: 0.675 without the tier, 0.892 with the default (PLAID's nprobe 2 misses the rest), 1.0 wide
+    # observed: 0.65 without the tier, 0.967 with its defaults
     assert r_default >= r_plain + 0.2
-    assert r_wide >= 0.99
+    assert r_wide >= 0.97  # observed 0.975: at d 32 the quantised query costs this (d 128-384: within 0.003)
 
 
 def test_exact_search_runs_over_the_kept_vectors(data, tmp_path):
@@ -166,6 +182,9 @@ def test_bad_keep_vectors_and_rerank_are_clear_errors(data, tmp_path):
             kept.search(queries, k=10, rerank=bad)
     with pytest.raises(TypeError, match="not both"):
         kept.search(queries, k=10, rerank=5, params=plaidx.SearchParams(nprobe=2))
+    with pytest.raises(ValueError, match=r"n_exact=64 has no effect.*rerank=0"):
+        kept.search(queries, k=10, n_exact=64)
+    kept.search(queries, k=10, n_exact=64, rerank=0)  # PLAID over the codes: n_exact applies
 
 
 def test_a_corrupt_or_missing_vector_file_is_reported_with_the_fix(data, tmp_path):
@@ -190,13 +209,21 @@ def test_a_corrupt_or_missing_vector_file_is_reported_with_the_fix(data, tmp_pat
     np.testing.assert_array_equal(ids, want)
 
 
-def test_opening_pages_in_no_kept_vector_and_a_search_maps_none(tmp_path):
+def test_opening_pages_in_no_kept_vector_and_a_search_only_its_candidates_rows(tmp_path):
     rng = np.random.default_rng(3)
     docs = [rng.standard_normal((100, 128)).astype(np.float32) for _ in range(1500)]  # 150k tokens, 19 MB int8
-    queries = rng.standard_normal((4, 16, 128)).astype(np.float32)
+    queries = rng.standard_normal((2, 16, 128)).astype(np.float32)
     for name, kind in (("plain", None), ("kept", "int8")):
         plaidx.Index.build(tmp_path / name, docs, nbits=2, nlist=256, kmeans_niters=2, keep_vectors=kind)
     del docs
+    # out of the page cache, so that what a search pages in shows in the map
+    vec = next((tmp_path / "kept").glob("vectors.*.npy"))
+    fd = os.open(vec, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
     proc = psutil.Process()
 
     def open_growth(name: str) -> tuple[int, plaidx.Index]:
@@ -209,9 +236,26 @@ def test_opening_pages_in_no_kept_vector_and_a_search_maps_none(tmp_path):
     kept, index = open_growth("kept")
     vec_bytes = index._snap.kept.vectors.nbytes
     assert kept - plain < vec_bytes // 8, (kept, plain, vec_bytes)  # observed: 0.3 MB more, of 19 MB
-    _, ids = index.search(queries, k=10)
+    rerank = 16
+    _, ids = index.search(queries, k=10, rerank=rerank)
     assert (ids >= 0).all()
-    # searches read their candidates' rows with pread: no page of the vectors' map becomes resident
-    # (a fault on the map would map 64 KiB or more around each row and, here, nearly the whole file)
-    mapped = [m.rss for m in proc.memory_maps(grouped=True) if m.path.rsplit("/", 1)[-1].startswith("vectors.")]
-    assert mapped and sum(mapped) == 0
+    # the search reads its candidates' rows through the map, without read-ahead: at most the pages of
+    # 2 queries x 16 documents (12.8 kB each, so at most 5 pages) become resident, not the file
+    mapped = sum(m.rss for m in proc.memory_maps(grouped=True) if m.path.rsplit("/", 1)[-1].startswith("vectors."))
+    assert 0 < mapped <= len(queries) * rerank * 5 * 4096, (mapped, vec_bytes)
+
+
+def test_the_two_step_route_of_the_gpu_gives_the_cpu_search(data, tmp_path):
+    """On a GPU (and for float16) the search returns the centroid stage's best `rerank` candidates and
+    KeptVectors.rerank scores them; on the CPU the int8 search scores them inside. Same results, bit for bit."""
+    docs, queries, _ = data
+    index = plaidx.Index.build(tmp_path / "ix", docs, nbits=2, seed=0, keep_vectors="int8")
+    snap = index._snap
+    for rerank in (12, 40):
+        p = plaidx.SearchParams(rerank=rerank).resolve(10, n_tokens=snap.n_tokens, tier=True)
+        assert p.n_exact == rerank
+        _, cand = index._search_cpu(queries, snap.live_mask, p, snap.cell_codes, p.nprobe, rerank, 0)
+        two_s, two_p = snap.kept.rerank(queries, snap.a["doc_offsets"], cand, 10)
+        one_s, one_ids = index.search(queries, k=10, rerank=rerank)
+        np.testing.assert_array_equal(one_ids, snap.ids_of(two_p))
+        np.testing.assert_array_equal(one_s, two_s)

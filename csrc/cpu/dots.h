@@ -73,6 +73,45 @@ PLAIDX_INLINE void max_dots(const float* Qt, int64_t d, int64_t qp, const float*
   for (; t < nt; ++t) max_dots_rows<W, 1>(Qt, d, qp, V + t * d, run_max);
 }
 
+// The quantised MaxSim of kept int8 vectors (search.h: kept), generic copy. Qf (d, qp): the query's int8
+// values as floats, so every sum tile_dots forms is an exact integer; each score is then
+// (dot * vscale[t]) * qscale[a] (quantize.h), folded into the running maxima like dot_tile.
+template <class V, int T, int NA>
+PLAIDX_INLINE void dot_tile_q(const float* Qf, const float* qscale, int64_t d, int64_t qp, const int8_t* v,
+                              const float* vscale, int64_t a, float* run_max) {
+  constexpr int L = static_cast<int>(sizeof(V) / sizeof(float));
+  V acc[T][NA];
+  tile_dots<V, T, NA, int8_t>(v, d, Qf + a, qp, acc);
+  for (int u = 0; u < NA; ++u) {
+    const V qs = vload_as<V>(qscale + a + u * L);
+    V m = vload_as<V>(run_max + a + u * L);
+    for (int i = 0; i < T; ++i) m = vmax_as(m, (vscale[i] * acc[i][u]) * qs);
+    vstore_as(run_max + a + u * L, m);
+  }
+}
+
+template <class W, int T>
+PLAIDX_INLINE void max_dots_q_rows(const float* Qf, const float* qscale, int64_t d, int64_t qp, const int8_t* v,
+                                   const float* vscale, float* run_max) {
+  constexpr int64_t L = static_cast<int64_t>(sizeof(W) / sizeof(float));
+  constexpr int NA = T == 1 ? 4 : 2;
+  int64_t a = 0;
+  for (; a + NA * L <= qp; a += NA * L) dot_tile_q<W, T, NA>(Qf, qscale, d, qp, v, vscale, a, run_max);
+  for (; a + L <= qp; a += L) dot_tile_q<W, T, 1>(Qf, qscale, d, qp, v, vscale, a, run_max);
+  if constexpr (L > 8)
+    for (; a < qp; a += 8) dot_tile_q<v8f, T, 1>(Qf, qscale, d, qp, v, vscale, a, run_max);
+}
+
+// max_dots for int8 rows V (nt, d) with scales (nt,) against the quantised query (Qf, qscale (qp,)).
+template <class W>
+PLAIDX_INLINE void max_dots_q(const float* Qf, const float* qscale, int64_t d, int64_t qp, const int8_t* V,
+                              const float* vscale, int64_t nt, float* run_max) {
+  constexpr int TB = sizeof(W) == 64 ? 8 : 4;
+  int64_t t = 0;
+  for (; t + TB <= nt; t += TB) max_dots_q_rows<W, TB>(Qf, qscale, d, qp, V + t * d, vscale + t, run_max);
+  for (; t < nt; ++t) max_dots_q_rows<W, 1>(Qf, qscale, d, qp, V + t * d, vscale + t, run_max);
+}
+
 // out[i * ldo + a] = <rows[i], Qt[:, a]> for i < T, a in [a0, a0 + NA * lanes), each summed over j in
 // order from 0. centroid_scores tiles S with it (rows: query tokens, Qt: a panel of centroids); the
 // fused search tiles St with the roles swapped (rows: centroids, Qt: the query). A product and its sum

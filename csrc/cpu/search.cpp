@@ -36,6 +36,7 @@ constexpr int64_t kMinCellScores = 1 << 19;         // S entries transposed
 constexpr int64_t kMinCellDots = int64_t{16} << 20;  // multiply-adds of the fused cell scores
 constexpr int64_t kMinCentroidTokens = 1 << 15;     // tokens scored with centroid scores
 constexpr int64_t kMinExactTokens = 512;            // tokens decompressed and scored exactly
+constexpr int64_t kMinKeptTokens = 2048;            // kept int8 tokens scored (about 4x cheaper each)
 constexpr int64_t kProbeBuffer = 64;                // nprobe up to which the probe keeps a sorted buffer
 constexpr int64_t kMaxQp16 = 256;                   // query tokens up to which the vnni kernel runs
 constexpr int64_t kSmallProbe = 8;                  // nprobe up to which the probe bound skips nth_element
@@ -211,18 +212,14 @@ PLAIDX_VNNI_TARGET inline __m512i dpbusd(__m512i acc, __m512i a, __m512i b) {
 #endif
 }
 
-// T cells from c against query columns [a0, a0 + 16 * NA) of qq ((d / 4, qp16, 4) bytes: the query's int8
-// values + 128), each lane an exact int32 dot product (vpdpbusd: 4 byte products per lane and step),
-// stored to St scaled as quantize.h says. Also: any[i] gets the lanes of columns < qlen at or above the
-// threshold, bm (the block maxima of these columns) takes the cells whose list is not empty.
+// acc[i][u] = the exact int32 dot products of the T int8 rows at rows (stride d) against query columns
+// [a0 + 16 u, a0 + 16 u + 16) of qq ((d / 4, qp16, 4) bytes: the query's int8 values + 128), plus 128 times
+// the row's sum (the offset of the query bytes), by vpdpbusd: 4 byte products per lane and step.
 template <int T, int NA>
-PLAIDX_VNNI_TARGET inline void vnni_tile(const uint8_t* qq, int64_t qp16, const float* qscale, int64_t qp,
-                                         const CellCodes& vc, int64_t d, int64_t c, int64_t a0, float* St,
-                                         __mmask16 (&any)[T], __m512 (&bm)[NA]) {
-  __m512i acc[T][NA];
+PLAIDX_VNNI_TARGET inline void vnni_dots(const uint8_t* qq, int64_t qp16, const int8_t* rows, int64_t d, int64_t a0,
+                                         __m512i (&acc)[T][NA]) {
   for (int i = 0; i < T; ++i)
     for (int u = 0; u < NA; ++u) acc[i][u] = _mm512_setzero_si512();
-  const int8_t* rows = vc.cq + c * d;
   const int64_t groups = d / 4;
   for (int64_t g = 0; g < groups; ++g) {
     __m512i qv[NA];
@@ -234,6 +231,17 @@ PLAIDX_VNNI_TARGET inline void vnni_tile(const uint8_t* qq, int64_t qp16, const 
       for (int u = 0; u < NA; ++u) acc[i][u] = dpbusd(acc[i][u], qv[u], b);
     }
   }
+}
+
+// T cells from c against query columns [a0, a0 + 16 * NA) of qq (vnni_dots), stored to St scaled as
+// quantize.h says. Also: any[i] gets the lanes of columns < qlen at or above the threshold, bm (the block
+// maxima of these columns) takes the cells whose list is not empty.
+template <int T, int NA>
+PLAIDX_VNNI_TARGET inline void vnni_tile(const uint8_t* qq, int64_t qp16, const float* qscale, int64_t qp,
+                                         const CellCodes& vc, int64_t d, int64_t c, int64_t a0, float* St,
+                                         __mmask16 (&any)[T], __m512 (&bm)[NA]) {
+  __m512i acc[T][NA];
+  vnni_dots<T, NA>(qq, qp16, vc.cq + c * d, d, a0, acc);
   const __m512 thr = _mm512_set1_ps(vc.threshold);
   for (int u = 0; u < NA; ++u) {
     const int64_t a = a0 + 16 * u;
@@ -288,6 +296,58 @@ PLAIDX_VNNI_TARGET void score_cells_vnni(const uint8_t* qq, const float* qscale,
     std::copy(block, block + qp, bmax + b / kCellBlock * qp);
   }
 }
+// sum_j row[j] of an int8 row of d values (d a multiple of 8).
+PLAIDX_VNNI_TARGET inline int32_t vnni_row_sum(const int8_t* row, int64_t d) {
+  const __m512i ones = _mm512_set1_epi8(1);
+  __m512i acc = _mm512_setzero_si512();
+  int64_t j = 0;
+  for (; j + 64 <= d; j += 64) acc = dpbusd(acc, ones, _mm512_loadu_si512(row + j));
+  if (j < d) acc = dpbusd(acc, ones, _mm512_maskz_loadu_epi8((__mmask64{1} << (d - j)) - 1, row + j));
+  return _mm512_reduce_add_epi32(acc);
+}
+
+// T kept int8 rows (scales vs) against query columns [a0, a0 + 16 * NA): the quantised scores
+// (float(dot) * vs[i]) * qscale[a], folded into the running maxima m ("f > m ? f : m", tokens ascending).
+template <int T, int NA>
+PLAIDX_VNNI_TARGET inline void vnni_kept_tile(const uint8_t* qq, int64_t qp16, const float* qscale,
+                                              const int8_t* rows, const float* vs, int64_t d, int64_t a0,
+                                              __m512 (&m)[NA]) {
+  __m512i acc[T][NA];
+  vnni_dots<T, NA>(qq, qp16, rows, d, a0, acc);
+  int32_t sums[T];
+  for (int i = 0; i < T; ++i) sums[i] = vnni_row_sum(rows + i * d, d);
+  for (int u = 0; u < NA; ++u) {
+    const __m512 qs = _mm512_loadu_ps(qscale + a0 + 16 * u);
+    for (int i = 0; i < T; ++i) {
+      __m512 f = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][u], _mm512_set1_epi32(128 * sums[i])));
+      f = _mm512_mul_ps(_mm512_mul_ps(f, _mm512_set1_ps(vs[i])), qs);
+      m[u] = _mm512_max_ps(f, m[u]);  // f > m ? f : m, as vmax_update
+    }
+  }
+}
+
+template <int NA>
+PLAIDX_VNNI_TARGET inline void vnni_kept_columns(const uint8_t* qq, int64_t qp16, const float* qscale,
+                                                 const int8_t* rows, const float* vs, int64_t nt, int64_t d,
+                                                 int64_t a0, float* run_max) {
+  __m512 m[NA];
+  for (int u = 0; u < NA; ++u) m[u] = _mm512_loadu_ps(run_max + a0 + 16 * u);
+  int64_t t = 0;
+  for (; t + 8 <= nt; t += 8) vnni_kept_tile<8, NA>(qq, qp16, qscale, rows + t * d, vs + t, d, a0, m);
+  for (; t < nt; ++t) vnni_kept_tile<1, NA>(qq, qp16, qscale, rows + t * d, vs + t, d, a0, m);
+  for (int u = 0; u < NA; ++u) _mm512_storeu_ps(run_max + a0 + 16 * u, m[u]);
+}
+
+// run_max (qp16,) = running maxima over the kept rows (nt, d) of one document: the values max_dots_q gives.
+PLAIDX_VNNI_TARGET void kept_max_vnni(const uint8_t* qq, int64_t qp16, const float* qscale, const int8_t* rows,
+                                      const float* vs, int64_t nt, int64_t d, float* run_max) {
+  for (int64_t a0 = 0; a0 < qp16; a0 += 32) {
+    if (a0 + 16 < qp16)
+      vnni_kept_columns<2>(qq, qp16, qscale, rows, vs, nt, d, a0, run_max);
+    else
+      vnni_kept_columns<1>(qq, qp16, qscale, rows, vs, nt, d, a0, run_max);
+  }
+}
 #undef PLAIDX_VNNI_TARGET
 #if !defined(__clang__)
 #pragma GCC diagnostic pop
@@ -295,6 +355,18 @@ PLAIDX_VNNI_TARGET void score_cells_vnni(const uint8_t* qq, const float* qscale,
 #else
 inline bool have_vnni() { return false; }
 #endif
+
+// run_max (qp,) = running maxima over one document's kept int8 rows (nt, d), scales vs (nt,), against the
+// quantised query (Qf (d, qp): its int8 values as floats, qscale): generic copy of kept_max_vnni.
+template <Isa I>
+PLAIDX_INLINE void kept_max_q_impl(const float* Qf, const float* qscale, int64_t qp, const int8_t* rows,
+                                   const float* vs, int64_t nt, int64_t d, float* run_max) {
+  max_dots_q<WideVec<I>>(Qf, qscale, d, qp, rows, vs, nt, run_max);
+}
+PLAIDX_DISPATCH(void, kept_max_q,
+                (const float* Qf, const float* qscale, int64_t qp, const int8_t* rows, const float* vs, int64_t nt,
+                 int64_t d, float* run_max),
+                (Qf, qscale, qp, rows, vs, nt, d, run_max))
 
 // Cells [c0, c1) (c0 a multiple of kCellBlock) of St: keep[c] = max_{a < qlen} St[c, a] >= threshold, and
 // for each block, bmax[block, a] = max of St[c, a] over its cells with a non-empty list (-inf for none).
@@ -541,6 +613,8 @@ struct SearchContext {
   const float* Q;   // (nq, qlen, d)
   const float* Qt;  // (nq, d, qp)
   CellCodes cells;
+  Int8Rows kept;  // step 5 over the kept int8 vectors (kept.q != nullptr) instead of the decompressed tokens
+  bool vnni;      // the quantised query in the avx512-vnni kernels' layout (else the generic copies')
   const float* S;          // (nq, qlen, nlist), or nullptr: scores computed from centroids
   const float* centroids;  // (nlist, d) when S is nullptr
   int64_t qlen;
@@ -553,14 +627,43 @@ struct SearchContext {
   int64_t* out_docs;
 };
 
-// The query q (qlen, d) quantised into the workspace in the layout of the kernel that runs; throws on a
+// out[i] = the quantised MaxSim of the query (prepared in ws) over the kept vectors of document docs[i], for
+// i in [0, count), in parallel over chunks of the candidates.
+template <class Code>
+void kept_scores_parallel(const SearchContext<Code>& ctx, const Workspace& ws, const int64_t* docs, int64_t count,
+                          float* out, int threads) {
+  const Compressed<Code>& col = ctx.col;
+  const int64_t d = col.d, qlen = ctx.qlen, qp = padded_qlen(qlen), qp16 = (qp + 15) / 16 * 16;
+  if (threads > 1) threads = threads_for(count_tokens(col, docs, count), kMinKeptTokens, threads);
+  parallel_chunks(
+      count, std::max<int64_t>(1, grain_for(count, threads, 8)), threads,
+      [&](int64_t b, int64_t e) {
+        std::vector<float> run_max(static_cast<size_t>(qp16));
+        for (int64_t i = b; i < e; ++i) {
+          const int64_t lo = col.doc_offsets[docs[i]], nt = col.doc_offsets[docs[i] + 1] - lo;
+          std::fill(run_max.begin(), run_max.end(), kNegInf);
+          const int8_t* rows = ctx.kept.q + lo * d;
+          const float* vs = ctx.kept.scale + lo;
+#if PLAIDX_HAVE_VNNI
+          if (ctx.vnni)
+            kept_max_vnni(ws.qq.data(), qp16, ws.qscale.data(), rows, vs, nt, d, run_max.data());
+          else
+#endif
+            kept_max_q(ws.qf.data(), ws.qscale.data(), qp, rows, vs, nt, d, run_max.data());
+          out[i] = nt > 0 ? sum_first(run_max.data(), qlen) : 0.0f;
+        }
+      },
+      Schedule::kDynamic);
+}
+
+// The query q (qlen, d) quantised into the workspace in the layout of the kernels that run; throws on a
 // value that is not finite.
 void prepare_quantized_query(const float* Qq, int64_t qlen, int64_t d, bool vnni, Workspace& ws) {
   const int64_t qp = padded_qlen(qlen), qp16 = (qp + 15) / 16 * 16;
   ws.qi.resize(static_cast<size_t>(qlen * d));
   ws.qscale.assign(static_cast<size_t>(qp16 + 16), 0.0f);
   if (!quantize_rows(Qq, qlen, d, ws.qi.data(), ws.qscale.data()))
-    throw std::invalid_argument("search: quantised cell scores (cell_codes) need finite query values");
+    throw std::invalid_argument("search: quantised scores (cell_codes, kept) need finite query values");
   if (vnni) {
     ws.qq.assign(static_cast<size_t>(d / 4 * qp16 * 4), uint8_t{128});
     for (int64_t a = 0; a < qlen; ++a)
@@ -593,7 +696,7 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
   const float* Qt = ctx.Qt + q * col.d * qp;
   const CellCodes& cc = ctx.cells;
   const bool quantized = cc.cq != nullptr;  // (set only when the search scores the centroids itself)
-  if (quantized) prepare_quantized_query(ctx.Q + q * qlen * col.d, qlen, col.d, cc.vnni, ws);
+  if (quantized || ctx.kept.q != nullptr) prepare_quantized_query(ctx.Q + q * qlen * col.d, qlen, col.d, ctx.vnni, ws);
 
   // 1. transposed scores, kept cells, probed cells
   const int64_t nblocks = (nlist + kCellBlock - 1) / kCellBlock;
@@ -681,12 +784,15 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
   }
   select_ascending(ws.items, ctx.p.n_exact);
 
-  // 5. exact MaxSim on the decompressed tokens, top k
+  // 5. exact MaxSim on the decompressed tokens (or the quantised one over the kept vectors), top k
   const int64_t m = static_cast<int64_t>(ws.items.size());
   ws.docs.resize(static_cast<size_t>(m));
   for (int64_t i = 0; i < m; ++i) ws.docs[i] = ws.cand[ws.items[i].doc];
   ws.scores.resize(static_cast<size_t>(m));
-  exact_scores_parallel(Qt, qlen, col, ws.docs.data(), m, ws.scores.data(), threads);
+  if (ctx.kept.q != nullptr)
+    kept_scores_parallel(ctx, ws, ws.docs.data(), m, ws.scores.data(), threads);
+  else
+    exact_scores_parallel(Qt, qlen, col, ws.docs.data(), m, ws.scores.data(), threads);
   for (int64_t i = 0; i < m; ++i) ws.items[i] = Scored{ws.scores[i], ws.docs[i]};
   write_top(ws.items, ctx.p.k, ctx.out_scores + q * ctx.p.k, ctx.out_docs + q * ctx.p.k);
 }
@@ -705,8 +811,7 @@ void check_common(const Compressed<Code>& col, int64_t qlen, int64_t k) {
 template <class Code>
 void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Compressed<Code>& col,
             const IvfView<Code>& ivf, const uint8_t* allowed, const SearchParams& params, float* out_scores,
-            int64_t* out_docs, int num_threads, const int8_t* cell_codes, const float* cell_scales,
-            const int32_t* cell_sums) {
+            int64_t* out_docs, int num_threads, const Int8Rows& cell_codes, const Int8Rows& kept) {
   check_common(col, qlen, params.k);
   if (params.nprobe < 1 || params.ndocs < 1 || params.n_exact < 1)
     throw std::invalid_argument("nprobe, ndocs and n_exact must be >= 1");
@@ -717,26 +822,30 @@ void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Comp
   transpose_queries(Q, nq, qlen, col.d, Qt.data());
   std::vector<uint8_t> empty(static_cast<size_t>(col.nlist));
   for (int64_t c = 0; c < col.nlist; ++c) empty[c] = ivf.ivf_offsets[c + 1] == ivf.ivf_offsets[c] ? 1 : 0;
-  if (cell_codes != nullptr && col.d > kMaxQuantizedDim)
+  if (cell_codes.q != nullptr && col.d > kMaxQuantizedDim)
     throw std::invalid_argument("search: quantised cell scores (cell_codes) need d <= " +
                                 std::to_string(kMaxQuantizedDim));
+  if (kept.q != nullptr && col.d > kMaxQuantizedDim)
+    throw std::invalid_argument("search: kept int8 vectors need d <= " + std::to_string(kMaxQuantizedDim));
+  const bool vnni = have_vnni() && (qp + 15) / 16 * 16 <= kMaxQp16;
   CellCodes cells;
-  if (S == nullptr && cell_codes != nullptr) {  // (each query's values are checked as it is quantised)
-    cells.cq = cell_codes;
-    cells.cscale = cell_scales;
-    if (have_vnni() && (qp + 15) / 16 * 16 <= kMaxQp16) {
+  if (S == nullptr && cell_codes.q != nullptr) {  // (each query's values are checked as it is quantised)
+    cells.cq = cell_codes.q;
+    cells.cscale = cell_codes.scale;
+    if (vnni) {
       // x >= t for floats x exactly when (double)x >= threshold: t is the threshold rounded up to a float.
       float t = static_cast<float>(params.threshold);
       if (static_cast<double>(t) < params.threshold) t = std::nextafter(t, std::numeric_limits<float>::infinity());
-      cells.rsum = cell_sums;
+      cells.rsum = cell_codes.sums;
       cells.empty = empty.data();
       cells.threshold = t;
       cells.qlen = qlen;
       cells.vnni = true;
     }
   }
-  const SearchContext<Code> ctx{Q, Qt.data(), cells, S, S == nullptr ? col.centroids : nullptr, qlen, col, ivf,
-                                empty.data(), allowed, params, out_scores, out_docs};
+  const SearchContext<Code> ctx{Q,        Qt.data(), cells,        kept, vnni, S, S == nullptr ? col.centroids : nullptr,
+                                qlen,     col,       ivf,          empty.data(), allowed, params, out_scores,
+                                out_docs};
   if (nq >= threads && threads > 1) {
     parallel_chunks(nq, (nq + threads - 1) / threads, threads, [&](int64_t b, int64_t e) {
       WorkspaceLease ws(col.nlist, qp, col.ndocs);
@@ -792,7 +901,7 @@ void exact_search(const float* Q, int64_t nq, int64_t qlen, const Compressed<Cod
 #define PLAIDX_SEARCH_INSTANTIATE(Code)                                                                       \
   template void search<Code>(const float*, const float*, int64_t, int64_t, const Compressed<Code>&,               \
                              const IvfView<Code>&, const uint8_t*, const SearchParams&, float*, int64_t*, int,   \
-                             const int8_t*, const float*, const int32_t*);                                     \
+                             const Int8Rows&, const Int8Rows&);                                                 \
   template void exact_search<Code>(const float*, int64_t, int64_t, const Compressed<Code>&, const uint8_t*,       \
                                    int64_t, float*, int64_t*, int);
 PLAIDX_SEARCH_INSTANTIATE(uint16_t)

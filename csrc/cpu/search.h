@@ -49,16 +49,26 @@ struct SearchParams {
   int64_t k;
 };
 
+// Rows quantised as quantize.h says: q (n, d) int8, scale (n,) and, where a kernel needs them, sums (n,)
+// (sum_j q[i, j]); q == nullptr: none given.
+struct Int8Rows {
+  const int8_t* q = nullptr;
+  const float* scale = nullptr;
+  const int32_t* sums = nullptr;
+};
+
 // Both are instantiated for Code = uint16_t and uint32_t.
-// cell_codes (nlist, d) int8, cell_scales (nlist,) and cell_sums (nlist,) (quantize.h: the centroids
-// quantised row-wise and each row's sum), or nullptr: with S == nullptr, the cell scores are the quantised
-// ones of quantize.h (the query tokens quantised per call; they must be finite and d <= kMaxQuantizedDim)
-// instead of float dot products.
+// cell_codes: the centroids (nlist rows, with sums), or none: with S == nullptr, the cell scores are the
+// quantised ones of quantize.h (the query tokens quantised per call; they must be finite and
+// d <= kMaxQuantizedDim) instead of float dot products.
+// kept: every token's kept int8 vector (col.n rows, sums not needed), or none: step 5 then scores the
+// n_exact candidates by MaxSim over these rows against the quantised query tokens,
+//   sum_a max_t (float(<kept.q[t], qa[a]>) * kept.scale[t]) * sa[a],
+// instead of decompressing them (same finiteness and d conditions).
 template <class Code>
 void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Compressed<Code>& col,
             const IvfView<Code>& ivf, const uint8_t* allowed, const SearchParams& params, float* out_scores,
-            int64_t* out_docs, int num_threads, const int8_t* cell_codes = nullptr,
-            const float* cell_scales = nullptr, const int32_t* cell_sums = nullptr);
+            int64_t* out_docs, int num_threads, const Int8Rows& cell_codes = {}, const Int8Rows& kept = {});
 
 template <class Code>
 void exact_search(const float* Q, int64_t nq, int64_t qlen, const Compressed<Code>& col, const uint8_t* allowed,

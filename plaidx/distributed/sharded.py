@@ -14,6 +14,7 @@ import numpy as np
 from ..engine import Index, SearchParams
 from ..engine.inputs import as_queries, check_k
 from ..engine.storage import LOCK, MANIFEST, WriterScope
+from ..engine.vectors import check_rerank
 from ..errors import IndexFormatError
 from .errors import ShardFormatError
 from .executors import check_executor, search_executor
@@ -201,7 +202,8 @@ class ShardedIndex:
         else:
             # ndocs is the one default that depends on the index size: fix it for the whole collection and let
             # each shard resolve the rest as one index would (n_exact from ndocs, the rerank tier's own rules)
-            whole = knobs.resolve(k, n_tokens=int(sum(s.n_tokens for s in shards)))
+            tier = check_rerank(knobs.rerank, any(s.keep_vectors is not None for s in shards))
+            whole = knobs.resolve(k, n_tokens=int(sum(s.n_tokens for s in shards)), tier=tier)
             base["params"] = replace(knobs, ndocs=whole.ndocs)
         jobs: list[dict[str, Any] | None] = [dict(base) for _ in range(len(shards))]
         if doc_ids is not None:

@@ -41,6 +41,33 @@ def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return q, s, q.sum(axis=1, dtype=np.int32)
 
 
+def quantized_scores(qq: np.ndarray, qs: np.ndarray, rows: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """f32 (m, n) = (float(<rows[t], qq[a]>) * scales[t]) * qs[a] for quantised query tokens (qq, qs) and int8 rows.
+
+    Every partial sum of an int8 dot product is an integer below 2**24 for d <= MAX_QUANTIZED_DIM, so BLAS's
+    float32 GEMM gives the exact dot products whatever its summation order.
+    """
+    dots = qq.astype(np.float32) @ rows.astype(np.float32).T
+    return (dots * scales[None, :]) * qs[:, None]
+
+
+def kept_maxsim(q: np.ndarray, rows: np.ndarray, scales: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """f32 (ndocs,): the quantised MaxSim of one query q (qlen, d) over int8 token rows (the int8 rerank tier).
+
+    Document i owns rows[offsets[i]:offsets[i+1]] (none empty); its score is sum_a max_t of
+    quantized_scores, the maxima summed over a in order from 0 in float32, as the native search's step 5
+    with ``kept`` (bit for bit).
+    """
+    qq, qs, _ = quantize_rows(np.ascontiguousarray(q, dtype=np.float32))
+    out = np.zeros(offsets.size - 1, np.float32)
+    if rows.shape[0] == 0:
+        return out
+    best = np.maximum.reduceat(quantized_scores(qq, qs, rows, scales), offsets[:-1], axis=1)
+    for a in range(best.shape[0]):  # the native order of the sum over query tokens
+        out += best[a]
+    return out
+
+
 def quantized_cell_scores(Q: np.ndarray, cell_codes: tuple[np.ndarray, ...]) -> np.ndarray:
     """S f32 (nq, qlen, nlist) = (float(<qc[c], qa[a]>) * sc[c]) * sa[a] for finite queries Q (nq, qlen, d).
 
@@ -51,6 +78,5 @@ def quantized_cell_scores(Q: np.ndarray, cell_codes: tuple[np.ndarray, ...]) -> 
     cq, cs = cell_codes[0], cell_codes[1]
     nq, qlen, d = Q.shape
     qq, qs, _ = quantize_rows(np.ascontiguousarray(Q.reshape(nq * qlen, d), dtype=np.float32))
-    dots = qq.astype(np.float32) @ cq.astype(np.float32).T
-    S = (dots * cs[None, :]) * qs[:, None]
+    S = quantized_scores(qq, qs, cq, cs)
     return np.ascontiguousarray(S, dtype=np.float32).reshape(nq, qlen, cq.shape[0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import threading
 import warnings
@@ -38,7 +40,7 @@ from .storage import (
     retire_unreferenced,
     verify_index,
 )
-from .vectors import VectorWriter, check_keep_vectors, drop_tier, resolve_rerank, tier_params
+from .vectors import VectorWriter, check_keep_vectors, check_rerank, drop_tier
 
 DRIFT_WARNING_RATIO = 1.25
 _SCORE_CHUNK_BYTES = 64 << 20
@@ -221,10 +223,11 @@ class Index:
         nprobe, centroid_score_threshold, ndocs, n_exact : the same knobs one by one (not with ``params``).
         exact : exhaustive MaxSim over every document instead of PLAID: over the kept vectors when the index
             has them (and ``rerank`` is not 0), else over the decompressed codes.
-        rerank : how many of PLAID's best candidates are re-scored by MaxSim over the kept vectors (an index
-            built with ``keep_vectors``); None: ``DEFAULT_RERANK`` (32) there, none elsewhere; 0: no
-            re-scoring. While re-scoring, an unset ``n_exact`` defaults to ndocs // 4 (not // 8). Also a
-            :class:`SearchParams` field. A positive value on an index without kept vectors is an error.
+        rerank : how many of the centroid stage's best candidates are scored by MaxSim over their kept vectors
+            (an index built with ``keep_vectors``), in place of PLAID's exact stage over ``n_exact`` decompressed
+            candidates; None: the tier's default there (see :meth:`SearchParams.resolve`), none elsewhere;
+            0: no re-scoring (PLAID over the codes). Also a :class:`SearchParams` field. A positive value on
+            an index without kept vectors, or ``n_exact`` together with re-scoring, is an error.
         doc_ids : optional ids to restrict the search to (filtered inside the engine); an empty list
             allows no document, so every row is padding.
         num_threads : OpenMP threads for this call (0: the default); CPU only.
@@ -260,34 +263,41 @@ class Index:
             if snap.n_deleted:
                 allowed &= snap.live_mask
         a = snap.a
-        n_rerank = resolve_rerank(knobs.rerank, snap.kept, k)
-        k_search = max(k, n_rerank)  # PLAID's candidates for the rerank tier
-        coll = snap.on_device(dev) if dev is not None and not (exact and n_rerank) else None
+        tier = check_rerank(knobs.rerank, snap.kept is not None)
+        coll = snap.on_device(dev) if dev is not None and not (exact and tier) else None
+        # The int8 tier on the CPU scores the candidates' kept vectors inside the search (step 5, in place of
+        # decompressing them); elsewhere the search hands its best `rerank` candidates to KeptVectors.rerank,
+        # which gives the same scores (the float16 tier: MaxSim over the vectors as floats).
+        kept = snap.kept.arrays() if tier and coll is None and snap.kept.kind == "int8" else None
 
         def exhaustive(qs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            if tier:
+                return snap.kept.exact_search(qs, a["doc_offsets"], allowed, k, num_threads=num_threads)
             if coll is not None:
-                return coll.exact_search(qs, allowed, k_search)
+                return coll.exact_search(qs, allowed, k)
             return kernels.exact_search(qs, a["codes"], a["residuals"], a["doc_offsets"], snap.codec.centroids,
-                                         snap.codec.weights, snap.nbits, allowed, k_search, num_threads=num_threads)
+                                         snap.codec.weights, snap.nbits, allowed, k, num_threads=num_threads)
 
-        if exact and n_rerank:
-            scores, pos = snap.kept.exact_search(q, a["doc_offsets"], allowed, k, num_threads=num_threads)
-            n_rerank = 0
-        elif exact:
+        if exact:
             scores, pos = exhaustive(q)
         else:
-            p = knobs.resolve(k, n_tokens=snap.n_tokens)
-            if n_rerank:
-                p = tier_params(p, n_rerank, n_exact_given=knobs.n_exact is not None)
+            if knobs.rerank is not None:
+                knobs = dataclasses.replace(knobs, rerank=int(knobs.rerank))
+            p = knobs.resolve(k, n_tokens=snap.n_tokens, tier=tier)
+            k_search = p.rerank if tier and kept is None else k
             nprobe_eff = min(p.nprobe, snap.nlist)
             # the int8 centroids the first stage scores against (cellq.py), or None: float32 scores
             cells = snap.cell_codes if p.cell_scores != "float32" else None
 
             def plaid(qs: np.ndarray, n_probe: int) -> tuple[np.ndarray, np.ndarray]:
                 if coll is not None:
-                    return coll.search(qs, allowed, n_probe, p.centroid_score_threshold, p.ndocs, p.n_exact,
+                    s, i = coll.search(qs, allowed, n_probe, p.centroid_score_threshold, p.ndocs, p.n_exact,
                                        k_search, quantized=cells is not None)
-                return self._search_cpu(qs, allowed, p, cells, n_probe, k_search, num_threads)
+                else:
+                    s, i = self._search_cpu(qs, allowed, p, cells, n_probe, k_search, num_threads, kept)
+                if tier and kept is None:
+                    s, i = snap.kept.rerank(qs, a["doc_offsets"], i, k, num_threads=num_threads)
+                return s, i
 
             scores, pos = plaid(q, nprobe_eff)
             # PLAID only sees documents in the probed cells. When that leaves a row short of k while more
@@ -308,12 +318,10 @@ class Index:
                 short = short_rows()
             if short.size:
                 scores[short], pos[short] = exhaustive(np.ascontiguousarray(q[short]))
-        if n_rerank:
-            scores, pos = snap.kept.rerank(q, a["doc_offsets"], pos, k, num_threads=num_threads)
         return scores.astype(np.float32, copy=False), snap.ids_of(pos)
 
     def _search_cpu(self, q: np.ndarray, allowed: np.ndarray, p: SearchParams, cells: Any, nprobe: int, k: int,
-                    num_threads: int) -> tuple[np.ndarray, np.ndarray]:
+                    num_threads: int, kept: Any = None) -> tuple[np.ndarray, np.ndarray]:
         snap, a = self._snap, self._snap.a
         ivf, ivf_offsets = snap.ivf()
         # The native search scores the query tokens against the centroids itself, per query and straight
@@ -322,6 +330,8 @@ class Index:
         # With cells, both score them in int8 (cellq.py), the same values bit for bit.
         native = kernels.BACKEND_NAME == "native"
         extra = {"doc_cells": snap.doc_cells(), "cell_codes": cells} if native else {}
+        if kept is not None:
+            extra["kept"] = kept
 
         def run(qc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             if native:

@@ -48,6 +48,11 @@ Functions:
       The keyword cell_codes=quantize_rows(centroids) (with S = None) makes S the quantised cell scores
       cellq.quantized_cell_scores(Q, cell_codes): about 4x fewer operations for stage 1 on CPUs with AVX-512
       VNNI, the same values on every CPU, the CUDA kernels and the reference (Q must be finite, d <= 1024).
+      The keyword kept=(vectors int8 (n, d), scales f32 (n,)) (every token's kept int8 vector, the rerank
+      tier's) makes step 5 the quantised MaxSim over them instead of the decompressed tokens:
+      kept(i) = sum_a max_{t in doc i} (float(<vectors[t], qa[a]>) * scales[t]) * sa[a], with
+      (qa, sa, _) = quantize_rows of the query tokens, the maxima summed over a in order from 0
+      (cellq.kept_maxsim; exact integers again, so the same values everywhere; Q finite, d <= 1024).
       The keyword doc_cells=doc_cells(ivf, ivf_offsets, ndocs) lets the native kernel read each
       candidate's distinct cells in steps 3-4 instead of every token's code (the same maxima, about a
       third of the reads on real collections; its cells must have the dtype of codes); results are

@@ -7,6 +7,8 @@ from typing import Optional
 
 LARGE_INDEX_TOKENS = 1 << 22  # about 4M token embeddings
 CELL_SCORES = (None, "int8", "float32")  # SearchParams.cell_scores (None: "int8")
+TIER_MIN_NPROBE = 8  # the rerank tier's defaults (SearchParams.resolve with tier=True)
+TIER_NDOCS_FACTOR = 4
 
 
 @dataclass(frozen=True)
@@ -24,9 +26,12 @@ class SearchParams:
     n_exact : int or None
         Candidates whose residuals are decompressed for exact MaxSim (default ndocs // 8; PLAID uses
         ndocs // 4, which costs twice the exact stage for about +0.01 recall@10 in our measurements).
+        Not with the rerank tier, which scores ``rerank`` candidates by their kept vectors instead.
     rerank : int or None
-        Candidates re-scored with the kept vectors of an index built with ``keep_vectors`` (None: the
-        default there, none elsewhere; 0: no re-scoring). Passed through :meth:`resolve` unchanged.
+        On an index built with ``keep_vectors``: how many of the centroid stage's best candidates are scored
+        by MaxSim over their kept vectors, in place of the n_exact decompressed ones (None: ndocs // 8 there,
+        with the tier's wider defaults for nprobe and ndocs; 0: no tier, PLAID over the codes). None
+        elsewhere (a positive value there is an error).
     cell_scores : "int8", "float32" or None
         How the first stage scores query tokens against the centroids. None or ``"int8"``: int8 dot
         products (exact integers, scaled back; about 4x fewer instructions on AVX-512 VNNI CPUs, within
@@ -48,12 +53,35 @@ class SearchParams:
         """True when no knob is set (every value comes from the defaults)."""
         return all(getattr(self, f.name) is None for f in fields(self))
 
-    def resolve(self, k: int, *, n_tokens: int = 0) -> SearchParams:
-        """These knobs with every unset one at its default for ``k`` and ``n_tokens``."""
+    def resolve(self, k: int, *, n_tokens: int = 0, tier: bool = False) -> SearchParams:
+        """These knobs with every unset one at its default for ``k`` and ``n_tokens``.
+
+        ``tier``: the search scores its candidates with the kept vectors of the rerank tier (an index built
+        with ``keep_vectors``, ``rerank`` not 0). Its int8 MaxSim costs a fraction of decompressing, so the
+        tier's defaults look wider for the same latency: nprobe at least 8, ndocs 4x, and ``rerank``
+        ndocs // 8 (k <= 10: nprobe 8, ndocs 4096, rerank 512; recall@10 0.982-0.998 on seven of our eight
+        collections at 0.7-1.3x the p50 of the plain defaults, benchmarks/results/rerank_tier.md). The
+        resolved ``n_exact`` is then ``rerank``: the candidates scored last.
+        """
         if self.cell_scores not in CELL_SCORES:
             raise ValueError(f"cell_scores must be one of {', '.join(map(repr, CELL_SCORES))}, got {self.cell_scores!r}")
-        return replace(SearchParams.for_k(k, self.nprobe, self.centroid_score_threshold, self.ndocs, self.n_exact,
-                                          n_tokens=n_tokens), rerank=self.rerank, cell_scores=self.cell_scores)
+        if not tier:
+            return replace(SearchParams.for_k(k, self.nprobe, self.centroid_score_threshold, self.ndocs, self.n_exact,
+                                              n_tokens=n_tokens), rerank=self.rerank, cell_scores=self.cell_scores)
+        if self.n_exact is not None:
+            raise ValueError(f"n_exact={self.n_exact!r} has no effect while the rerank tier scores the candidates: "
+                             "the best `rerank` candidates of the centroid stage are scored by their kept vectors. "
+                             "Set rerank= instead, or rerank=0 to score n_exact candidates by their codes")
+        plain = SearchParams.for_k(k, n_tokens=n_tokens)
+        nprobe = max(TIER_MIN_NPROBE, plain.nprobe) if self.nprobe is None else self.nprobe
+        ndocs = TIER_NDOCS_FACTOR * plain.ndocs if self.ndocs is None else self.ndocs
+        p = SearchParams.for_k(k, nprobe, self.centroid_score_threshold, ndocs, n_tokens=n_tokens)
+        rerank = max(k, p.ndocs // 8) if self.rerank is None else self.rerank
+        if isinstance(rerank, bool) or not isinstance(rerank, int) or rerank <= 0:
+            raise ValueError(f"rerank must be None (the default), 0 (no tier) or a positive number of candidates, "
+                             f"got {rerank!r}")
+        rerank = max(rerank, k)
+        return replace(p, ndocs=max(p.ndocs, rerank), n_exact=rerank, rerank=rerank, cell_scores=self.cell_scores)
 
     @classmethod
     def for_k(cls, k: int, nprobe: int | None = None, centroid_score_threshold: float | None = None,

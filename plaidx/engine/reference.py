@@ -372,11 +372,12 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
            ivf: np.ndarray, ivf_offsets: np.ndarray, centroids: np.ndarray, weights: np.ndarray, nbits: int,
            allowed: np.ndarray, nprobe: int, threshold: float, ndocs: int, n_exact: int, k: int, *,
            num_threads: int = 0, doc_cells: Any = None,
-           cell_codes: Any = None) -> tuple[np.ndarray, np.ndarray]:
+           cell_codes: Any = None, kept: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """PLAID search, steps 1-5 of the contract -> (scores f32 (nq, k), docs i64 (nq, k)).
 
     doc_cells (the native kernel's shortcut) gives the same scores by definition and is not read here.
     cell_codes (quantize_rows(centroids)): with S None, the quantised cell scores.
+    kept ((vectors int8 (n, d), scales f32 (n,))): step 5 over the kept int8 vectors (cellq.kept_maxsim).
     """
     fn = "search"
     _check_threads(fn, num_threads)
@@ -402,8 +403,19 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
             _expect(d <= cellq.MAX_QUANTIZED_DIM,
                     f"{fn}: cell_codes need d <= {cellq.MAX_QUANTIZED_DIM}; search without them")
             _expect(bool(np.isfinite(Q).all()),
-                    f"{fn}: quantised cell scores (cell_codes) need finite query values")
+                    f"{fn}: quantised scores (cell_codes, kept) need finite query values")
             S = cellq.quantized_cell_scores(Q, (cq, cs, sums))
+    if kept is not None:
+        _expect(isinstance(kept, tuple) and len(kept) == 2,
+                f"{fn}: kept must be the (vectors, scales) pair of the kept int8 vectors")
+        kv = _array(kept[0], fn, "kept[0]", np.int8, 2, "(n, d)")
+        ks = _array(kept[1], fn, "kept[1]", np.float32, 1, "(n,)")
+        n = codes.shape[0]
+        _expect(kv.shape == (n, d) and ks.shape == (n,),
+                f"{fn}: kept must hold one int8 row and one scale per token: shapes (n, d) = {(n, d)} and (n,), "
+                f"got {kv.shape} and {ks.shape}")
+        _expect(d <= cellq.MAX_QUANTIZED_DIM, f"{fn}: kept int8 vectors need d <= {cellq.MAX_QUANTIZED_DIM}")
+        _expect(bool(np.isfinite(Q).all()), f"{fn}: quantised scores (cell_codes, kept) need finite query values")
     if S is None:
         S = centroid_scores(Q, np.ascontiguousarray(centroids.T))
     _expect(S.shape == (nq, qlen, nlist), f"{fn}: S must have shape (nq, qlen, nlist) = {(nq, qlen, nlist)}, "
@@ -441,8 +453,14 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
         # 4. full centroid scores, best n_exact
         full = _centroid_scores(Sq, codes, doc_offsets, cand, every_cell)
         cand = cand[_top(full, cand, n_exact)]
-        # 5. exact MaxSim over the decompressed tokens, best k
-        exact = _exact_scores(Q[q], codes, packed, doc_offsets, cand, centroids, weights, nbits)
+        # 5. exact MaxSim over the decompressed tokens (or the quantised one over the kept vectors), best k
+        if kept is None:
+            exact = _exact_scores(Q[q], codes, packed, doc_offsets, cand, centroids, weights, nbits)
+        else:
+            starts, ends = doc_offsets[cand], doc_offsets[cand + 1]
+            take = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)]) if cand.size else np.zeros(0, int)
+            offs = np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64)
+            exact = cellq.kept_maxsim(Q[q], kv[take], ks[take], offs)
         _write_top(exact, cand, k, out_s[q], out_d[q])
     return out_s, out_d
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import mmap
 import os
 import weakref
 from typing import Any
@@ -10,24 +11,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import IndexFormatError
-from . import kernels
+from . import cellq, kernels
 from .cellq import quantize_int8
 
 KEEP_VECTORS = ("int8", "float16")
 VECTORS = "vectors"
 SCALES = "vector_scales"
 TIER_ARRAYS = (VECTORS, SCALES)
-# Candidates re-scored with the kept vectors when the caller does not say, and the PLAID exact stage's
-# default n_exact with the tier (ndocs // 4 instead of ndocs // 8): the candidates the tier misses are
-# those the centroid-only stage ranked below n_exact, not those the decompressed stage ranked below 32.
-# Measured on the lowrank family (991,568 tokens, nbits 2, k 10, 300 queries, one thread, batched CPU
-# ms per query): rerank=0 recall@10 0.880 at 2.9 ms; rerank 32 with n_exact 128: 0.962 at 3.6 ms;
-# rerank 32 with n_exact 256: 0.976 at 5.1 ms; rerank 32 with n_exact 512: 0.982 at 7.2 ms. Side by
-# side with PLAID: benchmarks/results/rerank_family_lowrank_10000.md (bench_rerank.py); the heavytail
-# family (not tuned on): 0.972 vs 0.865 at 1.49x the interleaved p50 (rerank_family_heavytail_10000.md). int8 keeps one
-# scale per token: re-scoring the exact top-100 it keeps 0.997 of the top-10 (per-dimension scales 0.994).
-DEFAULT_RERANK = 32
-TIER_N_EXACT_DIV = 4
 _EXACT_CHUNK_TOKENS = 1 << 16
 
 
@@ -39,30 +29,21 @@ def check_keep_vectors(value: Any) -> str | None:
                      f"'float16' (2 d bytes per token), got {value!r}")
 
 
-def resolve_rerank(rerank: Any, kept: KeptVectors | None, k: int) -> int:
-    """How many candidates to re-score with the kept vectors (0: none); at least k when any.
+def check_rerank(rerank: Any, has_tier: bool) -> bool:
+    """Whether a search with this ``rerank`` scores its candidates with the kept vectors (an index whose
+    tier exists: ``has_tier``); a ValueError saying what to pass for a value that cannot be used.
 
-    None takes :data:`DEFAULT_RERANK` on an index with kept vectors and 0 without.
+    None: the tier wherever there is one. 0: none. A positive count needs a tier.
     """
     if rerank is None:
-        return max(DEFAULT_RERANK, k) if kept is not None else 0
+        return has_tier
     if isinstance(rerank, bool) or not isinstance(rerank, (int, np.integer)) or rerank < 0:
         raise ValueError(f"rerank must be None (the default), 0 (no re-scoring) or a positive number of candidates, "
                          f"got {rerank!r}")
-    if rerank and kept is None:
+    if rerank and not has_tier:
         raise ValueError(f"rerank={int(rerank)} needs kept vectors, and this index has none: rebuild it with "
                          "Index.build(..., keep_vectors='int8') (or 'float16'), or search with rerank=None or 0")
-    return max(int(rerank), k) if rerank else 0
-
-
-def tier_params(p: Any, n_rerank: int, *, n_exact_given: bool) -> Any:
-    """Resolved SearchParams ``p`` for a search whose best ``n_rerank`` candidates the tier re-scores.
-
-    ndocs and n_exact are at least ``n_rerank``; an n_exact the caller did not give is ndocs // 4.
-    """
-    ndocs = max(p.ndocs, n_rerank)
-    n_exact = p.n_exact if n_exact_given else max(p.n_exact, ndocs // TIER_N_EXACT_DIV)
-    return dataclasses.replace(p, ndocs=ndocs, n_exact=min(ndocs, max(n_exact, n_rerank)))
+    return bool(rerank)
 
 
 class VectorWriter:
@@ -150,6 +131,14 @@ class KeptVectors:
 
     def __init__(self, vectors: np.ndarray, scales: np.ndarray | None):
         self.vectors, self.scales = vectors, scales
+        # The int8 search reads its candidates' rows through the map: no read-ahead around them (a query's
+        # rows are scattered; read-ahead would page in the neighbours of each).
+        mapped = getattr(vectors, "_mmap", None)
+        if mapped is not None and hasattr(mmap, "MADV_RANDOM"):
+            try:
+                mapped.madvise(mmap.MADV_RANDOM)
+            except (OSError, ValueError):  # advice only
+                pass
         self.kind = "int8" if vectors.dtype == np.int8 else "float16"
         self._vec_rows = _Rows(vectors)
         self._scale_rows = _Rows(scales) if scales is not None else None
@@ -169,6 +158,27 @@ class KeptVectors:
         np.multiply(raw, self._scale_rows.read(starts, lens)[:, None], out=out, casting="unsafe")
         return out
 
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors int8 (n_tokens, d), scales f32 (n_tokens,)) as memory maps: the ``kept`` argument of the
+        native search (int8 tier only), which reads its candidates' rows through the map."""
+        if self.scales is None:
+            raise TypeError("only an int8 tier's vectors are scored inside the search")
+        return self.vectors, self.scales
+
+    def _score(self, q: np.ndarray, starts: np.ndarray, lens: np.ndarray, offsets: np.ndarray,
+               num_threads: int) -> np.ndarray:
+        """f32 (nq, m): MaxSim of the queries q (nq, qlen, d) over documents read as the token runs
+        starts[i]:starts[i] + lens[i] concatenated, document j owning rows offsets[j]:offsets[j+1] of them.
+
+        int8: the quantised MaxSim of the native search's step 5 (cellq.kept_maxsim, the same values bit for
+        bit); float16: the float32 MaxSim of the vectors converted exactly.
+        """
+        if self._scale_rows is None:
+            values = np.ascontiguousarray(self._vec_rows.read(starts, lens).astype(np.float32))
+            return kernels.maxsim(np.ascontiguousarray(q), values, offsets, num_threads=num_threads)
+        raw, scales = self._vec_rows.read(starts, lens), self._scale_rows.read(starts, lens)
+        return np.stack([cellq.kept_maxsim(qi, raw, scales, offsets) for qi in q])
+
     def rows(self, tokens: Any) -> np.ndarray:
         """float32 (m, d): the kept vectors of ``tokens`` (a slice, or an int64 index array)."""
         if isinstance(tokens, slice):
@@ -178,14 +188,6 @@ class KeptVectors:
         if self.scales is not None:
             v *= np.asarray(self.scales[tokens], dtype=np.float32)[:, None]
         return v
-
-    def doc_rows(self, doc_offsets: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The documents at ``positions`` (int64 (m,)) as a ragged pair: float32 (n, d) values, int64 (m+1,) offsets."""
-        starts = np.asarray(doc_offsets[positions], dtype=np.int64)
-        lens = np.asarray(doc_offsets[positions + 1], dtype=np.int64) - starts
-        offsets = np.zeros(positions.size + 1, dtype=np.int64)
-        np.cumsum(lens, out=offsets[1:])
-        return np.ascontiguousarray(self.runs(starts, lens)), offsets
 
     def rerank(self, q: np.ndarray, doc_offsets: np.ndarray, candidates: np.ndarray, k: int,
                num_threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -205,12 +207,13 @@ class KeptVectors:
         nq = q.shape[0]
         out_s = np.full((nq, k), -np.inf, np.float32)
         out_p = np.full((nq, k), -1, np.int64)
+        offs = np.asarray(doc_offsets, dtype=np.int64)
         for i in range(nq):
             cand = np.unique(candidates[i][candidates[i] >= 0])  # ascending: sequential reads
             if cand.size == 0:
                 continue
-            values, offs = self.doc_rows(doc_offsets, cand)
-            s = kernels.maxsim(np.ascontiguousarray(q[i:i + 1]), values, offs, num_threads=num_threads)[0]
+            lens = offs[cand + 1] - offs[cand]
+            s = self._score(q[i:i + 1], offs[cand], lens, np.concatenate([[0], np.cumsum(lens)]), num_threads)[0]
             out_s[i], out_p[i] = _top_k(s[None], cand[None], k)
         return out_s, out_p
 
@@ -228,8 +231,7 @@ class KeptVectors:
         while lo < n_docs:
             hi = int(np.searchsorted(offs, offs[lo] + _EXACT_CHUNK_TOKENS, side="right")) - 1
             hi = min(max(hi, lo + 1), n_docs)
-            values = np.ascontiguousarray(self.rows(slice(int(offs[lo]), int(offs[hi]))))
-            s = kernels.maxsim(q, values, offs[lo:hi + 1] - offs[lo], num_threads=num_threads)
+            s = self._score(q, offs[lo:lo + 1], offs[hi:hi + 1] - offs[lo], offs[lo:hi + 1] - offs[lo], num_threads)
             pos = np.broadcast_to(np.arange(lo, hi, dtype=np.int64), s.shape)
             if allowed.size:
                 s = np.where(allowed[lo:hi].astype(bool)[None], s, -np.inf).astype(np.float32)
@@ -285,5 +287,5 @@ def drop_tier(transaction: Any) -> dict[str, Any]:
     return transaction.commit({})
 
 
-__all__ = ["DEFAULT_RERANK", "KEEP_VECTORS", "KeptVectors", "VectorWriter", "check_keep_vectors", "drop_tier",
-           "open_kept", "quantize_int8", "resolve_rerank", "tier_params"]
+__all__ = ["KEEP_VECTORS", "KeptVectors", "VectorWriter", "check_keep_vectors", "drop_tier",
+           "open_kept", "quantize_int8", "check_rerank"]
