@@ -298,18 +298,30 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
                ", " + std::to_string(d) + "), (nlist,) and (nlist,), got " + shape_str(cq.shape) + ", " +
                shape_str(cs.shape) + " and " + shape_str(csums.shape));
   }
-  // Optional: (vectors int8 (n, d), scales f32 (n,)), every token's kept int8 vector: step 5 scores them.
+  // Optional: every token's kept vector, step 5 scoring them: (vectors int8 (n, d), scales f32 (n,)), or
+  // (vectors float16 (n, d), None).
   View<int8_t> kv{nullptr, {0}};
   View<float> ks{nullptr, {0}};
+  View<uint16_t> kh{nullptr, {0}};
   if (!kept_o.is_none()) {
     const py::tuple t = kept_o.cast<py::tuple>();
-    expect(t.size() == 2, f + ": kept must be the (vectors, scales) pair of the kept int8 vectors");
-    kv = view<int8_t>(t[0], fn, "kept[0]", 2, "(n, d)");
-    ks = view<float>(t[1], fn, "kept[1]", 1, "(n,)");
-    expect(kv[0] == args.col.n && kv[1] == d && ks[0] == args.col.n,
-           f + ": kept must hold one int8 row and one scale per token: shapes (n, d) = (" +
-               std::to_string(args.col.n) + ", " + std::to_string(d) + ") and (n,), got " + shape_str(kv.shape) +
-               " and " + shape_str(ks.shape));
+    expect(t.size() == 2, f + ": kept must be the (vectors, scales) pair of the kept int8 vectors or "
+                              "(vectors, None) for float16 ones");
+    std::vector<int64_t> shape;
+    if (t[1].is_none()) {
+      const bool half = py::isinstance<py::array>(t[0]) &&
+                        py::reinterpret_borrow<py::array>(t[0]).dtype().is(py::dtype("float16"));
+      expect(half, f + ": kept = (vectors, None) needs float16 vectors (int8 ones come with their scales)");
+      kh = view<uint16_t>(t[0].attr("view")("uint16"), fn, "kept[0]", 2, "(n, d)");
+      shape = {kh[0], kh[1], kh[0]};
+    } else {
+      kv = view<int8_t>(t[0], fn, "kept[0]", 2, "(n, d)");
+      ks = view<float>(t[1], fn, "kept[1]", 1, "(n,)");
+      shape = {kv[0], kv[1], ks[0]};
+    }
+    expect(shape[0] == args.col.n && shape[1] == d && shape[2] == args.col.n,
+           f + ": kept must hold one row (and one scale, for int8) per token: (n, d) = (" +
+               std::to_string(args.col.n) + ", " + std::to_string(d) + ")");
   }
   py::array_t<float> scores({nq, k});
   py::array_t<int64_t> docs({nq, k});
@@ -320,7 +332,8 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
     const cpu::IvfView<Code> iv{ivf.data, ivf[0], ivf_offsets.data, cells.data, cell_offsets.data, ncells};
     const cpu::SearchParams params{nprobe, threshold, ndocs, n_exact, k};
     cpu::search(Q.data, fused ? nullptr : S.data, nq, qlen, args.col, iv, args.allowed, params, so, dout, num_threads,
-                cpu::Int8Rows{cq.data, cs.data, csums.data}, cpu::Int8Rows{kv.data, ks.data, nullptr});
+                cpu::Int8Rows{cq.data, cs.data, csums.data},
+                cpu::KeptRows{cpu::Int8Rows{kv.data, ks.data, nullptr}, kh.data});
   }
   return py::make_tuple(scores, docs);
 }

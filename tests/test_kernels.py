@@ -629,6 +629,29 @@ def test_kept_vectors_score_the_last_stage_the_same_everywhere(qlen, d):
             np.testing.assert_array_equal(want[1][0], np.lexsort((np.arange(300), -every))[:12])
 
 
+@native
+def test_float16_kept_vectors_score_the_last_stage_as_maxsim_does():
+    """kept=(float16 vectors, None): step 5 is maxsim over the candidates' vectors converted exactly, so its
+    scores equal _core.maxsim's over those rows bit for bit (1 or 2 threads); the reference agrees."""
+    col = make_collection(31, ndocs=200, d=96, nbits=2, nlist=30, max_len=90)  # documents over 64 tokens too
+    Q, S = make_queries(31, col, nq=3, qlen=13)
+    kv, ks = _kept(col)
+    half = (kv.astype(np.float32) * ks[:, None]).astype(np.float16)
+    half[5, :3] = [np.float16(6e-8), np.float16(-0.0), np.float16(1e-5)]  # subnormals and a signed zero
+    params = dict(nprobe=4, threshold=0.0, ndocs=100, n_exact=40, k=10)
+    want = run_search(ref, Q, S, col, kept=(half, None), **params)
+    offs = col["doc_offsets"]
+    for threads in (1, 2):
+        got = run_search(_core, Q, S, col, num_threads=threads, kept=(half, None), **params)
+        assert_topk_equivalent(got, want)
+        for qi in range(Q.shape[0]):
+            for sc, doc in zip(*[x[qi] for x in got]):
+                rows = half[offs[doc]:offs[doc + 1]].astype(np.float32)
+                assert sc == _core.maxsim(Q[qi:qi + 1], rows, np.array([0, len(rows)]))[0, 0]
+    with pytest.raises(ValueError, match="needs float16 vectors"):
+        run_search(_core, Q, S, col, kept=(kv, None), **params)
+
+
 @pytest.mark.parametrize("mod", BACKENDS)
 def test_kept_bad_input_is_a_clear_error(mod):
     col = make_collection(3, ndocs=30, d=64, nlist=16)
@@ -636,7 +659,7 @@ def test_kept_bad_input_is_a_clear_error(mod):
     kv, ks = _kept(col)
     with pytest.raises(ValueError, match="pair"):
         run_search(mod, Q, S, col, kept=(kv, ks, ks))
-    with pytest.raises(ValueError, match="one int8 row and one scale per token"):
+    with pytest.raises(ValueError, match="one row .and one scale, for int8. per token"):
         run_search(mod, Q, S, col, kept=(kv[:-1], ks[:-1]))
     with pytest.raises((ValueError, TypeError), match="int8"):
         run_search(mod, Q, S, col, kept=(kv.astype(np.float32), ks))

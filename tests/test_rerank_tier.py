@@ -245,11 +245,12 @@ def test_opening_pages_in_no_kept_vector_and_a_search_only_its_candidates_rows(t
     assert 0 < mapped <= len(queries) * rerank * 5 * 4096, (mapped, vec_bytes)
 
 
-def test_the_two_step_route_of_the_gpu_gives_the_cpu_search(data, tmp_path):
-    """On a GPU (and for float16) the search returns the centroid stage's best `rerank` candidates and
-    KeptVectors.rerank scores them; on the CPU the int8 search scores them inside. Same results, bit for bit."""
+@pytest.mark.parametrize("kind", ["int8", "float16"])
+def test_the_two_step_route_of_the_gpu_gives_the_cpu_search(data, tmp_path, kind):
+    """On a GPU the search returns the centroid stage's best `rerank` candidates and KeptVectors.rerank
+    scores them; on the CPU the search scores them inside. Same results, bit for bit."""
     docs, queries, _ = data
-    index = plaidx.Index.build(tmp_path / "ix", docs, nbits=2, seed=0, keep_vectors="int8")
+    index = plaidx.Index.build(tmp_path / "ix", docs, nbits=2, seed=0, keep_vectors=kind)
     snap = index._snap
     for rerank in (12, 40):
         p = plaidx.SearchParams(rerank=rerank).resolve(10, n_tokens=snap.n_tokens, tier=True)

@@ -36,7 +36,8 @@ constexpr int64_t kMinCellScores = 1 << 19;         // S entries transposed
 constexpr int64_t kMinCellDots = int64_t{16} << 20;  // multiply-adds of the fused cell scores
 constexpr int64_t kMinCentroidTokens = 1 << 15;     // tokens scored with centroid scores
 constexpr int64_t kMinExactTokens = 512;            // tokens decompressed and scored exactly
-constexpr int64_t kMinKeptTokens = 2048;            // kept int8 tokens scored (about 4x cheaper each)
+constexpr int64_t kMinKeptTokens = 2048;            // kept tokens scored (cheaper each than decompressing)
+constexpr int64_t kHalfBlock = 64;                  // float16 tokens converted per pass
 constexpr int64_t kProbeBuffer = 64;                // nprobe up to which the probe keeps a sorted buffer
 constexpr int64_t kMaxQp16 = 256;                   // query tokens up to which the vnni kernel runs
 constexpr int64_t kSmallProbe = 8;                  // nprobe up to which the probe bound skips nth_element
@@ -368,6 +369,56 @@ PLAIDX_DISPATCH(void, kept_max_q,
                  int64_t d, float* run_max),
                 (Qf, qscale, qp, rows, vs, nt, d, run_max))
 
+// run_max (qp,) = running maxima over float rows V (nt, d) against Qt (d, qp): max_dots of this copy, the
+// kernel maxsim runs (so the float16 tier scores as maxsim does over the converted rows, bit for bit).
+template <Isa I>
+PLAIDX_INLINE void float_max_impl(const float* Qt, int64_t d, int64_t qp, const float* V, int64_t nt,
+                                  float* run_max) {
+  max_dots<WideVec<I>>(Qt, d, qp, V, nt, run_max);
+}
+PLAIDX_DISPATCH(void, float_max,
+                (const float* Qt, int64_t d, int64_t qp, const float* V, int64_t nt, float* run_max),
+                (Qt, d, qp, V, nt, run_max))
+
+// An IEEE binary16 value as float32 (exact).
+inline float half_to_float(uint16_t h) {
+  const uint32_t sign = (static_cast<uint32_t>(h) & 0x8000u) << 16, exp = (h >> 10) & 0x1Fu, mant = h & 0x3FFu;
+  uint32_t bits;
+  if (exp == 0) {  // zero or subnormal: mant * 2^-24, exact in float32
+    const float f = static_cast<float>(mant) * 5.9604644775390625e-8f;
+    std::memcpy(&bits, &f, sizeof(bits));
+    bits |= sign;
+  } else if (exp == 31) {  // infinity or NaN
+    bits = sign | 0x7F800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp + 112) << 23) | (mant << 13);
+  }
+  float out;
+  std::memcpy(&out, &bits, sizeof(out));
+  return out;
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx,f16c"))) void halves_to_floats_f16c(const uint16_t* h, int64_t n, float* out) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))));
+  for (; i < n; ++i) out[i] = half_to_float(h[i]);
+}
+#endif
+
+// out[0:n) = the float16 values h[0:n) as float32 (exact: vcvtph2ps where the CPU has F16C).
+void halves_to_floats(const uint16_t* h, int64_t n, float* out) {
+#if defined(__GNUC__) && defined(__x86_64__)
+  static const bool f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+  if (f16c) {
+    halves_to_floats_f16c(h, n, out);
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < n; ++i) out[i] = half_to_float(h[i]);
+}
+
 // Cells [c0, c1) (c0 a multiple of kCellBlock) of St: keep[c] = max_{a < qlen} St[c, a] >= threshold, and
 // for each block, bmax[block, a] = max of St[c, a] over its cells with a non-empty list (-inf for none).
 template <Isa I>
@@ -613,7 +664,7 @@ struct SearchContext {
   const float* Q;   // (nq, qlen, d)
   const float* Qt;  // (nq, d, qp)
   CellCodes cells;
-  Int8Rows kept;  // step 5 over the kept int8 vectors (kept.q != nullptr) instead of the decompressed tokens
+  KeptRows kept;  // step 5 over the kept vectors (int8 or float16) instead of the decompressed tokens
   bool vnni;      // the quantised query in the avx512-vnni kernels' layout (else the generic copies')
   const float* S;          // (nq, qlen, nlist), or nullptr: scores computed from centroids
   const float* centroids;  // (nlist, d) when S is nullptr
@@ -626,6 +677,32 @@ struct SearchContext {
   float* out_scores;
   int64_t* out_docs;
 };
+
+// out[i] = the float MaxSim of the query (Qt) over the float16 kept vectors of document docs[i], converted
+// exactly, for i in [0, count), in parallel over chunks of the candidates.
+template <class Code>
+void half_scores_parallel(const SearchContext<Code>& ctx, const float* Qt, const int64_t* docs, int64_t count,
+                          float* out, int threads) {
+  const Compressed<Code>& col = ctx.col;
+  const int64_t d = col.d, qlen = ctx.qlen, qp = padded_qlen(qlen);
+  if (threads > 1) threads = threads_for(count_tokens(col, docs, count), kMinKeptTokens, threads);
+  parallel_chunks(
+      count, std::max<int64_t>(1, grain_for(count, threads, 8)), threads,
+      [&](int64_t b, int64_t e) {
+        std::vector<float> run_max(static_cast<size_t>(qp)), buf(static_cast<size_t>(kHalfBlock * d));
+        for (int64_t i = b; i < e; ++i) {
+          const int64_t lo = col.doc_offsets[docs[i]], hi = col.doc_offsets[docs[i] + 1];
+          std::fill(run_max.begin(), run_max.end(), kNegInf);
+          for (int64_t t = lo; t < hi; t += kHalfBlock) {
+            const int64_t nt = std::min(kHalfBlock, hi - t);
+            halves_to_floats(ctx.kept.half + t * d, nt * d, buf.data());
+            float_max(Qt, d, qp, buf.data(), nt, run_max.data());
+          }
+          out[i] = hi > lo ? sum_first(run_max.data(), qlen) : 0.0f;
+        }
+      },
+      Schedule::kDynamic);
+}
 
 // out[i] = the quantised MaxSim of the query (prepared in ws) over the kept vectors of document docs[i], for
 // i in [0, count), in parallel over chunks of the candidates.
@@ -642,8 +719,8 @@ void kept_scores_parallel(const SearchContext<Code>& ctx, const Workspace& ws, c
         for (int64_t i = b; i < e; ++i) {
           const int64_t lo = col.doc_offsets[docs[i]], nt = col.doc_offsets[docs[i] + 1] - lo;
           std::fill(run_max.begin(), run_max.end(), kNegInf);
-          const int8_t* rows = ctx.kept.q + lo * d;
-          const float* vs = ctx.kept.scale + lo;
+          const int8_t* rows = ctx.kept.int8.q + lo * d;
+          const float* vs = ctx.kept.int8.scale + lo;
 #if PLAIDX_HAVE_VNNI
           if (ctx.vnni)
             kept_max_vnni(ws.qq.data(), qp16, ws.qscale.data(), rows, vs, nt, d, run_max.data());
@@ -696,7 +773,8 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
   const float* Qt = ctx.Qt + q * col.d * qp;
   const CellCodes& cc = ctx.cells;
   const bool quantized = cc.cq != nullptr;  // (set only when the search scores the centroids itself)
-  if (quantized || ctx.kept.q != nullptr) prepare_quantized_query(ctx.Q + q * qlen * col.d, qlen, col.d, ctx.vnni, ws);
+  if (quantized || ctx.kept.int8.q != nullptr)
+    prepare_quantized_query(ctx.Q + q * qlen * col.d, qlen, col.d, ctx.vnni, ws);
 
   // 1. transposed scores, kept cells, probed cells
   const int64_t nblocks = (nlist + kCellBlock - 1) / kCellBlock;
@@ -789,8 +867,10 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
   ws.docs.resize(static_cast<size_t>(m));
   for (int64_t i = 0; i < m; ++i) ws.docs[i] = ws.cand[ws.items[i].doc];
   ws.scores.resize(static_cast<size_t>(m));
-  if (ctx.kept.q != nullptr)
+  if (ctx.kept.int8.q != nullptr)
     kept_scores_parallel(ctx, ws, ws.docs.data(), m, ws.scores.data(), threads);
+  else if (ctx.kept.half != nullptr)
+    half_scores_parallel(ctx, Qt, ws.docs.data(), m, ws.scores.data(), threads);
   else
     exact_scores_parallel(Qt, qlen, col, ws.docs.data(), m, ws.scores.data(), threads);
   for (int64_t i = 0; i < m; ++i) ws.items[i] = Scored{ws.scores[i], ws.docs[i]};
@@ -811,7 +891,7 @@ void check_common(const Compressed<Code>& col, int64_t qlen, int64_t k) {
 template <class Code>
 void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Compressed<Code>& col,
             const IvfView<Code>& ivf, const uint8_t* allowed, const SearchParams& params, float* out_scores,
-            int64_t* out_docs, int num_threads, const Int8Rows& cell_codes, const Int8Rows& kept) {
+            int64_t* out_docs, int num_threads, const Int8Rows& cell_codes, const KeptRows& kept) {
   check_common(col, qlen, params.k);
   if (params.nprobe < 1 || params.ndocs < 1 || params.n_exact < 1)
     throw std::invalid_argument("nprobe, ndocs and n_exact must be >= 1");
@@ -825,7 +905,7 @@ void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Comp
   if (cell_codes.q != nullptr && col.d > kMaxQuantizedDim)
     throw std::invalid_argument("search: quantised cell scores (cell_codes) need d <= " +
                                 std::to_string(kMaxQuantizedDim));
-  if (kept.q != nullptr && col.d > kMaxQuantizedDim)
+  if (kept.int8.q != nullptr && col.d > kMaxQuantizedDim)
     throw std::invalid_argument("search: kept int8 vectors need d <= " + std::to_string(kMaxQuantizedDim));
   const bool vnni = have_vnni() && (qp + 15) / 16 * 16 <= kMaxQp16;
   CellCodes cells;
@@ -901,7 +981,7 @@ void exact_search(const float* Q, int64_t nq, int64_t qlen, const Compressed<Cod
 #define PLAIDX_SEARCH_INSTANTIATE(Code)                                                                       \
   template void search<Code>(const float*, const float*, int64_t, int64_t, const Compressed<Code>&,               \
                              const IvfView<Code>&, const uint8_t*, const SearchParams&, float*, int64_t*, int,   \
-                             const Int8Rows&, const Int8Rows&);                                                 \
+                             const Int8Rows&, const KeptRows&);                                                 \
   template void exact_search<Code>(const float*, int64_t, int64_t, const Compressed<Code>&, const uint8_t*,       \
                                    int64_t, float*, int64_t*, int);
 PLAIDX_SEARCH_INSTANTIATE(uint16_t)

@@ -57,18 +57,25 @@ struct Int8Rows {
   const int32_t* sums = nullptr;
 };
 
+// Every token's kept vector (col.n rows), the rerank tier's: int8 rows with scales (sums not needed), or
+// float16 rows (half: IEEE binary16 bits), or neither.
+struct KeptRows {
+  Int8Rows int8;
+  const uint16_t* half = nullptr;
+};
+
 // Both are instantiated for Code = uint16_t and uint32_t.
 // cell_codes: the centroids (nlist rows, with sums), or none: with S == nullptr, the cell scores are the
 // quantised ones of quantize.h (the query tokens quantised per call; they must be finite and
 // d <= kMaxQuantizedDim) instead of float dot products.
-// kept: every token's kept int8 vector (col.n rows, sums not needed), or none: step 5 then scores the
-// n_exact candidates by MaxSim over these rows against the quantised query tokens,
-//   sum_a max_t (float(<kept.q[t], qa[a]>) * kept.scale[t]) * sa[a],
-// instead of decompressing them (same finiteness and d conditions).
+// kept: step 5 scores the n_exact candidates by MaxSim over their kept vectors instead of decompressing
+// them. int8: against the quantised query tokens (same finiteness and d conditions),
+//   sum_a max_t (float(<kept.q[t], qa[a]>) * kept.scale[t]) * sa[a];
+// float16: the float MaxSim of the rows converted exactly (the values maxsim gives them).
 template <class Code>
 void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Compressed<Code>& col,
             const IvfView<Code>& ivf, const uint8_t* allowed, const SearchParams& params, float* out_scores,
-            int64_t* out_docs, int num_threads, const Int8Rows& cell_codes = {}, const Int8Rows& kept = {});
+            int64_t* out_docs, int num_threads, const Int8Rows& cell_codes = {}, const KeptRows& kept = {});
 
 template <class Code>
 void exact_search(const float* Q, int64_t nq, int64_t qlen, const Compressed<Code>& col, const uint8_t* allowed,

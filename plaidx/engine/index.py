@@ -265,10 +265,10 @@ class Index:
         a = snap.a
         tier = check_rerank(knobs.rerank, snap.kept is not None)
         coll = snap.on_device(dev) if dev is not None and not (exact and tier) else None
-        # The int8 tier on the CPU scores the candidates' kept vectors inside the search (step 5, in place of
-        # decompressing them); elsewhere the search hands its best `rerank` candidates to KeptVectors.rerank,
-        # which gives the same scores (the float16 tier: MaxSim over the vectors as floats).
-        kept = snap.kept.arrays() if tier and coll is None and snap.kept.kind == "int8" else None
+        # On the CPU the tier's kept vectors are scored inside the search (step 5, in place of decompressing
+        # the candidates); on a GPU the search hands its best `rerank` candidates to KeptVectors.rerank, which
+        # gives the same scores.
+        kept = snap.kept.arrays() if tier and coll is None else None
 
         def exhaustive(qs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             if tier:

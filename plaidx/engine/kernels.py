@@ -53,6 +53,7 @@ Functions:
       kept(i) = sum_a max_{t in doc i} (float(<vectors[t], qa[a]>) * scales[t]) * sa[a], with
       (qa, sa, _) = quantize_rows of the query tokens, the maxima summed over a in order from 0
       (cellq.kept_maxsim; exact integers again, so the same values everywhere; Q finite, d <= 1024).
+      kept=(vectors float16 (n, d), None): step 5 is maxsim over the vectors converted to float32.
       The keyword doc_cells=doc_cells(ivf, ivf_offsets, ndocs) lets the native kernel read each
       candidate's distinct cells in steps 3-4 instead of every token's code (the same maxima, about a
       third of the reads on real collections; its cells must have the dtype of codes); results are

@@ -405,17 +405,27 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
             _expect(bool(np.isfinite(Q).all()),
                     f"{fn}: quantised scores (cell_codes, kept) need finite query values")
             S = cellq.quantized_cell_scores(Q, (cq, cs, sums))
+    kv = ks = None
     if kept is not None:
         _expect(isinstance(kept, tuple) and len(kept) == 2,
-                f"{fn}: kept must be the (vectors, scales) pair of the kept int8 vectors")
-        kv = _array(kept[0], fn, "kept[0]", np.int8, 2, "(n, d)")
-        ks = _array(kept[1], fn, "kept[1]", np.float32, 1, "(n,)")
+                f"{fn}: kept must be the (vectors, scales) pair of the kept int8 vectors or (vectors, None) for "
+                "float16 ones")
         n = codes.shape[0]
-        _expect(kv.shape == (n, d) and ks.shape == (n,),
-                f"{fn}: kept must hold one int8 row and one scale per token: shapes (n, d) = {(n, d)} and (n,), "
-                f"got {kv.shape} and {ks.shape}")
-        _expect(d <= cellq.MAX_QUANTIZED_DIM, f"{fn}: kept int8 vectors need d <= {cellq.MAX_QUANTIZED_DIM}")
-        _expect(bool(np.isfinite(Q).all()), f"{fn}: quantised scores (cell_codes, kept) need finite query values")
+        if kept[1] is None:
+            _expect(isinstance(kept[0], np.ndarray) and kept[0].dtype == np.float16,
+                    f"{fn}: kept = (vectors, None) needs float16 vectors (int8 ones come with their scales)")
+            kv = _array(kept[0], fn, "kept[0]", np.float16, 2, "(n, d)")
+            shape = (kv.shape, (n,))
+        else:
+            kv = _array(kept[0], fn, "kept[0]", np.int8, 2, "(n, d)")
+            ks = _array(kept[1], fn, "kept[1]", np.float32, 1, "(n,)")
+            shape = (kv.shape, ks.shape)
+        _expect(shape == ((n, d), (n,)),
+                f"{fn}: kept must hold one row (and one scale, for int8) per token: (n, d) = {(n, d)}")
+        if ks is not None:
+            _expect(d <= cellq.MAX_QUANTIZED_DIM, f"{fn}: kept int8 vectors need d <= {cellq.MAX_QUANTIZED_DIM}")
+            _expect(bool(np.isfinite(Q).all()),
+                    f"{fn}: quantised scores (cell_codes, kept) need finite query values")
     if S is None:
         S = centroid_scores(Q, np.ascontiguousarray(centroids.T))
     _expect(S.shape == (nq, qlen, nlist), f"{fn}: S must have shape (nq, qlen, nlist) = {(nq, qlen, nlist)}, "
@@ -460,7 +470,10 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
             starts, ends = doc_offsets[cand], doc_offsets[cand + 1]
             take = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)]) if cand.size else np.zeros(0, int)
             offs = np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64)
-            exact = cellq.kept_maxsim(Q[q], kv[take], ks[take], offs)
+            if ks is None:
+                exact = maxsim(Q[q:q + 1], np.ascontiguousarray(kv[take], dtype=np.float32), offs)[0]
+            else:
+                exact = cellq.kept_maxsim(Q[q], kv[take], ks[take], offs)
         _write_top(exact, cand, k, out_s[q], out_d[q])
     return out_s, out_d
 

@@ -158,11 +158,10 @@ class KeptVectors:
         np.multiply(raw, self._scale_rows.read(starts, lens)[:, None], out=out, casting="unsafe")
         return out
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """(vectors int8 (n_tokens, d), scales f32 (n_tokens,)) as memory maps: the ``kept`` argument of the
-        native search (int8 tier only), which reads its candidates' rows through the map."""
-        if self.scales is None:
-            raise TypeError("only an int8 tier's vectors are scored inside the search")
+    def arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The ``kept`` argument of the native search, as memory maps: (vectors int8 (n_tokens, d), scales
+        f32 (n_tokens,)) or (vectors float16 (n_tokens, d), None). The search reads its candidates' rows
+        through the map."""
         return self.vectors, self.scales
 
     def _score(self, q: np.ndarray, starts: np.ndarray, lens: np.ndarray, offsets: np.ndarray,
