@@ -234,6 +234,67 @@ py::array_t<float> centroid_scores(const py::object& Q_o, const py::object& cent
   return out;
 }
 
+// The kept vectors of the rerank tier: (vectors int8 (n, d), scales f32 (n,)) or (vectors float16 (n, d), None).
+struct KeptArgs {
+  View<int8_t> kv{nullptr, {0}};
+  View<float> ks{nullptr, {0}};
+  View<uint16_t> kh{nullptr, {0}};
+  cpu::KeptRows rows;
+};
+
+// n < 0: as many rows as the vectors have (kept_scores, which reads n from them).
+KeptArgs kept_args(const py::object& kept_o, const char* fn, int64_t n, int64_t d) {
+  const std::string f(fn);
+  KeptArgs a;
+  if (kept_o.is_none()) return a;
+  const py::tuple t = kept_o.cast<py::tuple>();
+  expect(t.size() == 2, f + ": kept must be the (vectors, scales) pair of the kept int8 vectors or "
+                            "(vectors, None) for float16 ones");
+  std::vector<int64_t> shape;
+  if (t[1].is_none()) {
+    const bool half = py::isinstance<py::array>(t[0]) &&
+                      py::reinterpret_borrow<py::array>(t[0]).dtype().is(py::dtype("float16"));
+    expect(half, f + ": kept = (vectors, None) needs float16 vectors (int8 ones come with their scales)");
+    a.kh = view<uint16_t>(t[0].attr("view")("uint16"), fn, "kept[0]", 2, "(n, d)");
+    shape = {a.kh[0], a.kh[1], a.kh[0]};
+  } else {
+    a.kv = view<int8_t>(t[0], fn, "kept[0]", 2, "(n, d)");
+    a.ks = view<float>(t[1], fn, "kept[1]", 1, "(n,)");
+    shape = {a.kv[0], a.kv[1], a.ks[0]};
+  }
+  if (n < 0) n = shape[0];
+  expect(shape[0] == n && shape[1] == d && shape[2] == n,
+         f + ": kept must hold one row (and one scale, for int8) per token: (n, d) = (" + std::to_string(n) + ", " +
+             std::to_string(d) + ")");
+  a.rows = cpu::KeptRows{cpu::Int8Rows{a.kv.data, a.ks.data, nullptr}, a.kh.data};
+  return a;
+}
+
+py::array_t<float> kept_scores(const py::object& Q_o, const py::object& kept_o, const py::object& offsets_o,
+                               const py::object& docs_o, int num_threads) {
+  const char* fn = "kept_scores";
+  const std::string f(fn);
+  check_threads(fn, num_threads);
+  expect(!kept_o.is_none(), f + ": kept must be given");
+  const auto Q = view<float>(Q_o, fn, "Q", 3, "(nq, qlen, d)");
+  const auto offsets = view<int64_t>(offsets_o, fn, "doc_offsets", 1, "(ndocs + 1,)");
+  const auto docs = view<int64_t>(docs_o, fn, "docs", 1, "(m,)");
+  const int64_t nq = Q[0], qlen = Q[1], d = Q[2];
+  check_dim(fn, d);
+  expect(qlen >= 1, f + ": queries need at least one token (Q.shape[1] >= 1)");
+  expect(offsets[0] >= 1, f + ": doc_offsets needs at least one entry");
+  const int64_t ndocs = offsets[0] - 1;
+  const KeptArgs kept = kept_args(kept_o, fn, -1, d);
+  const int64_t n = kept.kv.data != nullptr ? kept.kv[0] : kept.kh[0];
+  py::array_t<float> out({nq, docs[0]});
+  float* o = mutable_data(out);
+  {
+    py::gil_scoped_release release;
+    cpu::kept_scores(Q.data, nq, qlen, d, offsets.data, ndocs, n, kept.rows, docs.data, docs[0], o, num_threads);
+  }
+  return out;
+}
+
 template <class Code>
 py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::object& codes_o,
                    const py::object& packed_o, const py::object& offsets_o, const py::object& ivf_o,
@@ -298,31 +359,8 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
                ", " + std::to_string(d) + "), (nlist,) and (nlist,), got " + shape_str(cq.shape) + ", " +
                shape_str(cs.shape) + " and " + shape_str(csums.shape));
   }
-  // Optional: every token's kept vector, step 5 scoring them: (vectors int8 (n, d), scales f32 (n,)), or
-  // (vectors float16 (n, d), None).
-  View<int8_t> kv{nullptr, {0}};
-  View<float> ks{nullptr, {0}};
-  View<uint16_t> kh{nullptr, {0}};
-  if (!kept_o.is_none()) {
-    const py::tuple t = kept_o.cast<py::tuple>();
-    expect(t.size() == 2, f + ": kept must be the (vectors, scales) pair of the kept int8 vectors or "
-                              "(vectors, None) for float16 ones");
-    std::vector<int64_t> shape;
-    if (t[1].is_none()) {
-      const bool half = py::isinstance<py::array>(t[0]) &&
-                        py::reinterpret_borrow<py::array>(t[0]).dtype().is(py::dtype("float16"));
-      expect(half, f + ": kept = (vectors, None) needs float16 vectors (int8 ones come with their scales)");
-      kh = view<uint16_t>(t[0].attr("view")("uint16"), fn, "kept[0]", 2, "(n, d)");
-      shape = {kh[0], kh[1], kh[0]};
-    } else {
-      kv = view<int8_t>(t[0], fn, "kept[0]", 2, "(n, d)");
-      ks = view<float>(t[1], fn, "kept[1]", 1, "(n,)");
-      shape = {kv[0], kv[1], ks[0]};
-    }
-    expect(shape[0] == args.col.n && shape[1] == d && shape[2] == args.col.n,
-           f + ": kept must hold one row (and one scale, for int8) per token: (n, d) = (" +
-               std::to_string(args.col.n) + ", " + std::to_string(d) + ")");
-  }
+  // Optional: every token's kept vector, step 5 scoring them.
+  const KeptArgs kept = kept_args(kept_o, fn, args.col.n, d);
   py::array_t<float> scores({nq, k});
   py::array_t<int64_t> docs({nq, k});
   float* so = mutable_data(scores);
@@ -333,7 +371,7 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
     const cpu::SearchParams params{nprobe, threshold, ndocs, n_exact, k};
     cpu::search(Q.data, fused ? nullptr : S.data, nq, qlen, args.col, iv, args.allowed, params, so, dout, num_threads,
                 cpu::Int8Rows{cq.data, cs.data, csums.data},
-                cpu::KeptRows{cpu::Int8Rows{kv.data, ks.data, nullptr}, kh.data});
+                kept.rows);
   }
   return py::make_tuple(scores, docs);
 }
@@ -430,6 +468,9 @@ PYBIND11_MODULE(_core, m) {
         py::arg("ndocs"), py::arg("n_exact"), py::arg("k"), py::kw_only(), py::arg("num_threads") = 0,
         py::arg("doc_cells") = py::none(), py::arg("cell_codes") = py::none(), py::arg("kept") = py::none(),
         "PLAID search; see plaidx._kernels. -> (scores f32 (nq, k), docs i64 (nq, k))");
+  m.def("kept_scores", &kept_scores, py::arg("Q"), py::arg("kept"), py::arg("doc_offsets"), py::arg("docs"),
+        py::kw_only(), py::arg("num_threads") = 0,
+        "Step 5's MaxSim over kept vectors of the listed documents; see plaidx._kernels. -> f32 (nq, m)");
   m.def("quantize_rows", &quantize_rows, py::arg("x"),
         "quantize_rows(x f32 (n, d)) -> (int8 (n, d), scales f32 (n,), row sums i32 (n,)); see plaidx._kernels.");
   m.def("exact_search", &exact_search, py::arg("Q"), py::arg("codes"), py::arg("packed"),

@@ -653,6 +653,32 @@ def test_float16_kept_vectors_score_the_last_stage_as_maxsim_does():
 
 
 @pytest.mark.parametrize("mod", BACKENDS)
+def test_kept_scores_are_the_searchs_last_stage_for_any_documents(mod):
+    """kept_scores scores listed documents as search's step 5 does: int8 bit for bit with the definition
+    (and between the backends), float16 as maxsim over the converted rows; bad documents are clear errors."""
+    col = make_collection(12, ndocs=80, d=64, nbits=2, nlist=16, max_len=40)
+    Q, _ = make_queries(12, col, nq=3, qlen=9)
+    kv, ks = _kept(col)
+    offs = col["doc_offsets"]
+    docs = np.array([5, 0, 79, 5, 33], np.int64)
+    got = mod.kept_scores(Q, (kv, ks), offs, docs, num_threads=2)
+    assert got.shape == (3, 5) and got.dtype == np.float32
+    for qi in range(3):
+        for j, doc in enumerate(docs):
+            assert got[qi, j] == _kept_score(Q[qi], kv[offs[doc]:offs[doc + 1]], ks[offs[doc]:offs[doc + 1]])
+    np.testing.assert_array_equal(got, ref.kept_scores(Q, (kv, ks), offs, docs))
+    half = (kv.astype(np.float32) * ks[:, None]).astype(np.float16)
+    got16 = mod.kept_scores(Q, (half, None), offs, docs)
+    want16 = ref.maxsim(Q, half.astype(np.float32), offs)[:, docs]
+    np.testing.assert_allclose(got16, want16, rtol=1e-5, atol=1e-5)
+    assert mod.kept_scores(Q, (kv, ks), offs, np.zeros(0, np.int64)).shape == (3, 0)
+    with pytest.raises(ValueError, match="outside"):
+        mod.kept_scores(Q, (kv, ks), offs, np.array([80], np.int64))
+    with pytest.raises(ValueError, match="doc_offsets"):
+        mod.kept_scores(Q, (kv, ks), offs[:-1], docs[:1])
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
 def test_kept_bad_input_is_a_clear_error(mod):
     col = make_collection(3, ndocs=30, d=64, nlist=16)
     Q, S = make_queries(3, col, nq=2, qlen=4)

@@ -102,6 +102,17 @@ def test_exact_search_runs_over_the_kept_vectors(data, tmp_path):
     assert _recall(codes_only, truth) < _recall(ids, truth)
 
 
+def test_exact_search_over_int8_vectors_is_the_tiers_score_of_every_document(data, tmp_path):
+    docs, queries, _ = data
+    index = plaidx.Index.build(tmp_path / "ix", docs, nbits=2, seed=0, keep_vectors="int8")
+    scores, ids = index.search(queries, k=10, exact=True)
+    for row in range(len(queries)):
+        every = np.array([_int8_maxsim(queries[row], d) for d in docs], np.float32)
+        want = np.lexsort((np.arange(len(docs)), -every))[:10]
+        np.testing.assert_array_equal(ids[row], want)
+        np.testing.assert_array_equal(scores[row], every[want])
+
+
 def test_filters_and_deletes_apply_to_the_reranked_results(data, tmp_path):
     docs, queries, _ = data
     index = plaidx.Index.build(tmp_path / "ix", docs, nbits=2, seed=0, keep_vectors="int8")

@@ -42,6 +42,15 @@ constexpr int64_t kProbeBuffer = 64;                // nprobe up to which the pr
 constexpr int64_t kMaxQp16 = 256;                   // query tokens up to which the vnni kernel runs
 constexpr int64_t kSmallProbe = 8;                  // nprobe up to which the probe bound skips nth_element
 
+// A query quantised row-wise (quantize.h): its int8 rows, their scales (qp16 + 16, padding 0) and the query
+// in the layout of the kernels that run (vnni: (d / 4, qp16, 4) bytes + 128; else (d, qp) floats).
+struct QuantQuery {
+  std::vector<int8_t> qi;
+  std::vector<float> qscale;
+  std::vector<uint8_t> qq;
+  std::vector<float> qf;
+};
+
 struct FreeDeleter {
   void operator()(uint8_t* p) const { std::free(p); }
 };
@@ -63,12 +72,7 @@ struct Workspace {
   std::vector<float> scores;
   std::vector<int64_t> redo;
   std::vector<float> redo_scores;
-  // Quantised cell scores (cell_codes): the query's int8 rows, their scales (qp + 16, padding 0) and the
-  // query in the layout of the kernel that runs (vnni: (d / 4, qp16, 4) bytes + 128; else (d, qp) floats).
-  std::vector<int8_t> qi;
-  std::vector<float> qscale;
-  std::vector<uint8_t> qq;
-  std::vector<float> qf;
+  QuantQuery qz;  // the query quantised (cell_codes, kept int8 vectors)
 
   Workspace(int64_t nlist, int64_t qp, int64_t ndocs)
       : St(new float[static_cast<size_t>(nlist * qp)]),
@@ -602,11 +606,15 @@ PLAIDX_DISPATCH_CODE(bool, centroid_scores_both,
   throw std::invalid_argument("codes: a centroid id is >= nlist (" + std::to_string(nlist) + ")");
 }
 
+int64_t count_doc_tokens(const int64_t* doc_offsets, const int64_t* docs, int64_t count) {
+  int64_t total = 0;
+  for (int64_t i = 0; i < count; ++i) total += doc_offsets[docs[i] + 1] - doc_offsets[docs[i]];
+  return total;
+}
+
 template <class Code>
 int64_t count_tokens(const Compressed<Code>& col, const int64_t* docs, int64_t count) {
-  int64_t total = 0;
-  for (int64_t i = 0; i < count; ++i) total += col.doc_offsets[docs[i] + 1] - col.doc_offsets[docs[i]];
-  return total;
+  return count_doc_tokens(col.doc_offsets, docs, count);
 }
 
 // fn(b, e) over chunks of the candidates docs[0:count], in parallel when their tokens are many and
@@ -678,25 +686,44 @@ struct SearchContext {
   int64_t* out_docs;
 };
 
-// out[i] = the float MaxSim of the query (Qt) over the float16 kept vectors of document docs[i], converted
-// exactly, for i in [0, count), in parallel over chunks of the candidates.
-template <class Code>
-void half_scores_parallel(const SearchContext<Code>& ctx, const float* Qt, const int64_t* docs, int64_t count,
-                          float* out, int threads) {
-  const Compressed<Code>& col = ctx.col;
-  const int64_t d = col.d, qlen = ctx.qlen, qp = padded_qlen(qlen);
-  if (threads > 1) threads = threads_for(count_tokens(col, docs, count), kMinKeptTokens, threads);
+// MaxSim of one query over documents' kept vectors (search.h: kept): int8 rows against the quantised query
+// (qz), float16 rows converted exactly against Qt.
+struct KeptScorer {
+  const int64_t* doc_offsets;
+  KeptRows kept;
+  int64_t d, qlen;
+  bool vnni;               // qz in the avx512-vnni kernel's layout
+  const QuantQuery* qz;    // int8 rows
+  const float* Qt;         // float16 rows: the query transposed, (d, qp)
+};
+
+// out[i] = the score of document docs[i] for i in [0, count), in parallel over chunks of the documents.
+void kept_scores_parallel(const KeptScorer& ks, const int64_t* docs, int64_t count, float* out, int threads) {
+  const int64_t d = ks.d, qlen = ks.qlen, qp = padded_qlen(qlen), qp16 = (qp + 15) / 16 * 16;
+  if (threads > 1) threads = threads_for(count_doc_tokens(ks.doc_offsets, docs, count), kMinKeptTokens, threads);
   parallel_chunks(
       count, std::max<int64_t>(1, grain_for(count, threads, 8)), threads,
       [&](int64_t b, int64_t e) {
-        std::vector<float> run_max(static_cast<size_t>(qp)), buf(static_cast<size_t>(kHalfBlock * d));
+        std::vector<float> run_max(static_cast<size_t>(qp16));
+        std::vector<float> buf(ks.kept.half != nullptr ? static_cast<size_t>(kHalfBlock * d) : 0);
         for (int64_t i = b; i < e; ++i) {
-          const int64_t lo = col.doc_offsets[docs[i]], hi = col.doc_offsets[docs[i] + 1];
+          const int64_t lo = ks.doc_offsets[docs[i]], hi = ks.doc_offsets[docs[i] + 1];
           std::fill(run_max.begin(), run_max.end(), kNegInf);
-          for (int64_t t = lo; t < hi; t += kHalfBlock) {
-            const int64_t nt = std::min(kHalfBlock, hi - t);
-            halves_to_floats(ctx.kept.half + t * d, nt * d, buf.data());
-            float_max(Qt, d, qp, buf.data(), nt, run_max.data());
+          if (ks.kept.half != nullptr) {
+            for (int64_t t = lo; t < hi; t += kHalfBlock) {
+              const int64_t nt = std::min(kHalfBlock, hi - t);
+              halves_to_floats(ks.kept.half + t * d, nt * d, buf.data());
+              float_max(ks.Qt, d, qp, buf.data(), nt, run_max.data());
+            }
+          } else {
+            const int8_t* rows = ks.kept.int8.q + lo * d;
+            const float* vs = ks.kept.int8.scale + lo;
+#if PLAIDX_HAVE_VNNI
+            if (ks.vnni)
+              kept_max_vnni(ks.qz->qq.data(), qp16, ks.qz->qscale.data(), rows, vs, hi - lo, d, run_max.data());
+            else
+#endif
+              kept_max_q(ks.qz->qf.data(), ks.qz->qscale.data(), qp, rows, vs, hi - lo, d, run_max.data());
           }
           out[i] = hi > lo ? sum_first(run_max.data(), qlen) : 0.0f;
         }
@@ -704,53 +731,24 @@ void half_scores_parallel(const SearchContext<Code>& ctx, const float* Qt, const
       Schedule::kDynamic);
 }
 
-// out[i] = the quantised MaxSim of the query (prepared in ws) over the kept vectors of document docs[i], for
-// i in [0, count), in parallel over chunks of the candidates.
-template <class Code>
-void kept_scores_parallel(const SearchContext<Code>& ctx, const Workspace& ws, const int64_t* docs, int64_t count,
-                          float* out, int threads) {
-  const Compressed<Code>& col = ctx.col;
-  const int64_t d = col.d, qlen = ctx.qlen, qp = padded_qlen(qlen), qp16 = (qp + 15) / 16 * 16;
-  if (threads > 1) threads = threads_for(count_tokens(col, docs, count), kMinKeptTokens, threads);
-  parallel_chunks(
-      count, std::max<int64_t>(1, grain_for(count, threads, 8)), threads,
-      [&](int64_t b, int64_t e) {
-        std::vector<float> run_max(static_cast<size_t>(qp16));
-        for (int64_t i = b; i < e; ++i) {
-          const int64_t lo = col.doc_offsets[docs[i]], nt = col.doc_offsets[docs[i] + 1] - lo;
-          std::fill(run_max.begin(), run_max.end(), kNegInf);
-          const int8_t* rows = ctx.kept.int8.q + lo * d;
-          const float* vs = ctx.kept.int8.scale + lo;
-#if PLAIDX_HAVE_VNNI
-          if (ctx.vnni)
-            kept_max_vnni(ws.qq.data(), qp16, ws.qscale.data(), rows, vs, nt, d, run_max.data());
-          else
-#endif
-            kept_max_q(ws.qf.data(), ws.qscale.data(), qp, rows, vs, nt, d, run_max.data());
-          out[i] = nt > 0 ? sum_first(run_max.data(), qlen) : 0.0f;
-        }
-      },
-      Schedule::kDynamic);
-}
-
-// The query q (qlen, d) quantised into the workspace in the layout of the kernels that run; throws on a
-// value that is not finite.
-void prepare_quantized_query(const float* Qq, int64_t qlen, int64_t d, bool vnni, Workspace& ws) {
+// The query q (qlen, d) quantised into qz in the layout of the kernels that run; throws on a value that is
+// not finite.
+void prepare_quantized_query(const float* Qq, int64_t qlen, int64_t d, bool vnni, QuantQuery& qz) {
   const int64_t qp = padded_qlen(qlen), qp16 = (qp + 15) / 16 * 16;
-  ws.qi.resize(static_cast<size_t>(qlen * d));
-  ws.qscale.assign(static_cast<size_t>(qp16 + 16), 0.0f);
-  if (!quantize_rows(Qq, qlen, d, ws.qi.data(), ws.qscale.data()))
+  qz.qi.resize(static_cast<size_t>(qlen * d));
+  qz.qscale.assign(static_cast<size_t>(qp16 + 16), 0.0f);
+  if (!quantize_rows(Qq, qlen, d, qz.qi.data(), qz.qscale.data()))
     throw std::invalid_argument("search: quantised scores (cell_codes, kept) need finite query values");
   if (vnni) {
-    ws.qq.assign(static_cast<size_t>(d / 4 * qp16 * 4), uint8_t{128});
+    qz.qq.assign(static_cast<size_t>(d / 4 * qp16 * 4), uint8_t{128});
     for (int64_t a = 0; a < qlen; ++a)
       for (int64_t j = 0; j < d; ++j)
-        ws.qq[static_cast<size_t>(((j / 4) * qp16 + a) * 4 + j % 4)] =
-            static_cast<uint8_t>(static_cast<int>(ws.qi[a * d + j]) + 128);
+        qz.qq[static_cast<size_t>(((j / 4) * qp16 + a) * 4 + j % 4)] =
+            static_cast<uint8_t>(static_cast<int>(qz.qi[a * d + j]) + 128);
   } else {
-    ws.qf.assign(static_cast<size_t>(d * qp), 0.0f);
+    qz.qf.assign(static_cast<size_t>(d * qp), 0.0f);
     for (int64_t a = 0; a < qlen; ++a)
-      for (int64_t j = 0; j < d; ++j) ws.qf[static_cast<size_t>(j * qp + a)] = static_cast<float>(ws.qi[a * d + j]);
+      for (int64_t j = 0; j < d; ++j) qz.qf[static_cast<size_t>(j * qp + a)] = static_cast<float>(qz.qi[a * d + j]);
   }
 }
 
@@ -759,11 +757,11 @@ void score_cells_quantized(const CellCodes& cc, Workspace& ws, int64_t qp, int64
                            float* St) {
 #if PLAIDX_HAVE_VNNI
   if (cc.vnni) {
-    score_cells_vnni(ws.qq.data(), ws.qscale.data(), qp, cc, d, c0, c1, St, ws.keep.data(), ws.bmax.get());
+    score_cells_vnni(ws.qz.qq.data(), ws.qz.qscale.data(), qp, cc, d, c0, c1, St, ws.keep.data(), ws.bmax.get());
     return;
   }
 #endif
-  score_cells_q(ws.qf.data(), ws.qscale.data(), qp, cc.cq, cc.cscale, d, c0, c1, St);
+  score_cells_q(ws.qz.qf.data(), ws.qz.qscale.data(), qp, cc.cq, cc.cscale, d, c0, c1, St);
 }
 
 template <class Code>
@@ -774,7 +772,7 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
   const CellCodes& cc = ctx.cells;
   const bool quantized = cc.cq != nullptr;  // (set only when the search scores the centroids itself)
   if (quantized || ctx.kept.int8.q != nullptr)
-    prepare_quantized_query(ctx.Q + q * qlen * col.d, qlen, col.d, ctx.vnni, ws);
+    prepare_quantized_query(ctx.Q + q * qlen * col.d, qlen, col.d, ctx.vnni, ws.qz);
 
   // 1. transposed scores, kept cells, probed cells
   const int64_t nblocks = (nlist + kCellBlock - 1) / kCellBlock;
@@ -867,10 +865,9 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
   ws.docs.resize(static_cast<size_t>(m));
   for (int64_t i = 0; i < m; ++i) ws.docs[i] = ws.cand[ws.items[i].doc];
   ws.scores.resize(static_cast<size_t>(m));
-  if (ctx.kept.int8.q != nullptr)
-    kept_scores_parallel(ctx, ws, ws.docs.data(), m, ws.scores.data(), threads);
-  else if (ctx.kept.half != nullptr)
-    half_scores_parallel(ctx, Qt, ws.docs.data(), m, ws.scores.data(), threads);
+  if (ctx.kept.int8.q != nullptr || ctx.kept.half != nullptr)
+    kept_scores_parallel(KeptScorer{col.doc_offsets, ctx.kept, col.d, qlen, ctx.vnni, &ws.qz, Qt}, ws.docs.data(), m,
+                         ws.scores.data(), threads);
   else
     exact_scores_parallel(Qt, qlen, col, ws.docs.data(), m, ws.scores.data(), threads);
   for (int64_t i = 0; i < m; ++i) ws.items[i] = Scored{ws.scores[i], ws.docs[i]};
@@ -936,6 +933,32 @@ void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Comp
     WorkspaceLease ws(col.nlist, qp, col.ndocs);
     for (int64_t q = 0; q < nq; ++q) search_query(ctx, q, ws.get(), threads);
     ws.release();
+  }
+}
+
+void kept_scores(const float* Q, int64_t nq, int64_t qlen, int64_t d, const int64_t* doc_offsets, int64_t ndocs,
+                 int64_t n, const KeptRows& kept, const int64_t* docs, int64_t m, float* out, int num_threads) {
+  if (d <= 0 || d % 8 != 0) throw std::invalid_argument("d must be a positive multiple of 8");
+  if (qlen < 1) throw std::invalid_argument("queries need at least one token");
+  if ((kept.int8.q == nullptr) == (kept.half == nullptr))
+    throw std::invalid_argument("kept_scores: give int8 or float16 kept vectors");
+  if (kept.int8.q != nullptr && d > kMaxQuantizedDim)
+    throw std::invalid_argument("kept_scores: kept int8 vectors need d <= " + std::to_string(kMaxQuantizedDim));
+  check_offsets(doc_offsets, ndocs, n, "doc_offsets");
+  for (int64_t i = 0; i < m; ++i)
+    if (docs[i] < 0 || docs[i] >= ndocs)
+      throw std::invalid_argument("kept_scores: docs[" + std::to_string(i) + "] = " + std::to_string(docs[i]) +
+                                  " is outside [0, ndocs)");
+  const int threads = resolve_threads(num_threads);
+  const int64_t qp = padded_qlen(qlen);
+  const bool vnni = have_vnni() && (qp + 15) / 16 * 16 <= kMaxQp16;
+  std::vector<float> Qt(kept.half != nullptr ? static_cast<size_t>(nq * d * qp) : 0);
+  if (kept.half != nullptr) transpose_queries(Q, nq, qlen, d, Qt.data());
+  QuantQuery qz;
+  for (int64_t q = 0; q < nq; ++q) {
+    if (kept.int8.q != nullptr) prepare_quantized_query(Q + q * qlen * d, qlen, d, vnni, qz);
+    const KeptScorer ks{doc_offsets, kept, d, qlen, vnni, &qz, kept.half != nullptr ? Qt.data() + q * d * qp : nullptr};
+    kept_scores_parallel(ks, docs, m, out + q * m, threads);
   }
 }
 

@@ -77,6 +77,12 @@ void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Comp
             const IvfView<Code>& ivf, const uint8_t* allowed, const SearchParams& params, float* out_scores,
             int64_t* out_docs, int num_threads, const Int8Rows& cell_codes = {}, const KeptRows& kept = {});
 
+// out (nq, m): the score step 5 of search gives document docs[i] with kept vectors, for each query of Q
+// (nq, qlen, d). doc_offsets (ndocs + 1,) over the kept rows (n of them); exactly one of kept.int8 and
+// kept.half given. Parallel over the documents; results do not depend on num_threads.
+void kept_scores(const float* Q, int64_t nq, int64_t qlen, int64_t d, const int64_t* doc_offsets, int64_t ndocs,
+                 int64_t n, const KeptRows& kept, const int64_t* docs, int64_t m, float* out, int num_threads);
+
 template <class Code>
 void exact_search(const float* Q, int64_t nq, int64_t qlen, const Compressed<Code>& col, const uint8_t* allowed,
                   int64_t k, float* out_scores, int64_t* out_docs, int num_threads);

@@ -54,6 +54,10 @@ Functions:
       (qa, sa, _) = quantize_rows of the query tokens, the maxima summed over a in order from 0
       (cellq.kept_maxsim; exact integers again, so the same values everywhere; Q finite, d <= 1024).
       kept=(vectors float16 (n, d), None): step 5 is maxsim over the vectors converted to float32.
+  kept_scores(Q, kept, doc_offsets, docs i64 (m,)) -> f32 (nq, m)
+      step 5's score with ``kept`` of each listed document (any documents, not only a search's candidates):
+      the rerank tier's scores where the search itself does not run on the CPU (GPU searches, exhaustive
+      search over the kept vectors).
       The keyword doc_cells=doc_cells(ivf, ivf_offsets, ndocs) lets the native kernel read each
       candidate's distinct cells in steps 3-4 instead of every token's code (the same maxima, about a
       third of the reads on real collections; its cells must have the dtype of codes); results are
@@ -108,6 +112,7 @@ maxsim = backend.maxsim
 search = backend.search
 exact_search = backend.exact_search
 quantize_rows = backend.quantize_rows
+kept_scores = backend.kept_scores
 
 
 def native_error() -> str | None:

@@ -368,6 +368,59 @@ def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return cellq.quantize_rows(x)
 
 
+def _kept_arrays(fn: str, kept: Any, Q: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(vectors, scales or None) of a ``kept`` argument, checked against n tokens and the queries Q."""
+    d = Q.shape[2]
+    _expect(isinstance(kept, tuple) and len(kept) == 2,
+            f"{fn}: kept must be the (vectors, scales) pair of the kept int8 vectors or (vectors, None) for "
+            "float16 ones")
+    if kept[1] is None:
+        _expect(isinstance(kept[0], np.ndarray) and kept[0].dtype == np.float16,
+                f"{fn}: kept = (vectors, None) needs float16 vectors (int8 ones come with their scales)")
+        kv, ks = _array(kept[0], fn, "kept[0]", np.float16, 2, "(n, d)"), None
+        shape = (kv.shape, (kv.shape[0],))
+    else:
+        kv = _array(kept[0], fn, "kept[0]", np.int8, 2, "(n, d)")
+        ks = _array(kept[1], fn, "kept[1]", np.float32, 1, "(n,)")
+        shape = (kv.shape, ks.shape)
+    n = kv.shape[0] if n < 0 else n
+    _expect(shape == ((n, d), (n,)),
+            f"{fn}: kept must hold one row (and one scale, for int8) per token: (n, d) = {(n, d)}")
+    if ks is not None:
+        _expect(d <= cellq.MAX_QUANTIZED_DIM, f"{fn}: kept int8 vectors need d <= {cellq.MAX_QUANTIZED_DIM}")
+        _expect(bool(np.isfinite(Q).all()), f"{fn}: quantised scores (cell_codes, kept) need finite query values")
+    return kv, ks
+
+
+def _kept_step(q: np.ndarray, kv: np.ndarray, ks: np.ndarray | None, doc_offsets: np.ndarray,
+               docs: np.ndarray) -> np.ndarray:
+    """Step 5 with kept vectors: f32 (m,) scores of one query (qlen, d) for the documents docs."""
+    starts, ends = doc_offsets[docs], doc_offsets[docs + 1]
+    take = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)]) if docs.size else np.zeros(0, np.int64)
+    offs = np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64)
+    if ks is None:
+        return maxsim(q[None], np.ascontiguousarray(kv[take], dtype=np.float32), offs)[0]
+    return cellq.kept_maxsim(q, kv[take], ks[take], offs)
+
+
+def kept_scores(Q: np.ndarray, kept: Any, doc_offsets: np.ndarray, docs: np.ndarray, *,
+                num_threads: int = 0) -> np.ndarray:
+    """f32 (nq, m): step 5's score of each listed document over its kept vectors (see search's ``kept``)."""
+    fn = "kept_scores"
+    _check_threads(fn, num_threads)
+    Q = _queries(fn, Q)
+    doc_offsets = _array(doc_offsets, fn, "doc_offsets", np.int64, 1, "(ndocs + 1,)")
+    docs = _array(docs, fn, "docs", np.int64, 1, "(m,)")
+    kv, ks = _kept_arrays(fn, kept, Q, -1)
+    _check_offsets(doc_offsets, kv.shape[0], "doc_offsets")
+    _expect(docs.size == 0 or (int(docs.min()) >= 0 and int(docs.max()) < doc_offsets.shape[0] - 1),
+            f"{fn}: an entry of docs is outside [0, ndocs)")
+    out = np.zeros((Q.shape[0], docs.size), np.float32)
+    for q in range(Q.shape[0]):
+        out[q] = _kept_step(Q[q], kv, ks, doc_offsets, docs)
+    return out
+
+
 def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.ndarray, doc_offsets: np.ndarray,
            ivf: np.ndarray, ivf_offsets: np.ndarray, centroids: np.ndarray, weights: np.ndarray, nbits: int,
            allowed: np.ndarray, nprobe: int, threshold: float, ndocs: int, n_exact: int, k: int, *,
@@ -407,25 +460,7 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
             S = cellq.quantized_cell_scores(Q, (cq, cs, sums))
     kv = ks = None
     if kept is not None:
-        _expect(isinstance(kept, tuple) and len(kept) == 2,
-                f"{fn}: kept must be the (vectors, scales) pair of the kept int8 vectors or (vectors, None) for "
-                "float16 ones")
-        n = codes.shape[0]
-        if kept[1] is None:
-            _expect(isinstance(kept[0], np.ndarray) and kept[0].dtype == np.float16,
-                    f"{fn}: kept = (vectors, None) needs float16 vectors (int8 ones come with their scales)")
-            kv = _array(kept[0], fn, "kept[0]", np.float16, 2, "(n, d)")
-            shape = (kv.shape, (n,))
-        else:
-            kv = _array(kept[0], fn, "kept[0]", np.int8, 2, "(n, d)")
-            ks = _array(kept[1], fn, "kept[1]", np.float32, 1, "(n,)")
-            shape = (kv.shape, ks.shape)
-        _expect(shape == ((n, d), (n,)),
-                f"{fn}: kept must hold one row (and one scale, for int8) per token: (n, d) = {(n, d)}")
-        if ks is not None:
-            _expect(d <= cellq.MAX_QUANTIZED_DIM, f"{fn}: kept int8 vectors need d <= {cellq.MAX_QUANTIZED_DIM}")
-            _expect(bool(np.isfinite(Q).all()),
-                    f"{fn}: quantised scores (cell_codes, kept) need finite query values")
+        kv, ks = _kept_arrays(fn, kept, Q, codes.shape[0])
     if S is None:
         S = centroid_scores(Q, np.ascontiguousarray(centroids.T))
     _expect(S.shape == (nq, qlen, nlist), f"{fn}: S must have shape (nq, qlen, nlist) = {(nq, qlen, nlist)}, "
@@ -467,13 +502,7 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
         if kept is None:
             exact = _exact_scores(Q[q], codes, packed, doc_offsets, cand, centroids, weights, nbits)
         else:
-            starts, ends = doc_offsets[cand], doc_offsets[cand + 1]
-            take = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)]) if cand.size else np.zeros(0, int)
-            offs = np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64)
-            if ks is None:
-                exact = maxsim(Q[q:q + 1], np.ascontiguousarray(kv[take], dtype=np.float32), offs)[0]
-            else:
-                exact = cellq.kept_maxsim(Q[q], kv[take], ks[take], offs)
+            exact = _kept_step(Q[q], kv, ks, doc_offsets, cand)
         _write_top(exact, cand, k, out_s[q], out_d[q])
     return out_s, out_d
 

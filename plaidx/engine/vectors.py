@@ -11,14 +11,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import IndexFormatError
-from . import cellq, kernels
+from . import kernels
 from .cellq import quantize_int8
 
 KEEP_VECTORS = ("int8", "float16")
 VECTORS = "vectors"
 SCALES = "vector_scales"
 TIER_ARRAYS = (VECTORS, SCALES)
-_EXACT_CHUNK_TOKENS = 1 << 16
+_EXACT_CHUNK_DOCS = 1 << 14  # documents scored per call of an exhaustive search (bounds its (nq, m) scores)
 
 
 def check_keep_vectors(value: Any) -> str | None:
@@ -164,20 +164,6 @@ class KeptVectors:
         through the map."""
         return self.vectors, self.scales
 
-    def _score(self, q: np.ndarray, starts: np.ndarray, lens: np.ndarray, offsets: np.ndarray,
-               num_threads: int) -> np.ndarray:
-        """f32 (nq, m): MaxSim of the queries q (nq, qlen, d) over documents read as the token runs
-        starts[i]:starts[i] + lens[i] concatenated, document j owning rows offsets[j]:offsets[j+1] of them.
-
-        int8: the quantised MaxSim of the native search's step 5 (cellq.kept_maxsim, the same values bit for
-        bit); float16: the float32 MaxSim of the vectors converted exactly.
-        """
-        if self._scale_rows is None:
-            values = np.ascontiguousarray(self._vec_rows.read(starts, lens).astype(np.float32))
-            return kernels.maxsim(np.ascontiguousarray(q), values, offsets, num_threads=num_threads)
-        raw, scales = self._vec_rows.read(starts, lens), self._scale_rows.read(starts, lens)
-        return np.stack([cellq.kept_maxsim(qi, raw, scales, offsets) for qi in q])
-
     def rows(self, tokens: Any) -> np.ndarray:
         """float32 (m, d): the kept vectors of ``tokens`` (a slice, or an int64 index array)."""
         if isinstance(tokens, slice):
@@ -190,7 +176,9 @@ class KeptVectors:
 
     def rerank(self, q: np.ndarray, doc_offsets: np.ndarray, candidates: np.ndarray, k: int,
                num_threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Re-score each query's candidates by MaxSim over their kept vectors; the top k of them.
+        """Score each query's candidates by MaxSim over their kept vectors (the native search's step 5 with
+        ``kept``: the same values); the top k of them. The route of searches whose PLAID stages ran elsewhere
+        (a GPU).
 
         Parameters
         ----------
@@ -206,36 +194,33 @@ class KeptVectors:
         nq = q.shape[0]
         out_s = np.full((nq, k), -np.inf, np.float32)
         out_p = np.full((nq, k), -1, np.int64)
-        offs = np.asarray(doc_offsets, dtype=np.int64)
+        offs = np.ascontiguousarray(doc_offsets, dtype=np.int64)
         for i in range(nq):
-            cand = np.unique(candidates[i][candidates[i] >= 0])  # ascending: sequential reads
+            cand = np.unique(candidates[i][candidates[i] >= 0])
             if cand.size == 0:
                 continue
-            lens = offs[cand + 1] - offs[cand]
-            s = self._score(q[i:i + 1], offs[cand], lens, np.concatenate([[0], np.cumsum(lens)]), num_threads)[0]
-            out_s[i], out_p[i] = _top_k(s[None], cand[None], k)
+            s = kernels.kept_scores(np.ascontiguousarray(q[i:i + 1]), self.arrays(), offs, cand,
+                                    num_threads=num_threads)
+            out_s[i], out_p[i] = _top_k(s, cand[None], k)
         return out_s, out_p
 
     def exact_search(self, q: np.ndarray, doc_offsets: np.ndarray, allowed: np.ndarray, k: int,
                      num_threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Exhaustive MaxSim of every allowed document over its kept vectors, in chunks of documents.
+        """Exhaustive MaxSim of every allowed document over its kept vectors (step 5's scores), in chunks of
+        documents.
 
         ``allowed``: uint8 (n_docs,) mask, or size 0 for every document. Returns as :meth:`rerank`.
         """
-        offs = np.asarray(doc_offsets, dtype=np.int64)
-        n_docs = offs.size - 1
+        offs = np.ascontiguousarray(doc_offsets, dtype=np.int64)
+        docs = np.flatnonzero(allowed).astype(np.int64) if allowed.size else np.arange(offs.size - 1, dtype=np.int64)
+        q = np.ascontiguousarray(q)
         best_s = np.full((q.shape[0], k), -np.inf, np.float32)
         best_p = np.full((q.shape[0], k), -1, np.int64)
-        lo = 0
-        while lo < n_docs:
-            hi = int(np.searchsorted(offs, offs[lo] + _EXACT_CHUNK_TOKENS, side="right")) - 1
-            hi = min(max(hi, lo + 1), n_docs)
-            s = self._score(q, offs[lo:lo + 1], offs[hi:hi + 1] - offs[lo], offs[lo:hi + 1] - offs[lo], num_threads)
-            pos = np.broadcast_to(np.arange(lo, hi, dtype=np.int64), s.shape)
-            if allowed.size:
-                s = np.where(allowed[lo:hi].astype(bool)[None], s, -np.inf).astype(np.float32)
+        for lo in range(0, docs.size, _EXACT_CHUNK_DOCS):
+            part = docs[lo:lo + _EXACT_CHUNK_DOCS]
+            s = kernels.kept_scores(q, self.arrays(), offs, part, num_threads=num_threads)
+            pos = np.broadcast_to(part, s.shape)
             best_s, best_p = _top_k(np.concatenate([best_s, s], axis=1), np.concatenate([best_p, pos], axis=1), k)
-            lo = hi
         return best_s, best_p
 
 
