@@ -232,6 +232,24 @@ def test_index_search_on_gpu_matches_cpu_across_updates(tmp_path):
 
 
 @needs_gpu
+@pytest.mark.parametrize("kind", ["int8", "float16"])
+def test_rerank_tier_on_the_gpu_matches_the_cpu(tmp_path, kind):
+    """On a GPU the PLAID stages run there and KeptVectors.rerank scores the candidates with the CPU
+    kernel the CPU search uses inside: the same scores for the same documents, the same top k up to
+    candidates that the GPU's centroid sums order differently at the rerank boundary."""
+    docs, queries, _ = clustered_collection(n_docs=400, dim=64, n_topics=24, mean_len=30, n_queries=12, q_len=32)
+    index = plaidx.Index.build(tmp_path / "ix", docs, nlist=64, keep_vectors=kind)
+    for kw in ({}, {"rerank": 40}, {"exact": True}):
+        s_gpu, i_gpu = index.search(queries, k=10, device="cuda", **kw)
+        s_cpu, i_cpu = index.search(queries, k=10, **kw)
+        assert_topk_equivalent((s_gpu, i_gpu), (s_cpu, i_cpu))
+        for row in range(len(queries)):
+            cpu = dict(zip(i_cpu[row].tolist(), s_cpu[row].tolist()))
+            same = [(s, cpu[i]) for i, s in zip(i_gpu[row].tolist(), s_gpu[row].tolist()) if i in cpu]
+            assert len(same) >= 9 and all(a == b for a, b in same)
+
+
+@needs_gpu
 def test_empty_cells_are_never_probed_on_the_gpu():
     col = make_collection(21, ndocs=80, d=64, nbits=2, nlist=16)
     col["codes"] = (col["codes"] % 12 + 4).astype(np.uint16)  # cells 0-3 hold no token
