@@ -109,12 +109,19 @@ def test_usage_errors_exit_2_with_clean_messages(built, data, tmp_path, capsys):
     usage("search", built, "--queries-file", tmp_path / "missing.txt", words=("--queries-file", "not found"))
     usage("search", built, "cats", "--exact", "--nprobe", "4", words=("--exact", "--nprobe"))
     usage("eval", built, data["beir"], "--exact", "--ndocs", "64", "--n-exact", "8", words=("--ndocs", "--n-exact"))
+    code, _, err = run(capsys, "search", built, "cats", "--rerank", "8")
+    assert code == 1 and "rerank=8 needs kept vectors" in err and "Traceback" not in err
     latin = tmp_path / "latin1.txt"
     latin.write_bytes("cats\ndogs\ncaf\u00e9 au lait\n".encode("latin-1"))
     usage("search", built, "--queries-file", latin, words=(f"{latin}:3: not UTF-8",))
     with pytest.raises(SystemExit) as e:
         cli.main(["search", str(built), "cats", "--width", "-5"])
     assert e.value.code == cli.EXIT_USAGE and "positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli.main(["search", str(built), "cats", "--rerank", "-1"])
+    assert e.value.code == cli.EXIT_USAGE and "non-negative integer" in capsys.readouterr().err
+    code, _, err = run(capsys, "search", built, "cats", "--rerank", "0")  # no tier, no re-scoring: fine
+    assert code == 0, err
     # a byte order mark is not part of the first query
     bom = tmp_path / "bom.txt"
     bom.write_bytes("\ufeffcats on mats\n".encode("utf-8"))

@@ -52,7 +52,7 @@ def env(tmp_path_factory):
     rag.index(texts, document_ids=ids, document_metadatas=metas, index_name="docs", max_document_length=24)
     docs, queries, _ = clustered_collection(n_docs=200, dim=16, n_topics=12, mean_len=12, n_queries=12, q_len=8,
                                             seed=5)
-    engine = plaidx.Index.build(root / "engine", docs, nbits=4, seed=0)
+    engine = plaidx.Index.build(root / "engine", docs, nbits=4, seed=0, keep_vectors="int8")
     return {"root": root, "ckpt": ckpt, "model": model, "rag": rag, "texts": texts, "ids": ids, "metas": metas,
             "rag_path": root / "indexes" / "docs", "engine": engine, "engine_queries": queries}
 
@@ -296,6 +296,16 @@ def test_search_by_embeddings_equals_the_engine(server, env, openapi):
         hits = r.json()["results"]
         assert [h["id"] for h in hits] == ids.tolist()
         np.testing.assert_allclose([h["score"] for h in hits], scores, rtol=1e-6)
+    # the rerank tier's knob goes through: rerank=0 searches the codes alone, as the engine does
+    for rerank in (0, 40):
+        r = server.post("/v1/search", json={"index": "vectors", "query_embeddings": queries[1].tolist(), "k": 10,
+                                             "rerank": rerank})
+        assert r.status_code == 200, r.text[:500]
+        scores, ids = eng.search(queries[1], k=10, rerank=rerank)
+        assert [h["id"] for h in r.json()["results"]] == ids[0].tolist()
+        np.testing.assert_allclose([h["score"] for h in r.json()["results"]], scores[0], rtol=1e-6)
+    bad = server.post("/v1/search", json={"index": "vectors", "query_embeddings": queries[1].tolist(), "n_exact": 16})
+    assert bad.status_code == 400 and "rerank=0" in bad.text
     r = server.post("/v1/search", json={"index": "vectors", "query_embeddings": queries[0].tolist(), "k": 5,
                                          "exact": True, "doc_ids": [3, 4, 5, 6]})
     scores, ids = eng.search(queries[0], k=5, exact=True, doc_ids=[3, 4, 5, 6])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from typing import Any, Optional, Union
 
@@ -26,8 +27,9 @@ def open_folder(path: Union[str, os.PathLike], verify: str = "structure", reconc
 def search_params(args: argparse.Namespace) -> dict[str, Any]:
     """``params`` and ``exact`` of a search from the command line's options; PLAID options with ``--exact``
     (which scores every passage and uses none of them) are a usage error."""
-    params = SearchParams(args.nprobe, args.centroid_score_threshold, args.ndocs, args.n_exact)
-    if args.exact and not params.is_default():
+    params = SearchParams(args.nprobe, args.centroid_score_threshold, args.ndocs, args.n_exact,
+                          getattr(args, "rerank", None))
+    if args.exact and not dataclasses.replace(params, rerank=None).is_default():
         given = [f"--{f.replace('_', '-')}" for f in ("nprobe", "centroid_score_threshold", "ndocs", "n_exact")
                  if getattr(args, f) is not None]
         raise CliError(f"--exact scores every passage and ignores PLAID's {', '.join(given)}: drop --exact, or "

@@ -346,14 +346,20 @@ def _size(n: float) -> str:
 
 
 # ============================================================================ parser
-def _positive(value: str) -> int:
-    try:
-        v = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
+def _int_at_least(lowest: int, what: str):
+    def parse(value: str) -> int:
+        try:
+            v = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {what} integer, got {value!r}") from None
+        if v < lowest:
+            raise argparse.ArgumentTypeError(f"expected a {what} integer, got {v}")
+        return v
+    return parse
+
+
+_positive = _int_at_least(1, "positive")
+_non_negative = _int_at_least(0, "non-negative")
 
 
 def _add_search_options(p: argparse.ArgumentParser) -> None:
@@ -362,6 +368,8 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--centroid-score-threshold", type=float, help="prune centroids scoring below this")
     g.add_argument("--ndocs", type=_positive, help="candidates rescored by centroid interaction")
     g.add_argument("--n-exact", type=_positive, help="candidates decompressed for exact MaxSim")
+    g.add_argument("--rerank", type=_non_negative,
+                   help="on an index with kept vectors: candidates scored by them (0: off; default: the tier's)")
     g.add_argument("--exact", action=argparse.BooleanOptionalAction, default=None,
                    help="exhaustive MaxSim over every passage (--no-exact: always PLAID); default: exhaustive "
                         "for small indexes made by `plaidx index` when no parameter is given, else PLAID")

@@ -291,7 +291,7 @@ def create_app(indexes: Optional[Mapping[str, Union[str, os.PathLike, IndexFolde
         else:
             matrices = query_matrices(req.query_embeddings, limits)
         single = req.query is not None or (req.query_embeddings is not None and is_matrix(req.query_embeddings))
-        params = SearchParams(req.nprobe, req.centroid_score_threshold, req.ndocs, req.n_exact)
+        params = SearchParams(req.nprobe, req.centroid_score_threshold, req.ndocs, req.n_exact, req.rerank)
         try:
             found = await served.run(_search_groups, folder, matrices, req.k, params=params, doc_ids=req.doc_ids,
                                      exact=req.exact, num_threads=served.threads_per_search)

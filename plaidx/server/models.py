@@ -119,6 +119,9 @@ class SearchRequest(BaseModel):
     centroid_score_threshold: Optional[Number] = None
     ndocs: Optional[StrictInt] = Field(None, description="candidates rescored by centroid interaction")
     n_exact: Optional[StrictInt] = Field(None, description="candidates decompressed for exact MaxSim")
+    rerank: Optional[StrictInt] = Field(
+        None, description="on an index with kept vectors (the rerank tier): candidates scored by them (0: off, "
+                          "PLAID over the codes; null: the tier's default)")
     exact: Optional[StrictBool] = Field(
         None, description="true: exhaustive MaxSim; false: the PLAID pipeline; null (default): as the library "
                           "decides: RAG indexes of at most plaidx.rag.EXACT_MAX_TOKENS tokens are scored "
