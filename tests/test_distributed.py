@@ -311,6 +311,25 @@ def test_reshard_keeps_ids_and_compressed_bytes(data, tmp_path):
         plaidx.distributed.reshard(tmp_path / "one", sharded_path, 2)
 
 
+def test_reshard_keeps_the_rerank_tier(data, tmp_path):
+    """An index with kept vectors resharded keeps them in every shard (nothing stored is lost): the sharded
+    exhaustive search over the kept vectors equals the source's, and the tier's default search runs."""
+    docs, queries = data
+    src = plaidx.Index.build(tmp_path / "one", docs, nlist=NLIST, seed=0, keep_vectors="int8")
+    src.delete([5, 77])
+    sh = ShardedIndex.open(plaidx.distributed.reshard(tmp_path / "one", tmp_path / "sharded", 3))
+    assert sh.verify() == [] and all(s.keep_vectors == "int8" for s in sh._state[1])
+    s1, i1 = sh.search(queries, 10, exact=True)
+    s2, i2 = src.search(queries, 10, exact=True)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_array_equal(s1, s2)
+    _, truth = src.search(queries, 10, exact=True)
+    assert _recall(sh.search(queries, 10)[1], truth) >= 0.95
+    assert _recall(sh.search(queries, 10)[1], truth) > _recall(sh.search(queries, 10, rerank=0)[1], truth)
+    with pytest.raises(ValueError, match="rerank="):
+        sh.search(queries, 10, n_exact=64)
+
+
 def test_readers_search_while_another_handle_commits(data, tmp_path):
     import threading
 

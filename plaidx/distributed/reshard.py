@@ -13,6 +13,7 @@ import numpy as np
 
 from ..engine import WriterLock, fsync_dir
 from ..engine.storage import Transaction, load_generation
+from ..engine.vectors import TIER_ARRAYS
 from .manifest import codec_dir_name, codec_hash, shard_dir_name, write_sharded
 from .steps import SHARD_KEY
 
@@ -24,8 +25,8 @@ def reshard(source: str | os.PathLike, path: str | os.PathLike, n_shards: int, *
     """Write the index at ``source`` as a sharded index at ``path`` (a new folder) with ``n_shards`` shards.
 
     Every document keeps its id (the sharded index's global id is the source's id, deleted documents
-    included until a compaction) and its codes and residuals byte for byte, so searches of the sharded
-    index equal the source's. Shard s holds the s-th of ``n_shards`` contiguous ranges of documents.
+    included until a compaction) and its codes, residuals and kept vectors (the rerank tier, where the
+    source has one) byte for byte, so exhaustive searches of the sharded index equal the source's. Shard s holds the s-th of ``n_shards`` contiguous ranges of documents.
     Nothing is at ``path`` until the last step renames the finished folder into place. Returns ``path``.
     """
     source, path = Path(source), Path(path)
@@ -44,7 +45,8 @@ def reshard(source: str | os.PathLike, path: str | os.PathLike, n_shards: int, *
         gen = 1
         base_meta = {**dict(manifest.get("metadata") or {}), **dict(metadata or {})}
         cdir = staging / codec_dir_name(gen)
-        _write_part(manifest, arrays, np.arange(1), cdir, {"plaidx_codec": {"resharded_from": str(source)}})
+        _write_part(manifest, arrays, np.arange(1), cdir, {"plaidx_codec": {"resharded_from": str(source)}},
+                    with_tier=False)
         chash = codec_hash(cdir)
         ids = np.asarray(arrays["doc_ids"], dtype=np.int64)
         shards = []
@@ -114,8 +116,9 @@ def _runs(ids: np.ndarray) -> list[list[int]]:
 
 
 def _write_part(manifest: dict[str, Any], arrays: dict[str, np.ndarray], pos: np.ndarray, dst: Path,
-                metadata: dict[str, Any]) -> dict[str, Any]:
-    """An ordinary index of the documents at ``pos`` of a loaded generation, with the same codec arrays."""
+                metadata: dict[str, Any], *, with_tier: bool = True) -> dict[str, Any]:
+    """An ordinary index of the documents at ``pos`` of a loaded generation, with the same codec arrays (and
+    their kept vectors when the source has the rerank tier and ``with_tier``)."""
     offs = np.asarray(arrays["doc_offsets"])
     lens = offs[pos + 1] - offs[pos]
     lo, hi = int(offs[pos[0]]), int(offs[pos[-1] + 1])  # pos is a contiguous range
@@ -128,7 +131,10 @@ def _write_part(manifest: dict[str, Any], arrays: dict[str, np.ndarray], pos: np
             for name in _CODEC_ARRAYS:
                 if name in arrays:
                     tx.put(name, np.asarray(arrays[name]))
-            for name, rows in (("codes", arrays["codes"]), ("residuals", arrays["residuals"])):
+            # the token rows: codes, residuals and, for shards of an index with the rerank tier, its kept vectors
+            token_arrays = ["codes", "residuals"] + ([n for n in TIER_ARRAYS if n in arrays] if with_tier else [])
+            for name in token_arrays:
+                rows = arrays[name]
                 w = tx.stream(name, rows.dtype, (hi - lo, *rows.shape[1:]))
                 for a in range(lo, hi, 1 << 18):
                     w.append(np.asarray(rows[a:min(hi, a + (1 << 18))]))
