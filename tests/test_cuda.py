@@ -242,7 +242,7 @@ def test_rerank_tier_on_the_gpu_matches_the_cpu(tmp_path, kind):
     for kw in ({}, {"rerank": 40}, {"exact": True}):
         s_gpu, i_gpu = index.search(queries, k=10, device="cuda", **kw)
         s_cpu, i_cpu = index.search(queries, k=10, **kw)
-        if "rerank" not in kw:  # every document a candidate (400 <= rerank 512) or exhaustive: the same sets
+        if "rerank" not in kw:  # every candidate scored (at most 400 <= rerank 512) or exhaustive: the same sets
             assert_topk_equivalent((s_gpu, i_gpu), (s_cpu, i_cpu))
         for row in range(len(queries)):
             cpu = dict(zip(i_cpu[row].tolist(), s_cpu[row].tolist()))
