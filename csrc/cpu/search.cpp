@@ -874,6 +874,12 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
   write_top(ws.items, ctx.p.k, ctx.out_scores + q * ctx.p.k, ctx.out_docs + q * ctx.p.k);
 }
 
+// int8 sums are exact float sums only up to kMaxQuantizedDim dimensions (quantize.h).
+void check_quantized_dim(bool given, int64_t d, const std::string& what) {
+  if (given && d > kMaxQuantizedDim)
+    throw std::invalid_argument(what + " need d <= " + std::to_string(kMaxQuantizedDim));
+}
+
 template <class Code>
 void check_common(const Compressed<Code>& col, int64_t qlen, int64_t k) {
   if (col.d <= 0 || col.d % 8 != 0) throw std::invalid_argument("d must be a positive multiple of 8");
@@ -899,11 +905,8 @@ void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Comp
   transpose_queries(Q, nq, qlen, col.d, Qt.data());
   std::vector<uint8_t> empty(static_cast<size_t>(col.nlist));
   for (int64_t c = 0; c < col.nlist; ++c) empty[c] = ivf.ivf_offsets[c + 1] == ivf.ivf_offsets[c] ? 1 : 0;
-  if (cell_codes.q != nullptr && col.d > kMaxQuantizedDim)
-    throw std::invalid_argument("search: quantised cell scores (cell_codes) need d <= " +
-                                std::to_string(kMaxQuantizedDim));
-  if (kept.int8.q != nullptr && col.d > kMaxQuantizedDim)
-    throw std::invalid_argument("search: kept int8 vectors need d <= " + std::to_string(kMaxQuantizedDim));
+  check_quantized_dim(cell_codes.q != nullptr, col.d, "search: quantised cell scores (cell_codes)");
+  check_quantized_dim(kept.int8.q != nullptr, col.d, "search: kept int8 vectors");
   const bool vnni = have_vnni() && (qp + 15) / 16 * 16 <= kMaxQp16;
   CellCodes cells;
   if (S == nullptr && cell_codes.q != nullptr) {  // (each query's values are checked as it is quantised)
@@ -942,8 +945,7 @@ void kept_scores(const float* Q, int64_t nq, int64_t qlen, int64_t d, const int6
   if (qlen < 1) throw std::invalid_argument("queries need at least one token");
   if ((kept.int8.q == nullptr) == (kept.half == nullptr))
     throw std::invalid_argument("kept_scores: give int8 or float16 kept vectors");
-  if (kept.int8.q != nullptr && d > kMaxQuantizedDim)
-    throw std::invalid_argument("kept_scores: kept int8 vectors need d <= " + std::to_string(kMaxQuantizedDim));
+  check_quantized_dim(kept.int8.q != nullptr, d, "kept_scores: kept int8 vectors");
   check_offsets(doc_offsets, ndocs, n, "doc_offsets");
   for (int64_t i = 0; i < m; ++i)
     if (docs[i] < 0 || docs[i] >= ndocs)

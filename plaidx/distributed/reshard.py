@@ -26,7 +26,8 @@ def reshard(source: str | os.PathLike, path: str | os.PathLike, n_shards: int, *
 
     Every document keeps its id (the sharded index's global id is the source's id, deleted documents
     included until a compaction) and its codes, residuals and kept vectors (the rerank tier, where the
-    source has one) byte for byte, so exhaustive searches of the sharded index equal the source's. Shard s holds the s-th of ``n_shards`` contiguous ranges of documents.
+    source has one) byte for byte, so exhaustive searches of the sharded index equal the source's. Shard s
+    holds the s-th of ``n_shards`` contiguous ranges of documents.
     Nothing is at ``path`` until the last step renames the finished folder into place. Returns ``path``.
     """
     source, path = Path(source), Path(path)

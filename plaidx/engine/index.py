@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 import warnings
@@ -280,8 +279,6 @@ class Index:
         if exact:
             scores, pos = exhaustive(q)
         else:
-            if knobs.rerank is not None:
-                knobs = dataclasses.replace(knobs, rerank=int(knobs.rerank))
             p = knobs.resolve(k, n_tokens=snap.n_tokens, tier=tier)
             k_search = p.rerank if tier and kept is None else k
             nprobe_eff = min(p.nprobe, snap.nlist)

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, fields, replace
-from typing import Optional
+from typing import Any, Optional
 
 LARGE_INDEX_TOKENS = 1 << 22  # about 4M token embeddings
 CELL_SCORES = (None, "int8", "float32")  # SearchParams.cell_scores (None: "int8")
 TIER_MIN_NPROBE = 8  # the rerank tier's defaults (SearchParams.resolve with tier=True)
 TIER_NDOCS_FACTOR = 4
+
+
+def rerank_count(value: Any) -> int | None:
+    """``rerank`` as given (None), or as a non-negative int; a ValueError saying what to pass otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"rerank must be None (the default), 0 (no re-scoring) or a positive number of candidates, "
+                         f"got {value!r}")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -60,8 +71,8 @@ class SearchParams:
         with ``keep_vectors``, ``rerank`` not 0). Its int8 MaxSim costs a fraction of decompressing, so the
         tier's defaults look wider for the same latency: nprobe at least 8, ndocs 4x, and ``rerank``
         ndocs // 8 (k <= 10: nprobe 8, ndocs 4096, rerank 512; recall@10 0.982-0.998 on seven of our eight
-        collections at 0.7-1.3x the p50 of the plain defaults, benchmarks/results/rerank_tier.md). The
-        resolved ``n_exact`` is then ``rerank``: the candidates scored last.
+        collections at 0.56-1.65x the p50 of the plain defaults, benchmarks/results/families_families.md and
+        families_real.md). The resolved ``n_exact`` is then ``rerank``: the candidates scored last.
         """
         if self.cell_scores not in CELL_SCORES:
             raise ValueError(f"cell_scores must be one of {', '.join(map(repr, CELL_SCORES))}, got {self.cell_scores!r}")
@@ -76,11 +87,10 @@ class SearchParams:
         nprobe = max(TIER_MIN_NPROBE, plain.nprobe) if self.nprobe is None else self.nprobe
         ndocs = TIER_NDOCS_FACTOR * plain.ndocs if self.ndocs is None else self.ndocs
         p = SearchParams.for_k(k, nprobe, self.centroid_score_threshold, ndocs, n_tokens=n_tokens)
-        rerank = max(k, p.ndocs // 8) if self.rerank is None else self.rerank
-        if isinstance(rerank, bool) or not isinstance(rerank, int) or rerank <= 0:
-            raise ValueError(f"rerank must be None (the default), 0 (no tier) or a positive number of candidates, "
-                             f"got {rerank!r}")
-        rerank = max(rerank, k)
+        given = rerank_count(self.rerank)
+        if given == 0:
+            raise ValueError("rerank=0 turns the tier off: resolve it with tier=False")
+        rerank = max(k, p.ndocs // 8 if given is None else given)
         return replace(p, ndocs=max(p.ndocs, rerank), n_exact=rerank, rerank=rerank, cell_scores=self.cell_scores)
 
     @classmethod

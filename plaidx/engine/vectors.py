@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import IndexFormatError
 from . import kernels
 from .cellq import quantize_int8
+from .params import rerank_count
 
 KEEP_VECTORS = ("int8", "float16")
 VECTORS = "vectors"
@@ -34,13 +35,11 @@ def check_rerank(rerank: Any, has_tier: bool) -> bool:
 
     None: the tier wherever there is one. 0: none. A positive count needs a tier.
     """
+    rerank = rerank_count(rerank)
     if rerank is None:
         return has_tier
-    if isinstance(rerank, bool) or not isinstance(rerank, (int, np.integer)) or rerank < 0:
-        raise ValueError(f"rerank must be None (the default), 0 (no re-scoring) or a positive number of candidates, "
-                         f"got {rerank!r}")
     if rerank and not has_tier:
-        raise ValueError(f"rerank={int(rerank)} needs kept vectors, and this index has none: rebuild it with "
+        raise ValueError(f"rerank={rerank} needs kept vectors, and this index has none: rebuild it with "
                          "Index.build(..., keep_vectors='int8') (or 'float16'), or search with rerank=None or 0")
     return bool(rerank)
 
