@@ -306,6 +306,10 @@ def test_search_by_embeddings_equals_the_engine(server, env, openapi):
         np.testing.assert_allclose([h["score"] for h in r.json()["results"]], scores[0], rtol=1e-6)
     bad = server.post("/v1/search", json={"index": "vectors", "query_embeddings": queries[1].tolist(), "n_exact": 16})
     assert bad.status_code == 400 and "rerank=0" in bad.text
+    bad = server.post("/v1/search", json={"index": "vectors", "query_embeddings": queries[1].tolist(), "rerank": -1})
+    assert bad.status_code == 400 and "rerank must be" in bad.text
+    bad = server.post("/v1/search", json={"index": "docs", "query": QUERIES[0], "rerank": 8})  # no tier there
+    assert bad.status_code == 400 and "keep_vectors" in bad.text
     r = server.post("/v1/search", json={"index": "vectors", "query_embeddings": queries[0].tolist(), "k": 5,
                                          "exact": True, "doc_ids": [3, 4, 5, 6]})
     scores, ids = eng.search(queries[0], k=5, exact=True, doc_ids=[3, 4, 5, 6])
