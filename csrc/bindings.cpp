@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/assign.h"
 #include "cpu/build_info.h"
 #include "cpu/centroid_scores.h"
 #include "cpu/codec.h"
@@ -295,6 +296,44 @@ py::array_t<float> kept_scores(const py::object& Q_o, const py::object& kept_o, 
   return out;
 }
 
+py::array_t<uint32_t> assign_nearest(const py::object& X_o, const py::object& coarse_t_o, int64_t n_groups,
+                                     const py::object& panels_o, const py::object& pcol_o, const py::object& ids_o,
+                                     int64_t nprobe, int num_threads) {
+  const char* fn = "assign_nearest";
+  const std::string f(fn);
+  check_threads(fn, num_threads);
+  const auto X = view<float>(X_o, fn, "X", 2, "(n, d)");
+  const auto ct = view<float>(coarse_t_o, fn, "coarse_t", 2, "(d, gp)");
+  const auto panels = view<float>(panels_o, fn, "panels", 1, "(d * P,)");
+  const auto pcol = view<int64_t>(pcol_o, fn, "pcol", 1, "(G + 1,)");
+  const auto ids = view<uint32_t>(ids_o, fn, "ids", 1, "(P,)");
+  const int64_t n = X[0], d = X[1], gp = ct[1], P = ids[0];
+  check_dim(fn, d);
+  expect(ct[0] == d, f + ": coarse_t must have d = " + std::to_string(d) + " rows");
+  expect(n_groups >= 1 && gp >= n_groups && gp % 8 == 0,
+         f + ": coarse_t must have a multiple of 8 columns, at least n_groups = " + std::to_string(n_groups));
+  expect(pcol[0] == n_groups + 1, f + ": pcol must have n_groups + 1 entries");
+  expect(P % 8 == 0 && panels[0] == d * P, f + ": panels must hold d * P floats, P = ids.size a multiple of 8");
+  expect(nprobe >= 1 && nprobe <= n_groups, f + ": nprobe must be in [1, n_groups], got " + std::to_string(nprobe));
+  expect(pcol.data[0] == 0 && pcol.data[n_groups] == P, f + ": pcol must run from 0 to P");
+  for (int64_t g = 0; g < n_groups; ++g) {
+    const int64_t a = pcol.data[g], b = pcol.data[g + 1];
+    expect(b > a && a % 8 == 0 && b % 8 == 0, f + ": every group needs a non-empty column range starting and "
+                                                  "ending on a multiple of 8 (pcol)");
+    bool real = false;
+    for (int64_t c = a; c < b && !real; ++c) real = ids.data[c] != cpu::kNoCentroid;
+    expect(real, f + ": group " + std::to_string(g) + " has no centroid (every id is 0xFFFFFFFF)");
+  }
+  py::array_t<uint32_t> out(n);
+  uint32_t* o = mutable_data(out);
+  {
+    py::gil_scoped_release release;
+    cpu::assign_nearest(X.data, n, d, ct.data, n_groups, gp, panels.data, P, pcol.data, ids.data, nprobe, o,
+                        num_threads);
+  }
+  return out;
+}
+
 template <class Code>
 py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::object& codes_o,
                    const py::object& packed_o, const py::object& offsets_o, const py::object& ivf_o,
@@ -468,6 +507,11 @@ PYBIND11_MODULE(_core, m) {
         py::arg("ndocs"), py::arg("n_exact"), py::arg("k"), py::kw_only(), py::arg("num_threads") = 0,
         py::arg("doc_cells") = py::none(), py::arg("cell_codes") = py::none(), py::arg("kept") = py::none(),
         "PLAID search; see plaidx._kernels. -> (scores f32 (nq, k), docs i64 (nq, k))");
+  m.def("assign_nearest", &assign_nearest, py::arg("X"), py::arg("coarse_t"), py::arg("n_groups"),
+        py::arg("panels"), py::arg("pcol"), py::arg("ids"), py::arg("nprobe"), py::kw_only(),
+        py::arg("num_threads") = 0,
+        "assign_nearest(X f32 (n, d), coarse_t f32 (d, gp), n_groups, panels f32 (d * P,), pcol i64 (G+1,), "
+        "ids u32 (P,), nprobe, *, num_threads=0) -> codes u32 (n,); see plaidx.engine.kernels");
   m.def("kept_scores", &kept_scores, py::arg("Q"), py::arg("kept"), py::arg("doc_offsets"), py::arg("docs"),
         py::kw_only(), py::arg("num_threads") = 0,
         "Step 5's MaxSim over kept vectors of the listed documents; see plaidx._kernels. -> f32 (nq, m)");

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 
 import numpy as np
@@ -11,7 +10,6 @@ import pytest
 import plaidx
 from plaidx.engine import build as build_mod
 from plaidx.engine import clustering, gpu, storage
-from plaidx.engine import index as index_mod
 from plaidx.errors import IndexFormatError
 
 D = 16
@@ -29,13 +27,10 @@ def _sample_rows(sample, nlist, niters, seed, verbose=False, method="auto", **_)
 
 
 def _patch_clustering(mp: pytest.MonkeyPatch) -> None:
-    """k-means replaced by unit sample rows and the HNSW assigner by the inverted-file one, so that a build
-    with 65537 centroids takes seconds. What is under test is the width of what gets stored and read,
-    not where the centroids land (test_more_than_65536_centroids_with_real_kmeans runs the real steps)."""
-    assigner = functools.partial(clustering.Assigner, hnsw_threshold=1 << 30)
+    """k-means replaced by unit sample rows, so that a build with 65537 centroids takes seconds. What is
+    under test is the width of what gets stored and read, not where the centroids land
+    (test_more_than_65536_centroids_with_real_kmeans runs the real steps)."""
     mp.setattr(build_mod, "train_centroids", _sample_rows)
-    mp.setattr(build_mod, "Assigner", assigner)
-    mp.setattr(index_mod, "Assigner", assigner)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from . import kernels
 from .codec import COMPACT_TABLE_MIN_TOKENS as WIDE_NLIST_MIN_TOKENS  # 4-bit table there, 2x centroids
 from .codec import code_dtype
 
@@ -47,14 +48,21 @@ REFINE_ITERS = 1  # global k-means iterations after the two-level one
 ASSIGN_NPROBE = 8  # groups of centroids searched per token by the inverted-file assigner
 
 
+KMEANS_SAMPLE_CAP = 1 << 20  # tokens of the k-means sample up to DEFAULT_MAX_NLIST centroids
+KMEANS_SAMPLE_CAP_WIDE = 1 << 23  # above: 32 per centroid up to this (4 GiB of float32 at d 128)
+
+
 def default_kmeans_sample(nlist: int, n_tokens: int) -> int:
-    """Tokens used to train k-means: 80 per centroid, at most 2**20.
+    """Tokens used to train k-means: 80 per centroid, at most 2**20; above ``DEFAULT_MAX_NLIST``
+    centroids at least 32 per centroid, at most 2**23.
 
     With the two-level k-means a larger sample costs little, and it places the centroids better: on the
     1M-token synthetic benchmark 80 rather than 40 points per centroid lift recall@10 by about 0.025
-    (benchmarks/results/kmeans_*.md).
+    (benchmarks/results/kmeans_*.md). A 2**20 cap alone would leave 8 points per centroid at 131,072.
     """
-    return int(min(n_tokens, max(80 * nlist, 4096), 1 << 20))
+    cap = KMEANS_SAMPLE_CAP if nlist <= DEFAULT_MAX_NLIST else min(KMEANS_SAMPLE_CAP_WIDE,
+                                                                    max(KMEANS_SAMPLE_CAP, 32 * nlist))
+    return int(min(n_tokens, max(80 * nlist, 4096), cap))
 
 
 def _kmeans(x: np.ndarray, k: int, niters: int, seed: int) -> np.ndarray:
@@ -158,44 +166,91 @@ def train_centroids(sample: np.ndarray, nlist: int, niters: int, seed: int, verb
             # nlist centroids (faiss re-seeds any that win none)
             take = min(m, REFINE_PER_CENTROID * nlist)
             sub = sample[np.random.default_rng(seed).choice(m, take, replace=False)] if take < m else sample
-            cents = kmeans_fn(sub, nlist, REFINE_ITERS, seed, init=cents)
+            if nlist <= DEFAULT_MAX_NLIST or kmeans_fn is not _faiss_kmeans:
+                cents = kmeans_fn(sub, nlist, REFINE_ITERS, seed, init=cents)
+            else:  # a flat iteration would cost sub * nlist * d (176 TFLOP at 2**18): assign group by group
+                cents = _lloyd_step(sub, cents, seed)
     norms = np.linalg.norm(cents, axis=1, keepdims=True)
     return np.ascontiguousarray(cents / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def _lloyd_step(x: np.ndarray, cents: np.ndarray, seed: int) -> np.ndarray:
+    """One k-means iteration of ``cents`` over x with the grouped :class:`Assigner`: each centroid moves
+    to the mean of the points it wins (a centroid that wins none stays where it is)."""
+    codes = Assigner(cents, seed=seed).assign(x).astype(np.int64)
+    order = np.argsort(codes, kind="stable")
+    counts = np.bincount(codes, minlength=cents.shape[0])
+    won = np.flatnonzero(counts)
+    sums = np.add.reduceat(x[order], np.concatenate([[0], np.cumsum(counts[won])[:-1]]), axis=0)
+    out = cents.copy()
+    out[won] = sums
+    return out
+
+
+GROUPED_MIN_NLIST = 1 << 12  # from here the assigner searches the centroids group by group
+
+
+def assign_groups(nlist: int) -> int:
+    """Groups of centroids the assigner splits ``nlist`` into: a power of two near 2 * sqrt(nlist)."""
+    return max(1, min(nlist, 1 << int(round(math.log2(2 * math.sqrt(nlist))))))
 
 
 class Assigner:
     """Nearest centroid (max inner product) of each token.
 
-    Exact flat search for small nlist; from ``ivf_threshold`` centroids an inverted file over the
-    centroids themselves (about 4 * sqrt(nlist) groups, ``ASSIGN_NPROBE`` probed), which finds the exact
-    nearest centroid for ~95% of tokens and a near one otherwise (mean residual norm +0.9%) at 40% of
-    the cost of flat search; HNSW for very large nlist.
-    A token coded against a near rather than the nearest centroid only has a slightly larger residual.
+    Exact flat search (faiss) below ``GROUPED_MIN_NLIST`` centroids. From there the centroids are split
+    into about 2 * sqrt(nlist) groups (spherical k-means of the centroids themselves, seeded) and each
+    token is scored against the group centres, then against the centroids of its ``ASSIGN_NPROBE`` best
+    groups (the native ``kernels.assign_nearest``, register-blocked and multi-threaded): about
+    2 * (2 * sqrt(nlist) + 4 * sqrt(nlist)) dot products a token instead of nlist. It finds the exact
+    nearest centroid for ~98% of tokens and a near one otherwise; a token coded against a near rather
+    than the nearest centroid only has a slightly larger residual. At 65,536 centroids it assigns a
+    token in about a tenth of the time of the faiss HNSW graph it replaces, at 16,384 in about a
+    quarter of faiss's inverted file (benchmarks/results/assign_*.md).
     """
 
-    def __init__(self, centroids: np.ndarray, hnsw_threshold: int = 1 << 15, ivf_threshold: int = 1 << 12):
+    def __init__(self, centroids: np.ndarray, grouped_threshold: int = GROUPED_MIN_NLIST,
+                 nprobe: int = ASSIGN_NPROBE, seed: int = 0):
         centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         nlist, d = centroids.shape
-        if ivf_threshold <= nlist < hnsw_threshold:
-            groups = 1 << int(round(math.log2(4 * math.sqrt(nlist))))
-            coarse = faiss.IndexFlatIP(d)
-            index = faiss.IndexIVFFlat(coarse, d, groups, faiss.METRIC_INNER_PRODUCT)
-            index.cp.seed = 0
-            index.cp.min_points_per_centroid = 1
-            index.train(centroids)
-            index.add(centroids)
-            index.nprobe = ASSIGN_NPROBE
-            self._keep = coarse  # the IVF index does not own its quantizer
-        elif nlist >= hnsw_threshold:
-            index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = 80
-            index.add(centroids)
-            index.hnsw.efSearch = 64
-        else:
+        self.nlist = nlist
+        self.index = None
+        if nlist < grouped_threshold:
             index = faiss.IndexFlatIP(d)
             index.add(centroids)
-        self.index = index
-        self.nlist = nlist
+            self.index = index
+            return
+        n_groups = assign_groups(nlist)
+        centres = _kmeans(centroids, n_groups, 10, seed)
+        group = _nearest(centroids, centres)
+        sizes = np.bincount(group, minlength=n_groups)
+        keep = np.flatnonzero(sizes > 0)  # a centre that won no centroid is dropped
+        centres, sizes = centres[keep], sizes[keep]
+        remap = np.full(n_groups, -1, np.int64)
+        remap[keep] = np.arange(keep.size)
+        group = remap[group]
+        n_groups = keep.size
+        order = np.argsort(group, kind="stable")
+        widths = (sizes + 7) // 8 * 8
+        pcol = np.zeros(n_groups + 1, np.int64)
+        np.cumsum(widths, out=pcol[1:])
+        n_cols = int(pcol[-1])
+        starts = np.zeros(n_groups + 1, np.int64)
+        np.cumsum(sizes, out=starts[1:])
+        # column of each sorted centroid: its group's first column plus its rank inside the group
+        cols = pcol[group[order]] + (np.arange(nlist) - starts[group[order]])
+        wide = np.zeros((n_cols, d), np.float32)  # padded, group order; then each group's block transposed
+        wide[cols] = centroids[order]
+        panels = np.empty(d * n_cols, np.float32)
+        for g in range(n_groups):
+            a, b = int(pcol[g]), int(pcol[g + 1])
+            panels[d * a:d * b] = wide[a:b].T.ravel()
+        ids = np.full(n_cols, 0xFFFFFFFF, np.uint32)
+        ids[cols] = order.astype(np.uint32)
+        gp = (n_groups + 7) // 8 * 8
+        coarse_t = np.zeros((d, gp), np.float32)
+        coarse_t[:, :n_groups] = centres.T
+        self._grouped = (coarse_t, n_groups, panels, pcol, ids, min(nprobe, n_groups))
 
     def assign(self, embeddings: np.ndarray) -> np.ndarray:
         """(n,) centroid ids of float32 (n, d) embeddings, as ``code_dtype(nlist)`` (uint16 up to 65536
@@ -203,5 +258,8 @@ class Assigner:
         x = np.ascontiguousarray(embeddings, dtype=np.float32)
         if x.shape[0] == 0:
             return np.zeros(0, dtype=code_dtype(self.nlist))
-        _, idx = self.index.search(x, 1)
-        return idx[:, 0].astype(code_dtype(self.nlist))
+        if self.index is not None:
+            _, idx = self.index.search(x, 1)
+            return idx[:, 0].astype(code_dtype(self.nlist))
+        codes = kernels.assign_nearest(x, *self._grouped)
+        return codes if code_dtype(self.nlist) == np.uint32 else codes.astype(code_dtype(self.nlist))

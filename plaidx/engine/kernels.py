@@ -58,6 +58,14 @@ Functions:
       step 5's score with ``kept`` of each listed document (any documents, not only a search's candidates):
       the rerank tier's scores where the search itself does not run on the CPU (GPU searches, exhaustive
       search over the kept vectors).
+  assign_nearest(X f32 (n, d), coarse_t f32 (d, gp), n_groups, panels f32 (d * P,), pcol i64 (G+1,),
+                 ids u32 (P,), nprobe) -> codes u32 (n,)
+      the build's nearest centroid, searched group by group: group g owns columns [pcol[g], pcol[g+1])
+      (multiples of 8; ids[c] the centroid of column c, 0xFFFFFFFF on padding), stored transposed as one
+      contiguous (d, pcol[g+1] - pcol[g]) block at panels[d * pcol[g]:]; token t scores the n_groups group centres (coarse_t's first
+      columns), keeps its nprobe best groups (ties: the lower group) and takes the best centroid in them
+      (ties: the lower id). One group of every centroid is the exact nearest centroid. Native: each score
+      summed sequentially over j; reference: numpy's BLAS (so near-ties may resolve differently).
       The keyword doc_cells=doc_cells(ivf, ivf_offsets, ndocs) lets the native kernel read each
       candidate's distinct cells in steps 3-4 instead of every token's code (the same maxima, about a
       third of the reads on real collections; its cells must have the dtype of codes); results are
@@ -113,6 +121,7 @@ search = backend.search
 exact_search = backend.exact_search
 quantize_rows = backend.quantize_rows
 kept_scores = backend.kept_scores
+assign_nearest = backend.assign_nearest
 
 
 def native_error() -> str | None:

@@ -539,3 +539,59 @@ def build_info() -> dict[str, Any]:
         "simd_dispatch": "none",
         "compiler": f"numba {numba.__version__}, numpy {np.__version__}",
     }
+
+
+NO_CENTROID = 0xFFFFFFFF  # an ids entry of a padding column of assign_nearest's panels
+
+
+def assign_nearest(X: np.ndarray, coarse_t: np.ndarray, n_groups: int, panels: np.ndarray, pcol: np.ndarray,
+                   ids: np.ndarray, nprobe: int, *, num_threads: int = 0) -> np.ndarray:
+    """u32 (n,): each token's best centroid within its nprobe best groups (see the kernels' contract)."""
+    fn = "assign_nearest"
+    _check_threads(fn, num_threads)
+    X = _array(X, fn, "X", np.float32, 2, "(n, d)")
+    coarse_t = _array(coarse_t, fn, "coarse_t", np.float32, 2, "(d, gp)")
+    panels = _array(panels, fn, "panels", np.float32, 1, "(d * P,)")
+    pcol = _array(pcol, fn, "pcol", np.int64, 1, "(G + 1,)")
+    ids = _array(ids, fn, "ids", np.uint32, 1, "(P,)")
+    n, d = X.shape
+    G = _check_int(fn, "n_groups", n_groups, 1)
+    nprobe = _check_int(fn, "nprobe", nprobe, 1)
+    _expect(d > 0 and d % 8 == 0, f"{fn}: d must be a positive multiple of 8, got {d}")
+    _expect(coarse_t.shape[0] == d, f"{fn}: coarse_t must have d = {d} rows")
+    _expect(coarse_t.shape[1] >= G and coarse_t.shape[1] % 8 == 0,
+            f"{fn}: coarse_t must have a multiple of 8 columns, at least n_groups = {G}")
+    _expect(pcol.shape[0] == G + 1, f"{fn}: pcol must have n_groups + 1 entries")
+    P = ids.shape[0]
+    _expect(P % 8 == 0 and panels.shape[0] == d * P, f"{fn}: panels must hold d * P floats, P = ids.size a "
+                                                     "multiple of 8")
+    _expect(nprobe <= G, f"{fn}: nprobe must be in [1, n_groups], got {nprobe}")
+    _expect(int(pcol[0]) == 0 and int(pcol[-1]) == P, f"{fn}: pcol must run from 0 to P")
+    for g in range(G):
+        a, b = int(pcol[g]), int(pcol[g + 1])
+        _expect(b > a and a % 8 == 0 and b % 8 == 0, f"{fn}: every group needs a non-empty column range starting "
+                                                     "and ending on a multiple of 8 (pcol)")
+        _expect(bool((ids[a:b] != NO_CENTROID).any()), f"{fn}: group {g} has no centroid (every id is 0xFFFFFFFF)")
+    out = np.zeros(n, np.uint32)
+    if n == 0:
+        return out
+    cs = X @ coarse_t[:, :G]
+    probes = np.argsort(-cs, axis=1, kind="stable")[:, :nprobe]  # best first, ties: the lower group
+    best = np.full(n, -np.inf, np.float32)
+    best_id = np.full(n, NO_CENTROID, np.uint32)
+    for g in range(G):
+        rows = np.flatnonzero((probes == g).any(axis=1))
+        if rows.size == 0:
+            continue
+        a, b = int(pcol[g]), int(pcol[g + 1])
+        real = np.flatnonzero(ids[a:b] != NO_CENTROID)
+        s = X[rows] @ panels[d * a:d * b].reshape(d, b - a)[:, real]  # (rows, the group's centroids)
+        cid = ids[a + real]
+        # best per row, ties: the lower id
+        top = s.max(axis=1)
+        cand = np.where(s == top[:, None], cid[None, :].astype(np.int64), np.int64(NO_CENTROID) + 1).min(axis=1)
+        take = (top > best[rows]) | ((top == best[rows]) & (cand < best_id[rows])) | (best_id[rows] == NO_CENTROID)
+        best[rows[take]] = top[take]
+        best_id[rows[take]] = cand[take].astype(np.uint32)
+    out[:] = best_id
+    return out

@@ -1,0 +1,174 @@
+"""The build's grouped nearest-centroid assignment: native kernel against the reference and brute force,
+every SIMD copy, layout checks, and the k-means steps above the default nlist that use it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from plaidx.engine import clustering
+from plaidx.engine import reference as ref
+
+try:
+    from plaidx import _core
+except ImportError:  # pragma: no cover - depends on the build
+    _core = None
+
+native = pytest.mark.skipif(_core is None, reason="plaidx._core is not built (python setup.py build_ext --inplace)")
+BACKENDS = [pytest.param(ref, id="reference"), pytest.param(_core, id="native", marks=native)]
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _clustered(seed: int, n: int, nlist: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens around nlist unit centroids (noisy copies), as a build would see them."""
+    rng = np.random.default_rng(seed)
+    cents = _unit(rng.standard_normal((nlist, d)))
+    x = _unit(cents[rng.integers(0, nlist, n)] + 0.3 * rng.standard_normal((n, d)).astype(np.float32) / np.sqrt(d))
+    return cents, x
+
+
+def _score_of(x: np.ndarray, cents: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    return np.einsum("nd,nd->n", x.astype(np.float64), cents[codes.astype(np.int64)].astype(np.float64))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_group_is_the_exact_nearest_centroid(backend):
+    cents, x = _clustered(0, 3000, 300, 64)
+    a = clustering.Assigner(cents, grouped_threshold=1)  # grouped even at 300 centroids
+    coarse_t, _, panels, pcol, ids, _ = a._grouped
+    # one group holding every centroid, probed by every token
+    all_t = np.zeros((64, 8), np.float32)
+    all_t[:, 0] = 1.0
+    n_cols = (300 + 7) // 8 * 8
+    block = np.zeros((n_cols, 64), np.float32)
+    block[:300] = cents
+    one_ids = np.full(n_cols, 0xFFFFFFFF, np.uint32)
+    one_ids[:300] = np.arange(300)
+    codes = backend.assign_nearest(x, all_t, 1, np.ascontiguousarray(block.T).ravel(), np.array([0, n_cols]),
+                                   one_ids, 1)
+    brute = np.argmax(x.astype(np.float64) @ cents.T.astype(np.float64), axis=1)
+    exact = codes == brute
+    # a miss is only a near-tie the float32 sums resolve the other way
+    assert exact.mean() > 0.999
+    np.testing.assert_allclose(_score_of(x, cents, codes)[~exact], _score_of(x, cents, brute)[~exact], atol=1e-5)
+
+
+@native
+def test_native_matches_reference_and_is_near_exact():
+    cents, x = _clustered(1, 20000, 5000, 128)
+    a = clustering.Assigner(cents)
+    assert a.index is None  # 5000 >= GROUPED_MIN_NLIST: the grouped kernel
+    got = a.assign(x)
+    want = ref.assign_nearest(x, *a._grouped)
+    same = got == want
+    assert same.mean() > 0.999
+    np.testing.assert_allclose(_score_of(x, cents, got)[~same], _score_of(x, cents, want)[~same], atol=1e-5)
+    brute = np.argmax(x @ cents.T, axis=1)
+    assert (got == brute).mean() > 0.95  # the exact nearest for most tokens
+    # a miss costs little on average (isotropic centroids have no group structure, so a few misses are far)
+    assert np.mean(_score_of(x, cents, brute) - _score_of(x, cents, got)) < 0.01
+    # thread count and batch split do not change the codes
+    np.testing.assert_array_equal(_core.assign_nearest(x, *a._grouped, num_threads=1), got)
+    np.testing.assert_array_equal(np.concatenate([a.assign(x[:777]), a.assign(x[777:])]), got)
+
+
+def test_codes_take_the_index_width():
+    cents, x = _clustered(2, 500, 4096, 32)
+    codes = clustering.Assigner(cents).assign(x)
+    assert codes.dtype == np.uint16
+    assert clustering.Assigner(cents[:100]).assign(x).dtype == np.uint16
+    assert clustering.Assigner(cents).assign(x[:0]).shape == (0,)
+
+
+_COPY = """
+import sys, numpy as np
+from plaidx import _core
+from plaidx.engine import clustering
+z = np.load(sys.argv[1])
+a = clustering.Assigner(z["cents"])
+np.save(sys.argv[2], _core.assign_nearest(z["x"], *a._grouped))
+"""
+
+
+@native
+@pytest.mark.parametrize("level", ["baseline", "avx2"])
+def test_every_simd_copy_gives_the_same_codes(level, tmp_path):
+    # PLAIDX_SIMD caps the dispatch, so the copies this CPU would not pick are run too; group widths that
+    # are not a multiple of 16 exercise the 8-lane tails
+    cents, x = _clustered(3, 5000, 4500, 96)
+    np.savez(tmp_path / "in.npz", cents=cents, x=x)
+    root = str(Path(ref.__file__).resolve().parents[2])
+    env = dict(os.environ, PLAIDX_SIMD=level, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    subprocess.run([sys.executable, "-c", _COPY, str(tmp_path / "in.npz"), str(tmp_path / "out.npy")], env=env,
+                   check=True, cwd=tmp_path, timeout=120)
+    got = np.load(tmp_path / "out.npy")
+    a = clustering.Assigner(cents)
+    here = a.assign(x)
+    same = got == here  # fused and unfused multiply-adds may split a near-tie
+    assert same.mean() > 0.999
+    np.testing.assert_allclose(_score_of(x, cents, got)[~same], _score_of(x, cents, here)[~same], atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_layout_errors_name_the_fix(backend):
+    cents, x = _clustered(4, 100, 4096, 32)
+    coarse_t, G, panels, pcol, ids, nprobe = clustering.Assigner(cents)._grouped
+    with pytest.raises(ValueError, match="nprobe"):
+        backend.assign_nearest(x, coarse_t, G, panels, pcol, ids, G + 1)
+    with pytest.raises(ValueError, match="pcol"):
+        backend.assign_nearest(x, coarse_t, G, panels, pcol[:-1].copy(), ids, nprobe)
+    with pytest.raises(ValueError, match="d \\* P"):
+        backend.assign_nearest(x, coarse_t, G, panels[:-8].copy(), pcol, ids, nprobe)
+    empty = ids.copy()
+    empty[pcol[0]:pcol[1]] = 0xFFFFFFFF
+    with pytest.raises(ValueError, match="group 0 has no centroid"):
+        backend.assign_nearest(x, coarse_t, G, panels, pcol, empty, nprobe)
+    with pytest.raises(TypeError, match="float32"):
+        backend.assign_nearest(x.astype(np.float64), coarse_t, G, panels, pcol, ids, nprobe)
+
+
+def test_kmeans_above_the_default_nlist_uses_the_grouped_refinement(monkeypatch):
+    # above DEFAULT_MAX_NLIST the global refinement is a grouped Lloyd step, not a flat faiss iteration
+    monkeypatch.setattr(clustering, "DEFAULT_MAX_NLIST", 1024)
+    calls = []
+    real = clustering._lloyd_step
+    monkeypatch.setattr(clustering, "_lloyd_step", lambda *a: calls.append(a[1].shape) or real(*a))
+    cents, x = _clustered(5, 40000, 2048, 32)
+    got = clustering.train_centroids(x, 2048, 2, 0)
+    assert calls == [(2048, 32)]
+    assert got.shape == (2048, 32)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-5)
+    # the refined centroids fit the tokens at least as well as the two-level ones before the step
+    monkeypatch.setattr(clustering, "REFINE_PER_CENTROID", 0)
+    before = clustering.train_centroids(x, 2048, 2, 0)
+    fit = lambda c: np.mean(np.max(x[:5000] @ c.T, axis=1))  # noqa: E731
+    assert fit(got) >= fit(before) - 1e-3
+
+
+def test_lloyd_step_moves_each_centroid_to_its_mean():
+    x = np.array([[1, 0], [0.8, 0.6], [0, 1], [-0.6, 0.8]], np.float32)
+    x = np.repeat(x, 4, axis=0)
+    cents = _unit(np.array([[1, 0.1], [-0.1, 1], [0, -1]], np.float32))
+    out = clustering._lloyd_step(np.ascontiguousarray(np.tile(x, (1, 4))), np.tile(cents, (1, 4)), 0)
+    # each centroid moves to the (unnormalised) sum of the tokens it wins; one that wins none stays
+    win = np.argmax(np.tile(x, (1, 4)) @ np.tile(cents, (1, 4)).T, axis=1)
+    assert set(win.tolist()) == {0, 1}  # centroid 2 wins nothing
+    for c in range(3):
+        mine = np.tile(x, (1, 4))[win == c]
+        want = mine.sum(axis=0) if len(mine) else np.tile(cents, (1, 4))[c]
+        np.testing.assert_allclose(out[c], want, rtol=1e-6)
+
+
+def test_kmeans_sample_grows_past_the_default_nlist():
+    assert clustering.default_kmeans_sample(16384, 10**8) == 1 << 20
+    assert clustering.default_kmeans_sample(131072, 10**8) == 32 * 131072
+    assert clustering.default_kmeans_sample(1 << 20, 10**9) == 1 << 23
+    assert clustering.default_kmeans_sample(131072, 10**6) == 10**6
