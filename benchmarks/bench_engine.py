@@ -66,7 +66,13 @@ def synthetic_overrides(args) -> dict:
     extra: dict = {} if args.mean_len is None else {"mean_len": args.mean_len}
     for item in args.synthetic or []:
         key, _, value = item.partition("=")
-        extra[key] = float(value) if "." in value else int(value)
+        try:
+            extra[key] = int(value)
+        except ValueError:
+            try:
+                extra[key] = float(value)
+            except ValueError:
+                extra[key] = value  # e.g. values_dtype=float16
     return extra
 
 

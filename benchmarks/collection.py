@@ -20,7 +20,8 @@ CACHE_DIR = Path(os.environ.get("PLAIDX_BENCH_CACHE", RESULTS_DIR / "cache"))
 class Collection:
     """A ragged multi-vector collection stored in one folder.
 
-    Files: ``values.npy`` float32 (n_tokens, d) (memory-mapped), ``offsets.npy`` int64 (n_docs + 1,) with
+    Files: ``values.npy`` float32 (n_tokens, d) (memory-mapped; float16 for collections too large to store
+    in float32, read back as float32), ``offsets.npy`` int64 (n_docs + 1,) with
     offsets[0] == 0 and offsets[-1] == n_tokens, ``queries.npy`` float32 (nq, q_tokens, d), ``meta.json``.
     """
 
@@ -63,9 +64,10 @@ class Collection:
         Unlike slicing the memory map, this leaves no file-backed pages mapped, so the reader's RSS
         (the figure a build benchmark reports) counts only what the engine itself keeps.
         """
-        d = self.dim
-        return np.fromfile(self.values_path, dtype=np.float32, count=(stop - start) * d,
-                           offset=int(self.values.offset) + int(start) * d * 4).reshape(stop - start, d)
+        d, dt = self.dim, self.values.dtype
+        rows = np.fromfile(self.values_path, dtype=dt, count=(stop - start) * d,
+                           offset=int(self.values.offset) + int(start) * d * dt.itemsize).reshape(stop - start, d)
+        return rows if dt == np.float32 else rows.astype(np.float32)
 
     def iter_batches(self, docs_per_batch: int = 2048) -> Iterator[list[np.ndarray]]:
         """Documents as batches (lists of float32 (n_i, d) arrays), one batch in memory at a time."""
@@ -78,6 +80,45 @@ class Collection:
     def iter_docs(self, docs_per_batch: int = 2048) -> Iterator[np.ndarray]:
         for batch in self.iter_batches(docs_per_batch):
             yield from batch
+
+    def lazy_docs(self) -> LazyDocs:
+        """The documents as a sequence (len and indexing) whose items read their rows only when converted
+        to an array: a build takes its length from it and reads each document when it needs it, without
+        spilling a one-shot iterable to disk (a 100M-token collection would need 25-51 GB more)."""
+        return LazyDocs(self)
+
+
+class LazyDoc:
+    """One document of a Collection: ``shape`` without reading, float32 rows on ``np.asarray``."""
+
+    __slots__ = ("coll", "lo", "hi")
+    ndim = 2
+
+    def __init__(self, coll: Collection, lo: int, hi: int):
+        self.coll, self.lo, self.hi = coll, lo, hi
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.hi - self.lo, self.coll.dim)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        rows = self.coll.read_rows(self.lo, self.hi)
+        return rows if dtype is None else rows.astype(dtype, copy=False)
+
+
+class LazyDocs:
+    """Sequence of a Collection's documents as LazyDoc items."""
+
+    def __init__(self, coll: Collection):
+        self.coll = coll
+
+    def __len__(self) -> int:
+        return self.coll.n_docs
+
+    def __getitem__(self, i: int) -> LazyDoc:
+        if not 0 <= i < self.coll.n_docs:
+            raise IndexError(i)
+        return LazyDoc(self.coll, int(self.coll.offsets[i]), int(self.coll.offsets[i + 1]))
 
 
 def is_complete(path: Path) -> bool:

@@ -110,7 +110,8 @@ def build(args) -> dict:
     if args.keep_vectors:  # the rerank tier (plaidx only; the stub has none)
         kw["keep_vectors"] = args.keep_vectors
     t0, c0 = time.perf_counter(), _cpu_s()
-    Index.build(args.index, coll.iter_batches(args.batch_docs), **kw)
+    # a sequence whose documents are read on use: no spill of the input, whatever the collection's size
+    Index.build(args.index, coll.lazy_docs() if not args.stub else coll.iter_batches(args.batch_docs), **kw)
     build_s, build_cpu = time.perf_counter() - t0, _cpu_s() - c0
     out = {"engine": name, "version": version, "phase": "build", "build_s": round(build_s, 2),
            "build_cpu_s": round(build_cpu, 2),
