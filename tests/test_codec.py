@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plaidx.engine.clustering import DEFAULT_MAX_NLIST, WIDE_NLIST_MIN_TOKENS, default_nlist
+from plaidx.engine.clustering import DEFAULT_MAX_NLIST, LARGE_MAX_NLIST, WIDE_NLIST_MIN_TOKENS, default_nlist
 from plaidx.engine.codec import (
     ResidualCodec,
     centroid_arrays,
@@ -151,7 +151,7 @@ def test_default_nlist_doubles_at_two_bits_where_the_4bit_table_pays_for_it():
     assert default_nlist(WIDE_NLIST_MIN_TOKENS - 1, 2) == default_nlist(WIDE_NLIST_MIN_TOKENS - 1, 4) == 4096
     assert default_nlist(WIDE_NLIST_MIN_TOKENS, 2) == 16384
     assert default_nlist(12_000, 2) == 1024  # small collections keep PLAID's rule
-    assert default_nlist(10**9, 2) == DEFAULT_MAX_NLIST and default_nlist(40, 2) == 16 and default_nlist(10, 2) == 10
+    assert default_nlist(2_000_000, 2) == DEFAULT_MAX_NLIST and default_nlist(40, 2) == 16 and default_nlist(10, 2) == 10
     # the 4-bit table of twice the centroids costs no more than the int8 table of format 2
     rng = np.random.default_rng(0)
     n = 1_000_000
@@ -160,3 +160,15 @@ def test_default_nlist_doubles_at_two_bits_where_the_4bit_table_pays_for_it():
     assert sum(a.nbytes for a in wide.values()) <= int8_rows.nbytes + scales.nbytes + 4 * default_nlist(n, 2)
     with pytest.raises(ValueError, match="empty"):
         default_nlist(0, 2)
+
+
+def test_default_nlist_follows_the_tokens_past_the_square_root_ceiling():
+    """From 2**21 tokens about 64 tokens a centroid (power of two, rounded down), up to 2**18; a GPU
+    build's cap (65536, its uint16 kernels) bounds it the same way."""
+    assert default_nlist(2**21 - 1, 2) == DEFAULT_MAX_NLIST
+    assert default_nlist(2**21, 2) == 2**15 and default_nlist(2**21, 4) == 2**15
+    assert default_nlist(10_000_000, 2) == 131072
+    assert default_nlist(32_000_000, 2) == default_nlist(10**9, 2) == LARGE_MAX_NLIST
+    assert default_nlist(10_000_000, 2, 65536) == 65536 and default_nlist(1_000_000, 2, 65536) == 16384
+    for n in (3_000_000, 10_000_000, 20_000_000):
+        assert n // default_nlist(n, 2) >= 64 and n // default_nlist(n, 2) < 128

@@ -187,14 +187,13 @@ def test_cuda_on_a_wide_index_is_a_clear_error(wide, tmp_path):
     gpu.check_codes_fit("cpu", NLIST)
 
 
-@pytest.mark.slow
 def test_more_than_65536_centroids_with_real_kmeans(tmp_path):
-    """The real two-level k-means and the HNSW assigner at nlist 65537 (about a minute on 2 cores)."""
+    """The real two-level k-means (its grouped Lloyd refinement) and the grouped assigner at nlist 65537."""
     docs = _docs(8, 1000)
     index = plaidx.Index.build(tmp_path / "real", docs, nbits=2, nlist=NLIST, kmeans_niters=1)
     _assert_wide(index)
-    assert isinstance(clustering.Assigner(index._snap.codec.centroids).index, type(
-        clustering.faiss.IndexHNSWFlat(D, 32)))
+    assigner = clustering.Assigner(index._snap.codec.centroids)
+    assert assigner.index is None and assigner.assign(docs[0]).dtype == np.uint32  # the grouped kernel
     queries = np.random.default_rng(9).standard_normal((3, 8, D)).astype(np.float32)
     truth, ids = _decoded_maxsim(index, queries)
     np.testing.assert_array_equal(index.search(queries, k=5, exact=True)[1],

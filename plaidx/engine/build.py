@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .clustering import (
+    LARGE_MAX_NLIST,
     MAX_NLIST,
     Assigner,
     check_kmeans_method,
@@ -20,7 +21,15 @@ from .clustering import (
     default_nlist,
     train_centroids,
 )
-from .codec import NBITS, ResidualCodec, centroid_arrays, code_dtype, stored_centroids, train_codebooks
+from .codec import (
+    MAX_NLIST_UINT16,
+    NBITS,
+    ResidualCodec,
+    centroid_arrays,
+    code_dtype,
+    stored_centroids,
+    train_codebooks,
+)
 from .inputs import as_document, iter_documents
 from .snapshot import Snapshot
 from .storage import MANIFEST, Transaction, format_version_for, load_generation
@@ -209,7 +218,9 @@ def build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: d
         t0 = time.perf_counter()
         order = rng.permutation(n_docs)
         if codec is None:
-            nl = default_nlist(n_tokens, nbits) if nlist is None else nlist
+            # a GPU build's default stays within what its kernels address (uint16 codes)
+            nl = nlist if nlist is not None else default_nlist(n_tokens, nbits,
+                                                               MAX_NLIST_UINT16 if ops else LARGE_MAX_NLIST)
             if nl > n_tokens:
                 raise ValueError(f"nlist={nl} exceeds the number of token embeddings ({n_tokens}); "
                                  "use a smaller nlist")

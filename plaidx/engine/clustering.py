@@ -15,12 +15,15 @@ from .codec import code_dtype
 # An explicit nlist may go this high: codes are uint16 up to 65536 centroids, uint32 above (format 4).
 # A search keeps nlist * 32 floats of centroid scores per thread (512 MiB at this bound).
 MAX_NLIST = 1 << 22
-DEFAULT_MAX_NLIST = 1 << 14  # beyond this, k-means and exact assignment cost more than they return on a CPU
+DEFAULT_MAX_NLIST = 1 << 14  # the square-root rule's ceiling; past it nlist follows the tokens (LARGE_*)
+LARGE_TOKENS_PER_CENTROID = 64  # past that ceiling: about this many tokens a centroid
+LARGE_MAX_NLIST = 1 << 18  # ... up to this many centroids (uint32 codes above 65536)
 
 
-
-def default_nlist(n_tokens: int, nbits: int = 2) -> int:
-    """A power of two near 16 * sqrt(n_tokens) (PLAID's rule, rounded down), within [16, 16384].
+def default_nlist(n_tokens: int, nbits: int = 2, cap: int = LARGE_MAX_NLIST) -> int:
+    """A power of two near 16 * sqrt(n_tokens) (PLAID's rule, rounded down), within [16, 16384]; from
+    about 2.1M tokens on, one centroid per 64 tokens instead (rounded down to a power of two), up to
+    ``cap`` (2**18; the GPU build passes 65536, what its kernels address).
 
     At nbits 1 and 2, from ``WIDE_NLIST_MIN_TOKENS`` tokens on, twice that (32 * sqrt(n_tokens)): the
     4-bit centroid table (format 3) costs what an int8 table of half the centroids cost, and the
@@ -30,15 +33,21 @@ def default_nlist(n_tokens: int, nbits: int = 2) -> int:
     RSS (benchmarks/results/engine_heavytail-nl*_10000_nlist.md); on the low-rank family the
     ceiling rose +0.003 (codec_ceiling_summary.md). Smaller collections keep PLAID's rule.
 
-    The ceiling keeps k-means and the assignment of every token affordable at 10M+ tokens (PLAID's
-    uncapped rule reaches 65536 cells at 17M tokens); pass ``nlist`` explicitly (up to ``MAX_NLIST``;
-    above 65536 the codes take 4 bytes a token instead of 2) to go beyond. Never more centroids than a quarter of the tokens, so every centroid sees a few points.
+    Past 16384 centroids the square-root rule lets each centroid's cell grow with the collection, and
+    recall with it falls: on the synthetic family, 0.853 at 1M tokens, 0.786 at 10M and 0.782 at 32M with
+    16384 centroids (benchmarks/results/scale_synthetic.md). Keeping about 64 tokens a centroid holds
+    it: 0.837 at 10M with 131072 centroids. The grouped assignment and the larger k-means sample
+    (``default_kmeans_sample``) keep such builds affordable. Above 65536 centroids the codes take 4
+    bytes a token instead of 2. Never more centroids than a quarter of the tokens, so every centroid
+    sees a few points.
     """
     if n_tokens <= 0:
         raise ValueError("cannot choose nlist for an empty collection")
     per_root = 32 if nbits <= 2 and n_tokens >= WIDE_NLIST_MIN_TOKENS else 16
     nlist = 1 << int(math.floor(math.log2(per_root * math.sqrt(n_tokens))))
     nlist = min(nlist, DEFAULT_MAX_NLIST, max(1, n_tokens // 4))
+    if n_tokens >= LARGE_TOKENS_PER_CENTROID * 2 * DEFAULT_MAX_NLIST:
+        nlist = max(nlist, min(cap, 1 << int(math.floor(math.log2(n_tokens // LARGE_TOKENS_PER_CENTROID)))))
     return max(1, min(max(16, nlist), n_tokens))
 
 
@@ -206,7 +215,7 @@ class Assigner:
     nearest centroid for ~98% of tokens and a near one otherwise; a token coded against a near rather
     than the nearest centroid only has a slightly larger residual. At 65,536 centroids it assigns a
     token in about a tenth of the time of the faiss HNSW graph it replaces, at 16,384 in about a
-    quarter of faiss's inverted file (benchmarks/results/assign_*.md).
+    quarter of faiss's inverted file (benchmarks/results/assign_synthetic.md).
     """
 
     def __init__(self, centroids: np.ndarray, grouped_threshold: int = GROUPED_MIN_NLIST,

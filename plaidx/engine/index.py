@@ -160,11 +160,13 @@ class Index:
         documents : sequence of float32/float16 (n_tokens_i, d) arrays (numpy or torch), or an iterable
             of such arrays or of batches (lists of them); document ids are 0..n-1 in this order.
         nbits : bits per residual dimension, one of 1, 2, 4, 8.
-        nlist : number of centroids; default ``default_nlist(n_tokens)`` (at most 16384). An explicit value
+        nlist : number of centroids; default ``default_nlist(n_tokens)`` (at most 16384 up to 2M tokens, then
+            one per 64 tokens up to 2**18; 65536 with ``device="cuda"``). An explicit value
             may go up to ``clustering.MAX_NLIST`` (2**22): above 65536 the codes are stored as uint32
             (format 4, two bytes more per token) and the index searches on the CPU only.
         kmeans_niters, seed : k-means iterations and seed (the build is deterministic given both).
-        kmeans_sample : tokens used to train k-means; default 80 per centroid, at most 2**20.
+        kmeans_sample : tokens used to train k-means; default 80 per centroid, at most 2**20 (above 16384
+            centroids at least 32 per centroid, at most 2**23).
         kmeans : "auto" (two-level k-means from 1024 centroids: fast) or "flat" (one k-means over the
             whole sample: slower; better recall on some large collections, see the README).
         batch_tokens : tokens compressed per batch (bounds the build's memory).
