@@ -4,7 +4,7 @@ Every token of a build is assigned to its nearest centroid (max inner product); 
 most of the build. Until this kernel, plaidx used faiss: an inverted file over the centroids
 (``IndexIVFFlat``, about 4 * sqrt(nlist) lists, 8 probed) from 4096 centroids and an HNSW graph
 (M 32, efConstruction 80, efSearch 64) from 32768. Here all three, plus exact flat search, run on the same
-tokens and the same centroids (trained by plaidx's k-means on the collection), interleaved in one
+tokens and the same centroids (trained by plaidx's k-means on the collection), one after another in one
 process: microseconds per token (2 threads, wall clock), the share of tokens given their exact nearest
 centroid, and the mean score lost on the others.
 
@@ -19,6 +19,7 @@ import argparse
 import datetime as dt
 import json
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -35,7 +36,8 @@ from collection import RESULTS_DIR  # noqa: E402
 from plaidx.engine import clustering  # noqa: E402
 
 
-def faiss_ivf(cents: np.ndarray) -> faiss.Index:
+def faiss_ivf(cents: np.ndarray) -> tuple[faiss.Index, faiss.Index]:
+    """The inverted file and its coarse quantizer (which the index does not own: keep both alive)."""
     nlist, d = cents.shape
     coarse = faiss.IndexFlatIP(d)
     index = faiss.IndexIVFFlat(coarse, d, 1 << int(round(math.log2(4 * math.sqrt(nlist)))), faiss.METRIC_INNER_PRODUCT)
@@ -44,8 +46,7 @@ def faiss_ivf(cents: np.ndarray) -> faiss.Index:
     index.train(cents)
     index.add(cents)
     index.nprobe = 8
-    index._keep = coarse  # the IVF index does not own its quantizer
-    return index
+    return index, coarse
 
 
 def faiss_hnsw(cents: np.ndarray) -> faiss.Index:
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args(argv)
     faiss.omp_set_num_threads(2)
+    load0 = os.getloadavg()
     coll = synthetic.ensure(n_docs=args.ndocs, nq=100)
     rng = np.random.default_rng(0)
     x = np.asarray(coll.values[np.sort(rng.choice(coll.n_tokens, args.tokens, replace=False))], dtype=np.float32)
@@ -92,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         methods["plaidx grouped"] = (clustering.Assigner(cents).assign, time.perf_counter() - t)
         t = time.perf_counter()
-        ivf = faiss_ivf(cents)
-        methods["faiss IVF (nprobe 8)"] = (lambda v, i=ivf: i.search(v, 1)[1][:, 0], time.perf_counter() - t)
+        ivf, ivf_coarse = faiss_ivf(cents)
+        methods["faiss IVF (nprobe 8)"] = (lambda v, i=ivf, _c=ivf_coarse: i.search(v, 1)[1][:, 0],
+                                           time.perf_counter() - t)
         t = time.perf_counter()
         hnsw = faiss_hnsw(cents)
         methods["faiss HNSW (efSearch 64)"] = (lambda v, i=hnsw: i.search(v, 1)[1][:, 0], time.perf_counter() - t)
@@ -113,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                 if ln.startswith("model name")), platform.processor())
     lines = ["# Nearest-centroid assignment: plaidx's grouped kernel against faiss", "",
              f"- date: {dt.datetime.now().isoformat(timespec='seconds')}; commit {commit[:10]}",
-             f"- machine: {cpu}, 2 threads",
+             f"- machine: {cpu}, 2 threads; load average at start {[round(v, 2) for v in load0]}, at end "
+             f"{[round(v, 2) for v in os.getloadavg()]} (compare methods within an nlist, not across runs)",
              f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`",
              f"- {args.tokens:,} tokens of the synthetic collection of {coll.n_tokens:,} tokens (exact flat search "
              "on the first 20,000); centroids from plaidx's k-means on the same collection; best of "
