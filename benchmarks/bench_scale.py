@@ -64,7 +64,7 @@ def all_runs() -> list[tuple[int, str, str, dict]]:
     return sorted(out, key=lambda r: (r[2], r[0], r[1] != "default", int(r[1]) if r[1] != "default" else 0))
 
 
-def summarize(runs: list[tuple[int, str, str, dict]], nq: int) -> None:
+def summarize(runs: list[tuple[int, str, str, dict]], nq: int, note: str = "") -> None:
     rows = []
     for n_docs, nlist, vdt, rep in runs:
         row = next((r for r in rep["rows"] if r["engine"] == "plaidx" and not r.get("params")), None)
@@ -80,7 +80,9 @@ def summarize(runs: list[tuple[int, str, str, dict]], nq: int) -> None:
                      "exhaustive_recall": exh and exh.get("recall_at_k"),
                      "tier_recall": tier and tier.get("recall_at_k"), "tier_p50_ms": tier and tier.get("p50_ms"),
                      "tier_bytes_per_token": tier and tier.get("bytes_per_token"),
-                     "loadavg": rep["machine"].get("loadavg_1_5_15")})
+                     "loadavg": rep["machine"].get("loadavg_1_5_15"),
+                     "commit": ((rep.get("git") or {}).get("commit") or "?")[:7]
+                     + ("+" if (rep.get("git") or {}).get("plaidx_dirty") else "")})
     def base(vdt: str) -> float | None:
         """Recall of the smallest collection stored as vdt, at its default nlist."""
         same = [r for r in rows if r["values"] == vdt and r["nlist"] == default_nlist(r["n_tokens"])]
@@ -101,7 +103,7 @@ def summarize(runs: list[tuple[int, str, str, dict]], nq: int) -> None:
              "used the default of their commit (16,384 before the rule followed the tokens).", "",
              "| documents | stored as | tokens | nlist | recall@10 | vs smallest, default nlist | p50 ms | CPU p50 ms | "
              "build s | build peak RSS MiB | RSS after open MiB | bytes/token | exhaustive recall | int8 tier recall / "
-             "p50 ms |", "|" + "---|" * 14]
+             "p50 ms | run (UTC), commit |", "|" + "---|" * 15]
     for r in rows:
         b = base(r["values"])
         delta = f"{r['recall'] - b:+.3f}" if b is not None else "-"
@@ -111,7 +113,9 @@ def summarize(runs: list[tuple[int, str, str, dict]], nq: int) -> None:
                      f"{r['rss_after_open_mb']} | {r['bytes_per_token']:.1f} | "
                      + (f"{r['exhaustive_recall']:.3f}" if r["exhaustive_recall"] is not None else "-") + " | "
                      + (f"{r['tier_recall']:.3f} / {r['tier_p50_ms']:.2f}" if r["tier_recall"] is not None else "-")
-                     + " |")
+                     + f" | {(r['created'] or '?')[5:16]}, {r['commit']} |")
+    if note:
+        lines += ["", note]
     lines += ["", "Load average at the end of each run: " + "; ".join(
         f"{r['n_docs']}/{r['nlist_arg']}/{r['values']} {[round(x, 2) for x in r['loadavg'] or []]}" for r in rows)]
     (RESULTS_DIR / "scale_synthetic.md").write_text("\n".join(lines) + "\n")
@@ -132,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--default-extra", default="--plaidx-exact --plaidx-keep-vectors int8",
                     help="bench_engine.py arguments for the default-nlist runs (exhaustive search, int8 tier)")
     ap.add_argument("--only", choices=["summary"], default=None, help="re-tabulate every run report")
+    ap.add_argument("--note", default="", help="a paragraph for the report (what ran beside a run, say)")
     args = ap.parse_args(argv)
     if args.only != "summary":
         for n_docs in (int(x) for x in args.sizes.split(",")):
@@ -143,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_one(n_docs, nlist, args.nq, args.reuse, args.nice, args.values_dtype,
                         args.default_extra.split() if nlist == "default" else [])
                 summarize(all_runs(), args.nq)
-    summarize(all_runs(), args.nq)
+    summarize(all_runs(), args.nq, args.note)
     return 0
 
 

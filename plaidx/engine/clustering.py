@@ -211,11 +211,12 @@ class Assigner:
     into about 2 * sqrt(nlist) groups (spherical k-means of the centroids themselves, seeded) and each
     token is scored against the group centres, then against the centroids of its ``ASSIGN_NPROBE`` best
     groups (the native ``kernels.assign_nearest``, register-blocked and multi-threaded): about
-    2 * (2 * sqrt(nlist) + 4 * sqrt(nlist)) dot products a token instead of nlist. It finds the exact
-    nearest centroid for ~98% of tokens and a near one otherwise; a token coded against a near rather
-    than the nearest centroid only has a slightly larger residual. At 65,536 centroids it assigns a
-    token in about a tenth of the time of the faiss HNSW graph it replaces, at 16,384 in about a
-    quarter of faiss's inverted file (benchmarks/results/assign_synthetic.md).
+    6 * sqrt(nlist) dot products a token (2 * sqrt(nlist) group centres, then 8 groups of about
+    sqrt(nlist) / 2) instead of nlist. It finds the exact nearest centroid for 96-99.5% of tokens (more
+    as nlist grows) and a near one otherwise; a token coded against a near rather than the nearest
+    centroid only has a slightly larger residual. It assigns a token in 0.4-0.5x the time of the faiss
+    inverted file it replaces (from 4096 centroids) and a fifth of the faiss HNSW graph (from 32768)
+    (benchmarks/results/assign_synthetic.md).
     """
 
     def __init__(self, centroids: np.ndarray, grouped_threshold: int = GROUPED_MIN_NLIST,
