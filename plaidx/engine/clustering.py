@@ -54,7 +54,7 @@ def default_nlist(n_tokens: int, nbits: int = 2, cap: int = LARGE_MAX_NLIST) -> 
 TWO_LEVEL_MIN_NLIST = 1024  # from here k-means trains a coarse level first, then each coarse cell
 REFINE_PER_CENTROID = 10  # sample points per centroid of the final global k-means iterations (two-level)
 REFINE_ITERS = 1  # global k-means iterations after the two-level one
-ASSIGN_NPROBE = 8  # groups of centroids searched per token by the inverted-file assigner
+ASSIGN_NPROBE = 8  # groups of centroids searched per token by the grouped assigner
 
 
 KMEANS_SAMPLE_CAP = 1 << 20  # tokens of the k-means sample up to DEFAULT_MAX_NLIST centroids
@@ -233,30 +233,22 @@ class Assigner:
         n_groups = assign_groups(nlist)
         centres = _kmeans(centroids, n_groups, 10, seed)
         group = _nearest(centroids, centres)
-        sizes = np.bincount(group, minlength=n_groups)
-        keep = np.flatnonzero(sizes > 0)  # a centre that won no centroid is dropped
-        centres, sizes = centres[keep], sizes[keep]
-        remap = np.full(n_groups, -1, np.int64)
-        remap[keep] = np.arange(keep.size)
-        group = remap[group]
-        n_groups = keep.size
+        keep = np.unique(group)  # a centre that won no centroid is dropped
+        centres, group, n_groups = centres[keep], np.searchsorted(keep, group), keep.size
         order = np.argsort(group, kind="stable")
-        widths = (sizes + 7) // 8 * 8
+        sizes = np.bincount(group, minlength=n_groups)
         pcol = np.zeros(n_groups + 1, np.int64)
-        np.cumsum(widths, out=pcol[1:])
-        n_cols = int(pcol[-1])
-        starts = np.zeros(n_groups + 1, np.int64)
-        np.cumsum(sizes, out=starts[1:])
-        # column of each sorted centroid: its group's first column plus its rank inside the group
-        cols = pcol[group[order]] + (np.arange(nlist) - starts[group[order]])
-        wide = np.zeros((n_cols, d), np.float32)  # padded, group order; then each group's block transposed
-        wide[cols] = centroids[order]
-        panels = np.empty(d * n_cols, np.float32)
-        for g in range(n_groups):
-            a, b = int(pcol[g]), int(pcol[g + 1])
-            panels[d * a:d * b] = wide[a:b].T.ravel()
-        ids = np.full(n_cols, 0xFFFFFFFF, np.uint32)
-        ids[cols] = order.astype(np.uint32)
+        np.cumsum((sizes + 7) // 8 * 8, out=pcol[1:])  # each group's columns padded to a multiple of 8
+        panels = np.zeros(d * int(pcol[-1]), np.float32)
+        ids = np.full(int(pcol[-1]), 0xFFFFFFFF, np.uint32)
+        start = 0
+        for g, size in enumerate(sizes.tolist()):  # group g: its centroids transposed, (d, width) contiguous
+            rows, a, b = order[start:start + size], int(pcol[g]), int(pcol[g + 1])
+            start += size
+            block = np.zeros((b - a, d), np.float32)
+            block[:size] = centroids[rows]
+            panels[d * a:d * b] = block.T.ravel()
+            ids[a:a + size] = rows
         gp = (n_groups + 7) // 8 * 8
         coarse_t = np.zeros((d, gp), np.float32)
         coarse_t[:, :n_groups] = centres.T
@@ -271,5 +263,4 @@ class Assigner:
         if self.index is not None:
             _, idx = self.index.search(x, 1)
             return idx[:, 0].astype(code_dtype(self.nlist))
-        codes = kernels.assign_nearest(x, *self._grouped)
-        return codes if code_dtype(self.nlist) == np.uint32 else codes.astype(code_dtype(self.nlist))
+        return kernels.assign_nearest(x, *self._grouped).astype(code_dtype(self.nlist), copy=False)

@@ -557,7 +557,7 @@ def assign_nearest(X: np.ndarray, coarse_t: np.ndarray, n_groups: int, panels: n
     n, d = X.shape
     G = _check_int(fn, "n_groups", n_groups, 1)
     nprobe = _check_int(fn, "nprobe", nprobe, 1)
-    _expect(d > 0 and d % 8 == 0, f"{fn}: d must be a positive multiple of 8, got {d}")
+    _check_dim(fn, d)
     _expect(coarse_t.shape[0] == d, f"{fn}: coarse_t must have d = {d} rows")
     _expect(coarse_t.shape[1] >= G and coarse_t.shape[1] % 8 == 0,
             f"{fn}: coarse_t must have a multiple of 8 columns, at least n_groups = {G}")
@@ -572,9 +572,8 @@ def assign_nearest(X: np.ndarray, coarse_t: np.ndarray, n_groups: int, panels: n
         _expect(b > a and a % 8 == 0 and b % 8 == 0, f"{fn}: every group needs a non-empty column range starting "
                                                      "and ending on a multiple of 8 (pcol)")
         _expect(bool((ids[a:b] != NO_CENTROID).any()), f"{fn}: group {g} has no centroid (every id is 0xFFFFFFFF)")
-    out = np.zeros(n, np.uint32)
     if n == 0:
-        return out
+        return np.zeros(0, np.uint32)
     cs = X @ coarse_t[:, :G]
     probes = np.argsort(-cs, axis=1, kind="stable")[:, :nprobe]  # best first, ties: the lower group
     best = np.full(n, -np.inf, np.float32)
@@ -593,5 +592,4 @@ def assign_nearest(X: np.ndarray, coarse_t: np.ndarray, n_groups: int, panels: n
         take = (top > best[rows]) | ((top == best[rows]) & (cand < best_id[rows])) | (best_id[rows] == NO_CENTROID)
         best[rows[take]] = top[take]
         best_id[rows[take]] = cand[take].astype(np.uint32)
-    out[:] = best_id
-    return out
+    return best_id
