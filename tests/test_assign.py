@@ -95,6 +95,8 @@ from plaidx.engine import clustering
 z = np.load(sys.argv[1])
 a = clustering.Assigner(z["cents"])
 np.save(sys.argv[2], _core.assign_nearest(z["x"], *a._grouped))
+odd = [z[k] for k in ("coarse_t", "G", "panels", "pcol", "ids")]
+np.save(sys.argv[3], np.stack([_core.assign_nearest(z["odd_x"], odd[0], int(odd[1]), *odd[2:], p) for p in (1, 3, 40)]))
 """
 
 
@@ -104,17 +106,68 @@ def test_every_simd_copy_gives_the_same_codes(level, tmp_path):
     # PLAIDX_SIMD caps the dispatch, so the copies this CPU would not pick are run too; group widths that
     # are not a multiple of 16 exercise the 8-lane tails
     cents, x = _clustered(3, 5000, 4500, 96)
-    np.savez(tmp_path / "in.npz", cents=cents, x=x)
+    odd_x, _, (coarse_t, G, panels, pcol, ids) = _odd_layout(7)
+    np.savez(tmp_path / "in.npz", cents=cents, x=x, odd_x=odd_x, coarse_t=coarse_t, G=G, panels=panels, pcol=pcol,
+             ids=ids)
     root = str(Path(ref.__file__).resolve().parents[2])
     env = dict(os.environ, PLAIDX_SIMD=level, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
-    subprocess.run([sys.executable, "-c", _COPY, str(tmp_path / "in.npz"), str(tmp_path / "out.npy")], env=env,
-                   check=True, cwd=tmp_path, timeout=120)
+    subprocess.run([sys.executable, "-c", _COPY, str(tmp_path / "in.npz"), str(tmp_path / "out.npy"),
+                    str(tmp_path / "odd.npy")], env=env, check=True, cwd=tmp_path, timeout=120)
+    # ties, padding anywhere and descending ids: exactly the reference's choice
+    odd = np.load(tmp_path / "odd.npy")
+    for row, p in zip(odd, (1, 3, 40)):
+        np.testing.assert_array_equal(row, ref.assign_nearest(odd_x, coarse_t, G, panels, pcol, ids, p))
     got = np.load(tmp_path / "out.npy")
     a = clustering.Assigner(cents)
     here = a.assign(x)
     same = got == here  # fused and unfused multiply-adds may split a near-tie
     assert same.mean() > 0.999
     np.testing.assert_allclose(_score_of(x, cents, got)[~same], _score_of(x, cents, here)[~same], atol=1e-5)
+
+
+def _odd_layout(seed: int) -> tuple:
+    """A hand-made grouping the build never produces: padding columns between real ones, ids descending
+    within a group, duplicated centroids (exact ties within and across groups) and 40 groups, so that the
+    probe list's block test runs; tokens that are centroids (ties) or their negatives (every real score
+    below a padding column's 0)."""
+    rng = np.random.default_rng(seed)
+    d, G = 24, 40
+    cents = _unit(rng.standard_normal((300, d)))
+    cents[150:180] = cents[0:30]  # the same vector under two ids
+    group = rng.integers(0, G, 300)
+    group[:G] = np.arange(G)  # every group holds a centroid
+    group[150:165] = group[0:15]  # some duplicates share a group, the rest do not
+    cols, ids_l, pcol = [], [], [0]
+    for g in range(G):
+        members = np.flatnonzero(group == g)[::-1]  # descending ids
+        lay = list(members) + [None] * int(rng.integers(1, 12))
+        rng.shuffle(lay)  # padding anywhere
+        lay += [None] * (-len(lay) % 8)
+        for c in lay:
+            cols.append(np.zeros(d, np.float32) if c is None else cents[c])
+            ids_l.append(0xFFFFFFFF if c is None else c)
+        pcol.append(len(ids_l))
+    panels = np.concatenate([np.ascontiguousarray(np.stack(cols[a:b]).T).ravel()
+                             for a, b in zip(pcol[:-1], pcol[1:])])
+    centres = np.stack([_unit(cents[group == g].sum(axis=0)) for g in range(G)])
+    coarse_t = np.zeros((d, 40), np.float32)
+    coarse_t[:, :G] = centres.T
+    x = np.concatenate([cents[:60], -cents[60:90], _unit(rng.standard_normal((500, d)))]).astype(np.float32)
+    return x, cents, (coarse_t, G, panels.astype(np.float32), np.array(pcol, np.int64), np.array(ids_l, np.uint32))
+
+
+@pytest.mark.parametrize("nprobe", [1, 3, 40])
+def test_ties_padding_and_order_match_the_reference(nprobe):
+    x, cents, layout = _odd_layout(6)
+    want = ref.assign_nearest(x, *layout, nprobe)
+    assert (want < 300).all()  # a padding column never wins, not even over negative scores
+    if nprobe == 40:  # every group probed: the exact nearest; of two equal centroids, the lower id
+        np.testing.assert_array_equal(want[:30], np.arange(30))
+        brute = np.max(x.astype(np.float64) @ cents.T.astype(np.float64), axis=1)
+        np.testing.assert_allclose(_score_of(x, cents, want), brute, atol=1e-5)
+    if _core is not None:
+        np.testing.assert_array_equal(_core.assign_nearest(x, *layout, nprobe), want)
+        np.testing.assert_array_equal(_core.assign_nearest(x, *layout, nprobe, num_threads=1), want)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -14,18 +14,50 @@
 namespace plaidx::cpu {
 namespace {
 
-constexpr int kRows = 4;        // tokens per coarse tile and per fine tile
+constexpr int kMaxRows = 6;       // tokens per register tile, at most
 constexpr int64_t kChunk = 2048;  // tokens bucketed together, so that a group's panel serves several at once
+constexpr int kBlock = 16;        // coarse scores tested against the probe list's threshold at once
+
+// out (T, ldo) = rows (T, d) against every column of Qt (d, qp), in register tiles of T x NA vectors.
+template <class W, int T, int NA>
+PLAIDX_INLINE void tile_rows(const float* Qt, int64_t d, int64_t qp, const float* rows, float* out, int64_t ldo) {
+  constexpr int64_t L = static_cast<int64_t>(sizeof(W) / sizeof(float));
+  int64_t a = 0;
+  for (; a + NA * L <= qp; a += NA * L) store_tile<W, T, NA>(Qt, d, qp, rows, a, out, ldo);
+  for (; a + L <= qp; a += L) store_tile<W, T, 1>(Qt, d, qp, rows, a, out, ldo);
+  if constexpr (L > 8)
+    for (; a < qp; a += 8) store_tile<v8f, T, 1>(Qt, d, qp, rows, a, out, ldo);
+}
+
+// max over c < width of v[c] + mask[c] (mask: 0 on a real column, -inf on padding), -inf when width has none.
+template <class W>
+PLAIDX_INLINE float masked_max(const float* v, const float* mask, int64_t width) {
+  constexpr int64_t L = static_cast<int64_t>(sizeof(W) / sizeof(float));
+  float m = -std::numeric_limits<float>::infinity();
+  int64_t c = 0;
+  if (width >= L) {
+    W acc = vload_as<W>(v) + vload_as<W>(mask);
+    for (c = L; c + L <= width; c += L) acc = vmax_as(acc, vload_as<W>(v + c) + vload_as<W>(mask + c));
+    float lanes[L];
+    vstore_as(lanes, acc);
+    for (int64_t l = 0; l < L; ++l) m = lanes[l] > m ? lanes[l] : m;
+  }
+  for (; c < width; ++c) {
+    const float x = v[c] + mask[c];
+    m = x > m ? x : m;
+  }
+  return m;
+}
 
 // Scratch of one thread.
 struct Scratch {
-  std::vector<float> cs;       // (kRows, gp) coarse scores
+  std::vector<float> cs;       // (kMaxRows, gp) coarse scores
   std::vector<int64_t> top_g;  // (kChunk, nprobe) probed groups
   std::vector<float> top_s;    // (nprobe,)
   std::vector<int64_t> count;  // (G + 1,) bucket starts
   std::vector<int32_t> pairs;  // (kChunk * nprobe,) tokens, bucketed by group
-  std::vector<float> rows;     // (kRows, d) gathered tokens
-  std::vector<float> dots;     // (kRows, widest)
+  std::vector<float> rows;     // (kMaxRows, d) gathered tokens
+  std::vector<float> dots;     // (kMaxRows, widest)
   std::vector<float> best;     // (kChunk,)
   std::vector<uint32_t> bid;   // (kChunk,)
 };
@@ -35,15 +67,20 @@ struct Scratch {
 template <Isa I>
 PLAIDX_INLINE void assign_chunk_impl(const float* X, int64_t t0, int64_t t1, int64_t d, const float* coarse_t,
                                      int64_t G, int64_t gp, const float* panels, const int64_t* pcol,
-                                     const uint32_t* ids, int64_t nprobe, uint32_t* out, Scratch* sc) {
+                                     const uint32_t* ids, const float* mask, int64_t nprobe, uint32_t* out,
+                                     Scratch* sc) {
   using W = WideVec<I>;
+  // register tiles of kRows tokens x NA vectors: 24 accumulators of the 32 avx512 registers, 12 of 16 otherwise
+  constexpr int kRows = sizeof(W) == 64 ? 6 : 3;
+  constexpr int NA = sizeof(W) == 64 ? 4 : 4;
+  static_assert(kRows <= kMaxRows);
   const int64_t m = t1 - t0;
   float* top_s = sc->top_s.data();
   for (int64_t t = 0; t < m; t += kRows) {
     const int64_t rows = std::min<int64_t>(kRows, m - t);
     float* cs = sc->cs.data();
     if (rows == kRows) {
-      store_dots_rows<W, kRows>(coarse_t, d, gp, X + (t0 + t) * d, cs, gp);
+      tile_rows<W, kRows, NA>(coarse_t, d, gp, X + (t0 + t) * d, cs, gp);
     } else {
       for (int64_t i = 0; i < rows; ++i) store_dots_rows<W, 1>(coarse_t, d, gp, X + (t0 + t + i) * d, cs + i * gp, gp);
     }
@@ -52,9 +89,9 @@ PLAIDX_INLINE void assign_chunk_impl(const float* X, int64_t t0, int64_t t1, int
       int64_t* top_g = sc->top_g.data() + (t + i) * nprobe;
       // the nprobe best groups; a later group enters only with a strictly higher score
       int64_t count = 0;
-      for (int64_t g = 0; g < G; ++g) {
+      auto offer = [&](int64_t g) {
         const float v = s[g];
-        if (count == nprobe && !(v > top_s[count - 1])) continue;
+        if (count == nprobe && !(v > top_s[count - 1])) return;
         int64_t pos = count < nprobe ? count : nprobe - 1;
         while (pos > 0 && v > top_s[pos - 1]) {
           top_s[pos] = top_s[pos - 1];
@@ -64,7 +101,18 @@ PLAIDX_INLINE void assign_chunk_impl(const float* X, int64_t t0, int64_t t1, int
         top_s[pos] = v;
         top_g[pos] = g;
         if (count < nprobe) ++count;
+      };
+      int64_t g = 0;
+      for (; g < G && count < nprobe; ++g) offer(g);
+      // once the list is full, most blocks hold no score above its last entry: one vector test each
+      for (; g + kBlock <= G; g += kBlock) {
+        const float thr = top_s[nprobe - 1];
+        int any = 0;
+        for (int j = 0; j < kBlock; ++j) any |= s[g + j] > thr;
+        if (!any) continue;
+        for (int j = 0; j < kBlock; ++j) offer(g + j);
       }
+      for (; g < G; ++g) offer(g);
       for (int64_t p = count; p < nprobe; ++p) top_g[p] = -1;  // only with NaN scores
     }
   }
@@ -91,31 +139,30 @@ PLAIDX_INLINE void assign_chunk_impl(const float* X, int64_t t0, int64_t t1, int
     const int64_t c0 = pcol[g], width = pcol[g + 1] - c0;
     const float* panel = panels + d * c0;
     const uint32_t* gid = ids + c0;
+    const float* gmask = mask + c0;
     for (int64_t k = b0; k < b1; k += kRows) {
       const int64_t rows = std::min<int64_t>(kRows, b1 - k);
-      if (rows == kRows) {
-        for (int i = 0; i < kRows; ++i)
-          std::memcpy(buf + i * d, X + (t0 + pairs[k + i]) * d, static_cast<size_t>(d) * sizeof(float));
-        store_dots_rows<W, kRows>(panel, d, width, buf, dots, width);
-      } else {
-        for (int64_t i = 0; i < rows; ++i)
-          store_dots_rows<W, 1>(panel, d, width, X + (t0 + pairs[k + i]) * d, dots + i * width, width);
-      }
+      // a short last tile repeats its last token: a full tile costs less than single rows
+      for (int i = 0; i < kRows; ++i)
+        std::memcpy(buf + i * d, X + (t0 + pairs[k + std::min<int64_t>(i, rows - 1)]) * d,
+                    static_cast<size_t>(d) * sizeof(float));
+      tile_rows<W, kRows, NA>(panel, d, width, buf, dots, width);
       for (int64_t i = 0; i < rows; ++i) {
         const int64_t tok = pairs[k + i];
         const float* v = dots + i * width;
-        float b = best[tok];
-        uint32_t id_b = bid[tok];
-        for (int64_t c = 0; c < width; ++c) {
-          const uint32_t id = gid[c];
-          if (id == kNoCentroid) continue;
-          if (v[c] > b || (v[c] == b && id < id_b) || id_b == kNoCentroid) {
-            b = v[c];
-            id_b = id;
-          }
+        const float top = masked_max<W>(v, gmask, width);
+        const float b = best[tok];
+        const uint32_t id_b = bid[tok];
+        if (id_b != kNoCentroid && !(top >= b)) continue;  // the usual case once a token has a near centroid
+        uint32_t cand = kNoCentroid;  // the lowest id among the columns scoring top (a padding id never wins)
+        for (int64_t c = 0; c < width; ++c)
+          if (v[c] == top && gid[c] < cand) cand = gid[c];
+        if (cand == kNoCentroid)  // every real column scored -inf (or NaN): its lowest id
+          for (int64_t c = 0; c < width; ++c) cand = std::min(cand, gid[c]);
+        if (id_b == kNoCentroid || top > b || (top == b && cand < id_b)) {
+          best[tok] = top;
+          bid[tok] = cand;
         }
-        best[tok] = b;
-        bid[tok] = id_b;
       }
     }
   }
@@ -123,9 +170,9 @@ PLAIDX_INLINE void assign_chunk_impl(const float* X, int64_t t0, int64_t t1, int
 }
 PLAIDX_DISPATCH(void, assign_chunk,
                 (const float* X, int64_t t0, int64_t t1, int64_t d, const float* coarse_t, int64_t G, int64_t gp,
-                 const float* panels, const int64_t* pcol, const uint32_t* ids, int64_t nprobe, uint32_t* out,
-                 Scratch* sc),
-                (X, t0, t1, d, coarse_t, G, gp, panels, pcol, ids, nprobe, out, sc))
+                 const float* panels, const int64_t* pcol, const uint32_t* ids, const float* mask, int64_t nprobe,
+                 uint32_t* out, Scratch* sc),
+                (X, t0, t1, d, coarse_t, G, gp, panels, pcol, ids, mask, nprobe, out, sc))
 
 }  // namespace
 
@@ -139,25 +186,27 @@ void assign_nearest(const float* X, int64_t n, int64_t d, const float* coarse_t,
   if (n <= 0) return;
   int64_t widest = 8;
   for (int64_t g = 0; g < G; ++g) widest = std::max(widest, pcol[g + 1] - pcol[g]);
-  (void)P;
+  // 0 on a real column, -inf on padding: a group's best score is one masked vector maximum
+  std::vector<float> mask(static_cast<size_t>(P));
+  for (int64_t c = 0; c < P; ++c) mask[c] = ids[c] == kNoCentroid ? -std::numeric_limits<float>::infinity() : 0.0f;
   // work per token: the coarse scores plus nprobe groups; a chunk per thread at least
   const int64_t per_token = d * (gp + nprobe * widest);
   threads = threads_for(n * per_token, int64_t{8} << 20, threads);
   const int64_t nchunks = (n + kChunk - 1) / kChunk;
   parallel_chunks(nchunks, grain_for(nchunks, threads, 4), threads, [&](int64_t begin, int64_t end) {
     Scratch sc;
-    sc.cs.resize(static_cast<size_t>(kRows * gp));
+    sc.cs.resize(static_cast<size_t>(kMaxRows * gp));
     sc.top_g.resize(static_cast<size_t>(kChunk * nprobe));
     sc.top_s.resize(static_cast<size_t>(nprobe));
     sc.count.resize(static_cast<size_t>(G + 1));
     sc.pairs.resize(static_cast<size_t>(kChunk * nprobe));
-    sc.rows.resize(static_cast<size_t>(kRows * d));
-    sc.dots.resize(static_cast<size_t>(kRows * widest));
+    sc.rows.resize(static_cast<size_t>(kMaxRows * d));
+    sc.dots.resize(static_cast<size_t>(kMaxRows * widest));
     sc.best.resize(static_cast<size_t>(kChunk));
     sc.bid.resize(static_cast<size_t>(kChunk));
     for (int64_t c = begin; c < end; ++c)
-      assign_chunk(X, c * kChunk, std::min(n, (c + 1) * kChunk), d, coarse_t, G, gp, panels, pcol, ids, nprobe, out,
-                   &sc);
+      assign_chunk(X, c * kChunk, std::min(n, (c + 1) * kChunk), d, coarse_t, G, gp, panels, pcol, ids, mask.data(),
+                   nprobe, out, &sc);
   });
 }
 
