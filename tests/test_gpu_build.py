@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 
 import faiss
@@ -127,50 +126,6 @@ def test_split_empty_clusters_is_faiss_split_clusters():
     np.testing.assert_array_equal(got_c, want_c)
     np.testing.assert_array_equal(got_h, want_h)
     assert (got_h > 0).all()
-
-
-# ------------------------------------------------------------------------------------ streaming
-def test_batches_keep_order_and_lengths():
-    docs = [np.full((n, 8), i, np.float32) for i, n in enumerate([3, 5, 1, 9, 2, 2])]
-    lengths: list[int] = []
-    out = list(gpu_build.batches(iter(docs), 8, 6, lengths))
-    assert [b.shape[0] for b in out] == [8, 10, 4]  # each block reaches batch_tokens, the last holds the rest
-    np.testing.assert_array_equal(np.concatenate(out), np.concatenate(docs))
-    assert lengths == [3, 5, 1, 9, 2, 2]
-    with pytest.raises(ValueError, match=r"documents\[1\].*dimension"):
-        list(gpu_build.batches(iter([docs[0], np.zeros((2, 16), np.float32)]), 8, 6))
-
-
-def test_prefetch_preserves_order_and_raises_the_readers_error():
-    assert list(gpu_build.prefetch(iter(range(50)), depth=2)) == list(range(50))
-
-    def failing():
-        yield 1
-        raise OSError("disk gone")
-
-    got = []
-    with pytest.raises(OSError, match="disk gone"):
-        for item in gpu_build.prefetch(failing()):
-            got.append(item)
-    assert got == [1]
-
-
-def test_prefetch_stops_its_reader_when_the_consumer_stops():
-    produced = []
-
-    def endless():
-        i = 0
-        while True:
-            produced.append(i)
-            yield i
-            i += 1
-
-    before = threading.active_count()
-    stream = gpu_build.prefetch(endless(), depth=2)
-    assert next(stream) == 0
-    stream.close()  # the consumer fails or stops early: the reader thread must end
-    assert threading.active_count() == before
-    assert len(produced) <= 5  # bounded read-ahead
 
 
 # ------------------------------------------------------------------------------------ device=

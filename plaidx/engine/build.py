@@ -30,7 +30,7 @@ from .codec import (
     stored_centroids,
     train_codebooks,
 )
-from .inputs import as_document, iter_documents
+from .inputs import as_document, batches, iter_documents, prefetch
 from .snapshot import Snapshot
 from .storage import MANIFEST, Transaction, format_version_for, load_generation
 from .vectors import VectorWriter
@@ -138,12 +138,10 @@ def compress_stream(docs: Any, assigner: Assigner, codec: ResidualCodec, codes_w
     """Assign and compress documents batch by batch into the writers (and ``vectors_w``, the rerank tier's,
     when given); returns the residual norm sum."""
     norm_sum = 0.0
-    batch: list[np.ndarray] = []
-    n_batch = 0
-
-    def flush() -> None:
-        nonlocal norm_sum, n_batch
-        x = np.concatenate(batch, axis=0)
+    # a reader thread gathers batch i + 1 (reading, checking and concatenating documents) while this one
+    # assigns batch i: the native assignment releases the GIL, and would otherwise wait on the reading
+    for x in prefetch(batches(progress_bar(docs, total, "compressing", progress), codec.dim, batch_tokens,
+                              lengths_out)):
         codes = assigner.assign(x)
         packed, norms = codec.compress(x, codes)
         codes_w.append(codes)
@@ -151,19 +149,6 @@ def compress_stream(docs: Any, assigner: Assigner, codec: ResidualCodec, codes_w
         if vectors_w is not None:
             vectors_w.append(x)
         norm_sum += float(norms.sum())
-        batch.clear()
-        n_batch = 0
-
-    for i, doc in enumerate(progress_bar(docs, total, "compressing", progress)):
-        arr = as_document(doc, codec.dim, f"documents[{i}]")
-        if lengths_out is not None:
-            lengths_out.append(arr.shape[0])
-        batch.append(arr)
-        n_batch += arr.shape[0]
-        if n_batch >= batch_tokens:
-            flush()
-    if batch:
-        flush()
     return norm_sum
 
 

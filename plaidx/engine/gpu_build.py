@@ -27,8 +27,6 @@ here is tested on machines without a GPU. It is never used by ``device="cuda"``.
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -38,12 +36,11 @@ import faiss
 import numpy as np
 
 from . import clustering, gpu, kernels
-from .inputs import as_document
+from .inputs import as_document, batches, prefetch
 
 SPLIT_SEED = 1234  # faiss split_clusters: RandomGenerator rng(1234)
 SPLIT_EPS = 1.0 / 1024.0  # faiss split_clusters: the symmetric perturbation of a split centroid
 ASSIGN_ROWS = 1 << 20  # rows per one-shot assignment call (bounds device memory at about 4 * d MiB)
-PREFETCH_BATCHES = 2  # batches the reader thread may hold ready ahead of the GPU
 
 
 # ----------------------------------------------------------------------------------- kernels
@@ -268,68 +265,6 @@ class DeviceAssigner:
         if x.shape[0] == 0:
             return np.zeros(0, dtype=np.uint16)
         return self.kernels.assign(x, self.centroids).astype(np.uint16)
-
-
-_DONE = object()
-
-
-def batches(docs: Iterable[Any], dim: int, batch_tokens: int, lengths_out: list[int] | None = None) -> Iterable[np.ndarray]:
-    """float32 (>= batch_tokens or the rest, d) blocks of consecutive documents' tokens, in order."""
-    batch: list[np.ndarray] = []
-    n = 0
-    for i, doc in enumerate(docs):
-        arr = as_document(doc, dim, f"documents[{i}]")
-        if lengths_out is not None:
-            lengths_out.append(arr.shape[0])
-        batch.append(arr)
-        n += arr.shape[0]
-        if n >= batch_tokens:
-            yield np.concatenate(batch, axis=0)
-            batch, n = [], 0
-    if batch:
-        yield np.concatenate(batch, axis=0)
-
-
-def prefetch(items: Iterable[Any], depth: int = PREFETCH_BATCHES) -> Iterable[Any]:
-    """The items of ``items``, produced by a worker thread up to ``depth`` ahead of the consumer.
-
-    An exception in the worker is raised in the consumer, and a consumer that stops early stops the
-    worker, so no thread outlives the build.
-    """
-    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
-        try:
-            for item in items:
-                if not put((True, item)):
-                    return
-            put((True, _DONE))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            put((False, exc))
-
-    worker = threading.Thread(target=work, name="plaidx-build-reader", daemon=True)
-    worker.start()
-    try:
-        while True:
-            ok, item = q.get()
-            if not ok:
-                raise item
-            if item is _DONE:
-                return
-            yield item
-    finally:
-        stop.set()
-        worker.join()
 
 
 class EncodedCorpus:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -95,3 +97,67 @@ def iter_documents(documents: Any) -> tuple[Iterator[Any], int | None]:
                 yield item
 
     return flatten(), None
+
+
+PREFETCH_BATCHES = 2  # batches a reader thread may hold ready ahead of the assigner (CPU) or the GPU
+
+_DONE = object()
+
+
+def batches(docs: Iterable[Any], dim: int, batch_tokens: int, lengths_out: list[int] | None = None) -> Iterable[np.ndarray]:
+    """float32 (>= batch_tokens or the rest, d) blocks of consecutive documents' tokens, in order."""
+    batch: list[np.ndarray] = []
+    n = 0
+    for i, doc in enumerate(docs):
+        arr = as_document(doc, dim, f"documents[{i}]")
+        if lengths_out is not None:
+            lengths_out.append(arr.shape[0])
+        batch.append(arr)
+        n += arr.shape[0]
+        if n >= batch_tokens:
+            yield np.concatenate(batch, axis=0)
+            batch, n = [], 0
+    if batch:
+        yield np.concatenate(batch, axis=0)
+
+
+def prefetch(items: Iterable[Any], depth: int = PREFETCH_BATCHES) -> Iterable[Any]:
+    """The items of ``items``, produced by a worker thread up to ``depth`` ahead of the consumer.
+
+    An exception in the worker is raised in the consumer, and a consumer that stops early stops the
+    worker, so no thread outlives the build.
+    """
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((True, _DONE))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put((False, exc))
+
+    worker = threading.Thread(target=work, name="plaidx-build-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                raise item
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
