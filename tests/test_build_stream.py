@@ -92,3 +92,28 @@ def test_a_reader_error_fails_the_build_and_leaves_no_thread(tmp_path):
     b = plaidx.Index.build(tmp_path / "b", docs, nlist=16, batch_tokens=1 << 16)
     np.testing.assert_array_equal(a._snap.a["codes"], b._snap.a["codes"])
     np.testing.assert_array_equal(a._snap.a["residuals"], b._snap.a["residuals"])
+
+
+def test_a_writer_error_fails_the_build_and_leaves_no_thread(tmp_path, monkeypatch):
+    # batches are compressed and written by a writer thread while the next is assigned: its error (a full
+    # disk, say) must reach the build, which then commits nothing
+    from plaidx.engine.codec import ResidualCodec
+
+    rng = np.random.default_rng(1)
+    docs = [rng.standard_normal((6, 16)).astype(np.float32) for _ in range(120)]
+    real, calls = ResidualCodec.compress, []
+
+    def failing(self, x, codes):
+        calls.append(x.shape[0])
+        if len(calls) == 3:
+            raise OSError("No space left on device")
+        return real(self, x, codes)
+
+    monkeypatch.setattr(ResidualCodec, "compress", failing)
+    before = threading.active_count()
+    with pytest.raises(OSError, match="No space left"):
+        plaidx.Index.build(tmp_path / "x", docs, nlist=16, batch_tokens=60)
+    assert len(calls) == 3  # the build stopped at the failing batch (at most one more was assigned)
+    assert threading.active_count() == before
+    with pytest.raises(IndexFormatError):
+        plaidx.Index.open(tmp_path / "x")

@@ -193,7 +193,9 @@ void assign_nearest(const float* X, int64_t n, int64_t d, const float* coarse_t,
   const int64_t per_token = d * (gp + nprobe * widest);
   threads = threads_for(n * per_token, int64_t{8} << 20, threads);
   const int64_t nchunks = (n + kChunk - 1) / kChunk;
-  parallel_chunks(nchunks, grain_for(nchunks, threads, 4), threads, [&](int64_t begin, int64_t end) {
+  // one chunk at a time to whichever thread is free: a chunk's cost follows the sizes of the groups its
+  // tokens probe, so equal shares of chunks finish at different times
+  parallel_chunks(nchunks, 1, threads, [&](int64_t begin, int64_t end) {
     Scratch sc;
     sc.cs.resize(static_cast<size_t>(kMaxRows * gp));
     sc.top_g.resize(static_cast<size_t>(kChunk * nprobe));
@@ -207,7 +209,7 @@ void assign_nearest(const float* X, int64_t n, int64_t d, const float* coarse_t,
     for (int64_t c = begin; c < end; ++c)
       assign_chunk(X, c * kChunk, std::min(n, (c + 1) * kChunk), d, coarse_t, G, gp, panels, pcol, ids, mask.data(),
                    nprobe, out, &sc);
-  });
+  }, Schedule::kDynamic);
 }
 
 }  // namespace plaidx::cpu

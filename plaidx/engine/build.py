@@ -7,6 +7,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -137,18 +138,28 @@ def compress_stream(docs: Any, assigner: Assigner, codec: ResidualCodec, codes_w
                      lengths_out: list[int] | None = None, vectors_w: VectorWriter | None = None) -> float:
     """Assign and compress documents batch by batch into the writers (and ``vectors_w``, the rerank tier's,
     when given); returns the residual norm sum."""
-    norm_sum = 0.0
-    # a reader thread gathers batch i + 1 (reading, checking and concatenating documents) while this one
-    # assigns batch i: the native assignment releases the GIL, and would otherwise wait on the reading
-    for x in prefetch(batches(progress_bar(docs, total, "compressing", progress), codec.dim, batch_tokens,
-                              lengths_out)):
-        codes = assigner.assign(x)
+    def write(x: np.ndarray, codes: np.ndarray) -> float:
         packed, norms = codec.compress(x, codes)
         codes_w.append(codes)
         res_w.append(packed)
         if vectors_w is not None:
             vectors_w.append(x)
-        norm_sum += float(norms.sum())
+        return float(norms.sum())
+
+    # Three stages overlap: a reader thread gathers batch i + 1 (reading, checking and concatenating
+    # documents), this thread assigns batch i (native, without the GIL), and a writer thread compresses and
+    # writes batch i - 1, in order. Each stage holds at most one batch beyond the reader's queue.
+    norm_sum = 0.0
+    pending = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="plaidx-build-writer") as writer:
+        for x in prefetch(batches(progress_bar(docs, total, "compressing", progress), codec.dim, batch_tokens,
+                                  lengths_out)):
+            codes = assigner.assign(x)
+            if pending is not None:
+                norm_sum += pending.result()
+            pending = writer.submit(write, x, codes)
+        if pending is not None:
+            norm_sum += pending.result()
     return norm_sum
 
 
