@@ -46,7 +46,7 @@ def child_build(args) -> dict:
     coll = load_collection(args.coll)
     rss0 = rp._rss_mb()
     t0, c0 = time.perf_counter(), rp._cpu_s()
-    index = plaidx.Index.build(args.index, coll.iter_batches(2048), nbits=args.nbits, seed=args.seed,
+    index = plaidx.Index.build(args.index, coll.lazy_docs(), nbits=args.nbits, seed=args.seed,
                                keep_vectors=args.keep or None)
     build_s, cpu_s = time.perf_counter() - t0, rp._cpu_s() - c0
     m = index._snap.manifest["arrays"]
@@ -264,7 +264,6 @@ def main(argv: list[str] | None = None) -> int:
     name = args.family and f"family_{args.family}" or args.dataset
     label = f"{name}_{coll.n_docs}" + (f"_{args.tag}" if args.tag else "")
     _, truth = exact_topk_cached(coll, args.k, threads=args.threads)
-    _, truth100 = exact_topk_cached(coll, 100, threads=args.threads)
     runs_root = CACHE_DIR / "runs" / f"rerank_{label}_d{coll.dim}"
     work = runs_root / f"plaidx_{args.keep or 'none'}_nb{args.nbits}_t{args.threads}"
     work.mkdir(parents=True, exist_ok=True)
@@ -301,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         for row in be.summarise(eng, res, coll, truth, args.k):
             row["tier_bytes"] = (res.get("build") or {}).get("tier_bytes")
             rows.append(row)
-    study = None if args.no_scale_study else scale_study(coll, truth100, args.k)
+    study = None if args.no_scale_study else scale_study(coll, exact_topk_cached(coll, 100, threads=args.threads)[1],
+                                                         args.k)
     report = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "k": args.k,
               "nbits": args.nbits, "threads": args.threads, "git": git, "keep_vectors": args.keep or None,
               "command": " ".join([".venv/bin/python", "benchmarks/bench_rerank.py", *(argv or sys.argv[1:])]),
