@@ -23,6 +23,20 @@ def test_large_indexes_score_more_candidates_exactly():
     assert (large.nprobe, large.centroid_score_threshold) == (small.nprobe, small.centroid_score_threshold)
 
 
+def test_tier_defaults_widen_less_on_large_indexes():
+    # the rerank tier scores more candidates than the plain search; on a large index, whose plain ndocs is
+    # already 4x, it widens by half as much and probes 4 cells, not 8 (each cell holds more candidates)
+    small = SearchParams().resolve(10, n_tokens=LARGE_INDEX_TOKENS - 1, tier=True)
+    large = SearchParams().resolve(10, n_tokens=LARGE_INDEX_TOKENS, tier=True)
+    assert (small.nprobe, small.ndocs, small.rerank, small.n_exact) == (8, 4096, 512, 512)
+    assert (large.nprobe, large.ndocs, large.rerank, large.n_exact) == (4, 8192, 1024, 1024)
+    assert SearchParams().resolve(100, n_tokens=LARGE_INDEX_TOKENS, tier=True).nprobe == 4  # the plain value
+    assert SearchParams().resolve(1000, n_tokens=LARGE_INDEX_TOKENS, tier=True).nprobe == 8
+    # explicit values win either way
+    p = SearchParams(nprobe=8, ndocs=16384, rerank=2048).resolve(10, n_tokens=LARGE_INDEX_TOKENS, tier=True)
+    assert (p.nprobe, p.ndocs, p.rerank) == (8, 16384, 2048)
+
+
 def test_explicit_values_win_and_n_exact_follows_ndocs():
     p = SearchParams.for_k(10, nprobe=3, centroid_score_threshold=0.1, ndocs=80, n_tokens=LARGE_INDEX_TOKENS)
     assert p == SearchParams(3, 0.1, 80, 10)  # ndocs // 8 = 10, at least k

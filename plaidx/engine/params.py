@@ -10,6 +10,8 @@ LARGE_INDEX_TOKENS = 1 << 22  # about 4M token embeddings
 CELL_SCORES = (None, "int8", "float32")  # SearchParams.cell_scores (None: "int8")
 TIER_MIN_NPROBE = 8  # the rerank tier's defaults (SearchParams.resolve with tier=True)
 TIER_NDOCS_FACTOR = 4
+TIER_MIN_NPROBE_LARGE = 4  # ... from LARGE_INDEX_TOKENS, where the plain ndocs is already 4x larger
+TIER_NDOCS_FACTOR_LARGE = 2
 
 
 def rerank_count(value: Any) -> int | None:
@@ -72,7 +74,11 @@ class SearchParams:
         tier's defaults look wider for the same latency: nprobe at least 8, ndocs 4x, and ``rerank``
         ndocs // 8 (k <= 10: nprobe 8, ndocs 4096, rerank 512; recall@10 0.982-0.998 on seven of our eight
         collections at 0.56-1.65x the p50 of the plain defaults, benchmarks/results/families_families.md and
-        families_real.md). The resolved ``n_exact`` is then ``rerank``: the candidates scored last.
+        families_real.md). From ``LARGE_INDEX_TOKENS`` tokens, where the plain ndocs is already 4x larger,
+        nprobe at least 4 and ndocs 2x (k <= 10: nprobe 4, ndocs 8192, rerank 1024): each probed cell
+        brings more candidates there, and 8 probes with 16,384 candidates cost 5x the plain search at 32M
+        tokens (benchmarks/results/rerank_synthetic_*_tierscale.md). The resolved ``n_exact`` is then
+        ``rerank``: the candidates scored last.
         """
         if self.cell_scores not in CELL_SCORES:
             raise ValueError(f"cell_scores must be one of {', '.join(map(repr, CELL_SCORES))}, got {self.cell_scores!r}")
@@ -84,8 +90,11 @@ class SearchParams:
                              "the best `rerank` candidates of the centroid stage are scored by their kept vectors. "
                              "Set rerank= instead, or rerank=0 to score n_exact candidates by their codes")
         plain = SearchParams.for_k(k, n_tokens=n_tokens)
-        nprobe = max(TIER_MIN_NPROBE, plain.nprobe) if self.nprobe is None else self.nprobe
-        ndocs = TIER_NDOCS_FACTOR * plain.ndocs if self.ndocs is None else self.ndocs
+        large = n_tokens >= LARGE_INDEX_TOKENS
+        min_nprobe, factor = (TIER_MIN_NPROBE_LARGE, TIER_NDOCS_FACTOR_LARGE) if large else (TIER_MIN_NPROBE,
+                                                                                           TIER_NDOCS_FACTOR)
+        nprobe = max(min_nprobe, plain.nprobe) if self.nprobe is None else self.nprobe
+        ndocs = factor * plain.ndocs if self.ndocs is None else self.ndocs
         p = SearchParams.for_k(k, nprobe, self.centroid_score_threshold, ndocs, n_tokens=n_tokens)
         given = rerank_count(self.rerank)
         if given == 0:
