@@ -214,8 +214,8 @@ class Assigner:
     6 * sqrt(nlist) dot products a token (2 * sqrt(nlist) group centres, then 8 groups of about
     sqrt(nlist) / 2) instead of nlist. It finds the exact nearest centroid for 96-99.5% of tokens (more
     as nlist grows) and a near one otherwise; a token coded against a near rather than the nearest
-    centroid only has a slightly larger residual. It assigns a token in 0.4-0.5x the time of the faiss
-    inverted file it replaces (from 4096 centroids) and a fifth of the faiss HNSW graph (from 32768)
+    centroid only has a slightly larger residual. It assigns a token in 0.30-0.36x the time of the faiss
+    inverted file it replaces (from 4096 centroids) and a seventh of the faiss HNSW graph (from 32768)
     (benchmarks/results/assign_synthetic.md).
     """
 
