@@ -71,8 +71,8 @@ PLAIDX_INLINE void assign_chunk_impl(const float* X, int64_t t0, int64_t t1, int
                                      Scratch* sc) {
   using W = WideVec<I>;
   // register tiles of kRows tokens x NA vectors: 24 accumulators of the 32 avx512 registers, 12 of 16 otherwise
-  constexpr int kRows = sizeof(W) == 64 ? 6 : 3;
-  constexpr int NA = sizeof(W) == 64 ? 4 : 4;
+  constexpr int kRows = sizeof(W) == 64 ? 6 : 4;
+  constexpr int NA = sizeof(W) == 64 ? 4 : 3;
   static_assert(kRows <= kMaxRows);
   const int64_t m = t1 - t0;
   float* top_s = sc->top_s.data();
