@@ -88,11 +88,11 @@ def summarize(runs: list[tuple[int, str, str, dict]], nq: int, note: str = "") -
         same = [r for r in rows if r["values"] == vdt and r["nlist"] == default_nlist(r["n_tokens"])]
         return min(same, key=lambda r: r["n_docs"])["recall"] if same else None
 
-    m = runs[-1][3]["machine"] if runs else {}
-    git = runs[-1][3].get("git") if runs else {}
+    newest = max(runs, key=lambda r: r[3].get("created") or "")[3] if runs else {}
+    m = newest.get("machine") or {}
     lines = ["# Recall against collection size (synthetic family, nbits 2, default search)", "",
-             f"- date: {dt.datetime.now().isoformat(timespec='seconds')}; plaidx commit "
-             f"{(git or {}).get('commit', '?')[:10]}",
+             f"- date: {dt.datetime.now().isoformat(timespec='seconds')}; each row's run and plaidx commit in its "
+             f"last column (the newest: {((newest.get('git') or {}).get('commit') or '?')[:10]})",
              f"- machine: {m.get('cpu')} ({m.get('cpu_count')} cores), 2 threads; OPENBLAS_CORETYPE="
              f"{(m.get('env') or {}).get('OPENBLAS_CORETYPE')}",
              f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`",
@@ -119,7 +119,7 @@ def summarize(runs: list[tuple[int, str, str, dict]], nq: int, note: str = "") -
     lines += ["", "Load average at the end of each run: " + "; ".join(
         f"{r['n_docs']}/{r['nlist_arg']}/{r['values']} {[round(x, 2) for x in r['loadavg'] or []]}" for r in rows)]
     (RESULTS_DIR / "scale_synthetic.md").write_text("\n".join(lines) + "\n")
-    (RESULTS_DIR / "scale_synthetic.json").write_text(json.dumps({"rows": rows, "machine": m, "git": git,
+    (RESULTS_DIR / "scale_synthetic.json").write_text(json.dumps({"rows": rows, "machine": m, "git": newest.get("git"),
                                                                   "nq": nq, "cli": sys.argv}, indent=1))
     print("\n".join(lines), flush=True)
 
