@@ -158,7 +158,10 @@ class Index:
         ----------
         path : folder to create (or an existing index, with ``overwrite=True``).
         documents : sequence of float32/float16 (n_tokens_i, d) arrays (numpy or torch), or an iterable
-            of such arrays or of batches (lists of them); document ids are 0..n-1 in this order.
+            of such arrays or of batches (lists of them); document ids are 0..n-1 in this order. The pass
+            that compresses them reads them on a worker thread (in order, one at a time) while the previous
+            batch is assigned, so a lazy source that relies on thread-local state (an enclosing
+            ``torch.no_grad()``, say) should set that state inside itself.
         nbits : bits per residual dimension, one of 1, 2, 4, 8.
         nlist : number of centroids; default ``default_nlist(n_tokens)`` (at most 16384 up to 2M tokens, then
             one per 64 tokens up to 2**18; 65536 with ``device="cuda"``). An explicit value
