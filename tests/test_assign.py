@@ -113,7 +113,7 @@ def test_every_simd_copy_gives_the_same_codes(level, tmp_path):
     env = dict(os.environ, PLAIDX_SIMD=level, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
     subprocess.run([sys.executable, "-c", _COPY, str(tmp_path / "in.npz"), str(tmp_path / "out.npy"),
                     str(tmp_path / "odd.npy")], env=env, check=True, cwd=tmp_path, timeout=120)
-    # ties, padding anywhere and descending ids: exactly the reference's choice
+    # ties, padding anywhere and ids in no order: exactly the reference's choice
     odd = np.load(tmp_path / "odd.npy")
     for row, p in zip(odd, (1, 3, 40)):
         np.testing.assert_array_equal(row, ref.assign_nearest(odd_x, coarse_t, G, panels, pcol, ids, p))
@@ -126,7 +126,7 @@ def test_every_simd_copy_gives_the_same_codes(level, tmp_path):
 
 
 def _odd_layout(seed: int) -> tuple:
-    """A hand-made grouping the build never produces: padding columns between real ones, ids descending
+    """A hand-made grouping the build never produces: padding columns between real ones, ids in no order
     within a group, duplicated centroids (exact ties within and across groups) and 40 groups, so that the
     probe list's block test runs; tokens that are centroids (ties) or their negatives (every real score
     below a padding column's 0)."""
@@ -139,9 +139,8 @@ def _odd_layout(seed: int) -> tuple:
     group[150:165] = group[0:15]  # some duplicates share a group, the rest do not
     cols, ids_l, pcol = [], [], [0]
     for g in range(G):
-        members = np.flatnonzero(group == g)[::-1]  # descending ids
-        lay = list(members) + [None] * int(rng.integers(1, 12))
-        rng.shuffle(lay)  # padding anywhere
+        lay = list(np.flatnonzero(group == g)) + [None] * int(rng.integers(1, 12))
+        rng.shuffle(lay)  # padding anywhere, ids in no order
         lay += [None] * (-len(lay) % 8)
         for c in lay:
             cols.append(np.zeros(d, np.float32) if c is None else cents[c])
@@ -150,7 +149,7 @@ def _odd_layout(seed: int) -> tuple:
     panels = np.concatenate([np.ascontiguousarray(np.stack(cols[a:b]).T).ravel()
                              for a, b in zip(pcol[:-1], pcol[1:])])
     centres = np.stack([_unit(cents[group == g].sum(axis=0)) for g in range(G)])
-    coarse_t = np.zeros((d, 40), np.float32)
+    coarse_t = np.zeros((d, G), np.float32)
     coarse_t[:, :G] = centres.T
     x = np.concatenate([cents[:60], -cents[60:90], _unit(rng.standard_normal((500, d)))]).astype(np.float32)
     return x, cents, (coarse_t, G, panels.astype(np.float32), np.array(pcol, np.int64), np.array(ids_l, np.uint32))

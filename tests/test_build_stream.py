@@ -1,5 +1,6 @@
 """The build's streamed pass: documents gathered into batches by a reader thread ahead of the assignment
-(CPU and GPU builds alike), in order, with the reader's errors raised in the build and no thread left."""
+(CPU and GPU builds alike) and compressed by a writer thread behind it, in order, with either thread's
+errors raised in the build and no thread left."""
 
 from __future__ import annotations
 

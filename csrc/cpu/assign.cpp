@@ -18,17 +18,6 @@ constexpr int kMaxRows = 6;       // tokens per register tile, at most
 constexpr int64_t kChunk = 2048;  // tokens bucketed together, so that a group's panel serves several at once
 constexpr int kBlock = 16;        // coarse scores tested against the probe list's threshold at once
 
-// out (T, ldo) = rows (T, d) against every column of Qt (d, qp), in register tiles of T x NA vectors.
-template <class W, int T, int NA>
-PLAIDX_INLINE void tile_rows(const float* Qt, int64_t d, int64_t qp, const float* rows, float* out, int64_t ldo) {
-  constexpr int64_t L = static_cast<int64_t>(sizeof(W) / sizeof(float));
-  int64_t a = 0;
-  for (; a + NA * L <= qp; a += NA * L) store_tile<W, T, NA>(Qt, d, qp, rows, a, out, ldo);
-  for (; a + L <= qp; a += L) store_tile<W, T, 1>(Qt, d, qp, rows, a, out, ldo);
-  if constexpr (L > 8)
-    for (; a < qp; a += 8) store_tile<v8f, T, 1>(Qt, d, qp, rows, a, out, ldo);
-}
-
 // max over c < width of v[c] + mask[c] (mask: 0 on a real column, -inf on padding), -inf when width has none.
 template <class W>
 PLAIDX_INLINE float masked_max(const float* v, const float* mask, int64_t width) {
@@ -80,7 +69,7 @@ PLAIDX_INLINE void assign_chunk_impl(const float* X, int64_t t0, int64_t t1, int
     const int64_t rows = std::min<int64_t>(kRows, m - t);
     float* cs = sc->cs.data();
     if (rows == kRows) {
-      tile_rows<W, kRows, NA>(coarse_t, d, gp, X + (t0 + t) * d, cs, gp);
+      store_dots_rows<W, kRows, float, NA>(coarse_t, d, gp, X + (t0 + t) * d, cs, gp);
     } else {
       for (int64_t i = 0; i < rows; ++i) store_dots_rows<W, 1>(coarse_t, d, gp, X + (t0 + t + i) * d, cs + i * gp, gp);
     }
@@ -146,7 +135,7 @@ PLAIDX_INLINE void assign_chunk_impl(const float* X, int64_t t0, int64_t t1, int
       for (int i = 0; i < kRows; ++i)
         std::memcpy(buf + i * d, X + (t0 + pairs[k + std::min<int64_t>(i, rows - 1)]) * d,
                     static_cast<size_t>(d) * sizeof(float));
-      tile_rows<W, kRows, NA>(panel, d, width, buf, dots, width);
+      store_dots_rows<W, kRows, float, NA>(panel, d, width, buf, dots, width);
       for (int64_t i = 0; i < rows; ++i) {
         const int64_t tok = pairs[k + i];
         const float* v = dots + i * width;

@@ -126,12 +126,12 @@ PLAIDX_INLINE void store_tile(const float* Qt, int64_t d, int64_t qp, const R* r
     for (int u = 0; u < NA; ++u) vstore_as(out + i * ldo + a0 + u * L, acc[i][u]);
 }
 
-// out (T, ldo) = rows (T, d) against every column of Qt (d, qp): T rows' scores, a full row each.
-template <class W, int T, class R = float>
+// out (T, ldo) = rows (T, d) against every column of Qt (d, qp): T rows' scores, a full row each, in
+// register tiles of T rows x NA vectors (the default: 4 vectors for one row, 2 for several).
+template <class W, int T, class R = float, int NA = (T == 1 ? 4 : 2)>
 PLAIDX_INLINE void store_dots_rows(const float* Qt, int64_t d, int64_t qp, const R* rows, float* out,
                                    int64_t ldo) {
   constexpr int64_t L = static_cast<int64_t>(sizeof(W) / sizeof(float));
-  constexpr int NA = T == 1 ? 4 : 2;
   int64_t a = 0;
   for (; a + NA * L <= qp; a += NA * L) store_tile<W, T, NA, R>(Qt, d, qp, rows, a, out, ldo);
   for (; a + L <= qp; a += L) store_tile<W, T, 1, R>(Qt, d, qp, rows, a, out, ldo);
