@@ -13,7 +13,12 @@ by query so load changes hit every setting alike:
 - ``n_exact 64``: the defaults with half the exact stage, to show what a cheaper default would trade;
 - ``probe f32`` and ``defaults f32``: ``probe`` and ``defaults`` with ``cell_scores="float32"`` (the first
   stage of earlier releases and of Stanford PLAID), so the int8 cell scores' gain and their effect on
-  recall show side by side.
+  recall show side by side;
+- ``defaults exact f32``: the defaults with ``exact_scores="float32"`` (the float last stage of earlier
+  releases), against the int8 one of the defaults.
+
+Real sets (``--real cranfield,cisi,scifact``, encoded by ``real_embeddings.py``, indexes built by
+``bench_families.py``) are timed the same way.
 
 Each setting's recall@k against exact MaxSim comes from one batched call over every query. PLAID's
 default p50 is read from the family's ``engine_<family>_<n>_families.json`` (same machine, an earlier
@@ -36,18 +41,25 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import families  # noqa: E402
 from bench_engine import git_info, machine_info  # noqa: E402
-from collection import RESULTS_DIR, exact_topk_cached, recall_at_k  # noqa: E402
-from sweep_family_params import index_path, timed_interleaved  # noqa: E402
+from bench_families import REAL, resolve  # noqa: E402
+from collection import CACHE_DIR, RESULTS_DIR, exact_topk_cached, load_collection, recall_at_k  # noqa: E402
+from sweep_family_params import timed_interleaved  # noqa: E402
 
 import plaidx  # noqa: E402
 
 STAGES = {"probe": {"nprobe": 1, "ndocs": 10, "n_exact": 10}, "candidates": {"n_exact": 10}, "defaults": {},
           "n_exact 64": {"n_exact": 64}}
 FLOAT_STAGES = ("probe", "defaults")  # also timed with float32 cell scores (SearchParams.cell_scores)
+EXACT_F32 = "defaults exact f32"  # the defaults with exact_scores="float32"
 
 
-def plaid_default_p50(name: str, n_docs: int) -> float | None:
-    rep = RESULTS_DIR / f"engine_{name}_{n_docs}_families.json"
+def index_folder(name: str, n_docs: int) -> Path | None:
+    """The plaidx index bench_families.py built for a collection (any d), or None."""
+    return next(iter(sorted((CACHE_DIR / "runs").glob(f"{name}_{n_docs}_d*/plaidx_nb2_t2/index"))), None)
+
+
+def plaid_default_p50(name: str, n_docs: int, tag: str = "families") -> float | None:
+    rep = RESULTS_DIR / f"engine_{name}_{n_docs}_{tag}.json"
     if not rep.exists():
         return None
     rows = [r for r in json.loads(rep.read_text())["rows"]
@@ -58,6 +70,7 @@ def plaid_default_p50(name: str, n_docs: int) -> float | None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", default=",".join(families.FAMILIES))
+    ap.add_argument("--real", default="", help=f"real sets too, of {','.join(REAL)}")
     ap.add_argument("--ndocs", type=int, default=10_000)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
@@ -66,26 +79,36 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     load_start = list(os.getloadavg())
     out = {}
-    for name in args.families.split(","):
-        path = index_path(name, args.ndocs)
-        if not path.exists():
-            print(f"[stages] {name}: no index at {path} (run bench_families.py first); skipped", flush=True)
+    names = [n for n in args.families.split(",") + args.real.split(",") if n]
+    for name in names:
+        if name in REAL:
+            cpath = resolve(name, args.ndocs)
+            coll = load_collection(cpath) if cpath is not None else None
+        else:
+            coll = families.ensure(name, args.ndocs)
+        path = index_folder(name, coll.n_docs) if coll is not None else None
+        if path is None:
+            print(f"[stages] {name}: no index (run bench_families.py first); skipped", flush=True)
             continue
-        coll = families.ensure(name, args.ndocs)
         _, truth = exact_topk_cached(coll, args.k, threads=args.threads)
         index = plaidx.Index.open(path)
         labelled = list(STAGES.items())
         labelled += [(f"{label} f32", {"params": plaidx.SearchParams(**STAGES[label], cell_scores="float32")})
                      for label in FLOAT_STAGES]
+        labelled += [(EXACT_F32, {"params": plaidx.SearchParams(exact_scores="float32")})]
         settings = [dict(s, num_threads=args.threads) for _, s in labelled]
         timed = timed_interleaved(index, coll.queries, settings, args.k, args.timed_queries)
         rows = {}
         for (label, s), t in zip(labelled, timed):
             _, ids = index.search(coll.queries, k=args.k, num_threads=args.threads, **s)
-            shown = {"cell_scores": "float32", **STAGES[label[:-4]]} if label.endswith(" f32") else s
+            if label == EXACT_F32:
+                shown = {"exact_scores": "float32"}
+            else:
+                shown = {"cell_scores": "float32", **STAGES[label[:-4]]} if label.endswith(" f32") else s
             rows[label] = {"params": shown, "recall_at_k": recall_at_k(ids, truth, args.k), **t}
-        out[name] = {"rows": rows, "plaid_defaults_p50_ms": plaid_default_p50(name, args.ndocs),
-                     "nlist": index.nlist}
+        out[name] = {"rows": rows, "plaid_defaults_p50_ms": plaid_default_p50(name, coll.n_docs,
+                                                                               "real" if name in REAL else "families"),
+                     "nlist": index.nlist, "dim": index.dim, "n_docs": coll.n_docs}
         print(f"[stages] {name}: " + ", ".join(f"{k} {v['p50_ms']:.2f} ms" for k, v in rows.items()), flush=True)
 
     m = machine_info(args.threads)
@@ -96,23 +119,28 @@ def main(argv: list[str] | None = None) -> int:
              f"{[round(x, 2) for x in load_start]}, at end {[round(x, 2) for x in os.getloadavg()]} | "
              f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}", "",
              "Command: `" + " ".join([Path(sys.executable).name, *sys.argv]) + "`", "",
-             "Single-query p50 (ms) over " + str(args.timed_queries) + " queries per family, settings interleaved "
+             "Single-query p50 (ms) over " + str(args.timed_queries) + " queries per collection, settings interleaved "
              "query by query; recall@10 against exact MaxSim from one batched call. probe: nprobe 1, ndocs 10, "
              "n_exact 10 (the query against all centroids); candidates: defaults with n_exact 10 (stages 1-4); "
-             "exact stage = defaults - candidates. PLAID defaults: its p50 in the family's "
-             "`engine_<family>_10000_families` run (ncells 1, threshold 0.5, ndocs 256); budget = 1/3 of it.", "",
-             "f32: the same with cell_scores=\"float32\" (the float first stage of earlier releases).", "",
-             "| family | probe | probe f32 | candidates | defaults (recall) | defaults f32 (recall) | exact stage | "
-             "n_exact 64 (recall) | PLAID defaults | 1/3 budget |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "PLAID defaults: its p50 in the collection's `engine_<name>_<n>_families` (real sets: `_real`) run "
+             "(ncells 1, threshold 0.5, ndocs 256); budget = 1/3 of it.", "",
+             "cell f32: the defaults with cell_scores=\"float32\" (the float first stage of earlier releases); "
+             "exact f32: the defaults with exact_scores=\"float32\" (the float last stage of earlier releases; "
+             "the defaults score it in int8). exact stage = that setting - candidates.", "",
+             "| collection | d | probe | probe f32 | candidates | defaults (recall) | defaults, cell f32 (recall) | "
+             "defaults, exact f32 (recall) | exact stage int8 / f32 | n_exact 64 (recall) | PLAID defaults | "
+             "1/3 budget |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, rep in out.items():
         r = rep["rows"]
         pd = rep["plaid_defaults_p50_ms"]
-        lines.append(f"| {name} | {r['probe']['p50_ms']:.2f} | {r['probe f32']['p50_ms']:.2f} | "
-                     f"{r['candidates']['p50_ms']:.2f} | "
+        cand = r['candidates']['p50_ms']
+        lines.append(f"| {name} | {rep['dim']} | {r['probe']['p50_ms']:.2f} | {r['probe f32']['p50_ms']:.2f} | "
+                     f"{cand:.2f} | "
                      f"{r['defaults']['p50_ms']:.2f} ({r['defaults']['recall_at_k']:.3f}) | "
                      f"{r['defaults f32']['p50_ms']:.2f} ({r['defaults f32']['recall_at_k']:.3f}) | "
-                     f"{r['defaults']['p50_ms'] - r['candidates']['p50_ms']:.2f} | "
+                     f"{r[EXACT_F32]['p50_ms']:.2f} ({r[EXACT_F32]['recall_at_k']:.3f}) | "
+                     f"{r['defaults']['p50_ms'] - cand:.2f} / {r[EXACT_F32]['p50_ms'] - cand:.2f} | "
                      f"{r['n_exact 64']['p50_ms']:.2f} ({r['n_exact 64']['recall_at_k']:.3f}) | "
                      + (f"{pd:.2f} | {pd / 3:.2f} |" if pd else "- | - |"))
     (RESULTS_DIR / "search_stages_families.md").write_text("\n".join(lines) + "\n")

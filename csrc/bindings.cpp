@@ -340,7 +340,7 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
                    const py::object& ivf_offsets_o, const py::object& centroids_o, const py::object& weights_o,
                    int nbits, const py::object& allowed_o, int64_t nprobe, double threshold, int64_t ndocs,
                    int64_t n_exact, int64_t k, int num_threads, const py::object& doc_cells_o,
-                   const py::object& cell_codes_o, const py::object& kept_o) {
+                   const py::object& cell_codes_o, const py::object& kept_o, bool exact_int8) {
   const char* fn = "search";
   const std::string f(fn);
   check_threads(fn, num_threads);
@@ -400,6 +400,9 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
   }
   // Optional: every token's kept vector, step 5 scoring them.
   const KeptArgs kept = kept_args(kept_o, fn, args.col.n, d);
+  expect(!exact_int8 || kept_o.is_none(),
+         f + ": exact_int8 scores the decompressed candidates, kept scores them by their kept vectors: pass one "
+             "or the other");
   py::array_t<float> scores({nq, k});
   py::array_t<int64_t> docs({nq, k});
   float* so = mutable_data(scores);
@@ -407,7 +410,7 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
   {
     py::gil_scoped_release release;
     const cpu::IvfView<Code> iv{ivf.data, ivf[0], ivf_offsets.data, cells.data, cell_offsets.data, ncells};
-    const cpu::SearchParams params{nprobe, threshold, ndocs, n_exact, k};
+    const cpu::SearchParams params{nprobe, threshold, ndocs, n_exact, k, exact_int8};
     cpu::search(Q.data, fused ? nullptr : S.data, nq, qlen, args.col, iv, args.allowed, params, so, dout, num_threads,
                 cpu::Int8Rows{cq.data, cs.data, csums.data},
                 kept.rows);
@@ -420,11 +423,11 @@ py::tuple search(const py::object& Q_o, const py::object& S_o, const py::object&
                  const py::object& ivf_offsets_o, const py::object& centroids_o, const py::object& weights_o,
                  int nbits, const py::object& allowed_o, int64_t nprobe, double threshold, int64_t ndocs,
                  int64_t n_exact, int64_t k, int num_threads, const py::object& doc_cells_o,
-                 const py::object& cell_codes_o, const py::object& kept_o) {
+                 const py::object& cell_codes_o, const py::object& kept_o, bool exact_int8) {
   return with_code_type(codes_o, "search", "codes", [&](auto code) {
     return search_t<decltype(code)>(Q_o, S_o, codes_o, packed_o, offsets_o, ivf_o, ivf_offsets_o, centroids_o,
                                     weights_o, nbits, allowed_o, nprobe, threshold, ndocs, n_exact, k,
-                                    num_threads, doc_cells_o, cell_codes_o, kept_o);
+                                    num_threads, doc_cells_o, cell_codes_o, kept_o, exact_int8);
   });
 }
 
@@ -506,6 +509,7 @@ PYBIND11_MODULE(_core, m) {
         py::arg("weights"), py::arg("nbits"), py::arg("allowed"), py::arg("nprobe"), py::arg("threshold"),
         py::arg("ndocs"), py::arg("n_exact"), py::arg("k"), py::kw_only(), py::arg("num_threads") = 0,
         py::arg("doc_cells") = py::none(), py::arg("cell_codes") = py::none(), py::arg("kept") = py::none(),
+        py::arg("exact_int8") = false,
         "PLAID search; see plaidx._kernels. -> (scores f32 (nq, k), docs i64 (nq, k))");
   m.def("assign_nearest", &assign_nearest, py::arg("X"), py::arg("coarse_t"), py::arg("n_groups"),
         py::arg("panels"), py::arg("pcol"), py::arg("ids"), py::arg("nprobe"), py::kw_only(),

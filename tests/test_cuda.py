@@ -216,17 +216,24 @@ def test_bad_arguments_raise_value_error():
 def test_index_search_on_gpu_matches_cpu_across_updates(tmp_path):
     docs, queries, _ = clustered_collection(n_docs=400, dim=64, n_topics=24, mean_len=30, n_queries=12, q_len=32)
     index = plaidx.Index.build(tmp_path / "ix", docs, nlist=64)
+
+    def on_cpu(k=10, nprobe=None, exact=False, doc_ids=None):  # the GPU's float32 exact stage, on the CPU
+        params = None if exact else plaidx.SearchParams(nprobe=nprobe, exact_scores="float32")
+        return index.search(queries, k=k, params=params, exact=exact, doc_ids=doc_ids)
+
     for kw in ({}, {"k": 25, "nprobe": 8}, {"exact": True}, {"doc_ids": np.arange(0, 400, 3)}):
-        assert_topk_equivalent(index.search(queries, device="cuda", **kw), index.search(queries, **kw))
+        assert_topk_equivalent(index.search(queries, device="cuda", **kw), on_cpu(**kw))
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        index.search(queries, device="cuda", params=plaidx.SearchParams(exact_scores="int8"))
     gone = [int(i) for i in index.search(queries[0], k=3, device="cuda")[1]]
     index.delete(gone)
     new = index.add(docs[:20])
     s_gpu, i_gpu = index.search(queries, k=10, device="cuda:0")  # a new generation: a new device copy
-    assert_topk_equivalent((s_gpu, i_gpu), index.search(queries, k=10))
+    assert_topk_equivalent((s_gpu, i_gpu), on_cpu(k=10))
     assert not set(gone) & set(i_gpu.ravel().tolist())
     s_new, i_new = index.search(queries, k=5, doc_ids=new, device="cuda")
     assert set(i_new.ravel().tolist()) <= set(new.tolist())
-    assert_topk_equivalent((s_new, i_new), index.search(queries, k=5, doc_ids=new))
+    assert_topk_equivalent((s_new, i_new), on_cpu(k=5, doc_ids=new))
     got = plaidx.maxsim(queries[:2], docs[:30], device="cuda")
     np.testing.assert_allclose(got, plaidx.maxsim(queries[:2], docs[:30]), rtol=1e-5, atol=1e-4)
 

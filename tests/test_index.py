@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zlib
 
@@ -37,11 +38,16 @@ def test_build_reports_its_shape(built, collection):
 def test_full_probe_equals_exhaustive_maxsim_over_decompressed(built, collection):
     docs, queries, _ = collection
     n = len(docs)
-    s_full, i_full = built.search(queries, k=10, nprobe=built.nlist, centroid_score_threshold=-1e9,
-                                  ndocs=n, n_exact=n)
+    full = plaidx.SearchParams(nprobe=built.nlist, centroid_score_threshold=-1e9, ndocs=n, n_exact=n)
+    s_full, i_full = built.search(queries, k=10, params=dataclasses.replace(full, exact_scores="float32"))
     s_ex, i_ex = built.search(queries, k=10, exact=True)
     np.testing.assert_allclose(s_full, s_ex, rtol=1e-5, atol=1e-5)
     assert (i_full == i_ex).mean() > 0.99
+    # the default int8 exact stage: the same documents but near-ties, scores within int8 rounding
+    s_q, i_q = built.search(queries, k=10, params=full)
+    assert not np.array_equal(s_q, s_full)  # (the int8 scores are a different computation)
+    np.testing.assert_allclose(s_q, s_full, rtol=0, atol=0.01 * queries.shape[1])
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(i_q, i_full)]) > 0.95
     # and exact mode is MaxSim over the reconstructed documents
     recon = [built.reconstruct(i) for i in range(n)]
     oracle_s, oracle_i = exact_topk(queries, recon, 10)
@@ -498,6 +504,43 @@ def test_kmeans_option_picks_flat_or_two_level(tmp_path, monkeypatch):
         index.recluster(kmeans="two-level")
 
 
+def test_exact_scores_pick_the_last_stage(built, collection, tmp_path):
+    """The default last stage scores the decoded tokens in int8 (the kernels' exact_int8), "float32" as float
+    MaxSim over the normalised ones; recall against exhaustive search is the same within 0.02 here. An
+    unknown value, or a value with the rerank tier, is a clear error."""
+    from plaidx.engine import kernels
+
+    _, queries, _ = collection
+    snap, a = built._snap, built._snap.a
+    ivf, ivf_offsets = snap.ivf()
+    p = plaidx.SearchParams().resolve(10, n_tokens=snap.n_tokens)
+    cells = kernels.quantize_rows(snap.codec.centroids)
+
+    def direct(**kw):
+        return kernels.search(queries, None, a["codes"], a["residuals"], a["doc_offsets"], ivf, ivf_offsets,
+                              snap.codec.centroids, snap.codec.weights, snap.nbits, np.zeros(0, np.uint8), p.nprobe,
+                              p.centroid_score_threshold, p.ndocs, p.n_exact, 10, cell_codes=cells, **kw)
+
+    int8 = built.search(queries, k=10)
+    f32 = built.search(queries, k=10, params=plaidx.SearchParams(exact_scores="float32"))
+    for got, want in ((int8, direct(exact_int8=True)), (f32, direct())):
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], built.ids[want[1]])
+    assert not np.array_equal(int8[0], f32[0])
+    again = built.search(queries, k=10, params=plaidx.SearchParams(exact_scores="int8"))
+    np.testing.assert_array_equal(again[0], int8[0])
+    _, truth = built.search(queries, k=10, exact=True)
+    overlap = [np.mean([len(set(r) & set(t)) / 10 for r, t in zip(ids, truth)]) for ids in (int8[1], f32[1])]
+    assert overlap[1] > 0.8 and abs(overlap[0] - overlap[1]) <= 0.02
+    with pytest.raises(ValueError, match="exact_scores must be one of"):
+        built.search(queries, k=10, params=plaidx.SearchParams(exact_scores="int4"))
+    docs, _, _ = collection
+    tier = plaidx.Index.build(tmp_path / "tier", docs[:40], nbits=2, nlist=16, keep_vectors="int8")
+    with pytest.raises(ValueError, match="exact_scores='float32' has no effect while the rerank tier"):
+        tier.search(queries, k=5, params=plaidx.SearchParams(exact_scores="float32"))
+    tier.search(queries, k=5, params=plaidx.SearchParams(exact_scores="float32", rerank=0))  # the codes' stage
+
+
 def test_cell_scores_pick_the_first_stage(built, collection):
     """The default first stage is the int8 one (the kernels' cell_codes), "float32" the float one; both
     reach the same recall here, and an unknown value is a clear error."""
@@ -515,8 +558,9 @@ def test_cell_scores_pick_the_first_stage(built, collection):
 
     int8 = built.search(queries, k=10)
     f32 = built.search(queries, k=10, params=plaidx.SearchParams(cell_scores="float32"))
-    np.testing.assert_array_equal(int8[1], direct(cell_codes=kernels.quantize_rows(snap.codec.centroids))[1])
-    np.testing.assert_array_equal(f32[1], direct()[1])
+    np.testing.assert_array_equal(int8[1], direct(cell_codes=kernels.quantize_rows(snap.codec.centroids),
+                                                  exact_int8=True)[1])
+    np.testing.assert_array_equal(f32[1], direct(exact_int8=True)[1])
     np.testing.assert_array_equal(built.search(queries, k=10, params=plaidx.SearchParams(cell_scores="int8"))[1],
                                   int8[1])
     _, truth = built.search(queries, k=10, exact=True)

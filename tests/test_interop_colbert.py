@@ -25,7 +25,8 @@ from plaidx.interop.safe_pickle import load_pt
 FIXTURES = Path(__file__).parent / "fixtures" / "interop"
 NAMES = ["colbert_d128_b2", "colbert_d96_b4"]
 # colbert-ai at k <= 10, its float32 centroid scores included
-PLAID_K10 = SearchParams(nprobe=1, centroid_score_threshold=0.5, ndocs=256, n_exact=64, cell_scores="float32")
+PLAID_K10 = SearchParams(nprobe=1, centroid_score_threshold=0.5, ndocs=256, n_exact=64, cell_scores="float32",
+                         exact_scores="float32")
 
 
 def _peer(name):

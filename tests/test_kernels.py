@@ -284,6 +284,8 @@ for i, (nprobe, thr, nd, ne, k) in enumerate([(2, 0.0, 30, 10, 5), (3, 0.2, 200,
                                                 a["allowed"], nprobe, thr, nd, ne, k)
     out[f"ks{i}"], out[f"kd{i}"] = _core.search(a["Q"], None, *col, a["ivf"], a["ivf_offsets"], *cw,
                                                 a["allowed"], nprobe, thr, nd, ne, k, kept=(a["kv"], a["ks"]))
+    out[f"xs{i}"], out[f"xd{i}"] = _core.search(a["Q"], a["S"], *col, a["ivf"], a["ivf_offsets"], *cw,
+                                                a["allowed"], nprobe, thr, nd, ne, k, exact_int8=True)
 out["es"], out["ed"] = _core.exact_search(a["Q"], *col, *cw, a["allowed"], 7)
 out["unit"] = _core.decompress(a["codes"], a["packed"], *cw, True)
 out["packed2"] = _core.compress(a["res"], a["cutoffs"], int(a["nbits"]))
@@ -330,6 +332,10 @@ def test_every_simd_copy_matches_reference(level, nbits, tmp_path):
                                kept=(kv, ks))
         np.testing.assert_array_equal(got[f"kd{i}"], kept_want[1])
         np.testing.assert_array_equal(got[f"ks{i}"], kept_want[0])
+        # this copy's int8 step 5 over the decoded tokens (the generic quantiser and kernel): the reference's
+        int8_want = run_search(ref, Q, S, col, allowed, nprobe=nprobe, threshold=thr, ndocs=nd, n_exact=ne, k=k,
+                               exact_int8=True)
+        assert_topk_equivalent((got[f"xs{i}"], got[f"xd{i}"]), int8_want, tol=1e-5)
     assert_topk_equivalent((got["es"], got["ed"]), run_exact(ref, Q, col, allowed, k=7))
     unit = ref.decompress(col["codes"], col["packed"], col["centroids"], col["weights"], col["nbits"], True)
     np.testing.assert_allclose(got["unit"], unit, rtol=1e-5, atol=1e-6)
@@ -627,6 +633,67 @@ def test_kept_vectors_score_the_last_stage_the_same_everywhere(qlen, d):
         if params["n_exact"] == 300:  # every document scored: the top k of the definition's scores
             every = np.array([_kept_score(Q[0], kv[offs[i]:offs[i + 1]], ks[offs[i]:offs[i + 1]]) for i in range(300)])
             np.testing.assert_array_equal(want[1][0], np.lexsort((np.arange(300), -every))[:12])
+
+
+def _exact_int8_score(q: np.ndarray, col: dict, doc: int) -> np.float32:
+    """Step 5 with exact_int8 for one document, stated from the definition: its decoded tokens quantised as
+    unit vectors (the bytes of quantize_int8 of the unit vector up to rounding ties, so checked against
+    cellq.quantize_unit_rows below), scored as kept int8 rows are."""
+    lo, hi = col["doc_offsets"][doc], col["doc_offsets"][doc + 1]
+    v = ref.decompress(col["codes"][lo:hi], col["packed"][lo:hi], col["centroids"], col["weights"], col["nbits"],
+                       False)
+    rows, scales = cellq.quantize_unit_rows(v)
+    unit = v / np.linalg.norm(v, axis=1, keepdims=True)
+    # the same rows as quantising the unit vectors (a byte off by one where x / s sits at a rounding tie)
+    assert np.abs(rows.astype(np.int16) - cellq.quantize_int8(unit)[0]).max() <= 1
+    np.testing.assert_allclose(rows * scales[:, None], unit, atol=1e-2 * np.abs(unit).max())
+    return _kept_score(q, rows, scales)
+
+
+@native
+@pytest.mark.parametrize("nbits", NBITS)
+@pytest.mark.parametrize("qlen", [1, 13, 32, 40])
+@pytest.mark.parametrize("d", [64, 136])
+def test_exact_int8_scores_the_decoded_tokens_the_same_everywhere(d, qlen, nbits):
+    """search(..., exact_int8=True) scores the n_exact candidates' decoded tokens in int8 (quantised as unit
+    vectors, cellq.quantize_unit_rows) against the quantised query: the reference's documents and scores
+    (scales may differ in the last bit of the norm), bit for bit with 1 or 2 threads, each score the
+    definition's for its document, and within a few hundredths of the float step 5."""
+    col = make_collection(40 + qlen + nbits, ndocs=300, d=d, nbits=nbits, nlist=40, max_len=37)
+    Q, S = make_queries(qlen, col, nq=3, qlen=qlen)
+    cells = _core.quantize_rows(col["centroids"])
+    for params in (dict(nprobe=3, threshold=0.0, ndocs=80, n_exact=30, k=10),
+                   dict(nprobe=40, threshold=-1.0, ndocs=300, n_exact=300, k=12)):
+        want = run_search(ref, Q, S, col, exact_int8=True, **params)
+        one = run_search(_core, Q, S, col, num_threads=1, exact_int8=True, **params)
+        assert_topk_equivalent(one, want, tol=1e-5)
+        for S_, cc in ((S, None), (None, cells)):
+            got = run_search(_core, Q, S_, col, num_threads=2, exact_int8=True, cell_codes=cc, **params)
+            if cc is None:
+                np.testing.assert_array_equal(got[0], one[0])
+                np.testing.assert_array_equal(got[1], one[1])
+            for qi in range(Q.shape[0]):
+                for sc, doc in zip(*[x[qi] for x in got]):
+                    np.testing.assert_allclose(sc, _exact_int8_score(Q[qi], col, doc), rtol=1e-6, atol=1e-6)
+        if params["n_exact"] == 300:  # every document scored: the float scores of step 5, nearly
+            fl = run_search(_core, Q, S, col, **params)
+            np.testing.assert_allclose(one[0], fl[0], atol=0.02 * qlen)
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_exact_int8_bad_input_is_a_clear_error(mod):
+    col = make_collection(3, ndocs=30, d=64, nbits=2, nlist=8)
+    Q, S = make_queries(3, col, nq=1, qlen=5)
+    kv, ks = _kept(col)
+    with pytest.raises(ValueError, match="pass one or the other"):
+        run_search(mod, Q, S, col, exact_int8=True, kept=(kv, ks))
+    Q[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="finite query values"):
+        run_search(mod, Q, S, col, exact_int8=True)
+    big = make_collection(4, ndocs=5, d=1032, nbits=2, nlist=4, max_len=3)
+    Qb, Sb = make_queries(4, big, nq=1, qlen=2)
+    with pytest.raises(ValueError, match="1024"):
+        run_search(mod, Qb, Sb, big, exact_int8=True)
 
 
 @native

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import plaidx
+from plaidx import SearchParams
 from plaidx.engine import build as build_mod
 from plaidx.engine import clustering, gpu, storage
 from plaidx.errors import IndexFormatError
@@ -88,14 +89,17 @@ def test_wide_index_stores_uint32_codes_and_searches_exactly(wide):
     np.testing.assert_array_equal(got, want)
     np.testing.assert_allclose(scores, np.take_along_axis(truth, np.argsort(-truth, axis=1)[:, :10], 1), rtol=1e-5)
     # PLAID with every cell probed and every candidate kept is the exhaustive search
-    full = index.search(queries, k=10, nprobe=NLIST, centroid_score_threshold=-9.0, ndocs=10_000, n_exact=10_000)
-    np.testing.assert_array_equal(full[1], want)
-    # the default PLAID search returns exact MaxSim scores of real documents
-    s, i = index.search(queries, k=10)
+    full = SearchParams(nprobe=NLIST, centroid_score_threshold=-9.0, ndocs=10_000, n_exact=10_000,
+                        exact_scores="float32")
+    np.testing.assert_array_equal(index.search(queries, k=10, params=full)[1], want)
+    # the default PLAID search returns MaxSim scores of real documents: exact with the float last stage, to
+    # int8 rounding with the default one
     col = {int(d): j for j, d in enumerate(ids)}
-    for q in range(queries.shape[0]):
-        assert (i[q] >= 0).all()
-        np.testing.assert_allclose(s[q], truth[q, [col[int(d)] for d in i[q]]], rtol=1e-5)
+    for params, tol in ((SearchParams(exact_scores="float32"), dict(rtol=1e-5)), (None, dict(atol=0.05))):
+        s, i = index.search(queries, k=10, params=params)
+        for q in range(queries.shape[0]):
+            assert (i[q] >= 0).all()
+            np.testing.assert_allclose(s[q], truth[q, [col[int(d)] for d in i[q]]], **tol)
 
 
 def test_wide_index_updates_keep_uint32_codes(tmp_path, fast_clustering):

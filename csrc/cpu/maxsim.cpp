@@ -62,6 +62,21 @@ PLAIDX_INLINE bool decode_normalize(const Compressed<Code>& col, int64_t t, int6
 }
 
 template <Isa I, class Code>
+PLAIDX_INLINE bool decode_plain_impl(const Compressed<Code>& col, int64_t t, int64_t nt, float* buf) {
+  const int64_t d = col.d, pb = d * col.nbits / 8;
+#if PLAIDX_HAVE_DECODE2_AVX512
+  if constexpr (I == Isa::kAvx512) {
+    if (col.nbits == 2 && (col.table == nullptr || have_decode2_avx512()))
+      return decode2_avx512(col.codes + t, col.packed + t * pb, nt, col.centroids, col.nlist, col.planes, d, buf);
+  }
+#endif
+  return decode_rows_any(col.nbits, col.codes + t, col.packed + t * pb, nt, col.centroids, col.nlist, col.table, d,
+                         buf);
+}
+PLAIDX_DISPATCH_CODE(bool, decode_plain, (const Compressed<Code>& col, int64_t t, int64_t nt, float* buf),
+                     (col, t, nt, buf))
+
+template <Isa I, class Code>
 PLAIDX_INLINE bool exact_docs_impl(const float* Qt, int64_t qlen, const Compressed<Code>& col, const int64_t* docs,
                                    int64_t count, float* buf, float* run_max, float* out) {
   const int64_t d = col.d, qp = padded_qlen(qlen), pb = d * col.nbits / 8;
@@ -128,6 +143,14 @@ void exact_scores(const float* Qt, int64_t qlen, const Compressed<Code>& col, co
     throw std::invalid_argument("codes: a centroid id is >= nlist (" + std::to_string(col.nlist) + ")");
 }
 
+template <class Code>
+void decode_tokens(const Compressed<Code>& col, int64_t t, int64_t nt, float* buf) {
+  if (!decode_plain(col, t, nt, buf))
+    throw std::invalid_argument("codes: a centroid id is >= nlist (" + std::to_string(col.nlist) + ")");
+}
+
+template void decode_tokens<uint16_t>(const Compressed<uint16_t>&, int64_t, int64_t, float*);
+template void decode_tokens<uint32_t>(const Compressed<uint32_t>&, int64_t, int64_t, float*);
 template void exact_scores<uint16_t>(const float*, int64_t, const Compressed<uint16_t>&, const int64_t*, int64_t,
                                      float*);
 template void exact_scores<uint32_t>(const float*, int64_t, const Compressed<uint32_t>&, const int64_t*, int64_t,

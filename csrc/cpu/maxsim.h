@@ -47,4 +47,9 @@ template <class Code>
 void exact_scores(const float* Qt, int64_t qlen, const Compressed<Code>& col, const int64_t* docs, int64_t count,
                   float* out);
 
+// Tokens [t, t + nt) of col decoded (centroid plus bucket weights, not normalised) into buf (nt, d): the
+// reference's values bit for bit. Throws std::invalid_argument when a code is >= nlist. Serial.
+template <class Code>
+void decode_tokens(const Compressed<Code>& col, int64_t t, int64_t nt, float* buf);
+
 }  // namespace plaidx::cpu

@@ -43,4 +43,32 @@ inline bool quantize_rows(const float* x, int64_t n, int64_t d, int8_t* q, float
   return true;
 }
 
+// The exact stage's int8 rows (search with exact_int8): decoded tokens x (n, d), not normalised, quantised
+// as their unit vectors would be, without normalising them first:
+//   p = max(max_j |x_j|, 1e-30), q_j = rint(x_j * (127 / p)) clamped to [-127, 127],
+//   scale = (p / 127) / max(||x||, 1e-12),
+// so that q * scale ~= x / ||x||. The bytes are one float operation per step (the reference's numpy gives
+// the same); ||x|| is summed in the kernel's order, so scales may differ between copies in the last bit.
+// n rows; the input is finite by construction (centroid plus bucket weight).
+inline void quantize_unit_rows(const float* x, int64_t n, int64_t d, int8_t* q, float* scale) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = x + i * d;
+    float m = 0.0f, ss = 0.0f;
+    for (int64_t j = 0; j < d; ++j) {
+      const float v = std::fabs(row[j]);
+      m = v > m ? v : m;
+      ss += row[j] * row[j];
+    }
+    const float p = m > 1e-30f ? m : 1e-30f;
+    const float inv = 127.0f / p;
+    for (int64_t j = 0; j < d; ++j) {
+      float r = std::nearbyint(row[j] * inv);
+      r = r > 127.0f ? 127.0f : (r < -127.0f ? -127.0f : r);
+      q[i * d + j] = static_cast<int8_t>(r);
+    }
+    const float norm = std::sqrt(ss);
+    scale[i] = (p / 127.0f) / (norm < 1e-12f ? 1e-12f : norm);
+  }
+}
+
 }  // namespace plaidx::cpu

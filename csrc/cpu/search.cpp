@@ -22,6 +22,7 @@
 #include "cpu/parallel.h"
 #include "cpu/quantize.h"
 #include "cpu/simd.h"
+#include "cpu/token.h"
 #include "cpu/topk.h"
 #include "cpu/validate.h"
 
@@ -36,6 +37,7 @@ constexpr int64_t kMinCellScores = 1 << 19;         // S entries transposed
 constexpr int64_t kMinCellDots = int64_t{16} << 20;  // multiply-adds of the fused cell scores
 constexpr int64_t kMinCentroidTokens = 1 << 15;     // tokens scored with centroid scores
 constexpr int64_t kMinExactTokens = 512;            // tokens decompressed and scored exactly
+constexpr int64_t kQuantBlock = 32;                 // tokens decoded and quantised per pass (exact_int8)
 constexpr int64_t kMinKeptTokens = 2048;            // kept tokens scored (cheaper each than decompressing)
 constexpr int64_t kHalfBlock = 64;                  // float16 tokens converted per pass
 constexpr int64_t kProbeBuffer = 64;                // nprobe up to which the probe keeps a sorted buffer
@@ -49,6 +51,7 @@ struct QuantQuery {
   std::vector<float> qscale;
   std::vector<uint8_t> qq;
   std::vector<float> qf;
+  std::vector<int32_t> qsum;  // vnni: (qp16,) sum_j qi[a, j] (0 for padding columns)
 };
 
 struct FreeDeleter {
@@ -220,7 +223,9 @@ PLAIDX_VNNI_TARGET inline __m512i dpbusd(__m512i acc, __m512i a, __m512i b) {
 // acc[i][u] = the exact int32 dot products of the T int8 rows at rows (stride d) against query columns
 // [a0 + 16 u, a0 + 16 u + 16) of qq ((d / 4, qp16, 4) bytes: the query's int8 values + 128), plus 128 times
 // the row's sum (the offset of the query bytes), by vpdpbusd: 4 byte products per lane and step.
-template <int T, int NA>
+// RowsBiased: the rows' bytes are their int8 values + 128 instead (the exact stage's), the query's are taken
+// back to int8 (xor 0x80), and the offset is 128 times the query column's sum.
+template <int T, int NA, bool RowsBiased = false>
 PLAIDX_VNNI_TARGET inline void vnni_dots(const uint8_t* qq, int64_t qp16, const int8_t* rows, int64_t d, int64_t a0,
                                          __m512i (&acc)[T][NA]) {
   for (int i = 0; i < T; ++i)
@@ -228,12 +233,20 @@ PLAIDX_VNNI_TARGET inline void vnni_dots(const uint8_t* qq, int64_t qp16, const 
   const int64_t groups = d / 4;
   for (int64_t g = 0; g < groups; ++g) {
     __m512i qv[NA];
-    for (int u = 0; u < NA; ++u) qv[u] = _mm512_loadu_si512(qq + (g * qp16 + a0 + 16 * u) * 4);
+    for (int u = 0; u < NA; ++u) {
+      qv[u] = _mm512_loadu_si512(qq + (g * qp16 + a0 + 16 * u) * 4);
+      if constexpr (RowsBiased) qv[u] = _mm512_xor_si512(qv[u], _mm512_set1_epi8(static_cast<char>(0x80)));
+    }
     for (int i = 0; i < T; ++i) {
       int32_t w;
       std::memcpy(&w, rows + i * d + 4 * g, sizeof(w));
       const __m512i b = _mm512_set1_epi32(w);
-      for (int u = 0; u < NA; ++u) acc[i][u] = dpbusd(acc[i][u], qv[u], b);
+      for (int u = 0; u < NA; ++u) {
+        if constexpr (RowsBiased)
+          acc[i][u] = dpbusd(acc[i][u], b, qv[u]);
+        else
+          acc[i][u] = dpbusd(acc[i][u], qv[u], b);
+      }
     }
   }
 }
@@ -351,6 +364,99 @@ PLAIDX_VNNI_TARGET void kept_max_vnni(const uint8_t* qq, int64_t qp16, const flo
       vnni_kept_columns<2>(qq, qp16, qscale, rows, vs, nt, d, a0, run_max);
     else
       vnni_kept_columns<1>(qq, qp16, qscale, rows, vs, nt, d, a0, run_max);
+  }
+}
+// T exact-stage rows (bytes: int8 values + 128, scales vs) against query columns [a0, a0 + 16 * NA): the
+// values vnni_kept_tile gives the same int8 rows, with the offset 128 * qsum[a] (the query columns' sums)
+// taken off instead of each row's.
+template <int T, int NA>
+PLAIDX_VNNI_TARGET inline void vnni_exact_tile(const uint8_t* qq, int64_t qp16, const float* qscale,
+                                               const int32_t* qsum, const int8_t* rows, const float* vs, int64_t d,
+                                               int64_t a0, __m512 (&m)[NA]) {
+  __m512i acc[T][NA];
+  vnni_dots<T, NA, true>(qq, qp16, rows, d, a0, acc);
+  for (int u = 0; u < NA; ++u) {
+    const __m512 qs = _mm512_loadu_ps(qscale + a0 + 16 * u);
+    const __m512i off = _mm512_slli_epi32(_mm512_loadu_si512(qsum + a0 + 16 * u), 7);
+    for (int i = 0; i < T; ++i) {
+      __m512 f = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][u], off));
+      f = _mm512_mul_ps(_mm512_mul_ps(f, _mm512_set1_ps(vs[i])), qs);
+      m[u] = _mm512_max_ps(f, m[u]);  // f > m ? f : m, as vmax_update
+    }
+  }
+}
+
+template <int NA>
+PLAIDX_VNNI_TARGET inline void vnni_exact_columns(const uint8_t* qq, int64_t qp16, const float* qscale,
+                                                  const int32_t* qsum, const int8_t* rows, const float* vs,
+                                                  int64_t nt, int64_t d, int64_t a0, float* run_max) {
+  __m512 m[NA];
+  for (int u = 0; u < NA; ++u) m[u] = _mm512_loadu_ps(run_max + a0 + 16 * u);
+  int64_t t = 0;
+  for (; t + 8 <= nt; t += 8) vnni_exact_tile<8, NA>(qq, qp16, qscale, qsum, rows + t * d, vs + t, d, a0, m);
+  for (; t < nt; ++t) vnni_exact_tile<1, NA>(qq, qp16, qscale, qsum, rows + t * d, vs + t, d, a0, m);
+  for (int u = 0; u < NA; ++u) _mm512_storeu_ps(run_max + a0 + 16 * u, m[u]);
+}
+
+// run_max (qp16,) = running maxima over the exact stage's biased rows (nt, d) of one document: the values
+// kept_max_vnni gives the same rows unbiased.
+PLAIDX_VNNI_TARGET void exact_max_vnni(const uint8_t* qq, int64_t qp16, const float* qscale, const int32_t* qsum,
+                                       const int8_t* rows, const float* vs, int64_t nt, int64_t d, float* run_max) {
+  for (int64_t a0 = 0; a0 < qp16; a0 += 32) {
+    if (a0 + 16 < qp16)
+      vnni_exact_columns<2>(qq, qp16, qscale, qsum, rows, vs, nt, d, a0, run_max);
+    else
+      vnni_exact_columns<1>(qq, qp16, qscale, qsum, rows, vs, nt, d, a0, run_max);
+  }
+}
+
+// quantize_unit_rows of the n <= kQuantBlock rows of x (n, d): the same bytes (cvtps rounds to nearest even, as
+// nearbyint in the default mode; |x_j| <= p makes the products round into [-127, 127], so no clamp is needed);
+// the squared norm summed in 16 lanes, so a scale may differ from the generic copy's in the last bit. In three
+// passes (row maxima and norms; every row's 127 / p and scale at once; the bytes), so that no row waits on its
+// own division.
+// The bytes are stored + 128 (xor 0x80: exact_max_vnni's rows).
+PLAIDX_VNNI_TARGET void quantize_unit_rows_avx512(const float* x, int64_t n, int64_t d, int8_t* q, float* scale) {
+  const __m128i bias = _mm_set1_epi8(static_cast<char>(0x80));
+  alignas(64) float peak[kQuantBlock], sq[kQuantBlock], inv[kQuantBlock];
+  const __mmask16 tail = d % 16 == 0 ? __mmask16{0xFFFF} : __mmask16{0x00FF};
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = x + i * d;
+    __m512 m = _mm512_setzero_ps(), ss = _mm512_setzero_ps();
+    int64_t j = 0;
+    for (; j + 16 <= d; j += 16) {
+      const __m512 v = _mm512_loadu_ps(row + j);
+      m = _mm512_max_ps(m, _mm512_abs_ps(v));
+      ss = _mm512_fmadd_ps(v, v, ss);
+    }
+    if (j < d) {
+      const __m512 v = _mm512_maskz_loadu_ps(tail, row + j);
+      m = _mm512_max_ps(m, _mm512_abs_ps(v));
+      ss = _mm512_fmadd_ps(v, v, ss);
+    }
+    peak[i] = _mm512_reduce_max_ps(m);
+    sq[i] = _mm512_reduce_add_ps(ss);
+  }
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 k = n - i >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __m512 p = _mm512_max_ps(_mm512_maskz_loadu_ps(k, peak + i), _mm512_set1_ps(1e-30f));
+    const __m512 norm = _mm512_max_ps(_mm512_sqrt_ps(_mm512_maskz_loadu_ps(k, sq + i)), _mm512_set1_ps(1e-12f));
+    _mm512_mask_storeu_ps(inv + i, k, _mm512_div_ps(_mm512_set1_ps(127.0f), p));
+    _mm512_mask_storeu_ps(scale + i, k, _mm512_div_ps(_mm512_div_ps(p, _mm512_set1_ps(127.0f)), norm));
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = x + i * d;
+    const __m512 f = _mm512_set1_ps(inv[i]);
+    int64_t j = 0;
+    for (; j + 16 <= d; j += 16)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i * d + j),
+                       _mm_xor_si128(_mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(row + j), f))),
+                                     bias));
+    if (j < d)
+      _mm_mask_storeu_epi8(q + i * d + j, static_cast<__mmask16>(tail),
+                           _mm_xor_si128(_mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(
+                                             _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, row + j), f))),
+                                         bias));
   }
 }
 #undef PLAIDX_VNNI_TARGET
@@ -731,6 +837,50 @@ void kept_scores_parallel(const KeptScorer& ks, const int64_t* docs, int64_t cou
       Schedule::kDynamic);
 }
 
+// out[i] = step 5's score of document docs[i] with exact_int8 (search.h): its tokens decoded, quantised as
+// unit vectors (quantize_unit_rows) and scored like kept int8 rows; in parallel over chunks of the documents.
+template <class Code>
+void exact_q_scores_parallel(const Compressed<Code>& col, int64_t qlen, bool vnni, const QuantQuery& qz,
+                             const int64_t* docs, int64_t count, float* out, int threads) {
+  const int64_t d = col.d, qp = padded_qlen(qlen), qp16 = (qp + 15) / 16 * 16, pb = d * col.nbits / 8;
+  if (threads > 1) threads = threads_for(count_doc_tokens(col.doc_offsets, docs, count), kMinExactTokens, threads);
+  parallel_chunks(
+      count, std::max<int64_t>(1, grain_for(count, threads, 8)), threads,
+      [&](int64_t b, int64_t e) {
+        std::vector<float> run_max(static_cast<size_t>(qp16));
+        std::vector<float> buf(static_cast<size_t>(kQuantBlock * d)), vs(static_cast<size_t>(kQuantBlock));
+        std::vector<int8_t> rows(static_cast<size_t>(kQuantBlock * d));
+        for (int64_t i = b; i < e; ++i) {
+          const int64_t lo = col.doc_offsets[docs[i]], hi = col.doc_offsets[docs[i] + 1];
+          std::fill(run_max.begin(), run_max.end(), kNegInf);
+          for (int64_t t = lo; t < hi; t += kQuantBlock) {
+            const int64_t nt = std::min(kQuantBlock, hi - t);
+            if (t + nt < hi) {  // the next block of this document, or the first block of the next one
+              prefetch_centroids(col.codes, t + nt, std::min(t + nt + kQuantBlock, hi), col.centroids, col.nlist,
+                                 d);
+            } else if (i + 1 < e) {
+              const int64_t lo2 = col.doc_offsets[docs[i + 1]], hi2 = col.doc_offsets[docs[i + 1] + 1];
+              prefetch_centroids(col.codes, lo2, std::min(lo2 + kQuantBlock, hi2), col.centroids, col.nlist, d);
+              prefetch_bytes(col.packed + lo2 * pb, std::min(lo2 + kQuantBlock, hi2) - lo2, pb);
+            }
+            decode_tokens(col, t, nt, buf.data());
+#if PLAIDX_HAVE_VNNI
+            if (vnni) {
+              quantize_unit_rows_avx512(buf.data(), nt, d, rows.data(), vs.data());
+              exact_max_vnni(qz.qq.data(), qp16, qz.qscale.data(), qz.qsum.data(), rows.data(), vs.data(), nt, d,
+                             run_max.data());
+              continue;
+            }
+#endif
+            quantize_unit_rows(buf.data(), nt, d, rows.data(), vs.data());
+            kept_max_q(qz.qf.data(), qz.qscale.data(), qp, rows.data(), vs.data(), nt, d, run_max.data());
+          }
+          out[i] = hi > lo ? sum_first(run_max.data(), qlen) : 0.0f;
+        }
+      },
+      Schedule::kDynamic);
+}
+
 // The query q (qlen, d) quantised into qz in the layout of the kernels that run; throws on a value that is
 // not finite.
 void prepare_quantized_query(const float* Qq, int64_t qlen, int64_t d, bool vnni, QuantQuery& qz) {
@@ -738,8 +888,11 @@ void prepare_quantized_query(const float* Qq, int64_t qlen, int64_t d, bool vnni
   qz.qi.resize(static_cast<size_t>(qlen * d));
   qz.qscale.assign(static_cast<size_t>(qp16 + 16), 0.0f);
   if (!quantize_rows(Qq, qlen, d, qz.qi.data(), qz.qscale.data()))
-    throw std::invalid_argument("search: quantised scores (cell_codes, kept) need finite query values");
+    throw std::invalid_argument("search: quantised scores (cell_codes, kept, exact_int8) need finite query values");
   if (vnni) {
+    qz.qsum.assign(static_cast<size_t>(qp16), 0);
+    for (int64_t a = 0; a < qlen; ++a)
+      for (int64_t j = 0; j < d; ++j) qz.qsum[static_cast<size_t>(a)] += qz.qi[a * d + j];
     qz.qq.assign(static_cast<size_t>(d / 4 * qp16 * 4), uint8_t{128});
     for (int64_t a = 0; a < qlen; ++a)
       for (int64_t j = 0; j < d; ++j)
@@ -771,7 +924,7 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
   const float* Qt = ctx.Qt + q * col.d * qp;
   const CellCodes& cc = ctx.cells;
   const bool quantized = cc.cq != nullptr;  // (set only when the search scores the centroids itself)
-  if (quantized || ctx.kept.int8.q != nullptr)
+  if (quantized || ctx.kept.int8.q != nullptr || ctx.p.exact_int8)
     prepare_quantized_query(ctx.Q + q * qlen * col.d, qlen, col.d, ctx.vnni, ws.qz);
 
   // 1. transposed scores, kept cells, probed cells
@@ -868,6 +1021,8 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
   if (ctx.kept.int8.q != nullptr || ctx.kept.half != nullptr)
     kept_scores_parallel(KeptScorer{col.doc_offsets, ctx.kept, col.d, qlen, ctx.vnni, &ws.qz, Qt}, ws.docs.data(), m,
                          ws.scores.data(), threads);
+  else if (ctx.p.exact_int8)
+    exact_q_scores_parallel(col, qlen, ctx.vnni, ws.qz, ws.docs.data(), m, ws.scores.data(), threads);
   else
     exact_scores_parallel(Qt, qlen, col, ws.docs.data(), m, ws.scores.data(), threads);
   for (int64_t i = 0; i < m; ++i) ws.items[i] = Scored{ws.scores[i], ws.docs[i]};
@@ -907,6 +1062,10 @@ void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Comp
   for (int64_t c = 0; c < col.nlist; ++c) empty[c] = ivf.ivf_offsets[c + 1] == ivf.ivf_offsets[c] ? 1 : 0;
   check_quantized_dim(cell_codes.q != nullptr, col.d, "search: quantised cell scores (cell_codes)");
   check_quantized_dim(kept.int8.q != nullptr, col.d, "search: kept int8 vectors");
+  check_quantized_dim(params.exact_int8, col.d, "search: int8 exact scores (exact_int8)");
+  if (params.exact_int8 && (kept.int8.q != nullptr || kept.half != nullptr))
+    throw std::invalid_argument("search: exact_int8 scores the decompressed candidates; with kept vectors they are "
+                                "scored by those instead: pass one or the other");
   const bool vnni = have_vnni() && (qp + 15) / 16 * 16 <= kMaxQp16;
   CellCodes cells;
   if (S == nullptr && cell_codes.q != nullptr) {  // (each query's values are checked as it is quantised)

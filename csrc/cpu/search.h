@@ -47,6 +47,10 @@ struct SearchParams {
   int64_t ndocs;    // candidates kept after the pruned centroid scores
   int64_t n_exact;  // candidates kept after the full centroid scores, scored exactly
   int64_t k;
+  // Step 5 over the decompressed tokens in int8 (quantize.h: quantize_unit_rows) against the quantised query:
+  //   sum_a max_t (float(<q[t], qa[a]>) * scale[t]) * sa[a],
+  // the kept int8 rule applied to the decoded unit vectors (same finiteness and d conditions). Not with kept.
+  bool exact_int8 = false;
 };
 
 // Rows quantised as quantize.h says: q (n, d) int8, scale (n,) and, where a kernel needs them, sums (n,)

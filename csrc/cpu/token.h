@@ -139,12 +139,12 @@ inline bool have_decode2_avx512() {
   return ok;
 }
 
-// decode_rows<2> followed by normalize() on each row, for nbits == 2, 16 dimensions per step: the two
-// code bits of 16 dimensions are gathered into two lane masks (pext), which pick each dimension's
-// bucket weight from planes (4, d) (weights transposed, bucket-major) with three blends, instead of
-// one table lookup per byte. Same values bit for bit (each decoded value is one addition).
+// decode_rows<2> for nbits == 2, 16 dimensions per step: the two code bits of 16 dimensions are
+// gathered into two lane masks (pext), which pick each dimension's bucket weight from planes (4, d)
+// (weights transposed, bucket-major) with three blends, instead of one table lookup per byte. Same
+// values bit for bit (each decoded value is one addition).
 template <class Code>
-__attribute__((target("avx512f,avx2,fma,bmi2"))) inline bool decode_normalize2_avx512(
+__attribute__((target("avx512f,avx2,fma,bmi2"))) inline bool decode2_avx512(
     const Code* codes, const uint8_t* packed, int64_t nt, const float* centroids, int64_t nlist,
     const float* planes, int64_t d, float* out) {
   const int64_t pb = d / 4;
@@ -179,6 +179,15 @@ __attribute__((target("avx512f,avx2,fma,bmi2"))) inline bool decode_normalize2_a
       _mm512_mask_storeu_ps(o + j, low8, v);
     }
   }
+  return true;
+}
+
+// decode2_avx512 followed by normalize() on each row.
+template <class Code>
+__attribute__((target("avx512f,avx2,fma,bmi2"))) inline bool decode_normalize2_avx512(
+    const Code* codes, const uint8_t* packed, int64_t nt, const float* centroids, int64_t nlist,
+    const float* planes, int64_t d, float* out) {
+  if (!decode2_avx512(codes, packed, nt, centroids, nlist, planes, d, out)) return false;
   normalize_rows(out, nt, d);
   return true;
 }

@@ -51,6 +51,22 @@ def quantized_scores(qq: np.ndarray, qs: np.ndarray, rows: np.ndarray, scales: n
     return (dots * scales[None, :]) * qs[:, None]
 
 
+def quantize_unit_rows(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The exact stage's int8 rows (search with ``exact_int8``): decoded tokens v f32 (n, d), not normalised,
+    quantised as their unit vectors would be, without normalising them first.
+
+    p = max(max_j |v_j|, 1e-30); q = rint(v * (127 / p)) (within [-127, 127] by construction); scale =
+    (p / 127) / max(||v||, 1e-12), so q * scale ~= v / ||v||. Each step is one float32 operation, so the
+    native kernels give the same bytes; ||v|| is summed in another order there, so a scale may differ in its
+    last bit (csrc/cpu/quantize.h: quantize_unit_rows).
+    """
+    v = np.asarray(v, dtype=np.float32)
+    p = np.maximum(np.abs(v).max(axis=1), np.float32(1e-30)) if v.shape[1] else np.full(v.shape[0], 1e-30, np.float32)
+    q = np.clip(np.rint(v * (np.float32(127) / p)[:, None]), -127, 127).astype(np.int8)
+    norm = np.maximum(np.sqrt(np.einsum("ij,ij->i", v, v, dtype=np.float32)), np.float32(1e-12))
+    return q, ((p / np.float32(127)) / norm).astype(np.float32)
+
+
 def kept_maxsim(q: np.ndarray, rows: np.ndarray, scales: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """f32 (ndocs,): the quantised MaxSim of one query q (qlen, d) over int8 token rows (the int8 rerank tier).
 

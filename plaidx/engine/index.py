@@ -289,13 +289,19 @@ class Index:
             nprobe_eff = min(p.nprobe, snap.nlist)
             # the int8 centroids the first stage scores against (cellq.py), or None: float32 scores
             cells = snap.cell_codes if p.cell_scores != "float32" else None
+            if p.exact_scores == "int8" and coll is not None:
+                raise ValueError("exact_scores='int8' runs on the CPU: leave it None (float32 on a GPU) or search "
+                                 "with device=None")
+            exact_int8 = kept is None and not tier and p.exact_scores != "float32" and (
+                p.exact_scores == "int8" or snap.dim <= cellq.MAX_QUANTIZED_DIM)
 
             def plaid(qs: np.ndarray, n_probe: int) -> tuple[np.ndarray, np.ndarray]:
                 if coll is not None:
                     s, i = coll.search(qs, allowed, n_probe, p.centroid_score_threshold, p.ndocs, p.n_exact,
                                        k_search, quantized=cells is not None)
                 else:
-                    s, i = self._search_cpu(qs, allowed, p, cells, n_probe, k_search, num_threads, kept)
+                    s, i = self._search_cpu(qs, allowed, p, cells, n_probe, k_search, num_threads, kept,
+                                            exact_int8)
                 if tier and kept is None:
                     s, i = snap.kept.rerank(qs, a["doc_offsets"], i, k, num_threads=num_threads)
                 return s, i
@@ -322,7 +328,7 @@ class Index:
         return scores.astype(np.float32, copy=False), snap.ids_of(pos)
 
     def _search_cpu(self, q: np.ndarray, allowed: np.ndarray, p: SearchParams, cells: Any, nprobe: int, k: int,
-                    num_threads: int, kept: Any = None) -> tuple[np.ndarray, np.ndarray]:
+                    num_threads: int, kept: Any = None, exact_int8: bool = False) -> tuple[np.ndarray, np.ndarray]:
         snap, a = self._snap, self._snap.a
         ivf, ivf_offsets = snap.ivf()
         # The native search scores the query tokens against the centroids itself, per query and straight
@@ -333,6 +339,8 @@ class Index:
         extra = {"doc_cells": snap.doc_cells(), "cell_codes": cells} if native else {}
         if kept is not None:
             extra["kept"] = kept
+        if exact_int8:
+            extra["exact_int8"] = True
 
         def run(qc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             if native:

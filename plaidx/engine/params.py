@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 LARGE_INDEX_TOKENS = 1 << 22  # about 4M token embeddings
 CELL_SCORES = (None, "int8", "float32")  # SearchParams.cell_scores (None: "int8")
+EXACT_SCORES = (None, "int8", "float32")  # SearchParams.exact_scores (None: "int8" where d <= 1024)
 TIER_MIN_NPROBE = 8  # the rerank tier's defaults (SearchParams.resolve with tier=True)
 TIER_NDOCS_FACTOR = 4
 TIER_MIN_NPROBE_LARGE = 4  # ... from LARGE_INDEX_TOKENS, where the plain ndocs is already 4x larger
@@ -51,6 +52,15 @@ class SearchParams:
         0.002 recall@10 of float32 on our collections). ``"float32"``: float dot products, as Stanford
         PLAID and earlier plaidx releases (to reproduce their candidates exactly). Passed through
         :meth:`resolve` unchanged.
+    exact_scores : "int8", "float32" or None
+        How the last stage scores the ``n_exact`` candidates' decompressed tokens. None or ``"int8"``: each
+        decoded token quantised to int8 as its unit vector, against the int8 query (the scoring of the
+        int8 rerank tier): the exact stage in about 0.6x the time on AVX-512 VNNI CPUs, recall@10 within
+        0.001 of float32 on our collections (benchmarks/results/exact_scores_families.md). ``"float32"``:
+        float MaxSim over the normalised decoded tokens, as Stanford PLAID and earlier plaidx releases.
+        None falls back to float32 where int8 sums would not be exact (d > 1024) and on a GPU; the
+        exhaustive ``exact=True`` search is always float32. Not with the rerank tier, whose kept vectors
+        score the candidates instead. Passed through :meth:`resolve` unchanged.
 
     ``SearchParams(nprobe=4)`` overrides one knob; :meth:`resolve` fills in the others.
     """
@@ -61,6 +71,7 @@ class SearchParams:
     n_exact: Optional[int] = None
     rerank: Optional[int] = None
     cell_scores: Optional[str] = None
+    exact_scores: Optional[str] = None
 
     def is_default(self) -> bool:
         """True when no knob is set (every value comes from the defaults)."""
@@ -82,9 +93,17 @@ class SearchParams:
         """
         if self.cell_scores not in CELL_SCORES:
             raise ValueError(f"cell_scores must be one of {', '.join(map(repr, CELL_SCORES))}, got {self.cell_scores!r}")
+        if self.exact_scores not in EXACT_SCORES:
+            raise ValueError(f"exact_scores must be one of {', '.join(map(repr, EXACT_SCORES))}, got "
+                             f"{self.exact_scores!r}")
         if not tier:
             return replace(SearchParams.for_k(k, self.nprobe, self.centroid_score_threshold, self.ndocs, self.n_exact,
-                                              n_tokens=n_tokens), rerank=self.rerank, cell_scores=self.cell_scores)
+                                              n_tokens=n_tokens), rerank=self.rerank, cell_scores=self.cell_scores,
+                           exact_scores=self.exact_scores)
+        if self.exact_scores is not None:
+            raise ValueError(f"exact_scores={self.exact_scores!r} has no effect while the rerank tier scores the "
+                             "candidates by their kept vectors: drop it, or set rerank=0 to score n_exact candidates "
+                             "by their codes")
         if self.n_exact is not None:
             raise ValueError(f"n_exact={self.n_exact!r} has no effect while the rerank tier scores the candidates: "
                              "the best `rerank` candidates of the centroid stage are scored by their kept vectors. "

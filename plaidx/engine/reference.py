@@ -388,7 +388,7 @@ def _kept_arrays(fn: str, kept: Any, Q: np.ndarray, n: int) -> tuple[np.ndarray,
             f"{fn}: kept must hold one row (and one scale, for int8) per token: (n, d) = {(n, d)}")
     if ks is not None:
         _expect(d <= cellq.MAX_QUANTIZED_DIM, f"{fn}: kept int8 vectors need d <= {cellq.MAX_QUANTIZED_DIM}")
-        _expect(bool(np.isfinite(Q).all()), f"{fn}: quantised scores (cell_codes, kept) need finite query values")
+        _expect(bool(np.isfinite(Q).all()), f"{fn}: quantised scores (cell_codes, kept, exact_int8) need finite query values")
     return kv, ks
 
 
@@ -401,6 +401,18 @@ def _kept_step(q: np.ndarray, kv: np.ndarray, ks: np.ndarray | None, doc_offsets
     if ks is None:
         return maxsim(q[None], np.ascontiguousarray(kv[take], dtype=np.float32), offs)[0]
     return cellq.kept_maxsim(q, kv[take], ks[take], offs)
+
+
+def _exact_int8_step(q: np.ndarray, codes: np.ndarray, packed: np.ndarray, doc_offsets: np.ndarray,
+                     docs: np.ndarray, centroids: np.ndarray, weights: np.ndarray, nbits: int) -> np.ndarray:
+    """Step 5 with exact_int8: f32 (m,) scores of one query (qlen, d) for the documents docs."""
+    starts, ends = doc_offsets[docs], doc_offsets[docs + 1]
+    take = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)]) if docs.size else np.zeros(0, np.int64)
+    offs = np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64)
+    v = np.empty((take.size, q.shape[1]), np.float32)
+    _decompress_loop(codes[take], packed[take], centroids, weights, nbits, False, v)
+    rows, scales = cellq.quantize_unit_rows(v)
+    return cellq.kept_maxsim(q, rows, scales, offs)
 
 
 def kept_scores(Q: np.ndarray, kept: Any, doc_offsets: np.ndarray, docs: np.ndarray, *,
@@ -425,12 +437,14 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
            ivf: np.ndarray, ivf_offsets: np.ndarray, centroids: np.ndarray, weights: np.ndarray, nbits: int,
            allowed: np.ndarray, nprobe: int, threshold: float, ndocs: int, n_exact: int, k: int, *,
            num_threads: int = 0, doc_cells: Any = None,
-           cell_codes: Any = None, kept: Any = None) -> tuple[np.ndarray, np.ndarray]:
+           cell_codes: Any = None, kept: Any = None, exact_int8: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """PLAID search, steps 1-5 of the contract -> (scores f32 (nq, k), docs i64 (nq, k)).
 
     doc_cells (the native kernel's shortcut) gives the same scores by definition and is not read here.
     cell_codes (quantize_rows(centroids)): with S None, the quantised cell scores.
     kept ((vectors int8 (n, d), scales f32 (n,))): step 5 over the kept int8 vectors (cellq.kept_maxsim).
+    exact_int8: step 5 over the decompressed tokens quantised as unit vectors (cellq.quantize_unit_rows),
+    scored as kept int8 rows are.
     """
     fn = "search"
     _check_threads(fn, num_threads)
@@ -456,11 +470,17 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
             _expect(d <= cellq.MAX_QUANTIZED_DIM,
                     f"{fn}: cell_codes need d <= {cellq.MAX_QUANTIZED_DIM}; search without them")
             _expect(bool(np.isfinite(Q).all()),
-                    f"{fn}: quantised scores (cell_codes, kept) need finite query values")
+                    f"{fn}: quantised scores (cell_codes, kept, exact_int8) need finite query values")
             S = cellq.quantized_cell_scores(Q, (cq, cs, sums))
     kv = ks = None
     if kept is not None:
+        _expect(not exact_int8, f"{fn}: exact_int8 scores the decompressed candidates, kept scores them by their "
+                                "kept vectors: pass one or the other")
         kv, ks = _kept_arrays(fn, kept, Q, codes.shape[0])
+    if exact_int8:
+        _expect(d <= cellq.MAX_QUANTIZED_DIM, f"{fn}: exact_int8 needs d <= {cellq.MAX_QUANTIZED_DIM}; search "
+                                              "without it")
+        _expect(bool(np.isfinite(Q).all()), f"{fn}: quantised scores (cell_codes, kept, exact_int8) need finite query values")
     if S is None:
         S = centroid_scores(Q, np.ascontiguousarray(centroids.T))
     _expect(S.shape == (nq, qlen, nlist), f"{fn}: S must have shape (nq, qlen, nlist) = {(nq, qlen, nlist)}, "
@@ -499,7 +519,9 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
         full = _centroid_scores(Sq, codes, doc_offsets, cand, every_cell)
         cand = cand[_top(full, cand, n_exact)]
         # 5. exact MaxSim over the decompressed tokens (or the quantised one over the kept vectors), best k
-        if kept is None:
+        if exact_int8:
+            exact = _exact_int8_step(Q[q], codes, packed, doc_offsets, cand, centroids, weights, nbits)
+        elif kept is None:
             exact = _exact_scores(Q[q], codes, packed, doc_offsets, cand, centroids, weights, nbits)
         else:
             exact = _kept_step(Q[q], kv, ks, doc_offsets, cand)

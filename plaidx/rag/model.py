@@ -40,7 +40,7 @@ from .folder import (
 
 DEFAULT_INDEX_ROOT = os.path.join(".plaidx", "indexes")
 DEFAULT_NBITS = 2  # see benchmarks/results/rag_defaults.md: 2 bits cost <= 0.01 nDCG@10 against 4 and 8 bits
-_SEARCH_KWARGS = ("nprobe", "centroid_score_threshold", "ndocs", "n_exact")
+_SEARCH_KWARGS = ("nprobe", "centroid_score_threshold", "ndocs", "n_exact", "exact_scores")
 
 __all__ = ["RAGPretrainedModel", "EXACT_MAX_TOKENS"]
 
@@ -481,8 +481,8 @@ class RAGPretrainedModel:
         doc_ids : restrict the search to these documents (inside the engine, so k results still come back
             when k of their passages exist); unknown ids raise KeyError.
         force_fast : smaller search parameters (fewer probed cells and candidates): faster, lower recall.
-        **kwargs : ``nprobe``, ``centroid_score_threshold``, ``ndocs``, ``n_exact`` override the PLAID
-            search parameters (see :class:`plaidx.SearchParams`); ``exact=True`` scores every passage,
+        **kwargs : ``nprobe``, ``centroid_score_threshold``, ``ndocs``, ``n_exact``, ``exact_scores`` override
+            the PLAID search parameters (see :class:`plaidx.SearchParams`); ``exact=True`` scores every passage,
             ``exact=False`` forces PLAID. By default indexes of at most ``EXACT_MAX_TOKENS`` tokens are
             scored exhaustively (exact MaxSim over the compressed index), larger ones with PLAID.
         """
