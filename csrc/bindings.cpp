@@ -477,6 +477,7 @@ py::dict build_info() {
   d["simd"] = info.simd;
   d["simd_dispatch"] = info.simd_dispatch;
   d["compiler"] = info.compiler;
+  d["int8_vnni"] = cpu::vnni_kernels();
   return d;
 }
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -11,6 +14,7 @@ import pytest
 from synth import clustered_collection, exact_topk
 
 import plaidx
+from plaidx.engine import kernels
 from plaidx.errors import IndexFormatError
 
 
@@ -43,8 +47,8 @@ def test_full_probe_equals_exhaustive_maxsim_over_decompressed(built, collection
     s_ex, i_ex = built.search(queries, k=10, exact=True)
     np.testing.assert_allclose(s_full, s_ex, rtol=1e-5, atol=1e-5)
     assert (i_full == i_ex).mean() > 0.99
-    # the default int8 exact stage: the same documents but near-ties, scores within int8 rounding
-    s_q, i_q = built.search(queries, k=10, params=full)
+    # the int8 exact stage: the same documents but near-ties, scores within int8 rounding
+    s_q, i_q = built.search(queries, k=10, params=dataclasses.replace(full, exact_scores="int8"))
     assert not np.array_equal(s_q, s_full)  # (the int8 scores are a different computation)
     np.testing.assert_allclose(s_q, s_full, rtol=0, atol=0.01 * queries.shape[1])
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(i_q, i_full)]) > 0.95
@@ -521,14 +525,12 @@ def test_exact_scores_pick_the_last_stage(built, collection, tmp_path):
                               snap.codec.centroids, snap.codec.weights, snap.nbits, np.zeros(0, np.uint8), p.nprobe,
                               p.centroid_score_threshold, p.ndocs, p.n_exact, 10, cell_codes=cells, **kw)
 
-    int8 = built.search(queries, k=10)
-    f32 = built.search(queries, k=10, params=plaidx.SearchParams(exact_scores="float32"))
+    int8 = built.search(queries, k=10, params=plaidx.SearchParams(cell_scores="int8", exact_scores="int8"))
+    f32 = built.search(queries, k=10, params=plaidx.SearchParams(cell_scores="int8", exact_scores="float32"))
     for got, want in ((int8, direct(exact_int8=True)), (f32, direct())):
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], built.ids[want[1]])
     assert not np.array_equal(int8[0], f32[0])
-    again = built.search(queries, k=10, params=plaidx.SearchParams(exact_scores="int8"))
-    np.testing.assert_array_equal(again[0], int8[0])
     _, truth = built.search(queries, k=10, exact=True)
     overlap = [np.mean([len(set(r) & set(t)) / 10 for r, t in zip(ids, truth)]) for ids in (int8[1], f32[1])]
     assert overlap[1] > 0.8 and abs(overlap[0] - overlap[1]) <= 0.02
@@ -539,6 +541,38 @@ def test_exact_scores_pick_the_last_stage(built, collection, tmp_path):
     with pytest.raises(ValueError, match="exact_scores='float32' has no effect while the rerank tier"):
         tier.search(queries, k=5, params=plaidx.SearchParams(exact_scores="float32"))
     tier.search(queries, k=5, params=plaidx.SearchParams(exact_scores="float32", rerank=0))  # the codes' stage
+
+
+_DEFAULTS_SCRIPT = """
+import sys
+import numpy as np
+import plaidx
+from plaidx.engine import kernels
+index, q = plaidx.Index.open(sys.argv[1]), np.load(sys.argv[2])
+mode = "int8" if kernels.INT8_VNNI else "float32"
+s, i = index.search(q, k=10)
+s2, i2 = index.search(q, k=10, params=plaidx.SearchParams(cell_scores=mode, exact_scores=mode))
+assert np.array_equal(s, s2) and np.array_equal(i, i2), mode
+print(mode)
+"""
+
+
+@pytest.mark.skipif(kernels.BACKEND_NAME != "native" or not kernels.INT8_VNNI,
+                    reason="needs the native kernels on a CPU with AVX-512 VNNI (the other branch runs in-process)")
+def test_unset_scores_follow_the_cpus_int8_kernels(built, collection, tmp_path):
+    """cell_scores and exact_scores left None score in int8 where the int8 kernels run as AVX-512 VNNI, in
+    float32 where they do not (their generic copies are slower than float there): checked on this CPU and
+    with the dispatch capped at AVX2 (PLAIDX_SIMD), in one subprocess each."""
+    _, queries, _ = collection
+    np.save(tmp_path / "q.npy", queries)
+    for level, want in ((None, "int8"), ("avx2", "float32"), ("baseline", "float32")):
+        env = {k: v for k, v in os.environ.items() if k != "PLAIDX_SIMD"}
+        if level:
+            env["PLAIDX_SIMD"] = level
+        out = subprocess.run([sys.executable, "-c", _DEFAULTS_SCRIPT, str(built.path), str(tmp_path / "q.npy")],
+                             env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == want
 
 
 def test_cell_scores_pick_the_first_stage(built, collection):
@@ -556,13 +590,10 @@ def test_cell_scores_pick_the_first_stage(built, collection):
                               snap.codec.centroids, snap.codec.weights, snap.nbits, np.zeros(0, np.uint8), p.nprobe,
                               p.centroid_score_threshold, p.ndocs, p.n_exact, 10, **kw)
 
-    int8 = built.search(queries, k=10)
-    f32 = built.search(queries, k=10, params=plaidx.SearchParams(cell_scores="float32"))
-    np.testing.assert_array_equal(int8[1], direct(cell_codes=kernels.quantize_rows(snap.codec.centroids),
-                                                  exact_int8=True)[1])
-    np.testing.assert_array_equal(f32[1], direct(exact_int8=True)[1])
-    np.testing.assert_array_equal(built.search(queries, k=10, params=plaidx.SearchParams(cell_scores="int8"))[1],
-                                  int8[1])
+    int8 = built.search(queries, k=10, params=plaidx.SearchParams(cell_scores="int8", exact_scores="float32"))
+    f32 = built.search(queries, k=10, params=plaidx.SearchParams(cell_scores="float32", exact_scores="float32"))
+    np.testing.assert_array_equal(int8[1], direct(cell_codes=kernels.quantize_rows(snap.codec.centroids))[1])
+    np.testing.assert_array_equal(f32[1], direct()[1])
     _, truth = built.search(queries, k=10, exact=True)
     overlap = [np.mean([len(set(r) & set(t)) / 10 for r, t in zip(ids, truth)]) for ids in (int8[1], f32[1])]
     assert overlap[1] > 0.8 and abs(overlap[0] - overlap[1]) <= 0.02

@@ -1098,6 +1098,8 @@ void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Comp
   }
 }
 
+bool vnni_kernels() { return have_vnni(); }
+
 void kept_scores(const float* Q, int64_t nq, int64_t qlen, int64_t d, const int64_t* doc_offsets, int64_t ndocs,
                  int64_t n, const KeptRows& kept, const int64_t* docs, int64_t m, float* out, int num_threads) {
   if (d <= 0 || d % 8 != 0) throw std::invalid_argument("d must be a positive multiple of 8");

@@ -87,6 +87,10 @@ void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Comp
 void kept_scores(const float* Q, int64_t nq, int64_t qlen, int64_t d, const int64_t* doc_offsets, int64_t ndocs,
                  int64_t n, const KeptRows& kept, const int64_t* docs, int64_t m, float* out, int num_threads);
 
+// Whether the int8 kernels run as AVX-512 VNNI here (not capped by PLAIDX_SIMD): where they do not, the int8
+// cell scores and exact stage run generic copies, slower than the float ones.
+bool vnni_kernels();
+
 template <class Code>
 void exact_search(const float* Q, int64_t nq, int64_t qlen, const Compressed<Code>& col, const uint8_t* allowed,
                   int64_t k, float* out_scores, int64_t* out_docs, int num_threads);

@@ -79,6 +79,7 @@ Functions:
       than k results are padded with -inf / -1. Results do not depend on the thread count.
   exact_search(Q, codes, packed, doc_offsets, centroids, weights, nbits, allowed, k) -> (scores, docs)
       exact(i) of step 5 over every allowed document, top k, same ordering and padding.
+  build_info() -> dict: what the backend has; "int8_vnni": whether the int8 kernels run as AVX-512 VNNI.
   quantize_rows(x f32 (n, d)) -> (q int8 (n, d), s f32 (n,), sums i32 (n,))
       row-wise symmetric int8: s = max(max_j |x[i, j]|, 1e-30) / 127, q = rint(x / s) clipped to
       [-127, 127], each step one float32 operation (x must be finite); sums = q.sum(1).
@@ -127,6 +128,10 @@ exact_search = backend.exact_search
 quantize_rows = backend.quantize_rows
 kept_scores = backend.kept_scores
 assign_nearest = backend.assign_nearest
+
+# Whether the int8 kernels (quantised cell scores, the int8 exact stage) run as AVX-512 VNNI here: where they do
+# not, their generic copies are slower than float32, so the search's defaults score in float32 instead.
+INT8_VNNI = bool(backend.build_info().get("int8_vnni", False))
 
 
 def native_error() -> str | None:

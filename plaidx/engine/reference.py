@@ -560,6 +560,7 @@ def build_info() -> dict[str, Any]:
         "simd": "numba/LLVM for the host CPU",
         "simd_dispatch": "none",
         "compiler": f"numba {numba.__version__}, numpy {np.__version__}",
+        "int8_vnni": False,
     }
 
 
