@@ -410,33 +410,17 @@ PLAIDX_VNNI_TARGET void exact_max_vnni(const uint8_t* qq, int64_t qp16, const fl
   }
 }
 
-// quantize_unit_rows of the n <= kQuantBlock rows of x (n, d): the same bytes (cvtps rounds to nearest even, as
-// nearbyint in the default mode; |x_j| <= p makes the products round into [-127, 127], so no clamp is needed);
-// the squared norm summed in 16 lanes, so a scale may differ from the generic copy's in the last bit. In three
-// passes (row maxima and norms; every row's 127 / p and scale at once; the bytes), so that no row waits on its
-// own division.
-// The bytes are stored + 128 (xor 0x80: exact_max_vnni's rows).
-PLAIDX_VNNI_TARGET void quantize_unit_rows_avx512(const float* x, int64_t n, int64_t d, int8_t* q, float* scale) {
+// quantize_unit_rows of the n <= kQuantBlock rows of x (n, d), given each row's max_j |x_j| and sum of squares
+// (peak, sq: the 16-lane sums of decode2_avx512 or unit_row_stats): the same bytes as the generic copy
+// (cvtps rounds to nearest even, as nearbyint in the default mode; |x_j| <= p makes the products round into
+// [-127, 127], so no clamp is needed); the norm is summed in 16 lanes, so a scale may differ from the generic
+// copy's in the last bit. Every row's 127 / p and scale are computed at once, so that no row waits on its
+// own division. The bytes are stored + 128 (xor 0x80: exact_max_vnni's rows).
+PLAIDX_VNNI_TARGET void quantize_with_stats(const float* x, int64_t n, int64_t d, const float* peak, const float* sq,
+                                            int8_t* q, float* scale) {
   const __m128i bias = _mm_set1_epi8(static_cast<char>(0x80));
-  alignas(64) float peak[kQuantBlock], sq[kQuantBlock], inv[kQuantBlock];
+  alignas(64) float inv[kQuantBlock];
   const __mmask16 tail = d % 16 == 0 ? __mmask16{0xFFFF} : __mmask16{0x00FF};
-  for (int64_t i = 0; i < n; ++i) {
-    const float* row = x + i * d;
-    __m512 m = _mm512_setzero_ps(), ss = _mm512_setzero_ps();
-    int64_t j = 0;
-    for (; j + 16 <= d; j += 16) {
-      const __m512 v = _mm512_loadu_ps(row + j);
-      m = _mm512_max_ps(m, _mm512_abs_ps(v));
-      ss = _mm512_fmadd_ps(v, v, ss);
-    }
-    if (j < d) {
-      const __m512 v = _mm512_maskz_loadu_ps(tail, row + j);
-      m = _mm512_max_ps(m, _mm512_abs_ps(v));
-      ss = _mm512_fmadd_ps(v, v, ss);
-    }
-    peak[i] = _mm512_reduce_max_ps(m);
-    sq[i] = _mm512_reduce_add_ps(ss);
-  }
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 k = n - i >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << (n - i)) - 1);
     const __m512 p = _mm512_max_ps(_mm512_maskz_loadu_ps(k, peak + i), _mm512_set1_ps(1e-30f));
@@ -457,6 +441,28 @@ PLAIDX_VNNI_TARGET void quantize_unit_rows_avx512(const float* x, int64_t n, int
                            _mm_xor_si128(_mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(
                                              _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, row + j), f))),
                                          bias));
+  }
+}
+
+// peak[i] = max_j |x_j| and sq[i] = sum_j x_j^2 of the n rows of x (n, d), summed as decode2_avx512 does.
+PLAIDX_VNNI_TARGET void unit_row_stats(const float* x, int64_t n, int64_t d, float* peak, float* sq) {
+  const __mmask16 tail = d % 16 == 0 ? __mmask16{0xFFFF} : __mmask16{0x00FF};
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = x + i * d;
+    __m512 m = _mm512_setzero_ps(), ss = _mm512_setzero_ps();
+    int64_t j = 0;
+    for (; j + 16 <= d; j += 16) {
+      const __m512 v = _mm512_loadu_ps(row + j);
+      m = _mm512_max_ps(m, _mm512_abs_ps(v));
+      ss = _mm512_fmadd_ps(v, v, ss);
+    }
+    if (j < d) {
+      const __m512 v = _mm512_maskz_loadu_ps(tail, row + j);
+      m = _mm512_max_ps(m, _mm512_abs_ps(v));
+      ss = _mm512_fmadd_ps(v, v, ss);
+    }
+    peak[i] = _mm512_reduce_max_ps(m);
+    sq[i] = _mm512_reduce_add_ps(ss);
   }
 }
 #undef PLAIDX_VNNI_TARGET
@@ -844,12 +850,18 @@ void exact_q_scores_parallel(const Compressed<Code>& col, int64_t qlen, bool vnn
                              const int64_t* docs, int64_t count, float* out, int threads) {
   const int64_t d = col.d, qp = padded_qlen(qlen), qp16 = (qp + 15) / 16 * 16, pb = d * col.nbits / 8;
   if (threads > 1) threads = threads_for(count_doc_tokens(col.doc_offsets, docs, count), kMinExactTokens, threads);
+#if PLAIDX_HAVE_VNNI
+  const bool fused = vnni && col.nbits == 2 && have_decode2_avx512();
+#endif
   parallel_chunks(
       count, std::max<int64_t>(1, grain_for(count, threads, 8)), threads,
       [&](int64_t b, int64_t e) {
         std::vector<float> run_max(static_cast<size_t>(qp16));
         std::vector<float> buf(static_cast<size_t>(kQuantBlock * d)), vs(static_cast<size_t>(kQuantBlock));
         std::vector<int8_t> rows(static_cast<size_t>(kQuantBlock * d));
+#if PLAIDX_HAVE_VNNI
+        alignas(64) float peak[kQuantBlock], sq[kQuantBlock];
+#endif
         for (int64_t i = b; i < e; ++i) {
           const int64_t lo = col.doc_offsets[docs[i]], hi = col.doc_offsets[docs[i] + 1];
           std::fill(run_max.begin(), run_max.end(), kNegInf);
@@ -863,15 +875,23 @@ void exact_q_scores_parallel(const Compressed<Code>& col, int64_t qlen, bool vnn
               prefetch_centroids(col.codes, lo2, std::min(lo2 + kQuantBlock, hi2), col.centroids, col.nlist, d);
               prefetch_bytes(col.packed + lo2 * pb, std::min(lo2 + kQuantBlock, hi2) - lo2, pb);
             }
-            decode_tokens(col, t, nt, buf.data());
 #if PLAIDX_HAVE_VNNI
             if (vnni) {
-              quantize_unit_rows_avx512(buf.data(), nt, d, rows.data(), vs.data());
+              if (fused) {  // nbits 2: the statistics come with the decoded rows
+                if (!decode2_avx512(col.codes + t, col.packed + t * pb, nt, col.centroids, col.nlist, col.planes, d,
+                                    buf.data(), peak, sq))
+                  bad_code(col.nlist);
+              } else {
+                decode_tokens(col, t, nt, buf.data());
+                unit_row_stats(buf.data(), nt, d, peak, sq);
+              }
+              quantize_with_stats(buf.data(), nt, d, peak, sq, rows.data(), vs.data());
               exact_max_vnni(qz.qq.data(), qp16, qz.qscale.data(), qz.qsum.data(), rows.data(), vs.data(), nt, d,
                              run_max.data());
               continue;
             }
 #endif
+            decode_tokens(col, t, nt, buf.data());
             quantize_unit_rows(buf.data(), nt, d, rows.data(), vs.data());
             kept_max_q(qz.qf.data(), qz.qscale.data(), qp, rows.data(), vs.data(), nt, d, run_max.data());
           }

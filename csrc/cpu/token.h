@@ -139,14 +139,24 @@ inline bool have_decode2_avx512() {
   return ok;
 }
 
+// GCC 12's own intrinsics headers trip these on _mm512_undefined_* in the reductions below (a known false
+// positive).
+#if !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 // decode_rows<2> for nbits == 2, 16 dimensions per step: the two code bits of 16 dimensions are
 // gathered into two lane masks (pext), which pick each dimension's bucket weight from planes (4, d)
 // (weights transposed, bucket-major) with three blends, instead of one table lookup per byte. Same
-// values bit for bit (each decoded value is one addition).
+// values bit for bit (each decoded value is one addition). peak and sq (both or neither): each row's
+// max_j |v_j| and sum of squares (16 lanes, steps in order, then reduced), the int8 exact stage's
+// quantisation statistics, gathered while the row is in registers.
 template <class Code>
 __attribute__((target("avx512f,avx2,fma,bmi2"))) inline bool decode2_avx512(
     const Code* codes, const uint8_t* packed, int64_t nt, const float* centroids, int64_t nlist,
-    const float* planes, int64_t d, float* out) {
+    const float* planes, int64_t d, float* out, float* peak = nullptr, float* sq = nullptr) {
   const int64_t pb = d / 4;
   for (int64_t t = 0; t < nt; ++t) {
     const int64_t c = codes[t];
@@ -154,6 +164,7 @@ __attribute__((target("avx512f,avx2,fma,bmi2"))) inline bool decode2_avx512(
     const float* cent = centroids + c * d;
     const uint8_t* row = packed + t * pb;
     float* o = out + t * d;
+    __m512 m = _mm512_setzero_ps(), ss = _mm512_setzero_ps();
     int64_t j = 0;
     for (; j + 16 <= d; j += 16) {
       uint32_t w;
@@ -163,7 +174,12 @@ __attribute__((target("avx512f,avx2,fma,bmi2"))) inline bool decode2_avx512(
       const __m512 w01 = _mm512_mask_blend_ps(lo, _mm512_loadu_ps(planes + j), _mm512_loadu_ps(planes + d + j));
       const __m512 w23 =
           _mm512_mask_blend_ps(lo, _mm512_loadu_ps(planes + 2 * d + j), _mm512_loadu_ps(planes + 3 * d + j));
-      _mm512_storeu_ps(o + j, _mm512_add_ps(_mm512_loadu_ps(cent + j), _mm512_mask_blend_ps(hi, w01, w23)));
+      const __m512 v = _mm512_add_ps(_mm512_loadu_ps(cent + j), _mm512_mask_blend_ps(hi, w01, w23));
+      _mm512_storeu_ps(o + j, v);
+      if (peak != nullptr) {
+        m = _mm512_max_ps(m, _mm512_abs_ps(v));
+        ss = _mm512_fmadd_ps(v, v, ss);
+      }
     }
     if (j < d) {  // d % 16 == 8: the last 8 dimensions, in the low lanes
       uint16_t w;
@@ -177,10 +193,22 @@ __attribute__((target("avx512f,avx2,fma,bmi2"))) inline bool decode2_avx512(
                                               _mm512_maskz_loadu_ps(low8, planes + 3 * d + j));
       const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(low8, cent + j), _mm512_mask_blend_ps(hi, w01, w23));
       _mm512_mask_storeu_ps(o + j, low8, v);
+      if (peak != nullptr) {  // (the upper lanes are 0)
+        m = _mm512_max_ps(m, _mm512_abs_ps(v));
+        ss = _mm512_fmadd_ps(v, v, ss);
+      }
+    }
+    if (peak != nullptr) {
+      peak[t] = _mm512_reduce_max_ps(m);
+      sq[t] = _mm512_reduce_add_ps(ss);
     }
   }
   return true;
 }
+
+#if !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 // decode2_avx512 followed by normalize() on each row.
 template <class Code>
