@@ -478,6 +478,7 @@ py::dict build_info() {
   d["simd_dispatch"] = info.simd_dispatch;
   d["compiler"] = info.compiler;
   d["int8_vnni"] = cpu::vnni_kernels();
+  d["int8_amx"] = cpu::amx_kernels();
   return d;
 }
 
