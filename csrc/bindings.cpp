@@ -478,7 +478,6 @@ py::dict build_info() {
   d["simd_dispatch"] = info.simd_dispatch;
   d["compiler"] = info.compiler;
   d["int8_vnni"] = cpu::vnni_kernels();
-  d["int8_amx"] = cpu::amx_kernels();
   return d;
 }
 

@@ -5,7 +5,6 @@
 #include <cmath>
 #include <functional>
 #include <cstdlib>
-#include <cstring>
 #include <limits>
 #include <memory>
 #include <stdexcept>
@@ -17,15 +16,6 @@
 #define PLAIDX_HAVE_VNNI 1
 #else
 #define PLAIDX_HAVE_VNNI 0
-#endif
-// AMX (int8 tile matrix products; Sapphire Rapids and later) for the cell scores: Linux, GCC >= 11 or clang >= 12.
-#if PLAIDX_HAVE_VNNI && defined(__linux__) && ((defined(__clang__) && __clang_major__ >= 12) || \
-                                               (!defined(__clang__) && __GNUC__ >= 11))
-#include <sys/syscall.h>
-#include <unistd.h>
-#define PLAIDX_HAVE_AMX 1
-#else
-#define PLAIDX_HAVE_AMX 0
 #endif
 
 #include "cpu/dots.h"
@@ -265,26 +255,11 @@ PLAIDX_VNNI_TARGET inline void vnni_dots(const uint8_t* qq, int64_t qp16, const 
 // quantize.h says. Also: any[i] gets the lanes of columns < qlen at or above the threshold, bm (the block
 // maxima of these columns) takes the cells whose list is not empty.
 template <int T, int NA>
-PLAIDX_VNNI_TARGET inline void cell_tile_finish(const __m512i (&acc)[T][NA], const float* qscale, int64_t qp,
-                                                const CellCodes& vc, int64_t c, int64_t a0, float* St,
-                                                __mmask16 (&any)[T], __m512 (&bm)[NA]);
-
-template <int T, int NA>
 PLAIDX_VNNI_TARGET inline void vnni_tile(const uint8_t* qq, int64_t qp16, const float* qscale, int64_t qp,
                                          const CellCodes& vc, int64_t d, int64_t c, int64_t a0, float* St,
                                          __mmask16 (&any)[T], __m512 (&bm)[NA]) {
   __m512i acc[T][NA];
   vnni_dots<T, NA>(qq, qp16, vc.cq + c * d, d, a0, acc);
-  cell_tile_finish<T, NA>(acc, qscale, qp, vc, c, a0, St, any, bm);
-}
-
-// The integer dot products acc[i][u] of cells c + i against query columns a0 + 16 u.. (plus 128 times the
-// cell's row sum), stored to St scaled as quantize.h says; any[i] gets the lanes of columns < qlen at or above
-// the threshold, bm (the block maxima of these columns) takes the cells whose list is not empty.
-template <int T, int NA>
-PLAIDX_VNNI_TARGET inline void cell_tile_finish(const __m512i (&acc)[T][NA], const float* qscale, int64_t qp,
-                                                const CellCodes& vc, int64_t c, int64_t a0, float* St,
-                                                __mmask16 (&any)[T], __m512 (&bm)[NA]) {
   const __m512 thr = _mm512_set1_ps(vc.threshold);
   for (int u = 0; u < NA; ++u) {
     const int64_t a = a0 + 16 * u;
@@ -323,137 +298,21 @@ PLAIDX_VNNI_TARGET inline void vnni_rows(const uint8_t* qq, int64_t qp16, const 
   for (int i = 0; i < T; ++i) keep[c + i] = any[i] != 0 ? 1 : 0;
 }
 
-#if PLAIDX_HAVE_AMX
-#define PLAIDX_AMX_TARGET \
-  __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,amx-tile,amx-int8")))
-
-// Whether the AMX cell kernel runs here: a CPU with AMX-INT8 whose kernel grants this process the tile data
-// state (arch_prctl), the vnni kernel running, and PLAIDX_SIMD not set to avx512 (which tests the vnni one).
-inline bool have_amx() {
-  static const bool ok = [] {
-    if (!have_vnni() || !__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-int8")) return false;
-    const char* cap = std::getenv("PLAIDX_SIMD");
-    if (cap != nullptr && std::strcmp(cap, "avx512") == 0) return false;
-    constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
-    return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
-  }();
-  return ok;
-}
-
-// The tile shapes of amx_rows16 (palette 1): tiles 0-1 the int32 sums of 16 cells x 16 query columns, 2-3 16
-// centroid rows (64 bytes, and the kr-byte remainder of d), 4-7 the query columns' bytes (64-byte steps
-// and the remainder, two column groups).
-struct alignas(64) TileConfig {
-  uint8_t palette = 1, start = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-
-PLAIDX_AMX_TARGET inline void amx_configure(int64_t d) {
-  TileConfig cfg;
-  const int kr = static_cast<int>(d % 64);
-  for (int t : {0, 1, 2, 4, 5}) {
-    cfg.rows[t] = 16;
-    cfg.colsb[t] = 64;
-  }
-  if (kr > 0) {
-    cfg.rows[3] = 16;
-    cfg.colsb[3] = static_cast<uint16_t>(kr);
-    cfg.rows[6] = cfg.rows[7] = static_cast<uint8_t>(kr / 4);
-    cfg.colsb[6] = cfg.colsb[7] = 64;
-  }
-  // GCC does not see that ldtilecfg reads the whole struct, and drops the stores above without this.
-  asm volatile("" : : "r"(&cfg) : "memory");
-  _tile_loadconfig(&cfg);
-}
-
-PLAIDX_AMX_TARGET inline void amx_release() { _tile_release(); }
-
-// vnni_rows<16> by tile products: the same integer sums (cells s8 against the query's u8 bytes, so plus 128
-// times the row sum, as vnni_dots), then cell_tile_finish on them, 8 cells at a time.
-PLAIDX_AMX_TARGET void amx_rows16(const uint8_t* qq, int64_t qp16, const float* qscale, int64_t qp,
-                                  const CellCodes& vc, int64_t d, int64_t c, float* St, uint8_t* keep, float* bmax) {
-  alignas(64) int32_t sums[2][16][16];
-  __mmask16 any[2][8] = {};
-  const int8_t* rows = vc.cq + c * d;
-  const int64_t kfull = d / 64 * 64, bstride = qp16 * 4;
-  for (int64_t a0 = 0; a0 < qp; a0 += 32) {
-    const bool two = a0 + 16 < qp;
-    _tile_zero(0);
-    _tile_zero(1);
-    for (int64_t k = 0; k < kfull; k += 64) {
-      _tile_loadd(2, rows + k, d);
-      _tile_loadd(4, qq + (k / 4 * qp16 + a0) * 4, bstride);
-      _tile_dpbsud(0, 2, 4);
-      if (two) {
-        _tile_loadd(5, qq + (k / 4 * qp16 + a0 + 16) * 4, bstride);
-        _tile_dpbsud(1, 2, 5);
-      }
-    }
-    if (kfull < d) {
-      _tile_loadd(3, rows + kfull, d);
-      _tile_loadd(6, qq + (kfull / 4 * qp16 + a0) * 4, bstride);
-      _tile_dpbsud(0, 3, 6);
-      if (two) {
-        _tile_loadd(7, qq + (kfull / 4 * qp16 + a0 + 16) * 4, bstride);
-        _tile_dpbsud(1, 3, 7);
-      }
-    }
-    _tile_stored(0, sums[0], 64);
-    if (two) _tile_stored(1, sums[1], 64);
-    for (int h = 0; h < 2; ++h) {
-      if (two) {
-        __m512i acc[8][2];
-        for (int i = 0; i < 8; ++i)
-          for (int u = 0; u < 2; ++u) acc[i][u] = _mm512_load_si512(sums[u][8 * h + i]);
-        __m512 bm[2] = {_mm512_loadu_ps(bmax + a0), _mm512_loadu_ps(bmax + a0 + 16)};
-        cell_tile_finish<8, 2>(acc, qscale, qp, vc, c + 8 * h, a0, St, any[h], bm);
-        _mm512_storeu_ps(bmax + a0, bm[0]);
-        _mm512_storeu_ps(bmax + a0 + 16, bm[1]);
-      } else {
-        __m512i acc[8][1];
-        for (int i = 0; i < 8; ++i) acc[i][0] = _mm512_load_si512(sums[0][8 * h + i]);
-        __m512 bm[1] = {_mm512_loadu_ps(bmax + a0)};
-        cell_tile_finish<8, 1>(acc, qscale, qp, vc, c + 8 * h, a0, St, any[h], bm);
-        _mm512_storeu_ps(bmax + a0, bm[0]);
-      }
-    }
-  }
-  for (int h = 0; h < 2; ++h)
-    for (int i = 0; i < 8; ++i) keep[c + 8 * h + i] = any[h][i] != 0 ? 1 : 0;
-}
-#else
-inline bool have_amx() { return false; }
-#endif
-
 // Cells [c0, c1) (c0 a multiple of kCellBlock) of St, keep and bmax: the quantised cell scores (the same
-// values as score_cells_q) and what summarise_cells would derive from them; 16 cells at a time by AMX tile
-// products where the CPU has them.
+// values as score_cells_q) and what summarise_cells would derive from them.
 PLAIDX_VNNI_TARGET void score_cells_vnni(const uint8_t* qq, const float* qscale, int64_t qp, const CellCodes& vc,
                                          int64_t d, int64_t c0, int64_t c1, float* St, uint8_t* keep,
                                          float* bmax) {
   const int64_t qp16 = (qp + 15) / 16 * 16;
   float block[kMaxQp16];  // one block's maxima, padded to qp16 columns
-#if PLAIDX_HAVE_AMX
-  const bool amx = have_amx();
-  if (amx) amx_configure(d);
-#endif
   for (int64_t b = c0; b < c1; b += kCellBlock) {
     const int64_t e = std::min(b + kCellBlock, c1);
     std::fill(block, block + qp16, kNegInf);
     int64_t c = b;
-#if PLAIDX_HAVE_AMX
-    if (amx)
-      for (; c + 16 <= e; c += 16) amx_rows16(qq, qp16, qscale, qp, vc, d, c, St, keep, block);
-#endif
     for (; c + 8 <= e; c += 8) vnni_rows<8>(qq, qp16, qscale, qp, vc, d, c, St, keep, block);
     for (; c < e; ++c) vnni_rows<1>(qq, qp16, qscale, qp, vc, d, c, St, keep, block);
     std::copy(block, block + qp, bmax + b / kCellBlock * qp);
   }
-#if PLAIDX_HAVE_AMX
-  if (amx) amx_release();
-#endif
 }
 // sum_j row[j] of an int8 row of d values (d a multiple of 8).
 PLAIDX_VNNI_TARGET inline int32_t vnni_row_sum(const int8_t* row, int64_t d) {
@@ -1260,8 +1119,6 @@ void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Comp
 }
 
 bool vnni_kernels() { return have_vnni(); }
-
-bool amx_kernels() { return have_amx(); }
 
 void kept_scores(const float* Q, int64_t nq, int64_t qlen, int64_t d, const int64_t* doc_offsets, int64_t ndocs,
                  int64_t n, const KeptRows& kept, const int64_t* docs, int64_t m, float* out, int num_threads) {

@@ -91,10 +91,6 @@ void kept_scores(const float* Q, int64_t nq, int64_t qlen, int64_t d, const int6
 // cell scores and exact stage run generic copies, slower than the float ones.
 bool vnni_kernels();
 
-// Whether the int8 cell scores run on AMX tiles here (a CPU with AMX-INT8 that grants the tile state, the
-// VNNI kernels running, PLAIDX_SIMD not capped at avx512): the same values, fewer instructions.
-bool amx_kernels();
-
 template <class Code>
 void exact_search(const float* Q, int64_t nq, int64_t qlen, const Compressed<Code>& col, const uint8_t* allowed,
                   int64_t k, float* out_scores, int64_t* out_docs, int num_threads);

@@ -561,7 +561,6 @@ def build_info() -> dict[str, Any]:
         "simd_dispatch": "none",
         "compiler": f"numba {numba.__version__}, numpy {np.__version__}",
         "int8_vnni": False,
-        "int8_amx": False,
     }
 
 
