@@ -561,13 +561,14 @@ def test_quantize_rows_gives_the_same_bytes_everywhere(mod):
 
 
 @native
-@pytest.mark.parametrize("qlen", [1, 5, 8, 13, 32, 40])
-def test_quantized_cell_scores_equal_given_scores(qlen):
+@pytest.mark.parametrize("qlen,d", [(1, 64), (5, 64), (8, 136), (13, 64), (32, 64), (32, 96), (40, 136)])
+def test_quantized_cell_scores_equal_given_scores(qlen, d):
     """search(Q, None, cell_codes=...) scores the cells with int8 dot products inside (the VNNI kernel on
     CPUs that have it, which also derives the kept cells and block maxima itself): its results must be
-    exactly those of search(Q, S) with S = cellq.quantized_cell_scores, over many cell blocks, empty cells,
-    every probe path, thresholds around the scores, 1 and 2 threads; the reference agrees."""
-    col = make_collection(51 + qlen, ndocs=400, d=64, nbits=2, nlist=1000, max_len=20)
+    exactly those of search(Q, S) with S = cellq.quantized_cell_scores, over many cell blocks (1000 cells: a
+    tail after the 8-cell tiles), d a multiple of 64 or not, empty cells, every probe path, thresholds around
+    the scores, 1 and 2 threads; the reference agrees."""
+    col = make_collection(51 + qlen, ndocs=400, d=d, nbits=2, nlist=1000, max_len=20)
     col["codes"] = (col["codes"] // 3 * 3).astype(np.uint16)  # two cells in three empty
     col["ivf"], col["ivf_offsets"] = ref.build_ivf(col["codes"], col["doc_offsets"], 1000)
     Q, _ = make_queries(qlen + 7, col, nq=3, qlen=qlen)
