@@ -264,10 +264,11 @@ def test_the_two_step_route_of_the_gpu_gives_the_cpu_search(data, tmp_path, kind
     index = plaidx.Index.build(tmp_path / "ix", docs, nbits=2, seed=0, keep_vectors=kind)
     snap = index._snap
     for rerank in (12, 40):
-        p = plaidx.SearchParams(rerank=rerank).resolve(10, n_tokens=snap.n_tokens, tier=True)
+        knobs = plaidx.SearchParams(rerank=rerank, cell_scores="int8")  # (unset, the CPU decides: see test_index)
+        p = knobs.resolve(10, n_tokens=snap.n_tokens, tier=True)
         assert p.n_exact == rerank
         _, cand = index._search_cpu(queries, snap.live_mask, p, snap.cell_codes, p.nprobe, rerank, 0)
         two_s, two_p = snap.kept.rerank(queries, snap.a["doc_offsets"], cand, 10)
-        one_s, one_ids = index.search(queries, k=10, rerank=rerank)
+        one_s, one_ids = index.search(queries, k=10, params=knobs)
         np.testing.assert_array_equal(one_ids, snap.ids_of(two_p))
         np.testing.assert_array_equal(one_s, two_s)

@@ -236,7 +236,8 @@ class Index:
         num_threads : OpenMP threads for this call (0: the default); CPU only.
         device : ``None``/``"cpu"`` (native CPU kernels) or ``"cuda"``/``"cuda:N"``: the same pipeline
             on a GPU (the index is copied there on first use and kept while this generation is open).
-            GPU scores equal the CPU's to float rounding.
+            GPU scores equal the CPU's float32 ones (``SearchParams(exact_scores="float32")``) to float
+            rounding.
 
         Returns
         -------
