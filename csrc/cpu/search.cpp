@@ -324,90 +324,66 @@ PLAIDX_VNNI_TARGET inline int32_t vnni_row_sum(const int8_t* row, int64_t d) {
   return _mm512_reduce_add_epi32(acc);
 }
 
-// T kept int8 rows (scales vs) against query columns [a0, a0 + 16 * NA): the quantised scores
+// T int8 rows (scales vs) against query columns [a0, a0 + 16 * NA): the quantised scores
 // (float(dot) * vs[i]) * qscale[a], folded into the running maxima m ("f > m ? f : m", tokens ascending).
-template <int T, int NA>
-PLAIDX_VNNI_TARGET inline void vnni_kept_tile(const uint8_t* qq, int64_t qp16, const float* qscale,
-                                              const int8_t* rows, const float* vs, int64_t d, int64_t a0,
-                                              __m512 (&m)[NA]) {
+// Biased (the exact stage's rows): the rows' bytes are their int8 values + 128 and the offset taken off is
+// 128 * qsum[a] (the query columns' sums) instead of each row's sum times 128: the same values.
+template <int T, int NA, bool Biased>
+PLAIDX_VNNI_TARGET inline void vnni_rows_tile(const uint8_t* qq, int64_t qp16, const float* qscale,
+                                              const int32_t* qsum, const int8_t* rows, const float* vs, int64_t d,
+                                              int64_t a0, __m512 (&m)[NA]) {
   __m512i acc[T][NA];
-  vnni_dots<T, NA>(qq, qp16, rows, d, a0, acc);
-  int32_t sums[T];
-  for (int i = 0; i < T; ++i) sums[i] = vnni_row_sum(rows + i * d, d);
+  vnni_dots<T, NA, Biased>(qq, qp16, rows, d, a0, acc);
+  __m512i off[Biased ? NA : T];
+  if constexpr (Biased) {
+    for (int u = 0; u < NA; ++u) off[u] = _mm512_slli_epi32(_mm512_loadu_si512(qsum + a0 + 16 * u), 7);
+  } else {
+    for (int i = 0; i < T; ++i) off[i] = _mm512_set1_epi32(128 * vnni_row_sum(rows + i * d, d));
+  }
   for (int u = 0; u < NA; ++u) {
     const __m512 qs = _mm512_loadu_ps(qscale + a0 + 16 * u);
     for (int i = 0; i < T; ++i) {
-      __m512 f = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][u], _mm512_set1_epi32(128 * sums[i])));
+      __m512 f = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][u], off[Biased ? u : i]));
       f = _mm512_mul_ps(_mm512_mul_ps(f, _mm512_set1_ps(vs[i])), qs);
       m[u] = _mm512_max_ps(f, m[u]);  // f > m ? f : m, as vmax_update
     }
   }
 }
 
-template <int NA>
-PLAIDX_VNNI_TARGET inline void vnni_kept_columns(const uint8_t* qq, int64_t qp16, const float* qscale,
-                                                 const int8_t* rows, const float* vs, int64_t nt, int64_t d,
-                                                 int64_t a0, float* run_max) {
+template <int NA, bool Biased>
+PLAIDX_VNNI_TARGET inline void vnni_rows_columns(const uint8_t* qq, int64_t qp16, const float* qscale,
+                                                 const int32_t* qsum, const int8_t* rows, const float* vs, int64_t nt,
+                                                 int64_t d, int64_t a0, float* run_max) {
   __m512 m[NA];
   for (int u = 0; u < NA; ++u) m[u] = _mm512_loadu_ps(run_max + a0 + 16 * u);
   int64_t t = 0;
-  for (; t + 8 <= nt; t += 8) vnni_kept_tile<8, NA>(qq, qp16, qscale, rows + t * d, vs + t, d, a0, m);
-  for (; t < nt; ++t) vnni_kept_tile<1, NA>(qq, qp16, qscale, rows + t * d, vs + t, d, a0, m);
+  for (; t + 8 <= nt; t += 8) vnni_rows_tile<8, NA, Biased>(qq, qp16, qscale, qsum, rows + t * d, vs + t, d, a0, m);
+  for (; t < nt; ++t) vnni_rows_tile<1, NA, Biased>(qq, qp16, qscale, qsum, rows + t * d, vs + t, d, a0, m);
   for (int u = 0; u < NA; ++u) _mm512_storeu_ps(run_max + a0 + 16 * u, m[u]);
+}
+
+template <bool Biased>
+PLAIDX_VNNI_TARGET inline void vnni_rows_max(const uint8_t* qq, int64_t qp16, const float* qscale, const int32_t* qsum,
+                                             const int8_t* rows, const float* vs, int64_t nt, int64_t d,
+                                             float* run_max) {
+  for (int64_t a0 = 0; a0 < qp16; a0 += 32) {
+    if (a0 + 16 < qp16)
+      vnni_rows_columns<2, Biased>(qq, qp16, qscale, qsum, rows, vs, nt, d, a0, run_max);
+    else
+      vnni_rows_columns<1, Biased>(qq, qp16, qscale, qsum, rows, vs, nt, d, a0, run_max);
+  }
 }
 
 // run_max (qp16,) = running maxima over the kept rows (nt, d) of one document: the values max_dots_q gives.
 PLAIDX_VNNI_TARGET void kept_max_vnni(const uint8_t* qq, int64_t qp16, const float* qscale, const int8_t* rows,
                                       const float* vs, int64_t nt, int64_t d, float* run_max) {
-  for (int64_t a0 = 0; a0 < qp16; a0 += 32) {
-    if (a0 + 16 < qp16)
-      vnni_kept_columns<2>(qq, qp16, qscale, rows, vs, nt, d, a0, run_max);
-    else
-      vnni_kept_columns<1>(qq, qp16, qscale, rows, vs, nt, d, a0, run_max);
-  }
-}
-// T exact-stage rows (bytes: int8 values + 128, scales vs) against query columns [a0, a0 + 16 * NA): the
-// values vnni_kept_tile gives the same int8 rows, with the offset 128 * qsum[a] (the query columns' sums)
-// taken off instead of each row's.
-template <int T, int NA>
-PLAIDX_VNNI_TARGET inline void vnni_exact_tile(const uint8_t* qq, int64_t qp16, const float* qscale,
-                                               const int32_t* qsum, const int8_t* rows, const float* vs, int64_t d,
-                                               int64_t a0, __m512 (&m)[NA]) {
-  __m512i acc[T][NA];
-  vnni_dots<T, NA, true>(qq, qp16, rows, d, a0, acc);
-  for (int u = 0; u < NA; ++u) {
-    const __m512 qs = _mm512_loadu_ps(qscale + a0 + 16 * u);
-    const __m512i off = _mm512_slli_epi32(_mm512_loadu_si512(qsum + a0 + 16 * u), 7);
-    for (int i = 0; i < T; ++i) {
-      __m512 f = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][u], off));
-      f = _mm512_mul_ps(_mm512_mul_ps(f, _mm512_set1_ps(vs[i])), qs);
-      m[u] = _mm512_max_ps(f, m[u]);  // f > m ? f : m, as vmax_update
-    }
-  }
+  vnni_rows_max<false>(qq, qp16, qscale, nullptr, rows, vs, nt, d, run_max);
 }
 
-template <int NA>
-PLAIDX_VNNI_TARGET inline void vnni_exact_columns(const uint8_t* qq, int64_t qp16, const float* qscale,
-                                                  const int32_t* qsum, const int8_t* rows, const float* vs,
-                                                  int64_t nt, int64_t d, int64_t a0, float* run_max) {
-  __m512 m[NA];
-  for (int u = 0; u < NA; ++u) m[u] = _mm512_loadu_ps(run_max + a0 + 16 * u);
-  int64_t t = 0;
-  for (; t + 8 <= nt; t += 8) vnni_exact_tile<8, NA>(qq, qp16, qscale, qsum, rows + t * d, vs + t, d, a0, m);
-  for (; t < nt; ++t) vnni_exact_tile<1, NA>(qq, qp16, qscale, qsum, rows + t * d, vs + t, d, a0, m);
-  for (int u = 0; u < NA; ++u) _mm512_storeu_ps(run_max + a0 + 16 * u, m[u]);
-}
-
-// run_max (qp16,) = running maxima over the exact stage's biased rows (nt, d) of one document: the values
-// kept_max_vnni gives the same rows unbiased.
+// The same over the exact stage's biased rows (int8 + 128), given the query columns' sums qsum (qp16,).
 PLAIDX_VNNI_TARGET void exact_max_vnni(const uint8_t* qq, int64_t qp16, const float* qscale, const int32_t* qsum,
                                        const int8_t* rows, const float* vs, int64_t nt, int64_t d, float* run_max) {
-  for (int64_t a0 = 0; a0 < qp16; a0 += 32) {
-    if (a0 + 16 < qp16)
-      vnni_exact_columns<2>(qq, qp16, qscale, qsum, rows, vs, nt, d, a0, run_max);
-    else
-      vnni_exact_columns<1>(qq, qp16, qscale, qsum, rows, vs, nt, d, a0, run_max);
-  }
+  vnni_rows_max<true>(qq, qp16, qscale, qsum, rows, vs, nt, d, run_max);
 }
 
 // quantize_unit_rows of the n <= kQuantBlock rows of x (n, d), given each row's max_j |x_j| and sum of squares
