@@ -43,24 +43,7 @@ PLAIDX_DISPATCH(void, maxsim_docs,
                  float* out),
                 (Qt, nq, qlen, d, values, doc_offsets, ndocs, begin, end, run_max, out))
 
-// Tokens [t, t + nt) of col decoded and normalised into buf (nt, d); false on a code >= nlist.
-template <Isa I, class Code>
-PLAIDX_INLINE bool decode_normalize(const Compressed<Code>& col, int64_t t, int64_t nt, float* buf) {
-  const int64_t d = col.d, pb = d * col.nbits / 8;
-#if PLAIDX_HAVE_DECODE2_AVX512
-  if constexpr (I == Isa::kAvx512) {
-    if (col.nbits == 2 && (col.table == nullptr || have_decode2_avx512()))
-      return decode_normalize2_avx512(col.codes + t, col.packed + t * pb, nt, col.centroids, col.nlist, col.planes,
-                                      d, buf);
-  }
-#endif
-  if (!decode_rows_any(col.nbits, col.codes + t, col.packed + t * pb, nt, col.centroids, col.nlist, col.table, d,
-                       buf))
-    return false;
-  normalize_rows(buf, nt, d);
-  return true;
-}
-
+// Tokens [t, t + nt) of col decoded (not normalised) into buf (nt, d); false on a code >= nlist.
 template <Isa I, class Code>
 PLAIDX_INLINE bool decode_plain_impl(const Compressed<Code>& col, int64_t t, int64_t nt, float* buf) {
   const int64_t d = col.d, pb = d * col.nbits / 8;
@@ -76,23 +59,24 @@ PLAIDX_INLINE bool decode_plain_impl(const Compressed<Code>& col, int64_t t, int
 PLAIDX_DISPATCH_CODE(bool, decode_plain, (const Compressed<Code>& col, int64_t t, int64_t nt, float* buf),
                      (col, t, nt, buf))
 
+// The same, normalised.
+template <Isa I, class Code>
+PLAIDX_INLINE bool decode_normalize(const Compressed<Code>& col, int64_t t, int64_t nt, float* buf) {
+  if (!decode_plain_impl<I>(col, t, nt, buf)) return false;
+  normalize_rows(buf, nt, col.d);
+  return true;
+}
+
 template <Isa I, class Code>
 PLAIDX_INLINE bool exact_docs_impl(const float* Qt, int64_t qlen, const Compressed<Code>& col, const int64_t* docs,
                                    int64_t count, float* buf, float* run_max, float* out) {
-  const int64_t d = col.d, qp = padded_qlen(qlen), pb = d * col.nbits / 8;
+  const int64_t d = col.d, qp = padded_qlen(qlen);
   for (int64_t i = 0; i < count; ++i) {
     const int64_t lo = col.doc_offsets[docs[i]], hi = col.doc_offsets[docs[i] + 1];
     std::fill(run_max, run_max + qp, kNegInf);
     for (int64_t t = lo; t < hi; t += kDecodeBlock) {
       const int64_t nt = std::min(kDecodeBlock, hi - t);
-      if (t + nt < hi) {  // the next block of this document, or the first block of the next one
-        prefetch_centroids(col.codes, t + nt, std::min(t + nt + kDecodeBlock, hi), col.centroids, col.nlist,
-                           d);
-      } else if (i + 1 < count) {
-        const int64_t lo2 = col.doc_offsets[docs[i + 1]], hi2 = col.doc_offsets[docs[i + 1] + 1];
-        prefetch_centroids(col.codes, lo2, std::min(lo2 + kDecodeBlock, hi2), col.centroids, col.nlist, d);
-        prefetch_bytes(col.packed + lo2 * pb, std::min(lo2 + kDecodeBlock, hi2) - lo2, pb);
-      }
+      prefetch_next_block(col, t + nt, hi, i + 1 < count ? docs[i + 1] : -1, kDecodeBlock);
       if (!decode_normalize<I>(col, t, nt, buf)) return false;
       max_dots<WideVec<I>>(Qt, d, qp, buf, nt, run_max);
     }

@@ -9,7 +9,10 @@
 // Thread-safety: pure functions writing only their outputs; results do not depend on num_threads.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+
+#include "cpu/token.h"
 
 namespace plaidx::cpu {
 
@@ -27,11 +30,27 @@ struct Compressed {
   int64_t nlist;
   int64_t d;
   int nbits;
-  const float* table;   // nullptr only where decode_normalize2_avx512 runs (nbits 2, have_decode2_avx512())
+  const float* table;   // nullptr only where decode2_avx512 runs (nbits 2, have_decode2_avx512())
   const float* planes;  // (2^nbits, d): the bucket weights transposed
 };
 
 inline int64_t padded_qlen(int64_t qlen) { return (qlen + 7) / 8 * 8; }
+
+// Asks the cache for what the next block of a scan over decoded documents reads: tokens [t, t + block) of
+// the current document (hi: its end) while it has some left, else the first block of document next_doc
+// (-1: none), its centroid rows and residual bytes.
+template <class Code>
+inline void prefetch_next_block(const Compressed<Code>& col, int64_t t, int64_t hi, int64_t next_doc,
+                                int64_t block) {
+  if (t < hi) {
+    prefetch_centroids(col.codes, t, std::min(t + block, hi), col.centroids, col.nlist, col.d);
+  } else if (next_doc >= 0) {
+    const int64_t lo2 = col.doc_offsets[next_doc], hi2 = col.doc_offsets[next_doc + 1];
+    const int64_t pb = col.d * col.nbits / 8;
+    prefetch_centroids(col.codes, lo2, std::min(lo2 + block, hi2), col.centroids, col.nlist, col.d);
+    prefetch_bytes(col.packed + lo2 * pb, std::min(lo2 + block, hi2) - lo2, pb);
+  }
+}
 
 // Qt[q, j, a] = Q[q, a, j] for a < qlen, 0 for qlen <= a < qp.
 void transpose_queries(const float* Q, int64_t nq, int64_t qlen, int64_t d, float* Qt);

@@ -843,14 +843,7 @@ void exact_q_scores_parallel(const Compressed<Code>& col, int64_t qlen, bool vnn
           std::fill(run_max.begin(), run_max.end(), kNegInf);
           for (int64_t t = lo; t < hi; t += kQuantBlock) {
             const int64_t nt = std::min(kQuantBlock, hi - t);
-            if (t + nt < hi) {  // the next block of this document, or the first block of the next one
-              prefetch_centroids(col.codes, t + nt, std::min(t + nt + kQuantBlock, hi), col.centroids, col.nlist,
-                                 d);
-            } else if (i + 1 < e) {
-              const int64_t lo2 = col.doc_offsets[docs[i + 1]], hi2 = col.doc_offsets[docs[i + 1] + 1];
-              prefetch_centroids(col.codes, lo2, std::min(lo2 + kQuantBlock, hi2), col.centroids, col.nlist, d);
-              prefetch_bytes(col.packed + lo2 * pb, std::min(lo2 + kQuantBlock, hi2) - lo2, pb);
-            }
+            prefetch_next_block(col, t + nt, hi, i + 1 < e ? docs[i + 1] : -1, kQuantBlock);
 #if PLAIDX_HAVE_VNNI
             if (vnni) {
               if (fused) {  // nbits 2: the statistics come with the decoded rows

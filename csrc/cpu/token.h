@@ -132,7 +132,7 @@ PLAIDX_INLINE void normalize_rows(float* v, int64_t nt, int64_t d) {
 }
 
 #if PLAIDX_HAVE_DECODE2_AVX512
-// Whether decode_normalize2_avx512 may run here (AVX-512F, BMI2 and OS support; PLAIDX_SIMD caps it
+// Whether decode2_avx512 may run here (AVX-512F, BMI2 and OS support; PLAIDX_SIMD caps it
 // like every other AVX-512 copy).
 inline bool have_decode2_avx512() {
   static const bool ok = runtime_isa() == Isa::kAvx512 && __builtin_cpu_supports("bmi2");
@@ -210,15 +210,6 @@ __attribute__((target("avx512f,avx2,fma,bmi2"))) inline bool decode2_avx512(
 #pragma GCC diagnostic pop
 #endif
 
-// decode2_avx512 followed by normalize() on each row.
-template <class Code>
-__attribute__((target("avx512f,avx2,fma,bmi2"))) inline bool decode_normalize2_avx512(
-    const Code* codes, const uint8_t* packed, int64_t nt, const float* centroids, int64_t nlist,
-    const float* planes, int64_t d, float* out) {
-  if (!decode2_avx512(codes, packed, nt, centroids, nlist, planes, d, out)) return false;
-  normalize_rows(out, nt, d);
-  return true;
-}
 #endif
 
 }  // namespace plaidx::cpu
