@@ -18,7 +18,10 @@ Variants (``--variants``):
 - ``rot_lm`` / ``rot_cos``: a seeded random rotation of the whole space first (queries rotated the
   same way; dot products unchanged), then ``lm`` / ``cos``;
 - ``scale``: ``lm`` codes plus a per-token least-squares scale of the decoded residual, stored as one
-  byte (log-quantised, 256 levels over [1/4, 4]): one byte more per token.
+  byte (log-quantised, 256 levels over [1/4, 4]): one byte more per token (``scale16``: 16 levels, half a
+  byte);
+- ``pq``: residual product quantisation at the same bytes (one 8-bit code per 8 / nbits dimensions, faiss);
+  ``pq_scale16``: ``pq`` plus the 16-level per-token scale (both levers together).
 
     .venv/bin/python benchmarks/codec_ceiling.py --collection benchmarks/results/cache/family_lowrank_n10000_d128_q300_s0
 
@@ -216,17 +219,19 @@ def run_variants(args, values, coll, raw, cbits, cands, truth, queries, held) ->
                 rh = dec - c
                 weights = weights * (np.mean(r * r, axis=0) / np.maximum(np.mean(r * rh, axis=0), 1e-12))[:, None]
                 dec = decode(c, codes, weights)
-            if variant.startswith("scale"):
+            if variant.startswith("scale") or variant.endswith("_scale16"):
                 rh = dec - c
                 s = np.einsum("nd,nd->n", r, rh) / np.maximum(np.einsum("nd,nd->n", rh, rh), 1e-12)
-                levels = {"scale": 256, "scale16": 16, "scale8": 8, "scale_exact": 0}[variant]
+                levels = {"scale": 256, "scale16": 16, "scale8": 8, "scale_exact": 0}[variant.split("_", 1)[-1]
+                                                                                    if variant.startswith("pq")
+                                                                                    else variant]
                 if levels:  # log-quantised over the 0.5%-99.5% range of the held-out scales
                     lo, hi = np.log2(np.clip(np.quantile(s[held], [0.005, 0.995]), 1e-3, None))
                     lv = np.clip(np.rint((np.log2(np.maximum(s, 1e-3)) - lo) / (hi - lo) * (levels - 1)), 0, levels - 1)
                     s = 2.0 ** (lo + lv / (levels - 1) * (hi - lo))
                     print(f"    scale range 2^[{lo:.2f}, {hi:.2f}], median {np.median(s):.3f}", flush=True)
                 dec = c + rh * s[:, None].astype(np.float32)
-                extra = {256: 1.0, 16: 0.5, 8: 0.375, 0: 4.0}[levels]
+                extra += {256: 1.0, 16: 0.5, 8: 0.375, 0: 4.0}[levels]
             dec = unit(dec)
             sq_err = float(np.mean(np.sum((dec - x) ** 2, axis=1)))
             _, ids = rescore(q, dec, coll.offsets, cands)

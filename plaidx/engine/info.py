@@ -14,6 +14,8 @@ def build_info() -> dict[str, Any]:
     dict
         ``backend`` ("native" or "reference"), ``native_error`` (why the native module is not in use,
         or None), and the backend's own fields (OpenMP, threads, SIMD level, CUDA and why not).
+        ``int8_vnni``: whether the int8 kernels run as AVX-512 VNNI here; a search's unset ``cell_scores``
+        and ``exact_scores`` are int8 then, float32 otherwise (see :class:`plaidx.SearchParams`).
     """
     from .. import __version__
     from . import gpu, kernels
