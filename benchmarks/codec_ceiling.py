@@ -21,7 +21,8 @@ Variants (``--variants``):
   byte (log-quantised, 256 levels over [1/4, 4]): one byte more per token (``scale16``: 16 levels, half a
   byte);
 - ``pq``: residual product quantisation at the same bytes (one 8-bit code per 8 / nbits dimensions, faiss);
-  ``pq_scale16``: ``pq`` plus the 16-level per-token scale (both levers together).
+  ``pq_scale16``: ``pq`` plus the 16-level per-token scale (both levers together); ``opq``, ``opq_scale16``:
+  the same after a learned rotation of the residuals (faiss OPQ, d x d floats stored once).
 
     .venv/bin/python benchmarks/codec_ceiling.py --collection benchmarks/results/cache/family_lowrank_n10000_d128_q300_s0
 
@@ -196,16 +197,27 @@ def run_variants(args, values, coll, raw, cbits, cands, truth, queries, held) ->
                 x, c, q = values @ rot, cn @ rot, queries @ rot
             r = x - c
             extra = 0.0
-            if variant.startswith("pq"):  # residual PQ: one 8-bit code per 8 / nbits dimensions (same bytes)
+            if variant.startswith(("pq", "opq")):  # residual PQ: one 8-bit code per 8 / nbits dimensions
                 import faiss
 
                 sub = 8 // args.nbits
+                opq = None
+                if variant.startswith("opq"):  # a learned rotation of the residuals first (faiss OPQ)
+                    opq = faiss.OPQMatrix(d, d // sub)
+                    opq.train(np.ascontiguousarray(r[held]))
+
+                def fwd(y, m=opq):
+                    return m.apply_py(np.ascontiguousarray(y)) if m is not None else y
+
+                def back(y, m=opq):
+                    return m.reverse_transform(y) if m is not None else y
+
                 pq = faiss.ProductQuantizer(d, d // sub, 8)
                 pq.cp.seed = args.seed
-                pq.train(np.ascontiguousarray(r[held]))
-                dec = np.concatenate([pq.decode(pq.compute_codes(np.ascontiguousarray(r[i:i + (1 << 18)])))
+                pq.train(np.ascontiguousarray(fwd(r[held])))
+                dec = np.concatenate([back(pq.decode(pq.compute_codes(np.ascontiguousarray(fwd(r[i:i + (1 << 18)])))))
                                       for i in range(0, n, 1 << 18)]) + c
-                extra = pq.M * pq.ksub * sub * 4 / n  # the float32 codebooks
+                extra = (pq.M * pq.ksub * sub + (d * d if opq is not None else 0)) * 4 / n  # float32 codebooks
             cutoffs, weights = train_codebooks(r[held], args.nbits)
             codes = bucketize(r, cutoffs)
             if variant.endswith("cos") or variant == "cos_refit":
@@ -213,7 +225,7 @@ def run_variants(args, values, coll, raw, cbits, cands, truth, queries, held) ->
                 if variant == "cos_refit":
                     weights = refit(r, codes, weights)
                     codes = cos_codes(x, c, codes, weights, 1)
-            if not variant.startswith("pq"):
+            if not variant.startswith(("pq", "opq")):
                 dec = decode(c, codes, weights)
             if variant == "gamma":  # per-dimension weights scaled so that r . r_hat is unbiased (free)
                 rh = dec - c
@@ -223,7 +235,7 @@ def run_variants(args, values, coll, raw, cbits, cands, truth, queries, held) ->
                 rh = dec - c
                 s = np.einsum("nd,nd->n", r, rh) / np.maximum(np.einsum("nd,nd->n", rh, rh), 1e-12)
                 levels = {"scale": 256, "scale16": 16, "scale8": 8, "scale_exact": 0}[variant.split("_", 1)[-1]
-                                                                                    if variant.startswith("pq")
+                                                                                    if "pq" in variant
                                                                                     else variant]
                 if levels:  # log-quantised over the 0.5%-99.5% range of the held-out scales
                     lo, hi = np.log2(np.clip(np.quantile(s[held], [0.005, 0.995]), 1e-3, None))
