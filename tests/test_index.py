@@ -575,6 +575,21 @@ def test_unset_scores_follow_the_cpus_int8_kernels(built, collection, tmp_path):
         assert out.stdout.strip() == want
 
 
+@pytest.mark.skipif(not kernels.INT8_VNNI, reason="on other CPUs every query's unset scores are float32")
+def test_queries_past_the_vnni_kernels_score_in_float32(built):
+    """The VNNI kernels take up to 256 query tokens; a longer query's unset cell_scores and exact_scores are
+    float32 (the int8 kernels' generic copies are slower), so its default search is the float32 one."""
+    long = np.random.default_rng(4).standard_normal((2, kernels.VNNI_MAX_QUERY_TOKENS + 1, built.dim))
+    long = (long / np.linalg.norm(long, axis=2, keepdims=True)).astype(np.float32)
+    f32 = plaidx.SearchParams(cell_scores="float32", exact_scores="float32")
+    for want, got in zip(built.search(long, k=5, params=f32), built.search(long, k=5)):
+        np.testing.assert_array_equal(got, want)
+    short = long[:, :kernels.VNNI_MAX_QUERY_TOKENS]
+    int8 = plaidx.SearchParams(cell_scores="int8", exact_scores="int8")
+    for want, got in zip(built.search(short, k=5, params=int8), built.search(short, k=5)):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_cell_scores_pick_the_first_stage(built, collection):
     """The default first stage is the int8 one (the kernels' cell_codes), "float32" the float one; both
     reach the same recall here, and an unknown value is a clear error."""

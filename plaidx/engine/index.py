@@ -290,13 +290,14 @@ class Index:
             nprobe_eff = min(p.nprobe, snap.nlist)
             # the int8 centroids the first stage scores against (cellq.py), or None: float32 scores. Unset, int8 on
             # a GPU and where the CPU runs the int8 kernels as AVX-512 VNNI (elsewhere they are slower than float)
-            int8_cells = p.cell_scores == "int8" or (p.cell_scores is None and (coll is not None or kernels.INT8_VNNI))
+            fast_int8 = kernels.INT8_VNNI and q.shape[1] <= kernels.VNNI_MAX_QUERY_TOKENS
+            int8_cells = p.cell_scores == "int8" or (p.cell_scores is None and (coll is not None or fast_int8))
             cells = snap.cell_codes if int8_cells else None
             if p.exact_scores == "int8" and coll is not None:
                 raise ValueError("exact_scores='int8' runs on the CPU: leave it None (float32 on a GPU) or search "
                                  "with device=None")
             exact_int8 = kept is None and not tier and coll is None and (p.exact_scores == "int8" or (
-                p.exact_scores is None and kernels.INT8_VNNI and snap.dim <= cellq.MAX_QUANTIZED_DIM))
+                p.exact_scores is None and fast_int8 and snap.dim <= cellq.MAX_QUANTIZED_DIM))
 
             def plaid(qs: np.ndarray, n_probe: int) -> tuple[np.ndarray, np.ndarray]:
                 if coll is not None:

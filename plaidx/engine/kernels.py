@@ -132,6 +132,9 @@ assign_nearest = backend.assign_nearest
 # Whether the int8 kernels (quantised cell scores, the int8 exact stage) run as AVX-512 VNNI here: where they do
 # not, their generic copies are slower than float32, so the search's defaults score in float32 instead.
 INT8_VNNI = bool(backend.build_info().get("int8_vnni", False))
+# Query tokens up to which those VNNI kernels run (csrc/cpu/search.cpp kMaxQp16); longer queries take the
+# generic copies, so the defaults score them in float32 too.
+VNNI_MAX_QUERY_TOKENS = 256
 
 
 def native_error() -> str | None:

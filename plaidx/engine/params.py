@@ -51,16 +51,16 @@ class SearchParams:
         (exact integers, scaled back; about 4x fewer instructions on AVX-512 VNNI CPUs, within 0.002
         recall@10 of float32 on our collections). ``"float32"``: float dot products, as Stanford PLAID and
         earlier plaidx releases (to reproduce their candidates exactly). None: ``"int8"`` on a GPU and on
-        CPUs with AVX-512 VNNI (``plaidx.engine.kernels.INT8_VNNI``), ``"float32"`` on others, where the int8
-        kernels are slower. Passed through :meth:`resolve` unchanged.
+        CPUs with AVX-512 VNNI (``plaidx.engine.kernels.INT8_VNNI``) for queries of up to 256 tokens,
+        ``"float32"`` otherwise, where the int8 kernels are slower. Passed through :meth:`resolve` unchanged.
     exact_scores : "int8", "float32" or None
         How the last stage scores the ``n_exact`` candidates' decompressed tokens. ``"int8"``: each decoded
         token quantised to int8 as its unit vector, against the int8 query (the scoring of the int8 rerank
         tier); on AVX-512 VNNI CPUs the exact stage then takes about half the time, for recall@10 within
         0.001 of float32 on our collections (benchmarks/results/search_stages_families.md). ``"float32"``:
         float MaxSim over the normalised decoded tokens, as Stanford PLAID and earlier plaidx releases.
-        None: ``"int8"`` on CPUs with AVX-512 VNNI (``plaidx.engine.kernels.INT8_VNNI``) where d <= 1024,
-        ``"float32"`` elsewhere and on a GPU (``"int8"`` is CPU-only). The exhaustive ``exact=True`` search
+        None: ``"int8"`` on CPUs with AVX-512 VNNI (``plaidx.engine.kernels.INT8_VNNI``) where d <= 1024 and
+        the query has at most 256 tokens, ``"float32"`` elsewhere and on a GPU (``"int8"`` is CPU-only). The exhaustive ``exact=True`` search
         is always float32. Not with the rerank tier, whose kept vectors score the candidates instead.
         Passed through :meth:`resolve` unchanged.
 
