@@ -223,9 +223,10 @@ PLAIDX_VNNI_TARGET inline __m512i dpbusd(__m512i acc, __m512i a, __m512i b) {
 // acc[i][u] = the exact int32 dot products of the T int8 rows at rows (stride d) against query columns
 // [a0 + 16 u, a0 + 16 u + 16) of qq ((d / 4, qp16, 4) bytes: the query's int8 values + 128), plus 128 times
 // the row's sum (the offset of the query bytes), by vpdpbusd: 4 byte products per lane and step.
-// RowsBiased: the rows' bytes are their int8 values + 128 instead (the exact stage's), the query's are taken
-// back to int8 (xor 0x80), and the offset is 128 times the query column's sum.
-template <int T, int NA, bool RowsBiased = false>
+// RowsBiased: the rows' bytes are taken as their int8 values + 128 instead (stored so, or FlipRows: flipped
+// on the fly, xor 0x80), the query's are taken back to int8 (xor 0x80), and the offset is 128 times the query
+// column's sum.
+template <int T, int NA, bool RowsBiased = false, bool FlipRows = false>
 PLAIDX_VNNI_TARGET inline void vnni_dots(const uint8_t* qq, int64_t qp16, const int8_t* rows, int64_t d, int64_t a0,
                                          __m512i (&acc)[T][NA]) {
   for (int i = 0; i < T; ++i)
@@ -238,9 +239,10 @@ PLAIDX_VNNI_TARGET inline void vnni_dots(const uint8_t* qq, int64_t qp16, const 
       if constexpr (RowsBiased) qv[u] = _mm512_xor_si512(qv[u], _mm512_set1_epi8(static_cast<char>(0x80)));
     }
     for (int i = 0; i < T; ++i) {
-      int32_t w;
+      uint32_t w;
       std::memcpy(&w, rows + i * d + 4 * g, sizeof(w));
-      const __m512i b = _mm512_set1_epi32(w);
+      if constexpr (FlipRows) w ^= 0x80808080u;
+      const __m512i b = _mm512_set1_epi32(static_cast<int32_t>(w));
       for (int u = 0; u < NA; ++u) {
         if constexpr (RowsBiased)
           acc[i][u] = dpbusd(acc[i][u], b, qv[u]);
@@ -314,76 +316,62 @@ PLAIDX_VNNI_TARGET void score_cells_vnni(const uint8_t* qq, const float* qscale,
     std::copy(block, block + qp, bmax + b / kCellBlock * qp);
   }
 }
-// sum_j row[j] of an int8 row of d values (d a multiple of 8).
-PLAIDX_VNNI_TARGET inline int32_t vnni_row_sum(const int8_t* row, int64_t d) {
-  const __m512i ones = _mm512_set1_epi8(1);
-  __m512i acc = _mm512_setzero_si512();
-  int64_t j = 0;
-  for (; j + 64 <= d; j += 64) acc = dpbusd(acc, ones, _mm512_loadu_si512(row + j));
-  if (j < d) acc = dpbusd(acc, ones, _mm512_maskz_loadu_epi8((__mmask64{1} << (d - j)) - 1, row + j));
-  return _mm512_reduce_add_epi32(acc);
-}
-
 // T int8 rows (scales vs) against query columns [a0, a0 + 16 * NA): the quantised scores
 // (float(dot) * vs[i]) * qscale[a], folded into the running maxima m ("f > m ? f : m", tokens ascending).
-// Biased (the exact stage's rows): the rows' bytes are their int8 values + 128 and the offset taken off is
-// 128 * qsum[a] (the query columns' sums) instead of each row's sum times 128: the same values.
-template <int T, int NA, bool Biased>
+// The rows' bytes are taken as int8 + 128 (the exact stage stores them so; Signed: kept int8 rows, flipped
+// as they are read), so the offset 128 * qsum[a] (the query columns' sums) comes off each column.
+template <int T, int NA, bool Signed>
 PLAIDX_VNNI_TARGET inline void vnni_rows_tile(const uint8_t* qq, int64_t qp16, const float* qscale,
                                               const int32_t* qsum, const int8_t* rows, const float* vs, int64_t d,
                                               int64_t a0, __m512 (&m)[NA]) {
   __m512i acc[T][NA];
-  vnni_dots<T, NA, Biased>(qq, qp16, rows, d, a0, acc);
-  __m512i off[Biased ? NA : T];
-  if constexpr (Biased) {
-    for (int u = 0; u < NA; ++u) off[u] = _mm512_slli_epi32(_mm512_loadu_si512(qsum + a0 + 16 * u), 7);
-  } else {
-    for (int i = 0; i < T; ++i) off[i] = _mm512_set1_epi32(128 * vnni_row_sum(rows + i * d, d));
-  }
+  vnni_dots<T, NA, true, Signed>(qq, qp16, rows, d, a0, acc);
   for (int u = 0; u < NA; ++u) {
     const __m512 qs = _mm512_loadu_ps(qscale + a0 + 16 * u);
+    const __m512i off = _mm512_slli_epi32(_mm512_loadu_si512(qsum + a0 + 16 * u), 7);
     for (int i = 0; i < T; ++i) {
-      __m512 f = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][u], off[Biased ? u : i]));
+      __m512 f = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][u], off));
       f = _mm512_mul_ps(_mm512_mul_ps(f, _mm512_set1_ps(vs[i])), qs);
       m[u] = _mm512_max_ps(f, m[u]);  // f > m ? f : m, as vmax_update
     }
   }
 }
 
-template <int NA, bool Biased>
+template <int NA, bool Signed>
 PLAIDX_VNNI_TARGET inline void vnni_rows_columns(const uint8_t* qq, int64_t qp16, const float* qscale,
                                                  const int32_t* qsum, const int8_t* rows, const float* vs, int64_t nt,
                                                  int64_t d, int64_t a0, float* run_max) {
   __m512 m[NA];
   for (int u = 0; u < NA; ++u) m[u] = _mm512_loadu_ps(run_max + a0 + 16 * u);
   int64_t t = 0;
-  for (; t + 8 <= nt; t += 8) vnni_rows_tile<8, NA, Biased>(qq, qp16, qscale, qsum, rows + t * d, vs + t, d, a0, m);
-  for (; t < nt; ++t) vnni_rows_tile<1, NA, Biased>(qq, qp16, qscale, qsum, rows + t * d, vs + t, d, a0, m);
+  for (; t + 8 <= nt; t += 8) vnni_rows_tile<8, NA, Signed>(qq, qp16, qscale, qsum, rows + t * d, vs + t, d, a0, m);
+  for (; t < nt; ++t) vnni_rows_tile<1, NA, Signed>(qq, qp16, qscale, qsum, rows + t * d, vs + t, d, a0, m);
   for (int u = 0; u < NA; ++u) _mm512_storeu_ps(run_max + a0 + 16 * u, m[u]);
 }
 
-template <bool Biased>
+template <bool Signed>
 PLAIDX_VNNI_TARGET inline void vnni_rows_max(const uint8_t* qq, int64_t qp16, const float* qscale, const int32_t* qsum,
                                              const int8_t* rows, const float* vs, int64_t nt, int64_t d,
                                              float* run_max) {
   for (int64_t a0 = 0; a0 < qp16; a0 += 32) {
     if (a0 + 16 < qp16)
-      vnni_rows_columns<2, Biased>(qq, qp16, qscale, qsum, rows, vs, nt, d, a0, run_max);
+      vnni_rows_columns<2, Signed>(qq, qp16, qscale, qsum, rows, vs, nt, d, a0, run_max);
     else
-      vnni_rows_columns<1, Biased>(qq, qp16, qscale, qsum, rows, vs, nt, d, a0, run_max);
+      vnni_rows_columns<1, Signed>(qq, qp16, qscale, qsum, rows, vs, nt, d, a0, run_max);
   }
 }
 
-// run_max (qp16,) = running maxima over the kept rows (nt, d) of one document: the values max_dots_q gives.
-PLAIDX_VNNI_TARGET void kept_max_vnni(const uint8_t* qq, int64_t qp16, const float* qscale, const int8_t* rows,
-                                      const float* vs, int64_t nt, int64_t d, float* run_max) {
-  vnni_rows_max<false>(qq, qp16, qscale, nullptr, rows, vs, nt, d, run_max);
+// run_max (qp16,) = running maxima over the kept int8 rows (nt, d) of one document: the values max_dots_q
+// gives. qsum (qp16,): the query columns' sums.
+PLAIDX_VNNI_TARGET void kept_max_vnni(const uint8_t* qq, int64_t qp16, const float* qscale, const int32_t* qsum,
+                                      const int8_t* rows, const float* vs, int64_t nt, int64_t d, float* run_max) {
+  vnni_rows_max<true>(qq, qp16, qscale, qsum, rows, vs, nt, d, run_max);
 }
 
-// The same over the exact stage's biased rows (int8 + 128), given the query columns' sums qsum (qp16,).
+// The same over the exact stage's biased rows (int8 + 128).
 PLAIDX_VNNI_TARGET void exact_max_vnni(const uint8_t* qq, int64_t qp16, const float* qscale, const int32_t* qsum,
                                        const int8_t* rows, const float* vs, int64_t nt, int64_t d, float* run_max) {
-  vnni_rows_max<true>(qq, qp16, qscale, qsum, rows, vs, nt, d, run_max);
+  vnni_rows_max<false>(qq, qp16, qscale, qsum, rows, vs, nt, d, run_max);
 }
 
 // quantize_unit_rows of the n <= kQuantBlock rows of x (n, d), given each row's max_j |x_j| and sum of squares
@@ -808,7 +796,8 @@ void kept_scores_parallel(const KeptScorer& ks, const int64_t* docs, int64_t cou
             const float* vs = ks.kept.int8.scale + lo;
 #if PLAIDX_HAVE_VNNI
             if (ks.vnni)
-              kept_max_vnni(ks.qz->qq.data(), qp16, ks.qz->qscale.data(), rows, vs, hi - lo, d, run_max.data());
+              kept_max_vnni(ks.qz->qq.data(), qp16, ks.qz->qscale.data(), ks.qz->qsum.data(), rows, vs, hi - lo, d,
+                            run_max.data());
             else
 #endif
               kept_max_q(ks.qz->qf.data(), ks.qz->qscale.data(), qp, rows, vs, hi - lo, d, run_max.data());
