@@ -7,8 +7,8 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Optional
 
 LARGE_INDEX_TOKENS = 1 << 22  # about 4M token embeddings
-CELL_SCORES = (None, "int8", "float32")  # SearchParams.cell_scores (None: "int8")
-EXACT_SCORES = (None, "int8", "float32")  # SearchParams.exact_scores (None: "int8" where d <= 1024)
+CELL_SCORES = (None, "int8", "float32")  # SearchParams.cell_scores (None: the search picks by CPU and device)
+EXACT_SCORES = (None, "int8", "float32")  # SearchParams.exact_scores (the same)
 TIER_MIN_NPROBE = 8  # the rerank tier's defaults (SearchParams.resolve with tier=True)
 TIER_NDOCS_FACTOR = 4
 TIER_MIN_NPROBE_LARGE = 4  # ... from LARGE_INDEX_TOKENS, where the plain ndocs is already 4x larger
@@ -60,9 +60,9 @@ class SearchParams:
         0.001 of float32 on our collections (benchmarks/results/search_stages_families.md). ``"float32"``:
         float MaxSim over the normalised decoded tokens, as Stanford PLAID and earlier plaidx releases.
         None: ``"int8"`` on CPUs with AVX-512 VNNI (``plaidx.engine.kernels.INT8_VNNI``) where d <= 1024 and
-        the query has at most 256 tokens, ``"float32"`` elsewhere and on a GPU (``"int8"`` is CPU-only). The exhaustive ``exact=True`` search
-        is always float32. Not with the rerank tier, whose kept vectors score the candidates instead.
-        Passed through :meth:`resolve` unchanged.
+        the query has at most 256 tokens, ``"float32"`` elsewhere and on a GPU (``"int8"`` is CPU-only).
+        The exhaustive ``exact=True`` search is always float32. Not with the rerank tier, whose kept vectors
+        score the candidates instead. Passed through :meth:`resolve` unchanged.
 
     ``SearchParams(nprobe=4)`` overrides one knob; :meth:`resolve` fills in the others.
     """

@@ -388,16 +388,22 @@ def _kept_arrays(fn: str, kept: Any, Q: np.ndarray, n: int) -> tuple[np.ndarray,
             f"{fn}: kept must hold one row (and one scale, for int8) per token: (n, d) = {(n, d)}")
     if ks is not None:
         _expect(d <= cellq.MAX_QUANTIZED_DIM, f"{fn}: kept int8 vectors need d <= {cellq.MAX_QUANTIZED_DIM}")
-        _expect(bool(np.isfinite(Q).all()), f"{fn}: quantised scores (cell_codes, kept, exact_int8) need finite query values")
+        _expect(bool(np.isfinite(Q).all()),
+                f"{fn}: quantised scores (cell_codes, kept, exact_int8) need finite query values")
     return kv, ks
+
+
+def _doc_tokens(doc_offsets: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The tokens of the documents docs, in order (int64), and their offsets within that list (len(docs) + 1,)."""
+    starts, ends = doc_offsets[docs], doc_offsets[docs + 1]
+    take = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)]) if docs.size else np.zeros(0, np.int64)
+    return take, np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64)
 
 
 def _kept_step(q: np.ndarray, kv: np.ndarray, ks: np.ndarray | None, doc_offsets: np.ndarray,
                docs: np.ndarray) -> np.ndarray:
     """Step 5 with kept vectors: f32 (m,) scores of one query (qlen, d) for the documents docs."""
-    starts, ends = doc_offsets[docs], doc_offsets[docs + 1]
-    take = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)]) if docs.size else np.zeros(0, np.int64)
-    offs = np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64)
+    take, offs = _doc_tokens(doc_offsets, docs)
     if ks is None:
         return maxsim(q[None], np.ascontiguousarray(kv[take], dtype=np.float32), offs)[0]
     return cellq.kept_maxsim(q, kv[take], ks[take], offs)
@@ -406,9 +412,7 @@ def _kept_step(q: np.ndarray, kv: np.ndarray, ks: np.ndarray | None, doc_offsets
 def _exact_int8_step(q: np.ndarray, codes: np.ndarray, packed: np.ndarray, doc_offsets: np.ndarray,
                      docs: np.ndarray, centroids: np.ndarray, weights: np.ndarray, nbits: int) -> np.ndarray:
     """Step 5 with exact_int8: f32 (m,) scores of one query (qlen, d) for the documents docs."""
-    starts, ends = doc_offsets[docs], doc_offsets[docs + 1]
-    take = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)]) if docs.size else np.zeros(0, np.int64)
-    offs = np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64)
+    take, offs = _doc_tokens(doc_offsets, docs)
     v = np.empty((take.size, q.shape[1]), np.float32)
     _decompress_loop(codes[take], packed[take], centroids, weights, nbits, False, v)
     rows, scales = cellq.quantize_unit_rows(v)
@@ -480,7 +484,8 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
     if exact_int8:
         _expect(d <= cellq.MAX_QUANTIZED_DIM, f"{fn}: exact_int8 needs d <= {cellq.MAX_QUANTIZED_DIM}; search "
                                               "without it")
-        _expect(bool(np.isfinite(Q).all()), f"{fn}: quantised scores (cell_codes, kept, exact_int8) need finite query values")
+        _expect(bool(np.isfinite(Q).all()),
+                f"{fn}: quantised scores (cell_codes, kept, exact_int8) need finite query values")
     if S is None:
         S = centroid_scores(Q, np.ascontiguousarray(centroids.T))
     _expect(S.shape == (nq, qlen, nlist), f"{fn}: S must have shape (nq, qlen, nlist) = {(nq, qlen, nlist)}, "
