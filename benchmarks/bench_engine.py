@@ -139,6 +139,26 @@ def machine_info(threads: int) -> dict:
     return info
 
 
+def write_stamped_report(stem: str, title: str, body: list[str], payload: dict, threads: int,
+                         load_start: list[float]) -> None:
+    """results/<stem>.md (title, a line stamping date, commit, machine, threads and load, the command, then body)
+    and results/<stem>.json (payload plus machine, git, cli and created); prints the markdown."""
+    m = machine_info(threads)
+    m["loadavg_at_start"] = load_start
+    git = git_info()
+    lines = [f"# {title}", "",
+             f"{dt.datetime.now().isoformat(timespec='seconds')} | plaidx commit {git.get('commit', '?')[:10]} | "
+             f"{m.get('cpu')} ({m.get('cpu_count')} cores) | {threads} threads | load average at start "
+             f"{[round(x, 2) for x in load_start]}, at end {[round(x, 2) for x in os.getloadavg()]} | "
+             f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}", "",
+             "Command: `" + " ".join([Path(sys.executable).name, *sys.argv]) + "`", "", *body]
+    (RESULTS_DIR / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    (RESULTS_DIR / f"{stem}.json").write_text(json.dumps(
+        {**payload, "machine": m, "git": git, "cli": sys.argv[1:],
+         "created": dt.datetime.now().isoformat(timespec="seconds")}, indent=1))
+    print("\n".join(lines), flush=True)
+
+
 # ------------------------------------------------------------------------------------- subprocess
 def child_env(threads: int, extra: dict | None = None) -> dict:
     env = dict(os.environ)

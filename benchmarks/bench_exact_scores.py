@@ -16,41 +16,23 @@ Writes ``results/exact_scores_nbits.json`` and ``.md``. Not part of CI.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import families  # noqa: E402
-from bench_engine import git_info, machine_info  # noqa: E402
+from bench_engine import write_stamped_report  # noqa: E402
 from bench_families import REAL, resolve  # noqa: E402
-from collection import RESULTS_DIR, exact_topk_cached, load_collection, recall_at_k  # noqa: E402
+from collection import exact_topk_cached, load_collection, recall_at_k  # noqa: E402
+from sweep_family_params import timed_interleaved  # noqa: E402
 
 import plaidx  # noqa: E402
 
 MODES = ("int8", "float32")
-
-
-def timed(index: plaidx.Index, queries: np.ndarray, n: int, threads: int) -> dict[str, float]:
-    """p50 ms of single-query searches with each exact_scores mode, interleaved query by query."""
-    params = {m: plaidx.SearchParams(exact_scores=m) for m in MODES}
-    for m in MODES:
-        for i in range(3):
-            index.search(queries[i], k=10, params=params[m], num_threads=threads)
-    picks = range(0, len(queries), max(1, len(queries) // n))
-    lat: dict[str, list[float]] = {m: [] for m in MODES}
-    for i in picks:
-        for m in MODES:
-            t = time.perf_counter()
-            index.search(queries[i:i + 1], k=10, params=params[m], num_threads=threads)
-            lat[m].append(time.perf_counter() - t)
-    return {m: float(np.median(v) * 1e3) for m, v in lat.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,21 +66,15 @@ def main(argv: list[str] | None = None) -> int:
                     row[f"recall_{m}"] = recall_at_k(ids, truth, 10)
                 _, ids = index.search(queries, k=10, exact=True, num_threads=args.threads)
                 row["recall_exhaustive"] = recall_at_k(ids, truth, 10)
-                row.update({f"p50_ms_{m}": v for m, v in timed(index, queries, args.timed_queries,
-                                                                args.threads).items()})
+                settings = [{"params": plaidx.SearchParams(exact_scores=m), "num_threads": args.threads}
+                            for m in MODES]
+                for m, t in zip(MODES, timed_interleaved(index, queries, settings, 10, args.timed_queries)):
+                    row[f"p50_ms_{m}"] = t["p50_ms"]
                 del index
             rows.append(row)
             print(f"[exact_scores] {row}", flush=True)
 
-    m = machine_info(args.threads)
-    m["loadavg_at_start"] = load_start
-    lines = ["# The int8 exact stage against float32 at nbits 1, 2 and 4", "",
-             f"{dt.datetime.now().isoformat(timespec='seconds')} | plaidx commit {git_info().get('commit', '?')[:10]} | "
-             f"{m.get('cpu')} ({m.get('cpu_count')} cores) | {args.threads} threads | load average at start "
-             f"{[round(x, 2) for x in load_start]}, at end {[round(x, 2) for x in os.getloadavg()]} | "
-             f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}", "",
-             "Command: `" + " ".join([Path(sys.executable).name, *sys.argv]) + "`", "",
-             "Each index built at the given nbits with plaidx's other defaults and searched at its default search "
+    lines = ["Each index built at the given nbits with plaidx's other defaults and searched at its default search "
              "parameters with `exact_scores=\"int8\"` and `\"float32\"`: recall@10 against exact MaxSim over the "
              "uncompressed embeddings (all queries, one batched call), single-query p50 (settings interleaved query "
              "by query). Exhaustive: `exact=True` over the codes (float32), the codec's ceiling.", "",
@@ -110,11 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['recall_float32']:.4f} | {r['recall_int8'] - r['recall_float32']:+.4f} | "
                      f"{r['recall_exhaustive']:.4f} | {r['p50_ms_int8']:.2f} | {r['p50_ms_float32']:.2f} | "
                      f"{r['p50_ms_int8'] / r['p50_ms_float32']:.2f} |")
-    (RESULTS_DIR / "exact_scores_nbits.md").write_text("\n".join(lines) + "\n")
-    (RESULTS_DIR / "exact_scores_nbits.json").write_text(json.dumps(
-        {"rows": rows, "machine": m, "git": git_info(), "cli": sys.argv[1:],
-         "created": dt.datetime.now().isoformat(timespec="seconds")}, indent=1))
-    print("\n".join(lines), flush=True)
+    write_stamped_report("exact_scores_nbits", "The int8 exact stage against float32 at nbits 1, 2 and 4", lines,
+                         {"rows": rows}, args.threads, load_start)
     return 0
 
 

@@ -32,7 +32,6 @@ Writes ``results/search_stages_families.json`` and ``.md``. Not part of CI.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import sys
@@ -40,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import families  # noqa: E402
-from bench_engine import git_info, machine_info  # noqa: E402
+from bench_engine import write_stamped_report  # noqa: E402
 from bench_families import REAL, resolve  # noqa: E402
 from collection import CACHE_DIR, RESULTS_DIR, exact_topk_cached, load_collection, recall_at_k  # noqa: E402
 from sweep_family_params import timed_interleaved  # noqa: E402
@@ -111,15 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                      "nlist": index.nlist, "dim": index.dim, "n_docs": coll.n_docs}
         print(f"[stages] {name}: " + ", ".join(f"{k} {v['p50_ms']:.2f} ms" for k, v in rows.items()), flush=True)
 
-    m = machine_info(args.threads)
-    m["loadavg_at_start"] = load_start
-    lines = [f"# Where a default plaidx search spends its time ({', '.join(out)}; k {args.k})", "",
-             f"{dt.datetime.now().isoformat(timespec='seconds')} | plaidx commit {git_info().get('commit', '?')[:10]} | "
-             f"{m.get('cpu')} ({m.get('cpu_count')} cores) | {args.threads} threads | load average at start "
-             f"{[round(x, 2) for x in load_start]}, at end {[round(x, 2) for x in os.getloadavg()]} | "
-             f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}", "",
-             "Command: `" + " ".join([Path(sys.executable).name, *sys.argv]) + "`", "",
-             "Single-query p50 (ms) over " + str(args.timed_queries) + " queries per collection, settings interleaved "
+    lines = ["Single-query p50 (ms) over " + str(args.timed_queries) + " queries per collection, settings interleaved "
              "query by query; recall@10 against exact MaxSim from one batched call. probe: nprobe 1, ndocs 10, "
              "n_exact 10 (the query against all centroids); candidates: defaults with n_exact 10 (stages 1-4); "
              "PLAID defaults: its p50 in the collection's `engine_<name>_<n>_families` (real sets: `_real`) run "
@@ -143,11 +134,9 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['defaults']['p50_ms'] - cand:.2f} / {r[EXACT_F32]['p50_ms'] - cand:.2f} | "
                      f"{r['n_exact 64']['p50_ms']:.2f} ({r['n_exact 64']['recall_at_k']:.3f}) | "
                      + (f"{pd:.2f} | {pd / 3:.2f} |" if pd else "- | - |"))
-    (RESULTS_DIR / "search_stages_families.md").write_text("\n".join(lines) + "\n")
-    (RESULTS_DIR / "search_stages_families.json").write_text(json.dumps(
-        {"families": out, "machine": m, "git": git_info(), "cli": sys.argv[1:],
-         "created": dt.datetime.now().isoformat(timespec="seconds")}, indent=1))
-    print("\n".join(lines), flush=True)
+    write_stamped_report("search_stages_families",
+                         f"Where a default plaidx search spends its time ({', '.join(out)}; k {args.k})", lines,
+                         {"families": out}, args.threads, load_start)
     return 0
 
 
