@@ -22,7 +22,9 @@ Variants (``--variants``):
   byte);
 - ``pq``: residual product quantisation at the same bytes (one 8-bit code per 8 / nbits dimensions, faiss);
   ``pq_scale16``: ``pq`` plus the 16-level per-token scale (both levers together); ``opq``, ``opq_scale16``:
-  the same after a learned rotation of the residuals (faiss OPQ, d x d floats stored once).
+  the same after a learned rotation of the residuals (faiss OPQ, d x d floats stored once); ``pqn_scale16``:
+  the engine's pq codec (format 5) in prototype: the last sub-vector takes 16 codewords and the scale its
+  byte's other nibble, so no byte is added.
 
     .venv/bin/python benchmarks/codec_ceiling.py --collection benchmarks/results/cache/family_lowrank_n10000_d128_q300_s0
 
@@ -212,11 +214,25 @@ def run_variants(args, values, coll, raw, cbits, cands, truth, queries, held) ->
                 def back(y, m=opq):
                     return m.reverse_transform(y) if m is not None else y
 
-                pq = faiss.ProductQuantizer(d, d // sub, 8)
-                pq.cp.seed = args.seed
-                pq.train(np.ascontiguousarray(fwd(r[held])))
-                dec = np.concatenate([back(pq.decode(pq.compute_codes(np.ascontiguousarray(fwd(r[i:i + (1 << 18)])))))
-                                      for i in range(0, n, 1 << 18)]) + c
+                if variant.startswith("pqn"):  # the last sub-quantizer 4-bit: its other nibble holds the scale
+                    pq = faiss.ProductQuantizer(d - sub, d // sub - 1, 8)
+                    last = faiss.ProductQuantizer(sub, 1, 4)
+                    pq.cp.seed = last.cp.seed = args.seed
+                    pq.train(np.ascontiguousarray(r[held][:, : d - sub]))
+                    last.train(np.ascontiguousarray(r[held][:, d - sub:]))
+
+                    def enc(y, pq=pq, last=last, sub=sub):
+                        a = pq.decode(pq.compute_codes(np.ascontiguousarray(y[:, : d - sub])))
+                        b = last.decode(last.compute_codes(np.ascontiguousarray(y[:, d - sub:])))
+                        return np.concatenate([a, b], axis=1)
+
+                    dec = np.concatenate([enc(r[i:i + (1 << 18)]) for i in range(0, n, 1 << 18)]) + c
+                else:
+                    pq = faiss.ProductQuantizer(d, d // sub, 8)
+                    pq.cp.seed = args.seed
+                    pq.train(np.ascontiguousarray(fwd(r[held])))
+                    dec = np.concatenate([back(pq.decode(pq.compute_codes(np.ascontiguousarray(fwd(r[i:i + (1 << 18)])))))
+                                          for i in range(0, n, 1 << 18)]) + c
                 extra = (pq.M * pq.ksub * sub + (d * d if opq is not None else 0)) * 4 / n  # float32 codebooks
             cutoffs, weights = train_codebooks(r[held], args.nbits)
             codes = bucketize(r, cutoffs)
@@ -243,7 +259,7 @@ def run_variants(args, values, coll, raw, cbits, cands, truth, queries, held) ->
                     s = 2.0 ** (lo + lv / (levels - 1) * (hi - lo))
                     print(f"    scale range 2^[{lo:.2f}, {hi:.2f}], median {np.median(s):.3f}", flush=True)
                 dec = c + rh * s[:, None].astype(np.float32)
-                extra += {256: 1.0, 16: 0.5, 8: 0.375, 0: 4.0}[levels]
+                extra += 0.0 if variant.startswith("pqn") else {256: 1.0, 16: 0.5, 8: 0.375, 0: 4.0}[levels]
             dec = unit(dec)
             sq_err = float(np.mean(np.sum((dec - x) ** 2, axis=1)))
             _, ids = rescore(q, dec, coll.offsets, cands)

@@ -43,10 +43,14 @@ void collection_args(const char* fn, const py::handle& codes_o, const py::handle
                      const py::handle& offsets_o, const py::handle& centroids_o, const py::handle& weights_o,
                      int nbits, const py::handle& allowed_o, int64_t d, CollectionArgs<Code>& out) {
   const CodedViews<Code> v =
-      collection_views<Code>(fn, codes_o, packed_o, offsets_o, centroids_o, weights_o, nbits, allowed_o, d);
+      collection_views<Code>(fn, codes_o, packed_o, offsets_o, centroids_o, weights_o, nbits, allowed_o, d, true);
   out.col = cpu::Compressed<Code>{v.codes, v.packed, v.n, v.doc_offsets, v.ndocs, v.centroids, v.nlist, d, nbits,
-                                  nullptr, nullptr};
+                                  nullptr, nullptr, v.levels};
   out.allowed = v.allowed;
+  if (v.table != nullptr) {  // the pq codec: its own table, no planes (decode2_avx512 decodes bucket weights only)
+    out.col.table = v.table;
+    return;
+  }
   // Done here so that the pointers are set before the GIL is released. The per-byte table (d * 256
   // floats, ~10 us at d = 128) is skipped where the AVX-512 2-bit decoder reads only the planes.
   out.col.planes = cpu::build_weight_planes(v.weights, d, nbits, out.planes_storage);
@@ -84,9 +88,9 @@ py::array_t<float> decompress_t(const py::object& codes_o, const py::object& pac
   const auto codes = view<Code>(codes_o, fn, "codes", 1, "(n,)");
   const auto packed = view<uint8_t>(packed_o, fn, "packed", 2, "(n, d * nbits // 8)");
   const auto centroids = view<float>(centroids_o, fn, "centroids", 2, "(nlist, d)");
-  const auto weights = view<float>(weights_o, fn, "weights", 2, "(d, 2**nbits)");
   const int64_t n = codes[0], nlist = centroids[0], d = centroids[1];
   check_dim(fn, d);
+  const CodebookView book = codebook_view(fn, weights_o, d, nbits, true);
   const std::string f(fn);
   expect(packed[0] == n && packed[1] == d * nbits / 8,
          f + ": packed must have shape (n, d * nbits // 8) = (" + std::to_string(n) + ", " +
@@ -94,15 +98,12 @@ py::array_t<float> decompress_t(const py::object& codes_o, const py::object& pac
   expect(nlist >= 1 && nlist <= max_nlist_for<Code>(),
          f + ": nlist (centroids.shape[0]) must be in [1, " + std::to_string(max_nlist_for<Code>()) + "] for " +
              DtypeName<Code>::value + " codes, got " + std::to_string(nlist));
-  expect(weights[0] == d && weights[1] == (int64_t{1} << nbits),
-         f + ": weights must have shape (d, 2**nbits) = (" + std::to_string(d) + ", " +
-             std::to_string(1 << nbits) + "), got " + shape_str(weights.shape));
   py::array_t<float> out({n, d});
   float* o = mutable_data(out);
   {
     py::gil_scoped_release release;
-    cpu::decompress(codes.data, packed.data, n, centroids.data, nlist, d, weights.data, nbits, normalize, o,
-                    0);
+    cpu::decompress(codes.data, packed.data, n, centroids.data, nlist, d, book.weights, nbits, normalize, o, 0,
+                    book.table, book.levels);
   }
   return out;
 }

@@ -135,6 +135,45 @@ decltype(auto) with_code_type(const py::handle& codes, const char* fn, const cha
   return f(uint16_t{});
 }
 
+// A residual codebook as the kernels take it: per-dimension bucket weights f32 (d, 2**nbits), or (codec "pq")
+// the pair (table f32 (pb, 256, dpb), levels f32 (16,) or None): one 256-entry codebook of dpb = 8 / nbits
+// dimensions per packed byte, and the per-token residual scales picked by the high nibble of each token's
+// last packed byte. allow_pq false (the CUDA kernels) rejects the pair with a message that says so.
+struct CodebookView {
+  const float* weights = nullptr;  // (d, 2**nbits), or nullptr for a pq table
+  const float* table = nullptr;    // (pb, 256, dpb), or nullptr
+  const float* levels = nullptr;   // (16,), or nullptr
+};
+
+inline CodebookView codebook_view(const char* fn, const py::handle& weights_o, int64_t d, int nbits, bool allow_pq) {
+  const std::string f(fn);
+  CodebookView out;
+  if (py::isinstance<py::tuple>(weights_o)) {
+    expect(allow_pq, f + ": this backend decodes per-dimension codebooks only; an index with the pq residual codec "
+                         "(format 5) searches on the CPU");
+    const py::tuple t = py::reinterpret_borrow<py::tuple>(weights_o);
+    expect(t.size() == 2, f + ": a pq codebook is the pair (table (pb, 256, dpb), levels (16,) or None)");
+    const int64_t dpb = 8 / nbits, pb = d / dpb;
+    const auto table = view<float>(t[0], fn, "weights[0]", 3, "(pb, 256, dpb)");
+    expect(table[0] == pb && table[1] == 256 && table[2] == dpb,
+           f + ": the pq table must have shape (d * nbits // 8, 256, 8 // nbits) = (" + std::to_string(pb) + ", 256, " +
+               std::to_string(dpb) + "), got " + shape_str(table.shape));
+    out.table = table.data;
+    if (!t[1].is_none()) {
+      const auto levels = view<float>(t[1], fn, "weights[1]", 1, "(16,)");
+      expect(levels[0] == 16, f + ": the pq scale levels must have shape (16,), got " + shape_str(levels.shape));
+      out.levels = levels.data;
+    }
+    return out;
+  }
+  const auto weights = view<float>(weights_o, fn, "weights", 2, "(d, 2**nbits)");
+  expect(weights[0] == d && weights[1] == (int64_t{1} << nbits),
+         f + ": weights must have shape (d, 2**nbits) = (" + std::to_string(d) + ", " + std::to_string(1 << nbits) +
+             "), got " + shape_str(weights.shape));
+  out.weights = weights.data;
+  return out;
+}
+
 // A compressed collection's arrays, checked against each other (d, nbits given by the caller).
 template <class Code>
 struct CodedViews {
@@ -142,9 +181,11 @@ struct CodedViews {
   const uint8_t* packed;
   const int64_t* doc_offsets;
   const float* centroids;
-  const float* weights;
+  const float* weights;  // nullptr with a pq codebook (table, levels)
   const uint8_t* allowed;  // nullptr when the allowed array is empty (every document)
   int64_t n, ndocs, nlist;
+  const float* table = nullptr;
+  const float* levels = nullptr;
 };
 using CollectionViews = CodedViews<uint16_t>;
 
@@ -152,13 +193,13 @@ template <class Code = uint16_t>
 CodedViews<Code> collection_views(const char* fn, const py::handle& codes_o, const py::handle& packed_o,
                                         const py::handle& offsets_o, const py::handle& centroids_o,
                                         const py::handle& weights_o, int nbits, const py::handle& allowed_o,
-                                        int64_t d) {
+                                        int64_t d, bool allow_pq = false) {
   check_nbits(fn, nbits);
   const auto codes = view<Code>(codes_o, fn, "codes", 1, "(n,)");
   const auto packed = view<uint8_t>(packed_o, fn, "packed", 2, "(n, d * nbits // 8)");
   const auto offsets = view<int64_t>(offsets_o, fn, "doc_offsets", 1, "(ndocs + 1,)");
   const auto centroids = view<float>(centroids_o, fn, "centroids", 2, "(nlist, d)");
-  const auto weights = view<float>(weights_o, fn, "weights", 2, "(d, 2**nbits)");
+  const CodebookView book = codebook_view(fn, weights_o, d, nbits, allow_pq);
   const auto allowed = view<uint8_t>(allowed_o, fn, "allowed", 1, "(ndocs,) or (0,)");
   const int64_t n = codes[0], nlist = centroids[0], pb = d * nbits / 8;
   const std::string f(fn);
@@ -172,15 +213,12 @@ CodedViews<Code> collection_views(const char* fn, const py::handle& codes_o, con
          f + ": nlist (centroids.shape[0]) must be in [1, " + std::to_string(max_nlist_for<Code>()) + "] for " +
              DtypeName<Code>::value + " codes, got " + std::to_string(nlist) +
              (sizeof(Code) == 2 ? " (pass the codes as uint32 for more centroids)" : ""));
-  expect(weights[0] == d && weights[1] == (int64_t{1} << nbits),
-         f + ": weights must have shape (d, 2**nbits) = (" + std::to_string(d) + ", " +
-             std::to_string(1 << nbits) + "), got " + shape_str(weights.shape));
   const int64_t ndocs = offsets[0] - 1;
   expect(allowed[0] == ndocs || allowed[0] == 0, f + ": allowed must have shape (ndocs,) = (" +
                                                      std::to_string(ndocs) + ",) or (0,), got " +
                                                      shape_str(allowed.shape));
-  return CodedViews<Code>{codes.data, packed.data, offsets.data, centroids.data, weights.data,
-                         allowed[0] == 0 ? nullptr : allowed.data, n, ndocs, nlist};
+  return CodedViews<Code>{codes.data, packed.data, offsets.data, centroids.data, book.weights,
+                         allowed[0] == 0 ? nullptr : allowed.data, n, ndocs, nlist, book.table, book.levels};
 }
 
 }  // namespace plaidx::py_arrays

@@ -74,10 +74,11 @@ PLAIDX_DISPATCH(void, compress_rows,
 template <Isa I, class Code>
 PLAIDX_INLINE bool decompress_rows_impl(const Code* codes, const uint8_t* packed, int64_t begin,
                                         int64_t end, const float* centroids, int64_t nlist, int64_t d,
-                                        const float* table, int nbits, bool unit, float* out) {
+                                        const float* table, int nbits, bool unit, float* out,
+                                        const float* levels) {
   const int64_t pb = d * nbits / 8;
   if (!decode_rows_any(nbits, codes + begin, packed + begin * pb, end - begin, centroids, nlist, table, d,
-                       out + begin * d))
+                       out + begin * d, levels))
     return false;
   if (unit) normalize_rows(out + begin * d, end - begin, d);
   return true;
@@ -85,8 +86,8 @@ PLAIDX_INLINE bool decompress_rows_impl(const Code* codes, const uint8_t* packed
 PLAIDX_DISPATCH_CODE(bool, decompress_rows,
                 (const Code* codes, const uint8_t* packed, int64_t begin, int64_t end,
                  const float* centroids, int64_t nlist, int64_t d, const float* table, int nbits,
-                 bool unit, float* out),
-                (codes, packed, begin, end, centroids, nlist, d, table, nbits, unit, out))
+                 bool unit, float* out, const float* levels),
+                (codes, packed, begin, end, centroids, nlist, d, table, nbits, unit, out, levels))
 
 void check_codec_args(int64_t d, int nbits) {
   if (nbits != 1 && nbits != 2 && nbits != 4 && nbits != 8)
@@ -143,21 +144,21 @@ void compress(const float* residuals, int64_t n, int64_t d, const float* cutoffs
 template <class Code>
 void decompress(const Code* codes, const uint8_t* packed, int64_t n, const float* centroids,
                 int64_t nlist, int64_t d, const float* weights, int nbits, bool normalize_rows, float* out,
-                int num_threads) {
+                int num_threads, const float* pq_table, const float* levels) {
   check_codec_args(d, nbits);
   std::vector<float> storage;
-  const float* table = build_decode_table(weights, d, nbits, storage);
+  const float* table = pq_table != nullptr ? pq_table : build_decode_table(weights, d, nbits, storage);
   const int threads = resolve_threads(num_threads);
   const int64_t grain = std::max<int64_t>(256, grain_for(n, threads, 4));
   parallel_chunks(n, grain, threads, [&](int64_t begin, int64_t end) {
-    if (!decompress_rows(codes, packed, begin, end, centroids, nlist, d, table, nbits, normalize_rows, out))
+    if (!decompress_rows(codes, packed, begin, end, centroids, nlist, d, table, nbits, normalize_rows, out, levels))
       throw std::invalid_argument("codes: a centroid id is >= nlist (" + std::to_string(nlist) + ")");
   });
 }
 
 template void decompress<uint16_t>(const uint16_t*, const uint8_t*, int64_t, const float*, int64_t, int64_t,
-                                   const float*, int, bool, float*, int);
+                                   const float*, int, bool, float*, int, const float*, const float*);
 template void decompress<uint32_t>(const uint32_t*, const uint8_t*, int64_t, const float*, int64_t, int64_t,
-                                   const float*, int, bool, float*, int);
+                                   const float*, int, bool, float*, int, const float*, const float*);
 
 }  // namespace plaidx::cpu

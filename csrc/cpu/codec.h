@@ -22,10 +22,11 @@ void compress(const float* residuals, int64_t n, int64_t d, const float* cutoffs
 
 // out[t, j] = centroids[codes[t], j] + weights[j, code(t, j)]; rows divided by max(norm, 1e-12) when
 // normalize. Throws when a code is >= nlist. Instantiated for Code = uint16_t and uint32_t.
+// pq_table (pb, 256, dpb), levels (16,) or nullptr (token.h): the pq codec instead of weights (then unused).
 template <class Code>
 void decompress(const Code* codes, const uint8_t* packed, int64_t n, const float* centroids,
                 int64_t nlist, int64_t d, const float* weights, int nbits, bool normalize, float* out,
-                int num_threads);
+                int num_threads, const float* pq_table = nullptr, const float* levels = nullptr);
 
 // The decode table of token.h for these weights: weights itself when nbits == 8, otherwise a table of
 // d * 256 floats built into storage. The returned pointer lives as long as weights and storage.

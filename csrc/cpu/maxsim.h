@@ -16,8 +16,9 @@
 
 namespace plaidx::cpu {
 
-// A compressed collection as search sees it. table: build_decode_table(weights, d, nbits, ...).
-// planes: build_weight_planes(weights, d, nbits, ...). Code: the centroid ids' type, uint16_t (nlist up
+// A compressed collection as search sees it. table: build_decode_table(weights, d, nbits, ...), or the
+// index's own product-quantiser table (codec "pq", token.h), with levels its per-token scales.
+// planes: build_weight_planes(weights, d, nbits, ...), nullptr for a pq table. Code: the centroid ids' type, uint16_t (nlist up
 // to 65536) or uint32_t; every function taking a Compressed<Code> is instantiated for both.
 template <class Code>
 struct Compressed {
@@ -31,7 +32,8 @@ struct Compressed {
   int64_t d;
   int nbits;
   const float* table;   // nullptr only where decode2_avx512 runs (nbits 2, have_decode2_avx512())
-  const float* planes;  // (2^nbits, d): the bucket weights transposed
+  const float* planes;  // (2^nbits, d): the bucket weights transposed; nullptr with a pq table
+  const float* levels = nullptr;  // (16,): the pq codec's per-token residual scales, or nullptr
 };
 
 inline int64_t padded_qlen(int64_t qlen) { return (qlen + 7) / 8 * 8; }

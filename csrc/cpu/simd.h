@@ -167,6 +167,25 @@ PLAIDX_INLINE void add_small(float* o, const float* a, const float* b) {
   }
 }
 
+// o[0:N] = a[0:N] + s * b[0:N] for N in {1, 2, 4, 8}. The product is exact for the codecs that use it (both
+// factors carry at most 12 significant bits, codec.py), so whether the compiler fuses it into one
+// multiply-add does not change the result.
+template <int N>
+PLAIDX_INLINE void add_scaled(float* o, const float* a, const float* b, float s) {
+  if constexpr (N == 8) {
+    vstore(o, vload(a) + s * vload(b));
+  } else if constexpr (N == 4 || N == 2) {
+    using V = typename std::conditional<N == 4, v4f, v2f>::type;
+    V x, y;
+    std::memcpy(&x, a, sizeof(V));
+    std::memcpy(&y, b, sizeof(V));
+    x += s * y;
+    std::memcpy(o, &x, sizeof(V));
+  } else {
+    for (int i = 0; i < N; ++i) o[i] = a[i] + s * b[i];
+  }
+}
+
 #else  // plain struct fallback with the same semantics
 
 struct v8f {
@@ -217,6 +236,10 @@ inline float vlane(const v8f& x, int i) { return x.v[i]; }
 template <int N>
 inline void add_small(float* o, const float* a, const float* b) {
   for (int i = 0; i < N; ++i) o[i] = a[i] + b[i];
+}
+template <int N>
+inline void add_scaled(float* o, const float* a, const float* b, float s) {
+  for (int i = 0; i < N; ++i) o[i] = a[i] + s * b[i];
 }
 template <class V>
 inline V vload_as(const float* p) {

@@ -6,6 +6,11 @@
 // weights array itself. decoded[j] = centroid[j] + weight, a single float addition, so decoding is
 // exact and identical to the reference.
 //
+// A product-quantised residual (codec "pq", format 5) is the same lookup with a table the index stores
+// (one 256-entry codebook of dpb-dimensional sub-vectors per byte) and, with levels, a per-token scale:
+// decoded[j] = centroid[j] + levels[last packed byte >> 4] * weight. Table entries and levels carry at
+// most 12 significant bits, so the product is exact and the result is again one rounding.
+//
 // normalize() scales by 1 / max(||v||, 1e-12); the squared norm is summed in 8 lanes (j mod 8) combined
 // in a fixed order, so the result does not depend on blocking or threads.
 //
@@ -30,10 +35,11 @@ namespace plaidx::cpu {
 // Decodes rows [0, nt) into out (nt, d). codes (nt,), packed (nt, pb), centroids (nlist, d).
 // Returns false (leaving later rows undecoded) when a code is >= nlist. Code: uint16_t or uint32_t
 // (the centroid ids' width), here and in every function below that reads codes.
+// levels (16,) or nullptr: each row's residual scaled by levels[high nibble of its last packed byte].
 template <int NBITS, class Code>
 PLAIDX_INLINE bool decode_rows(const Code* codes, const uint8_t* packed, int64_t nt,
                                const float* centroids, int64_t nlist, const float* table, int64_t d,
-                               float* out) {
+                               float* out, const float* levels = nullptr) {
   constexpr int dpb = 8 / NBITS;
   const int64_t pb = d / dpb;
   for (int64_t t = 0; t < nt; ++t) {
@@ -42,8 +48,14 @@ PLAIDX_INLINE bool decode_rows(const Code* codes, const uint8_t* packed, int64_t
     const float* cent = centroids + c * d;
     const uint8_t* row = packed + t * pb;
     float* o = out + t * d;
-    for (int64_t p = 0; p < pb; ++p)
-      add_small<dpb>(o + p * dpb, cent + p * dpb, table + ((p << 8) + row[p]) * dpb);
+    if (levels != nullptr) {
+      const float s = levels[row[pb - 1] >> 4];
+      for (int64_t p = 0; p < pb; ++p)
+        add_scaled<dpb>(o + p * dpb, cent + p * dpb, table + ((p << 8) + row[p]) * dpb, s);
+    } else {
+      for (int64_t p = 0; p < pb; ++p)
+        add_small<dpb>(o + p * dpb, cent + p * dpb, table + ((p << 8) + row[p]) * dpb);
+    }
   }
   return true;
 }
@@ -51,12 +63,12 @@ PLAIDX_INLINE bool decode_rows(const Code* codes, const uint8_t* packed, int64_t
 template <class Code>
 PLAIDX_INLINE bool decode_rows_any(int nbits, const Code* codes, const uint8_t* packed, int64_t nt,
                                    const float* centroids, int64_t nlist, const float* table, int64_t d,
-                                   float* out) {
+                                   float* out, const float* levels = nullptr) {
   switch (nbits) {
-    case 1: return decode_rows<1>(codes, packed, nt, centroids, nlist, table, d, out);
-    case 2: return decode_rows<2>(codes, packed, nt, centroids, nlist, table, d, out);
-    case 4: return decode_rows<4>(codes, packed, nt, centroids, nlist, table, d, out);
-    default: return decode_rows<8>(codes, packed, nt, centroids, nlist, table, d, out);
+    case 1: return decode_rows<1>(codes, packed, nt, centroids, nlist, table, d, out, levels);
+    case 2: return decode_rows<2>(codes, packed, nt, centroids, nlist, table, d, out, levels);
+    case 4: return decode_rows<4>(codes, packed, nt, centroids, nlist, table, d, out, levels);
+    default: return decode_rows<8>(codes, packed, nt, centroids, nlist, table, d, out, levels);
   }
 }
 
@@ -194,6 +206,58 @@ __attribute__((target("avx512f,avx2,fma,bmi2"))) inline bool decode2_avx512(
       const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(low8, cent + j), _mm512_mask_blend_ps(hi, w01, w23));
       _mm512_mask_storeu_ps(o + j, low8, v);
       if (peak != nullptr) {  // (the upper lanes are 0)
+        m = _mm512_max_ps(m, _mm512_abs_ps(v));
+        ss = _mm512_fmadd_ps(v, v, ss);
+      }
+    }
+    if (peak != nullptr) {
+      peak[t] = _mm512_reduce_max_ps(m);
+      sq[t] = _mm512_reduce_add_ps(ss);
+    }
+  }
+  return true;
+}
+
+// decode_rows<2> with a pq table (codec "pq": planes absent), 16 dimensions per step: the four 4-float
+// codewords of four packed bytes are loaded into one register and added to the centroid as
+// fma(level, codeword, centroid), which is the scalar copy's value bit for bit (the product is exact, token.h
+// header). levels nullptr: a scale of 1. peak and sq as in decode2_avx512.
+template <class Code>
+__attribute__((target("avx512f,avx2,fma"))) inline bool decode_pq2_avx512(
+    const Code* codes, const uint8_t* packed, int64_t nt, const float* centroids, int64_t nlist, const float* table,
+    const float* levels, int64_t d, float* out, float* peak = nullptr, float* sq = nullptr) {
+  const int64_t pb = d / 4;
+  for (int64_t t = 0; t < nt; ++t) {
+    const int64_t c = codes[t];
+    if (c >= nlist) return false;
+    const float* cent = centroids + c * d;
+    const uint8_t* row = packed + t * pb;
+    float* o = out + t * d;
+    const float s = levels != nullptr ? levels[row[pb - 1] >> 4] : 1.0f;
+    const __m512 vs = _mm512_set1_ps(s);
+    __m512 m = _mm512_setzero_ps(), ss = _mm512_setzero_ps();
+    int64_t j = 0;
+    for (; j + 16 <= d; j += 16) {
+      const int64_t p = j / 4;
+      __m512 w = _mm512_castps128_ps512(_mm_loadu_ps(table + ((p << 8) + row[p]) * 4));
+      w = _mm512_insertf32x4(w, _mm_loadu_ps(table + (((p + 1) << 8) + row[p + 1]) * 4), 1);
+      w = _mm512_insertf32x4(w, _mm_loadu_ps(table + (((p + 2) << 8) + row[p + 2]) * 4), 2);
+      w = _mm512_insertf32x4(w, _mm_loadu_ps(table + (((p + 3) << 8) + row[p + 3]) * 4), 3);
+      const __m512 v = _mm512_fmadd_ps(vs, w, _mm512_loadu_ps(cent + j));
+      _mm512_storeu_ps(o + j, v);
+      if (peak != nullptr) {
+        m = _mm512_max_ps(m, _mm512_abs_ps(v));
+        ss = _mm512_fmadd_ps(v, v, ss);
+      }
+    }
+    if (j < d) {  // d % 16 == 8: the last 8 dimensions, in the low lanes
+      const int64_t p = j / 4;
+      __m256 w = _mm256_castps128_ps256(_mm_loadu_ps(table + ((p << 8) + row[p]) * 4));
+      w = _mm256_insertf128_ps(w, _mm_loadu_ps(table + (((p + 1) << 8) + row[p + 1]) * 4), 1);
+      const __m256 v8 = _mm256_fmadd_ps(_mm256_set1_ps(s), w, _mm256_loadu_ps(cent + j));
+      _mm256_storeu_ps(o + j, v8);
+      if (peak != nullptr) {  // (the upper lanes are 0)
+        const __m512 v = _mm512_zextps256_ps512(v8);
         m = _mm512_max_ps(m, _mm512_abs_ps(v));
         ss = _mm512_fmadd_ps(v, v, ss);
       }

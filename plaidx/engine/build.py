@@ -30,6 +30,7 @@ from .codec import (
     code_dtype,
     stored_centroids,
     train_codebooks,
+    train_pq,
 )
 from .inputs import as_document, batches, iter_documents, prefetch
 from .snapshot import Snapshot
@@ -186,16 +187,21 @@ def gather_sample(source: Any, order: np.ndarray, start: int, want: int, dim: in
     return (x if got == want else x[:got].copy()), i
 
 
+PQ_TRAIN_ROWS = 1 << 16  # residuals the pq codec trains on (when the collection has that many)
+
+
 def build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: dict[str, Any] | None, *,
                       nbits: int, nlist: int | None, kmeans_niters: int, seed: int, kmeans_sample: int | None,
                       batch_tokens: int, metadata: dict[str, Any] | None, progress: bool,
                       next_id: int | None = None, codec: ResidualCodec | None = None,
                       kmeans: str = "auto", keep_vectors: str | None = None, ops: Any = None,
-                      codec_table: dict[str, np.ndarray] | None = None) -> Snapshot:
+                      codec_table: dict[str, np.ndarray] | None = None,
+                      residual_codec: str = "scalar") -> Snapshot:
     """Write a whole new generation (centroids, codec, codes, IVF, and the kept vectors when ``keep_vectors``
     names a rerank tier) from documents; the lock is held. ``ops``: the device steps of a GPU build
     (gpu_build.BuildOps: k-means, assigner, compress_stream), None for the CPU. ``codec_table``: with
-    ``codec``, the source's stored centroid arrays to keep verbatim (``codec.reused_table``)."""
+    ``codec``, the source's stored centroid arrays to keep verbatim (``codec.reused_table``).
+    ``residual_codec``: "scalar" or "pq" (codec.py), for a codec trained here (a given ``codec`` keeps its own)."""
     docs_iter, count = iter_documents(documents)
     spill = None
     source = documents
@@ -244,12 +250,21 @@ def build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: d
             heldout, _ = gather_sample(source, order, used, held_want, dim)
             if heldout.shape[0] < min(held_want, 64):
                 heldout = sample[: held_want]
-            del sample
             h_codes = assigner.assign(heldout)
             h_res = heldout - centroids[h_codes.astype(np.intp)]
             ref_norm = float(np.linalg.norm(h_res, axis=1).mean())
             cutoffs, weights = train_codebooks(h_res, nbits)
-            codec = ResidualCodec(centroids, cutoffs, weights, nbits)
+            pq = (None, None)
+            if residual_codec == "pq":
+                # 256 codewords per sub-vector need more rows than 4 buckets per dimension: the held-out residuals,
+                # topped up to PQ_TRAIN_ROWS with k-means sample rows (their residuals run a little small)
+                extra = sample[: max(0, PQ_TRAIN_ROWS - h_res.shape[0])]
+                p_res = np.concatenate([h_res, extra - centroids[assigner.assign(extra).astype(np.intp)]])
+                pq = train_pq(p_res, nbits, seed)
+            del sample
+            codec = ResidualCodec(centroids, cutoffs, weights, nbits, *pq)
+            if residual_codec == "pq":
+                timings["pq_train_s"] = round(time.perf_counter() - t0 - timings["sample_s"] - timings["kmeans_s"], 3)
             avg_residual = np.abs(h_res).mean(axis=0).astype(np.float32)
         else:
             nl, dim, want = codec.centroids.shape[0], codec.dim, 0
@@ -285,7 +300,7 @@ def build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: d
         offsets = np.zeros(n_docs + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         doc_ids = np.arange(n_docs, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
-        for name, arr in (*stored.items(), ("bucket_cutoffs", cutoffs),
+        for name, arr in (*stored.items(), *codec.pq_arrays().items(), ("bucket_cutoffs", cutoffs),
                           ("bucket_weights", weights), ("avg_residual", avg_residual),
                           ("doc_offsets", offsets), ("doc_ids", doc_ids), ("deleted", np.zeros(n_docs, np.uint8))):
             tx.put(name, arr)
@@ -296,7 +311,9 @@ def build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: d
                             "kmeans_sample": int(min(want, n_tokens)),
                             "n_tokens": n_tokens, "residual_norm_mean": ref_norm,
                             "residual_norm_mean_all_tokens": norm_sum / n_tokens,
-                            "format_version": format_version_for(code_dtype(nl)), **(ops.manifest() if ops else {})}}
+                            "residual_codec": codec.kind,
+                            "format_version": format_version_for(code_dtype(nl), pq=codec.kind == "pq"),
+                            **(ops.manifest() if ops else {})}}
         manifest = tx.commit(fields)
     except BaseException:
         tx.abort()

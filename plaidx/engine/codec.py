@@ -1,14 +1,22 @@
-"""Residual codec: per-dimension scalar codebooks of 2**nbits buckets over residuals to the centroids."""
+"""Residual codecs over the residuals to the centroids: per-dimension scalar codebooks of 2**nbits buckets
+("scalar", formats 1-4) or product quantisation with a per-token scale ("pq", format 5)."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from . import kernels
 
 NBITS = (1, 2, 4, 8)
+RESIDUAL_CODECS = ("scalar", "pq")
+PQ_NBITS = (1, 2, 4)  # at nbits 8 a byte codes one dimension: pq would be the scalar codec
+PQ_LEVELS = 16  # per-token residual scales, picked by the high nibble of a token's last packed byte
+PQ_SIGNIFICANT_BITS = 12  # table entries and levels: their products are exact in float32
+PQ_ARRAYS = ("pq_table", "pq_levels")  # what a pq index stores beside the scalar codec's arrays
 MAX_NLIST_UINT16 = 1 << 16  # codes (centroid ids) are stored as uint16 up to this many centroids, uint32 above
 
 
@@ -175,6 +183,136 @@ def stored_centroids(arrays: dict[str, np.ndarray]) -> np.ndarray:
     return np.ascontiguousarray(arrays["centroids"], dtype=np.float32)
 
 
+def check_residual_codec(residual_codec: Any, nbits: int) -> str:
+    """The residual codec name, or a ValueError that names the choices."""
+    if residual_codec not in RESIDUAL_CODECS:
+        raise ValueError(f"residual_codec must be one of {RESIDUAL_CODECS}, got {residual_codec!r}")
+    if residual_codec == "pq" and nbits not in PQ_NBITS:
+        raise ValueError(f"residual_codec='pq' needs nbits in {PQ_NBITS} (a byte codes several dimensions), got "
+                         f"nbits={nbits}; use residual_codec='scalar' at nbits 8")
+    return residual_codec
+
+
+def round_significand(x: np.ndarray, bits: int = PQ_SIGNIFICANT_BITS) -> np.ndarray:
+    """float32 x rounded (to nearest, ties away from zero) to ``bits`` significant bits.
+
+    Two such numbers multiply exactly in float32 when their bits add up to at most 24, so
+    ``c + s * w`` rounds once whether or not a compiler fuses it into a multiply-add: every decoder (C++,
+    CUDA, numba) gives the same bytes. The relative error, 2**-bits, is far below the codec's."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    drop = 24 - bits
+    r = ((u.astype(np.uint64) + (1 << (drop - 1))) & ~np.uint64((1 << drop) - 1)).astype(np.uint32)
+    return r.view(np.float32)
+
+
+def _pq_sub(residuals: np.ndarray, m: int, dsub: int, ksub_bits: int, seed: int) -> np.ndarray:
+    """Codebooks float32 (m, 2**ksub_bits, dsub) of a faiss product quantiser trained on residuals (n, m * dsub)."""
+    import faiss
+
+    x = np.ascontiguousarray(residuals, dtype=np.float32)
+    ksub = 1 << ksub_bits
+    if x.shape[0] < ksub:  # too few rows for ksub codewords: repeat them (the spare codewords duplicate some)
+        x = np.ascontiguousarray(np.resize(x, (ksub, x.shape[1])))
+    pq = faiss.ProductQuantizer(m * dsub, m, ksub_bits)
+    pq.cp.seed = seed
+    pq.cp.niter = 12
+    pq.cp.max_points_per_centroid = 128  # 32768 rows per sub-quantiser: ~1 s for all 32 at d 128
+    pq.cp.min_points_per_centroid = 1  # small indexes train on what they have, without faiss's warning
+    pq.verbose = False
+    pq.train(x)
+    return faiss.vector_to_array(pq.centroids).reshape(m, ksub, dsub)
+
+
+def train_pq(residuals: np.ndarray, nbits: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Fit the pq residual codec (format 5) to held-out residuals.
+
+    Every packed byte codes dpb = 8 / nbits dimensions: byte p < pb - 1 one of 256 codewords of its
+    sub-vector, the last byte one of 16 in its low nibble and, in its high nibble, the token's residual
+    scale (one of ``PQ_LEVELS``, log-spaced over the 0.5-99.5% range of the least-squares scales of the
+    held-out residuals). Same bytes per token as the scalar codec.
+
+    Returns
+    -------
+    table : float32 (pb, 256, dpb)
+        The decode table the kernels read: ``table[p, byte]`` is sub-vector p's codeword (for the last
+        byte, that of its low nibble). Entries rounded to 12 significant bits.
+    levels : float32 (16,)
+        Ascending residual scales, rounded to 12 significant bits.
+    """
+    check_residual_codec("pq", nbits)
+    r = np.ascontiguousarray(residuals, dtype=np.float32)
+    if r.ndim != 2 or r.shape[0] == 0:
+        raise ValueError("need a non-empty (m, d) sample of residuals to train the codec")
+    d = r.shape[1]
+    dpb = 8 // nbits
+    pb = d // dpb
+    table = np.empty((pb, 256, dpb), np.float32)
+    if pb > 1:
+        table[:-1] = _pq_sub(r[:, : d - dpb], pb - 1, dpb, 8, seed)
+    last = _pq_sub(r[:, d - dpb:], 1, dpb, 4, seed)[0]  # (16, dpb)
+    table[-1] = last[np.arange(256) & 15]
+    table = round_significand(table).reshape(pb, 256, dpb)
+    codes = _pq_codes(r, table)
+    s = _ls_scales(r, _pq_lookup(codes, table))
+    lo, hi = np.log2(np.clip(np.quantile(s, [0.005, 0.995]), 1.0 / 64, 64.0))
+    levels = 2.0 ** (lo + np.arange(PQ_LEVELS) / (PQ_LEVELS - 1) * max(hi - lo, 1e-6))
+    return np.ascontiguousarray(table), round_significand(levels.astype(np.float32))
+
+
+@functools.lru_cache(maxsize=8)
+def _pq_quantizers(key: bytes, pb: int, dpb: int) -> tuple[Any, Any]:
+    """faiss product quantisers holding a pq table's codewords (cached by the table's bytes), for encoding."""
+    import faiss
+
+    table = np.frombuffer(key, np.float32).reshape(pb, 256, dpb)
+    main = None
+    if pb > 1:
+        main = faiss.ProductQuantizer((pb - 1) * dpb, pb - 1, 8)
+        faiss.copy_array_to_vector(np.ascontiguousarray(table[:-1]).ravel(), main.centroids)
+    last = faiss.ProductQuantizer(dpb, 1, 4)
+    faiss.copy_array_to_vector(np.ascontiguousarray(table[-1, :16]).ravel(), last.centroids)
+    return main, last
+
+
+def _pq_codes(residuals: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """uint8 (n, pb): each sub-vector's nearest codeword (the last byte's low nibble only)."""
+    pb, _, dpb = table.shape
+    main, last = _pq_quantizers(np.ascontiguousarray(table).tobytes(), pb, dpb)
+    r = np.ascontiguousarray(residuals, dtype=np.float32)
+    d = r.shape[1]
+    out = np.empty((r.shape[0], pb), np.uint8)
+    if main is not None:
+        out[:, :-1] = main.compute_codes(np.ascontiguousarray(r[:, : d - dpb]))
+    out[:, -1] = last.compute_codes(np.ascontiguousarray(r[:, d - dpb:]))[:, 0] & 15
+    return out
+
+
+def _pq_lookup(codes: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """float32 (n, d): the codewords of codes (n, pb), unscaled."""
+    pb, _, dpb = table.shape
+    return table[np.arange(pb), codes.astype(np.intp)].reshape(codes.shape[0], pb * dpb)
+
+
+def _ls_scales(r: np.ndarray, rh: np.ndarray) -> np.ndarray:
+    """float64 (n,): the least-squares scale of rh towards r per row (1 where rh is 0)."""
+    num = np.einsum("nd,nd->n", r, rh, dtype=np.float64)
+    den = np.einsum("nd,nd->n", rh, rh, dtype=np.float64)
+    return np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
+
+
+def pq_compress(residuals: np.ndarray, table: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """uint8 (n, pb): residuals coded with a pq table and its scale levels (see :func:`train_pq`).
+
+    Each sub-vector takes its nearest codeword; the token's scale is the level nearest its least-squares
+    scale (which minimises the squared error of the scaled residual among the levels)."""
+    codes = _pq_codes(residuals, table)
+    s = _ls_scales(np.asarray(residuals, dtype=np.float32), _pq_lookup(codes, table))
+    lv = np.asarray(levels, dtype=np.float64)
+    level = np.searchsorted((lv[1:] + lv[:-1]) / 2, s).astype(np.uint8)
+    codes[:, -1] |= level << 4
+    return codes
+
+
 @dataclass(frozen=True)
 class ResidualCodec:
     """Centroids plus the residual codebooks; compresses embeddings to (codes, packed residuals).
@@ -185,12 +323,35 @@ class ResidualCodec:
     cutoffs : float32 (d, 2**nbits - 1)
     weights : float32 (d, 2**nbits)
     nbits : int
+    pq_table : float32 (pb, 256, dpb) or None
+        The pq codec's decode table (format 5; :func:`train_pq`); None for the scalar codec. A pq index
+        also stores the scalar codebooks trained beside it (cutoffs, weights), which its decode does not use.
+    pq_levels : float32 (16,) or None
+        The pq codec's per-token residual scales.
     """
 
     centroids: np.ndarray
     cutoffs: np.ndarray
     weights: np.ndarray
     nbits: int
+    pq_table: np.ndarray | None = None
+    pq_levels: np.ndarray | None = None
+
+    @property
+    def kind(self) -> str:
+        """The residual codec: "scalar" or "pq"."""
+        return "scalar" if self.pq_table is None else "pq"
+
+    def pq_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays an index stores for the pq codec (none for the scalar codec)."""
+        if self.pq_table is None:
+            return {}
+        return {"pq_table": self.pq_table, "pq_levels": self.pq_levels}
+
+    @property
+    def kernel_weights(self) -> Any:
+        """The ``weights`` argument of the kernels (kernels.py): the bucket weights, or (table, levels)."""
+        return self.weights if self.pq_table is None else (self.pq_table, self.pq_levels)
 
     @property
     def dim(self) -> int:
@@ -207,6 +368,8 @@ class ResidualCodec:
     def compress(self, embeddings: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Packed residual codes uint8 (n, pb) and the residual L2 norms float32 (n,)."""
         res = np.ascontiguousarray(self.residuals(embeddings, codes))
+        if self.pq_table is not None:
+            return pq_compress(res, self.pq_table, self.pq_levels), np.linalg.norm(res, axis=1)
         return kernels.compress(res, self.cutoffs, self.nbits), np.linalg.norm(res, axis=1)
 
     def decompress(self, codes: np.ndarray, packed: np.ndarray, normalize: bool = True) -> np.ndarray:
@@ -218,4 +381,4 @@ class ResidualCodec:
         codes = np.asarray(codes)
         dtype = np.uint32 if codes.dtype == np.uint32 else code_dtype(self.centroids.shape[0])
         return kernels.decompress(np.ascontiguousarray(codes, dtype=dtype), np.ascontiguousarray(packed),
-                                   self.centroids, self.weights, self.nbits, bool(normalize))
+                                   self.centroids, self.kernel_weights, self.nbits, bool(normalize))

@@ -22,7 +22,7 @@ from .build import (
     progress_bar,
 )
 from .clustering import Assigner
-from .codec import code_dtype, reused_table
+from .codec import check_residual_codec, code_dtype, reused_table
 from .gpu_build import build_ops
 from .inputs import as_document, as_queries, check_k, iter_documents
 from .params import SearchParams
@@ -128,6 +128,11 @@ class Index:
         return self._snap.kept.kind if self._snap.kept is not None else None
 
     @property
+    def residual_codec(self) -> str:
+        """How the residuals are coded: "scalar" (per-dimension codebooks) or "pq" (format 5)."""
+        return self._snap.codec.kind
+
+    @property
     def metadata(self) -> dict[str, Any]:
         return dict(self._snap.manifest.get("metadata") or {})
 
@@ -151,7 +156,8 @@ class Index:
               kmeans_niters: int = 4, seed: int = 0, *, kmeans_sample: int | None = None,
               batch_tokens: int = 1 << 16, overwrite: bool = False, metadata: dict[str, Any] | None = None,
               progress: bool = False, codec_from: Index | str | os.PathLike | None = None,
-              kmeans: str = "auto", keep_vectors: str | None = None, device: Any = None) -> Index:
+              kmeans: str = "auto", keep_vectors: str | None = None, device: Any = None,
+              residual_codec: str = "scalar") -> Index:
         """Build a compressed index from per-token document embeddings.
 
         Parameters
@@ -186,9 +192,16 @@ class Index:
             (plaidx.engine.gpu_build), writing the same format; the result equals the CPU build's up to
             nearest-centroid ties and float order (and, from 4096 centroids, the GPU assigns exactly where the
             CPU's assignment is approximate). A clear error when this build or machine has no usable GPU.
+        residual_codec : "scalar" (default; per-dimension codebooks, formats 1-4) or "pq" (format 5: the
+            residual product-quantised, one 256-codeword codebook per packed byte, with a 16-level scale per
+            token in the last byte's spare nibble; the same bytes per token, a higher recall ceiling, see
+            docs/tuning.md). nbits 1, 2 or 4; a pq index builds and searches on the CPU. With ``codec_from``
+            the source's codec is kept.
         """
         path = Path(path)
         keep_vectors = check_keep_vectors(keep_vectors)
+        if codec_from is None:
+            check_residual_codec(residual_codec, nbits)
         codec = table = None
         if codec_from is not None:
             src = codec_from if isinstance(codec_from, Index) else Index.open(codec_from)
@@ -197,6 +210,9 @@ class Index:
             if nlist is not None and nlist != codec.centroids.shape[0]:
                 raise ValueError(f"nlist={nlist} conflicts with codec_from's nlist={codec.centroids.shape[0]}")
             nbits, nlist = codec.nbits, None
+        if (codec.kind if codec is not None else residual_codec) == "pq" and device is not None and str(device) != "cpu":
+            raise ValueError("the pq residual codec builds on the CPU: leave device=None, or build with "
+                             "residual_codec='scalar' on the GPU")
         check_build_args(nbits, nlist, kmeans_niters, batch_tokens, kmeans)
         gpu.check_codes_fit(device, nlist or (codec.centroids.shape[0] if codec is not None else 0), "build")
         ops = build_ops(device)  # a clear error before anything is written when no GPU can be used
@@ -208,7 +224,7 @@ class Index:
                                      kmeans_niters=kmeans_niters, seed=seed, kmeans_sample=kmeans_sample,
                                      batch_tokens=batch_tokens, metadata=metadata, progress=progress,
                                      codec=codec, kmeans=kmeans, keep_vectors=keep_vectors, ops=ops,
-                                     codec_table=table)
+                                     codec_table=table, residual_codec=residual_codec)
         return cls(path, snap)
 
     # ------------------------------------------------------------------ search
@@ -280,7 +296,7 @@ class Index:
             if coll is not None:
                 return coll.exact_search(qs, allowed, k)
             return kernels.exact_search(qs, a["codes"], a["residuals"], a["doc_offsets"], snap.codec.centroids,
-                                         snap.codec.weights, snap.nbits, allowed, k, num_threads=num_threads)
+                                         snap.codec.kernel_weights, snap.nbits, allowed, k, num_threads=num_threads)
 
         if exact:
             scores, pos = exhaustive(q)
@@ -354,7 +370,7 @@ class Index:
             else:
                 S = kernels.centroid_scores(qc, snap.centroids_t)
             return kernels.search(qc, S, a["codes"], a["residuals"], a["doc_offsets"], ivf, ivf_offsets,
-                                   snap.codec.centroids, snap.codec.weights, snap.nbits, allowed, nprobe,
+                                   snap.codec.centroids, snap.codec.kernel_weights, snap.nbits, allowed, nprobe,
                                    p.centroid_score_threshold, p.ndocs, p.n_exact, k, num_threads=num_threads,
                                    **extra)
 
@@ -488,7 +504,8 @@ class Index:
 
     def recluster(self, *, nlist: int | None = None, kmeans_niters: int = 4, seed: int = 0,
                   progress: bool = False, kmeans: str = "auto") -> Index:
-        """Re-train centroids and codec on the decompressed live documents and re-encode them, keeping ids.
+        """Re-train centroids and codec (of the same kind, scalar or pq) on the decompressed live documents and
+        re-encode them, keeping ids.
 
         Use it when :meth:`drift` recommends it. The source is the decompressed index, so a second
         round of quantization error is added; rebuilding from the original embeddings is better when
@@ -506,7 +523,8 @@ class Index:
                                     kmeans_niters=kmeans_niters, seed=seed, kmeans_sample=None,
                                     batch_tokens=1 << 16, metadata=self.metadata, progress=progress,
                                     next_id=int(base["next_id"]), kmeans=kmeans,
-                                    keep_vectors=snap.kept.kind if snap.kept is not None else None)
+                                    keep_vectors=snap.kept.kind if snap.kept is not None else None,
+                                    residual_codec=snap.codec.kind)
             self._snap = new
             self._stamp = _manifest_stamp(self.path)
         return self
@@ -554,7 +572,7 @@ class Index:
         return {"path": str(self.path), "format_version": s.manifest["format_version"],
                 "generation": s.generation, "documents": len(self), "deleted_pending_compaction": s.n_deleted,
                 "tokens": s.n_tokens, "dim": s.dim, "nbits": s.nbits, "nlist": s.nlist,
-                "keep_vectors": self.keep_vectors,
+                "keep_vectors": self.keep_vectors, "residual_codec": s.codec.kind,
                 "bytes_on_disk": size, "bytes_per_token": size / max(1, s.n_tokens),
                 "metadata": self.metadata, "drift": self.drift(), "build": s.manifest.get("build", {})}
 

@@ -96,13 +96,40 @@ def _check_codes(codes: np.ndarray, nlist: int) -> None:
     _expect(codes.size == 0 or int(codes.max()) < nlist, f"codes: a centroid id is >= nlist ({nlist})")
 
 
+def _codebook(fn: str, weights: Any, d: int, nbits: int) -> tuple[np.ndarray, np.ndarray]:
+    """The decode table f32 (pb, 256, dpb) and per-token scale levels f32 (16,) of a ``weights`` argument:
+    bucket weights (d, 2**nbits), whose table expands every byte value and whose levels are all 1, or the pq
+    codec's pair (table, levels or None). Decoding is then one rule: centroid + level * table entry."""
+    dpb = 8 // nbits
+    pb = d // dpb
+    if isinstance(weights, tuple):
+        _expect(len(weights) == 2, f"{fn}: a pq codebook is the pair (table (pb, 256, dpb), levels (16,) or None)")
+        table = _array(weights[0], fn, "weights[0]", np.float32, 3, "(pb, 256, dpb)")
+        _expect(table.shape == (pb, 256, dpb),
+                f"{fn}: the pq table must have shape (d * nbits // 8, 256, 8 // nbits) = {(pb, 256, dpb)}, "
+                f"got {table.shape}")
+        if weights[1] is None:
+            return table, np.ones(16, np.float32)
+        levels = _array(weights[1], fn, "weights[1]", np.float32, 1, "(16,)")
+        _expect(levels.shape == (16,), f"{fn}: the pq scale levels must have shape (16,), got {levels.shape}")
+        return table, levels
+    weights = _array(weights, fn, "weights", np.float32, 2, "(d, 2**nbits)")
+    _expect(weights.shape == (d, 1 << nbits),
+            f"{fn}: weights must have shape (d, 2**nbits) = {(d, 1 << nbits)}, got {weights.shape}")
+    b = np.arange(256)
+    u = np.arange(dpb)
+    bucket = (b[:, None] >> (u[None, :] * nbits)) & ((1 << nbits) - 1)  # (256, dpb)
+    j = np.arange(pb)[:, None, None] * dpb + u[None, None, :]  # (pb, 1, dpb)
+    table = np.ascontiguousarray(weights[j, bucket[None]], dtype=np.float32)
+    return table, np.ones(16, np.float32)
+
+
 def _collection(fn, codes, packed, doc_offsets, centroids, weights, nbits, allowed, d):
     _check_nbits(fn, nbits)
     codes = _codes(codes, fn)
     packed = _array(packed, fn, "packed", np.uint8, 2, "(n, d * nbits // 8)")
     doc_offsets = _array(doc_offsets, fn, "doc_offsets", np.int64, 1, "(ndocs + 1,)")
     centroids = _array(centroids, fn, "centroids", np.float32, 2, "(nlist, d)")
-    weights = _array(weights, fn, "weights", np.float32, 2, "(d, 2**nbits)")
     allowed = _array(allowed, fn, "allowed", np.uint8, 1, "(ndocs,) or (0,)")
     n, nlist = codes.shape[0], centroids.shape[0]
     _expect(packed.shape == (n, d * nbits // 8),
@@ -110,14 +137,13 @@ def _collection(fn, codes, packed, doc_offsets, centroids, weights, nbits, allow
     _expect(doc_offsets.shape[0] >= 1, f"{fn}: doc_offsets must have ndocs + 1 >= 1 entries, got 0")
     _expect(centroids.shape[1] == d, f"{fn}: centroids must have shape (nlist, d) with d = {d}, got {centroids.shape}")
     _check_nlist(fn, nlist, codes)
-    _expect(weights.shape == (d, 1 << nbits),
-            f"{fn}: weights must have shape (d, 2**nbits) = {(d, 1 << nbits)}, got {weights.shape}")
+    book = _codebook(fn, weights, d, nbits)
     ndocs = doc_offsets.shape[0] - 1
     _expect(allowed.shape[0] in (ndocs, 0),
             f"{fn}: allowed must have shape (ndocs,) = ({ndocs},) or (0,), got {allowed.shape}")
     _check_offsets(doc_offsets, n, "doc_offsets")
     _check_codes(codes, nlist)
-    return codes, packed, doc_offsets, centroids, weights, allowed
+    return codes, packed, doc_offsets, centroids, book, allowed
 
 
 def _queries(fn: str, Q: Any) -> np.ndarray:
@@ -129,14 +155,16 @@ def _queries(fn: str, Q: Any) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------ numba kernels
 @njit(cache=False)
-def _decode(codes, packed, centroids, weights, nbits, t, out):
-    """out (d,) = centroids[codes[t]] + weights[j, code of dimension j of token t]."""
-    mask = (1 << nbits) - 1
+def _decode(codes, packed, centroids, table, levels, t, out):
+    """out (d,) = centroids[codes[t]] + s * table[p, byte p of token t, u] for j = p * dpb + u, with
+    s = levels[high nibble of the token's last byte] (all 1 for bucket weights: then out = centroid + weight)."""
+    pb, dpb = table.shape[0], table.shape[2]
     c = codes[t]
-    for j in range(out.shape[0]):
-        bit = j * nbits
-        code = (packed[t, bit // 8] >> (bit % 8)) & mask
-        out[j] = centroids[c, j] + weights[j, code]
+    s = levels[packed[t, pb - 1] >> 4]
+    for p in range(pb):
+        b = packed[t, p]
+        for u in range(dpb):
+            out[p * dpb + u] = centroids[c, p * dpb + u] + s * table[p, b, u]
 
 
 @njit(cache=False)
@@ -152,9 +180,9 @@ def _normalize(v):
 
 
 @njit(cache=False)
-def _decompress_loop(codes, packed, centroids, weights, nbits, normalize, out):
+def _decompress_loop(codes, packed, centroids, table, levels, normalize, out):
     for t in range(codes.shape[0]):
-        _decode(codes, packed, centroids, weights, nbits, t, out[t])
+        _decode(codes, packed, centroids, table, levels, t, out[t])
         if normalize:
             _normalize(out[t])
 
@@ -210,7 +238,7 @@ def _centroid_scores(Sq, codes, doc_offsets, docs, keep):
 
 
 @njit(cache=False)
-def _exact_scores(Qq, codes, packed, doc_offsets, docs, centroids, weights, nbits):
+def _exact_scores(Qq, codes, packed, doc_offsets, docs, centroids, table, levels):
     """MaxSim of one query (qlen, d) against the decompressed, normalized tokens of each document."""
     out = np.zeros(docs.shape[0], np.float32)
     m = np.empty(Qq.shape[0], np.float32)
@@ -219,7 +247,7 @@ def _exact_scores(Qq, codes, packed, doc_offsets, docs, centroids, weights, nbit
         lo, hi = doc_offsets[docs[i]], doc_offsets[docs[i] + 1]
         m[:] = -np.inf
         for t in range(lo, hi):
-            _decode(codes, packed, centroids, weights, nbits, t, v[0])
+            _decode(codes, packed, centroids, table, levels, t, v[0])
             _normalize(v[0])
             _maxsim_one(Qq, v, m)
         out[i] = _sum_f32(m) if hi > lo else np.float32(0.0)
@@ -270,17 +298,15 @@ def decompress(codes: np.ndarray, packed: np.ndarray, centroids: np.ndarray, wei
     codes = _codes(codes, fn)
     packed = _array(packed, fn, "packed", np.uint8, 2, "(n, d * nbits // 8)")
     centroids = _array(centroids, fn, "centroids", np.float32, 2, "(nlist, d)")
-    weights = _array(weights, fn, "weights", np.float32, 2, "(d, 2**nbits)")
     (n,), (nlist, d) = codes.shape, centroids.shape
     _check_dim(fn, d)
     _expect(packed.shape == (n, d * nbits // 8),
             f"{fn}: packed must have shape (n, d * nbits // 8) = {(n, d * nbits // 8)}, got {packed.shape}")
     _check_nlist(fn, nlist, codes)
-    _expect(weights.shape == (d, 1 << nbits),
-            f"{fn}: weights must have shape (d, 2**nbits) = {(d, 1 << nbits)}, got {weights.shape}")
+    table, levels = _codebook(fn, weights, d, nbits)
     _check_codes(codes, nlist)
     out = np.empty((n, d), np.float32)
-    _decompress_loop(codes, packed, centroids, weights, nbits, bool(normalize), out)
+    _decompress_loop(codes, packed, centroids, table, levels, bool(normalize), out)
     return out
 
 
@@ -410,11 +436,11 @@ def _kept_step(q: np.ndarray, kv: np.ndarray, ks: np.ndarray | None, doc_offsets
 
 
 def _exact_int8_step(q: np.ndarray, codes: np.ndarray, packed: np.ndarray, doc_offsets: np.ndarray,
-                     docs: np.ndarray, centroids: np.ndarray, weights: np.ndarray, nbits: int) -> np.ndarray:
+                     docs: np.ndarray, centroids: np.ndarray, table: np.ndarray, levels: np.ndarray) -> np.ndarray:
     """Step 5 with exact_int8: f32 (m,) scores of one query (qlen, d) for the documents docs."""
     take, offs = _doc_tokens(doc_offsets, docs)
     v = np.empty((take.size, q.shape[1]), np.float32)
-    _decompress_loop(codes[take], packed[take], centroids, weights, nbits, False, v)
+    _decompress_loop(codes[take], packed[take], centroids, table, levels, False, v)
     rows, scales = cellq.quantize_unit_rows(v)
     return cellq.kept_maxsim(q, rows, scales, offs)
 
@@ -458,7 +484,7 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
     ivf = _array(ivf, fn, "ivf", np.int32, 1, "(npairs,)")
     ivf_offsets = _array(ivf_offsets, fn, "ivf_offsets", np.int64, 1, "(nlist + 1,)")
     nq, qlen, d = Q.shape
-    codes, packed, doc_offsets, centroids, weights, allowed = _collection(
+    codes, packed, doc_offsets, centroids, (table, levels), allowed = _collection(
         fn, codes, packed, doc_offsets, centroids, weights, nbits, allowed, d)
     nlist, n_docs = centroids.shape[0], doc_offsets.shape[0] - 1
     if cell_codes is not None:
@@ -525,9 +551,9 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
         cand = cand[_top(full, cand, n_exact)]
         # 5. exact MaxSim over the decompressed tokens (or the quantised one over the kept vectors), best k
         if exact_int8:
-            exact = _exact_int8_step(Q[q], codes, packed, doc_offsets, cand, centroids, weights, nbits)
+            exact = _exact_int8_step(Q[q], codes, packed, doc_offsets, cand, centroids, table, levels)
         elif kept is None:
-            exact = _exact_scores(Q[q], codes, packed, doc_offsets, cand, centroids, weights, nbits)
+            exact = _exact_scores(Q[q], codes, packed, doc_offsets, cand, centroids, table, levels)
         else:
             exact = _kept_step(Q[q], kv, ks, doc_offsets, cand)
         _write_top(exact, cand, k, out_s[q], out_d[q])
@@ -542,7 +568,7 @@ def exact_search(Q: np.ndarray, codes: np.ndarray, packed: np.ndarray, doc_offse
     _check_threads(fn, num_threads)
     Q = _queries(fn, Q)
     nq, _, d = Q.shape
-    codes, packed, doc_offsets, centroids, weights, allowed = _collection(
+    codes, packed, doc_offsets, centroids, (table, levels), allowed = _collection(
         fn, codes, packed, doc_offsets, centroids, weights, nbits, allowed, d)
     k = _check_int(fn, "k", k, 1)
     n_docs = doc_offsets.shape[0] - 1
@@ -550,7 +576,7 @@ def exact_search(Q: np.ndarray, codes: np.ndarray, packed: np.ndarray, doc_offse
     out_s = np.full((nq, k), -np.inf, np.float32)
     out_d = np.full((nq, k), -1, np.int64)
     for q in range(nq):
-        exact = _exact_scores(Q[q], codes, packed, doc_offsets, docs, centroids, weights, nbits)
+        exact = _exact_scores(Q[q], codes, packed, doc_offsets, docs, centroids, table, levels)
         _write_top(exact, docs, k, out_s[q], out_d[q])
     return out_s, out_d
 

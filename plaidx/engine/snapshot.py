@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import IndexFormatError
 from . import cellq, gpu, kernels
 from .clustering import MAX_NLIST
-from .codec import NBITS, ResidualCodec, stored_centroids
+from .codec import NBITS, PQ_ARRAYS, PQ_LEVELS, PQ_NBITS, ResidualCodec, round_significand, stored_centroids
 from .storage import MANIFEST
 from .vectors import open_kept
 
@@ -32,9 +32,10 @@ class Snapshot:
         self.generation = int(manifest["generation"])
         self._check_consistency()
         self.kept = open_kept(arrays, self.n_tokens, self.dim, str(path / MANIFEST))  # the rerank tier, or None
+        pq = [np.array(arrays[name]) if name in arrays else None for name in PQ_ARRAYS]  # 128 KiB at d 128: in memory
         self.codec = ResidualCodec(stored_centroids(arrays),
                                    np.ascontiguousarray(arrays["bucket_cutoffs"]),
-                                   np.ascontiguousarray(arrays["bucket_weights"]), self.nbits)
+                                   np.ascontiguousarray(arrays["bucket_weights"]), self.nbits, *pq)
         deleted = arrays["deleted"]
         self.n_deleted = int(np.count_nonzero(deleted))
         if self.n_deleted != manifest.get("n_deleted", 0):
@@ -89,6 +90,25 @@ class Snapshot:
         elif a["centroids"].dtype != np.float16:  # float16: nbits 4 and 8, and every format 1 index
             raise IndexFormatError(f"{where}: centroids must be stored as uint8 or int8 (with centroid_scales) or "
                                    f"float16, not {a['centroids'].dtype}")
+        if "pq_table" in a or "pq_levels" in a:
+            self._check_pq(where)
+
+    def _check_pq(self, where: str) -> None:
+        """The pq codec's arrays (format 5): both present, their shapes, finite, and rounded as the codec
+        rounds them (what makes every decoder agree bit for bit)."""
+        a, d, nb = self.a, self.dim, self.nbits
+        if nb not in PQ_NBITS:
+            raise IndexFormatError(f"{where}: a pq index needs nbits in {PQ_NBITS}, got {nb}; the index is inconsistent")
+        dpb = 8 // nb
+        for name, shape in (("pq_table", (d // dpb, 256, dpb)), ("pq_levels", (PQ_LEVELS,))):
+            if name not in a:
+                raise IndexFormatError(f"{where}: a pq index needs both pq_table and pq_levels; {name!r} is missing")
+            arr = np.asarray(a[name])
+            if tuple(arr.shape) != shape or arr.dtype != np.float32:
+                raise IndexFormatError(f"{where}: array {name!r} is {arr.dtype} {arr.shape}, expected float32 {shape}")
+            if not np.all(np.isfinite(arr)) or not np.array_equal(round_significand(arr), arr):
+                raise IndexFormatError(f"{where}: array {name!r} holds values that are not finite or not rounded to "
+                                       "12 significant bits, as the pq codec writes them; the index is damaged")
 
     def ivf(self) -> tuple[np.ndarray, np.ndarray]:
         """The inverted file (cell -> documents), derived from the codes on first use and kept in memory.
@@ -119,6 +139,9 @@ class Snapshot:
         with it a new copy, so the GPU never searches a stale generation.
         """
         coll = self._on_device.get(device)
+        if coll is None and self.codec.kind == "pq":
+            raise ValueError("this index uses the pq residual codec (format 5), which the CUDA kernels do not decode "
+                             "yet: search it with device=None (the CPU)")
         if coll is None:
             ivf, ivf_offsets = self.ivf()
             with self._ivf_lock:

@@ -29,7 +29,10 @@ FORMAT_VERSION = 3  # 3: centroids as 4-bit pairs + scales at nbits <= 2; 2: int
 # plaidx that predates it refuses them by version ("newer than this plaidx supports") instead of misreading
 # the codes, and still opens every uint16 index written since.
 WIDE_CODES_FORMAT_VERSION = 4
-NEWEST_FORMAT_VERSION = WIDE_CODES_FORMAT_VERSION
+# Format 5 adds the pq residual codec (codec.py: pq_table, pq_levels). Only pq indexes are written as 5, so an
+# older plaidx refuses them by version instead of decoding their bytes with per-dimension codebooks.
+PQ_FORMAT_VERSION = 5
+NEWEST_FORMAT_VERSION = PQ_FORMAT_VERSION
 _CODE_DTYPES = {"<u2": 1, "<u4": WIDE_CODES_FORMAT_VERSION}  # codes dtype -> the first version that has it
 MANIFEST = "manifest.json"
 LOCK = "LOCK"
@@ -42,15 +45,19 @@ except ImportError:  # pragma: no cover - not on the CI platform
     fcntl = None
 
 
-def format_version_for(codes_dtype: Any) -> int:
-    """The format version a generation with codes of this dtype is written as: 4 for uint32, else 3."""
+def format_version_for(codes_dtype: Any, pq: bool = False) -> int:
+    """The format version a generation is written as: 5 with the pq codec, else 4 for uint32 codes, else 3."""
+    if pq:
+        return PQ_FORMAT_VERSION
     return WIDE_CODES_FORMAT_VERSION if np.dtype(codes_dtype) == np.dtype("<u4") else FORMAT_VERSION
 
 
 def format_version_of(arrays: dict[str, ArrayEntry]) -> int:
-    """The format version a generation with these arrays is written as (``format_version_for`` its codes)."""
+    """The format version a generation with these arrays is written as (``format_version_for`` its codes and
+    codec)."""
     codes = arrays.get("codes")
-    return format_version_for(codes.dtype) if codes is not None else FORMAT_VERSION
+    pq = "pq_table" in arrays
+    return format_version_for(codes.dtype, pq) if codes is not None else (PQ_FORMAT_VERSION if pq else FORMAT_VERSION)
 
 
 def fsync_dir(path: Path) -> None:
@@ -198,6 +205,11 @@ def validate_manifest(manifest: Any, where: str = MANIFEST) -> dict[str, Any]:
         e = ArrayEntry.from_json(name, entry)
         if "/" in e.file or "\\" in e.file or e.file.startswith("."):
             raise IndexFormatError(f"{where}: array {name!r} names an invalid file {e.file!r}")
+    if ("pq_table" in manifest["arrays"]) != (version == PQ_FORMAT_VERSION) and "codes" in manifest["arrays"]:
+        raise IndexFormatError(f"{where}: a format {version} index "
+                               + ("with" if "pq_table" in manifest["arrays"] else "without")
+                               + " a pq_table array; only the pq residual codec (format 5) has one, so the index is "
+                                 "inconsistent")
     if "codes" in manifest["arrays"]:
         dtype = ArrayEntry.from_json("codes", manifest["arrays"]["codes"]).dtype
         if dtype not in _CODE_DTYPES or version < _CODE_DTYPES[dtype] or dtype != code_dtype(manifest["nlist"]).str:
