@@ -149,8 +149,7 @@ inline CodebookView codebook_view(const char* fn, const py::handle& weights_o, i
   const std::string f(fn);
   CodebookView out;
   if (py::isinstance<py::tuple>(weights_o)) {
-    expect(allow_pq, f + ": this backend decodes per-dimension codebooks only; an index with the pq residual codec "
-                         "(format 5) searches on the CPU");
+    expect(allow_pq, f + ": takes per-dimension bucket weights (d, 2**nbits) only, not a pq codebook");
     const py::tuple t = py::reinterpret_borrow<py::tuple>(weights_o);
     expect(t.size() == 2, f + ": a pq codebook is the pair (table (pb, 256, dpb), levels (16,) or None)");
     const int64_t dpb = 8 / nbits, pb = d / dpb;

@@ -111,6 +111,34 @@ def test_maxsim_matches_cpu_over_ragged_documents(qlen):
     assert (got[:, lens == 0] == 0).all()
 
 
+@needs_gpu
+@pytest.mark.parametrize("nbits,d", [(1, 64), (2, 96), (2, 136), (4, 72)])
+def test_pq_decompress_and_search_match_cpu(nbits, d):
+    """The pq residual codec (format 5) on the GPU: the CPU's decoded bytes exactly (an exact product and one
+    rounding), and its float32 search results."""
+    from test_pq_codec import pq_collection
+
+    col = pq_collection(nbits * 5 + d, nbits, d=d, ndocs=200, nlist=32, max_len=30)
+    args = (col["codes"], col["packed"], col["centroids"], col["weights"], nbits)
+    np.testing.assert_array_equal(gpu.module().decompress(*args, False), CPU.decompress(*args, False))
+    Q, S = make_queries(nbits + d, col, nq=4, qlen=16)
+    coll = upload(col)
+    for nprobe, threshold, ndocs, n_exact, k in [(2, 0.0, 40, 10, 5), (32, -1.0, 200, 200, 10)]:
+        want = run_search(CPU, Q, S, col, nprobe=nprobe, threshold=threshold, ndocs=ndocs, n_exact=n_exact, k=k)
+        assert_topk_equivalent(coll.search(Q, NO_MASK, nprobe, threshold, ndocs, n_exact, k), want)
+    assert_topk_equivalent(coll.exact_search(Q, NO_MASK, 9), run_exact(CPU, Q, col, k=9))
+
+
+@needs_gpu
+def test_a_pq_index_searches_on_the_gpu_like_the_cpu(tmp_path):
+    docs, queries, _ = clustered_collection(n_docs=300, dim=64, n_topics=24, mean_len=30, n_queries=8, q_len=32)
+    index = plaidx.Index.build(tmp_path / "ix", docs, nlist=64, residual_codec="pq")
+    cpu = index.search(queries, k=10, params=plaidx.SearchParams(exact_scores="float32"))
+    assert_topk_equivalent(index.search(queries, k=10, device="cuda"), cpu)
+    assert_topk_equivalent(index.search(queries, k=10, device="cuda", exact=True), index.search(queries, k=10,
+                                                                                                exact=True))
+
+
 # ------------------------------------------------------------------------------------ search
 @needs_gpu
 @pytest.mark.parametrize("d", DIMS)

@@ -50,7 +50,8 @@ class Collection {
  public:
   Collection(const uint16_t* codes, const uint8_t* packed, int64_t n, const int64_t* doc_offsets,
              int64_t ndocs, const float* centroids, int64_t nlist, int64_t d, const float* weights, int nbits,
-             const int32_t* ivf, int64_t npairs, const int64_t* ivf_offsets, int device);
+             const int32_t* ivf, int64_t npairs, const int64_t* ivf_offsets, int device,
+             const float* pq_table = nullptr, const float* pq_levels = nullptr);
   ~Collection();
   Collection(const Collection&) = delete;
   Collection& operator=(const Collection&) = delete;
@@ -72,9 +73,12 @@ class Collection {
   std::unique_ptr<Impl> impl_;
 };
 
-// One-shot kernels (upload, run, download) with the CPU kernels' contracts.
+// One-shot kernels (upload, run, download) with the CPU kernels' contracts. pq_table (d * nbits / 8, 256,
+// 8 / nbits) and pq_levels (16,) or nullptr, here and in Collection: the pq residual codec (cpu/token.h)
+// instead of weights.
 void decompress(const uint16_t* codes, const uint8_t* packed, int64_t n, const float* centroids, int64_t nlist,
-                int64_t d, const float* weights, int nbits, bool normalize, float* out, int device);
+                int64_t d, const float* weights, int nbits, bool normalize, float* out, int device,
+                const float* pq_table = nullptr, const float* pq_levels = nullptr);
 void maxsim(const float* Q, int64_t nq, int64_t qlen, int64_t d, const float* values, int64_t n,
             const int64_t* doc_offsets, int64_t ndocs, float* out, int device);
 void centroid_scores(const float* Q, int64_t nq, int64_t qlen, int64_t d, const float* centroids_t,

@@ -44,7 +44,7 @@ class Collection {
     check_dim(fn, d_);
     const py::array_t<uint8_t> no_filter(0);
     const CollectionViews v =
-        collection_views(fn, codes_o, packed_o, offsets_o, centroids_o, weights_o, nbits, no_filter, d_);
+        collection_views(fn, codes_o, packed_o, offsets_o, centroids_o, weights_o, nbits, no_filter, d_, true);
     ndocs_ = v.ndocs;
     const int32_t* ivf = nullptr;
     const int64_t* ivf_offsets = nullptr;
@@ -62,7 +62,8 @@ class Collection {
     }
     py::gil_scoped_release release;
     impl_ = std::make_unique<cu::Collection>(v.codes, v.packed, v.n, v.doc_offsets, v.ndocs, v.centroids,
-                                             v.nlist, d_, v.weights, nbits, ivf, npairs, ivf_offsets, device);
+                                             v.nlist, d_, v.weights, nbits, ivf, npairs, ivf_offsets, device, v.table,
+                                             v.levels);
   }
 
   py::tuple search(const py::object& Q_o, const py::object& allowed_o, int64_t nprobe, double threshold,
@@ -133,12 +134,13 @@ py::array_t<float> decompress(const py::object& codes_o, const py::object& packe
   one_doc.mutable_at(1) = codes[0];
   const py::array_t<uint8_t> no_filter(0);
   const CollectionViews v =
-      collection_views(fn, codes_o, packed_o, one_doc, centroids_o, weights_o, nbits, no_filter, d);
+      collection_views(fn, codes_o, packed_o, one_doc, centroids_o, weights_o, nbits, no_filter, d, true);
   py::array_t<float> out({v.n, d});
   float* o = mutable_data(out);
   {
     py::gil_scoped_release release;
-    cu::decompress(v.codes, v.packed, v.n, v.centroids, v.nlist, d, v.weights, nbits, normalize, o, device);
+    cu::decompress(v.codes, v.packed, v.n, v.centroids, v.nlist, d, v.weights, nbits, normalize, o, device, v.table,
+                   v.levels);
   }
   return out;
 }

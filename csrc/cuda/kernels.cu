@@ -449,17 +449,23 @@ struct Tokens {
   const float* centroids = nullptr;
   const float* weights = nullptr;
   int nbits = 0;
+  // The pq codec instead of weights: table (pb, 256, 8 / nbits), levels (16,) or nullptr (cpu/token.h).
+  const float* table = nullptr;
+  const float* levels = nullptr;
   // Plain rows (no decode, no normalisation): values (n, d).
   const float* values = nullptr;
 
   static Tokens compressed(const uint16_t* codes, const uint8_t* packed, const float* centroids,
-                           const float* weights, int nbits) {
+                           const float* weights, int nbits, const float* table = nullptr,
+                           const float* levels = nullptr) {
     Tokens tk;
     tk.codes = codes;
     tk.packed = packed;
     tk.centroids = centroids;
     tk.weights = weights;
     tk.nbits = nbits;
+    tk.table = table;
+    tk.levels = levels;
     return tk;
   }
 };
@@ -474,12 +480,23 @@ __device__ __forceinline__ float load_token(const Tokens& tk, int64_t t, int64_t
     const float* cent = tk.centroids + static_cast<int64_t>(tk.codes[t]) * d;
     const uint8_t* row = tk.packed + t * pb;
     float ss = 0.0f;
-    for (int64_t j = lane; j < d; j += kWarp) {
-      const int64_t bit = j * nbits;
-      const int code = (row[bit >> 3] >> (bit & 7)) & (B - 1);
-      const float v = cent[j] + tk.weights[j * B + code];
-      buf[j] = v;
-      ss = fmaf(v, v, ss);
+    if (tk.table != nullptr) {  // pq: byte p picks its codeword; the product is exact, so fused or not is the same
+      const int dpb = 8 / nbits;
+      const float s = tk.levels != nullptr ? tk.levels[row[pb - 1] >> 4] : 1.0f;
+      for (int64_t j = lane; j < d; j += kWarp) {
+        const int64_t p = j / dpb;
+        const float v = cent[j] + s * tk.table[((p << 8) + row[p]) * dpb + (j - p * dpb)];
+        buf[j] = v;
+        ss = fmaf(v, v, ss);
+      }
+    } else {
+      for (int64_t j = lane; j < d; j += kWarp) {
+        const int64_t bit = j * nbits;
+        const int code = (row[bit >> 3] >> (bit & 7)) & (B - 1);
+        const float v = cent[j] + tk.weights[j * B + code];
+        buf[j] = v;
+        ss = fmaf(v, v, ss);
+      }
     }
     const float norm = sqrtf(warp_sum(ss));
     return 1.0f / (norm < 1e-12f ? 1e-12f : norm);
@@ -647,6 +664,7 @@ struct Collection::Impl {
   Buffer<uint8_t> packed;
   Buffer<int64_t> doc_offsets;
   Buffer<float> centroids, centroids_t, weights;
+  Buffer<float> pq_table, pq_levels;  // the pq codec, or empty
   // The centroids quantised (cpu/quantize.h), int8 values as floats, transposed (d, nlist), and their
   // scales; empty where d > cpu::kMaxQuantizedDim.
   Buffer<float> centroids_qt, cscale;
@@ -661,13 +679,15 @@ struct Collection::Impl {
   mutable Workspace ws;
 
   Tokens tokens() const {
-    return Tokens::compressed(codes.get(), packed.get(), centroids.get(), weights.get(), nbits);
+    return Tokens::compressed(codes.get(), packed.get(), centroids.get(), weights.get(), nbits,
+                              pq_table.size() ? pq_table.get() : nullptr, pq_levels.size() ? pq_levels.get() : nullptr);
   }
 };
 
 Collection::Collection(const uint16_t* codes, const uint8_t* packed, int64_t n, const int64_t* doc_offsets,
                        int64_t ndocs, const float* centroids, int64_t nlist, int64_t d, const float* weights,
-                       int nbits, const int32_t* ivf, int64_t npairs, const int64_t* ivf_offsets, int device)
+                       int nbits, const int32_t* ivf, int64_t npairs, const int64_t* ivf_offsets, int device,
+                       const float* pq_table, const float* pq_levels)
     : impl_(new Impl) {
   check_common(d, nbits);
   if (nlist < 1 || nlist > 65536) throw std::invalid_argument("nlist must be in [1, 65536]");
@@ -706,7 +726,12 @@ Collection::Collection(const uint16_t* codes, const uint8_t* packed, int64_t n, 
       m.cscale.upload(cs.data(), cs.size());
     }
   }
-  m.weights.upload(weights, static_cast<size_t>(d << nbits));
+  if (pq_table != nullptr) {
+    m.pq_table.upload(pq_table, static_cast<size_t>(256 * d));
+    if (pq_levels != nullptr) m.pq_levels.upload(pq_levels, 16);
+  } else {
+    m.weights.upload(weights, static_cast<size_t>(d << nbits));
+  }
   if (ivf != nullptr) {
     m.has_ivf = true;
     m.npairs = npairs;
@@ -731,7 +756,7 @@ int Collection::device() const { return impl_->device; }
 int64_t Collection::device_bytes() const {
   const Impl& m = *impl_;
   return static_cast<int64_t>(m.codes.bytes() + m.packed.bytes() + m.doc_offsets.bytes() + m.centroids.bytes() +
-                              m.centroids_t.bytes() + m.weights.bytes() + m.ivf.bytes() + m.ivf_offsets.bytes() +
+                              m.centroids_t.bytes() + m.weights.bytes() + m.pq_table.bytes() + m.pq_levels.bytes() + m.ivf.bytes() + m.ivf_offsets.bytes() +
                               m.empty.bytes() + m.cells.bytes() + m.cell_offsets.bytes() +
                               m.centroids_qt.bytes() + m.cscale.bytes());
 }
@@ -942,7 +967,8 @@ void Collection::exact_search(const float* Q, int64_t nq, int64_t qlen, const ui
 
 // --------------------------------------------------------------------------------- one-shot kernels
 void decompress(const uint16_t* codes, const uint8_t* packed, int64_t n, const float* centroids, int64_t nlist,
-                int64_t d, const float* weights, int nbits, bool normalize, float* out, int device) {
+                int64_t d, const float* weights, int nbits, bool normalize, float* out, int device,
+                const float* pq_table, const float* pq_levels) {
   check_common(d, nbits);
   for (int64_t t = 0; t < n; ++t)
     if (codes[t] >= nlist) throw std::invalid_argument("codes: a centroid id is >= nlist");
@@ -950,12 +976,19 @@ void decompress(const uint16_t* codes, const uint8_t* packed, int64_t n, const f
   DeviceScope scope(device);
   Buffer<uint16_t> dc;
   Buffer<uint8_t> dp;
-  Buffer<float> dcent, dw, dout(static_cast<size_t>(n * d));
+  Buffer<float> dcent, dw, dtab, dlev, dout(static_cast<size_t>(n * d));
   dc.upload(codes, static_cast<size_t>(n));
   dp.upload(packed, static_cast<size_t>(n * d * nbits / 8));
   dcent.upload(centroids, static_cast<size_t>(nlist * d));
-  dw.upload(weights, static_cast<size_t>(d << nbits));
-  const Tokens tk = Tokens::compressed(dc.get(), dp.get(), dcent.get(), dw.get(), nbits);
+  if (pq_table != nullptr) {
+    dtab.upload(pq_table, static_cast<size_t>(256 * d));
+    if (pq_levels != nullptr) dlev.upload(pq_levels, 16);
+  } else {
+    dw.upload(weights, static_cast<size_t>(d << nbits));
+  }
+  const Tokens tk = Tokens::compressed(dc.get(), dp.get(), dcent.get(), dw.get(), nbits,
+                                       pq_table != nullptr ? dtab.get() : nullptr,
+                                       pq_levels != nullptr ? dlev.get() : nullptr);
   decompress_kernel<<<blocks_for(n * kWarp, 256), 256>>>(tk, n, d, normalize, dout.get());
   PX_LAUNCHED();
   dout.download(out, static_cast<size_t>(n * d));

@@ -14,6 +14,7 @@ import numpy as np
 from ..engine import WriterLock, fsync_dir
 from ..engine.build import Spill, check_build_args
 from ..engine.clustering import default_kmeans_sample, default_nlist
+from ..engine.codec import check_residual_codec
 from ..engine.inputs import iter_documents
 from ..engine.storage import MANIFEST
 from .errors import ShardBuildError, ShardFormatError
@@ -43,7 +44,7 @@ def build(path: str | os.PathLike, documents: Any, n_shards: int, nbits: int = 2
           metadata: dict[str, Any] | None = None, model: Any = None, text_column: str = "text",
           embedding_column: str = "embedding", encode_concurrency: int = 1, num_gpus: float = 0,
           retries: int = 3, init: Any = False, replicas: int = 1, actor_cpus: float = 0.5,
-          threads: int | None = None) -> Any:
+          threads: int | None = None, residual_codec: str = "scalar") -> Any:
     """Build a sharded index: one codec trained on a sample of the whole collection, shards compressed apart.
 
     Parameters
@@ -54,7 +55,7 @@ def build(path: str | os.PathLike, documents: Any, n_shards: int, nbits: int = 2
         ``text_column`` of strings encoded on the workers with ``model`` (a plaidx model name or path, or a
         model object; ``None``: the default model). Global document ids are positions in this input.
     n_shards : number of shards; shard s holds the s-th of ``n_shards`` contiguous ranges of documents.
-    nbits, seed, nlist, kmeans_niters, kmeans, kmeans_sample, batch_tokens : as in ``Index.build``;
+    nbits, seed, nlist, kmeans_niters, kmeans, kmeans_sample, batch_tokens, residual_codec : as in ``Index.build``;
         ``nlist`` defaults to ``default_nlist`` of the whole collection's tokens.
     executor : "local" (shards written one after another in this process) or "ray" (one Ray task per
         shard; the codec is trained in one task). A Ray build equals a local one with the same seed. A
@@ -95,6 +96,7 @@ def build(path: str | os.PathLike, documents: Any, n_shards: int, nbits: int = 2
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
     check_build_args(nbits, nlist, kmeans_niters, batch_tokens, kmeans)
+    check_residual_codec(residual_codec, nbits)
     _check_target(path, overwrite)
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
@@ -108,7 +110,8 @@ def build(path: str | os.PathLike, documents: Any, n_shards: int, nbits: int = 2
             committed = _build_locked(path, inp, n_shards, run, current, nbits=nbits, seed=seed,
                                       nlist=nlist, kmeans_niters=kmeans_niters, kmeans=kmeans,
                                       kmeans_sample=kmeans_sample, batch_tokens=batch_tokens,
-                                      metadata=dict(metadata or {}), threads=threads)
+                                      metadata=dict(metadata or {}), threads=threads,
+                                      residual_codec=residual_codec)
         finally:
             if spill is not None:
                 spill.close()
@@ -238,7 +241,7 @@ class _TextSample:
 def _build_locked(path: Path, inp: Any, n_shards: int, run: Any, current: dict[str, Any] | None,
                   *, nbits: int, seed: int, nlist: int | None, kmeans_niters: int, kmeans: str,
                   kmeans_sample: int | None, batch_tokens: int, metadata: dict[str, Any],
-                  threads: int) -> dict[str, Any]:
+                  threads: int, residual_codec: str = "scalar") -> dict[str, Any]:
     n_docs = inp.count()
     if n_docs < n_shards:
         raise ValueError(f"{n_docs} documents cannot fill {n_shards} shards; use at most {n_docs} shards")
@@ -255,6 +258,8 @@ def _build_locked(path: Path, inp: Any, n_shards: int, run: Any, current: dict[s
     params = {"n_shards": n_shards, "nbits": nbits, "seed": seed, "nlist": nl, "kmeans_niters": kmeans_niters,
               "kmeans": kmeans, "kmeans_sample": kmeans_sample, "batch_tokens": batch_tokens,
               "n_docs": n_docs, "n_tokens": n_tokens, "fingerprints": fingerprints, "metadata": metadata}
+    if residual_codec != "scalar":  # (absent for the scalar codec: plans written before the pq codec still resume)
+        params["residual_codec"] = residual_codec
     if inp.encoder is not None:
         params.update({"encoder": inp.encoder, "n_tokens_from": f"a pilot of {len(texts.docs)} documents"})
     plan = _resume_plan(path, params)
@@ -272,7 +277,7 @@ def _build_locked(path: Path, inp: Any, n_shards: int, run: Any, current: dict[s
         sample = texts.upto(target) if texts else inp.take(order[: _prefix(lengths[order], target)])
         (chash,) = run.map(train_codec, [(str(codec_dir), sample, nbits, nl, kmeans_niters, seed,
                                           kmeans_sample or default_kmeans_sample(nl, n_tokens), kmeans,
-                                          threads)])
+                                          threads, residual_codec)])
         del sample
         plan["codec_hash"] = chash
         _write_plan(path, plan)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..engine import fsync_dir
+from ..engine.codec import PQ_ARRAYS
 from ..engine.storage import MANIFEST, ArrayEntry, load_array, read_manifest
 from .errors import ShardFormatError
 
@@ -32,7 +33,7 @@ SHARDED_MANIFEST = "sharded.json"
 PLAN_FILE = ".build.json"  # an unfinished build's plan: its folders are kept for the build to resume
 FORMAT_NAME = "plaidx-sharded"
 FORMAT_VERSION = 1
-CODEC_ARRAYS = ("centroids", "centroid_scales", "bucket_cutoffs", "bucket_weights")
+CODEC_ARRAYS = ("centroids", "centroid_scales", "bucket_cutoffs", "bucket_weights", *PQ_ARRAYS)
 ROUTING_RULE = "ranges"  # build: contiguous ranges of the input; add: each batch in contiguous parts
 _DIR_NAME = re.compile(r"^(?:shard-\d{4}|codec)\.g\d{6}$")
 
@@ -46,17 +47,20 @@ def codec_dir_name(generation: int) -> str:
 
 
 def codec_hash(index_path: Path) -> str:
-    """sha256 of the codec arrays (centroids, their scales, bucket cutoffs and weights) of one index.
+    """sha256 of the codec arrays (centroids, their scales, bucket cutoffs and weights, the pq table and levels) of
+    one index.
 
     Shards built with ``codec_from`` store the codec source's arrays bit for bit, so equal hashes mean
-    scores computed in different shards are comparable.
+    scores computed in different shards are comparable. The pq arrays count only where present, so a scalar
+    index hashes as it did before the pq codec existed (sharded manifests written then still open).
     """
     manifest = read_manifest(index_path)
     h = hashlib.sha256()
     for name in CODEC_ARRAYS:
         obj = manifest["arrays"].get(name)
         if obj is None:
-            h.update(f"{name}:absent;".encode())
+            if name not in PQ_ARRAYS:
+                h.update(f"{name}:absent;".encode())
             continue
         entry = ArrayEntry.from_json(name, obj)
         arr = np.ascontiguousarray(load_array(index_path, name, entry, mmap=True))

@@ -14,10 +14,10 @@ import numpy as np
 from ..engine import WriterLock, fsync_dir
 from ..engine.storage import Transaction, load_generation
 from ..engine.vectors import TIER_ARRAYS
-from .manifest import codec_dir_name, codec_hash, shard_dir_name, write_sharded
+from .manifest import CODEC_ARRAYS, codec_dir_name, codec_hash, shard_dir_name, write_sharded
 from .steps import SHARD_KEY
 
-_CODEC_ARRAYS = ("centroids", "centroid_scales", "bucket_cutoffs", "bucket_weights", "avg_residual")
+_CODEC_ARRAYS = (*CODEC_ARRAYS, "avg_residual")
 
 
 def reshard(source: str | os.PathLike, path: str | os.PathLike, n_shards: int, *,

@@ -139,9 +139,6 @@ class Snapshot:
         with it a new copy, so the GPU never searches a stale generation.
         """
         coll = self._on_device.get(device)
-        if coll is None and self.codec.kind == "pq":
-            raise ValueError("this index uses the pq residual codec (format 5), which the CUDA kernels do not decode "
-                             "yet: search it with device=None (the CPU)")
         if coll is None:
             ivf, ivf_offsets = self.ivf()
             with self._ivf_lock:
@@ -150,7 +147,7 @@ class Snapshot:
                     a = self.a
                     coll = gpu.module().Collection(
                         np.ascontiguousarray(a["codes"]), np.ascontiguousarray(a["residuals"]),
-                        np.ascontiguousarray(a["doc_offsets"]), self.codec.centroids, self.codec.weights,
+                        np.ascontiguousarray(a["doc_offsets"]), self.codec.centroids, self.codec.kernel_weights,
                         self.nbits, ivf, ivf_offsets, device=device)
                     self._on_device[device] = coll
         return coll
