@@ -111,7 +111,7 @@ def test_pq_codes_residuals_closer_than_the_scalar_codec_at_the_same_bytes():
 
 def test_bad_residual_codec_arguments_are_clear_errors(tmp_path):
     docs = [np.ones((3, 16), np.float32)]
-    with pytest.raises(ValueError, match="residual_codec must be one of"):
+    with pytest.raises(ValueError, match="residual_codec must be None or one of"):
         plaidx.Index.build(tmp_path / "a", docs, residual_codec="opq")
     with pytest.raises(ValueError, match="nbits in"):
         plaidx.Index.build(tmp_path / "b", docs, nbits=8, residual_codec="pq")
@@ -328,3 +328,27 @@ def test_sharded_builds_and_reshards_keep_the_pq_codec(data, tmp_path):
     assert codec_hash(tmp_path / "other") != codec_hash(tmp_path / "scalar")
     with pytest.raises(ValueError, match="nbits in"):
         build(tmp_path / "bad", docs, 2, nbits=8, residual_codec="pq")
+
+
+def test_the_default_codec_is_pq_where_its_table_is_small_and_the_build_is_on_the_cpu(data, tmp_path, monkeypatch):
+    rule = codec.default_residual_codec
+    assert rule(2, 204_800) == "pq" and rule(2, 204_799) == "scalar"
+    assert rule(1, 409_600) == "pq" and rule(1, 409_599) == "scalar"
+    assert rule(4, 10**9) == rule(8, 10**9) == rule(2, 10**9, gpu_build=True) == "scalar"
+    docs = data["docs"]
+    n_tokens = sum(len(d) for d in docs)
+    assert plaidx.Index.build(tmp_path / "small", docs, nlist=32).residual_codec == "scalar"  # below the line
+    monkeypatch.setattr(codec, "PQ_MIN_TOKEN_BITS", 2 * n_tokens)  # as if the collection were large
+    ix = plaidx.Index.build(tmp_path / "large", docs, nlist=32)
+    assert ix.residual_codec == "pq" and ix.info()["format_version"] == 5
+    assert plaidx.Index.build(tmp_path / "nb4", docs, nlist=32, nbits=4).residual_codec == "scalar"
+    assert plaidx.Index.build(tmp_path / "asked", docs, nlist=32, residual_codec="scalar").residual_codec == "scalar"
+    ix.recluster(nlist=16)  # a recluster keeps the codec the index has
+    assert ix.residual_codec == "pq"
+    monkeypatch.setattr(codec, "PQ_MIN_TOKEN_BITS", 10**12)
+    assert plaidx.Index.open(tmp_path / "large").recluster(nlist=16).residual_codec == "pq"
+    from plaidx.distributed import build
+
+    monkeypatch.setattr(codec, "PQ_MIN_TOKEN_BITS", 2 * n_tokens)  # the whole collection decides, not the sample
+    sh = build(tmp_path / "sharded", docs, 2, nlist=32)
+    assert all(s.residual_codec == "pq" for s in sh._state[1])

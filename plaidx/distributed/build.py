@@ -14,7 +14,7 @@ import numpy as np
 from ..engine import WriterLock, fsync_dir
 from ..engine.build import Spill, check_build_args
 from ..engine.clustering import default_kmeans_sample, default_nlist
-from ..engine.codec import check_residual_codec
+from ..engine.codec import check_residual_codec, default_residual_codec
 from ..engine.inputs import iter_documents
 from ..engine.storage import MANIFEST
 from .errors import ShardBuildError, ShardFormatError
@@ -44,7 +44,7 @@ def build(path: str | os.PathLike, documents: Any, n_shards: int, nbits: int = 2
           metadata: dict[str, Any] | None = None, model: Any = None, text_column: str = "text",
           embedding_column: str = "embedding", encode_concurrency: int = 1, num_gpus: float = 0,
           retries: int = 3, init: Any = False, replicas: int = 1, actor_cpus: float = 0.5,
-          threads: int | None = None, residual_codec: str = "scalar") -> Any:
+          threads: int | None = None, residual_codec: str | None = None) -> Any:
     """Build a sharded index: one codec trained on a sample of the whole collection, shards compressed apart.
 
     Parameters
@@ -241,7 +241,7 @@ class _TextSample:
 def _build_locked(path: Path, inp: Any, n_shards: int, run: Any, current: dict[str, Any] | None,
                   *, nbits: int, seed: int, nlist: int | None, kmeans_niters: int, kmeans: str,
                   kmeans_sample: int | None, batch_tokens: int, metadata: dict[str, Any],
-                  threads: int, residual_codec: str = "scalar") -> dict[str, Any]:
+                  threads: int, residual_codec: str | None = None) -> dict[str, Any]:
     n_docs = inp.count()
     if n_docs < n_shards:
         raise ValueError(f"{n_docs} documents cannot fill {n_shards} shards; use at most {n_docs} shards")
@@ -255,6 +255,8 @@ def _build_locked(path: Path, inp: Any, n_shards: int, run: Any, current: dict[s
     else:
         n_tokens = int(lengths.sum())
     nl = nlist if nlist is not None else default_nlist(n_tokens, nbits)
+    # chosen for the whole collection (the codec index holds only a sample of it)
+    residual_codec = residual_codec or default_residual_codec(nbits, n_tokens)
     params = {"n_shards": n_shards, "nbits": nbits, "seed": seed, "nlist": nl, "kmeans_niters": kmeans_niters,
               "kmeans": kmeans, "kmeans_sample": kmeans_sample, "batch_tokens": batch_tokens,
               "n_docs": n_docs, "n_tokens": n_tokens, "fingerprints": fingerprints, "metadata": metadata}

@@ -28,6 +28,7 @@ from .codec import (
     ResidualCodec,
     centroid_arrays,
     code_dtype,
+    default_residual_codec,
     stored_centroids,
     train_codebooks,
     train_pq,
@@ -196,12 +197,13 @@ def build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: d
                       next_id: int | None = None, codec: ResidualCodec | None = None,
                       kmeans: str = "auto", keep_vectors: str | None = None, ops: Any = None,
                       codec_table: dict[str, np.ndarray] | None = None,
-                      residual_codec: str = "scalar") -> Snapshot:
+                      residual_codec: str | None = None) -> Snapshot:
     """Write a whole new generation (centroids, codec, codes, IVF, and the kept vectors when ``keep_vectors``
     names a rerank tier) from documents; the lock is held. ``ops``: the device steps of a GPU build
     (gpu_build.BuildOps: k-means, assigner, compress_stream), None for the CPU. ``codec_table``: with
     ``codec``, the source's stored centroid arrays to keep verbatim (``codec.reused_table``).
-    ``residual_codec``: "scalar" or "pq" (codec.py), for a codec trained here (a given ``codec`` keeps its own)."""
+    ``residual_codec``: "scalar", "pq" or None (``codec.default_residual_codec``), for a codec trained here (a
+    given ``codec`` keeps its own)."""
     docs_iter, count = iter_documents(documents)
     spill = None
     source = documents
@@ -254,6 +256,8 @@ def build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: d
             h_res = heldout - centroids[h_codes.astype(np.intp)]
             ref_norm = float(np.linalg.norm(h_res, axis=1).mean())
             cutoffs, weights = train_codebooks(h_res, nbits)
+            if residual_codec is None:
+                residual_codec = default_residual_codec(nbits, n_tokens, gpu_build=ops is not None)
             pq = (None, None)
             if residual_codec == "pq":
                 # 256 codewords per sub-vector need more rows than 4 buckets per dimension: the held-out residuals,

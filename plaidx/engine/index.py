@@ -157,7 +157,7 @@ class Index:
               batch_tokens: int = 1 << 16, overwrite: bool = False, metadata: dict[str, Any] | None = None,
               progress: bool = False, codec_from: Index | str | os.PathLike | None = None,
               kmeans: str = "auto", keep_vectors: str | None = None, device: Any = None,
-              residual_codec: str = "scalar") -> Index:
+              residual_codec: str | None = None) -> Index:
         """Build a compressed index from per-token document embeddings.
 
         Parameters
@@ -192,11 +192,12 @@ class Index:
             (plaidx.engine.gpu_build), writing the same format; the result equals the CPU build's up to
             nearest-centroid ties and float order (and, from 4096 centroids, the GPU assigns exactly where the
             CPU's assignment is approximate). A clear error when this build or machine has no usable GPU.
-        residual_codec : "scalar" (default; per-dimension codebooks, formats 1-4) or "pq" (format 5: the
-            residual product-quantised, one 256-codeword codebook per packed byte, with a 16-level scale per
-            token in the last byte's spare nibble; the same bytes per token, a higher recall ceiling, see
-            docs/tuning.md). nbits 1, 2 or 4; a pq index builds and searches on the CPU. With ``codec_from``
-            the source's codec is kept.
+        residual_codec : "scalar" (per-dimension codebooks, formats 1-4), "pq" (format 5: the residual
+            product-quantised, one 256-codeword codebook per packed byte, with a 16-level scale per token in
+            the last byte's spare nibble; the same bytes per token and a higher recall, see docs/tuning.md;
+            nbits 1, 2 or 4, built on the CPU) or None (default): "pq" at nbits 1 and 2 from 409,600 / nbits
+            tokens in a CPU build, where its 256 d-float table is at most 2% of the residual bytes, else
+            "scalar" (``codec.default_residual_codec``). With ``codec_from`` the source's codec is kept.
         """
         path = Path(path)
         keep_vectors = check_keep_vectors(keep_vectors)
