@@ -24,10 +24,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import families  # noqa: E402
 from bench_engine import write_stamped_report  # noqa: E402
-from bench_families import REAL, resolve  # noqa: E402
-from collection import exact_topk_cached, load_collection, recall_at_k  # noqa: E402
+from bench_families import with_truth  # noqa: E402
+from collection import recall_at_k  # noqa: E402
 from sweep_family_params import timed_interleaved  # noqa: E402
 
 import plaidx  # noqa: E402
@@ -46,13 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     load_start = list(os.getloadavg())
     rows = []
-    for name in args.collections.split(","):
-        path = resolve(name, args.ndocs)
-        if path is None:
-            continue
-        coll = load_collection(path) if name in REAL else families.ensure(name, args.ndocs)
-        _, truth = exact_topk_cached(coll, 10, threads=args.threads)
-        queries = np.ascontiguousarray(coll.queries, dtype=np.float32)
+    for name, coll, truth, queries in with_truth(args.collections, args.ndocs, args.threads):
         docs = [np.asarray(coll.values[coll.offsets[i]:coll.offsets[i + 1]], dtype=np.float32)
                 for i in range(coll.n_docs)]
         for nbits in [int(b) for b in args.nbits.split(",")]:

@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import families  # noqa: E402
 from bench_engine import plaid_targets  # noqa: E402
-from collection import CACHE_DIR, RESULTS_DIR, is_complete  # noqa: E402
+from collection import CACHE_DIR, RESULTS_DIR, exact_topk_cached, is_complete, load_collection  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 REAL = ("cranfield", "cisi", "scifact")
@@ -56,6 +56,17 @@ def resolve(name: str, n_docs: int) -> Path | None:
                   flush=True)
         return path
     raise SystemExit(f"unknown collection {name!r}")
+
+
+def with_truth(names: str, n_docs: int, threads: int):
+    """(name, collection, exact top-10 ids, float32 queries) of each resolvable collection of a comma list."""
+    for name in names.split(","):
+        path = resolve(name, n_docs)
+        if path is None:
+            continue
+        coll = load_collection(path) if name in REAL else families.ensure(name, n_docs)
+        _, truth = exact_topk_cached(coll, 10, threads=threads)
+        yield name, coll, truth, np.ascontiguousarray(coll.queries, dtype=np.float32)
 
 
 def report_path(name: str, n_docs: int, tag: str) -> Path:

@@ -25,10 +25,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import families  # noqa: E402
 from bench_engine import ndcg_at_k, write_stamped_report  # noqa: E402
-from bench_families import REAL, resolve  # noqa: E402
-from collection import exact_topk_cached, load_collection, recall_at_k  # noqa: E402
+from bench_families import with_truth  # noqa: E402
+from collection import recall_at_k  # noqa: E402
 
 import plaidx  # noqa: E402
 
@@ -66,13 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     load_start = list(os.getloadavg())
     rows = []
-    for name in args.collections.split(","):
-        path = resolve(name, args.ndocs)
-        if path is None:
-            continue
-        coll = load_collection(path) if name in REAL else families.ensure(name, args.ndocs)
-        _, truth = exact_topk_cached(coll, 10, threads=args.threads)
-        queries = np.ascontiguousarray(coll.queries, dtype=np.float32)
+    for name, coll, truth, queries in with_truth(args.collections, args.ndocs, args.threads):
         for nbits in [int(b) for b in args.nbits.split(",")]:
             with tempfile.TemporaryDirectory() as tmp:
                 indexes, row = [], {"collection": name, "tokens": coll.n_tokens, "dim": coll.dim, "nbits": nbits}

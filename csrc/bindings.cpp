@@ -79,6 +79,28 @@ py::array_t<uint8_t> compress(const py::object& residuals_o, const py::object& c
   return out;
 }
 
+py::array_t<uint8_t> pq_encode(const py::object& residuals_o, const py::object& table_o, const py::object& levels_o,
+                               int nbits) {
+  const char* fn = "pq_encode";
+  const std::string f(fn);
+  check_nbits(fn, nbits);
+  expect(nbits != 8, f + ": nbits must be 1, 2 or 4 (a byte codes 8 / nbits dimensions of the pq codec), got 8");
+  const auto r = view<float>(residuals_o, fn, "residuals", 2, "(n, d)");
+  const int64_t n = r[0], d = r[1];
+  check_dim(fn, d);
+  const CodebookView book = codebook_view(fn, py::make_tuple(table_o, levels_o), d, nbits, true);
+  expect(book.levels != nullptr, f + ": levels must be given (16,)");
+  for (int i = 0; i + 1 < 16; ++i)
+    expect(book.levels[i] <= book.levels[i + 1], f + ": levels must be ascending (and not NaN)");
+  py::array_t<uint8_t> out({n, d * nbits / 8});
+  uint8_t* o = mutable_data(out);
+  {
+    py::gil_scoped_release release;
+    cpu::pq_encode(r.data, n, d, nbits, book.table, book.levels, o, 0);
+  }
+  return out;
+}
+
 template <class Code>
 py::array_t<float> decompress_t(const py::object& codes_o, const py::object& packed_o,
                                 const py::object& centroids_o, const py::object& weights_o, int nbits,
@@ -488,6 +510,8 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "plaidx native CPU kernels; the contract is the docstring of plaidx._kernels.";
   m.def("compress", &compress, py::arg("residuals"), py::arg("cutoffs"), py::arg("nbits"),
         "compress(residuals f32 (n, d), cutoffs f32 (d, 2**nbits - 1), nbits) -> packed u8 (n, d*nbits//8)");
+  m.def("pq_encode", &pq_encode, py::arg("residuals"), py::arg("table"), py::arg("levels"), py::arg("nbits"),
+        "pq_encode(residuals f32 (n, d), table f32 (pb, 256, dpb), levels f32 (16,), nbits 1/2/4) -> packed u8 (n, pb)");
   m.def("decompress", &decompress, py::arg("codes"), py::arg("packed"), py::arg("centroids"),
         py::arg("weights"), py::arg("nbits"), py::arg("normalize"),
         "decompress(codes u16 or u32 (n,), packed u8 (n, pb), centroids f32 (nlist, d), weights f32 (d, 2**nbits), "

@@ -79,6 +79,11 @@ def test_index_reports_model_nbits_and_progress(data, tmp_path, capsys):
     assert f"model: {data['ckpt']} (dim 16, query length 12, document length 24)" in err
     assert "corpus: 7 documents" in err and "nbits 4" in err
     assert "indexed 7 documents as 7 passages" in out and "nbits 4" in out
+    code, out, err = run(capsys, "index", data["beir"] / "corpus.jsonl", tmp_path / "pq", "--model", data["ckpt"],
+                         "--limit", "7", "--no-split", "--residual-codec", "pq")
+    assert code == 0, err
+    code, out, err = run(capsys, "info", tmp_path / "pq")
+    assert code == 0 and "residual codec" in out and "pq" in out.split("residual codec", 1)[1].splitlines()[0]
 
 
 def test_index_reports_each_step_and_its_encoding_bar_moves(data, tmp_path, capsys):

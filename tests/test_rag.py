@@ -449,6 +449,15 @@ def test_default_nbits_is_compressed_and_recorded(rag):
     path = Path(rag.index(docs, index_name="given", nbits=4))
     cfg = json.loads((path / CONFIG_FILE).read_text())
     assert cfg["index"]["nbits"] == 4 and cfg["index"]["nbits_chosen"] == "given"
+    assert cfg["index"]["residual_codec"] == "scalar"  # a small collection: below the pq default's line
+    path = Path(rag.index(docs, index_name="pq", residual_codec="pq"))
+    cfg = json.loads((path / CONFIG_FILE).read_text())
+    assert cfg["index"]["residual_codec"] == "pq" and plaidx.Index.open(path / ENGINE_DIR).residual_codec == "pq"
+    assert len(rag.search(docs[0], k=3)) == 3
+    with pytest.raises(ValueError, match="residual_codec must be None or one of"):
+        rag.index(docs, index_name="bad", residual_codec="opq")
+    with pytest.raises(ValueError, match="nbits in"):
+        rag.index(docs, index_name="bad", nbits=8, residual_codec="pq")
 
 
 def test_single_query_and_query_list_shapes(rag):

@@ -71,6 +71,61 @@ PLAIDX_DISPATCH(void, compress_rows,
                  int nbits, uint8_t* packed),
                 (residuals, begin, end, d, cutoffs, nbits, packed))
 
+// pq_encode's rows [begin, end). tt (pb, dpb, 256): the table transposed, codeword k's coordinate u of byte p at
+// tt[(p * dpb + u) * 256 + k]; mids (15,): the levels' midpoints. Each of the L lanes keeps the best of the
+// codewords k = lane (mod L) (strict <, so the lowest index among equals), then the lanes are merged.
+template <Isa I>
+PLAIDX_INLINE void pq_encode_rows_impl(const float* residuals, int64_t begin, int64_t end, int64_t d, int dpb,
+                                       const float* tt, const double* mids, uint8_t* packed) {
+  using V = WideVec<I>;
+  using IV = decltype(V{} > V{});
+  constexpr int L = static_cast<int>(sizeof(V) / sizeof(float));
+  const int64_t pb = d / dpb;
+  IV iota;
+  for (int l = 0; l < L; ++l) iota[l] = l;
+  for (int64_t t = begin; t < end; ++t) {
+    const float* r = residuals + t * d;
+    uint8_t* out = packed + t * pb;
+    double num = 0.0, den = 0.0;
+    for (int64_t p = 0; p < pb; ++p) {
+      const int K = p + 1 < pb ? 256 : 16;
+      const float* tp = tt + p * dpb * 256;
+      const float* rp = r + p * dpb;
+      V best = V{} + __builtin_inff();
+      IV bidx = iota - iota, kv = iota;
+      for (int k = 0; k < K; k += L) {
+        V acc = V{};
+        for (int u = 0; u < dpb; ++u) {
+          const V e = rp[u] - vload_as<V>(tp + u * 256 + k);
+          acc += e * e;
+        }
+        const IV lt = acc < best;
+        best = (V)(((IV)acc & lt) | ((IV)best & ~lt));
+        bidx = (bidx & ~lt) | (kv & lt);
+        kv += L;
+      }
+      float m = best[0];
+      int bi = static_cast<int>(bidx[0]);
+      for (int l = 1; l < L; ++l)
+        if (best[l] < m || (best[l] == m && bidx[l] < bi)) m = best[l], bi = static_cast<int>(bidx[l]);
+      out[p] = static_cast<uint8_t>(bi);
+      for (int u = 0; u < dpb; ++u) {
+        const double c = tp[u * 256 + bi];
+        num += static_cast<double>(rp[u]) * c;
+        den += c * c;
+      }
+    }
+    const double s = den > 0.0 ? num / den : 1.0;
+    int level = 0;
+    for (int i = 0; i < 15; ++i) level += mids[i] < s ? 1 : 0;
+    out[pb - 1] = static_cast<uint8_t>(out[pb - 1] | (level << 4));
+  }
+}
+PLAIDX_DISPATCH(void, pq_encode_rows,
+                (const float* residuals, int64_t begin, int64_t end, int64_t d, int dpb, const float* tt,
+                 const double* mids, uint8_t* packed),
+                (residuals, begin, end, d, dpb, tt, mids, packed))
+
 template <Isa I, class Code>
 PLAIDX_INLINE bool decompress_rows_impl(const Code* codes, const uint8_t* packed, int64_t begin,
                                         int64_t end, const float* centroids, int64_t nlist, int64_t d,
@@ -138,6 +193,25 @@ void compress(const float* residuals, int64_t n, int64_t d, const float* cutoffs
   const int64_t grain = std::max<int64_t>(256, grain_for(n, threads, 4));
   parallel_chunks(n, grain, threads, [&](int64_t begin, int64_t end) {
     compress_rows(residuals, begin, end, d, cutoffs, nbits, packed);
+  });
+}
+
+void pq_encode(const float* residuals, int64_t n, int64_t d, int nbits, const float* table, const float* levels,
+               uint8_t* packed, int num_threads) {
+  check_codec_args(d, nbits);
+  if (nbits == 8) throw std::invalid_argument("pq_encode: nbits must be 1, 2 or 4 (a byte codes 8 / nbits dimensions)");
+  const int dpb = 8 / nbits;
+  const int64_t pb = d / dpb;
+  std::vector<float> tt(static_cast<size_t>(pb * dpb * 256));
+  for (int64_t p = 0; p < pb; ++p)
+    for (int k = 0; k < 256; ++k)
+      for (int u = 0; u < dpb; ++u) tt[static_cast<size_t>((p * dpb + u) * 256 + k)] = table[(p * 256 + k) * dpb + u];
+  double mids[15];
+  for (int i = 0; i < 15; ++i) mids[i] = 0.5 * (static_cast<double>(levels[i]) + static_cast<double>(levels[i + 1]));
+  const int threads = resolve_threads(num_threads);
+  const int64_t grain = std::max<int64_t>(256, grain_for(n, threads, 4));
+  parallel_chunks(n, grain, threads, [&](int64_t begin, int64_t end) {
+    pq_encode_rows(residuals, begin, end, d, dpb, tt.data(), mids, packed);
   });
 }
 

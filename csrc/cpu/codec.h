@@ -20,6 +20,16 @@ namespace plaidx::cpu {
 void compress(const float* residuals, int64_t n, int64_t d, const float* cutoffs, int nbits, uint8_t* packed,
               int num_threads);
 
+// packed[t] = the pq codec's bytes of residuals[t] (token.h): byte p < pb - 1 the nearest (squared distance,
+// ties: the lower index) of the 256 codewords table[p, :] of dimensions p * dpb onward, the last byte's low
+// nibble the nearest of table[pb - 1, 0:16], its high nibble the number of midpoints (levels[i] + levels[i+1]) / 2
+// below the token's least-squares scale <r, w> / <w, w> of the chosen codewords w (1 for w = 0), summed in
+// double. table (pb, 256, dpb) with pb = d * nbits / 8, dpb = 8 / nbits (nbits 1, 2 or 4); levels (16,)
+// ascending. A NaN residual takes codeword 0. Distances are float sums over the sub-vector in order, so a copy
+// compiled with fused multiply-adds can pick the other of two codewords whose distances tie to the last bit.
+void pq_encode(const float* residuals, int64_t n, int64_t d, int nbits, const float* table, const float* levels,
+               uint8_t* packed, int num_threads);
+
 // out[t, j] = centroids[codes[t], j] + weights[j, code(t, j)]; rows divided by max(norm, 1e-12) when
 // normalize. Throws when a code is >= nlist. Instantiated for Code = uint16_t and uint32_t.
 // pq_table (pb, 256, dpb), levels (16,) or nullptr (token.h): the pq codec instead of weights (then unused).

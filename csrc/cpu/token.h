@@ -159,6 +159,18 @@ inline bool have_decode2_avx512() {
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
+// One decoded step's statistics (peak and sum of squares, 16 lanes) and their reduction into row t: the int8
+// exact stage's quantisation statistics, gathered by both AVX-512 decoders below in the same order.
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline void stats_step(__m512 v, __m512& m, __m512& ss) {
+  m = _mm512_max_ps(m, _mm512_abs_ps(v));
+  ss = _mm512_fmadd_ps(v, v, ss);
+}
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline void stats_store(__m512 m, __m512 ss, float* peak,
+                                                                                  float* sq, int64_t t) {
+  peak[t] = _mm512_reduce_max_ps(m);
+  sq[t] = _mm512_reduce_add_ps(ss);
+}
+
 // decode_rows<2> for nbits == 2, 16 dimensions per step: the two code bits of 16 dimensions are
 // gathered into two lane masks (pext), which pick each dimension's bucket weight from planes (4, d)
 // (weights transposed, bucket-major) with three blends, instead of one table lookup per byte. Same
@@ -188,10 +200,7 @@ __attribute__((target("avx512f,avx2,fma,bmi2"))) inline bool decode2_avx512(
           _mm512_mask_blend_ps(lo, _mm512_loadu_ps(planes + 2 * d + j), _mm512_loadu_ps(planes + 3 * d + j));
       const __m512 v = _mm512_add_ps(_mm512_loadu_ps(cent + j), _mm512_mask_blend_ps(hi, w01, w23));
       _mm512_storeu_ps(o + j, v);
-      if (peak != nullptr) {
-        m = _mm512_max_ps(m, _mm512_abs_ps(v));
-        ss = _mm512_fmadd_ps(v, v, ss);
-      }
+      if (peak != nullptr) stats_step(v, m, ss);
     }
     if (j < d) {  // d % 16 == 8: the last 8 dimensions, in the low lanes
       uint16_t w;
@@ -205,15 +214,9 @@ __attribute__((target("avx512f,avx2,fma,bmi2"))) inline bool decode2_avx512(
                                               _mm512_maskz_loadu_ps(low8, planes + 3 * d + j));
       const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(low8, cent + j), _mm512_mask_blend_ps(hi, w01, w23));
       _mm512_mask_storeu_ps(o + j, low8, v);
-      if (peak != nullptr) {  // (the upper lanes are 0)
-        m = _mm512_max_ps(m, _mm512_abs_ps(v));
-        ss = _mm512_fmadd_ps(v, v, ss);
-      }
+      if (peak != nullptr) stats_step(v, m, ss);  // (the upper lanes are 0)
     }
-    if (peak != nullptr) {
-      peak[t] = _mm512_reduce_max_ps(m);
-      sq[t] = _mm512_reduce_add_ps(ss);
-    }
+    if (peak != nullptr) stats_store(m, ss, peak, sq, t);
   }
   return true;
 }
@@ -245,10 +248,7 @@ __attribute__((target("avx512f,avx2,fma"))) inline bool decode_pq2_avx512(
       w = _mm512_insertf32x4(w, _mm_loadu_ps(table + (((p + 3) << 8) + row[p + 3]) * 4), 3);
       const __m512 v = _mm512_fmadd_ps(vs, w, _mm512_loadu_ps(cent + j));
       _mm512_storeu_ps(o + j, v);
-      if (peak != nullptr) {
-        m = _mm512_max_ps(m, _mm512_abs_ps(v));
-        ss = _mm512_fmadd_ps(v, v, ss);
-      }
+      if (peak != nullptr) stats_step(v, m, ss);
     }
     if (j < d) {  // d % 16 == 8: the last 8 dimensions, in the low lanes
       const int64_t p = j / 4;
@@ -256,16 +256,9 @@ __attribute__((target("avx512f,avx2,fma"))) inline bool decode_pq2_avx512(
       w = _mm256_insertf128_ps(w, _mm_loadu_ps(table + (((p + 1) << 8) + row[p + 1]) * 4), 1);
       const __m256 v8 = _mm256_fmadd_ps(_mm256_set1_ps(s), w, _mm256_loadu_ps(cent + j));
       _mm256_storeu_ps(o + j, v8);
-      if (peak != nullptr) {  // (the upper lanes are 0)
-        const __m512 v = _mm512_zextps256_ps512(v8);
-        m = _mm512_max_ps(m, _mm512_abs_ps(v));
-        ss = _mm512_fmadd_ps(v, v, ss);
-      }
+      if (peak != nullptr) stats_step(_mm512_zextps256_ps512(v8), m, ss);  // (the upper lanes are 0)
     }
-    if (peak != nullptr) {
-      peak[t] = _mm512_reduce_max_ps(m);
-      sq[t] = _mm512_reduce_add_ps(ss);
-    }
+    if (peak != nullptr) stats_store(m, ss, peak, sq, t);
   }
   return true;
 }

@@ -76,7 +76,8 @@ def cmd_index(args: argparse.Namespace) -> int:
                f"{length} tokens{'' if args.split else ' (documents not split; longer ones are truncated)'}")
     t0 = time.perf_counter()
     rag.index(texts, document_ids=ids, document_metadatas=metas, index_name=out.name, overwrite_index=True,
-              max_document_length=length, split_documents=args.split, nbits=args.nbits, device=args.device)
+              max_document_length=length, split_documents=args.split, nbits=args.nbits, device=args.device,
+              residual_codec=args.residual_codec)
     if args.shards > 1:  # the same passages and bytes, split into shards (plaidx.distributed)
         from ..distributed import reshard_in_place
 
@@ -217,7 +218,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         rows = [("path", info["path"]), ("kind", "RAG index (engine + document store)" if info["kind"] == "rag"
                                          else "engine folder (no document store)"),
                 ("documents", info["documents"]), ("passages", info["passages"]), ("tokens", info["tokens"]),
-                ("nlist", info["nlist"]), ("nbits", _nbits_text(info)), ("dim", info["dim"]),
+                ("nlist", info["nlist"]), ("nbits", _nbits_text(info)),
+                ("residual codec", info.get("residual_codec") or "scalar"), ("dim", info["dim"]),
                 ("model", info["model"] or "(not recorded)"),
                 ("size on disk", f"{_size(info['bytes_on_disk'])} ({info['bytes_on_disk']} bytes)"),
                 ("format version", info["format_version"]), ("generation", info["generation"])]
@@ -399,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nbits", type=int, choices=(1, 2, 4, 8),
                    help=f"bits per residual dimension (default {DEFAULT_NBITS}; more bits: a larger index, "
                         "slightly better ranking: see benchmarks/results/rag_defaults.md)")
+    p.add_argument("--residual-codec", choices=("scalar", "pq"), default=None,
+                   help="how residuals are coded (default: pq at nbits 1-2 from 204,800 tokens, else scalar; "
+                        "see docs/tuning.md)")
     p.add_argument("--max-document-length", type=_positive, default=None,
                    help="tokens per passage; longer documents are split (default 256; at most what the model "
                         "reads, clamped with a warning)")

@@ -376,7 +376,7 @@ class ShardedIndex:
                 "generation": self.generation, "shards": self.n_shards, "documents": len(self),
                 "deleted_pending_compaction": sum(int(i["deleted_pending_compaction"]) for i in infos),
                 "tokens": self.n_tokens, "dim": self.dim, "nbits": self.nbits, "nlist": self.nlist,
-                "bytes_on_disk": size, "bytes_per_token": size / max(1, self.n_tokens),
+                "residual_codec": infos[0]["residual_codec"] if infos else None, "bytes_on_disk": size, "bytes_per_token": size / max(1, self.n_tokens),
                 "metadata": self.metadata, "drift": _worst_drift(self._shards),
                 "codec_hash": self._m["codec"]["hash"], "routing": dict(self._m["routing"]),
                 "per_shard": [{"dir": sh["dir"], "documents": i["documents"], "tokens": i["tokens"],

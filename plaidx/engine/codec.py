@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -274,40 +273,13 @@ def train_pq(residuals: np.ndarray, nbits: int, seed: int = 0) -> tuple[np.ndarr
         table[:-1] = _pq_sub(r[:, : d - dpb], pb - 1, dpb, 8, seed)
     last = _pq_sub(r[:, d - dpb:], 1, dpb, 4, seed)[0]  # (16, dpb)
     table[-1] = last[np.arange(256) & 15]
-    table = round_significand(table).reshape(pb, 256, dpb)
-    codes = _pq_codes(r, table)
+    table = np.ascontiguousarray(round_significand(table).reshape(pb, 256, dpb))
+    codes = kernels.pq_encode(r, table, np.ones(PQ_LEVELS, np.float32), nbits)
+    codes[:, -1] &= 15
     s = _ls_scales(r, _pq_lookup(codes, table))
     lo, hi = np.log2(np.clip(np.quantile(s, [0.005, 0.995]), 1.0 / 64, 64.0))
     levels = 2.0 ** (lo + np.arange(PQ_LEVELS) / (PQ_LEVELS - 1) * max(hi - lo, 1e-6))
     return np.ascontiguousarray(table), round_significand(levels.astype(np.float32))
-
-
-@functools.lru_cache(maxsize=8)
-def _pq_quantizers(key: bytes, pb: int, dpb: int) -> tuple[Any, Any]:
-    """faiss product quantisers holding a pq table's codewords (cached by the table's bytes), for encoding."""
-    import faiss
-
-    table = np.frombuffer(key, np.float32).reshape(pb, 256, dpb)
-    main = None
-    if pb > 1:
-        main = faiss.ProductQuantizer((pb - 1) * dpb, pb - 1, 8)
-        faiss.copy_array_to_vector(np.ascontiguousarray(table[:-1]).ravel(), main.centroids)
-    last = faiss.ProductQuantizer(dpb, 1, 4)
-    faiss.copy_array_to_vector(np.ascontiguousarray(table[-1, :16]).ravel(), last.centroids)
-    return main, last
-
-
-def _pq_codes(residuals: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """uint8 (n, pb): each sub-vector's nearest codeword (the last byte's low nibble only)."""
-    pb, _, dpb = table.shape
-    main, last = _pq_quantizers(np.ascontiguousarray(table).tobytes(), pb, dpb)
-    r = np.ascontiguousarray(residuals, dtype=np.float32)
-    d = r.shape[1]
-    out = np.empty((r.shape[0], pb), np.uint8)
-    if main is not None:
-        out[:, :-1] = main.compute_codes(np.ascontiguousarray(r[:, : d - dpb]))
-    out[:, -1] = last.compute_codes(np.ascontiguousarray(r[:, d - dpb:]))[:, 0] & 15
-    return out
 
 
 def _pq_lookup(codes: np.ndarray, table: np.ndarray) -> np.ndarray:
@@ -327,13 +299,9 @@ def pq_compress(residuals: np.ndarray, table: np.ndarray, levels: np.ndarray) ->
     """uint8 (n, pb): residuals coded with a pq table and its scale levels (see :func:`train_pq`).
 
     Each sub-vector takes its nearest codeword; the token's scale is the level nearest its least-squares
-    scale (which minimises the squared error of the scaled residual among the levels)."""
-    codes = _pq_codes(residuals, table)
-    s = _ls_scales(np.asarray(residuals, dtype=np.float32), _pq_lookup(codes, table))
-    lv = np.asarray(levels, dtype=np.float64)
-    level = np.searchsorted((lv[1:] + lv[:-1]) / 2, s).astype(np.uint8)
-    codes[:, -1] |= level << 4
-    return codes
+    scale (which minimises the squared error of the scaled residual among the levels): kernels.pq_encode."""
+    pb, _, dpb = np.shape(table)
+    return kernels.pq_encode(np.ascontiguousarray(residuals, dtype=np.float32), table, levels, 8 // dpb)
 
 
 @dataclass(frozen=True)

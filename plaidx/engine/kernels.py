@@ -16,9 +16,20 @@ Conventions (all arrays C-contiguous, little-endian):
 Functions:
   compress(residuals f32 (n, d), cutoffs f32 (d, B-1), nbits) -> packed u8 (n, pb)
       code of r[t, j] = number of cutoffs[j, :] that are <= r[t, j]  (cutoffs ascending per row).
+  pq_encode(residuals f32 (n, d), table f32 (pb, 256, dpb), levels f32 (16,) ascending, nbits in {1, 2, 4})
+          -> packed u8 (n, pb)   the pq codec's bytes (codec.py; dpb = 8 // nbits):
+      byte p < pb - 1 = the nearest of the codewords table[p, :] to r[t, p*dpb:(p+1)*dpb] (squared distance summed
+      in order over the sub-vector; ties: the lower index); the last byte's low nibble the nearest of
+      table[pb-1, 0:16], its high nibble = #{i < 15: (levels[i] + levels[i+1]) / 2 < s} with s = <r, w> / <w, w>
+      (1 when w = 0) over the chosen codewords w, in float64. A NaN residual takes codeword 0. Copies that fuse
+      multiply-adds may pick the other of two codewords whose distances tie to the last bit.
   decompress(codes u16/u32 (n,), packed u8 (n, pb), centroids f32 (nlist, d), weights f32 (d, B), nbits,
              normalize: bool) -> f32 (n, d)
       v[t, j] = centroids[codes[t], j] + weights[j, code(t, j)]; if normalize, v[t] /= max(|v[t]|, 1e-12).
+      weights may be the pq codec's pair (table f32 (pb, 256, dpb), levels f32 (16,) or None), here and in
+      search and exact_search: v[t, j] = centroids[codes[t], j] + s * table[p, packed[t, p], j - p*dpb] for
+      p = j // dpb, s = levels[packed[t, pb-1] >> 4] (1 without levels); table entries and levels with at most
+      12 significant bits make the product exact, so every backend gives the same bytes.
   build_ivf(codes u16/u32 (n,), doc_offsets i64 (ndocs+1,), nlist) -> (ivf i32 (npairs,), ivf_offsets i64 (nlist+1,))
       for each cell c, ivf[ivf_offsets[c]:ivf_offsets[c+1]] is the ascending list of distinct documents
       with at least one token assigned to c.
@@ -118,6 +129,7 @@ else:
     BACKEND_NAME = "reference"
 
 compress = backend.compress
+pq_encode = backend.pq_encode
 decompress = backend.decompress
 build_ivf = backend.build_ivf
 doc_cells = backend.doc_cells

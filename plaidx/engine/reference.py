@@ -290,6 +290,54 @@ def compress(residuals: np.ndarray, cutoffs: np.ndarray, nbits: int) -> np.ndarr
     return packed
 
 
+@njit(cache=False)
+def _pq_encode_loop(r, table, mids, out):
+    pb, dpb = table.shape[0], table.shape[2]
+    for t in range(r.shape[0]):
+        num = 0.0
+        den = 0.0
+        for p in range(pb):
+            K = 256 if p + 1 < pb else 16
+            best = np.float32(np.inf)
+            bi = 0
+            for k in range(K):
+                acc = np.float32(0.0)
+                for u in range(dpb):
+                    e = r[t, p * dpb + u] - table[p, k, u]
+                    acc += e * e
+                if acc < best:
+                    best = acc
+                    bi = k
+            out[t, p] = bi
+            for u in range(dpb):
+                c = np.float64(table[p, bi, u])
+                num += np.float64(r[t, p * dpb + u]) * c
+                den += c * c
+        s = num / den if den > 0.0 else 1.0
+        level = 0
+        for i in range(15):
+            if mids[i] < s:
+                level += 1
+        out[t, pb - 1] |= level << 4
+
+
+def pq_encode(residuals: np.ndarray, table: np.ndarray, levels: np.ndarray, nbits: int) -> np.ndarray:
+    """The pq codec's bytes u8 (n, pb) of residuals f32 (n, d) (the native kernel's contract, kernels.py)."""
+    fn = "pq_encode"
+    _check_nbits(fn, nbits)
+    _expect(nbits != 8, f"{fn}: nbits must be 1, 2 or 4 (a byte codes 8 / nbits dimensions of the pq codec), got 8")
+    residuals = _array(residuals, fn, "residuals", np.float32, 2, "(n, d)")
+    d = residuals.shape[1]
+    _check_dim(fn, d)
+    _expect(levels is not None, f"{fn}: levels must be given (16,)")
+    table, levels = _codebook(fn, (table, levels), d, nbits)
+    _expect(bool(np.all(levels[:-1] <= levels[1:])), f"{fn}: levels must be ascending (and not NaN)")
+    mids = 0.5 * (levels[:-1].astype(np.float64) + levels[1:].astype(np.float64))
+    out = np.zeros((residuals.shape[0], table.shape[0]), np.uint8)
+    _pq_encode_loop(residuals, table, mids, out)
+    return out
+
+
 def decompress(codes: np.ndarray, packed: np.ndarray, centroids: np.ndarray, weights: np.ndarray, nbits: int,
                normalize: bool) -> np.ndarray:
     """Reconstructed embeddings f32 (n, d): centroid plus residual weights, unit length when ``normalize``."""
