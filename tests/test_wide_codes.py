@@ -77,6 +77,19 @@ def _assert_wide(index: plaidx.Index) -> None:
     assert index.verify() == []
 
 
+def test_a_wide_pq_index_is_format_5_with_uint32_codes(fast_clustering, tmp_path):
+    """uint32 codes and the pq codec together: format 5 (the newer of the two), both read back, and the
+    exhaustive search is MaxSim over the decoded tokens."""
+    index, docs, queries = _build_wide(tmp_path / "wide-pq", residual_codec="pq")
+    m = _manifest(index)
+    assert m["format_version"] == storage.PQ_FORMAT_VERSION and m["arrays"]["codes"]["dtype"] == "<u4"
+    assert index.residual_codec == "pq" and index.verify() == []
+    truth, ids = _decoded_maxsim(index, queries)
+    scores, got = index.search(queries, k=10, exact=True)
+    np.testing.assert_array_equal(got, ids[np.argsort(-truth, axis=1, kind="stable")[:, :10]])
+    assert (index.search(queries, k=10)[1] >= 0).all()
+
+
 def test_wide_index_stores_uint32_codes_and_searches_exactly(wide):
     index, docs, queries = wide
     _assert_wide(index)
