@@ -30,7 +30,8 @@ DeviceInfo device_info() {
 }
 
 Collection::Collection(const uint16_t*, const uint8_t*, int64_t, const int64_t*, int64_t, const float*, int64_t,
-                       int64_t, const float*, int, const int32_t*, int64_t, const int64_t*, int) {
+                       int64_t, const float*, int, const int32_t*, int64_t, const int64_t*, int, const float*,
+                       const float*) {
   unavailable();
 }
 Collection::~Collection() = default;
@@ -45,7 +46,7 @@ void Collection::exact_search(const float*, int64_t, int64_t, const uint8_t*, in
   unavailable();
 }
 void decompress(const uint16_t*, const uint8_t*, int64_t, const float*, int64_t, int64_t, const float*, int, bool,
-                float*, int) {
+                float*, int, const float*, const float*) {
   unavailable();
 }
 void maxsim(const float*, int64_t, int64_t, int64_t, const float*, int64_t, const int64_t*, int64_t, float*, int) {
