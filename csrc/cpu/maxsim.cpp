@@ -49,11 +49,9 @@ PLAIDX_INLINE bool decode_plain_impl(const Compressed<Code>& col, int64_t t, int
   const int64_t d = col.d, pb = d * col.nbits / 8;
 #if PLAIDX_HAVE_DECODE2_AVX512
   if constexpr (I == Isa::kAvx512) {
-    if (col.nbits == 2 && col.planes == nullptr && have_decode2_avx512())  // a pq table
-      return decode_pq2_avx512(col.codes + t, col.packed + t * pb, nt, col.centroids, col.nlist, col.table,
-                               col.levels, d, buf);
-    if (col.nbits == 2 && col.planes != nullptr && (col.table == nullptr || have_decode2_avx512()))
-      return decode2_avx512(col.codes + t, col.packed + t * pb, nt, col.centroids, col.nlist, col.planes, d, buf);
+    if (col.nbits == 2 && have_decode2_avx512())  // (col.table is nullptr only where this holds, bindings.cpp)
+      return decode2_avx512(col.codes + t, col.packed + t * pb, nt, col.centroids, col.nlist, col.planes, col.table,
+                            col.levels, d, buf);
   }
 #endif
   return decode_rows_any(col.nbits, col.codes + t, col.packed + t * pb, nt, col.centroids, col.nlist, col.table, d,

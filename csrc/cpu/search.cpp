@@ -836,12 +836,9 @@ void exact_q_scores_parallel(const Compressed<Code>& col, int64_t qlen, bool vnn
 #if PLAIDX_HAVE_VNNI
             if (vnni) {
               if (fused) {  // nbits 2: the statistics come with the decoded rows
-                const bool ok = col.planes != nullptr
-                                    ? decode2_avx512(col.codes + t, col.packed + t * pb, nt, col.centroids, col.nlist,
-                                                     col.planes, d, buf.data(), peak, sq)
-                                    : decode_pq2_avx512(col.codes + t, col.packed + t * pb, nt, col.centroids,
-                                                        col.nlist, col.table, col.levels, d, buf.data(), peak, sq);
-                if (!ok) bad_code(col.nlist);
+                if (!decode2_avx512(col.codes + t, col.packed + t * pb, nt, col.centroids, col.nlist, col.planes,
+                                    col.table, col.levels, d, buf.data(), peak, sq))
+                  bad_code(col.nlist);
               } else {
                 decode_tokens(col, t, nt, buf.data());
                 unit_row_stats(buf.data(), nt, d, peak, sq);

@@ -171,64 +171,56 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline void stats_sto
   sq[t] = _mm512_reduce_add_ps(ss);
 }
 
-// decode_rows<2> for nbits == 2, 16 dimensions per step: the two code bits of 16 dimensions are
-// gathered into two lane masks (pext), which pick each dimension's bucket weight from planes (4, d)
-// (weights transposed, bucket-major) with three blends, instead of one table lookup per byte. Same
-// values bit for bit (each decoded value is one addition). peak and sq (both or neither): each row's
-// max_j |v_j| and sum of squares (16 lanes, steps in order, then reduced), the int8 exact stage's
-// quantisation statistics, gathered while the row is in registers.
-template <class Code>
-__attribute__((target("avx512f,avx2,fma,bmi2"))) inline bool decode2_avx512(
-    const Code* codes, const uint8_t* packed, int64_t nt, const float* centroids, int64_t nlist,
-    const float* planes, int64_t d, float* out, float* peak = nullptr, float* sq = nullptr) {
-  const int64_t pb = d / 4;
-  for (int64_t t = 0; t < nt; ++t) {
-    const int64_t c = codes[t];
-    if (c >= nlist) return false;
-    const float* cent = centroids + c * d;
-    const uint8_t* row = packed + t * pb;
-    float* o = out + t * d;
-    __m512 m = _mm512_setzero_ps(), ss = _mm512_setzero_ps();
-    int64_t j = 0;
-    for (; j + 16 <= d; j += 16) {
-      uint32_t w;
-      std::memcpy(&w, row + j / 4, sizeof(w));
-      const __mmask16 lo = static_cast<__mmask16>(_pext_u32(w, 0x55555555u));
-      const __mmask16 hi = static_cast<__mmask16>(_pext_u32(w, 0xAAAAAAAAu));
-      const __m512 w01 = _mm512_mask_blend_ps(lo, _mm512_loadu_ps(planes + j), _mm512_loadu_ps(planes + d + j));
-      const __m512 w23 =
-          _mm512_mask_blend_ps(lo, _mm512_loadu_ps(planes + 2 * d + j), _mm512_loadu_ps(planes + 3 * d + j));
-      const __m512 v = _mm512_add_ps(_mm512_loadu_ps(cent + j), _mm512_mask_blend_ps(hi, w01, w23));
-      _mm512_storeu_ps(o + j, v);
-      if (peak != nullptr) stats_step(v, m, ss);
-    }
-    if (j < d) {  // d % 16 == 8: the last 8 dimensions, in the low lanes
-      uint16_t w;
-      std::memcpy(&w, row + j / 4, sizeof(w));
-      const __mmask16 lo = static_cast<__mmask16>(_pext_u32(w, 0x5555u));
-      const __mmask16 hi = static_cast<__mmask16>(_pext_u32(w, 0xAAAAu));
-      const __mmask16 low8 = 0x00FF;
-      const __m512 w01 = _mm512_mask_blend_ps(lo, _mm512_maskz_loadu_ps(low8, planes + j),
-                                              _mm512_maskz_loadu_ps(low8, planes + d + j));
-      const __m512 w23 = _mm512_mask_blend_ps(lo, _mm512_maskz_loadu_ps(low8, planes + 2 * d + j),
-                                              _mm512_maskz_loadu_ps(low8, planes + 3 * d + j));
-      const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(low8, cent + j), _mm512_mask_blend_ps(hi, w01, w23));
-      _mm512_mask_storeu_ps(o + j, low8, v);
-      if (peak != nullptr) stats_step(v, m, ss);  // (the upper lanes are 0)
-    }
-    if (peak != nullptr) stats_store(m, ss, peak, sq, t);
-  }
-  return true;
+// One 16-dimension step of decode2_avx512 (dimensions j..j+15 of a row; cent, row: the token's centroid and packed
+// bytes), with a scalar codec's planes (4, d): the two code bits of 16 dimensions are gathered into two lane masks
+// (pext), which pick each dimension's bucket weight with three blends; centroid + weight.
+__attribute__((target("avx512f,avx2,fma,bmi2"), always_inline)) inline __m512 step_planes(
+    const float* planes, int64_t d, const float* cent, const uint8_t* row, int64_t j) {
+  uint32_t w;
+  std::memcpy(&w, row + j / 4, sizeof(w));
+  const __mmask16 lo = static_cast<__mmask16>(_pext_u32(w, 0x55555555u));
+  const __mmask16 hi = static_cast<__mmask16>(_pext_u32(w, 0xAAAAAAAAu));
+  const __m512 w01 = _mm512_mask_blend_ps(lo, _mm512_loadu_ps(planes + j), _mm512_loadu_ps(planes + d + j));
+  const __m512 w23 = _mm512_mask_blend_ps(lo, _mm512_loadu_ps(planes + 2 * d + j), _mm512_loadu_ps(planes + 3 * d + j));
+  return _mm512_add_ps(_mm512_loadu_ps(cent + j), _mm512_mask_blend_ps(hi, w01, w23));
+}
+// The same for the last 8 dimensions (d % 16 == 8), in the low lanes (the upper ones 0).
+__attribute__((target("avx512f,avx2,fma,bmi2"), always_inline)) inline __m512 tail_planes(
+    const float* planes, int64_t d, const float* cent, const uint8_t* row, int64_t j) {
+  uint16_t w;
+  std::memcpy(&w, row + j / 4, sizeof(w));
+  const __mmask16 lo = static_cast<__mmask16>(_pext_u32(w, 0x5555u));
+  const __mmask16 hi = static_cast<__mmask16>(_pext_u32(w, 0xAAAAu));
+  const __mmask16 low8 = 0x00FF;
+  const __m512 w01 = _mm512_mask_blend_ps(lo, _mm512_maskz_loadu_ps(low8, planes + j),
+                                          _mm512_maskz_loadu_ps(low8, planes + d + j));
+  const __m512 w23 = _mm512_mask_blend_ps(lo, _mm512_maskz_loadu_ps(low8, planes + 2 * d + j),
+                                          _mm512_maskz_loadu_ps(low8, planes + 3 * d + j));
+  return _mm512_add_ps(_mm512_maskz_loadu_ps(low8, cent + j), _mm512_mask_blend_ps(hi, w01, w23));
+}
+// One step with a pq table (pb, 256, 4): the 4-float codewords of the step's four packed bytes (two for the tail,
+// nq = 2: the upper lanes 0) in one register; fma(level, codeword, centroid), the scalar copy's value bit for bit
+// (the product is exact, see the header).
+__attribute__((target("avx512f,avx2,fma,bmi2"), always_inline)) inline __m512 step_pq(
+    const float* table, __m512 level, const float* cent, const uint8_t* row, int64_t j, int nq) {
+  const int64_t p = j / 4;
+  __m512 w = _mm512_zextps128_ps512(_mm_loadu_ps(table + ((p << 8) + row[p]) * 4));
+  w = _mm512_insertf32x4(w, _mm_loadu_ps(table + (((p + 1) << 8) + row[p + 1]) * 4), 1);
+  if (nq == 2) return _mm512_fmadd_ps(level, w, _mm512_maskz_loadu_ps(0x00FF, cent + j));
+  w = _mm512_insertf32x4(w, _mm_loadu_ps(table + (((p + 2) << 8) + row[p + 2]) * 4), 2);
+  w = _mm512_insertf32x4(w, _mm_loadu_ps(table + (((p + 3) << 8) + row[p + 3]) * 4), 3);
+  return _mm512_fmadd_ps(level, w, _mm512_loadu_ps(cent + j));
 }
 
-// decode_rows<2> with a pq table (codec "pq": planes absent), 16 dimensions per step: the four 4-float
-// codewords of four packed bytes are loaded into one register and added to the centroid as
-// fma(level, codeword, centroid), which is the scalar copy's value bit for bit (the product is exact, token.h
-// header). levels nullptr: a scale of 1. peak and sq as in decode2_avx512.
+// decode_rows<2> for nbits == 2, 16 dimensions per step, for both residual codecs: planes (4, d) for the scalar
+// one (weights transposed, bucket-major: blends instead of one table lookup per byte), or planes nullptr and the
+// pq codec's table with its levels (nullptr: a scale of 1). Same values as decode_rows<2> bit for bit. peak and
+// sq (both or neither): each row's max_j |v_j| and sum of squares (16 lanes, steps in order, then reduced), the
+// int8 exact stage's quantisation statistics, gathered while the row is in registers.
 template <class Code>
-__attribute__((target("avx512f,avx2,fma"))) inline bool decode_pq2_avx512(
-    const Code* codes, const uint8_t* packed, int64_t nt, const float* centroids, int64_t nlist, const float* table,
-    const float* levels, int64_t d, float* out, float* peak = nullptr, float* sq = nullptr) {
+__attribute__((target("avx512f,avx2,fma,bmi2"))) inline bool decode2_avx512(
+    const Code* codes, const uint8_t* packed, int64_t nt, const float* centroids, int64_t nlist, const float* planes,
+    const float* table, const float* levels, int64_t d, float* out, float* peak = nullptr, float* sq = nullptr) {
   const int64_t pb = d / 4;
   for (int64_t t = 0; t < nt; ++t) {
     const int64_t c = codes[t];
@@ -236,27 +228,18 @@ __attribute__((target("avx512f,avx2,fma"))) inline bool decode_pq2_avx512(
     const float* cent = centroids + c * d;
     const uint8_t* row = packed + t * pb;
     float* o = out + t * d;
-    const float s = levels != nullptr ? levels[row[pb - 1] >> 4] : 1.0f;
-    const __m512 vs = _mm512_set1_ps(s);
+    const __m512 level = _mm512_set1_ps(levels != nullptr ? levels[row[pb - 1] >> 4] : 1.0f);
     __m512 m = _mm512_setzero_ps(), ss = _mm512_setzero_ps();
     int64_t j = 0;
     for (; j + 16 <= d; j += 16) {
-      const int64_t p = j / 4;
-      __m512 w = _mm512_castps128_ps512(_mm_loadu_ps(table + ((p << 8) + row[p]) * 4));
-      w = _mm512_insertf32x4(w, _mm_loadu_ps(table + (((p + 1) << 8) + row[p + 1]) * 4), 1);
-      w = _mm512_insertf32x4(w, _mm_loadu_ps(table + (((p + 2) << 8) + row[p + 2]) * 4), 2);
-      w = _mm512_insertf32x4(w, _mm_loadu_ps(table + (((p + 3) << 8) + row[p + 3]) * 4), 3);
-      const __m512 v = _mm512_fmadd_ps(vs, w, _mm512_loadu_ps(cent + j));
+      const __m512 v = planes != nullptr ? step_planes(planes, d, cent, row, j) : step_pq(table, level, cent, row, j, 4);
       _mm512_storeu_ps(o + j, v);
       if (peak != nullptr) stats_step(v, m, ss);
     }
-    if (j < d) {  // d % 16 == 8: the last 8 dimensions, in the low lanes
-      const int64_t p = j / 4;
-      __m256 w = _mm256_castps128_ps256(_mm_loadu_ps(table + ((p << 8) + row[p]) * 4));
-      w = _mm256_insertf128_ps(w, _mm_loadu_ps(table + (((p + 1) << 8) + row[p + 1]) * 4), 1);
-      const __m256 v8 = _mm256_fmadd_ps(_mm256_set1_ps(s), w, _mm256_loadu_ps(cent + j));
-      _mm256_storeu_ps(o + j, v8);
-      if (peak != nullptr) stats_step(_mm512_zextps256_ps512(v8), m, ss);  // (the upper lanes are 0)
+    if (j < d) {  // d % 16 == 8: the last 8 dimensions, in the low lanes (the upper ones 0)
+      const __m512 v = planes != nullptr ? tail_planes(planes, d, cent, row, j) : step_pq(table, level, cent, row, j, 2);
+      _mm512_mask_storeu_ps(o + j, 0x00FF, v);
+      if (peak != nullptr) stats_step(v, m, ss);
     }
     if (peak != nullptr) stats_store(m, ss, peak, sq, t);
   }
