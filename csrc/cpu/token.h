@@ -173,30 +173,21 @@ __attribute__((target("avx512f,avx2,fma"), always_inline)) inline void stats_sto
 
 // One 16-dimension step of decode2_avx512 (dimensions j..j+15 of a row; cent, row: the token's centroid and packed
 // bytes), with a scalar codec's planes (4, d): the two code bits of 16 dimensions are gathered into two lane masks
-// (pext), which pick each dimension's bucket weight with three blends; centroid + weight.
+// (pext), which pick each dimension's bucket weight with three blends; centroid + weight. Tail: the last 8
+// dimensions (d % 16 == 8), in the low lanes (the upper ones 0).
+template <bool Tail>
 __attribute__((target("avx512f,avx2,fma,bmi2"), always_inline)) inline __m512 step_planes(
     const float* planes, int64_t d, const float* cent, const uint8_t* row, int64_t j) {
-  uint32_t w;
-  std::memcpy(&w, row + j / 4, sizeof(w));
+  uint32_t w = 0;
+  std::memcpy(&w, row + j / 4, Tail ? 2 : 4);
+  const __mmask16 keep = Tail ? 0x00FF : 0xFFFF;
   const __mmask16 lo = static_cast<__mmask16>(_pext_u32(w, 0x55555555u));
   const __mmask16 hi = static_cast<__mmask16>(_pext_u32(w, 0xAAAAAAAAu));
-  const __m512 w01 = _mm512_mask_blend_ps(lo, _mm512_loadu_ps(planes + j), _mm512_loadu_ps(planes + d + j));
-  const __m512 w23 = _mm512_mask_blend_ps(lo, _mm512_loadu_ps(planes + 2 * d + j), _mm512_loadu_ps(planes + 3 * d + j));
-  return _mm512_add_ps(_mm512_loadu_ps(cent + j), _mm512_mask_blend_ps(hi, w01, w23));
-}
-// The same for the last 8 dimensions (d % 16 == 8), in the low lanes (the upper ones 0).
-__attribute__((target("avx512f,avx2,fma,bmi2"), always_inline)) inline __m512 tail_planes(
-    const float* planes, int64_t d, const float* cent, const uint8_t* row, int64_t j) {
-  uint16_t w;
-  std::memcpy(&w, row + j / 4, sizeof(w));
-  const __mmask16 lo = static_cast<__mmask16>(_pext_u32(w, 0x5555u));
-  const __mmask16 hi = static_cast<__mmask16>(_pext_u32(w, 0xAAAAu));
-  const __mmask16 low8 = 0x00FF;
-  const __m512 w01 = _mm512_mask_blend_ps(lo, _mm512_maskz_loadu_ps(low8, planes + j),
-                                          _mm512_maskz_loadu_ps(low8, planes + d + j));
-  const __m512 w23 = _mm512_mask_blend_ps(lo, _mm512_maskz_loadu_ps(low8, planes + 2 * d + j),
-                                          _mm512_maskz_loadu_ps(low8, planes + 3 * d + j));
-  return _mm512_add_ps(_mm512_maskz_loadu_ps(low8, cent + j), _mm512_mask_blend_ps(hi, w01, w23));
+  const __m512 w01 = _mm512_mask_blend_ps(lo, _mm512_maskz_loadu_ps(keep, planes + j),
+                                          _mm512_maskz_loadu_ps(keep, planes + d + j));
+  const __m512 w23 = _mm512_mask_blend_ps(lo, _mm512_maskz_loadu_ps(keep, planes + 2 * d + j),
+                                          _mm512_maskz_loadu_ps(keep, planes + 3 * d + j));
+  return _mm512_add_ps(_mm512_maskz_loadu_ps(keep, cent + j), _mm512_mask_blend_ps(hi, w01, w23));
 }
 // One step with a pq table (pb, 256, 4): the 4-float codewords of the step's four packed bytes (two for the tail,
 // nq = 2: the upper lanes 0) in one register; fma(level, codeword, centroid), the scalar copy's value bit for bit
@@ -232,12 +223,14 @@ __attribute__((target("avx512f,avx2,fma,bmi2"))) inline bool decode2_avx512(
     __m512 m = _mm512_setzero_ps(), ss = _mm512_setzero_ps();
     int64_t j = 0;
     for (; j + 16 <= d; j += 16) {
-      const __m512 v = planes != nullptr ? step_planes(planes, d, cent, row, j) : step_pq(table, level, cent, row, j, 4);
+      const __m512 v = planes != nullptr ? step_planes<false>(planes, d, cent, row, j)
+                                       : step_pq(table, level, cent, row, j, 4);
       _mm512_storeu_ps(o + j, v);
       if (peak != nullptr) stats_step(v, m, ss);
     }
     if (j < d) {  // d % 16 == 8: the last 8 dimensions, in the low lanes (the upper ones 0)
-      const __m512 v = planes != nullptr ? tail_planes(planes, d, cent, row, j) : step_pq(table, level, cent, row, j, 2);
+      const __m512 v = planes != nullptr ? step_planes<true>(planes, d, cent, row, j)
+                                       : step_pq(table, level, cent, row, j, 2);
       _mm512_mask_storeu_ps(o + j, 0x00FF, v);
       if (peak != nullptr) stats_step(v, m, ss);
     }
