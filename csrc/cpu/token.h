@@ -203,6 +203,37 @@ __attribute__((target("avx512f,avx2,fma,bmi2"), always_inline)) inline __m512 st
   return _mm512_fmadd_ps(level, w, _mm512_loadu_ps(cent + j));
 }
 
+// decode2_avx512's rows for one codec (PQ: the table and levels; else the planes), so that the codec is chosen
+// once per call rather than per step.
+template <bool PQ, class Code>
+__attribute__((target("avx512f,avx2,fma,bmi2"), always_inline)) inline bool decode2_rows(
+    const Code* codes, const uint8_t* packed, int64_t nt, const float* centroids, int64_t nlist, const float* planes,
+    const float* table, const float* levels, int64_t d, float* out, float* peak, float* sq) {
+  const int64_t pb = d / 4;
+  for (int64_t t = 0; t < nt; ++t) {
+    const int64_t c = codes[t];
+    if (c >= nlist) return false;
+    const float* cent = centroids + c * d;
+    const uint8_t* row = packed + t * pb;
+    float* o = out + t * d;
+    const __m512 level = _mm512_set1_ps(PQ && levels != nullptr ? levels[row[pb - 1] >> 4] : 1.0f);
+    __m512 m = _mm512_setzero_ps(), ss = _mm512_setzero_ps();
+    int64_t j = 0;
+    for (; j + 16 <= d; j += 16) {
+      const __m512 v = PQ ? step_pq(table, level, cent, row, j, 4) : step_planes<false>(planes, d, cent, row, j);
+      _mm512_storeu_ps(o + j, v);
+      if (peak != nullptr) stats_step(v, m, ss);
+    }
+    if (j < d) {  // d % 16 == 8: the last 8 dimensions, in the low lanes (the upper ones 0)
+      const __m512 v = PQ ? step_pq(table, level, cent, row, j, 2) : step_planes<true>(planes, d, cent, row, j);
+      _mm512_mask_storeu_ps(o + j, 0x00FF, v);
+      if (peak != nullptr) stats_step(v, m, ss);
+    }
+    if (peak != nullptr) stats_store(m, ss, peak, sq, t);
+  }
+  return true;
+}
+
 // decode_rows<2> for nbits == 2, 16 dimensions per step, for both residual codecs: planes (4, d) for the scalar
 // one (weights transposed, bucket-major: blends instead of one table lookup per byte), or planes nullptr and the
 // pq codec's table with its levels (nullptr: a scale of 1). Same values as decode_rows<2> bit for bit. peak and
@@ -212,31 +243,9 @@ template <class Code>
 __attribute__((target("avx512f,avx2,fma,bmi2"))) inline bool decode2_avx512(
     const Code* codes, const uint8_t* packed, int64_t nt, const float* centroids, int64_t nlist, const float* planes,
     const float* table, const float* levels, int64_t d, float* out, float* peak = nullptr, float* sq = nullptr) {
-  const int64_t pb = d / 4;
-  for (int64_t t = 0; t < nt; ++t) {
-    const int64_t c = codes[t];
-    if (c >= nlist) return false;
-    const float* cent = centroids + c * d;
-    const uint8_t* row = packed + t * pb;
-    float* o = out + t * d;
-    const __m512 level = _mm512_set1_ps(levels != nullptr ? levels[row[pb - 1] >> 4] : 1.0f);
-    __m512 m = _mm512_setzero_ps(), ss = _mm512_setzero_ps();
-    int64_t j = 0;
-    for (; j + 16 <= d; j += 16) {
-      const __m512 v = planes != nullptr ? step_planes<false>(planes, d, cent, row, j)
-                                       : step_pq(table, level, cent, row, j, 4);
-      _mm512_storeu_ps(o + j, v);
-      if (peak != nullptr) stats_step(v, m, ss);
-    }
-    if (j < d) {  // d % 16 == 8: the last 8 dimensions, in the low lanes (the upper ones 0)
-      const __m512 v = planes != nullptr ? step_planes<true>(planes, d, cent, row, j)
-                                       : step_pq(table, level, cent, row, j, 2);
-      _mm512_mask_storeu_ps(o + j, 0x00FF, v);
-      if (peak != nullptr) stats_step(v, m, ss);
-    }
-    if (peak != nullptr) stats_store(m, ss, peak, sq, t);
-  }
-  return true;
+  return planes != nullptr
+             ? decode2_rows<false>(codes, packed, nt, centroids, nlist, planes, table, levels, d, out, peak, sq)
+             : decode2_rows<true>(codes, packed, nt, centroids, nlist, planes, table, levels, d, out, peak, sq);
 }
 
 #if !defined(__clang__)
