@@ -43,7 +43,7 @@ void collection_args(const char* fn, const py::handle& codes_o, const py::handle
                      const py::handle& offsets_o, const py::handle& centroids_o, const py::handle& weights_o,
                      int nbits, const py::handle& allowed_o, int64_t d, CollectionArgs<Code>& out) {
   const CodedViews<Code> v =
-      collection_views<Code>(fn, codes_o, packed_o, offsets_o, centroids_o, weights_o, nbits, allowed_o, d, true);
+      collection_views<Code>(fn, codes_o, packed_o, offsets_o, centroids_o, weights_o, nbits, allowed_o, d);
   out.col = cpu::Compressed<Code>{v.codes, v.packed, v.n, v.doc_offsets, v.ndocs, v.centroids, v.nlist, d, nbits,
                                   nullptr, nullptr, v.levels};
   out.allowed = v.allowed;
@@ -88,7 +88,7 @@ py::array_t<uint8_t> pq_encode(const py::object& residuals_o, const py::object& 
   const auto r = view<float>(residuals_o, fn, "residuals", 2, "(n, d)");
   const int64_t n = r[0], d = r[1];
   check_dim(fn, d);
-  const CodebookView book = codebook_view(fn, py::make_tuple(table_o, levels_o), d, nbits, true);
+  const CodebookView book = codebook_view(fn, py::make_tuple(table_o, levels_o), d, nbits);
   expect(book.levels != nullptr, f + ": levels must be given (16,)");
   for (int i = 0; i + 1 < 16; ++i)
     expect(book.levels[i] <= book.levels[i + 1], f + ": levels must be ascending (and not NaN)");
@@ -112,7 +112,7 @@ py::array_t<float> decompress_t(const py::object& codes_o, const py::object& pac
   const auto centroids = view<float>(centroids_o, fn, "centroids", 2, "(nlist, d)");
   const int64_t n = codes[0], nlist = centroids[0], d = centroids[1];
   check_dim(fn, d);
-  const CodebookView book = codebook_view(fn, weights_o, d, nbits, true);
+  const CodebookView book = codebook_view(fn, weights_o, d, nbits);
   const std::string f(fn);
   expect(packed[0] == n && packed[1] == d * nbits / 8,
          f + ": packed must have shape (n, d * nbits // 8) = (" + std::to_string(n) + ", " +

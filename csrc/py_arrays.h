@@ -138,18 +138,17 @@ decltype(auto) with_code_type(const py::handle& codes, const char* fn, const cha
 // A residual codebook as the kernels take it: per-dimension bucket weights f32 (d, 2**nbits), or (codec "pq")
 // the pair (table f32 (pb, 256, dpb), levels f32 (16,) or None): one 256-entry codebook of dpb = 8 / nbits
 // dimensions per packed byte, and the per-token residual scales picked by the high nibble of each token's
-// last packed byte. allow_pq false (the CUDA kernels) rejects the pair with a message that says so.
+// last packed byte.
 struct CodebookView {
   const float* weights = nullptr;  // (d, 2**nbits), or nullptr for a pq table
   const float* table = nullptr;    // (pb, 256, dpb), or nullptr
   const float* levels = nullptr;   // (16,), or nullptr
 };
 
-inline CodebookView codebook_view(const char* fn, const py::handle& weights_o, int64_t d, int nbits, bool allow_pq) {
+inline CodebookView codebook_view(const char* fn, const py::handle& weights_o, int64_t d, int nbits) {
   const std::string f(fn);
   CodebookView out;
   if (py::isinstance<py::tuple>(weights_o)) {
-    expect(allow_pq, f + ": takes per-dimension bucket weights (d, 2**nbits) only, not a pq codebook");
     const py::tuple t = py::reinterpret_borrow<py::tuple>(weights_o);
     expect(t.size() == 2, f + ": a pq codebook is the pair (table (pb, 256, dpb), levels (16,) or None)");
     const int64_t dpb = 8 / nbits, pb = d / dpb;
@@ -192,13 +191,13 @@ template <class Code = uint16_t>
 CodedViews<Code> collection_views(const char* fn, const py::handle& codes_o, const py::handle& packed_o,
                                         const py::handle& offsets_o, const py::handle& centroids_o,
                                         const py::handle& weights_o, int nbits, const py::handle& allowed_o,
-                                        int64_t d, bool allow_pq = false) {
+                                        int64_t d) {
   check_nbits(fn, nbits);
   const auto codes = view<Code>(codes_o, fn, "codes", 1, "(n,)");
   const auto packed = view<uint8_t>(packed_o, fn, "packed", 2, "(n, d * nbits // 8)");
   const auto offsets = view<int64_t>(offsets_o, fn, "doc_offsets", 1, "(ndocs + 1,)");
   const auto centroids = view<float>(centroids_o, fn, "centroids", 2, "(nlist, d)");
-  const CodebookView book = codebook_view(fn, weights_o, d, nbits, allow_pq);
+  const CodebookView book = codebook_view(fn, weights_o, d, nbits);
   const auto allowed = view<uint8_t>(allowed_o, fn, "allowed", 1, "(ndocs,) or (0,)");
   const int64_t n = codes[0], nlist = centroids[0], pb = d * nbits / 8;
   const std::string f(fn);

@@ -396,3 +396,14 @@ def test_the_default_codec_is_pq_where_its_table_is_small_and_the_build_is_on_th
     monkeypatch.setattr(codec, "PQ_MIN_TOKEN_BITS", 2 * n_tokens)  # the whole collection decides, not the sample
     sh = build(tmp_path / "sharded", docs, 2, nlist=32)
     assert all(s.residual_codec == "pq" for s in sh._state[1])
+
+
+def test_a_residual_codec_that_conflicts_with_codec_from_is_a_clear_error(data, tmp_path):
+    docs = data["docs"][:60]
+    src = plaidx.Index.build(tmp_path / "src", docs, nlist=16, residual_codec="pq")
+    with pytest.raises(ValueError, match="conflicts with codec_from's 'pq' codec"):
+        plaidx.Index.build(tmp_path / "other", docs, codec_from=src, residual_codec="scalar")
+    assert not (tmp_path / "other").exists()
+    assert plaidx.Index.build(tmp_path / "same", docs, codec_from=src, residual_codec="pq").residual_codec == "pq"
+    with pytest.raises(ValueError, match="builds on the CPU"):  # a torch-style device name counts too
+        plaidx.Index.build(tmp_path / "gpu", docs, residual_codec="pq", device=" CUDA:0 ")

@@ -44,7 +44,7 @@ class Collection {
     check_dim(fn, d_);
     const py::array_t<uint8_t> no_filter(0);
     const CollectionViews v =
-        collection_views(fn, codes_o, packed_o, offsets_o, centroids_o, weights_o, nbits, no_filter, d_, true);
+        collection_views(fn, codes_o, packed_o, offsets_o, centroids_o, weights_o, nbits, no_filter, d_);
     ndocs_ = v.ndocs;
     const int32_t* ivf = nullptr;
     const int64_t* ivf_offsets = nullptr;
@@ -134,7 +134,7 @@ py::array_t<float> decompress(const py::object& codes_o, const py::object& packe
   one_doc.mutable_at(1) = codes[0];
   const py::array_t<uint8_t> no_filter(0);
   const CollectionViews v =
-      collection_views(fn, codes_o, packed_o, one_doc, centroids_o, weights_o, nbits, no_filter, d, true);
+      collection_views(fn, codes_o, packed_o, one_doc, centroids_o, weights_o, nbits, no_filter, d);
   py::array_t<float> out({v.n, d});
   float* o = mutable_data(out);
   {

@@ -84,7 +84,7 @@ def fixed_threads(threads: int | None) -> Iterator[None]:
 
 
 def train_codec(codec_dir: str, sample: list[np.ndarray], nbits: int, nlist: int, kmeans_niters: int, seed: int,
-                kmeans_sample: int, kmeans: str, threads: int | None = None, residual_codec: str = "scalar") -> str:
+                kmeans_sample: int, kmeans: str, threads: int | None = None, residual_codec: str | None = None) -> str:
     """Build the codec index (an ordinary index of the sample) and return its codec hash."""
     with fixed_threads(threads):
         Index.build(codec_dir, sample, nbits=nbits, nlist=nlist, kmeans_niters=kmeans_niters, seed=seed,

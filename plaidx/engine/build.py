@@ -264,11 +264,11 @@ def build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: d
                 # topped up to PQ_TRAIN_ROWS with k-means sample rows (their residuals run a little small)
                 extra = sample[: max(0, PQ_TRAIN_ROWS - h_res.shape[0])]
                 p_res = np.concatenate([h_res, extra - centroids[assigner.assign(extra).astype(np.intp)]])
+                t_pq = time.perf_counter()
                 pq = train_pq(p_res, nbits, seed)
+                timings["pq_train_s"] = round(time.perf_counter() - t_pq, 3)
             del sample
             codec = ResidualCodec(centroids, cutoffs, weights, nbits, *pq)
-            if residual_codec == "pq":
-                timings["pq_train_s"] = round(time.perf_counter() - t0 - timings["sample_s"] - timings["kmeans_s"], 3)
             avg_residual = np.abs(h_res).mean(axis=0).astype(np.float32)
         else:
             nl, dim, want = codec.centroids.shape[0], codec.dim, 0

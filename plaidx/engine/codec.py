@@ -183,8 +183,6 @@ def stored_centroids(arrays: dict[str, np.ndarray]) -> np.ndarray:
 
 
 PQ_MIN_TOKEN_BITS = 409_600  # tokens * nbits from which the pq table (256 d floats) is <= 2% of the residual bytes
-
-
 PQ_DEFAULT_NBITS = (1, 2)  # at nbits 4 pq gains less (+0.004 to +0.014) and trains 64 or more sub-quantisers
 
 
@@ -279,7 +277,7 @@ def train_pq(residuals: np.ndarray, nbits: int, seed: int = 0) -> tuple[np.ndarr
     s = _ls_scales(r, _pq_lookup(codes, table))
     lo, hi = np.log2(np.clip(np.quantile(s, [0.005, 0.995]), 1.0 / 64, 64.0))
     levels = 2.0 ** (lo + np.arange(PQ_LEVELS) / (PQ_LEVELS - 1) * max(hi - lo, 1e-6))
-    return np.ascontiguousarray(table), round_significand(levels.astype(np.float32))
+    return table, round_significand(levels.astype(np.float32))
 
 
 def _pq_lookup(codes: np.ndarray, table: np.ndarray) -> np.ndarray:

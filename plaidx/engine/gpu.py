@@ -65,9 +65,15 @@ def resolve_device(device: Any, purpose: str = "search") -> int | None:
     return index
 
 
+def names_cuda(device: Any) -> bool:
+    """Whether a ``device`` argument names a CUDA device, from its text alone (no GPU is looked for), so that
+    what a GPU cannot do is refused before :func:`resolve_device` asks for one."""
+    return device is not None and str(device).strip().lower().startswith("cuda")
+
+
 def check_codes_fit(device: Any, nlist: int, purpose: str = "search") -> None:
     """A clear ValueError when ``device`` names a CUDA device and ``nlist`` exceeds :data:`MAX_NLIST`."""
-    if device is None or nlist <= MAX_NLIST or not str(device).strip().lower().startswith("cuda"):
+    if nlist <= MAX_NLIST or not names_cuda(device):
         return
     raise ValueError(f"device={device!r}: the CUDA kernels handle at most {MAX_NLIST} centroids (uint16 codes), "
                      f"and this {'index' if purpose == 'search' else 'build'} has nlist={nlist} (uint32 codes). "

@@ -210,8 +210,11 @@ class Index:
             table = reused_table(src._snap.a, codec.nbits)
             if nlist is not None and nlist != codec.centroids.shape[0]:
                 raise ValueError(f"nlist={nlist} conflicts with codec_from's nlist={codec.centroids.shape[0]}")
+            if residual_codec is not None and residual_codec != codec.kind:
+                raise ValueError(f"residual_codec={residual_codec!r} conflicts with codec_from's {codec.kind!r} codec; "
+                                 "leave it None to keep the source's")
             nbits, nlist = codec.nbits, None
-        if (codec.kind if codec is not None else residual_codec) == "pq" and device is not None and str(device) != "cpu":
+        if (codec.kind if codec is not None else residual_codec) == "pq" and gpu.names_cuda(device):
             raise ValueError("the pq residual codec builds on the CPU: leave device=None, or build with "
                              "residual_codec='scalar' on the GPU")
         check_build_args(nbits, nlist, kmeans_niters, batch_tokens, kmeans)

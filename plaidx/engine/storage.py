@@ -56,8 +56,7 @@ def format_version_of(arrays: dict[str, ArrayEntry]) -> int:
     """The format version a generation with these arrays is written as (``format_version_for`` its codes and
     codec)."""
     codes = arrays.get("codes")
-    pq = "pq_table" in arrays
-    return format_version_for(codes.dtype, pq) if codes is not None else (PQ_FORMAT_VERSION if pq else FORMAT_VERSION)
+    return format_version_for(codes.dtype if codes is not None else "<u2", "pq_table" in arrays)
 
 
 def fsync_dir(path: Path) -> None:
