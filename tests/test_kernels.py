@@ -553,7 +553,9 @@ def test_quantize_rows_gives_the_same_bytes_everywhere(mod):
     rng = np.random.default_rng(5)
     x = (rng.standard_normal((300, 96)) * rng.uniform(0.01, 3, (300, 1))).astype(np.float32)
     x[7] = 0.0
-    x[8, :] = 0.5  # exact halves: rint's ties
+    x[8, :] = 0.5
+    x[9, :] = np.arange(96) - 47.5  # scale 47.5 / 127: no exact halves, but values across the whole range
+    x[10, :] = np.resize([127.0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, -126.5], 96)  # scale 1: rint's ties
     q, s, sums = mod.quantize_rows(x)
     assert q.dtype == np.int8 and s.dtype == np.float32 and sums.dtype == np.int32
     want = cellq.quantize_rows(x)
@@ -561,6 +563,7 @@ def test_quantize_rows_gives_the_same_bytes_everywhere(mod):
         np.testing.assert_array_equal(got, ref_value)
     assert s[7] == np.float32(1e-30) / np.float32(127) and not q[7].any()
     np.testing.assert_array_equal(np.abs(q).max(axis=1)[np.arange(300) != 7], 127)
+    np.testing.assert_array_equal(q[10, :9], [127, 0, 2, 2, 0, -2, -2, 126, -126])  # ties to even
     np.testing.assert_array_equal(sums, q.sum(axis=1))
     assert np.abs(q.astype(np.float32) * s[:, None] - x).max() <= s.max() / 2 * 1.0001
     x[3, 3] = np.nan
@@ -945,6 +948,18 @@ def test_bad_inputs_raise(mod):
         run_exact(mod, Q, col, k=0)
     with pytest.raises(ValueError, match="num_threads"):
         run_exact(mod, Q, col, num_threads=-2)
+    # offsets that keep their first and last entries but decrease inside, or dip below 0, are refused by
+    # every kernel that reads them, naming where (the native check is one branch-free pass, then a scan)
+    for name in ("doc_offsets", "ivf_offsets"):
+        for pos in (1, len(col[name]) // 2, len(col[name]) - 2):
+            bad = col[name].copy()
+            bad[pos] = bad[pos + 1] + 1  # a decrease at pos + 1
+            with pytest.raises(ValueError, match=f"{name}.*non-decreasing.*position {pos + 1}"):
+                run_search(mod, Q, S, col | {name: bad})
+        bad = col[name].copy()
+        bad[1] = -5
+        with pytest.raises(ValueError, match=f"{name}.*non-decreasing.*position 1"):
+            run_search(mod, Q, S, col | {name: bad})
 
 
 @pytest.mark.parametrize("mod", BACKENDS)

@@ -18,21 +18,33 @@ namespace plaidx::cpu {
 // The largest d whose int8 dot products are exact as float sums (127 * 127 * d < 2^24).
 constexpr int64_t kMaxQuantizedDim = 1024;
 
+// rint(x) in the default rounding mode (nearest, ties to even), for |x| < 2^22: adding and subtracting
+// 1.5 * 2^23 leaves the float grid at 1, so the sum rounds x as nearbyint does (-0.0 comes back as +0.0,
+// which converts to the same integer). Two float additions that vectorise, where nearbyint is a library
+// call without SSE4.1.
+inline float round_small(float x) {
+  constexpr float kShift = 12582912.0f;  // 1.5 * 2^23
+  return (x + kShift) - kShift;
+}
+
 // q (n, d), scale (n,) and, when sums is not nullptr, sums (n,) = sum_j q[i, j] of the rows of x (n, d);
 // false when a value is not finite (the outputs are then unspecified).
 inline bool quantize_rows(const float* x, int64_t n, int64_t d, int8_t* q, float* scale, int32_t* sums = nullptr) {
   for (int64_t i = 0; i < n; ++i) {
     const float* row = x + i * d;
     float m = 0.0f;
+    bool finite = true;
     for (int64_t j = 0; j < d; ++j) {
-      if (!std::isfinite(row[j])) return false;
       const float v = std::fabs(row[j]);
+      finite &= v <= 3.4028234663852886e38f;  // false for inf and NaN
       m = v > m ? v : m;
     }
+    if (!finite) return false;
     const float s = (m > 1e-30f ? m : 1e-30f) / 127.0f;
     int32_t total = 0;
     for (int64_t j = 0; j < d; ++j) {
-      float r = std::nearbyint(row[j] / s);
+      // |row[j] / s| <= 127 (up to a rounding), well inside round_small's range
+      float r = round_small(row[j] / s);
       r = r > 127.0f ? 127.0f : (r < -127.0f ? -127.0f : r);
       q[i * d + j] = static_cast<int8_t>(r);
       total += static_cast<int32_t>(r);
@@ -62,7 +74,7 @@ inline void quantize_unit_rows(const float* x, int64_t n, int64_t d, int8_t* q, 
     const float p = m > 1e-30f ? m : 1e-30f;
     const float inv = 127.0f / p;
     for (int64_t j = 0; j < d; ++j) {
-      float r = std::nearbyint(row[j] * inv);
+      float r = round_small(row[j] * inv);  // |row[j] * inv| <= 127 (up to a rounding)
       r = r > 127.0f ? 127.0f : (r < -127.0f ? -127.0f : r);
       q[i * d + j] = static_cast<int8_t>(r);
     }

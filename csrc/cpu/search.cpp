@@ -35,7 +35,8 @@ constexpr int64_t kCellBlock = 64;  // cells scored, transposed and summarised p
 // Least work per thread for a parallel stage inside one query (each is roughly 50 microseconds).
 constexpr int64_t kMinCellScores = 1 << 19;         // S entries transposed
 constexpr int64_t kMinCellDots = int64_t{16} << 20;  // multiply-adds of the fused cell scores
-constexpr int64_t kMinCentroidTokens = 1 << 15;     // tokens scored with centroid scores
+constexpr int64_t kMinCentroidRows = 1 << 11;       // score rows read by the centroid-score stages
+constexpr int64_t kMinProbeReads = 1 << 12;         // block maxima and cell scores read by the probe
 constexpr int64_t kMinExactTokens = 512;            // tokens decompressed and scored exactly
 constexpr int64_t kQuantBlock = 32;                 // tokens decoded and quantised per pass (exact_int8)
 constexpr int64_t kMinKeptTokens = 2048;            // kept tokens scored (cheaper each than decompressing)
@@ -65,8 +66,9 @@ struct Workspace {
   std::vector<uint8_t> keep;       // (nlist,): max_a S[q, a, c] >= threshold
   std::vector<uint8_t> cell_seen;  // (nlist,): all 0 between queries
   std::unique_ptr<uint8_t[], FreeDeleter> doc_seen;  // (ndocs,): all 0 between queries
-  std::vector<float> block_keys;                     // (nblocks,): probe scratch
   std::vector<int64_t> probed;                       // probed cells (a cell may repeat)
+  std::vector<std::vector<int64_t>> probe_parts;     // per chunk of query tokens: its probed cells
+  std::vector<std::vector<float>> probe_keys;        // per chunk: probe scratch
   std::vector<int64_t> cand;                         // candidate documents, ascending
   std::vector<float> pruned;                         // (ncand,)
   std::vector<uint8_t> skipped;                      // (ncand,): some token of the document was pruned
@@ -605,6 +607,14 @@ struct CellLists {
   const int64_t* offsets;  // (ndocs + 1,)
   int64_t total;
 
+  // Asks the cache for the score rows (St, qp floats each) of document doc's cells, so that they arrive
+  // while the document before it is scored: these reads are random rows of St and otherwise wait on
+  // memory one by one. Offsets out of order are left to span, cells >= nlist to the scoring.
+  void prefetch(int64_t doc, const float* St, int64_t nlist, int64_t qp) const {
+    const int64_t lo = offsets[doc], hi = offsets[doc + 1];
+    if (lo >= 0 && lo <= hi && hi <= total) prefetch_centroids(ids, lo, hi, St, nlist, qp);
+  }
+
   // [lo, hi) of document doc; throws on offsets that leave [0, total] or decrease.
   void span(int64_t doc, int64_t& lo, int64_t& hi) const {
     lo = offsets[doc];
@@ -635,7 +645,9 @@ PLAIDX_INLINE bool centroid_scores_impl(const float* St, int64_t qlen, int64_t n
     heap_buf.resize(static_cast<size_t>(qp));
     run_max = heap_buf.data();
   }
+  if (count > 0) lists.prefetch(docs[0], St, nlist, qp);
   for (int64_t i = 0; i < count; ++i) {
+    if (i + 1 < count) lists.prefetch(docs[i + 1], St, nlist, qp);
     int64_t lo, hi;
     lists.span(docs[i], lo, hi);
     std::fill(run_max, run_max + qp, kNegInf);
@@ -662,7 +674,9 @@ PLAIDX_INLINE bool centroid_scores_both_impl(const float* St, int64_t qlen, int6
   std::vector<float> buf(static_cast<size_t>(2 * qp));
   float* p = buf.data();
   float* f = p + qp;
+  if (count > 0) lists.prefetch(docs[0], St, nlist, qp);
   for (int64_t i = 0; i < count; ++i) {
+    if (i + 1 < count) lists.prefetch(docs[i + 1], St, nlist, qp);
     int64_t lo, hi;
     lists.span(docs[i], lo, hi);
     std::fill(p, p + 2 * qp, kNegInf);
@@ -693,11 +707,12 @@ int64_t count_tokens(const Compressed<Code>& col, const int64_t* docs, int64_t c
   return count_doc_tokens(col.doc_offsets, docs, count);
 }
 
-// fn(b, e) over chunks of the candidates docs[0:count], in parallel when their tokens are many and
-// handed out dynamically (documents differ in length); fn returns false on a cell id >= nlist.
+// fn(b, e) over chunks of the candidates docs[0:count], in parallel when the score rows they read are many
+// and handed out dynamically (documents differ in length); fn returns false on a cell id >= nlist.
 template <class Code, class F>
-void over_candidates(const Compressed<Code>& col, const int64_t* docs, int64_t count, int threads, F&& fn) {
-  if (threads > 1) threads = threads_for(count_tokens(col, docs, count), kMinCentroidTokens, threads);
+void over_candidates(const Compressed<Code>& col, const CellLists<Code>& lists, const int64_t* docs, int64_t count,
+                     int threads, F&& fn) {
+  if (threads > 1) threads = threads_for(count_doc_tokens(lists.offsets, docs, count), kMinCentroidRows, threads);
   parallel_chunks(
       count, std::max<int64_t>(16, grain_for(count, threads, 4)), threads,
       [&](int64_t b, int64_t e) {
@@ -711,7 +726,7 @@ void centroid_scores_parallel(const float* St, int64_t qlen, const Compressed<Co
                               const CellLists<Code>& lists,
                               const int64_t* docs, int64_t count, const uint8_t* keep, float* out,
                               uint8_t* skipped, int threads) {
-  over_candidates(col, docs, count, threads, [&](int64_t b, int64_t e) {
+  over_candidates(col, lists, docs, count, threads, [&](int64_t b, int64_t e) {
     return centroid_scores(St, qlen, col.nlist, lists, docs + b, e - b, keep, out + b,
                            skipped != nullptr ? skipped + b : nullptr);
   });
@@ -722,7 +737,7 @@ void centroid_scores_both_parallel(const float* St, int64_t qlen, const Compress
                                    const CellLists<Code>& lists,
                                    const int64_t* docs, int64_t count, const uint8_t* keep, float* pruned,
                                    float* full, int threads) {
-  over_candidates(col, docs, count, threads, [&](int64_t b, int64_t e) {
+  over_candidates(col, lists, docs, count, threads, [&](int64_t b, int64_t e) {
     return centroid_scores_both(St, qlen, col.nlist, lists, docs + b, e - b, keep, pruned + b, full + b);
   });
 }
@@ -865,17 +880,18 @@ void prepare_quantized_query(const float* Qq, int64_t qlen, int64_t d, bool vnni
   const int64_t qp = padded_qlen(qlen), qp16 = (qp + 15) / 16 * 16;
   qz.qi.resize(static_cast<size_t>(qlen * d));
   qz.qscale.assign(static_cast<size_t>(qp16 + 16), 0.0f);
-  if (!quantize_rows(Qq, qlen, d, qz.qi.data(), qz.qscale.data()))
+  if (vnni) qz.qsum.assign(static_cast<size_t>(qp16), 0);
+  if (!quantize_rows(Qq, qlen, d, qz.qi.data(), qz.qscale.data(), vnni ? qz.qsum.data() : nullptr))
     throw std::invalid_argument("search: quantised scores (cell_codes, kept, exact_int8) need finite query values");
-  if (vnni) {
-    qz.qsum.assign(static_cast<size_t>(qp16), 0);
-    for (int64_t a = 0; a < qlen; ++a)
-      for (int64_t j = 0; j < d; ++j) qz.qsum[static_cast<size_t>(a)] += qz.qi[a * d + j];
+  if (vnni) {  // qq[((j / 4) * qp16 + a) * 4 + j % 4] = qi[a, j] + 128: 4 bytes at a time, each xor 0x80
     qz.qq.assign(static_cast<size_t>(d / 4 * qp16 * 4), uint8_t{128});
     for (int64_t a = 0; a < qlen; ++a)
-      for (int64_t j = 0; j < d; ++j)
-        qz.qq[static_cast<size_t>(((j / 4) * qp16 + a) * 4 + j % 4)] =
-            static_cast<uint8_t>(static_cast<int>(qz.qi[a * d + j]) + 128);
+      for (int64_t g = 0; g < d / 4; ++g) {
+        uint32_t w;
+        std::memcpy(&w, qz.qi.data() + a * d + 4 * g, sizeof(w));
+        w ^= 0x80808080u;
+        std::memcpy(qz.qq.data() + (g * qp16 + a) * 4, &w, sizeof(w));
+      }
   } else {
     qz.qf.assign(static_cast<size_t>(d * qp), 0.0f);
     for (int64_t a = 0; a < qlen; ++a)
@@ -930,8 +946,20 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
   if (np == nlist) {  // every cell, listed once
     for (int64_t c = 0; c < nlist; ++c) ws.probed.push_back(c);
   } else {
-    for (int64_t a = 0; a < qlen; ++a)
-      probe_column(St, qp, a, bmax, nblocks, ctx.empty, nlist, np, ws.block_keys, ws.probed);
+    // Columns in chunks, each into its own list; the lists joined in column order (the same list as one
+    // pass over the columns). Each column reads its blocks' maxima and the cells of its best blocks.
+    const int probe_threads = threads_for(qlen * (nblocks + np * kCellBlock), kMinProbeReads, threads);
+    const int64_t grain = (qlen + probe_threads - 1) / probe_threads, nchunks = (qlen + grain - 1) / grain;
+    ws.probe_parts.resize(static_cast<size_t>(nchunks));
+    ws.probe_keys.resize(static_cast<size_t>(nchunks));
+    parallel_chunks(qlen, grain, probe_threads, [&](int64_t a0, int64_t a1) {
+      std::vector<int64_t>& part = ws.probe_parts[static_cast<size_t>(a0 / grain)];
+      part.clear();
+      for (int64_t a = a0; a < a1; ++a)
+        probe_column(St, qp, a, bmax, nblocks, ctx.empty, nlist, np, ws.probe_keys[static_cast<size_t>(a0 / grain)],
+                     part);
+    });
+    for (const std::vector<int64_t>& part : ws.probe_parts) ws.probed.insert(ws.probed.end(), part.begin(), part.end());
   }
 
   // 2. candidates: distinct documents of the probed cells' lists, allowed ones, ascending
