@@ -14,7 +14,6 @@ NBITS = (1, 2, 4, 8)
 RESIDUAL_CODECS = ("scalar", "pq")
 PQ_NBITS = (1, 2, 4)  # at nbits 8 a byte codes one dimension: pq would be the scalar codec
 PQ_LEVELS = 16  # per-token residual scales, picked by the high nibble of a token's last packed byte
-PQ_REFITS = 4  # least-squares passes over the pq codewords after k-means (train_pq)
 PQ_SIGNIFICANT_BITS = 12  # table entries and levels: their products are exact in float32
 PQ_ARRAYS = ("pq_table", "pq_levels")  # what a pq index stores beside the scalar codec's arrays
 MAX_NLIST_UINT16 = 1 << 16  # codes (centroid ids) are stored as uint16 up to this many centroids, uint32 above
@@ -244,21 +243,13 @@ def _pq_sub(residuals: np.ndarray, m: int, dsub: int, ksub_bits: int, seed: int)
     return faiss.vector_to_array(pq.centroids).reshape(m, ksub, dsub)
 
 
-def train_pq(residuals: np.ndarray, nbits: int, seed: int = 0,
-             refits: int = PQ_REFITS) -> tuple[np.ndarray, np.ndarray]:
+def train_pq(residuals: np.ndarray, nbits: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Fit the pq residual codec (format 5) to held-out residuals.
 
     Every packed byte codes dpb = 8 / nbits dimensions: byte p < pb - 1 one of 256 codewords of its
     sub-vector, the last byte one of 16 in its low nibble and, in its high nibble, the token's residual
     scale (one of ``PQ_LEVELS``, log-spaced over the 0.5-99.5% range of the least-squares scales of the
     held-out residuals). Same bytes per token as the scalar codec.
-
-    The codewords start as k-means centroids of the sub-vectors (faiss), which fit the residuals as if every
-    scale were 1. Then ``refits`` passes code the residuals with the current table and levels and move each
-    codeword to the least-squares fit of what the decoder makes of it, the scale-weighted mean
-    sum(s r) / sum(s^2) of the sub-vectors coded with it; the levels are fitted again after them. On the five
-    synthetic families and Cranfield the four default passes cut the held-out residual error by 1.3-1.8%
-    (``benchmarks/results/pq_codec_families.md``).
 
     Returns
     -------
@@ -281,42 +272,12 @@ def train_pq(residuals: np.ndarray, nbits: int, seed: int = 0,
     last = _pq_sub(r[:, d - dpb:], 1, dpb, 4, seed)[0]  # (16, dpb)
     table[-1] = last[np.arange(256) & 15]
     table = np.ascontiguousarray(round_significand(table).reshape(pb, 256, dpb))
-    levels = _fit_levels(r, table)
-    if refits > 0:
-        for _ in range(refits):
-            table = _refit_codewords(r, table, levels)
-        levels = _fit_levels(r, table)
-    return table, levels
-
-
-def _fit_levels(r: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """The scale levels for a table: log-spaced over the 0.5-99.5% range of the least-squares scales of the
-    residuals r coded with it at scale 1, rounded to 12 significant bits."""
-    codes = kernels.pq_encode(r, table, np.ones(PQ_LEVELS, np.float32), 8 // table.shape[2])
+    codes = kernels.pq_encode(r, table, np.ones(PQ_LEVELS, np.float32), nbits)
     codes[:, -1] &= 15
     s = _ls_scales(r, _pq_lookup(codes, table))
     lo, hi = np.log2(np.clip(np.quantile(s, [0.005, 0.995]), 1.0 / 64, 64.0))
     levels = 2.0 ** (lo + np.arange(PQ_LEVELS) / (PQ_LEVELS - 1) * max(hi - lo, 1e-6))
-    return round_significand(levels.astype(np.float32))
-
-
-def _refit_codewords(r: np.ndarray, table: np.ndarray, levels: np.ndarray) -> np.ndarray:
-    """One least-squares pass over the codewords: r coded with (table, levels), each used codeword becomes
-    sum(s r_p) / sum(s^2) over the sub-vectors r_p coded with it (s: their tokens' levels), the minimiser of
-    the decoded error for these codes and scales; unused codewords stay. Rounded to 12 significant bits."""
-    pb, _, dpb = table.shape
-    packed = kernels.pq_encode(r, table, levels, 8 // dpb)
-    s = levels[packed[:, -1] >> 4].astype(np.float64)
-    packed[:, -1] &= 15  # the last byte's codeword is its low nibble's
-    slot = (packed.astype(np.intp) + 256 * np.arange(pb)).ravel()  # (n * pb,): sub-vector p's codeword, offset
-    den = np.bincount(slot, weights=np.repeat(s * s, pb), minlength=pb * 256).reshape(pb, 256)
-    num = np.stack([np.bincount(slot, weights=(s[:, None] * r[:, j::dpb]).ravel(), minlength=pb * 256)
-                    for j in range(dpb)], axis=-1).reshape(pb, 256, dpb)
-    out = table.astype(np.float64)
-    used = den > 0
-    out[used] = num[used] / den[used][:, None]
-    out[-1] = out[-1][np.arange(256) & 15]
-    return np.ascontiguousarray(round_significand(out.astype(np.float32)))
+    return table, round_significand(levels.astype(np.float32))
 
 
 def _pq_lookup(codes: np.ndarray, table: np.ndarray) -> np.ndarray:
