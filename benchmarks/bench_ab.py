@@ -1,0 +1,135 @@
+"""Two builds of plaidx on the same indexes, query by query: how to time a kernel change on a noisy machine.
+
+On a shared 2-core machine single-query p50 moves by 10% and more between runs (both engines of
+``families_families`` moved about 10% between two runs an hour apart), more than most kernel changes gain.
+This benchmark loads a second checkout of plaidx (``--base``: a checkout whose native module is built, e.g.
+``git worktree add /tmp/base <commit>`` and ``python setup.py build_ext --inplace`` there) beside this one's,
+under another package name, opens each collection's index with both and alternates them on every query (the
+order flipping with each query and round), so that both see the same machine. It reports each side's p50,
+the median of the per-query ratios, and whether both returned the same top-k.
+
+    .venv/bin/python benchmarks/bench_ab.py --base /tmp/base --collections manytopics,lowrank,neardup --tag serial
+
+The indexes are the default builds of ``bench_families.py`` (``results/cache/runs/<name>_<docs>_d<dim>/
+plaidx_nb2_t2/index``), so the two builds must read the same index format. Writes ``results/ab_<tag>.json``
+and ``.md``. Not part of CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_engine import write_stamped_report  # noqa: E402
+from bench_families import with_truth  # noqa: E402
+from collection import CACHE_DIR, recall_at_k  # noqa: E402
+
+import plaidx  # noqa: E402
+from plaidx.engine import kernels  # noqa: E402
+
+BASE_PACKAGE = "plaidx_base"
+
+
+def load_base(checkout: Path, into: Path):
+    """The engine of another plaidx checkout, imported as plaidx_base.engine (its package copied into `into`;
+    the engine's imports are relative, so it runs its own native module)."""
+    src = checkout / "plaidx"
+    if not any(src.glob("_core*.so")) and not any(src.glob("_core*.pyd")):
+        raise SystemExit(f"--base {checkout}: plaidx/_core is not built there; run `python setup.py build_ext "
+                         "--inplace` in that checkout first")
+    shutil.copytree(src, into / BASE_PACKAGE, ignore=shutil.ignore_patterns("__pycache__"))
+    sys.path.insert(0, str(into))
+    engine = importlib.import_module(f"{BASE_PACKAGE}.engine")
+    if importlib.import_module(f"{BASE_PACKAGE}.engine.kernels").BACKEND_NAME != "native":
+        raise SystemExit(f"--base {checkout}: its native module does not import here")
+    return engine
+
+
+def commit_of(checkout: Path) -> str:
+    res = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short=10", "HEAD"], capture_output=True,
+                         text=True)
+    return res.stdout.strip() or "?"
+
+
+def paired(new, base, queries: np.ndarray, k: int, rounds: int, threads: int, params: dict) -> dict:
+    """p50 of each side and the median per-query ratio, the two alternating on every query."""
+    for i in range(min(20, len(queries))):  # warm-up: inverted files, workspaces, page cache
+        new.search(queries[i], k, num_threads=threads, **params)
+        base.search(queries[i], k, num_threads=threads, **params)
+    t_new, t_base = [], []
+    for r in range(rounds):
+        for i in range(len(queries)):
+            order = ((new, t_new), (base, t_base)) if (i + r) % 2 else ((base, t_base), (new, t_new))
+            for index, times in order:
+                t = time.perf_counter()
+                index.search(queries[i], k, num_threads=threads, **params)
+                times.append(time.perf_counter() - t)
+    a, b = np.array(t_new), np.array(t_base)
+    return {"p50_ms_new": float(np.median(a) * 1e3), "p50_ms_base": float(np.median(b) * 1e3),
+            "p50_ratio": float(np.median(a) / np.median(b)), "paired_ratio": float(np.median(a / b)),
+            "timed_queries": int(len(queries)), "rounds": rounds}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base", required=True, help="a plaidx checkout with its native module built")
+    ap.add_argument("--collections", default="manytopics,lowrank,neardup")
+    ap.add_argument("--ndocs", type=int, default=10_000, help="documents per synthetic family")
+    ap.add_argument("--rounds", type=int, default=3, help="passes over the queries")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--params", default="{}", help="search knobs as JSON (default: the defaults)")
+    ap.add_argument("--tag", required=True, help="output name: results/ab_<tag>.json/.md")
+    args = ap.parse_args(argv)
+    params = json.loads(args.params)
+    if kernels.BACKEND_NAME != "native":
+        raise SystemExit("this checkout's native module does not import: build it first")
+    base_dir = Path(args.base).resolve()
+    load_start = list(os.getloadavg())
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        base_engine = load_base(base_dir, Path(tmp))
+        for name, coll, truth, queries in with_truth(args.collections, args.ndocs, args.threads):
+            path = CACHE_DIR / "runs" / f"{name}_{coll.n_docs}_d{coll.dim}" / "plaidx_nb2_t2" / "index"
+            if not path.exists():
+                raise SystemExit(f"{name}: no default build at {path}; run bench_families.py for it first")
+            new, base = plaidx.Index.open(path), base_engine.Index.open(path)
+            _, ids_new = new.search(queries, args.k, num_threads=args.threads, **params)
+            _, ids_base = base.search(queries, args.k, num_threads=args.threads, **params)
+            row = {"collection": name, "tokens": coll.n_tokens,
+                   "recall_new": recall_at_k(ids_new, truth, args.k), "recall_base": recall_at_k(ids_base, truth, args.k),
+                   "same_topk": bool(np.array_equal(ids_new, ids_base)),
+                   **paired(new, base, queries, args.k, args.rounds, args.threads, params)}
+            rows.append(row)
+            print(f"[ab] {row}", flush=True)
+    body = [f"This checkout (new) against {base_dir.name} at {commit_of(base_dir)} (base) on the same indexes, "
+            f"search knobs {params or 'at their defaults'}, k {args.k}: every query searched by both, the order "
+            "flipping with each query and round. p50 of single-query calls; paired: the median over queries of "
+            "new / base. Same top-k: both builds returned the same documents for every query (one batched call "
+            "each).", "",
+            "| collection | tokens | queries x rounds | p50 ms new | p50 ms base | p50 ratio | paired ratio | "
+            "recall@10 new / base | same top-k |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    for r in rows:
+        body.append(f"| {r['collection']} | {r['tokens']:,} | {r['timed_queries']} x {r['rounds']} | "
+                    f"{r['p50_ms_new']:.3f} | {r['p50_ms_base']:.3f} | {r['p50_ratio']:.3f} | {r['paired_ratio']:.3f} | "
+                    f"{r['recall_new']:.3f} / {r['recall_base']:.3f} | {'yes' if r['same_topk'] else 'no'} |")
+    write_stamped_report(f"ab_{args.tag}", "Two plaidx builds on the same indexes, alternating query by query", body,
+                         {"rows": rows, "base": str(base_dir), "base_commit": commit_of(base_dir),
+                          "params": params}, args.threads, load_start)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
