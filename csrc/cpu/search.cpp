@@ -607,14 +607,6 @@ struct CellLists {
   const int64_t* offsets;  // (ndocs + 1,)
   int64_t total;
 
-  // Asks the cache for the score rows (St, qp floats each) of document doc's cells, so that they arrive
-  // while the document before it is scored: these reads are random rows of St and otherwise wait on
-  // memory one by one. Offsets out of order are left to span, cells >= nlist to the scoring.
-  void prefetch(int64_t doc, const float* St, int64_t nlist, int64_t qp) const {
-    const int64_t lo = offsets[doc], hi = offsets[doc + 1];
-    if (lo >= 0 && lo <= hi && hi <= total) prefetch_centroids(ids, lo, hi, St, nlist, qp);
-  }
-
   // [lo, hi) of document doc; throws on offsets that leave [0, total] or decrease.
   void span(int64_t doc, int64_t& lo, int64_t& hi) const {
     lo = offsets[doc];
@@ -645,9 +637,7 @@ PLAIDX_INLINE bool centroid_scores_impl(const float* St, int64_t qlen, int64_t n
     heap_buf.resize(static_cast<size_t>(qp));
     run_max = heap_buf.data();
   }
-  if (count > 0) lists.prefetch(docs[0], St, nlist, qp);
   for (int64_t i = 0; i < count; ++i) {
-    if (i + 1 < count) lists.prefetch(docs[i + 1], St, nlist, qp);
     int64_t lo, hi;
     lists.span(docs[i], lo, hi);
     std::fill(run_max, run_max + qp, kNegInf);
@@ -674,9 +664,7 @@ PLAIDX_INLINE bool centroid_scores_both_impl(const float* St, int64_t qlen, int6
   std::vector<float> buf(static_cast<size_t>(2 * qp));
   float* p = buf.data();
   float* f = p + qp;
-  if (count > 0) lists.prefetch(docs[0], St, nlist, qp);
   for (int64_t i = 0; i < count; ++i) {
-    if (i + 1 < count) lists.prefetch(docs[i + 1], St, nlist, qp);
     int64_t lo, hi;
     lists.span(docs[i], lo, hi);
     std::fill(p, p + 2 * qp, kNegInf);
