@@ -298,7 +298,7 @@ def pq_compress(residuals: np.ndarray, table: np.ndarray, levels: np.ndarray) ->
 
     Each sub-vector takes its nearest codeword; the token's scale is the level nearest its least-squares
     scale (which minimises the squared error of the scaled residual among the levels): kernels.pq_encode."""
-    pb, _, dpb = np.shape(table)
+    dpb = np.shape(table)[2]
     return kernels.pq_encode(np.ascontiguousarray(residuals, dtype=np.float32), table, levels, 8 // dpb)
 
 

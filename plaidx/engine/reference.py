@@ -71,7 +71,8 @@ def _check_offsets(offsets: np.ndarray, total: int, name: str) -> None:
     _expect(offsets[0] == 0, f"{name}[0] must be 0, got {offsets[0]}")
     _expect(offsets[-1] == total, f"{name}[-1] must equal {total}, got {offsets[-1]}")
     drops = np.flatnonzero(np.diff(offsets) < 0)
-    _expect(drops.size == 0, f"{name} must be non-decreasing; it decreases at position {drops[0] + 1 if drops.size else 0}")
+    if drops.size:
+        raise ValueError(f"{name} must be non-decreasing; it decreases at position {drops[0] + 1}")
 
 
 _MAX_NLIST_U32 = 1 << 32
