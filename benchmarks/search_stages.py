@@ -14,8 +14,9 @@ by query so load changes hit every setting alike:
 - ``probe f32`` and ``defaults f32``: ``probe`` and ``defaults`` with ``cell_scores="float32"`` (the first
   stage of earlier releases and of Stanford PLAID), so the int8 cell scores' gain and their effect on
   recall show side by side;
-- ``defaults exact f32``: the defaults with ``exact_scores="float32"`` (the float last stage of earlier
-  releases), against the int8 one of the defaults.
+- ``defaults exact int8`` and ``defaults exact f32``: the defaults with ``exact_scores="int8"`` (each decoded
+  token quantised to int8, the default before the lookup stage) and ``"float32"`` (the float last stage of
+  earlier releases), against the lookup-table stage of the defaults (``"adc"`` on AVX-512BW CPUs).
 
 Real sets (``--real cranfield,cisi,scifact``, encoded by ``real_embeddings.py``, indexes built by
 ``bench_families.py``) are timed the same way.
@@ -45,11 +46,13 @@ from collection import CACHE_DIR, RESULTS_DIR, exact_topk_cached, load_collectio
 from sweep_family_params import timed_interleaved  # noqa: E402
 
 import plaidx  # noqa: E402
+from plaidx.engine import kernels  # noqa: E402
 
 STAGES = {"probe": {"nprobe": 1, "ndocs": 10, "n_exact": 10}, "candidates": {"n_exact": 10}, "defaults": {},
           "n_exact 64": {"n_exact": 64}}
 FLOAT_STAGES = ("probe", "defaults")  # also timed with float32 cell scores (SearchParams.cell_scores)
 EXACT_F32 = "defaults exact f32"  # the defaults with exact_scores="float32"
+EXACT_INT8 = "defaults exact int8"  # the defaults with exact_scores="int8"
 
 
 def index_folder(name: str, n_docs: int) -> Path | None:
@@ -94,14 +97,15 @@ def main(argv: list[str] | None = None) -> int:
         labelled = list(STAGES.items())
         labelled += [(f"{label} f32", {"params": plaidx.SearchParams(**STAGES[label], cell_scores="float32")})
                      for label in FLOAT_STAGES]
-        labelled += [(EXACT_F32, {"params": plaidx.SearchParams(exact_scores="float32")})]
+        labelled += [(EXACT_F32, {"params": plaidx.SearchParams(exact_scores="float32")}),
+                     (EXACT_INT8, {"params": plaidx.SearchParams(exact_scores="int8")})]
         settings = [dict(s, num_threads=args.threads) for _, s in labelled]
         timed = timed_interleaved(index, coll.queries, settings, args.k, args.timed_queries)
         rows = {}
         for (label, s), t in zip(labelled, timed):
             _, ids = index.search(coll.queries, k=args.k, num_threads=args.threads, **s)
-            if label == EXACT_F32:
-                shown = {"exact_scores": "float32"}
+            if label in (EXACT_F32, EXACT_INT8):
+                shown = {"exact_scores": "float32" if label == EXACT_F32 else "int8"}
             else:
                 shown = {"cell_scores": "float32", **STAGES[label[:-4]]} if label.endswith(" f32") else s
             rows[label] = {"params": shown, "recall_at_k": recall_at_k(ids, truth, args.k), **t}
@@ -116,12 +120,14 @@ def main(argv: list[str] | None = None) -> int:
              "PLAID defaults: its p50 in the collection's `engine_<name>_<n>_families` (real sets: `_real`) run "
              "(ncells 1, threshold 0.5, ndocs 256); budget = 1/3 of it.", "",
              "cell f32: the defaults with cell_scores=\"float32\" (the float first stage of earlier releases); "
-             "exact f32: the defaults with exact_scores=\"float32\" (the float last stage of earlier releases; "
-             "the defaults score it in int8). exact stage = that setting - candidates.", "",
+             "exact int8 / f32: the defaults with exact_scores=\"int8\" (the default before the lookup stage) "
+             "and \"float32\" (the float last stage of earlier releases); the defaults score it by lookup tables "
+             f"(\"adc\": {'on' if kernels.ADC_AVX512BW else 'not on'} this CPU). exact stage = that setting - "
+             "candidates.", "",
              "| collection | d | probe | probe f32 | candidates | defaults (recall) | defaults, cell f32 (recall) | "
-             "defaults, exact f32 (recall) | exact stage int8 / f32 | n_exact 64 (recall) | PLAID defaults | "
-             "1/3 budget |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "defaults, exact int8 (recall) | defaults, exact f32 (recall) | exact stage default / int8 / f32 | "
+             "n_exact 64 (recall) | PLAID defaults | 1/3 budget |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, rep in out.items():
         r = rep["rows"]
         pd = rep["plaid_defaults_p50_ms"]
@@ -130,8 +136,10 @@ def main(argv: list[str] | None = None) -> int:
                      f"{cand:.2f} | "
                      f"{r['defaults']['p50_ms']:.2f} ({r['defaults']['recall_at_k']:.3f}) | "
                      f"{r['defaults f32']['p50_ms']:.2f} ({r['defaults f32']['recall_at_k']:.3f}) | "
+                     f"{r[EXACT_INT8]['p50_ms']:.2f} ({r[EXACT_INT8]['recall_at_k']:.3f}) | "
                      f"{r[EXACT_F32]['p50_ms']:.2f} ({r[EXACT_F32]['recall_at_k']:.3f}) | "
-                     f"{r['defaults']['p50_ms'] - cand:.2f} / {r[EXACT_F32]['p50_ms'] - cand:.2f} | "
+                     f"{r['defaults']['p50_ms'] - cand:.2f} / {r[EXACT_INT8]['p50_ms'] - cand:.2f} / "
+                     f"{r[EXACT_F32]['p50_ms'] - cand:.2f} | "
                      f"{r['n_exact 64']['p50_ms']:.2f} ({r['n_exact 64']['recall_at_k']:.3f}) | "
                      + (f"{pd:.2f} | {pd / 3:.2f} |" if pd else "- | - |"))
     write_stamped_report("search_stages_families",

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/adc.h"
 #include "cpu/assign.h"
 #include "cpu/build_info.h"
 #include "cpu/centroid_scores.h"
@@ -38,25 +39,33 @@ struct CollectionArgs {
   const uint8_t* allowed;
 };
 
+// col.table / col.planes from a codebook: the pq codec's own table, or the bucket weights' planes and (unless
+// the AVX-512 2-bit decoder reads only the planes and need_table is false) their per-byte decode table (d * 256
+// floats, ~10 us at d = 128). Done before the GIL is released, so that the pointers are set.
+template <class Code>
+void set_codebook(cpu::Compressed<Code>& col, const float* weights, const float* table, int64_t d, int nbits,
+                  bool need_table, std::vector<float>& table_storage, std::vector<float>& planes_storage) {
+  if (table != nullptr) {  // the pq codec: its own table, no planes (decode2_avx512 decodes bucket weights only)
+    col.table = table;
+    return;
+  }
+  col.planes = cpu::build_weight_planes(weights, d, nbits, planes_storage);
+  col.table = nbits == 2 && cpu::have_decode2_avx512() && !need_table
+                  ? nullptr
+                  : cpu::build_decode_table(weights, d, nbits, table_storage);
+}
+
 template <class Code>
 void collection_args(const char* fn, const py::handle& codes_o, const py::handle& packed_o,
                      const py::handle& offsets_o, const py::handle& centroids_o, const py::handle& weights_o,
-                     int nbits, const py::handle& allowed_o, int64_t d, CollectionArgs<Code>& out) {
+                     int nbits, const py::handle& allowed_o, int64_t d, CollectionArgs<Code>& out,
+                     bool need_table = false) {
   const CodedViews<Code> v =
       collection_views<Code>(fn, codes_o, packed_o, offsets_o, centroids_o, weights_o, nbits, allowed_o, d);
   out.col = cpu::Compressed<Code>{v.codes, v.packed, v.n, v.doc_offsets, v.ndocs, v.centroids, v.nlist, d, nbits,
                                   nullptr, nullptr, v.levels};
   out.allowed = v.allowed;
-  if (v.table != nullptr) {  // the pq codec: its own table, no planes (decode2_avx512 decodes bucket weights only)
-    out.col.table = v.table;
-    return;
-  }
-  // Done here so that the pointers are set before the GIL is released. The per-byte table (d * 256
-  // floats, ~10 us at d = 128) is skipped where the AVX-512 2-bit decoder reads only the planes.
-  out.col.planes = cpu::build_weight_planes(v.weights, d, nbits, out.planes_storage);
-  out.col.table = nbits == 2 && cpu::have_decode2_avx512()
-                      ? nullptr
-                      : cpu::build_decode_table(v.weights, d, nbits, out.table_storage);
+  set_codebook(out.col, v.weights, v.table, d, nbits, need_table, out.table_storage, out.planes_storage);
 }
 
 py::array_t<uint8_t> compress(const py::object& residuals_o, const py::object& cutoffs_o, int nbits) {
@@ -135,6 +144,46 @@ py::array_t<float> decompress(const py::object& codes_o, const py::object& packe
                               bool normalize) {
   return with_code_type(codes_o, "decompress", "codes", [&](auto code) {
     return decompress_t<decltype(code)>(codes_o, packed_o, centroids_o, weights_o, nbits, normalize);
+  });
+}
+
+template <class Code>
+py::array_t<float> token_scales_t(const py::object& codes_o, const py::object& packed_o,
+                                  const py::object& centroids_o, const py::object& weights_o, int nbits,
+                                  int num_threads) {
+  const char* fn = "token_scales";
+  check_nbits(fn, nbits);
+  check_threads(fn, num_threads);
+  const auto codes = view<Code>(codes_o, fn, "codes", 1, "(n,)");
+  const auto packed = view<uint8_t>(packed_o, fn, "packed", 2, "(n, d * nbits // 8)");
+  const auto centroids = view<float>(centroids_o, fn, "centroids", 2, "(nlist, d)");
+  const int64_t n = codes[0], nlist = centroids[0], d = centroids[1];
+  check_dim(fn, d);
+  const CodebookView book = codebook_view(fn, weights_o, d, nbits);
+  const std::string f(fn);
+  expect(packed[0] == n && packed[1] == d * nbits / 8,
+         f + ": packed must have shape (n, d * nbits // 8) = (" + std::to_string(n) + ", " +
+             std::to_string(d * nbits / 8) + "), got " + shape_str(packed.shape));
+  expect(nlist >= 1 && nlist <= max_nlist_for<Code>(),
+         f + ": nlist (centroids.shape[0]) must be in [1, " + std::to_string(max_nlist_for<Code>()) + "] for " +
+             DtypeName<Code>::value + " codes, got " + std::to_string(nlist));
+  cpu::Compressed<Code> col{codes.data, packed.data, n, nullptr, 0, centroids.data, nlist, d, nbits,
+                            nullptr, nullptr, book.levels};
+  std::vector<float> table_storage, planes_storage;
+  set_codebook(col, book.weights, book.table, d, nbits, false, table_storage, planes_storage);
+  py::array_t<float> out(n);
+  float* o = mutable_data(out);
+  {
+    py::gil_scoped_release release;
+    cpu::token_scales(col, o, num_threads);
+  }
+  return out;
+}
+
+py::array_t<float> token_scales(const py::object& codes_o, const py::object& packed_o, const py::object& centroids_o,
+                                const py::object& weights_o, int nbits, int num_threads) {
+  return with_code_type(codes_o, "token_scales", "codes", [&](auto code) {
+    return token_scales_t<decltype(code)>(codes_o, packed_o, centroids_o, weights_o, nbits, num_threads);
   });
 }
 
@@ -363,7 +412,8 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
                    const py::object& ivf_offsets_o, const py::object& centroids_o, const py::object& weights_o,
                    int nbits, const py::object& allowed_o, int64_t nprobe, double threshold, int64_t ndocs,
                    int64_t n_exact, int64_t k, int num_threads, const py::object& doc_cells_o,
-                   const py::object& cell_codes_o, const py::object& kept_o, bool exact_int8) {
+                   const py::object& cell_codes_o, const py::object& kept_o, bool exact_int8,
+                   const py::object& token_scales_o) {
   const char* fn = "search";
   const std::string f(fn);
   check_threads(fn, num_threads);
@@ -375,8 +425,9 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
   const int64_t nq = Q[0], qlen = Q[1], d = Q[2];
   check_dim(fn, d);
   expect(qlen >= 1, f + ": queries need at least one token (Q.shape[1] >= 1)");
+  const bool adc = !token_scales_o.is_none();
   CollectionArgs<Code> args;
-  collection_args(fn, codes_o, packed_o, offsets_o, centroids_o, weights_o, nbits, allowed_o, d, args);
+  collection_args(fn, codes_o, packed_o, offsets_o, centroids_o, weights_o, nbits, allowed_o, d, args, adc);
   const int64_t nlist = args.col.nlist;
   expect(fused || (S[0] == nq && S[1] == qlen && S[2] == nlist),
          f + ": S must have shape (nq, qlen, nlist) = (" + std::to_string(nq) + ", " + std::to_string(qlen) +
@@ -426,6 +477,21 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
   expect(!exact_int8 || kept_o.is_none(),
          f + ": exact_int8 scores the decompressed candidates, kept scores them by their kept vectors: pass one "
              "or the other");
+  // Optional: every token's inverse norm, float16 (n,) (token_scales): step 5 by lookup tables.
+  const uint16_t* scales = nullptr;
+  if (adc) {
+    const bool half = py::isinstance<py::array>(token_scales_o) &&
+                      py::reinterpret_borrow<py::array>(token_scales_o).dtype().is(py::dtype("float16"));
+    expect(half, f + ": token_scales must be a float16 array (n,): token_scales(...).astype(np.float16)");
+    const py::array arr = py::reinterpret_borrow<py::array>(token_scales_o);
+    expect(arr.ndim() == 1 && arr.shape(0) == args.col.n,
+           f + ": token_scales must have shape (n,) = (" + std::to_string(args.col.n) + ",), one per token");
+    expect((arr.flags() & py::array::c_style) != 0, f + ": token_scales must be C-contiguous");
+    expect(!exact_int8 && kept_o.is_none(),
+           f + ": token_scales make step 5 score the candidates by lookup tables; exact_int8 and kept are other "
+               "ways of scoring them: pass one of the three");
+    scales = static_cast<const uint16_t*>(arr.data());
+  }
   py::array_t<float> scores({nq, k});
   py::array_t<int64_t> docs({nq, k});
   float* so = mutable_data(scores);
@@ -436,7 +502,7 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
     const cpu::SearchParams params{nprobe, threshold, ndocs, n_exact, k, exact_int8};
     cpu::search(Q.data, fused ? nullptr : S.data, nq, qlen, args.col, iv, args.allowed, params, so, dout, num_threads,
                 cpu::Int8Rows{cq.data, cs.data, csums.data},
-                kept.rows);
+                kept.rows, scales);
   }
   return py::make_tuple(scores, docs);
 }
@@ -446,11 +512,12 @@ py::tuple search(const py::object& Q_o, const py::object& S_o, const py::object&
                  const py::object& ivf_offsets_o, const py::object& centroids_o, const py::object& weights_o,
                  int nbits, const py::object& allowed_o, int64_t nprobe, double threshold, int64_t ndocs,
                  int64_t n_exact, int64_t k, int num_threads, const py::object& doc_cells_o,
-                 const py::object& cell_codes_o, const py::object& kept_o, bool exact_int8) {
+                 const py::object& cell_codes_o, const py::object& kept_o, bool exact_int8,
+                 const py::object& token_scales_o) {
   return with_code_type(codes_o, "search", "codes", [&](auto code) {
     return search_t<decltype(code)>(Q_o, S_o, codes_o, packed_o, offsets_o, ivf_o, ivf_offsets_o, centroids_o,
                                     weights_o, nbits, allowed_o, nprobe, threshold, ndocs, n_exact, k,
-                                    num_threads, doc_cells_o, cell_codes_o, kept_o, exact_int8);
+                                    num_threads, doc_cells_o, cell_codes_o, kept_o, exact_int8, token_scales_o);
   });
 }
 
@@ -501,6 +568,7 @@ py::dict build_info() {
   d["simd_dispatch"] = info.simd_dispatch;
   d["compiler"] = info.compiler;
   d["int8_vnni"] = cpu::vnni_kernels();
+  d["adc_avx512bw"] = cpu::adc_fast_kernels();
   return d;
 }
 
@@ -535,8 +603,11 @@ PYBIND11_MODULE(_core, m) {
         py::arg("weights"), py::arg("nbits"), py::arg("allowed"), py::arg("nprobe"), py::arg("threshold"),
         py::arg("ndocs"), py::arg("n_exact"), py::arg("k"), py::kw_only(), py::arg("num_threads") = 0,
         py::arg("doc_cells") = py::none(), py::arg("cell_codes") = py::none(), py::arg("kept") = py::none(),
-        py::arg("exact_int8") = false,
+        py::arg("exact_int8") = false, py::arg("token_scales") = py::none(),
         "PLAID search; see plaidx._kernels. -> (scores f32 (nq, k), docs i64 (nq, k))");
+  m.def("token_scales", &token_scales, py::arg("codes"), py::arg("packed"), py::arg("centroids"), py::arg("weights"),
+        py::arg("nbits"), py::kw_only(), py::arg("num_threads") = 0,
+        "Each decoded token's inverse norm, 1 / max(|v|, 2**-14); see plaidx._kernels. -> f32 (n,)");
   m.def("assign_nearest", &assign_nearest, py::arg("X"), py::arg("coarse_t"), py::arg("n_groups"),
         py::arg("panels"), py::arg("pcol"), py::arg("ids"), py::arg("nprobe"), py::kw_only(),
         py::arg("num_threads") = 0,

@@ -18,6 +18,7 @@
 #define PLAIDX_HAVE_VNNI 0
 #endif
 
+#include "cpu/adc.h"
 #include "cpu/dots.h"
 #include "cpu/parallel.h"
 #include "cpu/quantize.h"
@@ -40,6 +41,8 @@ constexpr int64_t kMinProbeReads = 1 << 12;         // block maxima and cell sco
 constexpr int64_t kMinExactTokens = 512;            // tokens decompressed and scored exactly
 constexpr int64_t kQuantBlock = 32;                 // tokens decoded and quantised per pass (exact_int8)
 constexpr int64_t kMinKeptTokens = 2048;            // kept tokens scored (cheaper each than decompressing)
+constexpr int64_t kMinAdcTokens = 2048;             // tokens scored by table lookups (exact_adc)
+constexpr int64_t kMinAdcTable = int64_t{1} << 19;  // multiply-adds of the lookup table's rows
 constexpr int64_t kHalfBlock = 64;                  // float16 tokens converted per pass
 constexpr int64_t kProbeBuffer = 64;                // nprobe up to which the probe keeps a sorted buffer
 constexpr int64_t kMaxQp16 = 256;                   // query tokens up to which the vnni kernel runs
@@ -78,9 +81,14 @@ struct Workspace {
   std::vector<int64_t> redo;
   std::vector<float> redo_scores;
   QuantQuery qz;  // the query quantised (cell_codes, kept int8 vectors)
+  std::vector<int8_t> lut;   // exact_adc: (pb, 256, qc) the query's lookup table (adc.h)
+  std::vector<float> adc_qt;  // (d, qc): the query transposed, padding columns 0
+  std::vector<float> adc_inv, adc_u;  // (qc,)
 
+  // St has kAdcSlack floats after its last row (0), so that the lookup stage's 32-column reads stay inside.
+  static constexpr int64_t kAdcSlack = 32;
   Workspace(int64_t nlist, int64_t qp, int64_t ndocs)
-      : St(new float[static_cast<size_t>(nlist * qp)]),
+      : St(new float[static_cast<size_t>(nlist * qp + kAdcSlack)]()),
         bmax(new float[static_cast<size_t>((nlist + kCellBlock - 1) / kCellBlock * qp)]),
         keep(static_cast<size_t>(nlist)),
         cell_seen(static_cast<size_t>(nlist), 0),
@@ -749,6 +757,8 @@ void select_ascending(std::vector<Scored>& items, int64_t m) {
 template <class Code>
 struct SearchContext {
   const float* Q;   // (nq, qlen, d)
+  const uint16_t* token_scales;  // exact_adc: (n,) float16 bits, each token's inverse norm (adc.h), or nullptr
+  const float* adc_peak;         // exact_adc: (d,) adc_table_peaks of col.table
   const float* Qt;  // (nq, d, qp)
   CellCodes cells;
   KeptRows kept;  // step 5 over the kept vectors (int8 or float16) instead of the decompressed tokens
@@ -856,6 +866,47 @@ void exact_q_scores_parallel(const Compressed<Code>& col, int64_t qlen, bool vnn
             quantize_unit_rows(buf.data(), nt, d, rows.data(), vs.data());
             kept_max_q(qz.qf.data(), qz.qscale.data(), qp, rows.data(), vs.data(), nt, d, run_max.data());
           }
+          out[i] = hi > lo ? sum_first(run_max.data(), qlen) : 0.0f;
+        }
+      },
+      Schedule::kDynamic);
+}
+
+// The query's lookup table (adc.h) into ws: scales, the query transposed, then the table's rows, in parallel
+// over the packed bytes when the table is large.
+template <class Code>
+void build_adc_table(const Compressed<Code>& col, const float* Qq, int64_t qlen, const float* peak, Workspace& ws,
+                     int threads) {
+  const int64_t d = col.d, qc = adc_columns(qlen), pb = d * col.nbits / 8;
+  ws.adc_inv.resize(static_cast<size_t>(qc));
+  ws.adc_u.resize(static_cast<size_t>(qc));
+  adc_query_scales(Qq, qlen, d, col.nbits, peak, qc, ws.adc_inv.data(), ws.adc_u.data());
+  ws.adc_qt.assign(static_cast<size_t>(d * qc), 0.0f);
+  for (int64_t a = 0; a < qlen; ++a)
+    for (int64_t j = 0; j < d; ++j) ws.adc_qt[static_cast<size_t>(j * qc + a)] = Qq[a * d + j];
+  ws.lut.resize(static_cast<size_t>(pb * 256 * qc));
+  const int t = threads_for(pb * 256 * qc * (8 / col.nbits), kMinAdcTable, threads);
+  parallel_chunks(pb, (pb + t - 1) / t, t, [&](int64_t p0, int64_t p1) {
+    adc_table_rows(ws.adc_qt.data(), qc, col.table, d, col.nbits, ws.adc_inv.data(), p0, p1, ws.lut.data());
+  });
+}
+
+// out[i] = step 5's score of document docs[i] by the lookup table in ws (adc.h), in parallel over chunks of the
+// documents.
+template <class Code>
+void adc_scores_parallel(const Compressed<Code>& col, int64_t qlen, const Workspace& ws, const float* St,
+                         const uint16_t* scales, const int64_t* docs, int64_t count, float* out, int threads) {
+  const int64_t qc = adc_columns(qlen), qp = padded_qlen(qlen);
+  if (threads > 1) threads = threads_for(count_doc_tokens(col.doc_offsets, docs, count), kMinAdcTokens, threads);
+  parallel_chunks(
+      count, std::max<int64_t>(1, grain_for(count, threads, 8)), threads,
+      [&](int64_t b, int64_t e) {
+        std::vector<float> run_max(static_cast<size_t>(qc));
+        for (int64_t i = b; i < e; ++i) {
+          const int64_t lo = col.doc_offsets[docs[i]], hi = col.doc_offsets[docs[i] + 1];
+          std::fill(run_max.begin(), run_max.end(), kNegInf);
+          if (!adc_max(ws.lut.data(), qc, ws.adc_u.data(), St, qp, col, scales, lo, hi, run_max.data()))
+            bad_code(col.nlist);
           out[i] = hi > lo ? sum_first(run_max.data(), qlen) : 0.0f;
         }
       },
@@ -1012,7 +1063,10 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
   ws.docs.resize(static_cast<size_t>(m));
   for (int64_t i = 0; i < m; ++i) ws.docs[i] = ws.cand[ws.items[i].doc];
   ws.scores.resize(static_cast<size_t>(m));
-  if (ctx.kept.int8.q != nullptr || ctx.kept.half != nullptr)
+  if (ctx.token_scales != nullptr) {
+    build_adc_table(col, ctx.Q + q * qlen * col.d, qlen, ctx.adc_peak, ws, threads);
+    adc_scores_parallel(col, qlen, ws, St, ctx.token_scales, ws.docs.data(), m, ws.scores.data(), threads);
+  } else if (ctx.kept.int8.q != nullptr || ctx.kept.half != nullptr)
     kept_scores_parallel(KeptScorer{col.doc_offsets, ctx.kept, col.d, qlen, ctx.vnni, &ws.qz, Qt}, ws.docs.data(), m,
                          ws.scores.data(), threads);
   else if (ctx.p.exact_int8)
@@ -1043,7 +1097,8 @@ void check_common(const Compressed<Code>& col, int64_t qlen, int64_t k) {
 template <class Code>
 void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Compressed<Code>& col,
             const IvfView<Code>& ivf, const uint8_t* allowed, const SearchParams& params, float* out_scores,
-            int64_t* out_docs, int num_threads, const Int8Rows& cell_codes, const KeptRows& kept) {
+            int64_t* out_docs, int num_threads, const Int8Rows& cell_codes, const KeptRows& kept,
+            const uint16_t* token_scales) {
   check_common(col, qlen, params.k);
   if (params.nprobe < 1 || params.ndocs < 1 || params.n_exact < 1)
     throw std::invalid_argument("nprobe, ndocs and n_exact must be >= 1");
@@ -1060,6 +1115,13 @@ void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Comp
   if (params.exact_int8 && (kept.int8.q != nullptr || kept.half != nullptr))
     throw std::invalid_argument("search: exact_int8 scores the decompressed candidates; with kept vectors they are "
                                 "scored by those instead: pass one or the other");
+  if (token_scales != nullptr && (params.exact_int8 || kept.int8.q != nullptr || kept.half != nullptr))
+    throw std::invalid_argument("search: token_scales make step 5 score the candidates by lookup tables; exact_int8 "
+                                "and kept vectors are other ways of scoring them: pass one of the three");
+  if (token_scales != nullptr && col.table == nullptr)
+    throw std::invalid_argument("search: the lookup-table exact stage (token_scales) needs the decode table");
+  std::vector<float> adc_peak(token_scales != nullptr ? static_cast<size_t>(col.d) : 0);
+  if (token_scales != nullptr) adc_table_peaks(col.table, col.d, col.nbits, adc_peak.data());
   const bool vnni = have_vnni() && (qp + 15) / 16 * 16 <= kMaxQp16;
   CellCodes cells;
   if (S == nullptr && cell_codes.q != nullptr) {  // (each query's values are checked as it is quantised)
@@ -1076,7 +1138,7 @@ void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Comp
       cells.vnni = true;
     }
   }
-  const SearchContext<Code> ctx{Q,        Qt.data(), cells,        kept, vnni, S, S == nullptr ? col.centroids : nullptr,
+  const SearchContext<Code> ctx{Q,        token_scales, adc_peak.data(), Qt.data(), cells,        kept, vnni, S, S == nullptr ? col.centroids : nullptr,
                                 qlen,     col,       ivf,          empty.data(), allowed, params, out_scores,
                                 out_docs};
   if (nq >= threads && threads > 1) {
@@ -1161,7 +1223,7 @@ void exact_search(const float* Q, int64_t nq, int64_t qlen, const Compressed<Cod
 #define PLAIDX_SEARCH_INSTANTIATE(Code)                                                                       \
   template void search<Code>(const float*, const float*, int64_t, int64_t, const Compressed<Code>&,               \
                              const IvfView<Code>&, const uint8_t*, const SearchParams&, float*, int64_t*, int,   \
-                             const Int8Rows&, const KeptRows&);                                                 \
+                             const Int8Rows&, const KeptRows&, const uint16_t*);                                \
   template void exact_search<Code>(const float*, int64_t, int64_t, const Compressed<Code>&, const uint8_t*,       \
                                    int64_t, float*, int64_t*, int);
 PLAIDX_SEARCH_INSTANTIATE(uint16_t)

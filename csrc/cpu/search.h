@@ -76,10 +76,14 @@ struct KeptRows {
 // them. int8: against the quantised query tokens (same finiteness and d conditions),
 //   sum_a max_t (float(<kept.q[t], qa[a]>) * kept.scale[t]) * sa[a];
 // float16: the float MaxSim of the rows converted exactly (the values maxsim gives them).
+// token_scales (n,) (float16 bits, token_scales of adc.h), or nullptr: step 5 scores the n_exact candidates by
+// lookup tables over their codes and the cell scores (adc.h) instead of decompressing them. Needs col.table;
+// not with exact_int8 or kept.
 template <class Code>
 void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Compressed<Code>& col,
             const IvfView<Code>& ivf, const uint8_t* allowed, const SearchParams& params, float* out_scores,
-            int64_t* out_docs, int num_threads, const Int8Rows& cell_codes = {}, const KeptRows& kept = {});
+            int64_t* out_docs, int num_threads, const Int8Rows& cell_codes = {}, const KeptRows& kept = {},
+            const uint16_t* token_scales = nullptr);
 
 // out (nq, m): the score step 5 of search gives document docs[i] with kept vectors, for each query of Q
 // (nq, qlen, d). doc_offsets (ndocs + 1,) over the kept rows (n of them); exactly one of kept.int8 and

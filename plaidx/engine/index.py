@@ -313,10 +313,12 @@ class Index:
             fast_int8 = kernels.INT8_VNNI and q.shape[1] <= kernels.VNNI_MAX_QUERY_TOKENS
             int8_cells = p.cell_scores == "int8" or (p.cell_scores is None and (coll is not None or fast_int8))
             cells = snap.cell_codes if int8_cells else None
-            if p.exact_scores == "int8" and coll is not None:
-                raise ValueError("exact_scores='int8' runs on the CPU: leave it None (float32 on a GPU) or search "
-                                 "with device=None")
-            exact_int8 = kept is None and not tier and coll is None and (p.exact_scores == "int8" or (
+            if p.exact_scores in ("int8", "adc") and coll is not None:
+                raise ValueError(f"exact_scores={p.exact_scores!r} runs on the CPU: leave it None (float32 on a GPU) "
+                                 "or search with device=None")
+            plain = kept is None and not tier and coll is None
+            exact_adc = plain and (p.exact_scores == "adc" or (p.exact_scores is None and kernels.ADC_AVX512BW))
+            exact_int8 = plain and not exact_adc and (p.exact_scores == "int8" or (
                 p.exact_scores is None and fast_int8 and snap.dim <= cellq.MAX_QUANTIZED_DIM))
 
             def plaid(qs: np.ndarray, n_probe: int) -> tuple[np.ndarray, np.ndarray]:
@@ -325,7 +327,7 @@ class Index:
                                        k_search, quantized=cells is not None)
                 else:
                     s, i = self._search_cpu(qs, allowed, p, cells, n_probe, k_search, num_threads, kept,
-                                            exact_int8)
+                                            exact_int8, exact_adc)
                 if tier and kept is None:
                     s, i = snap.kept.rerank(qs, a["doc_offsets"], i, k, num_threads=num_threads)
                 return s, i
@@ -352,7 +354,8 @@ class Index:
         return scores.astype(np.float32, copy=False), snap.ids_of(pos)
 
     def _search_cpu(self, q: np.ndarray, allowed: np.ndarray, p: SearchParams, cells: Any, nprobe: int, k: int,
-                    num_threads: int, kept: Any = None, exact_int8: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                    num_threads: int, kept: Any = None, exact_int8: bool = False,
+                    exact_adc: bool = False) -> tuple[np.ndarray, np.ndarray]:
         snap, a = self._snap, self._snap.a
         ivf, ivf_offsets = snap.ivf()
         # The native search scores the query tokens against the centroids itself, per query and straight
@@ -365,6 +368,8 @@ class Index:
             extra["kept"] = kept
         if exact_int8:
             extra["exact_int8"] = True
+        if exact_adc:
+            extra["token_scales"] = snap.token_scales()
 
         def run(qc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             if native:

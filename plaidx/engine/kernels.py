@@ -70,6 +70,16 @@ Functions:
       p = max(max_j |v_j|, 1e-30), scale (p / 127) / max(|v|, 1e-12), for v not normalised): about 4x fewer
       operations than the float step 5 on CPUs with AVX-512 VNNI, the same bytes everywhere (the scales
       up to the last bit of |v|); Q finite, d <= 1024.
+      The keyword token_scales=token_scales(...).astype(np.float16) (not with kept or exact_int8) makes step 5
+      a sum of table lookups over the codes instead of decompressing them (csrc/cpu/adc.h):
+      adc(i) = sum_a max_{t in doc i} (((float(sum_p lut[p, packed[t, p], a]) * u[a]) * s_t) + S[q, a, codes[t]])
+      * token_scales[t], with (lut, u) = reference.adc_table(Q[q], decode table) (int8 entries, one int16 sum
+      per token exact in any order) and s_t the token's pq level (1 for bucket weights): <Q[q, a], v_t> / |v_t|
+      up to the table's rounding (about 1e-3 of a token's score) and S's. On CPUs with AVX-512BW it costs
+      about a third of the int8 stage's work per token; backends agree to float rounding.
+  token_scales(codes, packed, centroids, weights, nbits) -> f32 (n,)
+      1 / max(|decompress(t, normalize=False)|, 2**-14) of every token (squares summed in float32 in 8 lanes,
+      j mod 8, then pairwise: the same values everywhere).
   kept_scores(Q, kept, doc_offsets, docs i64 (m,)) -> f32 (nq, m)
       step 5's score with ``kept`` of each listed document (any documents, not only a search's candidates):
       the rerank tier's scores where the search itself does not run on the CPU (GPU searches, exhaustive
@@ -90,7 +100,8 @@ Functions:
       than k results are padded with -inf / -1. Results do not depend on the thread count.
   exact_search(Q, codes, packed, doc_offsets, centroids, weights, nbits, allowed, k) -> (scores, docs)
       exact(i) of step 5 over every allowed document, top k, same ordering and padding.
-  build_info() -> dict: what the backend has; "int8_vnni": whether the int8 kernels run as AVX-512 VNNI.
+  build_info() -> dict: what the backend has; "int8_vnni": whether the int8 kernels run as AVX-512 VNNI;
+      "adc_avx512bw": whether the lookup-table step 5 (token_scales) runs its AVX-512BW copy.
   quantize_rows(x f32 (n, d)) -> (q int8 (n, d), s f32 (n,), sums i32 (n,))
       row-wise symmetric int8: s = max(max_j |x[i, j]|, 1e-30) / 127, q = rint(x / s) clipped to
       [-127, 127], each step one float32 operation (x must be finite); sums = q.sum(1).
@@ -139,11 +150,15 @@ search = backend.search
 exact_search = backend.exact_search
 quantize_rows = backend.quantize_rows
 kept_scores = backend.kept_scores
+token_scales = backend.token_scales
 assign_nearest = backend.assign_nearest
 
 # Whether the int8 kernels (quantised cell scores, the int8 exact stage) run as AVX-512 VNNI here: where they do
 # not, their generic copies are slower than float32, so the search's defaults score in float32 instead.
 INT8_VNNI = bool(backend.build_info().get("int8_vnni", False))
+# Whether the lookup-table exact stage (search's token_scales) runs as AVX-512BW here: where it does not, its generic
+# copy is slower than the float32 stage, so the defaults keep that one.
+ADC_AVX512BW = bool(backend.build_info().get("adc_avx512bw", False))
 # Query tokens up to which those VNNI kernels run (csrc/cpu/search.cpp kMaxQp16); longer queries take the
 # generic copies, so the defaults score them in float32 too.
 VNNI_MAX_QUERY_TOKENS = 256

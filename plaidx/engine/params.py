@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 LARGE_INDEX_TOKENS = 1 << 22  # about 4M token embeddings
 CELL_SCORES = (None, "int8", "float32")  # SearchParams.cell_scores (None: the search picks by CPU and device)
-EXACT_SCORES = (None, "int8", "float32")  # SearchParams.exact_scores (the same)
+EXACT_SCORES = (None, "adc", "int8", "float32")  # SearchParams.exact_scores (the same)
 TIER_MIN_NPROBE = 8  # the rerank tier's defaults (SearchParams.resolve with tier=True)
 TIER_NDOCS_FACTOR = 4
 TIER_MIN_NPROBE_LARGE = 4  # ... from LARGE_INDEX_TOKENS, where the plain ndocs is already 4x larger
@@ -53,14 +53,18 @@ class SearchParams:
         earlier plaidx releases (to reproduce their candidates exactly). None: ``"int8"`` on a GPU and on
         CPUs with AVX-512 VNNI (``plaidx.engine.kernels.INT8_VNNI``) for queries of up to 256 tokens,
         ``"float32"`` otherwise, where the int8 kernels are slower. Passed through :meth:`resolve` unchanged.
-    exact_scores : "int8", "float32" or None
-        How the last stage scores the ``n_exact`` candidates' decompressed tokens. ``"int8"``: each decoded
-        token quantised to int8 as its unit vector, against the int8 query (the scoring of the int8 rerank
-        tier); on AVX-512 VNNI CPUs the exact stage then takes about half the time, for recall@10 within
-        0.001 of float32 on our collections (benchmarks/results/search_stages_families.md). ``"float32"``:
-        float MaxSim over the normalised decoded tokens, as Stanford PLAID and earlier plaidx releases.
-        None: ``"int8"`` on CPUs with AVX-512 VNNI (``plaidx.engine.kernels.INT8_VNNI``) where d <= 1024 and
-        the query has at most 256 tokens, ``"float32"`` elsewhere and on a GPU (``"int8"`` is CPU-only).
+    exact_scores : "adc", "int8", "float32" or None
+        How the last stage scores the ``n_exact`` candidates. ``"adc"``: without decompressing them, by table
+        lookups over their codes (asymmetric distance computation): each query token's dot product with
+        every codeword in a per-query int8 table, summed over a token's packed bytes, plus the first stage's
+        cell score, times the token's inverse norm (derived once per index generation, 2 bytes per token in
+        memory); on CPUs with AVX-512BW the default search then takes 0.6-0.85x the time of ``"int8"`` at
+        the same recall (benchmarks/results/ab_exact_adc.md). ``"int8"``: each decoded token quantised to
+        int8 as its unit vector, against the int8 query (the scoring of the int8 rerank tier).
+        ``"float32"``: float MaxSim over the normalised decoded tokens, as Stanford PLAID and earlier plaidx
+        releases. None: ``"adc"`` on CPUs with AVX-512BW (``plaidx.engine.kernels.ADC_AVX512BW``), else
+        ``"int8"`` on CPUs with AVX-512 VNNI where d <= 1024 and the query has at most 256 tokens, else
+        ``"float32"``, and ``"float32"`` on a GPU (``"adc"`` and ``"int8"`` are CPU-only).
         The exhaustive ``exact=True`` search is always float32. Not with the rerank tier, whose kept vectors
         score the candidates instead. Passed through :meth:`resolve` unchanged.
 

@@ -495,6 +495,93 @@ def _exact_int8_step(q: np.ndarray, codes: np.ndarray, packed: np.ndarray, doc_o
     return cellq.kept_maxsim(q, rows, scales, offs)
 
 
+ADC_MIN_NORM = np.float32(2.0 ** -14)  # the smallest norm token_scales divides by (1 / 2^-14 is a float16)
+
+
+@njit(cache=False)
+def _token_scales_loop(codes, packed, centroids, table, levels, out):
+    v = np.empty(centroids.shape[1], np.float32)
+    for t in range(codes.shape[0]):
+        _decode(codes, packed, centroids, table, levels, t, v)
+        lanes = np.zeros(8, np.float32)  # the squares summed in 8 lanes (j mod 8), then pairwise, as the native
+        for j in range(v.shape[0]):
+            lanes[j % 8] += v[j] * v[j]
+        s = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+        norm = np.sqrt(s)
+        out[t] = np.float32(1.0) / (ADC_MIN_NORM if norm < ADC_MIN_NORM else norm)
+
+
+def token_scales(codes: np.ndarray, packed: np.ndarray, centroids: np.ndarray, weights: Any, nbits: int, *,
+                 num_threads: int = 0) -> np.ndarray:
+    """f32 (n,): 1 / max(|v_t|, 2**-14) of every decoded token v_t (not normalised; its squares summed in 8 lanes,
+    j mod 8, then pairwise): the lookup-table exact stage's per-token scales (search's ``token_scales``, kept as
+    float16)."""
+    fn = "token_scales"
+    _check_threads(fn, num_threads)
+    _check_nbits(fn, nbits)
+    codes = _codes(codes, fn)
+    packed = _array(packed, fn, "packed", np.uint8, 2, "(n, d * nbits // 8)")
+    centroids = _array(centroids, fn, "centroids", np.float32, 2, "(nlist, d)")
+    d = centroids.shape[1]
+    _check_dim(fn, d)
+    _expect(packed.shape == (codes.shape[0], d * nbits // 8),
+            f"{fn}: packed must have shape (n, d * nbits // 8) = {(codes.shape[0], d * nbits // 8)}, "
+            f"got {packed.shape}")
+    _check_nlist(fn, centroids.shape[0], codes)
+    _check_codes(codes, centroids.shape[0])
+    table, levels = _codebook(fn, weights, d, nbits)
+    out = np.empty(codes.shape[0], np.float32)
+    _token_scales_loop(codes, packed, centroids, table, levels, out)
+    return out
+
+
+def adc_entry_peak(pb: int) -> np.float32:
+    """The lookup table's largest entry for pb packed bytes: 127, less where pb sums of 127 could leave int16."""
+    return np.float32(127.0 if pb <= 252 else 32000 // pb)
+
+
+def adc_table(q: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The lookup table of one query (qlen, d) over a decode table (pb, 256, dpb) -> (lut int8 (pb, 256, qlen),
+    u f32 (qlen,)): lut[p, b, a] = rint(<q[a, p*dpb:(p+1)*dpb], table[p, b]> * inv[a]), the products summed in
+    order; inv[a] = E / bound[a], u[a] = bound[a] / E (0 and 0 where bound is 0), bound[a] = max_p sum_v
+    |q[a, p*dpb + v]| * max_b |table[p, b, v]| (summed in order), E = adc_entry_peak(pb)."""
+    qlen, d = q.shape
+    pb, _, dpb = table.shape
+    qs = q.reshape(qlen, pb, dpb)
+    peak = np.abs(table).max(axis=1)  # (pb, dpb)
+    per = np.abs(qs[:, :, 0]) * peak[None, :, 0]
+    for v in range(1, dpb):
+        per = per + np.abs(qs[:, :, v]) * peak[None, :, v]
+    bound = per.max(axis=1).astype(np.float32)
+    top = adc_entry_peak(pb)
+    inv = np.where(bound > 0, top / np.where(bound > 0, bound, np.float32(1)), np.float32(0)).astype(np.float32)
+    u = (bound / top).astype(np.float32)
+    x = qs[None, :, :, 0].transpose(2, 0, 1) * table[:, :, 0][:, :, None]  # (pb, 256, qlen)
+    for v in range(1, dpb):
+        x = x + qs[None, :, :, v].transpose(2, 0, 1) * table[:, :, v][:, :, None]
+    return np.rint(x * inv[None, None, :]).astype(np.int8), u
+
+
+def _adc_step(q: np.ndarray, Sq: np.ndarray, codes: np.ndarray, packed: np.ndarray, doc_offsets: np.ndarray,
+              docs: np.ndarray, table: np.ndarray, levels: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Step 5 with token_scales: f32 (m,) scores of one query (qlen, d), Sq (qlen, nlist) its cell scores."""
+    lut, u = adc_table(q, table)
+    take, offs = _doc_tokens(doc_offsets, docs)
+    pb = table.shape[0]
+    rows = packed[take]
+    acc = np.zeros((take.size, q.shape[0]), np.int32)
+    for p in range(pb):
+        acc += lut[p, rows[:, p]]
+    level = levels[rows[:, pb - 1] >> 4] if take.size else np.zeros(0, np.float32)
+    tok = ((acc.astype(np.float32) * u[None]) * level[:, None] + Sq[:, codes[take].astype(np.int64)].T) \
+        * scales[take].astype(np.float32)[:, None]
+    out = np.zeros(docs.size, np.float32)
+    for i in range(docs.size):
+        if offs[i + 1] > offs[i]:
+            out[i] = _sum_f32(tok[offs[i]:offs[i + 1]].max(axis=0))
+    return out
+
+
 def kept_scores(Q: np.ndarray, kept: Any, doc_offsets: np.ndarray, docs: np.ndarray, *,
                 num_threads: int = 0) -> np.ndarray:
     """f32 (nq, m): step 5's score of each listed document over its kept vectors (see search's ``kept``)."""
@@ -517,7 +604,8 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
            ivf: np.ndarray, ivf_offsets: np.ndarray, centroids: np.ndarray, weights: np.ndarray, nbits: int,
            allowed: np.ndarray, nprobe: int, threshold: float, ndocs: int, n_exact: int, k: int, *,
            num_threads: int = 0, doc_cells: Any = None,
-           cell_codes: Any = None, kept: Any = None, exact_int8: bool = False) -> tuple[np.ndarray, np.ndarray]:
+           cell_codes: Any = None, kept: Any = None, exact_int8: bool = False,
+           token_scales: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """PLAID search, steps 1-5 of the contract -> (scores f32 (nq, k), docs i64 (nq, k)).
 
     doc_cells (the native kernel's shortcut) gives the same scores by definition and is not read here.
@@ -525,6 +613,8 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
     kept ((vectors int8 (n, d), scales f32 (n,))): step 5 over the kept int8 vectors (cellq.kept_maxsim).
     exact_int8: step 5 over the decompressed tokens quantised as unit vectors (cellq.quantize_unit_rows),
     scored as kept int8 rows are.
+    token_scales (float16 (n,), token_scales(...) rounded): step 5 by lookup tables over the codes (adc_table)
+    and the cell scores S, each token scaled by its entry.
     """
     fn = "search"
     _check_threads(fn, num_threads)
@@ -557,6 +647,14 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
         _expect(not exact_int8, f"{fn}: exact_int8 scores the decompressed candidates, kept scores them by their "
                                 "kept vectors: pass one or the other")
         kv, ks = _kept_arrays(fn, kept, Q, codes.shape[0])
+    if token_scales is not None:
+        _expect(not exact_int8 and kept is None,
+                f"{fn}: token_scales make step 5 score the candidates by lookup tables; exact_int8 and kept are "
+                "other ways of scoring them: pass one of the three")
+        _expect(isinstance(token_scales, np.ndarray) and token_scales.dtype == np.float16,
+                f"{fn}: token_scales must be a float16 array (n,): token_scales(...).astype(np.float16)")
+        _expect(token_scales.shape == (codes.shape[0],),
+                f"{fn}: token_scales must have shape (n,) = ({codes.shape[0]},), one per token")
     if exact_int8:
         _expect(d <= cellq.MAX_QUANTIZED_DIM, f"{fn}: exact_int8 needs d <= {cellq.MAX_QUANTIZED_DIM}; search "
                                               "without it")
@@ -600,7 +698,9 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
         full = _centroid_scores(Sq, codes, doc_offsets, cand, every_cell)
         cand = cand[_top(full, cand, n_exact)]
         # 5. exact MaxSim over the decompressed tokens (or the quantised one over the kept vectors), best k
-        if exact_int8:
+        if token_scales is not None:
+            exact = _adc_step(Q[q], Sq, codes, packed, doc_offsets, cand, table, levels, token_scales)
+        elif exact_int8:
             exact = _exact_int8_step(Q[q], codes, packed, doc_offsets, cand, centroids, table, levels)
         elif kept is None:
             exact = _exact_scores(Q[q], codes, packed, doc_offsets, cand, centroids, table, levels)
@@ -642,6 +742,7 @@ def build_info() -> dict[str, Any]:
         "simd_dispatch": "none",
         "compiler": f"numba {numba.__version__}, numpy {np.__version__}",
         "int8_vnni": False,
+        "adc_avx512bw": False,
     }
 
 

@@ -47,6 +47,7 @@ class Snapshot:
         self._ids_are_positions = bool(self.n_docs == 0 or (ids[0] == 0 and ids[-1] == self.n_docs - 1))
         self._ivf: tuple[np.ndarray, np.ndarray] | None = None
         self._doc_cells: tuple[np.ndarray, np.ndarray] | None = None
+        self._token_scales: np.ndarray | None = None
         self._ivf_lock = threading.Lock()
         self._on_device: dict[int, Any] = {}  # CUDA device index -> plaidx._cuda.Collection
 
@@ -131,6 +132,19 @@ class Snapshot:
                 if self._doc_cells is None:
                     self._doc_cells = kernels.doc_cells(ivf, ivf_offsets, self.n_docs)
         return self._doc_cells
+
+    def token_scales(self) -> np.ndarray:
+        """float16 (n_tokens,): each decoded token's inverse norm, which the lookup-table exact stage scales its
+        scores by (search's ``exact_scores="adc"``). Derived from the codes on first use and kept in memory, like
+        the inverted file: 2 bytes per token, computed at about 20 ms per million tokens on 2 cores."""
+        if self._token_scales is None:
+            with self._ivf_lock:
+                if self._token_scales is None:
+                    a = self.a
+                    self._token_scales = kernels.token_scales(
+                        np.ascontiguousarray(a["codes"]), np.ascontiguousarray(a["residuals"]),
+                        self.codec.centroids, self.codec.kernel_weights, self.nbits).astype(np.float16)
+        return self._token_scales
 
     def on_device(self, device: int) -> Any:
         """This generation copied to a CUDA device (codes, residuals, centroids, inverted file), on first use.

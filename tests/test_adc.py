@@ -1,0 +1,255 @@
+"""The lookup-table exact stage (search's token_scales, exact_scores="adc"): the token scales, every backend's
+scores against the definition, the SIMD copies, bad input, and the index around it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from synth import clustered_collection
+from test_kernels import (
+    _core,
+    assert_topk_equivalent,
+    make_collection,
+    make_queries,
+    native,
+    run_capped,
+    run_search,
+)
+from test_pq_codec import pq_collection, pq_decode
+
+import plaidx
+from plaidx.engine import cellq, kernels
+from plaidx.engine import reference as ref
+
+BACKENDS = [pytest.param(ref, id="reference"), pytest.param(_core, id="native", marks=native)]
+
+
+def _decoded(col: dict) -> np.ndarray:
+    """Every token decoded (not normalised) by the definition of its codec."""
+    if isinstance(col["weights"], tuple):
+        return pq_decode(col)
+    return ref.decompress(col["codes"], col["packed"], col["centroids"], col["weights"], col["nbits"], False)
+
+
+def _scales(col: dict, mod=ref) -> np.ndarray:
+    return mod.token_scales(col["codes"], col["packed"], col["centroids"], col["weights"], col["nbits"]).astype(
+        np.float16)
+
+
+def _adc_score(q: np.ndarray, Sq: np.ndarray, col: dict, scales: np.ndarray, doc: int) -> tuple[float, float]:
+    """One document's lookup-stage score from the definition (float64, no table rounding), and how far the table's
+    rounding may move it: sum_a max_t (S[a, c_t] + s_t <q_a, w_t>) * scale_t, each entry off by at most half a
+    table unit u_a, so each token's value by pb / 2 * u_a * s_t * scale_t."""
+    lo, hi = col["doc_offsets"][doc], col["doc_offsets"][doc + 1]
+    codes = col["codes"][lo:hi].astype(np.int64)
+    v = _decoded(col)[lo:hi].astype(np.float64)
+    w = v - col["centroids"][codes]  # s_t * w_t, the residual part
+    sc = scales[lo:hi].astype(np.float64)
+    tok = (Sq[:, codes] + q.astype(np.float64) @ w.T) * sc  # (qlen, ntok)
+    table, levels = ref._codebook("test", col["weights"], q.shape[1], col["nbits"])
+    _, u = ref.adc_table(q, table)
+    level = levels[col["packed"][lo:hi, -1] >> 4].astype(np.float64)
+    slack = (table.shape[0] / 2 + 0.01) * u.astype(np.float64)[:, None] * (level * sc)[None]
+    return float(tok.max(axis=1).sum()), float(slack.max(axis=1).sum())
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+@pytest.mark.parametrize("nbits", [1, 2, 4, 8])
+def test_token_scales_are_the_decoded_tokens_inverse_norms(mod, nbits):
+    col = make_collection(5 + nbits, ndocs=40, d=64, nbits=nbits, nlist=12)
+    got = mod.token_scales(col["codes"], col["packed"], col["centroids"], col["weights"], nbits)
+    assert got.dtype == np.float32 and got.shape == col["codes"].shape
+    np.testing.assert_allclose(got, 1 / np.linalg.norm(_decoded(col).astype(np.float64), axis=1), rtol=1e-5)
+    pq = pq_collection(9 + nbits, nbits, d=64, ndocs=40, nlist=12) if nbits != 8 else None
+    if pq is not None:
+        got = mod.token_scales(pq["codes"], pq["packed"], pq["centroids"], pq["weights"], nbits)
+        np.testing.assert_allclose(got, 1 / np.linalg.norm(pq_decode(pq).astype(np.float64), axis=1), rtol=1e-5)
+
+
+def test_token_scales_cap_at_the_smallest_norm():
+    """A token that decodes to (nearly) zero is scaled by 2**14, not by an infinity: its score stays finite."""
+    col = make_collection(3, ndocs=5, d=64, nbits=2, nlist=4)
+    col["weights"] = np.zeros_like(col["weights"])
+    col["centroids"][col["codes"][0]] = 0
+    for mod in (ref, _core) if _core is not None else (ref,):
+        got = mod.token_scales(col["codes"], col["packed"], col["centroids"], col["weights"], 2)
+        assert got[0] == 2.0 ** 14 and np.isfinite(got).all()
+
+
+def test_the_table_stays_in_range_and_rounds_each_entry():
+    """Entries within [-127, 127] (less for many packed bytes), each the rounded product sum; a zero query token's
+    column is zero."""
+    rng = np.random.default_rng(1)
+    table = (rng.standard_normal((16, 256, 4)) * 0.05).astype(np.float32)
+    q = rng.standard_normal((5, 64)).astype(np.float32)
+    q[3] = 0
+    lut, u = ref.adc_table(q, table)
+    assert lut.dtype == np.int8 and lut.shape == (16, 256, 5)
+    assert np.abs(lut.astype(np.int32)).max() <= 127 and np.abs(lut).max() >= 64  # the range is used
+    assert not lut[:, :, 3].any() and u[3] == 0
+    exact = np.einsum("pbv,apv->pba", table.astype(np.float64), q.reshape(5, 16, 4).astype(np.float64))
+    ok = u > 0
+    assert np.abs(lut[:, :, ok] * u[ok] - exact[:, :, ok]).max() <= 0.5001 * u[ok].max()
+    assert ref.adc_entry_peak(300) * 300 <= 32767 < 127 * 300
+
+
+@native
+@pytest.mark.parametrize("nbits", [1, 2, 4, 8])
+@pytest.mark.parametrize("qlen", [1, 13, 32, 40])
+@pytest.mark.parametrize("d", [64, 136])
+def test_adc_scores_match_the_reference_and_the_definition(d, qlen, nbits):
+    """search(..., token_scales=...) scores the n_exact candidates by the lookup tables: the reference's documents
+    and scores, bit for bit with 1 or 2 threads, each score the definition's within the table's rounding, and
+    within a few hundredths of the float step 5 where every document is scored."""
+    col = make_collection(60 + qlen + nbits, ndocs=300, d=d, nbits=nbits, nlist=40, max_len=37)
+    Q, S = make_queries(qlen, col, nq=3, qlen=qlen)
+    cells = _core.quantize_rows(col["centroids"])
+    scales = _scales(col, _core)
+    np.testing.assert_array_equal(scales, _scales(col))  # the float16 values agree
+    for params in (dict(nprobe=3, threshold=0.0, ndocs=80, n_exact=30, k=10),
+                   dict(nprobe=40, threshold=-1.0, ndocs=300, n_exact=300, k=12)):
+        want = run_search(ref, Q, S, col, token_scales=scales, **params)
+        one = run_search(_core, Q, S, col, num_threads=1, token_scales=scales, **params)
+        assert_topk_equivalent(one, want, tol=1e-5)
+        two = run_search(_core, Q, S, col, num_threads=2, token_scales=scales, **params)
+        np.testing.assert_array_equal(two[0], one[0])
+        np.testing.assert_array_equal(two[1], one[1])
+        for qi in range(Q.shape[0]):
+            for sc, doc in zip(*[x[qi] for x in one]):
+                exact, slack = _adc_score(Q[qi], S[qi], col, scales, doc)
+                assert abs(sc - exact) <= slack + 1e-4 * abs(exact)
+        q8 = run_search(_core, Q, None, col, cell_codes=cells, token_scales=scales, **params)  # int8 cell scores
+        S8 = cellq.quantized_cell_scores(Q, cells)
+        assert_topk_equivalent(q8, run_search(ref, Q, S8, col, token_scales=scales, **params), tol=1e-5)
+        if params["n_exact"] == 300:  # every document scored: the float scores of step 5, nearly
+            fl = run_search(_core, Q, S, col, **params)
+            np.testing.assert_allclose(one[0], fl[0], atol=0.02 * qlen)
+
+
+@native
+@pytest.mark.parametrize("nbits,d", [(1, 64), (2, 64), (2, 136), (4, 72)])
+def test_adc_over_pq_matches_the_reference(nbits, d):
+    """Over a pq codebook the levels scale each token's lookup sum: the reference's results and the definition's
+    scores."""
+    col = pq_collection(30 + nbits, nbits, d=d, ndocs=150, nlist=24, max_len=30)
+    Q, S = make_queries(30 + nbits, col, nq=3, qlen=13)
+    scales = _scales(col, _core)
+    params = dict(nprobe=24, threshold=-1.0, ndocs=150, n_exact=150, k=10)
+    got = run_search(_core, Q, S, col, token_scales=scales, **params)
+    assert_topk_equivalent(got, run_search(ref, Q, S, col, token_scales=scales, **params), tol=1e-5)
+    for qi in range(Q.shape[0]):
+        for sc, doc in zip(*[x[qi] for x in got]):
+            exact, slack = _adc_score(Q[qi], S[qi], col, scales, doc)
+            assert abs(sc - exact) <= slack + 1e-4 * abs(exact)
+    unit = ref.maxsim(Q, _unit_rows(pq_decode(col)), col["doc_offsets"])  # and close to float MaxSim
+    np.testing.assert_allclose(got[0], np.take_along_axis(unit, got[1], axis=1), atol=0.02 * 13)
+
+
+def _unit_rows(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+_CAPPED = r"""
+import sys, numpy as np
+from plaidx import _core
+a = np.load(sys.argv[1])
+out = {"dispatch": np.array(_core.build_info()["simd_dispatch"])}
+out["s"], out["d"] = _core.search(a["Q"], a["S"], a["codes"], a["packed"], a["doc_offsets"], a["ivf"], a["ivf_offsets"],
+                                  a["centroids"], a["weights"], int(a["nbits"]), np.zeros(0, np.uint8), 30, -1.0, 200,
+                                  200, 7, token_scales=a["scales"])
+np.savez(sys.argv[2], **out)
+"""
+
+
+@native
+@pytest.mark.parametrize("level", ["baseline", "avx2"])
+def test_every_simd_copy_scores_like_the_reference(level, tmp_path):
+    col = make_collection(71, ndocs=120, d=136, nbits=2, nlist=30, max_len=25)
+    Q, S = make_queries(71, col, nq=3, qlen=37)
+    scales = _scales(col)
+    arrays = {k: v for k, v in col.items() if isinstance(v, np.ndarray)}
+    got = run_capped(_CAPPED, level, tmp_path, Q=Q, S=S, scales=scales, nbits=np.array(2), **arrays)
+    want = run_search(ref, Q, S, col, nprobe=30, threshold=-1.0, ndocs=200, n_exact=200, k=7, token_scales=scales)
+    assert_topk_equivalent((got["s"], got["d"]), want, tol=1e-5)
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_adc_bad_input_is_a_clear_error(mod):
+    col = make_collection(4, ndocs=30, d=64, nbits=2, nlist=8)
+    Q, S = make_queries(4, col, nq=1, qlen=5)
+    scales = _scales(col)
+    with pytest.raises(ValueError, match="float16 array"):
+        run_search(mod, Q, S, col, token_scales=scales.astype(np.float32))
+    with pytest.raises(ValueError, match=r"token_scales must have shape \(n,\)"):
+        run_search(mod, Q, S, col, token_scales=scales[:-1])
+    with pytest.raises(ValueError, match="pass one of the three"):
+        run_search(mod, Q, S, col, token_scales=scales, exact_int8=True)
+    kv, ks, _ = ref.quantize_rows(_decoded(col))
+    with pytest.raises(ValueError, match="pass one of the three"):
+        run_search(mod, Q, S, col, token_scales=scales, kept=(kv, ks))
+
+
+# ------------------------------------------------------------------------------------------ the index
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    docs, queries, _ = clustered_collection(n_docs=300, dim=64, mean_len=24, n_queries=16, seed=21)
+    index = plaidx.Index.build(tmp_path_factory.mktemp("adc") / "idx", docs, nbits=2, nlist=64, residual_codec="pq")
+    return index, docs, queries
+
+
+def test_index_search_with_adc_is_the_kernel_with_the_derived_scales(built):
+    """exact_scores="adc" passes the index's derived token scales to the kernels (the default where AVX-512BW
+    runs it); its recall against exhaustive search is the int8 stage's within 0.02."""
+    index, _, queries = built
+    snap, a = index._snap, index._snap.a
+    scales = snap.token_scales()
+    assert scales.dtype == np.float16 and scales.shape == (snap.n_tokens,)
+    want = kernels.token_scales(a["codes"], a["residuals"], snap.codec.centroids, snap.codec.kernel_weights,
+                                snap.nbits).astype(np.float16)
+    np.testing.assert_array_equal(scales, want)
+    assert snap.token_scales() is scales  # derived once per generation
+    p = plaidx.SearchParams().resolve(10, n_tokens=snap.n_tokens)
+    ivf, ivf_offsets = snap.ivf()
+    cells = snap.cell_codes if kernels.INT8_VNNI else None
+    S = None if kernels.BACKEND_NAME == "native" else (
+        cellq.quantized_cell_scores(queries, cells) if cells is not None
+        else kernels.centroid_scores(queries, snap.centroids_t))
+    extra = {"cell_codes": cells} if kernels.BACKEND_NAME == "native" else {}
+    direct = kernels.search(queries, S, a["codes"], a["residuals"], a["doc_offsets"], ivf, ivf_offsets,
+                            snap.codec.centroids, snap.codec.kernel_weights, snap.nbits, np.zeros(0, np.uint8),
+                            p.nprobe, p.centroid_score_threshold, p.ndocs, p.n_exact, 10, token_scales=scales,
+                            **extra)
+    got = index.search(queries, k=10, params=plaidx.SearchParams(exact_scores="adc"))
+    np.testing.assert_array_equal(got[0], direct[0])
+    np.testing.assert_array_equal(got[1], index.ids[direct[1]])
+    default = index.search(queries, k=10)
+    if kernels.ADC_AVX512BW:
+        np.testing.assert_array_equal(default[1], got[1])
+    _, truth = index.search(queries, k=10, exact=True)
+    f32 = index.search(queries, k=10, params=plaidx.SearchParams(exact_scores="float32"))
+    overlap = [np.mean([len(set(r) & set(t)) / 10 for r, t in zip(ids, truth)]) for ids in (got[1], f32[1])]
+    assert overlap[1] > 0.8 and abs(overlap[0] - overlap[1]) <= 0.02
+
+
+def test_added_documents_get_their_scales(built, tmp_path):
+    """Each committed generation derives its own scales: a document added (or left after a delete) is scored by
+    the lookups like the others, and found."""
+    _, docs, queries = built
+    index = plaidx.Index.build(tmp_path / "idx", docs[:200], nbits=2, nlist=64, residual_codec="pq")
+    before = index._snap.token_scales().shape[0]
+    new = index.add([queries[3] + 0.01])  # a document that matches query 3 best
+    assert index._snap.token_scales().shape[0] == before + queries[3].shape[0]
+    _, ids = index.search(queries[3:4], k=3, params=plaidx.SearchParams(exact_scores="adc"))
+    assert ids[0, 0] == new[0]
+    index.delete([int(new[0])])
+    _, ids = index.search(queries[3:4], k=3, params=plaidx.SearchParams(exact_scores="adc"))
+    assert new[0] not in ids
+
+
+def test_adc_is_cpu_only_and_not_with_the_tier(built, tmp_path):
+    index, docs, queries = built
+    with pytest.raises(ValueError, match="exact_scores='adc' has no effect while the rerank tier"):
+        tier = plaidx.Index.build(tmp_path / "tier", docs[:40], nbits=2, nlist=16, keep_vectors="int8")
+        tier.search(queries, k=5, params=plaidx.SearchParams(exact_scores="adc"))
+    with pytest.raises(ValueError, match="exact_scores must be one of"):
+        index.search(queries, k=5, params=plaidx.SearchParams(exact_scores="lut"))
