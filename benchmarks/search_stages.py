@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
              "cell f32: the defaults with cell_scores=\"float32\" (the float first stage of earlier releases); "
              "exact int8 / f32: the defaults with exact_scores=\"int8\" (the default before the lookup stage) "
              "and \"float32\" (the float last stage of earlier releases); the defaults score it by lookup tables "
-             f"(\"adc\": {'on' if kernels.ADC_AVX512BW else 'not on'} this CPU). exact stage = that setting - "
+             f"(\"adc\", its {kernels.backend.build_info().get('adc_copy')} copy here). exact stage = that setting - "
              "candidates.", "",
              "| collection | d | probe | probe f32 | candidates | defaults (recall) | defaults, cell f32 (recall) | "
              "defaults, exact int8 (recall) | defaults, exact f32 (recall) | exact stage default / int8 / f32 | "

@@ -568,7 +568,7 @@ py::dict build_info() {
   d["simd_dispatch"] = info.simd_dispatch;
   d["compiler"] = info.compiler;
   d["int8_vnni"] = cpu::vnni_kernels();
-  d["adc_avx512bw"] = cpu::adc_fast_kernels();
+  d["adc_copy"] = cpu::adc_kernel_copy();
   return d;
 }
 

@@ -550,7 +550,7 @@ import plaidx
 from plaidx.engine import kernels
 index, q = plaidx.Index.open(sys.argv[1]), np.load(sys.argv[2])
 cells = "int8" if kernels.INT8_VNNI else "float32"
-exact = "adc" if kernels.ADC_AVX512BW else cells
+exact = "adc"
 s, i = index.search(q, k=10)
 s2, i2 = index.search(q, k=10, params=plaidx.SearchParams(cell_scores=cells, exact_scores=exact))
 assert np.array_equal(s, s2) and np.array_equal(i, i2), (cells, exact)
@@ -561,13 +561,13 @@ print(cells + "/" + exact)
 @pytest.mark.skipif(kernels.BACKEND_NAME != "native" or not kernels.INT8_VNNI,
                     reason="needs the native kernels on a CPU with AVX-512 VNNI (the other branch runs in-process)")
 def test_unset_scores_follow_the_cpus_int8_kernels(built, collection, tmp_path):
-    """cell_scores left None scores in int8 where the int8 kernels run as AVX-512 VNNI, exact_scores by the lookup
-    tables where they run as AVX-512BW (every VNNI CPU has it), both in float32 where they do not (their generic
-    copies are slower than float there): checked on this CPU and with the dispatch capped at AVX2
+    """cell_scores left None scores in int8 where the int8 kernels run as AVX-512 VNNI, in float32 where they do
+    not (their generic copies are slower than float there); exact_scores by the lookup tables on every CPU (faster
+    than float there too): checked on this CPU and with the dispatch capped at AVX2 and at the baseline
     (PLAIDX_SIMD), in one subprocess each."""
     _, queries, _ = collection
     np.save(tmp_path / "q.npy", queries)
-    for level, want in ((None, "int8/adc"), ("avx2", "float32/float32"), ("baseline", "float32/float32")):
+    for level, want in ((None, "int8/adc"), ("avx2", "float32/adc"), ("baseline", "float32/adc")):
         env = {k: v for k, v in os.environ.items() if k != "PLAIDX_SIMD"}
         if level:
             env["PLAIDX_SIMD"] = level
@@ -580,16 +580,14 @@ def test_unset_scores_follow_the_cpus_int8_kernels(built, collection, tmp_path):
 @pytest.mark.skipif(not kernels.INT8_VNNI, reason="on other CPUs every query's unset scores are float32")
 def test_queries_past_the_vnni_kernels_score_in_float32(built):
     """The VNNI kernels take up to 256 query tokens; a longer query's unset cell_scores is float32 (the int8
-    kernels' generic copies are slower), and so is exact_scores unless the lookup stage (any query length)
-    runs, so its default search is the float32 one or that."""
+    kernels' generic copies are slower); the lookup stage takes any query length."""
     long = np.random.default_rng(4).standard_normal((2, kernels.VNNI_MAX_QUERY_TOKENS + 1, built.dim))
     long = (long / np.linalg.norm(long, axis=2, keepdims=True)).astype(np.float32)
-    exact = "adc" if kernels.ADC_AVX512BW else "float32"
-    f32 = plaidx.SearchParams(cell_scores="float32", exact_scores=exact)
+    f32 = plaidx.SearchParams(cell_scores="float32", exact_scores="adc")
     for want, got in zip(built.search(long, k=5, params=f32), built.search(long, k=5)):
         np.testing.assert_array_equal(got, want)
     short = long[:, :kernels.VNNI_MAX_QUERY_TOKENS]
-    int8 = plaidx.SearchParams(cell_scores="int8", exact_scores="adc" if kernels.ADC_AVX512BW else "int8")
+    int8 = plaidx.SearchParams(cell_scores="int8", exact_scores="adc")
     for want, got in zip(built.search(short, k=5, params=int8), built.search(short, k=5)):
         np.testing.assert_array_equal(got, want)
 

@@ -255,6 +255,96 @@ inline bool have_avx512bw() {
   static const bool ok = runtime_isa() == Isa::kAvx512 && __builtin_cpu_supports("avx512bw");
   return ok;
 }
+
+// The AVX2 copies, in intrinsics (the generic vectors compile the widening loads poorly there): the 32 columns in
+// two halves of 16 int16 lanes, the float part in four 8-lane quarters, each operation rounded on its own.
+#define PLAIDX_ADC_AVX2 __attribute__((target("avx2,fma")))
+PLAIDX_ADC_AVX2 inline __m256i entries16(const int8_t* p) {
+  return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+// run_max[g + 8 i, + 8) for i in 0..3 from the two int16 halves (columns 0-15, 16-31).
+PLAIDX_ADC_AVX2 inline void float_quarters(__m256i lo, __m256i hi, const float* u, float s, const float* sc, float n,
+                                           __m256* m) {
+  const __m256i q[4] = {_mm256_cvtepi16_epi32(_mm256_castsi256_si128(lo)),
+                        _mm256_cvtepi16_epi32(_mm256_extracti128_si256(lo, 1)),
+                        _mm256_cvtepi16_epi32(_mm256_castsi256_si128(hi)),
+                        _mm256_cvtepi16_epi32(_mm256_extracti128_si256(hi, 1))};
+  const __m256 sv = _mm256_set1_ps(s), nv = _mm256_set1_ps(n);
+  for (int i = 0; i < 4; ++i) {
+    const __m256 f = _mm256_cvtepi32_ps(q[i]);
+    const __m256 x = _mm256_mul_ps(
+        _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(f, _mm256_loadu_ps(u + 8 * i)), sv), _mm256_loadu_ps(sc + 8 * i)),
+        nv);
+    m[i] = _mm256_blendv_ps(m[i], x, _mm256_cmp_ps(x, m[i], _CMP_GT_OQ));
+  }
+}
+
+template <class Code>
+PLAIDX_ADC_AVX2 bool adc_group_avx2(const int8_t* lut, int64_t qc, const float* u, const float* St, int64_t qp,
+                                    const Compressed<Code>& col, const uint16_t* scales, int64_t lo, int64_t hi,
+                                    int64_t g, float* run_max) {
+  const int64_t pb = col.d * col.nbits / 8;
+  const int8_t* L = lut + g;
+  __m256 m[4];
+  for (int i = 0; i < 4; ++i) m[i] = _mm256_loadu_ps(run_max + g + 8 * i);
+  for (int64_t t = lo; t < hi; ++t) {
+    const int64_t c = col.codes[t];
+    if (c >= col.nlist) return false;
+    if (t + kAdcAhead < hi) {
+      const int64_t c2 = col.codes[t + kAdcAhead];
+      if (c2 < col.nlist) __builtin_prefetch(St + c2 * qp + g), __builtin_prefetch(St + c2 * qp + g + 16);
+    }
+    const uint8_t* row = col.packed + t * pb;
+    const int8_t* e = L + static_cast<int64_t>(row[0]) * qc;
+    __m256i alo = entries16(e), ahi = entries16(e + 16);
+    for (int64_t p = 1; p < pb; ++p) {
+      e = L + ((p << 8) + row[p]) * qc;
+      alo = _mm256_add_epi16(alo, entries16(e));
+      ahi = _mm256_add_epi16(ahi, entries16(e + 16));
+    }
+    float_quarters(alo, ahi, u + g, col.levels != nullptr ? col.levels[row[pb - 1] >> 4] : 1.0f, St + c * qp + g,
+                   half_value(scales[t]), m);
+  }
+  for (int i = 0; i < 4; ++i) _mm256_storeu_ps(run_max + g + 8 * i, m[i]);
+  return true;
+}
+
+template <class Code>
+PLAIDX_ADC_AVX2 bool adc_max_avx2(const int8_t* lut, int64_t qc, const float* u, const float* St, int64_t qp,
+                                  const Compressed<Code>& col, const uint16_t* scales, int64_t lo, int64_t hi,
+                                  float* run_max) {
+  for (int64_t g = 0; g < qc; g += 32)
+    if (!adc_group_avx2(lut, qc, u, St, qp, col, scales, lo, hi, g, run_max)) return false;
+  return true;
+}
+
+// table_rows in AVX2 intrinsics: 8 columns per step, as table_rows_bw.
+template <int DPB>
+PLAIDX_ADC_AVX2 void table_rows_avx2(const float* Qt, int64_t qc, const float* table, const float* inv, int64_t p0,
+                                     int64_t p1, int8_t* lut) {
+  for (int64_t p = p0; p < p1; ++p) {
+    const float* q = Qt + p * DPB * qc;
+    for (int64_t a = 0; a < qc; a += 8) {
+      __m256 qv[DPB];
+      for (int v = 0; v < DPB; ++v) qv[v] = _mm256_loadu_ps(q + v * qc + a);
+      const __m256 iv = _mm256_loadu_ps(inv + a);
+      for (int64_t b = 0; b < 256; ++b) {
+        const float* w = table + (p * 256 + b) * DPB;
+        __m256 x = _mm256_mul_ps(qv[0], _mm256_set1_ps(w[0]));
+        for (int v = 1; v < DPB; ++v) x = _mm256_add_ps(x, _mm256_mul_ps(qv[v], _mm256_set1_ps(w[v])));
+        const __m256i i32 = _mm256_cvtps_epi32(_mm256_mul_ps(x, iv));  // in [-127, 127]: the packs never saturate
+        const __m128i i16 = _mm_packs_epi32(_mm256_castsi256_si128(i32), _mm256_extracti128_si256(i32, 1));
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(lut + (p * 256 + b) * qc + a), _mm_packs_epi16(i16, i16));
+      }
+    }
+  }
+}
+
+inline bool have_avx2() {
+  static const bool ok = runtime_isa() != Isa::kBase;  // avx2 and fma (runtime_isa's own check)
+  return ok;
+}
 #else
 #define PLAIDX_HAVE_ADC_BW 0
 #endif
@@ -311,6 +401,14 @@ void adc_table_rows(const float* Qt, int64_t qc, const float* table, int64_t d, 
       default: table_rows_bw<1>(Qt, qc, table, inv, p0, p1, lut); return;
     }
   }
+  if (have_avx2()) {
+    switch (nbits) {
+      case 1: table_rows_avx2<8>(Qt, qc, table, inv, p0, p1, lut); return;
+      case 2: table_rows_avx2<4>(Qt, qc, table, inv, p0, p1, lut); return;
+      case 4: table_rows_avx2<2>(Qt, qc, table, inv, p0, p1, lut); return;
+      default: table_rows_avx2<1>(Qt, qc, table, inv, p0, p1, lut); return;
+    }
+  }
 #endif
   table_rows_any(Qt, qc, table, d, nbits, inv, p0, p1, lut);
 }
@@ -320,16 +418,17 @@ bool adc_max(const int8_t* lut, int64_t qc, const float* u, const float* St, int
              const uint16_t* scales, int64_t lo, int64_t hi, float* run_max) {
 #if PLAIDX_HAVE_ADC_BW
   if (have_avx512bw()) return adc_max_avx512bw(lut, qc, u, St, qp, col, scales, lo, hi, run_max);
+  if (have_avx2()) return adc_max_avx2(lut, qc, u, St, qp, col, scales, lo, hi, run_max);
 #endif
   return adc_max_any(lut, qc, u, St, qp, col, scales, lo, hi, run_max);
 }
 
-bool adc_fast_kernels() {
+const char* adc_kernel_copy() {
 #if PLAIDX_HAVE_ADC_BW
-  return have_avx512bw();
-#else
-  return false;
+  if (have_avx512bw()) return "avx512bw";
+  if (have_avx2()) return "avx2";
 #endif
+  return "generic";
 }
 
 template <class Code>

@@ -58,9 +58,8 @@ template <class Code>
 bool adc_max(const int8_t* lut, int64_t qc, const float* u, const float* St, int64_t qp, const Compressed<Code>& col,
              const uint16_t* scales, int64_t lo, int64_t hi, float* run_max);
 
-// Whether adc_max and adc_table_rows run their AVX-512BW copies here (not capped by PLAIDX_SIMD): the lookup
-// stage is then faster than the int8 one; elsewhere its generic copies are slower than the float32 stage.
-bool adc_fast_kernels();
+// Which copy of adc_max and adc_table_rows runs here (PLAIDX_SIMD caps it): "avx512bw", "avx2" or "generic".
+const char* adc_kernel_copy();
 
 // out (n,) f32: 1 / max(|v_t|, kAdcMinNorm) of every token t of col decoded (not normalised; the squares summed
 // in 8 lanes as normalize does), in parallel over chunks of tokens. Throws std::invalid_argument on a code

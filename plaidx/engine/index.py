@@ -317,7 +317,7 @@ class Index:
                 raise ValueError(f"exact_scores={p.exact_scores!r} runs on the CPU: leave it None (float32 on a GPU) "
                                  "or search with device=None")
             plain = kept is None and not tier and coll is None
-            exact_adc = plain and (p.exact_scores == "adc" or (p.exact_scores is None and kernels.ADC_AVX512BW))
+            exact_adc = plain and p.exact_scores in ("adc", None)
             exact_int8 = plain and not exact_adc and (p.exact_scores == "int8" or (
                 p.exact_scores is None and fast_int8 and snap.dim <= cellq.MAX_QUANTIZED_DIM))
 

@@ -15,9 +15,8 @@ def build_info() -> dict[str, Any]:
         ``backend`` ("native" or "reference"), ``native_error`` (why the native module is not in use,
         or None), and the backend's own fields (OpenMP, threads, SIMD level, CUDA and why not).
         ``int8_vnni``: whether the int8 kernels run as AVX-512 VNNI here; a search's unset ``cell_scores``
-        is int8 then, float32 otherwise. ``adc_avx512bw``: whether the lookup-table exact stage runs as
-        AVX-512BW; an unset ``exact_scores`` is "adc" then, else int8 with VNNI, else float32 (see
-        :class:`plaidx.SearchParams`).
+        is int8 then, float32 otherwise (see :class:`plaidx.SearchParams`). ``adc_copy``: which copy of the
+        lookup-table exact stage (the default ``exact_scores``) runs: "avx512bw", "avx2" or "generic".
     """
     from .. import __version__
     from . import gpu, kernels

@@ -742,7 +742,7 @@ def build_info() -> dict[str, Any]:
         "simd_dispatch": "none",
         "compiler": f"numba {numba.__version__}, numpy {np.__version__}",
         "int8_vnni": False,
-        "adc_avx512bw": False,
+        "adc_copy": "reference",
     }
 
 
