@@ -123,6 +123,13 @@ def machine_info(threads: int) -> dict:
     except OSError:
         pass
     try:
+        import plaidx
+
+        bi = plaidx.build_info()
+        info["plaidx_kernels"] = {k: bi.get(k) for k in ("backend", "int8_vnni", "int8_amx", "adc_copy")}
+    except Exception as e:  # noqa: BLE001
+        info["plaidx_kernels"] = {"error": str(e)}
+    try:
         import torch
 
         info["torch"] = torch.__version__
@@ -150,7 +157,8 @@ def write_stamped_report(stem: str, title: str, body: list[str], payload: dict, 
              f"{dt.datetime.now().isoformat(timespec='seconds')} | plaidx commit {git.get('commit', '?')[:10]} | "
              f"{m.get('cpu')} ({m.get('cpu_count')} cores) | {threads} threads | load average at start "
              f"{[round(x, 2) for x in load_start]}, at end {[round(x, 2) for x in os.getloadavg()]} | "
-             f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}", "",
+             f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')} | plaidx kernels "
+             f"{m.get('plaidx_kernels')}", "",
              "Command: `" + " ".join([Path(sys.executable).name, *sys.argv]) + "`", "", *body]
     (RESULTS_DIR / f"{stem}.md").write_text("\n".join(lines) + "\n")
     (RESULTS_DIR / f"{stem}.json").write_text(json.dumps(

@@ -184,7 +184,8 @@ def summary(entries: list[tuple[str, dict]], tag: str) -> None:
     lines += ["", f"{dt.datetime.now().isoformat(timespec='seconds')} | {m.get('cpu')} ({m.get('cpu_count')} cores) | "
               f"plaidx commit {(first.get('git') or {}).get('commit', '?')[:10]} | OPENBLAS_CORETYPE="
               f"{(m.get('env') or {}).get('OPENBLAS_CORETYPE')} | BLAS: " + ", ".join(
-                  f"{b.get('internal_api')} {b.get('architecture')}" for b in m.get("blas_harness", [])),
+                  f"{b.get('internal_api')} {b.get('architecture')}" for b in m.get("blas_harness", []))
+              + f" | plaidx kernels {m.get('plaidx_kernels')}",
               "", "Load average at the start and end of each run: " + "; ".join(
                   f"{name} {[round(x, 2) for x in rep['machine'].get('loadavg_at_start', [])]} -> "
                   f"{[round(x, 2) for x in rep['machine'].get('loadavg_1_5_15', [])]}" for name, rep in entries),

@@ -569,6 +569,7 @@ py::dict build_info() {
   d["compiler"] = info.compiler;
   d["int8_vnni"] = cpu::vnni_kernels();
   d["adc_copy"] = cpu::adc_kernel_copy();
+  d["int8_amx"] = cpu::amx_kernels();
   return d;
 }
 

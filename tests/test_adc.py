@@ -252,3 +252,66 @@ def test_adc_is_cpu_only_and_not_with_the_tier(built, tmp_path):
         tier.search(queries, k=5, params=plaidx.SearchParams(exact_scores="adc"))
     with pytest.raises(ValueError, match="exact_scores must be one of"):
         index.search(queries, k=5, params=plaidx.SearchParams(exact_scores="lut"))
+
+
+_AMX_OFF = r"""
+import sys, numpy as np
+from plaidx import _core
+a = np.load(sys.argv[1], allow_pickle=False)
+assert not _core.build_info()["int8_amx"]
+out = {}
+for key in [k for k in a.files if k.startswith("Q")]:
+    tag = key[1:]
+    c = {n: a[n + tag] for n in ("codes", "packed", "doc_offsets", "ivf", "ivf_offsets", "centroids", "weights")}
+    cells = _core.quantize_rows(c["centroids"])
+    for thr in (0.0, 0.3):
+        out[f"s{tag}_{thr}"], out[f"d{tag}_{thr}"] = _core.search(
+            a[key], None, c["codes"], c["packed"], c["doc_offsets"], c["ivf"], c["ivf_offsets"], c["centroids"],
+            c["weights"], 2, np.zeros(0, np.uint8), 3, thr, 60, 20, 8, cell_codes=cells)
+    kept = (a["kv" + tag], a["ks" + tag])
+    out[f"s{tag}_kept"], out[f"d{tag}_kept"] = _core.search(
+        a[key], None, c["codes"], c["packed"], c["doc_offsets"], c["ivf"], c["ivf_offsets"], c["centroids"],
+        c["weights"], 2, np.zeros(0, np.uint8), 3, 0.0, 60, 20, 8, cell_codes=cells, kept=kept)
+    out[f"k{tag}"] = _core.kept_scores(a[key], kept, c["doc_offsets"], np.arange(c["doc_offsets"].size - 1))
+np.savez(sys.argv[2], **out)
+"""
+
+
+@native
+@pytest.mark.skipif(_core is None or not _core.build_info().get("int8_amx"), reason="no AMX-INT8 on this CPU")
+def test_amx_cell_scores_are_the_vnni_ones(tmp_path):
+    """The AMX tile kernels give the VNNI kernels' values bit for bit, so the same searches: the cell scores (d 64,
+    128 and 192, queries of 5 to 40 tokens, nlist with cells past the last group of 32 in a block, two
+    thresholds) and the kept int8 vectors' MaxSim (documents of 1 to 40 tokens: whole groups of 16 and the rest),
+    in the search's rerank tier and in kept_scores."""
+    import os
+    import subprocess
+    import sys
+
+    arrays, want = {}, {}
+    kept_want = {}
+    for d, qlen, nlist in ((64, 5, 40), (128, 32, 100), (192, 17, 64), (128, 40, 70)):
+        tag = f"{d}_{qlen}_{nlist}"
+        col = make_collection(d + qlen, ndocs=120, d=d, nbits=2, nlist=nlist, max_len=40)
+        Q, _ = make_queries(d, col, nq=2, qlen=qlen)
+        kv, ks, _ = ref.quantize_rows(_decoded(col))
+        arrays.update({"Q" + tag: Q, "kv" + tag: kv, "ks" + tag: ks})
+        for n in ("codes", "packed", "doc_offsets", "ivf", "ivf_offsets", "centroids", "weights"):
+            arrays[n + tag] = col[n]
+        cells = _core.quantize_rows(col["centroids"])
+        for thr in (0.0, 0.3):
+            want[f"{tag}_{thr}"] = run_search(_core, Q, None, col, nprobe=3, threshold=thr, ndocs=60, n_exact=20, k=8,
+                                              cell_codes=cells)
+        want[f"{tag}_kept"] = run_search(_core, Q, None, col, nprobe=3, threshold=0.0, ndocs=60, n_exact=20, k=8,
+                                         cell_codes=cells, kept=(kv, ks))
+        kept_want[tag] = _core.kept_scores(Q, (kv, ks), col["doc_offsets"], np.arange(120))
+    np.savez(tmp_path / "in.npz", **arrays)
+    env = dict(os.environ, PLAIDX_AMX="0")
+    subprocess.run([sys.executable, "-c", _AMX_OFF, str(tmp_path / "in.npz"), str(tmp_path / "out.npz")], env=env,
+                   check=True, timeout=120)
+    got = np.load(tmp_path / "out.npz")
+    for key, (s, d) in want.items():
+        np.testing.assert_array_equal(got["s" + key], s)
+        np.testing.assert_array_equal(got["d" + key], d)
+    for tag, k in kept_want.items():
+        np.testing.assert_array_equal(got["k" + tag], k)

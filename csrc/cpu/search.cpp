@@ -12,7 +12,12 @@
 #include <vector>
 
 #if defined(__GNUC__) && defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #define PLAIDX_HAVE_VNNI 1
 #else
 #define PLAIDX_HAVE_VNNI 0
@@ -56,6 +61,7 @@ struct QuantQuery {
   std::vector<uint8_t> qq;
   std::vector<float> qf;
   std::vector<int32_t> qsum;  // vnni: (qp16,) sum_j qi[a, j] (0 for padding columns)
+  std::vector<int8_t> qa;     // amx: (d / 4, qp16, 4) the int8 values in the vnni layout, not offset
 };
 
 struct FreeDeleter {
@@ -195,6 +201,7 @@ struct CellCodes {
   float threshold = 0.0f;          // the smallest float >= the search's (double) threshold
   int64_t qlen = 0;
   bool vnni = false;
+  bool amx = false;  // (with vnni) score_cells_amx scores the whole groups of 32 cells
 };
 
 #if PLAIDX_HAVE_VNNI
@@ -439,12 +446,176 @@ PLAIDX_VNNI_TARGET void unit_row_stats(const float* x, int64_t n, int64_t d, flo
     sq[i] = _mm512_reduce_add_ps(ss);
   }
 }
+
+// ---- AMX (Intel Advanced Matrix Extensions, Sapphire Rapids and later): the cell scores as tile products.
+// The centroids' int8 rows are the A operand as stored (16 cells x 64 dimensions per tile, row stride d), the
+// signed query in the VNNI layout the B operand (qa: (d / 4, qp16, 4) bytes; a tile is 16 groups of 4
+// dimensions x 16 query columns), so a C tile is 16 cells x 16 columns of exact int32 dot products, St's
+// layout: the same integers as vnni_dots (without its offset), scaled and summarised as vnni_tile does, so the
+// same St, keep and block maxima bit for bit. 32 cells x 32 columns per step (eight tiles: four C, two A, two
+// B). Needs d % 64 == 0; PLAIDX_AMX=0 turns it off (the VNNI kernel then runs).
+#define PLAIDX_AMX_TARGET \
+  __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
+
+// Whether AMX-INT8 runs here: the CPU has it, the OS saves its state and lets this process use it (Linux asks
+// per process, arch_prctl ARCH_REQ_XCOMP_PERM), the dispatch is not capped below AVX-512, PLAIDX_AMX is not 0.
+inline bool have_amx() {
+  static const bool ok = [] {
+#if defined(__linux__) && defined(SYS_arch_prctl)
+    if (!have_vnni()) return false;
+    const char* env = std::getenv("PLAIDX_AMX");
+    if (env != nullptr && std::strcmp(env, "0") == 0) return false;
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    if (!((d >> 24) & 1u) || !((d >> 25) & 1u)) return false;  // AMX-TILE, AMX-INT8
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !((c >> 27) & 1u)) return false;  // OSXSAVE
+    uint32_t lo = 0, hi = 0;
+    asm volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & (3u << 17)) != (3u << 17)) return false;  // XTILECFG and XTILEDATA enabled
+    constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+    return false;
+#endif
+  }();
+  return ok;
+}
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// The tiles as every AMX kernel here uses them (16 rows of 64 bytes each), for the calling thread. The compiler
+// does not see ldtilecfg read the configuration, so an empty asm with a memory clobber keeps its stores.
+PLAIDX_AMX_TARGET void amx_configure() {
+  TileConfig cfg;
+  for (int t = 0; t < 8; ++t) {
+    cfg.colsb[t] = 64;
+    cfg.rows[t] = 16;
+  }
+  asm volatile("" : : "r"(&cfg) : "memory");
+  _tile_loadconfig(&cfg);
+}
+PLAIDX_AMX_TARGET void amx_release() { _tile_release(); }
+
+// Cells [c0, c1) (c0 a multiple of kCellBlock) of St, keep and bmax, as score_cells_vnni; the cells past the
+// last whole group of 32 in each block go to vnni_rows.
+PLAIDX_AMX_TARGET void score_cells_amx(const uint8_t* qq, const int8_t* qa, const float* qscale, int64_t qp,
+                                       const CellCodes& vc, int64_t d, int64_t c0, int64_t c1, float* St,
+                                       uint8_t* keep, float* bmax) {
+  const int64_t qp16 = (qp + 15) / 16 * 16;
+  amx_configure();
+  alignas(64) int32_t out[2][2][16][16];  // [cell half][column half][cell][column]
+  float block[kMaxQp16];
+  const __m512 thr = _mm512_set1_ps(vc.threshold);
+  for (int64_t b = c0; b < c1; b += kCellBlock) {
+    const int64_t e = std::min(b + kCellBlock, c1);
+    std::fill(block, block + qp16, kNegInf);
+    int64_t c = b;
+    for (; c + 32 <= e; c += 32) {
+      __mmask16 any[32] = {};
+      for (int64_t a0 = 0; a0 < qp16; a0 += 32) {
+        const bool two = a0 + 16 < qp16;
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (int64_t k = 0; k < d; k += 64) {
+          _tile_loadd(4, vc.cq + c * d + k, d);
+          _tile_loadd(5, vc.cq + (c + 16) * d + k, d);
+          _tile_loadd(6, qa + ((k / 4) * qp16 + a0) * 4, qp16 * 4);
+          _tile_dpbssd(0, 4, 6);
+          _tile_dpbssd(2, 5, 6);
+          if (two) {
+            _tile_loadd(7, qa + ((k / 4) * qp16 + a0 + 16) * 4, qp16 * 4);
+            _tile_dpbssd(1, 4, 7);
+            _tile_dpbssd(3, 5, 7);
+          }
+        }
+        _tile_stored(0, out[0][0], 64);
+        _tile_stored(2, out[1][0], 64);
+        if (two) {
+          _tile_stored(1, out[0][1], 64);
+          _tile_stored(3, out[1][1], 64);
+        }
+        for (int u = 0; u < (two ? 2 : 1); ++u) {
+          const int64_t a = a0 + 16 * u;
+          const int64_t left = qp - a, live = vc.qlen - a;
+          const __mmask16 store = left >= 16 ? __mmask16(0xFFFF) : (left > 0 ? __mmask16((1u << left) - 1) : 0);
+          const __mmask16 cols = live >= 16 ? __mmask16(0xFFFF) : (live > 0 ? __mmask16((1u << live) - 1) : 0);
+          const __m512 qs = _mm512_loadu_ps(qscale + a);
+          __m512 bm = _mm512_loadu_ps(block + a);
+          for (int i = 0; i < 32; ++i) {
+            const int64_t cell = c + i;
+            __m512 f = _mm512_cvtepi32_ps(_mm512_load_si512(out[i / 16][u][i % 16]));
+            f = _mm512_mul_ps(_mm512_mul_ps(f, _mm512_set1_ps(vc.cscale[cell])), qs);
+            _mm512_mask_storeu_ps(St + cell * qp + a, store, f);
+            any[i] = static_cast<__mmask16>(any[i] | _mm512_mask_cmp_ps_mask(cols, f, thr, _CMP_GE_OQ));
+            if (!vc.empty[cell]) bm = _mm512_max_ps(f, bm);
+          }
+          _mm512_storeu_ps(block + a, bm);
+        }
+      }
+      for (int i = 0; i < 32; ++i) keep[c + i] = any[i] != 0 ? 1 : 0;
+    }
+    for (; c + 8 <= e; c += 8) vnni_rows<8>(qq, qp16, qscale, qp, vc, d, c, St, keep, block);
+    for (; c < e; ++c) vnni_rows<1>(qq, qp16, qscale, qp, vc, d, c, St, keep, block);
+    std::copy(block, block + qp, bmax + b / kCellBlock * qp);
+  }
+  _tile_release();
+}
+
+
+// kept_max_vnni by tile products (amx_configure first): each whole group of 16 kept rows is the A operand
+// against the signed query qa (B), a C tile of 16 rows x 16 columns of exact dot products, scaled and folded
+// into the maxima as vnni_rows_tile does (the same values); the rows after the last whole group go to the VNNI
+// kernel. Needs d % 64 == 0.
+PLAIDX_AMX_TARGET void kept_max_amx(const uint8_t* qq, const int8_t* qa, int64_t qp16, const float* qscale,
+                                    const int32_t* qsum, const int8_t* rows, const float* vs, int64_t nt, int64_t d,
+                                    float* run_max) {
+  const int64_t full = nt / 16 * 16;
+  alignas(64) int32_t out[2][16][16];
+  for (int64_t a0 = 0; a0 < qp16 && full > 0; a0 += 32) {
+    const bool two = a0 + 16 < qp16;
+    __m512 m0 = _mm512_loadu_ps(run_max + a0), m1 = two ? _mm512_loadu_ps(run_max + a0 + 16) : m0;
+    const __m512 qs0 = _mm512_loadu_ps(qscale + a0), qs1 = two ? _mm512_loadu_ps(qscale + a0 + 16) : qs0;
+    for (int64_t t = 0; t < full; t += 16) {
+      _tile_zero(0);
+      _tile_zero(1);
+      for (int64_t k = 0; k < d; k += 64) {
+        _tile_loadd(2, rows + t * d + k, d);
+        _tile_loadd(4, qa + ((k / 4) * qp16 + a0) * 4, qp16 * 4);
+        _tile_dpbssd(0, 2, 4);
+        if (two) {
+          _tile_loadd(5, qa + ((k / 4) * qp16 + a0 + 16) * 4, qp16 * 4);
+          _tile_dpbssd(1, 2, 5);
+        }
+      }
+      _tile_stored(0, out[0], 64);
+      if (two) _tile_stored(1, out[1], 64);
+      for (int i = 0; i < 16; ++i) {
+        const __m512 s = _mm512_set1_ps(vs[t + i]);
+        m0 = _mm512_max_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(out[0][i])), s), qs0), m0);
+        if (two)
+          m1 = _mm512_max_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(out[1][i])), s), qs1),
+                             m1);
+      }
+    }
+    _mm512_storeu_ps(run_max + a0, m0);
+    if (two) _mm512_storeu_ps(run_max + a0 + 16, m1);
+  }
+  if (full < nt) vnni_rows_max<true>(qq, qp16, qscale, qsum, rows + full * d, vs + full, nt - full, d, run_max);
+}
+#undef PLAIDX_AMX_TARGET
 #undef PLAIDX_VNNI_TARGET
 #if !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
 #else
 inline bool have_vnni() { return false; }
+inline bool have_amx() { return false; }
 #endif
 
 // run_max (qp,) = running maxima over one document's kept int8 rows (nt, d), scales vs (nt,), against the
@@ -763,6 +934,7 @@ struct SearchContext {
   CellCodes cells;
   KeptRows kept;  // step 5 over the kept vectors (int8 or float16) instead of the decompressed tokens
   bool vnni;      // the quantised query in the avx512-vnni kernels' layout (else the generic copies')
+  bool amx;       // (with vnni, d % 64 == 0) the AMX kernels run: the query also in qz.qa
   const float* S;          // (nq, qlen, nlist), or nullptr: scores computed from centroids
   const float* centroids;  // (nlist, d) when S is nullptr
   int64_t qlen;
@@ -782,6 +954,7 @@ struct KeptScorer {
   KeptRows kept;
   int64_t d, qlen;
   bool vnni;               // qz in the avx512-vnni kernel's layout
+  bool amx;                // (with vnni) whole groups of 16 int8 rows by tile products (qz.qa)
   const QuantQuery* qz;    // int8 rows
   const float* Qt;         // float16 rows: the query transposed, (d, qp)
 };
@@ -795,6 +968,9 @@ void kept_scores_parallel(const KeptScorer& ks, const int64_t* docs, int64_t cou
       [&](int64_t b, int64_t e) {
         std::vector<float> run_max(static_cast<size_t>(qp16));
         std::vector<float> buf(ks.kept.half != nullptr ? static_cast<size_t>(kHalfBlock * d) : 0);
+#if PLAIDX_HAVE_VNNI
+        if (ks.amx) amx_configure();
+#endif
         for (int64_t i = b; i < e; ++i) {
           const int64_t lo = ks.doc_offsets[docs[i]], hi = ks.doc_offsets[docs[i] + 1];
           std::fill(run_max.begin(), run_max.end(), kNegInf);
@@ -808,7 +984,10 @@ void kept_scores_parallel(const KeptScorer& ks, const int64_t* docs, int64_t cou
             const int8_t* rows = ks.kept.int8.q + lo * d;
             const float* vs = ks.kept.int8.scale + lo;
 #if PLAIDX_HAVE_VNNI
-            if (ks.vnni)
+            if (ks.amx)
+              kept_max_amx(ks.qz->qq.data(), ks.qz->qa.data(), qp16, ks.qz->qscale.data(), ks.qz->qsum.data(), rows,
+                           vs, hi - lo, d, run_max.data());
+            else if (ks.vnni)
               kept_max_vnni(ks.qz->qq.data(), qp16, ks.qz->qscale.data(), ks.qz->qsum.data(), rows, vs, hi - lo, d,
                             run_max.data());
             else
@@ -817,6 +996,9 @@ void kept_scores_parallel(const KeptScorer& ks, const int64_t* docs, int64_t cou
           }
           out[i] = hi > lo ? sum_first(run_max.data(), qlen) : 0.0f;
         }
+#if PLAIDX_HAVE_VNNI
+        if (ks.amx) amx_release();
+#endif
       },
       Schedule::kDynamic);
 }
@@ -915,13 +1097,19 @@ void adc_scores_parallel(const Compressed<Code>& col, int64_t qlen, const Worksp
 
 // The query q (qlen, d) quantised into qz in the layout of the kernels that run; throws on a value that is
 // not finite.
-void prepare_quantized_query(const float* Qq, int64_t qlen, int64_t d, bool vnni, QuantQuery& qz) {
+void prepare_quantized_query(const float* Qq, int64_t qlen, int64_t d, bool vnni, QuantQuery& qz, bool amx = false) {
   const int64_t qp = padded_qlen(qlen), qp16 = (qp + 15) / 16 * 16;
   qz.qi.resize(static_cast<size_t>(qlen * d));
   qz.qscale.assign(static_cast<size_t>(qp16 + 16), 0.0f);
   if (vnni) qz.qsum.assign(static_cast<size_t>(qp16), 0);
   if (!quantize_rows(Qq, qlen, d, qz.qi.data(), qz.qscale.data(), vnni ? qz.qsum.data() : nullptr))
     throw std::invalid_argument("search: quantised scores (cell_codes, kept, exact_int8) need finite query values");
+  if (amx) {  // qa: the same layout without the offset
+    qz.qa.assign(static_cast<size_t>(d / 4 * qp16 * 4), int8_t{0});
+    for (int64_t a = 0; a < qlen; ++a)
+      for (int64_t g = 0; g < d / 4; ++g)
+        std::memcpy(qz.qa.data() + (g * qp16 + a) * 4, qz.qi.data() + a * d + 4 * g, 4);
+  }
   if (vnni) {  // qq[((j / 4) * qp16 + a) * 4 + j % 4] = qi[a, j] + 128: 4 bytes at a time, each xor 0x80
     qz.qq.assign(static_cast<size_t>(d / 4 * qp16 * 4), uint8_t{128});
     for (int64_t a = 0; a < qlen; ++a)
@@ -942,6 +1130,11 @@ void prepare_quantized_query(const float* Qq, int64_t qlen, int64_t d, bool vnni
 void score_cells_quantized(const CellCodes& cc, Workspace& ws, int64_t qp, int64_t d, int64_t c0, int64_t c1,
                            float* St) {
 #if PLAIDX_HAVE_VNNI
+  if (cc.amx) {
+    score_cells_amx(ws.qz.qq.data(), ws.qz.qa.data(), ws.qz.qscale.data(), qp, cc, d, c0, c1, St, ws.keep.data(),
+                    ws.bmax.get());
+    return;
+  }
   if (cc.vnni) {
     score_cells_vnni(ws.qz.qq.data(), ws.qz.qscale.data(), qp, cc, d, c0, c1, St, ws.keep.data(), ws.bmax.get());
     return;
@@ -958,7 +1151,7 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
   const CellCodes& cc = ctx.cells;
   const bool quantized = cc.cq != nullptr;  // (set only when the search scores the centroids itself)
   if (quantized || ctx.kept.int8.q != nullptr || ctx.p.exact_int8)
-    prepare_quantized_query(ctx.Q + q * qlen * col.d, qlen, col.d, ctx.vnni, ws.qz);
+    prepare_quantized_query(ctx.Q + q * qlen * col.d, qlen, col.d, ctx.vnni, ws.qz, ctx.amx);
 
   // 1. transposed scores, kept cells, probed cells
   const int64_t nblocks = (nlist + kCellBlock - 1) / kCellBlock;
@@ -1067,7 +1260,7 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
     build_adc_table(col, ctx.Q + q * qlen * col.d, qlen, ctx.adc_peak, ws, threads);
     adc_scores_parallel(col, qlen, ws, St, ctx.token_scales, ws.docs.data(), m, ws.scores.data(), threads);
   } else if (ctx.kept.int8.q != nullptr || ctx.kept.half != nullptr)
-    kept_scores_parallel(KeptScorer{col.doc_offsets, ctx.kept, col.d, qlen, ctx.vnni, &ws.qz, Qt}, ws.docs.data(), m,
+    kept_scores_parallel(KeptScorer{col.doc_offsets, ctx.kept, col.d, qlen, ctx.vnni, ctx.amx, &ws.qz, Qt}, ws.docs.data(), m,
                          ws.scores.data(), threads);
   else if (ctx.p.exact_int8)
     exact_q_scores_parallel(col, qlen, ctx.vnni, ws.qz, ws.docs.data(), m, ws.scores.data(), threads);
@@ -1123,6 +1316,7 @@ void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Comp
   std::vector<float> adc_peak(token_scales != nullptr ? static_cast<size_t>(col.d) : 0);
   if (token_scales != nullptr) adc_table_peaks(col.table, col.d, col.nbits, adc_peak.data());
   const bool vnni = have_vnni() && (qp + 15) / 16 * 16 <= kMaxQp16;
+  const bool amx = vnni && col.d % 64 == 0 && have_amx();
   CellCodes cells;
   if (S == nullptr && cell_codes.q != nullptr) {  // (each query's values are checked as it is quantised)
     cells.cq = cell_codes.q;
@@ -1136,9 +1330,10 @@ void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Comp
       cells.threshold = t;
       cells.qlen = qlen;
       cells.vnni = true;
+      cells.amx = amx;
     }
   }
-  const SearchContext<Code> ctx{Q,        token_scales, adc_peak.data(), Qt.data(), cells,        kept, vnni, S, S == nullptr ? col.centroids : nullptr,
+  const SearchContext<Code> ctx{Q,        token_scales, adc_peak.data(), Qt.data(), cells,        kept, vnni, amx, S, S == nullptr ? col.centroids : nullptr,
                                 qlen,     col,       ivf,          empty.data(), allowed, params, out_scores,
                                 out_docs};
   if (nq >= threads && threads > 1) {
@@ -1155,6 +1350,7 @@ void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Comp
 }
 
 bool vnni_kernels() { return have_vnni(); }
+bool amx_kernels() { return have_amx(); }
 
 void kept_scores(const float* Q, int64_t nq, int64_t qlen, int64_t d, const int64_t* doc_offsets, int64_t ndocs,
                  int64_t n, const KeptRows& kept, const int64_t* docs, int64_t m, float* out, int num_threads) {
@@ -1171,12 +1367,13 @@ void kept_scores(const float* Q, int64_t nq, int64_t qlen, int64_t d, const int6
   const int threads = resolve_threads(num_threads);
   const int64_t qp = padded_qlen(qlen);
   const bool vnni = have_vnni() && (qp + 15) / 16 * 16 <= kMaxQp16;
+  const bool amx = vnni && d % 64 == 0 && have_amx();
   std::vector<float> Qt(kept.half != nullptr ? static_cast<size_t>(nq * d * qp) : 0);
   if (kept.half != nullptr) transpose_queries(Q, nq, qlen, d, Qt.data());
   QuantQuery qz;
   for (int64_t q = 0; q < nq; ++q) {
-    if (kept.int8.q != nullptr) prepare_quantized_query(Q + q * qlen * d, qlen, d, vnni, qz);
-    const KeptScorer ks{doc_offsets, kept, d, qlen, vnni, &qz, kept.half != nullptr ? Qt.data() + q * d * qp : nullptr};
+    if (kept.int8.q != nullptr) prepare_quantized_query(Q + q * qlen * d, qlen, d, vnni, qz, amx);
+    const KeptScorer ks{doc_offsets, kept, d, qlen, vnni, amx, &qz, kept.half != nullptr ? Qt.data() + q * d * qp : nullptr};
     kept_scores_parallel(ks, docs, m, out + q * m, threads);
   }
 }

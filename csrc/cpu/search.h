@@ -94,6 +94,9 @@ void kept_scores(const float* Q, int64_t nq, int64_t qlen, int64_t d, const int6
 // Whether the int8 kernels run as AVX-512 VNNI here (not capped by PLAIDX_SIMD): where they do not, the int8
 // cell scores and exact stage run generic copies, slower than the float ones.
 bool vnni_kernels();
+// Whether the quantised cell scores run as AMX tile products here (for d % 64 == 0; PLAIDX_AMX=0 or a dispatch
+// capped below AVX-512 turns it off): the same values as the VNNI kernel.
+bool amx_kernels();
 
 template <class Code>
 void exact_search(const float* Q, int64_t nq, int64_t qlen, const Compressed<Code>& col, const uint8_t* allowed,

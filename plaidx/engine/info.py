@@ -17,6 +17,8 @@ def build_info() -> dict[str, Any]:
         ``int8_vnni``: whether the int8 kernels run as AVX-512 VNNI here; a search's unset ``cell_scores``
         is int8 then, float32 otherwise (see :class:`plaidx.SearchParams`). ``adc_copy``: which copy of the
         lookup-table exact stage (the default ``exact_scores``) runs: "avx512bw", "avx2" or "generic".
+        ``int8_amx``: whether the int8 cell scores run as AMX tile products (Sapphire Rapids and later; the
+        same values; ``PLAIDX_AMX=0`` turns them off).
     """
     from .. import __version__
     from . import gpu, kernels

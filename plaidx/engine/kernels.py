@@ -102,7 +102,8 @@ Functions:
   exact_search(Q, codes, packed, doc_offsets, centroids, weights, nbits, allowed, k) -> (scores, docs)
       exact(i) of step 5 over every allowed document, top k, same ordering and padding.
   build_info() -> dict: what the backend has; "int8_vnni": whether the int8 kernels run as AVX-512 VNNI;
-      "adc_copy": which copy of the lookup-table step 5 (token_scales) runs: "avx512bw", "avx2" or "generic".
+      "adc_copy": which copy of the lookup-table step 5 (token_scales) runs: "avx512bw", "avx2" or "generic";
+      "int8_amx": whether the int8 cell scores run as AMX tile products (d % 64 == 0; the VNNI values).
   quantize_rows(x f32 (n, d)) -> (q int8 (n, d), s f32 (n,), sums i32 (n,))
       row-wise symmetric int8: s = max(max_j |x[i, j]|, 1e-30) / 127, q = rint(x / s) clipped to
       [-127, 127], each step one float32 operation (x must be finite); sums = q.sum(1).

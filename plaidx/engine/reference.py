@@ -743,6 +743,7 @@ def build_info() -> dict[str, Any]:
         "compiler": f"numba {numba.__version__}, numpy {np.__version__}",
         "int8_vnni": False,
         "adc_copy": "reference",
+        "int8_amx": False,
     }
 
 
