@@ -27,7 +27,9 @@ run: compare ratios loosely).
 
     .venv/bin/python benchmarks/search_stages.py --families fewtopics,neardup,lowrank,manytopics,heavytail
 
-Writes ``results/search_stages_families.json`` and ``.md``. Not part of CI.
+Writes ``results/search_stages_<tag>.json`` and ``.md`` (``--tag``, default ``families``); run with
+``PLAIDX_SIMD=avx2 ... --tag families_avx2`` it times the AVX2 copies of the kernels on an AVX-512 machine. Not
+part of CI.
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--timed-queries", type=int, default=150)
+    ap.add_argument("--tag", default="families", help="the report is results/search_stages_<tag> (e.g. a run with "
+                                                      "PLAIDX_SIMD=avx2 beside the default one)")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     load_start = list(os.getloadavg())
@@ -142,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r[EXACT_F32]['p50_ms'] - cand:.2f} | "
                      f"{r['n_exact 64']['p50_ms']:.2f} ({r['n_exact 64']['recall_at_k']:.3f}) | "
                      + (f"{pd:.2f} | {pd / 3:.2f} |" if pd else "- | - |"))
-    write_stamped_report("search_stages_families",
+    write_stamped_report(f"search_stages_{args.tag}",
                          f"Where a default plaidx search spends its time ({', '.join(out)}; k {args.k})", lines,
                          {"families": out}, args.threads, load_start)
     return 0

@@ -76,7 +76,7 @@ Functions:
       * token_scales[t], with (lut, u) = reference.adc_table(Q[q], decode table) (int8 entries, one int16 sum
       per token exact in any order) and s_t the token's pq level (1 for bucket weights): <Q[q, a], v_t> / |v_t|
       up to the table's rounding (about 1e-3 of a token's score) and S's. Faster than the float and int8 step 5
-      on every CPU we measured (0.55-0.7x the int8 stage on AVX-512, 0.35-0.7x the float one on AVX2);
+      on every CPU we measured (0.40-0.68x the int8 stage's time on AVX-512, 0.23-0.30x the float one's on AVX2);
       the AVX-512BW and AVX2 copies give the reference's values, the generic ones agree to float rounding.
   token_scales(codes, packed, centroids, weights, nbits) -> f32 (n,)
       1 / max(|decompress(t, normalize=False)|, 2**-14) of every token (squares summed in float32 in 8 lanes,
