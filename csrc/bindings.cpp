@@ -110,11 +110,20 @@ py::array_t<uint8_t> pq_encode(const py::object& residuals_o, const py::object& 
   return out;
 }
 
+// Tokens to decode (codes, packed, centroids, weights), checked against each other: decompress's and
+// token_scales's arguments.
 template <class Code>
-py::array_t<float> decompress_t(const py::object& codes_o, const py::object& packed_o,
-                                const py::object& centroids_o, const py::object& weights_o, int nbits,
-                                bool normalize) {
-  const char* fn = "decompress";
+struct TokenViews {
+  View<Code> codes;
+  View<uint8_t> packed;
+  View<float> centroids;
+  CodebookView book;
+  int64_t n, nlist, d;
+};
+
+template <class Code>
+TokenViews<Code> token_views(const char* fn, const py::object& codes_o, const py::object& packed_o,
+                             const py::object& centroids_o, const py::object& weights_o, int nbits) {
   check_nbits(fn, nbits);
   const auto codes = view<Code>(codes_o, fn, "codes", 1, "(n,)");
   const auto packed = view<uint8_t>(packed_o, fn, "packed", 2, "(n, d * nbits // 8)");
@@ -129,6 +138,17 @@ py::array_t<float> decompress_t(const py::object& codes_o, const py::object& pac
   expect(nlist >= 1 && nlist <= max_nlist_for<Code>(),
          f + ": nlist (centroids.shape[0]) must be in [1, " + std::to_string(max_nlist_for<Code>()) + "] for " +
              DtypeName<Code>::value + " codes, got " + std::to_string(nlist));
+  return TokenViews<Code>{codes, packed, centroids, book, n, nlist, d};
+}
+
+template <class Code>
+py::array_t<float> decompress_t(const py::object& codes_o, const py::object& packed_o,
+                                const py::object& centroids_o, const py::object& weights_o, int nbits,
+                                bool normalize) {
+  const TokenViews<Code> v = token_views<Code>("decompress", codes_o, packed_o, centroids_o, weights_o, nbits);
+  const auto &codes = v.codes, &packed = v.packed, &centroids = v.centroids;
+  const CodebookView book = v.book;
+  const int64_t n = v.n, nlist = v.nlist, d = v.d;
   py::array_t<float> out({n, d});
   float* o = mutable_data(out);
   {
@@ -151,23 +171,11 @@ template <class Code>
 py::array_t<float> token_scales_t(const py::object& codes_o, const py::object& packed_o,
                                   const py::object& centroids_o, const py::object& weights_o, int nbits,
                                   int num_threads) {
-  const char* fn = "token_scales";
-  check_nbits(fn, nbits);
-  check_threads(fn, num_threads);
-  const auto codes = view<Code>(codes_o, fn, "codes", 1, "(n,)");
-  const auto packed = view<uint8_t>(packed_o, fn, "packed", 2, "(n, d * nbits // 8)");
-  const auto centroids = view<float>(centroids_o, fn, "centroids", 2, "(nlist, d)");
-  const int64_t n = codes[0], nlist = centroids[0], d = centroids[1];
-  check_dim(fn, d);
-  const CodebookView book = codebook_view(fn, weights_o, d, nbits);
-  const std::string f(fn);
-  expect(packed[0] == n && packed[1] == d * nbits / 8,
-         f + ": packed must have shape (n, d * nbits // 8) = (" + std::to_string(n) + ", " +
-             std::to_string(d * nbits / 8) + "), got " + shape_str(packed.shape));
-  expect(nlist >= 1 && nlist <= max_nlist_for<Code>(),
-         f + ": nlist (centroids.shape[0]) must be in [1, " + std::to_string(max_nlist_for<Code>()) + "] for " +
-             DtypeName<Code>::value + " codes, got " + std::to_string(nlist));
-  cpu::Compressed<Code> col{codes.data, packed.data, n, nullptr, 0, centroids.data, nlist, d, nbits,
+  check_threads("token_scales", num_threads);
+  const TokenViews<Code> v = token_views<Code>("token_scales", codes_o, packed_o, centroids_o, weights_o, nbits);
+  const CodebookView book = v.book;
+  const int64_t n = v.n, d = v.d;
+  cpu::Compressed<Code> col{v.codes.data, v.packed.data, n, nullptr, 0, v.centroids.data, v.nlist, d, nbits,
                             nullptr, nullptr, book.levels};
   std::vector<float> table_storage, planes_storage;
   set_codebook(col, book.weights, book.table, d, nbits, false, table_storage, planes_storage);

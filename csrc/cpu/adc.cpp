@@ -19,23 +19,6 @@
 namespace plaidx::cpu {
 namespace {
 
-// An IEEE binary16 value as float32 (exact; the token scales are normal or zero).
-PLAIDX_INLINE float half_value(uint16_t h) {
-  const uint32_t sign = (static_cast<uint32_t>(h) & 0x8000u) << 16, exp = (h >> 10) & 0x1Fu, mant = h & 0x3FFu;
-  uint32_t bits;
-  if (exp == 0) {  // zero or subnormal: mant * 2^-24
-    const float f = static_cast<float>(mant) * 5.9604644775390625e-8f;
-    std::memcpy(&bits, &f, sizeof(bits));
-    bits |= sign;
-  } else if (exp == 31) {
-    bits = sign | 0x7F800000u | (mant << 13);
-  } else {
-    bits = sign | ((exp + 112) << 23) | (mant << 13);
-  }
-  float out;
-  std::memcpy(&out, &bits, sizeof(out));
-  return out;
-}
 
 template <int DPB>
 PLAIDX_INLINE void table_rows(const float* Qt, int64_t qc, const float* table, const float* inv, int64_t p0, int64_t p1,
@@ -123,7 +106,7 @@ PLAIDX_INLINE bool adc_group(const int8_t* lut, int64_t qc, const float* u, cons
     const v16x f0 = __builtin_convertvector(__builtin_convertvector(h0, v16i), v16x);
     const v16x f1 = __builtin_convertvector(__builtin_convertvector(h1, v16i), v16x);
     const float s = col.levels != nullptr ? col.levels[row[pb - 1] >> 4] : 1.0f;
-    const float n = half_value(scales[t]);
+    const float n = half_to_float(scales[t]);
     const float* sc = St + c * qp + g;
     const v16x x0 = ((f0 * u0) * s + load_f(sc)) * n;
     const v16x x1 = ((f1 * u1) * s + load_f(sc + 16)) * n;
@@ -145,7 +128,7 @@ bool adc_group(const int8_t* lut, int64_t qc, const float* u, const float* St, i
     if (c >= col.nlist) return false;
     const uint8_t* row = col.packed + t * pb;
     const float s = col.levels != nullptr ? col.levels[row[pb - 1] >> 4] : 1.0f;
-    const float n = half_value(scales[t]);
+    const float n = half_to_float(scales[t]);
     for (int64_t a = g; a < g + 32; ++a) {
       int32_t acc = 0;
       for (int64_t p = 0; p < pb; ++p) acc += lut[((p << 8) + row[p]) * qc + a];
@@ -157,11 +140,19 @@ bool adc_group(const int8_t* lut, int64_t qc, const float* u, const float* St, i
 }
 #endif
 
+// group(g) over the 32-column groups of qc columns; false as soon as one reports a code >= nlist.
+template <class Group>
+PLAIDX_INLINE bool over_groups(int64_t qc, Group&& group) {
+  for (int64_t g = 0; g < qc; g += 32)
+    if (!group(g)) return false;
+  return true;
+}
+
 template <Isa I, class Code>
 PLAIDX_INLINE bool adc_max_any_impl(const int8_t* lut, int64_t qc, const float* u, const float* St, int64_t qp,
                                 const Compressed<Code>& col, const uint16_t* scales, int64_t lo, int64_t hi,
                                 float* run_max) {
-  for (int64_t g = 0; g < qc; g += 32)
+  for (int64_t g = 0; g < qc; g += 32)  // (a loop, not over_groups: a lambda would not take this copy's target)
     if (!adc_group(lut, qc, u, St, qp, col, scales, lo, hi, g, run_max)) return false;
   return true;
 }
@@ -207,7 +198,7 @@ PLAIDX_ADC_BW bool adc_group_bw(const int8_t* lut, int64_t qc, const float* u, c
     const __m512 f0 = _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm512_castsi512_si256(acc)));
     const __m512 f1 = _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(acc, 1)));
     const __m512 s = _mm512_set1_ps(col.levels != nullptr ? col.levels[row[pb - 1] >> 4] : 1.0f);
-    const __m512 n = _mm512_set1_ps(half_value(scales[t]));
+    const __m512 n = _mm512_set1_ps(half_to_float(scales[t]));
     const float* sc = St + c * qp + g;
     const __m512 x0 = _mm512_mul_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(f0, u0), s), _mm512_loadu_ps(sc)), n);
     const __m512 x1 =
@@ -224,9 +215,9 @@ template <class Code>
 PLAIDX_ADC_BW bool adc_max_avx512bw(const int8_t* lut, int64_t qc, const float* u, const float* St, int64_t qp,
                                     const Compressed<Code>& col, const uint16_t* scales, int64_t lo, int64_t hi,
                                     float* run_max) {
-  for (int64_t g = 0; g < qc; g += 32)
-    if (!adc_group_bw(lut, qc, u, St, qp, col, scales, lo, hi, g, run_max)) return false;
-  return true;
+  return over_groups(qc, [&](int64_t g) {
+    return adc_group_bw(lut, qc, u, St, qp, col, scales, lo, hi, g, run_max);
+  });
 }
 
 // table_rows in intrinsics: 16 columns per step, the products summed in order, each operation rounded on its own
@@ -304,7 +295,7 @@ PLAIDX_ADC_AVX2 bool adc_group_avx2(const int8_t* lut, int64_t qc, const float* 
       ahi = _mm256_add_epi16(ahi, entries16(e + 16));
     }
     float_quarters(alo, ahi, u + g, col.levels != nullptr ? col.levels[row[pb - 1] >> 4] : 1.0f, St + c * qp + g,
-                   half_value(scales[t]), m);
+                   half_to_float(scales[t]), m);
   }
   for (int i = 0; i < 4; ++i) _mm256_storeu_ps(run_max + g + 8 * i, m[i]);
   return true;
@@ -314,9 +305,9 @@ template <class Code>
 PLAIDX_ADC_AVX2 bool adc_max_avx2(const int8_t* lut, int64_t qc, const float* u, const float* St, int64_t qp,
                                   const Compressed<Code>& col, const uint16_t* scales, int64_t lo, int64_t hi,
                                   float* run_max) {
-  for (int64_t g = 0; g < qc; g += 32)
-    if (!adc_group_avx2(lut, qc, u, St, qp, col, scales, lo, hi, g, run_max)) return false;
-  return true;
+  return over_groups(qc, [&](int64_t g) {
+    return adc_group_avx2(lut, qc, u, St, qp, col, scales, lo, hi, g, run_max);
+  });
 }
 
 // table_rows in AVX2 intrinsics: 8 columns per step, as table_rows_bw.

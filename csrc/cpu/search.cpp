@@ -641,23 +641,6 @@ PLAIDX_DISPATCH(void, float_max,
                 (const float* Qt, int64_t d, int64_t qp, const float* V, int64_t nt, float* run_max),
                 (Qt, d, qp, V, nt, run_max))
 
-// An IEEE binary16 value as float32 (exact).
-inline float half_to_float(uint16_t h) {
-  const uint32_t sign = (static_cast<uint32_t>(h) & 0x8000u) << 16, exp = (h >> 10) & 0x1Fu, mant = h & 0x3FFu;
-  uint32_t bits;
-  if (exp == 0) {  // zero or subnormal: mant * 2^-24, exact in float32
-    const float f = static_cast<float>(mant) * 5.9604644775390625e-8f;
-    std::memcpy(&bits, &f, sizeof(bits));
-    bits |= sign;
-  } else if (exp == 31) {  // infinity or NaN
-    bits = sign | 0x7F800000u | (mant << 13);
-  } else {
-    bits = sign | ((exp + 112) << 23) | (mant << 13);
-  }
-  float out;
-  std::memcpy(&out, &bits, sizeof(out));
-  return out;
-}
 
 #if defined(__GNUC__) && defined(__x86_64__)
 __attribute__((target("avx,f16c"))) void halves_to_floats_f16c(const uint16_t* h, int64_t n, float* out) {
@@ -1260,7 +1243,8 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
     build_adc_table(col, ctx.Q + q * qlen * col.d, qlen, ctx.adc_peak, ws, threads);
     adc_scores_parallel(col, qlen, ws, St, ctx.token_scales, ws.docs.data(), m, ws.scores.data(), threads);
   } else if (ctx.kept.int8.q != nullptr || ctx.kept.half != nullptr)
-    kept_scores_parallel(KeptScorer{col.doc_offsets, ctx.kept, col.d, qlen, ctx.vnni, ctx.amx, &ws.qz, Qt}, ws.docs.data(), m,
+    kept_scores_parallel(KeptScorer{col.doc_offsets, ctx.kept, col.d, qlen, ctx.vnni, ctx.amx, &ws.qz, Qt},
+                         ws.docs.data(), m,
                          ws.scores.data(), threads);
   else if (ctx.p.exact_int8)
     exact_q_scores_parallel(col, qlen, ctx.vnni, ws.qz, ws.docs.data(), m, ws.scores.data(), threads);
@@ -1333,9 +1317,9 @@ void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Comp
       cells.amx = amx;
     }
   }
-  const SearchContext<Code> ctx{Q,        token_scales, adc_peak.data(), Qt.data(), cells,        kept, vnni, amx, S, S == nullptr ? col.centroids : nullptr,
-                                qlen,     col,       ivf,          empty.data(), allowed, params, out_scores,
-                                out_docs};
+  const SearchContext<Code> ctx{Q,     token_scales, adc_peak.data(), Qt.data(), cells, kept, vnni, amx, S,
+                                S == nullptr ? col.centroids : nullptr, qlen, col, ivf, empty.data(), allowed, params,
+                                out_scores, out_docs};
   if (nq >= threads && threads > 1) {
     parallel_chunks(nq, (nq + threads - 1) / threads, threads, [&](int64_t b, int64_t e) {
       WorkspaceLease ws(col.nlist, qp, col.ndocs);
@@ -1373,7 +1357,10 @@ void kept_scores(const float* Q, int64_t nq, int64_t qlen, int64_t d, const int6
   QuantQuery qz;
   for (int64_t q = 0; q < nq; ++q) {
     if (kept.int8.q != nullptr) prepare_quantized_query(Q + q * qlen * d, qlen, d, vnni, qz, amx);
-    const KeptScorer ks{doc_offsets, kept, d, qlen, vnni, amx, &qz, kept.half != nullptr ? Qt.data() + q * d * qp : nullptr};
+    const KeptScorer ks{doc_offsets, kept,
+                        d,           qlen,
+                        vnni,        amx,
+                        &qz,         kept.half != nullptr ? Qt.data() + q * d * qp : nullptr};
     kept_scores_parallel(ks, docs, m, out + q * m, threads);
   }
 }

@@ -98,6 +98,24 @@ inline Isa runtime_isa() { return kCompiledIsa; }
 
 namespace plaidx::cpu {
 
+// An IEEE binary16 value as float32 (exact).
+PLAIDX_INLINE float half_to_float(uint16_t h) {
+  const uint32_t sign = (static_cast<uint32_t>(h) & 0x8000u) << 16, exp = (h >> 10) & 0x1Fu, mant = h & 0x3FFu;
+  uint32_t bits;
+  if (exp == 0) {  // zero or subnormal: mant * 2^-24, exact in float32
+    const float f = static_cast<float>(mant) * 5.9604644775390625e-8f;
+    std::memcpy(&bits, &f, sizeof(bits));
+    bits |= sign;
+  } else if (exp == 31) {  // infinity or NaN
+    bits = sign | 0x7F800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp + 112) << 23) | (mant << 13);
+  }
+  float out;
+  std::memcpy(&out, &bits, sizeof(out));
+  return out;
+}
+
 #if defined(__GNUC__)
 
 // The helpers below are always inlined, so the by-value vector ABI note (-Wpsabi) does not apply.
