@@ -208,6 +208,13 @@ def test_index_search_with_adc_is_the_kernel_with_the_derived_scales(built):
                                 snap.nbits).astype(np.float16)
     np.testing.assert_array_equal(scales, want)
     assert snap.token_scales() is scales  # derived once per generation
+    from plaidx.engine import snapshot
+
+    chunk, snapshot._SCALES_CHUNK = snapshot._SCALES_CHUNK, 1000  # derived in chunks: the same values
+    try:
+        np.testing.assert_array_equal(plaidx.Index.open(index.path)._snap.token_scales(), scales)
+    finally:
+        snapshot._SCALES_CHUNK = chunk
     p = plaidx.SearchParams().resolve(10, n_tokens=snap.n_tokens)
     ivf, ivf_offsets = snap.ivf()
     cells = snap.cell_codes if kernels.INT8_VNNI else None

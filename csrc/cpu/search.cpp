@@ -567,7 +567,6 @@ PLAIDX_AMX_TARGET void score_cells_amx(const uint8_t* qq, const int8_t* qa, cons
   _tile_release();
 }
 
-
 // kept_max_vnni by tile products (amx_configure first): each whole group of 16 kept rows is the A operand
 // against the signed query qa (B), a C tile of 16 rows x 16 columns of exact dot products, scaled and folded
 // into the maxima as vnni_rows_tile does (the same values); the rows after the last whole group go to the VNNI
@@ -1244,8 +1243,7 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
     adc_scores_parallel(col, qlen, ws, St, ctx.token_scales, ws.docs.data(), m, ws.scores.data(), threads);
   } else if (ctx.kept.int8.q != nullptr || ctx.kept.half != nullptr)
     kept_scores_parallel(KeptScorer{col.doc_offsets, ctx.kept, col.d, qlen, ctx.vnni, ctx.amx, &ws.qz, Qt},
-                         ws.docs.data(), m,
-                         ws.scores.data(), threads);
+                         ws.docs.data(), m, ws.scores.data(), threads);
   else if (ctx.p.exact_int8)
     exact_q_scores_parallel(col, qlen, ctx.vnni, ws.qz, ws.docs.data(), m, ws.scores.data(), threads);
   else
@@ -1357,10 +1355,8 @@ void kept_scores(const float* Q, int64_t nq, int64_t qlen, int64_t d, const int6
   QuantQuery qz;
   for (int64_t q = 0; q < nq; ++q) {
     if (kept.int8.q != nullptr) prepare_quantized_query(Q + q * qlen * d, qlen, d, vnni, qz, amx);
-    const KeptScorer ks{doc_offsets, kept,
-                        d,           qlen,
-                        vnni,        amx,
-                        &qz,         kept.half != nullptr ? Qt.data() + q * d * qp : nullptr};
+    const float* Qt_q = kept.half != nullptr ? Qt.data() + q * d * qp : nullptr;
+    const KeptScorer ks{doc_offsets, kept, d, qlen, vnni, amx, &qz, Qt_q};
     kept_scores_parallel(ks, docs, m, out + q * m, threads);
   }
 }

@@ -318,8 +318,7 @@ class Index:
                                  "or search with device=None")
             plain = kept is None and not tier and coll is None
             exact_adc = plain and p.exact_scores in ("adc", None)
-            exact_int8 = plain and not exact_adc and (p.exact_scores == "int8" or (
-                p.exact_scores is None and fast_int8 and snap.dim <= cellq.MAX_QUANTIZED_DIM))
+            exact_int8 = plain and p.exact_scores == "int8"
 
             def plaid(qs: np.ndarray, n_probe: int) -> tuple[np.ndarray, np.ndarray]:
                 if coll is not None:

@@ -16,6 +16,8 @@ from .codec import NBITS, PQ_ARRAYS, PQ_LEVELS, PQ_NBITS, ResidualCodec, round_s
 from .storage import MANIFEST
 from .vectors import open_kept
 
+_SCALES_CHUNK = 1 << 22  # tokens whose float32 inverse norms token_scales holds at once
+
 
 class Snapshot:
     """One committed generation: its manifest, memory-mapped arrays and derived read-only views."""
@@ -140,10 +142,14 @@ class Snapshot:
         if self._token_scales is None:
             with self._ivf_lock:
                 if self._token_scales is None:
-                    a = self.a
-                    self._token_scales = kernels.token_scales(
-                        np.ascontiguousarray(a["codes"]), np.ascontiguousarray(a["residuals"]),
-                        self.codec.centroids, self.codec.kernel_weights, self.nbits).astype(np.float16)
+                    a, n = self.a, self.n_tokens
+                    out = np.empty(n, np.float16)
+                    for lo in range(0, n, _SCALES_CHUNK):  # float32 a chunk at a time: memory stays 2 bytes/token
+                        hi = min(n, lo + _SCALES_CHUNK)
+                        out[lo:hi] = kernels.token_scales(
+                            np.ascontiguousarray(a["codes"][lo:hi]), np.ascontiguousarray(a["residuals"][lo:hi]),
+                            self.codec.centroids, self.codec.kernel_weights, self.nbits)
+                    self._token_scales = out
         return self._token_scales
 
     def on_device(self, device: int) -> Any:
