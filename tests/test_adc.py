@@ -322,3 +322,20 @@ def test_amx_cell_scores_are_the_vnni_ones(tmp_path):
         np.testing.assert_array_equal(got["d" + key], d)
     for tag, k in kept_want.items():
         np.testing.assert_array_equal(got["k" + tag], k)
+
+
+def test_wide_vectors_score_by_lookups_and_int8_says_what_to_do(tmp_path):
+    """d 1032 (past the int8 kernels' 1024, and 258 packed bytes: the table's entries narrow so that their sums
+    stay in int16): the default lookup stage scores it within the table's rounding of float32; exact_scores="int8"
+    is a clear error naming the alternatives."""
+    rng = np.random.default_rng(5)
+    docs = [rng.standard_normal((int(rng.integers(3, 9)), 1032)).astype(np.float32) for _ in range(60)]
+    docs = [d / np.linalg.norm(d, axis=1, keepdims=True) for d in docs]
+    index = plaidx.Index.build(tmp_path / "wide", docs, nbits=2, nlist=8)
+    q = docs[7][:4] + 0.01
+    got = index.search(q, k=5)
+    f32 = index.search(q, k=5, params=plaidx.SearchParams(exact_scores="float32"))
+    assert got[1][0, 0] == f32[1][0, 0] == index.ids[7]
+    np.testing.assert_allclose(got[0], f32[0], atol=0.01 * 4)
+    with pytest.raises(ValueError, match="exact_scores='int8' needs d <= 1024.*leave it None"):
+        index.search(q, k=5, params=plaidx.SearchParams(exact_scores="int8"))
