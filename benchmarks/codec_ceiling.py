@@ -24,7 +24,11 @@ Variants (``--variants``):
   ``pq_scale16``: ``pq`` plus the 16-level per-token scale (both levers together); ``opq``, ``opq_scale16``:
   the same after a learned rotation of the residuals (faiss OPQ, d x d floats stored once); ``pqn_scale16``:
   the engine's pq codec (format 5) in prototype: the last sub-vector takes 16 codewords and the scale its
-  byte's other nibble, so no byte is added.
+  byte's other nibble, so no byte is added;
+- ``rq``: residual (additive) quantisation at the same bytes: d * nbits / 8 stages of 256 full-width codewords,
+  each coding what the earlier ones left (faiss ResidualQuantizer, beam ``--rq-beam``). Its codewords are
+  full-width, so a lookup table costs stages x 256 x d multiply-adds per query token to build (32x pq's at
+  d 128) and the codebooks d * nbits / 8 * 256 * d floats.
 
     .venv/bin/python benchmarks/codec_ceiling.py --collection benchmarks/results/cache/family_lowrank_n10000_d128_q300_s0
 
@@ -141,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="documents scored per query: its exact top-N (a document outside the exact top-100 "
                          "reaching the decoded top-10 is rare; this keeps the prototype affordable)")
     ap.add_argument("--passes", type=int, default=2)
+    ap.add_argument("--rq-beam", type=int, default=1, help="beam of the rq variant's encoder (faiss max_beam_size)")
     ap.add_argument("--centroid-bits", default="8", help="stored centroid precision, comma list of 8 and 4")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tag", default="main", help="output suffix")
@@ -199,6 +204,15 @@ def run_variants(args, values, coll, raw, cbits, cands, truth, queries, held) ->
                 x, c, q = values @ rot, cn @ rot, queries @ rot
             r = x - c
             extra = 0.0
+            if variant == "rq":  # additive: every stage a full-width codebook of 256 words
+                import faiss
+
+                rq = faiss.ResidualQuantizer(d, d * args.nbits // 8, 8)
+                rq.max_beam_size = args.rq_beam
+                rq.train(np.ascontiguousarray(r[held]))
+                dec = np.concatenate([rq.decode(rq.compute_codes(np.ascontiguousarray(r[i:i + (1 << 18)])))
+                                      for i in range(0, n, 1 << 18)]) + c
+                extra = (d * args.nbits // 8) * 256 * d * 4 / n  # float32 codebooks
             if variant.startswith(("pq", "opq")):  # residual PQ: one 8-bit code per 8 / nbits dimensions
                 import faiss
 
@@ -241,7 +255,7 @@ def run_variants(args, values, coll, raw, cbits, cands, truth, queries, held) ->
                 if variant == "cos_refit":
                     weights = refit(r, codes, weights)
                     codes = cos_codes(x, c, codes, weights, 1)
-            if not variant.startswith(("pq", "opq")):
+            if not variant.startswith(("pq", "opq", "rq")):
                 dec = decode(c, codes, weights)
             if variant == "gamma":  # per-dimension weights scaled so that r . r_hat is unbiased (free)
                 rh = dec - c
