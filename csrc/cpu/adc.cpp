@@ -19,10 +19,9 @@
 namespace plaidx::cpu {
 namespace {
 
-
 template <int DPB>
-PLAIDX_INLINE void table_rows(const float* Qt, int64_t qc, const float* table, const float* inv, int64_t p0, int64_t p1,
-                int8_t* lut) {
+PLAIDX_INLINE void table_rows(const float* Qt, int64_t qc, const float* table, const float* inv, int64_t p0,
+                              int64_t p1, int8_t* lut) {
   for (int64_t p = p0; p < p1; ++p) {
     const float* q = Qt + p * DPB * qc;
     for (int64_t b = 0; b < 256; ++b) {
@@ -150,8 +149,8 @@ PLAIDX_INLINE bool over_groups(int64_t qc, Group&& group) {
 
 template <Isa I, class Code>
 PLAIDX_INLINE bool adc_max_any_impl(const int8_t* lut, int64_t qc, const float* u, const float* St, int64_t qp,
-                                const Compressed<Code>& col, const uint16_t* scales, int64_t lo, int64_t hi,
-                                float* run_max) {
+                                    const Compressed<Code>& col, const uint16_t* scales, int64_t lo, int64_t hi,
+                                    float* run_max) {
   for (int64_t g = 0; g < qc; g += 32)  // (a loop, not over_groups: a lambda would not take this copy's target)
     if (!adc_group(lut, qc, u, St, qp, col, scales, lo, hi, g, run_max)) return false;
   return true;
@@ -165,7 +164,7 @@ PLAIDX_DISPATCH_CODE(bool, adc_max_any,
 // the float part in two 16-lane halves, each operation rounded on its own (the reference's values bit for bit;
 // the generic copies may fuse a multiply and an add).
 #if defined(__GNUC__) && defined(__x86_64__)
-#define PLAIDX_HAVE_ADC_BW 1
+#define PLAIDX_HAVE_ADC_INTRINSICS 1
 #define PLAIDX_ADC_BW __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
 PLAIDX_ADC_BW inline __m512i entries(const int8_t* p) {
   return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
@@ -337,12 +336,9 @@ inline bool have_avx2() {
   return ok;
 }
 #else
-#define PLAIDX_HAVE_ADC_BW 0
+#define PLAIDX_HAVE_ADC_INTRINSICS 0
 #endif
 
-}  // namespace
-
-namespace {
 template <int DPB>
 void table_peaks(const float* table, int64_t pb, float* peak) {
   for (int64_t p = 0; p < pb; ++p) {
@@ -383,7 +379,7 @@ void adc_query_scales(const float* Q, int64_t qlen, int64_t d, int nbits, const 
 
 void adc_table_rows(const float* Qt, int64_t qc, const float* table, int64_t d, int nbits, const float* inv,
                     int64_t p0, int64_t p1, int8_t* lut) {
-#if PLAIDX_HAVE_ADC_BW
+#if PLAIDX_HAVE_ADC_INTRINSICS
   if (have_avx512bw()) {
     switch (nbits) {
       case 1: table_rows_bw<8>(Qt, qc, table, inv, p0, p1, lut); return;
@@ -407,7 +403,7 @@ void adc_table_rows(const float* Qt, int64_t qc, const float* table, int64_t d, 
 template <class Code>
 bool adc_max(const int8_t* lut, int64_t qc, const float* u, const float* St, int64_t qp, const Compressed<Code>& col,
              const uint16_t* scales, int64_t lo, int64_t hi, float* run_max) {
-#if PLAIDX_HAVE_ADC_BW
+#if PLAIDX_HAVE_ADC_INTRINSICS
   if (have_avx512bw()) return adc_max_avx512bw(lut, qc, u, St, qp, col, scales, lo, hi, run_max);
   if (have_avx2()) return adc_max_avx2(lut, qc, u, St, qp, col, scales, lo, hi, run_max);
 #endif
@@ -415,7 +411,7 @@ bool adc_max(const int8_t* lut, int64_t qc, const float* u, const float* St, int
 }
 
 const char* adc_kernel_copy() {
-#if PLAIDX_HAVE_ADC_BW
+#if PLAIDX_HAVE_ADC_INTRINSICS
   if (have_avx512bw()) return "avx512bw";
   if (have_avx2()) return "avx2";
 #endif
