@@ -103,13 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"# Search-parameter grid: {args.name} ({coll.n_docs:,} docs, {coll.n_tokens:,} tokens, d {coll.dim})", "",
              f"{report['date']} | k {args.k} | {len(Q)} queries | load average {tuple(round(x, 2) for x in report['load_average'])}"
              + (f" | exhaustive recall@{args.k} over the index: {exhaustive:.3f}" if exhaustive is not None else
-                "") + f" | plaidx kernels int8_amx {report['plaidx'].get('int8_amx')}, adc {report['plaidx'].get('adc_copy')}",
+                "") + f" | plaidx kernels int8_amx {report['plaidx'].get('int8_amx')}, adc "
+             f"{report['plaidx'].get('adc_copy')}",
              "",
              f"Choice (fastest within 0.005 of the best recall with n_exact <= {args.max_exact}): "
              f"nprobe {choice['nprobe']}, threshold {choice['centroid_score_threshold']}, ndocs {choice['ndocs']}, "
              f"n_exact {choice['n_exact']}, exact_scores {choice['exact_scores'] or 'default'}: recall "
              f"{choice['recall']:.3f}, p50 {choice['p50_ms']:.2f} ms", "",
-             "| nprobe | threshold | ndocs | n_exact | exact_scores | recall@k | p50 ms |", "|---|---|---|---|---|---|---|"]
+             "| nprobe | threshold | ndocs | n_exact | exact_scores | recall@k | p50 ms |",
+             "|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (-r["recall"], r["p50_ms"] or 1e9)):
         p50 = f"{r['p50_ms']:.2f}" if r["p50_ms"] is not None else "-"
         lines.append(f"| {r['nprobe']} | {r['centroid_score_threshold']} | {r['ndocs']} | {r['n_exact']} | "

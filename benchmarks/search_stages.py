@@ -16,7 +16,7 @@ by query so load changes hit every setting alike:
   recall show side by side;
 - ``defaults exact int8`` and ``defaults exact f32``: the defaults with ``exact_scores="int8"`` (each decoded
   token quantised to int8, the default before the lookup stage) and ``"float32"`` (the float last stage of
-  earlier releases), against the lookup-table stage of the defaults (``"adc"`` on AVX-512BW CPUs).
+  earlier releases), against the lookup-table stage of the defaults (``"adc"``).
 
 Real sets (``--real cranfield,cisi,scifact``, encoded by ``real_embeddings.py``, indexes built by
 ``bench_families.py``) are timed the same way.
@@ -48,7 +48,6 @@ from collection import CACHE_DIR, RESULTS_DIR, exact_topk_cached, load_collectio
 from sweep_family_params import timed_interleaved  # noqa: E402
 
 import plaidx  # noqa: E402
-from plaidx.engine import kernels  # noqa: E402
 
 STAGES = {"probe": {"nprobe": 1, "ndocs": 10, "n_exact": 10}, "candidates": {"n_exact": 10}, "defaults": {},
           "n_exact 64": {"n_exact": 64}}
@@ -126,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
              "cell f32: the defaults with cell_scores=\"float32\" (the float first stage of earlier releases); "
              "exact int8 / f32: the defaults with exact_scores=\"int8\" (the default before the lookup stage) "
              "and \"float32\" (the float last stage of earlier releases); the defaults score it by lookup tables "
-             f"(\"adc\", its {kernels.backend.build_info().get('adc_copy')} copy here). exact stage = that setting - "
+             f"(\"adc\", its {plaidx.build_info().get('adc_copy')} copy here). exact stage = that setting - "
              "candidates.", "",
              "| collection | d | probe | probe f32 | candidates | defaults (recall) | defaults, cell f32 (recall) | "
              "defaults, exact int8 (recall) | defaults, exact f32 (recall) | exact stage default / int8 / f32 | "

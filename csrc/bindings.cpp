@@ -333,10 +333,8 @@ KeptArgs kept_args(const py::object& kept_o, const char* fn, int64_t n, int64_t 
                             "(vectors, None) for float16 ones");
   std::vector<int64_t> shape;
   if (t[1].is_none()) {
-    const bool half = py::isinstance<py::array>(t[0]) &&
-                      py::reinterpret_borrow<py::array>(t[0]).dtype().is(py::dtype("float16"));
-    expect(half, f + ": kept = (vectors, None) needs float16 vectors (int8 ones come with their scales)");
-    a.kh = view<uint16_t>(t[0].attr("view")("uint16"), fn, "kept[0]", 2, "(n, d)");
+    a.kh = half_view(t[0], fn, "kept[0]", 2, "(n, d)",
+                     f + ": kept = (vectors, None) needs float16 vectors (int8 ones come with their scales)");
     shape = {a.kh[0], a.kh[1], a.kh[0]};
   } else {
     a.kv = view<int8_t>(t[0], fn, "kept[0]", 2, "(n, d)");
@@ -488,17 +486,15 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
   // Optional: every token's inverse norm, float16 (n,) (token_scales): step 5 by lookup tables.
   const uint16_t* scales = nullptr;
   if (adc) {
-    const bool half = py::isinstance<py::array>(token_scales_o) &&
-                      py::reinterpret_borrow<py::array>(token_scales_o).dtype().is(py::dtype("float16"));
-    expect(half, f + ": token_scales must be a float16 array (n,): token_scales(...).astype(np.float16)");
-    const py::array arr = py::reinterpret_borrow<py::array>(token_scales_o);
-    expect(arr.ndim() == 1 && arr.shape(0) == args.col.n,
+    const View<uint16_t> sv = half_view(token_scales_o, fn, "token_scales", 1, "(n,)",
+                                        f + ": token_scales must be a float16 array (n,): "
+                                            "token_scales(...).astype(np.float16)");
+    expect(sv[0] == args.col.n,
            f + ": token_scales must have shape (n,) = (" + std::to_string(args.col.n) + ",), one per token");
-    expect((arr.flags() & py::array::c_style) != 0, f + ": token_scales must be C-contiguous");
     expect(!exact_int8 && kept_o.is_none(),
            f + ": token_scales make step 5 score the candidates by lookup tables; exact_int8 and kept are other "
                "ways of scoring them: pass one of the three");
-    scales = static_cast<const uint16_t*>(arr.data());
+    scales = sv.data;
   }
   py::array_t<float> scores({nq, k});
   py::array_t<int64_t> docs({nq, k});

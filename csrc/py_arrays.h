@@ -135,6 +135,15 @@ decltype(auto) with_code_type(const py::handle& codes, const char* fn, const cha
   return f(uint16_t{});
 }
 
+// A float16 array as its IEEE binary16 bits (the kernels convert them): view<uint16_t> of obj once its dtype is
+// checked to be float16 (not_half: the error otherwise, saying what to pass).
+inline View<uint16_t> half_view(const py::handle& obj, const char* fn, const char* name, int ndim, const char* dims,
+                                const std::string& not_half) {
+  expect(py::isinstance<py::array>(obj) && py::reinterpret_borrow<py::array>(obj).dtype().is(py::dtype("float16")),
+         not_half);
+  return view<uint16_t>(obj.attr("view")("uint16"), fn, name, ndim, dims);
+}
+
 // A residual codebook as the kernels take it: per-dimension bucket weights f32 (d, 2**nbits), or (codec "pq")
 // the pair (table f32 (pb, 256, dpb), levels f32 (16,) or None): one 256-entry codebook of dpb = 8 / nbits
 // dimensions per packed byte, and the per-token residual scales picked by the high nibble of each token's

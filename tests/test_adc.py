@@ -8,6 +8,7 @@ import pytest
 from synth import clustered_collection
 from test_kernels import (
     _core,
+    _unit,
     assert_topk_equivalent,
     make_collection,
     make_queries,
@@ -141,12 +142,8 @@ def test_adc_over_pq_matches_the_reference(nbits, d):
         for sc, doc in zip(*[x[qi] for x in got]):
             exact, slack = _adc_score(Q[qi], S[qi], col, scales, doc)
             assert abs(sc - exact) <= slack + 1e-4 * abs(exact)
-    unit = ref.maxsim(Q, _unit_rows(pq_decode(col)), col["doc_offsets"])  # and close to float MaxSim
+    unit = ref.maxsim(Q, _unit(pq_decode(col)), col["doc_offsets"])  # and close to float MaxSim
     np.testing.assert_allclose(got[0], np.take_along_axis(unit, got[1], axis=1), atol=0.02 * 13)
-
-
-def _unit_rows(v: np.ndarray) -> np.ndarray:
-    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
 
 
 _CAPPED = r"""

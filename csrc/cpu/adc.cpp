@@ -4,8 +4,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <stdexcept>
-#include <string>
 #include <vector>
 
 #if defined(__GNUC__) && defined(__x86_64__)
@@ -339,25 +337,31 @@ inline bool have_avx2() {
 #define PLAIDX_HAVE_ADC_INTRINSICS 0
 #endif
 
-template <int DPB>
-void table_peaks(const float* table, int64_t pb, float* peak) {
+// adc_table_peaks, one sub-vector's 256 * dpb entries at a time in 16 lanes (lane l holds dimension l % dpb, as dpb
+// divides 16), so that each copy takes 16 entries per vector operation: it runs on every search call.
+template <Isa I>
+PLAIDX_INLINE void table_peaks_impl(const float* table, int64_t pb, int64_t dpb, float* peak) {
   for (int64_t p = 0; p < pb; ++p) {
-    float m[DPB] = {};
-    for (int64_t b = 0; b < 256; ++b)
-      for (int v = 0; v < DPB; ++v) m[v] = std::max(m[v], std::fabs(table[(p * 256 + b) * DPB + v]));
-    for (int v = 0; v < DPB; ++v) peak[p * DPB + v] = m[v];
+    const float* x = table + p * 256 * dpb;
+    float m[16] = {};
+    for (int64_t i = 0; i < 256 * dpb; i += 16)
+      for (int l = 0; l < 16; ++l) {
+        const float a = std::fabs(x[i + l]);
+        m[l] = a > m[l] ? a : m[l];
+      }
+    for (int64_t v = 0; v < dpb; ++v) {
+      float best = 0.0f;
+      for (int64_t l = v; l < 16; l += dpb) best = m[l] > best ? m[l] : best;
+      peak[p * dpb + v] = best;
+    }
   }
 }
+PLAIDX_DISPATCH(void, table_peaks, (const float* table, int64_t pb, int64_t dpb, float* peak),
+                (table, pb, dpb, peak))
 }  // namespace
 
 void adc_table_peaks(const float* table, int64_t d, int nbits, float* peak) {
-  const int64_t pb = d * nbits / 8;
-  switch (nbits) {
-    case 1: table_peaks<8>(table, pb, peak); break;
-    case 2: table_peaks<4>(table, pb, peak); break;
-    case 4: table_peaks<2>(table, pb, peak); break;
-    default: table_peaks<1>(table, pb, peak); break;
-  }
+  table_peaks(table, d * nbits / 8, 8 / nbits, peak);
 }
 
 void adc_query_scales(const float* Q, int64_t qlen, int64_t d, int nbits, const float* peak, int64_t qc,

@@ -21,8 +21,9 @@
 // The token's score for column a: (((float(sum) * u[a]) * s) + St[c, a]) * scale[t], with scale[t] the
 // token's inverse norm (float16, see token_scales). Reference: plaidx/engine/reference.py. The AVX-512BW and
 // AVX2 copies round every operation on its own and give its values; the generic copies may fuse a multiply
-// and an add, so they agree to float rounding. Each copy gives the same bits for any number of threads. The table's rounding costs about 1e-3 of a token's
-// score at most (|entry error| <= bound / (2 E) per packed byte), less than the int8 exact stage's.
+// and an add, so they agree to float rounding. Each copy gives the same bits for any number of threads. The
+// table's rounding costs about 1e-3 of a token's score at most (|entry error| <= bound / (2 E) per packed
+// byte), less than the int8 exact stage's.
 //
 // Thread-safety: pure functions on caller buffers.
 #pragma once

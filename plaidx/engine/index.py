@@ -320,8 +320,8 @@ class Index:
             exact_adc = plain and p.exact_scores in ("adc", None)
             exact_int8 = plain and p.exact_scores == "int8"
             if exact_int8 and snap.dim > cellq.MAX_QUANTIZED_DIM:
-                raise ValueError(f"exact_scores='int8' needs d <= {cellq.MAX_QUANTIZED_DIM} (this index has d {snap.dim}): "
-                                 "leave it None (the lookup stage) or pass 'float32'")
+                raise ValueError(f"exact_scores='int8' needs d <= {cellq.MAX_QUANTIZED_DIM} (this index has d "
+                                 f"{snap.dim}): leave it None (the lookup stage) or pass 'float32'")
 
             def plaid(qs: np.ndarray, n_probe: int) -> tuple[np.ndarray, np.ndarray]:
                 if coll is not None:

@@ -60,8 +60,9 @@ class SearchParams:
         cell score, times the token's inverse norm (derived once per index generation, 2 bytes per token in
         memory). It takes 0.40-0.68x the time of ``"int8"`` on AVX-512 CPUs and 0.23-0.30x that of
         ``"float32"`` on AVX2 ones, recall@10 within 0.002 of both on our collections
-        (benchmarks/results/search_stages_families.md, search_stages_families_avx2.md). ``"int8"``: each decoded token quantised to int8 as its
-        unit vector, against the int8 query (the scoring of the int8 rerank tier). ``"float32"``: float
+        (benchmarks/results/search_stages_families.md, search_stages_families_avx2.md). ``"int8"``: each
+        decoded token quantised to int8 as its unit vector, against the int8 query (the scoring of the int8
+        rerank tier). ``"float32"``: float
         MaxSim over the normalised decoded tokens, as Stanford PLAID and earlier plaidx releases. None:
         ``"adc"`` on the CPU, ``"float32"`` on a GPU (``"adc"`` and ``"int8"`` are CPU-only).
         The exhaustive ``exact=True`` search is always float32. Not with the rerank tier, whose kept vectors

@@ -340,10 +340,9 @@ def pq_encode(residuals: np.ndarray, table: np.ndarray, levels: np.ndarray, nbit
     return out
 
 
-def decompress(codes: np.ndarray, packed: np.ndarray, centroids: np.ndarray, weights: np.ndarray, nbits: int,
-               normalize: bool) -> np.ndarray:
-    """Reconstructed embeddings f32 (n, d): centroid plus residual weights, unit length when ``normalize``."""
-    fn = "decompress"
+def _tokens(fn: str, codes: Any, packed: Any, centroids: Any, weights: Any, nbits: int) -> tuple:
+    """Tokens to decode, checked against each other: (codes, packed, centroids, table, levels) (decompress's and
+    token_scales's arguments)."""
     _check_nbits(fn, nbits)
     codes = _codes(codes, fn)
     packed = _array(packed, fn, "packed", np.uint8, 2, "(n, d * nbits // 8)")
@@ -355,7 +354,14 @@ def decompress(codes: np.ndarray, packed: np.ndarray, centroids: np.ndarray, wei
     _check_nlist(fn, nlist, codes)
     table, levels = _codebook(fn, weights, d, nbits)
     _check_codes(codes, nlist)
-    out = np.empty((n, d), np.float32)
+    return codes, packed, centroids, table, levels
+
+
+def decompress(codes: np.ndarray, packed: np.ndarray, centroids: np.ndarray, weights: np.ndarray, nbits: int,
+               normalize: bool) -> np.ndarray:
+    """Reconstructed embeddings f32 (n, d): centroid plus residual weights, unit length when ``normalize``."""
+    codes, packed, centroids, table, levels = _tokens("decompress", codes, packed, centroids, weights, nbits)
+    out = np.empty((codes.shape[0], centroids.shape[1]), np.float32)
     _decompress_loop(codes, packed, centroids, table, levels, bool(normalize), out)
     return out
 
@@ -516,20 +522,8 @@ def token_scales(codes: np.ndarray, packed: np.ndarray, centroids: np.ndarray, w
     """f32 (n,): 1 / max(|v_t|, 2**-14) of every decoded token v_t (not normalised; its squares summed in 8 lanes,
     j mod 8, then pairwise): the lookup-table exact stage's per-token scales (search's ``token_scales``, kept as
     float16)."""
-    fn = "token_scales"
-    _check_threads(fn, num_threads)
-    _check_nbits(fn, nbits)
-    codes = _codes(codes, fn)
-    packed = _array(packed, fn, "packed", np.uint8, 2, "(n, d * nbits // 8)")
-    centroids = _array(centroids, fn, "centroids", np.float32, 2, "(nlist, d)")
-    d = centroids.shape[1]
-    _check_dim(fn, d)
-    _expect(packed.shape == (codes.shape[0], d * nbits // 8),
-            f"{fn}: packed must have shape (n, d * nbits // 8) = {(codes.shape[0], d * nbits // 8)}, "
-            f"got {packed.shape}")
-    _check_nlist(fn, centroids.shape[0], codes)
-    _check_codes(codes, centroids.shape[0])
-    table, levels = _codebook(fn, weights, d, nbits)
+    _check_threads("token_scales", num_threads)
+    codes, packed, centroids, table, levels = _tokens("token_scales", codes, packed, centroids, weights, nbits)
     out = np.empty(codes.shape[0], np.float32)
     _token_scales_loop(codes, packed, centroids, table, levels, out)
     return out
