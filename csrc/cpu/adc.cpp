@@ -71,6 +71,16 @@ PLAIDX_INLINE v16x load_f(const float* p) {
 
 constexpr int64_t kAdcAhead = 8;  // tokens ahead whose cell-score row is prefetched
 
+// Asks the cache for columns [g, g + 32) of the cell-score row of token t + kAdcAhead (a random row of St, often
+// past L2), while token t is scored; nothing past hi or for a code >= nlist (adc_max reports those).
+template <class Code>
+PLAIDX_INLINE void prefetch_cell_row(const Compressed<Code>& col, const float* St, int64_t qp, int64_t g, int64_t t,
+                                     int64_t hi) {
+  if (t + kAdcAhead >= hi) return;
+  const int64_t c = col.codes[t + kAdcAhead];
+  if (c < col.nlist) __builtin_prefetch(St + c * qp + g), __builtin_prefetch(St + c * qp + g + 16);
+}
+
 // One 32-column group [g, g + 32) of adc_max.
 template <class Code>
 PLAIDX_INLINE bool adc_group(const int8_t* lut, int64_t qc, const float* u, const float* St, int64_t qp,
@@ -83,10 +93,7 @@ PLAIDX_INLINE bool adc_group(const int8_t* lut, int64_t qc, const float* u, cons
   for (int64_t t = lo; t < hi; ++t) {
     const int64_t c = col.codes[t];
     if (c >= col.nlist) return false;
-    if (t + kAdcAhead < hi) {  // the cell-score row of a token a few ahead: a random row of St, often past L2
-      const int64_t c2 = col.codes[t + kAdcAhead];
-      if (c2 < col.nlist) __builtin_prefetch(St + c2 * qp + g), __builtin_prefetch(St + c2 * qp + g + 16);
-    }
+    prefetch_cell_row(col, St, qp, g, t, hi);
     const uint8_t* row = col.packed + t * pb;
     // two independent chains of additions; every partial sum is bounded like the whole (adc.h)
     v32h a0 = load_h(L + static_cast<int64_t>(row[0]) * qc);
@@ -179,10 +186,7 @@ PLAIDX_ADC_BW bool adc_group_bw(const int8_t* lut, int64_t qc, const float* u, c
   for (int64_t t = lo; t < hi; ++t) {
     const int64_t c = col.codes[t];
     if (c >= col.nlist) return false;
-    if (t + kAdcAhead < hi) {
-      const int64_t c2 = col.codes[t + kAdcAhead];
-      if (c2 < col.nlist) __builtin_prefetch(St + c2 * qp + g), __builtin_prefetch(St + c2 * qp + g + 16);
-    }
+    prefetch_cell_row(col, St, qp, g, t, hi);
     const uint8_t* row = col.packed + t * pb;
     __m512i a0 = entries(L + static_cast<int64_t>(row[0]) * qc), a1 = _mm512_setzero_si512();
     int64_t p = 1;
@@ -279,10 +283,7 @@ PLAIDX_ADC_AVX2 bool adc_group_avx2(const int8_t* lut, int64_t qc, const float* 
   for (int64_t t = lo; t < hi; ++t) {
     const int64_t c = col.codes[t];
     if (c >= col.nlist) return false;
-    if (t + kAdcAhead < hi) {
-      const int64_t c2 = col.codes[t + kAdcAhead];
-      if (c2 < col.nlist) __builtin_prefetch(St + c2 * qp + g), __builtin_prefetch(St + c2 * qp + g + 16);
-    }
+    prefetch_cell_row(col, St, qp, g, t, hi);
     const uint8_t* row = col.packed + t * pb;
     const int8_t* e = L + static_cast<int64_t>(row[0]) * qc;
     __m256i alo = entries16(e), ahi = entries16(e + 16);
