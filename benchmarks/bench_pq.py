@@ -1,14 +1,16 @@
 """The pq residual codec (format 5) against the scalar one (formats 3-4) on the same centroids.
 
-For each collection and nbits, two indexes are built with plaidx's defaults and the same seed (so the same
-k-means, centroids and codes: only how each residual is coded differs), one per ``residual_codec``. Both
+For each collection, nbits and seed, two indexes are built with plaidx's defaults and that seed (so the same
+k-means, centroids and codes: only how each residual is coded differs), one per ``residual_codec``. The seed
+moves the k-means and the pq training, and with them recall@10 by a few thousandths: ``--seeds 0,1,2`` reports
+each seed and the mean gain over them. Both
 are searched with all queries: recall@10 against exact MaxSim over the uncompressed embeddings, at the
 default search parameters and exhaustively (``exact=True``, the codec's ceiling); nDCG@10 on the real sets;
 and single-query p50 of the default search, the two indexes interleaved query by query. Bytes per token
 are the whole index folder's.
 
     .venv/bin/python benchmarks/bench_pq.py --collections fewtopics,heavytail,lowrank,manytopics,neardup
-    .venv/bin/python benchmarks/bench_pq.py --collections cranfield,cisi,scifact --tag real
+    .venv/bin/python benchmarks/bench_pq.py --collections cranfield,cisi,scifact --tag real --seeds 0,1,2
 
 Writes ``results/pq_codec_<tag>.json`` and ``.md``. Not part of CI.
 """
@@ -59,19 +61,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nbits", default="2")
     ap.add_argument("--ndocs", type=int, default=10_000, help="documents per synthetic family")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--timed-queries", type=int, default=150)
+    ap.add_argument("--timed-queries", type=int, default=150, help="single-query searches timed (0: no timing)")
+    ap.add_argument("--seeds", default="0", help="comma list: every collection built and searched once per seed")
     ap.add_argument("--tag", default="families")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     load_start = list(os.getloadavg())
     rows = []
     for name, coll, truth, queries in with_truth(args.collections, args.ndocs, args.threads):
-        for nbits in [int(b) for b in args.nbits.split(",")]:
+        for nbits, seed in [(int(b), int(s)) for b in args.nbits.split(",") for s in args.seeds.split(",")]:
             with tempfile.TemporaryDirectory() as tmp:
-                indexes, row = [], {"collection": name, "tokens": coll.n_tokens, "dim": coll.dim, "nbits": nbits}
+                indexes, row = [], {"collection": name, "tokens": coll.n_tokens, "dim": coll.dim, "nbits": nbits,
+                                    "seed": seed}
                 for codec in CODECS:
                     t0 = time.perf_counter()
-                    ix = plaidx.Index.build(Path(tmp) / codec, coll.lazy_docs(), nbits=nbits, seed=0,
+                    ix = plaidx.Index.build(Path(tmp) / codec, coll.lazy_docs(), nbits=nbits, seed=seed,
                                             residual_codec=codec)
                     row[f"build_s_{codec}"] = time.perf_counter() - t0
                     row["nlist"] = ix.nlist
@@ -83,38 +87,54 @@ def main(argv: list[str] | None = None) -> int:
                     row[f"exhaustive_{codec}"] = recall_at_k(ids, truth, 10)
                     row[f"ndcg_exhaustive_{codec}"] = ndcg_at_k(ids, coll, 10)
                     indexes.append(ix)
-                for codec, p50 in zip(CODECS, timed_pair(indexes, queries, 10, args.timed_queries, args.threads)):
-                    row[f"p50_ms_{codec}"] = p50
+                if args.timed_queries:
+                    for codec, p50 in zip(CODECS, timed_pair(indexes, queries, 10, args.timed_queries, args.threads)):
+                        row[f"p50_ms_{codec}"] = p50
                 del indexes, ix
             rows.append(row)
             print(f"[pq] {row}", flush=True)
 
-    lines = ["Two indexes per row, built with plaidx's defaults and seed 0 (the same centroids and codes), the residuals "
+    lines = ["Two indexes per row, built with plaidx's defaults and the row's seed (the same centroids and codes), the residuals "
              "coded per dimension (`residual_codec=\"scalar\"`) or product-quantised with a per-token scale "
              "(`\"pq\"`, format 5). recall@10 against exact MaxSim over the uncompressed embeddings (all queries, one "
              "batched call) at the default search parameters and exhaustively (`exact=True`: the codec's ceiling); "
              "p50: single-query default searches, the two indexes interleaved query by query; bytes/token: the whole "
              "index folder.", "",
-             "| collection | d | nbits | nlist | exhaustive scalar | exhaustive pq | gain | defaults scalar | "
+             "| collection | d | nbits | seed | nlist | exhaustive scalar | exhaustive pq | gain | defaults scalar | "
              "defaults pq | gain | p50 ms scalar | p50 ms pq | ratio | bytes/token scalar | pq |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
+        timed = (f"{r['p50_ms_scalar']:.2f} | {r['p50_ms_pq']:.2f} | {r['p50_ms_pq'] / r['p50_ms_scalar']:.2f}"
+                 if "p50_ms_pq" in r else "- | - | -")
         lines.append(
-            f"| {r['collection']} | {r['dim']} | {r['nbits']} | {r['nlist']:,} | {r['exhaustive_scalar']:.4f} | "
-            f"{r['exhaustive_pq']:.4f} | {r['exhaustive_pq'] - r['exhaustive_scalar']:+.4f} | "
+            f"| {r['collection']} | {r['dim']} | {r['nbits']} | {r['seed']} | {r['nlist']:,} | "
+            f"{r['exhaustive_scalar']:.4f} | {r['exhaustive_pq']:.4f} | {r['exhaustive_pq'] - r['exhaustive_scalar']:+.4f} | "
             f"{r['recall_scalar']:.4f} | {r['recall_pq']:.4f} | {r['recall_pq'] - r['recall_scalar']:+.4f} | "
-            f"{r['p50_ms_scalar']:.2f} | {r['p50_ms_pq']:.2f} | {r['p50_ms_pq'] / r['p50_ms_scalar']:.2f} | "
-            f"{r['bytes_per_token_scalar']:.2f} | {r['bytes_per_token_pq']:.2f} |")
+            f"{timed} | {r['bytes_per_token_scalar']:.2f} | {r['bytes_per_token_pq']:.2f} |")
+    groups: dict[tuple, list] = {}
+    for r in rows:
+        groups.setdefault((r["collection"], r["nbits"]), []).append(r)
+    if any(len(g) > 1 for g in groups.values()):
+        lines += ["", "Over the seeds (mean, and the smallest and largest gain):", "",
+                  "| collection | nbits | seeds | exhaustive scalar | exhaustive pq | gain | min | max | "
+                  "defaults scalar | defaults pq | gain |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for (name, nbits), g in groups.items():
+            ex = np.array([r["exhaustive_pq"] - r["exhaustive_scalar"] for r in g])
+            de = np.array([r["recall_pq"] - r["recall_scalar"] for r in g])
+            lines.append(f"| {name} | {nbits} | {len(g)} | {np.mean([r['exhaustive_scalar'] for r in g]):.4f} | "
+                         f"{np.mean([r['exhaustive_pq'] for r in g]):.4f} | {ex.mean():+.4f} | {ex.min():+.4f} | "
+                         f"{ex.max():+.4f} | {np.mean([r['recall_scalar'] for r in g]):.4f} | "
+                         f"{np.mean([r['recall_pq'] for r in g]):.4f} | {de.mean():+.4f} |")
     if any(r["ndcg_scalar"] is not None for r in rows):
         lines += ["", "nDCG@10 against the qrels (real sets):", "",
                   "| collection | nbits | scalar defaults | pq defaults | scalar exhaustive | pq exhaustive |",
                   "|---|---:|---:|---:|---:|---:|"]
         for r in rows:
             if r["ndcg_scalar"] is not None:
-                lines.append(f"| {r['collection']} | {r['nbits']} | {r['ndcg_scalar']:.4f} | {r['ndcg_pq']:.4f} | "
+                lines.append(f"| {r['collection']} s{r['seed']} | {r['nbits']} | {r['ndcg_scalar']:.4f} | {r['ndcg_pq']:.4f} | "
                              f"{r['ndcg_exhaustive_scalar']:.4f} | {r['ndcg_exhaustive_pq']:.4f} |")
     lines += ["", "Build seconds (scalar / pq): " + ", ".join(
-        f"{r['collection']} nb{r['nbits']} {r['build_s_scalar']:.0f} / {r['build_s_pq']:.0f}" for r in rows) + "."]
+        f"{r['collection']} nb{r['nbits']} s{r['seed']} {r['build_s_scalar']:.0f} / {r['build_s_pq']:.0f}" for r in rows) + "."]
     write_stamped_report(f"pq_codec_{args.tag}", "The pq residual codec against the scalar one, same centroids",
                          lines, {"rows": rows}, args.threads, load_start)
     return 0
