@@ -50,15 +50,6 @@ def pq_decode(col: dict, normalize: bool = False) -> np.ndarray:
     return _unit(v) if normalize else v.astype(np.float32)
 
 
-def coded_shapes(r: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """float32 (n, d): what pq_encode's codewords code, each residual scaled to the table's reference norm."""
-    n2 = np.einsum("nd,nd->n", r.astype(np.float64), r)
-    ok = np.isfinite(n2) & (n2 > 0)
-    f = np.ones(r.shape[0], np.float32)
-    f[ok] = (ref.pq_table_norm(table) / np.sqrt(n2[ok])).astype(np.float32)
-    return (r * f[:, None]).astype(np.float32)
-
-
 # ------------------------------------------------------------------------------------------ the codec
 def test_round_significand_keeps_12_bits_and_products_are_exact():
     x = np.random.default_rng(0).standard_normal(10_000).astype(np.float32) * 3
@@ -92,8 +83,8 @@ def test_train_and_compress_fill_the_bytes_as_documented(nbits):
     s = np.einsum("nd,nd->n", r[4000:], words) / np.einsum("nd,nd->n", words, words)
     level = packed[:, -1] >> 4
     assert np.all(np.abs(lv[level] - s) <= np.abs(lv[:, None] - s[None]).min(axis=0) + 1e-6)
-    # every byte's codeword is the nearest one of its sub-vector's shape (the first byte checked exhaustively)
-    sub = coded_shapes(r[4000:], table)[:, :dpb]
+    # every byte's codeword is the nearest one of its sub-vector (the first byte checked exhaustively)
+    sub = r[4000:, :dpb]
     best = np.argmin(((sub[:, None, :] - table[0][None]) ** 2).sum(-1), axis=1)
     np.testing.assert_allclose(((sub - table[0][packed[:, 0]]) ** 2).sum(-1), ((sub - table[0][best]) ** 2).sum(-1),
                                rtol=1e-5, atol=1e-9)
@@ -101,10 +92,9 @@ def test_train_and_compress_fill_the_bytes_as_documented(nbits):
 
 @pytest.mark.parametrize("nbits,d", [(1, 64), (2, 64), (2, 136), (4, 72)])
 def test_pq_encode_is_the_contracts_nearest_codeword_and_level_everywhere(nbits, d):
-    """kernels.pq_encode (native and reference): each byte the nearest codeword of its sub-vector of the residual
-    scaled to the table's reference norm (ties to the last bit may go either way between a fused and an unfused
-    copy), the last byte's low nibble among its 16, the high nibble the level nearest the least-squares scale of
-    the residual itself; NaN rows take codeword 0."""
+    """kernels.pq_encode (native and reference): each byte the nearest codeword of its sub-vector (ties to the
+    last bit may go either way between a fused and an unfused copy), the last byte's low nibble among its 16,
+    the high nibble the level nearest the least-squares scale; NaN rows take codeword 0."""
     rng = np.random.default_rng(nbits * 100 + d)
     dpb, pb = 8 // nbits, d * nbits // 8
     table = codec.round_significand((rng.standard_normal((pb, 256, dpb)) * 0.05).astype(np.float32))
@@ -112,9 +102,9 @@ def test_pq_encode_is_the_contracts_nearest_codeword_and_level_everywhere(nbits,
     lv = codec.round_significand(np.sort(rng.uniform(0.5, 1.8, 16)).astype(np.float32))
     r = (rng.standard_normal((500, d)) * 0.05 * rng.uniform(0.5, 1.8, (500, 1))).astype(np.float32)
     r[7] = np.nan
-    r[8] = table[np.arange(pb), rng.integers(0, 16, pb)].reshape(d)  # on codewords (scaled to the reference)
+    r[8] = table[np.arange(pb), rng.integers(0, 16, pb)].reshape(d)  # exactly on codewords: distance 0
     outs = [ref.pq_encode(r, table, lv, nbits)] + ([_core.pq_encode(r, table, lv, nbits)] if _core else [])
-    sub = coded_shapes(r, table).reshape(500, pb, dpb)
+    sub = r.reshape(500, pb, dpb)
     dist = ((sub[:, :, None, :] - table[None]) ** 2).sum(-1)  # (n, pb, 256)
     dist[:, -1, 16:] = np.inf
     for packed in outs:
@@ -136,49 +126,6 @@ def test_pq_encode_is_the_contracts_nearest_codeword_and_level_everywhere(nbits,
     if len(outs) == 2:  # native and reference agree but for ties to the last bit
         differ = outs[0] != outs[1]
         assert differ.mean() < 0.002
-
-
-@pytest.mark.parametrize("mod", BACKENDS)
-def test_pq_encode_codes_a_residuals_shape_and_its_length_by_the_level(mod):
-    """Scaling a residual by a power of two keeps its codewords (they code its shape) and scales its
-    least-squares scale by the same factor, so only the level moves."""
-    rng = np.random.default_rng(5)
-    d, nbits = 64, 2
-    table = codec.round_significand((rng.standard_normal((16, 256, 4)) * 0.05).astype(np.float32))
-    table[-1] = table[-1][np.arange(256) & 15]
-    lv = codec.round_significand((2.0 ** np.linspace(-4, 4, 16)).astype(np.float32))
-    r = (rng.standard_normal((400, d)) * 0.05).astype(np.float32)
-    base = mod.pq_encode(r, table, lv, nbits)
-    for factor in (0.25, 4.0):
-        scaled = mod.pq_encode(r * np.float32(factor), table, lv, nbits)
-        np.testing.assert_array_equal(scaled[:, :-1], base[:, :-1])
-        np.testing.assert_array_equal(scaled[:, -1] & 15, base[:, -1] & 15)
-        # the levels are 2**(8/15) apart: a factor of 4 moves a scale by 3.75 levels, so 3 or 4 of them
-        shift = (scaled[:, -1] >> 4).astype(int) - (base[:, -1] >> 4).astype(int)
-        inside = ((base[:, -1] >> 4) >= 4) & ((base[:, -1] >> 4) <= 11)
-        assert set(np.unique(np.abs(shift[inside]))) <= {3, 4}
-        assert np.all(np.sign(shift[inside]) == np.sign(np.log2(factor)))
-
-
-def test_pq_training_codes_short_and_long_residuals_alike():
-    """The table is trained on residual shapes: a token's relative error does not depend on its length. Trained
-    on the residuals as they are, the long ones would take most codewords and the short ones, shaped otherwise
-    (as a tight cluster's residuals differ from a wide one's), lose their shape."""
-    rng = np.random.default_rng(11)
-    d = 64
-    short = np.arange(12_000) % 2 == 0  # two populations 10x apart in length, each in its own subspace
-    bases = rng.standard_normal((2, 16, d))
-    r = np.einsum("nk,nkd->nd", rng.standard_normal((12_000, 16)), bases[short.astype(int)])
-    r = (r + rng.standard_normal((12_000, d)) * 0.3).astype(np.float32)
-    r *= (np.where(short, 0.02, 0.2) / np.linalg.norm(r, axis=1)).astype(np.float32)[:, None]
-    table, lv = codec.train_pq(r[:8000], 2)
-    test, short = r[8000:], short[8000:]
-    zero = np.zeros((1, d), np.float32)
-    dec = ref.decompress(np.zeros(test.shape[0], np.uint16), codec.pq_compress(test, table, lv), zero, (table, lv), 2,
-                         False)
-    rel = np.sum((dec - test) ** 2, axis=1) / np.sum(test ** 2, axis=1)
-    assert rel[short].mean() < 1.15 * rel[~short].mean(), (rel[short].mean(), rel[~short].mean())
-    assert rel.mean() < 0.5
 
 
 @pytest.mark.parametrize("mod", BACKENDS)

@@ -2,7 +2,6 @@
 #include "cpu/codec.h"
 
 #include <algorithm>
-#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -72,40 +71,12 @@ PLAIDX_DISPATCH(void, compress_rows,
                  int nbits, uint8_t* packed),
                 (residuals, begin, end, d, cutoffs, nbits, packed))
 
-// The pq table's reference norm: sqrt of the sum over bytes of the mean squared norm of the byte's codewords (the
-// 256 of a byte, the last byte's first 16), in float64. The table is trained on residual shapes scaled to about
-// this norm (codec.train_pq).
-double pq_table_norm(const float* table, int64_t pb, int dpb) {
-  double total = 0.0;
-  for (int64_t p = 0; p < pb; ++p) {
-    const int K = p + 1 < pb ? 256 : 16;
-    double acc = 0.0;
-    for (int k = 0; k < K; ++k)
-      for (int u = 0; u < dpb; ++u) {
-        const double w = table[(p * 256 + k) * dpb + u];
-        acc += w * w;
-      }
-    total += acc / K;
-  }
-  return std::sqrt(total);
-}
-
-// The factor that scales residual r (d,) to norm ref: float(ref / |r|), |r| summed in order in float64; 1 when r
-// is 0 or not finite, or ref is 0.
-PLAIDX_INLINE float shape_factor(const float* r, int64_t d, double ref) {
-  double n2 = 0.0;
-  for (int64_t j = 0; j < d; ++j) n2 += static_cast<double>(r[j]) * static_cast<double>(r[j]);
-  return n2 > 0.0 && std::isfinite(n2) && ref > 0.0 ? static_cast<float>(ref / std::sqrt(n2)) : 1.0f;
-}
-
 // pq_encode's rows [begin, end). tt (pb, dpb, 256): the table transposed, codeword k's coordinate u of byte p at
-// tt[(p * dpb + u) * 256 + k]; mids (15,): the levels' midpoints; ref: the table's reference norm (pq_table_norm).
-// The codewords are chosen for the residual scaled to norm ref (its shape), the level by the least-squares scale
-// of the chosen codewords towards the residual itself. Each of the L lanes keeps the best of the codewords
-// k = lane (mod L) (strict <, so the lowest index among equals), then the lanes are merged.
+// tt[(p * dpb + u) * 256 + k]; mids (15,): the levels' midpoints. Each of the L lanes keeps the best of the
+// codewords k = lane (mod L) (strict <, so the lowest index among equals), then the lanes are merged.
 template <Isa I>
 PLAIDX_INLINE void pq_encode_rows_impl(const float* residuals, int64_t begin, int64_t end, int64_t d, int dpb,
-                                       const float* tt, const double* mids, double ref, uint8_t* packed) {
+                                       const float* tt, const double* mids, uint8_t* packed) {
   using V = WideVec<I>;
   using IV = decltype(V{} > V{});
   constexpr int L = static_cast<int>(sizeof(V) / sizeof(float));
@@ -115,20 +86,17 @@ PLAIDX_INLINE void pq_encode_rows_impl(const float* residuals, int64_t begin, in
   for (int64_t t = begin; t < end; ++t) {
     const float* r = residuals + t * d;
     uint8_t* out = packed + t * pb;
-    const float f = shape_factor(r, d, ref);
     double num = 0.0, den = 0.0;
     for (int64_t p = 0; p < pb; ++p) {
       const int K = p + 1 < pb ? 256 : 16;
       const float* tp = tt + p * dpb * 256;
       const float* rp = r + p * dpb;
-      float yp[8];
-      for (int u = 0; u < dpb; ++u) yp[u] = rp[u] * f;
       V best = V{} + __builtin_inff();
       IV bidx = iota - iota, kv = iota;
       for (int k = 0; k < K; k += L) {
         V acc = V{};
         for (int u = 0; u < dpb; ++u) {
-          const V e = yp[u] - vload_as<V>(tp + u * 256 + k);
+          const V e = rp[u] - vload_as<V>(tp + u * 256 + k);
           acc += e * e;
         }
         const IV lt = acc < best;
@@ -155,8 +123,8 @@ PLAIDX_INLINE void pq_encode_rows_impl(const float* residuals, int64_t begin, in
 }
 PLAIDX_DISPATCH(void, pq_encode_rows,
                 (const float* residuals, int64_t begin, int64_t end, int64_t d, int dpb, const float* tt,
-                 const double* mids, double ref, uint8_t* packed),
-                (residuals, begin, end, d, dpb, tt, mids, ref, packed))
+                 const double* mids, uint8_t* packed),
+                (residuals, begin, end, d, dpb, tt, mids, packed))
 
 template <Isa I, class Code>
 PLAIDX_INLINE bool decompress_rows_impl(const Code* codes, const uint8_t* packed, int64_t begin,
@@ -240,11 +208,10 @@ void pq_encode(const float* residuals, int64_t n, int64_t d, int nbits, const fl
       for (int u = 0; u < dpb; ++u) tt[static_cast<size_t>((p * dpb + u) * 256 + k)] = table[(p * 256 + k) * dpb + u];
   double mids[15];
   for (int i = 0; i < 15; ++i) mids[i] = 0.5 * (static_cast<double>(levels[i]) + static_cast<double>(levels[i + 1]));
-  const double ref = pq_table_norm(table, pb, dpb);
   const int threads = resolve_threads(num_threads);
   const int64_t grain = std::max<int64_t>(256, grain_for(n, threads, 4));
   parallel_chunks(n, grain, threads, [&](int64_t begin, int64_t end) {
-    pq_encode_rows(residuals, begin, end, d, dpb, tt.data(), mids, ref, packed);
+    pq_encode_rows(residuals, begin, end, d, dpb, tt.data(), mids, packed);
   });
 }
 

@@ -18,15 +18,11 @@ Functions:
       code of r[t, j] = number of cutoffs[j, :] that are <= r[t, j]  (cutoffs ascending per row).
   pq_encode(residuals f32 (n, d), table f32 (pb, 256, dpb), levels f32 (16,) ascending, nbits in {1, 2, 4})
           -> packed u8 (n, pb)   the pq codec's bytes (codec.py; dpb = 8 // nbits):
-      the codewords code the residual's shape y = f * r[t] (float32), f = float32(ref / |r[t]|) with |r[t]| in
-      float64 (f = 1 when r[t] is 0 or not finite, or ref is 0) and ref = the table's reference norm, sqrt of the
-      sum over bytes of the mean squared norm of the byte's codewords (the last byte's first 16), in float64:
-      byte p < pb - 1 = the nearest of the codewords table[p, :] to y[p*dpb:(p+1)*dpb] (squared distance summed
+      byte p < pb - 1 = the nearest of the codewords table[p, :] to r[t, p*dpb:(p+1)*dpb] (squared distance summed
       in order over the sub-vector; ties: the lower index); the last byte's low nibble the nearest of
       table[pb-1, 0:16], its high nibble = #{i < 15: (levels[i] + levels[i+1]) / 2 < s} with s = <r, w> / <w, w>
-      (1 when w = 0) over the chosen codewords w and the residual r itself, in float64. A NaN residual takes
-      codeword 0. Copies that fuse multiply-adds, or sum ref in another order, may pick the other of two codewords
-      whose distances tie to the last bit.
+      (1 when w = 0) over the chosen codewords w, in float64. A NaN residual takes codeword 0. Copies that fuse
+      multiply-adds may pick the other of two codewords whose distances tie to the last bit.
   decompress(codes u16/u32 (n,), packed u8 (n, pb), centroids f32 (nlist, d), weights f32 (d, B), nbits,
              normalize: bool) -> f32 (n, d)
       v[t, j] = centroids[codes[t], j] + weights[j, code(t, j)]; if normalize, v[t] /= max(|v[t]|, 1e-12).

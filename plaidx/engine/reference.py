@@ -293,27 +293,19 @@ def compress(residuals: np.ndarray, cutoffs: np.ndarray, nbits: int) -> np.ndarr
 
 
 @njit(cache=False)
-def _pq_encode_loop(r, table, mids, ref, out):
+def _pq_encode_loop(r, table, mids, out):
     pb, dpb = table.shape[0], table.shape[2]
-    d = r.shape[1]
-    y = np.empty(dpb, np.float32)
     for t in range(r.shape[0]):
-        n2 = 0.0
-        for j in range(d):
-            n2 += np.float64(r[t, j]) * np.float64(r[t, j])
-        f = np.float32(ref / np.sqrt(n2)) if n2 > 0.0 and np.isfinite(n2) and ref > 0.0 else np.float32(1.0)
         num = 0.0
         den = 0.0
         for p in range(pb):
             K = 256 if p + 1 < pb else 16
-            for u in range(dpb):
-                y[u] = r[t, p * dpb + u] * f
             best = np.float32(np.inf)
             bi = 0
             for k in range(K):
                 acc = np.float32(0.0)
                 for u in range(dpb):
-                    e = y[u] - table[p, k, u]
+                    e = r[t, p * dpb + u] - table[p, k, u]
                     acc += e * e
                 if acc < best:
                     best = acc
@@ -331,16 +323,6 @@ def _pq_encode_loop(r, table, mids, ref, out):
         out[t, pb - 1] |= level << 4
 
 
-def pq_table_norm(table: np.ndarray) -> float:
-    """The pq table's reference norm (pq_encode scales each residual to it before choosing codewords): sqrt of the
-    sum over bytes of the mean squared norm of the byte's codewords (the last byte's first 16), in float64."""
-    total = 0.0
-    for p in range(table.shape[0]):
-        k = 256 if p + 1 < table.shape[0] else 16
-        total += float(np.sum(np.square(table[p, :k].astype(np.float64)))) / k
-    return float(np.sqrt(total))
-
-
 def pq_encode(residuals: np.ndarray, table: np.ndarray, levels: np.ndarray, nbits: int) -> np.ndarray:
     """The pq codec's bytes u8 (n, pb) of residuals f32 (n, d) (the native kernel's contract, kernels.py)."""
     fn = "pq_encode"
@@ -354,7 +336,7 @@ def pq_encode(residuals: np.ndarray, table: np.ndarray, levels: np.ndarray, nbit
     _expect(bool(np.all(levels[:-1] <= levels[1:])), f"{fn}: levels must be ascending (and not NaN)")
     mids = 0.5 * (levels[:-1].astype(np.float64) + levels[1:].astype(np.float64))
     out = np.zeros((residuals.shape[0], table.shape[0]), np.uint8)
-    _pq_encode_loop(residuals, table, mids, pq_table_norm(table), out)
+    _pq_encode_loop(residuals, table, mids, out)
     return out
 
 
