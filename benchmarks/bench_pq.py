@@ -1,13 +1,12 @@
 """The pq residual codec (format 5) against the scalar one (formats 3-4) on the same centroids.
 
 For each collection, nbits and seed, two indexes are built with plaidx's defaults and that seed (so the same
-k-means, centroids and codes: only how each residual is coded differs), one per ``residual_codec``. The seed
-moves the k-means and the pq training, and with them recall@10 by a few thousandths: ``--seeds 0,1,2`` reports
-each seed and the mean gain over them. Both
+k-means, centroids and codes: only how each residual is coded differs), one per ``residual_codec``. Both
 are searched with all queries: recall@10 against exact MaxSim over the uncompressed embeddings, at the
 default search parameters and exhaustively (``exact=True``, the codec's ceiling); nDCG@10 on the real sets;
 and single-query p50 of the default search, the two indexes interleaved query by query. Bytes per token
-are the whole index folder's.
+are the whole index folder's. The seed moves the k-means and the pq training, and with them recall@10 by a
+few thousandths: ``--seeds 0,1,2`` reports each seed and the mean gain over them.
 
     .venv/bin/python benchmarks/bench_pq.py --collections fewtopics,heavytail,lowrank,manytopics,neardup
     .venv/bin/python benchmarks/bench_pq.py --collections cranfield,cisi,scifact --tag real --seeds 0,1,2
@@ -119,12 +118,13 @@ def main(argv: list[str] | None = None) -> int:
                   "| collection | nbits | seeds | exhaustive scalar | exhaustive pq | gain | min | max | "
                   "defaults scalar | defaults pq | gain |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for (name, nbits), g in groups.items():
-            ex = np.array([r["exhaustive_pq"] - r["exhaustive_scalar"] for r in g])
-            de = np.array([r["recall_pq"] - r["recall_scalar"] for r in g])
-            lines.append(f"| {name} | {nbits} | {len(g)} | {np.mean([r['exhaustive_scalar'] for r in g]):.4f} | "
-                         f"{np.mean([r['exhaustive_pq'] for r in g]):.4f} | {ex.mean():+.4f} | {ex.min():+.4f} | "
-                         f"{ex.max():+.4f} | {np.mean([r['recall_scalar'] for r in g]):.4f} | "
-                         f"{np.mean([r['recall_pq'] for r in g]):.4f} | {de.mean():+.4f} |")
+            m = {key: np.array([r[key] for r in g]) for key in
+                 ("exhaustive_scalar", "exhaustive_pq", "recall_scalar", "recall_pq")}
+            ex = m["exhaustive_pq"] - m["exhaustive_scalar"]
+            lines.append(f"| {name} | {nbits} | {len(g)} | {m['exhaustive_scalar'].mean():.4f} | "
+                         f"{m['exhaustive_pq'].mean():.4f} | {ex.mean():+.4f} | {ex.min():+.4f} | {ex.max():+.4f} | "
+                         f"{m['recall_scalar'].mean():.4f} | {m['recall_pq'].mean():.4f} | "
+                         f"{(m['recall_pq'] - m['recall_scalar']).mean():+.4f} |")
     if any(r["ndcg_scalar"] is not None for r in rows):
         lines += ["", "nDCG@10 against the qrels (real sets):", "",
                   "| collection | nbits | scalar defaults | pq defaults | scalar exhaustive | pq exhaustive |",
