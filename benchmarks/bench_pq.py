@@ -6,7 +6,11 @@ are searched with all queries: recall@10 against exact MaxSim over the uncompres
 default search parameters and exhaustively (``exact=True``, the codec's ceiling); nDCG@10 on the real sets;
 and single-query p50 of the default search, the two indexes interleaved query by query. Bytes per token
 are the whole index folder's. The seed moves the k-means and the pq training, and with them recall@10 by a
-few thousandths: ``--seeds 0,1,2`` reports each seed and the mean gain over them.
+few thousandths: ``--seeds 0,1,2`` reports each seed and the mean gain over them. ``--format2`` builds a third
+index per row with the codec issue 15 measures against, format 2's: the scalar codec with PLAID's nlist rule
+(16 * sqrt(tokens): 8192 centroids at 1M tokens) and an int8 centroid table, which today's engine still builds
+below 2**18 tokens (``format2_codec``), so the pq codec's gain over it includes the doubled nlist that the
+4-bit table pays for.
 
     .venv/bin/python benchmarks/bench_pq.py --collections fewtopics,heavytail,lowrank,manytopics,neardup
     .venv/bin/python benchmarks/bench_pq.py --collections cranfield,cisi,scifact --tag real --seeds 0,1,2
@@ -17,6 +21,7 @@ Writes ``results/pq_codec_<tag>.json`` and ``.md``. Not part of CI.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -31,8 +36,21 @@ from bench_families import with_truth  # noqa: E402
 from collection import recall_at_k  # noqa: E402
 
 import plaidx  # noqa: E402
+from plaidx.engine import clustering, codec  # noqa: E402
 
 CODECS = ("scalar", "pq")
+
+
+@contextlib.contextmanager
+def format2_codec():
+    """Builds inside take format 2's codec at any size: PLAID's nlist rule and int8 centroid rows (what today's
+    engine builds below ``codec.COMPACT_TABLE_MIN_TOKENS``), with the scalar residual codec passed by the caller."""
+    saved = codec.COMPACT_TABLE_MIN_TOKENS, clustering.WIDE_NLIST_MIN_TOKENS
+    codec.COMPACT_TABLE_MIN_TOKENS = clustering.WIDE_NLIST_MIN_TOKENS = 1 << 62
+    try:
+        yield
+    finally:
+        codec.COMPACT_TABLE_MIN_TOKENS, clustering.WIDE_NLIST_MIN_TOKENS = saved
 
 
 def timed_pair(indexes: list, queries: np.ndarray, k: int, n_queries: int, threads: int, warmup: int = 5) -> list:
@@ -62,8 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--timed-queries", type=int, default=150, help="single-query searches timed (0: no timing)")
     ap.add_argument("--seeds", default="0", help="comma list: every collection built and searched once per seed")
+    ap.add_argument("--format2", action="store_true",
+                    help="also build format 2's codec (8192 centroids at 1M tokens, int8 table, scalar) per row")
     ap.add_argument("--tag", default="families")
     args = ap.parse_args(argv)
+    builds = (("format2",) if args.format2 else ()) + CODECS
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     load_start = list(os.getloadavg())
     rows = []
@@ -72,20 +93,22 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory() as tmp:
                 indexes, row = [], {"collection": name, "tokens": coll.n_tokens, "dim": coll.dim, "nbits": nbits,
                                     "seed": seed}
-                for codec in CODECS:
+                for name_c in builds:
                     t0 = time.perf_counter()
-                    ix = plaidx.Index.build(Path(tmp) / codec, coll.lazy_docs(), nbits=nbits, seed=seed,
-                                            residual_codec=codec)
-                    row[f"build_s_{codec}"] = time.perf_counter() - t0
-                    row["nlist"] = ix.nlist
-                    row[f"bytes_per_token_{codec}"] = folder_bytes(Path(tmp) / codec) / coll.n_tokens
+                    with format2_codec() if name_c == "format2" else contextlib.nullcontext():
+                        ix = plaidx.Index.build(Path(tmp) / name_c, coll.lazy_docs(), nbits=nbits, seed=seed,
+                                                residual_codec="scalar" if name_c == "format2" else name_c)
+                    row[f"build_s_{name_c}"] = time.perf_counter() - t0
+                    row["nlist_format2" if name_c == "format2" else "nlist"] = ix.nlist
+                    row[f"bytes_per_token_{name_c}"] = folder_bytes(Path(tmp) / name_c) / coll.n_tokens
                     _, ids = ix.search(queries, k=10, num_threads=args.threads)
-                    row[f"recall_{codec}"] = recall_at_k(ids, truth, 10)
-                    row[f"ndcg_{codec}"] = ndcg_at_k(ids, coll, 10)
+                    row[f"recall_{name_c}"] = recall_at_k(ids, truth, 10)
+                    row[f"ndcg_{name_c}"] = ndcg_at_k(ids, coll, 10)
                     _, ids = ix.search(queries, k=10, exact=True, num_threads=args.threads)
-                    row[f"exhaustive_{codec}"] = recall_at_k(ids, truth, 10)
-                    row[f"ndcg_exhaustive_{codec}"] = ndcg_at_k(ids, coll, 10)
-                    indexes.append(ix)
+                    row[f"exhaustive_{name_c}"] = recall_at_k(ids, truth, 10)
+                    row[f"ndcg_exhaustive_{name_c}"] = ndcg_at_k(ids, coll, 10)
+                    if name_c != "format2":
+                        indexes.append(ix)
                 if args.timed_queries:
                     for codec, p50 in zip(CODECS, timed_pair(indexes, queries, 10, args.timed_queries, args.threads)):
                         row[f"p50_ms_{codec}"] = p50
@@ -125,6 +148,24 @@ def main(argv: list[str] | None = None) -> int:
                          f"{m['exhaustive_pq'].mean():.4f} | {ex.mean():+.4f} | {ex.min():+.4f} | {ex.max():+.4f} | "
                          f"{m['recall_scalar'].mean():.4f} | {m['recall_pq'].mean():.4f} | "
                          f"{(m['recall_pq'] - m['recall_scalar']).mean():+.4f} |")
+    if any("exhaustive_format2" in r for r in rows):
+        lines += ["", "Against format 2's codec, issue 15's baseline (`--format2`: the scalar codec with PLAID's nlist rule and "
+                  "an int8 centroid table), per row:", "",
+                  "| collection | nbits | seed | nlist format 2 / pq | exhaustive format 2 | exhaustive pq | gain | "
+                  "defaults format 2 | defaults pq | gain | bytes/token format 2 |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            lines.append(f"| {r['collection']} | {r['nbits']} | {r['seed']} | {r['nlist_format2']:,} / {r['nlist']:,} | "
+                         f"{r['exhaustive_format2']:.4f} | {r['exhaustive_pq']:.4f} | "
+                         f"{r['exhaustive_pq'] - r['exhaustive_format2']:+.4f} | {r['recall_format2']:.4f} | "
+                         f"{r['recall_pq']:.4f} | {r['recall_pq'] - r['recall_format2']:+.4f} | "
+                         f"{r['bytes_per_token_format2']:.2f} |")
+        lines += ["", "| collection | nbits | seeds | exhaustive format 2 | exhaustive pq | gain | min | max |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for (name, nbits), g in groups.items():
+            f2, pq = (np.array([r[key] for r in g]) for key in ("exhaustive_format2", "exhaustive_pq"))
+            lines.append(f"| {name} | {nbits} | {len(g)} | {f2.mean():.4f} | {pq.mean():.4f} | {(pq - f2).mean():+.4f} | "
+                         f"{(pq - f2).min():+.4f} | {(pq - f2).max():+.4f} |")
     if any(r["ndcg_scalar"] is not None for r in rows):
         lines += ["", "nDCG@10 against the qrels (real sets):", "",
                   "| collection | nbits | scalar defaults | pq defaults | scalar exhaustive | pq exhaustive |",
@@ -133,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
             if r["ndcg_scalar"] is not None:
                 lines.append(f"| {r['collection']} s{r['seed']} | {r['nbits']} | {r['ndcg_scalar']:.4f} | {r['ndcg_pq']:.4f} | "
                              f"{r['ndcg_exhaustive_scalar']:.4f} | {r['ndcg_exhaustive_pq']:.4f} |")
-    lines += ["", "Build seconds (scalar / pq): " + ", ".join(
-        f"{r['collection']} nb{r['nbits']} s{r['seed']} {r['build_s_scalar']:.0f} / {r['build_s_pq']:.0f}" for r in rows) + "."]
+    lines += ["", f"Build seconds ({' / '.join(builds)}): " + ", ".join(
+        f"{r['collection']} nb{r['nbits']} s{r['seed']} " + " / ".join(f"{r['build_s_' + b]:.0f}" for b in builds)
+        for r in rows) + "."]
     write_stamped_report(f"pq_codec_{args.tag}", "The pq residual codec against the scalar one, same centroids",
                          lines, {"rows": rows}, args.threads, load_start)
     return 0
