@@ -73,9 +73,36 @@ def child_search(args) -> dict:
                     else rp._search_run(index, queries, args.k, params, 10))
         r = runs[-1]
         print(f"[plaidx] {params}: p50 {r['latency_ms']['p50']:.2f} ms", flush=True)
+    coverage = probe_coverage(index, queries, exact_topk_cached(coll, args.k, threads=args.threads)[1],
+                              [int(x) for x in args.coverage.split(",") if x]) if args.coverage else None
     return {"engine": "plaidx", "phase": "search", "rss_before_open_mb": round(rss0, 1),
             "rss_after_open_mb": round(rss_open, 1), "peak_rss_mb": round(rp._peak_rss_mb(), 1), "runs": runs,
-            "paired": _paired(index, queries, args.k, json.loads(args.paired))}
+            "paired": _paired(index, queries, args.k, json.loads(args.paired)), "coverage": coverage}
+
+
+def probe_coverage(index, queries: np.ndarray, truth: np.ndarray, nprobes: list[int]) -> list[dict]:
+    """What the first stage can hand on at each nprobe: the share of all documents with a token in a probed cell
+    (each query token's ``nprobe`` best cells by float32 score), and the share of each query's exact top-k among
+    them, the most any later stage can recall. Documents are the index's positions, built in collection order."""
+    snap = index._snap
+    cents = np.asarray(snap.codec.centroids, np.float32)
+    codes = np.asarray(snap.a["codes"]).astype(np.intp)
+    offsets = np.asarray(snap.a["doc_offsets"])
+    token_doc = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    out = []
+    for nprobe in nprobes:
+        reached, found = [], []
+        for q, t in zip(queries, truth):
+            sc = q @ cents.T
+            cells = np.zeros(len(cents), bool)
+            cells[np.argpartition(-sc, min(nprobe, len(cents) - 1), axis=1)[:, :nprobe]] = True
+            docs = np.zeros(len(offsets) - 1, bool)
+            docs[token_doc[cells[codes]]] = True
+            reached.append(docs.mean())
+            found.append(docs[t[t >= 0]].mean())
+        out.append({"nprobe": nprobe, "documents_reached": float(np.mean(reached)),
+                    "truth_reached": float(np.mean(found))})
+    return out
 
 
 def _paired(index, queries: np.ndarray, k: int, configs: list[dict]) -> dict:
@@ -200,6 +227,13 @@ def markdown(report: dict) -> str:
         for c, p50, cp, r, cr in zip(pr["configs"], pr["p50_ms"], pr["cpu_p50_ms"], pr["median_ratio_to_first"],
                                      pr["median_cpu_ratio_to_first"]):
             lines.append(f"| {json.dumps(c) if c else 'defaults'} | {p50:.2f} | {cp:.2f} | {r:.2f} | {cr:.2f} |")
+    cov = ((report.get("engines") or {}).get("plaidx") or {}).get("coverage")
+    if cov:
+        lines += ["", "What the first stage reaches (`--coverage`): the share of all documents with a token in a probed cell, "
+                      "and of each query's exact top-k among them (the most any later stage, the tier included, can "
+                      "recall at that nprobe):", "", "| nprobe | documents reached | exact top-k reached |",
+                  "|---|---|---|"]
+        lines += [f"| {c['nprobe']} | {c['documents_reached']:.3f} | {c['truth_reached']:.3f} |" for c in cov]
     s = report.get("scale_study")
     if s:
         lines += ["", f"int8 scale choice ({s['queries']} queries, each re-scoring its exact top-100 with the "
@@ -245,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers", default="plaid", help="comma list, or 'none'")
     ap.add_argument("--plaid-configs", default=PLAID_CONFIGS)
     ap.add_argument("--reuse", action="store_true", help="reuse earlier builds (search re-runs)")
+    ap.add_argument("--coverage", default="", help="comma list of nprobe: documents and exact top-k the first "
+                                                   "stage reaches at each")
     ap.add_argument("--no-scale-study", action="store_true")
     ap.add_argument("--timeout", type=int, default=4 * 3600)
     ap.add_argument("--tag", default="")
@@ -283,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         (work / "build.json").write_text(json.dumps(build))
     g = grid([int(x) for x in args.reranks.split(",") if x], args.keep) + json.loads(args.extra)
     search = be.run_child(me + ["child-search", *io, "--grid", json.dumps(g), "--paired", args.paired,
-                                "--out", str(work / "search.json")],
+                                "--coverage", args.coverage, "--out", str(work / "search.json")],
                           work / "search.json", work / "search.log", args.threads, args.timeout, 0)
     results["plaidx"] = {"build": build, "search": search}
     ns = argparse.Namespace(threads=args.threads, nbits=args.nbits, kmeans_niters=4, seed=args.seed, nlist=None,
@@ -309,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
                              "n_tokens": coll.n_tokens, "dim": coll.dim, "nq": int(len(coll.queries))},
               "machine": dict(be.machine_info(args.threads), loadavg_at_start=load_start), "skipped": skipped,
               "rows": rows, "scale_study": study,
-              "engines": {"plaidx": {"paired": (results["plaidx"].get("search") or {}).get("paired")}}}
+              "engines": {"plaidx": {"paired": (results["plaidx"].get("search") or {}).get("paired"),
+                                     "coverage": (results["plaidx"].get("search") or {}).get("coverage")}}}
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / f"rerank_{label}.json").write_text(json.dumps(report, indent=1, default=float))
     (RESULTS_DIR / f"rerank_{label}.md").write_text(markdown(report))
