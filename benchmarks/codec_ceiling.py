@@ -25,6 +25,13 @@ Variants (``--variants``):
   the same after a learned rotation of the residuals (faiss OPQ, d x d floats stored once); ``pqn_scale16``:
   the engine's pq codec (format 5) in prototype: the last sub-vector takes 16 codewords and the scale its
   byte's other nibble, so no byte is added;
+- ``pqe``: the engine's pq codec itself (``codec.train_pq``, ``codec.pq_compress``) on these centroids, the
+  held-out residuals training it; ``pqe_cos``: its codes and level re-chosen per token by coordinate ascent on
+  the cosine of the decoded, re-normalised token and the original (``--passes`` sweeps; the decoder unchanged,
+  so a build-time change only); ``pqe_par3``: the same ascent on the squared error plus 3x its squared
+  component along the token (ScaNN's score-aware loss); ``pqe_cscale``: a 4-bit log scale per centroid and
+  4-dimension sub-vector (from about 80 sampled tokens a centroid, 16 bytes a centroid) divides the residuals
+  before the engine's codec trains on and codes them (region-local energy, one table);
 - ``rq``: residual (additive) quantisation at the same bytes: d * nbits / 8 stages of 256 full-width codewords,
   each coding what the earlier ones left (faiss ResidualQuantizer, beam ``--rq-beam``). Its codewords are
   full-width, so a lookup table costs stages x 256 x d multiply-adds per query token to build (32x pq's at
@@ -44,6 +51,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from numba import njit, prange
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
@@ -56,7 +64,14 @@ from collection import (  # noqa: E402
 )
 
 from plaidx.engine.clustering import Assigner, default_kmeans_sample, default_nlist, train_centroids  # noqa: E402
-from plaidx.engine.codec import dequantize_centroids, quantize_centroids, train_codebooks  # noqa: E402
+from plaidx.engine.codec import (  # noqa: E402
+    _pq_lookup,
+    dequantize_centroids,
+    pq_compress,
+    quantize_centroids,
+    train_codebooks,
+    train_pq,
+)
 
 K = 10
 
@@ -110,6 +125,103 @@ def cos_codes(x: np.ndarray, cents: np.ndarray, codes: np.ndarray, weights: np.n
             a, b = best_a, best_b
         print(f"    cos pass: {changed} coordinates moved", flush=True)
     return codes
+
+
+@njit(cache=False)
+def _dot(a, b):
+    acc = 0.0
+    for i in range(a.shape[0]):
+        acc += a[i] * b[i]
+    return acc
+
+
+@njit(parallel=True, cache=False)
+def _pq_recode(x, c, r, table, levels, codes, cos, lam, passes):
+    """Per token: ``passes`` sweeps setting each code byte (then the level) to the best one given the others,
+    maximising cos(x, c + s w) (``cos``) or minimising |e|^2 + lam (e . x)^2, e = r - s w."""
+    n, d = r.shape
+    pb, _, dpb = table.shape
+    out = codes.copy()
+    for t in prange(n):
+        w = np.empty(d, np.float32)
+        for p in range(pb):
+            b = out[t, p] & 15 if p == pb - 1 else out[t, p]
+            w[p * dpb:(p + 1) * dpb] = table[p, b]
+        lv = np.int64(out[t, pb - 1] >> 4)
+        for it in range(passes + 1):
+            if it > 0:
+                s = levels[lv]
+                e = r[t] - s * w
+                h = c[t] + s * w
+                epar, a_, b_ = _dot(e, x[t]), _dot(h, x[t]), _dot(h, h)
+                for p in range(pb):
+                    o = p * dpb
+                    xs = x[t, o:o + dpb]
+                    ep0, a0, b0 = _dot(e[o:o + dpb], xs), _dot(h[o:o + dpb], xs), _dot(h[o:o + dpb], h[o:o + dpb])
+                    best, bk = 1e300, 0
+                    for k in range(16 if p == pb - 1 else 256):
+                        ex = ee = hx = hh = 0.0  # no temporaries in the innermost loop
+                        for u in range(dpb):
+                            ev = r[t, o + u] - s * table[p, k, u]
+                            hv = c[t, o + u] + s * table[p, k, u]
+                            ex += ev * xs[u]
+                            ee += ev * ev
+                            hx += hv * xs[u]
+                            hh += hv * hv
+                        if cos:
+                            loss = -(a_ - a0 + hx) / np.sqrt(max(b_ - b0 + hh, 1e-30))
+                        else:
+                            pe = epar - ep0 + ex
+                            loss = ee + lam * pe * pe
+                        if loss < best:
+                            best, bk = loss, k
+                    w[o:o + dpb] = table[p, bk]
+                    e[o:o + dpb] = r[t, o:o + dpb] - s * w[o:o + dpb]
+                    h[o:o + dpb] = c[t, o:o + dpb] + s * w[o:o + dpb]
+                    epar += _dot(e[o:o + dpb], xs) - ep0
+                    a_ += _dot(h[o:o + dpb], xs) - a0
+                    b_ += _dot(h[o:o + dpb], h[o:o + dpb]) - b0
+                    out[t, p] = (out[t, p] & 0xF0) | bk if p == pb - 1 else bk
+            best = 1e300
+            rw, ww, rx, wx = _dot(r[t], w), _dot(w, w), _dot(r[t], x[t]), _dot(w, x[t])
+            cw, cx, cc, rr = _dot(c[t], w), _dot(c[t], x[t]), _dot(c[t], c[t]), _dot(r[t], r[t])
+            for li in range(levels.shape[0]):
+                sv = levels[li]
+                if cos:
+                    loss = -(cx + sv * wx) / np.sqrt(max(cc + 2 * sv * cw + sv * sv * ww, 1e-30))
+                else:
+                    loss = rr - 2 * sv * rw + sv * sv * ww + lam * (rx - sv * wx) ** 2
+                if loss < best:
+                    best, lv = loss, np.int64(li)
+        out[t, pb - 1] = (out[t, pb - 1] & 15) | (lv << 4)
+    return out
+
+
+def engine_pq(variant: str, x, c, codes_c, r, held, args) -> np.ndarray:
+    """Decoded (not normalised) tokens of a ``pqe`` variant (see the module docstring)."""
+    n, d = r.shape
+    div = np.ones((1, d), np.float32)
+    if variant == "pqe_cscale":
+        nl = int(codes_c.max()) + 1
+        samp = np.random.default_rng(args.seed + 1).choice(n, size=min(n, 80 * nl), replace=False)
+        e2 = (r[samp] ** 2).reshape(len(samp), d // 4, 4).sum(axis=2)
+        tot = np.zeros((nl, d // 4))
+        np.add.at(tot, codes_c[samp], e2)
+        cnt = np.bincount(codes_c[samp], minlength=nl)[:, None]
+        glob = e2.mean(axis=0)
+        ls = 0.5 * np.log2((tot + 4 * glob) / (cnt + 4) / glob)  # shrunk to the global energy, relative to it
+        lo, hi = np.quantile(ls, [0.005, 0.995])
+        lv = np.clip(np.rint((ls - lo) / (hi - lo) * 15), 0, 15)
+        div = np.repeat(2.0 ** (lo + lv / 15 * (hi - lo)), 4, axis=1).astype(np.float32)[codes_c]
+    rn = r / div
+    table, levels = train_pq(rn[held], args.nbits, args.seed)
+    codes = np.concatenate([pq_compress(rn[i:i + (1 << 18)], table, levels) for i in range(0, n, 1 << 18)])
+    if variant in ("pqe_cos", "pqe_par3"):
+        codes = _pq_recode(x, c, r, table, levels, codes, variant == "pqe_cos", 3.0, args.passes)
+    low = codes.copy()
+    low[:, -1] &= 15
+    s = levels[(codes[:, -1] >> 4).astype(np.intp)]
+    return c + div * (s[:, None] * _pq_lookup(low, table))
 
 
 def refit(r: np.ndarray, codes: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -213,7 +325,11 @@ def run_variants(args, values, coll, raw, cbits, cands, truth, queries, held) ->
                 dec = np.concatenate([rq.decode(rq.compute_codes(np.ascontiguousarray(r[i:i + (1 << 18)])))
                                       for i in range(0, n, 1 << 18)]) + c
                 extra = (d * args.nbits // 8) * 256 * d * 4 / n  # float32 codebooks
-            if variant.startswith(("pq", "opq")):  # residual PQ: one 8-bit code per 8 / nbits dimensions
+            engine = variant.startswith("pqe")
+            if engine:
+                dec = engine_pq(variant, x, c, codes_c.astype(np.intp), r, held, args)
+                extra = (256 * d + 16) * 4 / n + (d // 8 / n * nl if variant == "pqe_cscale" else 0.0)
+            elif variant.startswith(("pq", "opq")):  # residual PQ: one 8-bit code per 8 / nbits dimensions
                 import faiss
 
                 sub = 8 // args.nbits
@@ -250,7 +366,7 @@ def run_variants(args, values, coll, raw, cbits, cands, truth, queries, held) ->
                 extra = (pq.M * pq.ksub * sub + (d * d if opq is not None else 0)) * 4 / n  # float32 codebooks
             cutoffs, weights = train_codebooks(r[held], args.nbits)
             codes = bucketize(r, cutoffs)
-            if variant.endswith("cos") or variant == "cos_refit":
+            if not engine and (variant.endswith("cos") or variant == "cos_refit"):
                 codes = cos_codes(x, c, codes, weights, args.passes)
                 if variant == "cos_refit":
                     weights = refit(r, codes, weights)
