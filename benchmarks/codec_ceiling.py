@@ -31,7 +31,9 @@ Variants (``--variants``):
   so a build-time change only); ``pqe_par3``: the same ascent on the squared error plus 3x its squared
   component along the token (ScaNN's score-aware loss); ``pqe_cscale``: a 4-bit log scale per centroid and
   4-dimension sub-vector (from about 80 sampled tokens a centroid, 16 bytes a centroid) divides the residuals
-  before the engine's codec trains on and codes them (region-local energy, one table);
+  before the engine's codec trains on and codes them (region-local energy, one table); ``pqe_err0.8``: the
+  engine's codec with its error scaled by 0.8 (x + 0.8 (x_hat - x), any factor): not a codec, a yardstick of
+  how recall@10 follows the size of the error at its present shape;
 - ``rq``: residual (additive) quantisation at the same bytes: d * nbits / 8 stages of 256 full-width codewords,
   each coding what the earlier ones left (faiss ResidualQuantizer, beam ``--rq-beam``). Its codewords are
   full-width, so a lookup table costs stages x 256 x d multiply-adds per query token to build (32x pq's at
@@ -221,7 +223,10 @@ def engine_pq(variant: str, x, c, codes_c, r, held, args) -> np.ndarray:
     low = codes.copy()
     low[:, -1] &= 15
     s = levels[(codes[:, -1] >> 4).astype(np.intp)]
-    return c + div * (s[:, None] * _pq_lookup(low, table))
+    dec = c + div * (s[:, None] * _pq_lookup(low, table))
+    if variant.startswith("pqe_err"):
+        dec = x + float(variant[len("pqe_err"):]) * (dec - x)
+    return dec
 
 
 def refit(r: np.ndarray, codes: np.ndarray, weights: np.ndarray) -> np.ndarray:
