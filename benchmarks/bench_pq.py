@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", f"Build seconds ({' / '.join(builds)}): " + ", ".join(
         f"{r['collection']} nb{r['nbits']} s{r['seed']} " + " / ".join(f"{r['build_s_' + b]:.0f}" for b in builds)
         for r in rows) + "."]
-    write_stamped_report(f"pq_codec_{args.tag}", "The pq residual codec against the scalar one, same centroids",
+    title = "The pq residual codec against the scalar one, same centroids"
+    write_stamped_report(f"pq_codec_{args.tag}", title + (", and against format 2's codec" if args.format2 else ""),
                          lines, {"rows": rows}, args.threads, load_start)
     return 0
 
