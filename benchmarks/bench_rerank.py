@@ -89,20 +89,22 @@ def probe_coverage(index, queries: np.ndarray, truth: np.ndarray, nprobes: list[
     codes = np.asarray(snap.a["codes"]).astype(np.intp)
     offsets = np.asarray(snap.a["doc_offsets"])
     token_doc = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-    out = []
-    for nprobe in nprobes:
-        reached, found = [], []
-        for q, t in zip(queries, truth):
-            sc = q @ cents.T
+    widest = min(max(nprobes), len(cents))
+    reached = np.zeros((len(nprobes), len(queries)))
+    found = np.zeros_like(reached)
+    for i, (q, t) in enumerate(zip(queries, truth)):
+        sc = q @ cents.T  # each query's cell scores once, its cells ranked once for the widest nprobe
+        top = np.argpartition(-sc, widest - 1, axis=1)[:, :widest]
+        ranked = np.take_along_axis(top, np.argsort(-np.take_along_axis(sc, top, axis=1), axis=1), axis=1)
+        for j, nprobe in enumerate(nprobes):
             cells = np.zeros(len(cents), bool)
-            cells[np.argpartition(-sc, min(nprobe, len(cents) - 1), axis=1)[:, :nprobe]] = True
+            cells[ranked[:, :nprobe]] = True
             docs = np.zeros(len(offsets) - 1, bool)
             docs[token_doc[cells[codes]]] = True
-            reached.append(docs.mean())
-            found.append(docs[t[t >= 0]].mean())
-        out.append({"nprobe": nprobe, "documents_reached": float(np.mean(reached)),
-                    "truth_reached": float(np.mean(found))})
-    return out
+            reached[j, i] = docs.mean()
+            found[j, i] = docs[t[t >= 0]].mean()
+    return [{"nprobe": nprobe, "documents_reached": float(reached[j].mean()), "truth_reached": float(found[j].mean())}
+            for j, nprobe in enumerate(nprobes)]
 
 
 def _paired(index, queries: np.ndarray, k: int, configs: list[dict]) -> dict:

@@ -65,9 +65,9 @@ from collection import (  # noqa: E402
     recall_at_k,
 )
 
+from plaidx.engine import kernels  # noqa: E402
 from plaidx.engine.clustering import Assigner, default_kmeans_sample, default_nlist, train_centroids  # noqa: E402
 from plaidx.engine.codec import (  # noqa: E402
-    _pq_lookup,
     dequantize_centroids,
     pq_compress,
     quantize_centroids,
@@ -220,10 +220,10 @@ def engine_pq(variant: str, x, c, codes_c, r, held, args) -> np.ndarray:
     codes = np.concatenate([pq_compress(rn[i:i + (1 << 18)], table, levels) for i in range(0, n, 1 << 18)])
     if variant in ("pqe_cos", "pqe_par3"):
         codes = _pq_recode(x, c, r, table, levels, codes, variant == "pqe_cos", 3.0, args.passes)
-    low = codes.copy()
-    low[:, -1] &= 15
-    s = levels[(codes[:, -1] >> 4).astype(np.intp)]
-    dec = c + div * (s[:, None] * _pq_lookup(low, table))
+    # the engine's decoder on zero centroids gives each token's scaled codewords, its coded residual
+    rh = kernels.decompress(np.zeros(n, np.uint16), codes, np.zeros((1, d), np.float32), (table, levels),
+                            args.nbits, False)
+    dec = c + div * rh
     if variant.startswith("pqe_err"):
         dec = x + float(variant[len("pqe_err"):]) * (dec - x)
     return dec
@@ -330,8 +330,7 @@ def run_variants(args, values, coll, raw, cbits, cands, truth, queries, held) ->
                 dec = np.concatenate([rq.decode(rq.compute_codes(np.ascontiguousarray(r[i:i + (1 << 18)])))
                                       for i in range(0, n, 1 << 18)]) + c
                 extra = (d * args.nbits // 8) * 256 * d * 4 / n  # float32 codebooks
-            engine = variant.startswith("pqe")
-            if engine:
+            if variant.startswith("pqe"):
                 dec = engine_pq(variant, x, c, codes_c.astype(np.intp), r, held, args)
                 extra = (256 * d + 16) * 4 / n + (d // 8 / n * nl if variant == "pqe_cscale" else 0.0)
             elif variant.startswith(("pq", "opq")):  # residual PQ: one 8-bit code per 8 / nbits dimensions
@@ -369,14 +368,14 @@ def run_variants(args, values, coll, raw, cbits, cands, truth, queries, held) ->
                     dec = np.concatenate([back(pq.decode(pq.compute_codes(np.ascontiguousarray(fwd(r[i:i + (1 << 18)])))))
                                           for i in range(0, n, 1 << 18)]) + c
                 extra = (pq.M * pq.ksub * sub + (d * d if opq is not None else 0)) * 4 / n  # float32 codebooks
-            cutoffs, weights = train_codebooks(r[held], args.nbits)
-            codes = bucketize(r, cutoffs)
-            if not engine and (variant.endswith("cos") or variant == "cos_refit"):
-                codes = cos_codes(x, c, codes, weights, args.passes)
-                if variant == "cos_refit":
-                    weights = refit(r, codes, weights)
-                    codes = cos_codes(x, c, codes, weights, 1)
-            if not variant.startswith(("pq", "opq", "rq")):
+            if not variant.startswith(("pq", "opq", "rq")):  # the per-dimension codec (the others decoded above)
+                cutoffs, weights = train_codebooks(r[held], args.nbits)
+                codes = bucketize(r, cutoffs)
+                if variant.endswith("cos") or variant == "cos_refit":
+                    codes = cos_codes(x, c, codes, weights, args.passes)
+                    if variant == "cos_refit":
+                        weights = refit(r, codes, weights)
+                        codes = cos_codes(x, c, codes, weights, 1)
                 dec = decode(c, codes, weights)
             if variant == "gamma":  # per-dimension weights scaled so that r . r_hat is unbiased (free)
                 rh = dec - c
