@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bench_engine as be  # noqa: E402
-from collection import CACHE_DIR, RESULTS_DIR, Collection, exact_topk_cached, load_collection  # noqa: E402
+from collection import CACHE_DIR, RESULTS_DIR, Collection, exact_topk_cached, load_collection, tie_recall_at_k  # noqa: E402
 
 RERANKS = (0, 128, 256, 512, 1024)
 PLAID_CONFIGS = "1,0.5,256;4,0.4,4096"  # its k <= 10 defaults; the wide setting of issue 15
@@ -206,18 +206,22 @@ def markdown(report: dict) -> str:
              "warm-up; p50 ratio: to the same plaidx index searched with `rerank=0` (its codes and pipeline "
              "are those of an index built without the tier). bytes/token: the whole index folder; tier: the "
              "kept vectors' files alone. Exhaustive rows (`exact`) run all queries in one call: their latency "
-             "is the mean time per query of that call.", "",
-             "| engine | search params | recall@k | nDCG@k | p50 ms | p95 ms | p50 ratio | CPU ms p50 | build s "
-             "| RSS after open MiB | bytes/token | tier bytes/token |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "is the mean time per query of that call." + (
+                 f" Ties within {report['tie_eps']:.0%}: recall@k counting a found document as a hit when its exact "
+                 f"MaxSim is within {report['tie_eps']:.0%} of the exact k-th score (ann-benchmarks' epsilon recall)."
+                 if report.get("tie_eps") else ""), "",
+             f"| engine | search params | recall@k | ties within {report.get('tie_eps') or 0:.0%} | nDCG@k | p50 ms "
+             "| p95 ms | p50 ratio | CPU ms p50 | build s | RSS after open MiB | bytes/token | tier bytes/token |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         if r.get("recall_at_k") is None:
-            lines.append(f"| {r['engine']} | {json.dumps(r.get('params'))} | FAILED: {r.get('error')} |" + " |" * 9)
+            lines.append(f"| {r['engine']} | {json.dumps(r.get('params'))} | FAILED: {r.get('error')} |" + " |" * 10)
             continue
         ratio = r["p50_ms"] / base_p50 if (base_p50 and r["engine"].startswith("plaidx")) else None
         tier = r.get("tier_bytes")
         lines.append(f"| {r['engine']} | {json.dumps(r['params']) if r['params'] else 'defaults'} "
-                     f"| {r['recall_at_k']:.3f} | {be._f(r.get('ndcg_at_k'), '{:.3f}')} | {r['p50_ms']:.2f} "
+                     f"| {r['recall_at_k']:.3f} | {be._f(r.get('tie_recall_at_k'), '{:.3f}')} "
+                     f"| {be._f(r.get('ndcg_at_k'), '{:.3f}')} | {r['p50_ms']:.2f} "
                      f"| {r['p95_ms']:.2f} | {be._f(ratio, '{:.2f}')} | {be._f(r.get('cpu_p50_ms'), '{:.2f}')} "
                      f"| {be._f(r['build_s'])} | {be._f(r['rss_after_open_mb'], '{:.0f}')} "
                      f"| {be._f(r['bytes_per_token'])} | {be._f(tier / c['n_tokens'] if tier else None)} |")
@@ -284,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--coverage", default="", help="comma list of nprobe: documents and exact top-k the first "
                                                    "stage reaches at each")
     ap.add_argument("--no-scale-study", action="store_true")
+    ap.add_argument("--tie-eps", type=float, default=0.01,
+                    help="also report recall@k counting as found any document within this fraction of the exact k-th "
+                         "score (0: not reported)")
     ap.add_argument("--timeout", type=int, default=4 * 3600)
     ap.add_argument("--tag", default="")
     ap.add_argument("--coll"), ap.add_argument("--index"), ap.add_argument("--out"), ap.add_argument("--grid")
@@ -301,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     coll = get_collection(args)
     name = args.family and f"family_{args.family}" or args.dataset
     label = f"{name}_{coll.n_docs}" + (f"_{args.tag}" if args.tag else "")
-    _, truth = exact_topk_cached(coll, args.k, threads=args.threads)
+    truth_scores, truth = exact_topk_cached(coll, args.k, threads=args.threads)
     runs_root = CACHE_DIR / "runs" / f"rerank_{label}_d{coll.dim}"
     work = runs_root / f"plaidx_{args.keep or 'none'}_nb{args.nbits}_t{args.threads}"
     work.mkdir(parents=True, exist_ok=True)
@@ -335,13 +342,17 @@ def main(argv: list[str] | None = None) -> int:
         results[peer] = be.run_engine(peer, ns, coll, runs_root / f"{peer}_nb{args.nbits}_t{args.threads}")
     rows = []
     for eng, res in results.items():
-        for row in be.summarise(eng, res, coll, truth, args.k):
+        runs = (res.get("search") or {}).get("runs") or [{}]
+        for run, row in zip(runs, be.summarise(eng, res, coll, truth, args.k)):
             row["tier_bytes"] = (res.get("build") or {}).get("tier_bytes")
+            if "ids" in run and args.tie_eps:
+                row["tie_recall_at_k"] = tie_recall_at_k(np.asarray(run["ids"], np.int64), coll, truth_scores[:, -1],
+                                                         args.k, args.tie_eps)
             rows.append(row)
     study = None if args.no_scale_study else scale_study(coll, exact_topk_cached(coll, 100, threads=args.threads)[1],
                                                          args.k)
     report = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "k": args.k,
-              "nbits": args.nbits, "threads": args.threads, "git": git, "keep_vectors": args.keep or None,
+              "nbits": args.nbits, "threads": args.threads, "tie_eps": args.tie_eps, "git": git, "keep_vectors": args.keep or None,
               "command": " ".join([".venv/bin/python", "benchmarks/bench_rerank.py", *(argv or sys.argv[1:])]),
               "collection": {"dataset": name, "path": str(coll.path), "n_docs": coll.n_docs,
                              "n_tokens": coll.n_tokens, "dim": coll.dim, "nq": int(len(coll.queries))},

@@ -224,3 +224,21 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int) -> float:
     """Mean over queries of |found[:k] & truth[:k]| / k (ids; -1 padding never matches)."""
     hits = [len(set(f[:k].tolist()) & set(t[:k].tolist()) - {-1}) for f, t in zip(found, truth)]
     return float(np.mean(hits) / k) if hits else float("nan")
+
+
+def tie_recall_at_k(found: np.ndarray, coll: Collection, kth: np.ndarray, k: int, eps: float) -> float:
+    """Recall@k that counts near-ties: mean over queries of the share of found[:k] whose exact MaxSim is at least
+    (1 - eps) times the exact k-th best score ``kth`` (ann-benchmarks' epsilon recall, for similarities). Where the
+    exact top-k ends in a plateau of documents scoring within eps of each other, plain recall@k counts swaps
+    inside the plateau as misses; this does not. -1 padding never counts."""
+    offs = coll.offsets
+    hits = []
+    for q, row, floor in zip(coll.queries, found, kth):
+        q = np.asarray(q, dtype=np.float32)
+        n = 0
+        for d in row[:k]:
+            x = np.asarray(coll.values[offs[d]:offs[d + 1]], dtype=np.float32) if d >= 0 else None
+            if x is not None and x.size and float((q @ x.T).max(axis=1).sum()) >= (1 - eps) * float(floor):
+                n += 1
+        hits.append(n)
+    return float(np.mean(hits) / k) if hits else float("nan")
