@@ -376,7 +376,7 @@ py::array_t<float> kept_scores(const py::object& Q_o, const py::object& kept_o, 
 
 py::array_t<uint32_t> assign_nearest(const py::object& X_o, const py::object& coarse_t_o, int64_t n_groups,
                                      const py::object& panels_o, const py::object& pcol_o, const py::object& ids_o,
-                                     int64_t nprobe, int num_threads) {
+                                     int64_t nprobe, int num_threads, const py::object& int8_o) {
   const char* fn = "assign_nearest";
   const std::string f(fn);
   check_threads(fn, num_threads);
@@ -402,12 +402,42 @@ py::array_t<uint32_t> assign_nearest(const py::object& X_o, const py::object& co
     for (int64_t c = a; c < b && !real; ++c) real = ids.data[c] != cpu::kNoCentroid;
     expect(real, f + ": group " + std::to_string(g) + " has no centroid (every id is 0xFFFFFFFF)");
   }
+  // Optional: the int8 copies of the layout (cpu/assign.h AssignInt8), used where the CPU has avx512-vnni.
+  cpu::AssignInt8 q8;
+  const bool int8 = !int8_o.is_none();
+  if (int8) {
+    const py::tuple t = int8_o.cast<py::tuple>();
+    expect(t.size() == 9, f + ": int8 must be the 9 arrays of clustering.int8_layout (coarse_q, coarse_scale, "
+                              "coarse_sum, coarse_rows, panels_q, panel_scale, panel_sum, centroids, group_bound)");
+    const auto cq = view<int8_t>(t[0], fn, "coarse_q", 1, "(d * gp,)");
+    const auto cs = view<float>(t[1], fn, "coarse_scale", 1, "(gp,)");
+    const auto csum = view<int32_t>(t[2], fn, "coarse_sum", 1, "(gp,)");
+    const auto crows = view<float>(t[3], fn, "coarse_rows", 2, "(gp, d)");
+    const auto pq = view<int8_t>(t[4], fn, "panels_q", 1, "(d * P,)");
+    const auto ps = view<float>(t[5], fn, "panel_scale", 1, "(P,)");
+    const auto psum = view<int32_t>(t[6], fn, "panel_sum", 1, "(P,)");
+    const auto cents = view<float>(t[7], fn, "centroids", 2, "(nlist, d)");
+    const auto gb = view<float>(t[8], fn, "group_bound", 2, "(G, 2)");
+    expect(d % 4 == 0 && gp % 16 == 0, f + ": int8 needs d % 4 == 0 and coarse_t's columns a multiple of 16");
+    expect(cq[0] == d * gp && cs[0] == gp && csum[0] == gp && crows[0] == gp && crows[1] == d,
+           f + ": int8's coarse arrays must match coarse_t (d * gp bytes, gp scales and sums, (gp, d) rows)");
+    expect(pq[0] == d * P && ps[0] == P && psum[0] == P,
+           f + ": int8's panel arrays must match panels (d * P bytes, P scales and sums)");
+    expect(cents[1] == d && gb[0] == n_groups && gb[1] == 2,
+           f + ": int8's centroids must be (nlist, d) and group_bound (n_groups, 2)");
+    for (int64_t g = 0; g <= n_groups; ++g)
+      expect(pcol.data[g] % 16 == 0, f + ": int8 needs every pcol entry a multiple of 16");
+    for (int64_t c = 0; c < P; ++c)
+      expect(ids.data[c] == cpu::kNoCentroid || ids.data[c] < static_cast<uint32_t>(cents[0]),
+             f + ": ids must name rows of int8's centroids");
+    q8 = {cq.data, cs.data, csum.data, crows.data, pq.data, ps.data, psum.data, cents.data, gb.data};
+  }
   py::array_t<uint32_t> out(n);
   uint32_t* o = mutable_data(out);
   {
     py::gil_scoped_release release;
     cpu::assign_nearest(X.data, n, d, ct.data, n_groups, gp, panels.data, P, pcol.data, ids.data, nprobe, o,
-                        num_threads);
+                        num_threads, int8 ? &q8 : nullptr);
   }
   return out;
 }
@@ -572,6 +602,7 @@ py::dict build_info() {
   d["simd_dispatch"] = info.simd_dispatch;
   d["compiler"] = info.compiler;
   d["int8_vnni"] = cpu::vnni_kernels();
+  d["assign_int8"] = cpu::assign_int8_kernels();
   d["adc_copy"] = cpu::adc_kernel_copy();
   d["int8_amx"] = cpu::amx_kernels();
   return d;
@@ -615,9 +646,9 @@ PYBIND11_MODULE(_core, m) {
         "Each decoded token's inverse norm, 1 / max(|v|, 2**-14); see plaidx._kernels. -> f32 (n,)");
   m.def("assign_nearest", &assign_nearest, py::arg("X"), py::arg("coarse_t"), py::arg("n_groups"),
         py::arg("panels"), py::arg("pcol"), py::arg("ids"), py::arg("nprobe"), py::kw_only(),
-        py::arg("num_threads") = 0,
+        py::arg("num_threads") = 0, py::arg("int8") = py::none(),
         "assign_nearest(X f32 (n, d), coarse_t f32 (d, gp), n_groups, panels f32 (d * P,), pcol i64 (G+1,), "
-        "ids u32 (P,), nprobe, *, num_threads=0) -> codes u32 (n,); see plaidx.engine.kernels");
+        "ids u32 (P,), nprobe, *, num_threads=0, int8=None) -> codes u32 (n,); see plaidx.engine.kernels");
   m.def("kept_scores", &kept_scores, py::arg("Q"), py::arg("kept"), py::arg("doc_offsets"), py::arg("docs"),
         py::kw_only(), py::arg("num_threads") = 0,
         "Step 5's MaxSim over kept vectors of the listed documents; see plaidx._kernels. -> f32 (nq, m)");

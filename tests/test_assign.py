@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plaidx.engine import clustering
+from plaidx.engine import clustering, codec, kernels
 from plaidx.engine import reference as ref
 
 try:
@@ -91,7 +91,7 @@ def test_codes_take_the_index_width():
 _COPY = """
 import sys, numpy as np
 from plaidx import _core
-from plaidx.engine import clustering
+from plaidx.engine import clustering, codec, kernels
 z = np.load(sys.argv[1])
 a = clustering.Assigner(z["cents"])
 np.save(sys.argv[2], _core.assign_nearest(z["x"], *a._grouped))
@@ -224,3 +224,62 @@ def test_kmeans_sample_grows_past_the_default_nlist():
     assert clustering.default_kmeans_sample(131072, 10**8) == 32 * 131072
     assert clustering.default_kmeans_sample(1 << 20, 10**9) == 1 << 23
     assert clustering.default_kmeans_sample(131072, 10**6) == 10**6
+
+
+def _int8_pair(cents: np.ndarray) -> tuple[clustering.Assigner, clustering.Assigner]:
+    a8, af = clustering.Assigner(cents, int8=True), clustering.Assigner(cents, int8=False)
+    assert a8.int8 is not None and af.int8 is None
+    return a8, af
+
+
+int8_cpu = pytest.mark.skipif(not kernels.ASSIGN_INT8, reason="the int8 candidate scores need AVX-512 VNNI")
+
+
+@native
+@int8_cpu
+@pytest.mark.parametrize("table", ["float", "4-bit"])
+@pytest.mark.parametrize("d", [128, 24])
+def test_int8_candidates_give_the_float32_codes(table, d):
+    cents, x = _clustered(8, 30000, 5000, d)
+    if table == "4-bit":  # an index's stored centroids: small integers times a scale, coded exactly
+        cents = codec.dequantize_centroids4(*codec.quantize_centroids4(cents))
+    cents[4000:4100] = cents[0:100]  # exact ties under two ids: the lower one wins in both kernels
+    x[:100] = cents[:100]
+    x[100:200] *= 1e3  # scores far from 1: the margin follows the norms
+    x[200:300] *= 1e-3
+    a8, af = _int8_pair(cents)
+    got, want = a8.assign(x), af.assign(x)
+    np.testing.assert_array_equal(got, want)
+    assert (got[:100] < 4000).all()
+    # and thread count and batch split do not change them
+    np.testing.assert_array_equal(_core.assign_nearest(x, *a8._grouped, num_threads=1, int8=a8.int8), got)
+    np.testing.assert_array_equal(np.concatenate([a8.assign(x[:9001]), a8.assign(x[9001:])]), got)
+
+
+@native
+@int8_cpu
+def test_int8_candidates_fall_back_on_tokens_that_are_not_finite():
+    cents, x = _clustered(9, 20000, 4096, 64)
+    x[17000, 3] = np.nan  # the second chunk of 8192 tokens takes the float32 kernel
+    x[17001, 5] = np.inf
+    a8, af = _int8_pair(cents)
+    np.testing.assert_array_equal(a8.assign(x), af.assign(x))
+
+
+@native
+def test_int8_layout_errors_name_the_fix():
+    cents, x = _clustered(10, 100, 4096, 32)
+    a = clustering.Assigner(cents, int8=True)
+    layout = a.int8
+    with pytest.raises(ValueError, match="9 arrays"):
+        _core.assign_nearest(x, *a._grouped, int8=layout[:8])
+    with pytest.raises(ValueError, match="panel arrays must match"):
+        _core.assign_nearest(x, *a._grouped, int8=(*layout[:5], layout[5][:-16].copy(), *layout[6:]))
+    with pytest.raises(ValueError, match="group_bound"):
+        _core.assign_nearest(x, *a._grouped, int8=(*layout[:8], layout[8][:-1].copy()))
+    coarse_t, G, panels, pcol, ids, nprobe = a._grouped
+    odd_x, _, odd = _odd_layout(11)  # groups padded to multiples of 8, not 16
+    with pytest.raises(ValueError, match="multiple of 16"):
+        _core.assign_nearest(odd_x, *odd, 3, int8=layout)
+    # the reference takes the keyword and gives the same codes without it
+    np.testing.assert_array_equal(ref.assign_nearest(x, *a._grouped, int8=layout), ref.assign_nearest(x, *a._grouped))

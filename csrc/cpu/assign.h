@@ -24,8 +24,45 @@ namespace plaidx::cpu {
 
 constexpr uint32_t kNoCentroid = 0xFFFFFFFFu;
 
+// Optional int8 copies of the same layout, which let avx512-vnni CPUs (assign_int8_kernels()) pick each
+// token's candidates by int8 dot products (vpdpbusd: 64 byte products an instruction, 4x the float32
+// multiply-adds'). Each token is quantised by quantize.h's rule (int8 values, one scale), and so is every
+// group centre and column, except columns that are already small integers times a scale (an index's 4-bit
+// centroids), which are stored exactly so. A token's approximate score of a column,
+// (float(dot) * scale_c) * scale_x, then differs from its float32 score by a rounding error with standard
+// deviation sqrt((|c|^2 s_x^2 + |x|^2 e_c^2) / 12) (e_c: the column's scale, 0 where exact). A margin of
+// kMarginSigmas such deviations (taken at the group's largest |c| and e_c) plus the float32 sums' own rounding
+// decides which columns are scored again in float32, by the same fused multiply-adds in the same order as
+// the avx512 float32 kernel (assign.cpp: assign_chunk_int8): the probe list's groups near its nprobe-th
+// score, and each token's columns that may still be its best. So the codes are the float32 kernel's unless
+// a rounding error exceeds the margin (benchmarks/bench_assign.py --int8 measures the largest one seen).
+// Needs d % 4 == 0, d <= kMaxQuantizedDim, gp and every pcol[g] multiples of 16 (the bindings check); a
+// chunk of tokens holding a value that is not finite takes the float32 kernel.
+//   coarse_q i8 (d / 4, gp, 4): the group centres' int8 values, 4 dimensions of a column together;
+//   coarse_scale f32 (gp,), coarse_sum i32 (gp,) (the sum of a column's int8 values);
+//   coarse_rows f32 (gp, d): the group centres row-major (coarse_t transposed);
+//   panels_q i8 (d * P,): group g's columns as one (d / 4, width_g, 4) block at panels_q + d * pcol[g];
+//   panel_scale f32 (P,), panel_sum i32 (P,); centroids f32 (nlist, d): column c is centroids[ids[c]];
+//   group_bound f32 (G, 2): the largest |c|^2 and e_c^2 over each group's real columns.
+struct AssignInt8 {
+  const int8_t* coarse_q = nullptr;
+  const float* coarse_scale = nullptr;
+  const int32_t* coarse_sum = nullptr;
+  const float* coarse_rows = nullptr;
+  const int8_t* panels_q = nullptr;
+  const float* panel_scale = nullptr;
+  const int32_t* panel_sum = nullptr;
+  const float* centroids = nullptr;
+  const float* group_bound = nullptr;
+};
+
+constexpr float kMarginSigmas = 10.0f;
+
+// Whether assign_nearest can take the int8 candidate scores on this CPU (avx512-vnni, not capped by PLAIDX_SIMD).
+bool assign_int8_kernels();
+
 void assign_nearest(const float* X, int64_t n, int64_t d, const float* coarse_t, int64_t G, int64_t gp,
                     const float* panels, int64_t P, const int64_t* pcol, const uint32_t* ids, int64_t nprobe,
-                    uint32_t* out, int num_threads);
+                    uint32_t* out, int num_threads, const AssignInt8* q8 = nullptr);
 
 }  // namespace plaidx::cpu

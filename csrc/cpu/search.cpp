@@ -11,16 +11,13 @@
 #include <string>
 #include <vector>
 
-#if defined(__GNUC__) && defined(__x86_64__)
+#include "cpu/vnni.h"
+#if PLAIDX_HAVE_VNNI
 #include <cpuid.h>
-#include <immintrin.h>
 #if defined(__linux__)
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
-#define PLAIDX_HAVE_VNNI 1
-#else
-#define PLAIDX_HAVE_VNNI 0
 #endif
 
 #include "cpu/adc.h"
@@ -211,31 +208,7 @@ struct CellCodes {
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
-#define PLAIDX_VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
 
-// Whether the avx512-vnni kernel runs here (an avx512 CPU with VNNI, not capped by PLAIDX_SIMD).
-inline bool have_vnni() {
-#if PLAIDX_HAVE_DISPATCH
-  static const bool ok = runtime_isa() == Isa::kAvx512 && __builtin_cpu_supports("avx512vnni") &&
-                         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-  return ok;
-#elif defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-  return true;
-#else
-  return false;
-#endif
-}
-
-// acc += the 4-byte dot products of a (unsigned) and b (signed) per lane. GCC surrounds the intrinsic with
-// register copies in the kernel's loop (about a fifth slower); the instruction itself accumulates in place.
-PLAIDX_VNNI_TARGET inline __m512i dpbusd(__m512i acc, __m512i a, __m512i b) {
-#if defined(__clang__)
-  return _mm512_dpbusd_epi32(acc, a, b);
-#else
-  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
-  return acc;
-#endif
-}
 
 // acc[i][u] = the exact int32 dot products of the T int8 rows at rows (stride d) against query columns
 // [a0 + 16 u, a0 + 16 u + 16) of qq ((d / 4, qp16, 4) bytes: the query's int8 values + 128), plus 128 times
@@ -608,12 +581,10 @@ PLAIDX_AMX_TARGET void kept_max_amx(const uint8_t* qq, const int8_t* qa, int64_t
   if (full < nt) vnni_rows_max<true>(qq, qp16, qscale, qsum, rows + full * d, vs + full, nt - full, d, run_max);
 }
 #undef PLAIDX_AMX_TARGET
-#undef PLAIDX_VNNI_TARGET
 #if !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
 #else
-inline bool have_vnni() { return false; }
 inline bool have_amx() { return false; }
 #endif
 

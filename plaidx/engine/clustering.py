@@ -9,6 +9,7 @@ import faiss
 import numpy as np
 
 from . import kernels
+from .cellq import quantize_int8
 from .codec import COMPACT_TABLE_MIN_TOKENS as WIDE_NLIST_MIN_TOKENS  # 4-bit table there, 2x centroids
 from .codec import code_dtype
 
@@ -217,14 +218,20 @@ class Assigner:
     centroid only has a slightly larger residual. It assigns a token in 0.30-0.36x the time of the faiss
     inverted file it replaces (from 4096 centroids) and a seventh of the faiss HNSW graph (from 32768)
     (benchmarks/results/assign_synthetic.md).
+
+    ``int8``: on CPUs with AVX-512 VNNI (``kernels.ASSIGN_INT8``, the default None) the kernel picks each
+    token's candidate groups and centroids by int8 dot products and scores the near ones again in float32,
+    which gives the float32 kernel's codes (``int8_layout``); False keeps the float32 kernel, True passes
+    the int8 layout wherever the kernel may use it.
     """
 
     def __init__(self, centroids: np.ndarray, grouped_threshold: int = GROUPED_MIN_NLIST,
-                 nprobe: int = ASSIGN_NPROBE, seed: int = 0):
+                 nprobe: int = ASSIGN_NPROBE, seed: int = 0, int8: bool | None = None):
         centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         nlist, d = centroids.shape
         self.nlist = nlist
         self.index = None
+        self.int8 = None
         if nlist < grouped_threshold:
             index = faiss.IndexFlatIP(d)
             index.add(centroids)
@@ -238,7 +245,8 @@ class Assigner:
         order = np.argsort(group, kind="stable")
         sizes = np.bincount(group, minlength=n_groups)
         pcol = np.zeros(n_groups + 1, np.int64)
-        np.cumsum((sizes + 7) // 8 * 8, out=pcol[1:])  # each group's columns padded to a multiple of 8
+        # each group's columns padded to a multiple of 16 (one avx512 vector of floats, or of int8 dot products)
+        np.cumsum((sizes + 15) // 16 * 16, out=pcol[1:])
         panels = np.zeros(d * int(pcol[-1]), np.float32)
         ids = np.full(int(pcol[-1]), 0xFFFFFFFF, np.uint32)
         start = 0
@@ -249,10 +257,12 @@ class Assigner:
             block[:size] = centroids[rows]
             panels[d * a:d * b] = block.T.ravel()
             ids[a:a + size] = rows
-        gp = (n_groups + 7) // 8 * 8
+        gp = (n_groups + 15) // 16 * 16
         coarse_t = np.zeros((d, gp), np.float32)
         coarse_t[:, :n_groups] = centres.T
         self._grouped = (coarse_t, n_groups, panels, pcol, ids, min(nprobe, n_groups))
+        if (kernels.ASSIGN_INT8 if int8 is None else int8) and d % 4 == 0:
+            self.int8 = int8_layout(coarse_t, n_groups, panels, pcol, ids, centroids)
 
     def assign(self, embeddings: np.ndarray) -> np.ndarray:
         """(n,) centroid ids of float32 (n, d) embeddings, as ``code_dtype(nlist)`` (uint16 up to 65536
@@ -263,4 +273,48 @@ class Assigner:
         if self.index is not None:
             _, idx = self.index.search(x, 1)
             return idx[:, 0].astype(code_dtype(self.nlist))
-        return kernels.assign_nearest(x, *self._grouped).astype(code_dtype(self.nlist), copy=False)
+        return kernels.assign_nearest(x, *self._grouped, int8=self.int8).astype(code_dtype(self.nlist), copy=False)
+
+
+def _int8_block(cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Columns (w, d) float32 as the int8 kernel reads them: their int8 values (d / 4, w, 4), scales (w,), the
+    sums of their int8 values (w,), and each scale's rounding error bound (w,): 0 for a column that is exactly
+    its int8 values times its scale (an index's 4-bit centroids, ``codec.quantize_centroids4``: integers in
+    [-7, 7] times the row's peak / 7), else the scale (``cellq.quantize_int8``'s rule)."""
+    q, scale = quantize_int8(cols)
+    err = scale.copy()
+    peak = np.abs(cols).max(axis=1)
+    step = (np.maximum(peak, np.float32(1e-30)) / np.float32(7)).astype(np.float32)
+    k = np.rint(cols / step[:, None])
+    exact = np.all(np.abs(cols - k * step[:, None]) <= np.float32(2.0 ** -22) * peak[:, None], axis=1) & (peak > 0)
+    q[exact] = k[exact].astype(np.int8)
+    scale[exact] = step[exact]
+    err[exact] = 0.0
+    w, d = cols.shape
+    return (np.ascontiguousarray(q.reshape(w, d // 4, 4).transpose(1, 0, 2)).ravel(), scale,
+            q.sum(axis=1, dtype=np.int32), err)
+
+
+def int8_layout(coarse_t: np.ndarray, n_groups: int, panels: np.ndarray, pcol: np.ndarray, ids: np.ndarray,
+                centroids: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The int8 copies of a grouped layout (``kernels.assign_nearest(..., int8=)``; csrc/cpu/assign.h
+    AssignInt8): coarse_q, coarse_scale, coarse_sum, coarse_rows, panels_q, panel_scale, panel_sum,
+    centroids, group_bound. Needs d % 4 == 0 and the columns of coarse_t and of every group in multiples
+    of 16 (``Assigner``'s layout)."""
+    d, gp = coarse_t.shape
+    coarse_rows = np.ascontiguousarray(coarse_t.T)
+    coarse_q, coarse_scale, coarse_sum, _ = _int8_block(coarse_rows)
+    P = ids.shape[0]
+    panels_q = np.zeros(d * P, np.int8)
+    panel_scale = np.zeros(P, np.float32)
+    panel_sum = np.zeros(P, np.int32)
+    group_bound = np.zeros((n_groups, 2), np.float32)
+    norms2 = np.einsum("nd,nd->n", centroids, centroids)
+    for g in range(n_groups):
+        a, b = int(pcol[g]), int(pcol[g + 1])
+        cols = np.ascontiguousarray(panels[d * a:d * b].reshape(d, b - a).T)
+        panels_q[d * a:d * b], panel_scale[a:b], panel_sum[a:b], err = _int8_block(cols)
+        real = ids[a:b] != 0xFFFFFFFF
+        group_bound[g] = (norms2[ids[a:b][real].astype(np.int64)].max(), (err[real] ** 2).max())
+    return (coarse_q, coarse_scale, coarse_sum, coarse_rows, panels_q, panel_scale, panel_sum,
+            np.ascontiguousarray(centroids, dtype=np.float32), group_bound)

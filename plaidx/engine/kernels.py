@@ -93,6 +93,10 @@ Functions:
       columns), keeps its nprobe best groups (ties: the lower group) and takes the best centroid in them
       (ties: the lower id). One group of every centroid is the exact nearest centroid. Native: each score
       summed sequentially over j; reference: numpy's BLAS (so near-ties may resolve differently).
+      The keyword int8=clustering.int8_layout(...) (``Assigner`` passes it where ``ASSIGN_INT8``) lets the
+      native kernel pick the candidates by int8 dot products on AVX-512 VNNI CPUs and score the near ones
+      again in float32: the same codes, in about half the time (csrc/cpu/assign.h AssignInt8,
+      benchmarks/results/assign_int8_*.md); the reference ignores it.
       The keyword doc_cells=doc_cells(ivf, ivf_offsets, ndocs) lets the native kernel read each
       candidate's distinct cells in steps 3-4 instead of every token's code (the same maxima, about a
       third of the reads on real collections; its cells must have the dtype of codes); results are
@@ -161,6 +165,8 @@ INT8_VNNI = bool(backend.build_info().get("int8_vnni", False))
 # Query tokens up to which those VNNI kernels run (csrc/cpu/search.cpp kMaxQp16); longer queries take the
 # generic copies, so the defaults score them in float32 too.
 VNNI_MAX_QUERY_TOKENS = 256
+# Whether assign_nearest picks candidates by int8 dot products here when given its int8 layout (AVX-512 VNNI).
+ASSIGN_INT8 = bool(backend.build_info().get("assign_int8", False))
 
 
 def native_error() -> str | None:

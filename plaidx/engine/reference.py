@@ -745,8 +745,9 @@ NO_CENTROID = 0xFFFFFFFF  # an ids entry of a padding column of assign_nearest's
 
 
 def assign_nearest(X: np.ndarray, coarse_t: np.ndarray, n_groups: int, panels: np.ndarray, pcol: np.ndarray,
-                   ids: np.ndarray, nprobe: int, *, num_threads: int = 0) -> np.ndarray:
-    """u32 (n,): each token's best centroid within its nprobe best groups (see the kernels' contract)."""
+                   ids: np.ndarray, nprobe: int, *, num_threads: int = 0, int8: Any = None) -> np.ndarray:
+    """u32 (n,): each token's best centroid within its nprobe best groups (see the kernels' contract).
+    ``int8`` (the native kernel's int8 candidate layout) does not change the codes and is not read here."""
     fn = "assign_nearest"
     _check_threads(fn, num_threads)
     X = _array(X, fn, "X", np.float32, 2, "(n, d)")
