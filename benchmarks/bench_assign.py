@@ -19,7 +19,7 @@ same process), with the share of tokens given the same code and the largest roun
 scores seen, in the deviations the kernel's margin counts (it re-scores within 10):
 
     .venv/bin/python benchmarks/bench_assign.py --int8 --collection results/cache/<collection> \
-        --centroids-from results/cache/runs/<run>/index --tag <tag> [--baseline-core /path/to/_core.so]
+        [--centroids-from results/cache/runs/<run>/index] --tag <tag> [--baseline-core /path/to/_core.so]
 
 writes ``results/assign_int8_<tag>.json/.md``.
 """
@@ -122,13 +122,25 @@ def rounding_errors(a: clustering.Assigner, x: np.ndarray) -> float:
 def int8_main(args: argparse.Namespace) -> int:
     """The --int8 comparison (see the module's docstring)."""
     from plaidx.engine import kernels
+    from plaidx.engine.codec import centroid_arrays, stored_centroids
     from plaidx.engine.index import Index
     load0 = os.getloadavg()
     values = np.load(Path(args.collection) / "values.npy", mmap_mode="r")
     rng = np.random.default_rng(0)
     start = int(rng.integers(0, max(1, values.shape[0] - args.tokens)))
     x = np.ascontiguousarray(values[start:start + args.tokens], dtype=np.float32)
-    cents = np.ascontiguousarray(Index.open(args.centroids_from)._snap.codec.centroids, dtype=np.float32)
+    if args.centroids_from is None and len(x) < args.tokens:
+        raise SystemExit(f"the collection has {values.shape[0]:,} tokens, fewer than --tokens {args.tokens:,}")
+    if args.centroids_from:
+        cents = np.ascontiguousarray(Index.open(args.centroids_from)._snap.codec.centroids, dtype=np.float32)
+        source = f"the {cents.shape[0]:,} centroids of `{args.centroids_from}` as that index stores them"
+    else:  # as a build of this collection trains and stores them (nbits 2)
+        n_tok = values.shape[0]
+        nlist = clustering.default_nlist(n_tok, 2)
+        pick = np.sort(rng.choice(n_tok, min(n_tok, clustering.default_kmeans_sample(nlist, n_tok)), replace=False))
+        cents = clustering.train_centroids(np.asarray(values[pick], dtype=np.float32), nlist, 4, 0)
+        cents = stored_centroids(centroid_arrays(cents, 2, n_tok))
+        source = f"{nlist:,} centroids trained on the collection and stored as a default nbits-2 build stores them"
     t = time.perf_counter()
     a = clustering.Assigner(cents)
     setup_s = time.perf_counter() - t
@@ -168,8 +180,7 @@ def int8_main(args: argparse.Namespace) -> int:
              f"- machine: {cpu}, 2 threads, int8 kernels {kernels.ASSIGN_INT8}; load average at start "
              f"{[round(v, 2) for v in load0]}, at end {[round(v, 2) for v in os.getloadavg()]}",
              f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`",
-             f"- {len(x):,} consecutive tokens of `{Path(args.collection).name}` (from token {start:,}); the "
-             f"{cents.shape[0]:,} centroids of `{args.centroids_from}` as that index stores them; "
+             f"- {len(x):,} consecutive tokens of `{Path(args.collection).name}` (from token {start:,}); {source}; "
              f"{grouped[1]:,} groups, {grouped[5]} probed; best of {args.rounds} interleaved rounds; Assigner "
              f"setup {setup_s:.1f} s (k-means of the centroids into groups, and the int8 layout).", "",
              "| method | us / token | vs first row | same code as float32 |", "|---|---:|---:|---:|"]
@@ -192,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--int8", action="store_true", help="float32 against int8 candidate scores (see above)")
     ap.add_argument("--collection", help="--int8: a cached collection folder (values.npy)")
-    ap.add_argument("--centroids-from", help="--int8: an index folder whose centroids to assign to")
+    ap.add_argument("--centroids-from", help="--int8: an index folder whose centroids to assign to (default: train "
+                    "them as a build would)")
     ap.add_argument("--baseline-core", help="--int8: an earlier build's plaidx/_core*.so, timed in the same run")
     ap.add_argument("--tag", default="run", help="--int8: the report's name, results/assign_int8_<tag>")
     ap.add_argument("--error-tokens", type=int, default=2000, help="--int8: tokens whose rounding errors are measured")
@@ -202,8 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args(argv)
     if args.int8:
-        if not (args.collection and args.centroids_from):
-            ap.error("--int8 needs --collection and --centroids-from")
+        if not args.collection:
+            ap.error("--int8 needs --collection")
         return int8_main(args)
     faiss.omp_set_num_threads(2)
     load0 = os.getloadavg()

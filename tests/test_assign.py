@@ -237,12 +237,14 @@ int8_cpu = pytest.mark.skipif(not kernels.ASSIGN_INT8, reason="the int8 candidat
 
 @native
 @int8_cpu
-@pytest.mark.parametrize("table", ["float", "4-bit"])
+@pytest.mark.parametrize("table", ["float", "4-bit", "int8"])
 @pytest.mark.parametrize("d", [128, 24])
 def test_int8_candidates_give_the_float32_codes(table, d):
     cents, x = _clustered(8, 30000, 5000, d)
     if table == "4-bit":  # an index's stored centroids: small integers times a scale, coded exactly
         cents = codec.dequantize_centroids4(*codec.quantize_centroids4(cents))
+    if table == "int8":
+        cents = codec.dequantize_centroids(*codec.quantize_centroids(cents))
     cents[4000:4100] = cents[0:100]  # exact ties under two ids: the lower one wins in both kernels
     x[:100] = cents[:100]
     x[100:200] *= 1e3  # scores far from 1: the margin follows the norms

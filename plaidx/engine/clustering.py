@@ -279,17 +279,20 @@ class Assigner:
 def _int8_block(cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Columns (w, d) float32 as the int8 kernel reads them: their int8 values (d / 4, w, 4), scales (w,), the
     sums of their int8 values (w,), and each scale's rounding error bound (w,): 0 for a column that is exactly
-    its int8 values times its scale (an index's 4-bit centroids, ``codec.quantize_centroids4``: integers in
-    [-7, 7] times the row's peak / 7), else the scale (``cellq.quantize_int8``'s rule)."""
+    small integers times a scale (an index's stored centroids: 4-bit rows, integers in [-7, 7] times the row's
+    peak / 7, ``codec.quantize_centroids4``; int8 rows times a power of two, ``codec.quantize_centroids``),
+    else the scale of ``cellq.quantize_int8``'s rule."""
     q, scale = quantize_int8(cols)
     err = scale.copy()
-    peak = np.abs(cols).max(axis=1)
-    step = (np.maximum(peak, np.float32(1e-30)) / np.float32(7)).astype(np.float32)
-    k = np.rint(cols / step[:, None])
-    exact = np.all(np.abs(cols - k * step[:, None]) <= np.float32(2.0 ** -22) * peak[:, None], axis=1) & (peak > 0)
-    q[exact] = k[exact].astype(np.int8)
-    scale[exact] = step[exact]
-    err[exact] = 0.0
+    peak = np.maximum(np.abs(cols).max(axis=1), np.float32(1e-30))
+    todo = np.ones(cols.shape[0], bool)
+    for step in (peak / np.float32(7), np.exp2(np.ceil(np.log2(peak / np.float32(127))))):
+        step = step.astype(np.float32)
+        k = np.rint(cols / step[:, None])
+        exact = todo & np.all(np.abs(cols - k * step[:, None]) <= np.float32(2.0 ** -22) * peak[:, None], axis=1)
+        exact &= np.abs(k).max(axis=1) <= 127
+        q[exact], scale[exact], err[exact] = k[exact].astype(np.int8), step[exact], 0.0
+        todo &= ~exact
     w, d = cols.shape
     return (np.ascontiguousarray(q.reshape(w, d // 4, 4).transpose(1, 0, 2)).ravel(), scale,
             q.sum(axis=1, dtype=np.int32), err)
