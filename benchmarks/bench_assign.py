@@ -136,7 +136,7 @@ def int8_main(args: argparse.Namespace) -> int:
         source = f"the {cents.shape[0]:,} centroids of `{args.centroids_from}` as that index stores them"
     else:  # as a build of this collection trains and stores them (nbits 2)
         n_tok = values.shape[0]
-        nlist = clustering.default_nlist(n_tok, 2)
+        nlist = args.nlist or clustering.default_nlist(n_tok, 2)
         pick = np.sort(rng.choice(n_tok, min(n_tok, clustering.default_kmeans_sample(nlist, n_tok)), replace=False))
         cents = clustering.train_centroids(np.asarray(values[pick], dtype=np.float32), nlist, 4, 0)
         cents = stored_centroids(centroid_arrays(cents, 2, n_tok))
@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                     "them as a build would)")
     ap.add_argument("--baseline-core", help="--int8: an earlier build's plaidx/_core*.so, timed in the same run")
     ap.add_argument("--tag", default="run", help="--int8: the report's name, results/assign_int8_<tag>")
+    ap.add_argument("--nlist", type=int, default=None, help="--int8 without --centroids-from: centroids to train "
+                    "(default: a build's for the collection's size)")
     ap.add_argument("--error-tokens", type=int, default=2000, help="--int8: tokens whose rounding errors are measured")
     ap.add_argument("--ndocs", type=int, default=10_000)
     ap.add_argument("--nlists", default="4096,16384,65536,131072")

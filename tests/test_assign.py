@@ -262,7 +262,7 @@ def test_int8_candidates_give_the_float32_codes(table, d):
 @int8_cpu
 def test_int8_candidates_fall_back_on_tokens_that_are_not_finite():
     cents, x = _clustered(9, 20000, 4096, 64)
-    x[17000, 3] = np.nan  # the second chunk of 8192 tokens takes the float32 kernel
+    x[17000, 3] = np.nan  # the chunk of tokens holding these takes the float32 kernel
     x[17001, 5] = np.inf
     a8, af = _int8_pair(cents)
     np.testing.assert_array_equal(a8.assign(x), af.assign(x))

@@ -18,7 +18,12 @@ namespace plaidx::cpu {
 namespace {
 
 constexpr int kMaxRows = 6;       // tokens per register tile, at most
-constexpr int64_t kChunk = 8192;  // tokens bucketed together, so that a group's panel serves about 64 at once
+// Tokens bucketed together, so that a group's panel serves several at once: kChunk, or kWideChunk where the
+// panels are larger than the caches (kWidePanels floats and up; 2^18 centroids of d 128 take 128 MiB), so
+// that each panel is read from memory once for about 64 tokens instead of 16.
+constexpr int64_t kChunk = 2048;
+constexpr int64_t kWideChunk = 8192;
+constexpr int64_t kWidePanels = int64_t{8} << 20;
 constexpr int kBlock = 16;        // coarse scores tested against the probe list's threshold at once
 
 // max over c < width of v[c] + mask[c] (mask: 0 on a real column, -inf on padding), -inf when width has none.
@@ -44,28 +49,28 @@ PLAIDX_INLINE float masked_max(const float* v, const float* mask, int64_t width)
 // Scratch of one thread.
 struct Scratch {
   std::vector<float> cs;       // (kMaxRows, gp) coarse scores
-  std::vector<int64_t> top_g;  // (kChunk, nprobe) probed groups
+  std::vector<int64_t> top_g;  // (chunk, nprobe) probed groups
   std::vector<float> top_s;    // (nprobe,)
   std::vector<int64_t> count;  // (G + 1,) bucket starts
-  std::vector<int32_t> pairs;  // (kChunk * nprobe,) tokens, bucketed by group
+  std::vector<int32_t> pairs;  // (chunk * nprobe,) tokens, bucketed by group
   std::vector<float> rows;     // (kMaxRows, d) gathered tokens
   std::vector<float> dots;     // (kMaxRows, widest)
-  std::vector<float> best;     // (kChunk,)
-  std::vector<uint32_t> bid;   // (kChunk,)
+  std::vector<float> best;     // (chunk,)
+  std::vector<uint32_t> bid;   // (chunk,)
   // the int8 candidate scores (AssignInt8) only
-  std::vector<int8_t> xq;        // (kChunk, d) the tokens' int8 values, then + 128 (vpdpbusd's unsigned operand)
-  std::vector<float> xs;         // (kChunk,) their scales
-  std::vector<float> x2;         // (kChunk,) their squared norms
+  std::vector<int8_t> xq;        // (chunk, d) the tokens' int8 values, then + 128 (vpdpbusd's unsigned operand)
+  std::vector<float> xs;         // (chunk,) their scales
+  std::vector<float> x2;         // (chunk,) their squared norms
   std::vector<uint8_t> tile;     // (kMaxRows, d) gathered int8 tokens (+ 128)
   std::vector<int64_t> cand;     // (max(G, widest),) columns within the margin
   std::vector<const float*> crow;  // (max(G, widest),) rows to score in float32
   std::vector<float> exact;      // (max(G, widest),) their float32 scores
   std::vector<int64_t> keep;     // (G,) the probe list's boundary groups
   // each token's centroids that may still be its nearest (kList at most): approximate score, its margin, id
-  std::vector<float> lb;         // (kChunk,) the largest approximate score minus its margin so far
-  std::vector<int32_t> nlist;    // (kChunk,) entries in its list
-  std::vector<float> la, le;     // (kChunk, kList)
-  std::vector<uint32_t> lid;     // (kChunk, kList)
+  std::vector<float> lb;         // (chunk,) the largest approximate score minus its margin so far
+  std::vector<int32_t> nlist;    // (chunk,) entries in its list
+  std::vector<float> la, le;     // (chunk, kList)
+  std::vector<uint32_t> lid;     // (chunk, kList)
 };
 
 constexpr int kList = 16;  // candidates a token carries across its groups before they are scored in float32
@@ -115,7 +120,7 @@ PLAIDX_INLINE void bucket_pairs(int64_t m, int64_t G, int64_t nprobe, Scratch* s
     if (tg[e] >= 0) pairs[cnt[tg[e]]++] = static_cast<int32_t>(e / nprobe);
 }
 
-// Codes of tokens [t0, t1), t1 - t0 <= kChunk: coarse scores a tile of kRows tokens at a time, each
+// Codes of tokens [t0, t1), t1 - t0 <= chunk: coarse scores a tile of kRows tokens at a time, each
 // token's nprobe best groups, then group by group the tokens that probe it, kRows at a time.
 template <Isa I>
 PLAIDX_INLINE void assign_chunk_impl(const float* X, int64_t t0, int64_t t1, int64_t d, const float* coarse_t,
@@ -529,38 +534,39 @@ void assign_nearest(const float* X, int64_t n, int64_t d, const float* coarse_t,
   // work per token: the coarse scores plus nprobe groups; a chunk per thread at least
   const int64_t per_token = d * (gp + nprobe * widest);
   threads = threads_for(n * per_token, int64_t{8} << 20, threads);
-  const int64_t nchunks = (n + kChunk - 1) / kChunk;
+  const int64_t chunk = d * P >= kWidePanels ? kWideChunk : kChunk;
+  const int64_t nchunks = (n + chunk - 1) / chunk;
   // one chunk at a time to whichever thread is free: a chunk's cost follows the sizes of the groups its
   // tokens probe, so equal shares of chunks finish at different times
   parallel_chunks(nchunks, 1, threads, [&](int64_t begin, int64_t end) {
     Scratch sc;
     sc.cs.resize(static_cast<size_t>(kMaxRows * gp));
-    sc.top_g.resize(static_cast<size_t>(kChunk * nprobe));
+    sc.top_g.resize(static_cast<size_t>(chunk * nprobe));
     sc.top_s.resize(static_cast<size_t>(nprobe));
     sc.count.resize(static_cast<size_t>(G + 1));
-    sc.pairs.resize(static_cast<size_t>(kChunk * nprobe));
+    sc.pairs.resize(static_cast<size_t>(chunk * nprobe));
     sc.rows.resize(static_cast<size_t>(kMaxRows * d));
     sc.dots.resize(static_cast<size_t>(kMaxRows * widest));
-    sc.best.resize(static_cast<size_t>(kChunk));
-    sc.bid.resize(static_cast<size_t>(kChunk));
+    sc.best.resize(static_cast<size_t>(chunk));
+    sc.bid.resize(static_cast<size_t>(chunk));
     if (int8) {
       const size_t wide = static_cast<size_t>(std::max(gp, widest));
-      sc.xq.resize(static_cast<size_t>(kChunk * d));
-      sc.xs.resize(static_cast<size_t>(kChunk));
-      sc.x2.resize(static_cast<size_t>(kChunk));
+      sc.xq.resize(static_cast<size_t>(chunk * d));
+      sc.xs.resize(static_cast<size_t>(chunk));
+      sc.x2.resize(static_cast<size_t>(chunk));
       sc.tile.resize(static_cast<size_t>(kMaxRows * d));
       sc.cand.resize(wide);
       sc.crow.resize(wide);
       sc.exact.resize(wide);
       sc.keep.resize(static_cast<size_t>(G));
-      sc.lb.resize(static_cast<size_t>(kChunk));
-      sc.nlist.resize(static_cast<size_t>(kChunk));
-      sc.la.resize(static_cast<size_t>(kChunk * kList));
-      sc.le.resize(static_cast<size_t>(kChunk * kList));
-      sc.lid.resize(static_cast<size_t>(kChunk * kList));
+      sc.lb.resize(static_cast<size_t>(chunk));
+      sc.nlist.resize(static_cast<size_t>(chunk));
+      sc.la.resize(static_cast<size_t>(chunk * kList));
+      sc.le.resize(static_cast<size_t>(chunk * kList));
+      sc.lid.resize(static_cast<size_t>(chunk * kList));
     }
     for (int64_t c = begin; c < end; ++c) {
-      const int64_t t0 = c * kChunk, t1 = std::min(n, (c + 1) * kChunk);
+      const int64_t t0 = c * chunk, t1 = std::min(n, (c + 1) * chunk);
 #if PLAIDX_HAVE_VNNI
       if (int8 && assign_chunk_int8(X, t0, t1, d, *q8, cb, G, gp, pcol, ids, mask.data(), nprobe, out, &sc))
         continue;
