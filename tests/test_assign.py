@@ -260,6 +260,20 @@ def test_int8_candidates_give_the_float32_codes(table, d):
 
 @native
 @int8_cpu
+@pytest.mark.parametrize("nprobe", [1, 1000])
+def test_int8_candidates_at_every_probe_count(nprobe):
+    # one group (the probe list's boundary holds every group) and every group (no boundary)
+    cents, x = _clustered(12, 8000, 4096, 64)
+    a8 = clustering.Assigner(cents, nprobe=nprobe, int8=True)
+    af = clustering.Assigner(cents, nprobe=nprobe, int8=False)
+    np.testing.assert_array_equal(a8.assign(x), af.assign(x))
+    if nprobe == 1000:  # every group probed: the exact nearest centroid
+        assert (a8.assign(x) == np.argmax(x @ cents.T, axis=1)).mean() > 0.999
+    assert (clustering.Assigner(cents).int8 is not None) == kernels.ASSIGN_INT8  # the default follows the CPU
+
+
+@native
+@int8_cpu
 def test_int8_candidates_fall_back_on_tokens_that_are_not_finite():
     cents, x = _clustered(9, 20000, 4096, 64)
     x[17000, 3] = np.nan  # the chunk of tokens holding these takes the float32 kernel
