@@ -75,14 +75,16 @@ struct Scratch {
 
 constexpr int kList = 16;  // candidates a token carries across its groups before they are scored in float32
 
-// The nprobe best of the G scores s into top_g (top_s: scratch), best first; a later group enters only with a
-// strictly higher score (ties: the lower group). -1 fills the list where scores are NaN.
-PLAIDX_INLINE void best_groups(const float* s, int64_t G, int64_t nprobe, float* top_s, int64_t* top_g) {
+// The nprobe best groups offered so far into top_g (scores in top_s), best first: a later group enters only
+// with a strictly higher score (ties: the lower group, groups being offered in ascending order).
+struct ProbeList {
+  float* top_s;
+  int64_t* top_g;
+  int64_t n;
   int64_t count = 0;
-  auto offer = [&](int64_t g) {
-    const float v = s[g];
-    if (count == nprobe && !(v > top_s[count - 1])) return;
-    int64_t pos = count < nprobe ? count : nprobe - 1;
+  PLAIDX_INLINE void offer(int64_t g, float v) {
+    if (count == n && !(v > top_s[count - 1])) return;
+    int64_t pos = count < n ? count : n - 1;
     while (pos > 0 && v > top_s[pos - 1]) {
       top_s[pos] = top_s[pos - 1];
       top_g[pos] = top_g[pos - 1];
@@ -90,20 +92,28 @@ PLAIDX_INLINE void best_groups(const float* s, int64_t G, int64_t nprobe, float*
     }
     top_s[pos] = v;
     top_g[pos] = g;
-    if (count < nprobe) ++count;
-  };
+    if (count < n) ++count;
+  }
+  PLAIDX_INLINE void finish() {
+    for (int64_t p = count; p < n; ++p) top_g[p] = -1;  // only with NaN scores
+  }
+};
+
+// The nprobe best of the G scores s into top_g (top_s: scratch), best first (ProbeList).
+PLAIDX_INLINE void best_groups(const float* s, int64_t G, int64_t nprobe, float* top_s, int64_t* top_g) {
+  ProbeList list{top_s, top_g, nprobe};
   int64_t g = 0;
-  for (; g < G && count < nprobe; ++g) offer(g);
+  for (; g < G && list.count < nprobe; ++g) list.offer(g, s[g]);
   // once the list is full, most blocks hold no score above its last entry: one vector test each
   for (; g + kBlock <= G; g += kBlock) {
     const float thr = top_s[nprobe - 1];
     int any = 0;
     for (int j = 0; j < kBlock; ++j) any |= s[g + j] > thr;
     if (!any) continue;
-    for (int j = 0; j < kBlock; ++j) offer(g + j);
+    for (int j = 0; j < kBlock; ++j) list.offer(g + j, s[g + j]);
   }
-  for (; g < G; ++g) offer(g);
-  for (int64_t p = count; p < nprobe; ++p) top_g[p] = -1;  // only with NaN scores
+  for (; g < G; ++g) list.offer(g, s[g]);
+  list.finish();
 }
 
 // Buckets the chunk's (token, group) pairs by group: afterwards cnt[g] is the end of bucket g (the start of
@@ -195,11 +205,7 @@ PLAIDX_DISPATCH(void, assign_chunk,
                 (X, t0, t1, d, coarse_t, G, gp, panels, pcol, ids, mask, nprobe, out, sc))
 
 #if PLAIDX_HAVE_VNNI
-#if !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+PLAIDX_VNNI_DIAGNOSTICS_PUSH
 
 // out[i * ldo + c] = (float(dot(x_i, col_c)) * scale[c]) * xs[i] for i < T and the 16 * NA columns from c0 of
 // an int8 block (d / 4, width, 4); the T tokens' bytes (int8 + 128, rows of d at xq) make vpdpbusd's unsigned
@@ -292,32 +298,20 @@ PLAIDX_VNNI_TARGET inline float masked_max16(const float* v, const float* mask, 
 // score (the others would be turned away): the same list.
 PLAIDX_VNNI_TARGET inline void best_groups16(const float* s, int64_t G, int64_t nprobe, float* top_s,
                                              int64_t* top_g) {
-  int64_t count = 0;
-  auto offer = [&](int64_t g) {
-    const float v = s[g];
-    if (count == nprobe && !(v > top_s[count - 1])) return;
-    int64_t pos = count < nprobe ? count : nprobe - 1;
-    while (pos > 0 && v > top_s[pos - 1]) {
-      top_s[pos] = top_s[pos - 1];
-      top_g[pos] = top_g[pos - 1];
-      --pos;
-    }
-    top_s[pos] = v;
-    top_g[pos] = g;
-    if (count < nprobe) ++count;
-  };
+  ProbeList list{top_s, top_g, nprobe};
   int64_t g = 0;
-  for (; g < G && count < nprobe; ++g) offer(g);
+  for (; g < G && list.count < nprobe; ++g) list.offer(g, s[g]);
   for (; g < G; g += 16) {
     const __mmask16 live = G - g >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (G - g)) - 1);
-    unsigned bits = _mm512_mask_cmp_ps_mask(live, _mm512_maskz_loadu_ps(live, s + g), _mm512_set1_ps(top_s[nprobe - 1]),
-                                            _CMP_GT_OQ);
+    unsigned bits = _mm512_mask_cmp_ps_mask(live, _mm512_maskz_loadu_ps(live, s + g),
+                                            _mm512_set1_ps(top_s[nprobe - 1]), _CMP_GT_OQ);
     while (bits != 0) {
-      offer(g + __builtin_ctz(bits));
+      const int64_t h = g + __builtin_ctz(bits);
+      list.offer(h, s[h]);
       bits &= bits - 1;
     }
   }
-  for (int64_t p = count; p < nprobe; ++p) top_g[p] = -1;  // only with NaN scores
+  list.finish();
 }
 
 // kMarginSigmas rounding deviations of an approximate score (assign.h): token scale xs and squared norm x2,
@@ -416,24 +410,9 @@ PLAIDX_VNNI_TARGET bool assign_chunk_int8(const float* X, int64_t t0, int64_t t1
         }
       }
       exact_dots(X + (t0 + t + i) * d, crow, nb, d, exact);
-      // the best nprobe - sure boundary groups in float32, in best_groups' order (ascending groups, a later
-      // one entering only with a strictly higher score)
-      const int64_t want = nprobe - sure;
-      int64_t* tg = top_g + sure;
-      int64_t count = 0;
-      for (int64_t k = 0; k < nb; ++k) {
-        const float v = exact[k];
-        if (count == want && !(v > top_s[count - 1])) continue;
-        int64_t pos = count < want ? count : want - 1;
-        while (pos > 0 && v > top_s[pos - 1]) {
-          top_s[pos] = top_s[pos - 1];
-          tg[pos] = tg[pos - 1];
-          --pos;
-        }
-        top_s[pos] = v;
-        tg[pos] = keep[k];
-        if (count < want) ++count;
-      }
+      // the best nprobe - sure boundary groups in float32, offered in ascending order as best_groups offers
+      ProbeList rest{top_s, top_g + sure, nprobe - sure};
+      for (int64_t k = 0; k < nb; ++k) rest.offer(keep[k], exact[k]);
     }
   }
   bucket_pairs(m, G, nprobe, sc);
@@ -498,9 +477,7 @@ PLAIDX_VNNI_TARGET bool assign_chunk_int8(const float* X, int64_t t0, int64_t t1
   }
   return true;
 }
-#if !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+PLAIDX_VNNI_DIAGNOSTICS_POP
 #endif
 
 }  // namespace

@@ -202,12 +202,7 @@ struct CellCodes {
 };
 
 #if PLAIDX_HAVE_VNNI
-// GCC 12's own intrinsics headers trip these on _mm512_undefined_* (a known false positive).
-#if !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+PLAIDX_VNNI_DIAGNOSTICS_PUSH
 
 
 // acc[i][u] = the exact int32 dot products of the T int8 rows at rows (stride d) against query columns
@@ -581,9 +576,7 @@ PLAIDX_AMX_TARGET void kept_max_amx(const uint8_t* qq, const int8_t* qa, int64_t
   if (full < nt) vnni_rows_max<true>(qq, qp16, qscale, qsum, rows + full * d, vs + full, nt - full, d, run_max);
 }
 #undef PLAIDX_AMX_TARGET
-#if !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+PLAIDX_VNNI_DIAGNOSTICS_POP
 #else
 inline bool have_amx() { return false; }
 #endif

@@ -16,6 +16,19 @@
 
 namespace plaidx::cpu {
 
+// Around the kernels: GCC 12's own intrinsics headers trip -W(maybe-)uninitialized on _mm512_undefined_* (a
+// known false positive).
+#if !defined(__clang__)
+#define PLAIDX_VNNI_DIAGNOSTICS_PUSH                                \
+  _Pragma("GCC diagnostic push")                                    \
+  _Pragma("GCC diagnostic ignored \"-Wuninitialized\"")            \
+  _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"")
+#define PLAIDX_VNNI_DIAGNOSTICS_POP _Pragma("GCC diagnostic pop")
+#else
+#define PLAIDX_VNNI_DIAGNOSTICS_PUSH
+#define PLAIDX_VNNI_DIAGNOSTICS_POP
+#endif
+
 #if PLAIDX_HAVE_VNNI
 #define PLAIDX_VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
 
