@@ -249,6 +249,7 @@ def test_int8_candidates_give_the_float32_codes(table, d):
     x[:100] = cents[:100]
     x[100:200] *= 1e3  # scores far from 1: the margin follows the norms
     x[200:300] *= 1e-3
+    x[300:303] = 0.0  # every score ties at 0: every column is a candidate, the lowest id wins
     a8, af = _int8_pair(cents)
     got, want = a8.assign(x), af.assign(x)
     np.testing.assert_array_equal(got, want)
