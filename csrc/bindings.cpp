@@ -602,7 +602,6 @@ py::dict build_info() {
   d["simd_dispatch"] = info.simd_dispatch;
   d["compiler"] = info.compiler;
   d["int8_vnni"] = cpu::vnni_kernels();
-  d["assign_int8"] = cpu::assign_int8_kernels();
   d["adc_copy"] = cpu::adc_kernel_copy();
   d["int8_amx"] = cpu::amx_kernels();
   return d;

@@ -232,7 +232,7 @@ def _int8_pair(cents: np.ndarray) -> tuple[clustering.Assigner, clustering.Assig
     return a8, af
 
 
-int8_cpu = pytest.mark.skipif(not kernels.ASSIGN_INT8, reason="the int8 candidate scores need AVX-512 VNNI")
+int8_cpu = pytest.mark.skipif(not kernels.INT8_VNNI, reason="the int8 candidate scores need AVX-512 VNNI")
 
 
 @native
@@ -270,7 +270,7 @@ def test_int8_candidates_at_every_probe_count(nprobe):
     np.testing.assert_array_equal(a8.assign(x), af.assign(x))
     if nprobe == 1000:  # every group probed: the exact nearest centroid
         assert (a8.assign(x) == np.argmax(x @ cents.T, axis=1)).mean() > 0.999
-    assert (clustering.Assigner(cents).int8 is not None) == kernels.ASSIGN_INT8  # the default follows the CPU
+    assert (clustering.Assigner(cents).int8 is not None) == kernels.INT8_VNNI  # the default follows the CPU
 
 
 @native

@@ -287,33 +287,6 @@ PLAIDX_VNNI_TARGET inline int64_t columns_at_least(const float* v, const float* 
   return n;
 }
 
-PLAIDX_VNNI_TARGET inline float masked_max16(const float* v, const float* mask, int64_t width) {
-  __m512 m = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-  for (int64_t c = 0; c < width; c += 16)
-    m = _mm512_max_ps(m, _mm512_add_ps(_mm512_loadu_ps(v + c), _mm512_loadu_ps(mask + c)));
-  return _mm512_reduce_max_ps(m);
-}
-
-// best_groups with the block test as one avx512 comparison, offering only the groups above the list's last
-// score (the others would be turned away): the same list.
-PLAIDX_VNNI_TARGET inline void best_groups16(const float* s, int64_t G, int64_t nprobe, float* top_s,
-                                             int64_t* top_g) {
-  ProbeList list{top_s, top_g, nprobe};
-  int64_t g = 0;
-  for (; g < G && list.count < nprobe; ++g) list.offer(g, s[g]);
-  for (; g < G; g += 16) {
-    const __mmask16 live = G - g >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (G - g)) - 1);
-    unsigned bits = _mm512_mask_cmp_ps_mask(live, _mm512_maskz_loadu_ps(live, s + g),
-                                            _mm512_set1_ps(top_s[nprobe - 1]), _CMP_GT_OQ);
-    while (bits != 0) {
-      const int64_t h = g + __builtin_ctz(bits);
-      list.offer(h, s[h]);
-      bits &= bits - 1;
-    }
-  }
-  list.finish();
-}
-
 // kMarginSigmas rounding deviations of an approximate score (assign.h): token scale xs and squared norm x2,
 // a column's (or the largest of a group's) squared norm n2 and squared scale s2.
 // Plus d * 2^-23 |x| |c|: the float32 sums' own rounding (the scores compared are float32 sums of d products).
@@ -395,7 +368,7 @@ PLAIDX_VNNI_TARGET bool assign_chunk_int8(const float* X, int64_t t0, int64_t t1
     for (int64_t i = 0; i < rows; ++i) {
       const float* s = cs + i * gp;
       int64_t* top_g = sc->top_g.data() + (t + i) * nprobe;
-      best_groups16(s, G, nprobe, top_s, top_g);
+      best_groups(s, G, nprobe, top_s, top_g);
       const float e = margin(xs[t + i], x2[t + i], cb[0], cb[1], d);
       const float lo = top_s[nprobe - 1] - 2.0f * e, hi = top_s[nprobe - 1] + 2.0f * e;
       int64_t n = columns_at_least(s, nullptr, gp, lo, cand);
@@ -445,7 +418,7 @@ PLAIDX_VNNI_TARGET bool assign_chunk_int8(const float* X, int64_t t0, int64_t t1
       for (int64_t i = 0; i < rows; ++i) {
         const int64_t tok = pairs[k + i];
         const float* v = dots + i * width;
-        const float top = masked_max16(v, gmask, width);
+        const float top = masked_max<v16f>(v, gmask, width);
         const float e = margin(xs[tok], x2[tok], gn2, gs2, d);
         // no column of the group can reach the token's best: the usual case once it has a near centroid
         if (top + e < lb[tok]) continue;
@@ -481,8 +454,6 @@ PLAIDX_VNNI_DIAGNOSTICS_POP
 #endif
 
 }  // namespace
-
-bool assign_int8_kernels() { return have_vnni(); }
 
 void assign_nearest(const float* X, int64_t n, int64_t d, const float* coarse_t, int64_t G, int64_t gp,
                     const float* panels, int64_t P, const int64_t* pcol, const uint32_t* ids, int64_t nprobe,

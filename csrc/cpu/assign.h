@@ -24,7 +24,7 @@ namespace plaidx::cpu {
 
 constexpr uint32_t kNoCentroid = 0xFFFFFFFFu;
 
-// Optional int8 copies of the same layout, which let avx512-vnni CPUs (assign_int8_kernels()) pick each
+// Optional int8 copies of the same layout, which let avx512-vnni CPUs (have_vnni(), vnni.h) pick each
 // token's candidates by int8 dot products (vpdpbusd: 64 byte products an instruction, 4x the float32
 // multiply-adds'). Each token is quantised by quantize.h's rule (int8 values, one scale), and so is every
 // group centre and column, except columns that are already small integers times a scale (an index's 4-bit
@@ -57,9 +57,6 @@ struct AssignInt8 {
 };
 
 constexpr float kMarginSigmas = 10.0f;
-
-// Whether assign_nearest can take the int8 candidate scores on this CPU (avx512-vnni, not capped by PLAIDX_SIMD).
-bool assign_int8_kernels();
 
 void assign_nearest(const float* X, int64_t n, int64_t d, const float* coarse_t, int64_t G, int64_t gp,
                     const float* panels, int64_t P, const int64_t* pcol, const uint32_t* ids, int64_t nprobe,

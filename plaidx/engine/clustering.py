@@ -219,7 +219,7 @@ class Assigner:
     inverted file it replaces (from 4096 centroids) and a seventh of the faiss HNSW graph (from 32768)
     (benchmarks/results/assign_synthetic.md).
 
-    ``int8``: on CPUs with AVX-512 VNNI (``kernels.ASSIGN_INT8``, the default None) the kernel picks each
+    ``int8``: on CPUs with AVX-512 VNNI (``kernels.INT8_VNNI``, the default None) the kernel picks each
     token's candidate groups and centroids by int8 dot products and scores the near ones again in float32,
     which gives the float32 kernel's codes (``int8_layout``); False keeps the float32 kernel, True passes
     the int8 layout wherever the kernel may use it.
@@ -261,7 +261,7 @@ class Assigner:
         coarse_t = np.zeros((d, gp), np.float32)
         coarse_t[:, :n_groups] = centres.T
         self._grouped = (coarse_t, n_groups, panels, pcol, ids, min(nprobe, n_groups))
-        if (kernels.ASSIGN_INT8 if int8 is None else int8) and d % 4 == 0:
+        if (kernels.INT8_VNNI if int8 is None else int8) and d % 4 == 0:
             self.int8 = int8_layout(coarse_t, n_groups, panels, pcol, ids, centroids)
 
     def assign(self, embeddings: np.ndarray) -> np.ndarray:

@@ -93,7 +93,7 @@ Functions:
       columns), keeps its nprobe best groups (ties: the lower group) and takes the best centroid in them
       (ties: the lower id). One group of every centroid is the exact nearest centroid. Native: each score
       summed sequentially over j; reference: numpy's BLAS (so near-ties may resolve differently).
-      The keyword int8=clustering.int8_layout(...) (``Assigner`` passes it where ``ASSIGN_INT8``) lets the
+      The keyword int8=clustering.int8_layout(...) (``Assigner`` passes it where ``INT8_VNNI``) lets the
       native kernel pick the candidates by int8 dot products on AVX-512 VNNI CPUs and score the near ones
       again in float32: the same codes, in about half the time (csrc/cpu/assign.h AssignInt8,
       benchmarks/results/assign_int8_*.md); the reference ignores it.
@@ -160,13 +160,12 @@ token_scales = backend.token_scales
 assign_nearest = backend.assign_nearest
 
 # Whether the int8 kernels (quantised cell scores, the int8 exact stage) run as AVX-512 VNNI here: where they do
-# not, their generic copies are slower than float32, so the search's defaults score in float32 instead.
+# not, their generic copies are slower than float32, so the search's defaults score in float32 instead. The
+# build's assignment takes its int8 candidate scores (assign_nearest's int8=) only where this is True.
 INT8_VNNI = bool(backend.build_info().get("int8_vnni", False))
 # Query tokens up to which those VNNI kernels run (csrc/cpu/search.cpp kMaxQp16); longer queries take the
 # generic copies, so the defaults score them in float32 too.
 VNNI_MAX_QUERY_TOKENS = 256
-# Whether assign_nearest picks candidates by int8 dot products here when given its int8 layout (AVX-512 VNNI).
-ASSIGN_INT8 = bool(backend.build_info().get("assign_int8", False))
 
 
 def native_error() -> str | None:
