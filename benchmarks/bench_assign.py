@@ -121,7 +121,8 @@ def rounding_errors(a: clustering.Assigner, x: np.ndarray) -> float:
 
 def int8_main(args: argparse.Namespace) -> int:
     """The --int8 comparison (see the module's docstring)."""
-    from plaidx.engine import kernels
+    from bench_engine import write_stamped_report
+
     from plaidx.engine.codec import centroid_arrays, stored_centroids
     from plaidx.engine.index import Index
     load0 = os.getloadavg()
@@ -145,7 +146,7 @@ def int8_main(args: argparse.Namespace) -> int:
     a = clustering.Assigner(cents)
     setup_s = time.perf_counter() - t
     if a.int8 is None:
-        raise SystemExit("the int8 candidate scores do not run here (kernels.ASSIGN_INT8 is False: no AVX-512 VNNI)")
+        raise SystemExit("the int8 candidate scores do not run here (kernels.INT8_VNNI is False: no AVX-512 VNNI)")
     f32 = clustering.Assigner(cents, int8=False)
     grouped = a._grouped
     methods = {"float32 scores": f32.assign, "int8 candidates, re-scored in float32": a.assign}
@@ -170,32 +171,20 @@ def int8_main(args: argparse.Namespace) -> int:
         print(f"[assign int8] {row['method']}: {row['us_per_token']:.2f} us/token, same codes {row['same_codes']:.6f}",
               flush=True)
     worst = rounding_errors(a, x[:args.error_tokens])
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
     base = rows[0]["us_per_token"]
-    lines = [f"# Nearest-centroid assignment: int8 candidate scores against float32 ({args.tag})", "",
-             f"- date: {dt.datetime.now().isoformat(timespec='seconds')}; commit {commit[:10]}",
-             f"- machine: {cpu}, 2 threads, int8 kernels {kernels.ASSIGN_INT8}; load average at start "
-             f"{[round(v, 2) for v in load0]}, at end {[round(v, 2) for v in os.getloadavg()]}",
-             f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`",
-             f"- {len(x):,} consecutive tokens of `{Path(args.collection).name}` (from token {start:,}); {source}; "
-             f"{grouped[1]:,} groups, {grouped[5]} probed; best of {args.rounds} interleaved rounds; Assigner "
-             f"setup {setup_s:.1f} s (k-means of the centroids into groups, and the int8 layout).", "",
-             "| method | us / token | vs first row | same code as float32 |", "|---|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['method']} | {r['us_per_token']:.2f} | {base / r['us_per_token']:.2f}x | "
-                     f"{r['same_codes']:.6f} |")
-    lines += ["", f"Largest rounding error of the int8 scores over the first {min(len(x), args.error_tokens):,} "
-              "tokens (every group centre, and every column of the probed groups): "
-              f"{worst:.2f} deviations of the kernel's margin, which re-scores in float32 every column within 10."]
-    out = RESULTS_DIR / f"assign_int8_{args.tag}"
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"rows": rows, "largest_error_sigmas": worst, "commit": commit,
-                                                    "cli": sys.argv, "tokens": len(x), "nlist": cents.shape[0]},
-                                                   indent=1))
-    print("\n".join(lines))
+    body = [f"- {len(x):,} consecutive tokens of `{Path(args.collection).name}` (from token {start:,}); {source}; "
+            f"{grouped[1]:,} groups, {grouped[5]} probed; best of {args.rounds} interleaved rounds; Assigner setup "
+            f"{setup_s:.1f} s (k-means of the centroids into groups, and the int8 layout).", "",
+            "| method | us / token | vs first row | same code as float32 |", "|---|---:|---:|---:|"]
+    body += [f"| {r['method']} | {r['us_per_token']:.2f} | {base / r['us_per_token']:.2f}x | {r['same_codes']:.6f} |"
+             for r in rows]
+    body += ["", f"Largest rounding error of the int8 scores over the first {min(len(x), args.error_tokens):,} "
+             "tokens (every group centre, and every column of the probed groups): "
+             f"{worst:.2f} deviations of the kernel's margin, which re-scores in float32 every column within 10."]
+    write_stamped_report(f"assign_int8_{args.tag}",
+                         f"Nearest-centroid assignment: int8 candidate scores against float32 ({args.tag})", body,
+                         {"rows": rows, "largest_error_sigmas": worst, "tokens": len(x), "nlist": cents.shape[0]},
+                         2, list(load0))
     return 0
 
 

@@ -15,10 +15,8 @@ writes ``results/rebuild_<tag>.json/.md``; the new index goes to ``results/cache
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -26,6 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from bench_engine import write_stamped_report  # noqa: E402
 from collection import RESULTS_DIR  # noqa: E402
 
 
@@ -60,31 +59,19 @@ def main(argv: list[str] | None = None) -> int:
     names = sorted(set(old_man["arrays"]) | set(new_man["arrays"]))
     same = {n: (old_man["arrays"].get(n, {}).get("crc32"), old_man["arrays"].get(n, {}).get("shape")) ==
             (new_man["arrays"].get(n, {}).get("crc32"), new_man["arrays"].get(n, {}).get("shape")) for n in names}
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
     old_t, new_t = old_man["build"].get("timings", {}), new_man["build"].get("timings", {})
-    lines = [f"# Rebuild of `{run.parent.name}/{run.name}` ({args.tag})", "",
-             f"- date: {dt.datetime.now().isoformat(timespec='seconds')}; commit {commit[:10]}",
-             f"- machine: {cpu}, 2 threads; load average at start {[round(v, 2) for v in load0]}, at end "
-             f"{[round(v, 2) for v in os.getloadavg()]}",
-             f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`",
-             f"- {new_man['n_tokens']:,} tokens, nlist {new_man['nlist']:,}, nbits {new_man['nbits']}, keep_vectors "
-             f"{old_build.get('keep_vectors')}; the stored index was built at the commit of its run's report.", "",
-             "| | stored build | this build |", "|---|---:|---:|",
-             f"| build s | {old_build['build_s']:,.1f} | {new_build['build_s']:,.1f} |",
-             f"| build CPU s | {old_build['build_cpu_s']:,.1f} | {new_build['build_cpu_s']:,.1f} |",
-             f"| peak RSS MiB | {old_build['peak_rss_mb']:,.0f} | {new_build['peak_rss_mb']:,.0f} |"]
-    for k in sorted(set(old_t) | set(new_t)):
-        lines.append(f"| {k} | {old_t.get(k, '-')} | {new_t.get(k, '-')} |")
-    lines += ["", f"Arrays identical (crc32 and shape): {sum(same.values())} of {len(same)}"
-              + ("" if all(same.values()) else f"; different: {', '.join(n for n, s in same.items() if not s)}") + "."]
-    out = RESULTS_DIR / f"rebuild_{args.tag}"
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"stored": old_build, "new": new_build, "timings_stored": old_t,
-                                                    "timings_new": new_t, "same": same, "commit": commit,
-                                                    "cli": sys.argv}, indent=1))
-    print("\n".join(lines))
+    body = [f"{new_man['n_tokens']:,} tokens, nlist {new_man['nlist']:,}, nbits {new_man['nbits']}, keep_vectors "
+            f"{old_build.get('keep_vectors')}; the stored index was built at the commit of its run's report.", "",
+            "| | stored build | this build |", "|---|---:|---:|",
+            f"| build s | {old_build['build_s']:,.1f} | {new_build['build_s']:,.1f} |",
+            f"| build CPU s | {old_build['build_cpu_s']:,.1f} | {new_build['build_cpu_s']:,.1f} |",
+            f"| peak RSS MiB | {old_build['peak_rss_mb']:,.0f} | {new_build['peak_rss_mb']:,.0f} |"]
+    body += [f"| {k} | {old_t.get(k, '-')} | {new_t.get(k, '-')} |" for k in sorted(set(old_t) | set(new_t))]
+    body += ["", f"Arrays identical (crc32 and shape): {sum(same.values())} of {len(same)}"
+             + ("" if all(same.values()) else f"; different: {', '.join(n for n, s in same.items() if not s)}") + "."]
+    write_stamped_report(f"rebuild_{args.tag}", f"Rebuild of `{run.parent.name}/{run.name}` ({args.tag})", body,
+                         {"stored": old_build, "new": new_build, "timings_stored": old_t, "timings_new": new_t,
+                          "same": same}, 2, list(load0))
     if not args.keep:
         shutil.rmtree(out_dir)
     return 0 if all(same.values()) else 1
