@@ -5,6 +5,7 @@
 #include <cmath>
 #include <functional>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <stdexcept>
@@ -1108,6 +1109,37 @@ void score_cells_quantized(const CellCodes& cc, Workspace& ws, int64_t qp, int64
   score_cells_q(ws.qz.qf.data(), ws.qz.qscale.data(), qp, cc.cq, cc.cscale, d, c0, c1, St);
 }
 
+// ws.cand = the allowed documents of ws.docs (those marked in ws.doc_seen), ascending; clears the marks. Where
+// they are more than one in kScanShare of the collection (large indexes: tens of thousands of candidates), a
+// scan of the marks in document order, eight at a time, is cheaper than sorting them.
+constexpr int64_t kScanShare = 64;
+
+void ascending_candidates(Workspace& ws, int64_t ndocs, const uint8_t* allowed) {
+  ws.cand.clear();
+  if (static_cast<int64_t>(ws.docs.size()) * kScanShare < ndocs) {
+    for (const int64_t doc : ws.docs) {
+      ws.doc_seen[doc] = 0;
+      if (allowed == nullptr || allowed[doc]) ws.cand.push_back(doc);
+    }
+    std::sort(ws.cand.begin(), ws.cand.end());
+    return;
+  }
+  uint8_t* seen = ws.doc_seen.get();
+  const auto take = [&](int64_t doc) {
+    if (seen[doc] == 0) return;
+    seen[doc] = 0;
+    if (allowed == nullptr || allowed[doc]) ws.cand.push_back(doc);
+  };
+  int64_t doc = 0;
+  for (; doc + 8 <= ndocs; doc += 8) {
+    uint64_t word;
+    std::memcpy(&word, seen + doc, sizeof(word));
+    if (word == 0) continue;
+    for (int64_t j = 0; j < 8; ++j) take(doc + j);
+  }
+  for (; doc < ndocs; ++doc) take(doc);
+}
+
 template <class Code>
 void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int threads) {
   const Compressed<Code>& col = ctx.col;
@@ -1177,12 +1209,7 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
     }
   }
   for (const int64_t c : ws.probed) ws.cell_seen[c] = 0;
-  ws.cand.clear();
-  for (const int64_t doc : ws.docs) {
-    ws.doc_seen[doc] = 0;
-    if (ctx.allowed == nullptr || ctx.allowed[doc]) ws.cand.push_back(doc);
-  }
-  std::sort(ws.cand.begin(), ws.cand.end());
+  ascending_candidates(ws, col.ndocs, ctx.allowed);
   const int64_t ncand = static_cast<int64_t>(ws.cand.size());
 
   // 3. pruned centroid scores, keep the best ndocs; 4. full centroid scores of those, keep the best
