@@ -598,6 +598,28 @@ def test_quantized_cell_scores_equal_given_scores(qlen, d):
                 assert_topk_equivalent(run_search(ref, Q, None, col, cell_codes=cells, **params), (given_s, given_d))
 
 
+@native
+def test_quantized_cell_scores_of_a_large_table_equal_given_scores():
+    """From 16 MiB of cell scores per query (131,072 cells x 32 query tokens) the VNNI kernel writes them with
+    non-temporal stores, and from 1/64 of the collection the candidates are listed by a scan of their marks
+    instead of a sort: the results must still be exactly those of search(Q, S), with few candidates (the sort)
+    and many (the scan), 1 and 2 threads."""
+    nlist = 1 << 17
+    col = make_collection(77, ndocs=3000, d=64, nbits=2, nlist=nlist, max_len=20)
+    Q, _ = make_queries(78, col, nq=2, qlen=32)
+    cells = _core.quantize_rows(col["centroids"])
+    S = cellq.quantized_cell_scores(Q, cells)
+    for nprobe in (1, 4000):
+        params = dict(nprobe=nprobe, threshold=0.1, ndocs=200, n_exact=10, k=10)  # the top k by cell scores
+        given_s, given_d = run_search(_core, Q, S, col, **params)
+        assert (given_d >= 0).all()
+        for threads in (1, 2):
+            got_s, got_d = run_search(_core, Q, None, col, num_threads=threads, cell_codes=cells, **params)
+            np.testing.assert_array_equal(got_d, given_d)
+            np.testing.assert_array_equal(got_s, given_s)
+        assert_topk_equivalent(run_search(ref, Q, S, col, **params), (given_s, given_d))
+
+
 def _kept(col: dict, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """Kept int8 vectors (one per token, near the decoded ones) and their scales."""
     n, d = col["codes"].shape[0], col["centroids"].shape[1]
