@@ -11,8 +11,15 @@ the median of the per-query ratios, and whether both returned the same top-k.
     .venv/bin/python benchmarks/bench_ab.py --base /tmp/base --collections manytopics,lowrank,neardup --tag serial
 
 The indexes are the default builds of ``bench_families.py`` (``results/cache/runs/<name>_<docs>_d<dim>/
-plaidx_nb2_t2/index``), so the two builds must read the same index format. Writes ``results/ab_<tag>.json``
-and ``.md``. Not part of CI.
+plaidx_nb2_t2/index``), so the two builds must read the same index format. ``--index NAME=DIR`` (repeatable)
+times stored indexes instead, e.g. those of ``bench_rerank.py`` at 100M tokens: DIR is a benchmark run's folder
+under ``results/cache/runs`` (its ``plaidx_*`` build), and the queries and exact top-k are those of the cached
+collection it was built from (``--collection-dir``, same order). Writes ``results/ab_<tag>.json`` and ``.md``.
+Not part of CI.
+
+    .venv/bin/python benchmarks/bench_ab.py --base /tmp/base --tag search100m --params-list '[{}, {"rerank": 0}]' \
+        --index 100M=rerank_synthetic_1000000_tierscale_d128/plaidx_int8_nb2_t2 \
+        --collection-dir synthetic_n1000000_d128_q100_s0_values_dtypefloat16
 """
 
 from __future__ import annotations
@@ -81,6 +88,28 @@ def paired(new, base, queries: np.ndarray, k: int, rounds: int, threads: int, pa
             "timed_queries": int(len(queries)), "rounds": rounds}
 
 
+def indexes(args):
+    """(name, index path, tokens, exact top-10 ids, float32 queries) of each index to time: the stored ones of
+    --index, else the default builds of the families in --collections."""
+    if args.index:
+        for spec, coll_dir in zip(args.index, args.collection_dir):
+            name, _, run = spec.partition("=")
+            path, coll = CACHE_DIR / "runs" / run / "index", CACHE_DIR / coll_dir
+            if not name or not (path / "manifest.json").exists():
+                raise SystemExit(f"--index {spec}: give NAME=DIR with an index at {path}")
+            if not (coll / "queries.npy").exists() or not (coll / "gt_top100.npz").exists():
+                raise SystemExit(f"--collection-dir {coll_dir}: no queries.npy and gt_top100.npz in {coll}")
+            truth = np.load(coll / "gt_top100.npz")["ids"][:, :10]
+            queries = np.ascontiguousarray(np.load(coll / "queries.npy"), dtype=np.float32)
+            yield name, path, int(plaidx.Index.open(path).info()["tokens"]), truth, queries
+        return
+    for name, coll, truth, queries in with_truth(args.collections, args.ndocs, args.threads):
+        path = CACHE_DIR / "runs" / f"{name}_{coll.n_docs}_d{coll.dim}" / "plaidx_nb2_t2" / "index"
+        if not path.exists():
+            raise SystemExit(f"{name}: no default build at {path}; run bench_families.py for it first")
+        yield name, path, coll.n_tokens, truth, queries
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", required=True, help="a plaidx checkout with its native module built")
@@ -90,9 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--params", default="{}", help="search knobs as JSON (default: the defaults)")
+    ap.add_argument("--params-list", default=None, help="a JSON list of knob sets, each timed in turn (for --params)")
+    ap.add_argument("--index", action="append", default=[], metavar="NAME=DIR",
+                    help="a stored index to time instead of the families' (DIR under results/cache/runs)")
+    ap.add_argument("--collection-dir", action="append", default=[],
+                    help="per --index: the cached collection under results/cache with its queries.npy and "
+                         "gt_top100.npz")
     ap.add_argument("--tag", required=True, help="output name: results/ab_<tag>.json/.md")
     args = ap.parse_args(argv)
-    params = json.loads(args.params)
+    param_sets = json.loads(args.params_list) if args.params_list else [json.loads(args.params)]
+    if len(args.collection_dir) != len(args.index):
+        raise SystemExit("give one --collection-dir per --index (the collection each index was built from)")
     if kernels.BACKEND_NAME != "native":
         raise SystemExit("this checkout's native module does not import: build it first")
     base_dir = Path(args.base).resolve()
@@ -100,34 +137,34 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         base_engine = load_base(base_dir, Path(tmp))
-        for name, coll, truth, queries in with_truth(args.collections, args.ndocs, args.threads):
-            path = CACHE_DIR / "runs" / f"{name}_{coll.n_docs}_d{coll.dim}" / "plaidx_nb2_t2" / "index"
-            if not path.exists():
-                raise SystemExit(f"{name}: no default build at {path}; run bench_families.py for it first")
+        for name, path, tokens, truth, queries in indexes(args):
             new, base = plaidx.Index.open(path), base_engine.Index.open(path)
-            _, ids_new = new.search(queries, args.k, num_threads=args.threads, **params)
-            _, ids_base = base.search(queries, args.k, num_threads=args.threads, **params)
-            row = {"collection": name, "tokens": coll.n_tokens,
-                   "recall_new": recall_at_k(ids_new, truth, args.k), "recall_base": recall_at_k(ids_base, truth, args.k),
-                   "same_topk": bool(np.array_equal(ids_new, ids_base)),
-                   **paired(new, base, queries, args.k, args.rounds, args.threads, params)}
-            rows.append(row)
-            print(f"[ab] {row}", flush=True)
+            for params in param_sets:
+                _, ids_new = new.search(queries, args.k, num_threads=args.threads, **params)
+                _, ids_base = base.search(queries, args.k, num_threads=args.threads, **params)
+                row = {"collection": name, "tokens": tokens, "params": params,
+                       "recall_new": recall_at_k(ids_new, truth, args.k),
+                       "recall_base": recall_at_k(ids_base, truth, args.k),
+                       "same_topk": bool(np.array_equal(ids_new, ids_base)),
+                       **paired(new, base, [q[None] for q in queries], args.k, args.rounds, args.threads, params)}
+                rows.append(row)
+                print(f"[ab] {row}", flush=True)
+            del new, base
     body = [f"This checkout (new) against {base_dir.name} at {commit_of(base_dir)} (base) on the same indexes, "
-            f"search knobs {params or 'at their defaults'}, k {args.k}: every query searched by both, the order "
-            "flipping with each query and round. p50 of single-query calls; paired: the median over queries of "
-            "new / base. Same top-k: both builds returned the same documents for every query (one batched call "
-            "each).", "",
-            "| collection | tokens | queries x rounds | p50 ms new | p50 ms base | p50 ratio | paired ratio | "
-            "recall@10 new / base | same top-k |",
-            "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+            f"k {args.k}: every query searched by both, the order flipping with each query and round. p50 of "
+            "single-query calls; paired: the median over queries of new / base. Same top-k: both builds returned "
+            "the same documents for every query (one batched call each).", "",
+            "| collection | tokens | search knobs | queries x rounds | p50 ms new | p50 ms base | p50 ratio | "
+            "paired ratio | recall@10 new / base | same top-k |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---|---|"]
     for r in rows:
-        body.append(f"| {r['collection']} | {r['tokens']:,} | {r['timed_queries']} x {r['rounds']} | "
+        body.append(f"| {r['collection']} | {r['tokens']:,} | {json.dumps(r['params']) if r['params'] else 'defaults'} "
+                    f"| {r['timed_queries']} x {r['rounds']} | "
                     f"{r['p50_ms_new']:.3f} | {r['p50_ms_base']:.3f} | {r['p50_ratio']:.3f} | {r['paired_ratio']:.3f} | "
                     f"{r['recall_new']:.3f} / {r['recall_base']:.3f} | {'yes' if r['same_topk'] else 'no'} |")
     write_stamped_report(f"ab_{args.tag}", "Two plaidx builds on the same indexes, alternating query by query", body,
                          {"rows": rows, "base": str(base_dir), "base_commit": commit_of(base_dir),
-                          "params": params}, args.threads, load_start)
+                          "params": param_sets}, args.threads, load_start)
     return 0
 
 
