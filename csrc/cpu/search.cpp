@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -62,17 +63,13 @@ struct QuantQuery {
   std::vector<int8_t> qa;     // amx: (d / 4, qp16, 4) the int8 values in the vnni layout, not offset
 };
 
+// n floats, all 0, at a 64-byte boundary (so that St's rows of 16 floats are whole cache lines), and their
+// deleter.
+constexpr std::align_val_t kLineAlign{64};
+inline float* aligned_zeros(size_t n) { return new (kLineAlign) float[n](); }
 struct FloatFree {
-  void operator()(float* p) const { std::free(p); }
+  void operator()(float* p) const { ::operator delete[](p, kLineAlign); }
 };
-// n floats, all 0, at a 64-byte boundary (so that St's rows of 16 floats are whole cache lines).
-inline float* aligned_zeros(size_t n) {
-  const size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
-  float* p = static_cast<float*>(std::aligned_alloc(64, bytes));
-  if (!p) throw std::bad_alloc();
-  std::memset(p, 0, bytes);
-  return p;
-}
 struct FreeDeleter {
   void operator()(uint8_t* p) const { std::free(p); }
 };
