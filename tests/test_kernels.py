@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -609,15 +610,16 @@ def test_quantized_cell_scores_of_a_large_table_equal_given_scores():
     Q, _ = make_queries(78, col, nq=2, qlen=32)
     cells = _core.quantize_rows(col["centroids"])
     S = cellq.quantized_cell_scores(Q, cells)
-    for nprobe in (1, 4000):
+    some = (np.arange(col["ndocs"]) % 3 != 0).astype(np.uint8)  # a third of the documents deleted
+    for nprobe, allowed in itertools.product((1, 4000), (NO_MASK, some)):
         params = dict(nprobe=nprobe, threshold=0.1, ndocs=200, n_exact=10, k=10)  # the top k by cell scores
-        given_s, given_d = run_search(_core, Q, S, col, **params)
-        assert (given_d >= 0).all()
+        given_s, given_d = run_search(_core, Q, S, col, allowed, **params)
+        assert (given_d >= 0).all() and (allowed.size == 0 or allowed[given_d].all())
         for threads in (1, 2):
-            got_s, got_d = run_search(_core, Q, None, col, num_threads=threads, cell_codes=cells, **params)
+            got_s, got_d = run_search(_core, Q, None, col, allowed, num_threads=threads, cell_codes=cells, **params)
             np.testing.assert_array_equal(got_d, given_d)
             np.testing.assert_array_equal(got_s, given_s)
-        assert_topk_equivalent(run_search(ref, Q, S, col, **params), (given_s, given_d))
+        assert_topk_equivalent(run_search(ref, Q, S, col, allowed, **params), (given_s, given_d))
 
 
 def _kept(col: dict, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
