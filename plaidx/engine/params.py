@@ -93,8 +93,9 @@ class SearchParams:
         collections at 0.56-1.65x the p50 of the plain defaults, benchmarks/results/families_families.md and
         families_real.md). From ``LARGE_INDEX_TOKENS`` tokens, where the plain ndocs is already 4x larger,
         nprobe at least 4 and ndocs 2x (k <= 10: nprobe 4, ndocs 8192, rerank 1024): each probed cell
-        brings more candidates there, and 8 probes with 16,384 candidates cost 5x the plain search at 32M
-        tokens (benchmarks/results/rerank_synthetic_*_tierscale.md). The resolved ``n_exact`` is then
+        brings more candidates there: 8 probes with 16,384 candidates cost 1.47-1.65x the plain search at 10M
+        and 32M tokens for +0.005-0.008 recall@10, these defaults 1.13-1.26x, 2 probes 1.11-1.14x for
+        -0.003-0.005 (benchmarks/results/rerank_synthetic_*_tierscale.md). The resolved ``n_exact`` is then
         ``rerank``: the candidates scored last.
         """
         if self.cell_scores not in CELL_SCORES:
