@@ -89,8 +89,8 @@ def paired(new, base, queries: np.ndarray, k: int, rounds: int, threads: int, pa
 
 
 def indexes(args):
-    """(name, index path, tokens, exact top-10 ids, float32 queries) of each index to time: the stored ones of
-    --index, else the default builds of the families in --collections."""
+    """(name, index path, exact top-10 ids, float32 queries) of each index to time: the stored ones of --index,
+    else the default builds of the families in --collections."""
     if args.index:
         for spec, coll_dir in zip(args.index, args.collection_dir):
             name, _, run = spec.partition("=")
@@ -101,13 +101,13 @@ def indexes(args):
                 raise SystemExit(f"--collection-dir {coll_dir}: no queries.npy and gt_top100.npz in {coll}")
             truth = np.load(coll / "gt_top100.npz")["ids"][:, :10]
             queries = np.ascontiguousarray(np.load(coll / "queries.npy"), dtype=np.float32)
-            yield name, path, int(plaidx.Index.open(path).info()["tokens"]), truth, queries
+            yield name, path, truth, queries
         return
     for name, coll, truth, queries in with_truth(args.collections, args.ndocs, args.threads):
         path = CACHE_DIR / "runs" / f"{name}_{coll.n_docs}_d{coll.dim}" / "plaidx_nb2_t2" / "index"
         if not path.exists():
             raise SystemExit(f"{name}: no default build at {path}; run bench_families.py for it first")
-        yield name, path, coll.n_tokens, truth, queries
+        yield name, path, truth, queries
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         base_engine = load_base(base_dir, Path(tmp))
-        for name, path, tokens, truth, queries in indexes(args):
+        for name, path, truth, queries in indexes(args):
             new, base = plaidx.Index.open(path), base_engine.Index.open(path)
+            tokens = int(new.info()["tokens"])
             for params in param_sets:
                 _, ids_new = new.search(queries, args.k, num_threads=args.threads, **params)
                 _, ids_base = base.search(queries, args.k, num_threads=args.threads, **params)

@@ -604,7 +604,7 @@ def test_quantized_cell_scores_of_a_large_table_equal_given_scores():
     """From 16 MiB of cell scores per query (131,072 cells x 32 query tokens) the VNNI kernel writes them with
     non-temporal stores, and from 1/64 of the collection the candidates are listed by a scan of their marks
     instead of a sort: the results must still be exactly those of search(Q, S), with few candidates (the sort)
-    and many (the scan), 1 and 2 threads."""
+    and many (the scan), with and without deleted documents, 1 and 2 threads."""
     nlist = 1 << 17
     col = make_collection(77, ndocs=3000, d=64, nbits=2, nlist=nlist, max_len=20)
     Q, _ = make_queries(78, col, nq=2, qlen=32)

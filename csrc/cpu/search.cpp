@@ -1137,20 +1137,17 @@ constexpr int64_t kScanShare = 64;
 
 void ascending_candidates(Workspace& ws, int64_t ndocs, const uint8_t* allowed) {
   ws.cand.clear();
-  if (static_cast<int64_t>(ws.docs.size()) * kScanShare < ndocs) {
-    for (const int64_t doc : ws.docs) {
-      ws.doc_seen[doc] = 0;
-      if (allowed == nullptr || allowed[doc]) ws.cand.push_back(doc);
-    }
-    std::sort(ws.cand.begin(), ws.cand.end());
-    return;
-  }
   uint8_t* seen = ws.doc_seen.get();
-  const auto take = [&](int64_t doc) {
+  const auto take = [&](int64_t doc) {  // a marked document: unmarked, and listed where allowed
     if (seen[doc] == 0) return;
     seen[doc] = 0;
     if (allowed == nullptr || allowed[doc]) ws.cand.push_back(doc);
   };
+  if (static_cast<int64_t>(ws.docs.size()) * kScanShare < ndocs) {
+    for (const int64_t doc : ws.docs) take(doc);
+    std::sort(ws.cand.begin(), ws.cand.end());
+    return;
+  }
   int64_t doc = 0;
   for (; doc + 8 <= ndocs; doc += 8) {
     uint64_t word;
