@@ -19,9 +19,11 @@
 #include "cpu/codec.h"
 #include "cpu/ivf.h"
 #include "cpu/maxsim.h"
+#include "cpu/pagein.h"
 #include "cpu/quantize.h"
 #include "cpu/search.h"
 #include "cpu/token.h"
+#include "cpu/validate.h"
 #include "py_arrays.h"
 
 namespace py = pybind11;
@@ -374,6 +376,32 @@ py::array_t<float> kept_scores(const py::object& Q_o, const py::object& kept_o, 
   return out;
 }
 
+// page_in_rows(arrays, doc_offsets, docs) -> int: pagein.h's advice over the rows of docs in each array (C-contiguous,
+// one row per token: shape[0] == doc_offsets[-1]). What the search does before step 5; exposed to test it.
+int64_t page_in_rows(const py::list& arrays_o, const py::object& offsets_o, const py::object& docs_o) {
+  const char* fn = "page_in_rows";
+  const std::string f(fn);
+  const auto offsets = view<int64_t>(offsets_o, fn, "doc_offsets", 1, "(ndocs + 1,)");
+  const auto docs = view<int64_t>(docs_o, fn, "docs", 1, "(m,)");
+  expect(offsets[0] >= 1, f + ": doc_offsets needs at least one entry");
+  const int64_t ndocs = offsets[0] - 1, n = offsets.data[ndocs];
+  cpu::check_offsets(offsets.data, ndocs, n, "doc_offsets");
+  for (int64_t i = 0; i < docs[0]; ++i)
+    expect(docs.data[i] >= 0 && docs.data[i] < ndocs,
+           f + ": docs[" + std::to_string(i) + "] = " + std::to_string(docs.data[i]) + " is outside [0, ndocs)");
+  std::vector<cpu::TokenRows> rows;
+  for (const py::handle& h : arrays_o) {
+    expect(py::isinstance<py::array>(h), f + ": arrays must be numpy arrays");
+    const py::array a = py::reinterpret_borrow<py::array>(h);
+    expect(a.ndim() >= 1 && (a.flags() & py::array::c_style) != 0 && a.shape(0) == n,
+           f + ": each array must be C-contiguous with one row per token (shape[0] == doc_offsets[-1] == " +
+               std::to_string(n) + ")");
+    rows.push_back(cpu::TokenRows{a.data(), n > 0 ? static_cast<int64_t>(a.nbytes()) / n : 0});
+  }
+  py::gil_scoped_release release;
+  return cpu::page_in_rows(rows.data(), static_cast<int>(rows.size()), offsets.data, docs.data, docs[0]);
+}
+
 py::array_t<uint32_t> assign_nearest(const py::object& X_o, const py::object& coarse_t_o, int64_t n_groups,
                                      const py::object& panels_o, const py::object& pcol_o, const py::object& ids_o,
                                      int64_t nprobe, int num_threads, const py::object& int8_o) {
@@ -651,6 +679,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("kept_scores", &kept_scores, py::arg("Q"), py::arg("kept"), py::arg("doc_offsets"), py::arg("docs"),
         py::kw_only(), py::arg("num_threads") = 0,
         "Step 5's MaxSim over kept vectors of the listed documents; see plaidx._kernels. -> f32 (nq, m)");
+  m.def("page_in_rows", &page_in_rows, py::arg("arrays"), py::arg("doc_offsets"), py::arg("docs"),
+        "Ask the kernel to read in the rows of docs in each memory-mapped array where a sample is not resident "
+        "(what the search does before step 5). -> the number of ranges advised (0: resident)");
   m.def("quantize_rows", &quantize_rows, py::arg("x"),
         "quantize_rows(x f32 (n, d)) -> (int8 (n, d), scales f32 (n,), row sums i32 (n,)); see plaidx._kernels.");
   m.def("exact_search", &exact_search, py::arg("Q"), py::arg("codes"), py::arg("packed"),

@@ -24,6 +24,7 @@
 
 #include "cpu/adc.h"
 #include "cpu/dots.h"
+#include "cpu/pagein.h"
 #include "cpu/parallel.h"
 #include "cpu/quantize.h"
 #include "cpu/simd.h"
@@ -946,6 +947,18 @@ struct KeptScorer {
   const float* Qt;         // float16 rows: the query transposed, (d, qp)
 };
 
+// The arrays of kept rows (int8 rows and their scales, or float16 rows) as pagein.h takes them; returns how many.
+int kept_token_rows(const KeptRows& kept, int64_t d, TokenRows* out) {
+  if (kept.int8.q != nullptr) {
+    out[0] = TokenRows{kept.int8.q, d};
+    out[1] = TokenRows{kept.int8.scale, static_cast<int64_t>(sizeof(float))};
+    return 2;
+  }
+  if (kept.half == nullptr) return 0;
+  out[0] = TokenRows{kept.half, 2 * d};
+  return 1;
+}
+
 // out[i] = the score of document docs[i] for i in [0, count), in parallel over chunks of the documents.
 void kept_scores_parallel(const KeptScorer& ks, const int64_t* docs, int64_t count, float* out, int threads) {
   const int64_t d = ks.d, qlen = ks.qlen, qp = padded_qlen(qlen), qp16 = (qp + 15) / 16 * 16;
@@ -1158,6 +1171,20 @@ void ascending_candidates(Workspace& ws, int64_t ndocs, const uint8_t* allowed) 
   for (; doc < ndocs; ++doc) take(doc);
 }
 
+// Step 5's rows of docs[0:m] paged in together where their maps are cold (pagein.h): the kept rows, or the
+// tokens' codes and residual bytes (the lookup stage's inverse norms are derived into memory).
+template <class Code>
+void page_in_step5(const SearchContext<Code>& ctx, const int64_t* docs, int64_t m) {
+  const Compressed<Code>& col = ctx.col;
+  TokenRows rows[2];
+  int n = kept_token_rows(ctx.kept, col.d, rows);
+  if (n == 0) {
+    rows[n++] = TokenRows{col.codes, static_cast<int64_t>(sizeof(Code))};
+    rows[n++] = TokenRows{col.packed, col.d * col.nbits / 8};
+  }
+  page_in_rows(rows, n, col.doc_offsets, docs, m);
+}
+
 template <class Code>
 void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int threads) {
   const Compressed<Code>& col = ctx.col;
@@ -1266,6 +1293,7 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
   ws.docs.resize(static_cast<size_t>(m));
   for (int64_t i = 0; i < m; ++i) ws.docs[i] = ws.cand[ws.items[i].doc];
   ws.scores.resize(static_cast<size_t>(m));
+  page_in_step5(ctx, ws.docs.data(), m);
   if (ctx.token_scales != nullptr) {
     build_adc_table(col, ctx.Q + q * qlen * col.d, qlen, ctx.adc_peak, ws, threads);
     adc_scores_parallel(col, qlen, ws, St, ctx.token_scales, ws.docs.data(), m, ws.scores.data(), threads);
@@ -1386,6 +1414,10 @@ void kept_scores(const float* Q, int64_t nq, int64_t qlen, int64_t d, const int6
     if (kept.int8.q != nullptr) prepare_quantized_query(Q + q * qlen * d, qlen, d, vnni, qz, amx);
     const float* Qt_q = kept.half != nullptr ? Qt.data() + q * d * qp : nullptr;
     const KeptScorer ks{doc_offsets, kept, d, qlen, vnni, amx, &qz, Qt_q};
+    if (q == 0) {
+      TokenRows rows[2];
+      page_in_rows(rows, kept_token_rows(kept, d, rows), doc_offsets, docs, m);
+    }
     kept_scores_parallel(ks, docs, m, out + q * m, threads);
   }
 }
