@@ -35,21 +35,23 @@ bool resident(uintptr_t addr) {
 
 int64_t page_in_rows(const TokenRows* arrays, int narrays, const int64_t* doc_offsets, const int64_t* docs,
                      int64_t count) {
-  if (count <= 0) return 0;
-  const uintptr_t mask = ~(page_size() - 1);
+  if (count <= 0 || narrays <= 0 || arrays[0].base == nullptr || arrays[0].row_bytes <= 0) return 0;
+  // the sample: the first page of kPageInSample documents spread over the list, in the first array
+  bool missing = false;
   const int64_t step = std::max<int64_t>(1, count / kPageInSample);
+  const uintptr_t first = reinterpret_cast<uintptr_t>(arrays[0].base);
+  for (int64_t i = 0; i < count && !missing; i += step) {
+    const int64_t lo = doc_offsets[docs[i]], hi = doc_offsets[docs[i] + 1];
+    missing = hi > lo && !resident(first + static_cast<uintptr_t>(lo * arrays[0].row_bytes));
+  }
+  if (!missing) return 0;
+  const uintptr_t mask = ~(page_size() - 1);
   int64_t advised = 0;
   std::vector<std::pair<uintptr_t, uintptr_t>> ranges;
   for (int a = 0; a < narrays; ++a) {
     const uintptr_t base = reinterpret_cast<uintptr_t>(arrays[a].base);
     const int64_t rb = arrays[a].row_bytes;
     if (base == 0 || rb <= 0) continue;
-    bool missing = false;
-    for (int64_t i = 0; i < count && !missing; i += step) {
-      const int64_t lo = doc_offsets[docs[i]], hi = doc_offsets[docs[i] + 1];
-      missing = hi > lo && !resident(base + static_cast<uintptr_t>(lo * rb));
-    }
-    if (!missing) continue;
     ranges.clear();
     for (int64_t i = 0; i < count; ++i) {
       const int64_t lo = doc_offsets[docs[i]], hi = doc_offsets[docs[i] + 1];

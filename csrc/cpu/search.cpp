@@ -1179,8 +1179,8 @@ void page_in_step5(const SearchContext<Code>& ctx, const int64_t* docs, int64_t 
   TokenRows rows[2];
   int n = kept_token_rows(ctx.kept, col.d, rows);
   if (n == 0) {
+    rows[n++] = TokenRows{col.packed, col.d * col.nbits / 8};  // first: the sample's (its largest rows)
     rows[n++] = TokenRows{col.codes, static_cast<int64_t>(sizeof(Code))};
-    rows[n++] = TokenRows{col.packed, col.d * col.nbits / 8};
   }
   page_in_rows(rows, n, col.doc_offsets, docs, m);
 }
