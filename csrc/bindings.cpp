@@ -376,6 +376,16 @@ py::array_t<float> kept_scores(const py::object& Q_o, const py::object& kept_o, 
   return out;
 }
 
+// float16_bits(x f32 (n,)) -> u16 (n,): the rounding of the scales the search derives on demand (adc.h), exposed
+// to test it against numpy's astype(np.float16).
+py::array_t<uint16_t> float16_bits(const py::object& x_o) {
+  const auto x = view<float>(x_o, "float16_bits", "x", 1, "(n,)");
+  py::array_t<uint16_t> out(x[0]);
+  uint16_t* o = mutable_data(out);
+  for (int64_t i = 0; i < x[0]; ++i) o[i] = cpu::float_to_half_bits(x.data[i]);
+  return out;
+}
+
 // page_in_rows(arrays, doc_offsets, docs) -> int: pagein.h's advice over the rows of docs in each array (C-contiguous,
 // one row per token: shape[0] == doc_offsets[-1]). What the search does before step 5; exposed to test it.
 int64_t page_in_rows(const py::list& arrays_o, const py::object& offsets_o, const py::object& docs_o) {
@@ -477,7 +487,7 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
                    int nbits, const py::object& allowed_o, int64_t nprobe, double threshold, int64_t ndocs,
                    int64_t n_exact, int64_t k, int num_threads, const py::object& doc_cells_o,
                    const py::object& cell_codes_o, const py::object& kept_o, bool exact_int8,
-                   const py::object& token_scales_o) {
+                   const py::object& token_scales_o, const py::object& token_scales_done_o) {
   const char* fn = "search";
   const std::string f(fn);
   check_threads(fn, num_threads);
@@ -554,6 +564,22 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
                "ways of scoring them: pass one of the three");
     scales = sv.data;
   }
+  // Optional: the scales derived on demand (token_scales then written too), uint8 (ndocs,) flags.
+  cpu::LazyScales lazy;
+  if (!token_scales_done_o.is_none()) {
+    expect(adc, f + ": token_scales_done flags the documents whose token_scales are derived; give token_scales "
+                    "(a writable float16 array (n,), zeros where not derived yet) with it");
+    const auto done = view<uint8_t>(token_scales_done_o, fn, "token_scales_done", 1, "(ndocs,)");
+    expect(done[0] == args.col.ndocs, f + ": token_scales_done must have shape (ndocs,) = (" +
+                                          std::to_string(args.col.ndocs) + ",), one flag per document");
+    const auto writable = [](const py::object& o) {
+      return (py::reinterpret_borrow<py::array>(o).flags() & py::detail::npy_api::NPY_ARRAY_WRITEABLE_) != 0;
+    };
+    expect(writable(token_scales_o) && writable(token_scales_done_o),
+           f + ": with token_scales_done the search writes token_scales and the flags: pass writable arrays");
+    lazy.scales = const_cast<uint16_t*>(scales);
+    lazy.done = const_cast<uint8_t*>(done.data);
+  }
   py::array_t<float> scores({nq, k});
   py::array_t<int64_t> docs({nq, k});
   float* so = mutable_data(scores);
@@ -564,7 +590,7 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
     const cpu::SearchParams params{nprobe, threshold, ndocs, n_exact, k, exact_int8};
     cpu::search(Q.data, fused ? nullptr : S.data, nq, qlen, args.col, iv, args.allowed, params, so, dout, num_threads,
                 cpu::Int8Rows{cq.data, cs.data, csums.data},
-                kept.rows, scales);
+                kept.rows, scales, lazy);
   }
   return py::make_tuple(scores, docs);
 }
@@ -575,11 +601,12 @@ py::tuple search(const py::object& Q_o, const py::object& S_o, const py::object&
                  int nbits, const py::object& allowed_o, int64_t nprobe, double threshold, int64_t ndocs,
                  int64_t n_exact, int64_t k, int num_threads, const py::object& doc_cells_o,
                  const py::object& cell_codes_o, const py::object& kept_o, bool exact_int8,
-                 const py::object& token_scales_o) {
+                 const py::object& token_scales_o, const py::object& token_scales_done_o) {
   return with_code_type(codes_o, "search", "codes", [&](auto code) {
     return search_t<decltype(code)>(Q_o, S_o, codes_o, packed_o, offsets_o, ivf_o, ivf_offsets_o, centroids_o,
                                     weights_o, nbits, allowed_o, nprobe, threshold, ndocs, n_exact, k,
-                                    num_threads, doc_cells_o, cell_codes_o, kept_o, exact_int8, token_scales_o);
+                                    num_threads, doc_cells_o, cell_codes_o, kept_o, exact_int8, token_scales_o,
+                                    token_scales_done_o);
   });
 }
 
@@ -666,7 +693,7 @@ PYBIND11_MODULE(_core, m) {
         py::arg("weights"), py::arg("nbits"), py::arg("allowed"), py::arg("nprobe"), py::arg("threshold"),
         py::arg("ndocs"), py::arg("n_exact"), py::arg("k"), py::kw_only(), py::arg("num_threads") = 0,
         py::arg("doc_cells") = py::none(), py::arg("cell_codes") = py::none(), py::arg("kept") = py::none(),
-        py::arg("exact_int8") = false, py::arg("token_scales") = py::none(),
+        py::arg("exact_int8") = false, py::arg("token_scales") = py::none(), py::arg("token_scales_done") = py::none(),
         "PLAID search; see plaidx._kernels. -> (scores f32 (nq, k), docs i64 (nq, k))");
   m.def("token_scales", &token_scales, py::arg("codes"), py::arg("packed"), py::arg("centroids"), py::arg("weights"),
         py::arg("nbits"), py::kw_only(), py::arg("num_threads") = 0,
@@ -679,6 +706,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("kept_scores", &kept_scores, py::arg("Q"), py::arg("kept"), py::arg("doc_offsets"), py::arg("docs"),
         py::kw_only(), py::arg("num_threads") = 0,
         "Step 5's MaxSim over kept vectors of the listed documents; see plaidx._kernels. -> f32 (nq, m)");
+  m.def("float16_bits", &float16_bits, py::arg("x"),
+        "The float16 bits of each value, rounded to nearest, ties to even (the scales derived on demand). -> u16 (n,)");
   m.def("page_in_rows", &page_in_rows, py::arg("arrays"), py::arg("doc_offsets"), py::arg("docs"),
         "Ask the kernel to read in the rows of docs in each memory-mapped array where a sample is not resident "
         "(what the search does before step 5). -> the number of ranges advised (0: resident)");

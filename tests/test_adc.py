@@ -187,6 +187,138 @@ def test_adc_bad_input_is_a_clear_error(mod):
 
 
 # ------------------------------------------------------------------------------------------ the index
+def _spread_magnitudes(col: dict) -> dict:
+    """col with each cell's centroid scaled by 2^e, e from -18 to 20 across the cells, and its residual weights
+    shrunk to match the smallest: the tokens' inverse norms then cover the float16 range, from the 2**14 cap
+    through normal values to subnormals (below 2**-14, from norms above 2**14) and the rounding between them."""
+    nlist = col["centroids"].shape[0]
+    col = dict(col)
+    col["centroids"] = (col["centroids"] * np.exp2(np.linspace(-18, 20, nlist))[:, None]).astype(np.float32)
+    col["weights"] = (col["weights"] * np.float32(2.0 ** -20)).astype(np.float32)
+    return col
+
+
+@native
+def test_the_native_float16_rounding_is_numpys():
+    """float_to_half_bits (the scales derived on demand) rounds as astype(np.float16): every float16 value, the
+    float32 values either side of it and of each midpoint between two of them (the ties, to even), the
+    subnormals of both, overflow, infinities, NaN and random floats of every exponent."""
+    halves = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    finite = np.sort(np.unique(np.abs(halves[np.isfinite(halves)]).astype(np.float32)))
+    mids = ((finite[:-1].astype(np.float64) + finite[1:]) / 2).astype(np.float32)  # exact in float32
+    mids = np.concatenate([mids, [np.float32(65520.0)]])  # the tie between the largest float16 and infinity
+    base = np.concatenate([finite, mids])
+    near = np.concatenate([base, np.nextafter(base, np.float32(np.inf)), np.nextafter(base, np.float32(0))])
+    rng = np.random.default_rng(0)
+    rand = rng.integers(0, 1 << 32, 200_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    special = np.array([np.inf, np.nan, 1e-45, 2.0 ** -25, 2.0 ** -24, 65504.0, 65519.99, 1e38], np.float32)
+    x = np.concatenate([near, -near, rand, special, -special]).astype(np.float32)
+    with np.errstate(over="ignore"):  # the overflows to infinity are part of the test
+        want = x.astype(np.float16).view(np.uint16)
+    got = _core.float16_bits(x)
+    nan = np.isnan(x)
+    np.testing.assert_array_equal(got[~nan], want[~nan])
+    assert (got[nan] & 0x7C00 == 0x7C00).all() and (got[nan] & 0x3FF != 0).all()  # NaN stays NaN
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+@pytest.mark.parametrize("nbits", [1, 2, 4])
+def test_scales_derived_on_demand_are_the_rounded_scales_and_search_alike(mod, nbits):
+    """token_scales_done: a search fills the scales of the candidates it scores (and only those) with
+    token_scales' values rounded to float16 as numpy rounds them, and returns what the search with every
+    token's scales returns; a second search reuses them."""
+    col = _spread_magnitudes(make_collection(70 + nbits, ndocs=200, d=64, nbits=nbits, nlist=40, max_len=30))
+    Q, S = make_queries(16, col, nq=4, qlen=16)
+    eager = _scales(col, mod)
+    subnormal = (eager != 0) & (np.abs(eager) < np.float16(2.0 ** -14))
+    assert subnormal.any() and (eager == np.float16(2.0 ** 14)).any() and (eager > 1).any()  # the range covered
+    ndocs = col["doc_offsets"].shape[0] - 1
+    for params in (dict(nprobe=2, threshold=0.0, ndocs=40, n_exact=12, k=5),
+                   dict(nprobe=40, threshold=-1.0, ndocs=200, n_exact=200, k=8)):
+        scales, done = np.zeros_like(eager), np.zeros(ndocs, np.uint8)
+        want = run_search(mod, Q, S, col, token_scales=eager, **params)
+        got = run_search(mod, Q, S, col, token_scales=scales, token_scales_done=done, **params)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        flagged = np.repeat(done.astype(bool), np.diff(col["doc_offsets"]))
+        assert set(np.unique(done)) <= {0, 1}
+        np.testing.assert_array_equal(scales[flagged].view(np.uint16), eager[flagged].view(np.uint16))
+        assert not scales[~flagged].any()  # nothing written outside the scored documents
+        if params["n_exact"] == ndocs:
+            assert done.all()
+        else:
+            assert 0 < done.sum() <= Q.shape[0] * params["n_exact"]
+        again = run_search(mod, Q, S, col, token_scales=scales, token_scales_done=done, **params)
+        np.testing.assert_array_equal(again[1], want[1])
+
+
+@native
+def test_scales_derived_on_demand_by_threads_and_by_queries_in_parallel():
+    """Queries searched in parallel (one per thread) share the arrays they fill: the same results and values as
+    one thread, and as the reference."""
+    col = _spread_magnitudes(make_collection(81, ndocs=300, d=64, nbits=2, nlist=40, max_len=30))
+    Q, S = make_queries(16, col, nq=8, qlen=16)
+    ndocs = col["doc_offsets"].shape[0] - 1
+    params = dict(nprobe=8, threshold=0.0, ndocs=150, n_exact=100, k=10)
+    runs = []
+    for mod, threads in ((ref, 0), (_core, 1), (_core, 2)):
+        scales, done = np.zeros(col["codes"].shape[0], np.float16), np.zeros(ndocs, np.uint8)
+        kw = {"num_threads": threads} if threads else {}
+        runs.append((run_search(mod, Q, S, col, token_scales=scales, token_scales_done=done, **kw, **params),
+                     scales, done))
+    (want, want_scales, want_done) = runs[0]
+    for got, scales, done in runs[1:]:
+        assert_topk_equivalent(got, want, tol=1e-5)
+        np.testing.assert_array_equal(done, want_done)
+        np.testing.assert_array_equal(scales.view(np.uint16), want_scales.view(np.uint16))
+    np.testing.assert_array_equal(runs[1][0][1], runs[2][0][1])
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_scales_derived_on_demand_bad_input_is_a_clear_error(mod):
+    col = make_collection(90, ndocs=30, d=64, nbits=2, nlist=8)
+    Q, S = make_queries(4, col, nq=1, qlen=4)
+    n, ndocs = col["codes"].shape[0], col["doc_offsets"].shape[0] - 1
+    scales, done = np.zeros(n, np.float16), np.zeros(ndocs, np.uint8)
+    with pytest.raises(ValueError, match="give token_scales"):
+        run_search(mod, Q, S, col, token_scales_done=done)
+    with pytest.raises(ValueError, match=r"token_scales_done must have shape \(ndocs,\)"):
+        run_search(mod, Q, S, col, token_scales=scales, token_scales_done=done[:-1])
+    with pytest.raises(TypeError, match="uint8"):
+        run_search(mod, Q, S, col, token_scales=scales, token_scales_done=done.astype(np.int32))
+    for frozen in ("scales", "done"):
+        s2, d2 = scales.copy(), done.copy()
+        (s2 if frozen == "scales" else d2).flags.writeable = False
+        with pytest.raises(ValueError, match="pass writable arrays"):
+            run_search(mod, Q, S, col, token_scales=s2, token_scales_done=d2)
+
+
+def test_an_index_derives_its_scales_as_its_searches_need_them(tmp_path):
+    """A generation's searches derive only their candidates' scales (no pass over every token), with the results of
+    the scales derived all at once."""
+    rng = np.random.default_rng(8)
+    docs = [_unit(rng.standard_normal((int(n), 64))) for n in rng.integers(20, 60, 400)]
+    queries = np.stack([_unit(d[:8] + 0.05 * rng.standard_normal((8, 64))) for d in docs[:6]]).astype(np.float32)
+    index = plaidx.Index.build(tmp_path / "idx", docs, nbits=2, nlist=64, residual_codec="pq")
+    snap = index._snap
+    adc = plaidx.SearchParams(exact_scores="adc")
+    lazy = index.search(queries, k=5, params=adc)
+    assert snap._token_scales is None  # not derived in full
+    scales, done = snap.search_token_scales()
+    assert done is not None and 0 < done.sum() < len(docs)
+    assert snap.search_token_scales()[0] is scales  # one pair per generation
+    full = snap.token_scales()
+    assert snap.search_token_scales() == (full, None)  # derived in full: the search takes them
+    flagged = np.repeat(done.astype(bool), np.diff(np.asarray(snap.a["doc_offsets"])))
+    np.testing.assert_array_equal(scales[flagged].view(np.uint16), full[flagged].view(np.uint16))
+    eager = index.search(queries, k=5, params=adc)
+    np.testing.assert_array_equal(lazy[0], eager[0])
+    np.testing.assert_array_equal(lazy[1], eager[1])
+    new = index.add([queries[2] + 0.01])  # a new generation starts over
+    assert index._snap.search_token_scales()[1] is not None
+    assert index.search(queries[2:3], k=1, params=adc)[1][0, 0] == new[0]
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     docs, queries, _ = clustered_collection(n_docs=300, dim=64, mean_len=24, n_queries=16, seed=21)

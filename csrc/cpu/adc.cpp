@@ -423,27 +423,95 @@ const char* adc_kernel_copy() {
   return "generic";
 }
 
+namespace {
+
+constexpr int64_t kScaleBlock = 256;  // tokens decoded at a time for their inverse norms
+
+// out[i] = the inverse norm of token t + i of col, for i < nt (nt <= kScaleBlock); buf (kScaleBlock, d) scratch.
+template <class Code>
+void inverse_norms(const Compressed<Code>& col, int64_t t, int64_t nt, float* buf, float* out) {
+  const int64_t d = col.d;
+  decode_tokens(col, t, nt, buf);
+  for (int64_t i = 0; i < nt; ++i) {
+    const float* v = buf + i * d;
+    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t j = 0; j < d; j += 8)
+      for (int l = 0; l < 8; ++l) s[l] += v[j + l] * v[j + l];
+    const float total = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    const float norm = std::sqrt(total);
+    out[i] = 1.0f / (norm < kAdcMinNorm ? kAdcMinNorm : norm);
+  }
+}
+
+}  // namespace
+
 template <class Code>
 void token_scales(const Compressed<Code>& col, float* out, int num_threads) {
-  constexpr int64_t kBlock = 256;
   const int threads = threads_for(col.n, int64_t{1} << 14, resolve_threads(num_threads));
-  const int64_t d = col.d;
-  parallel_chunks(col.n, std::max<int64_t>(kBlock, grain_for(col.n, threads, 4)), threads, [&](int64_t b, int64_t e) {
-    std::vector<float> buf(static_cast<size_t>(kBlock * d));
-    for (int64_t t = b; t < e; t += kBlock) {
-      const int64_t nt = std::min(kBlock, e - t);
-      decode_tokens(col, t, nt, buf.data());
-      for (int64_t i = 0; i < nt; ++i) {
-        const float* v = buf.data() + i * d;
-        float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        for (int64_t j = 0; j < d; j += 8)
-          for (int l = 0; l < 8; ++l) s[l] += v[j + l] * v[j + l];
-        const float total = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-        const float norm = std::sqrt(total);
-        out[t + i] = 1.0f / (norm < kAdcMinNorm ? kAdcMinNorm : norm);
-      }
+  parallel_chunks(col.n, std::max<int64_t>(kScaleBlock, grain_for(col.n, threads, 4)), threads,
+                  [&](int64_t b, int64_t e) {
+                    std::vector<float> buf(static_cast<size_t>(kScaleBlock * col.d));
+                    for (int64_t t = b; t < e; t += kScaleBlock)
+                      inverse_norms(col, t, std::min(kScaleBlock, e - t), buf.data(), out + t);
+                  });
+}
+
+uint16_t float_to_half_bits(float x) {
+  uint32_t f;
+  std::memcpy(&f, &x, sizeof f);
+  const uint16_t sign = static_cast<uint16_t>((f >> 16) & 0x8000u);
+  const uint32_t a = f & 0x7fffffffu;
+  if (a >= 0x7f800000u) {  // infinity, or NaN: the payload's top 10 bits (at least one set)
+    const uint32_t payload = (a & 0x007fffffu) >> 13;
+    return static_cast<uint16_t>(sign | 0x7c00u | (a == 0x7f800000u ? 0u : payload != 0u ? payload : 1u));
+  }
+  if (a >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // from 65520 up: rounds to infinity
+  uint32_t h, rem, half;
+  if (a >= 0x38800000u) {  // a normal float16: rebias the exponent, keep 10 bits of the significand
+    h = (a - 0x38000000u) >> 13;
+    rem = a & 0x1fffu;
+    half = 0x1000u;
+  } else {  // a subnormal float16 (or zero): the value in units of 2^-24
+    if (a <= 0x33000000u) return sign;  // up to 2^-25, the tie, rounds to zero
+    const uint32_t shift = 126u - (a >> 23);  // 14..24
+    const uint32_t m = (a & 0x007fffffu) | 0x00800000u;
+    h = m >> shift;
+    rem = m & ((1u << shift) - 1u);
+    half = 1u << (shift - 1u);
+  }
+  if (rem > half || (rem == half && (h & 1u))) ++h;  // a carry into the exponent is the right result
+  return static_cast<uint16_t>(sign | h);
+}
+
+template <class Code>
+void fill_token_scales(const Compressed<Code>& col, const LazyScales& lazy, const int64_t* docs, int64_t count,
+                       int num_threads) {
+  std::vector<int64_t> todo;
+  int64_t tokens = 0;
+  for (int64_t i = 0; i < count; ++i)
+    if (__atomic_load_n(lazy.done + docs[i], __ATOMIC_ACQUIRE) == 0) {
+      todo.push_back(docs[i]);
+      tokens += col.doc_offsets[docs[i] + 1] - col.doc_offsets[docs[i]];
     }
-  });
+  if (todo.empty()) return;
+  const int64_t m = static_cast<int64_t>(todo.size());
+  const int threads = threads_for(tokens, int64_t{1} << 13, resolve_threads(num_threads));
+  parallel_chunks(
+      m, std::max<int64_t>(1, grain_for(m, threads, 8)), threads,
+      [&](int64_t b, int64_t e) {
+        std::vector<float> buf(static_cast<size_t>(kScaleBlock * col.d)), inv(static_cast<size_t>(kScaleBlock));
+        for (int64_t i = b; i < e; ++i) {
+          const int64_t doc = todo[i], hi = col.doc_offsets[doc + 1];
+          for (int64_t t = col.doc_offsets[doc]; t < hi; t += kScaleBlock) {
+            const int64_t nt = std::min(kScaleBlock, hi - t);
+            inverse_norms(col, t, nt, buf.data(), inv.data());
+            for (int64_t j = 0; j < nt; ++j)
+              __atomic_store_n(lazy.scales + t + j, float_to_half_bits(inv[j]), __ATOMIC_RELAXED);
+          }
+          __atomic_store_n(lazy.done + doc, uint8_t{1}, __ATOMIC_RELEASE);
+        }
+      },
+      Schedule::kDynamic);
 }
 
 template bool adc_max<uint16_t>(const int8_t*, int64_t, const float*, const float*, int64_t,
@@ -452,5 +520,9 @@ template bool adc_max<uint32_t>(const int8_t*, int64_t, const float*, const floa
                                 const Compressed<uint32_t>&, const uint16_t*, int64_t, int64_t, float*);
 template void token_scales<uint16_t>(const Compressed<uint16_t>&, float*, int);
 template void token_scales<uint32_t>(const Compressed<uint32_t>&, float*, int);
+template void fill_token_scales<uint16_t>(const Compressed<uint16_t>&, const LazyScales&, const int64_t*, int64_t,
+                                          int);
+template void fill_token_scales<uint32_t>(const Compressed<uint32_t>&, const LazyScales&, const int64_t*, int64_t,
+                                          int);
 
 }  // namespace plaidx::cpu

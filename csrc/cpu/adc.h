@@ -68,4 +68,24 @@ const char* adc_kernel_copy();
 template <class Code>
 void token_scales(const Compressed<Code>& col, float* out, int num_threads);
 
+// The float16 bits of x rounded to nearest, ties to even (IEEE 754 binary16, as numpy's astype(np.float16)
+// rounds): subnormals, infinities and NaN included.
+uint16_t float_to_half_bits(float x);
+
+// The inverse norms derived on demand, one document at a time, instead of all at once (token_scales): scales
+// (n,) float16 bits and done (ndocs,) flags, both the caller's and written here. A document whose flag is 0
+// has its tokens' entries set to token_scales' values rounded by float_to_half_bits, then its flag set to 1
+// (release; the flags read with acquire), so concurrent calls over the same arrays only ever write the same
+// values. An index's first search then reads the codes of its candidates only, not of every token.
+struct LazyScales {
+  uint16_t* scales = nullptr;
+  uint8_t* done = nullptr;
+};
+
+// Fills lazy for docs[0:count] whose flag is 0, in parallel over them. Throws std::invalid_argument on a code
+// >= nlist (the document's flag then stays 0).
+template <class Code>
+void fill_token_scales(const Compressed<Code>& col, const LazyScales& lazy, const int64_t* docs, int64_t count,
+                       int num_threads);
+
 }  // namespace plaidx::cpu

@@ -917,6 +917,7 @@ template <class Code>
 struct SearchContext {
   const float* Q;   // (nq, qlen, d)
   const uint16_t* token_scales;  // exact_adc: (n,) float16 bits, each token's inverse norm (adc.h), or nullptr
+  LazyScales lazy;               // exact_adc with scales derived on demand (adc.h), or none
   const float* adc_peak;         // exact_adc: (d,) adc_table_peaks of col.table
   const float* Qt;  // (nq, d, qp)
   CellCodes cells;
@@ -1295,6 +1296,7 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
   ws.scores.resize(static_cast<size_t>(m));
   page_in_step5(ctx, ws.docs.data(), m);
   if (ctx.token_scales != nullptr) {
+    if (ctx.lazy.done != nullptr) fill_token_scales(col, ctx.lazy, ws.docs.data(), m, threads);
     build_adc_table(col, ctx.Q + q * qlen * col.d, qlen, ctx.adc_peak, ws, threads);
     adc_scores_parallel(col, qlen, ws, St, ctx.token_scales, ws.docs.data(), m, ws.scores.data(), threads);
   } else if (ctx.kept.int8.q != nullptr || ctx.kept.half != nullptr)
@@ -1329,8 +1331,10 @@ template <class Code>
 void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Compressed<Code>& col,
             const IvfView<Code>& ivf, const uint8_t* allowed, const SearchParams& params, float* out_scores,
             int64_t* out_docs, int num_threads, const Int8Rows& cell_codes, const KeptRows& kept,
-            const uint16_t* token_scales) {
+            const uint16_t* token_scales, const LazyScales& lazy) {
   check_common(col, qlen, params.k);
+  if (lazy.done != nullptr && (lazy.scales == nullptr || token_scales != lazy.scales))
+    throw std::invalid_argument("search: scales derived on demand (lazy) must be the token_scales given");
   if (params.nprobe < 1 || params.ndocs < 1 || params.n_exact < 1)
     throw std::invalid_argument("nprobe, ndocs and n_exact must be >= 1");
   check_offsets(ivf.ivf_offsets, col.nlist, ivf.npairs, "ivf_offsets");
@@ -1372,7 +1376,7 @@ void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Comp
       cells.stream = !amx && col.nlist * qp * static_cast<int64_t>(sizeof(float)) >= kStreamBytes;
     }
   }
-  const SearchContext<Code> ctx{Q,     token_scales, adc_peak.data(), Qt.data(), cells, kept, vnni, amx, S,
+  const SearchContext<Code> ctx{Q,     token_scales, lazy, adc_peak.data(), Qt.data(), cells, kept, vnni, amx, S,
                                 S == nullptr ? col.centroids : nullptr, qlen, col, ivf, empty.data(), allowed, params,
                                 out_scores, out_docs};
   if (nq >= threads && threads > 1) {
@@ -1464,7 +1468,7 @@ void exact_search(const float* Q, int64_t nq, int64_t qlen, const Compressed<Cod
 #define PLAIDX_SEARCH_INSTANTIATE(Code)                                                                       \
   template void search<Code>(const float*, const float*, int64_t, int64_t, const Compressed<Code>&,               \
                              const IvfView<Code>&, const uint8_t*, const SearchParams&, float*, int64_t*, int,   \
-                             const Int8Rows&, const KeptRows&, const uint16_t*);                                \
+                             const Int8Rows&, const KeptRows&, const uint16_t*, const LazyScales&);          \
   template void exact_search<Code>(const float*, int64_t, int64_t, const Compressed<Code>&, const uint8_t*,       \
                                    int64_t, float*, int64_t*, int);
 PLAIDX_SEARCH_INSTANTIATE(uint16_t)

@@ -371,7 +371,9 @@ class Index:
         if exact_int8:
             extra["exact_int8"] = True
         if exact_adc:
-            extra["token_scales"] = snap.token_scales()
+            extra["token_scales"], done = snap.search_token_scales()
+            if done is not None:
+                extra["token_scales_done"] = done
 
         def run(qc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             if native:

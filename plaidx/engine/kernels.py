@@ -78,6 +78,10 @@ Functions:
       up to the table's rounding (about 1e-3 of a token's score) and S's. Faster than the float and int8 step 5
       on every CPU we measured (0.40-0.68x the int8 stage's time on AVX-512, 0.23-0.30x the float one's on AVX2);
       the AVX-512BW and AVX2 copies give the reference's values, the generic ones agree to float rounding.
+      With token_scales_done=flags (uint8 (ndocs,)) the scales are derived on demand: before step 5 scores a
+      candidate whose flag is 0, its tokens' entries of token_scales are set (token_scales(...) rounded to
+      float16, ties to even) and its flag to 1. Both arrays must be writable and are written (the only writes a
+      search makes outside its results); concurrent searches over the same arrays write the same values.
   token_scales(codes, packed, centroids, weights, nbits) -> f32 (n,)
       1 / max(|decompress(t, normalize=False)|, 2**-14) of every token (squares summed in float32 in 8 lanes,
       j mod 8, then pairwise: the same values everywhere).

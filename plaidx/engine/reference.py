@@ -517,6 +517,16 @@ def _token_scales_loop(codes, packed, centroids, table, levels, out):
         out[t] = np.float32(1.0) / (ADC_MIN_NORM if norm < ADC_MIN_NORM else norm)
 
 
+def _fill_token_scales(codes, packed, doc_offsets, centroids, table, levels, docs, scales, done) -> None:
+    """search's token_scales_done: the scales of the documents in docs whose flag is 0, then their flags."""
+    for doc in docs[done[docs] == 0]:
+        lo, hi = int(doc_offsets[doc]), int(doc_offsets[doc + 1])
+        out = np.empty(hi - lo, np.float32)
+        _token_scales_loop(codes[lo:hi], packed[lo:hi], centroids, table, levels, out)
+        scales[lo:hi] = out.astype(np.float16)
+        done[doc] = 1
+
+
 def token_scales(codes: np.ndarray, packed: np.ndarray, centroids: np.ndarray, weights: Any, nbits: int, *,
                  num_threads: int = 0) -> np.ndarray:
     """f32 (n,): 1 / max(|v_t|, 2**-14) of every decoded token v_t (not normalised; its squares summed in 8 lanes,
@@ -599,7 +609,7 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
            allowed: np.ndarray, nprobe: int, threshold: float, ndocs: int, n_exact: int, k: int, *,
            num_threads: int = 0, doc_cells: Any = None,
            cell_codes: Any = None, kept: Any = None, exact_int8: bool = False,
-           token_scales: Any = None) -> tuple[np.ndarray, np.ndarray]:
+           token_scales: Any = None, token_scales_done: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """PLAID search, steps 1-5 of the contract -> (scores f32 (nq, k), docs i64 (nq, k)).
 
     doc_cells (the native kernel's shortcut) gives the same scores by definition and is not read here.
@@ -609,6 +619,9 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
     scored as kept int8 rows are.
     token_scales (float16 (n,), token_scales(...) rounded): step 5 by lookup tables over the codes (adc_table)
     and the cell scores S, each token scaled by its entry.
+    token_scales_done (uint8 (ndocs,), with token_scales): the scales derived on demand. Before step 5 scores a
+    candidate whose flag is 0, its tokens' entries of token_scales are set (token_scales' values rounded to
+    float16) and its flag to 1; both arrays are written.
     """
     fn = "search"
     _check_threads(fn, num_threads)
@@ -649,6 +662,16 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
                 f"{fn}: token_scales must be a float16 array (n,): token_scales(...).astype(np.float16)")
         _expect(token_scales.shape == (codes.shape[0],),
                 f"{fn}: token_scales must have shape (n,) = ({codes.shape[0]},), one per token")
+    if token_scales_done is not None:
+        _expect(token_scales is not None, f"{fn}: token_scales_done flags the documents whose token_scales are "
+                                          "derived; give token_scales (a writable float16 array (n,), zeros where "
+                                          "not derived yet) with it")
+        token_scales_done = _array(token_scales_done, fn, "token_scales_done", np.uint8, 1, "(ndocs,)")
+        _expect(token_scales_done.shape == (doc_offsets.shape[0] - 1,),
+                f"{fn}: token_scales_done must have shape (ndocs,) = ({doc_offsets.shape[0] - 1},), one flag per "
+                "document")
+        _expect(token_scales.flags.writeable and token_scales_done.flags.writeable,
+                f"{fn}: with token_scales_done the search writes token_scales and the flags: pass writable arrays")
     if exact_int8:
         _expect(d <= cellq.MAX_QUANTIZED_DIM, f"{fn}: exact_int8 needs d <= {cellq.MAX_QUANTIZED_DIM}; search "
                                               "without it")
@@ -693,6 +716,9 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
         cand = cand[_top(full, cand, n_exact)]
         # 5. exact MaxSim over the decompressed tokens (or the quantised one over the kept vectors), best k
         if token_scales is not None:
+            if token_scales_done is not None:
+                _fill_token_scales(codes, packed, doc_offsets, centroids, table, levels, cand, token_scales,
+                                   token_scales_done)
             exact = _adc_step(Q[q], Sq, codes, packed, doc_offsets, cand, table, levels, token_scales)
         elif exact_int8:
             exact = _exact_int8_step(Q[q], codes, packed, doc_offsets, cand, centroids, table, levels)

@@ -50,6 +50,7 @@ class Snapshot:
         self._ivf: tuple[np.ndarray, np.ndarray] | None = None
         self._doc_cells: tuple[np.ndarray, np.ndarray] | None = None
         self._token_scales: np.ndarray | None = None
+        self._lazy_scales: tuple[np.ndarray, np.ndarray] | None = None
         self._ivf_lock = threading.Lock()
         self._on_device: dict[int, Any] = {}  # CUDA device index -> plaidx._cuda.Collection
 
@@ -151,6 +152,22 @@ class Snapshot:
                             self.codec.centroids, self.codec.kernel_weights, self.nbits)
                     self._token_scales = out
         return self._token_scales
+
+    def search_token_scales(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The lookup stage's inverse norms as the CPU search takes them: every token's (:meth:`token_scales`) where
+        they are derived already, else (scales float16 (n_tokens,), flags uint8 (n_docs,)), zeros that the search
+        fills for each candidate it scores (the same values; kernels.search's ``token_scales_done``). So a
+        generation's first search decodes its candidates' tokens, not all of them: at 100M tokens that is the
+        difference between reading 3.6 GB of codes before the first result and reading what the query needs.
+        Zero-filled memory costs nothing until written: it grows with the documents searched, to 2 bytes a token
+        and 1 a document."""
+        if self._token_scales is not None:
+            return self._token_scales, None
+        if self._lazy_scales is None:
+            with self._ivf_lock:
+                if self._lazy_scales is None:
+                    self._lazy_scales = (np.zeros(self.n_tokens, np.float16), np.zeros(self.n_docs, np.uint8))
+        return self._lazy_scales
 
     def on_device(self, device: int) -> Any:
         """This generation copied to a CUDA device (codes, residuals, centroids, inverted file), on first use.
