@@ -30,6 +30,10 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from bench_ab import commit_of  # noqa: E402
+from bench_engine import write_stamped_report  # noqa: E402
+from collection import CACHE_DIR  # noqa: E402
 
 # Run in the worker process with the checkout first on sys.path: open the index, time the searches.
 WORKER = r"""
@@ -83,11 +87,26 @@ def summarise(runs: list[dict]) -> dict:
             "open_ms": float(np.median([r["open_s"] * 1e3 for r in runs])), "cold_starts": len(runs)}
 
 
+def stored_index(spec: str, coll_dir: str, needed: int) -> tuple[str, Path, Path]:
+    """(name, index folder, queries.npy) of one --index / --collection-dir pair, checked."""
+    name, _, run = spec.partition("=")
+    path, queries = CACHE_DIR / "runs" / run / "index", CACHE_DIR / coll_dir / "queries.npy"
+    if not name or not run or not (path / "manifest.json").exists():
+        raise SystemExit(f"--index {spec}: give NAME=DIR with an index at {path}")
+    if not queries.exists():
+        raise SystemExit(f"--collection-dir {coll_dir}: no queries.npy in {CACHE_DIR / coll_dir}")
+    nq = len(np.load(queries, mmap_mode="r"))
+    if needed > nq:
+        raise SystemExit(f"--queries x --rounds = {needed} is more than the {nq} queries of {coll_dir}; "
+                         "ask for fewer")
+    return name, path, queries
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--index", action="append", default=[], metavar="NAME=DIR", required=True,
                     help="a stored index: DIR is a benchmark run's plaidx_* folder under results/cache/runs")
-    ap.add_argument("--collection-dir", action="append", default=[], required=True,
+    ap.add_argument("--collection-dir", action="append", default=[],
                     help="the cached collection each --index was built from (its queries.npy), same order")
     ap.add_argument("--base", default=None, help="a second plaidx checkout with its native module built")
     ap.add_argument("--params-list", default="[{}]", help="a JSON list of search knob sets")
@@ -96,11 +115,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tag", required=True, help="output name: results/cold_<tag>.json/.md")
     args = ap.parse_args(argv)
-    sys.path.insert(0, str(HERE))
-    from bench_ab import commit_of  # noqa: E402
-    from bench_engine import write_stamped_report  # noqa: E402
-    from collection import CACHE_DIR  # noqa: E402
-
     if len(args.collection_dir) != len(args.index):
         raise SystemExit("give one --collection-dir per --index (the collection each index was built from)")
     param_sets = json.loads(args.params_list)
@@ -111,16 +125,9 @@ def main(argv: list[str] | None = None) -> int:
                              "--inplace` in that checkout first")
     load_start = list(os.getloadavg())
     rows = []
-    for spec, coll_dir in zip(args.index, args.collection_dir):
-        name, _, run = spec.partition("=")
-        path, queries = CACHE_DIR / "runs" / run / "index", CACHE_DIR / coll_dir / "queries.npy"
-        if not name or not (path / "manifest.json").exists():
-            raise SystemExit(f"--index {spec}: give NAME=DIR with an index at {path}")
-        if not queries.exists():
-            raise SystemExit(f"--collection-dir {coll_dir}: no queries.npy in {CACHE_DIR / coll_dir}")
-        nq = len(np.load(queries, mmap_mode="r"))
-        if args.queries * args.rounds > nq:
-            raise SystemExit(f"--queries x --rounds = {args.queries * args.rounds} is more than the {nq} queries")
+    stored = [stored_index(spec, coll_dir, args.queries * args.rounds)
+              for spec, coll_dir in zip(args.index, args.collection_dir)]
+    for name, path, queries in stored:
         for params in param_sets:
             runs: dict[str, list[dict]] = {b: [] for b, _ in builds}
             for r in range(args.rounds):
