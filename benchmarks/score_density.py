@@ -5,7 +5,7 @@ exact scores put after it. How often that happens at a given score error depends
 scores around the k-th are, and a larger collection of the same family puts more documents near each query's
 k-th score. This reads each cached collection's exact top-100 (``gt_top100.npz``, written by the benchmarks that
 measure recall) and reports, over its queries, the median gap between the k-th exact score and the (k+1)-th and
-(2k)-th, relative to the k-th, and the median number of documents within 1% of the k-th score.
+(2k)-th, relative to the k-th, and the median number of documents scoring at least 99% of the k-th score.
 
     .venv/bin/python benchmarks/score_density.py --collections synthetic_n10000_d128_q100_s0_values_dtypefloat16,\\
         synthetic_n100000_d128_q100_s0,synthetic_n1000000_d128_q100_s0_values_dtypefloat16 --tag synthetic
@@ -61,10 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[density] {row}", flush=True)
     k = args.k
     body = [f"Over each collection's queries, medians of: the {k}-th exact MaxSim score; its gap to the {k + 1}-th "
-            f"and to the {2 * k}-th score, relative to it; and how many documents score within 1% of it "
-            f"(the {k}-th included; at most the 100 cached).", "",
+            f"and to the {2 * k}-th score, relative to it; and how many documents score at least 99% of it "
+            f"(the top {k} included; at most the 100 cached).", "",
             f"| collection | documents | tokens | {k}-th score | gap to {k + 1}-th | gap to {2 * k}-th | "
-            "within 1% | queries |",
+            ">= 99% of it | queries |",
             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         tokens = f"{r['n_tokens']:,}" if r["n_tokens"] else "?"
