@@ -64,6 +64,16 @@ def test_exact_search_equals_one_index_with_the_same_codec(built, data, n_shards
     assert np.isneginf(s1[0, 2:]).all()
 
 
+def test_warm_warms_every_shard(data, tmp_path):
+    docs, queries = data
+    sh = build(tmp_path / "s", docs, 2, nlist=NLIST, seed=0)
+    other = ShardedIndex.open(tmp_path / "s")
+    assert all(s._snap._ivf is None for s in other.shards)
+    assert other.warm() is other
+    assert all(s._snap._ivf is not None and s._snap._doc_cells is not None for s in other.shards)
+    np.testing.assert_array_equal(other.search(queries, 5)[1], sh.search(queries, 5)[1])
+
+
 @pytest.mark.parametrize("n_shards", [1, 2, 4])
 def test_default_search_recall_is_at_least_one_index(built, data, n_shards):
     _, queries = data

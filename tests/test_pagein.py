@@ -1,5 +1,6 @@
 """The search's page-in before step 5 (csrc/cpu/pagein.h): on a cold memory map, the rows of the listed documents
-are read in together, and nothing else; on a resident one, no advice is given."""
+are read in together, and nothing else; on a resident one, no advice is given. And Index.warm, which derives what
+a first search would and can ask for the whole folder."""
 
 from __future__ import annotations
 
@@ -131,3 +132,43 @@ def test_a_cold_tiered_index_searches_as_a_warm_one(tmp_path):
         got_scores, got_ids = index.search(queries, k=5, **kw)
         np.testing.assert_array_equal(got_ids, ids)
         np.testing.assert_array_equal(got_scores, scores)
+
+
+def test_warm_derives_what_the_first_search_would(tmp_path):
+    rng = np.random.default_rng(6)
+    docs = [rng.standard_normal((int(n), 64)).astype(np.float32) for n in rng.integers(20, 60, 200)]
+    index = plaidx.Index.build(tmp_path / "ix", docs, nbits=2, nlist=32, kmeans_niters=2)
+    queries = rng.standard_normal((2, 8, 64)).astype(np.float32)
+    want = index.search(queries, k=5)
+    index = plaidx.Index.open(tmp_path / "ix")
+    snap = index._snap
+    assert snap._ivf is None and snap._doc_cells is None
+    assert index.warm() is index
+    assert snap._ivf is not None and snap._doc_cells is not None and "cell_codes" in vars(snap)
+    got = index.search(queries, k=5)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0], want[0])
+    index.add(docs[:2])  # a new generation is derived again by its own first search, or warm
+    assert index._snap._ivf is None
+    index.warm()
+    assert index._snap._ivf is not None
+
+
+def test_warm_read_asks_for_every_map_of_the_folder(tmp_path):
+    rng = np.random.default_rng(7)
+    docs = [rng.standard_normal((100, 128)).astype(np.float32) for _ in range(300)]  # 30k tokens, 3.8 MB kept
+    plaidx.Index.build(tmp_path / "ix", docs, nbits=2, nlist=64, kmeans_niters=2, keep_vectors="int8")
+    for f in (tmp_path / "ix").iterdir():
+        if f.is_file():
+            _evict(f)
+    index = plaidx.Index.open(tmp_path / "ix", verify="none")
+    vectors = index._snap.kept.vectors
+    if _resident_pages(vectors, 0, vectors.nbytes).mean() > 0.5:
+        pytest.skip("this file system keeps evicted pages (tmpfs?): nothing to read in")
+    assert index._snap.warm(read=False) == 0
+    advised = index._snap.warm(read=True)
+    assert advised >= 3  # the codes, the residuals and the kept vectors at least
+    deadline = time.monotonic() + 10
+    while _resident_pages(vectors, 0, vectors.nbytes).mean() < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _resident_pages(vectors, 0, vectors.nbytes).all()

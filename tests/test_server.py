@@ -351,6 +351,14 @@ def test_several_queries_per_request_one_result_list_each(server, env, openapi):
     assert [d["results"] for d in r["data"]] == [[], []]
 
 
+def test_served_indexes_are_warmed_at_start(env):
+    """The server derives each index's inverted file as it starts, not in its first request."""
+    app = create_app({"only": env["rag_path"]}, model=env["model"])
+    _, folder = app.state.plaidx.index("only")
+    assert folder.engine._snap._ivf is not None and folder.engine._snap._doc_cells is not None
+    app.state.plaidx.close()
+
+
 def test_index_may_be_omitted_when_one_index_is_served(env):
     from starlette.testclient import TestClient
 

@@ -387,6 +387,13 @@ class ShardedIndex:
     def drift(self) -> dict[str, Any]:
         return _worst_drift(self._shards)
 
+    def warm(self, read: bool = False) -> ShardedIndex:
+        """:meth:`plaidx.Index.warm` on every shard's handle in this process (what in-process executors search;
+        Ray actors hold their own handles and derive on their first search). Returns this handle."""
+        for shard in self._shards:
+            shard.warm(read=read)
+        return self
+
 
 def merge_topk(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k best of each row of float32 (nq, m) scores and int64 (nq, m) ids, by score then by id.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import mmap
 import threading
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,29 @@ class Snapshot:
                             self.codec.centroids, self.codec.kernel_weights, self.nbits)
                     self._token_scales = out
         return self._token_scales
+
+    def warm(self, read: bool = False) -> int:
+        """Derive now what this generation's first search would (the inverted file, each document's cells, the
+        int8 centroids); with ``read``, also ask the kernel to read every memory-mapped array of the generation
+        (the kept vectors included) into the page cache, in the background (madvise WILLNEED). Returns how many
+        maps were advised."""
+        self.doc_cells()
+        _ = self.cell_codes
+        if not read:
+            return 0
+        maps = [v for v in self.a.values() if isinstance(v, np.ndarray)]
+        if self.kept is not None:
+            maps += [m for m in self.kept.arrays() if m is not None]
+        advised = 0
+        for arr in maps:
+            mapped = getattr(arr, "_mmap", None)
+            if mapped is not None and hasattr(mmap, "MADV_WILLNEED"):
+                try:
+                    mapped.madvise(mmap.MADV_WILLNEED)
+                    advised += 1
+                except (OSError, ValueError):  # advice only
+                    pass
+        return advised
 
     def search_token_scales(self) -> tuple[np.ndarray, np.ndarray | None]:
         """The lookup stage's inverse norms as the CPU search takes them: every token's (:meth:`token_scales`) where

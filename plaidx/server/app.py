@@ -65,6 +65,8 @@ class _Served:
                     self.indexes[name] = Path(where).absolute()
                     self.folders.get(where)  # opened now: a bad folder fails at start, not at the first request
             opened = [self.folders.get(p) for p in self.indexes.values()]
+            for folder in opened:  # derive now what each index's first search would, not in the first request
+                folder.engine.warm()
             if model is None or isinstance(model, (str, os.PathLike)):
                 model = _load_model(model, opened)
             self.default = self._add_model(model, model_name, max_batch_texts)
