@@ -31,7 +31,8 @@ TOKENS = 8 * PAGE // ROW          # tokens a document: 8 pages each
 NDOCS = 64
 
 
-def _evict(path) -> None:
+def evict(path) -> None:
+    """Drop a file from the page cache (written back first), so that what maps it pages in shows."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -59,7 +60,7 @@ def cold_rows(tmp_path):
     path = tmp_path / "rows.npy"
     rng = np.random.default_rng(0)
     np.save(path, rng.integers(-127, 128, (NDOCS * TOKENS, ROW), dtype=np.int8))
-    _evict(path)
+    evict(path)
     arr = np.load(path, mmap_mode="r")
     arr._mmap.madvise(mmap.MADV_RANDOM)  # as the kept vectors are mapped: no read-ahead around a fault
     offsets = np.arange(NDOCS + 1, dtype=np.int64) * TOKENS
@@ -89,7 +90,7 @@ def test_page_in_merges_ranges_closer_than_16_kib(cold_rows):
     # documents 20 and 22 are one 32 KiB document apart: two ranges; 2 and 3 touch: one
     assert _core.page_in_rows([arr], offsets, np.array([22, 20, 3, 2], np.int64)) == 3
     small = np.arange(NDOCS + 1, dtype=np.int64) * (PAGE // ROW)  # one page a document: gaps of a page merge
-    _evict(arr.filename)
+    evict(arr.filename)
     assert _core.page_in_rows([arr[: NDOCS * (PAGE // ROW)]], small, np.array([9, 1, 5], np.int64)) == 1
 
 
@@ -126,7 +127,7 @@ def test_a_cold_tiered_index_searches_as_a_warm_one(tmp_path):
     del index
     for f in (tmp_path / "ix").iterdir():
         if f.is_file():
-            _evict(f)
+            evict(f)
     index = plaidx.Index.open(tmp_path / "ix")
     for kw, (scores, ids) in zip(({}, {"rerank": 0}), warm):
         got_scores, got_ids = index.search(queries, k=5, **kw)
@@ -160,7 +161,7 @@ def test_warm_read_asks_for_every_map_of_the_folder(tmp_path):
     plaidx.Index.build(tmp_path / "ix", docs, nbits=2, nlist=64, kmeans_niters=2, keep_vectors="int8")
     for f in (tmp_path / "ix").iterdir():
         if f.is_file():
-            _evict(f)
+            evict(f)
     index = plaidx.Index.open(tmp_path / "ix", verify="none")
     vectors = index._snap.kept.vectors
     if _resident_pages(vectors, 0, vectors.nbytes).mean() > 0.5:

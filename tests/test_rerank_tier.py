@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import gc
-import os
 
 import numpy as np
 import psutil
 import pytest
 from synth import clustered_collection, exact_topk
+from test_pagein import evict
 
 import plaidx
 from plaidx.engine.vectors import quantize_int8
@@ -228,13 +228,7 @@ def test_opening_pages_in_no_kept_vector_and_a_search_only_its_candidates_rows(t
         plaidx.Index.build(tmp_path / name, docs, nbits=2, nlist=256, kmeans_niters=2, keep_vectors=kind)
     del docs
     # out of the page cache, so that what a search pages in shows in the map
-    vec = next((tmp_path / "kept").glob("vectors.*.npy"))
-    fd = os.open(vec, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
+    evict(next((tmp_path / "kept").glob("vectors.*.npy")))
     proc = psutil.Process()
 
     def open_growth(name: str) -> tuple[int, plaidx.Index]:
