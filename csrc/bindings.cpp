@@ -198,8 +198,9 @@ py::array_t<float> token_scales(const py::object& codes_o, const py::object& pac
 }
 
 template <class Code>
-py::tuple build_ivf_t(const py::object& codes_o, const py::object& offsets_o, int64_t nlist) {
+py::tuple build_ivf_t(const py::object& codes_o, const py::object& offsets_o, int64_t nlist, int num_threads) {
   const char* fn = "build_ivf";
+  check_threads(fn, num_threads);
   const auto codes = view<Code>(codes_o, fn, "codes", 1, "(n,)");
   const auto offsets = view<int64_t>(offsets_o, fn, "doc_offsets", 1, "(ndocs + 1,)");
   expect(nlist >= 1 && nlist <= max_nlist_for<Code>(),
@@ -210,40 +211,44 @@ py::tuple build_ivf_t(const py::object& codes_o, const py::object& offsets_o, in
   py::array_t<int64_t> ivf_offsets(nlist + 1);
   int64_t* io = mutable_data(ivf_offsets);
   int64_t npairs = 0;
+  cpu::IvfParts counted;  // what the first pass counted, reused by the second
   {
     py::gil_scoped_release release;
-    npairs = cpu::ivf_offsets(codes.data, n, offsets.data, ndocs, nlist, io);
+    npairs = cpu::ivf_offsets(codes.data, n, offsets.data, ndocs, nlist, io, num_threads, &counted);
   }
   py::array_t<int32_t> ivf(npairs);
   int32_t* iv = mutable_data(ivf);
   {
     py::gil_scoped_release release;
-    cpu::fill_ivf(codes.data, offsets.data, ndocs, nlist, io, iv);
+    cpu::fill_ivf(codes.data, offsets.data, ndocs, nlist, io, iv, num_threads, &counted);
   }
   return py::make_tuple(ivf, ivf_offsets);
 }
 
-py::tuple build_ivf(const py::object& codes_o, const py::object& offsets_o, int64_t nlist) {
-  return with_code_type(codes_o, "build_ivf", "codes",
-                        [&](auto code) { return build_ivf_t<decltype(code)>(codes_o, offsets_o, nlist); });
+py::tuple build_ivf(const py::object& codes_o, const py::object& offsets_o, int64_t nlist, int num_threads) {
+  return with_code_type(codes_o, "build_ivf", "codes", [&](auto code) {
+    return build_ivf_t<decltype(code)>(codes_o, offsets_o, nlist, num_threads);
+  });
 }
 
 // cells: uint16 when nlist <= 65536, else uint32 (the width the index stores its codes in).
 template <class Code>
-py::tuple doc_cells_t(const View<int32_t>& ivf, const View<int64_t>& ivf_offsets, int64_t nlist, int64_t ndocs) {
+py::tuple doc_cells_t(const View<int32_t>& ivf, const View<int64_t>& ivf_offsets, int64_t nlist, int64_t ndocs,
+                      int num_threads) {
   py::array_t<int64_t> offsets(ndocs + 1);
   py::array_t<Code> cells(ivf[0]);
   int64_t* o = mutable_data(offsets);
   Code* c = mutable_data(cells);
   {
     py::gil_scoped_release release;
-    cpu::doc_cells(ivf.data, ivf[0], ivf_offsets.data, nlist, ndocs, o, c);
+    cpu::doc_cells(ivf.data, ivf[0], ivf_offsets.data, nlist, ndocs, o, c, num_threads);
   }
   return py::make_tuple(cells, offsets);
 }
 
-py::tuple doc_cells(const py::object& ivf_o, const py::object& ivf_offsets_o, int64_t ndocs) {
+py::tuple doc_cells(const py::object& ivf_o, const py::object& ivf_offsets_o, int64_t ndocs, int num_threads) {
   const char* fn = "doc_cells";
+  check_threads(fn, num_threads);
   const auto ivf = view<int32_t>(ivf_o, fn, "ivf", 1, "(npairs,)");
   const auto ivf_offsets = view<int64_t>(ivf_offsets_o, fn, "ivf_offsets", 1, "(nlist + 1,)");
   const int64_t nlist = ivf_offsets[0] - 1;
@@ -251,8 +256,8 @@ py::tuple doc_cells(const py::object& ivf_o, const py::object& ivf_offsets_o, in
          std::string(fn) + ": ivf_offsets must have nlist + 1 entries with nlist in [1, 2**32], got " +
              shape_str(ivf_offsets.shape));
   expect(ndocs >= 0, std::string(fn) + ": ndocs must be >= 0, got " + std::to_string(ndocs));
-  if (nlist <= max_nlist_for<uint16_t>()) return doc_cells_t<uint16_t>(ivf, ivf_offsets, nlist, ndocs);
-  return doc_cells_t<uint32_t>(ivf, ivf_offsets, nlist, ndocs);
+  if (nlist <= max_nlist_for<uint16_t>()) return doc_cells_t<uint16_t>(ivf, ivf_offsets, nlist, ndocs, num_threads);
+  return doc_cells_t<uint32_t>(ivf, ivf_offsets, nlist, ndocs, num_threads);
 }
 
 py::array_t<float> maxsim(const py::object& Q_o, const py::object& values_o, const py::object& offsets_o,
@@ -674,12 +679,14 @@ PYBIND11_MODULE(_core, m) {
         py::arg("weights"), py::arg("nbits"), py::arg("normalize"),
         "decompress(codes u16 or u32 (n,), packed u8 (n, pb), centroids f32 (nlist, d), weights f32 (d, 2**nbits), "
         "nbits, normalize) -> f32 (n, d)");
-  m.def("doc_cells", &doc_cells, py::arg("ivf"), py::arg("ivf_offsets"), py::arg("ndocs"),
-        "doc_cells(ivf i32 (npairs,), ivf_offsets i64 (nlist+1,), ndocs) -> (cells u16 or u32 (npairs,), "
-        "cell_offsets i64 (ndocs+1,)): the inverted file transposed");
-  m.def("build_ivf", &build_ivf, py::arg("codes"), py::arg("doc_offsets"), py::arg("nlist"),
-        "build_ivf(codes u16 or u32 (n,), doc_offsets i64 (ndocs+1,), nlist) -> (ivf i32 (npairs,), "
-        "ivf_offsets i64 (nlist+1,))");
+  m.def("doc_cells", &doc_cells, py::arg("ivf"), py::arg("ivf_offsets"), py::arg("ndocs"), py::kw_only(),
+        py::arg("num_threads") = 0,
+        "doc_cells(ivf i32 (npairs,), ivf_offsets i64 (nlist+1,), ndocs, *, num_threads=0) -> (cells u16 or u32 "
+        "(npairs,), cell_offsets i64 (ndocs+1,)): the inverted file transposed");
+  m.def("build_ivf", &build_ivf, py::arg("codes"), py::arg("doc_offsets"), py::arg("nlist"), py::kw_only(),
+        py::arg("num_threads") = 0,
+        "build_ivf(codes u16 or u32 (n,), doc_offsets i64 (ndocs+1,), nlist, *, num_threads=0) -> (ivf i32 "
+        "(npairs,), ivf_offsets i64 (nlist+1,))");
   m.def("maxsim", &maxsim, py::arg("Q"), py::arg("values"), py::arg("doc_offsets"), py::kw_only(),
         py::arg("num_threads") = 0,
         "maxsim(Q f32 (nq, qlen, d), values f32 (n, d), doc_offsets i64 (ndocs+1,), *, num_threads=0) "

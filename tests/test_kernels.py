@@ -123,6 +123,42 @@ def unpack_codes(packed: np.ndarray, d: int, nbits: int) -> np.ndarray:
 
 # -------------------------------------------------------------------------------- native vs reference
 @native
+@pytest.mark.parametrize("nlist,dtype", [(5000, np.uint16), (70000, np.uint32)])
+def test_ivf_and_doc_cells_in_parts_are_the_serial_ones(nlist, dtype):
+    """From 2**20 tokens (pairs) a part, the inverted file and its transpose are built in parts, one per
+    thread: the same arrays as one thread and the reference, with uneven documents (a few 20,000 tokens long),
+    cells no token uses, and a part boundary inside a run of equal codes."""
+    rng = np.random.default_rng(11)
+    lens = rng.integers(1, 120, 40_000)
+    lens[[5, 17_000, 39_999]] = 20_000
+    offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    n = int(offsets[-1])
+    codes = rng.integers(0, nlist - 7, n).astype(dtype)  # the last 7 cells empty
+    codes[offsets[17_000]:offsets[17_001]] = 3  # one long document in one cell
+    ndocs = len(lens)
+    want = ref.build_ivf(codes, offsets, nlist)
+    want_cells = ref.doc_cells(*want, ndocs)
+    for threads in (1, 2, 3):
+        got = _core.build_ivf(codes, offsets, nlist, num_threads=threads)
+        for g, w in zip(got, want):
+            assert g.dtype == w.dtype
+            np.testing.assert_array_equal(g, w)
+        cells = _core.doc_cells(*got, ndocs, num_threads=threads)
+        for g, w in zip(cells, want_cells):
+            assert g.dtype == w.dtype
+            np.testing.assert_array_equal(g, w)
+    bad = codes.copy()
+    bad[n - 5] = nlist  # in the last part
+    with pytest.raises(ValueError, match=f"centroid id {nlist} at token {n - 5} is >= nlist"):
+        _core.build_ivf(bad, offsets, nlist, num_threads=3)
+    ivf, ivf_offsets = want
+    wrong = ivf.copy()
+    wrong[-1] = ndocs
+    with pytest.raises(ValueError, match="outside \\[0, ndocs\\)"):
+        _core.doc_cells(wrong, ivf_offsets, ndocs, num_threads=3)
+
+
+@native
 @pytest.mark.parametrize("d", DIMS)
 @pytest.mark.parametrize("nbits", NBITS)
 def test_codec_and_ivf_match_reference(nbits, d):

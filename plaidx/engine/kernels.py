@@ -30,10 +30,11 @@ Functions:
       search and exact_search: v[t, j] = centroids[codes[t], j] + s * table[p, packed[t, p], j - p*dpb] for
       p = j // dpb, s = levels[packed[t, pb-1] >> 4] (1 without levels); table entries and levels with at most
       12 significant bits make the product exact, so every backend gives the same bytes.
-  build_ivf(codes u16/u32 (n,), doc_offsets i64 (ndocs+1,), nlist) -> (ivf i32 (npairs,), ivf_offsets i64 (nlist+1,))
+  build_ivf(codes u16/u32 (n,), doc_offsets i64 (ndocs+1,), nlist, *, num_threads=0)
+          -> (ivf i32 (npairs,), ivf_offsets i64 (nlist+1,))
       for each cell c, ivf[ivf_offsets[c]:ivf_offsets[c+1]] is the ascending list of distinct documents
       with at least one token assigned to c.
-  doc_cells(ivf, ivf_offsets, ndocs) -> (cells (npairs,), cell_offsets i64 (ndocs+1,))
+  doc_cells(ivf, ivf_offsets, ndocs, *, num_threads=0) -> (cells (npairs,), cell_offsets i64 (ndocs+1,))
       the inverted file transposed: cells[cell_offsets[i]:cell_offsets[i+1]] are the distinct cells of
       document i, ascending; cells are uint16 when nlist <= 65536, else uint32.
   maxsim(Q f32 (nq, qlen, d), values f32 (n, d), doc_offsets i64 (ndocs+1,)) -> f32 (nq, ndocs)
@@ -118,8 +119,8 @@ Functions:
       cellq.quantized_cell_scores(Q, (qc, sc, _)) = (float(<qc[c], qa[a]>) * sc[c]) * sa[a] with
       (qa, sa, _) = quantize_rows of the query tokens: the integer dot products are exact, so every
       implementation gives the same scores bit for bit.
-  centroid_scores, maxsim, search, exact_search: keyword-only num_threads=0 (0: OpenMP default); results
-      never depend on it.
+  centroid_scores, maxsim, search, exact_search, build_ivf, doc_cells: keyword-only num_threads=0 (0: OpenMP
+      default); results never depend on it.
 """
 
 from __future__ import annotations

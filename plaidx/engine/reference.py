@@ -366,9 +366,11 @@ def decompress(codes: np.ndarray, packed: np.ndarray, centroids: np.ndarray, wei
     return out
 
 
-def build_ivf(codes: np.ndarray, doc_offsets: np.ndarray, nlist: int) -> tuple[np.ndarray, np.ndarray]:
+def build_ivf(codes: np.ndarray, doc_offsets: np.ndarray, nlist: int, *,
+              num_threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Inverted file: (ivf i32 (npairs,), ivf_offsets i64 (nlist + 1,)), ascending distinct docs per cell."""
     fn = "build_ivf"
+    _check_threads(fn, num_threads)
     codes = _codes(codes, fn)
     doc_offsets = _array(doc_offsets, fn, "doc_offsets", np.int64, 1, "(ndocs + 1,)")
     nlist = _check_int(fn, "nlist", nlist, 1)
@@ -386,10 +388,12 @@ def build_ivf(codes: np.ndarray, doc_offsets: np.ndarray, nlist: int) -> tuple[n
     return docs.astype(np.int32), ivf_offsets
 
 
-def doc_cells(ivf: np.ndarray, ivf_offsets: np.ndarray, ndocs: int) -> tuple[np.ndarray, np.ndarray]:
+def doc_cells(ivf: np.ndarray, ivf_offsets: np.ndarray, ndocs: int, *,
+              num_threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The inverted file transposed: (cells (npairs,), cell_offsets i64 (ndocs + 1,)), ascending cells.
 
     cells are uint16 when nlist <= 65536, else uint32 (the width an index stores its codes in)."""
+    _check_threads("doc_cells", num_threads)
     fn = "doc_cells"
     ivf = _array(ivf, fn, "ivf", np.int32, 1, "(npairs,)")
     ivf_offsets = _array(ivf_offsets, fn, "ivf_offsets", np.int64, 1, "(nlist + 1,)")
