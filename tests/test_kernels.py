@@ -156,6 +156,11 @@ def test_ivf_and_doc_cells_in_parts_are_the_serial_ones(nlist, dtype):
     wrong[-1] = ndocs
     with pytest.raises(ValueError, match="outside \\[0, ndocs\\)"):
         _core.doc_cells(wrong, ivf_offsets, ndocs, num_threads=3)
+    for mod in (ref, _core):
+        with pytest.raises(ValueError, match="num_threads"):
+            mod.build_ivf(codes, offsets, nlist, num_threads=-1)
+        with pytest.raises(ValueError, match="num_threads"):
+            mod.doc_cells(ivf, ivf_offsets, ndocs, num_threads=-1)
 
 
 @native
