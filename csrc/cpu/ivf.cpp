@@ -62,6 +62,29 @@ std::vector<int64_t> part_counts(const Code* codes, const int64_t* doc_offsets, 
   return counts;
 }
 
+// offsets (width + 1,): the running totals over j of the parts' counts at j (counts nparts x width, part by part).
+void totals_to_offsets(const std::vector<int64_t>& counts, int64_t nparts, int64_t width, int64_t* offsets) {
+  offsets[0] = 0;
+  for (int64_t j = 0; j < width; ++j) {
+    int64_t sum = 0;
+    for (int64_t p = 0; p < nparts; ++p) sum += counts[p * width + j];
+    offsets[j + 1] = offsets[j] + sum;
+  }
+}
+
+// Per-part counts (nparts x width, part by part) turned into cursors in place: entry (p, j) becomes offsets[j]
+// plus the counts of the parts before p at j, so that each part writes after the earlier ones.
+void counts_to_cursors(std::vector<int64_t>& counts, int64_t nparts, int64_t width, const int64_t* offsets) {
+  for (int64_t j = 0; j < width; ++j) {
+    int64_t at = offsets[j];
+    for (int64_t p = 0; p < nparts; ++p) {
+      const int64_t count = counts[p * width + j];
+      counts[p * width + j] = at;
+      at += count;
+    }
+  }
+}
+
 int ivf_parts(int64_t n, int64_t ndocs, int num_threads) {
   return static_cast<int>(std::min<int64_t>(threads_for(n, kMinPartWork, resolve_threads(num_threads)),
                                             std::max<int64_t>(ndocs, 1)));
@@ -79,12 +102,7 @@ int64_t ivf_offsets(const Code* codes, int64_t n, const int64_t* doc_offsets, in
   std::vector<int64_t> parts = even_parts(doc_offsets, ndocs, ivf_parts(n, ndocs, num_threads));
   std::vector<int64_t> counts = part_counts(codes, doc_offsets, parts, nlist, true);
   const int64_t nparts = static_cast<int64_t>(parts.size()) - 1;
-  ivf_offsets[0] = 0;
-  for (int64_t c = 0; c < nlist; ++c) {
-    int64_t sum = 0;
-    for (int64_t p = 0; p < nparts; ++p) sum += counts[p * nlist + c];
-    ivf_offsets[c + 1] = ivf_offsets[c] + sum;
-  }
+  totals_to_offsets(counts, nparts, nlist, ivf_offsets);
   if (keep != nullptr) {
     keep->parts = std::move(parts);
     keep->counts = std::move(counts);
@@ -106,14 +124,7 @@ void fill_ivf(const Code* codes, const int64_t* doc_offsets, int64_t ndocs, int6
     cursor = part_counts(codes, doc_offsets, parts, nlist, false);  // codes validated by ivf_offsets
   }
   const int64_t nparts = static_cast<int64_t>(parts.size()) - 1;
-  for (int64_t c = 0; c < nlist; ++c) {
-    int64_t at = ivf_offsets[c];
-    for (int64_t p = 0; p < nparts; ++p) {
-      const int64_t count = cursor[p * nlist + c];
-      cursor[p * nlist + c] = at;
-      at += count;
-    }
-  }
+  counts_to_cursors(cursor, nparts, nlist, ivf_offsets);
   parallel_for(nparts, static_cast<int>(nparts), [&](int64_t p) {
     int64_t* cur = cursor.data() + p * nlist;
     std::vector<int64_t> last(static_cast<size_t>(nlist), -1);
@@ -153,16 +164,8 @@ void doc_cells(const int32_t* ivf, int64_t npairs, const int64_t* ivf_offsets, i
       ++count[doc];
     }
   });
-  cell_offsets[0] = 0;
-  for (int64_t i = 0; i < ndocs; ++i) {
-    int64_t at = cell_offsets[i];
-    for (int64_t p = 0; p < nparts; ++p) {
-      const int64_t count = cursor[p * ndocs + i];
-      cursor[p * ndocs + i] = at;
-      at += count;
-    }
-    cell_offsets[i + 1] = at;
-  }
+  totals_to_offsets(cursor, nparts, ndocs, cell_offsets);
+  counts_to_cursors(cursor, nparts, ndocs, cell_offsets);
   parallel_for(nparts, nparts, [&](int64_t p) {
     int64_t* cur = cursor.data() + p * ndocs;
     for (int64_t c = parts[p]; c < parts[p + 1]; ++c)
