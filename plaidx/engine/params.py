@@ -57,8 +57,8 @@ class SearchParams:
         How the last stage scores the ``n_exact`` candidates. ``"adc"``: without decompressing them, by table
         lookups over their codes (asymmetric distance computation): each query token's dot product with
         every codeword in a per-query int8 table, summed over a token's packed bytes, plus the first stage's
-        cell score, times the token's inverse norm (derived once per index generation, 2 bytes per token in
-        memory). It takes 0.40-0.68x the time of ``"int8"`` on AVX-512 CPUs and 0.23-0.30x that of
+        cell score, times the token's inverse norm (derived for each document the first time a search scores
+        it, up to 2 bytes per token in memory). It takes 0.40-0.68x the time of ``"int8"`` on AVX-512 CPUs and 0.23-0.30x that of
         ``"float32"`` on AVX2 ones, recall@10 within 0.002 of both on our collections
         (benchmarks/results/search_stages_families.md, search_stages_families_avx2.md). ``"int8"``: each
         decoded token quantised to int8 as its unit vector, against the int8 query (the scoring of the int8
