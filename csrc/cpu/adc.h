@@ -6,9 +6,9 @@
 // query token qa,
 //   <qa, v> / |v| = (<qa, c> + s * sum_p <qa_p, table[p, byte_p]>) * (1 / |v|),
 // so the exact stage needs no decoding: <qa, c> is the first stage's cell score (St), the sum over the
-// packed bytes is a sum of lookups in a per-query table, and 1 / |v| is derived once per index
-// (token_scales below) and kept beside it. Per token that is pb 32-lane additions against the
-// decode-quantise-score of the int8 stage.
+// packed bytes is a sum of lookups in a per-query table, and 1 / |v| is derived from the codes (token_scales
+// below, all at once, or fill_token_scales, per document as searches need it) and kept beside them. Per token
+// that is pb 32-lane additions against the decode-quantise-score of the int8 stage.
 //
 // The per-query table (lut, (pb, 256, qc) int8, qc = adc_columns(qlen) query columns): entry (p, b, a) is
 // round(<Q[a, p*dpb:(p+1)*dpb], table[p, b]> * inv[a]), the products summed over the dpb dimensions in

@@ -139,8 +139,9 @@ class Snapshot:
 
     def token_scales(self) -> np.ndarray:
         """float16 (n_tokens,): each decoded token's inverse norm, which the lookup-table exact stage scales its
-        scores by (search's ``exact_scores="adc"``). Derived from the codes on first use and kept in memory, like
-        the inverted file: 2 bytes per token, computed at about 20 ms per million tokens on 2 cores."""
+        scores by (search's ``exact_scores="adc"``), all derived at once from the codes and kept in memory: 2 bytes
+        per token, about 20 ms per million tokens on 2 cores plus reading every code. The search itself derives
+        them per document as it needs them (:meth:`search_token_scales`) and takes these once they exist."""
         if self._token_scales is None:
             with self._ivf_lock:
                 if self._token_scales is None:
