@@ -570,7 +570,7 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
     scales = sv.data;
   }
   // Optional: the scales derived on demand (token_scales then written too), uint8 (ndocs,) flags.
-  cpu::LazyScales lazy;
+  uint8_t* scales_done = nullptr;
   if (!token_scales_done_o.is_none()) {
     expect(adc, f + ": token_scales_done flags the documents whose token_scales are derived; give token_scales "
                     "(a writable float16 array (n,), zeros where not derived yet) with it");
@@ -582,8 +582,7 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
     };
     expect(writable(token_scales_o) && writable(token_scales_done_o),
            f + ": with token_scales_done the search writes token_scales and the flags: pass writable arrays");
-    lazy.scales = const_cast<uint16_t*>(scales);
-    lazy.done = const_cast<uint8_t*>(done.data);
+    scales_done = const_cast<uint8_t*>(done.data);  // checked writable above
   }
   py::array_t<float> scores({nq, k});
   py::array_t<int64_t> docs({nq, k});
@@ -595,7 +594,7 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
     const cpu::SearchParams params{nprobe, threshold, ndocs, n_exact, k, exact_int8};
     cpu::search(Q.data, fused ? nullptr : S.data, nq, qlen, args.col, iv, args.allowed, params, so, dout, num_threads,
                 cpu::Int8Rows{cq.data, cs.data, csums.data},
-                kept.rows, scales, lazy);
+                kept.rows, scales, scales_done);
   }
   return py::make_tuple(scores, docs);
 }

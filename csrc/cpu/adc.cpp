@@ -484,12 +484,12 @@ uint16_t float_to_half_bits(float x) {
 }
 
 template <class Code>
-void fill_token_scales(const Compressed<Code>& col, const LazyScales& lazy, const int64_t* docs, int64_t count,
-                       int num_threads) {
+void fill_token_scales(const Compressed<Code>& col, uint16_t* scales, uint8_t* done, const int64_t* docs,
+                       int64_t count, int num_threads) {
   std::vector<int64_t> todo;
   int64_t tokens = 0;
   for (int64_t i = 0; i < count; ++i)
-    if (__atomic_load_n(lazy.done + docs[i], __ATOMIC_ACQUIRE) == 0) {
+    if (__atomic_load_n(done + docs[i], __ATOMIC_ACQUIRE) == 0) {
       todo.push_back(docs[i]);
       tokens += col.doc_offsets[docs[i] + 1] - col.doc_offsets[docs[i]];
     }
@@ -506,9 +506,9 @@ void fill_token_scales(const Compressed<Code>& col, const LazyScales& lazy, cons
             const int64_t nt = std::min(kScaleBlock, hi - t);
             inverse_norms(col, t, nt, buf.data(), inv.data());
             for (int64_t j = 0; j < nt; ++j)
-              __atomic_store_n(lazy.scales + t + j, float_to_half_bits(inv[j]), __ATOMIC_RELAXED);
+              __atomic_store_n(scales + t + j, float_to_half_bits(inv[j]), __ATOMIC_RELAXED);
           }
-          __atomic_store_n(lazy.done + doc, uint8_t{1}, __ATOMIC_RELEASE);
+          __atomic_store_n(done + doc, uint8_t{1}, __ATOMIC_RELEASE);
         }
       },
       Schedule::kDynamic);
@@ -520,9 +520,9 @@ template bool adc_max<uint32_t>(const int8_t*, int64_t, const float*, const floa
                                 const Compressed<uint32_t>&, const uint16_t*, int64_t, int64_t, float*);
 template void token_scales<uint16_t>(const Compressed<uint16_t>&, float*, int);
 template void token_scales<uint32_t>(const Compressed<uint32_t>&, float*, int);
-template void fill_token_scales<uint16_t>(const Compressed<uint16_t>&, const LazyScales&, const int64_t*, int64_t,
-                                          int);
-template void fill_token_scales<uint32_t>(const Compressed<uint32_t>&, const LazyScales&, const int64_t*, int64_t,
-                                          int);
+template void fill_token_scales<uint16_t>(const Compressed<uint16_t>&, uint16_t*, uint8_t*, const int64_t*,
+                                          int64_t, int);
+template void fill_token_scales<uint32_t>(const Compressed<uint32_t>&, uint16_t*, uint8_t*, const int64_t*,
+                                          int64_t, int);
 
 }  // namespace plaidx::cpu

@@ -73,19 +73,13 @@ void token_scales(const Compressed<Code>& col, float* out, int num_threads);
 uint16_t float_to_half_bits(float x);
 
 // The inverse norms derived on demand, one document at a time, instead of all at once (token_scales): scales
-// (n,) float16 bits and done (ndocs,) flags, both the caller's and written here. A document whose flag is 0
-// has its tokens' entries set to token_scales' values rounded by float_to_half_bits, then its flag set to 1
-// (release; the flags read with acquire), so concurrent calls over the same arrays only ever write the same
-// values. An index's first search then reads the codes of its candidates only, not of every token.
-struct LazyScales {
-  uint16_t* scales = nullptr;
-  uint8_t* done = nullptr;
-};
-
-// Fills lazy for docs[0:count] whose flag is 0, in parallel over them. Throws std::invalid_argument on a code
-// >= nlist (the document's flag then stays 0).
+// (n,) float16 bits and done (ndocs,) flags, both the caller's. For each of docs[0:count] whose flag is 0, its
+// tokens' entries are set to token_scales' values rounded by float_to_half_bits, then its flag to 1 (release;
+// the flags are read with acquire), so concurrent calls over the same arrays only ever write the same values.
+// An index's first search then reads the codes of its candidates only, not of every token. In parallel over
+// the documents; throws std::invalid_argument on a code >= nlist (the document's flag then stays 0).
 template <class Code>
-void fill_token_scales(const Compressed<Code>& col, const LazyScales& lazy, const int64_t* docs, int64_t count,
-                       int num_threads);
+void fill_token_scales(const Compressed<Code>& col, uint16_t* scales, uint8_t* done, const int64_t* docs,
+                       int64_t count, int num_threads);
 
 }  // namespace plaidx::cpu

@@ -917,7 +917,7 @@ template <class Code>
 struct SearchContext {
   const float* Q;   // (nq, qlen, d)
   const uint16_t* token_scales;  // exact_adc: (n,) float16 bits, each token's inverse norm (adc.h), or nullptr
-  LazyScales lazy;               // exact_adc with scales derived on demand (adc.h), or none
+  uint8_t* scales_done;          // exact_adc with token_scales derived on demand (adc.h), or nullptr
   const float* adc_peak;         // exact_adc: (d,) adc_table_peaks of col.table
   const float* Qt;  // (nq, d, qp)
   CellCodes cells;
@@ -1296,7 +1296,8 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
   ws.scores.resize(static_cast<size_t>(m));
   page_in_step5(ctx, ws.docs.data(), m);
   if (ctx.token_scales != nullptr) {
-    if (ctx.lazy.done != nullptr) fill_token_scales(col, ctx.lazy, ws.docs.data(), m, threads);
+    if (ctx.scales_done != nullptr)  // the caller's writable scales (search.h: token_scales_done)
+      fill_token_scales(col, const_cast<uint16_t*>(ctx.token_scales), ctx.scales_done, ws.docs.data(), m, threads);
     build_adc_table(col, ctx.Q + q * qlen * col.d, qlen, ctx.adc_peak, ws, threads);
     adc_scores_parallel(col, qlen, ws, St, ctx.token_scales, ws.docs.data(), m, ws.scores.data(), threads);
   } else if (ctx.kept.int8.q != nullptr || ctx.kept.half != nullptr)
@@ -1331,10 +1332,11 @@ template <class Code>
 void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Compressed<Code>& col,
             const IvfView<Code>& ivf, const uint8_t* allowed, const SearchParams& params, float* out_scores,
             int64_t* out_docs, int num_threads, const Int8Rows& cell_codes, const KeptRows& kept,
-            const uint16_t* token_scales, const LazyScales& lazy) {
+            const uint16_t* token_scales, uint8_t* token_scales_done) {
   check_common(col, qlen, params.k);
-  if (lazy.done != nullptr && (lazy.scales == nullptr || token_scales != lazy.scales))
-    throw std::invalid_argument("search: scales derived on demand (lazy) must be the token_scales given");
+  if (token_scales_done != nullptr && token_scales == nullptr)
+    throw std::invalid_argument("search: token_scales_done flags the documents whose token_scales are derived; "
+                                "give token_scales with it");
   if (params.nprobe < 1 || params.ndocs < 1 || params.n_exact < 1)
     throw std::invalid_argument("nprobe, ndocs and n_exact must be >= 1");
   check_offsets(ivf.ivf_offsets, col.nlist, ivf.npairs, "ivf_offsets");
@@ -1376,7 +1378,7 @@ void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Comp
       cells.stream = !amx && col.nlist * qp * static_cast<int64_t>(sizeof(float)) >= kStreamBytes;
     }
   }
-  const SearchContext<Code> ctx{Q,     token_scales, lazy, adc_peak.data(), Qt.data(), cells, kept, vnni, amx, S,
+  const SearchContext<Code> ctx{Q,     token_scales, token_scales_done, adc_peak.data(), Qt.data(), cells, kept, vnni, amx, S,
                                 S == nullptr ? col.centroids : nullptr, qlen, col, ivf, empty.data(), allowed, params,
                                 out_scores, out_docs};
   if (nq >= threads && threads > 1) {
@@ -1413,15 +1415,13 @@ void kept_scores(const float* Q, int64_t nq, int64_t qlen, int64_t d, const int6
   const bool amx = vnni && d % 64 == 0 && have_amx();
   std::vector<float> Qt(kept.half != nullptr ? static_cast<size_t>(nq * d * qp) : 0);
   if (kept.half != nullptr) transpose_queries(Q, nq, qlen, d, Qt.data());
+  TokenRows rows[2];
+  page_in_rows(rows, kept_token_rows(kept, d, rows), doc_offsets, docs, m);
   QuantQuery qz;
   for (int64_t q = 0; q < nq; ++q) {
     if (kept.int8.q != nullptr) prepare_quantized_query(Q + q * qlen * d, qlen, d, vnni, qz, amx);
     const float* Qt_q = kept.half != nullptr ? Qt.data() + q * d * qp : nullptr;
     const KeptScorer ks{doc_offsets, kept, d, qlen, vnni, amx, &qz, Qt_q};
-    if (q == 0) {
-      TokenRows rows[2];
-      page_in_rows(rows, kept_token_rows(kept, d, rows), doc_offsets, docs, m);
-    }
     kept_scores_parallel(ks, docs, m, out + q * m, threads);
   }
 }
@@ -1468,7 +1468,7 @@ void exact_search(const float* Q, int64_t nq, int64_t qlen, const Compressed<Cod
 #define PLAIDX_SEARCH_INSTANTIATE(Code)                                                                       \
   template void search<Code>(const float*, const float*, int64_t, int64_t, const Compressed<Code>&,               \
                              const IvfView<Code>&, const uint8_t*, const SearchParams&, float*, int64_t*, int,   \
-                             const Int8Rows&, const KeptRows&, const uint16_t*, const LazyScales&);          \
+                             const Int8Rows&, const KeptRows&, const uint16_t*, uint8_t*);                   \
   template void exact_search<Code>(const float*, int64_t, int64_t, const Compressed<Code>&, const uint8_t*,       \
                                    int64_t, float*, int64_t*, int);
 PLAIDX_SEARCH_INSTANTIATE(uint16_t)

@@ -24,7 +24,6 @@
 
 #include <cstdint>
 
-#include "cpu/adc.h"
 #include "cpu/maxsim.h"
 
 namespace plaidx::cpu {
@@ -80,13 +79,14 @@ struct KeptRows {
 // token_scales (n,) (float16 bits, token_scales of adc.h), or nullptr: step 5 scores the n_exact candidates by
 // lookup tables over their codes and the cell scores (adc.h) instead of decompressing them. Needs col.table;
 // not with exact_int8 or kept.
-// lazy (adc.h: LazyScales), or none: token_scales are derived on demand, each candidate's before step 5 scores
-// it (fill_token_scales); then token_scales must be lazy.scales. The search writes them and lazy.done.
+// token_scales_done (ndocs,), or nullptr: token_scales are derived on demand, each candidate's before step 5
+// scores it (adc.h: fill_token_scales); the search then writes token_scales (the caller's, writable) and these
+// flags.
 template <class Code>
 void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Compressed<Code>& col,
             const IvfView<Code>& ivf, const uint8_t* allowed, const SearchParams& params, float* out_scores,
             int64_t* out_docs, int num_threads, const Int8Rows& cell_codes = {}, const KeptRows& kept = {},
-            const uint16_t* token_scales = nullptr, const LazyScales& lazy = {});
+            const uint16_t* token_scales = nullptr, uint8_t* token_scales_done = nullptr);
 
 // out (nq, m): the score step 5 of search gives document docs[i] with kept vectors, for each query of Q
 // (nq, qlen, d). doc_offsets (ndocs + 1,) over the kept rows (n of them); exactly one of kept.int8 and
