@@ -393,8 +393,8 @@ def doc_cells(ivf: np.ndarray, ivf_offsets: np.ndarray, ndocs: int, *,
     """The inverted file transposed: (cells (npairs,), cell_offsets i64 (ndocs + 1,)), ascending cells.
 
     cells are uint16 when nlist <= 65536, else uint32 (the width an index stores its codes in)."""
-    _check_threads("doc_cells", num_threads)
     fn = "doc_cells"
+    _check_threads(fn, num_threads)
     ivf = _array(ivf, fn, "ivf", np.int32, 1, "(npairs,)")
     ivf_offsets = _array(ivf_offsets, fn, "ivf_offsets", np.int64, 1, "(nlist + 1,)")
     nlist = ivf_offsets.shape[0] - 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import mmap
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from ..errors import IndexFormatError
 from . import cellq, gpu, kernels
 from .clustering import MAX_NLIST
 from .codec import NBITS, PQ_ARRAYS, PQ_LEVELS, PQ_NBITS, ResidualCodec, round_significand, stored_centroids
-from .storage import MANIFEST
+from .storage import MANIFEST, advise_map
 from .vectors import open_kept
 
 _SCALES_CHUNK = 1 << 22  # tokens whose float32 inverse norms token_scales holds at once
@@ -164,19 +163,8 @@ class Snapshot:
         _ = self.cell_codes
         if not read:
             return 0
-        maps = [v for v in self.a.values() if isinstance(v, np.ndarray)]
-        if self.kept is not None:
-            maps += [m for m in self.kept.arrays() if m is not None]
-        advised = 0
-        for arr in maps:
-            mapped = getattr(arr, "_mmap", None)
-            if mapped is not None and hasattr(mmap, "MADV_WILLNEED"):
-                try:
-                    mapped.madvise(mmap.MADV_WILLNEED)
-                    advised += 1
-                except (OSError, ValueError):  # advice only
-                    pass
-        return advised
+        maps = list(self.a.values()) + (list(self.kept.arrays()) if self.kept is not None else [])
+        return sum(advise_map(arr, "MADV_WILLNEED") for arr in maps)
 
     def search_token_scales(self) -> tuple[np.ndarray, np.ndarray | None]:
         """The lookup stage's inverse norms as the CPU search takes them: every token's (:meth:`token_scales`) where

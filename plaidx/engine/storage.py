@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import mmap as mmap_module
 import os
 import threading
 import time
@@ -217,6 +218,19 @@ def validate_manifest(manifest: Any, where: str = MANIFEST) -> dict[str, Any]:
                 "codes must be uint16 (<u2) up to 65536 centroids and uint32 (<u4, format 4) above, so the "
                 "index is inconsistent")
     return manifest
+
+
+def advise_map(arr: Any, advice: str) -> bool:
+    """madvise over the whole map of a memory-mapped array (``advice``: an ``mmap.MADV_*`` name). False where the
+    array is not mapped or the platform lacks the advice; advice only, so errors are ignored too."""
+    mapped, flag = getattr(arr, "_mmap", None), getattr(mmap_module, advice, None)
+    if mapped is None or flag is None:
+        return False
+    try:
+        mapped.madvise(flag)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def load_array(path: Path, name: str, entry: ArrayEntry, mmap: bool = True, verify: bool = False) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import mmap
 import os
 import weakref
 from typing import Any
@@ -13,6 +12,7 @@ from ..errors import IndexFormatError
 from . import kernels
 from .cellq import quantize_int8
 from .params import rerank_count
+from .storage import advise_map
 
 KEEP_VECTORS = ("int8", "float16")
 VECTORS = "vectors"
@@ -131,12 +131,7 @@ class KeptVectors:
         self.vectors, self.scales = vectors, scales
         # The int8 search reads its candidates' rows through the map: no read-ahead around them (a query's
         # rows are scattered; read-ahead would page in the neighbours of each).
-        mapped = getattr(vectors, "_mmap", None)
-        if mapped is not None and hasattr(mmap, "MADV_RANDOM"):
-            try:
-                mapped.madvise(mmap.MADV_RANDOM)
-            except (OSError, ValueError):  # advice only
-                pass
+        advise_map(vectors, "MADV_RANDOM")
         self.kind = "int8" if vectors.dtype == np.int8 else "float16"
         self._vec_rows = _Rows(vectors)
         self._scale_rows = _Rows(scales) if scales is not None else None
