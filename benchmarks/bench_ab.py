@@ -88,15 +88,22 @@ def paired(new, base, queries: np.ndarray, k: int, rounds: int, threads: int, pa
             "timed_queries": int(len(queries)), "rounds": rounds}
 
 
+def stored_index(spec: str, cache_dir: Path) -> tuple[str, Path]:
+    """(name, index folder) of one ``--index NAME=DIR``: DIR a benchmark run's folder under cache_dir/runs."""
+    name, _, run = spec.partition("=")
+    path = cache_dir / "runs" / run / "index"
+    if not name or not run or not (path / "manifest.json").exists():
+        raise SystemExit(f"--index {spec}: give NAME=DIR with an index at {path}")
+    return name, path
+
+
 def indexes(args):
     """(name, index path, exact top-10 ids, float32 queries) of each index to time: the stored ones of --index,
     else the default builds of the families in --collections."""
     if args.index:
         for spec, coll_dir in zip(args.index, args.collection_dir):
-            name, _, run = spec.partition("=")
-            path, coll = CACHE_DIR / "runs" / run / "index", CACHE_DIR / coll_dir
-            if not name or not (path / "manifest.json").exists():
-                raise SystemExit(f"--index {spec}: give NAME=DIR with an index at {path}")
+            name, path = stored_index(spec, CACHE_DIR)
+            coll = CACHE_DIR / coll_dir
             if not (coll / "queries.npy").exists() or not (coll / "gt_top100.npz").exists():
                 raise SystemExit(f"--collection-dir {coll_dir}: no queries.npy and gt_top100.npz in {coll}")
             truth = np.load(coll / "gt_top100.npz")["ids"][:, :10]

@@ -31,7 +31,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from bench_ab import commit_of  # noqa: E402
+from bench_ab import commit_of, stored_index  # noqa: E402
 from bench_engine import write_stamped_report  # noqa: E402
 from collection import CACHE_DIR  # noqa: E402
 
@@ -87,12 +87,10 @@ def summarise(runs: list[dict]) -> dict:
             "open_ms": float(np.median([r["open_s"] * 1e3 for r in runs])), "cold_starts": len(runs)}
 
 
-def stored_index(spec: str, coll_dir: str, needed: int) -> tuple[str, Path, Path]:
+def stored_index_queries(spec: str, coll_dir: str, needed: int) -> tuple[str, Path, Path]:
     """(name, index folder, queries.npy) of one --index / --collection-dir pair, checked."""
-    name, _, run = spec.partition("=")
-    path, queries = CACHE_DIR / "runs" / run / "index", CACHE_DIR / coll_dir / "queries.npy"
-    if not name or not run or not (path / "manifest.json").exists():
-        raise SystemExit(f"--index {spec}: give NAME=DIR with an index at {path}")
+    name, path = stored_index(spec, CACHE_DIR)
+    queries = CACHE_DIR / coll_dir / "queries.npy"
     if not queries.exists():
         raise SystemExit(f"--collection-dir {coll_dir}: no queries.npy in {CACHE_DIR / coll_dir}")
     nq = len(np.load(queries, mmap_mode="r"))
@@ -125,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                              "--inplace` in that checkout first")
     load_start = list(os.getloadavg())
     rows = []
-    stored = [stored_index(spec, coll_dir, args.queries * args.rounds)
+    stored = [stored_index_queries(spec, coll_dir, args.queries * args.rounds)
               for spec, coll_dir in zip(args.index, args.collection_dir)]
     for name, path, queries in stored:
         for params in param_sets:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_ab import commit_of, load_base  # noqa: E402
+from bench_ab import commit_of, load_base, stored_index  # noqa: E402
 from bench_engine import write_stamped_report  # noqa: E402
 from collection import CACHE_DIR  # noqa: E402
 
@@ -60,10 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         base_kernels = (load_base(Path(args.base).resolve(), Path(tmp)).kernels if args.base else None)
         for spec in args.index:
-            name, _, run = spec.partition("=")
-            path = CACHE_DIR / "runs" / run / "index"
-            if not name or not run or not (path / "manifest.json").exists():
-                raise SystemExit(f"--index {spec}: give NAME=DIR with an index at {path}")
+            name, path = stored_index(spec, CACHE_DIR)
             snap = plaidx.Index.open(path)._snap
             codes = np.ascontiguousarray(snap.a["codes"])
             offsets = np.ascontiguousarray(snap.a["doc_offsets"])

@@ -40,7 +40,7 @@ def test_a_missing_index_or_collection_or_too_few_queries_is_named(cache):
              ("a=run", "coll", 7, "is more than the 6 queries")]           # --queries x --rounds too many
     for spec, coll, needed, message in cases:
         with pytest.raises(SystemExit, match=message):
-            bench_cold.stored_index(spec, coll, needed)
+            bench_cold.stored_index_queries(spec, coll, needed)
     with pytest.raises(SystemExit, match="is not built there"):
         bench_cold.main(["--tag", "t", "--index", "a=run", "--collection-dir", "coll", "--base", str(cache)])
 
