@@ -74,6 +74,23 @@ def test_warm_warms_every_shard(data, tmp_path):
     np.testing.assert_array_equal(other.search(queries, 5)[1], sh.search(queries, 5)[1])
 
 
+def test_shards_resolve_the_defaults_by_their_nbits(data, tmp_path, monkeypatch):
+    # the collection-wide ndocs is resolved for the shards' nbits (at 4 bits twice the candidates), as is
+    # each shard's own rest
+    docs, queries = data
+    sh = build(tmp_path / "s", docs, 2, nbits=4, nlist=NLIST, seed=0)
+    seen = []
+    resolve = plaidx.SearchParams.resolve
+
+    def spy(self, k, **kw):
+        seen.append((kw.get("nbits"), self.ndocs))
+        return resolve(self, k, **kw)
+
+    monkeypatch.setattr(plaidx.SearchParams, "resolve", spy)
+    sh.search(queries, 10)
+    assert seen == [(4, None), (4, 2048), (4, 2048)]
+
+
 @pytest.mark.parametrize("n_shards", [1, 2, 4])
 def test_default_search_recall_is_at_least_one_index(built, data, n_shards):
     _, queries = data

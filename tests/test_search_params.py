@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from synth import clustered_collection
+
+import plaidx
 from plaidx.engine.clustering import Assigner
 from plaidx.engine.params import LARGE_INDEX_TOKENS, SearchParams
 
@@ -35,6 +38,49 @@ def test_tier_defaults_widen_less_on_large_indexes():
     # explicit values win either way
     p = SearchParams(nprobe=8, ndocs=16384, rerank=2048).resolve(10, n_tokens=LARGE_INDEX_TOKENS, tier=True)
     assert (p.nprobe, p.ndocs, p.rerank) == (8, 16384, 2048)
+
+
+def test_fine_codes_probe_and_keep_more_candidates():
+    # from 4 bits a dimension finding the neighbours limits recall, not the codes' error: twice the probes
+    # (four times on a large index) and, below LARGE_INDEX_TOKENS, twice the candidates
+    assert SearchParams.for_k(10, nbits=4) == SearchParams(4, 0.4, 2048, 256)
+    assert SearchParams.for_k(10, nbits=8) == SearchParams(4, 0.4, 2048, 256)
+    assert SearchParams.for_k(10, n_tokens=LARGE_INDEX_TOKENS, nbits=4) == SearchParams(8, 0.4, 4096, 512)
+    assert SearchParams.for_k(100, nbits=4) == SearchParams(8, 0.4, 4096, 512)
+    assert SearchParams.for_k(100, n_tokens=LARGE_INDEX_TOKENS, nbits=4) == SearchParams(16, 0.4, 8192, 1024)
+    for nbits in (1, 2):
+        for n_tokens in (0, LARGE_INDEX_TOKENS):
+            assert SearchParams.for_k(10, n_tokens=n_tokens, nbits=nbits) == SearchParams.for_k(10, n_tokens=n_tokens)
+    assert SearchParams().resolve(10, nbits=4) == SearchParams(4, 0.4, 2048, 256)
+    # explicit values win; n_exact follows an explicit ndocs as before
+    assert SearchParams(nprobe=2, ndocs=1024).resolve(10, nbits=4) == SearchParams(2, 0.4, 1024, 128)
+    # the rerank tier scores by its kept vectors, not the codes: its defaults do not follow nbits
+    for n_tokens in (0, LARGE_INDEX_TOKENS):
+        assert (SearchParams().resolve(10, n_tokens=n_tokens, nbits=4, tier=True)
+                == SearchParams().resolve(10, n_tokens=n_tokens, tier=True))
+
+
+@pytest.fixture(scope="module")
+def fine_index(tmp_path_factory):
+    docs, queries, _ = clustered_collection(n_docs=400, dim=32, mean_len=24, n_queries=12, q_len=8, seed=5)
+    return plaidx.Index.build(tmp_path_factory.mktemp("nb4") / "idx", docs, nbits=4, nlist=64), queries
+
+
+def test_an_index_resolves_its_defaults_by_its_nbits(fine_index, monkeypatch):
+    index, queries = fine_index
+    seen = []
+    resolve = SearchParams.resolve
+
+    def spy(self, k, **kw):
+        seen.append(kw.get("nbits"))
+        return resolve(self, k, **kw)
+
+    monkeypatch.setattr(SearchParams, "resolve", spy)
+    s0, i0 = index.search(queries, 10)
+    assert seen == [4]
+    s1, i1 = index.search(queries, 10, nprobe=4, ndocs=2048, n_exact=256)
+    np.testing.assert_array_equal(i0, i1)
+    np.testing.assert_array_equal(s0, s1)
 
 
 def test_explicit_values_win_and_n_exact_follows_ndocs():

@@ -200,10 +200,10 @@ class ShardedIndex:
         if exact:
             base["rerank"] = knobs.rerank
         else:
-            # ndocs is the one default that depends on the index size: fix it for the whole collection and let
-            # each shard resolve the rest as one index would (n_exact from ndocs, the rerank tier's own rules)
+            # ndocs, the candidates a search keeps, is fixed for the whole collection; each shard resolves the rest
+            # as one index would (n_exact from ndocs, the rerank tier's own rules, nprobe by its own cells)
             tier = check_rerank(knobs.rerank, any(s.keep_vectors is not None for s in shards))
-            whole = knobs.resolve(k, n_tokens=int(sum(s.n_tokens for s in shards)), tier=tier)
+            whole = knobs.resolve(k, n_tokens=int(sum(s.n_tokens for s in shards)), nbits=self.nbits, tier=tier)
             base["params"] = replace(knobs, ndocs=whole.ndocs)
         jobs: list[dict[str, Any] | None] = [dict(base) for _ in range(len(shards))]
         if doc_ids is not None:

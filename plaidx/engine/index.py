@@ -305,7 +305,7 @@ class Index:
         if exact:
             scores, pos = exhaustive(q)
         else:
-            p = knobs.resolve(k, n_tokens=snap.n_tokens, tier=tier)
+            p = knobs.resolve(k, n_tokens=snap.n_tokens, nbits=snap.nbits, tier=tier)
             k_search = p.rerank if tier and kept is None else k
             nprobe_eff = min(p.nprobe, snap.nlist)
             # the int8 centroids the first stage scores against (cellq.py), or None: float32 scores. Unset, int8 on

@@ -13,6 +13,7 @@ TIER_MIN_NPROBE = 8  # the rerank tier's defaults (SearchParams.resolve with tie
 TIER_NDOCS_FACTOR = 4
 TIER_MIN_NPROBE_LARGE = 4  # ... from LARGE_INDEX_TOKENS, where the plain ndocs is already 4x larger
 TIER_NDOCS_FACTOR_LARGE = 2
+FINE_NBITS = 4  # from 4 bits a dimension the plain search probes and keeps more candidates (SearchParams.for_k)
 
 
 def rerank_count(value: Any) -> int | None:
@@ -83,8 +84,8 @@ class SearchParams:
         """True when no knob is set (every value comes from the defaults)."""
         return all(getattr(self, f.name) is None for f in fields(self))
 
-    def resolve(self, k: int, *, n_tokens: int = 0, tier: bool = False) -> SearchParams:
-        """These knobs with every unset one at its default for ``k`` and ``n_tokens``.
+    def resolve(self, k: int, *, n_tokens: int = 0, nbits: int = 2, tier: bool = False) -> SearchParams:
+        """These knobs with every unset one at its default for ``k``, ``n_tokens`` and ``nbits``.
 
         ``tier``: the search scores its candidates with the kept vectors of the rerank tier (an index built
         with ``keep_vectors``, ``rerank`` not 0). Its int8 MaxSim costs a fraction of decompressing, so the
@@ -96,7 +97,8 @@ class SearchParams:
         brings more candidates there: 8 probes with 16,384 candidates cost 1.47-1.65x the plain search at 10M
         and 32M tokens for +0.005-0.008 recall@10, these defaults 1.13-1.26x, 2 probes 1.11-1.14x for
         -0.003-0.005 (benchmarks/results/rerank_synthetic_*_tierscale.md). The resolved ``n_exact`` is then
-        ``rerank``: the candidates scored last.
+        ``rerank``: the candidates scored last. The tier's defaults do not depend on ``nbits``: its kept vectors,
+        not the codes, score the candidates.
         """
         if self.cell_scores not in CELL_SCORES:
             raise ValueError(f"cell_scores must be one of {', '.join(map(repr, CELL_SCORES))}, got {self.cell_scores!r}")
@@ -105,7 +107,7 @@ class SearchParams:
                              f"{self.exact_scores!r}")
         if not tier:
             return replace(SearchParams.for_k(k, self.nprobe, self.centroid_score_threshold, self.ndocs, self.n_exact,
-                                              n_tokens=n_tokens), rerank=self.rerank, cell_scores=self.cell_scores,
+                                              n_tokens=n_tokens, nbits=nbits), rerank=self.rerank, cell_scores=self.cell_scores,
                            exact_scores=self.exact_scores)
         if self.exact_scores is not None:
             raise ValueError(f"exact_scores={self.exact_scores!r} has no effect while the rerank tier scores the "
@@ -130,13 +132,21 @@ class SearchParams:
 
     @classmethod
     def for_k(cls, k: int, nprobe: int | None = None, centroid_score_threshold: float | None = None,
-              ndocs: int | None = None, n_exact: int | None = None, *, n_tokens: int = 0) -> SearchParams:
-        """Defaults chosen by k and the index size (see README, "Search parameters"), each overridable.
+              ndocs: int | None = None, n_exact: int | None = None, *, n_tokens: int = 0,
+              nbits: int = 2) -> SearchParams:
+        """Defaults chosen by k, the index size and its bits a dimension, each overridable.
 
         From ``LARGE_INDEX_TOKENS`` tokens on, the default ``ndocs`` (and with it ``n_exact``) is four
         times larger: with more documents per cell the centroid scores rank the candidates less well,
         and at 10M tokens scoring 512 instead of 128 documents exactly lifts recall@10 from 0.73 to
         0.78 (benchmarks/results/search_params_synthetic_100000.md) while staying well under 20 ms.
+
+        From ``FINE_NBITS`` bits a dimension the codes rank close candidates well enough that finding them is
+        what limits recall: ``nprobe`` is doubled (four times from ``LARGE_INDEX_TOKENS`` tokens, where each
+        token's neighbours spread over more, smaller cells) and below that size ``ndocs`` too (k <= 10: nprobe
+        4, ndocs 2048, n_exact 256; from 4M tokens nprobe 8, ndocs 4096, n_exact 512). At nbits 2 the same
+        widths gain at most 0.005 recall@10, since the codes' own error then decides the last places
+        (benchmarks/results/defaults_nbits.md).
         """
         if k <= 10:
             dp, dt, dn = 2, 0.4, 1024
@@ -144,8 +154,13 @@ class SearchParams:
             dp, dt, dn = 4, 0.4, 2048
         else:
             dp, dt, dn = 8, 0.35, max(4 * k, 4096)
-        if n_tokens >= LARGE_INDEX_TOKENS:
+        large, fine = n_tokens >= LARGE_INDEX_TOKENS, nbits >= FINE_NBITS
+        if large:
             dn *= 4
+        elif fine:
+            dn *= 2
+        if fine:
+            dp *= 4 if large else 2
         nprobe = dp if nprobe is None else nprobe
         centroid_score_threshold = dt if centroid_score_threshold is None else centroid_score_threshold
         ndocs = dn if ndocs is None else ndocs
