@@ -1,0 +1,163 @@
+"""The search defaults by nbits: today's against the nbits-2 defaults, on the same index, per collection and k.
+
+Since ``FINE_NBITS`` the plain search's defaults depend on the index's bits a dimension
+(``SearchParams.for_k``). For each collection this measures, on its index at ``--nbits``:
+
+- recall@k against exact MaxSim of the defaults (``{}``) and of the values the defaults had before, which
+  are still the nbits-2 defaults (``SearchParams.for_k(k, n_tokens=...)``, passed explicitly);
+- their single-query p50, the two settings alternating query by query (``sweep_family_params.timed_interleaved``),
+  so that load on this shared machine hits both alike; the cost is the ratio of the two p50s;
+- with ``--exhaustive``, the codes' ceiling (``exact=True``; minutes per query set at 10M tokens and up).
+
+Collections: the families and real sets of ``--collections`` (1M-token families; their index is built at
+``--nbits`` into ``results/cache/runs/<name>_<docs>_d<dim>/plaidx_nb<nbits>_t2/index`` when missing) and
+stored indexes given as ``--index NAME=RUN --collection-dir DIR`` (as in ``bench_ab.py``).
+
+    nice -n 5 .venv/bin/python benchmarks/bench_defaults_nbits.py --nbits 4 --exhaustive \\
+        --index synthetic_1m=synthetic_10000_d128_values_dtypefloat16/plaidx_nb4_t2 \\
+        --collection-dir synthetic_n10000_d128_q100_s0_values_dtypefloat16
+
+Writes ``results/defaults_nbits<nbits>_<tag>.json`` and ``.md``. Not part of CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import families  # noqa: E402
+from bench_ab import stored_index  # noqa: E402
+from bench_engine import git_info, machine_info  # noqa: E402
+from bench_families import REAL, with_truth  # noqa: E402
+from collection import CACHE_DIR, RESULTS_DIR, recall_at_k  # noqa: E402
+from sweep_family_params import timed_interleaved  # noqa: E402
+
+import plaidx  # noqa: E402
+from plaidx.engine.params import SearchParams  # noqa: E402
+
+KNOBS = ("nprobe", "centroid_score_threshold", "ndocs", "n_exact")
+
+
+def collections(args):
+    """(name, index path, exact top-100 ids, float32 queries) of each collection, building missing 1M indexes."""
+    if len(args.index) != len(args.collection_dir):
+        raise SystemExit("give one --collection-dir per --index (the collection each index was built from)")
+    if args.collections:
+        for name, coll, _, queries in with_truth(args.collections, args.ndocs, args.threads):
+            path = CACHE_DIR / "runs" / f"{name}_{coll.n_docs}_d{coll.dim}" / f"plaidx_nb{args.nbits}_t2" / "index"
+            if not (path / "manifest.json").exists():
+                t = time.perf_counter()
+                plaidx.Index.build(path, coll.lazy_docs(), nbits=args.nbits, overwrite=True)
+                print(f"[defaults {time.strftime('%H:%M:%S')}] {name}: built at nbits {args.nbits} in "
+                      f"{time.perf_counter() - t:.0f}s", flush=True)
+            yield name, path, np.load(coll.path / "gt_top100.npz")["ids"], queries
+    for spec, coll_dir in zip(args.index, args.collection_dir):
+        name, path = stored_index(spec, CACHE_DIR)
+        coll = CACHE_DIR / coll_dir
+        if not (coll / "queries.npy").exists() or not (coll / "gt_top100.npz").exists():
+            raise SystemExit(f"--collection-dir {coll_dir}: no queries.npy and gt_top100.npz in {coll}")
+        yield name, path, np.load(coll / "gt_top100.npz")["ids"], np.ascontiguousarray(np.load(coll / "queries.npy"),
+                                                                                          dtype=np.float32)
+
+
+def measure(index, queries: np.ndarray, truth: np.ndarray, k: int, args) -> dict:
+    """Both settings' recall@k (one batched call each) and single-query p50s, interleaved; the ceiling if asked."""
+    before = SearchParams.for_k(k, n_tokens=index.n_tokens)
+    now = SearchParams().resolve(k, n_tokens=index.n_tokens, nbits=index.nbits)
+    settings = {"now": {}, "before": {f: getattr(before, f) for f in KNOBS}}
+    out = {"before": settings["before"], "now": {f: getattr(now, f) for f in KNOBS}}
+    for label, s in settings.items():
+        _, ids = index.search(queries, k=k, **s)
+        out[f"{label}_recall"] = recall_at_k(ids, truth[:, :k], k)
+    timed = timed_interleaved(index, queries, list(settings.values()), k, args.timed_queries)
+    for label, t in zip(settings, timed):
+        out[f"{label}_p50_ms"], out[f"{label}_cpu_p50_ms"] = t["p50_ms"], t["cpu_p50_ms"]
+    out["p50_ratio"] = out["now_p50_ms"] / out["before_p50_ms"]
+    out["cpu_ratio"] = out["now_cpu_p50_ms"] / out["before_cpu_p50_ms"]
+    if args.exhaustive:
+        _, ids = index.search(queries, k=k, exact=True)
+        out["exhaustive_recall"] = recall_at_k(ids, truth[:, :k], k)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nbits", type=int, default=4)
+    ap.add_argument("--collections", default=",".join(families.FAMILIES + REAL),
+                    help="comma list of families and real sets ('' for none)")
+    ap.add_argument("--ndocs", type=int, default=10_000, help="documents per family (~100 tokens each)")
+    ap.add_argument("--index", action="append", default=[], metavar="NAME=RUN",
+                    help="a stored index: its run folder under results/cache/runs (repeatable)")
+    ap.add_argument("--collection-dir", action="append", default=[],
+                    help="the collection folder under results/cache of each --index, same order")
+    ap.add_argument("--k", default="10,100", help="comma list")
+    ap.add_argument("--exhaustive", action="store_true", help="also the codes' ceiling (exact=True)")
+    ap.add_argument("--timed-queries", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tag", default="families")
+    args = ap.parse_args(argv)
+    ks = [int(x) for x in args.k.split(",")]
+    if any(k < 1 or k > 100 for k in ks):
+        raise SystemExit("--k: values from 1 to 100 (the cached exact top-100)")
+
+    from threadpoolctl import threadpool_limits
+
+    load_start, git, rows = list(os.getloadavg()), git_info(), []
+    with threadpool_limits(args.threads):
+        for name, path, truth, queries in collections(args):
+            index = plaidx.Index.open(path)
+            if index.nbits != args.nbits:
+                raise SystemExit(f"{name}: the index at {path} has nbits {index.nbits}, not --nbits {args.nbits}")
+            index.warm()
+            for k in ks:
+                r = measure(index, queries, truth, k, args)
+                rows.append({"collection": name, "k": k, "n_tokens": int(index.n_tokens), "nlist": int(index.nlist),
+                             "nq": int(len(queries)), **r})
+                print(f"[defaults {time.strftime('%H:%M:%S')}] {name} k {k}: recall {r['before_recall']:.3f} -> "
+                      f"{r['now_recall']:.3f}, p50 {r['before_p50_ms']:.2f} -> {r['now_p50_ms']:.2f} ms "
+                      f"({r['p50_ratio']:.2f}x)", flush=True)
+    write(args, rows, load_start, git)
+    return 0
+
+
+def write(args, rows: list[dict], load_start: list[float], git: dict) -> None:
+    m = machine_info(args.threads)
+    m["loadavg_at_start"] = load_start
+    created = dt.datetime.now().isoformat(timespec="seconds")
+    fmt = lambda s: "/".join(str(s[f]) for f in ("nprobe", "ndocs", "n_exact"))  # noqa: E731
+    lines = [f"# Search defaults at nbits {args.nbits}: today's against the nbits-2 values", "",
+             f"{created} | plaidx commit {git.get('commit', '?')[:10]}{' (plaidx/ dirty)' if git.get('plaidx_dirty') else ''}"
+             f" | {m.get('cpu')} ({m.get('cpu_count')} cores) | {args.threads} threads | load average at start "
+             f"{[round(x, 2) for x in load_start]}, at end {[round(x, 2) for x in m['loadavg_1_5_15']]} | "
+             f"OPENBLAS_CORETYPE={(m.get('env') or {}).get('OPENBLAS_CORETYPE')} | BLAS: "
+             + ", ".join(f"{b.get('internal_api')} {b.get('version')} {b.get('architecture')}"
+                         for b in m.get("blas_harness", [])), "",
+             "Command: `" + " ".join(["python", *sys.argv]) + "`", "",
+             "recall@k against exact MaxSim over the uncompressed embeddings (one batched call per setting). p50: "
+             f"single-query wall ms over {args.timed_queries} queries, the two settings alternating query by query; "
+             "ratio: today's p50 over the former one (wall; process CPU in brackets). Settings as nprobe/ndocs/n_exact, "
+             "centroid_score_threshold 0.4 in both.", "",
+             "| collection | tokens | k | former defaults | recall | p50 ms | today's defaults | recall | p50 ms | gain | "
+             "p50 ratio | exhaustive |", "|---|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        ex = f"{r['exhaustive_recall']:.3f}" if "exhaustive_recall" in r else "-"
+        lines.append(f"| {r['collection']} | {r['n_tokens']:,} | {r['k']} | {fmt(r['before'])} | {r['before_recall']:.3f} | "
+                     f"{r['before_p50_ms']:.2f} | {fmt(r['now'])} | {r['now_recall']:.3f} | {r['now_p50_ms']:.2f} | "
+                     f"{r['now_recall'] - r['before_recall']:+.3f} | {r['p50_ratio']:.2f} ({r['cpu_ratio']:.2f}) | {ex} |")
+    out = RESULTS_DIR / f"defaults_nbits{args.nbits}_{args.tag}"
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps({"created": created, "git": git, "machine": m, "command": sys.argv,
+                                                    "nbits": args.nbits, "rows": rows}, indent=1, default=float))
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
