@@ -168,7 +168,8 @@ class Index:
             that compresses them reads them on a worker thread (in order, one at a time) while the previous
             batch is assigned, so a lazy source that relies on thread-local state (an enclosing
             ``torch.no_grad()``, say) should set that state inside itself.
-        nbits : bits per residual dimension, one of 1, 2, 4, 8.
+        nbits : bits per residual dimension, one of 1, 2, 4, 8. From 4 the default search is wider
+            (``SearchParams.for_k``): such codes rank close candidates well enough to use more of them.
         nlist : number of centroids; default ``default_nlist(n_tokens)`` (at most 16384 up to 2M tokens, then
             one per 64 tokens up to 2**18; 65536 with ``device="cuda"``). An explicit value
             may go up to ``clustering.MAX_NLIST`` (2**22): above 65536 the codes are stored as uint32
