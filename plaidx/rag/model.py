@@ -660,7 +660,7 @@ def _fn_name(fn: Any) -> Optional[str]:
 
 
 def _search_params(k: int, force_fast: bool, overrides: dict[str, Any]) -> SearchParams:
-    """Per-call PLAID knobs: none set (the engine's defaults for k and the index size), or smaller ones
+    """Per-call PLAID knobs: none set (the engine's defaults for k, the index size and nbits), or smaller ones
     with force_fast; ``overrides`` win."""
     base: dict[str, Any] = {}
     if force_fast:

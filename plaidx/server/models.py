@@ -115,7 +115,8 @@ class SearchRequest(BaseModel):
     doc_ids: Optional[list[Union[StrictStr, StrictInt]]] = Field(
         None, description="restrict results to these document ids (RAG indexes: your document_id values; "
                           "engine indexes: integer ids); an empty list allows no document")
-    nprobe: Optional[StrictInt] = Field(None, description="cells probed per query token (default by k)")
+    nprobe: Optional[StrictInt] = Field(None, description="cells probed per query token (default by k, the index "
+                                                          "size and its nbits)")
     centroid_score_threshold: Optional[Number] = None
     ndocs: Optional[StrictInt] = Field(None, description="candidates rescored by centroid interaction")
     n_exact: Optional[StrictInt] = Field(None, description="candidates decompressed for exact MaxSim")
