@@ -96,6 +96,12 @@ def test_bad_values_raise(bad):
         SearchParams.for_k(10, **bad)
 
 
+@pytest.mark.parametrize("nbits", [3, 0, "4", True, 4.5])
+def test_an_unknown_nbits_is_an_error(nbits):
+    with pytest.raises(ValueError, match="nbits must be"):
+        SearchParams.for_k(10, nbits=nbits)
+
+
 def _unit(x):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 

@@ -156,6 +156,8 @@ class SearchParams:
             dp, dt, dn = 4, 0.4, 2048
         else:
             dp, dt, dn = 8, 0.35, max(4 * k, 4096)
+        if isinstance(nbits, bool) or nbits not in (1, 2, 4, 8):
+            raise ValueError(f"nbits must be the index's bits a dimension, 1, 2, 4 or 8, got {nbits!r}")
         large, fine = n_tokens >= LARGE_INDEX_TOKENS, nbits >= FINE_NBITS
         if large:
             dn *= 4
