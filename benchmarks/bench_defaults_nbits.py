@@ -23,8 +23,6 @@ Writes ``results/defaults_nbits<nbits>_<tag>.json`` and ``.md``. Not part of CI.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
 import sys
 import time
@@ -35,9 +33,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import families  # noqa: E402
 from bench_ab import stored_index  # noqa: E402
-from bench_engine import git_info, machine_info  # noqa: E402
+from bench_engine import write_stamped_report  # noqa: E402
 from bench_families import REAL, with_truth  # noqa: E402
-from collection import CACHE_DIR, RESULTS_DIR, recall_at_k  # noqa: E402
+from collection import CACHE_DIR, recall_at_k  # noqa: E402
 from sweep_family_params import timed_interleaved  # noqa: E402
 
 import plaidx  # noqa: E402
@@ -110,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from threadpoolctl import threadpool_limits
 
-    load_start, git, rows = list(os.getloadavg()), git_info(), []
+    load_start, rows = list(os.getloadavg()), []
     with threadpool_limits(args.threads):
         for name, path, truth, queries in collections(args):
             index = plaidx.Index.open(path)
@@ -124,39 +122,26 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[defaults {time.strftime('%H:%M:%S')}] {name} k {k}: recall {r['before_recall']:.3f} -> "
                       f"{r['now_recall']:.3f}, p50 {r['before_p50_ms']:.2f} -> {r['now_p50_ms']:.2f} ms "
                       f"({r['p50_ratio']:.2f}x)", flush=True)
-    write(args, rows, load_start, git)
+    write(args, rows, load_start)
     return 0
 
 
-def write(args, rows: list[dict], load_start: list[float], git: dict) -> None:
-    m = machine_info(args.threads)
-    m["loadavg_at_start"] = load_start
-    created = dt.datetime.now().isoformat(timespec="seconds")
+def write(args, rows: list[dict], load_start: list[float]) -> None:
     fmt = lambda s: "/".join(str(s[f]) for f in ("nprobe", "ndocs", "n_exact"))  # noqa: E731
-    lines = [f"# Search defaults at nbits {args.nbits}: today's against the nbits-2 values", "",
-             f"{created} | plaidx commit {git.get('commit', '?')[:10]}{' (plaidx/ dirty)' if git.get('plaidx_dirty') else ''}"
-             f" | {m.get('cpu')} ({m.get('cpu_count')} cores) | {args.threads} threads | load average at start "
-             f"{[round(x, 2) for x in load_start]}, at end {[round(x, 2) for x in m['loadavg_1_5_15']]} | "
-             f"OPENBLAS_CORETYPE={(m.get('env') or {}).get('OPENBLAS_CORETYPE')} | BLAS: "
-             + ", ".join(f"{b.get('internal_api')} {b.get('version')} {b.get('architecture')}"
-                         for b in m.get("blas_harness", [])), "",
-             "Command: `" + " ".join(["python", *sys.argv]) + "`", "",
-             "recall@k against exact MaxSim over the uncompressed embeddings (one batched call per setting). p50: "
-             f"single-query wall ms over {args.timed_queries} queries, the two settings alternating query by query; "
-             "ratio: today's p50 over the former one (wall; process CPU in brackets). Settings as nprobe/ndocs/n_exact, "
-             "centroid_score_threshold 0.4 in both.", "",
-             "| collection | tokens | k | former defaults | recall | p50 ms | today's defaults | recall | p50 ms | gain | "
-             "p50 ratio | exhaustive |", "|---|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|"]
+    body = ["recall@k against exact MaxSim over the uncompressed embeddings (one batched call per setting). p50: "
+            f"single-query wall ms over {args.timed_queries} queries, the two settings alternating query by query; "
+            "ratio: today's p50 over the former one (wall; process CPU in brackets). Settings as nprobe/ndocs/n_exact, "
+            "centroid_score_threshold 0.4 in both.", "",
+            "| collection | tokens | k | former defaults | recall | p50 ms | today's defaults | recall | p50 ms | gain | "
+            "p50 ratio | exhaustive |", "|---|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         ex = f"{r['exhaustive_recall']:.3f}" if "exhaustive_recall" in r else "-"
-        lines.append(f"| {r['collection']} | {r['n_tokens']:,} | {r['k']} | {fmt(r['before'])} | {r['before_recall']:.3f} | "
-                     f"{r['before_p50_ms']:.2f} | {fmt(r['now'])} | {r['now_recall']:.3f} | {r['now_p50_ms']:.2f} | "
-                     f"{r['now_recall'] - r['before_recall']:+.3f} | {r['p50_ratio']:.2f} ({r['cpu_ratio']:.2f}) | {ex} |")
-    out = RESULTS_DIR / f"defaults_nbits{args.nbits}_{args.tag}"
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"created": created, "git": git, "machine": m, "command": sys.argv,
-                                                    "nbits": args.nbits, "rows": rows}, indent=1, default=float))
-    print("\n".join(lines), flush=True)
+        body.append(f"| {r['collection']} | {r['n_tokens']:,} | {r['k']} | {fmt(r['before'])} | {r['before_recall']:.3f} | "
+                    f"{r['before_p50_ms']:.2f} | {fmt(r['now'])} | {r['now_recall']:.3f} | {r['now_p50_ms']:.2f} | "
+                    f"{r['now_recall'] - r['before_recall']:+.3f} | {r['p50_ratio']:.2f} ({r['cpu_ratio']:.2f}) | {ex} |")
+    write_stamped_report(f"defaults_nbits{args.nbits}_{args.tag}",
+                         f"Search defaults at nbits {args.nbits}: today's against the nbits-2 values", body,
+                         {"nbits": args.nbits, "rows": rows}, args.threads, load_start)
 
 
 if __name__ == "__main__":
