@@ -5,27 +5,16 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_cold  # noqa: E402
-import bench_engine  # noqa: E402
-
-import plaidx  # noqa: E402
+from bench_cache import small_stored_cache  # noqa: E402
 
 
 @pytest.fixture()
 def cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench_cold, "CACHE_DIR", tmp_path)
-    monkeypatch.setattr(bench_engine, "RESULTS_DIR", tmp_path / "results")
-    (tmp_path / "results").mkdir()
-    rng = np.random.default_rng(0)
-    docs = [rng.standard_normal((int(n), 32)).astype(np.float32) for n in rng.integers(8, 20, 60)]
-    plaidx.Index.build(tmp_path / "runs" / "run" / "index", docs, nbits=2, nlist=16, kmeans_niters=2)
-    (tmp_path / "coll").mkdir()
-    np.save(tmp_path / "coll" / "queries.npy", np.stack([d[:4] for d in docs[:6]]))
-    return tmp_path
+    return small_stored_cache(tmp_path, monkeypatch, bench_cold)
 
 
 def test_each_index_needs_its_collection():
