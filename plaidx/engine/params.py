@@ -147,8 +147,9 @@ class SearchParams:
         4, ndocs 2048, n_exact 256; from 4M tokens nprobe 8, ndocs 4096, n_exact 512). On nbits-4 indexes that
         gains +0.014 to +0.072 recall@10 on the synthetic families at 1M tokens and +0.016 to +0.060 at 10M to
         100M, for 1.17-1.64x the p50; at most 0.003 on three real sets already near the exhaustive figure, for
-        1.46-1.72x (benchmarks/results/defaults_nbits4_families.md, defaults_nbits4_scale.md). At nbits 2 the same widths
-        gain less (+0.007 to +0.014 but on manytopics) and would cost the latency lead over PLAID.
+        1.46-1.72x (benchmarks/results/defaults_nbits4_families.md, defaults_nbits4_scale.md). At nbits 2 the
+        same widths gain less (+0.007 to +0.014 on four families, +0.086 on manytopics; defaults_sweep_families.md)
+        and would take the defaults past a third of Stanford PLAID's p50 on manytopics.
         """
         if k <= 10:
             dp, dt, dn = 2, 0.4, 1024
