@@ -1,5 +1,5 @@
-"""bench_defaults_nbits: a stored nbits-4 index is measured at today's defaults and the former (nbits-2) values,
-and each argument a user can get wrong stops with a message naming the fix."""
+"""bench_defaults_nbits: a stored index is measured at the defaults and at the base table they widen (by nbits,
+and by k), and each argument a user can get wrong stops with a message naming the fix."""
 
 import json
 import sys
@@ -17,8 +17,8 @@ def cache(tmp_path, monkeypatch):
     return small_stored_cache(tmp_path, monkeypatch, bench_defaults_nbits, nbits=4, truth=True)
 
 
-def run(*extra: str) -> None:
-    bench_defaults_nbits.main(["--collections", "", "--index", "a=run", "--collection-dir", "coll", "--k", "10",
+def run(*extra: str, k: int = 10) -> None:
+    bench_defaults_nbits.main(["--collections", "", "--index", "a=run", "--collection-dir", "coll", "--k", str(k),
                                "--timed-queries", "3", "--tag", "t", *extra])
 
 
@@ -33,6 +33,16 @@ def test_both_settings_are_measured_on_the_stored_index(cache):
         assert 0.0 <= row[key] <= 1.0
     assert row["before_p50_ms"] > 0 and row["p50_ratio"] == pytest.approx(row["now_p50_ms"] / row["before_p50_ms"])
     assert "| a | " in (cache / "results" / "defaults_nbits4_t.md").read_text()
+
+
+def test_the_k_widening_is_measured_at_nbits_2(tmp_path, monkeypatch):
+    cache = small_stored_cache(tmp_path, monkeypatch, bench_defaults_nbits, nbits=2, truth=True)
+    run("--nbits", "2", k=50)
+    (row,) = json.loads((cache / "results" / "defaults_nbits2_t.json").read_text())["rows"]
+    assert row["k"] == 50
+    assert row["before"] == {"nprobe": 4, "centroid_score_threshold": 0.4, "ndocs": 2048, "n_exact": 256}
+    assert row["now"] == {"nprobe": 8, "centroid_score_threshold": 0.4, "ndocs": 4096, "n_exact": 512}
+    assert 0.0 <= row["before_recall"] <= row["now_recall"] <= 1.0  # 60 documents: both reach them all
 
 
 def test_wrong_arguments_name_the_fix(cache):

@@ -13,7 +13,7 @@ from plaidx.engine.params import LARGE_INDEX_TOKENS, SearchParams
 
 def test_defaults_by_k():
     assert SearchParams.for_k(10) == SearchParams(2, 0.4, 1024, 128)
-    assert SearchParams.for_k(100) == SearchParams(4, 0.4, 2048, 256)
+    assert SearchParams.for_k(100) == SearchParams(8, 0.4, 4096, 512)  # widened: see the test below
     p = SearchParams.for_k(1000)
     assert (p.nprobe, p.ndocs) == (8, 4096) and p.n_exact == 1000  # never fewer exact scores than k
 
@@ -39,6 +39,34 @@ def test_tier_defaults_widen_less_on_large_indexes():
     assert (p.nprobe, p.ndocs, p.rerank) == (8, 16384, 2048)
 
 
+def test_the_base_table_is_plaids_shape():
+    assert SearchParams.base(10) == SearchParams(2, 0.4, 1024, 128)
+    assert SearchParams.base(100) == SearchParams(4, 0.4, 2048, 256)
+    assert SearchParams.base(1000) == SearchParams(8, 0.35, 4096, 1000)
+    assert SearchParams.base(10, n_tokens=LARGE_INDEX_TOKENS) == SearchParams(2, 0.4, 4096, 512)
+    assert SearchParams.base(100, n_tokens=LARGE_INDEX_TOKENS) == SearchParams(4, 0.4, 8192, 1024)
+
+
+def test_k_up_to_100_probes_and_keeps_more_below_4m_tokens():
+    # for 10 < k <= 100 the base table's 256 exactly scored candidates leave recall@100 0.04-0.05 below the
+    # exhaustive search at nbits 1 and 2: twice the probes and candidates at every nbits, below 4M tokens
+    for nbits in (1, 2, 4, 8):
+        for k in (11, 50, 100):
+            assert SearchParams.for_k(k, nbits=nbits) == SearchParams(8, 0.4, 4096, 512)
+        assert SearchParams.for_k(10, nbits=nbits).ndocs < 4096  # k <= 10: not this widening
+        assert SearchParams.for_k(101, nbits=nbits).nprobe >= 8
+    for nbits in (1, 2):  # from 4M tokens the base table's ndocs is already 4x: unchanged there
+        assert SearchParams.for_k(100, n_tokens=LARGE_INDEX_TOKENS, nbits=nbits) == SearchParams.base(
+            100, n_tokens=LARGE_INDEX_TOKENS)
+        assert SearchParams.for_k(1000, nbits=nbits) == SearchParams.base(1000)
+    # the rerank tier starts from the base table, not from these wider plain defaults
+    for n_tokens in (0, LARGE_INDEX_TOKENS):
+        tier = SearchParams().resolve(100, n_tokens=n_tokens, tier=True)
+        base = SearchParams.base(100, n_tokens=n_tokens)
+        assert tier.ndocs == (4 if n_tokens < LARGE_INDEX_TOKENS else 2) * base.ndocs
+    assert (SearchParams().resolve(100, tier=True).nprobe, SearchParams().resolve(100, tier=True).rerank) == (8, 1024)
+
+
 def test_fine_codes_probe_and_keep_more_candidates():
     # from 4 bits a dimension finding the neighbours limits recall, not the codes' error: twice the probes
     # (four times on a large index) and, below LARGE_INDEX_TOKENS, twice the candidates
@@ -49,7 +77,7 @@ def test_fine_codes_probe_and_keep_more_candidates():
     assert SearchParams.for_k(100, n_tokens=LARGE_INDEX_TOKENS, nbits=4) == SearchParams(16, 0.4, 8192, 1024)
     for nbits in (1, 2):
         for n_tokens in (0, LARGE_INDEX_TOKENS):
-            assert SearchParams.for_k(10, n_tokens=n_tokens, nbits=nbits) == SearchParams.for_k(10, n_tokens=n_tokens)
+            assert SearchParams.for_k(10, n_tokens=n_tokens, nbits=nbits) == SearchParams.base(10, n_tokens=n_tokens)
     assert SearchParams().resolve(10, nbits=4) == SearchParams(4, 0.4, 2048, 256)
     # explicit values win; n_exact follows an explicit ndocs as before
     assert SearchParams(nprobe=2, ndocs=1024).resolve(10, nbits=4) == SearchParams(2, 0.4, 1024, 128)

@@ -97,8 +97,8 @@ class SearchParams:
         brings more candidates there: 8 probes with 16,384 candidates cost 1.47-1.65x the plain search at 10M
         and 32M tokens for +0.005-0.008 recall@10, these defaults 1.13-1.26x, 2 probes 1.11-1.14x for
         -0.003-0.005 (benchmarks/results/rerank_synthetic_*_tierscale.md). The resolved ``n_exact`` is then
-        ``rerank``: the candidates scored last. The tier's defaults do not depend on ``nbits``: its kept vectors,
-        not the codes, score the candidates.
+        ``rerank``: the candidates scored last. The tier's defaults start from :meth:`base`, not from the plain
+        defaults, and do not depend on ``nbits``: its kept vectors, not the codes, score the candidates.
         """
         if self.cell_scores not in CELL_SCORES:
             raise ValueError(f"cell_scores must be one of {', '.join(map(repr, CELL_SCORES))}, got {self.cell_scores!r}")
@@ -117,7 +117,7 @@ class SearchParams:
             raise ValueError(f"n_exact={self.n_exact!r} has no effect while the rerank tier scores the candidates: "
                              "the best `rerank` candidates of the centroid stage are scored by their kept vectors. "
                              "Set rerank= instead, or rerank=0 to score n_exact candidates by their codes")
-        plain = SearchParams.for_k(k, n_tokens=n_tokens)
+        plain = SearchParams.base(k, n_tokens=n_tokens)
         large = n_tokens >= LARGE_INDEX_TOKENS
         min_nprobe, factor = (TIER_MIN_NPROBE_LARGE, TIER_NDOCS_FACTOR_LARGE) if large else (TIER_MIN_NPROBE,
                                                                                            TIER_NDOCS_FACTOR)
@@ -129,6 +129,18 @@ class SearchParams:
             raise ValueError("rerank=0 turns the tier off: resolve it with tier=False")
         rerank = max(k, p.ndocs // 8 if given is None else given)
         return replace(p, ndocs=max(p.ndocs, rerank), n_exact=rerank, rerank=rerank, cell_scores=self.cell_scores)
+
+    @classmethod
+    def base(cls, k: int, *, n_tokens: int = 0) -> SearchParams:
+        """The table the defaults start from, before :meth:`for_k` widens them by nbits and k.
+
+        Stanford PLAID's shape by k (k <= 10: nprobe 2, ndocs 1024; k <= 100: 4, 2048; above: 8, max(4k,
+        4096)), ndocs four times larger from ``LARGE_INDEX_TOKENS`` tokens, n_exact ndocs // 8. These were the
+        plain defaults at every nbits until the nbits and k widenings; the rerank tier's defaults derive from
+        them (:meth:`resolve`).
+        """
+        dp, dt, dn = _base(k, n_tokens)
+        return cls.for_k(k, dp, dt, dn, n_tokens=n_tokens)
 
     @classmethod
     def for_k(cls, k: int, nprobe: int | None = None, centroid_score_threshold: float | None = None,
@@ -151,21 +163,14 @@ class SearchParams:
         same widths gain less (+0.007 to +0.014 on four families, +0.086 on manytopics; defaults_sweep_families.md)
         and would take the defaults past a third of Stanford PLAID's p50 on manytopics.
         """
-        if k <= 10:
-            dp, dt, dn = 2, 0.4, 1024
-        elif k <= 100:
-            dp, dt, dn = 4, 0.4, 2048
-        else:
-            dp, dt, dn = 8, 0.35, max(4 * k, 4096)
         if isinstance(nbits, bool) or nbits not in (1, 2, 4, 8):
             raise ValueError(f"nbits must be the index's bits a dimension, 1, 2, 4 or 8, got {nbits!r}")
+        dp, dt, dn = _base(k, n_tokens)
         large, fine = n_tokens >= LARGE_INDEX_TOKENS, nbits >= FINE_NBITS
-        if large:
-            dn *= 4
+        if not large and (fine or 10 < k <= 100):
+            dp, dn = 2 * dp, 2 * dn
         elif fine:
-            dn *= 2
-        if fine:
-            dp *= 4 if large else 2
+            dp *= 4
         nprobe = dp if nprobe is None else nprobe
         centroid_score_threshold = dt if centroid_score_threshold is None else centroid_score_threshold
         ndocs = dn if ndocs is None else ndocs
@@ -180,3 +185,14 @@ class SearchParams:
         if isinstance(n_exact, bool) or not isinstance(n_exact, int) or n_exact <= 0:
             raise ValueError(f"n_exact must be a positive integer, got {n_exact!r}")
         return cls(int(nprobe), float(centroid_score_threshold), int(ndocs), int(min(max(n_exact, k), ndocs)))
+
+
+def _base(k: int, n_tokens: int) -> tuple[int, float, int]:
+    """nprobe, centroid_score_threshold and ndocs of :meth:`SearchParams.base`."""
+    if k <= 10:
+        dp, dt, dn = 2, 0.4, 1024
+    elif k <= 100:
+        dp, dt, dn = 4, 0.4, 2048
+    else:
+        dp, dt, dn = 8, 0.35, max(4 * k, 4096)
+    return dp, dt, 4 * dn if n_tokens >= LARGE_INDEX_TOKENS else dn
