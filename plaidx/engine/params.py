@@ -153,6 +153,14 @@ class SearchParams:
         and at 10M tokens scoring 512 instead of 128 documents exactly lifts recall@10 from 0.73 to
         0.78 (benchmarks/results/search_params_synthetic_100000.md) while staying well under 20 ms.
 
+        For 10 < k <= 100 below ``LARGE_INDEX_TOKENS`` tokens ``nprobe`` and ``ndocs`` are doubled at every nbits
+        (nprobe 8, ndocs 4096, n_exact 512): at nbits 2 the base table's 256 exactly scored candidates left
+        recall@100 0.06-0.10 below the exhaustive figure on the synthetic collections; the wider search gains
+        +0.037 to +0.055 there (+0.126 on manytopics) and +0.005 to +0.017 on three real sets, reaching their
+        exhaustive figure, for 1.16-1.54x the p50 (benchmarks/results/defaults_nbits2_k100.md; nbits 1:
+        defaults_nbits1_k100.md). From that size the base ndocs is already 4x and the gain at nbits 2 was
+        +0.008-0.009 for 1.24-1.33x: unchanged there.
+
         From ``FINE_NBITS`` bits a dimension the codes rank close candidates well enough that finding them is
         what limits recall: ``nprobe`` is doubled (four times from ``LARGE_INDEX_TOKENS`` tokens, where each
         token's neighbours spread over more, smaller cells) and below that size ``ndocs`` too (k <= 10: nprobe
