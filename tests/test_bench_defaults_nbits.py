@@ -48,9 +48,16 @@ def test_the_k_widening_is_measured_at_nbits_2(tmp_path, monkeypatch):
 def test_wrong_arguments_name_the_fix(cache):
     with pytest.raises(SystemExit, match="has nbits 4, not --nbits 2"):
         run("--nbits", "2")
-    with pytest.raises(SystemExit, match="values from 1 to 100"):
-        run("--k", "200")
+    with pytest.raises(SystemExit, match="positive values"):
+        run("--k", "0")
     with pytest.raises(SystemExit, match="one --collection-dir per --index"):
         bench_defaults_nbits.main(["--collections", "", "--index", "a=run", "--tag", "t"])
     with pytest.raises(SystemExit, match="no queries.npy and gt_top100.npz"):
         bench_defaults_nbits.main(["--collections", "", "--index", "a=run", "--collection-dir", "nothing"])
+
+
+def test_a_deep_k_needs_the_collections_embeddings(cache):
+    # the stored collection folder holds only queries and the exact top-100: a deeper list cannot be found
+    with pytest.raises(SystemExit, match="needs the collection's embeddings"):
+        bench_defaults_nbits.main(["--collections", "", "--index", "a=run", "--collection-dir", "coll", "--nbits",
+                                   "4", "--k", "10,150"])

@@ -14,8 +14,7 @@ from plaidx.engine.params import LARGE_INDEX_TOKENS, SearchParams
 def test_defaults_by_k():
     assert SearchParams.for_k(10) == SearchParams(2, 0.4, 1024, 128)
     assert SearchParams.for_k(100) == SearchParams(8, 0.4, 4096, 512)  # widened: see the test below
-    p = SearchParams.for_k(1000)
-    assert (p.nprobe, p.ndocs) == (8, 4096) and p.n_exact == 1000  # never fewer exact scores than k
+    assert SearchParams.for_k(1000) == SearchParams(8, 0.35, 8000, 2000)  # see test_deep_k_scores_twice_k_exactly
 
 
 def test_large_indexes_score_more_candidates_exactly():
@@ -58,13 +57,34 @@ def test_k_up_to_100_probes_and_keeps_more_below_4m_tokens():
     for nbits in (1, 2):  # from 4M tokens the base table's ndocs is already 4x: unchanged there
         assert SearchParams.for_k(100, n_tokens=LARGE_INDEX_TOKENS, nbits=nbits) == SearchParams.base(
             100, n_tokens=LARGE_INDEX_TOKENS)
-        assert SearchParams.for_k(1000, nbits=nbits) == SearchParams.base(1000)
+        assert SearchParams.for_k(200, nbits=nbits) == SearchParams.base(200)
     # the rerank tier starts from the base table, not from these wider plain defaults
     for n_tokens in (0, LARGE_INDEX_TOKENS):
         tier = SearchParams().resolve(100, n_tokens=n_tokens, tier=True)
         base = SearchParams.base(100, n_tokens=n_tokens)
         assert tier.ndocs == (4 if n_tokens < LARGE_INDEX_TOKENS else 2) * base.ndocs
     assert (SearchParams().resolve(100, tier=True).nprobe, SearchParams().resolve(100, tier=True).rerank) == (8, 1024)
+
+
+def test_deep_k_scores_twice_k_exactly():
+    # above k 100 (a first stage for a reranker) the base table's n_exact falls to k itself from k 512: every
+    # default then scores at least 2k candidates exactly, of at least 8k, at every nbits and size
+    for nbits in (1, 2, 4, 8):
+        for n_tokens in (0, LARGE_INDEX_TOKENS):
+            for k in (101, 300, 512, 1000, 5000):
+                p = SearchParams.for_k(k, n_tokens=n_tokens, nbits=nbits)
+                assert p.n_exact >= 2 * k and p.ndocs >= 8 * k, (nbits, n_tokens, k, p)
+                assert p.nprobe >= SearchParams.base(k, n_tokens=n_tokens).nprobe
+    assert SearchParams.base(1000) == SearchParams(8, 0.35, 4096, 1000)  # the table before: n_exact k
+    assert SearchParams.for_k(1000, nbits=4) == SearchParams(16, 0.35, 8192, 2000)
+    assert SearchParams.for_k(300) == SearchParams(8, 0.35, 4096, 600)
+    assert SearchParams.for_k(256) == SearchParams.base(256)  # ndocs // 8 = 512 is already 2k
+    assert SearchParams.for_k(1000, n_tokens=LARGE_INDEX_TOKENS) == SearchParams.base(1000, n_tokens=LARGE_INDEX_TOKENS)
+    # an explicit ndocs: n_exact follows it, at least 2k and at most ndocs
+    assert SearchParams.for_k(1000, ndocs=16000).n_exact == 2000
+    assert SearchParams.for_k(1000, ndocs=1500).n_exact == 1500
+    assert SearchParams.for_k(100, ndocs=16000).n_exact == 2000  # k <= 100: ndocs // 8 as before
+    assert SearchParams.for_k(100, ndocs=400).n_exact == 100
 
 
 def test_fine_codes_probe_and_keep_more_candidates():

@@ -14,6 +14,7 @@ TIER_NDOCS_FACTOR = 4
 TIER_MIN_NPROBE_LARGE = 4  # ... from LARGE_INDEX_TOKENS, where the plain ndocs is already 4x larger
 TIER_NDOCS_FACTOR_LARGE = 2
 FINE_NBITS = 4  # from 4 bits a dimension the plain search probes and keeps more candidates (SearchParams.for_k)
+DEEP_K = 100  # above this k the plain search scores at least 2k candidates exactly, of at least 8k (SearchParams.for_k)
 
 
 def rerank_count(value: Any) -> int | None:
@@ -135,12 +136,12 @@ class SearchParams:
         """The table the defaults start from, before :meth:`for_k` widens them by nbits and k.
 
         Stanford PLAID's shape by k (k <= 10: nprobe 2, ndocs 1024; k <= 100: 4, 2048; above: 8, max(4k,
-        4096)), ndocs four times larger from ``LARGE_INDEX_TOKENS`` tokens, n_exact ndocs // 8. These were the
-        plain defaults at every nbits until the nbits and k widenings; the rerank tier's defaults derive from
-        them (:meth:`resolve`).
+        4096)), ndocs four times larger from ``LARGE_INDEX_TOKENS`` tokens, n_exact ndocs // 8 and at least k.
+        These were the plain defaults at every nbits until the nbits and k widenings; the rerank tier's defaults
+        derive from them (:meth:`resolve`).
         """
         dp, dt, dn = _base(k, n_tokens)
-        return cls.for_k(k, dp, dt, dn, n_tokens=n_tokens)
+        return cls.for_k(k, dp, dt, dn, max(k, dn // 8), n_tokens=n_tokens)
 
     @classmethod
     def for_k(cls, k: int, nprobe: int | None = None, centroid_score_threshold: float | None = None,
@@ -161,6 +162,12 @@ class SearchParams:
         defaults_nbits1_k100.md). From that size the base ndocs is already 4x and the gain at nbits 2 was
         +0.008-0.009 for 1.24-1.33x: unchanged there.
 
+        For k > ``DEEP_K`` (100), a first stage for a reranker, the default ``n_exact`` is at least 2k and
+        ``ndocs`` at least 8k, at every nbits and size: with the base table's n_exact of k (k >= 512 below 4M
+        tokens) recall@k is whatever the centroid stage's own top k holds, and at k 1000 scoring twice as many
+        gains ... (benchmarks/results/defaults_deep_k.md). An explicit ``ndocs`` with ``n_exact`` unset gives
+        n_exact max(2k, ndocs // 8), at most ndocs.
+
         From ``FINE_NBITS`` bits a dimension the codes rank close candidates well enough that finding them is
         what limits recall: ``nprobe`` is doubled (four times from ``LARGE_INDEX_TOKENS`` tokens, where each
         token's neighbours spread over more, smaller cells) and below that size ``ndocs`` too (k <= 10: nprobe
@@ -179,6 +186,8 @@ class SearchParams:
             dp, dn = 2 * dp, 2 * dn
         elif fine:
             dp *= 4
+        if k > DEEP_K:
+            dn = max(dn, 8 * k)
         nprobe = dp if nprobe is None else nprobe
         centroid_score_threshold = dt if centroid_score_threshold is None else centroid_score_threshold
         ndocs = dn if ndocs is None else ndocs
@@ -189,7 +198,7 @@ class SearchParams:
             raise ValueError(f"centroid_score_threshold must be a number, got {centroid_score_threshold!r}")
         ndocs = max(ndocs, k)
         if n_exact is None:
-            n_exact = max(k, ndocs // 8)
+            n_exact = max(2 * k if k > DEEP_K else k, ndocs // 8)
         if isinstance(n_exact, bool) or not isinstance(n_exact, int) or n_exact <= 0:
             raise ValueError(f"n_exact must be a positive integer, got {n_exact!r}")
         return cls(int(nprobe), float(centroid_score_threshold), int(ndocs), int(min(max(n_exact, k), ndocs)))
