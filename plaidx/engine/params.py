@@ -40,8 +40,9 @@ class SearchParams:
     ndocs : int or None
         Candidates kept after the pruned centroid interaction (rescored without pruning).
     n_exact : int or None
-        Candidates whose residuals are decompressed for exact MaxSim (default ndocs // 8; PLAID uses
-        ndocs // 4, which costs twice the exact stage for about +0.01 recall@10 in our measurements).
+        Candidates whose residuals are decompressed for exact MaxSim (default ndocs // 8, at least k, and at
+        least 2k above k 100; PLAID uses ndocs // 4, which costs twice the exact stage for about +0.01 recall@10
+        in our measurements).
         Not with the rerank tier, which scores ``rerank`` candidates by their kept vectors instead.
     rerank : int or None
         On an index built with ``keep_vectors``: how many of the centroid stage's best candidates are scored
@@ -164,8 +165,10 @@ class SearchParams:
 
         For k > ``DEEP_K`` (100), a first stage for a reranker, the default ``n_exact`` is at least 2k and
         ``ndocs`` at least 8k, at every nbits and size: with the base table's n_exact of k (k >= 512 below 4M
-        tokens) recall@k is whatever the centroid stage's own top k holds, and at k 1000 scoring twice as many
-        gains ... (benchmarks/results/defaults_deep_k.md). An explicit ``ndocs`` with ``n_exact`` unset gives
+        tokens) recall@k is whatever the centroid stage's own top k holds. At k 1000 and nbits 2 the floor gains
+        +0.089 to +0.153 recall@1000 on four synthetic families, SciFact and the 1M synthetic collection (+0.078
+        on manytopics) for 1.15-1.61x the p50; at k 300 +0.008 to +0.027 for 1.03-1.09x
+        (benchmarks/results/defaults_nbits2_deep_k.md, defaults_nbits4_deep_k.md). An explicit ``ndocs`` with ``n_exact`` unset gives
         n_exact max(2k, ndocs // 8), at most ndocs.
 
         From ``FINE_NBITS`` bits a dimension the codes rank close candidates well enough that finding them is
