@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -61,3 +62,15 @@ def test_a_deep_k_needs_the_collections_embeddings(cache):
     with pytest.raises(SystemExit, match="needs the collection's embeddings"):
         bench_defaults_nbits.main(["--collections", "", "--index", "a=run", "--collection-dir", "coll", "--nbits",
                                    "4", "--k", "10,150"])
+
+
+def test_a_deep_k_finds_the_exact_top_k_over_the_embeddings(tmp_path, monkeypatch):
+    cache = small_stored_cache(tmp_path, monkeypatch, bench_defaults_nbits, truth=True, n_docs=150, complete=True)
+    bench_defaults_nbits.main(["--collections", "", "--index", "a=run", "--collection-dir", "coll", "--nbits", "2",
+                               "--k", "10,120", "--timed-queries", "3", "--tag", "t"])
+    deep = np.load(cache / "coll" / "gt_top120.npz")["ids"]  # computed over values.npy and cached beside it
+    np.testing.assert_array_equal(deep[:, :100], np.load(cache / "coll" / "gt_top100.npz")["ids"][:, :100])
+    rows = json.loads((cache / "results" / "defaults_nbits2_t.json").read_text())["rows"]
+    assert [r["k"] for r in rows] == [10, 120]
+    # 150 documents, all scored exactly at k 120: only the 2-bit codes' error keeps recall@120 from 1
+    assert rows[1]["now_recall"] > 0.9 and rows[1]["now"]["n_exact"] >= 240
