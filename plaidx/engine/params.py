@@ -168,8 +168,8 @@ class SearchParams:
         tokens) recall@k is whatever the centroid stage's own top k holds. At k 1000 and nbits 2 the floor gains
         +0.089 to +0.153 recall@1000 on four synthetic families, SciFact and the 1M synthetic collection (+0.078
         on manytopics) for 1.15-1.61x the p50; at k 300 +0.008 to +0.027 for 1.03-1.09x
-        (benchmarks/results/defaults_nbits2_deep_k.md, defaults_nbits4_deep_k.md). An explicit ``ndocs`` with ``n_exact`` unset gives
-        n_exact max(2k, ndocs // 8), at most ndocs.
+        (benchmarks/results/defaults_nbits2_deep_k.md, defaults_nbits4_deep_k.md). An explicit ``ndocs`` with
+        ``n_exact`` unset gives n_exact max(2k, ndocs // 8), at most ndocs.
 
         From ``FINE_NBITS`` bits a dimension the codes rank close candidates well enough that finding them is
         what limits recall: ``nprobe`` is doubled (four times from ``LARGE_INDEX_TOKENS`` tokens, where each
@@ -177,15 +177,15 @@ class SearchParams:
         4, ndocs 2048, n_exact 256; from 4M tokens nprobe 8, ndocs 4096, n_exact 512). On nbits-4 indexes that
         gains +0.014 to +0.072 recall@10 on the synthetic families at 1M tokens and +0.016 to +0.060 at 10M to
         100M, for 1.17-1.64x the p50; at most 0.003 on three real sets already near the exhaustive figure, for
-        1.46-1.72x (benchmarks/results/defaults_nbits4_families.md, defaults_nbits4_scale.md). At nbits 2 the
-        same widths gain less (+0.007 to +0.014 on four families, +0.086 on manytopics; defaults_sweep_families.md)
+        1.46-1.72x (benchmarks/results/defaults_nbits4_families.md, defaults_nbits4_scale.md). At nbits 2 and k <= 10
+        the same widths gain less (+0.007 to +0.014 on four families, +0.086 on manytopics; defaults_sweep_families.md)
         and would take the defaults past a third of Stanford PLAID's p50 on manytopics.
         """
         if isinstance(nbits, bool) or nbits not in (1, 2, 4, 8):
             raise ValueError(f"nbits must be the index's bits a dimension, 1, 2, 4 or 8, got {nbits!r}")
         dp, dt, dn = _base(k, n_tokens)
         large, fine = n_tokens >= LARGE_INDEX_TOKENS, nbits >= FINE_NBITS
-        if not large and (fine or 10 < k <= 100):
+        if not large and (fine or 10 < k <= DEEP_K):
             dp, dn = 2 * dp, 2 * dn
         elif fine:
             dp *= 4
