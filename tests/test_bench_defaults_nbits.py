@@ -70,6 +70,11 @@ def test_a_deep_k_finds_the_exact_top_k_over_the_embeddings(tmp_path, monkeypatc
                                "--k", "10,120", "--timed-queries", "3", "--tag", "t"])
     deep = np.load(cache / "coll" / "gt_top120.npz")["ids"]  # computed over values.npy and cached beside it
     np.testing.assert_array_equal(deep[:, :100], np.load(cache / "coll" / "gt_top100.npz")["ids"][:, :100])
+    from collection import exact_topk_cached, load_collection
+
+    _, ids = exact_topk_cached(load_collection(cache / "coll"), 110)  # a shallower k reuses the deeper list
+    np.testing.assert_array_equal(ids, deep[:, :110])
+    assert not (cache / "coll" / "gt_top110.npz").exists()
     rows = json.loads((cache / "results" / "defaults_nbits2_t.json").read_text())["rows"]
     assert [r["k"] for r in rows] == [10, 120]
     # 150 documents, all scored exactly at k 120: only the 2-bit codes' error keeps recall@120 from 1

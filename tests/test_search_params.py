@@ -57,7 +57,7 @@ def test_k_up_to_100_probes_and_keeps_more_below_4m_tokens():
     for nbits in (1, 2):  # from 4M tokens the base table's ndocs is already 4x: unchanged there
         assert SearchParams.for_k(100, n_tokens=LARGE_INDEX_TOKENS, nbits=nbits) == SearchParams.base(
             100, n_tokens=LARGE_INDEX_TOKENS)
-        assert SearchParams.for_k(200, nbits=nbits) == SearchParams.base(200)
+        assert SearchParams.for_k(1000, nbits=nbits).nprobe == SearchParams.base(1000).nprobe
     # the rerank tier starts from the base table, not from these wider plain defaults
     for n_tokens in (0, LARGE_INDEX_TOKENS):
         tier = SearchParams().resolve(100, n_tokens=n_tokens, tier=True)
@@ -77,14 +77,26 @@ def test_deep_k_scores_twice_k_exactly():
                 assert p.nprobe >= SearchParams.base(k, n_tokens=n_tokens).nprobe
     assert SearchParams.base(1000) == SearchParams(8, 0.35, 4096, 1000)  # the table before: n_exact k
     assert SearchParams.for_k(1000, nbits=4) == SearchParams(16, 0.35, 8192, 2000)
-    assert SearchParams.for_k(300) == SearchParams(8, 0.35, 4096, 600)
-    assert SearchParams.for_k(256) == SearchParams.base(256)  # ndocs // 8 = 512 is already 2k
+    assert SearchParams.for_k(600) == SearchParams(8, 0.35, 4800, 1200)
+    assert SearchParams.base(256).n_exact == 512  # already 2k: the floor alone would not change it
     assert SearchParams.for_k(1000, n_tokens=LARGE_INDEX_TOKENS) == SearchParams.base(1000, n_tokens=LARGE_INDEX_TOKENS)
     # an explicit ndocs: n_exact follows it, at least 2k and at most ndocs
     assert SearchParams.for_k(1000, ndocs=16000).n_exact == 2000
     assert SearchParams.for_k(1000, ndocs=1500).n_exact == 1500
     assert SearchParams.for_k(100, ndocs=16000).n_exact == 2000  # k <= 100: ndocs // 8 as before
     assert SearchParams.for_k(100, ndocs=400).n_exact == 100
+
+
+def test_k_up_to_512_probes_and_keeps_twice_the_base_below_4m_tokens():
+    # at k 150-500 twice the base's probes and candidates gained recall@k on every collection; from k 700 the
+    # doubled probes lost on some, and the deep-k floor works alone
+    for nbits in (1, 2, 4, 8):
+        for k in (101, 300, 512):
+            assert SearchParams.for_k(k, nbits=nbits) == SearchParams(16, 0.35, 8192, 1024)
+        assert SearchParams.for_k(513, nbits=nbits).nprobe == (16 if nbits >= 4 else 8)
+    assert SearchParams.for_k(300, n_tokens=LARGE_INDEX_TOKENS) == SearchParams.base(300, n_tokens=LARGE_INDEX_TOKENS)
+    tier = SearchParams().resolve(300, tier=True)  # the tier starts from the base table
+    assert (tier.nprobe, tier.ndocs, tier.rerank) == (8, 16384, 2048)
 
 
 def test_fine_codes_probe_and_keep_more_candidates():

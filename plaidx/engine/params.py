@@ -15,6 +15,7 @@ TIER_MIN_NPROBE_LARGE = 4  # ... from LARGE_INDEX_TOKENS, where the plain ndocs 
 TIER_NDOCS_FACTOR_LARGE = 2
 FINE_NBITS = 4  # from 4 bits a dimension the plain search probes and keeps more candidates (SearchParams.for_k)
 DEEP_K = 100  # above this k the plain search scores at least 2k candidates exactly, of at least 8k (SearchParams.for_k)
+WIDE_K = 512  # below LARGE_INDEX_TOKENS, for 10 < k <= WIDE_K the plain search probes and keeps twice the base's
 
 
 def rerank_count(value: Any) -> int | None:
@@ -155,9 +156,12 @@ class SearchParams:
         and at 10M tokens scoring 512 instead of 128 documents exactly lifts recall@10 from 0.73 to
         0.78 (benchmarks/results/search_params_synthetic_100000.md) while staying well under 20 ms.
 
-        For 10 < k <= 100 below ``LARGE_INDEX_TOKENS`` tokens ``nprobe`` and ``ndocs`` are doubled at every nbits
-        (nprobe 8, ndocs 4096, n_exact 512): at nbits 2 the base table's 256 exactly scored candidates left
-        recall@100 0.06-0.10 below the exhaustive figure on the synthetic collections; the wider search gains
+        For 10 < k <= ``WIDE_K`` (512) below ``LARGE_INDEX_TOKENS`` tokens ``nprobe`` and ``ndocs`` are doubled at
+        every nbits (k <= 100: nprobe 8, ndocs 4096, n_exact 512; above: nprobe 16, ndocs 8192, n_exact 1024). At
+        k 150-500 and nbits 2 that gains +0.001 to +0.17 recall@k on every collection of
+        benchmarks/results/defaults_nbits2_wide_k.md; at k 700 and 1000 the doubled probes lose up to 0.03 on
+        three of them, so the deep-k floor below works alone there. At k 100 and nbits 2 the base table's 256
+        exactly scored candidates left recall@100 0.06-0.10 below the exhaustive figure on the synthetic collections; the wider search gains
         +0.037 to +0.055 there (+0.126 on manytopics) and +0.005 to +0.017 on three real sets, reaching their
         exhaustive figure, for 1.16-1.54x the p50 (benchmarks/results/defaults_nbits2_k100.md; nbits 1:
         defaults_nbits1_k100.md). From that size the base ndocs is already 4x and the gain at nbits 2 was
@@ -168,7 +172,8 @@ class SearchParams:
         tokens) recall@k is whatever the centroid stage's own top k holds. At k 1000 and nbits 2 the floor gains
         +0.089 to +0.153 recall@1000 on four synthetic families, SciFact and the 1M synthetic collection (+0.078
         on manytopics) for 1.15-1.61x the p50; at k 300 +0.008 to +0.027 for 1.03-1.09x
-        (benchmarks/results/defaults_nbits2_deep_k.md, defaults_nbits4_deep_k.md). An explicit ``ndocs`` with
+        (benchmarks/results/defaults_nbits2_deep_k.md, defaults_nbits4_deep_k.md; k 300 before the ``WIDE_K``
+        doubling). An explicit ``ndocs`` with
         ``n_exact`` unset gives n_exact max(2k, ndocs // 8), at most ndocs.
 
         From ``FINE_NBITS`` bits a dimension the codes rank close candidates well enough that finding them is
@@ -185,7 +190,7 @@ class SearchParams:
             raise ValueError(f"nbits must be the index's bits a dimension, 1, 2, 4 or 8, got {nbits!r}")
         dp, dt, dn = _base(k, n_tokens)
         large, fine = n_tokens >= LARGE_INDEX_TOKENS, nbits >= FINE_NBITS
-        if not large and (fine or 10 < k <= DEEP_K):
+        if not large and (fine or 10 < k <= WIDE_K):
             dp, dn = 2 * dp, 2 * dn
         elif fine:
             dp *= 4
