@@ -158,9 +158,11 @@ class SearchParams:
 
         For 10 < k <= ``WIDE_K`` (512) below ``LARGE_INDEX_TOKENS`` tokens ``nprobe`` and ``ndocs`` are doubled at
         every nbits (k <= 100: nprobe 8, ndocs 4096, n_exact 512; above: nprobe 16, ndocs 8192, n_exact 1024). At
-        k 150-500 and nbits 2 that gains +0.001 to +0.17 recall@k on every collection of
-        benchmarks/results/defaults_nbits2_wide_k.md; at k 700 and 1000 the doubled probes lose up to 0.03 on
-        three of them, so the deep-k floor below works alone there. At k 100 and nbits 2 the base table's 256
+        k 200 and nbits 2 that gains +0.011 to +0.164 recall@200 over the base table on the five families,
+        SciFact and the 1M synthetic collection, for 1.16-1.65x the p50 (at k 500 +0.127 to +0.169 with the
+        floor below; at nbits 1 +0.004 to +0.139; benchmarks/results/defaults_nbits2_wide_k.md,
+        defaults_nbits1_wide_k.md). At k 700 and 1000 the doubled probes lost up to 0.028 on four of those
+        collections (a scratch sweep), so above ``WIDE_K`` the deep-k floor works alone. At k 100 and nbits 2 the base table's 256
         exactly scored candidates left recall@100 0.06-0.10 below the exhaustive figure on the synthetic collections; the wider search gains
         +0.037 to +0.055 there (+0.126 on manytopics) and +0.005 to +0.017 on three real sets, reaching their
         exhaustive figure, for 1.16-1.54x the p50 (benchmarks/results/defaults_nbits2_k100.md; nbits 1:
