@@ -2,8 +2,8 @@
 
 The plain search's defaults (``SearchParams.for_k``) widen a base table (``SearchParams.base``, Stanford
 PLAID's shape: the defaults at every nbits and k before the widenings) by the index's bits a dimension
-(from ``FINE_NBITS``) and by k (10 < k <= 100 below 4M tokens; above ``DEEP_K`` at least 2k candidates scored
-exactly). For each collection this measures, on its index at ``--nbits``:
+(from ``FINE_NBITS``) and by k (10 < k <= ``WIDE_K`` below 4M tokens twice the probes and candidates; above
+``DEEP_K`` at least 2k candidates scored exactly). For each collection this measures, on its index at ``--nbits``:
 
 - recall@k against exact MaxSim of the defaults (``{}``) and of the base table's values (passed explicitly);
 - their single-query p50, the two settings alternating query by query (``sweep_family_params.timed_interleaved``),
