@@ -3,7 +3,8 @@
 The plain search's defaults (``SearchParams.for_k``) widen a base table (``SearchParams.base``, Stanford
 PLAID's shape: the defaults at every nbits and k before the widenings) by the index's bits a dimension
 (from ``FINE_NBITS``) and by k (10 < k <= ``WIDE_K`` below 4M tokens twice the probes and candidates; above
-``DEEP_K`` at least 2k candidates scored exactly). For each collection this measures, on its index at ``--nbits``:
+``DEEP_K`` at least 2k candidates scored exactly). For each collection this measures, on its index at
+``--nbits``:
 
 - recall@k against exact MaxSim of the defaults (``{}``) and of the base table's values (passed explicitly);
 - their single-query p50, the two settings alternating query by query (``sweep_family_params.timed_interleaved``),
@@ -141,8 +142,9 @@ def write(args, rows: list[dict], load_start: list[float]) -> None:
     body = ["recall@k against exact MaxSim over the uncompressed embeddings (one batched call per setting). p50: "
             f"single-query wall ms over {args.timed_queries} queries, the two settings alternating query by query; "
             "ratio: the defaults' p50 over the base table's (wall; process CPU in brackets). Settings as "
-            "nprobe/ndocs/n_exact, centroid_score_threshold the base table's in both (0.4; 0.35 above k 100). The base table (`SearchParams.base`) was the "
-            "default at every nbits and k before the nbits and k widenings.", "",
+            "nprobe/ndocs/n_exact, centroid_score_threshold the base table's in both (0.4; 0.35 above k 100). "
+            "The base table (`SearchParams.base`) was the default at every nbits and k before the nbits and k "
+            "widenings.", "",
             "| collection | tokens | k | base table | recall | p50 ms | defaults | recall | p50 ms | gain | "
             "p50 ratio | exhaustive |", "|---|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:

@@ -210,10 +210,9 @@ def topk_from_scores(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray
 def exact_topk_cached(coll: Collection, k: int, *, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k of the collection's queries, cached as ``gt_top{k}.npz`` beside the collection."""
     kk = max(k, 100)  # cache a deeper list once; any k <= 100 reuses it, and any k reuses a deeper cached list
-    deeper = sorted((int(p.stem[len("gt_top"):]), p) for p in coll.path.glob("gt_top*.npz")
-                    if p.stem[len("gt_top"):].isdigit() and int(p.stem[len("gt_top"):]) >= kk)
-    if deeper:
-        z = np.load(deeper[0][1])
+    depths = [int(d) for d in (p.stem.removeprefix("gt_top") for p in coll.path.glob("gt_top*.npz")) if d.isdigit()]
+    if any(d >= kk for d in depths):
+        z = np.load(coll.path / f"gt_top{min(d for d in depths if d >= kk)}.npz")
         return z["scores"][:, :k], z["ids"][:, :k]
     cache = coll.path / f"gt_top{kk}.npz"
     scores = exact_scores(coll.queries, coll.values, coll.offsets, threads=threads)

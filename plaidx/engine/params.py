@@ -11,7 +11,7 @@ CELL_SCORES = (None, "int8", "float32")  # SearchParams.cell_scores (None: the s
 EXACT_SCORES = (None, "adc", "int8", "float32")  # SearchParams.exact_scores (the same)
 TIER_MIN_NPROBE = 8  # the rerank tier's defaults (SearchParams.resolve with tier=True)
 TIER_NDOCS_FACTOR = 4
-TIER_MIN_NPROBE_LARGE = 4  # ... from LARGE_INDEX_TOKENS, where the plain ndocs is already 4x larger
+TIER_MIN_NPROBE_LARGE = 4  # ... from LARGE_INDEX_TOKENS, where the base ndocs is already 4x larger
 TIER_NDOCS_FACTOR_LARGE = 2
 FINE_NBITS = 4  # from 4 bits a dimension the plain search probes and keeps more candidates (SearchParams.for_k)
 DEEP_K = 100  # above this k the plain search scores at least 2k candidates exactly, of at least 8k (SearchParams.for_k)
@@ -120,12 +120,12 @@ class SearchParams:
             raise ValueError(f"n_exact={self.n_exact!r} has no effect while the rerank tier scores the candidates: "
                              "the best `rerank` candidates of the centroid stage are scored by their kept vectors. "
                              "Set rerank= instead, or rerank=0 to score n_exact candidates by their codes")
-        plain = SearchParams.base(k, n_tokens=n_tokens)
+        base = SearchParams.base(k, n_tokens=n_tokens)
         large = n_tokens >= LARGE_INDEX_TOKENS
         min_nprobe, factor = (TIER_MIN_NPROBE_LARGE, TIER_NDOCS_FACTOR_LARGE) if large else (TIER_MIN_NPROBE,
                                                                                            TIER_NDOCS_FACTOR)
-        nprobe = max(min_nprobe, plain.nprobe) if self.nprobe is None else self.nprobe
-        ndocs = factor * plain.ndocs if self.ndocs is None else self.ndocs
+        nprobe = max(min_nprobe, base.nprobe) if self.nprobe is None else self.nprobe
+        ndocs = factor * base.ndocs if self.ndocs is None else self.ndocs
         p = SearchParams.for_k(k, nprobe, self.centroid_score_threshold, ndocs, n_tokens=n_tokens)
         given = rerank_count(self.rerank)
         if given == 0:
@@ -156,27 +156,26 @@ class SearchParams:
         and at 10M tokens scoring 512 instead of 128 documents exactly lifts recall@10 from 0.73 to
         0.78 (benchmarks/results/search_params_synthetic_100000.md) while staying well under 20 ms.
 
-        For 10 < k <= ``WIDE_K`` (512) below ``LARGE_INDEX_TOKENS`` tokens ``nprobe`` and ``ndocs`` are doubled at
-        every nbits (k <= 100: nprobe 8, ndocs 4096, n_exact 512; above: nprobe 16, ndocs 8192, n_exact 1024). At
-        k 200 and nbits 2 that gains +0.011 to +0.164 recall@200 over the base table on the five families,
-        SciFact and the 1M synthetic collection, for 1.16-1.65x the p50 (at k 500 +0.127 to +0.169 with the
-        floor below; at nbits 1 +0.004 to +0.139; benchmarks/results/defaults_nbits2_wide_k.md,
-        defaults_nbits1_wide_k.md). At k 700 and 1000 the doubled probes lost up to 0.028 on four of those
-        collections (a scratch sweep), so above ``WIDE_K`` the deep-k floor works alone. At k 100 and nbits 2 the base table's 256
-        exactly scored candidates left recall@100 0.06-0.10 below the exhaustive figure on the synthetic collections; the wider search gains
-        +0.037 to +0.055 there (+0.126 on manytopics) and +0.005 to +0.017 on three real sets, reaching their
-        exhaustive figure, for 1.16-1.54x the p50 (benchmarks/results/defaults_nbits2_k100.md; nbits 1:
-        defaults_nbits1_k100.md). From that size the base ndocs is already 4x and the gain at nbits 2 was
+        For 10 < k <= ``WIDE_K`` (512) below ``LARGE_INDEX_TOKENS`` tokens ``nprobe`` and ``ndocs`` are doubled
+        at every nbits (k <= 100: nprobe 8, ndocs 4096, n_exact 512; above: nprobe 16, ndocs 8192, n_exact 1024).
+        At k 100 and nbits 2 the base table's 256 exactly scored candidates left recall@100 0.06-0.10 below the
+        exhaustive figure on the synthetic collections; the wider search gains +0.037 to +0.055 there (+0.126 on
+        manytopics) and +0.005 to +0.017 on three real sets, reaching their exhaustive figure, for 1.16-1.54x the
+        p50 (benchmarks/results/defaults_nbits2_k100.md; nbits 1: defaults_nbits1_k100.md). At k 200 and nbits 2
+        it gains +0.011 to +0.164 recall@200 on the five families, SciFact and the 1M synthetic collection, for
+        1.16-1.65x (at k 500 +0.127 to +0.169 with the floor below; at nbits 1 +0.004 to +0.139;
+        defaults_nbits2_wide_k.md, defaults_nbits1_wide_k.md). At k 700 and 1000 the doubled probes lost up to
+        0.028 on four of those collections (a scratch sweep), so above ``WIDE_K`` the deep-k floor works alone.
+        From ``LARGE_INDEX_TOKENS`` tokens the base ndocs is already 4x, and the gain at k 100 and nbits 2 was
         +0.008-0.009 for 1.24-1.33x: unchanged there.
 
         For k > ``DEEP_K`` (100), a first stage for a reranker, the default ``n_exact`` is at least 2k and
         ``ndocs`` at least 8k, at every nbits and size: with the base table's n_exact of k (k >= 512 below 4M
         tokens) recall@k is whatever the centroid stage's own top k holds. At k 1000 and nbits 2 the floor gains
         +0.089 to +0.153 recall@1000 on four synthetic families, SciFact and the 1M synthetic collection (+0.078
-        on manytopics) for 1.15-1.61x the p50; at k 300 +0.008 to +0.027 for 1.03-1.09x
-        (benchmarks/results/defaults_nbits2_deep_k.md, defaults_nbits4_deep_k.md; k 300 before the ``WIDE_K``
-        doubling). An explicit ``ndocs`` with
-        ``n_exact`` unset gives n_exact max(2k, ndocs // 8), at most ndocs.
+        on manytopics) for 1.15-1.61x the p50 (defaults_nbits2_deep_k.md, defaults_nbits4_deep_k.md, whose k 300
+        rows predate the ``WIDE_K`` doubling). An explicit ``ndocs`` with ``n_exact`` unset gives n_exact
+        max(2k, ndocs // 8), at most ndocs.
 
         From ``FINE_NBITS`` bits a dimension the codes rank close candidates well enough that finding them is
         what limits recall: ``nprobe`` is doubled (four times from ``LARGE_INDEX_TOKENS`` tokens, where each
@@ -184,9 +183,9 @@ class SearchParams:
         4, ndocs 2048, n_exact 256; from 4M tokens nprobe 8, ndocs 4096, n_exact 512). On nbits-4 indexes that
         gains +0.014 to +0.072 recall@10 on the synthetic families at 1M tokens and +0.016 to +0.060 at 10M to
         100M, for 1.17-1.64x the p50; at most 0.003 on three real sets already near the exhaustive figure, for
-        1.46-1.72x (benchmarks/results/defaults_nbits4_families.md, defaults_nbits4_scale.md). At nbits 2 and k <= 10
-        the same widths gain less (+0.007 to +0.014 on four families, +0.086 on manytopics; defaults_sweep_families.md)
-        and would take the defaults past a third of Stanford PLAID's p50 on manytopics.
+        1.46-1.72x (defaults_nbits4_families.md, defaults_nbits4_scale.md). At nbits 2 and k <= 10 the same
+        widths gain less (+0.007 to +0.014 on four families, +0.086 on manytopics; defaults_sweep_families.md) and
+        would take the defaults past a third of Stanford PLAID's p50 on manytopics.
         """
         if isinstance(nbits, bool) or nbits not in (1, 2, 4, 8):
             raise ValueError(f"nbits must be the index's bits a dimension, 1, 2, 4 or 8, got {nbits!r}")
