@@ -10,8 +10,10 @@ the median of the per-query ratios, and whether both returned the same top-k.
 
     .venv/bin/python benchmarks/bench_ab.py --base /tmp/base --collections manytopics,lowrank,neardup --tag serial
 
-The indexes are the default builds of ``bench_families.py`` (``results/cache/runs/<name>_<docs>_d<dim>/
-plaidx_nb2_t2/index``), so the two builds must read the same index format. ``--index NAME=DIR`` (repeatable)
+The indexes are the default builds of the families and real sets of ``--collections`` at ``--nbits``
+(``results/cache/runs/<name>_<docs>_d<dim>/plaidx_nb<nbits>_t2/index``, built when missing), so the two builds
+must read the same index format; recall@k is against the exact top-k, computed over a collection's embeddings
+and cached beside it above k 100 (``collection.exact_topk_cached``). ``--index NAME=DIR`` (repeatable)
 times stored indexes instead, e.g. those of ``bench_rerank.py`` at 100M tokens: DIR is a benchmark run's folder
 under ``results/cache/runs`` (its ``plaidx_*`` build), and the queries and exact top-k are those of the cached
 collection it was built from (``--collection-dir``, same order). Writes ``results/ab_<tag>.json`` and ``.md``.
@@ -40,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_engine import write_stamped_report  # noqa: E402
 from bench_families import with_truth  # noqa: E402
-from collection import CACHE_DIR, recall_at_k  # noqa: E402
+from collection import CACHE_DIR, exact_topk_cached, is_complete, load_collection, recall_at_k  # noqa: E402
 
 import plaidx  # noqa: E402
 from plaidx.engine import kernels  # noqa: E402
@@ -97,34 +99,50 @@ def stored_index(spec: str, cache_dir: Path) -> tuple[str, Path]:
     return name, path
 
 
-def indexes(args):
-    """(name, index path, exact top-10 ids, float32 queries) of each index to time: the stored ones of --index,
-    else the default builds of the families in --collections."""
-    if args.index:
-        for spec, coll_dir in zip(args.index, args.collection_dir):
-            name, path = stored_index(spec, CACHE_DIR)
-            coll = CACHE_DIR / coll_dir
-            if not (coll / "queries.npy").exists() or not (coll / "gt_top100.npz").exists():
-                raise SystemExit(f"--collection-dir {coll_dir}: no queries.npy and gt_top100.npz in {coll}")
-            truth = np.load(coll / "gt_top100.npz")["ids"][:, :10]
-            queries = np.ascontiguousarray(np.load(coll / "queries.npy"), dtype=np.float32)
-            yield name, path, truth, queries
-        return
-    for name, coll, truth, queries in with_truth(args.collections, args.ndocs, args.threads):
-        path = CACHE_DIR / "runs" / f"{name}_{coll.n_docs}_d{coll.dim}" / "plaidx_nb2_t2" / "index"
-        if not path.exists():
-            raise SystemExit(f"{name}: no default build at {path}; run bench_families.py for it first")
-        yield name, path, truth, queries
+def indexes(args, depth: int):
+    """(name, index path, exact top-``depth`` ids, float32 queries) of each index: the stored ones of ``--index``
+    and the default builds at ``--nbits`` of the families and real sets in ``--collections`` (1M-token families;
+    built into ``results/cache/runs/<name>_<docs>_d<dim>/plaidx_nb<nbits>_t2/index`` when missing).
+
+    The exact top-100 is cached with each collection; a deeper list (``--k`` above 100) is computed once over its
+    embeddings and cached beside it (``collection.exact_topk_cached``)."""
+    if len(args.index) != len(args.collection_dir):
+        raise SystemExit("give one --collection-dir per --index (the collection each index was built from)")
+    if args.collections:
+        for name, coll, _, queries in with_truth(args.collections, args.ndocs, args.threads):
+            path = CACHE_DIR / "runs" / f"{name}_{coll.n_docs}_d{coll.dim}" / f"plaidx_nb{args.nbits}_t2" / "index"
+            if not (path / "manifest.json").exists():
+                t = time.perf_counter()
+                plaidx.Index.build(path, coll.lazy_docs(), nbits=args.nbits, overwrite=True)
+                print(f"[index {time.strftime('%H:%M:%S')}] {name}: built at nbits {args.nbits} in "
+                      f"{time.perf_counter() - t:.0f}s", flush=True)
+            yield name, path, exact_topk_cached(coll, depth, threads=args.threads)[1], queries
+    for spec, coll_dir in zip(args.index, args.collection_dir):
+        name, path = stored_index(spec, CACHE_DIR)
+        coll = CACHE_DIR / coll_dir
+        if not (coll / "queries.npy").exists() or not (coll / "gt_top100.npz").exists():
+            raise SystemExit(f"--collection-dir {coll_dir}: no queries.npy and gt_top100.npz in {coll}")
+        queries = np.ascontiguousarray(np.load(coll / "queries.npy"), dtype=np.float32)
+        if depth <= 100:
+            yield name, path, np.load(coll / "gt_top100.npz")["ids"], queries
+        elif not is_complete(coll):
+            raise SystemExit(f"--collection-dir {coll_dir}: --k above 100 needs the collection's embeddings in {coll} "
+                             "to find the exact top-k, and only its queries and exact top-100 are there")
+        else:
+            yield name, path, exact_topk_cached(load_collection(coll), depth, threads=args.threads)[1], queries
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", required=True, help="a plaidx checkout with its native module built")
-    ap.add_argument("--collections", default="manytopics,lowrank,neardup")
+    ap.add_argument("--collections", default=None, help="families and real sets (default: manytopics,lowrank,neardup "
+                    "without --index, none with it)")
     ap.add_argument("--ndocs", type=int, default=10_000, help="documents per synthetic family")
     ap.add_argument("--rounds", type=int, default=3, help="passes over the queries")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--k", type=int, default=10, help="above 100 the exact top-k is computed over each collection's "
+                    "embeddings once and cached beside it")
+    ap.add_argument("--nbits", type=int, default=2, help="the default builds' bits a dimension (built when missing)")
     ap.add_argument("--params", default="{}", help="search knobs as JSON (default: the defaults)")
     ap.add_argument("--params-list", default=None, help="a JSON list of knob sets, each timed in turn (for --params)")
     ap.add_argument("--index", action="append", default=[], metavar="NAME=DIR",
@@ -134,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                          "gt_top100.npz")
     ap.add_argument("--tag", required=True, help="output name: results/ab_<tag>.json/.md")
     args = ap.parse_args(argv)
+    if args.collections is None:
+        args.collections = "" if args.index else "manytopics,lowrank,neardup"
     param_sets = json.loads(args.params_list) if args.params_list else [json.loads(args.params)]
     if len(args.collection_dir) != len(args.index):
         raise SystemExit("give one --collection-dir per --index (the collection each index was built from)")
@@ -144,15 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         base_engine = load_base(base_dir, Path(tmp))
-        for name, path, truth, queries in indexes(args):
+        for name, path, truth, queries in indexes(args, max(args.k, 10)):
             new, base = plaidx.Index.open(path), base_engine.Index.open(path)
             tokens = int(new.info()["tokens"])
             for params in param_sets:
                 _, ids_new = new.search(queries, args.k, num_threads=args.threads, **params)
                 _, ids_base = base.search(queries, args.k, num_threads=args.threads, **params)
                 row = {"collection": name, "tokens": tokens, "params": params,
-                       "recall_new": recall_at_k(ids_new, truth, args.k),
-                       "recall_base": recall_at_k(ids_base, truth, args.k),
+                       "recall_new": recall_at_k(ids_new, truth[:, :args.k], args.k),
+                       "recall_base": recall_at_k(ids_base, truth[:, :args.k], args.k),
                        "same_topk": bool(np.array_equal(ids_new, ids_base)),
                        **paired(new, base, [q[None] for q in queries], args.k, args.rounds, args.threads, params)}
                 rows.append(row)
@@ -163,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             "single-query calls; paired: the median over queries of new / base. Same top-k: both builds returned "
             "the same documents for every query (one batched call each).", "",
             "| collection | tokens | search knobs | queries x rounds | p50 ms new | p50 ms base | p50 ratio | "
-            "paired ratio | recall@10 new / base | same top-k |",
+            f"paired ratio | recall@{args.k} new / base | same top-k |",
             "|---|---:|---|---:|---:|---:|---:|---:|---|---|"]
     for r in rows:
         body.append(f"| {r['collection']} | {r['tokens']:,} | {json.dumps(r['params']) if r['params'] else 'defaults'} "

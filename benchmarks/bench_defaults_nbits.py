@@ -34,47 +34,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import families  # noqa: E402
-from bench_ab import stored_index  # noqa: E402
+from bench_ab import indexes  # noqa: E402
 from bench_engine import write_stamped_report  # noqa: E402
-from bench_families import REAL, with_truth  # noqa: E402
-from collection import CACHE_DIR, exact_topk_cached, is_complete, load_collection, recall_at_k  # noqa: E402
+from bench_families import REAL  # noqa: E402
+from collection import recall_at_k  # noqa: E402
 from sweep_family_params import timed_interleaved  # noqa: E402
 
 import plaidx  # noqa: E402
 from plaidx.engine.params import SearchParams  # noqa: E402
 
 KNOBS = ("nprobe", "centroid_score_threshold", "ndocs", "n_exact")
-
-
-def collections(args, depth: int):
-    """(name, index path, exact top-``depth`` ids, float32 queries) of each collection, building missing 1M indexes.
-
-    The exact top-100 is cached with each collection; a deeper list (``--k`` above 100) is computed once over its
-    embeddings and cached beside it (``collection.exact_topk_cached``)."""
-    if len(args.index) != len(args.collection_dir):
-        raise SystemExit("give one --collection-dir per --index (the collection each index was built from)")
-    if args.collections:
-        for name, coll, _, queries in with_truth(args.collections, args.ndocs, args.threads):
-            path = CACHE_DIR / "runs" / f"{name}_{coll.n_docs}_d{coll.dim}" / f"plaidx_nb{args.nbits}_t2" / "index"
-            if not (path / "manifest.json").exists():
-                t = time.perf_counter()
-                plaidx.Index.build(path, coll.lazy_docs(), nbits=args.nbits, overwrite=True)
-                print(f"[defaults {time.strftime('%H:%M:%S')}] {name}: built at nbits {args.nbits} in "
-                      f"{time.perf_counter() - t:.0f}s", flush=True)
-            yield name, path, exact_topk_cached(coll, depth, threads=args.threads)[1], queries
-    for spec, coll_dir in zip(args.index, args.collection_dir):
-        name, path = stored_index(spec, CACHE_DIR)
-        coll = CACHE_DIR / coll_dir
-        if not (coll / "queries.npy").exists() or not (coll / "gt_top100.npz").exists():
-            raise SystemExit(f"--collection-dir {coll_dir}: no queries.npy and gt_top100.npz in {coll}")
-        queries = np.ascontiguousarray(np.load(coll / "queries.npy"), dtype=np.float32)
-        if depth <= 100:
-            yield name, path, np.load(coll / "gt_top100.npz")["ids"], queries
-        elif not is_complete(coll):
-            raise SystemExit(f"--collection-dir {coll_dir}: --k above 100 needs the collection's embeddings in {coll} "
-                             "to find the exact top-k, and only its queries and exact top-100 are there")
-        else:
-            yield name, path, exact_topk_cached(load_collection(coll), depth, threads=args.threads)[1], queries
 
 
 def measure(index, queries: np.ndarray, truth: np.ndarray, k: int, args) -> dict:
@@ -121,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     load_start, rows = list(os.getloadavg()), []
     with threadpool_limits(args.threads):
-        for name, path, truth, queries in collections(args, max(ks)):
+        for name, path, truth, queries in indexes(args, max(ks)):
             index = plaidx.Index.open(path)
             if index.nbits != args.nbits:
                 raise SystemExit(f"{name}: the index at {path} has nbits {index.nbits}, not --nbits {args.nbits}")

@@ -24,4 +24,21 @@ def test_a_missing_index_or_collection_is_named(tmp_path, monkeypatch):
              (["a=run"], "no queries.npy and gt_top100.npz")]      # the collection lacks its files
     for index, message in cases:
         with pytest.raises(SystemExit, match=message):
-            list(bench_ab.indexes(argparse.Namespace(index=index, collection_dir=["coll"])))
+            list(bench_ab.indexes(argparse.Namespace(index=index, collection_dir=["coll"], collections=""), 10))
+
+
+def test_a_deep_k_is_measured_against_the_exact_top_k(tmp_path, monkeypatch):
+    # this checkout against itself at k 120 on a stored index: the exact top-120 is computed over the collection's
+    # embeddings and cached, both sides return the same documents and the report names recall@120
+    import json
+
+    from bench_cache import small_stored_cache
+
+    small_stored_cache(tmp_path, monkeypatch, bench_ab, truth=True, n_docs=150, complete=True)
+    root = Path(__file__).resolve().parents[1]
+    assert bench_ab.main(["--base", str(root), "--tag", "t", "--index", "a=run", "--collection-dir", "coll",
+                          "--k", "120", "--rounds", "1"]) == 0
+    assert (tmp_path / "coll" / "gt_top120.npz").exists()
+    row = json.loads((tmp_path / "results" / "ab_t.json").read_text())["rows"][0]
+    assert row["same_topk"] and row["recall_new"] == row["recall_base"] > 0.5
+    assert "recall@120 new / base" in (tmp_path / "results" / "ab_t.md").read_text()

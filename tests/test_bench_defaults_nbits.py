@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_ab  # noqa: E402  (its indexes() finds the collections and their truth)
 import bench_defaults_nbits  # noqa: E402
 from bench_cache import small_stored_cache  # noqa: E402
 
 
 @pytest.fixture()
 def cache(tmp_path, monkeypatch):
-    return small_stored_cache(tmp_path, monkeypatch, bench_defaults_nbits, nbits=4, truth=True)
+    return small_stored_cache(tmp_path, monkeypatch, bench_ab, nbits=4, truth=True)
 
 
 def run(*extra: str, k: int = 10) -> None:
@@ -37,7 +38,7 @@ def test_both_settings_are_measured_on_the_stored_index(cache):
 
 
 def test_the_k_widening_is_measured_at_nbits_2(tmp_path, monkeypatch):
-    cache = small_stored_cache(tmp_path, monkeypatch, bench_defaults_nbits, nbits=2, truth=True)
+    cache = small_stored_cache(tmp_path, monkeypatch, bench_ab, nbits=2, truth=True)
     run("--nbits", "2", k=50)
     (row,) = json.loads((cache / "results" / "defaults_nbits2_t.json").read_text())["rows"]
     assert row["k"] == 50
@@ -65,7 +66,7 @@ def test_a_deep_k_needs_the_collections_embeddings(cache):
 
 
 def test_a_deep_k_finds_the_exact_top_k_over_the_embeddings(tmp_path, monkeypatch):
-    cache = small_stored_cache(tmp_path, monkeypatch, bench_defaults_nbits, truth=True, n_docs=150, complete=True)
+    cache = small_stored_cache(tmp_path, monkeypatch, bench_ab, truth=True, n_docs=150, complete=True)
     bench_defaults_nbits.main(["--collections", "", "--index", "a=run", "--collection-dir", "coll", "--nbits", "2",
                                "--k", "10,120", "--timed-queries", "3", "--tag", "t"])
     deep = np.load(cache / "coll" / "gt_top120.npz")["ids"]  # computed over values.npy and cached beside it

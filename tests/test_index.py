@@ -476,6 +476,40 @@ def test_short_rows_are_retried_with_more_cells_before_exhaustive_search(built, 
     assert np.all(np.diff(scores) <= 0)
 
 
+def test_queries_finding_fewer_candidates_than_n_exact_are_searched_again(built, collection, monkeypatch):
+    """Above k 10 a query whose probes find fewer candidates than the exact stage scores (n_exact) is searched
+    again with 16x the probes: with it and only it, the results are those of the wider search. Up to k 10 only
+    a query with fewer than k candidates is."""
+    _, queries, _ = collection
+    q = np.ascontiguousarray(queries[:12])
+    snap = built._snap
+    ivf, ivf_offsets = snap.ivf()
+    best = np.argmax(q @ snap.codec.centroids.T, axis=2)  # nprobe 1: each query token's best cell
+    found = np.array([len(np.unique(np.concatenate([ivf[ivf_offsets[c]:ivf_offsets[c + 1]] for c in row])))
+                      for row in best])
+    n_exact = int(np.median(found))
+    few = found < n_exact
+    assert few.any() and not few.all() and found.min() >= 10
+    calls = []
+    search_cpu = plaidx.Index._search_cpu
+
+    def spy(self, qs, *args, **kwargs):
+        calls.append((args[3], qs.shape[0]))  # nprobe, rows
+        return search_cpu(self, qs, *args, **kwargs)
+
+    monkeypatch.setattr(plaidx.Index, "_search_cpu", spy)
+    knobs = dict(nprobe=1, ndocs=len(built), n_exact=n_exact)
+    scores, ids = built.search(q, k=20, **knobs)
+    assert calls == [(1, len(q)), (16, int(few.sum()))]
+    wide_s, wide_i = built.search(q, k=20, **{**knobs, "nprobe": 16})
+    np.testing.assert_array_equal(ids[few], wide_i[few])
+    np.testing.assert_array_equal(scores[few], wide_s[few])
+    assert not np.array_equal(ids[~few], wide_i[~few])  # the others keep their single probe
+    calls.clear()
+    built.search(q, k=10, **knobs)
+    assert calls == [(1, len(q))]
+
+
 def test_kmeans_option_picks_flat_or_two_level(tmp_path, monkeypatch):
     """kmeans="flat" trains one k-means over the whole sample even where "auto" goes two-level (from
     1024 centroids); the choice is recorded in the manifest, and a wrong value is a clear error that

@@ -14,7 +14,7 @@ from plaidx.engine.params import LARGE_INDEX_TOKENS, SearchParams
 def test_defaults_by_k():
     assert SearchParams.for_k(10) == SearchParams(2, 0.4, 1024, 128)
     assert SearchParams.for_k(100) == SearchParams(8, 0.4, 4096, 512)  # widened: see the test below
-    assert SearchParams.for_k(1000) == SearchParams(8, 0.35, 8000, 2000)  # see test_deep_k_scores_twice_k_exactly
+    assert SearchParams.for_k(1000) == SearchParams(64, 0.35, 8000, 2000)  # see test_deep_k_scores_twice_k_exactly
 
 
 def test_large_indexes_score_more_candidates_exactly():
@@ -57,7 +57,6 @@ def test_k_up_to_100_probes_and_keeps_more_below_4m_tokens():
     for nbits in (1, 2):  # from 4M tokens the base table's ndocs is already 4x: unchanged there
         assert SearchParams.for_k(100, n_tokens=LARGE_INDEX_TOKENS, nbits=nbits) == SearchParams.base(
             100, n_tokens=LARGE_INDEX_TOKENS)
-        assert SearchParams.for_k(1000, nbits=nbits).nprobe == SearchParams.base(1000).nprobe
     # the rerank tier starts from the base table, not from these wider plain defaults
     for n_tokens in (0, LARGE_INDEX_TOKENS):
         tier = SearchParams().resolve(100, n_tokens=n_tokens, tier=True)
@@ -76,8 +75,8 @@ def test_deep_k_scores_twice_k_exactly():
                 assert p.n_exact >= 2 * k and p.ndocs >= 8 * k, (nbits, n_tokens, k, p)
                 assert p.nprobe >= SearchParams.base(k, n_tokens=n_tokens).nprobe
     assert SearchParams.base(1000) == SearchParams(8, 0.35, 4096, 1000)  # the table before: n_exact k
-    assert SearchParams.for_k(1000, nbits=4) == SearchParams(16, 0.35, 8192, 2000)
-    assert SearchParams.for_k(600) == SearchParams(8, 0.35, 4800, 1200)
+    assert SearchParams.for_k(1000, nbits=4) == SearchParams(64, 0.35, 8192, 2000)
+    assert SearchParams.for_k(600) == SearchParams(64, 0.35, 4800, 1200)
     assert SearchParams.base(256).n_exact == 512  # already 2k: the floor alone would not change it
     assert SearchParams.for_k(1000, n_tokens=LARGE_INDEX_TOKENS) == SearchParams.base(1000, n_tokens=LARGE_INDEX_TOKENS)
     # an explicit ndocs: n_exact follows it, at least 2k and at most ndocs
@@ -91,12 +90,38 @@ def test_k_up_to_512_probes_and_keeps_twice_the_base_below_4m_tokens():
     # at k 150-500 twice the base's probes and candidates gained recall@k on every collection; from k 700 the
     # doubled probes lost on some, and the deep-k floor works alone
     for nbits in (1, 2, 4, 8):
-        for k in (101, 300, 512):
+        for k in (101, 256):
             assert SearchParams.for_k(k, nbits=nbits) == SearchParams(16, 0.35, 8192, 1024)
-        assert SearchParams.for_k(513, nbits=nbits).nprobe == (16 if nbits >= 4 else 8)
+        for k in (257, 512):  # and k / 16 probes: test_deep_k_probes_k_over_16_cells
+            assert SearchParams.for_k(k, nbits=nbits) == SearchParams(32, 0.35, 8192, 1024)
     assert SearchParams.for_k(300, n_tokens=LARGE_INDEX_TOKENS) == SearchParams.base(300, n_tokens=LARGE_INDEX_TOKENS)
     tier = SearchParams().resolve(300, tier=True)  # the tier starts from the base table
     assert (tier.nprobe, tier.ndocs, tier.rerank) == (8, 16384, 2048)
+
+
+def test_deep_k_probes_k_over_16_cells():
+    # above k 100, below 4M tokens, at least k / 16 probes a query token, rounded up to a power of two: at k 1000
+    # the base table's 8 probes found 1,100-5,300 candidates on average on the synthetic families, against the
+    # 2,000 scored exactly
+    for nbits in (1, 2, 4, 8):
+        for k, nprobe in ((101, 16), (256, 16), (257, 32), (512, 32), (513, 64), (1000, 64), (1024, 64),
+                          (1025, 128), (5000, 512)):
+            assert SearchParams.for_k(k, nbits=nbits).nprobe == nprobe, (nbits, k)
+    for k in (300, 1000, 5000):  # from 4M tokens the probes stay the base's (not measured there)
+        assert SearchParams.for_k(k, n_tokens=LARGE_INDEX_TOKENS).nprobe == SearchParams.base(
+            k, n_tokens=LARGE_INDEX_TOKENS).nprobe
+        assert SearchParams(nprobe=8).resolve(k).nprobe == 8  # an explicit value wins
+    assert SearchParams().resolve(1000, tier=True).nprobe == 8  # the tier starts from the base table
+
+
+def test_candidates_wanted_is_k_up_to_10_and_n_exact_above():
+    assert SearchParams().resolve(10).candidates_wanted(10) == 10
+    assert SearchParams(n_exact=500).resolve(10).candidates_wanted(10) == 10
+    assert SearchParams().resolve(11).candidates_wanted(11) == 512
+    assert SearchParams().resolve(1000).candidates_wanted(1000) == 2000
+    assert SearchParams().resolve(100, tier=True).candidates_wanted(100) == 1024  # the tier's rerank
+    with pytest.raises(ValueError, match="resolve"):
+        SearchParams().candidates_wanted(10)
 
 
 def test_fine_codes_probe_and_keep_more_candidates():

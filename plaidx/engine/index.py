@@ -307,7 +307,6 @@ class Index:
             scores, pos = exhaustive(q)
         else:
             p = knobs.resolve(k, n_tokens=snap.n_tokens, nbits=snap.nbits, tier=tier)
-            k_search = p.rerank if tier and kept is None else k
             nprobe_eff = min(p.nprobe, snap.nlist)
             # the int8 centroids the first stage scores against (cellq.py), or None: float32 scores. Unset, int8 on
             # a GPU and where the CPU runs the int8 kernels as AVX-512 VNNI (elsewhere they are slower than float)
@@ -324,34 +323,41 @@ class Index:
                 raise ValueError(f"exact_scores='int8' needs d <= {cellq.MAX_QUANTIZED_DIM} (this index has d "
                                  f"{snap.dim}): leave it None (the lookup stage) or pass 'float32'")
 
+            # The kernel returns as many candidates as the probes should find (SearchParams.candidates_wanted: k,
+            # or the n_exact that step 5 scores), best first: a row padded before them found fewer. On a GPU the
+            # tier re-scores the kernel's best `rerank` (its n_exact) afterwards.
+            wanted = p.candidates_wanted(k)
+            k_out = p.n_exact if tier and kept is None else wanted
+
             def plaid(qs: np.ndarray, n_probe: int) -> tuple[np.ndarray, np.ndarray]:
                 if coll is not None:
-                    s, i = coll.search(qs, allowed, n_probe, p.centroid_score_threshold, p.ndocs, p.n_exact,
-                                       k_search, quantized=cells is not None)
-                else:
-                    s, i = self._search_cpu(qs, allowed, p, cells, n_probe, k_search, num_threads, kept,
-                                            exact_int8, exact_adc)
-                if tier and kept is None:
-                    s, i = snap.kept.rerank(qs, a["doc_offsets"], i, k, num_threads=num_threads)
-                return s, i
+                    return coll.search(qs, allowed, n_probe, p.centroid_score_threshold, p.ndocs, p.n_exact, k_out,
+                                       quantized=cells is not None)
+                return self._search_cpu(qs, allowed, p, cells, n_probe, k_out, num_threads, kept, exact_int8,
+                                        exact_adc)
 
             scores, pos = plaid(q, nprobe_eff)
-            # PLAID only sees documents in the probed cells. When that leaves a row short of k while more
-            # allowed documents exist (a narrow filter, a small index, query tokens whose best cells are
-            # nearly empty), search that row again probing 16x more cells, then exhaustively if need be.
-            # Rows are padded at the end, so a row is short when its m-th entry is padding.
-            m = min(k, int(np.count_nonzero(allowed)) if allowed.size else snap.n_docs)
+            # PLAID only sees documents in the probed cells. When a row's probes found fewer candidates than
+            # wanted while more allowed documents exist (a deep k, a narrow filter, a small index, query tokens
+            # whose best cells are nearly empty), search that row again probing 16x more cells, then exhaustively
+            # if it is still short of k. Rows are padded at the end, so a row holds fewer than m candidates when
+            # its m-th entry is padding.
+            n_allowed = int(np.count_nonzero(allowed)) if allowed.size else snap.n_docs
 
-            def short_rows() -> np.ndarray:
+            def short_rows(m: int) -> np.ndarray:
                 return np.flatnonzero(pos[:, m - 1] < 0) if m > 0 else np.zeros(0, np.int64)
 
-            short = short_rows()
+            short = short_rows(min(wanted, n_allowed))
             if short.size and nprobe_eff < snap.nlist:
                 wide = min(snap.nlist, 16 * nprobe_eff)
                 if coll is not None and wide < snap.nlist:
                     wide = min(wide, gpu.MAX_NPROBE)
                 scores[short], pos[short] = plaid(np.ascontiguousarray(q[short]), wide)
-                short = short_rows()
+            if tier and kept is None:
+                scores, pos = snap.kept.rerank(q, a["doc_offsets"], pos, k, num_threads=num_threads)
+            else:
+                scores, pos = np.ascontiguousarray(scores[:, :k]), np.ascontiguousarray(pos[:, :k])
+            short = short_rows(min(k, n_allowed))
             if short.size:
                 scores[short], pos[short] = exhaustive(np.ascontiguousarray(q[short]))
         return scores.astype(np.float32, copy=False), snap.ids_of(pos)
