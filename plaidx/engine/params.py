@@ -90,12 +90,15 @@ class SearchParams:
         that found fewer again, probing 16x more cells (then exhaustively, if it still has fewer than k).
 
         k up to ``FEW_K`` (10): k. Above: ``n_exact`` (resolved; the rerank tier's ``rerank``), the candidates the
-        exact stage scores: a query whose probes found fewer has its exact stage score all it found, and recall@k
-        is what those few cells hold. At k 1000 and nbits 2 a query on the 1M-token synthetic collections found
-        1,100-5,300 candidates on average at the base table's 8 probes (as few as 6), against the 2,000 scored
-        exactly. At k up to 10 the base table's n_exact (128) would send 7-27% of the queries of four synthetic
-        families through a second search (a scratch run) for at most +0.006 recall@10 (+0.026 on manytopics)
-        at up to 1.27x the p50: there only a query with fewer than k candidates is searched again.
+        exact stage scores: with fewer, that stage scores all the query found, and recall@k is what those few
+        cells hold. At k 1000 and nbits 2, 8 probes a token found 1,100-3,900 candidates on average on the five
+        synthetic families (as few as 11), against the 2,000 scored exactly. With this rule and the deep-k probes
+        of :meth:`for_k`, recall@1000 gains +0.010 to +0.130 on the five families, three real sets and the 1M
+        synthetic collection for 0.85-1.42x the p50, recall@300 up to +0.034 and recall@100 up to +0.019
+        (benchmarks/results/ab_probe_again_k*.md). At k up to 10 the base table's n_exact (128) would send 2-27% of
+        the queries of the five families through a second search for at most +0.006 recall@10 (+0.026 on
+        manytopics) at up to 1.27x the p50 (a scratch run): there only a query with fewer than k candidates is
+        searched again, as before.
         """
         if self.n_exact is None:
             raise ValueError("candidates_wanted needs resolved params: call resolve(k, ...) first")
@@ -175,15 +178,17 @@ class SearchParams:
         0.78 (benchmarks/results/search_params_synthetic_100000.md) while staying well under 20 ms.
 
         For 10 < k <= ``WIDE_K`` (512) below ``LARGE_INDEX_TOKENS`` tokens ``nprobe`` and ``ndocs`` are doubled
-        at every nbits (k <= 100: nprobe 8, ndocs 4096, n_exact 512; above: nprobe 16, ndocs 8192, n_exact 1024).
+        at every nbits (k <= 100: nprobe 8, ndocs 4096, n_exact 512; above: nprobe 16, ndocs 8192, n_exact 1024,
+        and from k 257 the deep-k probes below, 32).
         At k 100 and nbits 2 the base table's 256 exactly scored candidates left recall@100 0.06-0.10 below the
         exhaustive figure on the synthetic collections; the wider search gains +0.037 to +0.055 there (+0.126 on
         manytopics) and +0.005 to +0.017 on three real sets, reaching their exhaustive figure, for 1.16-1.54x the
         p50 (benchmarks/results/defaults_nbits2_k100.md; nbits 1: defaults_nbits1_k100.md). At k 200 and nbits 2
         it gains +0.011 to +0.164 recall@200 on the five families, SciFact and the 1M synthetic collection, for
         1.16-1.65x (at k 500 +0.127 to +0.169 with the floor below; at nbits 1 +0.004 to +0.139;
-        defaults_nbits2_wide_k.md, defaults_nbits1_wide_k.md). At k 700 and 1000 the doubled probes lost up to
-        0.028 on four of those collections (a scratch sweep), so above ``WIDE_K`` the deep-k floor works alone.
+        defaults_nbits2_wide_k.md, defaults_nbits1_wide_k.md). Above ``WIDE_K`` the deep-k probes below take over.
+        (A scratch sweep had 16 probes lose up to 0.028 at k 700 and 1000 on four of those collections against 8:
+        at 8 more queries found fewer than k candidates and were searched again with 128.)
         From ``LARGE_INDEX_TOKENS`` tokens the base ndocs is already 4x, and the gain at k 100 and nbits 2 was
         +0.008-0.009 for 1.24-1.33x: unchanged there.
 
@@ -193,7 +198,10 @@ class SearchParams:
         +0.089 to +0.153 recall@1000 on four synthetic families, SciFact and the 1M synthetic collection (+0.078
         on manytopics) for 1.15-1.61x the p50 (defaults_nbits2_deep_k.md, defaults_nbits4_deep_k.md, whose k 300
         rows predate the ``WIDE_K`` doubling). An explicit ``ndocs`` with ``n_exact`` unset gives n_exact
-        max(2k, ndocs // 8), at most ndocs.
+        max(2k, ndocs // 8), at most ndocs. Below ``LARGE_INDEX_TOKENS`` tokens it also probes at least k / 16
+        cells a token, rounded up to a power of two (``DEEP_K_PER_PROBE``; k 257-512: 32, k 513-1024: 64): the
+        candidates must outnumber the 2k scored exactly (see :meth:`candidates_wanted`, whose re-search also
+        covers the queries these probes leave short).
 
         From ``FINE_NBITS`` bits a dimension the codes rank close candidates well enough that finding them is
         what limits recall: ``nprobe`` is doubled (four times from ``LARGE_INDEX_TOKENS`` tokens, where each
