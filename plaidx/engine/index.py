@@ -239,6 +239,10 @@ class Index:
                num_threads: int = 0, device: Any = None, rerank: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k documents of each query by MaxSim.
 
+        A query whose probes find too few candidates (fewer than k up to k 10, fewer than ``n_exact`` or
+        ``rerank`` above: :meth:`SearchParams.candidates_wanted`) is searched again probing 16x more cells, and
+        exhaustively if it still finds fewer than k.
+
         Parameters
         ----------
         queries : float (nq, q_tokens, d) or (q_tokens, d), numpy or torch.
