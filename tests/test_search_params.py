@@ -78,7 +78,14 @@ def test_deep_k_scores_twice_k_exactly():
     assert SearchParams.for_k(1000, nbits=4) == SearchParams(64, 0.35, 8192, 2000)
     assert SearchParams.for_k(600) == SearchParams(64, 0.35, 4800, 1200)
     assert SearchParams.base(256).n_exact == 512  # already 2k: the floor alone would not change it
-    assert SearchParams.for_k(1000, n_tokens=LARGE_INDEX_TOKENS) == SearchParams.base(1000, n_tokens=LARGE_INDEX_TOKENS)
+    # from 4M tokens the floor is 4k (the base table's n_exact there is 2k from k 1024); probes and ndocs the base's
+    large, large_base = (SearchParams.for_k(1000, n_tokens=LARGE_INDEX_TOKENS),
+                         SearchParams.base(1000, n_tokens=LARGE_INDEX_TOKENS))
+    assert (large.nprobe, large.ndocs, large.n_exact, large_base.n_exact) == (8, 16384, 4000, 2048)
+    for k in (101, 300, 1000, 5000):
+        assert SearchParams.for_k(k, n_tokens=LARGE_INDEX_TOKENS).n_exact >= 4 * k
+    assert SearchParams.for_k(1000, n_tokens=LARGE_INDEX_TOKENS - 1).n_exact == 2000
+    assert SearchParams.for_k(1000, ndocs=40000, n_tokens=LARGE_INDEX_TOKENS).n_exact == 5000
     # an explicit ndocs: n_exact follows it, at least 2k and at most ndocs
     assert SearchParams.for_k(1000, ndocs=16000).n_exact == 2000
     assert SearchParams.for_k(1000, ndocs=1500).n_exact == 1500

@@ -14,7 +14,8 @@ TIER_NDOCS_FACTOR = 4
 TIER_MIN_NPROBE_LARGE = 4  # ... from LARGE_INDEX_TOKENS, where the base ndocs is already 4x larger
 TIER_NDOCS_FACTOR_LARGE = 2
 FINE_NBITS = 4  # from 4 bits a dimension the plain search probes and keeps more candidates (SearchParams.for_k)
-DEEP_K = 100  # above this k the plain search scores at least 2k candidates exactly, of at least 8k (SearchParams.for_k)
+DEEP_K = 100  # above this k the plain search scores at least 2k candidates exactly (4k from LARGE_INDEX_TOKENS), of
+# at least 8k (SearchParams.for_k)
 WIDE_K = 512  # below LARGE_INDEX_TOKENS, for 10 < k <= WIDE_K the plain search probes and keeps twice the base's
 DEEP_K_PER_PROBE = 16  # ... and above DEEP_K it probes at least k / 16 cells a token (a power of two)
 FEW_K = 10  # up to this k a query is searched again when it finds fewer than k candidates; above, fewer than n_exact
@@ -201,8 +202,11 @@ class SearchParams:
         tokens) recall@k is whatever the centroid stage's own top k holds. At k 1000 and nbits 2 the floor gains
         +0.089 to +0.153 recall@1000 on four synthetic families, SciFact and the 1M synthetic collection (+0.078
         on manytopics) for 1.15-1.61x the p50 (defaults_nbits2_deep_k.md, defaults_nbits4_deep_k.md, whose k 300
-        rows predate the ``WIDE_K`` doubling). An explicit ``ndocs`` with ``n_exact`` unset gives n_exact
-        max(2k, ndocs // 8), at most ndocs. Below ``LARGE_INDEX_TOKENS`` tokens it also probes at least k / 16
+        rows predate the ``WIDE_K`` doubling). From ``LARGE_INDEX_TOKENS`` tokens the floor is 4k: there the
+        base table's n_exact is 2k from k 1024 on, no longer 4x the small index's as below, and 4k gained +0.042
+        recall@1000 at 10M tokens (nbits 2) and +0.046 at 32M (nbits 4) for 1.29x and 1.30x the p50
+        (ab_deep_exact_large.md). An explicit ``ndocs`` with ``n_exact`` unset gives n_exact max(2k, ndocs // 8)
+        (4k from that size), at most ndocs. Below ``LARGE_INDEX_TOKENS`` tokens it also probes at least k / 16
         cells a token, rounded up to a power of two (``DEEP_K_PER_PROBE``; k 257-512: 32, k 513-1024: 64): the
         candidates must outnumber the 2k scored exactly (see :meth:`candidates_wanted`, whose re-search also
         covers the queries these probes leave short).
@@ -238,7 +242,7 @@ class SearchParams:
             raise ValueError(f"centroid_score_threshold must be a number, got {centroid_score_threshold!r}")
         ndocs = max(ndocs, k)
         if n_exact is None:
-            n_exact = max(2 * k if k > DEEP_K else k, ndocs // 8)
+            n_exact = max((4 if large else 2) * k if k > DEEP_K else k, ndocs // 8)
         if isinstance(n_exact, bool) or not isinstance(n_exact, int) or n_exact <= 0:
             raise ValueError(f"n_exact must be a positive integer, got {n_exact!r}")
         return cls(int(nprobe), float(centroid_score_threshold), int(ndocs), int(min(max(n_exact, k), ndocs)))
