@@ -203,9 +203,9 @@ class SearchParams:
         +0.089 to +0.153 recall@1000 on four synthetic families, SciFact and the 1M synthetic collection (+0.078
         on manytopics) for 1.15-1.61x the p50 (defaults_nbits2_deep_k.md, defaults_nbits4_deep_k.md, whose k 300
         rows predate the ``WIDE_K`` doubling). From ``LARGE_INDEX_TOKENS`` tokens the floor is 4k: there the
-        base table's n_exact is 2k from k 1024 on, no longer 4x the small index's as below, and 4k gained +0.042
-        recall@1000 at 10M tokens (nbits 2) and +0.046 at 32M (nbits 4) for 1.29x and 1.30x the p50
-        (ab_deep_exact_large.md). An explicit ``ndocs`` with ``n_exact`` unset gives n_exact max(2k, ndocs // 8)
+        base table's n_exact is 2k from k 1024 on, no longer more than the small index's as below, and 4k gained
+        +0.042 recall@1000 at 10M tokens and nbits 2, +0.072 at nbits 4 and +0.046 at 32M tokens and nbits 4, for
+        1.48x, 1.79x and 1.31x the p50 (ab_deep_exact_large.md). An explicit ``ndocs`` with ``n_exact`` unset gives n_exact max(2k, ndocs // 8)
         (4k from that size), at most ndocs. Below ``LARGE_INDEX_TOKENS`` tokens it also probes at least k / 16
         cells a token, rounded up to a power of two (``DEEP_K_PER_PROBE``; k 257-512: 32, k 513-1024: 64): the
         candidates must outnumber the 2k scored exactly (see :meth:`candidates_wanted`, whose re-search also
