@@ -99,6 +99,12 @@ def stored_index(spec: str, cache_dir: Path) -> tuple[str, Path]:
     return name, path
 
 
+def check_index_args(args) -> None:
+    """A clear SystemExit unless every ``--index`` has its ``--collection-dir``."""
+    if len(args.index) != len(args.collection_dir):
+        raise SystemExit("give one --collection-dir per --index (the collection each index was built from)")
+
+
 def indexes(args, depth: int):
     """(name, index path, exact top-``depth`` ids, float32 queries) of each index: the stored ones of ``--index``
     and the default builds at ``--nbits`` of the families and real sets in ``--collections`` (1M-token families;
@@ -106,8 +112,7 @@ def indexes(args, depth: int):
 
     The exact top-100 is cached with each collection; a deeper list (``--k`` above 100) is computed once over its
     embeddings and cached beside it (``collection.exact_topk_cached``)."""
-    if len(args.index) != len(args.collection_dir):
-        raise SystemExit("give one --collection-dir per --index (the collection each index was built from)")
+    check_index_args(args)
     if args.collections:
         for name, coll, _, queries in with_truth(args.collections, args.ndocs, args.threads):
             path = CACHE_DIR / "runs" / f"{name}_{coll.n_docs}_d{coll.dim}" / f"plaidx_nb{args.nbits}_t2" / "index"
@@ -155,8 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.collections is None:
         args.collections = "" if args.index else "manytopics,lowrank,neardup"
     param_sets = json.loads(args.params_list) if args.params_list else [json.loads(args.params)]
-    if len(args.collection_dir) != len(args.index):
-        raise SystemExit("give one --collection-dir per --index (the collection each index was built from)")
+    check_index_args(args)  # before loading the base checkout
     if kernels.BACKEND_NAME != "native":
         raise SystemExit("this checkout's native module does not import: build it first")
     base_dir = Path(args.base).resolve()

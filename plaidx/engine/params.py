@@ -45,8 +45,8 @@ class SearchParams:
         Candidates kept after the pruned centroid interaction (rescored without pruning).
     n_exact : int or None
         Candidates whose residuals are decompressed for exact MaxSim (default ndocs // 8, at least k, and at
-        least 2k above k 100; PLAID uses ndocs // 4, which costs twice the exact stage for about +0.01 recall@10
-        in our measurements).
+        least 2k above k 100, 4k from ``LARGE_INDEX_TOKENS`` tokens; PLAID uses ndocs // 4, which costs twice the
+        exact stage for about +0.01 recall@10 in our measurements).
         Not with the rerank tier, which scores ``rerank`` candidates by their kept vectors instead.
     rerank : int or None
         On an index built with ``keep_vectors``: how many of the centroid stage's best candidates are scored
@@ -205,8 +205,8 @@ class SearchParams:
         rows predate the ``WIDE_K`` doubling). From ``LARGE_INDEX_TOKENS`` tokens the floor is 4k: there the
         base table's n_exact is 2k from k 1024 on, no longer more than the small index's as below, and 4k gained
         +0.042 recall@1000 at 10M tokens and nbits 2, +0.072 at nbits 4 and +0.046 at 32M tokens and nbits 4, for
-        1.48x, 1.79x and 1.31x the p50 (ab_deep_exact_large.md). An explicit ``ndocs`` with ``n_exact`` unset gives n_exact max(2k, ndocs // 8)
-        (4k from that size), at most ndocs. Below ``LARGE_INDEX_TOKENS`` tokens it also probes at least k / 16
+        1.48x, 1.79x and 1.31x the p50 (ab_deep_exact_large.md). An explicit ``ndocs`` with ``n_exact`` unset
+        gives n_exact max(2k, ndocs // 8) (4k from that size), at most ndocs. Below ``LARGE_INDEX_TOKENS`` tokens it also probes at least k / 16
         cells a token, rounded up to a power of two (``DEEP_K_PER_PROBE``; k 257-512: 32, k 513-1024: 64): the
         candidates must outnumber the 2k scored exactly (see :meth:`candidates_wanted`, whose re-search also
         covers the queries these probes leave short).
