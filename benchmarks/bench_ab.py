@@ -161,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         args.collections = "" if args.index else "manytopics,lowrank,neardup"
     param_sets = json.loads(args.params_list) if args.params_list else [json.loads(args.params)]
     check_index_args(args)  # before loading the base checkout
+    if args.k < 1:
+        raise SystemExit(f"--k: a positive number of results, got {args.k}")
+    if args.nbits not in (1, 2, 4, 8):
+        raise SystemExit(f"--nbits: 1, 2, 4 or 8 (the default builds' bits a dimension), got {args.nbits}")
     if kernels.BACKEND_NAME != "native":
         raise SystemExit("this checkout's native module does not import: build it first")
     base_dir = Path(args.base).resolve()

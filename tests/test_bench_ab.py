@@ -15,6 +15,13 @@ def test_each_index_needs_its_collection():
         bench_ab.main(["--base", "/nonexistent", "--tag", "t", "--index", "a=run"])
 
 
+def test_a_wrong_k_or_nbits_is_named_before_anything_loads():
+    with pytest.raises(SystemExit, match="--k: a positive number"):
+        bench_ab.main(["--base", "/nonexistent", "--tag", "t", "--k", "0"])
+    with pytest.raises(SystemExit, match="--nbits: 1, 2, 4 or 8"):
+        bench_ab.main(["--base", "/nonexistent", "--tag", "t", "--nbits", "3"])
+
+
 def test_a_missing_index_or_collection_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(bench_ab, "CACHE_DIR", tmp_path)
     (tmp_path / "runs" / "run" / "index").mkdir(parents=True)
