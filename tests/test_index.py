@@ -119,6 +119,38 @@ def test_doc_ids_filter_returns_only_allowed(built, collection):
     assert set(ids_ex.ravel().tolist()) <= set(allowed.tolist())
 
 
+def test_a_filter_allowing_at_most_ndocs_ranks_every_allowed_document(built, collection, monkeypatch):
+    """A doc_ids filter allowing no more documents than ndocs makes every allowed document a candidate, without
+    probing: with all of them scored exactly, the results are the exhaustive filtered search's, where one probe
+    a token misses some. A wider filter, or none, probes as before."""
+    from plaidx.engine import kernels
+
+    _, queries, _ = collection
+    allowed = np.arange(3, 300, 7)  # 43 documents
+    given = []
+    search = kernels.search
+
+    def spy(*args, **kwargs):
+        given.append(kwargs.get("candidates"))
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr(kernels, "search", spy)
+    exact = built.search(queries, k=10, doc_ids=allowed, exact=True)
+    knobs = dict(nprobe=1, n_exact=43, exact_scores="float32")
+    got = built.search(queries, k=10, doc_ids=allowed, params=plaidx.SearchParams(ndocs=43, **knobs))
+    assert len(given) == 1 and given[0] is not None
+    np.testing.assert_array_equal(built._snap.ids_of(given[0]), allowed)
+    np.testing.assert_array_equal(got[1], exact[1])
+    np.testing.assert_array_equal(got[0], exact[0])
+    given.clear()
+    probed = built.search(queries, k=10, doc_ids=allowed, params=plaidx.SearchParams(ndocs=42, **knobs))
+    assert given and all(c is None for c in given)
+    assert not np.array_equal(probed[1], exact[1])
+    given.clear()
+    built.search(queries, k=10, params=plaidx.SearchParams(ndocs=300, **knobs))
+    assert given == [None]
+
+
 def test_empty_doc_ids_allow_no_document(built, collection):
     """doc_ids=[] (a plain list, no dtype) means "no document": every row is padding, for PLAID and exact."""
     _, queries, _ = collection

@@ -206,13 +206,16 @@ def test_search_matches_reference(nbits, d):
        ndocs=st.integers(1, 25), nlist=st.integers(1, 12), qlen=st.integers(1, 11), nq=st.integers(1, 3),
        nprobe=st.integers(1, 14), threshold=st.sampled_from([-np.inf, -0.2, 0.0, 0.3, 2.0]),
        keep=st.integers(1, 30), n_exact=st.integers(1, 30), k=st.integers(1, 30), quantize=st.booleans(),
-       masked=st.booleans())
+       masked=st.booleans(), given=st.booleans())
 def test_search_matches_reference_hypothesis(seed, nbits, d, ndocs, nlist, qlen, nq, nprobe, threshold, keep,
-                                             n_exact, k, quantize, masked):
+                                             n_exact, k, quantize, masked, given):
     col = make_collection(seed, ndocs=ndocs, d=d, nbits=nbits, nlist=nlist, max_len=12, quantize=quantize)
     Q, S = make_queries(seed, col, nq=nq, qlen=qlen, quantize=quantize)
-    allowed = (np.random.default_rng(seed).random(ndocs) < 0.6).astype(np.uint8) if masked else NO_MASK
+    rng = np.random.default_rng(seed)
+    allowed = (rng.random(ndocs) < 0.6).astype(np.uint8) if masked else NO_MASK
     params = dict(nprobe=nprobe, threshold=threshold, ndocs=keep, n_exact=n_exact, k=k)
+    if given:  # steps 1-2 given: a random subset of the documents
+        params["candidates"] = np.flatnonzero(rng.random(ndocs) < 0.5).astype(np.int64)
     assert_topk_equivalent(run_search(_core, Q, S, col, allowed, **params),
                            run_search(ref, Q, S, col, allowed, **params))
     assert_topk_equivalent(run_exact(_core, Q, col, allowed, k=k), run_exact(ref, Q, col, allowed, k=k))
@@ -464,6 +467,41 @@ def test_full_probe_search_equals_exact_search(mod, nbits):
             want = run_exact(mod, Q, col, allowed, k=k)
             np.testing.assert_array_equal(got[0], want[0])
             np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_given_candidates_replace_the_probes(mod):
+    """candidates= makes steps 1-2 the allowed ones of the given documents, whatever nprobe: every document given
+    is the full probe's candidate list, a subset only ever returns its allowed members, and with every candidate
+    scored exactly the result is the exhaustive search over them."""
+    col = make_collection(31, ndocs=90, d=64, nlist=16)
+    Q, S = make_queries(31, col, nq=3, qlen=6)
+    every = np.arange(90, dtype=np.int64)
+    full = run_search(mod, Q, S, col, nprobe=16, threshold=0.1, ndocs=30, n_exact=10, k=8)
+    for nprobe in (1, 16):
+        got = run_search(mod, Q, S, col, nprobe=nprobe, threshold=0.1, ndocs=30, n_exact=10, k=8, candidates=every)
+        np.testing.assert_array_equal(got[0], full[0])
+        np.testing.assert_array_equal(got[1], full[1])
+    rng = np.random.default_rng(31)
+    allowed = (rng.random(90) < 0.7).astype(np.uint8)
+    subset = np.flatnonzero(rng.random(90) < 0.4).astype(np.int64)
+    both = np.intersect1d(subset, np.flatnonzero(allowed))
+    assert 5 < len(both) < len(subset)
+    scores, docs = run_search(mod, Q, S, col, allowed, nprobe=1, threshold=0.0, ndocs=90, n_exact=90, k=90,
+                              candidates=subset)
+    for row in docs:
+        np.testing.assert_array_equal(np.sort(row[row >= 0]), both)
+    mask = np.zeros(90, np.uint8)
+    mask[both] = 1
+    want = run_exact(mod, Q, col, mask, k=90)
+    np.testing.assert_array_equal(scores, want[0])
+    np.testing.assert_array_equal(docs, want[1])
+    empty = run_search(mod, Q, S, col, candidates=np.zeros(0, np.int64))
+    assert np.all(empty[1] == -1)
+    for bad in (np.array([3, 2], np.int64), np.array([4, 4], np.int64), np.array([-1, 2], np.int64),
+                np.array([89, 90], np.int64)):
+        with pytest.raises(ValueError, match="candidates must be distinct documents in \\[0, ndocs\\), ascending"):
+            run_search(mod, Q, S, col, candidates=bad)
 
 
 @pytest.mark.parametrize("mod", BACKENDS)

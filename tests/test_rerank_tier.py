@@ -117,8 +117,14 @@ def test_filters_and_deletes_apply_to_the_reranked_results(data, tmp_path):
     docs, queries, _ = data
     index = plaidx.Index.build(tmp_path / "ix", docs, nbits=2, seed=0, keep_vectors="int8")
     allowed = np.arange(0, 240, 7)
-    _, ids = index.search(queries, k=10, doc_ids=allowed)
+    scores, ids = index.search(queries, k=10, doc_ids=allowed)
     assert set(ids[ids >= 0].tolist()) <= set(allowed.tolist())
+    # 35 documents, fewer than ndocs and rerank: every one is a candidate and re-scored, even at one probe a
+    # token, so the results are the exhaustive search's over the kept vectors
+    scores, ids = index.search(queries, k=10, doc_ids=allowed, nprobe=1)
+    ex_scores, ex_ids = index.search(queries, k=10, doc_ids=allowed, exact=True)
+    np.testing.assert_array_equal(ids, ex_ids)
+    np.testing.assert_array_equal(scores, ex_scores)
     _, before = index.search(queries, k=10)
     index.delete(before[:, 0])
     _, after = index.search(queries, k=10)

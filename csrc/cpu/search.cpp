@@ -934,6 +934,7 @@ struct SearchContext {
   const SearchParams& p;
   float* out_scores;
   int64_t* out_docs;
+  Candidates given;  // steps 1-2's candidates given (search.h), or none: the probes find them
 };
 
 // MaxSim of one query over documents' kept vectors (search.h: kept): int8 rows against the quantised query
@@ -1186,36 +1187,12 @@ void page_in_step5(const SearchContext<Code>& ctx, const int64_t* docs, int64_t 
   page_in_rows(rows, n, col.doc_offsets, docs, m);
 }
 
+// Steps 1's probes and 2: ws.cand = the allowed documents of the probed cells' lists, ascending.
 template <class Code>
-void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int threads) {
+void probe_candidates(const SearchContext<Code>& ctx, const float* St, const float* bmax, int64_t nblocks,
+                      int threads, Workspace& ws) {
   const Compressed<Code>& col = ctx.col;
   const int64_t qlen = ctx.qlen, nlist = col.nlist, qp = padded_qlen(qlen);
-  const float* Qt = ctx.Qt + q * col.d * qp;
-  const CellCodes& cc = ctx.cells;
-  const bool quantized = cc.cq != nullptr;  // (set only when the search scores the centroids itself)
-  if (quantized || ctx.kept.int8.q != nullptr || ctx.p.exact_int8)
-    prepare_quantized_query(ctx.Q + q * qlen * col.d, qlen, col.d, ctx.vnni, ws.qz, ctx.amx);
-
-  // 1. transposed scores, kept cells, probed cells
-  const int64_t nblocks = (nlist + kCellBlock - 1) / kCellBlock;
-  float* St = ws.St.get();
-  float* bmax = ws.bmax.get();
-  const int64_t cell_dots = qlen * nlist * col.d;
-  const int cell_threads = ctx.centroids != nullptr ? threads_for(cell_dots, kMinCellDots, threads)
-                                                    : threads_for(qlen * nlist, kMinCellScores, threads);
-  parallel_chunks(nblocks, std::max<int64_t>(1, grain_for(nblocks, cell_threads, 2)), cell_threads,
-                  [&](int64_t b0, int64_t b1) {
-                    const int64_t c0 = b0 * kCellBlock, c1 = std::min(nlist, b1 * kCellBlock);
-                    if (quantized) {
-                      score_cells_quantized(cc, ws, qp, col.d, c0, c1, St);
-                      if (cc.vnni) return;  // keep and bmax computed with the scores
-                    } else if (ctx.centroids != nullptr) {
-                      score_cells(Qt, qp, ctx.centroids, col.d, c0, c1, St);
-                    } else {
-                      transpose_cells(ctx.S + q * qlen * nlist, qlen, nlist, c0, c1, St);
-                    }
-                    summarise_cells(St, qlen, ctx.empty, c0, c1, ctx.p.threshold, ws.keep.data(), bmax);
-                  });
   const int64_t np = std::min(ctx.p.nprobe, nlist);
   ws.probed.clear();
   if (np == nlist) {  // every cell, listed once
@@ -1256,6 +1233,47 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
   }
   for (const int64_t c : ws.probed) ws.cell_seen[c] = 0;
   ascending_candidates(ws, col.ndocs, ctx.allowed);
+}
+
+template <class Code>
+void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int threads) {
+  const Compressed<Code>& col = ctx.col;
+  const int64_t qlen = ctx.qlen, nlist = col.nlist, qp = padded_qlen(qlen);
+  const float* Qt = ctx.Qt + q * col.d * qp;
+  const CellCodes& cc = ctx.cells;
+  const bool quantized = cc.cq != nullptr;  // (set only when the search scores the centroids itself)
+  if (quantized || ctx.kept.int8.q != nullptr || ctx.p.exact_int8)
+    prepare_quantized_query(ctx.Q + q * qlen * col.d, qlen, col.d, ctx.vnni, ws.qz, ctx.amx);
+
+  // 1. transposed scores, kept cells, probed cells
+  const int64_t nblocks = (nlist + kCellBlock - 1) / kCellBlock;
+  float* St = ws.St.get();
+  float* bmax = ws.bmax.get();
+  const int64_t cell_dots = qlen * nlist * col.d;
+  const int cell_threads = ctx.centroids != nullptr ? threads_for(cell_dots, kMinCellDots, threads)
+                                                    : threads_for(qlen * nlist, kMinCellScores, threads);
+  parallel_chunks(nblocks, std::max<int64_t>(1, grain_for(nblocks, cell_threads, 2)), cell_threads,
+                  [&](int64_t b0, int64_t b1) {
+                    const int64_t c0 = b0 * kCellBlock, c1 = std::min(nlist, b1 * kCellBlock);
+                    if (quantized) {
+                      score_cells_quantized(cc, ws, qp, col.d, c0, c1, St);
+                      if (cc.vnni) return;  // keep and bmax computed with the scores
+                    } else if (ctx.centroids != nullptr) {
+                      score_cells(Qt, qp, ctx.centroids, col.d, c0, c1, St);
+                    } else {
+                      transpose_cells(ctx.S + q * qlen * nlist, qlen, nlist, c0, c1, St);
+                    }
+                    summarise_cells(St, qlen, ctx.empty, c0, c1, ctx.p.threshold, ws.keep.data(), bmax);
+                  });
+  if (ctx.given.docs != nullptr) {  // the caller's candidates (search.h): no probe
+    ws.cand.clear();
+    for (int64_t i = 0; i < ctx.given.n; ++i) {
+      const int64_t doc = ctx.given.docs[i];
+      if (ctx.allowed == nullptr || ctx.allowed[doc]) ws.cand.push_back(doc);
+    }
+  } else {
+    probe_candidates(ctx, St, bmax, nblocks, threads, ws);
+  }
   const int64_t ncand = static_cast<int64_t>(ws.cand.size());
 
   // 3. pruned centroid scores, keep the best ndocs; 4. full centroid scores of those, keep the best
@@ -1332,8 +1350,15 @@ template <class Code>
 void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Compressed<Code>& col,
             const IvfView<Code>& ivf, const uint8_t* allowed, const SearchParams& params, float* out_scores,
             int64_t* out_docs, int num_threads, const Int8Rows& cell_codes, const KeptRows& kept,
-            const uint16_t* token_scales, uint8_t* token_scales_done) {
+            const uint16_t* token_scales, uint8_t* token_scales_done, const Candidates& candidates) {
   check_common(col, qlen, params.k);
+  if (candidates.docs != nullptr)
+    for (int64_t i = 0; i < candidates.n; ++i) {
+      const int64_t doc = candidates.docs[i];
+      if (doc < 0 || doc >= col.ndocs || (i > 0 && doc <= candidates.docs[i - 1]))
+        throw std::invalid_argument("search: candidates must be distinct documents in [0, ndocs), ascending; "
+                                    "candidates[" + std::to_string(i) + "] = " + std::to_string(doc));
+    }
   if (token_scales_done != nullptr && token_scales == nullptr)
     throw std::invalid_argument("search: token_scales_done flags the documents whose token_scales are derived; "
                                 "give token_scales with it");
@@ -1380,7 +1405,7 @@ void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Comp
   }
   const SearchContext<Code> ctx{Q,     token_scales, token_scales_done, adc_peak.data(), Qt.data(), cells, kept, vnni, amx, S,
                                 S == nullptr ? col.centroids : nullptr, qlen, col, ivf, empty.data(), allowed, params,
-                                out_scores, out_docs};
+                                out_scores, out_docs, candidates};
   if (nq >= threads && threads > 1) {
     parallel_chunks(nq, (nq + threads - 1) / threads, threads, [&](int64_t b, int64_t e) {
       WorkspaceLease ws(col.nlist, qp, col.ndocs);
@@ -1468,7 +1493,7 @@ void exact_search(const float* Q, int64_t nq, int64_t qlen, const Compressed<Cod
 #define PLAIDX_SEARCH_INSTANTIATE(Code)                                                                       \
   template void search<Code>(const float*, const float*, int64_t, int64_t, const Compressed<Code>&,               \
                              const IvfView<Code>&, const uint8_t*, const SearchParams&, float*, int64_t*, int,   \
-                             const Int8Rows&, const KeptRows&, const uint16_t*, uint8_t*);                   \
+                             const Int8Rows&, const KeptRows&, const uint16_t*, uint8_t*, const Candidates&); \
   template void exact_search<Code>(const float*, int64_t, int64_t, const Compressed<Code>&, const uint8_t*,       \
                                    int64_t, float*, int64_t*, int);
 PLAIDX_SEARCH_INSTANTIATE(uint16_t)

@@ -68,6 +68,13 @@ struct KeptRows {
   const uint16_t* half = nullptr;
 };
 
+// Steps 1-2's candidates given by the caller: docs (n,) distinct documents in [0, ndocs), ascending, of which
+// the allowed ones are the candidates (no cell is probed; nprobe is not read). docs == nullptr: none given.
+struct Candidates {
+  const int64_t* docs = nullptr;
+  int64_t n = 0;
+};
+
 // Both are instantiated for Code = uint16_t and uint32_t.
 // cell_codes: the centroids (nlist rows, with sums), or none: with S == nullptr, the cell scores are the
 // quantised ones of quantize.h (the query tokens quantised per call; they must be finite and
@@ -86,7 +93,8 @@ template <class Code>
 void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Compressed<Code>& col,
             const IvfView<Code>& ivf, const uint8_t* allowed, const SearchParams& params, float* out_scores,
             int64_t* out_docs, int num_threads, const Int8Rows& cell_codes = {}, const KeptRows& kept = {},
-            const uint16_t* token_scales = nullptr, uint8_t* token_scales_done = nullptr);
+            const uint16_t* token_scales = nullptr, uint8_t* token_scales_done = nullptr,
+            const Candidates& candidates = {});
 
 // out (nq, m): the score step 5 of search gives document docs[i] with kept vectors, for each query of Q
 // (nq, qlen, d). doc_offsets (ndocs + 1,) over the kept rows (n of them); exactly one of kept.int8 and

@@ -257,7 +257,8 @@ class Index:
             0: no re-scoring (PLAID over the codes). Also a :class:`SearchParams` field. A positive value on
             an index without kept vectors, or ``n_exact`` together with re-scoring, is an error.
         doc_ids : optional ids to restrict the search to (filtered inside the engine); an empty list
-            allows no document, so every row is padding.
+            allows no document, so every row is padding. On the CPU, a filter allowing no more documents than
+            ``ndocs`` makes every allowed document a candidate instead of probing cells.
         num_threads : OpenMP threads for this call (0: the default); CPU only.
         device : ``None``/``"cpu"`` (native CPU kernels) or ``"cuda"``/``"cuda:N"``: the same pipeline
             on a GPU (the index is copied there on first use and kept while this generation is open).
@@ -333,12 +334,18 @@ class Index:
             wanted = p.candidates_wanted(k)
             k_out = p.n_exact if tier and kept is None else wanted
 
+            n_allowed = int(np.count_nonzero(allowed)) if allowed.size else snap.n_docs
+            # A filter that allows no more documents than the centroid stage keeps (ndocs): every allowed
+            # document is a candidate and no cell is probed (on the CPU), which costs no more than probing and
+            # finds every one of them.
+            given = np.flatnonzero(allowed) if doc_ids is not None and coll is None and n_allowed <= p.ndocs else None
+
             def plaid(qs: np.ndarray, n_probe: int) -> tuple[np.ndarray, np.ndarray]:
                 if coll is not None:
                     return coll.search(qs, allowed, n_probe, p.centroid_score_threshold, p.ndocs, p.n_exact, k_out,
                                        quantized=cells is not None)
                 return self._search_cpu(qs, allowed, p, cells, n_probe, k_out, num_threads, kept, exact_int8,
-                                        exact_adc)
+                                        exact_adc, given)
 
             scores, pos = plaid(q, nprobe_eff)
             # PLAID only sees documents in the probed cells. When a row's probes found fewer candidates than
@@ -346,13 +353,12 @@ class Index:
             # whose best cells are nearly empty), search that row again probing 16x more cells, then exhaustively
             # if it is still short of k. Rows are padded at the end, so a row holds fewer than m candidates when
             # its m-th entry is padding.
-            n_allowed = int(np.count_nonzero(allowed)) if allowed.size else snap.n_docs
 
             def short_rows(m: int) -> np.ndarray:
                 return np.flatnonzero(pos[:, m - 1] < 0) if m > 0 else np.zeros(0, np.int64)
 
             short = short_rows(min(wanted, n_allowed))
-            if short.size and nprobe_eff < snap.nlist:
+            if short.size and nprobe_eff < snap.nlist and given is None:
                 wide = min(snap.nlist, 16 * nprobe_eff)
                 if coll is not None and wide < snap.nlist:
                     wide = min(wide, gpu.MAX_NPROBE)
@@ -368,7 +374,7 @@ class Index:
 
     def _search_cpu(self, q: np.ndarray, allowed: np.ndarray, p: SearchParams, cells: Any, nprobe: int, k: int,
                     num_threads: int, kept: Any = None, exact_int8: bool = False,
-                    exact_adc: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                    exact_adc: bool = False, given: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         snap, a = self._snap, self._snap.a
         ivf, ivf_offsets = snap.ivf()
         # The native search scores the query tokens against the centroids itself, per query and straight
@@ -381,6 +387,8 @@ class Index:
             extra["kept"] = kept
         if exact_int8:
             extra["exact_int8"] = True
+        if given is not None:
+            extra["candidates"] = given
         if exact_adc:
             extra["token_scales"], done = snap.search_token_scales()
             if done is not None:

@@ -83,6 +83,8 @@ Functions:
       candidate whose flag is 0, its tokens' entries of token_scales are set (token_scales(...) rounded to
       float16, ties to even) and its flag to 1. Both arrays must be writable and are written (the only writes a
       search makes outside its results); concurrent searches over the same arrays write the same values.
+      The keyword candidates=docs (int64 (m,) distinct documents in [0, ndocs), ascending) replaces steps 1-2: the
+      candidates are the allowed ones of docs and no cell is probed (S is still computed: steps 3-5 read it).
   token_scales(codes, packed, centroids, weights, nbits) -> f32 (n,)
       1 / max(|decompress(t, normalize=False)|, 2**-14) of every token (squares summed in float32 in 8 lanes,
       j mod 8, then pairwise: the same values everywhere).

@@ -613,7 +613,8 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
            allowed: np.ndarray, nprobe: int, threshold: float, ndocs: int, n_exact: int, k: int, *,
            num_threads: int = 0, doc_cells: Any = None,
            cell_codes: Any = None, kept: Any = None, exact_int8: bool = False,
-           token_scales: Any = None, token_scales_done: Any = None) -> tuple[np.ndarray, np.ndarray]:
+           token_scales: Any = None, token_scales_done: Any = None,
+           candidates: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """PLAID search, steps 1-5 of the contract -> (scores f32 (nq, k), docs i64 (nq, k)).
 
     doc_cells (the native kernel's shortcut) gives the same scores by definition and is not read here.
@@ -626,6 +627,7 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
     token_scales_done (uint8 (ndocs,), with token_scales): the scales derived on demand. Before step 5 scores a
     candidate whose flag is 0, its tokens' entries of token_scales are set (token_scales' values rounded to
     float16) and its flag to 1; both arrays are written.
+    candidates (int64 (m,) distinct documents, ascending): steps 1-2 give the allowed ones of them, no cell probed.
     """
     fn = "search"
     _check_threads(fn, num_threads)
@@ -695,6 +697,13 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
     _check_offsets(ivf_offsets, ivf.shape[0], "ivf_offsets")
     _expect(ivf.size == 0 or (int(ivf.min()) >= 0 and int(ivf.max()) < n_docs),
             "ivf: an entry is outside [0, ndocs)")
+    if candidates is not None:
+        candidates = _array(candidates, fn, "candidates", np.int64, 1, "(m,)")
+        _expect(candidates.size == 0 or (int(candidates[0]) >= 0 and int(candidates[-1]) < n_docs
+                                         and bool((np.diff(candidates) > 0).all())),
+                f"{fn}: candidates must be distinct documents in [0, ndocs), ascending")
+        if allowed.size:
+            candidates = candidates[allowed[candidates] != 0]
 
     out_s = np.full((nq, k), -np.inf, np.float32)
     out_d = np.full((nq, k), -1, np.int64)
@@ -703,14 +712,17 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
     empty = np.diff(ivf_offsets) == 0
     for q in range(nq):
         Sq = S[q]
-        # 1. probe: the nprobe best cells of every query token, cells with an empty list ranking as -inf
-        Sp = np.where(empty, np.float32(-np.inf), Sq)
-        probed = np.unique(np.concatenate([all_cells[_top(Sp[a], all_cells, nprobe)] for a in range(qlen)]))
-        # 2. candidates: allowed documents of the probed cells' lists
-        lists = [ivf[ivf_offsets[c]:ivf_offsets[c + 1]] for c in probed]
-        cand = np.unique(np.concatenate(lists)).astype(np.int64)
-        if allowed.size:
-            cand = cand[allowed[cand] != 0]
+        if candidates is not None:
+            cand = candidates
+        else:
+            # 1. probe: the nprobe best cells of every query token, cells with an empty list ranking as -inf
+            Sp = np.where(empty, np.float32(-np.inf), Sq)
+            probed = np.unique(np.concatenate([all_cells[_top(Sp[a], all_cells, nprobe)] for a in range(qlen)]))
+            # 2. candidates: allowed documents of the probed cells' lists
+            lists = [ivf[ivf_offsets[c]:ivf_offsets[c + 1]] for c in probed]
+            cand = np.unique(np.concatenate(lists)).astype(np.int64)
+            if allowed.size:
+                cand = cand[allowed[cand] != 0]
         # 3. pruned centroid scores over the kept cells, best ndocs
         keep = Sq.max(axis=0).astype(np.float64) >= threshold
         pruned = _centroid_scores(Sq, codes, doc_offsets, cand, keep)
