@@ -16,7 +16,9 @@ must read the same index format; recall@k is against the exact top-k, computed o
 and cached beside it above k 100 (``collection.exact_topk_cached``). ``--index NAME=DIR`` (repeatable)
 times stored indexes instead, e.g. those of ``bench_rerank.py`` at 100M tokens: DIR is a benchmark run's folder
 under ``results/cache/runs`` (its ``plaidx_*`` build), and the queries and exact top-k are those of the cached
-collection it was built from (``--collection-dir``, same order). Writes ``results/ab_<tag>.json`` and ``.md``.
+collection it was built from (``--collection-dir``, same order). ``--filter F`` searches with a ``doc_ids``
+filter allowing a seeded fraction F of the documents, recall against the exact top-k among them. Writes
+``results/ab_<tag>.json`` and ``.md``.
 Not part of CI.
 
     .venv/bin/python benchmarks/bench_ab.py --base /tmp/base --tag search100m --params-list '[{}, {"rerank": 0}]' \
@@ -36,13 +38,22 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_engine import write_stamped_report  # noqa: E402
 from bench_families import with_truth  # noqa: E402
-from collection import CACHE_DIR, exact_topk_cached, is_complete, load_collection, recall_at_k  # noqa: E402
+from collection import (  # noqa: E402
+    CACHE_DIR,
+    exact_scores,
+    exact_topk_cached,
+    is_complete,
+    load_collection,
+    recall_at_k,
+    topk_from_scores,
+)
 
 import plaidx  # noqa: E402
 from plaidx.engine import kernels  # noqa: E402
@@ -105,14 +116,44 @@ def check_index_args(args) -> None:
         raise SystemExit("give one --collection-dir per --index (the collection each index was built from)")
 
 
+class Bench(NamedTuple):
+    name: str
+    path: Path
+    truth: np.ndarray  # exact top-depth ids of every query (among doc_ids where given)
+    queries: np.ndarray
+    doc_ids: np.ndarray | None  # the filter both builds search with (--filter), or None
+
+
+def filtered_truth(coll, doc_ids: np.ndarray, depth: int, threads: int) -> np.ndarray:
+    """Exact top-``depth`` ids of the collection's queries among the documents ``doc_ids`` (ascending collection
+    positions, which are the ids of an index built from it), by MaxSim over their embeddings."""
+    lengths = np.diff(coll.offsets)[doc_ids]
+    values = np.concatenate([np.asarray(coll.values[coll.offsets[i]:coll.offsets[i + 1]], np.float32)
+                             for i in doc_ids])
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    scores = exact_scores(np.asarray(coll.queries, np.float32), values, offsets, threads=threads, log=False)
+    ids = topk_from_scores(scores, depth)[1]
+    return np.where(ids >= 0, doc_ids[np.maximum(ids, 0)], -1)
+
+
 def indexes(args, depth: int):
-    """(name, index path, exact top-``depth`` ids, float32 queries) of each index: the stored ones of ``--index``
-    and the default builds at ``--nbits`` of the families and real sets in ``--collections`` (1M-token families;
-    built into ``results/cache/runs/<name>_<docs>_d<dim>/plaidx_nb<nbits>_t2/index`` when missing).
+    """A :class:`Bench` of each index: the stored ones of ``--index`` and the default builds at ``--nbits`` of the
+    families and real sets in ``--collections`` (1M-token families; built into
+    ``results/cache/runs/<name>_<docs>_d<dim>/plaidx_nb<nbits>_t2/index`` when missing).
 
     The exact top-100 is cached with each collection; a deeper list (``--k`` above 100) is computed once over its
-    embeddings and cached beside it (``collection.exact_topk_cached``)."""
+    embeddings and cached beside it (``collection.exact_topk_cached``). With ``--filter F`` (``args.filter``) a
+    seeded F of the documents are allowed, and the exact top-``depth`` among them is computed over the embeddings."""
     check_index_args(args)
+    fraction = getattr(args, "filter", None)
+
+    def bench(name: str, path: Path, coll, queries: np.ndarray) -> Bench:
+        if not fraction:
+            return Bench(name, path, exact_topk_cached(coll, depth, threads=args.threads)[1], queries, None)
+        n = coll.n_docs
+        doc_ids = np.sort(np.random.default_rng(0).choice(n, max(1, round(fraction * n)), replace=False))
+        return Bench(name, path, filtered_truth(coll, doc_ids, depth, args.threads), queries, doc_ids)
+
     if args.collections:
         for name, coll, _, queries in with_truth(args.collections, args.ndocs, args.threads):
             path = CACHE_DIR / "runs" / f"{name}_{coll.n_docs}_d{coll.dim}" / f"plaidx_nb{args.nbits}_t2" / "index"
@@ -121,20 +162,21 @@ def indexes(args, depth: int):
                 plaidx.Index.build(path, coll.lazy_docs(), nbits=args.nbits, overwrite=True)
                 print(f"[index {time.strftime('%H:%M:%S')}] {name}: built at nbits {args.nbits} in "
                       f"{time.perf_counter() - t:.0f}s", flush=True)
-            yield name, path, exact_topk_cached(coll, depth, threads=args.threads)[1], queries
+            yield bench(name, path, coll, queries)
     for spec, coll_dir in zip(args.index, args.collection_dir):
         name, path = stored_index(spec, CACHE_DIR)
         coll = CACHE_DIR / coll_dir
         if not (coll / "queries.npy").exists() or not (coll / "gt_top100.npz").exists():
             raise SystemExit(f"--collection-dir {coll_dir}: no queries.npy and gt_top100.npz in {coll}")
         queries = np.ascontiguousarray(np.load(coll / "queries.npy"), dtype=np.float32)
-        if depth <= 100:
-            yield name, path, np.load(coll / "gt_top100.npz")["ids"], queries
+        if depth <= 100 and not fraction:
+            yield Bench(name, path, np.load(coll / "gt_top100.npz")["ids"], queries, None)
         elif not is_complete(coll):
-            raise SystemExit(f"--collection-dir {coll_dir}: --k above 100 needs the collection's embeddings in {coll} "
-                             "to find the exact top-k, and only its queries and exact top-100 are there")
+            what = "--filter" if fraction else "--k above 100"
+            raise SystemExit(f"--collection-dir {coll_dir}: {what} needs the collection's embeddings in {coll} to "
+                             "find the exact top-k, and only its queries and exact top-100 are there")
         else:
-            yield name, path, exact_topk_cached(load_collection(coll), depth, threads=args.threads)[1], queries
+            yield bench(name, path, load_collection(coll), queries)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--collection-dir", action="append", default=[],
                     help="per --index: the cached collection under results/cache with its queries.npy and "
                          "gt_top100.npz")
+    ap.add_argument("--filter", type=float, default=None, metavar="F",
+                    help="search with a doc_ids filter allowing a seeded fraction F of the documents (0 < F < 1); "
+                         "recall is against the exact top-k among them, computed over the embeddings")
     ap.add_argument("--tag", required=True, help="output name: results/ab_<tag>.json/.md")
     args = ap.parse_args(argv)
     if args.collections is None:
@@ -163,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     check_index_args(args)  # before loading the base checkout
     if args.k < 1:
         raise SystemExit(f"--k: a positive number of results, got {args.k}")
+    if args.filter is not None and not 0 < args.filter < 1:
+        raise SystemExit(f"--filter: the fraction of the documents allowed, between 0 and 1, got {args.filter}")
     if args.nbits not in (1, 2, 4, 8):
         raise SystemExit(f"--nbits: 1, 2, 4 or 8 (the default builds' bits a dimension), got {args.nbits}")
     if kernels.BACKEND_NAME != "native":
@@ -172,13 +219,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         base_engine = load_base(base_dir, Path(tmp))
-        for name, path, truth, queries in indexes(args, max(args.k, 10)):
+        for name, path, truth, queries, doc_ids in indexes(args, max(args.k, 10)):
             new, base = plaidx.Index.open(path), base_engine.Index.open(path)
             tokens = int(new.info()["tokens"])
-            for params in param_sets:
+            for knobs in param_sets:
+                params = knobs if doc_ids is None else {**knobs, "doc_ids": doc_ids}
                 _, ids_new = new.search(queries, args.k, num_threads=args.threads, **params)
                 _, ids_base = base.search(queries, args.k, num_threads=args.threads, **params)
-                row = {"collection": name, "tokens": tokens, "params": params,
+                row = {"collection": name, "tokens": tokens, "params": knobs,
+                       "allowed_docs": None if doc_ids is None else int(len(doc_ids)),
                        "recall_new": recall_at_k(ids_new, truth[:, :args.k], args.k),
                        "recall_base": recall_at_k(ids_base, truth[:, :args.k], args.k),
                        "same_topk": bool(np.array_equal(ids_new, ids_base)),
@@ -186,10 +235,12 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 print(f"[ab] {row}", flush=True)
             del new, base
+    filtered = (f" Every search is filtered to a seeded {args.filter:g} of the documents (doc_ids), and recall is "
+                "against the exact top-k among them." if args.filter else "")
     body = [f"This checkout (new) against {base_dir.name} at {commit_of(base_dir)} (base) on the same indexes, "
             f"k {args.k}: every query searched by both, the order flipping with each query and round. p50 of "
             "single-query calls; paired: the median over queries of new / base. Same top-k: both builds returned "
-            "the same documents for every query (one batched call each).", "",
+            f"the same documents for every query (one batched call each).{filtered}", "",
             "| collection | tokens | search knobs | queries x rounds | p50 ms new | p50 ms base | p50 ratio | "
             f"paired ratio | recall@{args.k} new / base | same top-k |",
             "|---|---:|---|---:|---:|---:|---:|---:|---|---|"]

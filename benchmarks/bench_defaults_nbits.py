@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     load_start, rows = list(os.getloadavg()), []
     with threadpool_limits(args.threads):
-        for name, path, truth, queries in indexes(args, max(ks)):
+        for name, path, truth, queries, _ in indexes(args, max(ks)):
             index = plaidx.Index.open(path)
             if index.nbits != args.nbits:
                 raise SystemExit(f"{name}: the index at {path} has nbits {index.nbits}, not --nbits {args.nbits}")

@@ -4,6 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -20,6 +21,9 @@ def test_a_wrong_k_or_nbits_is_named_before_anything_loads():
         bench_ab.main(["--base", "/nonexistent", "--tag", "t", "--k", "0"])
     with pytest.raises(SystemExit, match="--nbits: 1, 2, 4 or 8"):
         bench_ab.main(["--base", "/nonexistent", "--tag", "t", "--nbits", "3"])
+    for fraction in ("0", "1", "-0.5"):
+        with pytest.raises(SystemExit, match="--filter: the fraction of the documents allowed, between 0 and 1"):
+            bench_ab.main(["--base", "/nonexistent", "--tag", "t", "--filter", fraction])
 
 
 def test_a_missing_index_or_collection_is_named(tmp_path, monkeypatch):
@@ -49,3 +53,26 @@ def test_a_deep_k_is_measured_against_the_exact_top_k(tmp_path, monkeypatch):
     row = json.loads((tmp_path / "results" / "ab_t.json").read_text())["rows"][0]
     assert row["same_topk"] and row["recall_new"] == row["recall_base"] > 0.5
     assert "recall@120 new / base" in (tmp_path / "results" / "ab_t.md").read_text()
+
+
+def test_a_filtered_search_is_measured_against_the_exact_top_k_among_the_allowed(tmp_path, monkeypatch):
+    # --filter 0.3: both sides search 45 of 150 documents; the truth is the exact top-10 among them, which is the
+    # unfiltered exact ranking restricted to them
+    import json
+
+    from bench_cache import small_stored_cache
+    from collection import exact_topk_cached, load_collection
+
+    small_stored_cache(tmp_path, monkeypatch, bench_ab, truth=True, n_docs=150, complete=True)
+    args = argparse.Namespace(index=["a=run"], collection_dir=["coll"], collections="", filter=0.3, threads=2)
+    bench = next(bench_ab.indexes(args, 10))
+    assert len(bench.doc_ids) == 45 and np.all(np.diff(bench.doc_ids) > 0)
+    full = exact_topk_cached(load_collection(tmp_path / "coll"), 150)[1]
+    for got, ranking in zip(bench.truth, full):
+        np.testing.assert_array_equal(got, ranking[np.isin(ranking, bench.doc_ids)][:10])
+    root = Path(__file__).resolve().parents[1]
+    assert bench_ab.main(["--base", str(root), "--tag", "t", "--index", "a=run", "--collection-dir", "coll",
+                          "--filter", "0.3", "--rounds", "1"]) == 0
+    row = json.loads((tmp_path / "results" / "ab_t.json").read_text())["rows"][0]
+    assert row["allowed_docs"] == 45 and row["same_topk"] and row["recall_new"] == row["recall_base"] > 0.5
+    assert "filtered to a seeded 0.3 of the documents" in (tmp_path / "results" / "ab_t.md").read_text()
