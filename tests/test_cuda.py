@@ -249,7 +249,9 @@ def test_index_search_on_gpu_matches_cpu_across_updates(tmp_path):
         params = None if exact else plaidx.SearchParams(nprobe=nprobe, exact_scores="float32")
         return index.search(queries, k=k, params=params, exact=exact, doc_ids=doc_ids)
 
-    for kw in ({}, {"k": 25, "nprobe": 8}, {"exact": True}, {"doc_ids": np.arange(0, 400, 3)}):
+    # the filters allow fewer documents than ndocs: every one a candidate, given on the CPU, every cell on the GPU
+    for kw in ({}, {"k": 25, "nprobe": 8}, {"exact": True}, {"doc_ids": np.arange(0, 400, 3)},
+               {"doc_ids": np.arange(0, 400, 9), "nprobe": 1}):
         assert_topk_equivalent(index.search(queries, device="cuda", **kw), on_cpu(**kw))
     with pytest.raises(ValueError, match="runs on the CPU"):
         index.search(queries, device="cuda", params=plaidx.SearchParams(exact_scores="int8"))

@@ -257,8 +257,8 @@ class Index:
             0: no re-scoring (PLAID over the codes). Also a :class:`SearchParams` field. A positive value on
             an index without kept vectors, or ``n_exact`` together with re-scoring, is an error.
         doc_ids : optional ids to restrict the search to (filtered inside the engine); an empty list
-            allows no document, so every row is padding. On the CPU, a filter allowing no more documents than
-            ``ndocs`` makes every allowed document a candidate instead of probing cells.
+            allows no document, so every row is padding. A filter allowing no more documents than ``ndocs`` makes
+            every allowed document a candidate instead of probing cells.
         num_threads : OpenMP threads for this call (0: the default); CPU only.
         device : ``None``/``"cpu"`` (native CPU kernels) or ``"cuda"``/``"cuda:N"``: the same pipeline
             on a GPU (the index is copied there on first use and kept while this generation is open).
@@ -336,14 +336,15 @@ class Index:
 
             n_allowed = int(np.count_nonzero(allowed)) if allowed.size else snap.n_docs
             # A filter that allows no more documents than the centroid stage keeps (ndocs): every allowed
-            # document is a candidate and no cell is probed (on the CPU), which costs no more than probing and
-            # finds every one of them.
-            given = np.flatnonzero(allowed) if doc_ids is not None and coll is None and n_allowed <= p.ndocs else None
+            # document is a candidate, which costs about what probing does and finds every one of them. The CPU
+            # kernel is given them instead of probing; a GPU probes every cell, which finds the same.
+            every = doc_ids is not None and n_allowed <= p.ndocs
+            given = np.flatnonzero(allowed) if every and coll is None else None
 
             def plaid(qs: np.ndarray, n_probe: int) -> tuple[np.ndarray, np.ndarray]:
                 if coll is not None:
-                    return coll.search(qs, allowed, n_probe, p.centroid_score_threshold, p.ndocs, p.n_exact, k_out,
-                                       quantized=cells is not None)
+                    return coll.search(qs, allowed, snap.nlist if every else n_probe, p.centroid_score_threshold,
+                                       p.ndocs, p.n_exact, k_out, quantized=cells is not None)
                 return self._search_cpu(qs, allowed, p, cells, n_probe, k_out, num_threads, kept, exact_int8,
                                         exact_adc, given)
 
@@ -358,7 +359,7 @@ class Index:
                 return np.flatnonzero(pos[:, m - 1] < 0) if m > 0 else np.zeros(0, np.int64)
 
             short = short_rows(min(wanted, n_allowed))
-            if short.size and nprobe_eff < snap.nlist and given is None:
+            if short.size and nprobe_eff < snap.nlist and not every:
                 wide = min(snap.nlist, 16 * nprobe_eff)
                 if coll is not None and wide < snap.nlist:
                     wide = min(wide, gpu.MAX_NPROBE)
