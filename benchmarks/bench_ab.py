@@ -82,18 +82,31 @@ def commit_of(checkout: Path) -> str:
     return res.stdout.strip() or "?"
 
 
-def paired(new, base, queries: np.ndarray, k: int, rounds: int, threads: int, params: dict) -> dict:
-    """p50 of each side and the median per-query ratio, the two alternating on every query."""
+def search_kwargs(engine, knobs: dict) -> dict:
+    """Index.search's keywords for a JSON knob set: the knobs themselves, or ``params=`` the engine's own
+    SearchParams where one of them is a SearchParams field only (cell_scores, exact_scores, ...)."""
+    direct = {"nprobe", "centroid_score_threshold", "ndocs", "n_exact", "rerank", "exact", "doc_ids"}
+    if set(knobs) <= direct:
+        return knobs
+    return {"params": engine.SearchParams(**{k: v for k, v in knobs.items() if k != "doc_ids"}),
+            **({"doc_ids": knobs["doc_ids"]} if "doc_ids" in knobs else {})}
+
+
+def paired(new, base, queries: np.ndarray, k: int, rounds: int, threads: int, params: dict,
+           base_params: dict | None = None) -> dict:
+    """p50 of each side and the median per-query ratio, the two alternating on every query (the base with
+    base_params where given)."""
+    sides = ((new, params), (base, params if base_params is None else base_params))
     for i in range(min(20, len(queries))):  # warm-up: inverted files, workspaces, page cache
-        new.search(queries[i], k, num_threads=threads, **params)
-        base.search(queries[i], k, num_threads=threads, **params)
+        for index, kw in sides:
+            index.search(queries[i], k, num_threads=threads, **kw)
     t_new, t_base = [], []
     for r in range(rounds):
         for i in range(len(queries)):
-            order = ((new, t_new), (base, t_base)) if (i + r) % 2 else ((base, t_base), (new, t_new))
-            for index, times in order:
+            order = ((sides[0], t_new), (sides[1], t_base)) if (i + r) % 2 else ((sides[1], t_base), (sides[0], t_new))
+            for (index, kw), times in order:
                 t = time.perf_counter()
-                index.search(queries[i], k, num_threads=threads, **params)
+                index.search(queries[i], k, num_threads=threads, **kw)
                 times.append(time.perf_counter() - t)
     a, b = np.array(t_new), np.array(t_base)
     return {"p50_ms_new": float(np.median(a) * 1e3), "p50_ms_base": float(np.median(b) * 1e3),
@@ -192,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nbits", type=int, default=2, help="the default builds' bits a dimension (built when missing)")
     ap.add_argument("--params", default="{}", help="search knobs as JSON (default: the defaults)")
     ap.add_argument("--params-list", default=None, help="a JSON list of knob sets, each timed in turn (for --params)")
+    ap.add_argument("--new-params", default="{}", help="knobs as JSON for this checkout's side only, over --params "
+                    "(an option the base lacks; --base may be this checkout, to time two settings of one build)")
     ap.add_argument("--index", action="append", default=[], metavar="NAME=DIR",
                     help="a stored index to time instead of the families' (DIR under results/cache/runs)")
     ap.add_argument("--collection-dir", action="append", default=[],
@@ -205,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.collections is None:
         args.collections = "" if args.index else "manytopics,lowrank,neardup"
     param_sets = json.loads(args.params_list) if args.params_list else [json.loads(args.params)]
+    new_knobs = json.loads(args.new_params)
     check_index_args(args)  # before loading the base checkout
     if args.k < 1:
         raise SystemExit(f"--k: a positive number of results, got {args.k}")
@@ -223,15 +239,18 @@ def main(argv: list[str] | None = None) -> int:
             new, base = plaidx.Index.open(path), base_engine.Index.open(path)
             tokens = int(new.info()["tokens"])
             for knobs in param_sets:
-                params = knobs if doc_ids is None else {**knobs, "doc_ids": doc_ids}
+                filt = {} if doc_ids is None else {"doc_ids": doc_ids}
+                params = search_kwargs(plaidx, {**knobs, **new_knobs, **filt})
+                base_params = search_kwargs(base_engine, {**knobs, **filt})
                 _, ids_new = new.search(queries, args.k, num_threads=args.threads, **params)
-                _, ids_base = base.search(queries, args.k, num_threads=args.threads, **params)
-                row = {"collection": name, "tokens": tokens, "params": knobs,
+                _, ids_base = base.search(queries, args.k, num_threads=args.threads, **base_params)
+                row = {"collection": name, "tokens": tokens, "params": knobs, "new_params": new_knobs,
                        "allowed_docs": None if doc_ids is None else int(len(doc_ids)),
                        "recall_new": recall_at_k(ids_new, truth[:, :args.k], args.k),
                        "recall_base": recall_at_k(ids_base, truth[:, :args.k], args.k),
                        "same_topk": bool(np.array_equal(ids_new, ids_base)),
-                       **paired(new, base, [q[None] for q in queries], args.k, args.rounds, args.threads, params)}
+                       **paired(new, base, [q[None] for q in queries], args.k, args.rounds, args.threads, params,
+                                base_params)}
                 rows.append(row)
                 print(f"[ab] {row}", flush=True)
             del new, base
@@ -240,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     body = [f"This checkout (new) against {base_dir.name} at {commit_of(base_dir)} (base) on the same indexes, "
             f"k {args.k}: every query searched by both, the order flipping with each query and round. p50 of "
             "single-query calls; paired: the median over queries of new / base. Same top-k: both builds returned "
-            f"the same documents for every query (one batched call each).{filtered}", "",
+            f"the same documents for every query (one batched call each).{filtered}"
+            + (f" This checkout's side also searches with {json.dumps(new_knobs)}." if new_knobs else ""), "",
             "| collection | tokens | search knobs | queries x rounds | p50 ms new | p50 ms base | p50 ratio | "
             f"paired ratio | recall@{args.k} new / base | same top-k |",
             "|---|---:|---|---:|---:|---:|---:|---:|---|---|"]

@@ -210,6 +210,12 @@ def test_kept_cell_ranking_matches_the_reference_and_its_definition(qlen, nbits)
                              **params)
             np.testing.assert_array_equal(two[0], one[0])
             np.testing.assert_array_equal(two[1], one[1])
+            # each document's distinct cells (as an index passes them) give the same scores as its tokens' codes
+            cells_of = _core.doc_cells(col["ivf"], col["ivf_offsets"], col["ndocs"])
+            by_cells = run_search(_core, Q, S, col, token_scales=scales, rank_kept_cells=True, doc_cells=cells_of,
+                                  **kw, **params)
+            np.testing.assert_array_equal(by_cells[0], one[0])
+            np.testing.assert_array_equal(by_cells[1], one[1])
         q8 = run_search(_core, Q, None, col, cell_codes=cells, token_scales=scales, rank_kept_cells=True, **params)
         S8 = cellq.quantized_cell_scores(Q, cells)
         assert_topk_equivalent(q8, run_search(ref, Q, S8, col, token_scales=scales, rank_kept_cells=True, **params),

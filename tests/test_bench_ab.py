@@ -76,3 +76,24 @@ def test_a_filtered_search_is_measured_against_the_exact_top_k_among_the_allowed
     row = json.loads((tmp_path / "results" / "ab_t.json").read_text())["rows"][0]
     assert row["allowed_docs"] == 45 and row["same_topk"] and row["recall_new"] == row["recall_base"] > 0.5
     assert "filtered to a seeded 0.3 of the documents" in (tmp_path / "results" / "ab_t.md").read_text()
+
+
+def test_new_params_time_two_settings_of_one_build(tmp_path, monkeypatch):
+    # --base this checkout and --new-params: the new side searches with the kept-cell ranking (a SearchParams field,
+    # passed as params=), the base with the defaults; the report names the new side's knobs
+    import json
+
+    from bench_cache import small_stored_cache
+
+    small_stored_cache(tmp_path, monkeypatch, bench_ab, truth=True, n_docs=150, complete=True)
+    root = Path(__file__).resolve().parents[1]
+    assert bench_ab.main(["--base", str(root), "--tag", "t", "--index", "a=run", "--collection-dir", "coll",
+                          "--new-params", '{"candidate_ranking": "kept_cells"}', "--rounds", "1"]) == 0
+    row = json.loads((tmp_path / "results" / "ab_t.json").read_text())["rows"][0]
+    assert row["new_params"] == {"candidate_ranking": "kept_cells"} and row["params"] == {}
+    assert not row["same_topk"] and row["recall_new"] > 0.3 and row["recall_base"] > 0.3  # the knob took effect
+    assert 'also searches with {"candidate_ranking": "kept_cells"}' in (
+        tmp_path / "results" / "ab_t.md").read_text()
+    kw = bench_ab.search_kwargs(bench_ab.plaidx, {"candidate_ranking": "kept_cells", "nprobe": 4, "doc_ids": [1]})
+    assert kw["params"].candidate_ranking == "kept_cells" and kw["params"].nprobe == 4 and kw["doc_ids"] == [1]
+    assert bench_ab.search_kwargs(bench_ab.plaidx, {"nprobe": 4}) == {"nprobe": 4}

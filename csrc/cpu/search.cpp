@@ -1099,10 +1099,12 @@ void adc_scores_parallel(const Compressed<Code>& col, int64_t qlen, const Worksp
 
 // out[i] = step 4's kept-cell score of document docs[i] (search.h: rank_kept_cells): per column the best of the
 // lookup-table scores of its tokens whose cell is kept (runs of them through adc_max) and of the cell scores of
-// the others, summed over the query tokens. In parallel over chunks of the documents.
+// its other cells (read from lists, each distinct cell once where lists are doc_cells), summed over the query
+// tokens. In parallel over chunks of the documents.
 template <class Code>
-void kept_cell_scores_parallel(const Compressed<Code>& col, int64_t qlen, const Workspace& ws, const float* St,
-                               const uint16_t* scales, const int64_t* docs, int64_t count, float* out, int threads) {
+void kept_cell_scores_parallel(const Compressed<Code>& col, const CellLists<Code>& lists, int64_t qlen,
+                               const Workspace& ws, const float* St, const uint16_t* scales, const int64_t* docs,
+                               int64_t count, float* out, int threads) {
   const int64_t qc = adc_columns(qlen), qp = padded_qlen(qlen);
   const uint8_t* keep = ws.keep.data();
   if (threads > 1) threads = threads_for(count_doc_tokens(col.doc_offsets, docs, count), kMinAdcTokens, threads);
@@ -1111,20 +1113,27 @@ void kept_cell_scores_parallel(const Compressed<Code>& col, int64_t qlen, const 
       [&](int64_t b, int64_t e) {
         std::vector<float> run_max(static_cast<size_t>(qc));
         for (int64_t i = b; i < e; ++i) {
-          const int64_t lo = col.doc_offsets[docs[i]], hi = col.doc_offsets[docs[i] + 1];
           std::fill(run_max.begin(), run_max.end(), kNegInf);
-          for (int64_t t = lo; t < hi;) {
-            const int64_t c = static_cast<int64_t>(col.codes[t]);
+          int64_t c0, c1;
+          lists.span(docs[i], c0, c1);
+          for (int64_t j = c0; j < c1; ++j) {  // the cells that are not kept, at their cell scores
+            const int64_t c = static_cast<int64_t>(lists.ids[j]);
             if (c >= col.nlist) bad_code(col.nlist);
-            int64_t end = t + 1;
-            if (keep[c]) {  // a run of tokens in kept cells: scored by the table
-              while (end < hi && static_cast<int64_t>(col.codes[end]) < col.nlist && keep[col.codes[end]]) ++end;
-              if (!adc_max(ws.lut.data(), qc, ws.adc_u.data(), St, qp, col, scales, t, end, run_max.data()))
-                bad_code(col.nlist);
-            } else {
-              const float* row = St + c * qp;
-              for (int64_t a = 0; a < qlen; ++a) run_max[a] = std::max(run_max[a], row[a]);
+            if (keep[c]) continue;
+            const float* row = St + c * qp;
+            for (int64_t a = 0; a < qlen; ++a) run_max[a] = std::max(run_max[a], row[a]);
+          }
+          const int64_t lo = col.doc_offsets[docs[i]], hi = col.doc_offsets[docs[i] + 1];
+          for (int64_t t = lo; t < hi;) {  // runs of tokens in kept cells, by the table
+            if (static_cast<int64_t>(col.codes[t]) >= col.nlist) bad_code(col.nlist);
+            if (!keep[col.codes[t]]) {
+              ++t;
+              continue;
             }
+            int64_t end = t + 1;
+            while (end < hi && static_cast<int64_t>(col.codes[end]) < col.nlist && keep[col.codes[end]]) ++end;
+            if (!adc_max(ws.lut.data(), qc, ws.adc_u.data(), St, qp, col, scales, t, end, run_max.data()))
+              bad_code(col.nlist);
             t = end;
           }
           out[i] = hi > lo ? sum_first(run_max.data(), qlen) : 0.0f;
@@ -1319,7 +1328,12 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
   const CellLists<Code> lists = cell_lists(col, ctx.ivf);
   ws.pruned.resize(static_cast<size_t>(ncand));
   ws.items.resize(static_cast<size_t>(ncand));
-  if (ncand <= 2 * ctx.p.ndocs) {
+  if (ctx.p.rank_kept_cells) {  // step 4's scores come from the kept cells (below): the pruned ones only here
+    centroid_scores_parallel(St, qlen, col, lists, ws.cand.data(), ncand, ws.keep.data(), ws.pruned.data(), nullptr,
+                             threads);
+    for (int64_t i = 0; i < ncand; ++i) ws.items[i] = Scored{ws.pruned[i], i};
+    select_ascending(ws.items, ctx.p.ndocs);
+  } else if (ncand <= 2 * ctx.p.ndocs) {
     ws.scores.resize(static_cast<size_t>(ncand));
     centroid_scores_both_parallel(St, qlen, col, lists, ws.cand.data(), ncand, ws.keep.data(), ws.pruned.data(),
                                   ws.scores.data(), threads);
@@ -1351,7 +1365,8 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
       fill_token_scales(col, const_cast<uint16_t*>(ctx.token_scales), ctx.scales_done, ws.docs.data(), m4, threads);
     build_adc_table(col, ctx.Q + q * qlen * col.d, qlen, ctx.adc_peak, ws, threads);
     adc_ready = true;
-    kept_cell_scores_parallel(col, qlen, ws, St, ctx.token_scales, ws.docs.data(), m4, ws.scores.data(), threads);
+    kept_cell_scores_parallel(col, lists, qlen, ws, St, ctx.token_scales, ws.docs.data(), m4, ws.scores.data(),
+                              threads);
     for (int64_t i = 0; i < m4; ++i) ws.items[i].score = ws.scores[i];
   }
   select_ascending(ws.items, ctx.p.n_exact);
