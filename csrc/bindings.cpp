@@ -493,7 +493,7 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
                    int64_t n_exact, int64_t k, int num_threads, const py::object& doc_cells_o,
                    const py::object& cell_codes_o, const py::object& kept_o, bool exact_int8,
                    const py::object& token_scales_o, const py::object& token_scales_done_o,
-                   const py::object& candidates_o, bool rank_kept_cells) {
+                   const py::object& candidates_o) {
   const char* fn = "search";
   const std::string f(fn);
   check_threads(fn, num_threads);
@@ -565,7 +565,7 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
                                             "token_scales(...).astype(np.float16)");
     expect(sv[0] == args.col.n,
            f + ": token_scales must have shape (n,) = (" + std::to_string(args.col.n) + ",), one per token");
-    expect(!exact_int8 && (kept_o.is_none() || rank_kept_cells),
+    expect(!exact_int8 && kept_o.is_none(),
            f + ": token_scales make step 5 score the candidates by lookup tables; exact_int8 and kept are other "
                "ways of scoring them: pass one of the three");
     scales = sv.data;
@@ -585,7 +585,6 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
            f + ": with token_scales_done the search writes token_scales and the flags: pass writable arrays");
     scales_done = const_cast<uint8_t*>(done.data);  // checked writable above
   }
-  expect(!rank_kept_cells || adc, f + ": rank_kept_cells ranks step 4 by lookup tables: give token_scales");
   // Optional: steps 1-2's candidates, int64 (m,) distinct documents, ascending (checked in the search).
   cpu::Candidates given;
   if (!candidates_o.is_none()) {
@@ -599,7 +598,7 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
   {
     py::gil_scoped_release release;
     const cpu::IvfView<Code> iv{ivf.data, ivf[0], ivf_offsets.data, cells.data, cell_offsets.data, ncells};
-    const cpu::SearchParams params{nprobe, threshold, ndocs, n_exact, k, exact_int8, rank_kept_cells};
+    const cpu::SearchParams params{nprobe, threshold, ndocs, n_exact, k, exact_int8};
     cpu::search(Q.data, fused ? nullptr : S.data, nq, qlen, args.col, iv, args.allowed, params, so, dout, num_threads,
                 cpu::Int8Rows{cq.data, cs.data, csums.data},
                 kept.rows, scales, scales_done, given);
@@ -614,12 +613,12 @@ py::tuple search(const py::object& Q_o, const py::object& S_o, const py::object&
                  int64_t n_exact, int64_t k, int num_threads, const py::object& doc_cells_o,
                  const py::object& cell_codes_o, const py::object& kept_o, bool exact_int8,
                  const py::object& token_scales_o, const py::object& token_scales_done_o,
-                 const py::object& candidates_o, bool rank_kept_cells) {
+                 const py::object& candidates_o) {
   return with_code_type(codes_o, "search", "codes", [&](auto code) {
     return search_t<decltype(code)>(Q_o, S_o, codes_o, packed_o, offsets_o, ivf_o, ivf_offsets_o, centroids_o,
                                     weights_o, nbits, allowed_o, nprobe, threshold, ndocs, n_exact, k,
                                     num_threads, doc_cells_o, cell_codes_o, kept_o, exact_int8, token_scales_o,
-                                    token_scales_done_o, candidates_o, rank_kept_cells);
+                                    token_scales_done_o, candidates_o);
   });
 }
 
@@ -709,7 +708,7 @@ PYBIND11_MODULE(_core, m) {
         py::arg("ndocs"), py::arg("n_exact"), py::arg("k"), py::kw_only(), py::arg("num_threads") = 0,
         py::arg("doc_cells") = py::none(), py::arg("cell_codes") = py::none(), py::arg("kept") = py::none(),
         py::arg("exact_int8") = false, py::arg("token_scales") = py::none(), py::arg("token_scales_done") = py::none(),
-        py::arg("candidates") = py::none(), py::arg("rank_kept_cells") = false,
+        py::arg("candidates") = py::none(),
         "PLAID search; see plaidx._kernels. -> (scores f32 (nq, k), docs i64 (nq, k))");
   m.def("token_scales", &token_scales, py::arg("codes"), py::arg("packed"), py::arg("centroids"), py::arg("weights"),
         py::arg("nbits"), py::kw_only(), py::arg("num_threads") = 0,

@@ -186,62 +186,6 @@ def test_adc_bad_input_is_a_clear_error(mod):
         run_search(mod, Q, S, col, token_scales=scales, kept=(kv, ks))
 
 
-@native
-@pytest.mark.parametrize("nbits", [1, 2, 4])
-@pytest.mark.parametrize("qlen", [5, 32, 40])
-def test_kept_cell_ranking_matches_the_reference_and_its_definition(qlen, nbits):
-    """rank_kept_cells: step 4 ranks the ndocs survivors by the lookup-table scores of their tokens in kept cells,
-    the other tokens at their cell score. The reference's documents and scores (plain and with kept int8 vectors,
-    bit for bit with 1 or 2 threads, over int8 cell scores too); with n_exact 1 the only document step 5 sees is
-    the best by that definition (by the full centroid score without it)."""
-    col = make_collection(70 + qlen + nbits, ndocs=200, d=64, nbits=nbits, nlist=30, max_len=30)
-    Q, S = make_queries(qlen, col, nq=3, qlen=qlen)
-    scales = _scales(col, _core)
-    kv, ks, _ = ref.quantize_rows(_decoded(col))
-    cells = _core.quantize_rows(col["centroids"])
-    for params in (dict(nprobe=4, threshold=0.1, ndocs=60, n_exact=12, k=8),
-                   dict(nprobe=30, threshold=0.3, ndocs=200, n_exact=20, k=10)):
-        for kw in ({}, {"kept": (kv, ks)}):
-            want = run_search(ref, Q, S, col, token_scales=scales, rank_kept_cells=True, **kw, **params)
-            one = run_search(_core, Q, S, col, num_threads=1, token_scales=scales, rank_kept_cells=True, **kw,
-                             **params)
-            assert_topk_equivalent(one, want, tol=1e-5)
-            two = run_search(_core, Q, S, col, num_threads=2, token_scales=scales, rank_kept_cells=True, **kw,
-                             **params)
-            np.testing.assert_array_equal(two[0], one[0])
-            np.testing.assert_array_equal(two[1], one[1])
-            # each document's distinct cells (as an index passes them) give the same scores as its tokens' codes
-            cells_of = _core.doc_cells(col["ivf"], col["ivf_offsets"], col["ndocs"])
-            by_cells = run_search(_core, Q, S, col, token_scales=scales, rank_kept_cells=True, doc_cells=cells_of,
-                                  **kw, **params)
-            np.testing.assert_array_equal(by_cells[0], one[0])
-            np.testing.assert_array_equal(by_cells[1], one[1])
-        q8 = run_search(_core, Q, None, col, cell_codes=cells, token_scales=scales, rank_kept_cells=True, **params)
-        S8 = cellq.quantized_cell_scores(Q, cells)
-        assert_topk_equivalent(q8, run_search(ref, Q, S8, col, token_scales=scales, rank_kept_cells=True, **params),
-                               tol=1e-5)
-    # n_exact 1 over every document: step 5 scores the kept-cell ranking's first, which the definition names
-    every = dict(nprobe=30, threshold=0.3, ndocs=200, n_exact=1, k=1)
-    _, got = run_search(_core, Q, S, col, token_scales=scales, rank_kept_cells=True, **every)
-    _, plain = run_search(_core, Q, S, col, token_scales=scales, **every)
-    table, levels = ref._codebook("test", col["weights"], 64, nbits)
-    for qi in range(Q.shape[0]):
-        keep = S[qi].max(axis=0).astype(np.float64) >= 0.3
-        by_def = ref._adc_step(Q[qi], S[qi], col["codes"], col["packed"], col["doc_offsets"], np.arange(200),
-                               table, levels, scales, keep)
-        assert got[qi, 0] == int(np.argmax(by_def))
-        centroid = ref._centroid_scores(S[qi], col["codes"], col["doc_offsets"], np.arange(200), np.ones(30, bool))
-        assert plain[qi, 0] == int(np.argmax(centroid))  # without it, step 4's centroid ranking picks
-
-
-@pytest.mark.parametrize("mod", BACKENDS)
-def test_kept_cell_ranking_needs_the_token_scales(mod):
-    col = make_collection(5, ndocs=30, d=64, nbits=2, nlist=8)
-    Q, S = make_queries(5, col, nq=1, qlen=5)
-    with pytest.raises(ValueError, match="rank_kept_cells ranks step 4 by lookup tables: give token_scales"):
-        run_search(mod, Q, S, col, rank_kept_cells=True)
-
-
 # ------------------------------------------------------------------------------------------ the index
 def _spread_magnitudes(col: dict) -> dict:
     """col with each cell's centroid scaled by 2^e, e from -18 to 20 across the cells, and its residual weights

@@ -79,8 +79,8 @@ def test_a_filtered_search_is_measured_against_the_exact_top_k_among_the_allowed
 
 
 def test_new_params_time_two_settings_of_one_build(tmp_path, monkeypatch):
-    # --base this checkout and --new-params: the new side searches with the kept-cell ranking (a SearchParams field,
-    # passed as params=), the base with the defaults; the report names the new side's knobs
+    # --base this checkout and --new-params: the new side scores the exact stage in float32 (a SearchParams field,
+    # passed as params=), the base by the default lookup tables; the report names the new side's knobs
     import json
 
     from bench_cache import small_stored_cache
@@ -88,12 +88,11 @@ def test_new_params_time_two_settings_of_one_build(tmp_path, monkeypatch):
     small_stored_cache(tmp_path, monkeypatch, bench_ab, truth=True, n_docs=150, complete=True)
     root = Path(__file__).resolve().parents[1]
     assert bench_ab.main(["--base", str(root), "--tag", "t", "--index", "a=run", "--collection-dir", "coll",
-                          "--new-params", '{"candidate_ranking": "kept_cells"}', "--rounds", "1"]) == 0
+                          "--new-params", '{"exact_scores": "float32"}', "--rounds", "1"]) == 0
     row = json.loads((tmp_path / "results" / "ab_t.json").read_text())["rows"][0]
-    assert row["new_params"] == {"candidate_ranking": "kept_cells"} and row["params"] == {}
+    assert row["new_params"] == {"exact_scores": "float32"} and row["params"] == {}
     assert not row["same_topk"] and row["recall_new"] > 0.3 and row["recall_base"] > 0.3  # the knob took effect
-    assert 'also searches with {"candidate_ranking": "kept_cells"}' in (
-        tmp_path / "results" / "ab_t.md").read_text()
-    kw = bench_ab.search_kwargs(bench_ab.plaidx, {"candidate_ranking": "kept_cells", "nprobe": 4, "doc_ids": [1]})
-    assert kw["params"].candidate_ranking == "kept_cells" and kw["params"].nprobe == 4 and kw["doc_ids"] == [1]
+    assert 'also searches with {"exact_scores": "float32"}' in (tmp_path / "results" / "ab_t.md").read_text()
+    kw = bench_ab.search_kwargs(bench_ab.plaidx, {"exact_scores": "float32", "nprobe": 4, "doc_ids": [1]})
+    assert kw["params"].exact_scores == "float32" and kw["params"].nprobe == 4 and kw["doc_ids"] == [1]
     assert bench_ab.search_kwargs(bench_ab.plaidx, {"nprobe": 4}) == {"nprobe": 4}

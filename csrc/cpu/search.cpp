@@ -1097,51 +1097,6 @@ void adc_scores_parallel(const Compressed<Code>& col, int64_t qlen, const Worksp
       Schedule::kDynamic);
 }
 
-// out[i] = step 4's kept-cell score of document docs[i] (search.h: rank_kept_cells): per column the best of the
-// lookup-table scores of its tokens whose cell is kept (runs of them through adc_max) and of the cell scores of
-// its other cells (read from lists, each distinct cell once where lists are doc_cells), summed over the query
-// tokens. In parallel over chunks of the documents.
-template <class Code>
-void kept_cell_scores_parallel(const Compressed<Code>& col, const CellLists<Code>& lists, int64_t qlen,
-                               const Workspace& ws, const float* St, const uint16_t* scales, const int64_t* docs,
-                               int64_t count, float* out, int threads) {
-  const int64_t qc = adc_columns(qlen), qp = padded_qlen(qlen);
-  const uint8_t* keep = ws.keep.data();
-  if (threads > 1) threads = threads_for(count_doc_tokens(col.doc_offsets, docs, count), kMinAdcTokens, threads);
-  parallel_chunks(
-      count, std::max<int64_t>(1, grain_for(count, threads, 8)), threads,
-      [&](int64_t b, int64_t e) {
-        std::vector<float> run_max(static_cast<size_t>(qc));
-        for (int64_t i = b; i < e; ++i) {
-          std::fill(run_max.begin(), run_max.end(), kNegInf);
-          int64_t c0, c1;
-          lists.span(docs[i], c0, c1);
-          for (int64_t j = c0; j < c1; ++j) {  // the cells that are not kept, at their cell scores
-            const int64_t c = static_cast<int64_t>(lists.ids[j]);
-            if (c >= col.nlist) bad_code(col.nlist);
-            if (keep[c]) continue;
-            const float* row = St + c * qp;
-            for (int64_t a = 0; a < qlen; ++a) run_max[a] = std::max(run_max[a], row[a]);
-          }
-          const int64_t lo = col.doc_offsets[docs[i]], hi = col.doc_offsets[docs[i] + 1];
-          for (int64_t t = lo; t < hi;) {  // runs of tokens in kept cells, by the table
-            if (static_cast<int64_t>(col.codes[t]) >= col.nlist) bad_code(col.nlist);
-            if (!keep[col.codes[t]]) {
-              ++t;
-              continue;
-            }
-            int64_t end = t + 1;
-            while (end < hi && static_cast<int64_t>(col.codes[end]) < col.nlist && keep[col.codes[end]]) ++end;
-            if (!adc_max(ws.lut.data(), qc, ws.adc_u.data(), St, qp, col, scales, t, end, run_max.data()))
-              bad_code(col.nlist);
-            t = end;
-          }
-          out[i] = hi > lo ? sum_first(run_max.data(), qlen) : 0.0f;
-        }
-      },
-      Schedule::kDynamic);
-}
-
 // The query q (qlen, d) quantised into qz in the layout of the kernels that run; throws on a value that is
 // not finite.
 void prepare_quantized_query(const float* Qq, int64_t qlen, int64_t d, bool vnni, QuantQuery& qz, bool amx = false) {
@@ -1328,12 +1283,7 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
   const CellLists<Code> lists = cell_lists(col, ctx.ivf);
   ws.pruned.resize(static_cast<size_t>(ncand));
   ws.items.resize(static_cast<size_t>(ncand));
-  if (ctx.p.rank_kept_cells) {  // step 4's scores come from the kept cells (below): the pruned ones only here
-    centroid_scores_parallel(St, qlen, col, lists, ws.cand.data(), ncand, ws.keep.data(), ws.pruned.data(), nullptr,
-                             threads);
-    for (int64_t i = 0; i < ncand; ++i) ws.items[i] = Scored{ws.pruned[i], i};
-    select_ascending(ws.items, ctx.p.ndocs);
-  } else if (ncand <= 2 * ctx.p.ndocs) {
+  if (ncand <= 2 * ctx.p.ndocs) {
     ws.scores.resize(static_cast<size_t>(ncand));
     centroid_scores_both_parallel(St, qlen, col, lists, ws.cand.data(), ncand, ws.keep.data(), ws.pruned.data(),
                                   ws.scores.data(), threads);
@@ -1355,20 +1305,6 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
     for (size_t i = 0, r = 0; i < ws.items.size(); ++i)
       if (ws.skipped[ws.items[i].doc]) ws.items[i].score = ws.redo_scores[r++];
   }
-  bool adc_ready = false;  // ws holds this query's lookup table
-  if (ctx.p.rank_kept_cells) {  // step 4 by the kept cells' lookup-table scores (search.h)
-    const int64_t m4 = static_cast<int64_t>(ws.items.size());
-    ws.docs.resize(static_cast<size_t>(m4));
-    for (int64_t i = 0; i < m4; ++i) ws.docs[i] = ws.cand[ws.items[i].doc];
-    ws.scores.resize(static_cast<size_t>(m4));
-    if (ctx.scales_done != nullptr)
-      fill_token_scales(col, const_cast<uint16_t*>(ctx.token_scales), ctx.scales_done, ws.docs.data(), m4, threads);
-    build_adc_table(col, ctx.Q + q * qlen * col.d, qlen, ctx.adc_peak, ws, threads);
-    adc_ready = true;
-    kept_cell_scores_parallel(col, lists, qlen, ws, St, ctx.token_scales, ws.docs.data(), m4, ws.scores.data(),
-                              threads);
-    for (int64_t i = 0; i < m4; ++i) ws.items[i].score = ws.scores[i];
-  }
   select_ascending(ws.items, ctx.p.n_exact);
 
   // 5. exact MaxSim on the decompressed tokens (or the quantised one over the kept vectors), top k
@@ -1377,19 +1313,18 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
   for (int64_t i = 0; i < m; ++i) ws.docs[i] = ws.cand[ws.items[i].doc];
   ws.scores.resize(static_cast<size_t>(m));
   page_in_step5(ctx, ws.docs.data(), m);
-  if (ctx.kept.int8.q != nullptr || ctx.kept.half != nullptr) {
-    kept_scores_parallel(KeptScorer{col.doc_offsets, ctx.kept, col.d, qlen, ctx.vnni, ctx.amx, &ws.qz, Qt},
-                         ws.docs.data(), m, ws.scores.data(), threads);
-  } else if (ctx.token_scales != nullptr) {
+  if (ctx.token_scales != nullptr) {
     if (ctx.scales_done != nullptr)  // the caller's writable scales (search.h: token_scales_done)
       fill_token_scales(col, const_cast<uint16_t*>(ctx.token_scales), ctx.scales_done, ws.docs.data(), m, threads);
-    if (!adc_ready) build_adc_table(col, ctx.Q + q * qlen * col.d, qlen, ctx.adc_peak, ws, threads);
+    build_adc_table(col, ctx.Q + q * qlen * col.d, qlen, ctx.adc_peak, ws, threads);
     adc_scores_parallel(col, qlen, ws, St, ctx.token_scales, ws.docs.data(), m, ws.scores.data(), threads);
-  } else if (ctx.p.exact_int8) {
+  } else if (ctx.kept.int8.q != nullptr || ctx.kept.half != nullptr)
+    kept_scores_parallel(KeptScorer{col.doc_offsets, ctx.kept, col.d, qlen, ctx.vnni, ctx.amx, &ws.qz, Qt},
+                         ws.docs.data(), m, ws.scores.data(), threads);
+  else if (ctx.p.exact_int8)
     exact_q_scores_parallel(col, qlen, ctx.vnni, ws.qz, ws.docs.data(), m, ws.scores.data(), threads);
-  } else {
+  else
     exact_scores_parallel(Qt, qlen, col, ws.docs.data(), m, ws.scores.data(), threads);
-  }
   for (int64_t i = 0; i < m; ++i) ws.items[i] = Scored{ws.scores[i], ws.docs[i]};
   write_top(ws.items, ctx.p.k, ctx.out_scores + q * ctx.p.k, ctx.out_docs + q * ctx.p.k);
 }
@@ -1442,12 +1377,9 @@ void search(const float* Q, const float* S, int64_t nq, int64_t qlen, const Comp
   if (params.exact_int8 && (kept.int8.q != nullptr || kept.half != nullptr))
     throw std::invalid_argument("search: exact_int8 scores the decompressed candidates; with kept vectors they are "
                                 "scored by those instead: pass one or the other");
-  const bool has_kept = kept.int8.q != nullptr || kept.half != nullptr;
-  if (token_scales != nullptr && (params.exact_int8 || (has_kept && !params.rank_kept_cells)))
+  if (token_scales != nullptr && (params.exact_int8 || kept.int8.q != nullptr || kept.half != nullptr))
     throw std::invalid_argument("search: token_scales make step 5 score the candidates by lookup tables; exact_int8 "
                                 "and kept vectors are other ways of scoring them: pass one of the three");
-  if (params.rank_kept_cells && token_scales == nullptr)
-    throw std::invalid_argument("search: rank_kept_cells ranks step 4 by lookup tables: give token_scales");
   if (token_scales != nullptr && col.table == nullptr)
     throw std::invalid_argument("search: the lookup-table exact stage (token_scales) needs the decode table");
   std::vector<float> adc_peak(token_scales != nullptr ? static_cast<size_t>(col.d) : 0);

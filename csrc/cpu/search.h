@@ -51,11 +51,6 @@ struct SearchParams {
   //   sum_a max_t (float(<q[t], qa[a]>) * scale[t]) * sa[a],
   // the kept int8 rule applied to the decoded unit vectors (same finiteness and d conditions). Not with kept.
   bool exact_int8 = false;
-  // Step 4 ranks the ndocs kept by step 3 by a cheaper exact score instead of their full centroid score: per
-  // query token the best, over the document's tokens, of the lookup-table score (adc.h) for a token whose cell
-  // passes the threshold (step 3's keep) and of its cell score for the others, summed over the query tokens.
-  // Needs token_scales (the lookup tables' inverse norms); step 5 is unchanged (with kept, the kept vectors).
-  bool rank_kept_cells = false;
 };
 
 // Rows quantised as quantize.h says: q (n, d) int8, scale (n,) and, where a kernel needs them, sums (n,)
@@ -90,7 +85,7 @@ struct Candidates {
 // float16: the float MaxSim of the rows converted exactly (the values maxsim gives them).
 // token_scales (n,) (float16 bits, token_scales of adc.h), or nullptr: step 5 scores the n_exact candidates by
 // lookup tables over their codes and the cell scores (adc.h) instead of decompressing them. Needs col.table;
-// not with exact_int8, nor with kept unless params.rank_kept_cells (then only step 4 reads them).
+// not with exact_int8 or kept.
 // token_scales_done (ndocs,), or nullptr: token_scales are derived on demand, each candidate's before step 5
 // scores it (adc.h: fill_token_scales); the search then writes token_scales (the caller's, writable) and these
 // flags.

@@ -324,13 +324,6 @@ class Index:
             plain = kept is None and not tier and coll is None
             exact_adc = plain and p.exact_scores in ("adc", None)
             exact_int8 = plain and p.exact_scores == "int8"
-            rank_kept = p.candidate_ranking == "kept_cells"
-            if rank_kept and coll is not None:
-                raise ValueError("candidate_ranking='kept_cells' runs on the CPU: leave it None (the centroid "
-                                 "ranking) or search with device=None")
-            if rank_kept and not (exact_adc or kept is not None):
-                raise ValueError(f"candidate_ranking='kept_cells' ranks by the lookup exact stage's scores: leave "
-                                 f"exact_scores None (or 'adc') with it, not {p.exact_scores!r}")
             if exact_int8 and snap.dim > cellq.MAX_QUANTIZED_DIM:
                 raise ValueError(f"exact_scores='int8' needs d <= {cellq.MAX_QUANTIZED_DIM} (this index has d "
                                  f"{snap.dim}): leave it None (the lookup stage) or pass 'float32'")
@@ -353,7 +346,7 @@ class Index:
                     return coll.search(qs, allowed, snap.nlist if every else n_probe, p.centroid_score_threshold,
                                        p.ndocs, p.n_exact, k_out, quantized=cells is not None)
                 return self._search_cpu(qs, allowed, p, cells, n_probe, k_out, num_threads, kept, exact_int8,
-                                        exact_adc, given, rank_kept)
+                                        exact_adc, given)
 
             scores, pos = plaid(q, nprobe_eff)
             # PLAID only sees documents in the probed cells. When a row's probes found fewer candidates than
@@ -382,8 +375,7 @@ class Index:
 
     def _search_cpu(self, q: np.ndarray, allowed: np.ndarray, p: SearchParams, cells: Any, nprobe: int, k: int,
                     num_threads: int, kept: Any = None, exact_int8: bool = False,
-                    exact_adc: bool = False, given: np.ndarray | None = None,
-                    rank_kept: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                    exact_adc: bool = False, given: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         snap, a = self._snap, self._snap.a
         ivf, ivf_offsets = snap.ivf()
         # The native search scores the query tokens against the centroids itself, per query and straight
@@ -398,12 +390,10 @@ class Index:
             extra["exact_int8"] = True
         if given is not None:
             extra["candidates"] = given
-        if exact_adc or rank_kept:
+        if exact_adc:
             extra["token_scales"], done = snap.search_token_scales()
             if done is not None:
                 extra["token_scales_done"] = done
-        if rank_kept:
-            extra["rank_kept_cells"] = True
 
         def run(qc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             if native:

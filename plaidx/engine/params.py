@@ -9,7 +9,6 @@ from typing import Any, Optional
 LARGE_INDEX_TOKENS = 1 << 22  # about 4M token embeddings
 CELL_SCORES = (None, "int8", "float32")  # SearchParams.cell_scores (None: the search picks by CPU and device)
 EXACT_SCORES = (None, "adc", "int8", "float32")  # SearchParams.exact_scores (the same)
-CANDIDATE_RANKING = (None, "centroids", "kept_cells")  # SearchParams.candidate_ranking
 TIER_MIN_NPROBE = 8  # the rerank tier's defaults (SearchParams.resolve with tier=True)
 TIER_NDOCS_FACTOR = 4
 TIER_MIN_NPROBE_LARGE = 4  # ... from LARGE_INDEX_TOKENS, where the base ndocs is already 4x larger
@@ -75,13 +74,6 @@ class SearchParams:
         ``"adc"`` on the CPU, ``"float32"`` on a GPU (``"adc"`` and ``"int8"`` are CPU-only).
         The exhaustive ``exact=True`` search is always float32. Not with the rerank tier, whose kept vectors
         score the candidates instead. Passed through :meth:`resolve` unchanged.
-    candidate_ranking : "centroids", "kept_cells" or None
-        How the ``ndocs`` candidates kept after the pruned centroid interaction are ranked for the last stage
-        (its ``n_exact``, or the tier's ``rerank``). ``"centroids"``: by their full centroid scores, as Stanford
-        PLAID. ``"kept_cells"``: by exact scores, the lookup-table ones of ``exact_scores="adc"``, over only the
-        tokens whose cell passes ``centroid_score_threshold`` (the others at their cell score). Where a cell's
-        centroid stands for several topics this ranks the true neighbours much higher. CPU only, and with the
-        lookup exact stage or the tier. None: ``"centroids"``. Passed through :meth:`resolve` unchanged.
 
     ``SearchParams(nprobe=4)`` overrides one knob; :meth:`resolve` fills in the others.
     """
@@ -93,7 +85,6 @@ class SearchParams:
     rerank: Optional[int] = None
     cell_scores: Optional[str] = None
     exact_scores: Optional[str] = None
-    candidate_ranking: Optional[str] = None
 
     def candidates_wanted(self, k: int) -> int:
         """How many candidates the probes of one query should find; :meth:`plaidx.Index.search` searches a query
@@ -143,13 +134,10 @@ class SearchParams:
         if self.exact_scores not in EXACT_SCORES:
             raise ValueError(f"exact_scores must be one of {', '.join(map(repr, EXACT_SCORES))}, got "
                              f"{self.exact_scores!r}")
-        if self.candidate_ranking not in CANDIDATE_RANKING:
-            raise ValueError(f"candidate_ranking must be one of {', '.join(map(repr, CANDIDATE_RANKING))}, got "
-                             f"{self.candidate_ranking!r}")
         if not tier:
             return replace(SearchParams.for_k(k, self.nprobe, self.centroid_score_threshold, self.ndocs, self.n_exact,
                                               n_tokens=n_tokens, nbits=nbits), rerank=self.rerank, cell_scores=self.cell_scores,
-                           exact_scores=self.exact_scores, candidate_ranking=self.candidate_ranking)
+                           exact_scores=self.exact_scores)
         if self.exact_scores is not None:
             raise ValueError(f"exact_scores={self.exact_scores!r} has no effect while the rerank tier scores the "
                              "candidates by their kept vectors: drop it, or set rerank=0 to score n_exact candidates "
@@ -169,8 +157,7 @@ class SearchParams:
         if given == 0:
             raise ValueError("rerank=0 turns the tier off: resolve it with tier=False")
         rerank = max(k, p.ndocs // 8 if given is None else given)
-        return replace(p, ndocs=max(p.ndocs, rerank), n_exact=rerank, rerank=rerank, cell_scores=self.cell_scores,
-                       candidate_ranking=self.candidate_ranking)
+        return replace(p, ndocs=max(p.ndocs, rerank), n_exact=rerank, rerank=rerank, cell_scores=self.cell_scores)
 
     @classmethod
     def base(cls, k: int, *, n_tokens: int = 0) -> SearchParams:

@@ -571,10 +571,8 @@ def adc_table(q: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def _adc_step(q: np.ndarray, Sq: np.ndarray, codes: np.ndarray, packed: np.ndarray, doc_offsets: np.ndarray,
-              docs: np.ndarray, table: np.ndarray, levels: np.ndarray, scales: np.ndarray,
-              keep: np.ndarray | None = None) -> np.ndarray:
-    """Step 5 with token_scales: f32 (m,) scores of one query (qlen, d), Sq (qlen, nlist) its cell scores. With
-    keep (nlist,) bool: step 4 of rank_kept_cells, a token whose cell is not kept at its cell score instead."""
+              docs: np.ndarray, table: np.ndarray, levels: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Step 5 with token_scales: f32 (m,) scores of one query (qlen, d), Sq (qlen, nlist) its cell scores."""
     lut, u = adc_table(q, table)
     take, offs = _doc_tokens(doc_offsets, docs)
     pb = table.shape[0]
@@ -585,9 +583,6 @@ def _adc_step(q: np.ndarray, Sq: np.ndarray, codes: np.ndarray, packed: np.ndarr
     level = levels[rows[:, pb - 1] >> 4] if take.size else np.zeros(0, np.float32)
     tok = ((acc.astype(np.float32) * u[None]) * level[:, None] + Sq[:, codes[take].astype(np.int64)].T) \
         * scales[take].astype(np.float32)[:, None]
-    if keep is not None:
-        cell = codes[take].astype(np.int64)
-        tok = np.where(keep[cell][:, None], tok, Sq[:, cell].T)
     out = np.zeros(docs.size, np.float32)
     for i in range(docs.size):
         if offs[i + 1] > offs[i]:
@@ -619,7 +614,7 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
            num_threads: int = 0, doc_cells: Any = None,
            cell_codes: Any = None, kept: Any = None, exact_int8: bool = False,
            token_scales: Any = None, token_scales_done: Any = None,
-           candidates: Any = None, rank_kept_cells: bool = False) -> tuple[np.ndarray, np.ndarray]:
+           candidates: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """PLAID search, steps 1-5 of the contract -> (scores f32 (nq, k), docs i64 (nq, k)).
 
     doc_cells (the native kernel's shortcut) gives the same scores by definition and is not read here.
@@ -633,8 +628,6 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
     candidate whose flag is 0, its tokens' entries of token_scales are set (token_scales' values rounded to
     float16) and its flag to 1; both arrays are written.
     candidates (int64 (m,) distinct documents, ascending): steps 1-2 give the allowed ones of them, no cell probed.
-    rank_kept_cells (with token_scales): step 4 ranks by the lookup-table scores of the tokens in kept cells, the
-    others at their cell score (_adc_step with keep); step 5 unchanged (with kept, over the kept vectors).
     """
     fn = "search"
     _check_threads(fn, num_threads)
@@ -667,10 +660,8 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
         _expect(not exact_int8, f"{fn}: exact_int8 scores the decompressed candidates, kept scores them by their "
                                 "kept vectors: pass one or the other")
         kv, ks = _kept_arrays(fn, kept, Q, codes.shape[0])
-    _expect(not rank_kept_cells or token_scales is not None,
-            f"{fn}: rank_kept_cells ranks step 4 by lookup tables: give token_scales")
     if token_scales is not None:
-        _expect(not exact_int8 and (kept is None or rank_kept_cells),
+        _expect(not exact_int8 and kept is None,
                 f"{fn}: token_scales make step 5 score the candidates by lookup tables; exact_int8 and kept are "
                 "other ways of scoring them: pass one of the three")
         _expect(isinstance(token_scales, np.ndarray) and token_scales.dtype == np.float16,
@@ -736,27 +727,21 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
         keep = Sq.max(axis=0).astype(np.float64) >= threshold
         pruned = _centroid_scores(Sq, codes, doc_offsets, cand, keep)
         cand = cand[_top(pruned, cand, ndocs)]
-        # 4. full centroid scores (or the kept cells' lookup-table scores), best n_exact
-        if rank_kept_cells:
-            if token_scales_done is not None:
-                _fill_token_scales(codes, packed, doc_offsets, centroids, table, levels, cand, token_scales,
-                                   token_scales_done)
-            full = _adc_step(Q[q], Sq, codes, packed, doc_offsets, cand, table, levels, token_scales, keep)
-        else:
-            full = _centroid_scores(Sq, codes, doc_offsets, cand, every_cell)
+        # 4. full centroid scores, best n_exact
+        full = _centroid_scores(Sq, codes, doc_offsets, cand, every_cell)
         cand = cand[_top(full, cand, n_exact)]
         # 5. exact MaxSim over the decompressed tokens (or the quantised one over the kept vectors), best k
-        if kept is not None:
-            exact = _kept_step(Q[q], kv, ks, doc_offsets, cand)
-        elif token_scales is not None:
+        if token_scales is not None:
             if token_scales_done is not None:
                 _fill_token_scales(codes, packed, doc_offsets, centroids, table, levels, cand, token_scales,
                                    token_scales_done)
             exact = _adc_step(Q[q], Sq, codes, packed, doc_offsets, cand, table, levels, token_scales)
         elif exact_int8:
             exact = _exact_int8_step(Q[q], codes, packed, doc_offsets, cand, centroids, table, levels)
-        else:
+        elif kept is None:
             exact = _exact_scores(Q[q], codes, packed, doc_offsets, cand, centroids, table, levels)
+        else:
+            exact = _kept_step(Q[q], kv, ks, doc_offsets, cand)
         _write_top(exact, cand, k, out_s[q], out_d[q])
     return out_s, out_d
 
