@@ -1187,7 +1187,7 @@ void page_in_step5(const SearchContext<Code>& ctx, const int64_t* docs, int64_t 
   page_in_rows(rows, n, col.doc_offsets, docs, m);
 }
 
-// Steps 1's probes and 2: ws.cand = the allowed documents of the probed cells' lists, ascending.
+// Step 1's probes and step 2: ws.cand = the allowed documents of the probed cells' lists, ascending.
 template <class Code>
 void probe_candidates(const SearchContext<Code>& ctx, const float* St, const float* bmax, int64_t nblocks,
                       int threads, Workspace& ws) {
