@@ -558,8 +558,10 @@ def test_thread_count_does_not_change_results(mod):
     values = ref.decompress(col["codes"], col["packed"], col["centroids"], col["weights"], 2, True)
     params = dict(nprobe=16, threshold=0.28, ndocs=1000, n_exact=400, k=400) if big else \
         dict(nprobe=3, threshold=0.05, ndocs=60, n_exact=20, k=10)
+    given = np.arange(0, col["ndocs"], 3, dtype=np.int64)  # steps 1-2 given: a third of the documents
     for nq in (1, 3):  # nq = 1 parallelizes inside the query, nq = 3 across queries
         runs = [(*run_search(mod, Q[:nq], S[:nq], col, **params, num_threads=t),
+                 *run_search(mod, Q[:nq], S[:nq], col, **params, num_threads=t, candidates=given),
                  *run_exact(mod, Q[:nq], col, k=10, num_threads=t),
                  mod.maxsim(Q[:nq], values, col["doc_offsets"], num_threads=t)) for t in (1, 2, 0)]
         for other in runs[1:]:
