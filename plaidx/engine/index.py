@@ -336,8 +336,9 @@ class Index:
 
             n_allowed = int(np.count_nonzero(allowed)) if allowed.size else snap.n_docs
             # A filter that allows no more documents than the centroid stage keeps (ndocs): every allowed
-            # document is a candidate, which costs about what probing does and finds every one of them. The CPU
-            # kernel is given them instead of probing; a GPU probes every cell, which finds the same.
+            # document is a candidate, all of them found for at most about a third more time than probing
+            # (benchmarks/results/ab_filter_*.md). The CPU kernel is given them instead of probing; a GPU probes
+            # every cell, which finds the same.
             every = doc_ids is not None and n_allowed <= p.ndocs
             given = np.flatnonzero(allowed) if every and coll is None else None
 
