@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import os
 import shutil
@@ -85,8 +86,7 @@ def commit_of(checkout: Path) -> str:
 def search_kwargs(engine, knobs: dict) -> dict:
     """Index.search's keywords for a JSON knob set: the knobs themselves, or ``params=`` the engine's own
     SearchParams where one of them is a SearchParams field only (cell_scores, exact_scores, ...)."""
-    direct = {"nprobe", "centroid_score_threshold", "ndocs", "n_exact", "rerank", "exact", "doc_ids"}
-    if set(knobs) <= direct:
+    if set(knobs) <= set(inspect.signature(engine.Index.search).parameters):
         return knobs
     return {"params": engine.SearchParams(**{k: v for k, v in knobs.items() if k != "doc_ids"}),
             **({"doc_ids": knobs["doc_ids"]} if "doc_ids" in knobs else {})}
