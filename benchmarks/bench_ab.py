@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import NamedTuple
 
@@ -90,6 +91,26 @@ def search_kwargs(engine, knobs: dict) -> dict:
         return knobs
     return {"params": engine.SearchParams(**{k: v for k, v in knobs.items() if k != "doc_ids"}),
             **({"doc_ids": knobs["doc_ids"]} if "doc_ids" in knobs else {})}
+
+
+def knob_json(text: str, flag: str, many: bool = False):
+    """The knob set (or, with many, the list of knob sets) of a JSON option; a clear SystemExit when it is not
+    JSON, not objects, or names a knob neither Index.search nor SearchParams has."""
+    known = (set(inspect.signature(plaidx.Index.search).parameters) - {"self", "queries", "k", "num_threads"}) | {
+        f.name for f in fields(plaidx.SearchParams)}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"{flag}: not JSON ({e}); give an object such as '{{\"nprobe\": 4}}'") from None
+    sets = value if many else [value]
+    if not isinstance(sets, list) or not all(isinstance(knobs, dict) for knobs in sets):
+        raise SystemExit(f"{flag}: give {'a list of objects' if many else 'an object'} such as "
+                         f"'{'[' if many else ''}{{\"nprobe\": 4}}{']' if many else ''}', got {text}")
+    for knobs in sets:
+        unknown = sorted(set(knobs) - known)
+        if unknown:
+            raise SystemExit(f"{flag}: unknown knob {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return sets if many else value
 
 
 def paired(new, base, queries: np.ndarray, k: int, rounds: int, threads: int, params: dict,
@@ -219,8 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.collections is None:
         args.collections = "" if args.index else "manytopics,lowrank,neardup"
-    param_sets = json.loads(args.params_list) if args.params_list else [json.loads(args.params)]
-    new_knobs = json.loads(args.new_params)
+    param_sets = (knob_json(args.params_list, "--params-list", many=True) if args.params_list
+                  else [knob_json(args.params, "--params")])
+    new_knobs = knob_json(args.new_params, "--new-params")
     check_index_args(args)  # before loading the base checkout
     if args.k < 1:
         raise SystemExit(f"--k: a positive number of results, got {args.k}")

@@ -21,6 +21,12 @@ def test_a_wrong_k_or_nbits_is_named_before_anything_loads():
         bench_ab.main(["--base", "/nonexistent", "--tag", "t", "--k", "0"])
     with pytest.raises(SystemExit, match="--nbits: 1, 2, 4 or 8"):
         bench_ab.main(["--base", "/nonexistent", "--tag", "t", "--nbits", "3"])
+    for flag, value, message in (("--new-params", "{nprobe: 4}", "--new-params: not JSON"),
+                                 ("--params", "[4]", "--params: give an object"),
+                                 ("--params-list", '{"nprobe": 4}', "--params-list: give a list of objects"),
+                                 ("--new-params", '{"nprobes": 4}', "--new-params: unknown knob nprobes")):
+        with pytest.raises(SystemExit, match=message):
+            bench_ab.main(["--base", "/nonexistent", "--tag", "t", flag, value])
     for fraction in ("0", "1", "-0.5"):
         with pytest.raises(SystemExit, match="--filter: the fraction of the documents allowed, between 0 and 1"):
             bench_ab.main(["--base", "/nonexistent", "--tag", "t", "--filter", fraction])
