@@ -245,13 +245,14 @@ def test_index_search_on_gpu_matches_cpu_across_updates(tmp_path):
     docs, queries, _ = clustered_collection(n_docs=400, dim=64, n_topics=24, mean_len=30, n_queries=12, q_len=32)
     index = plaidx.Index.build(tmp_path / "ix", docs, nlist=64)
 
-    def on_cpu(k=10, nprobe=None, exact=False, doc_ids=None):  # the GPU's float32 exact stage, on the CPU
-        params = None if exact else plaidx.SearchParams(nprobe=nprobe, exact_scores="float32")
+    def on_cpu(k=10, nprobe=None, exact=False, doc_ids=None, ndocs=None):  # the GPU's float32 exact stage, on the CPU
+        params = None if exact else plaidx.SearchParams(nprobe=nprobe, ndocs=ndocs, exact_scores="float32")
         return index.search(queries, k=k, params=params, exact=exact, doc_ids=doc_ids)
 
-    # the filters allow fewer documents than ndocs: every one a candidate, given on the CPU, every cell on the GPU
+    # the first two filters allow fewer documents than ndocs: every one a candidate, given on the CPU, every cell on
+    # the GPU; the third more (100 of 400 over ndocs 50): both probe 4x the default nprobe
     for kw in ({}, {"k": 25, "nprobe": 8}, {"exact": True}, {"doc_ids": np.arange(0, 400, 3)},
-               {"doc_ids": np.arange(0, 400, 9), "nprobe": 1}):
+               {"doc_ids": np.arange(0, 400, 9), "nprobe": 1}, {"doc_ids": np.arange(0, 400, 4), "ndocs": 50}):
         assert_topk_equivalent(index.search(queries, device="cuda", **kw), on_cpu(**kw))
     with pytest.raises(ValueError, match="runs on the CPU"):
         index.search(queries, device="cuda", params=plaidx.SearchParams(exact_scores="int8"))

@@ -151,6 +151,64 @@ def test_a_filter_allowing_at_most_ndocs_ranks_every_allowed_document(built, col
     assert given == [None]
 
 
+def test_a_wider_filter_probes_as_many_more_cells_as_it_keeps_out(built, collection, monkeypatch, tmp_path):
+    """A filter allowing more than ndocs documents scales the default nprobe by the share it keeps out (at most
+    FILTER_PROBE_CAP times), and finds more of the exact filtered top-10 than the unscaled probes. An explicit
+    nprobe, or no filter, probes as given."""
+    from plaidx.engine import kernels
+    from plaidx.engine.params import FILTER_PROBE_CAP
+
+    _, queries, _ = collection
+    probes = []
+    search = kernels.search
+
+    def spy(*args, **kwargs):
+        probes.append(args[11])
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr(kernels, "search", spy)
+    base = plaidx.SearchParams(ndocs=30).resolve(10, n_tokens=built.n_tokens, nbits=2).nprobe
+
+    def first_probe(params, doc_ids=None):
+        probes.clear()
+        ids = built.search(queries, k=10, doc_ids=doc_ids, params=params)[1]
+        assert probes[0] <= built.nlist
+        return probes[0], ids
+
+    def recall(a, b):
+        return np.mean([len(set(x) & set(y)) / 10 for x, y in zip(a, b)])
+
+    quarter = np.arange(0, 300, 4)  # 75 of 300 documents, more than ndocs 30
+    nprobe, scaled = first_probe(plaidx.SearchParams(ndocs=30), quarter)
+    assert nprobe == 4 * base
+    nprobe, given = first_probe(plaidx.SearchParams(ndocs=30, nprobe=base), quarter)
+    assert nprobe == base
+    exact = built.search(queries, k=10, doc_ids=quarter, exact=True)[1]
+    assert recall(scaled, exact) > recall(given, exact)
+    assert first_probe(plaidx.SearchParams(ndocs=30))[0] == base
+    # 12 of 300 documents over ndocs 10: 25x, capped
+    assert first_probe(plaidx.SearchParams(ndocs=10), np.arange(0, 300, 25))[0] == FILTER_PROBE_CAP * base
+    # deleted documents are not kept out by the filter: the share is of the live ones
+    import shutil
+
+    copy = plaidx.Index.open(shutil.copytree(built.path, tmp_path / "copy"))
+    copy.delete(np.arange(2, 300, 4))  # 75 deleted, none of them allowed: 75 of 225 live documents
+    probes.clear()
+    copy.search(queries, k=10, doc_ids=quarter, params=plaidx.SearchParams(ndocs=30))
+    assert probes[0] == 3 * base
+
+
+def test_nprobe_for_filter_rounds_and_caps():
+    from plaidx.engine.params import FILTER_PROBE_CAP, nprobe_for_filter
+
+    assert nprobe_for_filter(2, 5_000, 10_000) == 4
+    assert nprobe_for_filter(2, 9_000, 10_000) == 2  # 2.2 rounds down: a filter keeping 10% out costs nothing
+    assert nprobe_for_filter(2, 2_000, 10_000) == 10
+    assert nprobe_for_filter(8, 100, 1_000_000) == FILTER_PROBE_CAP * 8
+    assert nprobe_for_filter(4, 10_000, 10_000) == 4
+    assert nprobe_for_filter(4, 0, 10_000) == 4
+
+
 def test_empty_doc_ids_allow_no_document(built, collection):
     """doc_ids=[] (a plain list, no dtype) means "no document": every row is padding, for PLAID and exact."""
     _, queries, _ = collection

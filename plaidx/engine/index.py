@@ -25,7 +25,7 @@ from .clustering import Assigner
 from .codec import check_residual_codec, code_dtype, reused_table
 from .gpu_build import build_ops
 from .inputs import as_document, as_queries, check_k, iter_documents
-from .params import SearchParams
+from .params import SearchParams, nprobe_for_filter
 from .snapshot import Snapshot
 from .storage import (
     MANIFEST,
@@ -258,7 +258,8 @@ class Index:
             an index without kept vectors, or ``n_exact`` together with re-scoring, is an error.
         doc_ids : optional ids to restrict the search to (filtered inside the engine); an empty list
             allows no document, so every row is padding. A filter allowing no more documents than ``ndocs`` makes
-            every allowed document a candidate instead of probing cells.
+            every allowed document a candidate instead of probing cells; a wider one scales the default ``nprobe`` by
+            the share of documents it keeps out (:func:`plaidx.engine.params.nprobe_for_filter`).
         num_threads : OpenMP threads for this call (0: the default); CPU only.
         device : ``None``/``"cpu"`` (native CPU kernels) or ``"cuda"``/``"cuda:N"``: the same pipeline
             on a GPU (the index is copied there on first use and kept while this generation is open).
@@ -341,6 +342,11 @@ class Index:
             # every cell, which finds the same.
             every = doc_ids is not None and n_allowed <= p.ndocs
             given = np.flatnonzero(allowed) if every and coll is None else None
+            # A wider filter probes more cells than the default, as many more as it keeps out (nprobe_for_filter)
+            if doc_ids is not None and not every and knobs.nprobe is None:
+                nprobe_eff = min(snap.nlist, nprobe_for_filter(nprobe_eff, n_allowed, snap.n_docs - snap.n_deleted))
+                if coll is not None and nprobe_eff < snap.nlist:
+                    nprobe_eff = min(nprobe_eff, max(p.nprobe, gpu.MAX_NPROBE))
 
             def plaid(qs: np.ndarray, n_probe: int) -> tuple[np.ndarray, np.ndarray]:
                 if coll is not None:

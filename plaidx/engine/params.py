@@ -19,6 +19,7 @@ DEEP_K = 100  # above this k the plain search scores at least 2k candidates exac
 WIDE_K = 512  # below LARGE_INDEX_TOKENS, for 10 < k <= WIDE_K the plain search probes and keeps twice the base's
 DEEP_K_PER_PROBE = 16  # ... and above DEEP_K it probes at least k / 16 cells a token (a power of two)
 FEW_K = 10  # up to this k a query is searched again when it finds fewer than k candidates; above, fewer than n_exact
+FILTER_PROBE_CAP = 16  # a doc_ids filter multiplies the default nprobe by at most this (nprobe_for_filter)
 
 
 def rerank_count(value: Any) -> int | None:
@@ -257,6 +258,23 @@ def _base(k: int, n_tokens: int) -> tuple[int, float, int]:
     else:
         dp, dt, dn = 8, 0.35, max(4 * k, 4096)
     return dp, dt, 4 * dn if n_tokens >= LARGE_INDEX_TOKENS else dn
+
+
+def nprobe_for_filter(nprobe: int, n_allowed: int, n_live: int) -> int:
+    """The default ``nprobe`` of a search filtered to ``n_allowed`` of ``n_live`` documents (more than ``ndocs``).
+
+    The probes of a filtered query find only the allowed documents in the probed cells, about
+    ``n_allowed / n_live`` of what they find unfiltered, and its true neighbours lie that much farther out among
+    the allowed ones. So the default nprobe is scaled by ``n_live / n_allowed`` (rounded, at most
+    ``FILTER_PROBE_CAP`` times): the centroid stage then ranks about as many candidates as an unfiltered search
+    does. At k 10 and nbits 2 this gave recall@10 +0.009 to +0.18 at a 20% filter of the five 1M-token families
+    (manytopics the most) for 1.06-1.47x the p50, +0.005 to +0.067 at 50% for 1.03-1.23x, and at 10M tokens
+    +0.046 at 5% and +0.013 at 20% for 1.31x and 1.11x (scratch sweeps; benchmarks/results/ab_filter_wide_*.md).
+    An explicit nprobe is used as given.
+    """
+    if n_allowed <= 0 or n_allowed >= n_live:
+        return nprobe
+    return int(min(FILTER_PROBE_CAP * nprobe, max(nprobe, round(nprobe * n_live / n_allowed))))
 
 
 def _deep_nprobe(k: int, n_tokens: int) -> int:
