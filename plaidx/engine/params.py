@@ -267,10 +267,10 @@ def nprobe_for_filter(nprobe: int, n_allowed: int, n_live: int) -> int:
     ``n_allowed / n_live`` of what they find unfiltered, and its true neighbours lie that much farther out among
     the allowed ones. So the default nprobe is scaled by ``n_live / n_allowed`` (rounded, at most
     ``FILTER_PROBE_CAP`` times): the centroid stage then ranks about as many candidates as an unfiltered search
-    does. At k 10 and nbits 2 this gave recall@10 +0.009 to +0.18 at a 20% filter of the five 1M-token families
-    (manytopics the most) for 1.06-1.47x the p50, +0.005 to +0.067 at 50% for 1.03-1.23x, and at 10M tokens
-    +0.046 at 5% and +0.013 at 20% for 1.31x and 1.11x (scratch sweeps; benchmarks/results/ab_filter_wide_*.md).
-    An explicit nprobe is used as given.
+    does. At k 10 and nbits 2 this gave recall@10 +0.009 to +0.193 at a 20% filter of the five 1M-token families
+    (manytopics the most) for 1.08-1.42x the p50, +0.003 to +0.067 at 50% for 1.03-1.18x, and +0.042 at a 5%
+    filter of 10M tokens for 1.23x; at k 100 +0.023 at 20% of 10M tokens, and -0.004 to +0.016 at 50% of the
+    1M-token families (benchmarks/results/ab_filter_wide_*.md). An explicit nprobe is used as given.
     """
     if n_allowed <= 0 or n_allowed >= n_live:
         return nprobe
