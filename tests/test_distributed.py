@@ -58,6 +58,14 @@ def test_exact_search_equals_one_index_with_the_same_codec(built, data, n_shards
         s2, i2 = single.search(queries, 10, exact=True, **kwargs)
         np.testing.assert_array_equal(i1, i2)
         np.testing.assert_allclose(s1, s2, atol=1e-6)
+    # one filter per query, as one index filters them
+    per_query = [[3, 77, 78], [150, 239, 5, 6]] + [[]] * (len(queries) - 2)
+    for exact in (True, False):
+        s1, i1 = sh.search(queries, 10, exact=exact, doc_ids=per_query)
+        s2, i2 = single.search(queries, 10, exact=exact, doc_ids=per_query)
+        np.testing.assert_array_equal(i1, i2)
+        np.testing.assert_allclose(s1, s2, atol=1e-6)
+    assert (i1[2:] == -1).all()
     # a filter with fewer documents than k pads like one index
     s1, i1 = sh.search(queries[0], 10, exact=True, doc_ids=[1, 200])
     assert i1.shape == (1, 10) and sorted(i1[0, :2].tolist()) == [1, 200] and (i1[0, 2:] == -1).all()

@@ -209,6 +209,48 @@ def test_nprobe_for_filter_rounds_and_caps():
     assert nprobe_for_filter(4, 0, 10_000) == 4
 
 
+def test_one_filter_per_query_equals_each_query_filtered_alone(built, collection, monkeypatch):
+    """doc_ids as one list per query (lists, a set, an empty list, a 2-D array) filters each query by its own, as
+    searching it alone with that list would; queries sharing a filter are searched in one call."""
+    from plaidx.engine import kernels
+
+    _, queries, _ = collection
+    q = queries[:4]
+    filters = [list(range(0, 300, 3)), {5, 6, 7, 8, 200}, [], list(range(0, 300, 3))]
+    calls = []
+    search = kernels.search
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape[0])
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr(kernels, "search", spy)
+    for exact in (False, True):
+        s, ids = built.search(q, k=5, doc_ids=filters, exact=exact)
+        for i, f in enumerate(filters):
+            s1, i1 = built.search(q[i], k=5, doc_ids=sorted(f), exact=exact)
+            np.testing.assert_array_equal(ids[i], i1[0])
+            np.testing.assert_array_equal(s[i], s1[0])
+            assert set(ids[i][ids[i] >= 0].tolist()) <= set(f)
+        assert (ids[2] == -1).all() and np.isneginf(s[2]).all()
+    calls.clear()
+    built.search(q, k=5, doc_ids=filters)
+    assert sorted(calls) == [1, 2]  # rows 0 and 3 share their filter; row 2 allows nothing and is not searched
+    rows = np.array([[1, 2, 3], [40, 50, 60]])
+    np.testing.assert_array_equal(built.search(q[:2], k=3, doc_ids=rows)[1],
+                                  built.search(q[:2], k=3, doc_ids=rows.tolist())[1])
+    with pytest.raises(ValueError, match="3 lists of ids for 4 queries"):
+        built.search(q, k=5, doc_ids=filters[:3])
+    with pytest.raises(TypeError, match="mixes document ids and lists"):
+        built.search(q[:2], k=5, doc_ids=[1, [2, 3]])
+    with pytest.raises(TypeError, match=r"doc_ids\[1\]: document ids must be integers"):
+        built.search(q[:2], k=5, doc_ids=[[1], [2.5]])
+    with pytest.raises(ValueError, match="got an array of shape"):
+        built.search(q[:2], k=5, doc_ids=np.zeros((2, 2, 2), np.int64))
+    with pytest.raises(KeyError, match="unknown document ids"):
+        built.search(q[:2], k=5, doc_ids=[[1], [100000]])
+
+
 def test_empty_doc_ids_allow_no_document(built, collection):
     """doc_ids=[] (a plain list, no dtype) means "no document": every row is padding, for PLAID and exact."""
     _, queries, _ = collection

@@ -189,6 +189,15 @@ def test_filtered_search_returns_only_allowed_documents(rag):
     assert [r["document_id"] for r in rag.search(docs[0], k=5, doc_ids="d7")] == ["d7"]
     with pytest.raises(KeyError, match="unknown document ids"):
         rag.search(docs[0], doc_ids=["d1", "nope"])
+    # one list per query: each query as searched alone with its list
+    per_query = [["d1", "d5"], ["d9", "d22", "d31"]]
+    both = rag.search([docs[0], docs[22]], k=2, doc_ids=per_query)
+    assert both == [rag.search(docs[0], k=2, doc_ids=per_query[0]), rag.search(docs[22], k=2, doc_ids=per_query[1])]
+    assert rag.search(docs[0], k=2, doc_ids=[["d1", "d5"]]) == both[0]
+    with pytest.raises(ValueError, match="1 list of ids for 2 queries"):
+        rag.search([docs[0], docs[22]], doc_ids=[["d1"]])
+    with pytest.raises(TypeError, match="mixes document ids and lists"):
+        rag.search([docs[0], docs[22]], doc_ids=["d1", ["d5"]])
     rag.delete_from_index(["d5"])
     assert {r["document_id"] for r in rag.search(docs[0], k=10, doc_ids=["d1", "d9"])} == {"d1", "d9"}
 

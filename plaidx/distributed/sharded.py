@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..engine import Index, SearchParams
-from ..engine.inputs import as_queries, check_k
+from ..engine.inputs import as_filter, as_queries, check_k, filter_groups, search_groups
 from ..engine.storage import LOCK, MANIFEST, WriterScope
 from ..engine.vectors import check_rerank
 from ..errors import IndexFormatError
@@ -196,6 +196,11 @@ class ShardedIndex:
             knobs = params
         q, _ = as_queries(queries, int(m["dim"]))
         nq = q.shape[0]
+        groups = filter_groups(doc_ids, nq)
+        if groups is not None:  # one filter per query: the queries sharing one are searched together
+            return search_groups(q, k, groups, lambda rows, f: self.search(
+                q[rows], k, params=None if knobs.is_default() else knobs, exact=exact, doc_ids=f,
+                num_threads=num_threads, device=device))
         base: dict[str, Any] = {"exact": bool(exact), "num_threads": num_threads, "device": device}
         if exact:
             base["rerank"] = knobs.rerank
@@ -207,7 +212,7 @@ class ShardedIndex:
             base["params"] = replace(knobs, ndocs=whole.ndocs)
         jobs: list[dict[str, Any] | None] = [dict(base) for _ in range(len(shards))]
         if doc_ids is not None:
-            ids = np.asarray(doc_ids)
+            ids = as_filter(doc_ids)
             if ids.size and ids.dtype.kind not in "iu":
                 raise TypeError(f"doc_ids: document ids must be integers, got dtype {ids.dtype}")
             shard, local, known = idmap.locate(ids.astype(np.int64).ravel())

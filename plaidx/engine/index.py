@@ -24,7 +24,7 @@ from .build import (
 from .clustering import Assigner
 from .codec import check_residual_codec, code_dtype, reused_table
 from .gpu_build import build_ops
-from .inputs import as_document, as_queries, check_k, iter_documents
+from .inputs import as_document, as_filter, as_queries, check_k, filter_groups, iter_documents, search_groups
 from .params import SearchParams, nprobe_for_filter
 from .snapshot import Snapshot
 from .storage import (
@@ -257,7 +257,8 @@ class Index:
             0: no re-scoring (PLAID over the codes). Also a :class:`SearchParams` field. A positive value on
             an index without kept vectors, or ``n_exact`` together with re-scoring, is an error.
         doc_ids : optional ids to restrict the search to (filtered inside the engine); an empty list
-            allows no document, so every row is padding. A filter allowing no more documents than ``ndocs`` makes
+            allows no document, so every row is padding. One list per query (a list of ``nq`` lists, or a 2-D
+            array) filters each query by its own; the queries that share one are searched together. A filter allowing no more documents than ``ndocs`` makes
             every allowed document a candidate instead of probing cells; a wider one scales the default ``nprobe`` by
             the share of documents it keeps out (:func:`plaidx.engine.params.nprobe_for_filter`).
         num_threads : OpenMP threads for this call (0: the default); CPU only.
@@ -281,11 +282,16 @@ class Index:
                 raise TypeError("give the search knobs either as params=SearchParams(...) or one by one, not both")
             knobs = params
         q, _ = as_queries(queries, snap.dim)
+        groups = filter_groups(doc_ids, q.shape[0])
+        if groups is not None:  # one filter per query: the queries sharing one are searched together
+            return search_groups(q, k, groups, lambda rows, f: self.search(
+                q[rows], k, params=None if knobs.is_default() else knobs, exact=exact, doc_ids=f,
+                num_threads=num_threads, device=device))
         gpu.check_codes_fit(device, snap.nlist)
         dev = gpu.resolve_device(device)
         allowed = snap.live_mask
         if doc_ids is not None:
-            doc_ids = np.asarray(doc_ids)
+            doc_ids = as_filter(doc_ids)
             if doc_ids.size == 0:  # no document allowed: every row is padding
                 return (np.full((q.shape[0], k), -np.inf, np.float32), np.full((q.shape[0], k), -1, np.int64))
             pos = snap.positions(doc_ids, live_only=False, what="doc_ids")

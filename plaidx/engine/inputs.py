@@ -59,6 +59,69 @@ def as_queries(queries: Any, dim: int) -> tuple[np.ndarray, bool]:
     return q, single
 
 
+def is_id_list(x: Any) -> bool:
+    """True for a list of ids (a sequence, set, array of at least one dimension or tensor), not for one id."""
+    if isinstance(x, (list, tuple, set, frozenset, range)):
+        return True
+    return (isinstance(x, np.ndarray) or hasattr(x, "detach")) and np.ndim(to_numpy(x)) >= 1
+
+
+def as_filter(doc_ids: Any) -> np.ndarray:
+    """One ``doc_ids`` filter as a 1-D array (a set or range becomes its sorted ids); the caller checks the dtype."""
+    if isinstance(doc_ids, (set, frozenset)):
+        doc_ids = sorted(doc_ids)
+    ids = to_numpy(doc_ids)
+    if ids.ndim > 1:
+        raise ValueError(f"doc_ids: expected a list of document ids, got an array of shape {ids.shape}")
+    return ids.ravel()
+
+
+def filter_groups(doc_ids: Any, nq: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """``doc_ids`` given one filter per query, as ``[(query rows, their filter)]`` with the queries that share a
+    filter in one group; None when ``doc_ids`` is None or one filter for every query.
+
+    ``doc_ids`` is per query when it is a 2-D array (one row per query) or a list whose items are lists of ids
+    (lists, tuples, sets, arrays): exactly ``nq`` of them, any of them empty (that query allows no document).
+    """
+    if doc_ids is None or isinstance(doc_ids, (set, frozenset, range)):
+        return None
+    if isinstance(doc_ids, (list, tuple)):
+        nested = [is_id_list(x) for x in doc_ids]
+        if not any(nested):
+            return None
+        if not all(nested):
+            raise TypeError("doc_ids mixes document ids and lists of them: give one list of ids for every query, "
+                            "or one list per query")
+        rows = [as_filter(x) for x in doc_ids]
+    else:
+        arr = to_numpy(doc_ids)
+        if arr.ndim <= 1:
+            return None
+        if arr.ndim > 2:
+            raise ValueError(f"doc_ids: expected one list of ids, or one per query, got an array of shape {arr.shape}")
+        rows = list(arr)
+    if len(rows) != nq:
+        raise ValueError(f"doc_ids: {len(rows)} list{'' if len(rows) == 1 else 's'} of ids for {nq} queries: give one "
+                         "list per query, or one list of ids for every query")
+    groups: dict[bytes, tuple[list[int], np.ndarray]] = {}
+    for i, r in enumerate(rows):
+        if r.size and r.dtype.kind not in "iu":
+            raise TypeError(f"doc_ids[{i}]: document ids must be integers, got dtype {r.dtype}")
+        r = np.unique(r.astype(np.int64))
+        groups.setdefault(r.tobytes(), ([], r))[0].append(i)
+    return [(np.asarray(qs, np.int64), r) for qs, r in groups.values()]
+
+
+def search_groups(q: np.ndarray, k: int, groups: list[tuple[np.ndarray, np.ndarray]],
+                  search: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The (nq, k) scores and ids of :func:`filter_groups`' groups, each searched by ``search(rows, filter)``."""
+    scores = np.full((q.shape[0], k), -np.inf, np.float32)
+    ids = np.full((q.shape[0], k), -1, np.int64)
+    for rows, allowed in groups:
+        scores[rows], ids[rows] = search(rows, allowed)
+    return scores, ids
+
+
 def check_k(k: Any) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"k must be a positive integer, got {k!r}")

@@ -19,7 +19,7 @@ from .. import __version__
 from ..engine import Index, SearchParams, maxsim
 from ..engine.codec import check_residual_codec
 from ..engine.gpu import resolve_device
-from ..engine.inputs import check_k
+from ..engine.inputs import check_k, is_id_list
 from . import splitter as _splitter
 from .checks import as_id_list, check_ids, check_metadatas, check_name, check_texts
 from .docstore import DocStore, metadata_json
@@ -487,7 +487,8 @@ class RAGPretrainedModel:
         Parameters
         ----------
         doc_ids : restrict the search to these documents (inside the engine, so k results still come back
-            when k of their passages exist); unknown ids raise KeyError.
+            when k of their passages exist); unknown ids raise KeyError. A list of lists, one per query,
+            restricts each query to its own.
         force_fast : smaller search parameters (fewer probed cells and candidates): faster, lower recall.
         **kwargs : ``nprobe``, ``centroid_score_threshold``, ``ndocs``, ``n_exact``, ``exact_scores`` override
             the PLAID search parameters (see :class:`plaidx.SearchParams`); ``exact=True`` scores every passage,
@@ -498,9 +499,20 @@ class RAGPretrainedModel:
         bad = set(kwargs) - set(_SEARCH_KWARGS) - {"exact"}
         if bad:
             raise TypeError(f"search() got unexpected keyword arguments {sorted(bad)}")
-        exact = kwargs.pop("exact", None)
         single = isinstance(query, str)
         queries = [query] if single else check_texts(query, "query")
+        nested = [] if doc_ids is None or isinstance(doc_ids, str) else [is_id_list(x) for x in doc_ids]
+        if any(nested):  # one list of document ids per query
+            if not all(nested):
+                raise TypeError("doc_ids mixes document ids and lists of them: give one list of ids for every "
+                                "query, or one list per query")
+            if len(nested) != len(queries):
+                raise ValueError(f"doc_ids: {len(nested)} list{'' if len(nested) == 1 else 's'} of ids for "
+                                 f"{len(queries)} queries: give one list per query, or one list of ids for every query")
+            out = [self.search(text, index_name, k, force_fast, zero_index_ranks, list(ids), **kwargs)
+                   for text, ids in zip(queries, doc_ids)]
+            return out[0] if single else out
+        exact = kwargs.pop("exact", None)
         if single and not query.strip():
             raise ValueError("query is empty")
         h = self._handle(index_name)
