@@ -66,6 +66,8 @@ def test_exact_search_equals_one_index_with_the_same_codec(built, data, n_shards
         np.testing.assert_array_equal(i1, i2)
         np.testing.assert_allclose(s1, s2, atol=1e-6)
     assert (i1[2:] == -1).all()
+    ragged = [queries[0], queries[1][:4]]  # queries of different lengths, searched by length
+    np.testing.assert_array_equal(sh.search(ragged, 10, exact=True)[1], single.search(ragged, 10, exact=True)[1])
     # a filter with fewer documents than k pads like one index
     s1, i1 = sh.search(queries[0], 10, exact=True, doc_ids=[1, 200])
     assert i1.shape == (1, 10) and sorted(i1[0, :2].tolist()) == [1, 200] and (i1[0, 2:] == -1).all()

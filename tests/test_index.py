@@ -251,6 +251,25 @@ def test_one_filter_per_query_equals_each_query_filtered_alone(built, collection
         built.search(q[:2], k=5, doc_ids=[[1], [100000]])
 
 
+def test_queries_of_different_lengths_are_searched_as_each_alone(built, collection):
+    """A list of query matrices of different lengths (as encoders without query padding give them) is searched
+    by length, each query as it would be alone; with one filter per query too."""
+    _, queries, _ = collection
+    ragged = [queries[0], queries[1][:5], queries[2], queries[3][:3]]
+    filters = [[1, 2, 3], list(range(0, 300, 2)), [], list(range(0, 300, 2))]
+    for doc_ids in (None, filters, list(range(100))):
+        for exact in (False, True):
+            s, ids = built.search(ragged, k=5, doc_ids=doc_ids, exact=exact)
+            assert s.shape == ids.shape == (4, 5)
+            for i, one in enumerate(ragged):
+                f = doc_ids[i] if doc_ids is filters else doc_ids
+                s1, i1 = built.search(one, k=5, doc_ids=f, exact=exact)
+                np.testing.assert_array_equal(ids[i], i1[0])
+                np.testing.assert_array_equal(s[i], s1[0])
+    with pytest.raises(ValueError, match="dimension 3 does not match"):
+        built.search([queries[0], queries[1][:5, :3]], k=5)
+
+
 def test_empty_doc_ids_allow_no_document(built, collection):
     """doc_ids=[] (a plain list, no dtype) means "no document": every row is padding, for PLAID and exact."""
     _, queries, _ = collection

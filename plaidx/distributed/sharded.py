@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..engine import Index, SearchParams
-from ..engine.inputs import as_filter, as_queries, check_k, filter_groups, search_groups
+from ..engine.inputs import as_filter, as_queries, check_k, query_parts, search_parts
 from ..engine.storage import LOCK, MANIFEST, WriterScope
 from ..engine.vectors import check_rerank
 from ..errors import IndexFormatError
@@ -194,13 +194,13 @@ class ShardedIndex:
             if not knobs.is_default():
                 raise TypeError("give the search knobs either as params=SearchParams(...) or one by one, not both")
             knobs = params
+        parts = query_parts(queries, doc_ids, int(m["dim"]))
+        if parts is not None:  # queries of different lengths, or one filter per query: a search per part
+            return search_parts(parts, k, lambda qs, f: self.search(
+                qs, k, params=None if knobs.is_default() else knobs, exact=exact, doc_ids=f,
+                num_threads=num_threads, device=device))
         q, _ = as_queries(queries, int(m["dim"]))
         nq = q.shape[0]
-        groups = filter_groups(doc_ids, nq)
-        if groups is not None:  # one filter per query: the queries sharing one are searched together
-            return search_groups(q, k, groups, lambda rows, f: self.search(
-                q[rows], k, params=None if knobs.is_default() else knobs, exact=exact, doc_ids=f,
-                num_threads=num_threads, device=device))
         base: dict[str, Any] = {"exact": bool(exact), "num_threads": num_threads, "device": device}
         if exact:
             base["rerank"] = knobs.rerank

@@ -24,7 +24,7 @@ from .build import (
 from .clustering import Assigner
 from .codec import check_residual_codec, code_dtype, reused_table
 from .gpu_build import build_ops
-from .inputs import as_document, as_filter, as_queries, check_k, filter_groups, iter_documents, search_groups
+from .inputs import as_document, as_filter, as_queries, check_k, iter_documents, query_parts, search_parts
 from .params import SearchParams, nprobe_for_filter
 from .snapshot import Snapshot
 from .storage import (
@@ -245,7 +245,8 @@ class Index:
 
         Parameters
         ----------
-        queries : float (nq, q_tokens, d) or (q_tokens, d), numpy or torch.
+        queries : float (nq, q_tokens, d) or (q_tokens, d), numpy or torch; or a list of (q_tokens, d) matrices of
+            different lengths (the queries of each length are searched together).
         k : results per query.
         params : a :class:`SearchParams` (unset knobs take their defaults by k and the index size).
         nprobe, centroid_score_threshold, ndocs, n_exact : the same knobs one by one (not with ``params``).
@@ -281,12 +282,12 @@ class Index:
             if not knobs.is_default():
                 raise TypeError("give the search knobs either as params=SearchParams(...) or one by one, not both")
             knobs = params
-        q, _ = as_queries(queries, snap.dim)
-        groups = filter_groups(doc_ids, q.shape[0])
-        if groups is not None:  # one filter per query: the queries sharing one are searched together
-            return search_groups(q, k, groups, lambda rows, f: self.search(
-                q[rows], k, params=None if knobs.is_default() else knobs, exact=exact, doc_ids=f,
+        parts = query_parts(queries, doc_ids, snap.dim)
+        if parts is not None:  # queries of different lengths, or one filter per query: a search per part
+            return search_parts(parts, k, lambda qs, f: self.search(
+                qs, k, params=None if knobs.is_default() else knobs, exact=exact, doc_ids=f,
                 num_threads=num_threads, device=device))
+        q, _ = as_queries(queries, snap.dim)
         gpu.check_codes_fit(device, snap.nlist)
         dev = gpu.resolve_device(device)
         allowed = snap.live_mask

@@ -76,9 +76,9 @@ def as_filter(doc_ids: Any) -> np.ndarray:
     return ids.ravel()
 
 
-def filter_groups(doc_ids: Any, nq: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
-    """``doc_ids`` given one filter per query, as ``[(query rows, their filter)]`` with the queries that share a
-    filter in one group; None when ``doc_ids`` is None or one filter for every query.
+def per_query_filters(doc_ids: Any, nq: int) -> list[np.ndarray] | None:
+    """``doc_ids`` given one filter per query, as ``nq`` sorted, distinct int64 arrays; None when ``doc_ids`` is
+    None or one filter for every query.
 
     ``doc_ids`` is per query when it is a 2-D array (one row per query) or a list whose items are lists of ids
     (lists, tuples, sets, arrays): exactly ``nq`` of them, any of them empty (that query allows no document).
@@ -103,22 +103,53 @@ def filter_groups(doc_ids: Any, nq: int) -> list[tuple[np.ndarray, np.ndarray]] 
     if len(rows) != nq:
         raise ValueError(f"doc_ids: {len(rows)} list{'' if len(rows) == 1 else 's'} of ids for {nq} queries: give one "
                          "list per query, or one list of ids for every query")
-    groups: dict[bytes, tuple[list[int], np.ndarray]] = {}
     for i, r in enumerate(rows):
         if r.size and r.dtype.kind not in "iu":
             raise TypeError(f"doc_ids[{i}]: document ids must be integers, got dtype {r.dtype}")
-        r = np.unique(r.astype(np.int64))
-        groups.setdefault(r.tobytes(), ([], r))[0].append(i)
-    return [(np.asarray(qs, np.int64), r) for qs, r in groups.values()]
+    return [np.unique(r.astype(np.int64)) for r in rows]
 
 
-def search_groups(q: np.ndarray, k: int, groups: list[tuple[np.ndarray, np.ndarray]],
-                  search: Any) -> tuple[np.ndarray, np.ndarray]:
-    """The (nq, k) scores and ids of :func:`filter_groups`' groups, each searched by ``search(rows, filter)``."""
-    scores = np.full((q.shape[0], k), -np.inf, np.float32)
-    ids = np.full((q.shape[0], k), -1, np.int64)
-    for rows, allowed in groups:
-        scores[rows], ids[rows] = search(rows, allowed)
+def _ragged(queries: Any) -> list[np.ndarray] | None:
+    """The (q_tokens, d) matrices of a list of queries whose lengths differ; None for anything else."""
+    if not isinstance(queries, (list, tuple)) or len(queries) < 2:
+        return None
+    mats = [to_numpy(x) for x in queries]
+    if any(m.ndim != 2 for m in mats) or len({m.shape[0] for m in mats}) == 1:
+        return None
+    return mats
+
+
+def query_parts(queries: Any, doc_ids: Any, dim: int) -> list[tuple[np.ndarray, Any, Any]] | None:
+    """A search split into parts ``[(query rows, their queries, their doc_ids)]`` when the queries are a list of
+    matrices of different lengths or ``doc_ids`` is one list per query (:func:`per_query_filters`): the queries of
+    one length and one filter form a part. None when one call searches them all."""
+    mats = _ragged(queries)
+    if mats is None:
+        q, _ = as_queries(queries, dim)
+        lengths = [q.shape[1]] * q.shape[0]
+    else:
+        lengths = [m.shape[0] for m in mats]
+    filters = per_query_filters(doc_ids, len(lengths))
+    if mats is None and filters is None:
+        return None
+    groups: dict[tuple[int, bytes], list[int]] = {}
+    for i, n in enumerate(lengths):
+        groups.setdefault((n, b"" if filters is None else filters[i].tobytes()), []).append(i)
+    parts = []
+    for members in groups.values():
+        rows = np.asarray(members, np.int64)
+        qs = q[rows] if mats is None else np.stack([mats[i] for i in members])
+        parts.append((rows, qs, doc_ids if filters is None else filters[members[0]]))
+    return parts
+
+
+def search_parts(parts: list[tuple[np.ndarray, Any, Any]], k: int, search: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The (nq, k) scores and ids of :func:`query_parts`' parts, each searched by ``search(queries, doc_ids)``."""
+    nq = sum(len(rows) for rows, _, _ in parts)
+    scores = np.full((nq, k), -np.inf, np.float32)
+    ids = np.full((nq, k), -1, np.int64)
+    for rows, qs, allowed in parts:
+        scores[rows], ids[rows] = search(qs, allowed)
     return scores, ids
 
 
