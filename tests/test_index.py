@@ -317,6 +317,9 @@ def test_maxsim_matches_numpy(collection):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     both = plaidx.maxsim(queries[:2], docs[:20])
     assert both.shape == (2, 20)
+    ragged = plaidx.maxsim([queries[0], queries[1][:3], queries[2]], docs[:20])  # queries of different lengths
+    np.testing.assert_allclose(ragged, np.stack([plaidx.maxsim(q, docs[:20]) for q in
+                                                 (queries[0], queries[1][:3], queries[2])]), rtol=1e-6)
 
 
 def test_build_info_says_what_it_has():

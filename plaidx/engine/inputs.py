@@ -109,7 +109,7 @@ def per_query_filters(doc_ids: Any, nq: int) -> list[np.ndarray] | None:
     return [np.unique(r.astype(np.int64)) for r in rows]
 
 
-def _ragged(queries: Any) -> list[np.ndarray] | None:
+def ragged_queries(queries: Any) -> list[np.ndarray] | None:
     """The (q_tokens, d) matrices of a list of queries whose lengths differ; None for anything else."""
     if not isinstance(queries, (list, tuple)) or len(queries) < 2:
         return None
@@ -123,7 +123,7 @@ def query_parts(queries: Any, doc_ids: Any, dim: int) -> list[tuple[np.ndarray, 
     """A search split into parts ``[(query rows, their queries, their doc_ids)]`` when the queries are a list of
     matrices of different lengths or ``doc_ids`` is one list per query (:func:`per_query_filters`): the queries of
     one length and one filter form a part. None when one call searches them all."""
-    mats = _ragged(queries)
+    mats = ragged_queries(queries)
     if mats is None:
         q, _ = as_queries(queries, dim)
         lengths = [q.shape[1]] * q.shape[0]

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from . import gpu, kernels
-from .inputs import as_document, as_queries, to_numpy
+from .inputs import as_document, as_queries, query_parts, ragged_queries, to_numpy
 
 
 def maxsim(query: Any, documents: Any, *, device: Any = None) -> np.ndarray:
@@ -15,7 +15,8 @@ def maxsim(query: Any, documents: Any, *, device: Any = None) -> np.ndarray:
 
     Parameters
     ----------
-    query : float (q_tokens, d) or (nq, q_tokens, d), numpy or torch
+    query : float (q_tokens, d) or (nq, q_tokens, d), numpy or torch, or a list of (q_tokens, d) matrices of
+        different lengths
     documents : sequence of float (n_tokens_i, d) arrays, or one float (n_docs, n_tokens, d) array
     device : None/"cpu" (native CPU kernel) or "cuda"/"cuda:N" (the GPU twin; equal to float rounding)
 
@@ -24,6 +25,14 @@ def maxsim(query: Any, documents: Any, *, device: Any = None) -> np.ndarray:
     float32 (n_docs,) for one query, (nq, n_docs) for several.
     """
     dev = gpu.resolve_device(device)
+    mats = ragged_queries(query)
+    if mats is not None:  # queries of different lengths: the queries of each length together
+        docs = list(documents) if not hasattr(documents, "ndim") else list(to_numpy(documents))
+        parts = query_parts(mats, None, mats[0].shape[-1])
+        out = np.zeros((len(mats), len(docs)), np.float32)
+        for rows, qs, _ in parts:
+            out[rows] = maxsim(qs, docs, device=device)
+        return out
     q0 = to_numpy(query)
     dim = q0.shape[-1] if q0.ndim in (2, 3) else -1
     q, single = as_queries(q0, dim)
