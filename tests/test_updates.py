@@ -90,7 +90,7 @@ def test_bad_updates_change_nothing(data, tmp_path):
     with pytest.raises(KeyError, match="unknown document ids"):
         idx.delete([3, 999])
     idx.delete([3])
-    with pytest.raises(KeyError, match=r"\[3\]"):
+    with pytest.raises(KeyError, match=r"\[3\] \(or deleted"):
         idx.delete([3])  # already deleted
     with pytest.raises(ValueError, match="dimension 16"):
         idx.add([np.ones((4, 16), np.float32)])
@@ -104,6 +104,8 @@ def test_bad_updates_change_nothing(data, tmp_path):
     again = plaidx.Index.open(tmp_path / "i", verify="full")
     assert again.ids.tolist() == [i for i in range(60) if i != 3]
     assert not [p for p in (tmp_path / "i").iterdir() if p.name.endswith(".tmp")]
+    assert idx.delete({4, 5}) == 2 and idx.delete(range(6, 8)) == 2  # a set or a range of ids
+    assert not {4, 5, 6, 7} & set(plaidx.Index.open(tmp_path / "i").ids.tolist())
 
 
 def test_drift_is_measured_and_recluster_is_offered(tmp_path):

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..engine import Index, SearchParams
-from ..engine.inputs import as_filter, as_queries, check_k, query_parts, search_parts
+from ..engine.inputs import as_filter, as_queries, check_k, id_array, query_parts, search_parts
 from ..engine.storage import LOCK, MANIFEST, WriterScope
 from ..engine.vectors import check_rerank
 from ..errors import IndexFormatError
@@ -281,7 +281,7 @@ class ShardedIndex:
 
         Unknown or already deleted ids raise KeyError naming them, and nothing changes.
         """
-        ids = np.asarray(ids)
+        ids = id_array(ids)
         if ids.size == 0:
             return 0
         if ids.dtype.kind not in "iu":

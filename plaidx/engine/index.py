@@ -24,7 +24,7 @@ from .build import (
 from .clustering import Assigner
 from .codec import check_residual_codec, code_dtype, reused_table
 from .gpu_build import build_ops
-from .inputs import as_document, as_filter, as_queries, check_k, iter_documents, query_parts, search_parts
+from .inputs import as_document, as_filter, as_queries, check_k, id_array, iter_documents, query_parts, search_parts
 from .params import SearchParams, nprobe_for_filter
 from .snapshot import Snapshot
 from .storage import (
@@ -494,7 +494,8 @@ class Index:
         """
         with self._writer() as base:
             snap = self._snap
-            ids = np.unique(np.asarray(ids).ravel()) if np.asarray(ids).size else np.zeros(0, np.int64)
+            ids = id_array(ids).ravel()
+            ids = np.unique(ids) if ids.size else np.zeros(0, np.int64)
             if ids.size == 0:
                 return 0
             pos = snap.positions(ids, live_only=True, what="delete")

@@ -66,11 +66,15 @@ def is_id_list(x: Any) -> bool:
     return (isinstance(x, np.ndarray) or hasattr(x, "detach")) and np.ndim(to_numpy(x)) >= 1
 
 
+def id_array(ids: Any) -> np.ndarray:
+    """Document ids given as a list, array, tensor, set or range, as a numpy array (a set sorted); the caller checks
+    the dtype and shape."""
+    return to_numpy(sorted(ids) if isinstance(ids, (set, frozenset)) else ids)
+
+
 def as_filter(doc_ids: Any) -> np.ndarray:
-    """One ``doc_ids`` filter as a 1-D array (a set or range becomes its sorted ids); the caller checks the dtype."""
-    if isinstance(doc_ids, (set, frozenset)):
-        doc_ids = sorted(doc_ids)
-    ids = to_numpy(doc_ids)
+    """One ``doc_ids`` filter as a 1-D array; the caller checks the dtype."""
+    ids = id_array(doc_ids)
     if ids.ndim > 1:
         raise ValueError(f"doc_ids: expected a list of document ids, got an array of shape {ids.shape}")
     return ids.ravel()

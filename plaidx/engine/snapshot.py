@@ -226,6 +226,7 @@ class Snapshot:
             ok &= np.asarray(self.a["deleted"])[pos_c] == 0
         if not ok.all():
             bad = ids[~ok][:10].tolist()
+            gone = "or deleted; " if live_only and self.n_deleted else ""
             raise KeyError(f"{what}: unknown document ids {bad}{' ...' if (~ok).sum() > 10 else ''}"
-                           f" (the index holds {self.n_docs - self.n_deleted} live documents)")
+                           f" ({gone}the index holds {self.n_docs - self.n_deleted} live documents)")
         return pos.astype(np.int64)
