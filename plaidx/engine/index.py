@@ -24,7 +24,16 @@ from .build import (
 from .clustering import Assigner
 from .codec import check_residual_codec, code_dtype, reused_table
 from .gpu_build import build_ops
-from .inputs import as_document, as_filter, as_queries, check_k, id_array, iter_documents, query_parts, search_parts
+from .inputs import (
+    as_document,
+    as_filter,
+    as_queries,
+    check_k,
+    id_array,
+    iter_documents,
+    query_parts,
+    search_parts,
+)
 from .params import SearchParams, nprobe_for_filter
 from .snapshot import Snapshot
 from .storage import (
