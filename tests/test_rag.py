@@ -256,6 +256,8 @@ def test_bad_input_is_refused_and_nothing_stored_is_lost(rag, tmp_path):
 
     with pytest.raises(FileNotFoundError, match=r"no index named 'nope'.*'keep'"):
         rag.search("cat", index_name="nope")
+    with pytest.raises(ValueError, match="give at least one query"):
+        rag.search([], index_name="keep")
     with pytest.raises(ValueError, match="unique"):
         rag.index(docs, document_ids=["same"] * 10, index_name="keep")
     unchanged()

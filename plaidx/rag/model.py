@@ -500,7 +500,7 @@ class RAGPretrainedModel:
         if bad:
             raise TypeError(f"search() got unexpected keyword arguments {sorted(bad)}")
         single = isinstance(query, str)
-        queries = [query] if single else check_texts(query, "query")
+        queries = [query] if single else check_texts(query, "query", empty="give at least one query")
         nested = [] if doc_ids is None or isinstance(doc_ids, str) else [is_id_list(x) for x in doc_ids]
         if any(nested):  # one list of document ids per query
             if not all(nested):
@@ -572,7 +572,7 @@ class RAGPretrainedModel:
         """
         k = check_k(k)
         single = isinstance(query, str)
-        queries = [query] if single else check_texts(query, "query")
+        queries = [query] if single else check_texts(query, "query", empty="give at least one query")
         docs = check_texts(documents, "documents")
         scores = self.score(queries, docs, bsize)
         start = 0 if zero_index_ranks else 1
@@ -610,7 +610,7 @@ class RAGPretrainedModel:
         if not mem:
             raise ValueError("no encoded documents: call encode() first")
         single = isinstance(query, str)
-        queries = [query] if single else check_texts(query, "query")
+        queries = [query] if single else check_texts(query, "query", empty="give at least one query")
         Q = self._encode_queries(queries, bsize=bsize)
         scores = np.atleast_2d(maxsim(Q, mem["embeddings"]))
         has_meta = any(m is not None for m in mem["metadata"])
