@@ -80,14 +80,14 @@ def as_filter(doc_ids: Any) -> np.ndarray:
     return ids.ravel()
 
 
-def per_query_filters(doc_ids: Any, nq: int) -> list[np.ndarray] | None:
-    """``doc_ids`` given one filter per query, as ``nq`` sorted, distinct int64 arrays; None when ``doc_ids`` is
-    None or one filter for every query.
+def per_query_lists(doc_ids: Any, nq: int) -> list[Any] | None:
+    """The ``nq`` lists of ``doc_ids`` given one list per query, as given; None when ``doc_ids`` is None or one
+    list for every query.
 
     ``doc_ids`` is per query when it is a 2-D array (one row per query) or a list whose items are lists of ids
     (lists, tuples, sets, arrays): exactly ``nq`` of them, any of them empty (that query allows no document).
     """
-    if doc_ids is None or isinstance(doc_ids, (set, frozenset, range)):
+    if doc_ids is None or isinstance(doc_ids, (str, set, frozenset, range)):
         return None
     if isinstance(doc_ids, (list, tuple)):
         nested = [is_id_list(x) for x in doc_ids]
@@ -96,7 +96,7 @@ def per_query_filters(doc_ids: Any, nq: int) -> list[np.ndarray] | None:
         if not all(nested):
             raise TypeError("doc_ids mixes document ids and lists of them: give one list of ids for every query, "
                             "or one list per query")
-        rows = [as_filter(x) for x in doc_ids]
+        rows = list(doc_ids)
     else:
         arr = to_numpy(doc_ids)
         if arr.ndim <= 1:
@@ -107,10 +107,21 @@ def per_query_filters(doc_ids: Any, nq: int) -> list[np.ndarray] | None:
     if len(rows) != nq:
         raise ValueError(f"doc_ids: {len(rows)} list{'' if len(rows) == 1 else 's'} of ids for {nq} queries: give one "
                          "list per query, or one list of ids for every query")
+    return rows
+
+
+def per_query_filters(doc_ids: Any, nq: int) -> list[np.ndarray] | None:
+    """:func:`per_query_lists` as sorted, distinct int64 arrays of engine ids."""
+    rows = per_query_lists(doc_ids, nq)
+    if rows is None:
+        return None
+    out = []
     for i, r in enumerate(rows):
+        r = as_filter(r)
         if r.size and r.dtype.kind not in "iu":
             raise TypeError(f"doc_ids[{i}]: document ids must be integers, got dtype {r.dtype}")
-    return [np.unique(r.astype(np.int64)) for r in rows]
+        out.append(np.unique(r.astype(np.int64)))
+    return out
 
 
 def ragged_queries(queries: Any) -> list[np.ndarray] | None:

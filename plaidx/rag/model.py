@@ -19,7 +19,7 @@ from .. import __version__
 from ..engine import Index, SearchParams, maxsim
 from ..engine.codec import check_residual_codec
 from ..engine.gpu import resolve_device
-from ..engine.inputs import check_k, is_id_list
+from ..engine.inputs import check_k, per_query_lists
 from . import splitter as _splitter
 from .checks import as_id_list, check_ids, check_metadatas, check_name, check_texts
 from .docstore import DocStore, metadata_json
@@ -501,16 +501,10 @@ class RAGPretrainedModel:
             raise TypeError(f"search() got unexpected keyword arguments {sorted(bad)}")
         single = isinstance(query, str)
         queries = [query] if single else check_texts(query, "query", empty="give at least one query")
-        nested = [] if doc_ids is None or isinstance(doc_ids, str) else [is_id_list(x) for x in doc_ids]
-        if any(nested):  # one list of document ids per query
-            if not all(nested):
-                raise TypeError("doc_ids mixes document ids and lists of them: give one list of ids for every "
-                                "query, or one list per query")
-            if len(nested) != len(queries):
-                raise ValueError(f"doc_ids: {len(nested)} list{'' if len(nested) == 1 else 's'} of ids for "
-                                 f"{len(queries)} queries: give one list per query, or one list of ids for every query")
+        per_query = per_query_lists(doc_ids, len(queries))
+        if per_query is not None:  # one list of document ids per query
             out = [self.search(text, index_name, k, force_fast, zero_index_ranks, list(ids), **kwargs)
-                   for text, ids in zip(queries, doc_ids)]
+                   for text, ids in zip(queries, per_query)]
             return out[0] if single else out
         exact = kwargs.pop("exact", None)
         if single and not query.strip():
