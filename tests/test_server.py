@@ -277,6 +277,15 @@ def test_search_by_text_equals_rag_search(server, env, openapi):
     hits = r.json()["results"]
     assert hits and all(h["document_id"] in allowed for h in hits)
     _assert_same_hits(hits, rag.search(QUERIES[0], index_name="docs", k=5, doc_ids=allowed, **params))
+    # one list per query
+    per_query = [env["ids"][10:20], env["ids"][30:34]]
+    r = server.post("/v1/search", json={"index": "docs", "queries": QUERIES[:2], "k": 3, "doc_ids": per_query})
+    assert r.status_code == 200
+    for d, q, ids in zip(r.json()["data"], QUERIES[:2], per_query):
+        assert d["results"] and all(h["document_id"] in ids for h in d["results"])
+        _assert_same_hits(d["results"], rag.search(q, index_name="docs", k=3, doc_ids=ids))
+    r = server.post("/v1/search", json={"index": "docs", "queries": QUERIES[:2], "k": 3, "doc_ids": per_query[:1]})
+    assert r.status_code == 400 and r.json()["type"] == "invalid_request" and "1 list of ids for 2" in r.text
     r = server.post("/v1/search", json={"index": "docs", "query": QUERIES[1], "k": 5, "exact": True,
                                          "return_content": False, "return_metadata": False})
     want = rag.search(QUERIES[1], index_name="docs", k=5, exact=True)

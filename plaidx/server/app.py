@@ -21,6 +21,7 @@ from fastapi.responses import Response
 
 from .. import __version__
 from ..engine import SearchParams, maxsim
+from ..engine.inputs import per_query_lists
 from ..rag import FolderCache, IndexFolder
 from .docs import install_docs
 from .encoding import Encoder
@@ -280,8 +281,9 @@ def create_app(indexes: Optional[Mapping[str, Union[str, os.PathLike, IndexFolde
         name, folder = served.index(req.index)
         if not 1 <= req.k <= limits.max_k:
             raise ApiError(400, "invalid_request", f"k must be between 1 and {limits.max_k}, got {req.k}", "k")
-        if req.doc_ids is not None and len(req.doc_ids) > limits.max_doc_ids:
-            raise ApiError(413, "too_many_doc_ids", f"doc_ids holds {len(req.doc_ids)} ids; at most "
+        n_ids = 0 if req.doc_ids is None else sum(len(x) if isinstance(x, list) else 1 for x in req.doc_ids)
+        if n_ids > limits.max_doc_ids:
+            raise ApiError(413, "too_many_doc_ids", f"doc_ids holds {n_ids} ids; at most "
                                                     f"{limits.max_doc_ids} per request", "doc_ids")
         tokens, model_label = 0, served.model_label(folder.model_name)
         if req.query_embeddings is None:
@@ -323,10 +325,18 @@ def _index_encoder(served: _Served, folder: IndexFolder, name: str) -> tuple[str
     return served.default, enc
 
 
-def _search_groups(folder: IndexFolder, matrices: list[np.ndarray], k: int, **kwargs: Any) -> list[list[Any]]:
+def _search_groups(folder: IndexFolder, matrices: list[np.ndarray], k: int, doc_ids: Any = None,
+                   **kwargs: Any) -> list[list[Any]]:
     """Hits per query of a list of (q_tokens, dim) matrices (or one (nq, q_tokens, dim) stack), in order;
-    queries of the same length share one engine call."""
-    if len(matrices) == 1 and matrices[0].ndim == 3:
+    queries of the same length share one engine call, and with one ``doc_ids`` list per query each query is
+    searched with its own."""
+    stack = len(matrices) == 1 and matrices[0].ndim == 3
+    per_query = per_query_lists(doc_ids, matrices[0].shape[0] if stack else len(matrices))
+    if per_query is not None:
+        rows = list(matrices[0]) if stack else matrices
+        return [folder.search(m[None], k, doc_ids=ids, **kwargs)[0] for m, ids in zip(rows, per_query)]
+    kwargs["doc_ids"] = doc_ids
+    if stack:
         return folder.search(matrices[0], k, **kwargs)
     out: list[Any] = [None] * len(matrices)
     by_length: dict[int, list[int]] = {}

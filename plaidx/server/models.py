@@ -112,9 +112,10 @@ class SearchRequest(BaseModel):
         None, description="one query as a (q_tokens, dim) matrix of token embeddings (e.g. from "
                           "/v1/multi-vector), or a list of such matrices for several queries")
     k: StrictInt = Field(10, description="number of results per query")
-    doc_ids: Optional[list[Union[StrictStr, StrictInt]]] = Field(
+    doc_ids: Optional[Union[list[Union[StrictStr, StrictInt]], list[list[Union[StrictStr, StrictInt]]]]] = Field(
         None, description="restrict results to these document ids (RAG indexes: your document_id values; "
-                          "engine indexes: integer ids); an empty list allows no document")
+                          "engine indexes: integer ids); an empty list allows no document. A list of lists, one "
+                          "per query, restricts each query to its own")
     nprobe: Optional[StrictInt] = Field(None, description="cells probed per query token (default by k, the index "
                                                           "size and its nbits)")
     centroid_score_threshold: Optional[Number] = None
