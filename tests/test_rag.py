@@ -202,6 +202,51 @@ def test_filtered_search_returns_only_allowed_documents(rag):
     assert {r["document_id"] for r in rag.search(docs[0], k=10, doc_ids=["d1", "d9"])} == {"d1", "d9"}
 
 
+def test_metadata_filters_select_the_documents_whose_metadata_matches(rag):
+    """where= keeps the documents whose JSON metadata matches: equality by kind, comparisons, membership, list
+    contents, nested fields, missing fields and $and/$or/$not; with doc_ids both hold. Names and values are bound
+    parameters: quotes in a value match nothing, a quote in a field name is refused."""
+    docs = corpus(8, seed=9)
+    metas = [{"lang": "en", "year": 2019, "tags": ["a", "b"], "src": {"name": "wiki"}, "ok": True},
+             {"lang": "de", "year": 2021, "tags": ["b"], "src": {"name": "news"}, "ok": False},
+             {"lang": "en", "year": 2023.5, "tags": [], "ok": 1},
+             {"lang": "fr", "year": "2021", "src": {"name": "wiki"}},
+             {"lang": "en", "year": None},
+             None, {"lang": "' OR 1=1 --"}, {"lang": "de", "year": 2025, "tags": ["a"]}]
+    ids = [f"d{i}" for i in range(8)]
+    rag.index(docs, document_ids=ids, document_metadatas=metas, index_name="meta")
+
+    def found(where, **kw):
+        return sorted(r["document_id"] for r in rag.search(docs[0], k=8, where=where, **kw))
+
+    cases = [({"lang": "en"}, [0, 2, 4]), ({"year": 2021}, [1]), ({"year": "2021"}, [3]),
+             ({"year": {"$gte": 2021}}, [1, 2, 7]), ({"year": {"$gt": 2021, "$lt": 2025}}, [2]),
+             ({"year": None}, [4]), ({"ok": True}, [0]), ({"ok": 1}, [2]), ({"ok": {"$ne": True}}, [1, 2, 3, 4, 5, 6, 7]),
+             ({"lang": {"$in": ["de", "fr"]}}, [1, 3, 7]), ({"lang": {"$nin": ["en", "de"]}}, [3, 5, 6]),
+             ({"tags": {"$contains": "a"}}, [0, 7]), ({"src.name": "wiki"}, [0, 3]),
+             ({"tags": {"$exists": False}}, [3, 4, 5, 6]), ({"lang": "en", "year": {"$lt": 2020}}, [0]),
+             ({"$or": [{"lang": "fr"}, {"src.name": "news"}]}, [1, 3]), ({"$not": {"lang": "en"}}, [1, 3, 5, 6, 7]),
+             ({"lang": "' OR 1=1 --"}, [6]), ({"lang": "nobody"}, []), ({"lang": {"$in": []}}, [])]
+    for where, want in cases:
+        assert found(where) == sorted(f"d{i}" for i in want), where
+    assert found({"lang": "en"}, doc_ids=["d0", "d1", "d2"]) == ["d0", "d2"]
+    assert found({"lang": "en"}, exact=False) == ["d0", "d2", "d4"]  # inside PLAID too
+    both = rag.search([docs[0], docs[1]], k=8, where={"lang": "de"}, doc_ids=[["d1"], ["d0", "d7"]])
+    assert [[r["document_id"] for r in row] for row in both] == [["d1"], ["d7"]]
+    with pytest.raises(KeyError, match="unknown document ids"):
+        rag.search(docs[0], where={"lang": "en"}, doc_ids=["d0", "nope"])
+    for bad, err, msg in [({"lang": {"$like": "e%"}}, ValueError, "unknown operator '\\$like'"),
+                          ({"$where": "1"}, ValueError, "not a metadata field name"),
+                          ({'lang") OR 1=1 --': "x"}, ValueError, "without quotes"),
+                          ({"a..b": 1}, ValueError, "none empty"), ("lang = 'en'", TypeError, "must be a dict"),
+                          ({}, ValueError, "where is empty"), ({"lang": {}}, ValueError, "empty operator dict"),
+                          ({"lang": {"$in": "en"}}, TypeError, "takes a list"), ({"year": {"$gt": True}}, TypeError,
+                          "compares strings or numbers"), ({"lang": ["en"]}, TypeError, "a value must be a string"),
+                          ({"$or": []}, TypeError, "non-empty list"), ({"x": {"$exists": 1}}, TypeError, "true or false")]:
+        with pytest.raises(err, match=msg):
+            rag.search(docs[0], where=bad)
+
+
 def test_long_documents_are_split_into_passages_that_fit(rag):
     rng = np.random.default_rng(4)
     docs = [". ".join(" ".join(rng.choice(VOCAB, size=8)) for _ in range(12)) + "." for _ in range(3)] + ["short one"]

@@ -284,6 +284,21 @@ def test_search_by_text_equals_rag_search(server, env, openapi):
     for d, q, ids in zip(r.json()["data"], QUERIES[:2], per_query):
         assert d["results"] and all(h["document_id"] in ids for h in d["results"])
         _assert_same_hits(d["results"], rag.search(q, index_name="docs", k=3, doc_ids=ids))
+    # a metadata filter, with doc_ids too, per query; a bad filter is a 400 naming the problem
+    where = {"n": {"$lt": 30}, "even": True}
+    r = server.post("/v1/search", json={"index": "docs", "queries": QUERIES[:2], "k": 5, "where": where})
+    assert r.status_code == 200
+    for d, q in zip(r.json()["data"], QUERIES[:2]):
+        assert len(d["results"]) == 5 and all(int(h["document_id"][4:]) in range(0, 30, 2) for h in d["results"])
+        _assert_same_hits(d["results"], rag.search(q, index_name="docs", k=5, where=where))
+    r = server.post("/v1/search", json={"index": "docs", "queries": QUERIES[:2], "k": 5, "where": where,
+                                         "doc_ids": [["doc-2", "doc-3"], ["doc-40", "doc-4"]]})
+    assert [{h["document_id"] for h in d["results"]} for d in r.json()["data"]] == [{"doc-2"}, {"doc-4"}]  # passages
+    r = server.post("/v1/search", json={"index": "docs", "query": QUERIES[0], "where": {"n": {"$like": 3}}})
+    assert r.status_code == 400 and r.json()["type"] == "invalid_request" and "unknown operator" in r.text
+    r = server.post("/v1/search", json={"index": "vectors", "query_embeddings": env["engine_queries"][0].tolist(),
+                                         "where": {"n": 1}})
+    assert r.status_code == 400 and "bare engine folder" in r.text
     r = server.post("/v1/search", json={"index": "docs", "queries": QUERIES[:2], "k": 3, "doc_ids": per_query[:1]})
     assert r.status_code == 400 and r.json()["type"] == "invalid_request" and "1 list of ids for 2" in r.text
     r = server.post("/v1/search", json={"index": "docs", "query": QUERIES[1], "k": 5, "exact": True,

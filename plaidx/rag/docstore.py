@@ -13,6 +13,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import IndexFormatError
+from .where import where_sql
 
 SCHEMA_VERSION = 1
 
@@ -174,6 +175,12 @@ class DocStore:
         rows = con.execute(f"SELECT passage_id FROM passages WHERE document_id IN {_IN} ORDER BY passage_id",
                            (json.dumps(keys),)).fetchall()
         return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def document_ids_where(self, where: Any) -> list[Any]:
+        """The stored document ids whose metadata matches the filter ``where`` (:mod:`plaidx.rag.where`)."""
+        cond, params = where_sql(where)
+        rows = self._con().execute(f"SELECT document_id FROM documents WHERE {cond}", params).fetchall()
+        return [self.decode_id(r[0]) for r in rows]
 
     def all_passage_ids(self) -> np.ndarray:
         """int64 ids of every stored passage, ascending."""

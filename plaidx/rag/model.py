@@ -476,6 +476,7 @@ class RAGPretrainedModel:
     # -- RAGatouille API: search ------------------------------------------------------------------
     def search(self, query: Union[str, list[str]], index_name: Optional[str] = None, k: int = 10,
                force_fast: bool = False, zero_index_ranks: bool = False, doc_ids: Optional[list[Any]] = None,
+               where: Optional[dict[str, Any]] = None,
                **kwargs: Any) -> Union[list[dict[str, Any]], list[list[dict[str, Any]]]]:
         """Search an index with one query (a list of results) or a list of queries (a list of lists).
 
@@ -489,6 +490,8 @@ class RAGPretrainedModel:
         doc_ids : restrict the search to these documents (inside the engine, so k results still come back
             when k of their passages exist); unknown ids raise KeyError. A list of lists, one per query,
             restricts each query to its own.
+        where : restrict the search to documents whose metadata matches, e.g. ``{"lang": "en", "year":
+            {"$gte": 2020}}`` (operators and rules: :mod:`plaidx.rag.where`); with ``doc_ids``, both must hold.
         force_fast : smaller search parameters (fewer probed cells and candidates): faster, lower recall.
         **kwargs : ``nprobe``, ``centroid_score_threshold``, ``ndocs``, ``n_exact``, ``exact_scores`` override
             the PLAID search parameters (see :class:`plaidx.SearchParams`); ``exact=True`` scores every passage,
@@ -503,9 +506,13 @@ class RAGPretrainedModel:
         queries = [query] if single else check_texts(query, "query", empty="give at least one query")
         per_query = per_query_lists(doc_ids, len(queries))
         if per_query is not None:  # one list of document ids per query
-            out = [self.search(text, index_name, k, force_fast, zero_index_ranks, list(ids), **kwargs)
+            out = [self.search(text, index_name, k, force_fast, zero_index_ranks, list(ids), where, **kwargs)
                    for text, ids in zip(queries, per_query)]
             return out[0] if single else out
+        if where is not None:  # the matching documents, within doc_ids when both are given
+            within = None if doc_ids is None else as_id_list(doc_ids, "doc_ids")
+            matched = self._handle(index_name).where_ids(where, within)
+            return self.search(query, index_name, k, force_fast, zero_index_ranks, matched, **kwargs)
         exact = kwargs.pop("exact", None)
         if single and not query.strip():
             raise ValueError("query is empty")

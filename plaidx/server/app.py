@@ -298,7 +298,7 @@ def create_app(indexes: Optional[Mapping[str, Union[str, os.PathLike, IndexFolde
         params = SearchParams(req.nprobe, req.centroid_score_threshold, req.ndocs, req.n_exact, req.rerank)
         try:
             found = await served.run(_search_groups, folder, matrices, req.k, params=params, doc_ids=req.doc_ids,
-                                     exact=req.exact, num_threads=served.threads_per_search)
+                                     where=req.where, exact=req.exact, num_threads=served.threads_per_search)
         except KeyError as exc:
             raise ApiError(400, "unknown_doc_ids", str(exc.args[0] if exc.args else exc), "doc_ids") from None
         except (ValueError, TypeError) as exc:
@@ -326,12 +326,17 @@ def _index_encoder(served: _Served, folder: IndexFolder, name: str) -> tuple[str
 
 
 def _search_groups(folder: IndexFolder, matrices: list[np.ndarray], k: int, doc_ids: Any = None,
-                   **kwargs: Any) -> list[list[Any]]:
+                   where: Any = None, **kwargs: Any) -> list[list[Any]]:
     """Hits per query of a list of (q_tokens, dim) matrices (or one (nq, q_tokens, dim) stack), in order;
     queries of the same length share one engine call, and with one ``doc_ids`` list per query each query is
-    searched with its own."""
+    searched with its own. ``where`` keeps the documents whose metadata matches (within ``doc_ids``)."""
     stack = len(matrices) == 1 and matrices[0].ndim == 3
     per_query = per_query_lists(doc_ids, matrices[0].shape[0] if stack else len(matrices))
+    if where is not None:
+        if per_query is None:
+            doc_ids = folder.where_ids(where, doc_ids)
+        else:
+            per_query = [folder.where_ids(where, ids) for ids in per_query]
     if per_query is not None:
         rows = list(matrices[0]) if stack else matrices
         return [folder.search(m[None], k, doc_ids=ids, **kwargs)[0] for m, ids in zip(rows, per_query)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
@@ -116,6 +116,10 @@ class SearchRequest(BaseModel):
         None, description="restrict results to these document ids (RAG indexes: your document_id values; "
                           "engine indexes: integer ids); an empty list allows no document. A list of lists, one "
                           "per query, restricts each query to its own")
+    where: Optional[dict[str, Any]] = Field(
+        None, description="RAG indexes: keep the documents whose metadata matches, e.g. {\"lang\": \"en\", "
+                          "\"year\": {\"$gte\": 2020}}; operators $eq $ne $gt $gte $lt $lte $in $nin $exists "
+                          "$contains, combined with $and $or $not (see plaidx.rag.where); with doc_ids both hold")
     nprobe: Optional[StrictInt] = Field(None, description="cells probed per query token (default by k, the index "
                                                           "size and its nbits)")
     centroid_score_threshold: Optional[Number] = None

@@ -1,0 +1,146 @@
+"""Metadata filters (``where=``) as parameterised SQLite conditions over the document store's JSON metadata.
+
+A filter is a dict. Each key is a metadata field (``"lang"``; ``"source.year"`` for a nested one) and its value
+either the value to match or a dict of operators; several keys must all hold. ``$and``, ``$or`` (lists of
+filters) and ``$not`` (one filter) combine them::
+
+    {"lang": "en", "year": {"$gte": 2020}, "tags": {"$contains": "colbert"}}
+    {"$or": [{"lang": "en"}, {"lang": {"$in": ["de", "fr"]}}]}
+
+Operators: ``$eq``, ``$ne``, ``$gt``, ``$gte``, ``$lt``, ``$lte``, ``$in``, ``$nin`` (a list), ``$exists``
+(true or false) and ``$contains`` (a list field holds the value). Values are strings, numbers, booleans or None
+(JSON null), and a value only matches its own kind: ``1`` matches neither ``true`` nor ``"1"``. A document
+without the field matches ``$ne``, ``$nin`` and ``$exists: false`` only. Field names and values travel as
+bound parameters, never as SQL text.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+from typing import Any
+
+_COMPARE = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+OPERATORS = ("$eq", "$ne", "$in", "$nin", "$exists", "$contains", *_COMPARE)
+
+
+def _path(field: Any) -> str:
+    if not isinstance(field, str) or not field or field.startswith("$"):
+        raise ValueError(f"where: {field!r} is not a metadata field name (the operators are $and, $or, $not at the "
+                         f"top and {', '.join(OPERATORS)} inside a field)")
+    parts = field.split(".")
+    if any(not p or '"' in p or "\\" in p for p in parts):
+        raise ValueError(f"where: field {field!r}: a name is dot-separated parts, none empty, without quotes or "
+                         "backslashes")
+    return "$" + "".join(f'."{p}"' for p in parts)
+
+
+def _kind(value: Any, where: str) -> tuple[str, Any]:
+    """(SQL condition on json_type, the value as SQLite compares it) of one filter value."""
+    if value is None:
+        return "json_type(metadata, ?) = 'null'", None
+    if isinstance(value, bool):
+        return "json_type(metadata, ?) = 'true'" if value else "json_type(metadata, ?) = 'false'", None
+    if isinstance(value, numbers.Real):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"where: {where}: {value!r} is not a JSON number")
+        return "json_type(metadata, ?) IN ('integer', 'real')", value
+    if isinstance(value, str):
+        return "json_type(metadata, ?) = 'text'", value
+    raise TypeError(f"where: {where}: a value must be a string, number, boolean or None, got "
+                    f"{type(value).__name__} {value!r}")
+
+
+def _equal(path: str, value: Any, where: str) -> tuple[str, list[Any]]:
+    kind, v = _kind(value, where)
+    if v is None:  # null, true and false are matched by their JSON type alone
+        return kind, [path]
+    return f"({kind} AND json_extract(metadata, ?) = ?)", [path, path, v]
+
+
+def _member(path: str, values: Any, where: str) -> tuple[str, list[Any]]:
+    if not isinstance(values, (list, tuple)):
+        raise TypeError(f"where: {where} takes a list of values, got {type(values).__name__}")
+    if not values:
+        return "0", []
+    by_kind: dict[str, list[Any]] = {}
+    parts = []
+    for v in values:
+        kind, sql_value = _kind(v, where)
+        if sql_value is None:  # null, true, false: one condition each
+            parts.append((kind, [path]))
+        else:  # strings and numbers: one list per kind, as a JSON array parameter (no bound-variable limit)
+            by_kind.setdefault(kind, []).append(sql_value)
+    for kind, vs in by_kind.items():
+        parts.append((f"({kind} AND json_extract(metadata, ?) IN (SELECT value FROM json_each(?)))",
+                      [path, path, json.dumps(vs)]))
+    return "(" + " OR ".join(c for c, _ in parts) + ")", [p for _, ps in parts for p in ps]
+
+
+def _field(field: str, spec: Any) -> tuple[str, list[Any]]:
+    path = _path(field)
+    if not isinstance(spec, dict):
+        return _equal(path, spec, repr(field))
+    if not spec:
+        raise ValueError(f"where: field {field!r} has an empty operator dict; give a value or operators")
+    conds: list[str] = []
+    params: list[Any] = []
+    for op, value in spec.items():
+        at = f"{field!r} {op}"
+        if op == "$eq":
+            c, p = _equal(path, value, at)
+        elif op == "$ne":
+            c, p = _equal(path, value, at)
+            c = f"NOT COALESCE({c}, 0)"
+        elif op in _COMPARE:
+            kind, v = _kind(value, at)
+            if not isinstance(v, (str, numbers.Real)) or isinstance(value, bool):
+                raise TypeError(f"where: {at} compares strings or numbers, got {value!r}")
+            c, p = f"({kind} AND json_extract(metadata, ?) {_COMPARE[op]} ?)", [path, path, v]
+        elif op == "$in":
+            c, p = _member(path, value, at)
+        elif op == "$nin":
+            c, p = _member(path, value, at)
+            c = f"NOT COALESCE({c}, 0)"
+        elif op == "$exists":
+            if not isinstance(value, bool):
+                raise TypeError(f"where: {at} takes true or false, got {value!r}")
+            c, p = f"json_type(metadata, ?) IS {'NOT ' if value else ''}NULL", [path]
+        elif op == "$contains":
+            kind, v = _kind(value, at)
+            kind = kind.replace("json_type(metadata, ?)", "e.type")
+            c = f"EXISTS (SELECT 1 FROM json_each(metadata, ?) e WHERE {kind}"
+            c, p = (c + ")", [path]) if v is None else (c + " AND e.value = ?)", [path, v])
+        else:
+            raise ValueError(f"where: field {field!r}: unknown operator {op!r}; the operators are "
+                             f"{', '.join(OPERATORS)}")
+        conds.append(c)
+        params.extend(p)
+    return "(" + " AND ".join(conds) + ")", params
+
+
+def where_sql(where: Any) -> tuple[str, list[Any]]:
+    """A filter as an SQL condition on ``documents.metadata`` and its bound parameters."""
+    if not isinstance(where, dict):
+        raise TypeError(f"where must be a dict of metadata fields (e.g. {{'lang': 'en'}}), got {type(where).__name__}")
+    if not where:
+        raise ValueError("where is empty: give at least one field, or leave it None")
+    conds: list[str] = []
+    params: list[Any] = []
+    for key, value in where.items():
+        if key in ("$and", "$or"):
+            if not isinstance(value, (list, tuple)) or not value:
+                raise TypeError(f"where: {key} takes a non-empty list of filters")
+            parts = [where_sql(v) for v in value]
+            conds.append("(" + f" {key[1:].upper()} ".join(c for c, _ in parts) + ")")
+            params.extend(p for _, ps in parts for p in ps)
+        elif key == "$not":
+            c, p = where_sql(value)
+            conds.append(f"NOT COALESCE({c}, 0)")
+            params.extend(p)
+        else:
+            c, p = _field(key, value)
+            conds.append(c)
+            params.extend(p)
+    return "(" + " AND ".join(conds) + ")", params
+
