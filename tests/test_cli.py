@@ -210,6 +210,19 @@ def test_search_table_json_and_filters_equal_the_library(built, data, capsys):
     want = rag.search(q, k=3, doc_ids=["d1", "d2", "d9"], nprobe=8, ndocs=64)
     assert [h["passage_id"] for h in got] == [w["passage_id"] for w in want]
     assert {h["document_id"] for h in got} <= {"d1", "d2", "d9"}
+    # a metadata filter, alone and with --doc-ids; a bad one is a usage error naming the problem
+    where = '{"n": {"$lt": 10}}'
+    code, out, _ = run(capsys, "search", built, q, "-k", "5", "--where", where, "--json")
+    got = json.loads(out)[0]["results"]
+    want = rag.search(q, k=5, where={"n": {"$lt": 10}})
+    assert code == 0 and [h["passage_id"] for h in got] == [w["passage_id"] for w in want]
+    assert {h["document_id"] for h in got} <= {f"d{i}" for i in range(10)}
+    code, out, _ = run(capsys, "search", built, q, "-k", "50", "--where", where, "--doc-ids", "d3,d30", "--json")
+    assert code == 0 and {h["document_id"] for h in json.loads(out)[0]["results"]} == {"d3"}
+    code, _, err = run(capsys, "search", built, q, "--where", "{n: 1}")
+    assert code == 2 and "--where: not JSON" in err
+    code, _, err = run(capsys, "search", built, q, "--where", '{"n": {"$like": 1}}')
+    assert code == 2 and "unknown operator" in err
     code, out, err = run(capsys, "search", built, q, "-k", "2", "--width", "30")
     assert code == 0
     lines = out.splitlines()

@@ -128,6 +128,27 @@ def _parse_doc_ids(values: Optional[list[str]], folder: IndexFolder) -> Optional
     return allowed
 
 
+def _filter(args: argparse.Namespace, folder: IndexFolder) -> Optional[Any]:
+    """The engine passages ``--doc-ids`` and ``--where`` allow (both, when both are given), or None."""
+    passages = _parse_doc_ids(args.doc_ids, folder)
+    if args.where is None:
+        return passages
+    try:
+        where = json.loads(args.where)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"--where: not JSON ({exc.msg} at column {exc.colno}); e.g. --where "
+                       "'{\"lang\": \"en\", \"year\": {\"$gte\": 2020}}'") from None
+    try:
+        allowed = folder.passage_ids(folder.where_ids(where))
+    except (TypeError, ValueError) as exc:
+        raise CliError(f"--{exc}") from None
+    if passages is None:
+        return allowed
+    import numpy as np
+
+    return np.intersect1d(passages, allowed)
+
+
 def _queries(args: argparse.Namespace) -> list[str]:
     queries = list(args.query)
     if queries == ["-"]:
@@ -148,7 +169,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     how = search_params(args)
     folder = open_folder(args.index)
     try:
-        passages = _parse_doc_ids(args.doc_ids, folder)
+        passages = _filter(args, folder)
         model = load_model(args.model, folder, args.device)
         if model.dim != folder.engine.dim:
             raise CliError(f"the model {model.name_or_path!r} makes {model.dim}-d vectors but the index holds "
@@ -431,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     p.add_argument("--doc-ids", action="append", metavar="IDS",
                    help="restrict results to these document ids (comma-separated; repeatable)")
+    p.add_argument("--where", metavar="JSON",
+                   help="restrict results to documents whose metadata matches this JSON filter, e.g. "
+                        "'{\"year\": {\"$gte\": 2020}}' (operators: docs/rag.md)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--width", type=_positive, default=80,
                    help="characters of content shown per result (default 80)")
