@@ -139,14 +139,14 @@ def _filter(args: argparse.Namespace, folder: IndexFolder) -> Optional[Any]:
         raise CliError(f"--where: not JSON ({exc.msg} at column {exc.colno}); e.g. --where "
                        "'{\"lang\": \"en\", \"year\": {\"$gte\": 2020}}'") from None
     try:
-        allowed = folder.passage_ids(folder.where_ids(where))
+        matched = folder.allowed(None, where)
     except (TypeError, ValueError) as exc:
         raise CliError(f"--{exc}") from None
     if passages is None:
-        return allowed
+        return matched
     import numpy as np
 
-    return np.intersect1d(passages, allowed)
+    return np.intersect1d(passages, matched)
 
 
 def _queries(args: argparse.Namespace) -> list[str]:

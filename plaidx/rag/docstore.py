@@ -176,11 +176,12 @@ class DocStore:
                            (json.dumps(keys),)).fetchall()
         return np.array([r[0] for r in rows], dtype=np.int64)
 
-    def document_ids_where(self, where: Any) -> list[Any]:
-        """The stored document ids whose metadata matches the filter ``where`` (:mod:`plaidx.rag.where`)."""
+    def passage_ids_where(self, where: Any) -> np.ndarray:
+        """int64 passage ids (ascending) of the documents whose metadata matches ``where`` (:mod:`plaidx.rag.where`)."""
         cond, params = where_sql(where)
-        rows = self._con().execute(f"SELECT document_id FROM documents WHERE {cond}", params).fetchall()
-        return [self.decode_id(r[0]) for r in rows]
+        cur = self._con().execute("SELECT passage_id FROM passages WHERE document_id IN "
+                                  f"(SELECT document_id FROM documents WHERE {cond}) ORDER BY passage_id", params)
+        return np.array([r[0] for r in cur.fetchall()], dtype=np.int64)
 
     def all_passage_ids(self) -> np.ndarray:
         """int64 ids of every stored passage, ascending."""

@@ -325,16 +325,14 @@ class IndexFolder:
                             "integers")
         return np.asarray(doc_ids, dtype=np.int64)
 
-    def where_ids(self, where: Any, within: Optional[Sequence[Any]] = None) -> list[Any]:
-        """The document ids whose metadata matches ``where`` (:mod:`plaidx.rag.where`); with ``within``, those of
-        its ids that match, in its order (its unknown ids raise KeyError, as a ``doc_ids`` filter's do)."""
-        matched = self._rag_only("where").document_ids_where(where)
-        if within is None:
-            return matched
-        within = list(within)
-        self.passage_ids(within)
-        keep = set(matched)
-        return [x for x in within if x in keep]
+    def allowed(self, doc_ids: Optional[Sequence[Any]], where: Any = None) -> Optional[np.ndarray]:
+        """Engine ids allowed by a document-id filter (:meth:`passage_ids`) and a metadata filter ``where``
+        (:mod:`plaidx.rag.where`; RAG folders only), both when both are given; None when neither is."""
+        allowed = self.passage_ids(doc_ids)
+        if where is None:
+            return allowed
+        matched = self._rag_only("where").passage_ids_where(where)
+        return matched if allowed is None else np.intersect1d(allowed, matched)
 
     def decide_exact(self, exact: Optional[bool], params: Optional[SearchParams]) -> bool:
         """``exact=None`` decides: RAG folders of at most EXACT_MAX_TOKENS tokens are scored exhaustively

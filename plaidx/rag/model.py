@@ -509,10 +509,6 @@ class RAGPretrainedModel:
             out = [self.search(text, index_name, k, force_fast, zero_index_ranks, list(ids), where, **kwargs)
                    for text, ids in zip(queries, per_query)]
             return out[0] if single else out
-        if where is not None:  # the matching documents, within doc_ids when both are given
-            within = None if doc_ids is None else as_id_list(doc_ids, "doc_ids")
-            matched = self._handle(index_name).where_ids(where, within)
-            return self.search(query, index_name, k, force_fast, zero_index_ranks, matched, **kwargs)
         exact = kwargs.pop("exact", None)
         if single and not query.strip():
             raise ValueError("query is empty")
@@ -520,7 +516,7 @@ class RAGPretrainedModel:
         wanted = None if doc_ids is None else as_id_list(doc_ids, "doc_ids")
         params = _search_params(k, force_fast, kwargs)
         # small indexes (exact=None): exhaustive scoring is exact and costs no more than PLAID there
-        allowed = h.passage_ids(wanted)  # unknown ids fail before the encoding
+        allowed = h.allowed(wanted, where)  # unknown ids and bad filters fail before the encoding
         Q = self._encode_queries(queries)
         hits = h.search(Q, k, params=params, passages=allowed, exact=exact)
         start = 0 if zero_index_ranks else 1

@@ -332,15 +332,14 @@ def _search_groups(folder: IndexFolder, matrices: list[np.ndarray], k: int, doc_
     searched with its own. ``where`` keeps the documents whose metadata matches (within ``doc_ids``)."""
     stack = len(matrices) == 1 and matrices[0].ndim == 3
     per_query = per_query_lists(doc_ids, matrices[0].shape[0] if stack else len(matrices))
-    if where is not None:
-        if per_query is None:
-            doc_ids = folder.where_ids(where, doc_ids)
-        else:
-            per_query = [folder.where_ids(where, ids) for ids in per_query]
     if per_query is not None:
         rows = list(matrices[0]) if stack else matrices
-        return [folder.search(m[None], k, doc_ids=ids, **kwargs)[0] for m, ids in zip(rows, per_query)]
-    kwargs["doc_ids"] = doc_ids
+        return [folder.search(m[None], k, passages=folder.allowed(ids, where), **kwargs)[0]
+                for m, ids in zip(rows, per_query)]
+    if where is None:
+        kwargs["doc_ids"] = doc_ids
+    else:
+        kwargs["passages"] = folder.allowed(doc_ids, where)
     if stack:
         return folder.search(matrices[0], k, **kwargs)
     out: list[Any] = [None] * len(matrices)
