@@ -1,0 +1,76 @@
+"""What a metadata filter (``where=``) costs: the document store resolving it to passage ids, by store size.
+
+The store has no index over metadata fields, so each filtered search reads every document's metadata once
+(``DocStore.passage_ids_where``, one SQLite statement). This builds stores of synthetic documents (one
+passage each; metadata ``{"lang", "year", "tags"}``) and times four filters, best of ``--repeats``::
+
+    .venv/bin/python benchmarks/bench_where.py --docs 10000,100000,300000
+
+Writes ``results/where_filters.md`` and ``.json`` (``--tag`` names another). Not part of CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_engine import write_stamped_report  # noqa: E402
+
+from plaidx.rag.docstore import DocStore  # noqa: E402
+
+FILTERS = {
+    "equality": {"lang": "en"},
+    "range": {"year": {"$gte": 2020}},
+    "list contains": {"tags": {"$contains": "b"}},
+    "$in and range": {"lang": {"$in": ["de", "fr"]}, "year": {"$lt": 2000}},
+}
+
+
+def store_of(path: Path, n: int) -> DocStore:
+    store = DocStore(path, create=True)
+    docs = [(f"d{i}", json.dumps({"lang": ("en", "de", "fr")[i % 3], "year": 1990 + i % 35,
+                                  "tags": ["a", "b"][: i % 3]})) for i in range(n)]
+    store.add(docs, [(i, f"d{i}", "text") for i in range(n)])
+    return store
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--docs", default="10000,100000,300000", help="comma-separated store sizes (documents)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tag", default="filters")
+    args = ap.parse_args(argv)
+    sizes = [int(x) for x in args.docs.split(",")]
+    load = list(os.getloadavg())
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            store = store_of(Path(tmp) / f"s{n}.sqlite", n)
+            for name, where in FILTERS.items():
+                times = []
+                for _ in range(args.repeats):
+                    t = time.perf_counter()
+                    pids = store.passage_ids_where(where)
+                    times.append(time.perf_counter() - t)
+                rows.append({"documents": n, "filter": name, "where": where, "matched": int(pids.size),
+                             "ms": 1e3 * min(times)})
+                print(f"[where] {rows[-1]}", flush=True)
+            store.close()
+    body = ["Each filter resolved to passage ids by the document store (`DocStore.passage_ids_where`, one SQLite "
+            f"statement), best of {args.repeats}; one passage per document.", "",
+            "| documents | filter | where | matched | ms | ms per 1,000 documents |", "|---:|---|---|---:|---:|---:|"]
+    body += [f"| {r['documents']:,} | {r['filter']} | `{json.dumps(r['where'])}` | {r['matched']:,} | {r['ms']:.1f} | "
+             f"{r['ms'] / r['documents'] * 1000:.2f} |" for r in rows]
+    write_stamped_report(f"where_{args.tag}", "Metadata filters: resolving `where` in the document store", body,
+                         {"rows": rows, "repeats": args.repeats}, 1, load)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
