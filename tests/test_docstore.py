@@ -149,3 +149,24 @@ def test_readers_in_threads_see_whole_writes(tmp_path):
             t.join()
         store.close()
     assert not errors, errors[0]
+
+
+def test_a_metadata_filters_answer_is_kept_until_the_store_changes(tmp_path):
+    """passage_ids_where answers a repeated filter from its cache (the same read-only array) until a commit
+    through this store, through another store object on the same file (as another process would), or a delete."""
+    path = tmp_path / "d.sqlite"
+    with DocStore(path, create=True) as store, DocStore(path) as other:
+        _fill(store)
+        first = store.passage_ids_where({"lang": "en"})
+        assert first.tolist() == [0, 1] and not first.flags.writeable
+        assert store.passage_ids_where({"lang": "en"}) is first
+        assert store.passage_ids_where({"n": 3}).tolist() == [5]
+        store.add([("d", metadata_json({"lang": "en"}, "m"))], [(6, "d", "delta")])
+        assert store.passage_ids_where({"lang": "en"}).tolist() == [0, 1, 6]
+        other.add([("e", metadata_json({"lang": "en"}, "m"))], [(7, "e", "epsilon")])
+        assert store.passage_ids_where({"lang": "en"}).tolist() == [0, 1, 6, 7]
+        other.delete_documents(["a"])
+        assert store.passage_ids_where({"lang": "en"}).tolist() == [6, 7]
+        for i in range(40):  # the cache stays bounded
+            store.passage_ids_where({"n": i})
+        assert len(store._local.where) <= 16

@@ -16,6 +16,7 @@ from ..errors import IndexFormatError
 from .where import where_sql
 
 SCHEMA_VERSION = 1
+WHERE_CACHE = 16  # metadata filters whose answers each thread keeps (DocStore.passage_ids_where)
 
 _SCHEMA = """
 CREATE TABLE meta (
@@ -60,6 +61,7 @@ class DocStore:
             raise IndexFormatError(f"{str(self.path)!r}: document store is missing; the index folder is incomplete")
         self._local = threading.local()
         self._write_lock = threading.Lock()
+        self._writes = 0  # commits through this object (a connection's data_version misses its own)
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._closed = False
@@ -177,11 +179,30 @@ class DocStore:
         return np.array([r[0] for r in rows], dtype=np.int64)
 
     def passage_ids_where(self, where: Any) -> np.ndarray:
-        """int64 passage ids (ascending) of the documents whose metadata matches ``where`` (:mod:`plaidx.rag.where`)."""
+        """int64 passage ids (ascending, read-only) of the documents whose metadata matches ``where``
+        (:mod:`plaidx.rag.where`).
+
+        Resolving a filter reads every document's metadata, so each thread keeps its last ``WHERE_CACHE``
+        filters' answers until the store changes: a commit by any connection or process (SQLite's
+        ``data_version``) or through this object.
+        """
         cond, params = where_sql(where)
-        cur = self._con().execute("SELECT passage_id FROM passages WHERE document_id IN "
-                                  f"(SELECT document_id FROM documents WHERE {cond}) ORDER BY passage_id", params)
-        return np.array([r[0] for r in cur.fetchall()], dtype=np.int64)
+        con = self._con()
+        key = json.dumps([cond, params])
+        version = (con.execute("PRAGMA data_version").fetchone()[0], self._writes)
+        cache = self._local.__dict__.setdefault("where", {})
+        hit = cache.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        cur = con.execute("SELECT passage_id FROM passages WHERE document_id IN "
+                          f"(SELECT document_id FROM documents WHERE {cond}) ORDER BY passage_id", params)
+        pids = np.array([r[0] for r in cur.fetchall()], dtype=np.int64)
+        pids.flags.writeable = False
+        cache.pop(key, None)
+        cache[key] = (version, pids)
+        while len(cache) > WHERE_CACHE:
+            cache.pop(next(iter(cache)))
+        return pids
 
     def all_passage_ids(self) -> np.ndarray:
         """int64 ids of every stored passage, ascending."""
@@ -308,6 +329,7 @@ class _WriteTx:
         try:
             self.con.execute("ROLLBACK" if exc_type is not None else "COMMIT")
         finally:
+            self.store._writes += 1
             self.store._write_lock.release()
 
 
