@@ -359,11 +359,14 @@ class Index:
             # every cell, which finds the same.
             every = doc_ids is not None and n_allowed <= p.ndocs
             given = np.flatnonzero(allowed) if every and coll is None else None
+
+            def probes(n: int) -> int:  # n cells a token, at most every cell; a GPU probes at most MAX_NPROBE below
+                n = min(snap.nlist, n)
+                return min(n, gpu.MAX_NPROBE) if coll is not None and n < snap.nlist else n
+
             # A wider filter probes more cells than the default, as many more as it keeps out (nprobe_for_filter)
             if doc_ids is not None and not every and knobs.nprobe is None:
-                nprobe_eff = min(snap.nlist, nprobe_for_filter(nprobe_eff, n_allowed, snap.n_docs - snap.n_deleted))
-                if coll is not None and nprobe_eff < snap.nlist:
-                    nprobe_eff = min(nprobe_eff, max(p.nprobe, gpu.MAX_NPROBE))
+                nprobe_eff = probes(nprobe_for_filter(nprobe_eff, n_allowed, snap.n_docs - snap.n_deleted))
 
             def plaid(qs: np.ndarray, n_probe: int) -> tuple[np.ndarray, np.ndarray]:
                 if coll is not None:
@@ -384,10 +387,7 @@ class Index:
 
             short = short_rows(min(wanted, n_allowed))
             if short.size and nprobe_eff < snap.nlist and not every:
-                wide = min(snap.nlist, 16 * nprobe_eff)
-                if coll is not None and wide < snap.nlist:
-                    wide = min(wide, gpu.MAX_NPROBE)
-                scores[short], pos[short] = plaid(np.ascontiguousarray(q[short]), wide)
+                scores[short], pos[short] = plaid(np.ascontiguousarray(q[short]), probes(16 * nprobe_eff))
             if tier and kept is None:
                 scores, pos = snap.kept.rerank(q, a["doc_offsets"], pos, k, num_threads=num_threads)
             else:
