@@ -22,6 +22,7 @@ import numpy as np
 
 from ..distributed import ShardedIndex, default_executor, is_sharded
 from ..engine import Index, SearchParams, WriterLock, fsync_dir
+from ..engine.inputs import per_query_lists
 from ..errors import DriftWarning, IndexFormatError, IndexLockedError
 from .docstore import DocStore
 
@@ -344,17 +345,22 @@ class IndexFolder:
 
     def search(self, queries: np.ndarray, k: int, *, params: Optional[SearchParams] = None,
                doc_ids: Optional[Sequence[Any]] = None, exact: Optional[bool] = None,
-               num_threads: int = 0, passages: Optional[np.ndarray] = None) -> list[list[Hit]]:
+               num_threads: int = 0, passages: Optional[np.ndarray] = None, where: Any = None) -> list[list[Hit]]:
         """Per query of float32 ``(nq, q_tokens, dim)``, up to k hits, best first.
 
-        Fewer than k come back only when fewer passages exist or pass the ``doc_ids`` filter.
-        ``passages``: the filter already resolved by :meth:`passage_ids` (instead of ``doc_ids``).
+        Fewer than k come back only when fewer passages exist or pass the filters: ``doc_ids`` (one list, or
+        one per query) and ``where`` (:meth:`allowed`). ``passages``: the filter already resolved by
+        :meth:`allowed` (instead of ``doc_ids`` and ``where``).
         """
-        self.refresh()
         nq = int(queries.shape[0])
-        if passages is not None and doc_ids is not None:
-            raise TypeError("give doc_ids or passages (resolved by passage_ids), not both")
-        allowed = passages if passages is not None else self.passage_ids(doc_ids)
+        if passages is not None and (doc_ids is not None or where is not None):
+            raise TypeError("give doc_ids and where, or passages (resolved by allowed), not both")
+        per_query = per_query_lists(doc_ids, nq)
+        if per_query is not None:  # one list of document ids per query
+            return [self.search(queries[i:i + 1], k, params=params, doc_ids=ids, exact=exact,
+                                num_threads=num_threads, where=where)[0] for i, ids in enumerate(per_query)]
+        self.refresh()
+        allowed = passages if passages is not None else self.allowed(doc_ids, where)
         exact = self.decide_exact(exact, params)
         params = None if exact else params
         engine = self.engine

@@ -504,21 +504,20 @@ class RAGPretrainedModel:
             raise TypeError(f"search() got unexpected keyword arguments {sorted(bad)}")
         single = isinstance(query, str)
         queries = [query] if single else check_texts(query, "query", empty="give at least one query")
-        per_query = per_query_lists(doc_ids, len(queries))
-        if per_query is not None:  # one list of document ids per query
-            out = [self.search(text, index_name, k, force_fast, zero_index_ranks, list(ids), where, **kwargs)
-                   for text, ids in zip(queries, per_query)]
-            return out[0] if single else out
         exact = kwargs.pop("exact", None)
         if single and not query.strip():
             raise ValueError("query is empty")
         h = self._handle(index_name)
-        wanted = None if doc_ids is None else as_id_list(doc_ids, "doc_ids")
+        per_query = per_query_lists(doc_ids, len(queries))
         params = _search_params(k, force_fast, kwargs)
         # small indexes (exact=None): exhaustive scoring is exact and costs no more than PLAID there
-        allowed = h.allowed(wanted, where)  # unknown ids and bad filters fail before the encoding
-        Q = self._encode_queries(queries)
-        hits = h.search(Q, k, params=params, passages=allowed, exact=exact)
+        if per_query is None:  # one filter: unknown ids and bad filters fail before the encoding
+            allowed = h.allowed(None if doc_ids is None else as_id_list(doc_ids, "doc_ids"), where)
+            hits = h.search(self._encode_queries(queries), k, params=params, passages=allowed, exact=exact)
+        else:  # one list of document ids per query, all queries encoded at once
+            per_query = [as_id_list(ids, "doc_ids") for ids in per_query]
+            hits = h.search(self._encode_queries(queries), k, params=params, doc_ids=per_query, where=where,
+                            exact=exact)
         start = 0 if zero_index_ranks else 1
         out = []
         for row in hits:

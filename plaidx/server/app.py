@@ -326,28 +326,19 @@ def _index_encoder(served: _Served, folder: IndexFolder, name: str) -> tuple[str
 
 
 def _search_groups(folder: IndexFolder, matrices: list[np.ndarray], k: int, doc_ids: Any = None,
-                   where: Any = None, **kwargs: Any) -> list[list[Any]]:
+                   **kwargs: Any) -> list[list[Any]]:
     """Hits per query of a list of (q_tokens, dim) matrices (or one (nq, q_tokens, dim) stack), in order;
-    queries of the same length share one engine call, and with one ``doc_ids`` list per query each query is
-    searched with its own. ``where`` keeps the documents whose metadata matches (within ``doc_ids``)."""
-    stack = len(matrices) == 1 and matrices[0].ndim == 3
-    per_query = per_query_lists(doc_ids, matrices[0].shape[0] if stack else len(matrices))
-    if per_query is not None:
-        rows = list(matrices[0]) if stack else matrices
-        return [folder.search(m[None], k, passages=folder.allowed(ids, where), **kwargs)[0]
-                for m, ids in zip(rows, per_query)]
-    if where is None:
-        kwargs["doc_ids"] = doc_ids
-    else:
-        kwargs["passages"] = folder.allowed(doc_ids, where)
-    if stack:
-        return folder.search(matrices[0], k, **kwargs)
+    queries of the same length share one engine call. ``doc_ids`` is one list, or one per query."""
+    if len(matrices) == 1 and matrices[0].ndim == 3:
+        return folder.search(matrices[0], k, doc_ids=doc_ids, **kwargs)
+    per_query = per_query_lists(doc_ids, len(matrices))
     out: list[Any] = [None] * len(matrices)
     by_length: dict[int, list[int]] = {}
     for i, m in enumerate(matrices):
         by_length.setdefault(m.shape[0], []).append(i)
     for members in by_length.values():
-        hits = folder.search(np.stack([matrices[i] for i in members]), k, **kwargs)
+        hits = folder.search(np.stack([matrices[i] for i in members]), k, **kwargs,
+                             doc_ids=doc_ids if per_query is None else [per_query[i] for i in members])
         for i, row in zip(members, hits):
             out[i] = row
     return out
