@@ -25,17 +25,10 @@ def maxsim(query: Any, documents: Any, *, device: Any = None) -> np.ndarray:
     float32 (n_docs,) for one query, (nq, n_docs) for several.
     """
     dev = gpu.resolve_device(device)
-    mats = ragged_queries(query)
-    if mats is not None:  # queries of different lengths: the queries of each length together
-        docs = list(documents) if not hasattr(documents, "ndim") else list(to_numpy(documents))
-        parts = query_parts(mats, None, mats[0].shape[-1])
-        out = np.zeros((len(mats), len(docs)), np.float32)
-        for rows, qs, _ in parts:
-            out[rows] = maxsim(qs, docs, device=device)
-        return out
-    q0 = to_numpy(query)
+    mats = ragged_queries(query)  # queries of different lengths: scored length by length below
+    q0 = mats[0] if mats is not None else to_numpy(query)
     dim = q0.shape[-1] if q0.ndim in (2, 3) else -1
-    q, single = as_queries(q0, dim)
+    q, single = as_queries(q0, dim) if mats is None else (None, False)
     docs = list(documents) if not hasattr(documents, "ndim") else list(to_numpy(documents))
     if not docs:
         raise ValueError("documents: empty; pass at least one document")
@@ -43,8 +36,16 @@ def maxsim(query: Any, documents: Any, *, device: Any = None) -> np.ndarray:
     offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
     np.cumsum([a.shape[0] for a in arrays], out=offsets[1:])
     values = np.ascontiguousarray(np.concatenate(arrays, axis=0))
-    if dev is not None:
-        scores = gpu.module().maxsim(q, values, offsets, device=dev)
-    else:
-        scores = kernels.maxsim(q, values, offsets)
+
+    def score(qs: np.ndarray) -> np.ndarray:
+        if dev is not None:
+            return gpu.module().maxsim(qs, values, offsets, device=dev)
+        return kernels.maxsim(qs, values, offsets)
+
+    if mats is not None:
+        out = np.zeros((len(mats), len(arrays)), np.float32)
+        for rows, qs, _ in query_parts(mats, None, dim):
+            out[rows] = score(as_queries(qs, dim)[0])
+        return out
+    scores = score(q)
     return scores[0] if single else scores
