@@ -235,6 +235,9 @@ def test_metadata_filters_select_the_documents_whose_metadata_matches(rag):
     assert [[r["document_id"] for r in row] for row in both] == [["d1"], ["d7"]]
     with pytest.raises(KeyError, match="unknown document ids"):
         rag.search(docs[0], where={"lang": "en"}, doc_ids=["d0", "nope"])
+    h = rag._handle("meta")
+    with pytest.raises(TypeError, match="or passages"):  # a resolved filter excludes the unresolved ones
+        h.search(rag._encode_queries([docs[0]]), 3, passages=h.allowed(None, {"lang": "en"}), where={"lang": "en"})
     for bad, err, msg in [({"lang": {"$like": "e%"}}, ValueError, "unknown operator '\\$like'"),
                           ({"$where": "1"}, ValueError, "not a metadata field name"),
                           ({'lang") OR 1=1 --': "x"}, ValueError, "without quotes"),
