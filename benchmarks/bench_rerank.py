@@ -11,6 +11,11 @@ exact top-100 with each, so only the quantization differs).
     .venv/bin/python benchmarks/bench_rerank.py --dataset synthetic --ndocs 10000 --peers plaid
     .venv/bin/python benchmarks/bench_rerank.py --family heavytail --ndocs 10000 --peers plaid
     .venv/bin/python benchmarks/bench_rerank.py --dataset scifact --peers plaid
+    .venv/bin/python benchmarks/bench_rerank.py --family manytopics --ndocs 10000 --by-topic --coverage 4,8,16,32
+
+``--by-topic`` (families only) splits recall@k into the exact neighbours that share a topic with the document each
+query was drawn from and the others, whose MaxSim is a sum of chance similarities; ``--coverage`` adds what the
+first stage reaches at each nprobe.
 
 Writes benchmarks/results/rerank_<dataset>_<ndocs>[_<tag>].json and .md. Engines run in subprocesses
 (``run_child`` of bench_engine.py) with the same thread count.
@@ -31,7 +36,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bench_engine as be  # noqa: E402
-from collection import CACHE_DIR, RESULTS_DIR, Collection, exact_topk_cached, load_collection, tie_recall_at_k  # noqa: E402
+from collection import (  # noqa: E402
+    CACHE_DIR,
+    RESULTS_DIR,
+    Collection,
+    exact_topk_cached,
+    load_collection,
+    split_recall_at_k,
+    tie_recall_at_k,
+)
 
 RERANKS = (0, 128, 256, 512, 1024)
 PLAID_CONFIGS = "1,0.5,256;4,0.4,4096"  # its k <= 10 defaults; the wide setting of issue 15
@@ -243,6 +256,16 @@ def markdown(report: dict) -> str:
                       "recall at that nprobe):", "", "| nprobe | documents reached | exact top-k reached |",
                   "|---|---|---|"]
         lines += [f"| {c['nprobe']} | {c['documents_reached']:.3f} | {c['truth_reached']:.3f} |" for c in cov]
+    t = report.get("topics")
+    if t:
+        lines += ["", f"By topic (`--by-topic`): {t['truth_sharing_topic']:.1%} of the queries' exact top-k neighbours share "
+                      "a topic with the document the query was drawn from (a median of "
+                      f"{t['related_docs_median']:,.0f} documents in the collection do, that document included); the "
+                      "others score by chance similarities alone. recall@k of each group:", "",
+                  "| engine | search params | recall@k | neighbours sharing a topic | the others |", "|---|---|---|---|---|"]
+        lines += [f"| {r['engine']} | {json.dumps(r['params']) if r['params'] else 'defaults'} | {r['recall_at_k']:.3f} "
+                  f"| {be._f(r.get('recall_sharing_topic'), '{:.3f}')} | {be._f(r.get('recall_no_topic'), '{:.3f}')} |"
+                  for r in report["rows"] if r.get("recall_at_k") is not None]
     s = report.get("scale_study")
     if s:
         lines += ["", f"int8 scale choice ({s['queries']} queries, each re-scoring its exact top-100 with the "
@@ -255,6 +278,19 @@ def markdown(report: dict) -> str:
         f"{b.get('internal_api')} {b.get('version')} {b.get('architecture')} x{b.get('num_threads')}"
         for b in m.get("blas_harness", []))]
     return "\n".join(lines) + "\n"
+
+
+def by_topic(coll: Collection, truth: np.ndarray) -> tuple[dict, np.ndarray]:
+    """Which of each query's exact top-k share a topic with its source document (``families.shares_topic``), and a
+    summary: that share, and the median number of documents in the collection that share one."""
+    import families
+
+    topics = families.topics_of(coll)
+    sources = np.load(coll.path / "sources.npy")
+    share = families.shares_topic(topics, sources, truth)
+    related = [sum(1 for t in topics if t & topics[s]) for s in sources]
+    return {"truth_sharing_topic": float(share[truth >= 0].mean()), "related_docs_median": float(np.median(related)),
+            "related_docs_mean": float(np.mean(related))}, share
 
 
 def get_collection(args) -> Collection:
@@ -290,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse", action="store_true", help="reuse earlier builds (search re-runs)")
     ap.add_argument("--coverage", default="", help="comma list of nprobe: documents and exact top-k the first "
                                                    "stage reaches at each")
+    ap.add_argument("--by-topic", action="store_true",
+                    help="with --family: split recall@k into the exact neighbours that share a topic with the "
+                         "document each query was drawn from and the others")
     ap.add_argument("--no-scale-study", action="store_true")
     ap.add_argument("--no-exhaustive", action="store_true",
                     help="leave out the exhaustive searches over the codes and the kept vectors")
@@ -300,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tag", default="")
     ap.add_argument("--coll"), ap.add_argument("--index"), ap.add_argument("--out"), ap.add_argument("--grid")
     args = ap.parse_args(argv)
+    if args.by_topic and not args.family:
+        ap.error("--by-topic needs --family: topics are known only for the collections of benchmarks/families.py")
     if args.phase != "run":
         res = child_build(args) if args.phase == "child-build" else child_search(args)
         Path(args.out).write_text(json.dumps(res))
@@ -345,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             skipped[peer] = why
             continue
         results[peer] = be.run_engine(peer, ns, coll, runs_root / f"{peer}_nb{args.nbits}_t{args.threads}")
+    topics, share = by_topic(coll, truth) if args.by_topic else (None, None)
     rows = []
     for eng, res in results.items():
         runs = (res.get("search") or {}).get("runs") or [{}]
@@ -353,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
             if "ids" in run and args.tie_eps:
                 row["tie_recall_at_k"] = tie_recall_at_k(np.asarray(run["ids"], np.int64), coll, truth_scores[:, -1],
                                                          args.k, args.tie_eps)
+            if "ids" in run and share is not None:
+                row["recall_sharing_topic"], row["recall_no_topic"] = split_recall_at_k(
+                    np.asarray(run["ids"], np.int64), truth, share, args.k)
             rows.append(row)
     study = None if args.no_scale_study else scale_study(coll, exact_topk_cached(coll, 100, threads=args.threads)[1],
                                                          args.k)
@@ -362,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
               "collection": {"dataset": name, "path": str(coll.path), "n_docs": coll.n_docs,
                              "n_tokens": coll.n_tokens, "dim": coll.dim, "nq": int(len(coll.queries))},
               "machine": dict(be.machine_info(args.threads), loadavg_at_start=load_start), "skipped": skipped,
-              "rows": rows, "scale_study": study,
+              "rows": rows, "scale_study": study, "topics": topics,
               "engines": {"plaidx": {"paired": (results["plaidx"].get("search") or {}).get("paired"),
                                      "coverage": (results["plaidx"].get("search") or {}).get("coverage")}}}
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)

@@ -227,6 +227,17 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int) -> float:
     return float(np.mean(hits) / k) if hits else float("nan")
 
 
+def split_recall_at_k(found: np.ndarray, truth: np.ndarray, group: np.ndarray, k: int) -> tuple[float, float]:
+    """recall@k of the exact top-k entries where ``group`` (bool, truth's shape) is true, and of the others: the
+    share of each group's entries found in the same query's found[:k] (nan for an empty group; -1 never counts)."""
+    truth, group = np.asarray(truth)[:, :k], np.asarray(group, dtype=bool)[:, :k]
+    hit = np.array([[t in set(f[:k].tolist()) for t in row] for f, row in zip(np.asarray(found), truth)], dtype=bool)
+    hit = hit.reshape(truth.shape)
+    real = truth >= 0
+    a, b = hit[group & real], hit[~group & real]
+    return (float(a.mean()) if a.size else float("nan")), (float(b.mean()) if b.size else float("nan"))
+
+
 def tie_recall_at_k(found: np.ndarray, coll: Collection, kth: np.ndarray, k: int, eps: float) -> float:
     """Recall@k that counts near-ties: mean over queries of the share of found[:k] whose exact MaxSim is at least
     (1 - eps) times the exact k-th best score ``kth`` (ann-benchmarks' epsilon recall, for similarities). Where the

@@ -176,6 +176,23 @@ def ensure(name: str, n_docs: int = 10_000, dim: int = 128, nq: int = 300, seed:
     return generate(name, n_docs, dim, nq, seed, path, log=log)
 
 
+def topics_of(coll: Collection) -> list[frozenset[int]]:
+    """Each document's topic ids in a family collection, drawn again from the generator's seeds (not stored)."""
+    m = coll.meta
+    if m.get("kind") != "family":
+        raise ValueError(f"{coll.path} is not a family collection: topics are known only for those")
+    fam = Family(m["family"], m["n_docs"], m["dim"], m["seed"])
+    return [frozenset(map(int, t)) for c in range(-(-fam.n_docs // CHUNK_DOCS)) for t in fam.chunk(c)[2]]
+
+
+def shares_topic(topics: list[frozenset[int]], sources: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """bool, the shape of ids (queries x ranks): whether each listed document shares a topic with the document its
+    query was drawn from (``sources``; -1 padding never does). Where few do, a query's exact top-k is filled with
+    documents whose MaxSim is the sum of chance similarities, which no index narrows down."""
+    return np.array([[d >= 0 and bool(topics[d] & topics[s]) for d in row] for s, row in zip(sources, ids)],
+                    dtype=bool).reshape(np.shape(ids))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--family", default=",".join(FAMILIES), help="comma list")

@@ -1,13 +1,16 @@
-"""The benchmarks' near-tie recall: a swap inside a plateau of equal scores is not a miss, a far document is."""
+"""The benchmarks' metrics: near-tie recall (a swap inside a plateau of equal scores is not a miss, a far document
+is) and recall split by whether a neighbour shares a topic with its query's source document."""
 
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from collection import recall_at_k, tie_recall_at_k  # noqa: E402
+import families  # noqa: E402
+from collection import recall_at_k, split_recall_at_k, tie_recall_at_k  # noqa: E402
 
 
 def _coll():
@@ -26,3 +29,32 @@ def test_tie_recall_counts_near_ties_and_not_far_documents():
     assert tie_recall_at_k(far, coll, kth, 2, 0.01) == 0.5
     assert tie_recall_at_k(swapped, coll, kth, 2, 0.0001) == 0.5  # a tolerance tighter than the gap
     assert tie_recall_at_k(np.array([[0, -1]]), coll, kth, 2, 0.5) == 0.5  # padding never counts
+
+
+def test_split_recall_counts_each_group_of_neighbours_apart():
+    truth = np.array([[5, 6, 7, -1], [1, 2, 3, 4]])
+    group = np.array([[True, False, False, True], [True, True, False, False]])
+    found = np.array([[6, 5, 9, 8], [2, 9, 3, 8]])
+    # group: 5 (found), 1 (not), 2 (found): 2/3; others: 6, 7 | 3, 4 -> 6 and 3 found: 2/4; the -1 counts in neither
+    assert split_recall_at_k(found, truth, group, 4) == (2 / 3, 0.5)
+    first, rest = split_recall_at_k(found, truth, group, 1)  # top-1: 5 and 1, both in the group; 6 and 2 found
+    assert first == 0.0 and np.isnan(rest)
+
+
+@pytest.mark.parametrize("name", ["fewtopics", "manytopics"])
+def test_a_family_s_topics_are_the_ones_its_tokens_were_drawn_from(tmp_path, name):
+    """topics_of draws the topics again from the seeds: nearly every token's nearest topic centre is one of its
+    document's topics, and shares_topic marks a document and its source, and documents with no common topic not."""
+    coll = families.generate(name, 40, 128, 4, 3, tmp_path / name, log=False)
+    topics = families.topics_of(coll)
+    assert len(topics) == coll.n_docs
+    centres = families.Family(name, 40, 128, 3).centres
+    nearest = np.argmax(np.asarray(coll.values) @ centres.T, axis=1)
+    own = [int(c) in topics[i] for i in range(coll.n_docs) for c in nearest[coll.offsets[i]:coll.offsets[i + 1]]]
+    assert np.mean(own) > 0.95
+    sources = np.load(coll.path / "sources.npy")
+    others = [[next(d for d in range(coll.n_docs) if not topics[d] & topics[s])] for s in sources]
+    ids = np.concatenate([sources[:, None], np.array(others), np.full((len(sources), 1), -1)], axis=1)
+    np.testing.assert_array_equal(families.shares_topic(topics, sources, ids), [[True, False, False]] * len(sources))
+    with pytest.raises(ValueError, match="not a family collection"):
+        families.topics_of(SimpleNamespace(meta={"kind": "synthetic"}, path=tmp_path))
