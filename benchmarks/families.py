@@ -24,6 +24,7 @@ Queries: 32 tokens from a source document, 24 noisy copies of its tokens and 8 o
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -193,6 +194,36 @@ def shares_topic(topics: list[frozenset[int]], sources: np.ndarray, ids: np.ndar
                     dtype=bool).reshape(np.shape(ids))
 
 
+def topic_stats(coll: Collection, threads: int | None = None) -> dict:
+    """How topical a family's exact neighbours are: how many documents share a topic with each query's source
+    document, which of the exact top-100 do (ranks 1-10, 2-10, 11-100), and how close the 10th and 20th scores are."""
+    scores, ids = exact_topk_cached(coll, 100, threads=threads)
+    topics = topics_of(coll)
+    sources = np.load(coll.path / "sources.npy")
+    share = shares_topic(topics, sources, ids)
+    related = np.array([sum(1 for t in topics if t & topics[s]) for s in sources])
+    return {"family": coll.meta["family"], "n_docs": coll.n_docs, "n_tokens": coll.n_tokens, "nq": len(sources),
+            "source_ranked_first": float(np.mean(ids[:, 0] == sources)),
+            "related_docs_median": float(np.median(related)), "related_docs_mean": float(related.mean()),
+            "top10_sharing": float(share[:, :10].mean()), "ranks_2_10_sharing": float(share[:, 1:10].mean()),
+            "ranks_11_100_sharing": float(share[:, 10:100].mean()),
+            "gap_10_20_median": float(np.median((scores[:, 9] - scores[:, 19]) / scores[:, 9]))}
+
+
+def topic_report(rows: list[dict], stamp: str) -> str:
+    lines = ["# How topical each family's exact neighbours are", "", stamp, "",
+             "For each query, the documents of the collection that share a topic with the document the query was "
+             "drawn from (its source), and the share of the query's exact top-100 (MaxSim over the float32 "
+             "embeddings) that do. A neighbour that shares no topic scores by chance similarities alone. gap: the "
+             "median of (10th - 20th exact score) / 10th.", "",
+             "| family | tokens | documents sharing a topic with the source, median / mean | source ranked first "
+             "| top-10 sharing | ranks 2-10 | ranks 11-100 | gap 10th-20th |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['family']} | {r['n_tokens']:,} | {r['related_docs_median']:,.0f} / {r['related_docs_mean']:,.1f} "
+              f"| {r['source_ranked_first']:.3f} | {r['top10_sharing']:.3f} | {r['ranks_2_10_sharing']:.3f} "
+              f"| {r['ranks_11_100_sharing']:.3f} | {r['gap_10_20_median']:.2%} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--family", default=",".join(FAMILIES), help="comma list")
@@ -202,7 +233,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-gt", action="store_true")
+    ap.add_argument("--topic-stats", action="store_true",
+                    help="write results/family_topics.md: how many of each family's exact neighbours share a topic "
+                         "with the query's source document")
     args = ap.parse_args(argv)
+    if args.topic_stats:
+        import datetime as dt
+
+        import bench_engine as be
+        from collection import RESULTS_DIR
+
+        rows = [topic_stats(ensure(name, args.ndocs, args.dim, args.nq, args.seed), args.threads)
+                for name in args.family.split(",")]
+        git, m = be.git_info(), be.machine_info(args.threads)
+        stamp = (f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')} | git {git.get('commit', '?')[:10]} | "
+                 f"{m.get('cpu')} ({m.get('cpu_count')} cores) | seed {args.seed}, {args.nq} queries | Command: "
+                 f"`.venv/bin/python benchmarks/families.py {' '.join(argv if argv is not None else sys.argv[1:])}`")
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        (RESULTS_DIR / "family_topics.json").write_text(json.dumps({"stamp": stamp, "rows": rows}, indent=1))
+        (RESULTS_DIR / "family_topics.md").write_text(topic_report(rows, stamp))
+        print(topic_report(rows, stamp))
+        return 0
     for name in args.family.split(","):
         coll = ensure(name, args.ndocs, args.dim, args.nq, args.seed)
         print(f"[families] {coll.path}: {coll.n_docs} docs, {coll.n_tokens} tokens", flush=True)

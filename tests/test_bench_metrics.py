@@ -58,3 +58,15 @@ def test_a_family_s_topics_are_the_ones_its_tokens_were_drawn_from(tmp_path, nam
     np.testing.assert_array_equal(families.shares_topic(topics, sources, ids), [[True, False, False]] * len(sources))
     with pytest.raises(ValueError, match="not a family collection"):
         families.topics_of(SimpleNamespace(meta={"kind": "synthetic"}, path=tmp_path))
+
+
+def test_topic_stats_tell_a_topical_family_from_one_of_chance_neighbours(tmp_path):
+    """fewtopics' exact neighbours share their query's topics; at 150 documents manytopics' have only the source."""
+    stats = {name: families.topic_stats(families.generate(name, 150, 64, 6, 1, tmp_path / name, log=False))
+             for name in ("fewtopics", "manytopics")}
+    few, many = stats["fewtopics"], stats["manytopics"]
+    assert few["source_ranked_first"] == many["source_ranked_first"] == 1.0
+    assert few["top10_sharing"] > 0.9 and few["related_docs_median"] > 10
+    assert many["ranks_2_10_sharing"] < 0.2 and many["related_docs_median"] < 5
+    report = families.topic_report([few, many], "stamp")
+    assert "| fewtopics | " in report and "| manytopics | " in report
