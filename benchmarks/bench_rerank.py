@@ -36,6 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bench_engine as be  # noqa: E402
+import procstats  # noqa: E402
 from collection import (  # noqa: E402
     CACHE_DIR,
     RESULTS_DIR,
@@ -52,21 +53,19 @@ PLAID_CONFIGS = "1,0.5,256;4,0.4,4096"  # its k <= 10 defaults; the wide setting
 
 # ------------------------------------------------------------------------------------------ child
 def child_build(args) -> dict:
-    import run_plaidx as rp
-
     import plaidx
 
     coll = load_collection(args.coll)
-    rss0 = rp._rss_mb()
-    t0, c0 = time.perf_counter(), rp._cpu_s()
+    rss0 = procstats.rss_mb()
+    t0, c0 = time.perf_counter(), procstats.cpu_s()
     index = plaidx.Index.build(args.index, coll.lazy_docs(), nbits=args.nbits, seed=args.seed,
                                keep_vectors=args.keep or None)
-    build_s, cpu_s = time.perf_counter() - t0, rp._cpu_s() - c0
+    build_s, cpu_s = time.perf_counter() - t0, procstats.cpu_s() - c0
     m = index._snap.manifest["arrays"]
     tier = sum((Path(args.index) / m[n]["file"]).stat().st_size for n in ("vectors", "vector_scales") if n in m)
     return {"engine": "plaidx", "phase": "build", "build_s": round(build_s, 2), "build_cpu_s": round(cpu_s, 2),
-            "rss_before_build_mb": round(rss0, 1), "peak_rss_mb": round(rp._peak_rss_mb(), 1),
-            "index_bytes": rp._dir_bytes(Path(args.index)), "tier_bytes": tier, "nlist": index.nlist,
+            "rss_before_build_mb": round(rss0, 1), "peak_rss_mb": round(procstats.peak_rss_mb(), 1),
+            "index_bytes": procstats.dir_bytes(Path(args.index)), "tier_bytes": tier, "nlist": index.nlist,
             "n_tokens": coll.n_tokens, "keep_vectors": index.keep_vectors}
 
 
@@ -77,9 +76,9 @@ def child_search(args) -> dict:
 
     coll = load_collection(args.coll)
     queries = np.ascontiguousarray(coll.queries, dtype=np.float32)
-    rss0 = rp._rss_mb()
+    rss0 = procstats.rss_mb()
     index = plaidx.Index.open(args.index)
-    rss_open = rp._rss_mb()
+    rss_open = procstats.rss_mb()
     runs = []
     for params in json.loads(args.grid):
         runs.append(_batched_run(index, queries, args.k, params) if params.get("exact")
@@ -89,7 +88,7 @@ def child_search(args) -> dict:
     coverage = probe_coverage(index, queries, exact_topk_cached(coll, args.k, threads=args.threads)[1],
                               [int(x) for x in args.coverage.split(",") if x]) if args.coverage else None
     return {"engine": "plaidx", "phase": "search", "rss_before_open_mb": round(rss0, 1),
-            "rss_after_open_mb": round(rss_open, 1), "peak_rss_mb": round(rp._peak_rss_mb(), 1), "runs": runs,
+            "rss_after_open_mb": round(rss_open, 1), "peak_rss_mb": round(procstats.peak_rss_mb(), 1), "runs": runs,
             "paired": _paired(index, queries, args.k, json.loads(args.paired)), "coverage": coverage}
 
 

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -28,28 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from collection import load_collection  # noqa: E402
-
-
-def _rss_mb() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def _peak_rss_mb() -> float:
-    """Peak RSS of this process image (VmHWM): ru_maxrss keeps the parent's peak across fork + exec."""
-    hwm = [ln for ln in open("/proc/self/status").read().splitlines() if ln.startswith("VmHWM:")]
-    return int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _cpu_s() -> float:
-    """User + system CPU seconds of this process, all threads (robust to a busy machine, unlike wall time)."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def _dir_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+from procstats import cpu_s, dir_bytes, peak_rss_mb, rss_mb  # noqa: E402
 
 
 class StubIndex:
@@ -105,18 +83,18 @@ def _blas_info() -> list[dict]:
 def build(args) -> dict:
     Index, name, version = _engine(args.stub)
     coll = load_collection(args.coll)
-    rss0 = _rss_mb()
+    rss0 = rss_mb()
     kw = {"nbits": args.nbits, "nlist": args.nlist, "kmeans_niters": args.kmeans_niters, "seed": args.seed}
     if args.keep_vectors:  # the rerank tier (plaidx only; the stub has none)
         kw["keep_vectors"] = args.keep_vectors
-    t0, c0 = time.perf_counter(), _cpu_s()
+    t0, c0 = time.perf_counter(), cpu_s()
     # a sequence whose documents are read on use: no spill of the input, whatever the collection's size
     Index.build(args.index, coll.lazy_docs() if not args.stub else coll.iter_batches(args.batch_docs), **kw)
-    build_s, build_cpu = time.perf_counter() - t0, _cpu_s() - c0
+    build_s, build_cpu = time.perf_counter() - t0, cpu_s() - c0
     out = {"engine": name, "version": version, "phase": "build", "build_s": round(build_s, 2),
            "build_cpu_s": round(build_cpu, 2),
-           "rss_before_build_mb": round(rss0, 1), "peak_rss_mb": round(_peak_rss_mb(), 1),
-           "index_bytes": _dir_bytes(Path(args.index)), "n_docs": coll.n_docs, "n_tokens": coll.n_tokens,
+           "rss_before_build_mb": round(rss0, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
+           "index_bytes": dir_bytes(Path(args.index)), "n_docs": coll.n_docs, "n_tokens": coll.n_tokens,
            "dim": coll.dim, "params": kw}
     if not args.stub:
         try:
@@ -158,11 +136,11 @@ def search(args) -> dict:
     Index, name, version = _engine(args.stub)
     coll = load_collection(args.coll)
     queries = np.ascontiguousarray(coll.queries, dtype=np.float32)
-    rss0 = _rss_mb()
+    rss0 = rss_mb()
     t0 = time.perf_counter()
     index = Index.open(args.index)
     open_s = time.perf_counter() - t0
-    rss_open = _rss_mb()
+    rss_open = rss_mb()
     runs = []
     for params in json.loads(args.grid):
         try:
@@ -175,7 +153,7 @@ def search(args) -> dict:
             print(f"[{name}] {params}: FAILED {e}", flush=True)
     return {"engine": name, "version": version, "phase": "search", "open_s": round(open_s, 4),
             "rss_before_open_mb": round(rss0, 1), "rss_after_open_mb": round(rss_open, 1),
-            "peak_rss_mb": round(_peak_rss_mb(), 1), "nq": len(queries), "k": args.k, "runs": runs}
+            "peak_rss_mb": round(peak_rss_mb(), 1), "nq": len(queries), "k": args.k, "runs": runs}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,6 +111,18 @@ def test_default_search_recall_is_at_least_one_index(built, data, n_shards):
     assert r_sharded >= r_single - 0.005, (r_sharded, r_single)  # observed: 1 shard equal, 2 and 4 higher
 
 
+def test_search_knobs_come_as_params_or_one_by_one(built, data):
+    _, queries = data
+    sh, single = built[2]
+    given = sh.search(queries, 10, params=plaidx.SearchParams(nprobe=4, ndocs=64))
+    np.testing.assert_array_equal(given[1], sh.search(queries, 10, nprobe=4, ndocs=64)[1])
+    for index in (sh, single):
+        with pytest.raises(TypeError, match="not both"):
+            index.search(queries, 10, params=plaidx.SearchParams(nprobe=4), ndocs=64)
+        with pytest.raises(TypeError, match="params must be a plaidx.SearchParams, got dict"):
+            index.search(queries, 10, params={"nprobe": 4})
+
+
 def test_shards_are_ordinary_indexes_with_one_codec(built):
     sh, _ = built[4]
     hashes = {codec_hash(p) for p in sh.shard_paths}

@@ -17,50 +17,12 @@ import argparse
 import json
 import os
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
 
-
-def _rss_mb() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def _peak_rss_mb() -> float:
-    """Peak RSS of this process image (VmHWM): ru_maxrss keeps the parent's peak across fork + exec."""
-    hwm = [ln for ln in open("/proc/self/status").read().splitlines() if ln.startswith("VmHWM:")]
-    return int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _cpu_s() -> float:
-    """User + system CPU seconds of this process, all threads (robust to a busy machine, unlike wall time)."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def _dir_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-def _open_values(coll: Path):
-    """(shape, data offset) of values.npy, without keeping it memory-mapped."""
-    import numpy as np
-
-    m = np.load(coll / "values.npy", mmap_mode="r")
-    shape, off = m.shape, int(m.offset)
-    del m
-    return shape, off
-
-
-def _read_rows(coll: Path, off: int, d: int, start: int, stop: int):
-    """float32 (stop - start, d) rows by plain file I/O: no mapped pages inflate this process's RSS."""
-    import numpy as np
-
-    return np.fromfile(coll / "values.npy", dtype=np.float32, count=(stop - start) * d,
-                       offset=off + int(start) * d * 4).reshape(stop - start, d)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: procstats
+from procstats import cpu_s, dir_bytes, open_values, peak_rss_mb, read_rows, rss_mb  # noqa: E402
 
 
 def build(args) -> dict:
@@ -70,21 +32,21 @@ def build(args) -> dict:
 
     coll = Path(args.coll)
     offsets = np.load(coll / "offsets.npy")
-    (_, dim), off = _open_values(coll)
+    (_, dim), off = open_values(coll)
     n_docs = len(offsets) - 1
-    rss0 = _rss_mb()
+    rss0 = rss_mb()
     t0 = time.perf_counter()
-    values = torch.from_numpy(_read_rows(coll, off, dim, 0, int(offsets[-1])))  # its API wants all in memory
+    values = torch.from_numpy(read_rows(coll, off, dim, 0, int(offsets[-1])))  # its API wants all in memory
     docs = [values[offsets[i]:offsets[i + 1]] for i in range(n_docs)]
     load_s = time.perf_counter() - t0
     index = Path(args.index)
-    t0, c0 = time.perf_counter(), _cpu_s()
+    t0, c0 = time.perf_counter(), cpu_s()
     engine = fp.FastPlaid(index=str(index), device="cpu")
     engine.create(documents_embeddings=docs, nbits=args.nbits, kmeans_niters=args.kmeans_niters, seed=args.seed)
-    build_s, build_cpu = time.perf_counter() - t0, _cpu_s() - c0
+    build_s, build_cpu = time.perf_counter() - t0, cpu_s() - c0
     return {"engine": "fastplaid", "phase": "build", "build_s": round(build_s, 2), "build_cpu_s": round(build_cpu, 2),
             "load_embeddings_s": round(load_s, 2), "rss_before_build_mb": round(rss0, 1),
-            "peak_rss_mb": round(_peak_rss_mb(), 1), "index_bytes": _dir_bytes(index), "n_docs": n_docs,
+            "peak_rss_mb": round(peak_rss_mb(), 1), "index_bytes": dir_bytes(index), "n_docs": n_docs,
             "n_tokens": int(offsets[-1]), "dim": int(dim), "nbits": args.nbits,
             "kmeans_niters": args.kmeans_niters}
 
@@ -116,12 +78,12 @@ def search(args) -> dict:
     queries = np.load(Path(args.coll) / "queries.npy")
     Q = torch.from_numpy(np.ascontiguousarray(queries, np.float32))
     nq = Q.shape[0]
-    rss0 = _rss_mb()
+    rss0 = rss_mb()
     t0 = time.perf_counter()
     engine = fp.FastPlaid(index=str(args.index), device="cpu")
     engine.search(Q[:1], top_k=args.k, show_progress=False)  # loads the index lazily on first search
     open_s = time.perf_counter() - t0
-    rss_open = _rss_mb()
+    rss_open = rss_mb()
     runs = []
     for cfg in _parse_configs(args.configs):
         for i in range(min(args.warmup, nq)):
@@ -148,7 +110,7 @@ def search(args) -> dict:
     return {"engine": "fastplaid", "phase": "search", "open_s": round(open_s, 3),
             "open_note": "includes loading the index and one first query (fast-plaid loads lazily)",
             "rss_before_open_mb": round(rss0, 1), "rss_after_open_mb": round(rss_open, 1),
-            "peak_rss_mb": round(_peak_rss_mb(), 1), "nq": int(nq), "k": args.k, "runs": runs}
+            "peak_rss_mb": round(peak_rss_mb(), 1), "nq": int(nq), "k": args.k, "runs": runs}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,35 +21,15 @@ import json
 import os
 import platform
 import random
-import resource
 import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: procstats
+from procstats import cpu_s, dir_bytes, open_values, peak_rss_mb, read_rows, rss_mb  # noqa: E402
+
 CACHE = Path(__file__).resolve().parents[1] / "results" / "cache"
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(CACHE / "torch_ext_plaid"))
-
-
-def _rss_mb() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def _peak_rss_mb() -> float:
-    """Peak RSS of this process image (VmHWM): ru_maxrss keeps the parent's peak across fork + exec."""
-    hwm = [ln for ln in open("/proc/self/status").read().splitlines() if ln.startswith("VmHWM:")]
-    return int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _cpu_s() -> float:
-    """User + system CPU seconds of this process, all threads (robust to a busy machine, unlike wall time)."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def _dir_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def _setup(threads: int) -> None:
@@ -77,30 +57,12 @@ def _load_extensions() -> float:
     return time.perf_counter() - t0
 
 
-def _open_values(coll: Path):
-    """(shape, data offset) of values.npy, without keeping it memory-mapped."""
-    import numpy as np
-
-    m = np.load(coll / "values.npy", mmap_mode="r")
-    shape, off = m.shape, int(m.offset)
-    del m
-    return shape, off
-
-
-def _read_rows(coll: Path, off: int, d: int, start: int, stop: int):
-    """float32 (stop - start, d) rows by plain file I/O: no mapped pages inflate this process's RSS."""
-    import numpy as np
-
-    return np.fromfile(coll / "values.npy", dtype=np.float32, count=(stop - start) * d,
-                       offset=off + int(start) * d * 4).reshape(stop - start, d)
-
-
 class _StoredEncoder:
     """Stands in for CollectionEncoder: passages are pid strings, embeddings come from the cache."""
 
     def __init__(self, coll: Path, offsets):
         self.coll, self.offsets = coll, offsets
-        (_, self.dim), self.off = _open_values(coll)
+        (_, self.dim), self.off = open_values(coll)
 
     def encode_passages(self, passages):
         import numpy as np
@@ -111,9 +73,9 @@ class _StoredEncoder:
             return torch.empty(0, self.dim), []
         doclens = [int(self.offsets[p + 1] - self.offsets[p]) for p in pids]
         if pids == list(range(pids[0], pids[-1] + 1)):  # a chunk: one contiguous read
-            embs = _read_rows(self.coll, self.off, self.dim, self.offsets[pids[0]], self.offsets[pids[-1] + 1])
+            embs = read_rows(self.coll, self.off, self.dim, self.offsets[pids[0]], self.offsets[pids[-1] + 1])
         else:  # the k-means sample
-            embs = np.concatenate([_read_rows(self.coll, self.off, self.dim, self.offsets[p], self.offsets[p + 1])
+            embs = np.concatenate([read_rows(self.coll, self.off, self.dim, self.offsets[p], self.offsets[p + 1])
                                    for p in pids])
         return torch.from_numpy(embs), doclens
 
@@ -154,14 +116,14 @@ def build(args) -> dict:
     _setup(args.threads)
     ext_s = _load_extensions()
     offsets = np.load(Path(args.coll) / "offsets.npy")
-    (_, dim), _ = _open_values(Path(args.coll))
+    (_, dim), _ = open_values(Path(args.coll))
     n_docs = len(offsets) - 1
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     index = Path(args.index)
     index.mkdir(parents=True, exist_ok=True)
-    rss0 = _rss_mb()
+    rss0 = rss_mb()
     stages = {}
     with Run().context(RunConfig(nranks=1, rank=0, experiment="bench", root=str(index.parent))):
         config = ColBERTConfig(nbits=args.nbits, dim=dim, kmeans_niters=args.kmeans_niters,
@@ -173,17 +135,17 @@ def build(args) -> dict:
         ci.collection = Collection(data=[str(i) for i in range(n_docs)])
         ci.encoder = _StoredEncoder(Path(args.coll), offsets)
         ci.saver = IndexSaver(config)
-        t_all, c_all = time.perf_counter(), _cpu_s()
+        t_all, c_all = time.perf_counter(), cpu_s()
         with torch.inference_mode():
             for stage in ("setup", "train", "index", "finalize"):
                 t0 = time.perf_counter()
                 getattr(ci, stage)([[None]]) if stage == "train" else getattr(ci, stage)()
                 stages[stage] = round(time.perf_counter() - t0, 2)
                 print(f"[plaid] {stage} {stages[stage]}s", flush=True)
-        build_s, build_cpu = time.perf_counter() - t_all, _cpu_s() - c_all
+        build_s, build_cpu = time.perf_counter() - t_all, cpu_s() - c_all
     return {"engine": "plaid", "phase": "build", "build_s": round(build_s, 2), "build_cpu_s": round(build_cpu, 2), "stages_s": stages,
             "extensions_load_s": round(ext_s, 2), "rss_before_build_mb": round(rss0, 1),
-            "peak_rss_mb": round(_peak_rss_mb(), 1), "index_bytes": _dir_bytes(index),
+            "peak_rss_mb": round(peak_rss_mb(), 1), "index_bytes": dir_bytes(index),
             "n_docs": n_docs, "n_tokens": int(offsets[-1]), "dim": int(dim), "nbits": args.nbits,
             "nlist": int(ci.num_partitions), "kmeans_niters": args.kmeans_niters,
             "heldout_capped_to": Indexer.heldout_capped_to}
@@ -207,11 +169,11 @@ def search(args) -> dict:
     _setup(args.threads)
     ext_s = _load_extensions()
     queries = np.load(Path(args.coll) / "queries.npy")
-    rss0 = _rss_mb()
+    rss0 = rss_mb()
     t0 = time.perf_counter()
     scorer = IndexScorer(str(args.index), use_gpu=False)
     open_s = time.perf_counter() - t0
-    rss_open = _rss_mb()
+    rss_open = rss_mb()
     Q = torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(queries, np.float32)), dim=-1)
     nq = Q.shape[0]
     runs = []
@@ -239,7 +201,7 @@ def search(args) -> dict:
               f"p95 {runs[-1]['latency_ms']['p95']:.1f} ms", flush=True)
     return {"engine": "plaid", "phase": "search", "extensions_load_s": round(ext_s, 2),
             "open_s": round(open_s, 3), "rss_before_open_mb": round(rss0, 1), "rss_after_open_mb": round(rss_open, 1),
-            "peak_rss_mb": round(_peak_rss_mb(), 1), "nq": int(nq), "k": args.k, "runs": runs}
+            "peak_rss_mb": round(peak_rss_mb(), 1), "nq": int(nq), "k": args.k, "runs": runs}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -285,13 +285,7 @@ class Index:
         """
         snap = self._snap
         k = check_k(k)
-        knobs = SearchParams(nprobe, centroid_score_threshold, ndocs, n_exact, rerank)
-        if params is not None:
-            if not isinstance(params, SearchParams):
-                raise TypeError(f"params must be a plaidx.SearchParams, got {type(params).__name__}")
-            if not knobs.is_default():
-                raise TypeError("give the search knobs either as params=SearchParams(...) or one by one, not both")
-            knobs = params
+        knobs = SearchParams.of_call(params, nprobe, centroid_score_threshold, ndocs, n_exact, rerank)
         parts = query_parts(queries, doc_ids, snap.dim)
         if parts is not None:  # queries of different lengths, or one filter per query: a search per part
             return search_parts(parts, k, lambda qs, f: self.search(

@@ -87,6 +87,19 @@ class SearchParams:
     cell_scores: Optional[str] = None
     exact_scores: Optional[str] = None
 
+    @classmethod
+    def of_call(cls, params: Any, nprobe: Any = None, centroid_score_threshold: Any = None, ndocs: Any = None,
+                n_exact: Any = None, rerank: Any = None) -> SearchParams:
+        """The knobs of one search call: ``params`` (a SearchParams) or the knobs given one by one, not both."""
+        knobs = cls(nprobe, centroid_score_threshold, ndocs, n_exact, rerank)
+        if params is None:
+            return knobs
+        if not isinstance(params, SearchParams):
+            raise TypeError(f"params must be a plaidx.SearchParams, got {type(params).__name__}")
+        if not knobs.is_default():
+            raise TypeError("give the search knobs either as params=SearchParams(...) or one by one, not both")
+        return params
+
     def candidates_wanted(self, k: int) -> int:
         """How many candidates the probes of one query should find; :meth:`plaidx.Index.search` searches a query
         that found fewer again, probing 16x more cells (then exhaustively, if it still has fewer than k).
