@@ -54,7 +54,7 @@ def built(data):
     """`plaidx index` of the BEIR folder, run once for the module."""
     path = data["root"] / "indexes" / "sci"
     code = cli.main(["index", str(data["beir"]), str(path), "--model", str(data["ckpt"]), "--max-document-length",
-                     "24", "--quiet"])
+                     "24", "--index-metadata", "n,source", "--quiet"])
     assert code == 0
     return path
 
@@ -157,6 +157,10 @@ def test_index_encodings_paths_and_lengths(data, tmp_path, capsys):
     code, _, err = run(capsys, "index", src, blocker / "idx", "--model", tmp_path / "no-such-model")
     assert code == cli.EXIT_USAGE and "cannot create the folder" in err and "no-such-model" not in err, err
     assert "Errno" not in err
+    # a bad metadata field to index fails before the corpus is read and the model loads
+    code, _, err = run(capsys, "index", tmp_path / "missing.jsonl", tmp_path / "y", "--model", tmp_path / "no-model",
+                       "--index-metadata", 'lang,a"b')
+    assert code == cli.EXIT_USAGE and "--index-metadata" in err and "double quotes" in err, err
     # a passage length above what the model reads is clamped, and says so
     code, _, err = run(capsys, "index", src, tmp_path / "long", "--model", ck, "--max-document-length", "100000")
     assert code == 0, err
@@ -267,6 +271,7 @@ def test_info_on_a_rag_folder_and_on_a_bare_engine(built, data, capsys):
     assert table["nbits"] == f"{e['nbits']} (the default for RAG indexes; plaidx index --nbits N chooses)"
     assert info["index_config"]["nbits_chosen"] == "default"
     assert table["model"] == str(data["ckpt"]) and table["format version"] == str(e["format_version"]) == "3"
+    assert info["metadata_indexes"] == ["n", "source"] and table["metadata indexes"] == "n, source"
     code, out, _ = run(capsys, "info", built / "engine", "--json")
     bare = json.loads(out)
     assert code == 0 and bare["kind"] == "engine" and bare["documents"] == bare["passages"] == len(engine)

@@ -204,15 +204,17 @@ def test_filtered_search_returns_only_allowed_documents(rag):
 
 def test_metadata_filters_select_the_documents_whose_metadata_matches(rag):
     """where= keeps the documents whose JSON metadata matches: equality by kind, comparisons, membership, list
-    contents, nested fields, missing fields and $and/$or/$not; with doc_ids both hold. Names and values are bound
-    parameters: quotes in a value match nothing, a quote in a field name is refused."""
+    contents, nested fields, missing fields and $and/$or/$not; with doc_ids both hold. Values are bound parameters
+    (quotes in a value match nothing); a field name is a quoted literal (a single quote in it is a plain character,
+    a double quote or a control character is refused). Indexing the fields (index_metadata) changes no answer, and
+    SQLite then looks the values up in the index."""
     docs = corpus(8, seed=9)
     metas = [{"lang": "en", "year": 2019, "tags": ["a", "b"], "src": {"name": "wiki"}, "ok": True},
              {"lang": "de", "year": 2021, "tags": ["b"], "src": {"name": "news"}, "ok": False},
              {"lang": "en", "year": 2023.5, "tags": [], "ok": 1},
              {"lang": "fr", "year": "2021", "src": {"name": "wiki"}},
              {"lang": "en", "year": None},
-             None, {"lang": "' OR 1=1 --"}, {"lang": "de", "year": 2025, "tags": ["a"]}]
+             None, {"lang": "' OR 1=1 --"}, {"lang": "de", "year": 2025, "tags": ["a"], "it's": "x"}]
     ids = [f"d{i}" for i in range(8)]
     rag.index(docs, document_ids=ids, document_metadatas=metas, index_name="meta")
 
@@ -226,9 +228,34 @@ def test_metadata_filters_select_the_documents_whose_metadata_matches(rag):
              ({"tags": {"$contains": "a"}}, [0, 7]), ({"src.name": "wiki"}, [0, 3]),
              ({"tags": {"$exists": False}}, [3, 4, 5, 6]), ({"lang": "en", "year": {"$lt": 2020}}, [0]),
              ({"$or": [{"lang": "fr"}, {"src.name": "news"}]}, [1, 3]), ({"$not": {"lang": "en"}}, [1, 3, 5, 6, 7]),
-             ({"lang": "' OR 1=1 --"}, [6]), ({"lang": "nobody"}, []), ({"lang": {"$in": []}}, [])]
+             ({"lang": "' OR 1=1 --"}, [6]), ({"lang": "nobody"}, []), ({"lang": {"$in": []}}, []),
+             ({"it's": "x"}, [7]), ({"it's": {"$in": ["x", "y"]}}, [7]), ({"x') OR 1=1 --": 1}, []),
+             ({"x' OR '1'='1": {"$exists": False}}, list(range(8)))]
     for where, want in cases:
         assert found(where) == sorted(f"d{i}" for i in want), where
+    fields = ["lang", "year", "src.name", "it's", "ok"]
+    assert rag.index_metadata(fields) == fields == rag.index_metadata(["lang"])  # a second time: nothing new
+    from plaidx.rag.where import where_sql
+
+    store = rag._handle("meta").store
+    for where in ({"lang": "en"}, {"year": {"$gte": 2021}}, {"src.name": "wiki"}, {"lang": {"$in": ["de", "fr"]}},
+                  {"it's": "x"}):
+        cond, params = where_sql(where)
+        plan = " ".join(r[-1] for r in store._con().execute(
+            f"EXPLAIN QUERY PLAN SELECT document_id FROM documents WHERE {cond}", params))
+        assert "USING INDEX metadata_" in plan, (where, plan)
+    for where, want in cases:  # the same answers through the indexes
+        assert found(where) == sorted(f"d{i}" for i in want), where
+    assert rag.index_metadata(["ok", "tags"], drop=True) == ["lang", "year", "src.name", "it's"]
+    assert plaidx.rag.RAGPretrainedModel.from_index(rag.index_root / "meta")._handle("meta").describe()[
+        "metadata_indexes"] == ["lang", "year", "src.name", "it's"]  # kept in the store, seen on reopening
+    for bad, err, msg in [("lang", TypeError, "non-empty list"), ([], TypeError, "non-empty list"),
+                          (["a\x00b"], ValueError, "control characters"), (['a"b'], ValueError, "double quotes")]:
+        with pytest.raises(err, match=msg):
+            rag.index_metadata(bad)
+        with pytest.raises(err, match=msg):
+            rag.index(docs[:2], index_name="meta_bad", metadata_indexes=bad)
+    assert not (rag.index_root / "meta_bad").exists()
     assert found({"lang": "en"}, doc_ids=["d0", "d1", "d2"]) == ["d0", "d2"]
     assert found({"lang": "en"}, exact=False) == ["d0", "d2", "d4"]  # inside PLAID too
     both = rag.search([docs[0], docs[1]], k=8, where={"lang": "de"}, doc_ids=[["d1"], ["d0", "d7"]])
@@ -240,12 +267,13 @@ def test_metadata_filters_select_the_documents_whose_metadata_matches(rag):
         h.search(rag._encode_queries([docs[0]]), 3, passages=h.allowed(None, {"lang": "en"}), where={"lang": "en"})
     for bad, err, msg in [({"lang": {"$like": "e%"}}, ValueError, "unknown operator '\\$like'"),
                           ({"$where": "1"}, ValueError, "not a metadata field name"),
-                          ({'lang") OR 1=1 --': "x"}, ValueError, "without quotes"),
+                          ({'lang") OR 1=1 --': "x"}, ValueError, "without double quotes"),
                           ({"a..b": 1}, ValueError, "none empty"), ("lang = 'en'", TypeError, "must be a dict"),
                           ({}, ValueError, "where is empty"), ({"lang": {}}, ValueError, "empty operator dict"),
                           ({"lang": {"$in": "en"}}, TypeError, "takes a list"), ({"year": {"$gt": True}}, TypeError,
                           "compares strings or numbers"), ({"lang": ["en"]}, TypeError, "a value must be a string"),
-                          ({"$or": []}, TypeError, "non-empty list"), ({"x": {"$exists": 1}}, TypeError, "true or false")]:
+                          ({"$or": []}, TypeError, "non-empty list"), ({"x": {"$exists": 1}}, TypeError, "true or false"),
+                          ({"la\x1bng": "en"}, ValueError, "control characters")]:
         with pytest.raises(err, match=msg):
             rag.search(docs[0], where=bad)
 

@@ -55,6 +55,14 @@ def cmd_index(args: argparse.Namespace) -> int:
             resolve_device(args.device, purpose="build")
         except (ValueError, RuntimeError) as exc:
             raise CliError(f"--device: {exc}") from None
+    fields = [f for v in args.index_metadata or [] for f in v.split(",") if f] or None
+    if fields:
+        from ..rag.where import check_fields
+
+        try:
+            check_fields(fields, "--index-metadata")
+        except ValueError as exc:
+            raise CliError(f"--index-metadata: {exc}") from None
     ids, texts, metas = read_corpus(args.source, id_field=args.id_field, text_field=args.text_field,
                                     title_field=args.title_field or None, limit=args.limit)
     _say(args, f"corpus: {len(ids)} documents from {args.source}")
@@ -77,7 +85,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     rag.index(texts, document_ids=ids, document_metadatas=metas, index_name=out.name, overwrite_index=True,
               max_document_length=length, split_documents=args.split, nbits=args.nbits, device=args.device,
-              residual_codec=args.residual_codec)
+              residual_codec=args.residual_codec, metadata_indexes=fields)
     if args.shards > 1:  # the same passages and bytes, split into shards (plaidx.distributed)
         from ..distributed import reshard_in_place
 
@@ -244,6 +252,9 @@ def cmd_info(args: argparse.Namespace) -> int:
                 ("model", info["model"] or "(not recorded)"),
                 ("size on disk", f"{_size(info['bytes_on_disk'])} ({info['bytes_on_disk']} bytes)"),
                 ("format version", info["format_version"]), ("generation", info["generation"])]
+        if info["kind"] == "rag":
+            rows.append(("metadata indexes", ", ".join(info["metadata_indexes"]) or "none (plaidx index "
+                                                                                    "--index-metadata FIELD adds one)"))
         if info["deleted_pending_compaction"]:
             rows.append(("deleted, not compacted", info["deleted_pending_compaction"]))
         d = info["drift"]
@@ -437,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None,
                    help="cpu (default) or cuda / cuda:N: build on that GPU (k-means, assignment, compression), "
                         "passages encoded window by window while the previous window is compressed")
+    p.add_argument("--index-metadata", action="append", metavar="FIELDS",
+                   help="metadata fields to index for search --where (comma-separated, repeatable; 'a.b' for a "
+                        "nested one): a filter on them reads only the matching documents")
     p.add_argument("--id-field", help="JSONL field holding the id (default: _id, id, doc_id or docid)")
     p.add_argument("--text-field", default="text", help="JSONL field holding the text (default: text)")
     p.add_argument("--title-field", default="title",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -13,7 +14,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import IndexFormatError
-from .where import where_sql
+from .where import check_fields, field_path, path_sql, where_sql
 
 SCHEMA_VERSION = 1
 WHERE_CACHE = 16  # metadata filters whose answers each thread keeps (DocStore.passage_ids_where)
@@ -182,9 +183,9 @@ class DocStore:
         """int64 passage ids (ascending, read-only) of the documents whose metadata matches ``where``
         (:mod:`plaidx.rag.where`).
 
-        Resolving a filter reads every document's metadata, so each thread keeps its last ``WHERE_CACHE``
-        filters' answers until the store changes: a commit by any connection or process (SQLite's
-        ``data_version``) or through this object.
+        Resolving a filter reads every document's metadata, unless its fields are indexed
+        (:meth:`index_metadata`), so each thread keeps its last ``WHERE_CACHE`` filters' answers until the store
+        changes: a commit by any connection or process (SQLite's ``data_version``) or through this object.
         """
         cond, params = where_sql(where)
         con = self._con()
@@ -203,6 +204,33 @@ class DocStore:
         while len(cache) > WHERE_CACHE:
             cache.pop(next(iter(cache)))
         return pids
+
+    def metadata_indexes(self) -> list[str]:
+        """The metadata fields with an index (:meth:`index_metadata`), in the order they were indexed."""
+        return json.loads(self._get_meta("metadata_indexes") or "[]")
+
+    def index_metadata(self, fields: Sequence[str], *, drop: bool = False) -> list[str]:
+        """Index metadata fields (``"lang"``, ``"source.year"``) so that ``where`` filters on them read only the
+        matching documents: ``$eq``, ``$in`` and the comparisons look the value up instead of reading every
+        document's metadata (``benchmarks/results/where_filters.md``). Each index costs some space and time on
+        every add. ``drop=True`` removes the indexes of ``fields`` instead. Returns the indexed fields after the
+        change; indexing a field twice, or dropping one that has no index, changes nothing.
+        """
+        paths = {f: field_path(f) for f in check_fields(fields, "index_metadata")}  # errors before any write
+        with self._write() as con:
+            row = con.execute("SELECT value FROM meta WHERE key = 'metadata_indexes'").fetchone()
+            have = json.loads(row[0]) if row else []
+            for field, path in paths.items():
+                name = "metadata_" + hashlib.sha1(path.encode()).hexdigest()[:16]
+                if drop:
+                    con.execute(f"DROP INDEX IF EXISTS {name}")
+                    have = [f for f in have if f != field]
+                else:
+                    con.execute(f"CREATE INDEX IF NOT EXISTS {name} ON documents(json_extract(metadata, "
+                                f"{path_sql(path)}))")
+                    have += [] if field in have else [field]
+            con.execute("INSERT OR REPLACE INTO meta VALUES ('metadata_indexes', ?)", (json.dumps(have),))
+        return have
 
     def all_passage_ids(self) -> np.ndarray:
         """int64 ids of every stored passage, ascending."""

@@ -271,6 +271,11 @@ class IndexFolder:
                             "plaidx.Index for it, or build a RAG index with RAGPretrainedModel.index")
         return self.store
 
+    def index_metadata(self, fields: Sequence[str], *, drop: bool = False) -> list[str]:
+        """Index (or with ``drop=True`` stop indexing) metadata fields for ``where`` filters
+        (:meth:`DocStore.index_metadata`); the indexed fields after the change."""
+        return self._rag_only("index_metadata").index_metadata(fields, drop=drop)
+
     def add(self, documents: list[tuple[Any, Optional[str]]], passages: list[tuple[Any, str]],
             embeddings: list[np.ndarray], *, drift_hint: str = "rebuilding the index") -> np.ndarray:
         """Append passages (engine commit, then store commit); returns their passage ids."""
@@ -418,7 +423,8 @@ class IndexFolder:
                 "document_length": cfg.get("document_length"), "bytes_on_disk": size,
                 "engine_bytes_on_disk": int(info["bytes_on_disk"]), "format_version": info["format_version"],
                 "generation": info["generation"], "deleted_pending_compaction": info["deleted_pending_compaction"],
-                "drift": info["drift"], "index_config": dict(self.config.get("index") or {})}
+                "drift": info["drift"], "index_config": dict(self.config.get("index") or {}),
+                "metadata_indexes": self.store.metadata_indexes() if self.store is not None else []}
 
     def verify(self) -> list[str]:
         """Every checksum of the engine, and the store against the engine; problems found (empty: sound)."""

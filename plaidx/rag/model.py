@@ -38,6 +38,7 @@ from .folder import (
     staged_folder,
     write_json_atomic,
 )
+from .where import check_fields
 
 DEFAULT_INDEX_ROOT = os.path.join(".plaidx", "indexes")
 DEFAULT_NBITS = 2  # see benchmarks/results/rag_defaults.md: 2 bits cost <= 0.01 nDCG@10 against 4 and 8 bits
@@ -324,7 +325,8 @@ class RAGPretrainedModel:
               split_documents: bool = True, document_splitter_fn: Optional[Callable] = _splitter.split_documents,
               preprocessing_fn: Optional[Union[Callable, list[Callable]]] = None, bsize: int = 32,
               use_faiss: bool = False, *, nbits: Optional[int] = None, pool_factor: int = 1,
-              device: Optional[str] = None, residual_codec: Optional[str] = None) -> str:
+              device: Optional[str] = None, residual_codec: Optional[str] = None,
+              metadata_indexes: Optional[list[str]] = None) -> str:
         """Build an index of a collection of texts; returns the index folder's path.
 
         Parameters
@@ -360,6 +362,9 @@ class RAGPretrainedModel:
             the host first). A clear error when no usable GPU is there.
         residual_codec : (plaidx only) "scalar", "pq" or None (default: ``Index.build``'s choice, pq at nbits 1
             and 2 from 204,800 tokens on the CPU); recorded in ``plaidx_rag.json``.
+        metadata_indexes : (plaidx only) metadata fields to index for ``where`` filters (``["lang",
+            "source.year"]``): a filter on them reads only the matching documents instead of every document's
+            metadata. Later: :meth:`index_metadata`.
 
         Returns
         -------
@@ -368,6 +373,8 @@ class RAGPretrainedModel:
         name = check_name(index_name) if index_name is not None else _default_name(self.model)
         pool_factor = _check_pool_factor(pool_factor)
         check_residual_codec(residual_codec, nbits if nbits is not None else DEFAULT_NBITS)
+        if metadata_indexes is not None:
+            check_fields(metadata_indexes, "metadata_indexes")
         on_gpu = resolve_device(device, purpose="build") is not None  # a clear error before any work
         path = self.index_root / name
         recover(path)
@@ -387,7 +394,7 @@ class RAGPretrainedModel:
                       if on_gpu and pool_factor == 1 else _pooled(self._embed(enc, passages, bsize, then=then),
                                                                   pool_factor))
         return self._write_index(name, enc, documents, passages, embeddings, nbits=nbits, device=device,
-                                 residual_codec=residual_codec,
+                                 residual_codec=residual_codec, metadata_indexes=metadata_indexes,
                                  passages_config={"pool_factor": pool_factor,
                                                   "requested_max_document_length": int(max_document_length),
                                                   "split_documents": bool(split_documents),
@@ -397,7 +404,7 @@ class RAGPretrainedModel:
     def _write_index(self, name: str, enc: Any, documents: list[tuple[Any, Optional[str]]],
                      passages: list[tuple[Any, str]], embeddings: Any, *, nbits: Optional[int] = None,
                      passages_config: Optional[dict[str, Any]] = None, device: Any = None,
-                     residual_codec: Optional[str] = None) -> str:
+                     residual_codec: Optional[str] = None, metadata_indexes: Optional[list[str]] = None) -> str:
         """Build an index folder from prepared documents, passages and their embeddings (an iterable of
         (n_tokens, dim) arrays or of batches of them, in passage order), then move it into place."""
         path = self.index_root / name
@@ -421,6 +428,8 @@ class RAGPretrainedModel:
             self._note(f"writing the document store ({n} passages)")
             with DocStore(staging / DOCSTORE_FILE, create=True) as store:
                 store.add(documents, [(int(p), d, c) for p, (d, c) in zip(ids, passages)])
+                if metadata_indexes:
+                    store.index_metadata(metadata_indexes)
             write_json_atomic(staging / CONFIG_FILE, {
                 "format": FORMAT, "format_version": FORMAT_VERSION, "plaidx_version": __version__,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -472,6 +481,12 @@ class RAGPretrainedModel:
         if not ids:
             return 0
         return int(h.delete(ids).size)
+
+    def index_metadata(self, fields: list[str], index_name: Optional[str] = None, *, drop: bool = False) -> list[str]:
+        """(plaidx only) Index metadata fields for ``where`` filters, or with ``drop=True`` remove their indexes;
+        returns the indexed fields. A filter on an indexed field (``$eq``, ``$in``, comparisons) reads only the
+        matching documents instead of every document's metadata; each index adds a little to every add."""
+        return self._handle(index_name).index_metadata(check_fields(fields, "fields"), drop=drop)
 
     # -- RAGatouille API: search ------------------------------------------------------------------
     def search(self, query: Union[str, list[str]], index_name: Optional[str] = None, k: int = 10,

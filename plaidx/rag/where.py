@@ -10,8 +10,10 @@ filters) and ``$not`` (one filter) combine them::
 Operators: ``$eq``, ``$ne``, ``$gt``, ``$gte``, ``$lt``, ``$lte``, ``$in``, ``$nin`` (a list), ``$exists``
 (true or false) and ``$contains`` (a list field holds the value). Values are strings, numbers, booleans or None
 (JSON null), and a value only matches its own kind: ``1`` matches neither ``true`` nor ``"1"``. A document
-without the field matches ``$ne``, ``$nin`` and ``$exists: false`` only. Field names and values travel as
-bound parameters, never as SQL text.
+without the field matches ``$ne``, ``$nin`` and ``$exists: false`` only. Values travel as bound parameters,
+never as SQL text. A field's JSON path is written into the statement as an SQL string literal (its quotes
+doubled; control characters refused), the one form in which SQLite matches it to an index over that field
+(:meth:`plaidx.rag.docstore.DocStore.index_metadata`), which then serves ``$eq``, ``$in`` and the comparisons.
 """
 
 from __future__ import annotations
@@ -24,38 +26,60 @@ _COMPARE = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 OPERATORS = ("$eq", "$ne", "$in", "$nin", "$exists", "$contains", *_COMPARE)
 
 
-def _path(field: Any) -> str:
+def field_path(field: Any) -> str:
+    """The SQLite JSON path of a metadata field name (``"source.year"`` -> ``$."source"."year"``); a ValueError
+    naming the rule for a name that is not one."""
     if not isinstance(field, str) or not field or field.startswith("$"):
         raise ValueError(f"where: {field!r} is not a metadata field name (the operators are $and, $or, $not at the "
                          f"top and {', '.join(OPERATORS)} inside a field)")
     parts = field.split(".")
-    if any(not p or '"' in p or "\\" in p for p in parts):
-        raise ValueError(f"where: field {field!r}: a name is dot-separated parts, none empty, without quotes or "
-                         "backslashes")
+    if any(not p or '"' in p or "\\" in p or any(ord(c) < 32 or ord(c) == 127 for c in p) for p in parts):
+        raise ValueError(f"where: field {field!r}: a name is dot-separated parts, none empty, without double "
+                         "quotes, backslashes or control characters")
     return "$" + "".join(f'."{p}"' for p in parts)
 
 
+def check_fields(fields: Any, what: str) -> list[str]:
+    """A non-empty list of metadata field names (each as :func:`field_path` checks one), as a list."""
+    if isinstance(fields, str) or not isinstance(fields, (list, tuple)) or not fields:
+        raise TypeError(f"{what} takes a non-empty list of metadata field names (e.g. ['lang', 'source.year']), "
+                        f"got {fields!r}")
+    for f in fields:
+        field_path(f)
+    return list(fields)
+
+
+def path_sql(path: str) -> str:
+    """A JSON path from :func:`field_path` as an SQL string literal."""
+    return "'" + path.replace("'", "''") + "'"
+
+
+def _path(field: Any) -> str:
+    return path_sql(field_path(field))
+
+
 def _kind(value: Any, where: str) -> tuple[str, Any]:
-    """(SQL condition on json_type, the value as SQLite compares it) of one filter value."""
+    """(the JSON types a filter value matches, as an SQL condition on ``{t}``; the value as SQLite compares it)."""
     if value is None:
-        return "json_type(metadata, ?) = 'null'", None
+        return "{t} = 'null'", None
     if isinstance(value, bool):
-        return "json_type(metadata, ?) = 'true'" if value else "json_type(metadata, ?) = 'false'", None
+        return "{t} = 'true'" if value else "{t} = 'false'", None
     if isinstance(value, numbers.Real):
         if value != value or value in (float("inf"), float("-inf")):
             raise ValueError(f"where: {where}: {value!r} is not a JSON number")
-        return "json_type(metadata, ?) IN ('integer', 'real')", value
+        return "{t} IN ('integer', 'real')", value
     if isinstance(value, str):
-        return "json_type(metadata, ?) = 'text'", value
+        return "{t} = 'text'", value
     raise TypeError(f"where: {where}: a value must be a string, number, boolean or None, got "
                     f"{type(value).__name__} {value!r}")
 
 
 def _equal(path: str, value: Any, where: str) -> tuple[str, list[Any]]:
     kind, v = _kind(value, where)
+    kind = kind.format(t=f"json_type(metadata, {path})")
     if v is None:  # null, true and false are matched by their JSON type alone
-        return kind, [path]
-    return f"({kind} AND json_extract(metadata, ?) = ?)", [path, path, v]
+        return kind, []
+    return f"({kind} AND json_extract(metadata, {path}) = ?)", [v]
 
 
 def _member(path: str, values: Any, where: str) -> tuple[str, list[Any]]:
@@ -67,13 +91,14 @@ def _member(path: str, values: Any, where: str) -> tuple[str, list[Any]]:
     parts = []
     for v in values:
         kind, sql_value = _kind(v, where)
+        kind = kind.format(t=f"json_type(metadata, {path})")
         if sql_value is None:  # null, true, false: one condition each
-            parts.append((kind, [path]))
+            parts.append((kind, []))
         else:  # strings and numbers: one list per kind, as a JSON array parameter (no bound-variable limit)
             by_kind.setdefault(kind, []).append(sql_value)
     for kind, vs in by_kind.items():
-        parts.append((f"({kind} AND json_extract(metadata, ?) IN (SELECT value FROM json_each(?)))",
-                      [path, path, json.dumps(vs)]))
+        parts.append((f"({kind} AND json_extract(metadata, {path}) IN (SELECT value FROM json_each(?)))",
+                      [json.dumps(vs)]))
     return "(" + " OR ".join(c for c, _ in parts) + ")", [p for _, ps in parts for p in ps]
 
 
@@ -96,7 +121,8 @@ def _field(field: str, spec: Any) -> tuple[str, list[Any]]:
             kind, v = _kind(value, at)
             if not isinstance(v, (str, numbers.Real)) or isinstance(value, bool):
                 raise TypeError(f"where: {at} compares strings or numbers, got {value!r}")
-            c, p = f"({kind} AND json_extract(metadata, ?) {_COMPARE[op]} ?)", [path, path, v]
+            kind = kind.format(t=f"json_type(metadata, {path})")
+            c, p = f"({kind} AND json_extract(metadata, {path}) {_COMPARE[op]} ?)", [v]
         elif op == "$in":
             c, p = _member(path, value, at)
         elif op == "$nin":
@@ -105,12 +131,11 @@ def _field(field: str, spec: Any) -> tuple[str, list[Any]]:
         elif op == "$exists":
             if not isinstance(value, bool):
                 raise TypeError(f"where: {at} takes true or false, got {value!r}")
-            c, p = f"json_type(metadata, ?) IS {'NOT ' if value else ''}NULL", [path]
+            c, p = f"json_type(metadata, {path}) IS {'NOT ' if value else ''}NULL", []
         elif op == "$contains":
             kind, v = _kind(value, at)
-            kind = kind.replace("json_type(metadata, ?)", "e.type")
-            c = f"EXISTS (SELECT 1 FROM json_each(metadata, ?) e WHERE {kind}"
-            c, p = (c + ")", [path]) if v is None else (c + " AND e.value = ?)", [path, v])
+            c = f"EXISTS (SELECT 1 FROM json_each(metadata, {path}) e WHERE {kind.format(t='e.type')}"
+            c, p = (c + ")", []) if v is None else (c + " AND e.value = ?)", [v])
         else:
             raise ValueError(f"where: field {field!r}: unknown operator {op!r}; the operators are "
                              f"{', '.join(OPERATORS)}")
