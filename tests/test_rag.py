@@ -246,6 +246,8 @@ def test_metadata_filters_select_the_documents_whose_metadata_matches(rag):
         assert "USING INDEX metadata_" in plan, (where, plan)
     for where, want in cases:  # the same answers through the indexes
         assert found(where) == sorted(f"d{i}" for i in want), where
+    rag.add_to_index([docs[0] + " again"], new_document_ids=["d8"], new_document_metadatas=[{"lang": "fr"}])
+    assert found({"lang": "fr"}) == ["d3", "d8"]  # an added document is found through the index at once
     assert rag.index_metadata(["ok", "tags"], drop=True) == ["lang", "year", "src.name", "it's"]
     assert plaidx.rag.RAGPretrainedModel.from_index(rag.index_root / "meta")._handle("meta").describe()[
         "metadata_indexes"] == ["lang", "year", "src.name", "it's"]  # kept in the store, seen on reopening

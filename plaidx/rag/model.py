@@ -364,7 +364,8 @@ class RAGPretrainedModel:
             and 2 from 204,800 tokens on the CPU); recorded in ``plaidx_rag.json``.
         metadata_indexes : (plaidx only) metadata fields to index for ``where`` filters (``["lang",
             "source.year"]``): a filter on them reads only the matching documents instead of every document's
-            metadata. Later: :meth:`index_metadata`.
+            metadata. Later: :meth:`index_metadata`. Added documents are indexed as they are stored; an index
+            rebuilt with ``overwrite_index=True`` has the fields given in that call only.
 
         Returns
         -------
