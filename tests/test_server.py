@@ -49,7 +49,8 @@ def env(tmp_path_factory):
     model = plaidx.ColBERT.from_pretrained(ckpt)
     rag = plaidx.RAGPretrainedModel(model, index_root=root / "indexes", verbose=0)
     texts, ids, metas = _corpus()
-    rag.index(texts, document_ids=ids, document_metadatas=metas, index_name="docs", max_document_length=24)
+    rag.index(texts, document_ids=ids, document_metadatas=metas, index_name="docs", max_document_length=24,
+              metadata_indexes=["n"])
     docs, queries, _ = clustered_collection(n_docs=200, dim=16, n_topics=12, mean_len=12, n_queries=12, q_len=8,
                                             seed=5)
     engine = plaidx.Index.build(root / "engine", docs, nbits=4, seed=0, keep_vectors="int8")
@@ -135,12 +136,12 @@ def test_health_and_indexes(server, env, openapi):
     eng = env["engine"]
     assert by_name["vectors"] == {"name": "vectors", "kind": "engine", "documents": len(eng), "passages": len(eng),
                                   "tokens": eng.n_tokens, "dim": 16, "nbits": 4, "nlist": eng.nlist,
-                                  "generation": eng.generation, "model": None}
+                                  "generation": eng.generation, "model": None, "metadata_indexes": []}
     docs = by_name["docs"]
     # documents are the user's (80), passages what the engine ranks (long documents are split at 24 tokens)
     assert docs["kind"] == "rag" and docs["documents"] == len(env["ids"])
     assert docs["passages"] == len(env["rag"]._handle("docs").engine) > docs["documents"]
-    assert docs["model"] == Path(env["ckpt"]).name
+    assert docs["model"] == Path(env["ckpt"]).name and docs["metadata_indexes"] == ["n"]
 
 
 def test_model_names_are_names_a_client_can_send_never_server_paths(server, env):

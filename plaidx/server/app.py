@@ -237,7 +237,8 @@ def create_app(indexes: Optional[Mapping[str, Union[str, os.PathLike, IndexFolde
             d = await served.run(folder.describe)
             data.append(IndexDescription(name=name, kind=d["kind"], documents=d["documents"], passages=d["passages"],
                                          tokens=d["tokens"], dim=d["dim"], nbits=d["nbits"], nlist=d["nlist"],
-                                         generation=d["generation"], model=served.model_label(d["model"])))
+                                         generation=d["generation"], model=served.model_label(d["model"]),
+                                         metadata_indexes=d["metadata_indexes"]))
         return IndexList(data=data)
 
     @app.post("/v1/multi-vector", response_model=MultiVectorResponse, dependencies=deps, responses=_ERRORS,

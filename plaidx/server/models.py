@@ -186,6 +186,8 @@ class IndexDescription(BaseModel):
     generation: int
     model: Optional[str] = Field(None, description="the model name the index records, as clients send it "
                                                    "(never a path on the server)")
+    metadata_indexes: list[str] = Field(default_factory=list, description="metadata fields with an index: a 'where' "
+                                        "filter on them ($eq, $in, comparisons) reads only the matching documents")
 
 
 class IndexList(BaseModel):
