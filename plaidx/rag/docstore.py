@@ -228,7 +228,8 @@ class DocStore:
                 else:
                     con.execute(f"CREATE INDEX IF NOT EXISTS {name} ON documents(json_extract(metadata, "
                                 f"{path_sql(path)}))")
-                    have += [] if field in have else [field]
+                    if field not in have:
+                        have.append(field)
             con.execute("INSERT OR REPLACE INTO meta VALUES ('metadata_indexes', ?)", (json.dumps(have),))
         return have
 
