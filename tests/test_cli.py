@@ -207,6 +207,12 @@ def test_search_table_json_and_filters_equal_the_library(built, data, capsys):
         assert [h["passage_id"] for h in got] == [w["passage_id"] for w in want]
         np.testing.assert_allclose([h["score"] for h in got], [w["score"] for w in want], rtol=1e-5)
         assert [h["content"] for h in got] == [w["content"] for w in want]
+    long_q = " ".join([q] * 8)  # read whole, as the library reads it, not cut at the model's query length
+    code, out, _ = run(capsys, "search", built, long_q, "-k", "4", "--json")
+    assert code == 0
+    got, want = json.loads(out)[0]["results"], rag.search(long_q, k=4)
+    assert [h["passage_id"] for h in got] == [w["passage_id"] for w in want]
+    np.testing.assert_allclose([h["score"] for h in got], [w["score"] for w in want], rtol=1e-5)
     code, out, _ = run(capsys, "search", built, q, "-k", "3", "--doc-ids", "d1,d2", "--doc-ids", "d9", "--json",
                        "--nprobe", "8", "--ndocs", "64")
     assert code == 0

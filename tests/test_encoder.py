@@ -189,6 +189,22 @@ def test_stanford_attention_to_mask_tokens(ckpts):
                                atol=ATOL)
 
 
+def test_a_query_length_per_call_equals_a_model_built_with_it(ckpts):
+    """encode_queries(query_length=n) reads the queries as a model made with query_length n does (Stanford's
+    reference at that length), and says what to do with a length the model cannot read."""
+    plain = ColBERT.from_pretrained(ckpts["stanford"])
+    longer = ColBERT.from_pretrained(ckpts["stanford"], query_length=20)
+    got = plain.encode_queries(QUERIES, query_length=20)
+    assert got.shape == (3, 20, 16)
+    np.testing.assert_allclose(got, longer.encode_queries(QUERIES), atol=ATOL)
+    np.testing.assert_allclose(got, stanford_reference(ckpts["stanford"], QUERIES, "query", length=20), atol=ATOL)
+    assert plain.encode_queries(QUERIES).shape == (3, 12, 16)  # the model's own length is untouched
+    with pytest.raises(ValueError, match="leaves no room for text"):
+        plain.encode_queries(QUERIES, query_length=1)
+    with pytest.raises(ValueError, match="exceeds what the model supports"):
+        plain.encode_queries(QUERIES, query_length=10**6)
+
+
 def test_stanford_skiplist_drops_punctuation(ckpts):
     with_skip = ColBERT.from_pretrained(ckpts["stanford"]).encode_documents(["hello, world!", "the cat sat."])
     no_skip = ColBERT.from_pretrained(ckpts["stanford_nopunct"]).encode_documents(["hello, world!", "the cat sat."])

@@ -562,3 +562,32 @@ def test_single_query_and_query_list_shapes(rag):
     assert len(two) == 2 and two[0] == one
     scores, ids = rag._handle(None).engine.search(rag.model.encode_queries([docs[0]])[0], k=4)
     assert scores.shape == ids.shape == (1, 4)
+
+
+def test_a_long_query_is_read_whole_as_ragatouille_reads_it(rag):
+    """A query of more words than the model's query_length (16 here) is read at int(words * 1.35) tokens, at its own
+    length when searched with short ones: search, score and the encoded memory agree with that encoding, and its
+    scores are not those of the query cut at 16."""
+    from plaidx.rag.queries import encode_queries, query_length_for
+
+    docs = corpus(20, seed=4)
+    rag.index(docs, document_ids=[f"d{i}" for i in range(20)], index_name="long")
+    long_q = " ".join(corpus(1, seed=5, lo=30, hi=31)[0].split()[:30])
+    n = query_length_for(rag.model, long_q)
+    assert n == int(30 * 1.35) and query_length_for(rag.model, "cat") == 16
+    assert query_length_for(rag.model, " ".join(["cat"] * 10**4)) == rag.model.max_length
+    mixed = encode_queries(rag.model, ["cat", long_q])
+    assert isinstance(mixed, list) and [m.shape[0] for m in mixed] == [16, n]
+    whole = rag.model.encode_queries([long_q], query_length=n)[0]
+    np.testing.assert_allclose(mixed[1], whole, atol=1e-6)
+    cut = rag.model.encode_queries([long_q])[0]
+    h = rag._handle("long")
+    want = [(x.document_id, x.score) for x in h.search(whole[None], 5)[0]]
+    got = rag.search(long_q, k=5)
+    assert [r["document_id"] for r in got] == [d for d, _ in want]
+    assert [r["score"] for r in got] == pytest.approx([sc for _, sc in want])
+    both = rag.search(["cat", long_q], k=5)  # a short query beside it does not change how it is read
+    assert [r["document_id"] for r in both[1]] == [r["document_id"] for r in got]
+    assert got[0]["score"] != pytest.approx(h.search(cut[None], 5)[0][0].score)
+    in_memory = rag._encode_documents(rag._fit_encoder(docs[:3]), docs[:3], 8)
+    np.testing.assert_allclose(rag.score([long_q], docs[:3])[0], maxsim(whole, in_memory), rtol=1e-5)

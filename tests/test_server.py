@@ -270,6 +270,16 @@ def test_search_by_text_equals_rag_search(server, env, openapi):
         hits = r.json()["results"]
         assert [h["rank"] for h in hits] == list(range(1, 8))
         _assert_same_hits(hits, rag.search(q, index_name="docs", k=7))
+    # long queries are read whole, each at its own length, as the RAG API reads them
+    long_q = " ".join(QUERIES * 3)
+    assert len(long_q.split()) * 1.35 > env["model"].query_length
+    r = server.post("/v1/search", json={"index": "docs", "queries": [QUERIES[0], long_q], "k": 6})
+    assert r.status_code == 200, r.text[:500]
+    short_hits, long_hits = (d["results"] for d in r.json()["data"])
+    _assert_same_hits(short_hits, rag.search(QUERIES[0], index_name="docs", k=6))
+    _assert_same_hits(long_hits, rag.search(long_q, index_name="docs", k=6))
+    cut = rag._handle("docs").search(env["model"].encode_queries([long_q]), 6)[0]
+    assert long_hits[0]["score"] != pytest.approx(cut[0].score)  # not the query cut at query_length
     # filter and search parameters go through to the engine
     allowed = env["ids"][10:20]
     params = {"nprobe": 4, "ndocs": 64, "n_exact": 16, "centroid_score_threshold": 0.3}

@@ -42,7 +42,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     folder = open_folder(args.index)
     try:
         model = load_model(args.model, folder, args.device)
-        q = model.encode_queries([queries[i] for i in qids])
+        from ..rag.queries import encode_queries
+
+        q = encode_queries(model, [queries[i] for i in qids])
         t0 = time.perf_counter()
         results = folder.search(q, args.k, **how)
         dt = time.perf_counter() - t0

@@ -182,7 +182,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         if model.dim != folder.engine.dim:
             raise CliError(f"the model {model.name_or_path!r} makes {model.dim}-d vectors but the index holds "
                            f"{folder.engine.dim}-d ones; pass the model that built it with --model")
-        q = model.encode_queries(queries)
+        from ..rag.queries import encode_queries
+
+        q = encode_queries(model, queries)
         t0 = time.perf_counter()
         results = [[hit_dict(h, r) for r, h in enumerate(row)]
                    for row in folder.search(q, args.k, passages=passages, **how)]

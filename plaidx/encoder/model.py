@@ -218,21 +218,26 @@ class ColBERT:
         return tqdm(total=n_batches, desc=desc, unit="batch", disable=not show)
 
     def encode_queries(self, texts: Sequence[str], bsize: int = 128, dimensions: int | None = None,
-                       show_progress_bar: bool | None = None) -> np.ndarray:
-        """float32 (n, query_length, d) L2-normalised query token embeddings."""
+                       show_progress_bar: bool | None = None, query_length: int | None = None) -> np.ndarray:
+        """float32 (n, query_length, d) L2-normalised query token embeddings.
+
+        ``query_length`` reads these queries at another length than the model's (longer queries are cut there
+        instead; with query expansion, shorter ones are filled up to it), at most the model's positions.
+        """
         texts = check_texts(texts)
         bsize = _check_positive(bsize, "bsize")
+        length = self.query_length if query_length is None else self._length(query_length, 0, "query")
         head, cut = self._resolve_dimensions(dimensions)
         d = cut or head or self.dim
-        out = np.zeros((len(texts), self.query_length, d), dtype=np.float32)
-        seqs = self._text.query_sequences(texts, self.query_length)
+        out = np.zeros((len(texts), length, d), dtype=np.float32)
+        seqs = self._text.query_sequences(texts, length)
         # Longest first: without query expansion a batch stops at its longest query.
         order = np.argsort(-np.array([len(s) for s in seqs]), kind="stable")
         n_batches = -(-len(texts) // bsize)
         with torch.inference_mode(), self._progress(len(texts), n_batches, show_progress_bar, "queries") as bar:
             for start in range(0, len(texts), bsize):
                 idx = order[start:start + bsize]
-                ids, attention, keep = self._text.pad_queries([seqs[i] for i in idx], self.query_length)
+                ids, attention, keep = self._text.pad_queries([seqs[i] for i in idx], length)
                 emb = F.normalize(self._embed(ids, attention, head, cut), p=2, dim=-1)
                 emb = emb * keep.to(emb.device).unsqueeze(-1)
                 out[idx, : emb.shape[1]] = emb.cpu().numpy()

@@ -348,16 +348,17 @@ class IndexFolder:
         no_knobs = params is None or params.is_default()
         return self.kind == "rag" and no_knobs and self.engine.n_tokens <= EXACT_MAX_TOKENS
 
-    def search(self, queries: np.ndarray, k: int, *, params: Optional[SearchParams] = None,
+    def search(self, queries: Any, k: int, *, params: Optional[SearchParams] = None,
                doc_ids: Optional[Sequence[Any]] = None, exact: Optional[bool] = None,
                num_threads: int = 0, passages: Optional[np.ndarray] = None, where: Any = None) -> list[list[Hit]]:
-        """Per query of float32 ``(nq, q_tokens, dim)``, up to k hits, best first.
+        """Per query of float32 ``(nq, q_tokens, dim)`` (or a list of ``(q_tokens_i, dim)`` queries of different
+        lengths), up to k hits, best first.
 
         Fewer than k come back only when fewer passages exist or pass the filters: ``doc_ids`` (one list, or
         one per query) and ``where`` (:meth:`allowed`). ``passages``: the filter already resolved by
         :meth:`allowed` (instead of ``doc_ids`` and ``where``).
         """
-        nq = int(queries.shape[0])
+        nq = len(queries)  # an array (nq, q_tokens, dim), or a list of (q_tokens_i, dim) queries of different lengths
         if passages is not None and (doc_ids is not None or where is not None):
             raise TypeError("give doc_ids and where, or passages (resolved by allowed), not both")
         per_query = per_query_lists(doc_ids, nq)

@@ -38,6 +38,7 @@ from .folder import (
     staged_folder,
     write_json_atomic,
 )
+from .queries import encode_queries
 from .where import check_fields
 
 DEFAULT_INDEX_ROOT = os.path.join(".plaidx", "indexes")
@@ -220,9 +221,9 @@ class RAGPretrainedModel:
     def _show(self) -> Optional[bool]:
         return False if self.verbose <= 0 else (None if self.verbose == 1 else True)
 
-    def _encode_queries(self, queries: list[str], bsize: int = 32) -> np.ndarray:
+    def _encode_queries(self, queries: list[str], bsize: int = 32) -> Union[np.ndarray, list[np.ndarray]]:
         with self._encode_lock:
-            return self.model.encode_queries(queries, bsize=bsize, show_progress_bar=False)
+            return encode_queries(self.model, queries, bsize=bsize)
 
     def _encode_documents(self, enc: Any, texts: list[str], bsize: int, show: Any = "default") -> list[np.ndarray]:
         with self._encode_lock:

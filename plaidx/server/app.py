@@ -290,8 +290,15 @@ def create_app(indexes: Optional[Mapping[str, Union[str, os.PathLike, IndexFolde
         if req.query_embeddings is None:
             key, enc = _index_encoder(served, folder, name)
             texts = request_texts([req.query] if req.query is not None else req.queries, given[0], limits)
-            rows, tokens = await enc.encode(texts, "query", None, limits.max_tokens)
-            matrices = [np.stack(rows)]
+            # each query read at its own length, long ones whole (plaidx.rag.queries), as the RAG API reads them
+            done = await asyncio.gather(*[enc.encode([t], "query", None, limits.max_tokens, fit_length=True)
+                                          for t in texts])
+            rows, tokens = [r[0][0] for r in done], sum(r[1] for r in done)
+            if tokens > limits.max_tokens:
+                raise ApiError(413, "too_many_tokens", f"the queries hold {tokens} tokens; this server accepts at "
+                                                       f"most {limits.max_tokens} per request: send fewer or shorter "
+                                                       "queries", "query")
+            matrices = [np.stack(rows)] if len({r.shape[0] for r in rows}) == 1 else rows
             model_label = served.display_name(key)
         else:
             matrices = query_matrices(req.query_embeddings, limits)

@@ -50,7 +50,8 @@ class Encoder:
         number of tokens the model read for them. Token-limit overruns raise :class:`ApiError`.
 
         Documents are read up to the model's document_length, or with ``fit_length`` in full up to the
-        model's positions (as :func:`plaidx.rerank` reads them)."""
+        model's positions (as :func:`plaidx.rerank` reads them). Queries are read at the model's query_length,
+        or with ``fit_length`` at :func:`plaidx.rag.queries.query_length_for` of the longest."""
         if self._closed:
             raise ApiError(503, "shutting_down", "the server is shutting down")
         if self._thread is None:
@@ -125,6 +126,12 @@ class Encoder:
         m = self.model
         counts = m.count_tokens(job.texts, add_special_tokens=True)
         length = m.query_length if job.input_type == "query" else m.document_length
+        if job.fit_length and job.input_type == "query":  # long queries read whole, as the RAG API reads them
+            from ..encoder import ColBERT
+            from ..rag.queries import query_length_for
+
+            if isinstance(m, ColBERT):
+                length = max(query_length_for(m, t) for t in job.texts)
         if job.fit_length and job.input_type == "document":
             limit = getattr(m, "max_length", None) or max(counts)
             length = max(length, min(-(-max(counts) // 64) * 64, limit))
@@ -150,7 +157,8 @@ class Encoder:
         self.calls += 1
         with _model_lock(self.model):
             model = self._model_for(input_type, length)
-            out = model.encode(texts, input_type=input_type, dimensions=dimensions, show_progress_bar=False)
+            more = {"query_length": length} if input_type == "query" and length != model.query_length else {}
+            out = model.encode(texts, input_type=input_type, dimensions=dimensions, show_progress_bar=False, **more)
         rows = list(out)
         start = 0
         for job, tokens in group:
