@@ -2,7 +2,7 @@
 length. RAGatouille sets the query length of each search to ``int(words * 1.35)`` (at least the model's
 ``query_length``, at most its positions); Stanford ColBERT cuts every query at ``query_length`` (32). On 100
 Cranfield and CISI queries, a quarter of them over 32 tokens, reading them whole lifts nDCG@10 from 0.305 to
-0.321 with the same index (benchmarks/results/ragatouille_queries.md).
+0.321 with the same index (benchmarks/results/ragatouille.md, "Long queries").
 
 Each query is read at its own length, so its results do not depend on the other queries searched with it.
 """
