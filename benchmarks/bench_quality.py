@@ -14,7 +14,8 @@ The index is then built from them exactly as ``RAG.index`` builds it, and the ju
 
 - ``rag_search``: ``RAG.search(queries, k=K)`` with its defaults (PLAID at these sizes);
 - ``rag_search_fast``: the same with ``force_fast=True``;
-- ``exhaustive``: exact MaxSim over every passage of the same index (``Index.search(exact=True)``);
+- ``exhaustive``: exact MaxSim over every passage of the same index (``Index.search(exact=True)``), the queries
+  read as ``RAG.search`` reads them (long ones whole, ``plaidx.rag.queries``);
 - ``exhaustive_float``: exact MaxSim over the uncompressed (float16-cached) passage embeddings;
 - ``bm25``: bm25s over the documents (English stopwords; Snowball stemming when PyStemmer is installed:
   ``pip install PyStemmer``, as for the committed figures).
@@ -199,7 +200,9 @@ def run_dataset(name: str, args, rag) -> dict:
         out["ms_per_query"][label] = round((time.time() - t) * 1000 / len(q_ids), 2)
         out["ndcg@10"][label] = ndcg10(qrels, from_rag(results))
 
-    Q = rag.model.encode_queries(q_texts)
+    from plaidx.rag.queries import encode_queries
+
+    Q = encode_queries(rag.model, q_texts)  # as RAG.search reads them
     for label, k in (("exhaustive", K), ("exhaustive_k10", 10)):
         t = time.time()
         scores, pids = h.engine.search(Q, k, exact=True)
