@@ -238,8 +238,10 @@ def write_report(results: list[dict], meta: dict) -> None:
     lines = [
         "# Retrieval quality: RAG.search vs exhaustive MaxSim vs BM25",
         "",
-        f"Written by `benchmarks/bench_quality.py` on {meta['date']} ({meta['machine']}; {meta['threads']} "
-        f"threads; backend {meta['backend']}). Model: `{meta['model']}`; passages of at most "
+        f"Written by `benchmarks/bench_quality.py` on {meta['date']} at commit {meta.get('commit', '?')} "
+        f"({meta.get('cpu') or meta['machine']}; {meta['threads']} threads; backend {meta['backend']}). Command: "
+        f"`{meta.get('command', '.venv/bin/python benchmarks/bench_quality.py')}`. Model: `{meta['model']}`; "
+        "passages of at most "
         f"{MAX_DOCUMENT_LENGTH} tokens (RAGatouille's default max_document_length) from the default splitter; "
         f"index built as `RAG.index` builds it. Test-split queries with judgements; nDCG@10 by ranx over "
         "documents (a document's best passage counts).",
@@ -300,7 +302,12 @@ def main() -> None:
         root = args.index_root or tmp
         rag = RAGPretrainedModel.from_pretrained(args.model, n_gpu=0, verbose=0, index_root=root)
         results = [run_dataset(name, args, rag) for name in args.datasets]
-        meta = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        from bench_engine import git_info, machine_info
+
+        meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "commit": git_info().get("commit", "?")[:10], "cpu": machine_info(args.threads).get("cpu"),
+                "command": " ".join([".venv/bin/python", "benchmarks/bench_quality.py", *sys.argv[1:]]),
+                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
                 "threads": args.threads, "backend": _kernels.BACKEND_NAME, "model": rag.model.name_or_path,
                 "model_config": rag.model.config_dict(), "k_passages": args.k}
     write_report(results, meta)
