@@ -21,7 +21,6 @@ from fastapi.responses import Response
 
 from .. import __version__
 from ..engine import SearchParams, maxsim
-from ..engine.inputs import per_query_lists
 from ..rag import FolderCache, IndexFolder
 from .docs import install_docs
 from .encoding import Encoder
@@ -293,19 +292,18 @@ def create_app(indexes: Optional[Mapping[str, Union[str, os.PathLike, IndexFolde
             # each query read at its own length, long ones whole (plaidx.rag.queries), as the RAG API reads them
             done = await asyncio.gather(*[enc.encode([t], "query", None, limits.max_tokens, fit_length=True)
                                           for t in texts])
-            rows, tokens = [r[0][0] for r in done], sum(r[1] for r in done)
+            matrices, tokens = [r[0][0] for r in done], sum(r[1] for r in done)
             if tokens > limits.max_tokens:
                 raise ApiError(413, "too_many_tokens", f"the queries hold {tokens} tokens; this server accepts at "
                                                        f"most {limits.max_tokens} per request: send fewer or shorter "
                                                        "queries", "query")
-            matrices = [np.stack(rows)] if len({r.shape[0] for r in rows}) == 1 else rows
             model_label = served.display_name(key)
         else:
             matrices = query_matrices(req.query_embeddings, limits)
         single = req.query is not None or (req.query_embeddings is not None and is_matrix(req.query_embeddings))
         params = SearchParams(req.nprobe, req.centroid_score_threshold, req.ndocs, req.n_exact, req.rerank)
         try:
-            found = await served.run(_search_groups, folder, matrices, req.k, params=params, doc_ids=req.doc_ids,
+            found = await served.run(folder.search, matrices, req.k, params=params, doc_ids=req.doc_ids,
                                      where=req.where, exact=req.exact, num_threads=served.threads_per_search)
         except KeyError as exc:
             raise ApiError(400, "unknown_doc_ids", str(exc.args[0] if exc.args else exc), "doc_ids") from None
@@ -331,25 +329,6 @@ def _index_encoder(served: _Served, folder: IndexFolder, name: str) -> tuple[str
                                                f"{enc.model.dim}-d vectors do not match its {folder.engine.dim}-d "
                                                "embeddings; send query_embeddings instead", "query")
     return served.default, enc
-
-
-def _search_groups(folder: IndexFolder, matrices: list[np.ndarray], k: int, doc_ids: Any = None,
-                   **kwargs: Any) -> list[list[Any]]:
-    """Hits per query of a list of (q_tokens, dim) matrices (or one (nq, q_tokens, dim) stack), in order;
-    queries of the same length share one engine call. ``doc_ids`` is one list, or one per query."""
-    if len(matrices) == 1 and matrices[0].ndim == 3:
-        return folder.search(matrices[0], k, doc_ids=doc_ids, **kwargs)
-    per_query = per_query_lists(doc_ids, len(matrices))
-    out: list[Any] = [None] * len(matrices)
-    by_length: dict[int, list[int]] = {}
-    for i, m in enumerate(matrices):
-        by_length.setdefault(m.shape[0], []).append(i)
-    for members in by_length.values():
-        hits = folder.search(np.stack([matrices[i] for i in members]), k, **kwargs,
-                             doc_ids=doc_ids if per_query is None else [per_query[i] for i in members])
-        for i, row in zip(members, hits):
-            out[i] = row
-    return out
 
 
 def _maxsim(query: np.ndarray, docs: Sequence[np.ndarray]) -> np.ndarray:
