@@ -140,13 +140,17 @@ def query_parts(queries: Any, doc_ids: Any, dim: int) -> list[tuple[np.ndarray, 
     one length and one filter form a part. None when one call searches them all."""
     mats = ragged_queries(queries)
     if mats is None:
+        if doc_ids is None:  # the common call: nothing to split, and the queries are converted once, by the caller
+            return None
+        shape = np.shape(to_numpy(queries))
+        filters = per_query_filters(doc_ids, shape[0] if len(shape) == 3 else 1)
+        if filters is None:
+            return None
         q, _ = as_queries(queries, dim)
         lengths = [q.shape[1]] * q.shape[0]
     else:
         lengths = [m.shape[0] for m in mats]
-    filters = per_query_filters(doc_ids, len(lengths))
-    if mats is None and filters is None:
-        return None
+        filters = per_query_filters(doc_ids, len(lengths))
     groups: dict[tuple[int, bytes], list[int]] = {}
     for i, n in enumerate(lengths):
         groups.setdefault((n, b"" if filters is None else filters[i].tobytes()), []).append(i)
