@@ -280,14 +280,11 @@ def markdown(report: dict) -> str:
 
 
 def by_topic(coll: Collection, truth: np.ndarray) -> tuple[dict, np.ndarray]:
-    """Which of each query's exact top-k share a topic with its source document (``families.shares_topic``), and a
+    """Which of each query's exact top-k share a topic with its source document (``families.topic_share``), and a
     summary: that share, and the median number of documents in the collection that share one."""
     import families
 
-    topics = families.topics_of(coll)
-    sources = np.load(coll.path / "sources.npy")
-    share = families.shares_topic(topics, sources, truth)
-    related = [sum(1 for t in topics if t & topics[s]) for s in sources]
+    share, related, _ = families.topic_share(coll, truth)
     return {"truth_sharing_topic": float(share[truth >= 0].mean()), "related_docs_median": float(np.median(related)),
             "related_docs_mean": float(np.mean(related))}, share
 

@@ -194,14 +194,20 @@ def shares_topic(topics: list[frozenset[int]], sources: np.ndarray, ids: np.ndar
                     dtype=bool).reshape(np.shape(ids))
 
 
+def topic_share(coll: Collection, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(:func:`shares_topic` of the listed documents ``ids`` (queries x ranks), how many documents of the collection
+    share a topic with each query's source, the sources) of a family collection."""
+    topics = topics_of(coll)
+    sources = np.load(coll.path / "sources.npy")
+    related = np.array([sum(1 for t in topics if t & topics[s]) for s in sources])
+    return shares_topic(topics, sources, ids), related, sources
+
+
 def topic_stats(coll: Collection, threads: int | None = None) -> dict:
     """How topical a family's exact neighbours are: how many documents share a topic with each query's source
     document, which of the exact top-100 do (ranks 1-10, 2-10, 11-100), and how close the 10th and 20th scores are."""
     scores, ids = exact_topk_cached(coll, 100, threads=threads)
-    topics = topics_of(coll)
-    sources = np.load(coll.path / "sources.npy")
-    share = shares_topic(topics, sources, ids)
-    related = np.array([sum(1 for t in topics if t & topics[s]) for s in sources])
+    share, related, sources = topic_share(coll, ids)
     return {"family": coll.meta["family"], "n_docs": coll.n_docs, "n_tokens": coll.n_tokens, "nq": len(sources),
             "source_ranked_first": float(np.mean(ids[:, 0] == sources)),
             "related_docs_median": float(np.median(related)), "related_docs_mean": float(related.mean()),
