@@ -258,6 +258,9 @@ def test_metadata_filters_select_the_documents_whose_metadata_matches(rag):
         with pytest.raises(err, match=msg):
             rag.index(docs[:2], index_name="meta_bad", metadata_indexes=bad)
     assert not (rag.index_root / "meta_bad").exists()
+    with pytest.raises(TypeError, match="drop must be True or False"):
+        rag.index_metadata(["lang"], drop="false")
+    assert rag._handle("meta").describe()["metadata_indexes"] == ["lang", "year", "src.name", "it's"]
     assert found({"lang": "en"}, doc_ids=["d0", "d1", "d2"]) == ["d0", "d2"]
     assert found({"lang": "en"}, exact=False) == ["d0", "d2", "d4"]  # inside PLAID too
     both = rag.search([docs[0], docs[1]], k=8, where={"lang": "de"}, doc_ids=[["d1"], ["d0", "d7"]])
