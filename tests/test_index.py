@@ -392,6 +392,23 @@ def test_existing_index_is_kept_when_a_rebuild_fails(built, collection, tmp_path
     assert (tmp_path / "foreign" / "notes.txt").read_text() == "mine"
 
 
+def test_writes_retire_only_the_index_s_own_files(collection, tmp_path):
+    docs, _, _ = collection
+    path = tmp_path / "mine"
+    idx = plaidx.Index.build(path, docs[:60], nbits=2)
+    user = {"my_doc_embeddings.npy": b"embeddings", "ingest-job.tmp": b"job", "codes.npy": b"x", "notes.txt": b"n"}
+    for name, data in user.items():
+        (path / name).write_bytes(data)
+    (path / ".codes.000009.123.tmp").write_bytes(b"stale")  # a crashed writer's temp file is the index's own
+    idx.delete([1])
+    idx.add(docs[60:70])
+    idx.compact()
+    assert {n: (path / n).read_bytes() for n in user} == user
+    assert not (path / ".codes.000009.123.tmp").exists()
+    named = {a["file"] for a in json.loads((path / "manifest.json").read_text())["arrays"].values()}
+    assert {p.name for p in path.iterdir()} == named | set(user) | {"LOCK", "manifest.json"}
+
+
 def test_overwrite_replaces_in_one_commit(collection, tmp_path):
     docs, queries, _ = collection
     path = tmp_path / "ow"

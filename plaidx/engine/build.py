@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -35,11 +34,10 @@ from .codec import (
 )
 from .inputs import as_document, batches, iter_documents, prefetch
 from .snapshot import Snapshot
-from .storage import MANIFEST, Transaction, format_version_for, load_generation
+from .storage import MANIFEST, Transaction, format_version_for, is_own_file, load_generation
 from .vectors import VectorWriter
 
 PROBE_TOKENS = 1 << 15  # tokens a build with a given codec assigns for its residual statistics
-_OWN_FILE = re.compile(r"^(?:[a-z_]+\.\d{6}\.npy|\..+\.tmp|LOCK|manifest\.json)$")
 
 
 def progress_bar(iterable: Any, total: int | None, desc: str, enabled: bool) -> Any:
@@ -124,7 +122,7 @@ def check_target(path: Path, overwrite: bool) -> None:
                                   "or use Index.open(path).add(...) to extend it")
         return
     if path.is_dir():
-        foreign = [p.name for p in path.iterdir() if not _OWN_FILE.match(p.name)]
+        foreign = [p.name for p in path.iterdir() if not is_own_file(p.name)]
         if foreign:
             raise FileExistsError(f"{str(path)!r} is a non-empty folder that is not a plaidx index "
                                   f"(it holds {foreign[:3]}); choose an empty or new folder")

@@ -12,6 +12,7 @@ import errno
 import json
 import mmap as mmap_module
 import os
+import re
 import threading
 import time
 import zlib
@@ -37,6 +38,10 @@ NEWEST_FORMAT_VERSION = PQ_FORMAT_VERSION
 _CODE_DTYPES = {"<u2": 1, "<u4": WIDE_CODES_FORMAT_VERSION}  # codes dtype -> the first version that has it
 MANIFEST = "manifest.json"
 LOCK = "LOCK"
+# The files an engine folder's writers create: generation arrays ``<name>.<6 digits>.npy`` and hidden
+# ``.<...>.tmp`` files. Writers retire only these, so a file of the user's in the folder is never deleted.
+ARRAY_FILE = re.compile(r"^[a-z0-9_]+\.\d{6}\.npy$")
+TEMP_FILE = re.compile(r"^\..+\.tmp$")
 _CHUNK = 1 << 22
 _NPY_HEADER_LOCK = threading.Lock()
 
@@ -461,17 +466,23 @@ class Transaction:
         self._pending.clear()
 
 
+def is_own_file(name: str) -> bool:
+    """Whether ``name`` is one an engine folder's writers create (its arrays, temp files, manifest, lock)."""
+    return bool(ARRAY_FILE.match(name) or TEMP_FILE.match(name)) or name in (MANIFEST, LOCK)
+
+
 def retire_unreferenced(path: Path, manifest: dict[str, Any] | None) -> list[str]:
-    """Delete array and temporary files that ``manifest`` does not name. Call only under the lock.
+    """Delete the array and temporary files of the index's own naming that ``manifest`` does not name; any other
+    file in the folder is left alone. Call only under the lock.
 
     Readers that still map a retired file keep their view (POSIX unlink semantics).
     """
     keep = {obj["file"] for obj in manifest["arrays"].values()} if manifest else set()
     removed = []
     for p in Path(path).iterdir():
-        if p.name in keep or p.name in (MANIFEST, LOCK):
+        if p.name in keep:
             continue
-        if p.suffix in (".npy", ".tmp") or p.name.endswith(".tmp"):
+        if is_own_file(p.name) and p.name not in (MANIFEST, LOCK):
             try:
                 p.unlink()
                 removed.append(p.name)
