@@ -664,11 +664,11 @@ def test_queries_finding_fewer_candidates_than_n_exact_are_searched_again(built,
     calls = []
     search_cpu = plaidx.Index._search_cpu
 
-    def spy(self, qs, *args, **kwargs):
+    def spy(snap, qs, *args, **kwargs):
         calls.append((args[3], qs.shape[0]))  # nprobe, rows
-        return search_cpu(self, qs, *args, **kwargs)
+        return search_cpu(snap, qs, *args, **kwargs)
 
-    monkeypatch.setattr(plaidx.Index, "_search_cpu", spy)
+    monkeypatch.setattr(plaidx.Index, "_search_cpu", staticmethod(spy))
     knobs = dict(nprobe=1, ndocs=len(built), n_exact=n_exact)
     scores, ids = built.search(q, k=20, **knobs)
     assert calls == [(1, len(q)), (16, int(few.sum()))]

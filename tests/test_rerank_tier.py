@@ -267,7 +267,7 @@ def test_the_two_step_route_of_the_gpu_gives_the_cpu_search(data, tmp_path, kind
         knobs = plaidx.SearchParams(rerank=rerank, cell_scores="int8")  # (unset, the CPU decides: see test_index)
         p = knobs.resolve(10, n_tokens=snap.n_tokens, tier=True)
         assert p.n_exact == rerank
-        _, cand = index._search_cpu(queries, snap.live_mask, p, snap.cell_codes, p.nprobe, rerank, 0)
+        _, cand = index._search_cpu(snap, queries, snap.live_mask, p, snap.cell_codes, p.nprobe, rerank, 0)
         two_s, two_p = snap.kept.rerank(queries, snap.a["doc_offsets"], cand, 10)
         one_s, one_ids = index.search(queries, k=10, params=knobs)
         np.testing.assert_array_equal(one_ids, snap.ids_of(two_p))

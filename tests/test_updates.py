@@ -83,6 +83,45 @@ def test_stale_handle_writes_against_the_newest_generation(data, tmp_path):
     assert plaidx.Index.open(tmp_path / "i").ids.tolist() == list(range(65))
 
 
+@pytest.mark.parametrize("kind", ["index", "sharded"])
+@pytest.mark.parametrize("split", ["lengths", "filters"])
+def test_refresh_during_a_search_leaves_the_call_on_one_generation(data, tmp_path, monkeypatch, split, kind):
+    """A call searched in parts (queries of different lengths, one filter per query) answers every part from the
+    generation it started on, though another handle's delete is picked up between two parts."""
+    docs, _, _ = data
+    if kind == "index":
+        import plaidx.engine.index as module
+        reader = plaidx.Index.build(tmp_path / "i", docs[:60], nbits=2)
+        writer = plaidx.Index.open(tmp_path / "i")
+    else:
+        import plaidx.distributed.sharded as module
+        from plaidx.distributed import ShardedIndex, build
+        reader = build(tmp_path / "i", docs[:60], 2, nlist=16)
+        writer = ShardedIndex.open(tmp_path / "i")
+    # every query is document 7's own tokens
+    queries = np.stack([docs[7][:4]] * 6) if split == "filters" else [docs[7][: 4 + i % 2] for i in range(6)]
+    filters = [[7, 8, 9 + i] for i in range(6)] if split == "filters" else None
+    calls = []
+
+    def commit_after_first_part(parts, k, search):  # the writer deletes 7 and the reader refreshes after one part
+        def part(qs, allowed):
+            out = search(qs, allowed)
+            if not calls:
+                writer.delete([7])
+                assert reader.refresh()
+            calls.append(len(qs))
+            return out
+        return real(parts, k, part)
+
+    real = module.search_parts
+    monkeypatch.setattr(module, "search_parts", commit_after_first_part)
+    _, ids = reader.search(queries, k=3, doc_ids=filters)
+    assert len(calls) >= 2 and ids[:, 0].tolist() == [7] * 6  # every part from the generation the call began on
+    monkeypatch.setattr(module, "search_parts", real)
+    _, ids = reader.search(queries, k=3, doc_ids=filters)
+    assert 7 not in ids  # the next call reads the new generation
+
+
 def test_bad_updates_change_nothing(data, tmp_path):
     docs, queries, _ = data
     idx = plaidx.Index.build(tmp_path / "i", docs[:60], nbits=2)

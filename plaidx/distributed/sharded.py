@@ -185,14 +185,17 @@ class ShardedIndex:
         merge orders by score, then by id. A shard that does not answer fails the search (no partial
         results).
         """
-        m, shards, idmap = self._state
-        k = check_k(k)
         knobs = SearchParams.of_call(params, nprobe, centroid_score_threshold, ndocs, n_exact, rerank)
+        # One generation of the manifest answers the whole call, even if a refresh lands during it
+        return self._search(self._state, queries, check_k(k), knobs, exact, doc_ids, num_threads, device)
+
+    def _search(self, state: tuple[Any, ...], queries: Any, k: int, knobs: SearchParams, exact: bool, doc_ids: Any,
+                num_threads: int, device: Any) -> tuple[np.ndarray, np.ndarray]:
+        m, shards, idmap = state
         parts = query_parts(queries, doc_ids, int(m["dim"]))
         if parts is not None:  # queries of different lengths, or one filter per query: a search per part
-            return search_parts(parts, k, lambda qs, f: self.search(
-                qs, k, params=None if knobs.is_default() else knobs, exact=exact, doc_ids=f,
-                num_threads=num_threads, device=device))
+            return search_parts(parts, k, lambda qs, f: self._search(state, qs, k, knobs, exact, f, num_threads,
+                                                                     device))
         q, _ = as_queries(queries, int(m["dim"]))
         nq = q.shape[0]
         base: dict[str, Any] = {"exact": bool(exact), "num_threads": num_threads, "device": device}

@@ -283,14 +283,16 @@ class Index:
         scores : float32 (nq, k), best first, -inf padding.
         ids : int64 (nq, k), -1 padding. A single (q_tokens, d) query is one row: (1, k), as in faiss.
         """
-        snap = self._snap
-        k = check_k(k)
         knobs = SearchParams.of_call(params, nprobe, centroid_score_threshold, ndocs, n_exact, rerank)
+        # One generation answers the whole call, even if a refresh or a write through this handle lands during it
+        return self._search(self._snap, queries, check_k(k), knobs, exact, doc_ids, num_threads, device)
+
+    def _search(self, snap: Snapshot, queries: Any, k: int, knobs: SearchParams, exact: bool, doc_ids: Any,
+                num_threads: int, device: Any) -> tuple[np.ndarray, np.ndarray]:
         parts = query_parts(queries, doc_ids, snap.dim)
         if parts is not None:  # queries of different lengths, or one filter per query: a search per part
-            return search_parts(parts, k, lambda qs, f: self.search(
-                qs, k, params=None if knobs.is_default() else knobs, exact=exact, doc_ids=f,
-                num_threads=num_threads, device=device))
+            return search_parts(parts, k, lambda qs, f: self._search(snap, qs, k, knobs, exact, f, num_threads,
+                                                                     device))
         q, _ = as_queries(queries, snap.dim)
         gpu.check_codes_fit(device, snap.nlist)
         dev = gpu.resolve_device(device)
@@ -366,7 +368,7 @@ class Index:
                 if coll is not None:
                     return coll.search(qs, allowed, snap.nlist if every else n_probe, p.centroid_score_threshold,
                                        p.ndocs, p.n_exact, k_out, quantized=cells is not None)
-                return self._search_cpu(qs, allowed, p, cells, n_probe, k_out, num_threads, kept, exact_int8,
+                return self._search_cpu(snap, qs, allowed, p, cells, n_probe, k_out, num_threads, kept, exact_int8,
                                         exact_adc, given)
 
             scores, pos = plaid(q, nprobe_eff)
@@ -391,10 +393,11 @@ class Index:
                 scores[short], pos[short] = exhaustive(np.ascontiguousarray(q[short]))
         return scores.astype(np.float32, copy=False), snap.ids_of(pos)
 
-    def _search_cpu(self, q: np.ndarray, allowed: np.ndarray, p: SearchParams, cells: Any, nprobe: int, k: int,
-                    num_threads: int, kept: Any = None, exact_int8: bool = False,
+    @staticmethod
+    def _search_cpu(snap: Snapshot, q: np.ndarray, allowed: np.ndarray, p: SearchParams, cells: Any, nprobe: int,
+                    k: int, num_threads: int, kept: Any = None, exact_int8: bool = False,
                     exact_adc: bool = False, given: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        snap, a = self._snap, self._snap.a
+        a = snap.a
         ivf, ivf_offsets = snap.ivf()
         # The native search scores the query tokens against the centroids itself, per query and straight
         # in the layout it needs, and reads each candidate's distinct cells; the reference is given S,
