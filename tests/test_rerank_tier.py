@@ -204,6 +204,19 @@ def test_bad_keep_vectors_and_rerank_are_clear_errors(data, tmp_path):
     kept.search(queries, k=10, n_exact=64, rerank=0)  # PLAID over the codes: n_exact applies
 
 
+def test_an_int8_tier_above_the_int8_kernels_dimension_is_refused_before_the_build(tmp_path):
+    rng = np.random.default_rng(0)
+    wide = [rng.standard_normal((12, 1032)).astype(np.float32) for _ in range(40)]
+    with pytest.raises(ValueError, match=r"keep_vectors='int8' needs d <= 1024.*d 1032: keep 'float16'"):
+        plaidx.Index.build(tmp_path / "wide", wide, nlist=8, keep_vectors="int8")
+    assert [p.name for p in (tmp_path / "wide").iterdir()] == ["LOCK"]
+    index = plaidx.Index.build(tmp_path / "wide", wide, nlist=8, keep_vectors="float16")
+    source = plaidx.Index.build(tmp_path / "plain", wide, nlist=8)
+    with pytest.raises(ValueError, match="needs d <= 1024"):  # the same with another index's codec
+        plaidx.Index.build(tmp_path / "copy", wide, codec_from=source, keep_vectors="int8")
+    assert index.search(wide[3][:4], k=1)[1][0, 0] == 3
+
+
 def test_a_corrupt_or_missing_vector_file_is_reported_with_the_fix(data, tmp_path):
     docs, queries, _ = data
     path = tmp_path / "ix"

@@ -35,7 +35,7 @@ from .codec import (
 from .inputs import as_document, batches, iter_documents, prefetch
 from .snapshot import Snapshot
 from .storage import MANIFEST, Transaction, format_version_for, is_own_file, load_generation
-from .vectors import VectorWriter
+from .vectors import VectorWriter, check_kept_dim
 
 PROBE_TOKENS = 1 << 15  # tokens a build with a given codec assigns for its residual statistics
 
@@ -238,6 +238,7 @@ def build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: d
             if dim % 8:
                 raise ValueError(f"embedding dimension {dim} is not a multiple of 8 (required by the residual "
                                  "packing)")
+            check_kept_dim(keep_vectors, dim)
             timings["sample_s"] = round(time.perf_counter() - t0, 3)
             centroids = (ops.train_centroids if ops else train_centroids)(sample, nl, kmeans_niters, seed,
                                                                           verbose=False, method=kmeans)
@@ -270,6 +271,7 @@ def build_generation(path: Path, documents: Any, ids: np.ndarray | None, base: d
             avg_residual = np.abs(h_res).mean(axis=0).astype(np.float32)
         else:
             nl, dim, want = codec.centroids.shape[0], codec.dim, 0
+            check_kept_dim(keep_vectors, dim)
             # the source's table as it is stored, or (a format 1 source: float16 centroids at any nbits) the
             # table this index stores; either way, compress against what will be stored
             stored = dict(codec_table) if codec_table is not None else centroid_arrays(codec.centroids, codec.nbits,

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import IndexFormatError
 from . import kernels
-from .cellq import quantize_int8
+from .cellq import MAX_QUANTIZED_DIM, quantize_int8
 from .params import rerank_count
 from .storage import advise_map
 
@@ -27,6 +27,13 @@ def check_keep_vectors(value: Any) -> str | None:
         return value
     raise ValueError(f"keep_vectors must be None (no rerank tier), 'int8' (d + 4 bytes per token) or "
                      f"'float16' (2 d bytes per token), got {value!r}")
+
+
+def check_kept_dim(kind: str | None, dim: int) -> None:
+    """A ValueError before anything is written when the tier ``kind`` cannot be searched at dimension ``dim``."""
+    if kind == "int8" and dim > MAX_QUANTIZED_DIM:
+        raise ValueError(f"keep_vectors='int8' needs d <= {MAX_QUANTIZED_DIM} (the int8 kernels' bound), and these "
+                         f"embeddings have d {dim}: keep 'float16' vectors instead, or none")
 
 
 def check_rerank(rerank: Any, has_tier: bool) -> bool:
