@@ -105,6 +105,24 @@ def test_second_writer_gets_a_clear_error(tmp_path):
     assert len(idx) == 42
 
 
+def test_a_commit_that_fails_before_its_manifest_leaves_the_folder_as_it_was(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    docs = [rng.standard_normal((6, 16)).astype(np.float32) for _ in range(40)]
+    idx = plaidx.Index.build(tmp_path / "i", docs, nlist=16)
+    files = sorted(p.name for p in (tmp_path / "i").iterdir())
+    import plaidx.engine.storage as storage
+
+    def full_disk(path):  # the arrays are renamed into place, then the folder cannot be synced
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(storage, "fsync_dir", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        idx.add(docs[:3])
+    monkeypatch.undo()
+    assert sorted(p.name for p in (tmp_path / "i").iterdir()) == files  # no renamed array, no manifest temp file
+    assert len(plaidx.Index.open(tmp_path / "i", verify="full")) == 40
+
+
 def test_readers_see_only_committed_generations_while_a_writer_works(tmp_path):
     index_path, journal = tmp_path / "idx", tmp_path / "journal.jsonl"
     proc = subprocess.Popen([sys.executable, str(WORKER), str(index_path), str(journal), "7"],

@@ -372,6 +372,45 @@ def test_bad_documents_leave_nothing_behind(tmp_path):
         plaidx.Index.build(tmp_path / "y", good, nbits=3)
     with pytest.raises(ValueError, match="nlist"):
         plaidx.Index.build(tmp_path / "y", good, nlist=10_000)
+    # a failing lazy source leaves no spill copy of what it read; bad metadata fails before any work
+    def lazy():
+        yield from good
+        yield np.full((3, 16), np.nan, np.float32)
+    with pytest.raises(ValueError, match="NaN"):
+        plaidx.Index.build(tmp_path / "z", lazy(), nlist=16)
+    for bad, msg in (({"norm": np.float32(1.5)}, r"metadata must hold only what JSON stores.*float\(x\)"),
+                     ({"tags": {1, 2}}, "metadata must hold only what JSON stores"),
+                     ("not-a-dict", "metadata must be a dict")):
+        with pytest.raises(TypeError, match=msg):
+            plaidx.Index.build(tmp_path / "z", good, nlist=16, metadata=bad)
+    assert [p.name for p in (tmp_path / "z").iterdir()] == ["LOCK"]
+
+
+def test_numpy_integers_are_accepted_and_bad_build_numbers_named(collection, tmp_path):
+    """Values from an np.arange sweep work as their ints do; each bad value is named before any work is done."""
+    docs, queries, _ = collection
+    index = plaidx.Index.build(tmp_path / "np", docs[:80], nbits=np.int64(2), nlist=np.int32(16), seed=np.int64(3),
+                               kmeans_niters=np.int64(2), kmeans_sample=np.int64(2000), metadata={"run": 1})
+    same = plaidx.Index.build(tmp_path / "py", docs[:80], nbits=2, nlist=16, seed=3, kmeans_niters=2,
+                              kmeans_sample=2000)
+    assert index.nbits == 2 and json.loads((tmp_path / "np" / "manifest.json").read_text())["nbits"] == 2
+    knobs = dict(nprobe=np.int64(4), ndocs=np.int32(64), n_exact=np.int64(16), centroid_score_threshold=np.float32(0.3))
+    py = {n: (int(v) if n != "centroid_score_threshold" else float(v)) for n, v in knobs.items()}
+    np.testing.assert_array_equal(index.search(queries, k=5, **knobs)[1], same.search(queries, k=5, **py)[1])
+    np.testing.assert_array_equal(index.search(queries, k=5, params=plaidx.SearchParams(**knobs))[1],
+                                  same.search(queries, k=5, **py)[1])
+    index.recluster(nlist=np.int64(8), seed=np.int64(1))
+    assert index.nlist == 8
+    for kwargs, msg in (({"seed": None}, "seed must be an integer"), ({"seed": -1}, "seed must be"),
+                        ({"kmeans_sample": 0}, "kmeans_sample must be a positive"),
+                        ({"kmeans_sample": 3.5}, "kmeans_sample must be"), ({"kmeans_niters": 0}, "kmeans_niters"),
+                        ({"nbits": np.float64(2)}, "nbits must be one of"), ({"nlist": True}, "nlist must be")):
+        with pytest.raises(ValueError, match=msg):
+            plaidx.Index.build(tmp_path / "bad", docs[:80], **kwargs)
+    with pytest.raises(ValueError, match="nprobe must be a positive integer"):
+        index.search(queries, k=5, nprobe=np.float64(4))
+    with pytest.raises(ValueError, match="centroid_score_threshold must be a number"):
+        index.search(queries, k=5, centroid_score_threshold=np.float32("nan"))
 
 
 def test_existing_index_is_kept_when_a_rebuild_fails(built, collection, tmp_path):

@@ -229,9 +229,15 @@ def test_a_corrupt_or_missing_vector_file_is_reported_with_the_fix(data, tmp_pat
     assert len(problems) == 1 and vec.name in problems[0] and "drop_vectors" in problems[0]
     with pytest.raises(IndexFormatError, match="drop_vectors"):
         plaidx.Index.open(path, verify="full")
+    vec.write_bytes(bytes(raw[: len(raw) // 3]))  # truncated
+    with pytest.raises(IndexFormatError, match=r"truncated.*backup or rebuild it.*drop_vectors"):
+        plaidx.Index.open(path)
     vec.unlink()
     with pytest.raises(IndexFormatError, match=r"missing.*drop_vectors"):
         plaidx.Index.open(path)
+    with pytest.raises(IndexFormatError, match="no index at"):
+        plaidx.Index.drop_vectors(tmp_path / "typo")
+    assert not (tmp_path / "typo").exists()  # a wrong path is not created
     repaired = plaidx.Index.drop_vectors(path)
     assert repaired.keep_vectors is None and repaired.verify() == [] and len(repaired) == len(docs)
     _, ids = repaired.search(queries, k=10)

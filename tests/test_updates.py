@@ -122,6 +122,20 @@ def test_refresh_during_a_search_leaves_the_call_on_one_generation(data, tmp_pat
     assert 7 not in ids  # the next call reads the new generation
 
 
+def test_a_filter_naming_deleted_ids_gives_the_same_answer_before_and_after_compaction(data, tmp_path):
+    docs, queries, _ = data
+    index = plaidx.Index.build(tmp_path / "i", docs[:40], nbits=2)
+    index.delete([7, 9])
+    before = index.search(queries, k=3, doc_ids=[5, 7, 9, 11])
+    assert index.compact() == 2
+    after = index.search(queries, k=3, doc_ids=[5, 7, 9, 11])
+    np.testing.assert_array_equal(before[1], after[1])
+    assert set(after[1].ravel().tolist()) <= {5, 11, -1}
+    for never in ([40], [-1]):  # ids the index never issued stay errors
+        with pytest.raises(KeyError, match=r"unknown document ids.*issued ids 0 to 39"):
+            index.search(queries, k=3, doc_ids=[5, *never])
+
+
 def test_bad_updates_change_nothing(data, tmp_path):
     docs, queries, _ = data
     idx = plaidx.Index.build(tmp_path / "i", docs[:60], nbits=2)

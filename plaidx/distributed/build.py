@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..engine import WriterLock, fsync_dir
-from ..engine.build import Spill, check_build_args
+from ..engine.build import Spill, check_build_args, check_metadata
 from ..engine.clustering import default_kmeans_sample, default_nlist
 from ..engine.codec import check_residual_codec, default_residual_codec
 from ..engine.inputs import iter_documents
@@ -95,7 +95,9 @@ def build(path: str | os.PathLike, documents: Any, n_shards: int, nbits: int = 2
     n_shards = int(n_shards)
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
-    check_build_args(nbits, nlist, kmeans_niters, batch_tokens, kmeans)
+    nbits, nlist, kmeans_niters, batch_tokens, seed, kmeans_sample = check_build_args(
+        nbits, nlist, kmeans_niters, batch_tokens, kmeans, seed=seed, kmeans_sample=kmeans_sample)
+    metadata = check_metadata(metadata)
     check_residual_codec(residual_codec, nbits)
     _check_target(path, overwrite)
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
@@ -110,7 +112,7 @@ def build(path: str | os.PathLike, documents: Any, n_shards: int, nbits: int = 2
             committed = _build_locked(path, inp, n_shards, run, current, nbits=nbits, seed=seed,
                                       nlist=nlist, kmeans_niters=kmeans_niters, kmeans=kmeans,
                                       kmeans_sample=kmeans_sample, batch_tokens=batch_tokens,
-                                      metadata=dict(metadata or {}), threads=threads,
+                                      metadata=metadata, threads=threads,
                                       residual_codec=residual_codec)
         finally:
             if spill is not None:

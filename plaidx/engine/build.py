@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -33,6 +34,7 @@ from .codec import (
     train_pq,
 )
 from .inputs import as_document, batches, iter_documents, prefetch
+from .params import is_integer
 from .snapshot import Snapshot
 from .storage import MANIFEST, Transaction, format_version_for, is_own_file, load_generation
 from .vectors import VectorWriter, check_kept_dim
@@ -56,14 +58,18 @@ class Spill:
         self.lengths: list[int] = []
         self.dim: int | None = None
         self.dtype = np.dtype(np.float32)
-        with open(path, "wb") as f:
-            for i, doc in enumerate(progress_bar(docs, None, "reading", progress)):
-                if i == 0 and getattr(doc, "dtype", None) is not None and "float16" in str(doc.dtype):
-                    self.dtype = np.dtype(np.float16)  # float16 input spills losslessly as float16
-                arr = as_document(doc, self.dim, f"documents[{i}]")
-                self.dim = arr.shape[1]
-                f.write(arr.astype(self.dtype).tobytes())
-                self.lengths.append(arr.shape[0])
+        try:
+            with open(path, "wb") as f:
+                for i, doc in enumerate(progress_bar(docs, None, "reading", progress)):
+                    if i == 0 and getattr(doc, "dtype", None) is not None and "float16" in str(doc.dtype):
+                        self.dtype = np.dtype(np.float16)  # float16 input spills losslessly as float16
+                    arr = as_document(doc, self.dim, f"documents[{i}]")
+                    self.dim = arr.shape[1]
+                    f.write(arr.astype(self.dtype).tobytes())
+                    self.lengths.append(arr.shape[0])
+        except BaseException:  # a bad document or a failing source: the copy so far goes with the build
+            path.unlink(missing_ok=True)
+            raise
         self.offsets = np.zeros(len(self.lengths) + 1, dtype=np.int64)
         np.cumsum(self.lengths, out=self.offsets[1:])
         # read back with pread, not a memory map, so pages read once do not count in the build's RSS
@@ -100,17 +106,50 @@ class DecompressedSource:
         return self.snap.codec.decompress(self.snap.a["codes"][lo:hi], self.snap.a["residuals"][lo:hi])
 
 
-def check_build_args(nbits: Any, nlist: Any, kmeans_niters: Any, batch_tokens: Any, kmeans: Any = "auto") -> None:
-    if nbits not in NBITS or isinstance(nbits, bool):
+class BuildArgs(NamedTuple):
+    nbits: int
+    nlist: int | None
+    kmeans_niters: int
+    batch_tokens: int
+    seed: int
+    kmeans_sample: int | None
+
+
+def check_build_args(nbits: Any, nlist: Any, kmeans_niters: Any, batch_tokens: Any, kmeans: Any = "auto", *,
+                     seed: Any = 0, kmeans_sample: Any = None) -> BuildArgs:
+    """The build's integer arguments as Python ints (numpy integers accepted), or a ValueError naming the one to
+    fix, before any work is done."""
+    if not is_integer(nbits) or nbits not in NBITS:
         raise ValueError(f"nbits must be one of {NBITS}, got {nbits!r}")
-    if nlist is not None and (isinstance(nlist, bool) or not isinstance(nlist, int)
-                              or not 1 <= nlist <= MAX_NLIST):
-        raise ValueError(f"nlist must be an integer in [1, {MAX_NLIST}] or None, got {nlist!r}")
-    if isinstance(kmeans_niters, bool) or not isinstance(kmeans_niters, int) or kmeans_niters < 1:
-        raise ValueError(f"kmeans_niters must be a positive integer, got {kmeans_niters!r}")
-    if isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int) or batch_tokens < 1:
-        raise ValueError(f"batch_tokens must be a positive integer, got {batch_tokens!r}")
     check_kmeans_method(kmeans)
+    return BuildArgs(
+        int(nbits),
+        None if nlist is None else _integer("nlist", nlist, 1, MAX_NLIST, f"an integer in [1, {MAX_NLIST}] or None"),
+        _integer("kmeans_niters", kmeans_niters, 1),
+        _integer("batch_tokens", batch_tokens, 1),
+        _integer("seed", seed, 0, (1 << 31) - 1, "an integer in [0, 2**31)"),
+        None if kmeans_sample is None else _integer("kmeans_sample", kmeans_sample, 1, None,
+                                                    "a positive number of tokens or None (the default for nlist)"))
+
+
+def check_metadata(metadata: Any) -> dict[str, Any]:
+    """``metadata`` as a dict that JSON can store in the manifest, or a clear error before any work is done."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict (stored in the manifest), got {type(metadata).__name__}")
+    try:
+        json.dumps(metadata)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"metadata must hold only what JSON stores (str keys; str, int, float, bool, None, lists "
+                        f"and dicts of them), e.g. float(x) for a numpy number: {exc}") from None
+    return dict(metadata)
+
+
+def _integer(name: str, value: Any, lo: int, hi: int | None = None, what: str = "a positive integer") -> int:
+    if not is_integer(value) or value < lo or (hi is not None and value > hi):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return int(value)
 
 
 def check_target(path: Path, overwrite: bool) -> None:

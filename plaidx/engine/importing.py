@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .build import check_target
+from .build import check_metadata, check_target
 from .clustering import MAX_NLIST
 from .codec import NBITS, ResidualCodec, code_dtype
 from .index import Index
@@ -50,6 +50,7 @@ def import_compressed(path: str | os.PathLike, *, centroids: np.ndarray, cutoffs
     nlist, dim = centroids.shape
     if nbits not in NBITS:
         raise ValueError(f"nbits must be one of {NBITS}, got {nbits!r}")
+    nbits, metadata = int(nbits), check_metadata(metadata)
     if dim <= 0 or dim % 8:
         raise ValueError(f"embedding dimension {dim} is not a positive multiple of 8")
     if not 1 <= nlist <= MAX_NLIST:
@@ -169,7 +170,8 @@ def build_with_ids(path: str | os.PathLike, documents: Any, ids: Any, *, nbits: 
     if len(documents) != ids.size:
         raise ValueError(f"{len(documents)} documents for {ids.size} ids")
     path = Path(path)
-    check_build_args(nbits, nlist, kmeans_niters, 1 << 16)
+    nbits, nlist, kmeans_niters, _, seed, _ = check_build_args(nbits, nlist, kmeans_niters, 1 << 16, seed=seed)
+    metadata = check_metadata(metadata)
     check_target(path, overwrite)
     with WriterLock(path):
         base = read_manifest(path) if (path / MANIFEST).exists() else None

@@ -16,6 +16,7 @@ from .build import (
     DecompressedSource,
     build_generation,
     check_build_args,
+    check_metadata,
     check_target,
     compress_stream,
     copy_rows,
@@ -227,7 +228,9 @@ class Index:
         if (codec.kind if codec is not None else residual_codec) == "pq" and gpu.names_cuda(device):
             raise ValueError("the pq residual codec builds on the CPU: leave device=None, or build with "
                              "residual_codec='scalar' on the GPU")
-        check_build_args(nbits, nlist, kmeans_niters, batch_tokens, kmeans)
+        nbits, nlist, kmeans_niters, batch_tokens, seed, kmeans_sample = check_build_args(
+            nbits, nlist, kmeans_niters, batch_tokens, kmeans, seed=seed, kmeans_sample=kmeans_sample)
+        metadata = check_metadata(metadata)
         gpu.check_codes_fit(device, nlist or (codec.centroids.shape[0] if codec is not None else 0), "build")
         ops = build_ops(device)  # a clear error before anything is written when no GPU can be used
         check_target(path, overwrite)
@@ -267,7 +270,8 @@ class Index:
             0: no re-scoring (PLAID over the codes). Also a :class:`SearchParams` field. A positive value on
             an index without kept vectors, or ``n_exact`` together with re-scoring, is an error.
         doc_ids : optional ids to restrict the search to (filtered inside the engine); an empty list
-            allows no document, so every row is padding. One list per query (a list of ``nq`` lists, or a 2-D
+            allows no document, so every row is padding. Deleted ids are skipped, before and after a
+            :meth:`compact`; an id the index never issued is a KeyError. One list per query (a list of ``nq`` lists, or a 2-D
             array) filters each query by its own; the queries that share one are searched together. A filter
             allowing no more documents than ``ndocs`` makes every allowed document a candidate instead of probing
             cells; a wider one scales the default ``nprobe`` by the share of documents it keeps out
@@ -301,7 +305,7 @@ class Index:
             doc_ids = as_filter(doc_ids)
             if doc_ids.size == 0:  # no document allowed: every row is padding
                 return (np.full((q.shape[0], k), -np.inf, np.float32), np.full((q.shape[0], k), -1, np.int64))
-            pos = snap.positions(doc_ids, live_only=False, what="doc_ids")
+            pos = snap.filter_positions(doc_ids)
             allowed = np.zeros(snap.n_docs, dtype=np.uint8)
             allowed[pos] = 1
             if snap.n_deleted:
@@ -567,7 +571,8 @@ class Index:
         they are at hand. An index with kept vectors is re-encoded from them instead, and keeps them.
         ``kmeans`` as in :meth:`build`.
         """
-        check_build_args(self._snap.nbits, nlist, kmeans_niters, 1 << 16, kmeans)
+        _, nlist, kmeans_niters, _, seed, _ = check_build_args(self._snap.nbits, nlist, kmeans_niters, 1 << 16,
+                                                             kmeans, seed=seed)
         with self._writer() as base:
             snap = self._snap
             live = np.asarray(self.ids)
@@ -592,6 +597,7 @@ class Index:
         corrupt: the codes stay as they were and searches go on without re-scoring.
         """
         path = Path(path)
+        read_manifest(path)  # no index there: an error before the lock creates the folder
         with WriterLock(path):
             base = read_manifest(path)
             retire_unreferenced(path, base)

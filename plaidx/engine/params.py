@@ -6,6 +6,8 @@ import numbers
 from dataclasses import dataclass, fields, replace
 from typing import Any, Optional
 
+import numpy as np
+
 LARGE_INDEX_TOKENS = 1 << 22  # about 4M token embeddings
 CELL_SCORES = (None, "int8", "float32")  # SearchParams.cell_scores (None: the search picks by CPU and device)
 EXACT_SCORES = (None, "adc", "int8", "float32")  # SearchParams.exact_scores (the same)
@@ -22,11 +24,21 @@ FEW_K = 10  # up to this k a query is searched again when it finds fewer than k 
 FILTER_PROBE_CAP = 16  # a doc_ids filter multiplies the default nprobe by at most this (nprobe_for_filter)
 
 
+def is_integer(value: Any) -> bool:
+    """An int or numpy integer (the values of an ``np.arange`` sweep), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def is_real(value: Any) -> bool:
+    """An int, float or numpy number that is not NaN, not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and value == value
+
+
 def rerank_count(value: Any) -> int | None:
     """``rerank`` as given (None), or as a non-negative int; a ValueError saying what to pass otherwise."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+    if not is_integer(value) or value < 0:
         raise ValueError(f"rerank must be None (the default), 0 (no re-scoring) or a positive number of candidates, "
                          f"got {value!r}")
     return int(value)
@@ -235,7 +247,7 @@ class SearchParams:
         widths gain less (+0.007 to +0.014 on four families, +0.086 on manytopics; defaults_sweep_families.md) and
         would take the defaults past a third of Stanford PLAID's p50 on manytopics.
         """
-        if isinstance(nbits, bool) or nbits not in (1, 2, 4, 8):
+        if not is_integer(nbits) or nbits not in (1, 2, 4, 8):
             raise ValueError(f"nbits must be the index's bits a dimension, 1, 2, 4 or 8, got {nbits!r}")
         dp, dt, dn = _base(k, n_tokens)
         large, fine = n_tokens >= LARGE_INDEX_TOKENS, nbits >= FINE_NBITS
@@ -250,14 +262,14 @@ class SearchParams:
         centroid_score_threshold = dt if centroid_score_threshold is None else centroid_score_threshold
         ndocs = dn if ndocs is None else ndocs
         for name, v in (("nprobe", nprobe), ("ndocs", ndocs)):
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            if not is_integer(v) or v <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if not isinstance(centroid_score_threshold, (int, float)) or centroid_score_threshold != centroid_score_threshold:
+        if not is_real(centroid_score_threshold):
             raise ValueError(f"centroid_score_threshold must be a number, got {centroid_score_threshold!r}")
         ndocs = max(ndocs, k)
         if n_exact is None:
             n_exact = max((4 if large else 2) * k if k > DEEP_K else k, ndocs // 8)
-        if isinstance(n_exact, bool) or not isinstance(n_exact, int) or n_exact <= 0:
+        if not is_integer(n_exact) or n_exact <= 0:
             raise ValueError(f"n_exact must be a positive integer, got {n_exact!r}")
         return cls(int(nprobe), float(centroid_score_threshold), int(ndocs), int(min(max(n_exact, k), ndocs)))
 

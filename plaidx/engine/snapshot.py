@@ -212,6 +212,23 @@ class Snapshot:
             return pos.astype(np.int64, copy=False)
         return np.where(pos >= 0, np.asarray(self.doc_ids)[np.maximum(pos, 0)], -1).astype(np.int64)
 
+    def filter_positions(self, ids: np.ndarray) -> np.ndarray:
+        """Positions of the ids of a search filter that the index still holds. An id it issued and deleted is
+        skipped, whether or not a compaction has removed it since; an id it never issued is a KeyError."""
+        ids = np.asarray(ids)
+        if ids.dtype.kind not in "iu":
+            raise TypeError(f"doc_ids: document ids must be integers, got dtype {ids.dtype}")
+        ids = ids.astype(np.int64).ravel()
+        issued = (ids >= 0) & (ids < int(self.manifest["next_id"]))
+        if not issued.all():
+            bad = ids[~issued][:10].tolist()
+            raise KeyError(f"doc_ids: unknown document ids {bad}{' ...' if (~issued).sum() > 10 else ''} (this index "
+                           f"has issued ids 0 to {int(self.manifest['next_id']) - 1})")
+        pos = np.searchsorted(self.doc_ids, ids)
+        held = pos < self.n_docs
+        held[held] = self.doc_ids[pos[held]] == ids[held]
+        return pos[held].astype(np.int64)
+
     def positions(self, ids: Any, *, live_only: bool, what: str) -> np.ndarray:
         """Positions of int64 ids; raise KeyError naming unknown (or deleted) ids."""
         ids = np.asarray(ids)

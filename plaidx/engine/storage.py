@@ -260,11 +260,13 @@ def load_array(path: Path, name: str, entry: ArrayEntry, mmap: bool = True, veri
         raise IndexFormatError(f"{fpath.name}: cannot read array {name!r} ({exc})") from None
     except Exception as exc:  # numpy's header parser raises ValueError, EOFError, SyntaxError, ...
         raise IndexFormatError(f"{fpath.name}: unreadable or truncated array {name!r} "
-                               f"({type(exc).__name__}: {exc})") from None
+                               f"({type(exc).__name__}: {exc}); restore the index from a backup or rebuild it"
+                               f"{_repair_hint(name)}") from None
     if arr.dtype.str != entry.dtype or tuple(arr.shape) != entry.shape:
         raise IndexFormatError(
             f"{fpath.name}: array {name!r} has dtype {arr.dtype.str} shape {tuple(arr.shape)}, "
-            f"the manifest says {entry.dtype} {entry.shape}; the index is inconsistent")
+            f"the manifest says {entry.dtype} {entry.shape}; the index is inconsistent: restore it from a backup "
+            f"or rebuild it{_repair_hint(name)}")
     return arr
 
 
@@ -443,15 +445,23 @@ class Transaction:
                          "arrays": {n: e.to_json() for n, e in sorted(self.entries.items())}})
         manifest.setdefault("created_at", manifest["updated_at"])
         validate_manifest(manifest)
-        for tmp, final in self._pending:
-            os.replace(tmp, final)
-        fsync_dir(self.path)
+        text = json.dumps(manifest, indent=1, sort_keys=True)  # a value JSON cannot hold fails before any rename
         mtmp = self.path / f".{MANIFEST}.{os.getpid()}.tmp"
-        with open(mtmp, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(mtmp, self.path / MANIFEST)  # the commit point
+        renamed: list[Path] = []
+        try:
+            for tmp, final in self._pending:
+                os.replace(tmp, final)
+                renamed.append(final)
+            fsync_dir(self.path)
+            with open(mtmp, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(mtmp, self.path / MANIFEST)  # the commit point
+        except BaseException:  # not committed: this generation's files go (no manifest names them)
+            for p in (*renamed, mtmp):
+                p.unlink(missing_ok=True)
+            raise
         fsync_dir(self.path)
         self._pending.clear()
         retire_unreferenced(self.path, manifest)
