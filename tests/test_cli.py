@@ -194,6 +194,17 @@ def test_index_from_a_folder_of_text_files(data, tmp_path, capsys):
     (result,) = json.loads(out)
     assert {h["document_id"] for h in result["results"]} == {"a.txt", "sub/b.md"}
     assert {h["document_metadata"]["path"] for h in result["results"]} == {"a.txt", "sub/b.md"}
+    (src / "sub dir").mkdir()
+    (src / "sub dir" / "my notes, v2.txt").write_text("late interaction notes", encoding="utf-8")
+    code, _, err = run(capsys, "index", src, tmp_path / "notes-index", "--model", data["ckpt"], "--overwrite", "-q")
+    assert code == 0, err
+    for ids in (["--doc-ids", '["sub dir/my notes, v2.txt"]'], ["--doc-ids", "a.txt, sub/b.md"]):
+        code, out, err = run(capsys, "search", tmp_path / "notes-index", "late interaction", "-k", "5", "--json", *ids)
+        assert code == 0, err  # ids hold spaces and commas: split on commas only, or given as a JSON list
+        got = {h["document_id"] for h in json.loads(out)[0]["results"]}
+        assert got == ({"sub dir/my notes, v2.txt"} if ids[1].startswith("[") else {"a.txt", "sub/b.md"})
+    code, _, err = run(capsys, "search", tmp_path / "notes-index", "x", "--doc-ids", '["a.txt", 1.5]')
+    assert code == cli.EXIT_USAGE and "JSON list of ids must hold strings or integers" in err
 
 
 def test_search_table_json_and_filters_equal_the_library(built, data, capsys):
@@ -384,6 +395,21 @@ def test_eval_errors(built, data, tmp_path, capsys):
     assert code == cli.EXIT_USAGE and "not a BEIR folder" in err
     code, _, err = run(capsys, "eval", built, data["beir"], "--split", "dev")
     assert code == cli.EXIT_USAGE and "dev.tsv not found" in err
+    # eval reads queries and qrels only (the corpus is the index's), and a qrels file without a header loses no line
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_bytes(b"\xef\xbb\xbf{not json at all\n")
+    (beir / "queries.jsonl").write_text((data["beir"] / "queries.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
+    lines = (data["beir"] / "qrels" / "test.tsv").read_text(encoding="utf-8").splitlines()
+    (beir / "qrels" / "test.tsv").write_text("\n".join(lines[1:]) + "\n", encoding="utf-8")  # no header
+    code, out, err = run(capsys, "eval", built, beir, "--json", "-k", "20")
+    assert code == 0, err
+    code, want, err = run(capsys, "eval", built, data["beir"], "--json", "-k", "20")
+    assert json.loads(out)["queries"] == json.loads(want)["queries"] == 10
+    assert json.loads(out)["metrics"] == json.loads(want)["metrics"]
+    (beir / "qrels" / "test.tsv").write_text("q0\td0\t1\nq5\td5\tabc\n", encoding="utf-8")
+    code, _, err = run(capsys, "eval", built, beir)
+    assert code == cli.EXIT_USAGE and "test.tsv:2: the grade 'abc' is not an integer" in err
 
 
 def test_index_input_errors(data, tmp_path, capsys):
@@ -415,6 +441,25 @@ def test_index_input_errors(data, tmp_path, capsys):
     assert (other / "keep.txt").read_text() == "precious"  # never replaced
     code, _, err = run(capsys, "index", bad, tmp_path / "bad name!", "--model", ck)
     assert code == cli.EXIT_USAGE and "letters, digits" in err
+    nan = tmp_path / "nan.jsonl"
+    nan.write_text('{"_id": "a", "text": "x"}\n{"_id": "b", "text": "y", "score": NaN}\n', encoding="utf-8")
+    code, _, err = run(capsys, "index", nan, tmp_path / "n", "--model", ck)
+    assert code == cli.EXIT_USAGE and f"{nan}:2: invalid JSON (NaN is not JSON" in err
+    # too many shards for the corpus: refused before the index it would replace is touched
+    before = sorted(p.name for p in (tmp_path / "i").rglob("*"))
+    code, _, err = run(capsys, "index", bad, tmp_path / "i", "--model", ck, "--text-field", "body", "--overwrite",
+                       "--shards", "4")
+    assert code == cli.EXIT_USAGE and "--shards 4: the corpus holds 1 documents" in err
+    assert sorted(p.name for p in (tmp_path / "i").rglob("*")) == before
+    code, _, err = run(capsys, "search", tmp_path / "i", "x", "--model", "no/such-model")
+    assert code == cli.EXIT_USAGE and "no/such-model" in err
+    for bad_value in ("nan", "inf"):
+        with pytest.raises(SystemExit) as e:
+            cli.main(["search", str(tmp_path / "i"), "x", "--centroid-score-threshold", bad_value])
+        assert e.value.code == cli.EXIT_USAGE and "finite number" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli.main(["search", str(tmp_path / "i"), "x", "--ndocs", str(1 << 63)])
+    assert e.value.code == cli.EXIT_USAGE and "up to 2147483647" in capsys.readouterr().err
 
 
 def test_help_usage_and_module_entry_point(capsys):

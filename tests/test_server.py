@@ -539,8 +539,18 @@ def test_bad_requests_get_named_4xx_errors_and_the_server_stays_up(server, opena
            openapi, se, ("ghost",))
     _error(post(se, json={"index": "vectors", "query_embeddings": [[0.1] * 16], "doc_ids": [10 ** 9]}), 400,
            "unknown_doc_ids", openapi, se)
-    _error(post(se, json={"index": "docs", "query": "cats", "nprobe": -1}), 400, "invalid_request", openapi, se,
-           ("nprobe",))
+    b = _error(post(se, json={"index": "docs", "query": "cats", "nprobe": -1}), 400, "invalid_request", openapi, se,
+               ("nprobe",))
+    assert b["param"] == "nprobe"
+    # integers past 64 bits: 400s naming the field, and never the native binding's dump of the index's arrays
+    b = _error(post(se, json={"index": "vectors", "query_embeddings": [[0.1] * 16], "ndocs": 1 << 63}), 400,
+               "invalid_request", openapi, se, ("ndocs must be a positive integer up to",))
+    assert b["param"] == "ndocs" and len(b["detail"]) < 200
+    for doc_ids in ([10 ** 30], [-(10 ** 30)]):
+        _error(post(se, json={"index": "vectors", "query_embeddings": [[0.1] * 16], "doc_ids": doc_ids}), 400,
+               "unknown_doc_ids", openapi, se, (str(doc_ids[0]),))
+    _error(post(se, json={"index": "vectors", "query_embeddings": [[10 ** 400] + [0.1] * 15]}), 400,
+           "invalid_request", openapi, se, ("too large for float32",))
     _error(post(mv, json={"input": []}), 400, "invalid_request", openapi, mv, ("empty",))
     _error(post(mv, json={"input": ["fine", "   "]}), 400, "invalid_request", openapi, mv, ("input[1]",))
     _error(post(mv, json={"input": ["a"], "dimensions": 99}), 400, "invalid_request", openapi, mv, ("dimensions",))
@@ -590,6 +600,16 @@ def test_bearer_auth(env):
         assert "security" not in spec["paths"]["/health"]["get"]
 
 
+def test_a_non_ascii_api_key_is_matched_as_clients_send_it_in_utf8(env):
+    key = "s\u00ebkret-\u5bc6\u7801"
+    app = create_app({"docs": env["rag_path"]}, model=env["model"], api_key=key)
+    with BackgroundServer(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+        ok = c.get("/v1/indexes", headers={"Authorization": b"Bearer " + key.encode("utf-8")})
+        assert ok.status_code == 200, ok.text
+        wrong = c.get("/v1/indexes", headers={"Authorization": b"Bearer " + "s\u00ebkret".encode("utf-8")})
+        assert wrong.status_code == 401
+
+
 def test_auth_off_by_default_and_schema_says_so(server, openapi):
     assert server.post("/v1/search", json={"index": "docs", "query": "cats"}).status_code == 200
     assert "securitySchemes" not in openapi.get("components", {})
@@ -631,6 +651,15 @@ def test_serve_refuses_a_public_host_without_a_key(env, capsys, monkeypatch):
         BackgroundServer(None, host="0.0.0.0")
     assert cli.main(["serve", "--index", str(env["root"] / "missing")]) == cli.EXIT_USAGE
     assert "no such index folder" in capsys.readouterr().err
+    assert cli.main(["serve", "--index", f"a/b={env['rag_path']}"]) == cli.EXIT_USAGE
+    assert "index name 'a/b' is not usable" in capsys.readouterr().err
+    with socket.socket() as taken:  # a port in use: a clear error before "serving", not the web server's exit 3
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli.main(["serve", "--port", str(port), "--index", f"docs={env['rag_path']}"]) == cli.EXIT_FAILURE
+    out, err = capsys.readouterr()
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "--port" in err and "serving" not in out
 
 
 def test_serve_executor_options_join_a_named_cluster_or_say_what_is_missing(env, capsys, monkeypatch):

@@ -99,15 +99,22 @@ def _jsonl_file(path: Path) -> Iterator[tuple[str, Any]]:
         yield from _jsonl_records(text_lines(f, str(path)), str(path))
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON (write null, or the number as a string)")
+
+
 def _jsonl_records(lines: Any, name: str) -> Iterator[tuple[str, Any]]:
     for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            yield f"{name}:{n}", json.loads(line)
+            record = json.loads(line, parse_constant=_not_json)  # NaN and Infinity are Python's, not JSON
         except json.JSONDecodeError as exc:
             raise CliError(f"{name}:{n}: invalid JSON ({exc.msg} at column {exc.colno}); expected one JSON "
                            "object per line") from None
+        except ValueError as exc:
+            raise CliError(f"{name}:{n}: invalid JSON ({exc})") from None
+        yield f"{name}:{n}", record
 
 
 def _text_folder(folder: Path, limit: Optional[int]) -> tuple[list, list, list]:

@@ -20,7 +20,6 @@ from .folders import load_model, open_folder, search_params
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..errors import MissingExtraError, require
-    from ..rag.sample import load_beir
 
     try:  # before any search: a missing ranx must not cost the whole run
         require("ranx", "eval", "plaidx eval")
@@ -31,8 +30,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise CliError(f"{str(data)!r} is not a BEIR folder: it needs queries.jsonl and qrels/{args.split}.tsv")
     if not (data / "qrels" / f"{args.split}.tsv").is_file():
         raise CliError(f"{data / 'qrels' / (args.split + '.tsv')} not found; pick the split with --split")
-    _, queries, qrels = load_beir(data, split=args.split) if (data / "corpus.jsonl").is_file() else \
-        _load_queries_qrels(data, args.split)
+    queries, qrels = _load_queries_qrels(data, args.split)  # the corpus is the index's: not read here
     qids = [q for q in queries if q in qrels and any(g > 0 for g in qrels[q].values())]
     if args.limit_queries:
         qids = qids[: args.limit_queries]
@@ -79,22 +77,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _load_queries_qrels(data: Path, split: str) -> tuple[dict, dict, dict]:
-    import csv
+def _load_queries_qrels(data: Path, split: str) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    from ..rag.sample import read_qrels
 
     queries = {}
     for where, rec in _jsonl_file(data / "queries.jsonl"):
         if not isinstance(rec, dict) or "_id" not in rec or "text" not in rec:
             raise CliError(f"{where}: expected {{\"_id\": ..., \"text\": ...}}")
         queries[str(rec["_id"])] = rec["text"]
-    qrels: dict[str, dict[str, int]] = {}
-    with open(data / "qrels" / f"{split}.tsv", encoding="utf-8") as f:
-        reader = csv.reader(f, delimiter="\t")
-        next(reader, None)
-        for row in reader:
-            if len(row) >= 3:
-                qrels.setdefault(row[0], {})[row[1]] = int(row[2])
-    return {}, queries, qrels
+    try:
+        return queries, read_qrels(data / "qrels" / f"{split}.tsv")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CliError(str(exc)) from None
 
 
 def _engine_doc_names(folder: IndexFolder) -> Optional[dict[int, str]]:

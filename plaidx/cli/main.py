@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import IndexFormatError, PlaidxError
+from ..engine.params import MAX_KNOB
+from ..errors import CheckpointError, IndexFormatError, PlaidxError
 from ..rag import Hit, IndexFolder
 from ..rag.folder import CONFIG_FILE, ENGINE_DIR
 from ..rag.model import DEFAULT_NBITS
-from ..server.net import is_loopback
+from ..server.net import check_index_name, is_loopback
 from .corpus import read_corpus, read_lines, text_lines
 from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError
 from .evaluate import cmd_eval
@@ -65,6 +66,8 @@ def cmd_index(args: argparse.Namespace) -> int:
             raise CliError(f"--index-metadata: {exc}") from None
     ids, texts, metas = read_corpus(args.source, id_field=args.id_field, text_field=args.text_field,
                                     title_field=args.title_field or None, limit=args.limit)
+    if args.shards > len(ids):  # before anything is built or replaced
+        raise CliError(f"--shards {args.shards}: the corpus holds {len(ids)} documents; use at most that many shards")
     _say(args, f"corpus: {len(ids)} documents from {args.source}")
     t0 = time.perf_counter()
     rag = RAGPretrainedModel.from_pretrained(args.model, verbose=0 if args.quiet else 1,
@@ -115,7 +118,18 @@ def _parse_doc_ids(values: Optional[list[str]], folder: IndexFolder) -> Optional
     usage error naming them."""
     if not values:
         return None
-    ids: list[Any] = [x for v in values for x in v.replace(",", " ").split() if x]
+    ids: list[Any] = []
+    for v in values:
+        if v.lstrip().startswith("["):  # a JSON list: ids that hold commas
+            try:
+                listed = json.loads(v)
+            except json.JSONDecodeError as exc:
+                raise CliError(f"--doc-ids: {v!r} starts with '[' but is not a JSON list ({exc.msg})") from None
+            if not isinstance(listed, list) or not all(isinstance(x, (str, int)) for x in listed):
+                raise CliError(f"--doc-ids: a JSON list of ids must hold strings or integers, got {v!r}")
+            ids += [str(x) if isinstance(x, str) else x for x in listed]
+        else:  # comma-separated; ids may hold spaces (those of a folder of files do)
+            ids += [x.strip() for x in v.split(",") if x.strip()]
     int_ids = folder.store is None or folder.store.id_type == "int"
     if int_ids:
         try:
@@ -309,6 +323,10 @@ def _parse_index_specs(specs: Sequence[str]) -> dict[str, str]:
             raise CliError(f"--index {spec!r}: expected NAME=PATH or PATH")
         if name in out:
             raise CliError(f"--index: the name {name!r} is given twice; name them NAME=PATH")
+        try:
+            check_index_name(name)
+        except ValueError as exc:
+            raise CliError(f"--index {spec!r}: {exc}") from None
         open_folder(path).close()
         out[name] = path
     return out
@@ -336,11 +354,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.torch_threads)
+    _check_port_free(args.host, args.port)
     _say(args, f"serving {len(indexes)} index(es) {sorted(indexes)} on http://{args.host}:{args.port} "
                f"(auth {'on' if api_key else 'off'}); OpenAPI at /docs")
     serve(indexes, host=args.host, port=args.port, api_key=api_key, log_level=args.log_level, model=args.model,
           model_name=args.model_name, limits=limits, search_threads=args.search_threads)
     return EXIT_OK
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """A clear error before the server starts when ``host:port`` cannot be listened on (uvicorn would exit 3)."""
+    import socket
+
+    if port == 0:
+        return
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        socket.create_server((host, port), family=family).close()
+    except OSError as exc:
+        raise CliError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): stop what uses the port or pass "
+                       "--port with another", EXIT_FAILURE) from None
 
 
 def _serve_executor(args: argparse.Namespace) -> None:
@@ -382,29 +415,41 @@ def _size(n: float) -> str:
 
 
 # ============================================================================ parser
-def _int_at_least(lowest: int, what: str):
+def _int_at_least(lowest: int, what: str, highest: Optional[int] = None):
     def parse(value: str) -> int:
         try:
             v = int(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a {what} integer, got {value!r}") from None
-        if v < lowest:
-            raise argparse.ArgumentTypeError(f"expected a {what} integer, got {v}")
+        if v < lowest or (highest is not None and v > highest):
+            raise argparse.ArgumentTypeError(f"expected a {what} integer{f' up to {highest}' if highest else ''}, "
+                                             f"got {v}")
         return v
     return parse
 
 
+def _finite(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
+    return v
+
+
 _positive = _int_at_least(1, "positive")
 _non_negative = _int_at_least(0, "non-negative")
+_knob = _int_at_least(1, "positive", MAX_KNOB)
 
 
 def _add_search_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("search parameters (defaults chosen by k; see the README)")
-    g.add_argument("--nprobe", type=_positive, help="cells probed per query token")
-    g.add_argument("--centroid-score-threshold", type=float, help="prune centroids scoring below this")
-    g.add_argument("--ndocs", type=_positive, help="candidates rescored by centroid interaction")
-    g.add_argument("--n-exact", type=_positive, help="candidates decompressed for exact MaxSim")
-    g.add_argument("--rerank", type=_non_negative,
+    g.add_argument("--nprobe", type=_knob, help="cells probed per query token")
+    g.add_argument("--centroid-score-threshold", type=_finite, help="prune centroids scoring below this")
+    g.add_argument("--ndocs", type=_knob, help="candidates rescored by centroid interaction")
+    g.add_argument("--n-exact", type=_knob, help="candidates decompressed for exact MaxSim")
+    g.add_argument("--rerank", type=_int_at_least(0, "non-negative", MAX_KNOB),
                    help="on an index with kept vectors: candidates scored by them (0: off; default: the tier's)")
     g.add_argument("--exact", action=argparse.BooleanOptionalAction, default=None,
                    help="exhaustive MaxSim over every passage (--no-exact: always PLAID); default: exhaustive "
@@ -467,7 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries-file", help="file with one query per line")
     p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     p.add_argument("--doc-ids", action="append", metavar="IDS",
-                   help="restrict results to these document ids (comma-separated; repeatable)")
+                   help="restrict results to these document ids (comma-separated, or a JSON list for ids with "
+                        "commas; repeatable)")
     p.add_argument("--where", metavar="JSON",
                    help="restrict results to documents whose metadata matches this JSON filter, e.g. "
                         "'{\"year\": {\"$gte\": 2020}}' (operators: docs/rag.md)")
@@ -553,6 +599,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except IndexFormatError as exc:
         print(f"plaidx {args.command}: error: {exc} (run `plaidx info --verify` on it)", file=sys.stderr)
         return EXIT_FAILURE
+    except CheckpointError as exc:  # --model names no usable model: wrong input
+        print(f"plaidx {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (PlaidxError, OSError, ValueError, TypeError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"plaidx {args.command}: error: {msg}", file=sys.stderr)

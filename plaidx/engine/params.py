@@ -21,6 +21,7 @@ DEEP_K = 100  # above this k the plain search scores at least 2k candidates exac
 WIDE_K = 512  # below LARGE_INDEX_TOKENS, for 10 < k <= WIDE_K the plain search probes and keeps twice the base's
 DEEP_K_PER_PROBE = 16  # ... and above DEEP_K it probes at least k / 16 cells a token (a power of two)
 FEW_K = 10  # up to this k a query is searched again when it finds fewer than k candidates; above, fewer than n_exact
+MAX_KNOB = (1 << 31) - 1  # the largest nprobe, ndocs, n_exact or rerank: past any index's cells and documents
 FILTER_PROBE_CAP = 16  # a doc_ids filter multiplies the default nprobe by at most this (nprobe_for_filter)
 
 
@@ -38,7 +39,7 @@ def rerank_count(value: Any) -> int | None:
     """``rerank`` as given (None), or as a non-negative int; a ValueError saying what to pass otherwise."""
     if value is None:
         return None
-    if not is_integer(value) or value < 0:
+    if not is_integer(value) or not 0 <= value <= MAX_KNOB:
         raise ValueError(f"rerank must be None (the default), 0 (no re-scoring) or a positive number of candidates, "
                          f"got {value!r}")
     return int(value)
@@ -262,15 +263,15 @@ class SearchParams:
         centroid_score_threshold = dt if centroid_score_threshold is None else centroid_score_threshold
         ndocs = dn if ndocs is None else ndocs
         for name, v in (("nprobe", nprobe), ("ndocs", ndocs)):
-            if not is_integer(v) or v <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            if not is_integer(v) or not 0 < v <= MAX_KNOB:
+                raise ValueError(f"{name} must be a positive integer up to {MAX_KNOB}, got {v!r}")
         if not is_real(centroid_score_threshold):
             raise ValueError(f"centroid_score_threshold must be a number, got {centroid_score_threshold!r}")
         ndocs = max(ndocs, k)
         if n_exact is None:
             n_exact = max((4 if large else 2) * k if k > DEEP_K else k, ndocs // 8)
-        if not is_integer(n_exact) or n_exact <= 0:
-            raise ValueError(f"n_exact must be a positive integer, got {n_exact!r}")
+        if not is_integer(n_exact) or not 0 < n_exact <= MAX_KNOB:
+            raise ValueError(f"n_exact must be a positive integer up to {MAX_KNOB}, got {n_exact!r}")
         return cls(int(nprobe), float(centroid_score_threshold), int(ndocs), int(min(max(n_exact, k), ndocs)))
 
 

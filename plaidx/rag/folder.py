@@ -324,6 +324,9 @@ class IndexFolder:
         if doc_ids is None:
             return None
         doc_ids = list(doc_ids)
+        huge = [x for x in doc_ids if isinstance(x, int) and not -(1 << 63) <= x < 1 << 63]
+        if huge:  # no store or engine holds an id past 64 bits
+            raise KeyError(f"doc_ids: unknown document ids {huge[:10]}")
         if self.store is not None:
             return self.store.passage_ids(list(dict.fromkeys(doc_ids)), missing="raise")
         if any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) for x in doc_ids):

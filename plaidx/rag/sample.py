@@ -22,25 +22,39 @@ def load_beir(folder: str | Path = SAMPLE_DIR, split: str = "test") -> tuple[dic
             raise FileNotFoundError(f"{folder / name} is missing; expected a BEIR folder with corpus.jsonl, "
                                     "queries.jsonl and qrels/<split>.tsv")
     corpus, queries, qrels = {}, {}, {}
-    with open(folder / "corpus.jsonl", encoding="utf-8") as f:
+    with open(folder / "corpus.jsonl", encoding="utf-8-sig") as f:
         for line in f:
             if line.strip():
                 d = json.loads(line)
                 corpus[str(d["_id"])] = {"title": d.get("title", ""), "text": d.get("text", "")}
-    with open(folder / "queries.jsonl", encoding="utf-8") as f:
+    with open(folder / "queries.jsonl", encoding="utf-8-sig") as f:
         for line in f:
             if line.strip():
                 q = json.loads(line)
                 queries[str(q["_id"])] = q["text"]
     qpath = folder / "qrels" / f"{split}.tsv"
     if qpath.exists():
-        with open(qpath, encoding="utf-8") as f:
-            reader = csv.reader(f, delimiter="\t")
-            next(reader, None)
-            for row in reader:
-                if len(row) >= 3:
-                    qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+        qrels = read_qrels(qpath)
     return corpus, queries, qrels
+
+
+def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
+    """A BEIR qrels TSV (query id, document id, integer grade) as {query_id: {doc_id: grade}}. The first line is
+    skipped when it is a header (its grade is not an integer); a bad grade elsewhere is a ValueError naming the
+    file and line."""
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        for line_no, row in enumerate(csv.reader(f, delimiter="\t"), 1):
+            if len(row) < 3:
+                continue
+            try:
+                grade = int(row[2])
+            except ValueError:
+                if line_no == 1:  # "query-id  corpus-id  score"
+                    continue
+                raise ValueError(f"{path}:{line_no}: the grade {row[2]!r} is not an integer") from None
+            qrels.setdefault(row[0], {})[row[1]] = grade
+    return qrels
 
 
 def doc_text(doc: dict) -> str:

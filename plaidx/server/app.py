@@ -39,7 +39,7 @@ from .models import (
     SearchRequest,
     SearchResponse,
 )
-from .net import is_loopback
+from .net import check_index_name, is_loopback
 
 
 # ============================================================================ the application
@@ -58,7 +58,7 @@ class _Served:
         self.public: dict[str, str] = {}  # name_or_path -> the name responses show (never a server path)
         try:
             for name, where in indexes.items():
-                _check_index_name(name)
+                check_index_name(name)
                 if isinstance(where, IndexFolder):
                     self.indexes[name] = self.folders.put(where).path
                 else:
@@ -164,11 +164,6 @@ def public_model_name(name_or_path: str) -> str:
     if p.is_absolute() or name_or_path.startswith(".") or p.exists():
         return p.name or name_or_path
     return name_or_path
-
-
-def _check_index_name(name: Any) -> None:
-    if not isinstance(name, str) or not name or len(name) > 200 or any(c in name for c in "/\\\x00"):
-        raise ValueError(f"index name {name!r} is not usable: give a non-empty name without slashes")
 
 
 _ERRORS: dict[Union[int, str], dict[str, Any]] = {
@@ -308,13 +303,18 @@ def create_app(indexes: Optional[Mapping[str, Union[str, os.PathLike, IndexFolde
         except KeyError as exc:
             raise ApiError(400, "unknown_doc_ids", str(exc.args[0] if exc.args else exc), "doc_ids") from None
         except (ValueError, TypeError) as exc:
-            raise ApiError(400, "invalid_request", str(exc)) from None
+            msg = str(exc)  # the engine's messages begin with the knob they name
+            raise ApiError(400, "invalid_request", msg, next((f for f in _SEARCH_KNOBS if msg.startswith(f)), None)) \
+                from None
         data = [{"query_index": i, "results": [_hit_dict(h, r, folder, req.return_content, req.return_metadata)
                                                for r, h in enumerate(row)]} for i, row in enumerate(found)]
         return SearchResponse(index=name, model=model_label, data=data, results=data[0]["results"] if single else None,
                               usage={"total_tokens": tokens})
 
     return app
+
+
+_SEARCH_KNOBS = ("nprobe", "ndocs", "n_exact", "rerank", "centroid_score_threshold", "doc_ids", "where", "exact")
 
 
 def _index_encoder(served: _Served, folder: IndexFolder, name: str) -> tuple[str, Encoder]:

@@ -24,7 +24,8 @@ def bearer_check(api_key: str) -> Callable[..., Any]:
         if credentials is None:
             raise ApiError(401, "unauthorized", "this server needs an API key: send the header "
                                                 "'Authorization: Bearer <key>'")
-        if not hmac.compare_digest(credentials.credentials.encode("utf-8"), expected):
+        # header values arrive decoded as latin-1: encoding back gives the bytes sent, UTF-8 from curl and browsers
+        if not hmac.compare_digest(credentials.credentials.encode("latin-1", "replace"), expected):
             raise ApiError(401, "unauthorized", "the API key is not valid for this server")
 
     return check

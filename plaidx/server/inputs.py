@@ -99,7 +99,11 @@ def query_matrix(rows: list[list[float]], limits: Limits, where: str) -> np.ndar
     if width == 0 or any(len(r) != width for r in rows):
         raise ApiError(400, "invalid_request", f"{where} must be a non-empty rectangular (q_tokens, dim) list: "
                                                "every row the same length", where)
-    wide = np.asarray(rows, dtype=np.float64)
+    try:
+        wide = np.asarray(rows, dtype=np.float64)
+    except OverflowError:  # an integer beyond any float
+        raise ApiError(400, "invalid_request", f"{where} contains values too large for float32 (above about "
+                                               "3.4e38)", where) from None
     if not np.isfinite(wide).all():
         raise ApiError(400, "invalid_request", f"{where} contains NaN or infinite values: send finite numbers",
                        where)
