@@ -106,6 +106,15 @@ def test_missing_or_corrupt_weights(copy):
         ColBERT.from_pretrained(folder)
 
 
+def test_missing_tokenizer_files(copy):
+    """transformers builds a tokenizer with no vocabulary from a folder without its files (every word [UNK])."""
+    folder = copy("stanford")
+    for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        (folder / f).unlink(missing_ok=True)
+    with pytest.raises(CheckpointError, match="has no vocabulary.*lacks its tokenizer files"):
+        ColBERT.from_pretrained(folder)
+
+
 def test_malformed_metadata(copy):
     folder = copy("stanford")
     (folder / "artifact.metadata").write_text("{ not json")

@@ -211,6 +211,15 @@ def load_tokenizer(folder: Path) -> Any:
     The class named in tokenizer_config.json is used directly so that a config.json pointing at remote
     code (jina-colbert-v2) is never consulted; remote code is refused in any case.
     """
+    tok = _load_tokenizer(folder)
+    if len(tok) <= len(set(tok.all_special_ids)):  # transformers builds a tokenizer with no vocabulary, silently
+        raise CheckpointError(f"the tokenizer in {folder} has no vocabulary (only its {len(tok)} special tokens): "
+                              "the folder lacks its tokenizer files (tokenizer.json, or vocab.txt / "
+                              "sentencepiece.bpe.model with tokenizer_config.json); copy them from the checkpoint")
+    return tok
+
+
+def _load_tokenizer(folder: Path) -> Any:
     import transformers
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
