@@ -74,6 +74,22 @@ def test_export_refuses_an_existing_collection_unless_overwrite(engine):
     assert qd.export_index(engine, client, "c", overwrite=True)["points"] == len(engine)
     with pytest.raises(ValueError, match="datatype"):
         qd.export_index(engine, client, "d", datatype="int8")
+    assert client.get_collection("c").config.metadata["plaidx"]["complete"] is True
+    calls = []
+
+    def failing(ids):  # an export that fails after its first batch leaves no collection that passes for the index
+        calls.append(len(ids))
+        if len(calls) > 1:
+            raise RuntimeError("payload service down")
+        return [{"passage_id": int(i)} for i in ids]
+
+    with pytest.raises(RuntimeError, match="payload service down"):
+        qd.export_index(engine, client, "e", payloads=failing, batch_tokens=200)
+    assert len(calls) == 2 and not client.collection_exists("e")
+    meta = client.get_collection("c").config.metadata
+    client.update_collection("c", metadata={"plaidx": {**meta["plaidx"], "complete": False}})  # as a kill leaves it
+    with pytest.raises(ValueError, match="export that did not finish"):
+        qd.read_collection(client, "c")
     with pytest.raises(ValueError, match="exactly one"):
         qd.connect()
 
@@ -106,8 +122,14 @@ def test_import_refuses_uuid_ids_and_wrong_vectors(tmp_path):
     with pytest.raises(ValueError, match="UUID"):
         qd.import_collection(client, "u", tmp_path / "a")
     client.create_collection("flat", vectors_config=models.VectorParams(size=8, distance=models.Distance.DOT))
-    with pytest.raises(ValueError, match="multivector"):
+    with pytest.raises(ValueError, match=r"has no multivector \(MAX_SIM\) vectors"):
         qd.import_collection(client, "flat", tmp_path / "b")
+    client.create_collection("big", vectors_config={"v": models.VectorParams(
+        size=8, distance=models.Distance.DOT,
+        multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM))})
+    client.upsert("big", points=[models.PointStruct(id=(1 << 64) - 1, vector={"v": [[1.0] * 8]})])
+    with pytest.raises(ValueError, match=r"above the largest plaidx document id"):
+        qd.import_collection(client, "big", tmp_path / "c")
 
 
 def test_cli_round_trip_of_a_rag_folder_keeps_ids_text_and_metadata(tmp_path, capsys):

@@ -80,8 +80,10 @@ def export_index(index: Any, client: Any, collection: str, *, vector_name: str =
             raise FileExistsError(f"Qdrant collection {collection!r} already exists; pass overwrite=True "
                                   "(CLI: --overwrite) to replace it, or choose another name")
         client.delete_collection(collection)
+    # "complete" turns true after the last point is written: a collection an interrupted export left is never read
+    # back as the whole index
     meta = {"plaidx": {"vector_name": vector_name, "dim": dim, "nbits": int(index.nbits), "datatype": datatype,
-                       "index_metadata": index.metadata, **(collection_metadata or {})}}
+                       "index_metadata": index.metadata, **(collection_metadata or {}), "complete": False}}
     client.create_collection(
         collection_name=collection,
         vectors_config={vector_name: models.VectorParams(
@@ -131,6 +133,13 @@ def export_index(index: Any, client: Any, collection: str, *, vector_name: str =
             n_tok += v.shape[0]
         if batch_ids:
             flush()
+        client.update_collection(collection, metadata={"plaidx": {**meta["plaidx"], "complete": True}})
+    except BaseException:
+        try:  # a failed export leaves no collection behind (one a kill left stays marked incomplete)
+            client.delete_collection(collection)
+        except Exception:  # noqa: BLE001 - the export's own error is the one to report
+            pass
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -158,12 +167,18 @@ def read_collection(client: Any, collection: str, *, vector_name: str | None = N
         vector_name = (meta.get("plaidx") or {}).get("vector_name")
         if vector_name is None:
             multi = [n for n, p in named.items() if getattr(p, "multivector_config", None) is not None]
-            if len(multi) != 1:
+            if not multi:
+                raise ValueError(f"collection {collection!r} has no multivector (MAX_SIM) vectors: plaidx imports "
+                                 "collections of token vectors (one multivector per point) only")
+            if len(multi) > 1:
                 raise ValueError(f"collection {collection!r} has multivectors {multi}; pass vector_name to choose one")
             vector_name = multi[0]
     if vector_name not in named or getattr(named[vector_name], "multivector_config", None) is None:
         raise ValueError(f"collection {collection!r} has no multivector named {vector_name!r} (it has "
                          f"{sorted(named)}); pass the name of a multivector with vector_name")
+    if (meta.get("plaidx") or {}).get("complete") is False:
+        raise ValueError(f"collection {collection!r} is a plaidx export that did not finish (it holds only part of "
+                         "the index): export the index again")
     dim = int(named[vector_name].size)
     rows: list[tuple[int, np.ndarray, dict[str, Any]]] = []
     offset = None
@@ -179,6 +194,9 @@ def read_collection(client: Any, collection: str, *, vector_name: str | None = N
             if not isinstance(p.id, int) or isinstance(p.id, bool):
                 raise ValueError(f"point id {p.id!r} is not an integer: plaidx document ids are integers (a "
                                  "collection with UUID ids cannot be imported as is)")
+            if p.id >= 1 << 63:
+                raise ValueError(f"point id {p.id} is above the largest plaidx document id (2**63 - 1): renumber the "
+                                 "points below it to import the collection")
             vec = p.vector.get(vector_name) if isinstance(p.vector, dict) else p.vector
             arr = np.asarray(vec, dtype=np.float32)
             if arr.ndim != 2 or arr.shape[1] != dim or arr.shape[0] == 0:
