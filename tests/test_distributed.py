@@ -20,6 +20,7 @@ from plaidx.distributed import (
     merge_topk,
 )
 from plaidx.distributed.manifest import SHARDED_MANIFEST, codec_hash
+from plaidx.errors import IndexFormatError
 
 NLIST = 32
 build_module = importlib.import_module("plaidx.distributed.build")  # the module, not the function it exports
@@ -275,6 +276,21 @@ def test_ray_executor_never_starts_a_cluster_unasked(data, tmp_path):
 def small(data, tmp_path):
     docs, _ = data
     return build(tmp_path / "s", docs[:90], 3, nlist=16, seed=0), docs
+
+
+def test_errors_name_global_ids_and_the_damaged_shard(small):
+    sh, _ = small
+    sh.delete([60])
+    for _ in range(2):
+        with pytest.raises(KeyError, match=r"unknown document ids \[60\] \(or deleted; the index holds 89 live"):
+            sh.reconstruct(60)
+        sh.compact()
+    with pytest.raises(KeyError, match=r"unknown document ids \[500\]"):
+        sh.reconstruct(500)
+    res = next(sh.shard_paths[1].glob("residuals.*.npy"))
+    res.write_bytes(res.read_bytes()[:100])  # truncated
+    with pytest.raises(IndexFormatError, match=r"^shard 1 \(shard-0001\.g\d+\): residuals\.\d+\.npy: unreadable"):
+        ShardedIndex.open(sh.path)
 
 
 def _edit_manifest(path, fn):

@@ -181,6 +181,16 @@ def test_an_actor_killed_mid_search_is_retried_or_fails_clearly(ray_cluster, dat
             fragile.search(queries, 10)
 
 
+def test_search_actors_the_cluster_cannot_place_fail_the_open_and_never_hang_a_search(ray_cluster, local_index,
+                                                                                       monkeypatch):
+    monkeypatch.setattr(ray_backend.RaySearch, "start_wait_s", 5.0)
+    with pytest.raises(ShardUnavailableError, match=r"3 shards x 2 replicas x 0.5 CPU need 3 CPUs and the cluster "
+                                                    r"has 2; open with fewer replicas or a smaller actor_cpus"):
+        ShardedIndex.open(local_index.path, executor="ray", replicas=2, actor_cpus=0.5)
+    with ShardedIndex.open(local_index.path, executor="ray", actor_cpus=0.25) as fits:  # the actors were released
+        assert fits.search(local_index.reconstruct(5)[None], 1, exact=True)[1][0, 0] == 5
+
+
 def test_a_dataset_of_embeddings_is_compressed_on_the_workers_and_equals_a_local_build(ray_cluster, data,
                                                                                         local_index, tmp_path,
                                                                                         shard_writes):

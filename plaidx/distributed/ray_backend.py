@@ -112,12 +112,13 @@ class RaySearch:
     """Shards searched by Ray actors (``replicas`` per shard), the query put in the object store once."""
 
     name = "ray"
+    start_wait_s = 60.0  # new actors must be running within this, or the open fails (never a hung search)
 
     def __init__(self, init: Any = False, replicas: int = 1, num_cpus: float = 0.5, attempts: int = 3):
         if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
             raise ValueError(f"replicas must be a positive integer, got {replicas!r}")
         self.ray = ensure_ray(init)
-        self.replicas = replicas
+        self.replicas, self.num_cpus = replicas, num_cpus
         self.attempts = attempts
         self.restart_wait_s = 30.0
         self.actor_cls = self.ray.remote(ShardServer).options(num_cpus=num_cpus, max_restarts=-1,
@@ -132,10 +133,28 @@ class RaySearch:
         for old in set(self.actors) - set(names):
             for a in self.actors.pop(old):
                 self.ray.kill(a)
+        started = []
         for n in names:
             if n not in self.actors:
                 self.actors[n] = [self.actor_cls.remote(n) for _ in range(self.replicas)]
+                started += self.actors[n]
         self.order = names
+        if started:
+            self._await_start(started)
+
+    def _await_start(self, actors: list[Any]) -> None:
+        """Wait until ``actors`` run; a ShardUnavailableError saying what to change when the cluster cannot place
+        them all (Ray would otherwise queue a search on an unplaced actor forever)."""
+        refs = [a.pid.remote() for a in actors]
+        _, waiting = self.ray.wait(refs, num_returns=len(refs), timeout=self.start_wait_s)
+        if waiting:
+            shards, have = len(self.actors), self.ray.cluster_resources().get("CPU", 0)
+            self.close()
+            raise ShardUnavailableError(
+                f"{len(waiting)} of {len(refs)} search actors did not start within {self.start_wait_s:.0f} s: "
+                f"{shards} shards x {self.replicas} replicas x {self.num_cpus} CPU need "
+                f"{shards * self.replicas * self.num_cpus:g} CPUs and the cluster has {have:g}; open with fewer "
+                "replicas or a smaller actor_cpus, or add nodes")
 
     def search(self, q: np.ndarray, k: int, jobs: list[dict[str, Any] | None], dirs: list[Path],
                indexes: list[Index]) -> list[Any]:

@@ -232,10 +232,15 @@ class ShardedIndex:
 
     def reconstruct(self, doc_id: int) -> np.ndarray:
         """float32 (n_tokens, d): the decompressed token embeddings of one live document (by global id)."""
-        shard, local, known = self._ids.locate(np.array([doc_id], dtype=np.int64))
-        if not known[0]:
-            raise KeyError(f"reconstruct: unknown document ids [{doc_id}]")
-        return self._shards[int(shard[0])].reconstruct(int(local[0]))
+        _, shards, ids = self._state
+        shard, local, known = ids.locate(np.array([doc_id], dtype=np.int64))
+        try:
+            if not known[0]:
+                raise KeyError(doc_id)
+            return shards[int(shard[0])].reconstruct(int(local[0]))
+        except KeyError:  # the shard's own message would name its local id and count
+            raise KeyError(f"reconstruct: unknown document ids [{doc_id}] (or deleted; the index holds {len(self)} "
+                           "live documents)") from None
 
     # ------------------------------------------------------------------ updates
     def add(self, documents: Any, *, batch_tokens: int = 1 << 16) -> np.ndarray:
@@ -432,7 +437,10 @@ def _open_shards(path: Path, verify: str, m: dict[str, Any]) -> list[Index]:
     for s, sh in enumerate(m["shards"]):
         sdir = path / sh["dir"]
         _check_shard(sdir, s, sh, m)
-        shards.append(Index.open(sdir, verify=verify))
+        try:
+            shards.append(Index.open(sdir, verify=verify))
+        except IndexFormatError as exc:  # every shard has files of the same names: say which one is damaged
+            raise type(exc)(f"shard {s} ({sh['dir']}): {exc}") from None
     return shards
 
 
