@@ -179,6 +179,22 @@ def test_eval_against_an_index_of_another_collection_fails_loudly(data, tmp_path
     assert code == cli.EXIT_FAILURE and "not built from this collection" in err and "ndcg@10" in out
 
 
+def test_index_keep_vectors_builds_the_rerank_tier(data, tmp_path, capsys):
+    rows = [{"_id": f"d{i}", "text": r["text"]} for i, r in enumerate(data["rows"][:20])]
+    src = _write_jsonl(tmp_path / "c.jsonl", rows)
+    code, _, err = run(capsys, "index", src, tmp_path / "tier", "--model", data["ckpt"], "--keep-vectors", "int8", "-q")
+    assert code == 0, err
+    code, out, _ = run(capsys, "info", tmp_path / "tier")
+    assert code == 0 and "kept vectors" in out and "int8" in out
+    assert json.loads(run(capsys, "info", tmp_path / "tier", "--json")[1])["keep_vectors"] == "int8"
+    code, out, err = run(capsys, "search", tmp_path / "tier", rows[3]["text"], "--rerank", "8", "--no-exact", "--json")
+    assert code == 0, err
+    assert json.loads(out)[0]["results"][0]["document_id"] == "d3"
+    with pytest.raises(SystemExit) as e:
+        cli.main(["index", str(src), str(tmp_path / "x"), "--keep-vectors", "int4"])
+    assert e.value.code == cli.EXIT_USAGE and "invalid choice" in capsys.readouterr().err
+
+
 def test_index_from_a_folder_of_text_files(data, tmp_path, capsys):
     src = tmp_path / "notes"
     (src / "sub").mkdir(parents=True)

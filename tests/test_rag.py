@@ -552,6 +552,36 @@ def test_default_nbits_is_compressed_and_recorded(rag):
         rag.index(docs, index_name="bad", nbits=8, residual_codec="pq")
 
 
+def test_keep_vectors_builds_the_rerank_tier_and_added_passages_keep_theirs(rag):
+    import json
+
+    docs = corpus(40, seed=8)
+    ids = [f"d{i}" for i in range(40)]
+    path = Path(rag.index(docs[:30], document_ids=ids[:30], index_name="tier", keep_vectors="int8"))
+    assert json.loads((path / CONFIG_FILE).read_text())["index"]["keep_vectors"] == "int8"
+    assert rag._handle(None).engine.keep_vectors == "int8" and rag._handle(None).describe()["keep_vectors"] == "int8"
+    rag.add_to_index(docs[30:], new_document_ids=ids[30:])
+    engine = rag._handle(None).engine
+    assert len(engine) == 40 and engine.keep_vectors == "int8" and engine.verify() == []
+    # PLAID with the tier re-scores by the kept int8 vectors: the same top-3 as exact MaxSim over those vectors
+    queries = [" ".join(d.split()[:4]) for d in docs[::4]]
+    for tier in ({}, {"rerank": 64}):
+        fast = rag.search(queries, k=3, exact=False, **tier)
+        exact = rag.search(queries, k=3, exact=True)
+        assert [[h["document_id"] for h in r] for r in fast] == [[h["document_id"] for h in r] for r in exact]
+        np.testing.assert_allclose([[h["score"] for h in r] for r in fast], [[h["score"] for h in r] for r in exact],
+                                   rtol=1e-5)
+    truth = float_oracle(rag, queries, docs)  # the kept int8 vectors score as the float embeddings, within 1%
+    np.testing.assert_allclose([[h["score"] for h in r] for r in exact],
+                               [[truth[i, ids.index(h["document_id"])] for h in r] for i, r in enumerate(exact)],
+                               rtol=0.01)
+    with pytest.raises(ValueError, match="keep_vectors must be None"):
+        rag.index(docs, index_name="bad", keep_vectors="int4")
+    rag.index(docs, index_name="plain")
+    with pytest.raises(ValueError, match="keep_vectors / --keep-vectors"):
+        rag.search(queries[0], k=3, rerank=8)
+
+
 def test_single_query_and_query_list_shapes(rag):
     """A string query gives one result list, a list of queries one list per query (RAGatouille's shapes);
     the engine underneath always answers (nq, k)."""

@@ -88,7 +88,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     rag.index(texts, document_ids=ids, document_metadatas=metas, index_name=out.name, overwrite_index=True,
               max_document_length=length, split_documents=args.split, nbits=args.nbits, device=args.device,
-              residual_codec=args.residual_codec, metadata_indexes=fields)
+              residual_codec=args.residual_codec, metadata_indexes=fields, keep_vectors=args.keep_vectors)
     if args.shards > 1:  # the same passages and bytes, split into shards (plaidx.distributed)
         from ..distributed import reshard_in_place
 
@@ -264,7 +264,9 @@ def cmd_info(args: argparse.Namespace) -> int:
                                          else "engine folder (no document store)"),
                 ("documents", info["documents"]), ("passages", info["passages"]), ("tokens", info["tokens"]),
                 ("nlist", info["nlist"]), ("nbits", _nbits_text(info)),
-                ("residual codec", info.get("residual_codec") or "scalar"), ("dim", info["dim"]),
+                ("residual codec", info.get("residual_codec") or "scalar"),
+                ("kept vectors", info.get("keep_vectors") or "none (plaidx index --keep-vectors int8 keeps them)"),
+                ("dim", info["dim"]),
                 ("model", info["model"] or "(not recorded)"),
                 ("size on disk", f"{_size(info['bytes_on_disk'])} ({info['bytes_on_disk']} bytes)"),
                 ("format version", info["format_version"]), ("generation", info["generation"])]
@@ -480,6 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nbits", type=int, choices=(1, 2, 4, 8),
                    help=f"bits per residual dimension (default {DEFAULT_NBITS}; more bits: a larger index, "
                         "slightly better ranking: see benchmarks/results/rag_defaults.md)")
+    p.add_argument("--keep-vectors", choices=("int8", "float16"), default=None,
+                   help="also keep every token's vector (the rerank tier: searches re-score their best candidates "
+                        "with them; int8 is d + 4 bytes a token, about 4.7x a 2-bit index at d 128)")
     p.add_argument("--residual-codec", choices=("scalar", "pq"), default=None,
                    help="how residuals are coded (default: pq at nbits 1-2 from 204,800 tokens, else scalar; "
                         "see docs/tuning.md)")

@@ -47,7 +47,8 @@ def check_rerank(rerank: Any, has_tier: bool) -> bool:
         return has_tier
     if rerank and not has_tier:
         raise ValueError(f"rerank={rerank} needs kept vectors, and this index has none: rebuild it with "
-                         "Index.build(..., keep_vectors='int8') (or 'float16'), or search with rerank=None or 0")
+                         "Index.build(..., keep_vectors='int8') (or 'float16'; RAGPretrainedModel.index and "
+                         "plaidx index take keep_vectors / --keep-vectors too), or search with rerank=None or 0")
     return bool(rerank)
 
 

@@ -422,7 +422,7 @@ class IndexFolder:
         cfg = self.model_config or {}
         return {"path": str(self.path), "kind": self.kind, "documents": documents, "passages": passages,
                 "tokens": info["tokens"], "nlist": info["nlist"], "nbits": info["nbits"], "dim": info["dim"],
-                "residual_codec": info.get("residual_codec"),
+                "residual_codec": info.get("residual_codec"), "keep_vectors": info.get("keep_vectors"),
                 "model": cfg.get("name_or_path"), "query_length": cfg.get("query_length"),
                 "document_length": cfg.get("document_length"), "bytes_on_disk": size,
                 "engine_bytes_on_disk": int(info["bytes_on_disk"]), "format_version": info["format_version"],

@@ -20,6 +20,7 @@ from ..engine import Index, SearchParams, maxsim
 from ..engine.codec import check_residual_codec
 from ..engine.gpu import resolve_device
 from ..engine.inputs import check_k, per_query_lists
+from ..engine.vectors import check_keep_vectors
 from . import splitter as _splitter
 from .checks import as_id_list, check_ids, check_metadatas, check_name, check_texts
 from .docstore import DocStore, metadata_json
@@ -43,7 +44,7 @@ from .where import check_fields
 
 DEFAULT_INDEX_ROOT = os.path.join(".plaidx", "indexes")
 DEFAULT_NBITS = 2  # see benchmarks/results/rag_defaults.md: 2 bits cost <= 0.01 nDCG@10 against 4 and 8 bits
-_SEARCH_KWARGS = ("nprobe", "centroid_score_threshold", "ndocs", "n_exact", "exact_scores")
+_SEARCH_KWARGS = ("nprobe", "centroid_score_threshold", "ndocs", "n_exact", "exact_scores", "rerank")
 
 __all__ = ["RAGPretrainedModel", "EXACT_MAX_TOKENS"]
 
@@ -327,7 +328,7 @@ class RAGPretrainedModel:
               preprocessing_fn: Optional[Union[Callable, list[Callable]]] = None, bsize: int = 32,
               use_faiss: bool = False, *, nbits: Optional[int] = None, pool_factor: int = 1,
               device: Optional[str] = None, residual_codec: Optional[str] = None,
-              metadata_indexes: Optional[list[str]] = None) -> str:
+              metadata_indexes: Optional[list[str]] = None, keep_vectors: Optional[str] = None) -> str:
         """Build an index of a collection of texts; returns the index folder's path.
 
         Parameters
@@ -367,6 +368,10 @@ class RAGPretrainedModel:
             "source.year"]``): a filter on them reads only the matching documents instead of every document's
             metadata. Later: :meth:`index_metadata`. Added documents are indexed as they are stored; an index
             rebuilt with ``overwrite_index=True`` has the fields given in that call only.
+        keep_vectors : (plaidx only) None (default), "int8" or "float16": also keep every token's vector in the
+            rerank tier (``Index.build(keep_vectors=...)``; int8: d + 4 bytes a token, about 4.7x a 2-bit index at
+            d 128), and searches re-score their best candidates with them (recall@10 against exact MaxSim
+            0.99 and more in benchmarks/results/rerank_*.md). ``add_to_index`` keeps the vectors of new passages.
 
         Returns
         -------
@@ -375,6 +380,7 @@ class RAGPretrainedModel:
         name = check_name(index_name) if index_name is not None else _default_name(self.model)
         pool_factor = _check_pool_factor(pool_factor)
         check_residual_codec(residual_codec, nbits if nbits is not None else DEFAULT_NBITS)
+        keep_vectors = check_keep_vectors(keep_vectors)
         if metadata_indexes is not None:
             check_fields(metadata_indexes, "metadata_indexes")
         on_gpu = resolve_device(device, purpose="build") is not None  # a clear error before any work
@@ -397,6 +403,7 @@ class RAGPretrainedModel:
                                                                   pool_factor))
         return self._write_index(name, enc, documents, passages, embeddings, nbits=nbits, device=device,
                                  residual_codec=residual_codec, metadata_indexes=metadata_indexes,
+                                 keep_vectors=keep_vectors,
                                  passages_config={"pool_factor": pool_factor,
                                                   "requested_max_document_length": int(max_document_length),
                                                   "split_documents": bool(split_documents),
@@ -406,7 +413,8 @@ class RAGPretrainedModel:
     def _write_index(self, name: str, enc: Any, documents: list[tuple[Any, Optional[str]]],
                      passages: list[tuple[Any, str]], embeddings: Any, *, nbits: Optional[int] = None,
                      passages_config: Optional[dict[str, Any]] = None, device: Any = None,
-                     residual_codec: Optional[str] = None, metadata_indexes: Optional[list[str]] = None) -> str:
+                     residual_codec: Optional[str] = None, metadata_indexes: Optional[list[str]] = None,
+                     keep_vectors: Optional[str] = None) -> str:
         """Build an index folder from prepared documents, passages and their embeddings (an iterable of
         (n_tokens, dim) arrays or of batches of them, in passage order), then move it into place."""
         path = self.index_root / name
@@ -418,7 +426,7 @@ class RAGPretrainedModel:
         with staged_folder(path) as staging:
             engine = Index.build(staging / ENGINE_DIR, embeddings, nbits=nbits, progress=self.verbose >= 2,
                                  metadata={"plaidx_rag": {"index_name": name}}, device=device,
-                                 residual_codec=residual_codec)
+                                 residual_codec=residual_codec, keep_vectors=keep_vectors)
             ids = engine.ids
             if ids.size != n:
                 raise ValueError(f"{ids.size} embeddings for {n} passages")
@@ -437,7 +445,7 @@ class RAGPretrainedModel:
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "model": enc.config_dict(),
                 "index": {"nbits": engine.nbits, "nbits_chosen": chosen, "nlist": engine.nlist,
-                          "residual_codec": engine.residual_codec,
+                          "residual_codec": engine.residual_codec, "keep_vectors": engine.keep_vectors,
                           "kmeans_niters": 4, "seed": 0},
                 "passages": {"max_document_length": int(enc.document_length), **(passages_config or {})},
             })
@@ -510,10 +518,11 @@ class RAGPretrainedModel:
         where : restrict the search to documents whose metadata matches, e.g. ``{"lang": "en", "year":
             {"$gte": 2020}}`` (operators and rules: :mod:`plaidx.rag.where`); with ``doc_ids``, both must hold.
         force_fast : smaller search parameters (fewer probed cells and candidates): faster, lower recall.
-        **kwargs : ``nprobe``, ``centroid_score_threshold``, ``ndocs``, ``n_exact``, ``exact_scores`` override
-            the PLAID search parameters (see :class:`plaidx.SearchParams`); ``exact=True`` scores every passage,
-            ``exact=False`` forces PLAID. By default indexes of at most ``EXACT_MAX_TOKENS`` tokens are
-            scored exhaustively (exact MaxSim over the compressed index), larger ones with PLAID.
+        **kwargs : ``nprobe``, ``centroid_score_threshold``, ``ndocs``, ``n_exact``, ``exact_scores`` and, on an
+            index built with ``keep_vectors``, ``rerank`` override the PLAID search parameters (see
+            :class:`plaidx.SearchParams`); ``exact=True`` scores every passage, ``exact=False`` forces PLAID. By
+            default indexes of at most ``EXACT_MAX_TOKENS`` tokens are scored exhaustively (exact MaxSim over
+            the kept vectors where the index has them, else over the compressed index), larger ones with PLAID.
         """
         k = check_k(k)
         bad = set(kwargs) - set(_SEARCH_KWARGS) - {"exact"}
