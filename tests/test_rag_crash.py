@@ -15,6 +15,7 @@ from encoder_fixtures import make_tiny_checkpoint
 from test_rag import corpus
 
 import plaidx
+import plaidx.rag.folder as folder_module
 from plaidx import RAGPretrainedModel
 from plaidx.errors import IndexFormatError
 from plaidx.rag.folder import ENGINE_DIR
@@ -106,6 +107,7 @@ def test_searches_skip_passages_of_a_write_in_flight(rag):
 
 
 def test_crash_during_overwrite_keeps_the_old_index(rag, monkeypatch):
+    """Without an atomic exchange (two renames): a crash between them leaves the old index to be put back."""
     old = corpus(6, seed=23)
     path = rag.index(old, document_ids=[f"old{i}" for i in range(6)], index_name="ow-crash")
     real_rename = os.rename
@@ -118,6 +120,7 @@ def test_crash_during_overwrite_keeps_the_old_index(rag, monkeypatch):
         return real_rename(src, dst)
 
     with monkeypatch.context() as m:
+        m.setattr(folder_module, "exchange_folders", lambda a, b: False)
         m.setattr(os, "rename", rename)
         with pytest.raises(KeyboardInterrupt):
             rag.index(corpus(4, seed=24), index_name="ow-crash")
@@ -126,6 +129,28 @@ def test_crash_during_overwrite_keeps_the_old_index(rag, monkeypatch):
     assert sorted(r["document_id"] for r in again.search(old[0], k=20)) == [f"old{i}" for i in range(6)]
     assert sorted(r["document_id"] for r in rag.search(old[0], index_name="ow-crash", k=20)) == \
         [f"old{i}" for i in range(6)]
+
+
+def test_an_overwrite_exchanges_the_folders_in_one_step(rag, monkeypatch):
+    """With the atomic exchange a reader never finds no folder; a crash right after it keeps the new index and the
+    next open removes the old one."""
+    path = Path(rag.index(corpus(6, seed=23), document_ids=[f"old{i}" for i in range(6)], index_name="ow-swap"))
+    real_exchange = folder_module.exchange_folders
+    seen = []
+
+    def exchange(a, b):
+        done = real_exchange(a, b)
+        seen.append((done, (Path(b) / "plaidx_rag.json").is_file()))  # something is at the path at every step
+        raise KeyboardInterrupt  # dies right after the exchange
+
+    with monkeypatch.context() as m:
+        m.setattr(folder_module, "exchange_folders", exchange)
+        with pytest.raises(KeyboardInterrupt):
+            rag.index(corpus(4, seed=24), document_ids=[f"new{i}" for i in range(4)], index_name="ow-swap")
+    assert seen == [(True, True)]
+    again = RAGPretrainedModel.from_index(path, verbose=0)
+    assert sorted(r["document_id"] for r in again.search("x", k=20)) == [f"new{i}" for i in range(4)]
+    assert not any((path.parent / ".ow-swap.build").glob("staging*"))  # the old folder was removed
 
 
 def test_store_ahead_of_engine_is_reported_as_damage(rag):
@@ -169,3 +194,69 @@ def test_writer_and_readers_in_threads(rag):
     assert h.engine.ids.tolist() == h.store.all_passage_ids().tolist() == list(range(6, 26))
     assert seen <= {f"d{i}" for i in range(26)}
     assert np.unique([r["document_id"] for r in rag.search(docs[25], k=100)]).size == 20
+
+
+def test_rebuilds_while_other_handles_search_and_write(rag, checkpoint, tmp_path):
+    """Overwrites while a second object searches the index in threads: every search answers from the old index or
+    the new one; adds through two objects in one process wait for each other and for the rebuilds."""
+    docs = corpus(30, seed=27)
+    sets = [[f"a{i}" for i in range(10)], [f"b{i}" for i in range(10)]]
+    path = rag.index(docs[:10], document_ids=sets[0], index_name="rebuilt")
+    other = RAGPretrainedModel.from_index(path, verbose=0)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                ids = {r["document_id"][0] for r in other.search(docs[3], k=5)}
+                assert len(ids) == 1, ids  # one index's documents, never a mix
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for n in range(6):
+            rag.index(docs[:10], document_ids=sets[(n + 1) % 2], index_name="rebuilt")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors[0]
+    # two objects adding to one index at once: serialised, nothing fails
+    third = RAGPretrainedModel.from_index(path, verbose=0)
+
+    def add(model: RAGPretrainedModel, j: int) -> None:
+        try:
+            model.add_to_index([docs[10 + 10 * j + i] for i in range(10)], new_document_ids=[f"w{j}-{i}" for i in range(10)])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    writers = [threading.Thread(target=add, args=(m, j)) for j, m in enumerate((other, third))]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join()
+    assert not errors, errors[0]
+    h = third._handle(None)
+    h.refresh()  # the other object's add
+    assert len(h.engine) == 30 and h.engine.ids.tolist() == h.store.all_passage_ids().tolist()
+    # a handle opened before a rebuild writes nothing to the new index, and says so
+    stale = other._handle(None)
+    rag.index(docs[:5], document_ids=[f"c{i}" for i in range(5)], index_name="rebuilt")
+    with pytest.raises(plaidx.errors.StaleIndexError, match="was rebuilt"):
+        stale.delete(["c0"])
+    assert other.delete_from_index(["c0"]) == 1  # through the RAG object: it opens the new index
+
+
+def test_index_will_not_replace_a_folder_that_is_not_an_index(rag):
+    mine = rag.index_root / "notes"
+    mine.mkdir(parents=True)
+    (mine / "thesis.txt").write_text("years of work", encoding="utf-8")
+    with pytest.raises(FileExistsError, match="is not a plaidx index"):
+        rag.index(corpus(3, seed=28), index_name="notes")
+    assert (mine / "thesis.txt").read_text(encoding="utf-8") == "years of work"
+    (mine / "thesis.txt").unlink()
+    rag.index(corpus(3, seed=28), index_name="notes")  # an empty folder is fine

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import shutil
 from pathlib import Path
@@ -12,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..engine import WriterLock, fsync_dir
-from ..engine.storage import Transaction, load_generation
+from ..engine.storage import Transaction, exchange_folders, load_generation
 from ..engine.vectors import TIER_ARRAYS
 from .manifest import CODEC_ARRAYS, codec_dir_name, codec_hash, shard_dir_name, write_sharded
 from .steps import SHARD_KEY
@@ -86,7 +84,7 @@ def reshard_in_place(path: str | os.PathLike, n_shards: int) -> Path:
     with WriterLock(path):  # no writer changes the index while it is copied
         reshard(path, staging, n_shards)
         old = path.parent / f".{path.name}.unsharded.tmp"
-        if _exchange(staging, path):
+        if exchange_folders(staging, path):
             os.rename(staging, old)
         else:  # pragma: no cover - kernels and libcs without renameat2
             os.rename(path, old)
@@ -94,18 +92,6 @@ def reshard_in_place(path: str | os.PathLike, n_shards: int) -> Path:
         fsync_dir(path.parent)
     shutil.rmtree(old, ignore_errors=True)
     return path
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two folders atomically (Linux renameat2 with RENAME_EXCHANGE); False where unsupported."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    rc = fn(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), rename_exchange)
-    return rc == 0
 
 
 def _runs(ids: np.ndarray) -> list[list[int]]:

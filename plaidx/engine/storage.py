@@ -308,11 +308,30 @@ def _repair_hint(name: str) -> str:
     return ""
 
 
-class WriterLock:
-    """The single-writer lock of an index folder (an advisory lock on ``LOCK``)."""
+def exchange_folders(a: Path, b: Path) -> bool:
+    """Swap two folders in one atomic step (Linux ``renameat2`` with ``RENAME_EXCHANGE``), so that a reader never
+    finds neither at ``b``; False where the system lacks it (the caller then renames twice)."""
+    import ctypes
+    import ctypes.util
 
-    def __init__(self, path: Path):
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), rename_exchange) == 0
+
+
+class WriterLock:
+    """The single-writer lock of an index folder (an advisory lock on ``LOCK``).
+
+    ``wait``: seconds to wait for another writer to finish before IndexLockedError (0: fail at once).
+    """
+
+    def __init__(self, path: Path, wait: float = 0.0):
         self.path = Path(path)
+        self.wait = wait
         self._fd: int | None = None
 
     def acquire(self) -> WriterLock:
@@ -320,20 +339,30 @@ class WriterLock:
         lpath = self.path / LOCK
         fd = os.open(str(lpath), os.O_RDWR | os.O_CREAT, 0o644)
         if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            deadline = time.monotonic() + self.wait
+            while not self._try_lock(fd):
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
                 try:
                     holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
                 finally:
                     os.close(fd)
                 raise IndexLockedError(
                     f"index at {str(self.path)!r} is being written by another writer (pid {holder}); only one "
-                    "writer at a time: wait for it to finish, or close the other Index handle") from None
+                    "writer at a time: wait for it to finish, or close the other Index handle")
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
         return self
+
+    @staticmethod
+    def _try_lock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            return False
 
     def release(self) -> None:
         if self._fd is not None:

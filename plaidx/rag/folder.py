@@ -23,7 +23,8 @@ import numpy as np
 from ..distributed import ShardedIndex, default_executor, is_sharded
 from ..engine import Index, SearchParams, WriterLock, fsync_dir
 from ..engine.inputs import per_query_lists
-from ..errors import DriftWarning, IndexFormatError, IndexLockedError
+from ..engine.storage import exchange_folders
+from ..errors import DriftWarning, IndexFormatError, IndexLockedError, StaleIndexError
 from .docstore import DocStore
 
 FORMAT = "plaidx-rag"
@@ -105,19 +106,32 @@ def build_dir(path: Path) -> Path:
     return path.parent / f".{path.name}.build"
 
 
+WRITE_WAIT_S = 300.0  # how long a write waits for another process's write to the same index before IndexLockedError
+_WRITE_LOCKS: dict[str, threading.Lock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def write_lock(path: Union[str, os.PathLike]) -> threading.Lock:
+    """The one lock of this process for writes to the index folder at ``path`` (builds, adds, deletes), whichever
+    handle makes them; across processes the folder's :class:`WriterLock` orders them."""
+    key = str(Path(path).absolute())
+    with _WRITE_LOCKS_GUARD:
+        return _WRITE_LOCKS.setdefault(key, threading.Lock())
+
+
 def recover(path: Path) -> None:
     """Finish or undo an interrupted overwrite of the index at ``path`` (see :func:`publish`)."""
     bdir = build_dir(path)
-    if not bdir.is_dir():
-        return
+    replaced, staging = bdir / "replaced", bdir / "staging"
+    if not (replaced.exists() or staging.exists()):
+        return  # nothing left over: readers never touch the build lock
     try:
         lock = WriterLock(bdir).acquire()
     except IndexLockedError:
         return  # a build is running; it cleans up after itself
     try:
-        replaced, staging = bdir / "replaced", bdir / "staging"
         if replaced.exists():
-            if not path.exists():  # crashed between the two renames: the old index stays
+            if not path.exists():  # crashed between the two renames of a system without an atomic exchange
                 os.rename(replaced, path)
                 fsync_dir(path.parent)
             else:
@@ -131,15 +145,20 @@ def recover(path: Path) -> None:
 def publish(staging: Path, path: Path) -> None:
     """Move a complete index folder into place, replacing any index there; the build lock is held.
 
-    Two renames: the old folder into the build folder, then the new one into place. A crash between them
-    leaves no folder at ``path`` and the old one under the build folder, and :func:`recover` puts it back.
+    The two folders are exchanged in one atomic step (``renameat2``), so a reader finds the old index or the new
+    one, never neither; the old one is then removed. Where the system lacks the exchange, two renames: a crash
+    between them leaves no folder at ``path`` and the old one under the build folder, and :func:`recover` puts
+    it back.
     """
     fsync_dir(staging.parent)
     if path.exists():
         replaced = build_dir(path) / "replaced"
-        with WriterLock(path):  # no add/delete of the old index is half done
-            os.rename(path, replaced)
-        os.rename(staging, path)
+        with WriterLock(path, wait=WRITE_WAIT_S):  # no add/delete of the old index is half done
+            if exchange_folders(staging, path):
+                os.rename(staging, replaced)  # the old folder, now at the staging path
+            else:  # pragma: no cover - kernels and libcs without renameat2
+                os.rename(path, replaced)
+                os.rename(staging, path)
         fsync_dir(path.parent)
         shutil.rmtree(replaced, ignore_errors=True)
     else:
@@ -151,11 +170,12 @@ def publish(staging: Path, path: Path) -> None:
 def staged_folder(path: Union[str, os.PathLike]) -> Iterator[Path]:
     """A fresh, empty staging folder for a whole new index folder at ``path``, moved into place (replacing
     any folder there, see :func:`publish`) when the block ends normally and removed when it raises. The
-    build lock of ``path`` is held throughout: two builds of one path never interleave."""
+    build lock of ``path`` is held throughout: two builds of one path never interleave, and a second one waits
+    for the first (and this process's adds and deletes of the index wait for the build)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     bdir = build_dir(path)
-    with WriterLock(bdir):
+    with write_lock(path), WriterLock(bdir, wait=WRITE_WAIT_S):
         staging = bdir / "staging"
         if staging.exists():
             shutil.rmtree(staging)
@@ -208,7 +228,6 @@ class IndexFolder:
                        if is_sharded(self.engine_path) else Index.open(self.engine_path, verify=verify))
         self.store: Optional[DocStore] = DocStore(self.path / DOCSTORE_FILE) if self.kind == "rag" else None
         self.model_config = _model_config(self.config, self.engine.metadata)
-        self.write_lock = threading.Lock()
         self.reconciled = self._reconcile() if (self.store is not None and reconcile) else 0
 
     def __repr__(self) -> str:
@@ -280,7 +299,7 @@ class IndexFolder:
             embeddings: list[np.ndarray], *, drift_hint: str = "rebuilding the index") -> np.ndarray:
         """Append passages (engine commit, then store commit); returns their passage ids."""
         store = self._rag_only("add")
-        with self.write_lock, WriterLock(self.path):
+        with self._writing():
             dup = store.existing([d for d, _ in documents])
             if dup:
                 raise ValueError(f"document ids already in the index: {dup[:10]}; delete them first or use new ids")
@@ -294,6 +313,17 @@ class IndexFolder:
                 self.engine.delete(pids)  # undo; were this to fail too, the next open reconciles
                 raise
             return pids
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold this process's write lock of the folder, then (waiting for another process's write) its
+        WriterLock; a StaleIndexError when the folder was rebuilt since this handle opened it."""
+        with write_lock(self.path), WriterLock(self.path, wait=WRITE_WAIT_S):
+            if self.replaced():
+                raise StaleIndexError(f"the index at {str(self.path)!r} was rebuilt (overwritten) after this handle "
+                                      "opened it, so nothing was written: make the change again (it goes to the new "
+                                      "index)")
+            yield
 
     def _relay(self, caught: list[warnings.WarningMessage], drift_hint: str) -> None:
         """Re-emit the engine's warnings; its drift advice only where PLAID searches the index."""
@@ -309,7 +339,7 @@ class IndexFolder:
     def delete(self, document_ids: list[Any]) -> np.ndarray:
         """Delete documents (all their passages) by id (store commit, then engine commit); their passage ids."""
         store = self._rag_only("delete")
-        with self.write_lock, WriterLock(self.path):
+        with self._writing():
             pids = store.delete_documents(document_ids)
             if pids.size:
                 self.engine.delete(pids)

@@ -105,7 +105,8 @@ class RAGPretrainedModel:
     (passages, document ids and metadata) and ``plaidx_rag.json`` (model and parameters).
 
     Search, rerank and the in-memory methods are safe to call from several threads at once; writes to
-    one index (index, add_to_index, delete_from_index) are serialised.
+    one index (index, add_to_index, delete_from_index) wait for each other (across processes up to
+    ``plaidx.rag.folder.WRITE_WAIT_S`` seconds), and an overwrite replaces the folder in one step.
     """
 
     def __init__(self, model: Any, index_root: Optional[Union[str, os.PathLike]] = None, verbose: int = 1):
@@ -386,6 +387,9 @@ class RAGPretrainedModel:
         on_gpu = resolve_device(device, purpose="build") is not None  # a clear error before any work
         path = self.index_root / name
         recover(path)
+        if path.exists() and (not path.is_dir() or (not (path / CONFIG_FILE).is_file() and any(path.iterdir()))):
+            raise FileExistsError(f"{str(path)!r} exists and is not a plaidx index, so index() will not replace it: "
+                                  "choose another index_name (or index_root), or move that folder away")
         if path.exists() and overwrite_index is not True:
             if overwrite_index == "reuse":
                 self._open(name)
