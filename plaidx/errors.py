@@ -47,5 +47,15 @@ def require(module: str, extra: str, what: str) -> object:
                                 f"`pip install 'plaidx[{extra}]'`") from exc
 
 
+def check_unicode(text: str, what: str) -> None:
+    """A ValueError for a string UTF-8 cannot hold (a lone surrogate, as a bad decode with errors='surrogateescape'
+    leaves), which the tokenizer and SQLite would reject with errors of their own."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{what} is not valid Unicode text (a lone surrogate {text[exc.start]!r} at position "
+                         f"{exc.start}): decode the source with errors='replace', or drop the character") from None
+
+
 __all__ = ["CheckpointError", "DriftWarning", "IndexFormatError", "IndexLockedError", "MissingExtraError",
-           "PlaidxError", "StaleIndexError", "UnsafeFileError", "require"]
+           "PlaidxError", "StaleIndexError", "UnsafeFileError", "check_unicode", "require"]

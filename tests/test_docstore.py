@@ -87,6 +87,10 @@ def test_metadata_json_errors():
         metadata_json({"x": object()}, "document_metadatas[3]")
     with pytest.raises(TypeError, match="JSON-serialisable"):
         metadata_json({"x": float("nan")}, "m")
+    with pytest.raises(TypeError, match="metadata keys must be strings, got int 1"):
+        metadata_json({"a": {1: "one", "1": "uno"}}, "m")  # json.dumps would keep one of the two, silently
+    with pytest.raises(ValueError, match="m: document metadata is not valid Unicode text"):
+        metadata_json({"x": "caf\udce9"}, "m")
 
 
 def test_many_ids_beyond_sqlite_variable_limit(tmp_path):

@@ -370,10 +370,28 @@ def test_bad_input_is_refused_and_nothing_stored_is_lost(rag, tmp_path):
         rag.delete_from_index(["d1", "ghost"])
     unchanged()
 
+    # ids SQLite cannot look up again, text the tokenizer cannot read: refused before anything is stored
+    with pytest.raises(ValueError, match="must not contain NUL"):
+        rag.add_to_index(["new text"], new_document_ids=["a\x00b"])
+    with pytest.raises(ValueError, match="not valid Unicode text"):
+        rag.add_to_index(["new text"], new_document_ids=["caf\udce9"])
+    with pytest.raises(ValueError, match=r"collection\[0\] is not valid Unicode text \(a lone surrogate"):
+        rag.add_to_index(["caf\udce9 au lait"], new_document_ids=["x"])
+    with pytest.raises(ValueError, match="not valid Unicode text"):
+        rag.search("caf\udce9")
+    with pytest.raises(TypeError, match="metadata keys must be strings"):
+        rag.add_to_index(["new text"], new_document_ids=["y"], new_document_metadatas=[{1: "one"}])
+    unchanged()
     with pytest.raises(ValueError, match="positive"):
         rag.search("cat", k=0)
     with pytest.raises(TypeError, match="unexpected keyword"):
         rag.search("cat", kk=3)
+    # where= values as numpy gives them are Python's numbers; ints past 64 bits are named
+    assert rag.search(docs[2], k=3, where={"i": np.int64(2)})[0]["document_id"] == "d2"
+    assert [r["document_id"] for r in rag.search(docs[2], k=10, where={"i": {"$gte": np.float32(8)}})] in \
+        (["d8", "d9"], ["d9", "d8"])
+    with pytest.raises(ValueError, match="beyond the 64-bit integers"):
+        rag.search("cat", where={"i": 1 << 70})
     with pytest.raises(ValueError, match="index_name"):
         rag.index(docs, index_name="../escape")
     fresh = RAGPretrainedModel(rag.model, index_root=tmp_path / "elsewhere")
@@ -381,6 +399,15 @@ def test_bad_input_is_refused_and_nothing_stored_is_lost(rag, tmp_path):
         fresh.search("cat")
     with pytest.raises(ValueError, match="no index selected"):
         fresh.add_to_index(["cat"])
+
+
+def test_integer_ids_stay_within_64_bits(rag):
+    rag.index(corpus(3, seed=9), document_ids=[1, 2, (1 << 63) - 1], index_name="ints")
+    with pytest.raises(ValueError, match="fit in 64 bits"):
+        rag.add_to_index(["x"], new_document_ids=[1 << 63])
+    with pytest.raises(ValueError, match="new ones would pass 9223372036854775807: pass new_document_ids"):
+        rag.add_to_index(["x"])
+    assert rag.add_to_index(["x"], new_document_ids=[3]) == [3]
 
 
 def test_overwrite_replaces_the_whole_index(rag):
@@ -414,6 +441,13 @@ def test_rerank_orders_like_exact_maxsim(rag):
         plaidx.rerank(rag.model, docs[i], [])
     with pytest.raises(TypeError, match="model must be"):
         plaidx.rerank(42, docs[i], docs)
+    for one in ("kitten", {"text": "kitten"}):  # one document, not a list of characters or of keys
+        with pytest.raises(TypeError, match="got a single (str|dict); wrap it in a list"):
+            plaidx.rerank(rag.model, docs[i], one)
+    with pytest.raises(TypeError, match="documents must be a list"):
+        plaidx.rerank(rag.model, docs[i], None)
+    with pytest.raises(ValueError, match=r"documents\[1\] is an object without a \"text\" field"):
+        plaidx.rerank(rag.model, docs[i], [{"text": "a"}, {"content": "b"}])
 
 
 def test_encode_and_search_encoded_docs(rag):
@@ -427,9 +461,14 @@ def test_encode_and_search_encoded_docs(rag):
     assert res[0]["document_metadata"] == ({"m": i} if i < 6 else None)
     assert [r["result_index"] for r in res] == np.argsort(-S[i], kind="stable")[:3].tolist()
     assert len(rag.search_encoded_docs([docs[0], docs[1]], k=2)) == 2
+    for call in (lambda: rag.rerank("  ", docs), lambda: rag.search_encoded_docs("")):
+        with pytest.raises(ValueError, match="query is empty"):
+            call()
     rag.clear_encoded_docs(force=True)
     with pytest.raises(ValueError, match="call encode"):
         rag.search_encoded_docs(docs[0])
+    with pytest.raises(TypeError, match="document_metadatas must be a list of dicts"):
+        rag.encode(docs[:1], document_metadatas={"src": "web"})
 
 
 # ---------------------------------------------------------------------------------------------- threads

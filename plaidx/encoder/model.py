@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import check_unicode
 from .loading import DEFAULT_MODEL_NAME, LoadedCheckpoint, load_checkpoint, resolve_checkpoint
 from .pooling import check_pool_factor, pool_tokens
 from .runtime import choose_device, choose_dtype
@@ -35,7 +36,9 @@ def check_texts(texts: Any, what: str = "texts", empty: str = "nothing to encode
             raise TypeError(f"{what}[{i}] is a {type(t).__name__}, not a string")
         if not t.strip():
             raise ValueError(f"{what}[{i}] {blank}; drop it or give it some text")
+        check_unicode(t, f"{what}[{i}]")
     return texts
+
 
 
 def _check_positive(value: Any, name: str) -> int:

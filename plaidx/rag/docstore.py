@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..errors import IndexFormatError
+from ..errors import IndexFormatError, check_unicode
 from .where import check_fields, field_path, path_sql, where_sql
 
 SCHEMA_VERSION = 1
@@ -393,7 +393,29 @@ def metadata_json(metadata: Any, where: str) -> Optional[str]:
         return None
     if not isinstance(metadata, dict):
         raise TypeError(f"{where}: document metadata must be a dict or None, got {type(metadata).__name__}")
+    bad_key = _non_str_key(metadata)
+    if bad_key is not None:  # json.dumps would turn 1 into "1", silently dropping a value under "1"
+        raise TypeError(f"{where}: metadata keys must be strings, got {type(bad_key).__name__} {bad_key!r}")
     try:
-        return json.dumps(metadata, ensure_ascii=False, allow_nan=False)
+        text = json.dumps(metadata, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{where}: document metadata must be JSON-serialisable ({exc})") from None
+    check_unicode(text, f"{where}: document metadata")
+    return text
+
+
+def _non_str_key(value: Any) -> Any:
+    """The first dict key at any depth of ``value`` that is not a string, or None."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return k
+            bad = _non_str_key(v)
+            if bad is not None:
+                return bad
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            bad = _non_str_key(v)
+            if bad is not None:
+                return bad
+    return None

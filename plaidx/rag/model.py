@@ -21,9 +21,10 @@ from ..engine.codec import check_residual_codec
 from ..engine.gpu import resolve_device
 from ..engine.inputs import check_k, per_query_lists
 from ..engine.vectors import check_keep_vectors
+from ..errors import check_unicode
 from . import splitter as _splitter
-from .checks import as_id_list, check_ids, check_metadatas, check_name, check_texts
-from .docstore import DocStore, metadata_json
+from .checks import MAX_INT_ID, as_id_list, check_ids, check_metadatas, check_name, check_texts
+from .docstore import DocStore
 from .encoded import PassageCorpus
 from .folder import (
     CONFIG_FILE,
@@ -474,6 +475,9 @@ class RAGPretrainedModel:
         next_int = 0
         if new_document_ids is None and store.id_type == "int":
             next_int = store.max_int_id() + 1
+            if next_int + (len(new_collection) if hasattr(new_collection, "__len__") else 1) - 1 > MAX_INT_ID:
+                raise ValueError(f"this index's integer ids reach {next_int - 1}, so new ones would pass {MAX_INT_ID}: "
+                                 "pass new_document_ids")
         enc, documents, passages = self._prepare(new_collection, new_document_ids, new_document_metadatas,
                                                  h.max_document_length, split_documents, document_splitter_fn,
                                                  preprocessing_fn, id_type=store.id_type, next_int=next_int)
@@ -532,11 +536,8 @@ class RAGPretrainedModel:
         bad = set(kwargs) - set(_SEARCH_KWARGS) - {"exact"}
         if bad:
             raise TypeError(f"search() got unexpected keyword arguments {sorted(bad)}")
-        single = isinstance(query, str)
-        queries = [query] if single else check_texts(query, "query", empty="give at least one query")
+        single, queries = _query_texts(query)
         exact = kwargs.pop("exact", None)
-        if single and not query.strip():
-            raise ValueError("query is empty")
         h = self._handle(index_name)
         per_query = per_query_lists(doc_ids, len(queries))
         params = _search_params(k, force_fast, kwargs)
@@ -597,8 +598,7 @@ class RAGPretrainedModel:
         number of documents returns them all. Documents are read in full up to the model's positions.
         """
         k = check_k(k)
-        single = isinstance(query, str)
-        queries = [query] if single else check_texts(query, "query", empty="give at least one query")
+        single, queries = _query_texts(query)
         docs = check_texts(documents, "documents")
         scores = self.score(queries, docs, bsize)
         start = 0 if zero_index_ranks else 1
@@ -612,11 +612,7 @@ class RAGPretrainedModel:
         """Encode documents into memory for :meth:`search_encoded_docs` (appends to earlier calls)."""
         docs = check_texts(documents, "documents")
         if document_metadatas is not None:
-            if len(document_metadatas) != len(docs):
-                raise ValueError(f"document_metadatas must be the same length as documents "
-                                 f"({len(document_metadatas)} for {len(docs)})")
-            for i, m in enumerate(document_metadatas):
-                metadata_json(m, f"document_metadatas[{i}]")
+            check_metadatas(document_metadatas, len(docs))
         enc = self._fit_encoder(docs, max_document_length)
         emb = self._encode_documents(enc, docs, 32 if bsize == "auto" else bsize,
                                      show=self._show() if verbose else False)
@@ -635,8 +631,7 @@ class RAGPretrainedModel:
             mem = self._memory
         if not mem:
             raise ValueError("no encoded documents: call encode() first")
-        single = isinstance(query, str)
-        queries = [query] if single else check_texts(query, "query", empty="give at least one query")
+        single, queries = _query_texts(query)
         Q = self._encode_queries(queries, bsize=bsize)
         scores = np.atleast_2d(maxsim(Q, mem["embeddings"]))
         has_meta = any(m is not None for m in mem["metadata"])
@@ -695,6 +690,16 @@ def _fn_name(fn: Any) -> Optional[str]:
     if fn is None:
         return None
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+
+
+def _query_texts(query: Any) -> tuple[bool, list[str]]:
+    """(whether ``query`` is one text, the queries as a list), checked: RAGatouille takes a string or a list."""
+    if isinstance(query, str):
+        if not query.strip():
+            raise ValueError("query is empty")
+        check_unicode(query, "query")
+        return True, [query]
+    return False, check_texts(query, "query", empty="give at least one query")
 
 
 def _search_params(k: int, force_fast: bool, overrides: dict[str, Any]) -> SearchParams:

@@ -37,7 +37,15 @@ def rerank(model: Any, query: str, documents: Sequence[Union[str, dict[str, str]
         query = query.get("text")
     if not isinstance(query, str) or not query.strip():
         raise ValueError("query must be a non-empty string")
-    texts = [d.get("text") if isinstance(d, dict) else d for d in documents]
+    if isinstance(documents, (str, dict)) or documents is None or not hasattr(documents, "__iter__"):
+        raise TypeError(f"documents must be a list of texts or {{\"text\": ...}} objects, got "
+                        f"{'a single ' if isinstance(documents, (str, dict)) else ''}{type(documents).__name__}"
+                        f"{'; wrap it in a list' if isinstance(documents, (str, dict)) else ''}")
+    texts = []
+    for i, d in enumerate(documents):
+        if isinstance(d, dict) and "text" not in d:
+            raise ValueError(f"documents[{i}] is an object without a \"text\" field (it has {sorted(d)[:5]})")
+        texts.append(d["text"] if isinstance(d, dict) else d)
     texts = check_texts(texts, "documents")
     if top_n is not None:
         top_n = check_k(top_n)

@@ -22,6 +22,8 @@ import json
 import numbers
 from typing import Any
 
+from ..errors import check_unicode
+
 _COMPARE = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 OPERATORS = ("$eq", "$ne", "$in", "$nin", "$exists", "$contains", *_COMPARE)
 
@@ -67,8 +69,12 @@ def _kind(value: Any, where: str) -> tuple[str, Any]:
     if isinstance(value, numbers.Real):
         if value != value or value in (float("inf"), float("-inf")):
             raise ValueError(f"where: {where}: {value!r} is not a JSON number")
+        value = int(value) if isinstance(value, numbers.Integral) else float(value)  # numpy scalars as Python's
+        if isinstance(value, int) and not -(1 << 63) <= value < 1 << 63:
+            raise ValueError(f"where: {where}: {value} is beyond the 64-bit integers metadata can hold")
         return "{t} IN ('integer', 'real')", value
     if isinstance(value, str):
+        check_unicode(value, f"where: {where}")
         return "{t} = 'text'", value
     raise TypeError(f"where: {where}: a value must be a string, number, boolean or None, got "
                     f"{type(value).__name__} {value!r}")
