@@ -54,3 +54,12 @@ def test_wrong_kind_is_a_usage_error_and_damage_a_failure(tmp_path, capsys):
     code, _, err = run(capsys, "import", "colbert", src, tmp_path / "y")
     assert code == 1 and "truncated" in err and "nothing was written" in err
     assert not (tmp_path / "y" / "manifest.json").exists()
+    src2 = tmp_path / "same"
+    shutil.copytree(FIXTURES / "colbert_d96_b4" / "index", src2)
+    code, _, err = run(capsys, "import", "colbert", src2, src2, "--overwrite")
+    assert code == 2 and "is the source itself" in err
+    rag = tmp_path / "rag"
+    rag.mkdir()
+    (rag / "plaidx_rag.json").write_text("{}")
+    code, _, err = run(capsys, "import", "colbert", src2, rag, "--overwrite")
+    assert code == 2 and "is a RAG index folder" in err and (rag / "plaidx_rag.json").exists()

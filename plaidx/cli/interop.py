@@ -12,6 +12,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import IndexFormatError
+from ..rag.folder import CONFIG_FILE
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError
 
 
@@ -28,7 +29,9 @@ def _size(n: float) -> str:
     return f"{n:.1f} GB"
 
 
-def _check_dst(dst: Path, overwrite: bool) -> None:
+def _check_dst(dst: Path, overwrite: bool, src: Optional[Path] = None) -> None:
+    if src is not None and dst.exists() and dst.resolve() == src.resolve():
+        raise CliError(f"{str(dst)!r} is the source itself: give another folder for the converted index", EXIT_USAGE)
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())) and not overwrite:
         raise CliError(f"{str(dst)!r} exists and is not empty; choose a new folder (or --overwrite to replace a "
                        "plaidx index there)", EXIT_USAGE)
@@ -39,7 +42,10 @@ def cmd_import_index(args: argparse.Namespace) -> int:
     src, dst = Path(args.src), Path(args.dst)
     if not src.is_dir():
         raise CliError(f"{str(src)!r}: no such index folder", EXIT_USAGE)
-    _check_dst(dst, args.overwrite)
+    _check_dst(dst, args.overwrite, src)
+    if (dst / CONFIG_FILE).is_file():
+        raise CliError(f"{str(dst)!r} is a RAG index folder (made by `plaidx index`); this import writes an engine "
+                       "folder and replaces only one of those: choose a new folder", EXIT_USAGE)
     from ..interop.colbert import convert_colbert, is_colbert_index
     from ..interop.fastplaid import convert_fastplaid, is_fastplaid_index
 
