@@ -260,3 +260,24 @@ def test_index_will_not_replace_a_folder_that_is_not_an_index(rag):
     assert (mine / "thesis.txt").read_text(encoding="utf-8") == "years of work"
     (mine / "thesis.txt").unlink()
     rag.index(corpus(3, seed=28), index_name="notes")  # an empty folder is fine
+
+
+def test_concurrent_adds_with_automatic_integer_ids_get_distinct_ids(rag):
+    docs = corpus(24, seed=29)
+    rag.index(docs[:4], document_ids=[0, 1, 2, 3], index_name="auto")
+    got: list[list[int]] = []
+    errors: list[BaseException] = []
+
+    def add(j: int) -> None:
+        try:
+            got.append(rag.add_to_index(docs[4 + 5 * j: 9 + 5 * j]))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=add, args=(j,)) for j in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    assert sorted(i for ids in got for i in ids) == list(range(4, 24))

@@ -107,16 +107,17 @@ def build_dir(path: Path) -> Path:
 
 
 WRITE_WAIT_S = 300.0  # how long a write waits for another process's write to the same index before IndexLockedError
-_WRITE_LOCKS: dict[str, threading.Lock] = {}
+_WRITE_LOCKS: dict[str, threading.RLock] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
 
 
-def write_lock(path: Union[str, os.PathLike]) -> threading.Lock:
+def write_lock(path: Union[str, os.PathLike]) -> threading.RLock:
     """The one lock of this process for writes to the index folder at ``path`` (builds, adds, deletes), whichever
-    handle makes them; across processes the folder's :class:`WriterLock` orders them."""
+    handle makes them (re-entrant: a write may take it around the steps that take it again); across processes the
+    folder's :class:`WriterLock` orders them."""
     key = str(Path(path).absolute())
     with _WRITE_LOCKS_GUARD:
-        return _WRITE_LOCKS.setdefault(key, threading.Lock())
+        return _WRITE_LOCKS.setdefault(key, threading.RLock())
 
 
 def recover(path: Path) -> None:

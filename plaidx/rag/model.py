@@ -39,6 +39,7 @@ from .folder import (
     recover,
     staged_folder,
     write_json_atomic,
+    write_lock,
 )
 from .queries import encode_queries
 from .where import check_fields
@@ -470,7 +471,14 @@ class RAGPretrainedModel:
         Raises ValueError, and stores nothing, for ids already in the index, a metadata list of the wrong
         length or any other bad input. ``use_faiss`` is accepted and ignored.
         """
-        h = self._handle(index_name)
+        with write_lock(self._handle(index_name).path):  # one write at a time here: automatic ids are free ones
+            return self._add_locked(new_collection, new_document_ids, new_document_metadatas, index_name,
+                                    split_documents, document_splitter_fn, preprocessing_fn, bsize)
+
+    def _add_locked(self, new_collection: list[str], new_document_ids: Any, new_document_metadatas: Any,
+                    index_name: Optional[str], split_documents: bool, document_splitter_fn: Optional[Callable],
+                    preprocessing_fn: Any, bsize: int) -> list[Any]:
+        h = self._handle(index_name)  # the folder on disk now: a rebuild may have finished while this waited
         store = h.store
         next_int = 0
         if new_document_ids is None and store.id_type == "int":
