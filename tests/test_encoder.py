@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from encoder_fixtures import (
+    WORDS,
     make_tiny_checkpoint,
     torch_single_thread,  # noqa: F401
 )
@@ -220,6 +221,58 @@ def test_stanford_pytorch_bin_weights(ckpts):
     a = ColBERT.from_pretrained(ckpts["stanford"])
     b = ColBERT.from_pretrained(ckpts["stanford_bin"])
     np.testing.assert_allclose(a.encode_queries(QUERIES), b.encode_queries(QUERIES), atol=1e-6)
+
+
+def test_threads_encoding_queries_and_documents_at_once_get_their_own_vectors(ckpts):
+    """The fast tokenizer keeps its truncation length as state: queries and documents tokenized at once in two
+    threads must not read with each other's length."""
+    import threading
+
+    m = ColBERT.from_pretrained(ckpts["stanford"], device="cpu")
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(list(WORDS), int(rng.integers(1, 40)))) for _ in range(40)]
+    want_q, want_d = m.encode_queries(texts), m.encode_documents(texts)
+    problems: list[str] = []
+
+    def run(kind: str) -> None:
+        for _ in range(6):
+            try:
+                if kind == "q":
+                    assert np.allclose(m.encode_queries(texts, bsize=7), want_q, atol=1e-5)
+                else:
+                    got = m.encode_documents(texts, bsize=5)
+                    assert all(x.shape == y.shape and np.allclose(x, y, atol=1e-5) for x, y in zip(got, want_d))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                problems.append(f"{kind}: {type(exc).__name__} {exc}")
+
+    real = m._text.tokenizer
+    inside, most = [0], [0]
+    guard = threading.Lock()
+
+    class Counting:  # the tokenizer, counting the calls in flight at once
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def __call__(self, *args, **kwargs):
+            with guard:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            try:
+                threading.Event().wait(0.002)  # widen the window a race needs
+                return real(*args, **kwargs)
+            finally:
+                with guard:
+                    inside[0] -= 1
+
+    m._text.tokenizer = Counting()
+    for _ in range(2):
+        threads = [threading.Thread(target=run, args=(k,)) for k in "qdqd"]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not problems, problems[:3]
+    assert most[0] == 1  # one tokenizer call at a time
 
 
 def test_truncation_at_lengths(ckpts):

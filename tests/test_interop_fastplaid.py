@@ -123,6 +123,9 @@ def test_pylate_folder_keeps_its_document_ids(tmp_path):
     assert index.metadata["source"]["format"] == "pylate"
     assert json.loads((tmp_path / "out" / DOCUMENT_IDS_FILE).read_text()) == doc_ids
     assert len(index) == n
+    # overwritten by an index without ids: the old ids, which name other documents, go with it
+    plain = convert_fastplaid(FIXTURES / NAMES[0] / "index", tmp_path / "out", overwrite=True)
+    assert "document_ids_file" not in plain.metadata["source"] and not (tmp_path / "out" / DOCUMENT_IDS_FILE).exists()
 
 
 def test_pylate_id_map_with_a_payload_is_refused(tmp_path):
@@ -167,6 +170,12 @@ def test_folders_of_another_kind_are_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(IndexFormatError, match="not a fast-plaid"):
         convert_fastplaid(tmp_path / "empty", tmp_path / "b")
+    src = tmp_path / "nocentroids"
+    shutil.copytree(FIXTURES / NAMES[0] / "index", src)
+    cpath = src / "centroids.npy"
+    np.save(cpath, np.zeros((0, np.load(cpath).shape[1]), np.load(cpath).dtype))
+    with pytest.raises(IndexFormatError, match="has no centroids"):
+        convert_fastplaid(src, tmp_path / "c")
 
 
 def test_documents_pending_in_fastplaids_buffer_are_converted(tmp_path):

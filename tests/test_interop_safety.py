@@ -83,6 +83,24 @@ def test_pt_storage_of_a_foreign_type_is_refused(tmp_path):
         load_pt(pt)
 
 
+def test_a_file_that_rewrites_an_allowed_name_changes_no_later_file(tmp_path):
+    """BUILD on a looked-up name sets attributes on it; no later file may be read through what one file changed."""
+    import torch
+
+    honest = tmp_path / "honest.pt"
+    torch.save(torch.tensor([1.5, -2.25, 3.0]), honest)
+    for name in (b"ctorch\nFloatStorage\n", b"ctorch._utils\n_rebuild_tensor_v2\n"):
+        # GLOBAL name; {"dtype": "int32", "__defaults__": ...}; BUILD; POP; return 0
+        payload = (b"\x80\x02" + name + b"}X\x05\x00\x00\x00dtypeX\x05\x00\x00\x00int32sb0K\x00.")
+        hostile = tmp_path / "hostile.pt"
+        _pt_archive(hostile, payload)
+        try:
+            load_pt(hostile)
+        except (IndexFormatError, UnsafeFileError):
+            pass  # refusing it is fine too; what matters is the next file
+        np.testing.assert_array_equal(load_pt(honest), np.array([1.5, -2.25, 3.0], np.float32))
+
+
 def test_object_npy_is_refused_unless_unsafe(tmp_path):
     path = tmp_path / "buffer.npy"
     arr = np.empty(2, dtype=object)

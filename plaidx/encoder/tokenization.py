@@ -14,6 +14,7 @@ token) both do. Models without markers (plain encoders) get ``prefix tokens suff
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,9 @@ class TextTokenizer:
 
         self.tokenizer = tokenizer
         self.spec = spec
+        # a fast tokenizer keeps its truncation length as state: two threads tokenizing at different lengths at
+        # once would each read with the other's
+        self._lock = threading.Lock()
         self.prefix_ids, self.suffix_ids = self._special_template()
         self.query_marker_id = self._token_id(spec.query_marker, "query marker")
         self.document_marker_id = self._token_id(spec.document_marker, "document marker")
@@ -107,7 +111,8 @@ class TextTokenizer:
                                       return_token_type_ids=False, verbose=False)
         if max_content is not None:
             kwargs.update(truncation=True, max_length=max_content)
-        return self.tokenizer(list(texts), **kwargs)["input_ids"]
+        with self._lock:
+            return self.tokenizer(list(texts), **kwargs)["input_ids"]
 
     def _wrap(self, content: list[int], marker: int | None) -> list[int]:
         mid = [marker] if marker is not None else []

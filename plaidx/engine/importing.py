@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import IndexFormatError
 from .build import check_metadata, check_target
 from .clustering import MAX_NLIST
 from .codec import NBITS, ResidualCodec, code_dtype
@@ -53,6 +54,9 @@ def import_compressed(path: str | os.PathLike, *, centroids: np.ndarray, cutoffs
     nbits, metadata = int(nbits), check_metadata(metadata)
     if dim <= 0 or dim % 8:
         raise ValueError(f"embedding dimension {dim} is not a positive multiple of 8")
+    if nlist == 0:
+        raise IndexFormatError("the source index has no centroids: it is damaged or was never trained; rebuild it, "
+                               "or build a plaidx index from the original embeddings")
     if not 1 <= nlist <= MAX_NLIST:
         raise ValueError(f"{nlist} centroids: plaidx stores at most {MAX_NLIST}, so this index cannot be converted "
                          "losslessly; build a plaidx index from the original embeddings instead")

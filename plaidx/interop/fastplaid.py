@@ -221,6 +221,8 @@ def convert_fastplaid(src: str | os.PathLike, dst: str | os.PathLike, *, overwri
         tmp = Path(dst) / f".{DOCUMENT_IDS_FILE}.tmp"
         tmp.write_text(json.dumps(fp.document_ids), encoding="utf-8")
         os.replace(tmp, Path(dst) / DOCUMENT_IDS_FILE)
+    else:  # an index this one overwrote may have left its ids: they name other documents
+        (Path(dst) / DOCUMENT_IDS_FILE).unlink(missing_ok=True)
     return index
 
 

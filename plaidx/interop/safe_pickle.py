@@ -12,6 +12,7 @@ and ``.npy`` files are read with ``allow_pickle=False`` unless the caller passes
 from __future__ import annotations
 
 import collections
+import functools
 import io
 import pickle
 import zipfile
@@ -83,11 +84,13 @@ def _ordered_dict(*args: Any) -> collections.OrderedDict:
     return collections.OrderedDict(*args)
 
 
-# (module, name) -> what the name resolves to. Nothing else may be looked up.
+# (module, name) -> a factory of what the name resolves to. Nothing else may be looked up. Each lookup gets an object
+# of its own: a pickle's BUILD opcode can set attributes on what it looked up, and must not change how any later file
+# is read (a shared storage type whose dtype a hostile file rewrote would misread every later tensor).
 _PT_GLOBALS: dict[tuple[str, str], Any] = {
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("collections", "OrderedDict"): _ordered_dict,
-    **{("torch", name): _StorageType(name) for name in _STORAGE_DTYPES},
+    ("torch._utils", "_rebuild_tensor_v2"): lambda: functools.partial(_rebuild_tensor),
+    ("collections", "OrderedDict"): lambda: functools.partial(_ordered_dict),
+    **{("torch", name): functools.partial(_StorageType, name) for name in _STORAGE_DTYPES},
 }
 
 
@@ -102,7 +105,7 @@ class _AllowListUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         try:
-            return self._allowed[(module, name)]
+            return self._allowed[(module, name)]()
         except KeyError:
             raise UnsafeFileError(
                 f"{self._where}: the pickle asks for {module}.{name}, which plaidx never loads (only tensors, "
