@@ -212,12 +212,15 @@ class ShardedIndex:
             ids = as_filter(doc_ids)
             if ids.size and ids.dtype.kind not in "iu":
                 raise TypeError(f"doc_ids: document ids must be integers, got dtype {ids.dtype}")
-            shard, local, known = idmap.locate(ids.astype(np.int64).ravel())
-            if not known.all():
-                bad = ids.ravel()[~known][:10].tolist()
-                raise KeyError(f"doc_ids: unknown document ids {bad} (the index holds {len(self)} live documents)")
+            flat = ids.astype(np.int64).ravel()
+            shard, local, known = idmap.locate(flat)
+            issued = (flat >= 0) & (flat < int(m["next_id"]))
+            if not issued.all():  # an id issued once and deleted (compacted away, or by a reshard) is skipped
+                bad = flat[~issued][:10].tolist()
+                raise KeyError(f"doc_ids: unknown document ids {bad} (this index has issued ids 0 to "
+                               f"{int(m['next_id']) - 1})")
             for s in range(len(shards)):
-                mine = local[shard == s]
+                mine = local[(shard == s) & known]
                 jobs[s] = None if mine.size == 0 else {**base, "doc_ids": mine}
         results = self._exec.search(q, k, jobs, [self.path / sh["dir"] for sh in m["shards"]], shards)
         all_s = [np.full((nq, k), -np.inf, np.float32)]
