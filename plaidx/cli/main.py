@@ -486,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also keep every token's vector (the rerank tier: searches re-score their best candidates "
                         "with them; int8 is d + 4 bytes a token, about 4.7x a 2-bit index at d 128)")
     p.add_argument("--residual-codec", choices=("scalar", "pq"), default=None,
-                   help="how residuals are coded (default: pq at nbits 1-2 from 204,800 tokens, else scalar; "
+                   help="how residuals are coded (default: pq from 409,600 / nbits tokens at nbits 1-2, else scalar; "
                         "see docs/tuning.md)")
     p.add_argument("--max-document-length", type=_positive, default=None,
                    help="tokens per passage; longer documents are split (default 256; at most what the model "

@@ -366,7 +366,7 @@ class RAGPretrainedModel:
             only compressed bytes come back to the host (with ``pool_factor`` > 1 the pooled vectors are made on
             the host first). A clear error when no usable GPU is there.
         residual_codec : (plaidx only) "scalar", "pq" or None (default: ``Index.build``'s choice, pq at nbits 1
-            and 2 from 204,800 tokens on the CPU); recorded in ``plaidx_rag.json``.
+            and 2 from 409,600 / nbits tokens on the CPU); recorded in ``plaidx_rag.json``.
         metadata_indexes : (plaidx only) metadata fields to index for ``where`` filters (``["lang",
             "source.year"]``): a filter on them reads only the matching documents instead of every document's
             metadata. Later: :meth:`index_metadata`. Added documents are indexed as they are stored; an index
