@@ -8,12 +8,12 @@ right document comes first" is a real assertion about contents, ids, metadata an
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 from encoder_fixtures import WORDS, make_tiny_checkpoint
+from threads import run_in_threads
 
 import plaidx
 from plaidx import RAGPretrainedModel
@@ -478,23 +478,15 @@ def test_search_and_rerank_from_many_threads(rag):
     queries = docs[:4]
     want_search = [rag.search(q, k=5) for q in queries]
     want_rerank = [rag.rerank(q, docs[:10], k=3) for q in queries]
-    errors, got = [], {}
+    got = {}
 
     def worker(t: int) -> None:
-        try:
-            for j in range(len(queries)):
-                q = (t + j) % len(queries)
-                got[(t, j, "s")] = (q, rag.search(queries[q], k=5))
-                got[(t, j, "r")] = (q, rag.rerank(queries[q], docs[:10], k=3))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        for j in range(len(queries)):
+            q = (t + j) % len(queries)
+            got[(t, j, "s")] = (q, rag.search(queries[q], k=5))
+            got[(t, j, "r")] = (q, rag.rerank(queries[q], docs[:10], k=3))
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    run_in_threads(worker, [(t,) for t in range(3)])
     for (_t, _j, kind), (q, res) in got.items():
         assert res == (want_search[q] if kind == "s" else want_rerank[q])
 

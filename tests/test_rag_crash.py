@@ -6,13 +6,13 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 from encoder_fixtures import make_tiny_checkpoint
 from test_rag import corpus
+from threads import repeating_in_threads, run_in_threads
 
 import plaidx
 import plaidx.rag.folder as folder_module
@@ -163,33 +163,17 @@ def test_store_ahead_of_engine_is_reported_as_damage(rag):
 def test_writer_and_readers_in_threads(rag):
     docs = corpus(40, seed=26)
     rag.index(docs[:20], document_ids=[f"d{i}" for i in range(20)], index_name="busy")
-    stop = threading.Event()
-    errors: list[BaseException] = []
     seen: set[str] = set()
 
-    def reader(t: int) -> None:
-        try:
-            j = 0
-            while not stop.is_set():
-                res = rag.search(docs[(t + j) % 40], index_name="busy", k=8)
-                assert len(res) == 8 and len({r["passage_id"] for r in res}) == 8
-                seen.update(r["document_id"] for r in res)
-                j += 1
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+    def reader(j: int) -> None:
+        res = rag.search(docs[j % 40], index_name="busy", k=8)
+        assert len(res) == 8 and len({r["passage_id"] for r in res}) == 8
+        seen.update(r["document_id"] for r in res)
 
-    threads = [threading.Thread(target=reader, args=(t,)) for t in range(3)]
-    for t in threads:
-        t.start()
-    try:
+    with repeating_in_threads(reader, 3):
         for i in range(20, 26):
             rag.add_to_index([docs[i]], new_document_ids=[f"d{i}"], index_name="busy")
             rag.delete_from_index([f"d{i - 20}"], index_name="busy")
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-    assert not errors, errors[0]
     h = rag._handle("busy")
     assert h.engine.ids.tolist() == h.store.all_passage_ids().tolist() == list(range(6, 26))
     assert seen <= {f"d{i}" for i in range(26)}
@@ -203,43 +187,19 @@ def test_rebuilds_while_other_handles_search_and_write(rag, checkpoint, tmp_path
     sets = [[f"a{i}" for i in range(10)], [f"b{i}" for i in range(10)]]
     path = rag.index(docs[:10], document_ids=sets[0], index_name="rebuilt")
     other = RAGPretrainedModel.from_index(path, verbose=0)
-    stop = threading.Event()
-    errors: list[BaseException] = []
 
-    def reader() -> None:
-        try:
-            while not stop.is_set():
-                ids = {r["document_id"][0] for r in other.search(docs[3], k=5)}
-                assert len(ids) == 1, ids  # one index's documents, never a mix
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+    def reader(_: int) -> None:
+        ids = {r["document_id"][0] for r in other.search(docs[3], k=5)}
+        assert len(ids) == 1, ids  # one index's documents, never a mix
 
-    threads = [threading.Thread(target=reader) for _ in range(2)]
-    for t in threads:
-        t.start()
-    try:
+    with repeating_in_threads(reader, 2):
         for n in range(6):
             rag.index(docs[:10], document_ids=sets[(n + 1) % 2], index_name="rebuilt")
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-    assert not errors, errors[0]
     # two objects adding to one index at once: serialised, nothing fails
     third = RAGPretrainedModel.from_index(path, verbose=0)
-
-    def add(model: RAGPretrainedModel, j: int) -> None:
-        try:
-            model.add_to_index([docs[10 + 10 * j + i] for i in range(10)], new_document_ids=[f"w{j}-{i}" for i in range(10)])
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    writers = [threading.Thread(target=add, args=(m, j)) for j, m in enumerate((other, third))]
-    for w in writers:
-        w.start()
-    for w in writers:
-        w.join()
-    assert not errors, errors[0]
+    run_in_threads(lambda model, j: model.add_to_index([docs[10 + 10 * j + i] for i in range(10)],
+                                                       new_document_ids=[f"w{j}-{i}" for i in range(10)]),
+                   [(other, 0), (third, 1)])
     h = third._handle(None)
     h.refresh()  # the other object's add
     assert len(h.engine) == 30 and h.engine.ids.tolist() == h.store.all_passage_ids().tolist()
@@ -265,19 +225,5 @@ def test_index_will_not_replace_a_folder_that_is_not_an_index(rag):
 def test_concurrent_adds_with_automatic_integer_ids_get_distinct_ids(rag):
     docs = corpus(24, seed=29)
     rag.index(docs[:4], document_ids=[0, 1, 2, 3], index_name="auto")
-    got: list[list[int]] = []
-    errors: list[BaseException] = []
-
-    def add(j: int) -> None:
-        try:
-            got.append(rag.add_to_index(docs[4 + 5 * j: 9 + 5 * j]))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=add, args=(j,)) for j in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    got = run_in_threads(lambda j: rag.add_to_index(docs[4 + 5 * j: 9 + 5 * j]), [(j,) for j in range(4)])
     assert sorted(i for ids in got for i in ids) == list(range(4, 24))
