@@ -316,6 +316,14 @@ def test_splitter_and_preprocessing_hooks(rag):
     h = rag._handle("hooks")
     assert sorted(h.store.lookup(range(3)).values()) == [
         ("x", "CAT SAT TAGGED", None), ("x", "DOG MAT TAGGED", None), ("y", "HELLO WORLD TAGGED", None)]
+    seen = []
+
+    def ragatouille_hook(documents, document_ids):  # RAGatouille calls its hooks with the ids too
+        seen.append(list(document_ids))
+        return documents
+
+    rag.index(["cat sat", "dog mat"], document_ids=["p", "q"], preprocessing_fn=ragatouille_hook, index_name="two")
+    assert seen == [["p", "q"]] and len(rag.search("cat", index_name="two", k=5)) == 2
     rag.index(["cat sat | dog mat"], index_name="nosplit", split_documents=False)
     assert [c for _d, c, _m in rag._handle("nosplit").store.lookup([0]).values()] == ["cat sat | dog mat"]
     with pytest.raises(ValueError, match="not in the collection"):
@@ -499,6 +507,8 @@ def test_langchain_retriever(rag):
     assert len(out) == 2
     assert [d.page_content for d in out] == [r["content"] for r in rag.search(docs[1], k=2)]
     assert out[0].metadata["rank"] == 1 and "document_id" in out[0].metadata
+    hits = rag.search(docs[1], k=2)  # the document's metadata at the top level, as RAGatouille's retriever gives it
+    assert [d.metadata["i"] for d in out] == [h["document_metadata"]["i"] for h in hits]
     from langchain_core.documents import Document
 
     compressor = rag.as_langchain_document_compressor(k=2)
@@ -507,6 +517,9 @@ def test_langchain_retriever(rag):
     best = rag.rerank(docs[1], docs, k=2)
     assert [(d.page_content, d.metadata["i"]) for d in kept] == [(r["content"], r["result_index"]) for r in best]
     assert kept[0].metadata["relevance_score"] == pytest.approx(best[0]["score"])
+    one = compressor.compress_documents([Document(page_content=d, id=f"x{i}") for i, d in enumerate(docs)], docs[1],
+                                        k=1)  # a per-call k, as RAGatouille's compressor takes it; ids kept
+    assert len(one) == 1 and one[0].id == f"x{best[0]['result_index']}"
 
 
 def test_second_handle_sees_the_first_ones_writes(rag, checkpoint, tmp_path):

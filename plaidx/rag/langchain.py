@@ -17,17 +17,17 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 
 def _metadata(result: dict[str, Any]) -> dict[str, Any]:
-    meta = {key: result[key] for key in ("document_id", "passage_id", "score", "rank") if key in result}
-    if result.get("document_metadata"):
-        meta["document_metadata"] = result["document_metadata"]
-    return meta
+    """The document's own metadata at the top level, as RAGatouille's retriever gives it, with the hit's
+    document_id, passage_id, score and rank beside it (a metadata field of the same name wins)."""
+    return {**{key: result[key] for key in ("document_id", "passage_id", "score", "rank") if key in result},
+            **(result.get("document_metadata") or {})}
 
 
 class PlaidxLangChainRetriever(BaseRetriever):
     """Documents for a query from ``model.search(query, **kwargs)``, best first.
 
-    ``page_content`` is the passage; ``metadata`` holds its document_id, passage_id, score, rank and the
-    document's metadata.
+    ``page_content`` is the passage; ``metadata`` is the document's metadata (as RAGatouille's retriever gives
+    it) with the hit's document_id, passage_id, score and rank beside it.
     """
 
     model: Any
@@ -46,16 +46,17 @@ class PlaidxLangChainCompressor(BaseDocumentCompressor):
     k: int = 5
 
     def compress_documents(self, documents: Sequence[Document], query: str,
-                           callbacks: Optional[Callbacks] = None) -> Sequence[Document]:
+                           callbacks: Optional[Callbacks] = None, **kwargs: Any) -> Sequence[Document]:
+        """The best ``k`` (this call's ``k=`` or the compressor's) of ``documents``, best first, each a copy with
+        ``relevance_score`` added to its metadata (its id kept)."""
         docs = list(documents)
         if not docs:
             return []
-        results = self.model.rerank(query, [d.page_content for d in docs], k=self.k, **self.kwargs)
+        results = self.model.rerank(query, [d.page_content for d in docs], k=kwargs.get("k", self.k), **self.kwargs)
         out = []
         for r in results:
             doc = docs[r["result_index"]]
-            out.append(Document(page_content=doc.page_content,
-                                metadata={**doc.metadata, "relevance_score": r["score"]}))
+            out.append(doc.model_copy(update={"metadata": {**doc.metadata, "relevance_score": r["score"]}}))
         return out
 
 

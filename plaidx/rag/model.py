@@ -248,7 +248,7 @@ class RAGPretrainedModel:
         fns = preprocessing_fn if isinstance(preprocessing_fn, (list, tuple)) else (
             [preprocessing_fn] if preprocessing_fn is not None else [])
         for fn in fns:
-            new = list(fn(items))
+            new = list(fn(items, ids) if _takes_two(fn) else fn(items))
             if new and all(isinstance(x, str) for x in new):
                 if len(new) != len(items):
                     raise ValueError("preprocessing_fn returned a different number of passages as plain strings; "
@@ -348,7 +348,8 @@ class RAGPretrainedModel:
         document_splitter_fn : RAGatouille hook ``fn(documents, document_ids, chunk_size=...) ->
             [{"document_id", "content"}]``; the default splits by tokens of the model's tokenizer with
             overlap, at sentence boundaries where it can (:func:`plaidx.splitter.split_documents`).
-        preprocessing_fn : a function, or list of them, from and to that list of passage dicts.
+        preprocessing_fn : a function, or list of them, from and to that list of passage dicts; called
+            ``fn(passages, document_ids)`` as RAGatouille calls it, or ``fn(passages)`` when it takes one argument.
         bsize : encoding batch size.
         use_faiss : accepted for compatibility and ignored (plaidx always trains its centroids with faiss
             k-means and searches with its own engine).
@@ -698,6 +699,19 @@ def _fn_name(fn: Any) -> Optional[str]:
     if fn is None:
         return None
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+
+
+def _takes_two(fn: Callable) -> bool:
+    """Whether a preprocessing hook takes (passages, document_ids), as RAGatouille calls its hooks, rather than
+    (passages) alone."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: one argument
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)
 
 
 def _query_texts(query: Any) -> tuple[bool, list[str]]:
