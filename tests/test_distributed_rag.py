@@ -96,3 +96,30 @@ def test_cli_index_with_shards_then_search_and_verify(tmp_path, capsys):
     assert cli.main(["search", str(path), texts[7], "-k", "3"]) == 0
     assert "d" in capsys.readouterr().out
     assert cli.main(["info", str(path), "--verify"]) == 0
+
+
+def test_an_overwrite_with_shards_replaces_the_folder_in_one_step_and_open_handles_follow(tmp_path):
+    """The shards are made before the folder goes into place: a handle opened on the old index answers from it
+    or (StaleIndexError, then FolderCache.read) from the whole new one, never from a half-built folder."""
+    from plaidx.errors import StaleIndexError
+    from plaidx.rag.folder import FolderCache
+
+    ckpt = make_tiny_checkpoint(tmp_path / "ckpt", "stanford", query_length=16, document_length=32)
+    rag = RAGPretrainedModel.from_pretrained(str(ckpt), index_root=tmp_path / "indexes", verbose=0)
+    texts = corpus(30, seed=10)
+    path = rag.index(texts[:20], document_ids=[f"a{i}" for i in range(20)], index_name="sh", shards=2)
+    cache = FolderCache()
+    old = cache.get(path)
+    q = rag.model.encode_queries([texts[3]])
+    assert {h.document_id[0] for h in old.search(q, 5)[0]} == {"a"}
+    with pytest.raises(ValueError, match="too few for 40 shards"):
+        rag.index(texts[:20], index_name="sh", shards=40)  # fails in staging: the old index stays
+    assert {h.document_id[0] for h in cache.read(path, lambda f: f.search(q, 5))[0]} == {"a"}
+    rag.index(texts[10:], document_ids=[f"b{i}" for i in range(20)], index_name="sh", shards=2)
+    with pytest.raises(StaleIndexError, match="search again"):
+        old.search(q, 5)
+    new = cache.read(path, lambda f: f.search(q, 5))
+    assert {h.document_id[0] for h in new[0]} == {"b"}
+    assert isinstance(cache.get(path).engine, ShardedIndex) and cache.get(path).engine.n_shards == 2
+    with pytest.raises(ValueError, match="shards must be a positive integer"):
+        rag.index(texts, index_name="x", shards=0)

@@ -231,9 +231,10 @@ def test_multi_vector_equals_the_model(server, env, openapi):
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
 
-def test_rerank_equals_plaidx_rerank(server, env, openapi):
+@pytest.mark.parametrize("query", ["the cat sat on the mat", " ".join(["the cat sat on the mat"] * 8)])
+def test_rerank_equals_plaidx_rerank(server, env, openapi, query):
+    """A short query and one longer than the model's query length (read whole by both)."""
     docs = env["texts"][:12]
-    query = "the cat sat on the mat"
     r = server.post("/v1/rerank", json={"model": str(env["ckpt"]), "query": query, "documents": docs, "top_n": 5,
                                          "return_documents": True})
     assert r.status_code == 200, r.text[:500]
@@ -501,6 +502,15 @@ def test_bad_requests_get_named_4xx_errors_and_the_server_stays_up(server, opena
     hdr = {"content-type": "application/json"}
     _error(post(se, content=b'{"index": "docs", "query": ', headers=hdr), 400, "malformed_json", openapi, se)
     _error(post(mv, content=b"[1, 2", headers=hdr), 400, "malformed_json", openapi, mv)
+    import gzip
+
+    for body, extra in ((gzip.compress(b'{"index": "docs", "query": "cats"}'), {"content-encoding": "gzip"}),
+                        (b'{"index": "docs", "query": "\xff"}', {})):  # compressed, or not UTF-8
+        _error(post(se, content=body, headers={**hdr, **extra}), 400, "malformed_json", openapi, se,
+               ("UTF-8, uncompressed",))
+    b = _error(post(se, json={"index": "vectors", "query_embeddings": [[0.1] * 8]}), 400, "invalid_request", openapi,
+               se, ("dimension",))
+    assert b["param"] == "query_embeddings"
     b = _error(post(se, json={"index": "docs", "query": 5, "k": "ten"}), 422, "invalid_request", openapi, se,
                ("query", "k", "valid integer"))
     assert b["param"] == "query"
@@ -563,8 +573,9 @@ def test_bad_requests_get_named_4xx_errors_and_the_server_stays_up(server, opena
     _error(post(rr, json={"query": "q", "documents": ["cat"] * 33}), 413, "too_many_inputs", openapi, rr)
     _error(post(mv, json={"input": ["cat " * 600]}), 413, "input_too_long", openapi, mv, ("2000",))
     # rerank reads documents in full (here up to the tiny model's 128 positions): 30 x 128 tokens > 2000
-    _error(post(rr, json={"query": "q", "documents": ["cat " * 400] * 30}), 413, "too_many_tokens", openapi, rr,
-           ("2000",))
+    b = _error(post(rr, json={"query": "q", "documents": ["cat " * 400] * 30}), 413, "too_many_tokens", openapi, rr,
+               ("2000",))
+    assert b["param"] == "documents"  # the field that holds the texts
     _error(post(se, json={"index": "vectors", "query_embeddings": [[0.1] * 16] * 1025}), 413,
            "too_many_query_tokens", openapi, se)
     # not an endpoint, wrong method

@@ -14,7 +14,7 @@ from typing import Any, Optional
 from ..engine.params import MAX_KNOB
 from ..errors import CheckpointError, IndexFormatError, PlaidxError
 from ..rag import Hit, IndexFolder
-from ..rag.folder import CONFIG_FILE, ENGINE_DIR
+from ..rag.folder import CONFIG_FILE
 from ..rag.model import DEFAULT_NBITS
 from ..server.net import check_index_name, is_loopback
 from .corpus import read_corpus, read_lines, text_lines
@@ -88,11 +88,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     rag.index(texts, document_ids=ids, document_metadatas=metas, index_name=out.name, overwrite_index=True,
               max_document_length=length, split_documents=args.split, nbits=args.nbits, device=args.device,
-              residual_codec=args.residual_codec, metadata_indexes=fields, keep_vectors=args.keep_vectors)
-    if args.shards > 1:  # the same passages and bytes, split into shards (plaidx.distributed)
-        from ..distributed import reshard_in_place
-
-        reshard_in_place(out / ENGINE_DIR, args.shards)
+              residual_codec=args.residual_codec, metadata_indexes=fields, keep_vectors=args.keep_vectors,
+              shards=args.shards)  # shards: the same passages and bytes, split before the folder goes in place
     with open_folder(out) as folder:
         info = folder.describe()
     print(f"indexed {info['documents']} documents as {info['passages']} passages ({info['tokens']} tokens) in "

@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import numpy as np
 
@@ -106,6 +106,7 @@ def build_dir(path: Path) -> Path:
     return path.parent / f".{path.name}.build"
 
 
+_STALE_RETRIES = 3  # reads of a folder an overwrite replaced meanwhile are tried this many times in all
 WRITE_WAIT_S = 300.0  # how long a write waits for another process's write to the same index before IndexLockedError
 _WRITE_LOCKS: dict[str, threading.RLock] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
@@ -261,8 +262,18 @@ class IndexFolder:
             return True
 
     def refresh(self) -> bool:
-        """Switch the engine to its newest generation when another handle or process committed one."""
-        return self.engine.refresh()
+        """Switch the engine to its newest generation when another handle or process committed one; never to
+        the engine of a folder that replaced this one (its store is another)."""
+        return False if self.replaced() else self.engine.refresh()
+
+    def _unreplaced(self, result: Any) -> Any:
+        """``result``, read from this folder, unless an overwrite replaced the folder meanwhile: then part of it
+        may come from the new one, and a StaleIndexError says to search again (:meth:`FolderCache.get` opens
+        the new folder)."""
+        if self.replaced():
+            raise StaleIndexError(f"the index at {str(self.path)!r} was replaced (overwritten) during this search; "
+                                  "search again")
+        return result
 
     def _reconcile(self) -> int:
         try:
@@ -423,8 +434,8 @@ class IndexFolder:
                 continue
             found = np.unique(ids[ids >= 0])
             if self.store is None:
-                return [[Hit(int(p), float(s), int(p), None, None) for s, p in zip(srow, irow) if p >= 0]
-                        for srow, irow in zip(scores, ids)]
+                return self._unreplaced([[Hit(int(p), float(s), int(p), None, None) for s, p in zip(srow, irow)
+                                          if p >= 0] for srow, irow in zip(scores, ids)])
             rows = self.store.lookup(found.tolist())
             out, short = [], False
             for srow, irow in zip(scores, ids):
@@ -433,7 +444,7 @@ class IndexFolder:
                 out.append(hits[:k])
             # passages in the engine but not in the store (a write in flight) took places: ask for more
             if not short or kk >= n_live:
-                return out
+                return self._unreplaced(out)
             kk = min(2 * kk, n_live)
 
     # -- inspection -------------------------------------------------------------------------------
@@ -509,6 +520,17 @@ class FolderCache:
                         raise
                 self._folders[path] = f
             return f
+
+    def read(self, path: Union[str, os.PathLike], fn: Callable[[IndexFolder], Any], check: Any = None) -> Any:
+        """``fn(folder)`` on the open folder at ``path``, again on the new folder when an overwrite replaced it
+        during the call (StaleIndexError), so that the answer comes from one folder."""
+        for attempt in range(_STALE_RETRIES):
+            try:
+                return fn(self.get(path, check))
+            except StaleIndexError:
+                if attempt == _STALE_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def put(self, folder: IndexFolder) -> IndexFolder:
         """Cache a folder opened by the caller (e.g. a subclass); it is reopened as a plain one if replaced."""

@@ -331,7 +331,8 @@ class RAGPretrainedModel:
               preprocessing_fn: Optional[Union[Callable, list[Callable]]] = None, bsize: int = 32,
               use_faiss: bool = False, *, nbits: Optional[int] = None, pool_factor: int = 1,
               device: Optional[str] = None, residual_codec: Optional[str] = None,
-              metadata_indexes: Optional[list[str]] = None, keep_vectors: Optional[str] = None) -> str:
+              metadata_indexes: Optional[list[str]] = None, keep_vectors: Optional[str] = None,
+              shards: int = 1) -> str:
         """Build an index of a collection of texts; returns the index folder's path.
 
         Parameters
@@ -376,6 +377,8 @@ class RAGPretrainedModel:
             rerank tier (``Index.build(keep_vectors=...)``; int8: d + 4 bytes a token, about 4.7x a 2-bit index at
             d 128), and searches re-score their best candidates with them (recall@10 against exact MaxSim
             0.99 and more in benchmarks/results/rerank_*.md). ``add_to_index`` keeps the vectors of new passages.
+        shards : (plaidx only) split the engine into this many shards with one codec (plaidx.distributed; the same
+            passages and bytes), done before the folder is moved into place, so an overwrite stays atomic.
 
         Returns
         -------
@@ -385,6 +388,8 @@ class RAGPretrainedModel:
         pool_factor = _check_pool_factor(pool_factor)
         check_residual_codec(residual_codec, nbits if nbits is not None else DEFAULT_NBITS)
         keep_vectors = check_keep_vectors(keep_vectors)
+        if isinstance(shards, bool) or not isinstance(shards, (int, np.integer)) or shards < 1:
+            raise ValueError(f"shards must be a positive integer, got {shards!r}")
         if metadata_indexes is not None:
             check_fields(metadata_indexes, "metadata_indexes")
         on_gpu = resolve_device(device, purpose="build") is not None  # a clear error before any work
@@ -410,7 +415,7 @@ class RAGPretrainedModel:
                                                                   pool_factor))
         return self._write_index(name, enc, documents, passages, embeddings, nbits=nbits, device=device,
                                  residual_codec=residual_codec, metadata_indexes=metadata_indexes,
-                                 keep_vectors=keep_vectors,
+                                 keep_vectors=keep_vectors, shards=int(shards),
                                  passages_config={"pool_factor": pool_factor,
                                                   "requested_max_document_length": int(max_document_length),
                                                   "split_documents": bool(split_documents),
@@ -421,7 +426,7 @@ class RAGPretrainedModel:
                      passages: list[tuple[Any, str]], embeddings: Any, *, nbits: Optional[int] = None,
                      passages_config: Optional[dict[str, Any]] = None, device: Any = None,
                      residual_codec: Optional[str] = None, metadata_indexes: Optional[list[str]] = None,
-                     keep_vectors: Optional[str] = None) -> str:
+                     keep_vectors: Optional[str] = None, shards: int = 1) -> str:
         """Build an index folder from prepared documents, passages and their embeddings (an iterable of
         (n_tokens, dim) arrays or of batches of them, in passage order), then move it into place."""
         path = self.index_root / name
@@ -442,6 +447,10 @@ class RAGPretrainedModel:
                        f"({'default' if chosen == 'default' else 'as given'})"
                        + (f", k-means {timings['kmeans_s']:.1f}s, compression {timings['assign_compress_s']:.1f}s"
                           if {"kmeans_s", "assign_compress_s"} <= set(timings) else ""))
+            if shards > 1:  # in the staging folder: the old index stays in place until the whole new one is there
+                from ..distributed import reshard_in_place
+
+                reshard_in_place(staging / ENGINE_DIR, shards)
             self._note(f"writing the document store ({n} passages)")
             with DocStore(staging / DOCSTORE_FILE, create=True) as store:
                 store.add(documents, [(int(p), d, c) for p, (d, c) in zip(ids, passages)])
@@ -547,17 +556,23 @@ class RAGPretrainedModel:
             raise TypeError(f"search() got unexpected keyword arguments {sorted(bad)}")
         single, queries = _query_texts(query)
         exact = kwargs.pop("exact", None)
-        h = self._handle(index_name)
+        path = self._handle(index_name).path
         per_query = per_query_lists(doc_ids, len(queries))
-        params = _search_params(k, force_fast, kwargs)
-        # small indexes (exact=None): exhaustive scoring is exact and costs no more than PLAID there
-        if per_query is None:  # one filter: unknown ids and bad filters fail before the encoding
-            allowed = h.allowed(None if doc_ids is None else as_id_list(doc_ids, "doc_ids"), where)
-            hits = h.search(self._encode_queries(queries), k, params=params, passages=allowed, exact=exact)
-        else:  # one list of document ids per query, all queries encoded at once
+        if per_query is not None:
             per_query = [as_id_list(ids, "doc_ids") for ids in per_query]
-            hits = h.search(self._encode_queries(queries), k, params=params, doc_ids=per_query, where=where,
-                            exact=exact)
+        params = _search_params(k, force_fast, kwargs)
+        encoded: list[Any] = []
+
+        def run(h: IndexFolder) -> list[list[Any]]:  # again on the new folder if an overwrite lands meanwhile
+            # small indexes (exact=None): exhaustive scoring is exact and costs no more than PLAID there
+            if per_query is None:  # one filter: unknown ids and bad filters fail before the encoding
+                allowed = h.allowed(None if doc_ids is None else as_id_list(doc_ids, "doc_ids"), where)
+            encoded[:] = encoded or [self._encode_queries(queries)]
+            if per_query is None:
+                return h.search(encoded[0], k, params=params, passages=allowed, exact=exact)
+            return h.search(encoded[0], k, params=params, doc_ids=per_query, where=where, exact=exact)
+
+        hits = self._folders.read(path, run, check=self._check_model)
         start = 0 if zero_index_ranks else 1
         out = []
         for row in hits:

@@ -256,9 +256,10 @@ def create_app(indexes: Optional[Mapping[str, Union[str, os.PathLike, IndexFolde
         if req.top_n is not None and req.top_n < 1:
             raise ApiError(400, "invalid_request", f"top_n must be a positive integer, got {req.top_n}", "top_n")
         key, enc = served.encoder(req.model)
-        (q, q_tok), (d, d_tok) = await asyncio.gather(enc.encode(query, "query", None, limits.max_tokens),
+        (q, q_tok), (d, d_tok) = await asyncio.gather(enc.encode(query, "query", None, limits.max_tokens,
+                                                                 fit_length=True, param="query"),  # read whole
                                                       enc.encode(docs, "document", None, limits.max_tokens,
-                                                                 fit_length=True))
+                                                                 fit_length=True, param="documents"))
         scores = await served.run(_maxsim, q[0], d)
         order = sorted(range(len(docs)), key=lambda i: (-float(scores[i]), i))[: req.top_n or len(docs)]
         results = [{"index": i, "relevance_score": float(scores[i]),
@@ -285,8 +286,8 @@ def create_app(indexes: Optional[Mapping[str, Union[str, os.PathLike, IndexFolde
             key, enc = _index_encoder(served, folder, name)
             texts = request_texts([req.query] if req.query is not None else req.queries, given[0], limits)
             # each query read at its own length, long ones whole (plaidx.rag.queries), as the RAG API reads them
-            done = await asyncio.gather(*[enc.encode([t], "query", None, limits.max_tokens, fit_length=True)
-                                          for t in texts])
+            done = await asyncio.gather(*[enc.encode([t], "query", None, limits.max_tokens, fit_length=True,
+                                                     param=given[0]) for t in texts])
             matrices, tokens = [r[0][0] for r in done], sum(r[1] for r in done)
             if tokens > limits.max_tokens:
                 raise ApiError(413, "too_many_tokens", f"the queries hold {tokens} tokens; this server accepts at "
@@ -298,14 +299,15 @@ def create_app(indexes: Optional[Mapping[str, Union[str, os.PathLike, IndexFolde
         single = req.query is not None or (req.query_embeddings is not None and is_matrix(req.query_embeddings))
         params = SearchParams(req.nprobe, req.centroid_score_threshold, req.ndocs, req.n_exact, req.rerank)
         try:
-            found = await served.run(folder.search, matrices, req.k, params=params, doc_ids=req.doc_ids,
-                                     where=req.where, exact=req.exact, num_threads=served.threads_per_search)
+            found = await served.run(served.folders.read, served.indexes[name], lambda f: f.search(
+                matrices, req.k, params=params, doc_ids=req.doc_ids, where=req.where, exact=req.exact,
+                num_threads=served.threads_per_search))
         except KeyError as exc:
             raise ApiError(400, "unknown_doc_ids", str(exc.args[0] if exc.args else exc), "doc_ids") from None
         except (ValueError, TypeError) as exc:
-            msg = str(exc)  # the engine's messages begin with the knob they name
-            raise ApiError(400, "invalid_request", msg, next((f for f in _SEARCH_KNOBS if msg.startswith(f)), None)) \
-                from None
+            msg = str(exc)  # the engine's messages begin with the knob or argument they name
+            raise ApiError(400, "invalid_request", msg, next((field for prefix, field in _SEARCH_FIELDS.items()
+                                                               if msg.startswith(prefix)), None)) from None
         data = [{"query_index": i, "results": [_hit_dict(h, r, folder, req.return_content, req.return_metadata)
                                                for r, h in enumerate(row)]} for i, row in enumerate(found)]
         return SearchResponse(index=name, model=model_label, data=data, results=data[0]["results"] if single else None,
@@ -314,7 +316,10 @@ def create_app(indexes: Optional[Mapping[str, Union[str, os.PathLike, IndexFolde
     return app
 
 
-_SEARCH_KNOBS = ("nprobe", "ndocs", "n_exact", "rerank", "centroid_score_threshold", "doc_ids", "where", "exact")
+# the start of a search error's message -> the request field it is about
+_SEARCH_FIELDS = {**{f: f for f in ("nprobe", "ndocs", "n_exact", "rerank", "centroid_score_threshold", "doc_ids",
+                                    "where", "exact")},
+                  "document_ids": "doc_ids", "queries": "query_embeddings"}
 
 
 def _index_encoder(served: _Served, folder: IndexFolder, name: str) -> tuple[str, Encoder]:

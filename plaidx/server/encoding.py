@@ -22,6 +22,7 @@ class _Job:
     dimensions: Optional[int]
     max_tokens: int
     fit_length: bool = False
+    param: str = "input"  # the request field the texts came from, named by a token-limit error
     length: int = 0
     future: Future = field(default_factory=Future)
 
@@ -45,7 +46,7 @@ class Encoder:
         self.calls = 0  # model calls made, for tests and benchmarks
 
     def submit(self, texts: list[str], input_type: str, dimensions: Optional[int], max_tokens: int,
-               fit_length: bool = False) -> Future:
+               fit_length: bool = False, param: str = "input") -> Future:
         """Queue texts; the future gives ``(embeddings, tokens)``: one float32 array per text and the
         number of tokens the model read for them. Token-limit overruns raise :class:`ApiError`.
 
@@ -59,13 +60,13 @@ class Encoder:
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._run, name="plaidx-encoder", daemon=True)
                     self._thread.start()
-        job = _Job(texts, input_type, dimensions, max_tokens, fit_length)
+        job = _Job(texts, input_type, dimensions, max_tokens, fit_length, param)
         self._queue.put(job)
         return job.future
 
     async def encode(self, texts: list[str], input_type: str, dimensions: Optional[int], max_tokens: int,
-                     fit_length: bool = False) -> tuple[list[np.ndarray], int]:
-        return await asyncio.wrap_future(self.submit(texts, input_type, dimensions, max_tokens, fit_length))
+                     fit_length: bool = False, param: str = "input") -> tuple[list[np.ndarray], int]:
+        return await asyncio.wrap_future(self.submit(texts, input_type, dimensions, max_tokens, fit_length, param))
 
     def close(self) -> None:
         self._closed = True
@@ -140,7 +141,7 @@ class Encoder:
         if total > job.max_tokens:
             raise ApiError(413, "too_many_tokens",
                            f"the inputs hold {total} tokens (after truncation at {length}); this server accepts "
-                           f"at most {job.max_tokens} per request: send fewer or shorter texts", "input")
+                           f"at most {job.max_tokens} per request: send fewer or shorter texts", job.param)
         return total
 
     def _model_for(self, input_type: str, length: int) -> Any:

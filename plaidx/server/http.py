@@ -74,6 +74,10 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         if exc.status_code == 404:
             detail = f"no endpoint {request.method} {request.url.path}; see /docs or /openapi.json"
+        elif exc.status_code == 400 and detail == "There was an error parsing the body":  # not UTF-8, compressed
+            kind = "malformed_json"
+            detail = ("the request body could not be read as JSON text: send it as UTF-8, uncompressed "
+                      f"(content-encoding {request.headers.get('content-encoding', 'none')!r} is not accepted)")
         return ApiError(exc.status_code, kind, detail).response()
 
     @app.exception_handler(Exception)
