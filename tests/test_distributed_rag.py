@@ -112,8 +112,8 @@ def test_an_overwrite_with_shards_replaces_the_folder_in_one_step_and_open_handl
     old = cache.get(path)
     q = rag.model.encode_queries([texts[3]])
     assert {h.document_id[0] for h in old.search(q, 5)[0]} == {"a"}
-    with pytest.raises(ValueError, match="too few for 40 shards"):
-        rag.index(texts[:20], index_name="sh", shards=40)  # fails in staging: the old index stays
+    with pytest.raises(ValueError, match="shards=40: the collection makes 20 passages"):
+        rag.index(texts[:20], index_name="sh", shards=40)  # refused before any work: the old index stays
     assert {h.document_id[0] for h in cache.read(path, lambda f: f.search(q, 5))[0]} == {"a"}
     rag.index(texts[10:], document_ids=[f"b{i}" for i in range(20)], index_name="sh", shards=2)
     with pytest.raises(StaleIndexError, match="search again"):

@@ -393,9 +393,7 @@ def metadata_json(metadata: Any, where: str) -> Optional[str]:
         return None
     if not isinstance(metadata, dict):
         raise TypeError(f"{where}: document metadata must be a dict or None, got {type(metadata).__name__}")
-    bad_key = _non_str_key(metadata)
-    if bad_key is not None:  # json.dumps would turn 1 into "1", silently dropping a value under "1"
-        raise TypeError(f"{where}: metadata keys must be strings, got {type(bad_key).__name__} {bad_key!r}")
+    _check_tree(metadata, where)
     try:
         text = json.dumps(metadata, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -404,18 +402,20 @@ def metadata_json(metadata: Any, where: str) -> Optional[str]:
     return text
 
 
-def _non_str_key(value: Any) -> Any:
-    """The first dict key at any depth of ``value`` that is not a string, or None."""
+def _check_tree(value: Any, where: str) -> None:
+    """What JSON would store and ``where`` filters would compare other than as given: a non-string key (json.dumps
+    turns 1 into "1", silently dropping a value already under "1"), a NUL in a string (SQLite's JSON functions end
+    the string there), an integer beyond 64 bits (compared as a rounded float)."""
     if isinstance(value, dict):
         for k, v in value.items():
             if not isinstance(k, str):
-                return k
-            bad = _non_str_key(v)
-            if bad is not None:
-                return bad
+                raise TypeError(f"{where}: metadata keys must be strings, got {type(k).__name__} {k!r}")
+            _check_tree(k, where)
+            _check_tree(v, where)
     elif isinstance(value, (list, tuple)):
         for v in value:
-            bad = _non_str_key(v)
-            if bad is not None:
-                return bad
-    return None
+            _check_tree(v, where)
+    elif isinstance(value, str) and "\x00" in value:
+        raise ValueError(f"{where}: metadata strings must not contain NUL characters, got {value[:40]!r}")
+    elif isinstance(value, int) and not isinstance(value, bool) and not -(1 << 63) <= value < 1 << 63:
+        raise ValueError(f"{where}: metadata integers must fit in 64 bits, got {value}; store it as a string")

@@ -407,6 +407,9 @@ class RAGPretrainedModel:
                                   "overwrite_index=True to replace it or 'reuse' to use it as it is")
         enc, documents, passages = self._prepare(collection, document_ids, document_metadatas, max_document_length,
                                                  split_documents, document_splitter_fn, preprocessing_fn)
+        if shards > len(passages):
+            raise ValueError(f"shards={shards}: the collection makes {len(passages)} passages; use at most that many "
+                             "shards")
         self._note(f"indexing {len(documents)} documents as {len(passages)} passages of at most "
                    f"{enc.document_length} tokens into {str(self.index_root / name)!r}")
         then = "clustering them (k-means) and compressing the residuals"

@@ -34,6 +34,7 @@ def field_path(field: Any) -> str:
     if not isinstance(field, str) or not field or field.startswith("$"):
         raise ValueError(f"where: {field!r} is not a metadata field name (the operators are $and, $or, $not at the "
                          f"top and {', '.join(OPERATORS)} inside a field)")
+    check_unicode(field, f"where: field {field!r}")
     parts = field.split(".")
     if any(not p or '"' in p or "\\" in p or any(ord(c) < 32 or ord(c) == 127 for c in p) for p in parts):
         raise ValueError(f"where: field {field!r}: a name is dot-separated parts, none empty, without double "
@@ -75,6 +76,8 @@ def _kind(value: Any, where: str) -> tuple[str, Any]:
         return "{t} IN ('integer', 'real')", value
     if isinstance(value, str):
         check_unicode(value, f"where: {where}")
+        if "\x00" in value:  # SQLite's JSON functions end a string at NUL: it could never match as written
+            raise ValueError(f"where: {where}: a value must not contain NUL characters")
         return "{t} = 'text'", value
     raise TypeError(f"where: {where}: a value must be a string, number, boolean or None, got "
                     f"{type(value).__name__} {value!r}")
@@ -140,7 +143,9 @@ def _field(field: str, spec: Any) -> tuple[str, list[Any]]:
             c, p = f"json_type(metadata, {path}) IS {'NOT ' if value else ''}NULL", []
         elif op == "$contains":
             kind, v = _kind(value, at)
-            c = f"EXISTS (SELECT 1 FROM json_each(metadata, {path}) e WHERE {kind.format(t='e.type')}"
+            # a list field only (json_each also walks a lone value and an object's values)
+            c = (f"json_type(metadata, {path}) = 'array' AND EXISTS (SELECT 1 FROM json_each(metadata, {path}) e "
+                 f"WHERE {kind.format(t='e.type')}")
             c, p = (c + ")", []) if v is None else (c + " AND e.value = ?)", [v])
         else:
             raise ValueError(f"where: field {field!r}: unknown operator {op!r}; the operators are "
