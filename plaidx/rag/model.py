@@ -570,7 +570,8 @@ class RAGPretrainedModel:
             # small indexes (exact=None): exhaustive scoring is exact and costs no more than PLAID there
             if per_query is None:  # one filter: unknown ids and bad filters fail before the encoding
                 allowed = h.allowed(None if doc_ids is None else as_id_list(doc_ids, "doc_ids"), where)
-            encoded[:] = encoded or [self._encode_queries(queries)]
+            if not encoded:  # once, whichever folder answers
+                encoded.append(self._encode_queries(queries))
             if per_query is None:
                 return h.search(encoded[0], k, params=params, passages=allowed, exact=exact)
             return h.search(encoded[0], k, params=params, doc_ids=per_query, where=where, exact=exact)
@@ -728,8 +729,8 @@ def _takes_two(fn: Callable) -> bool:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):  # builtins without a signature: one argument
         return False
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)
+    required = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+    return len(required) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)
 
 
 def _query_texts(query: Any) -> tuple[bool, list[str]]:
