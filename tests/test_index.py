@@ -350,6 +350,10 @@ def test_bad_queries(built):
         built.search(q, k=3, doc_ids=[10_000])
     with pytest.raises(ValueError, match="nprobe"):
         built.search(q, k=3, nprobe=0)
+    for bad in ("no", 0, 1.0):  # "no" would otherwise count as true and search exhaustively
+        with pytest.raises(TypeError, match="exact must be True or False"):
+            built.search(q, k=3, exact=bad)
+    assert built.search(q, k=3, exact=np.bool_(False))[1].shape == (q.shape[0], 3)
 
 
 def test_bad_documents_leave_nothing_behind(tmp_path):

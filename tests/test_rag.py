@@ -400,6 +400,8 @@ def test_bad_input_is_refused_and_nothing_stored_is_lost(rag, tmp_path):
         rag.search("cat", k=0)
     with pytest.raises(TypeError, match="unexpected keyword"):
         rag.search("cat", kk=3)
+    with pytest.raises(TypeError, match="exact must be True or False or None"):
+        rag.search("cat", exact="no")
     # where= values as numpy gives them are Python's numbers; ints past 64 bits are named
     assert rag.search(docs[2], k=3, where={"i": np.int64(2)})[0]["document_id"] == "d2"
     assert [r["document_id"] for r in rag.search(docs[2], k=10, where={"i": {"$gte": np.float32(8)}})] in \

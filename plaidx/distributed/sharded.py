@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..engine import Index, SearchParams
-from ..engine.inputs import as_filter, as_queries, check_k, id_array, query_parts, search_parts
+from ..engine.inputs import as_filter, as_queries, check_flag, check_k, id_array, query_parts, search_parts
 from ..engine.storage import LOCK, MANIFEST, WriterScope
 from ..engine.vectors import check_rerank
 from ..errors import IndexFormatError
@@ -187,7 +187,8 @@ class ShardedIndex:
         """
         knobs = SearchParams.of_call(params, nprobe, centroid_score_threshold, ndocs, n_exact, rerank)
         # One generation of the manifest answers the whole call, even if a refresh lands during it
-        return self._search(self._state, queries, check_k(k), knobs, exact, doc_ids, num_threads, device)
+        return self._search(self._state, queries, check_k(k), knobs, check_flag(exact, "exact"), doc_ids,
+                            num_threads, device)
 
     def _search(self, state: tuple[Any, ...], queries: Any, k: int, knobs: SearchParams, exact: bool, doc_ids: Any,
                 num_threads: int, device: Any) -> tuple[np.ndarray, np.ndarray]:

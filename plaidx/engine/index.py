@@ -29,6 +29,7 @@ from .inputs import (
     as_document,
     as_filter,
     as_queries,
+    check_flag,
     check_k,
     id_array,
     iter_documents,
@@ -289,7 +290,8 @@ class Index:
         """
         knobs = SearchParams.of_call(params, nprobe, centroid_score_threshold, ndocs, n_exact, rerank)
         # One generation answers the whole call, even if a refresh or a write through this handle lands during it
-        return self._search(self._snap, queries, check_k(k), knobs, exact, doc_ids, num_threads, device)
+        return self._search(self._snap, queries, check_k(k), knobs, check_flag(exact, "exact"), doc_ids, num_threads,
+                            device)
 
     def _search(self, snap: Snapshot, queries: Any, k: int, knobs: SearchParams, exact: bool, doc_ids: Any,
                 num_threads: int, device: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -170,6 +170,16 @@ def search_parts(parts: list[tuple[np.ndarray, Any, Any]], k: int, search: Any) 
     for rows, qs, allowed in parts:
         scores[rows], ids[rows] = search(qs, allowed)
     return scores, ids
+
+
+def check_flag(value: Any, name: str, none_ok: bool = False) -> Optional[bool]:
+    """``value`` as a bool (numpy's too), or None where ``none_ok``; a TypeError for anything else (a string such as
+    "no" would otherwise count as true)."""
+    if value is None and none_ok:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False{' or None' if none_ok else ''}, got {value!r}")
 
 
 def check_k(k: Any) -> int:

@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..engine.inputs import check_flag
 from ..errors import IndexFormatError, check_unicode
 from .where import check_fields, field_path, path_sql, where_sql
 
@@ -216,8 +217,7 @@ class DocStore:
         every add. ``drop=True`` removes the indexes of ``fields`` instead. Returns the indexed fields after the
         change; indexing a field twice, or dropping one that has no index, changes nothing.
         """
-        if not isinstance(drop, bool):
-            raise TypeError(f"index_metadata: drop must be True or False, got {drop!r}")
+        check_flag(drop, "index_metadata: drop")
         paths = {f: field_path(f) for f in check_fields(fields, "index_metadata")}  # errors before any write
         with self._write() as con:
             row = con.execute("SELECT value FROM meta WHERE key = 'metadata_indexes'").fetchone()

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..distributed import ShardedIndex, default_executor, is_sharded
 from ..engine import Index, SearchParams, WriterLock, fsync_dir
-from ..engine.inputs import per_query_lists
+from ..engine.inputs import check_flag, per_query_lists
 from ..engine.storage import exchange_folders
 from ..errors import DriftWarning, IndexFormatError, IndexLockedError, StaleIndexError
 from .docstore import DocStore
@@ -388,7 +388,7 @@ class IndexFolder:
     def decide_exact(self, exact: Optional[bool], params: Optional[SearchParams]) -> bool:
         """``exact=None`` decides: RAG folders of at most EXACT_MAX_TOKENS tokens are scored exhaustively
         unless PLAID knobs are given; bare engine folders use PLAID (as ``Index.search``)."""
-        if exact is not None:
+        if check_flag(exact, "exact", none_ok=True) is not None:
             return bool(exact)
         no_knobs = params is None or params.is_default()
         return self.kind == "rag" and no_knobs and self.engine.n_tokens <= EXACT_MAX_TOKENS
