@@ -100,6 +100,9 @@ def test_from_index_answers_like_ragatouille_and_never_writes_the_source(source,
     # plaidx scores this small index exhaustively, RAGatouille with PLAID: observed overlap 1.0 on all three
     # queries, the same order, scores within 2e-6
     assert min(overlaps) >= 0.8, overlaps
+    # RAGatouille code names the index by its folder's name: that reaches the conversion, never the source
+    by_name = rag.search(ANSWERS["queries"][0], index_name=NAME, k=ANSWERS["k"])
+    assert by_name == rag.search(ANSWERS["queries"][0], k=ANSWERS["k"]) and rag.index_name == NAME
     assert _hashes(source) == before
 
 

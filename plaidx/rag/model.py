@@ -42,6 +42,7 @@ from .folder import (
     write_lock,
 )
 from .queries import encode_queries
+from .ragatouille import converted_path, is_foreign_index
 from .where import check_fields
 
 DEFAULT_INDEX_ROOT = os.path.join(".plaidx", "indexes")
@@ -161,9 +162,10 @@ class RAGPretrainedModel:
         :mod:`plaidx.rag.ragatouille`. For a plaidx folder ``model`` replaces the recorded model.
         """
         from ..encoder import ColBERT
-        from .ragatouille import is_foreign_index, open_ragatouille
+        from .ragatouille import open_ragatouille
 
         path = Path(index_path)
+        name = path.name  # a RAGatouille folder keeps its name: _open finds its conversion by it
         if is_foreign_index(path):
             path, model = open_ragatouille(path, model=model, device=_device_for(n_gpu), verbose=verbose)
         recover(path)
@@ -175,8 +177,8 @@ class RAGPretrainedModel:
         elif model is None:
             model = ColBERT.from_config_dict(cfg["model"], device=_device_for(n_gpu))
         rag = cls(model, index_root=path.parent, verbose=verbose)
-        rag._open(path.name)
-        rag.index_name = path.name
+        rag._open(name)
+        rag.index_name = name
         return rag
 
     def __repr__(self) -> str:
@@ -185,6 +187,8 @@ class RAGPretrainedModel:
     # -- index handles ---------------------------------------------------------------------------
     def _open(self, name: str) -> IndexFolder:
         path = self.index_root / check_name(name, strict=False)
+        if is_foreign_index(path) and (converted_path(path) / CONFIG_FILE).is_file():
+            path = converted_path(path)  # a RAGatouille folder's name, as RAGatouille code passes it: its conversion
         recover(path)
         if not path.is_dir():
             known = sorted(p.name for p in self.index_root.iterdir()
