@@ -12,7 +12,16 @@ from typing import Any
 import numpy as np
 
 from ..engine import Index, SearchParams
-from ..engine.inputs import as_filter, as_queries, check_flag, check_k, id_array, query_parts, search_parts
+from ..engine.inputs import (
+    as_filter,
+    as_queries,
+    check_flag,
+    check_k,
+    id_array,
+    issued_filter,
+    query_parts,
+    search_parts,
+)
 from ..engine.storage import LOCK, MANIFEST, WriterScope
 from ..engine.vectors import check_rerank
 from ..errors import IndexFormatError
@@ -210,16 +219,8 @@ class ShardedIndex:
             base["params"] = replace(knobs, ndocs=whole.ndocs)
         jobs: list[dict[str, Any] | None] = [dict(base) for _ in range(len(shards))]
         if doc_ids is not None:
-            ids = as_filter(doc_ids)
-            if ids.size and ids.dtype.kind not in "iu":
-                raise TypeError(f"doc_ids: document ids must be integers, got dtype {ids.dtype}")
-            flat = ids.astype(np.int64).ravel()
-            shard, local, known = idmap.locate(flat)
-            issued = (flat >= 0) & (flat < int(m["next_id"]))
-            if not issued.all():  # an id issued once and deleted (compacted away, or by a reshard) is skipped
-                bad = flat[~issued][:10].tolist()
-                raise KeyError(f"doc_ids: unknown document ids {bad} (this index has issued ids 0 to "
-                               f"{int(m['next_id']) - 1})")
+            # ids issued and deleted (compacted away, or by a reshard) match no run and are skipped
+            shard, local, known = idmap.locate(issued_filter(as_filter(doc_ids), int(m["next_id"])))
             for s in range(len(shards)):
                 mine = local[(shard == s) & known]
                 jobs[s] = None if mine.size == 0 else {**base, "doc_ids": mine}

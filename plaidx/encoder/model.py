@@ -40,7 +40,6 @@ def check_texts(texts: Any, what: str = "texts", empty: str = "nothing to encode
     return texts
 
 
-
 def _check_positive(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -272,11 +272,11 @@ class Index:
             an index without kept vectors, or ``n_exact`` together with re-scoring, is an error.
         doc_ids : optional ids to restrict the search to (filtered inside the engine); an empty list
             allows no document, so every row is padding. Deleted ids are skipped, before and after a
-            :meth:`compact`; an id the index never issued is a KeyError. One list per query (a list of ``nq`` lists, or a 2-D
-            array) filters each query by its own; the queries that share one are searched together. A filter
-            allowing no more documents than ``ndocs`` makes every allowed document a candidate instead of probing
-            cells; a wider one scales the default ``nprobe`` by the share of documents it keeps out
-            (:func:`plaidx.engine.params.nprobe_for_filter`).
+            :meth:`compact`; an id the index never issued is a KeyError. One list per query (a list of ``nq``
+            lists, or a 2-D array) filters each query by its own; the queries that share one are searched
+            together. A filter allowing no more documents than ``ndocs`` makes every allowed document a candidate
+            instead of probing cells; a wider one scales the default ``nprobe`` by the share of documents it keeps
+            out (:func:`plaidx.engine.params.nprobe_for_filter`).
         num_threads : OpenMP threads for this call (0: the default); CPU only.
         device : ``None``/``"cpu"`` (native CPU kernels) or ``"cuda"``/``"cuda:N"``: the same pipeline
             on a GPU (the index is copied there on first use and kept while this generation is open).

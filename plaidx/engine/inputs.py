@@ -80,6 +80,22 @@ def as_filter(doc_ids: Any) -> np.ndarray:
     return ids.ravel()
 
 
+def issued_filter(ids: Any, next_id: int) -> np.ndarray:
+    """The ids of one search filter as int64; a TypeError for ids that are not integers, a KeyError naming those
+    the index never issued (negative, or from ``next_id`` on). Ids it issued and deleted pass: a search skips
+    them, before and after a compaction or a reshard removes them."""
+    ids = np.asarray(ids)
+    if ids.size and ids.dtype.kind not in "iu":
+        raise TypeError(f"doc_ids: document ids must be integers, got dtype {ids.dtype}")
+    ids = ids.astype(np.int64).ravel()
+    issued = (ids >= 0) & (ids < next_id)
+    if not issued.all():
+        bad = ids[~issued][:10].tolist()
+        raise KeyError(f"doc_ids: unknown document ids {bad}{' ...' if (~issued).sum() > 10 else ''} (this index "
+                       f"has issued ids 0 to {next_id - 1})")
+    return ids
+
+
 def per_query_lists(doc_ids: Any, nq: int) -> list[Any] | None:
     """The ``nq`` lists of ``doc_ids`` given one list per query, as given; None when ``doc_ids`` is None or one
     list for every query.

@@ -13,6 +13,7 @@ from ..errors import IndexFormatError
 from . import cellq, gpu, kernels
 from .clustering import MAX_NLIST
 from .codec import NBITS, PQ_ARRAYS, PQ_LEVELS, PQ_NBITS, ResidualCodec, round_significand, stored_centroids
+from .inputs import issued_filter
 from .storage import MANIFEST, advise_map
 from .vectors import open_kept
 
@@ -213,17 +214,9 @@ class Snapshot:
         return np.where(pos >= 0, np.asarray(self.doc_ids)[np.maximum(pos, 0)], -1).astype(np.int64)
 
     def filter_positions(self, ids: np.ndarray) -> np.ndarray:
-        """Positions of the ids of a search filter that the index still holds. An id it issued and deleted is
-        skipped, whether or not a compaction has removed it since; an id it never issued is a KeyError."""
-        ids = np.asarray(ids)
-        if ids.dtype.kind not in "iu":
-            raise TypeError(f"doc_ids: document ids must be integers, got dtype {ids.dtype}")
-        ids = ids.astype(np.int64).ravel()
-        issued = (ids >= 0) & (ids < int(self.manifest["next_id"]))
-        if not issued.all():
-            bad = ids[~issued][:10].tolist()
-            raise KeyError(f"doc_ids: unknown document ids {bad}{' ...' if (~issued).sum() > 10 else ''} (this index "
-                           f"has issued ids 0 to {int(self.manifest['next_id']) - 1})")
+        """Positions of the ids of a search filter that the index still holds (:func:`inputs.issued_filter`: an id
+        it issued and deleted is skipped, whether or not a compaction has removed it since)."""
+        ids = issued_filter(ids, int(self.manifest["next_id"]))
         pos = np.searchsorted(self.doc_ids, ids)
         held = pos < self.n_docs
         held[held] = self.doc_ids[pos[held]] == ids[held]

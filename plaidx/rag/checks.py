@@ -10,10 +10,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..errors import check_unicode
 from .docstore import metadata_json
+from .where import check_stored
 
-MIN_INT_ID, MAX_INT_ID = -(1 << 63), (1 << 63) - 1  # what SQLite stores as an INTEGER
 _NAME_OK = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._\-]*$")
 
 
@@ -58,13 +57,8 @@ def check_ids(ids: Optional[Sequence[Any]], n: int) -> list[Any]:
         raise ValueError("All document_ids must be of the same type")
     if any(isinstance(x, str) and not x.strip() for x in ids):
         raise ValueError("document_ids must not contain empty strings")
-    for x in ids:
-        if isinstance(x, str):
-            if "\x00" in x:  # SQLite's JSON functions, which look ids up, end a string at NUL
-                raise ValueError(f"document_ids must not contain NUL characters, got {x!r}")
-            check_unicode(x, f"document id {x!r}")
-        elif not MIN_INT_ID <= x <= MAX_INT_ID:
-            raise ValueError(f"document_ids must fit in 64 bits ({MIN_INT_ID} to {MAX_INT_ID}), got {x}")
+    for x in ids:  # ids are looked up through SQLite's JSON functions
+        check_stored(x, "document_ids")
     if len(set(ids)) != len(ids):
         seen: set[Any] = set()
         dups = [x for x in ids if x in seen or seen.add(x)]

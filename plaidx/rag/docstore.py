@@ -14,8 +14,8 @@ from typing import Any, Optional
 import numpy as np
 
 from ..engine.inputs import check_flag
-from ..errors import IndexFormatError, check_unicode
-from .where import check_fields, field_path, path_sql, where_sql
+from ..errors import IndexFormatError
+from .where import check_fields, check_stored, field_path, path_sql, where_sql
 
 SCHEMA_VERSION = 1
 WHERE_CACHE = 16  # metadata filters whose answers each thread keeps (DocStore.passage_ids_where)
@@ -393,29 +393,25 @@ def metadata_json(metadata: Any, where: str) -> Optional[str]:
         return None
     if not isinstance(metadata, dict):
         raise TypeError(f"{where}: document metadata must be a dict or None, got {type(metadata).__name__}")
-    _check_tree(metadata, where)
+    _check_tree(metadata, f"{where}: document metadata")
     try:
-        text = json.dumps(metadata, ensure_ascii=False, allow_nan=False)
+        return json.dumps(metadata, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{where}: document metadata must be JSON-serialisable ({exc})") from None
-    check_unicode(text, f"{where}: document metadata")
-    return text
 
 
-def _check_tree(value: Any, where: str) -> None:
-    """What JSON would store and ``where`` filters would compare other than as given: a non-string key (json.dumps
-    turns 1 into "1", silently dropping a value already under "1"), a NUL in a string (SQLite's JSON functions end
-    the string there), an integer beyond 64 bits (compared as a rounded float)."""
+def _check_tree(value: Any, what: str) -> None:
+    """Every key and value of a metadata tree as the store gives it back and ``where`` compares it
+    (:func:`plaidx.rag.where.check_stored`); keys are strings (json.dumps would turn 1 into "1", silently dropping
+    a value already under "1")."""
     if isinstance(value, dict):
         for k, v in value.items():
             if not isinstance(k, str):
-                raise TypeError(f"{where}: metadata keys must be strings, got {type(k).__name__} {k!r}")
-            _check_tree(k, where)
-            _check_tree(v, where)
+                raise TypeError(f"{what}: metadata keys must be strings, got {type(k).__name__} {k!r}")
+            check_stored(k, what)
+            _check_tree(v, what)
     elif isinstance(value, (list, tuple)):
         for v in value:
-            _check_tree(v, where)
-    elif isinstance(value, str) and "\x00" in value:
-        raise ValueError(f"{where}: metadata strings must not contain NUL characters, got {value[:40]!r}")
-    elif isinstance(value, int) and not isinstance(value, bool) and not -(1 << 63) <= value < 1 << 63:
-        raise ValueError(f"{where}: metadata integers must fit in 64 bits, got {value}; store it as a string")
+            _check_tree(v, what)
+    else:
+        check_stored(value, what)

@@ -26,6 +26,7 @@ from ..engine.inputs import check_flag, per_query_lists
 from ..engine.storage import exchange_folders
 from ..errors import DriftWarning, IndexFormatError, IndexLockedError, StaleIndexError
 from .docstore import DocStore
+from .where import MAX_INT, MIN_INT
 
 FORMAT = "plaidx-rag"
 FORMAT_VERSION = 1
@@ -366,7 +367,7 @@ class IndexFolder:
         if doc_ids is None:
             return None
         doc_ids = list(doc_ids)
-        huge = [x for x in doc_ids if isinstance(x, int) and not -(1 << 63) <= x < 1 << 63]
+        huge = [x for x in doc_ids if isinstance(x, int) and not MIN_INT <= x <= MAX_INT]
         if huge:  # no store or engine holds an id past 64 bits
             raise KeyError(f"doc_ids: unknown document ids {huge[:10]}")
         if self.store is not None:
@@ -524,13 +525,12 @@ class FolderCache:
     def read(self, path: Union[str, os.PathLike], fn: Callable[[IndexFolder], Any], check: Any = None) -> Any:
         """``fn(folder)`` on the open folder at ``path``, again on the new folder when an overwrite replaced it
         during the call (StaleIndexError), so that the answer comes from one folder."""
-        for attempt in range(_STALE_RETRIES):
+        for _ in range(_STALE_RETRIES - 1):
             try:
                 return fn(self.get(path, check))
             except StaleIndexError:
-                if attempt == _STALE_RETRIES - 1:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+                pass
+        return fn(self.get(path, check))
 
     def put(self, folder: IndexFolder) -> IndexFolder:
         """Cache a folder opened by the caller (e.g. a subclass); it is reopened as a plain one if replaced."""

@@ -20,10 +20,11 @@ from ..engine import Index, SearchParams, maxsim
 from ..engine.codec import check_residual_codec
 from ..engine.gpu import resolve_device
 from ..engine.inputs import check_k, per_query_lists
+from ..engine.params import is_integer
 from ..engine.vectors import check_keep_vectors
 from ..errors import check_unicode
 from . import splitter as _splitter
-from .checks import MAX_INT_ID, as_id_list, check_ids, check_metadatas, check_name, check_texts
+from .checks import as_id_list, check_ids, check_metadatas, check_name, check_texts
 from .docstore import DocStore
 from .encoded import PassageCorpus
 from .folder import (
@@ -43,7 +44,7 @@ from .folder import (
 )
 from .queries import encode_queries
 from .ragatouille import converted_path, is_foreign_index
-from .where import check_fields
+from .where import MAX_INT, check_fields
 
 DEFAULT_INDEX_ROOT = os.path.join(".plaidx", "indexes")
 DEFAULT_NBITS = 2  # see benchmarks/results/rag_defaults.md: 2 bits cost <= 0.01 nDCG@10 against 4 and 8 bits
@@ -392,7 +393,7 @@ class RAGPretrainedModel:
         pool_factor = _check_pool_factor(pool_factor)
         check_residual_codec(residual_codec, nbits if nbits is not None else DEFAULT_NBITS)
         keep_vectors = check_keep_vectors(keep_vectors)
-        if isinstance(shards, bool) or not isinstance(shards, (int, np.integer)) or shards < 1:
+        if not is_integer(shards) or shards < 1:
             raise ValueError(f"shards must be a positive integer, got {shards!r}")
         if metadata_indexes is not None:
             check_fields(metadata_indexes, "metadata_indexes")
@@ -500,8 +501,8 @@ class RAGPretrainedModel:
         next_int = 0
         if new_document_ids is None and store.id_type == "int":
             next_int = store.max_int_id() + 1
-            if next_int + (len(new_collection) if hasattr(new_collection, "__len__") else 1) - 1 > MAX_INT_ID:
-                raise ValueError(f"this index's integer ids reach {next_int - 1}, so new ones would pass {MAX_INT_ID}: "
+            if next_int + (len(new_collection) if hasattr(new_collection, "__len__") else 1) - 1 > MAX_INT:
+                raise ValueError(f"this index's integer ids reach {next_int - 1}, so new ones would pass {MAX_INT}: "
                                  "pass new_document_ids")
         enc, documents, passages = self._prepare(new_collection, new_document_ids, new_document_metadatas,
                                                  h.max_document_length, split_documents, document_splitter_fn,

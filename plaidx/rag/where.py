@@ -24,8 +24,22 @@ from typing import Any
 
 from ..errors import check_unicode
 
+MIN_INT, MAX_INT = -(1 << 63), (1 << 63) - 1  # the integers SQLite stores as INTEGER (others become rounded floats)
 _COMPARE = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 OPERATORS = ("$eq", "$ne", "$in", "$nin", "$exists", "$contains", *_COMPARE)
+
+
+def check_stored(value: Any, what: str) -> None:
+    """A ValueError for a string or integer that the document store would not give back as given, or that a filter
+    could not compare as given: a string with a lone surrogate (UTF-8 cannot hold it) or a NUL (SQLite's JSON
+    functions end the string there), an integer beyond 64 bits (compared as a rounded float)."""
+    if isinstance(value, str):
+        check_unicode(value, what)
+        if "\x00" in value:
+            raise ValueError(f"{what} must not contain NUL characters, got {value[:40]!r}")
+    elif isinstance(value, int) and not isinstance(value, bool) and not MIN_INT <= value <= MAX_INT:
+        raise ValueError(f"{what}: {value} is beyond the 64-bit integers SQLite holds; it must fit in 64 bits "
+                         f"({MIN_INT} to {MAX_INT})")
 
 
 def field_path(field: Any) -> str:
@@ -71,13 +85,10 @@ def _kind(value: Any, where: str) -> tuple[str, Any]:
         if value != value or value in (float("inf"), float("-inf")):
             raise ValueError(f"where: {where}: {value!r} is not a JSON number")
         value = int(value) if isinstance(value, numbers.Integral) else float(value)  # numpy scalars as Python's
-        if isinstance(value, int) and not -(1 << 63) <= value < 1 << 63:
-            raise ValueError(f"where: {where}: {value} is beyond the 64-bit integers metadata can hold")
+        check_stored(value, f"where: {where}")
         return "{t} IN ('integer', 'real')", value
     if isinstance(value, str):
-        check_unicode(value, f"where: {where}")
-        if "\x00" in value:  # SQLite's JSON functions end a string at NUL: it could never match as written
-            raise ValueError(f"where: {where}: a value must not contain NUL characters")
+        check_stored(value, f"where: {where}")
         return "{t} = 'text'", value
     raise TypeError(f"where: {where}: a value must be a string, number, boolean or None, got "
                     f"{type(value).__name__} {value!r}")
