@@ -221,6 +221,8 @@ def test_index_from_a_folder_of_text_files(data, tmp_path, capsys):
         assert got == ({"sub dir/my notes, v2.txt"} if ids[1].startswith("[") else {"a.txt", "sub/b.md"})
     code, _, err = run(capsys, "search", tmp_path / "notes-index", "x", "--doc-ids", '["a.txt", 1.5]')
     assert code == cli.EXIT_USAGE and "JSON list of ids must hold strings or integers" in err
+    code, _, err = run(capsys, "search", tmp_path / "notes-index", "x", "--doc-ids", '["a.txt", ')
+    assert code == cli.EXIT_USAGE and "starts with '[' but is not a JSON list" in err
 
 
 def test_search_table_json_and_filters_equal_the_library(built, data, capsys):
