@@ -380,8 +380,8 @@ class RAGPretrainedModel:
             rebuilt with ``overwrite_index=True`` has the fields given in that call only.
         keep_vectors : (plaidx only) None (default), "int8" or "float16": also keep every token's vector in the
             rerank tier (``Index.build(keep_vectors=...)``; int8: d + 4 bytes a token, about 4.7x a 2-bit index at
-            d 128), and searches re-score their best candidates with them (recall@10 against exact MaxSim
-            0.99 and more in benchmarks/results/rerank_*.md). ``add_to_index`` keeps the vectors of new passages.
+            d 128), and searches re-score their best candidates with them (docs/benchmarks.md, "The int8 rerank
+            tier"). ``add_to_index`` keeps the vectors of new passages.
         shards : (plaidx only) split the engine into this many shards with one codec (plaidx.distributed; the same
             passages and bytes), done before the folder is moved into place, so an overwrite stays atomic.
 
