@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--family", default=None, help="a collection family of benchmarks/families.py")
     ap.add_argument("--collection", default=None)
     ap.add_argument("--ndocs", type=int, default=10_000)
-    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--dim", type=int, default=None, help="token dimension (default: the family's)")
     ap.add_argument("--mean-len", type=int, default=None)
     ap.add_argument("--synthetic", action="append", metavar="KEY=VALUE")
     ap.add_argument("--nq", type=int, default=300)

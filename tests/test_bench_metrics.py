@@ -70,3 +70,18 @@ def test_topic_stats_tell_a_topical_family_from_one_of_chance_neighbours(tmp_pat
     assert many["ranks_2_10_sharing"] < 0.2 and many["related_docs_median"] < 5
     report = families.topic_report([few, many], "stamp")
     assert "| fewtopics | " in report and "| manytopics | " in report
+
+
+def test_the_held_out_hubs_family_has_its_own_dimension_shared_hubs_and_two_length_modes(tmp_path):
+    """hubs: d 96 unless asked otherwise, about 30% of the tokens next to one of the 64 shared hubs, two length
+    modes; the other families keep their own default dimension."""
+    fam = families.Family("hubs", 2000, seed=3)
+    assert fam.dim == 96 and families.cache_path("hubs", 10, None, 4, 0).name == "family_hubs_n10_d96_q4_s0"
+    short, long = (fam.lengths < 80).mean(), (fam.lengths >= 80).mean()
+    assert 0.5 < short < 0.7 and 0.3 < long < 0.5
+    docs = np.concatenate(fam.chunk(0)[0])
+    near_hub = (docs @ fam.hubs.T).max(axis=1) > 0.9
+    assert 0.2 < near_hub.mean() < 0.4
+    coll = families.generate("hubs", 40, None, 4, 3, tmp_path / "hubs", log=False)
+    assert coll.dim == 96 and len(families.topics_of(coll)) == 40
+    assert families.Family("fewtopics", 40, None, 3).dim == 128
