@@ -124,6 +124,31 @@ def test_search_knobs_come_as_params_or_one_by_one(built, data):
             index.search(queries, 10, params={"nprobe": 4})
 
 
+def test_zero_padding_rows_are_left_out_once_for_every_shard(built, data, monkeypatch):
+    """Queries padded with zero rows search as the same queries without them; the rows are left out before the
+    shards are asked (each shard gets only the live rows)."""
+    _, queries = data
+    sh, _ = built[2]
+    padded = np.zeros((3, 12, queries.shape[2]), np.float32)
+    padded[0, :8], padded[1, :3], padded[2, 4:9] = queries[0], queries[1][:3], queries[2][:5]
+    shapes = []
+    search = plaidx.Index._search
+
+    def spy(self, snap, queries, *args):
+        shapes.append(np.shape(queries))
+        return search(self, snap, queries, *args)
+
+    monkeypatch.setattr(plaidx.Index, "_search", spy)
+    for exact in (False, True):
+        shapes.clear()
+        s, ids = sh.search(padded, 5, exact=exact)
+        assert shapes and all(shape[-2] in (8, 3, 5) for shape in shapes)
+        for i, live in enumerate((queries[0], queries[1][:3], queries[2][:5])):
+            s1, i1 = sh.search(live, 5, exact=exact)
+            np.testing.assert_array_equal(ids[i], i1[0])
+            np.testing.assert_array_equal(s[i], s1[0])
+
+
 def test_shards_are_ordinary_indexes_with_one_codec(built):
     sh, _ = built[4]
     hashes = {codec_hash(p) for p in sh.shard_paths}

@@ -270,6 +270,40 @@ def test_queries_of_different_lengths_are_searched_as_each_alone(built, collecti
         built.search([queries[0], queries[1][:5, :3]], k=5)
 
 
+def test_zero_padding_rows_never_reach_the_search_and_change_no_score(built, collection, monkeypatch):
+    """Query rows of zeros (the padding of encoders without query augmentation) are left out before the kernels
+    run: each would add exactly 0 to every score, yet probe the lowest-numbered cells (every cell ties at 0) and
+    cost every stage its share. A batch whose queries have different numbers of them is searched by what is
+    left, each query as it would be alone without them; a query of zeros only is searched as given."""
+    from plaidx.engine import kernels
+
+    _, queries, _ = collection
+    padded = np.zeros((3, 12, queries.shape[2]), np.float32)
+    padded[0, :8], padded[1, :5], padded[2, 2:9:2] = queries[0][:8], queries[1][:5], queries[2][:4]
+    seen = []
+    search, exact_search = kernels.search, kernels.exact_search
+
+    def spy(f):
+        def run(*args, **kwargs):
+            seen.append(args[0].copy())
+            return f(*args, **kwargs)
+        return run
+
+    monkeypatch.setattr(kernels, "search", spy(search))
+    monkeypatch.setattr(kernels, "exact_search", spy(exact_search))
+    for exact in (False, True):
+        for doc_ids in (None, list(range(0, 300, 2))):
+            seen.clear()
+            s, ids = built.search(padded, k=5, exact=exact, doc_ids=doc_ids, nprobe=1)
+            assert seen and all(q.any(axis=-1).all() for q in seen)
+            for i, live in enumerate((queries[0][:8], queries[1][:5], queries[2][:4])):
+                s1, i1 = built.search(live, k=5, exact=exact, doc_ids=doc_ids, nprobe=1)
+                np.testing.assert_array_equal(ids[i], i1[0])
+                np.testing.assert_array_equal(s[i], s1[0])
+    s, ids = built.search(np.zeros((4, queries.shape[2]), np.float32), k=5)
+    assert ids.shape == (1, 5) and (s[ids >= 0] == 0).all()
+
+
 def test_empty_doc_ids_allow_no_document(built, collection):
     """doc_ids=[] (a plain list, no dtype) means "no document": every row is padding, for PLAID and exact."""
     _, queries, _ = collection

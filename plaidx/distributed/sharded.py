@@ -19,6 +19,7 @@ from ..engine.inputs import (
     check_k,
     id_array,
     issued_filter,
+    padding_parts,
     query_parts,
     search_parts,
 )
@@ -207,6 +208,10 @@ class ShardedIndex:
             return search_parts(parts, k, lambda qs, f: self._search(state, qs, k, knobs, exact, f, num_threads,
                                                                      device))
         q, _ = as_queries(queries, int(m["dim"]))
+        parts = padding_parts(q, doc_ids)
+        if parts is not None:  # zero rows (padding) left out once for every shard (Index._search)
+            return search_parts(parts, k, lambda qs, f: self._search(state, qs, k, knobs, exact, f, num_threads,
+                                                                     device))
         nq = q.shape[0]
         base: dict[str, Any] = {"exact": bool(exact), "num_threads": num_threads, "device": device}
         if exact:

@@ -33,6 +33,7 @@ from .inputs import (
     check_k,
     id_array,
     iter_documents,
+    padding_parts,
     query_parts,
     search_parts,
 )
@@ -259,7 +260,9 @@ class Index:
         Parameters
         ----------
         queries : float (nq, q_tokens, d) or (q_tokens, d), numpy or torch; or a list of (q_tokens, d) matrices of
-            different lengths (the queries of each length are searched together).
+            different lengths (the queries of each length are searched together). Rows of zeros (the padding
+            of encoders without query augmentation) are left out first: they add 0 to every score, and would
+            otherwise probe cells by ties.
         k : results per query.
         params : a :class:`SearchParams` (unset knobs take their defaults by k and the index size).
         nprobe, centroid_score_threshold, ndocs, n_exact : the same knobs one by one (not with ``params``).
@@ -300,6 +303,10 @@ class Index:
             return search_parts(parts, k, lambda qs, f: self._search(snap, qs, k, knobs, exact, f, num_threads,
                                                                      device))
         q, _ = as_queries(queries, snap.dim)
+        parts = padding_parts(q, doc_ids)
+        if parts is not None:  # zero rows (padding) left out: they add 0 to every score, and probe nothing
+            return search_parts(parts, k, lambda qs, f: self._search(snap, qs, k, knobs, exact, f, num_threads,
+                                                                     device))
         gpu.check_codes_fit(device, snap.nlist)
         dev = gpu.resolve_device(device)
         allowed = snap.live_mask

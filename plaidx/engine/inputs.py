@@ -178,6 +178,23 @@ def query_parts(queries: Any, doc_ids: Any, dim: int) -> list[tuple[np.ndarray, 
     return parts
 
 
+def padding_parts(q: np.ndarray, doc_ids: Any) -> list[tuple[np.ndarray, np.ndarray, Any]] | None:
+    """The queries ``q`` (nq, q_tokens, d) split into parts ``[(query rows, their queries, doc_ids)]`` of equal
+    length with their all-zero token rows left out, or None when no query has one (the common case).
+
+    Encoders without query augmentation pad short queries with zero rows. Such a row adds exactly 0 to every
+    MaxSim score, but a search would still probe cells for it, every cell scoring 0, so the lowest-numbered ones
+    by the tie order, and carry it through every stage. A query of zero rows only is searched as given."""
+    live = q.any(axis=2)
+    live[~live.any(axis=1)] = True
+    if live.all():
+        return None
+    groups: dict[int, list[int]] = {}
+    for i, n in enumerate(live.sum(axis=1).tolist()):
+        groups.setdefault(n, []).append(i)
+    return [(np.asarray(rows, np.int64), np.stack([q[i][live[i]] for i in rows]), doc_ids) for rows in groups.values()]
+
+
 def search_parts(parts: list[tuple[np.ndarray, Any, Any]], k: int, search: Any) -> tuple[np.ndarray, np.ndarray]:
     """The (nq, k) scores and ids of :func:`query_parts`' parts, each searched by ``search(queries, doc_ids)``."""
     nq = sum(len(rows) for rows, _, _ in parts)
