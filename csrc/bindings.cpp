@@ -493,7 +493,7 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
                    int64_t n_exact, int64_t k, int num_threads, const py::object& doc_cells_o,
                    const py::object& cell_codes_o, const py::object& kept_o, bool exact_int8,
                    const py::object& token_scales_o, const py::object& token_scales_done_o,
-                   const py::object& candidates_o) {
+                   const py::object& candidates_o, int64_t max_list) {
   const char* fn = "search";
   const std::string f(fn);
   check_threads(fn, num_threads);
@@ -598,7 +598,7 @@ py::tuple search_t(const py::object& Q_o, const py::object& S_o, const py::objec
   {
     py::gil_scoped_release release;
     const cpu::IvfView<Code> iv{ivf.data, ivf[0], ivf_offsets.data, cells.data, cell_offsets.data, ncells};
-    const cpu::SearchParams params{nprobe, threshold, ndocs, n_exact, k, exact_int8};
+    const cpu::SearchParams params{nprobe, threshold, ndocs, n_exact, k, exact_int8, max_list};
     cpu::search(Q.data, fused ? nullptr : S.data, nq, qlen, args.col, iv, args.allowed, params, so, dout, num_threads,
                 cpu::Int8Rows{cq.data, cs.data, csums.data},
                 kept.rows, scales, scales_done, given);
@@ -613,12 +613,13 @@ py::tuple search(const py::object& Q_o, const py::object& S_o, const py::object&
                  int64_t n_exact, int64_t k, int num_threads, const py::object& doc_cells_o,
                  const py::object& cell_codes_o, const py::object& kept_o, bool exact_int8,
                  const py::object& token_scales_o, const py::object& token_scales_done_o,
-                 const py::object& candidates_o) {
+                 const py::object& candidates_o, int64_t max_list) {
+  expect(max_list >= 0, "search: max_list must be >= 0, got " + std::to_string(max_list));
   return with_code_type(codes_o, "search", "codes", [&](auto code) {
     return search_t<decltype(code)>(Q_o, S_o, codes_o, packed_o, offsets_o, ivf_o, ivf_offsets_o, centroids_o,
                                     weights_o, nbits, allowed_o, nprobe, threshold, ndocs, n_exact, k,
                                     num_threads, doc_cells_o, cell_codes_o, kept_o, exact_int8, token_scales_o,
-                                    token_scales_done_o, candidates_o);
+                                    token_scales_done_o, candidates_o, max_list);
   });
 }
 
@@ -708,7 +709,7 @@ PYBIND11_MODULE(_core, m) {
         py::arg("ndocs"), py::arg("n_exact"), py::arg("k"), py::kw_only(), py::arg("num_threads") = 0,
         py::arg("doc_cells") = py::none(), py::arg("cell_codes") = py::none(), py::arg("kept") = py::none(),
         py::arg("exact_int8") = false, py::arg("token_scales") = py::none(), py::arg("token_scales_done") = py::none(),
-        py::arg("candidates") = py::none(),
+        py::arg("candidates") = py::none(), py::arg("max_list") = 0,
         "PLAID search; see plaidx._kernels. -> (scores f32 (nq, k), docs i64 (nq, k))");
   m.def("token_scales", &token_scales, py::arg("codes"), py::arg("packed"), py::arg("centroids"), py::arg("weights"),
         py::arg("nbits"), py::kw_only(), py::arg("num_threads") = 0,

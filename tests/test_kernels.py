@@ -206,14 +206,14 @@ def test_search_matches_reference(nbits, d):
        ndocs=st.integers(1, 25), nlist=st.integers(1, 12), qlen=st.integers(1, 11), nq=st.integers(1, 3),
        nprobe=st.integers(1, 14), threshold=st.sampled_from([-np.inf, -0.2, 0.0, 0.3, 2.0]),
        keep=st.integers(1, 30), n_exact=st.integers(1, 30), k=st.integers(1, 30), quantize=st.booleans(),
-       masked=st.booleans(), given=st.booleans())
+       masked=st.booleans(), given=st.booleans(), max_list=st.integers(0, 12))
 def test_search_matches_reference_hypothesis(seed, nbits, d, ndocs, nlist, qlen, nq, nprobe, threshold, keep,
-                                             n_exact, k, quantize, masked, given):
+                                             n_exact, k, quantize, masked, given, max_list):
     col = make_collection(seed, ndocs=ndocs, d=d, nbits=nbits, nlist=nlist, max_len=12, quantize=quantize)
     Q, S = make_queries(seed, col, nq=nq, qlen=qlen, quantize=quantize)
     rng = np.random.default_rng(seed)
     allowed = (rng.random(ndocs) < 0.6).astype(np.uint8) if masked else NO_MASK
-    params = dict(nprobe=nprobe, threshold=threshold, ndocs=keep, n_exact=n_exact, k=k)
+    params = dict(nprobe=nprobe, threshold=threshold, ndocs=keep, n_exact=n_exact, k=k, max_list=max_list)
     if given:  # steps 1-2 given: a random subset of the documents
         params["candidates"] = np.flatnonzero(rng.random(ndocs) < 0.5).astype(np.int64)
     assert_topk_equivalent(run_search(_core, Q, S, col, allowed, **params),
@@ -502,6 +502,41 @@ def test_given_candidates_replace_the_probes(mod):
                 np.array([89, 90], np.int64)):
         with pytest.raises(ValueError, match="candidates must be distinct documents in \\[0, ndocs\\), ascending"):
             run_search(mod, Q, S, col, candidates=bad)
+
+
+@pytest.mark.parametrize("mod", BACKENDS)
+def test_hub_lists_add_no_candidates(mod):
+    """max_list=m: a probed cell whose list holds more than m documents (here a [CLS]-like cell every document's
+    first token falls in) adds none of them; the candidates are the other probed lists' documents, whose scores
+    still count the hub's cell; with every candidate scored exactly the result is the exhaustive search over
+    them. 0 (the default) reads every list; a negative m is refused."""
+    col = make_collection(41, ndocs=90, d=64, nlist=16)
+    codes = col["codes"].copy()
+    codes[col["doc_offsets"][:-1]] = 5  # every document's first token in cell 5
+    ivf, ivf_offsets = ref.build_ivf(codes, col["doc_offsets"], 16)
+    col = dict(col, codes=codes, ivf=ivf, ivf_offsets=ivf_offsets)
+    sizes = np.diff(ivf_offsets)
+    assert sizes[5] == 90 and sizes.max(initial=0, where=np.arange(16) != 5) < 60
+    Q, S = make_queries(41, col, nq=3, qlen=6)
+    m = int(sizes.max(initial=0, where=np.arange(16) != 5))
+    kept = np.unique(np.concatenate([ivf[ivf_offsets[c]:ivf_offsets[c + 1]] for c in range(16) if c != 5]))
+    assert 0 < kept.size < 90
+    for nprobe in (16, 3):
+        probed = run_search(mod, Q, S, col, nprobe=nprobe, threshold=0.0, ndocs=90, n_exact=90, k=90, max_list=m)
+        if nprobe == 16:
+            mask = np.zeros(90, np.uint8)
+            mask[kept] = 1
+            want = run_exact(mod, Q, col, mask, k=90)
+            np.testing.assert_array_equal(probed[0], want[0])
+            np.testing.assert_array_equal(probed[1], want[1])
+        for row in probed[1]:
+            assert set(row[row >= 0].tolist()) <= set(kept.tolist())
+    every = run_search(mod, Q, S, col, nprobe=16, threshold=0.0, ndocs=90, n_exact=90, k=90)
+    assert all((row >= 0).sum() == 90 for row in every[1])
+    np.testing.assert_array_equal(run_search(mod, Q, S, col, nprobe=16, ndocs=90, n_exact=90, k=90, max_list=90)[1],
+                                  every[1])
+    with pytest.raises(ValueError, match="max_list must be >= 0"):
+        run_search(mod, Q, S, col, max_list=-1)
 
 
 @pytest.mark.parametrize("mod", BACKENDS)

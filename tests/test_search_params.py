@@ -222,3 +222,52 @@ def test_assigner_finds_the_nearest_centroid_or_a_near_one(nlist):
         assert (codes == best).mean() > 0.85
         assert (sims.max(axis=1) - got).mean() < 0.01
     assert Assigner(cents).assign(np.zeros((0, 32), np.float32)).shape == (0,)
+
+
+def test_hub_cells_add_no_candidates_past_max_cell_docs(fine_index, monkeypatch, tmp_path):
+    """max_cell_docs: None resolves to more than 1/8 of the documents and more than 8 x ndocs (only large
+    indexes have such cells); the kernel is given it as max_list; 0 reads every list, as PLAID; bad values are
+    named. An index whose every document shares a token cell, and queries with that token: leaving the cell out
+    finds the same neighbours through the other probes, and a query of that token alone still gets k results."""
+    from plaidx.engine import kernels
+
+    p = SearchParams().resolve(10)
+    assert p.max_cell_docs is None and p.cell_docs_limit(400) == 8 * 1024
+    assert p.cell_docs_limit(1_000_000) == 125_000
+    assert SearchParams(max_cell_docs=0).resolve(10).cell_docs_limit(10**6) == 0
+    assert SearchParams(max_cell_docs=np.int64(7)).resolve(10, tier=True).cell_docs_limit(10**6) == 7
+    for bad in (-1, 2.5, True, "8", 2**31):
+        with pytest.raises(ValueError, match="max_cell_docs must be None"):
+            SearchParams(max_cell_docs=bad).resolve(10)
+    with pytest.raises(ValueError, match="resolved params"):
+        SearchParams().cell_docs_limit(10)
+
+    docs, queries, _ = clustered_collection(n_docs=300, dim=32, mean_len=20, n_queries=12, q_len=8, seed=9)
+    hub = np.full(32, 1 / np.sqrt(32), np.float32)
+    docs = [np.vstack([hub, d]) for d in docs]  # every document's first token: one shared vector
+    index = plaidx.Index.build(tmp_path / "hub", docs, nlist=32)
+    seen = []
+    search = kernels.search
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("max_list", 0))
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr(kernels, "search", spy)
+    q = np.concatenate([np.broadcast_to(hub, (len(queries), 1, 32)), queries], axis=1)
+    every = index.search(q, 10, params=SearchParams(max_cell_docs=0))
+    assert seen == [0]
+    sizes = np.diff(index._snap.ivf()[1])
+    m = int(np.sort(sizes)[-2])  # every list but the hub's
+    assert sizes.max() == 300 > m
+    hubless = index.search(q, 10, params=SearchParams(max_cell_docs=m))
+    assert seen[-1] == m
+    exact = index.search(q, 10, exact=True)[1]
+    found = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(hubless[1], exact)])
+    assert (hubless[1] >= 0).all() and found >= 0.7, found
+    np.testing.assert_array_equal(hubless[1], every[1])  # here the other probes find what the hub's list did
+    seen.clear()
+    index.search(q, 10)
+    assert seen == [8 * 1024]
+    only_hub = index.search(np.broadcast_to(hub, (1, 1, 32)).copy(), 10, params=SearchParams(max_cell_docs=m))
+    assert (only_hub[1] >= 0).all()  # its one probe adds nothing: searched again wider, then exhaustively

@@ -1214,12 +1214,14 @@ void probe_candidates(const SearchContext<Code>& ctx, const float* St, const flo
     for (const std::vector<int64_t>& part : ws.probe_parts) ws.probed.insert(ws.probed.end(), part.begin(), part.end());
   }
 
-  // 2. candidates: distinct documents of the probed cells' lists, allowed ones, ascending
+  // 2. candidates: distinct documents of the probed cells' lists (but those longer than max_list), allowed ones,
+  // ascending
   ws.docs.clear();
   for (const int64_t c : ws.probed) {
     if (ws.cell_seen[c]) continue;
     ws.cell_seen[c] = 1;
     const int64_t lo = ctx.ivf.ivf_offsets[c], hi = ctx.ivf.ivf_offsets[c + 1];
+    if (ctx.p.max_list > 0 && hi - lo > ctx.p.max_list) continue;  // a hub: its documents are no candidates
     for (int64_t e = lo; e < hi; ++e) {
       const int64_t doc = ctx.ivf.ivf[e];
       if (doc < 0 || doc >= col.ndocs)  // the workspace dies with the exception

@@ -51,6 +51,9 @@ struct SearchParams {
   //   sum_a max_t (float(<q[t], qa[a]>) * scale[t]) * sa[a],
   // the kept int8 rule applied to the decoded unit vectors (same finiteness and d conditions). Not with kept.
   bool exact_int8 = false;
+  // Step 2 skips a probed cell whose list holds more than max_list documents (a hub: a token every document has,
+  // such as [CLS]): its documents become candidates only through other probed cells. 0: no limit.
+  int64_t max_list = 0;
 };
 
 // Rows quantised as quantize.h says: q (n, d) int8, scale (n,) and, where a kernel needs them, sums (n,)

@@ -41,6 +41,8 @@ struct SearchParams {
   // The quantised cell scores of cpu/quantize.h (the CPU search's with cell_codes), bit for bit: the
   // int8 values are summed as floats, which is exact for d <= cpu::kMaxQuantizedDim.
   bool quantized = false;
+  // Step 3 takes no documents from a probed cell whose list holds more than max_list (cpu::SearchParams); 0: all.
+  int64_t max_list = 0;
 };
 
 // A compressed collection (and optionally its inverted file) copied to one GPU. The host arrays are

@@ -67,7 +67,7 @@ class Collection {
   }
 
   py::tuple search(const py::object& Q_o, const py::object& allowed_o, int64_t nprobe, double threshold,
-                   int64_t ndocs, int64_t n_exact, int64_t k, bool quantized) const {
+                   int64_t ndocs, int64_t n_exact, int64_t k, bool quantized, int64_t max_list) const {
     const char* fn = "Collection.search";
     const std::string f(fn);
     const auto Q = queries(fn, Q_o, d_);
@@ -76,14 +76,15 @@ class Collection {
     expect(ndocs >= 1, f + ": ndocs must be >= 1, got " + std::to_string(ndocs));
     expect(n_exact >= 1, f + ": n_exact must be >= 1, got " + std::to_string(n_exact));
     expect(k >= 1, f + ": k must be >= 1, got " + std::to_string(k));
+    expect(max_list >= 0, f + ": max_list must be >= 0, got " + std::to_string(max_list));
     py::array_t<float> scores({Q[0], k});
     py::array_t<int64_t> docs({Q[0], k});
     float* so = mutable_data(scores);
     int64_t* dout = mutable_data(docs);
     {
       py::gil_scoped_release release;
-      impl_->search(Q.data, Q[0], Q[1], allowed, cu::SearchParams{nprobe, threshold, ndocs, n_exact, k, quantized}, so,
-                    dout);
+      impl_->search(Q.data, Q[0], Q[1], allowed,
+                    cu::SearchParams{nprobe, threshold, ndocs, n_exact, k, quantized, max_list}, so, dout);
     }
     return py::make_tuple(scores, docs);
   }
@@ -402,9 +403,9 @@ PYBIND11_MODULE(_cuda, m) {
            py::arg("device") = 0)
       .def("search", &Collection::search, py::arg("Q"), py::arg("allowed"), py::arg("nprobe"),
            py::arg("threshold"), py::arg("ndocs"), py::arg("n_exact"), py::arg("k"), py::kw_only(),
-           py::arg("quantized") = false,
+           py::arg("quantized") = false, py::arg("max_list") = 0,
            "PLAID search on the GPU (steps 1-5 of plaidx._kernels; quantized: the cell scores of the CPU "
-           "search with cell_codes) -> (scores f32 (nq, k), docs i64 (nq, k))")
+           "search with cell_codes; max_list: the CPU search's) -> (scores f32 (nq, k), docs i64 (nq, k))")
       .def("exact_search", &Collection::exact_search, py::arg("Q"), py::arg("allowed"), py::arg("k"),
            "Exhaustive exact MaxSim on the GPU -> (scores, docs)")
       .def_property_readonly("device_bytes", &Collection::device_bytes)

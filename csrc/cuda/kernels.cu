@@ -269,13 +269,15 @@ __global__ void iota_kernel(int32_t* probed, int64_t total, int64_t P) {
 }
 
 // ---------------------------------------------------------------------------------- 3. candidates
-// Grid (P, nq): flags[q, doc] = 1 for each allowed document in the list of cell probed[q, p].
+// Grid (P, nq): flags[q, doc] = 1 for each allowed document in the list of cell probed[q, p], unless that list
+// holds more than max_list documents (max_list > 0: a hub, see cpu::SearchParams).
 __global__ void mark_kernel(const int32_t* __restrict__ probed, int64_t P, const int32_t* __restrict__ ivf,
                             const int64_t* __restrict__ ivf_offsets, const uint8_t* __restrict__ allowed,
-                            int64_t ndocs, uint8_t* __restrict__ flags) {
+                            int64_t ndocs, int64_t max_list, uint8_t* __restrict__ flags) {
   const int64_t q = blockIdx.y;
   const int32_t c = probed[q * P + blockIdx.x];
   const int64_t lo = ivf_offsets[c], hi = ivf_offsets[c + 1];
+  if (max_list > 0 && hi - lo > max_list) return;
   uint8_t* f = flags + q * ndocs;
   for (int64_t e = lo + threadIdx.x; e < hi; e += blockDim.x) {
     const int32_t doc = ivf[e];
@@ -848,7 +850,7 @@ void Collection::search(const float* Q, int64_t nq, int64_t qlen, const uint8_t*
     flags.resize(static_cast<size_t>(nc * m.ndocs));
     flags.zero();
     mark_kernel<<<dim3(static_cast<unsigned>(P), static_cast<unsigned>(nc)), 128>>>(
-        probed.get(), P, m.ivf.get(), m.ivf_offsets.get(), allow, m.ndocs, flags.get());
+        probed.get(), P, m.ivf.get(), m.ivf_offsets.get(), allow, m.ndocs, p.max_list, flags.get());
     PX_LAUNCHED();
     counts.resize(static_cast<size_t>(nc));
     count_kernel<<<static_cast<unsigned>(nc), kScanThreads>>>(flags.get(), m.ndocs, counts.get());

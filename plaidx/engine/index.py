@@ -377,12 +377,16 @@ class Index:
             if doc_ids is not None and not every and knobs.nprobe is None:
                 nprobe_eff = probes(nprobe_for_filter(nprobe_eff, n_allowed, snap.n_docs - snap.n_deleted))
 
+            # Hubs (SearchParams.max_cell_docs) add no candidates; a GPU probing every cell for a narrow filter
+            # takes every allowed document, as the CPU, given them, does
+            max_list = 0 if every else p.cell_docs_limit(snap.n_docs)
+
             def plaid(qs: np.ndarray, n_probe: int) -> tuple[np.ndarray, np.ndarray]:
                 if coll is not None:
                     return coll.search(qs, allowed, snap.nlist if every else n_probe, p.centroid_score_threshold,
-                                       p.ndocs, p.n_exact, k_out, quantized=cells is not None)
+                                       p.ndocs, p.n_exact, k_out, quantized=cells is not None, max_list=max_list)
                 return self._search_cpu(snap, qs, allowed, p, cells, n_probe, k_out, num_threads, kept, exact_int8,
-                                        exact_adc, given)
+                                        exact_adc, given, max_list)
 
             scores, pos = plaid(q, nprobe_eff)
             # PLAID only sees documents in the probed cells. When a row's probes found fewer candidates than
@@ -409,7 +413,8 @@ class Index:
     @staticmethod
     def _search_cpu(snap: Snapshot, q: np.ndarray, allowed: np.ndarray, p: SearchParams, cells: Any, nprobe: int,
                     k: int, num_threads: int, kept: Any = None, exact_int8: bool = False,
-                    exact_adc: bool = False, given: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    exact_adc: bool = False, given: np.ndarray | None = None,
+                    max_list: int = 0) -> tuple[np.ndarray, np.ndarray]:
         a = snap.a
         ivf, ivf_offsets = snap.ivf()
         # The native search scores the query tokens against the centroids itself, per query and straight
@@ -424,6 +429,8 @@ class Index:
             extra["exact_int8"] = True
         if given is not None:
             extra["candidates"] = given
+        if max_list:
+            extra["max_list"] = max_list
         if exact_adc:
             extra["token_scales"], done = snap.search_token_scales()
             if done is not None:

@@ -85,6 +85,8 @@ Functions:
       search makes outside its results); concurrent searches over the same arrays write the same values.
       The keyword candidates=docs (int64 (m,) distinct documents in [0, ndocs), ascending) replaces steps 1-2: the
       candidates are the allowed ones of docs and no cell is probed (S is still computed: steps 3-5 read it).
+      The keyword max_list=m (> 0) makes step 2 take no documents from a probed cell whose list holds more than m
+      (a hub; SearchParams.max_cell_docs): they are candidates only through the other probed cells. 0: no limit.
   token_scales(codes, packed, centroids, weights, nbits) -> f32 (n,)
       1 / max(|decompress(t, normalize=False)|, 2**-14) of every token (squares summed in float32 in 8 lanes,
       j mod 8, then pairwise: the same values everywhere).

@@ -614,7 +614,7 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
            num_threads: int = 0, doc_cells: Any = None,
            cell_codes: Any = None, kept: Any = None, exact_int8: bool = False,
            token_scales: Any = None, token_scales_done: Any = None,
-           candidates: Any = None) -> tuple[np.ndarray, np.ndarray]:
+           candidates: Any = None, max_list: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """PLAID search, steps 1-5 of the contract -> (scores f32 (nq, k), docs i64 (nq, k)).
 
     doc_cells (the native kernel's shortcut) gives the same scores by definition and is not read here.
@@ -628,6 +628,7 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
     candidate whose flag is 0, its tokens' entries of token_scales are set (token_scales' values rounded to
     float16) and its flag to 1; both arrays are written.
     candidates (int64 (m,) distinct documents, ascending): steps 1-2 give the allowed ones of them, no cell probed.
+    max_list (> 0): step 2 takes no documents from a probed cell whose list holds more than max_list (0: no limit).
     """
     fn = "search"
     _check_threads(fn, num_threads)
@@ -693,6 +694,7 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
     ndocs = _check_int(fn, "ndocs", ndocs, 1)
     n_exact = _check_int(fn, "n_exact", n_exact, 1)
     k = _check_int(fn, "k", k, 1)
+    max_list = _check_int(fn, "max_list", max_list, 0)
     threshold = float(threshold)
     _check_offsets(ivf_offsets, ivf.shape[0], "ivf_offsets")
     _expect(ivf.size == 0 or (int(ivf.min()) >= 0 and int(ivf.max()) < n_docs),
@@ -718,9 +720,10 @@ def search(Q: np.ndarray, S: np.ndarray | None, codes: np.ndarray, packed: np.nd
             # 1. probe: the nprobe best cells of every query token, cells with an empty list ranking as -inf
             Sp = np.where(empty, np.float32(-np.inf), Sq)
             probed = np.unique(np.concatenate([all_cells[_top(Sp[a], all_cells, nprobe)] for a in range(qlen)]))
-            # 2. candidates: allowed documents of the probed cells' lists
-            lists = [ivf[ivf_offsets[c]:ivf_offsets[c + 1]] for c in probed]
-            cand = np.unique(np.concatenate(lists)).astype(np.int64)
+            # 2. candidates: allowed documents of the probed cells' lists, but those longer than max_list
+            lists = [ivf[ivf_offsets[c]:ivf_offsets[c + 1]] for c in probed
+                     if not 0 < max_list < ivf_offsets[c + 1] - ivf_offsets[c]]
+            cand = np.unique(np.concatenate(lists or [np.zeros(0, np.int32)])).astype(np.int64)
             if allowed.size:
                 cand = cand[allowed[cand] != 0]
         # 3. pruned centroid scores over the kept cells, best ndocs
