@@ -271,3 +271,30 @@ def test_hub_cells_add_no_candidates_past_max_cell_docs(fine_index, monkeypatch,
     assert seen == [8 * 1024]
     only_hub = index.search(np.broadcast_to(hub, (1, 1, 32)).copy(), 10, params=SearchParams(max_cell_docs=m))
     assert (only_hub[1] >= 0).all()  # its one probe adds nothing: searched again wider, then exhaustively
+
+
+def test_the_tier_re_scores_as_many_tokens_on_short_documents(fine_index, monkeypatch):
+    """The tier's default rerank (ndocs // 8) is for documents of about TIER_DOC_TOKENS tokens; shorter ones get
+    that many more re-scored (the same token budget), at most ndocs; an explicit rerank and the plain search are
+    left alone, and an index passes its mean document length."""
+    from plaidx.engine.params import TIER_DOC_TOKENS
+
+    def rerank(doc_tokens, **kw):
+        return SearchParams(**kw).resolve(10, tier=True, doc_tokens=doc_tokens)
+
+    assert TIER_DOC_TOKENS == 100
+    assert [rerank(t).rerank for t in (0, 100, 240, 50, 25, 10.3, 1)] == [512, 512, 512, 1024, 2048, 4096, 4096]
+    assert rerank(10, ndocs=8192).ndocs == 8192 and rerank(10, ndocs=8192).rerank == 8192
+    assert rerank(10, rerank=300).rerank == 300
+    assert SearchParams().resolve(10, doc_tokens=10) == SearchParams().resolve(10)
+    index, queries = fine_index
+    seen = []
+    resolve = SearchParams.resolve
+
+    def spy(self, k, **kw):
+        seen.append(kw.get("doc_tokens"))
+        return resolve(self, k, **kw)
+
+    monkeypatch.setattr(SearchParams, "resolve", spy)
+    index.search(queries, 10)
+    assert seen == [pytest.approx(index.n_tokens / len(index))]

@@ -338,7 +338,8 @@ class Index:
         if exact:
             scores, pos = exhaustive(q)
         else:
-            p = knobs.resolve(k, n_tokens=snap.n_tokens, nbits=snap.nbits, tier=tier)
+            p = knobs.resolve(k, n_tokens=snap.n_tokens, nbits=snap.nbits, tier=tier,
+                              doc_tokens=snap.n_tokens / max(1, snap.n_docs))
             nprobe_eff = min(p.nprobe, snap.nlist)
             # the int8 centroids the first stage scores against (cellq.py), or None: float32 scores. Unset, int8 on
             # a GPU and where the CPU runs the int8 kernels as AVX-512 VNNI (elsewhere they are slower than float)

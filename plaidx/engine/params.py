@@ -15,6 +15,7 @@ TIER_MIN_NPROBE = 8  # the rerank tier's defaults (SearchParams.resolve with tie
 TIER_NDOCS_FACTOR = 4
 TIER_MIN_NPROBE_LARGE = 4  # ... from LARGE_INDEX_TOKENS, where the base ndocs is already 4x larger
 TIER_NDOCS_FACTOR_LARGE = 2
+TIER_DOC_TOKENS = 100  # the tier's default rerank (ndocs // 8) assumes documents of about this many tokens
 FINE_NBITS = 4  # from 4 bits a dimension the plain search probes and keeps more candidates (SearchParams.for_k)
 DEEP_K = 100  # above this k the plain search scores at least 2k candidates exactly (4k from LARGE_INDEX_TOKENS), of
 # at least 8k (SearchParams.for_k)
@@ -158,7 +159,8 @@ class SearchParams:
         """True when no knob is set (every value comes from the defaults)."""
         return all(getattr(self, f.name) is None for f in fields(self))
 
-    def resolve(self, k: int, *, n_tokens: int = 0, nbits: int = 2, tier: bool = False) -> SearchParams:
+    def resolve(self, k: int, *, n_tokens: int = 0, nbits: int = 2, tier: bool = False,
+                doc_tokens: float = 0.0) -> SearchParams:
         """These knobs with every unset one at its default for ``k``, ``n_tokens`` and ``nbits``.
 
         ``tier``: the search scores its candidates with the kept vectors of the rerank tier (an index built
@@ -177,6 +179,12 @@ class SearchParams:
         queries on manytopics found fewer candidates than the 2,048 re-scored and were searched again
         (:meth:`candidates_wanted`); 64 gave the same recall@1000 (0.471) in 0.46x the p50, and 0.891 against
         0.886 in 0.56x on the 1M synthetic collection (scratch runs).
+
+        ``doc_tokens``: the index's mean tokens per document (0: unknown). Re-scoring costs a token's kept vector
+        per token, so the tier's default ``rerank`` keeps the token budget of ``TIER_DOC_TOKENS`` (100) tokens a
+        document: on shorter documents it re-scores ``TIER_DOC_TOKENS / doc_tokens`` times more of them (at most
+        ndocs). On Tatoeba (sentences of 10.3 tokens) ``rerank`` 512 gave recall@10 0.966 and 1024 0.973
+        (benchmarks/results/families_heldout.md).
         """
         if self.cell_scores not in CELL_SCORES:
             raise ValueError(f"cell_scores must be one of {', '.join(map(repr, CELL_SCORES))}, got {self.cell_scores!r}")
@@ -209,7 +217,11 @@ class SearchParams:
         given = rerank_count(self.rerank)
         if given == 0:
             raise ValueError("rerank=0 turns the tier off: resolve it with tier=False")
-        rerank = max(k, p.ndocs // 8 if given is None else given)
+        if given is None:
+            given = p.ndocs // 8
+            if 0 < doc_tokens < TIER_DOC_TOKENS:
+                given = min(p.ndocs, int(given * TIER_DOC_TOKENS / doc_tokens))
+        rerank = max(k, given)
         return replace(p, ndocs=max(p.ndocs, rerank), n_exact=rerank, rerank=rerank, cell_scores=self.cell_scores,
                        max_cell_docs=hubs)
 
