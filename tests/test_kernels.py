@@ -539,6 +539,29 @@ def test_hub_lists_add_no_candidates(mod):
         run_search(mod, Q, S, col, max_list=-1)
 
 
+@native
+def test_workspaces_of_several_query_lengths_serve_later_searches_unchanged():
+    """Each thread keeps the workspaces of a few query shapes (lengths) for later searches: searches alternating
+    between six lengths, more than are kept, with and without a filter and a hub limit, give the same results on
+    every pass as the first."""
+    col = make_collection(53, ndocs=120, d=64, nlist=24, max_len=30)
+    rng = np.random.default_rng(53)
+    allowed = (rng.random(120) < 0.5).astype(np.uint8)
+    runs = []
+    for _ in range(3):
+        out = []
+        for qlen in (3, 9, 17, 30, 33, 41):
+            Q, S = make_queries(qlen, col, nq=1, qlen=qlen)
+            for mask, max_list in ((NO_MASK, 0), (allowed, 40)):
+                out.append(run_search(_core, Q, None, col, mask, nprobe=3, threshold=0.1, ndocs=40, n_exact=12, k=8,
+                                      max_list=max_list, cell_codes=_core.quantize_rows(col["centroids"])))
+        runs.append(out)
+    for later in runs[1:]:
+        for (s0, d0), (s1, d1) in zip(runs[0], later):
+            np.testing.assert_array_equal(d0, d1)
+            np.testing.assert_array_equal(s0, s1)
+
+
 @pytest.mark.parametrize("mod", BACKENDS)
 def test_pruning_only_shapes_the_first_cut(mod):
     # With every candidate kept after step 3, the threshold cannot matter: step 4 rescores without it.

@@ -110,34 +110,58 @@ struct Workspace {
   }
 };
 
-// Each thread keeps the workspace of its last search for the next one of the same shape: the buffers
+// Each thread keeps the workspaces of its last searches for the next ones of the same shape: the buffers
 // (St alone is nlist * qp floats, 2 MiB at 16384 cells and 32 query tokens) are then neither allocated
-// nor faulted in again, about a tenth of a one-query search. At most kMaxCachedBytes of St are kept.
+// nor faulted in again, about a tenth of a one-query search. Queries of different lengths have different
+// shapes (the search leaves out their rows of zeros, so one model's queries come in several lengths):
+// kCachedShapes of them are kept, the least recently used making room, at most kMaxCachedBytes of St in all.
 // A search that throws drops its workspace (its cleared-between-queries flags may not be clear).
 constexpr int64_t kMaxCachedBytes = int64_t{64} << 20;
+constexpr int kCachedShapes = 4;
 
 struct CachedWorkspace {
   std::unique_ptr<Workspace> ws;
   int64_t nlist = -1, qp = -1, ndocs = -1;
+  int64_t used = 0;  // when it was last released (a per-thread counter)
+  int64_t bytes() const { return ws ? nlist * qp * static_cast<int64_t>(sizeof(float)) : 0; }
 };
-thread_local CachedWorkspace tl_workspace;
+struct WorkspaceCache {
+  CachedWorkspace slot[kCachedShapes];
+  int64_t clock = 0;
+};
+thread_local WorkspaceCache tl_workspaces;
 
 class WorkspaceLease {
  public:
   WorkspaceLease(int64_t nlist, int64_t qp, int64_t ndocs) : nlist_(nlist), qp_(qp), ndocs_(ndocs) {
-    CachedWorkspace& c = tl_workspace;
-    if (c.ws && c.nlist == nlist && c.qp == qp && c.ndocs == ndocs) {
-      ws_ = std::move(c.ws);
-    } else {
-      c.ws.reset();
-      ws_ = std::make_unique<Workspace>(nlist, qp, ndocs);
-    }
+    for (CachedWorkspace& c : tl_workspaces.slot)
+      if (c.ws && c.nlist == nlist && c.qp == qp && c.ndocs == ndocs) {
+        ws_ = std::move(c.ws);
+        return;
+      }
+    ws_ = std::make_unique<Workspace>(nlist, qp, ndocs);
   }
   Workspace& get() { return *ws_; }
-  // The searches went through: the workspace is clean again and may serve the next one.
+  // The searches went through: the workspace is clean again and may serve the next one of its shape, in an
+  // empty slot or the least recently used one, while the cached St stay within kMaxCachedBytes.
   void release() {
-    if (nlist_ * qp_ * static_cast<int64_t>(sizeof(float)) > kMaxCachedBytes) return;
-    tl_workspace = CachedWorkspace{std::move(ws_), nlist_, qp_, ndocs_};
+    const int64_t bytes = nlist_ * qp_ * static_cast<int64_t>(sizeof(float));
+    if (bytes > kMaxCachedBytes) return;
+    WorkspaceCache& cache = tl_workspaces;
+    CachedWorkspace* oldest = nullptr;
+    for (CachedWorkspace& c : cache.slot)
+      if (oldest == nullptr || !c.ws || (oldest->ws && c.used < oldest->used)) oldest = &c;
+    *oldest = CachedWorkspace{std::move(ws_), nlist_, qp_, ndocs_, ++cache.clock};
+    for (;;) {  // evict the least recently used others while the cache holds too much
+      int64_t total = 0;
+      CachedWorkspace* lru = nullptr;
+      for (CachedWorkspace& c : cache.slot) {
+        total += c.bytes();
+        if (c.ws && &c != oldest && (lru == nullptr || c.used < lru->used)) lru = &c;
+      }
+      if (total <= kMaxCachedBytes || lru == nullptr) break;
+      lru->ws.reset();
+    }
   }
 
  private:
