@@ -281,6 +281,7 @@ def run_engine(name: str, args, coll: Collection, work: Path) -> dict:
         log(f"{name}: build FAILED: {build['error']}")
         return {"build": build, "search": None}
     log(f"{name}: built in {build['build_s']}s, peak RSS {build['peak_rss_mb']} MiB; searching")
+    search_args += ["--warmup", str(args.warmup)]
     search = run_child(base + ["search", *io, "--out", str(work / "search.json"), *common, *search_args],
                        work / "search.json", work / "search.log", args.threads, args.timeout, args.nice)
     if "error" in search:
@@ -451,7 +452,8 @@ def markdown(report: dict) -> str:
              f"load average at start {m.get('loadavg_at_start')}, at end {m.get('loadavg_1_5_15')}",
              "",
              "recall@k: overlap with exact MaxSim top-k over the uncompressed float32 embeddings. Latency: one "
-             "query per call, after warm-up (CPU ms: process CPU time per query, all threads, less sensitive to a busy machine). QPS: plaidx one batched call; peers marked * run queries "
+             "query per call, after warm-up (`--warmup` single-query searches before each setting, 10 unless the "
+             "command sets it; CPU ms: process CPU time per query, all threads, less sensitive to a busy machine). QPS: plaidx one batched call; peers marked * run queries "
              "sequentially (no batched CPU search). RSS in MiB; build RSS is the peak of the build process.",
              "",
              "| engine | search params | recall@k | nDCG@k | p50 ms | p95 ms | CPU ms p50 | QPS | build s | "
@@ -490,6 +492,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="synthetic", help="synthetic, or a BEIR folder in benchmarks/results/cache/data")
     ap.add_argument("--collection", default=None, help="explicit cached collection folder (real datasets)")
+    ap.add_argument("--warmup", type=int, default=10,
+                    help="single-query searches each engine runs before each setting is timed (the number of queries: "
+                         "every query once, so that pages a setting reads are mapped before it is timed)")
     ap.add_argument("--ndocs", type=int, default=10_000, help="synthetic documents (ignored for real sets)")
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--mean-len", type=int, default=None, help="synthetic mean document length (default 100)")
