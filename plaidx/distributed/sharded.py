@@ -209,7 +209,9 @@ class ShardedIndex:
                                                                      device))
         q, _ = as_queries(queries, int(m["dim"]))
         parts = padding_parts(q, doc_ids)
-        if parts is not None:  # zero rows (padding) left out once for every shard (Index._search)
+        if parts is not None and len(parts) == 1:  # every query has as many live rows: one search of those
+            q = np.ascontiguousarray(parts[0][1])
+        elif parts is not None:  # zero rows (padding) left out: they add 0 to every score, and probe nothing
             return search_parts(parts, k, lambda qs, f: self._search(state, qs, k, knobs, exact, f, num_threads,
                                                                      device))
         nq = q.shape[0]
