@@ -161,18 +161,24 @@ def fine_index(tmp_path_factory):
     return plaidx.Index.build(tmp_path_factory.mktemp("nb4") / "idx", docs, nbits=4, nlist=64), queries
 
 
-def test_an_index_resolves_its_defaults_by_its_nbits(fine_index, monkeypatch):
-    index, queries = fine_index
-    seen = []
+@pytest.fixture()
+def resolved(monkeypatch):
+    """The keyword arguments of every SearchParams.resolve call made while the test runs."""
+    calls = []
     resolve = SearchParams.resolve
 
     def spy(self, k, **kw):
-        seen.append(kw.get("nbits"))
+        calls.append(kw)
         return resolve(self, k, **kw)
 
     monkeypatch.setattr(SearchParams, "resolve", spy)
+    return calls
+
+
+def test_an_index_resolves_its_defaults_by_its_nbits(fine_index, resolved):
+    index, queries = fine_index
     s0, i0 = index.search(queries, 10)
-    assert seen == [4]
+    assert [kw.get("nbits") for kw in resolved] == [4]
     s1, i1 = index.search(queries, 10, nprobe=4, ndocs=2048, n_exact=256)
     np.testing.assert_array_equal(i0, i1)
     np.testing.assert_array_equal(s0, s1)
@@ -273,7 +279,7 @@ def test_hub_cells_add_no_candidates_past_max_cell_docs(fine_index, monkeypatch,
     assert (only_hub[1] >= 0).all()  # its one probe adds nothing: searched again wider, then exhaustively
 
 
-def test_the_tier_re_scores_as_many_tokens_on_short_documents(fine_index, monkeypatch):
+def test_the_tier_re_scores_as_many_tokens_on_short_documents(fine_index, resolved):
     """The tier's default rerank (ndocs // 8) is for documents of about TIER_DOC_TOKENS tokens; shorter ones get
     that many more re-scored (the same token budget), each counted as at least TIER_MIN_DOC_COST tokens, at most
     ndocs; an explicit rerank and the plain search are left alone, and an index passes its mean document length."""
@@ -289,13 +295,6 @@ def test_the_tier_re_scores_as_many_tokens_on_short_documents(fine_index, monkey
     assert rerank(10, rerank=300).rerank == 300
     assert SearchParams().resolve(10, doc_tokens=10) == SearchParams().resolve(10)
     index, queries = fine_index
-    seen = []
-    resolve = SearchParams.resolve
-
-    def spy(self, k, **kw):
-        seen.append(kw.get("doc_tokens"))
-        return resolve(self, k, **kw)
-
-    monkeypatch.setattr(SearchParams, "resolve", spy)
+    resolved.clear()
     index.search(queries, 10)
-    assert seen == [pytest.approx(index.n_tokens / len(index))]
+    assert [kw.get("doc_tokens") for kw in resolved] == [pytest.approx(index.n_tokens / len(index))]

@@ -19,9 +19,9 @@ from ..engine.inputs import (
     check_k,
     id_array,
     issued_filter,
-    padding_parts,
     query_parts,
     search_parts,
+    without_padding,
 )
 from ..engine.storage import LOCK, MANIFEST, WriterScope
 from ..engine.vectors import check_rerank
@@ -208,12 +208,10 @@ class ShardedIndex:
             return search_parts(parts, k, lambda qs, f: self._search(state, qs, k, knobs, exact, f, num_threads,
                                                                      device))
         q, _ = as_queries(queries, int(m["dim"]))
-        parts = padding_parts(q, doc_ids)
-        if parts is not None and len(parts) == 1:  # every query has as many live rows: one search of those
-            q = np.ascontiguousarray(parts[0][1])
-        elif parts is not None:  # zero rows (padding) left out: they add 0 to every score, and probe nothing
-            return search_parts(parts, k, lambda qs, f: self._search(state, qs, k, knobs, exact, f, num_threads,
-                                                                     device))
+        q, done = without_padding(q, doc_ids, k,
+                                  lambda qs, f: self._search(state, qs, k, knobs, exact, f, num_threads, device))
+        if done is not None:  # queries with different numbers of zero rows (padding): a search per part
+            return done
         nq = q.shape[0]
         base: dict[str, Any] = {"exact": bool(exact), "num_threads": num_threads, "device": device}
         if exact:

@@ -33,9 +33,9 @@ from .inputs import (
     check_k,
     id_array,
     iter_documents,
-    padding_parts,
     query_parts,
     search_parts,
+    without_padding,
 )
 from .params import SearchParams, nprobe_for_filter
 from .snapshot import Snapshot
@@ -303,12 +303,10 @@ class Index:
             return search_parts(parts, k, lambda qs, f: self._search(snap, qs, k, knobs, exact, f, num_threads,
                                                                      device))
         q, _ = as_queries(queries, snap.dim)
-        parts = padding_parts(q, doc_ids)
-        if parts is not None and len(parts) == 1:  # every query has as many live rows: one search of those
-            q = np.ascontiguousarray(parts[0][1])
-        elif parts is not None:  # zero rows (padding) left out: they add 0 to every score, and probe nothing
-            return search_parts(parts, k, lambda qs, f: self._search(snap, qs, k, knobs, exact, f, num_threads,
-                                                                     device))
+        q, done = without_padding(q, doc_ids, k,
+                                  lambda qs, f: self._search(snap, qs, k, knobs, exact, f, num_threads, device))
+        if done is not None:  # queries with different numbers of zero rows (padding): a search per part
+            return done
         gpu.check_codes_fit(device, snap.nlist)
         dev = gpu.resolve_device(device)
         allowed = snap.live_mask

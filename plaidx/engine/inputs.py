@@ -195,6 +195,17 @@ def padding_parts(q: np.ndarray, doc_ids: Any) -> list[tuple[np.ndarray, np.ndar
     return [(np.asarray(rows, np.int64), np.stack([q[i][live[i]] for i in rows]), doc_ids) for rows in groups.values()]
 
 
+def without_padding(q: np.ndarray, doc_ids: Any, k: int, search: Any) -> tuple[np.ndarray, Any]:
+    """``(q without its zero rows, None)`` when one search serves every query (:func:`padding_parts`; ``q`` itself
+    when none has such a row), else ``(q, their results)``, each part searched by ``search(queries, doc_ids)``."""
+    parts = padding_parts(q, doc_ids)
+    if parts is None:
+        return q, None
+    if len(parts) == 1:  # every query has as many live rows: one search of those
+        return np.ascontiguousarray(parts[0][1]), None
+    return q, search_parts(parts, k, search)
+
+
 def search_parts(parts: list[tuple[np.ndarray, Any, Any]], k: int, search: Any) -> tuple[np.ndarray, np.ndarray]:
     """The (nq, k) scores and ids of :func:`query_parts`' parts, each searched by ``search(queries, doc_ids)``."""
     nq = sum(len(rows) for rows, _, _ in parts)

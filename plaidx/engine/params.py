@@ -99,10 +99,11 @@ class SearchParams:
         cells the query probes, and every cell's score still counts for every candidate. None: more than
         1/``HUB_SHARE`` (1/8) of the index's documents and more than ``HUB_NDOCS`` (8) times ``ndocs``
         (:meth:`cell_docs_limit`), which only large indexes reach. On Tatoeba (69,241 sentences of about 10
-        tokens, the default model) every query probed the [CLS] cell, which lists 52% of the documents:
-        leaving it out took the default search from 2.7 to 1.2 ms at -0.002 recall@10, and the int8 tier from
-        0.957 to 0.966 (benchmarks/results/families_heldout.md). 0: no limit, every probed list is read, as
-        Stanford PLAID does. Passed through :meth:`resolve` unchanged.
+        tokens, the default model) 278 of 300 queries probed the [CLS] cell, which lists 52% of the documents:
+        leaving it out took the default search from 2.65 to 1.17 ms at -0.002 recall@10, and the int8 tier's
+        recall@10 from 0.957 to 0.966 (scratch runs; the run with everything in place is
+        benchmarks/results/families_heldout.md). 0: no limit, every probed list is read, as Stanford PLAID
+        does. Passed through :meth:`resolve` unchanged.
 
     ``SearchParams(nprobe=4)`` overrides one knob; :meth:`resolve` fills in the others.
     """
