@@ -178,9 +178,10 @@ def query_parts(queries: Any, doc_ids: Any, dim: int) -> list[tuple[np.ndarray, 
     return parts
 
 
-def padding_parts(q: np.ndarray, doc_ids: Any) -> list[tuple[np.ndarray, np.ndarray, Any]] | None:
-    """The queries ``q`` (nq, q_tokens, d) split into parts ``[(query rows, their queries, doc_ids)]`` of equal
-    length with their all-zero token rows left out, or None when no query has one (the common case).
+def without_padding(q: np.ndarray, doc_ids: Any, k: int, search: Any) -> tuple[np.ndarray, Any]:
+    """The queries ``q`` (nq, q_tokens, d) without their all-zero token rows: ``(those queries, None)`` when they
+    keep one length (``q`` itself when no row is zero), else ``(q, their results)``, the queries of each length
+    searched by ``search(queries, doc_ids)`` (:func:`query_parts`).
 
     Encoders without query augmentation pad short queries with zero rows. Such a row adds exactly 0 to every
     MaxSim score, but a search would still probe cells for it, every cell scoring 0, so the lowest-numbered ones
@@ -188,22 +189,11 @@ def padding_parts(q: np.ndarray, doc_ids: Any) -> list[tuple[np.ndarray, np.ndar
     live = q.any(axis=2)
     live[~live.any(axis=1)] = True
     if live.all():
-        return None
-    groups: dict[int, list[int]] = {}
-    for i, n in enumerate(live.sum(axis=1).tolist()):
-        groups.setdefault(n, []).append(i)
-    return [(np.asarray(rows, np.int64), np.stack([q[i][live[i]] for i in rows]), doc_ids) for rows in groups.values()]
-
-
-def without_padding(q: np.ndarray, doc_ids: Any, k: int, search: Any) -> tuple[np.ndarray, Any]:
-    """``(q without its zero rows, None)`` when one search serves every query (:func:`padding_parts`; ``q`` itself
-    when none has such a row), else ``(q, their results)``, each part searched by ``search(queries, doc_ids)``."""
-    parts = padding_parts(q, doc_ids)
-    if parts is None:
         return q, None
-    if len(parts) == 1:  # every query has as many live rows: one search of those
-        return np.ascontiguousarray(parts[0][1]), None
-    return q, search_parts(parts, k, search)
+    lengths = live.sum(axis=1)
+    if (lengths == lengths[0]).all():
+        return np.ascontiguousarray(q[live].reshape(q.shape[0], int(lengths[0]), q.shape[2])), None
+    return q, search_parts(query_parts([row[keep] for row, keep in zip(q, live)], doc_ids, q.shape[2]), k, search)
 
 
 def search_parts(parts: list[tuple[np.ndarray, Any, Any]], k: int, search: Any) -> tuple[np.ndarray, np.ndarray]:
