@@ -31,6 +31,13 @@ def docs(rng: np.random.Generator, n: int) -> list[np.ndarray]:
 def main() -> None:
     path, journal_path, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
     rng = np.random.default_rng(seed)
+    # A worker killed inside a write leaves its last line unfinished (a long record takes more than one write
+    # call); cut it off, so this worker's first line does not run on from it and the journal stays one JSON
+    # record a line.
+    with open(journal_path, "ab+") as f:
+        f.seek(0)
+        text = f.read()
+        f.truncate(text.rfind(b"\n") + 1)
     journal = open(journal_path, "a")
 
     def log(record: dict) -> None:
