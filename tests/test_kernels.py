@@ -920,6 +920,29 @@ def test_kept_scores_are_the_searchs_last_stage_for_any_documents(mod):
         mod.kept_scores(Q, (kv, ks), offs[:-1], docs[:1])
 
 
+@native
+@pytest.mark.parametrize("qlen", [3, 16, 40])
+def test_kept_scores_of_short_documents_sharing_tile_groups(qlen):
+    """Where the CPU has AMX, the tier takes its candidates' kept rows 16 at a time across documents, so that
+    short documents share tile products; a document of 16 rows or more is loaded where it lies for each whole
+    group. Documents of 0 to 40 rows in any order (repeats too, groups ending mid-document, a last group
+    padded) score the definition's value bit for bit, with 1 or 2 threads, as the reference scores them."""
+    rng = np.random.default_rng(qlen)
+    d = 128
+    lengths = np.array([1, 3, 0, 15, 16, 17, 2, 33, 5, 40, 1, 9, 12, 7, 31, 32, 4, 1, 1, 8] * 4)
+    offs = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    kv, ks = cellq.quantize_int8(_unit(rng.standard_normal((int(offs[-1]), d))))
+    Q = _unit(rng.standard_normal((2, qlen, d))).astype(np.float32)
+    docs = np.concatenate([rng.permutation(len(lengths)), [7, 7, 2, 0, 9]]).astype(np.int64)
+    want = np.array([[_kept_score(Q[qi], kv[offs[doc]:offs[doc + 1]], ks[offs[doc]:offs[doc + 1]])
+                      if lengths[doc] else np.float32(0) for doc in docs] for qi in range(2)], np.float32)
+    for threads in (1, 2):
+        np.testing.assert_array_equal(_core.kept_scores(Q, (kv, ks), offs, docs, num_threads=threads), want)
+    np.testing.assert_array_equal(ref.kept_scores(Q, (kv, ks), offs, docs), want)
+    for m in (1, 5, 23):  # fewer rows than a group, and a group cut off in the middle of a document
+        np.testing.assert_array_equal(_core.kept_scores(Q, (kv, ks), offs, docs[:m]), want[:, :m])
+
+
 @pytest.mark.parametrize("mod", BACKENDS)
 def test_kept_bad_input_is_a_clear_error(mod):
     col = make_collection(3, ndocs=30, d=64, nlist=16)

@@ -70,17 +70,18 @@ def quantize_unit_rows(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def kept_maxsim(q: np.ndarray, rows: np.ndarray, scales: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """f32 (ndocs,): the quantised MaxSim of one query q (qlen, d) over int8 token rows (the int8 rerank tier).
 
-    Document i owns rows[offsets[i]:offsets[i+1]] (none empty); its score is sum_a max_t of
-    quantized_scores, the maxima summed over a in order from 0 in float32, as the native search's step 5
-    with ``kept`` (bit for bit).
+    Document i owns rows[offsets[i]:offsets[i+1]]; its score is sum_a max_t of quantized_scores, the maxima
+    summed over a in order from 0 in float32, as the native search's step 5 with ``kept`` (bit for bit), and 0
+    for a document without rows.
     """
     qq, qs, _ = quantize_rows(np.ascontiguousarray(q, dtype=np.float32))
     out = np.zeros(offsets.size - 1, np.float32)
     if rows.shape[0] == 0:
         return out
-    best = np.maximum.reduceat(quantized_scores(qq, qs, rows, scales), offsets[:-1], axis=1)
+    owned = offsets[1:] > offsets[:-1]
+    best = np.maximum.reduceat(quantized_scores(qq, qs, rows, scales), offsets[:-1][owned], axis=1)
     for a in range(best.shape[0]):  # the native order of the sum over query tokens
-        out += best[a]
+        out[owned] += best[a]
     return out
 
 
