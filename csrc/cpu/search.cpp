@@ -1271,12 +1271,19 @@ void ascending_candidates(Workspace& ws, int64_t ndocs, const uint8_t* allowed) 
     std::sort(ws.cand.begin(), ws.cand.end());
     return;
   }
+  // Marks are bytes of 0 or 1, so a word's set bits are its marked documents (bit 8j: document doc + j), taken
+  // lowest first without a branch per byte (the marks fall at random: about half the time of testing each byte).
   int64_t doc = 0;
+  constexpr uint64_t kClear = 0;
   for (; doc + 8 <= ndocs; doc += 8) {
     uint64_t word;
     std::memcpy(&word, seen + doc, sizeof(word));
     if (word == 0) continue;
-    for (int64_t j = 0; j < 8; ++j) take(doc + j);
+    std::memcpy(seen + doc, &kClear, sizeof(kClear));
+    for (; word != 0; word &= word - 1) {
+      const int64_t d = doc + (__builtin_ctzll(word) >> 3);
+      if (allowed == nullptr || allowed[d]) ws.cand.push_back(d);
+    }
   }
   for (; doc < ndocs; ++doc) take(doc);
 }
