@@ -281,14 +281,14 @@ def test_hub_cells_add_no_candidates_past_max_cell_docs(fine_index, monkeypatch,
 
 def test_the_tier_re_scores_as_many_tokens_on_short_documents(fine_index, resolved):
     """The tier's default rerank (ndocs // 8) is for documents of about TIER_DOC_TOKENS tokens; shorter ones get
-    that many more re-scored (the same token budget), each counted as at least TIER_MIN_DOC_COST tokens, at most
-    ndocs; an explicit rerank and the plain search are left alone, and an index passes its mean document length."""
-    from plaidx.engine.params import TIER_DOC_TOKENS, TIER_MIN_DOC_COST
+    that many more re-scored (the same token budget), at most TIER_MAX_SHORT_FACTOR times more and at most ndocs;
+    an explicit rerank and the plain search are left alone, and an index passes its mean document length."""
+    from plaidx.engine.params import TIER_DOC_TOKENS, TIER_MAX_SHORT_FACTOR
 
     def rerank(doc_tokens, **kw):
         return SearchParams(**kw).resolve(10, tier=True, doc_tokens=doc_tokens)
 
-    assert (TIER_DOC_TOKENS, TIER_MIN_DOC_COST) == (100, 25)
+    assert (TIER_DOC_TOKENS, TIER_MAX_SHORT_FACTOR) == (100, 4)
     assert [rerank(t).rerank for t in (0, 100, 240, 50, 40, 25, 10.3, 1)] == [512, 512, 512, 1024, 1280, 2048, 2048,
                                                                              2048]
     assert rerank(10, ndocs=1024).ndocs == 1024 and rerank(10, ndocs=1024).rerank == 512

@@ -16,7 +16,7 @@ TIER_NDOCS_FACTOR = 4
 TIER_MIN_NPROBE_LARGE = 4  # ... from LARGE_INDEX_TOKENS, where the base ndocs is already 4x larger
 TIER_NDOCS_FACTOR_LARGE = 2
 TIER_DOC_TOKENS = 100  # the tier's default rerank (ndocs // 8) assumes documents of about this many tokens ...
-TIER_MIN_DOC_COST = 25  # ... and re-scoring a shorter one costs as much as one of at least this many
+TIER_MAX_SHORT_FACTOR = 4  # ... and shorter ones get proportionally more re-scored, at most this many times more
 FINE_NBITS = 4  # from 4 bits a dimension the plain search probes and keeps more candidates (SearchParams.for_k)
 DEEP_K = 100  # above this k the plain search scores at least 2k candidates exactly (4k from LARGE_INDEX_TOKENS), of
 # at least 8k (SearchParams.for_k)
@@ -183,13 +183,15 @@ class SearchParams:
         0.886 in 0.56x on the 1M synthetic collection (scratch runs).
 
         ``doc_tokens``: the index's mean tokens per document (0: unknown). The tier's default ``rerank`` is for
-        documents of about ``TIER_DOC_TOKENS`` (100) tokens; on shorter ones it re-scores
-        ``TIER_DOC_TOKENS / max(doc_tokens, TIER_MIN_DOC_COST)`` times more of them (at most 4x, and at most
-        ndocs): re-scoring costs by the token, but a document costs at least about 25 tokens' worth (its rows
-        go through the kernels in groups of 16). On Tatoeba (sentences of 10.3 tokens, interleaved against the
-        plain defaults' 1.54-1.63 ms): ``rerank`` 512 reached recall@10 0.966 in 1.42-1.50 ms, 1024 0.973 in
-        1.66-1.80, 2048 (this rule) 0.975 in 2.33-2.57, 4096 0.975 in 3.24 (a scratch run; the report is
-        benchmarks/results/families_heldout.md).
+        documents of about ``TIER_DOC_TOKENS`` (100) tokens; on shorter ones it re-scores ``TIER_DOC_TOKENS /
+        doc_tokens`` times more of them, the same token budget, but at most ``TIER_MAX_SHORT_FACTOR`` (4) times
+        more, and at most ndocs. Re-scoring costs by the token (about 27 ns a kept token at d 384 on two threads,
+        plus about 2-5 tokens' worth a document: 0.41 us a document of 10 tokens, 2.7 us one of 100, when 20,480
+        tokens are scored), but recall stops growing first. On Tatoeba (sentences of 10.3 tokens; queries
+        interleaved with the plain defaults' 1.18 ms, a scratch run at d222eb5): ``rerank`` 512 reached recall@10
+        0.966 in 1.13 ms, 1024 0.973 in 1.32, 2048 (this rule) 0.975 in 1.73, 4096 0.975 in 2.19; on the short
+        synthetic set (12.8 tokens) 512 0.962, 1024 0.971, 2048 0.978 (benchmarks/results/families_heldout.md
+        and engine_synthetic_80000_short.md have the defaults against PLAID).
         """
         if self.cell_scores not in CELL_SCORES:
             raise ValueError(f"cell_scores must be one of {', '.join(map(repr, CELL_SCORES))}, got {self.cell_scores!r}")
@@ -225,7 +227,7 @@ class SearchParams:
         if given is None:
             given = p.ndocs // 8
             if 0 < doc_tokens < TIER_DOC_TOKENS:
-                given = min(p.ndocs, int(given * TIER_DOC_TOKENS / max(doc_tokens, TIER_MIN_DOC_COST)))
+                given = min(p.ndocs, int(given * min(TIER_MAX_SHORT_FACTOR, TIER_DOC_TOKENS / doc_tokens)))
         rerank = max(k, given)
         return replace(p, ndocs=max(p.ndocs, rerank), n_exact=rerank, rerank=rerank, cell_scores=self.cell_scores,
                        max_cell_docs=hubs)
