@@ -52,7 +52,6 @@ constexpr int64_t kMinKeptTokens = 2048;            // kept tokens scored (cheap
 constexpr int64_t kMinAdcBytes = int64_t{1} << 13;
 constexpr int64_t kMinAdcTable = int64_t{1} << 19;  // multiply-adds of the lookup table's rows
 constexpr int64_t kHalfBlock = 64;                  // float16 tokens converted per pass
-constexpr int64_t kKeptAhead = 4;                   // documents ahead the tier's AMX kernel asks for
 constexpr int64_t kProbeBuffer = 64;                // nprobe up to which the probe keeps a sorted buffer
 constexpr int64_t kMaxQp16 = 256;                   // query tokens up to which the vnni kernel runs
 constexpr int64_t kSmallProbe = 8;                  // nprobe up to which the probe bound skips nth_element
@@ -649,22 +648,14 @@ struct RowStream {
   int64_t i = 0, t = -1;  // the document and row the stream is at (t == -1: document i not started)
 
   // The next group into g, its gathered rows into buf ((16, d) bytes, padded with zero rows), copied 64 bytes
-  // at a time (d % 64 == 0). A document without rows scores 0. The candidates' rows lie far apart in memory,
-  // so the stream asks the second-level cache for the first 16 rows of the document kKeptAhead (4) ahead as
-  // each document starts (0.95x the time of the kernel on Tatoeba's sentences, alternating runs).
+  // at a time (d % 64 == 0). A document without rows scores 0. (Asking the cache for the rows of documents
+  // ahead cost more than it saved where the rows sat in the last-level cache, as a benchmark's repeated
+  // queries leave them: 1.03x the tier's p50 on Tatoeba.)
   PLAIDX_AMX_TARGET void next(RowGroup& g, int8_t* buf, float* out) {
     g.n = 0;
     g.rows = nullptr;
     while (g.n < 16 && i < count) {
-      if (t < 0) {  // a document starts: ask for the first rows of the one kKeptAhead further on
-        t = doc_offsets[docs[i]];
-        if (i + kKeptAhead < count) {
-          const int64_t lo = doc_offsets[docs[i + kKeptAhead]];
-          const int64_t nt = std::min<int64_t>(16, doc_offsets[docs[i + kKeptAhead] + 1] - lo);
-          const char* rows = reinterpret_cast<const char*>(q + lo * d);
-          for (int64_t b = 0; b < nt * d; b += 64) _mm_prefetch(rows + b, _MM_HINT_T1);
-        }
-      }
+      if (t < 0) t = doc_offsets[docs[i]];
       const int64_t hi = doc_offsets[docs[i] + 1];
       if (t >= hi) {
         if (t == doc_offsets[docs[i]]) out[i] = 0.0f;
