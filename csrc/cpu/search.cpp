@@ -48,7 +48,7 @@ constexpr int64_t kQuantBlock = 32;                 // tokens decoded and quanti
 constexpr int64_t kMinKeptTokens = 2048;            // kept tokens scored (cheaper each than decompressing)
 // Token rows' packed bytes scored by table lookups (exact_adc), each a 32-column row of the table added: about
 // 4 ns each, so about 30 us; a token costs as many as it has bytes (32 at d 128 and nbits 2, 96 at d 384),
-// and 128 candidates of 10 tokens at d 384 take two threads (0.73x the stage's time on Tatoeba).
+// and 128 candidates of 10 tokens at d 384 take two threads (0.7x the stage's time on Tatoeba).
 constexpr int64_t kMinAdcBytes = int64_t{1} << 13;
 constexpr int64_t kMinAdcTable = int64_t{1} << 19;  // multiply-adds of the lookup table's rows
 constexpr int64_t kHalfBlock = 64;                  // float16 tokens converted per pass
