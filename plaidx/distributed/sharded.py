@@ -14,14 +14,11 @@ import numpy as np
 from ..engine import Index, SearchParams
 from ..engine.inputs import (
     as_filter,
-    as_queries,
     check_flag,
     check_k,
     id_array,
     issued_filter,
-    query_parts,
-    search_parts,
-    without_padding,
+    one_batch,
 )
 from ..engine.storage import LOCK, MANIFEST, WriterScope
 from ..engine.vectors import check_rerank
@@ -203,14 +200,9 @@ class ShardedIndex:
     def _search(self, state: tuple[Any, ...], queries: Any, k: int, knobs: SearchParams, exact: bool, doc_ids: Any,
                 num_threads: int, device: Any) -> tuple[np.ndarray, np.ndarray]:
         m, shards, idmap = state
-        parts = query_parts(queries, doc_ids, int(m["dim"]))
-        if parts is not None:  # queries of different lengths, or one filter per query: a search per part
-            return search_parts(parts, k, lambda qs, f: self._search(state, qs, k, knobs, exact, f, num_threads,
-                                                                     device))
-        q, _ = as_queries(queries, int(m["dim"]))
-        q, done = without_padding(q, doc_ids, k,
-                                  lambda qs, f: self._search(state, qs, k, knobs, exact, f, num_threads, device))
-        if done is not None:  # queries with different numbers of zero rows (padding): a search per part
+        q, done = one_batch(queries, doc_ids, int(m["dim"]), k,
+                            lambda qs, f: self._search(state, qs, k, knobs, exact, f, num_threads, device))
+        if done is not None:  # queries of different lengths or zero rows, or one filter per query: a search per part
             return done
         nq = q.shape[0]
         base: dict[str, Any] = {"exact": bool(exact), "num_threads": num_threads, "device": device}

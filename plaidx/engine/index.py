@@ -28,14 +28,11 @@ from .gpu_build import build_ops
 from .inputs import (
     as_document,
     as_filter,
-    as_queries,
     check_flag,
     check_k,
     id_array,
     iter_documents,
-    query_parts,
-    search_parts,
-    without_padding,
+    one_batch,
 )
 from .params import SearchParams, nprobe_for_filter
 from .snapshot import Snapshot
@@ -298,14 +295,9 @@ class Index:
 
     def _search(self, snap: Snapshot, queries: Any, k: int, knobs: SearchParams, exact: bool, doc_ids: Any,
                 num_threads: int, device: Any) -> tuple[np.ndarray, np.ndarray]:
-        parts = query_parts(queries, doc_ids, snap.dim)
-        if parts is not None:  # queries of different lengths, or one filter per query: a search per part
-            return search_parts(parts, k, lambda qs, f: self._search(snap, qs, k, knobs, exact, f, num_threads,
-                                                                     device))
-        q, _ = as_queries(queries, snap.dim)
-        q, done = without_padding(q, doc_ids, k,
-                                  lambda qs, f: self._search(snap, qs, k, knobs, exact, f, num_threads, device))
-        if done is not None:  # queries with different numbers of zero rows (padding): a search per part
+        q, done = one_batch(queries, doc_ids, snap.dim, k,
+                            lambda qs, f: self._search(snap, qs, k, knobs, exact, f, num_threads, device))
+        if done is not None:  # queries of different lengths or zero rows, or one filter per query: a search per part
             return done
         gpu.check_codes_fit(device, snap.nlist)
         dev = gpu.resolve_device(device)

@@ -196,6 +196,18 @@ def without_padding(q: np.ndarray, doc_ids: Any, k: int, search: Any) -> tuple[n
     return q, search_parts(query_parts([row[keep] for row, keep in zip(q, live)], doc_ids, q.shape[2]), k, search)
 
 
+def one_batch(queries: Any, doc_ids: Any, dim: int, k: int, search: Any) -> tuple[np.ndarray, Any]:
+    """The queries as one float32 (nq, q_tokens, d) batch of one length, without zero rows, under one filter:
+    ``(batch, None)``; or, where they are not (different lengths, different numbers of zero rows, one filter per
+    query: :func:`query_parts`, :func:`without_padding`), ``(_, their (nq, k) results)``, each part searched by
+    ``search(queries, doc_ids)``, which comes back here with one batch."""
+    parts = query_parts(queries, doc_ids, dim)
+    if parts is not None:
+        return None, search_parts(parts, k, search)
+    q, _ = as_queries(queries, dim)
+    return without_padding(q, doc_ids, k, search)
+
+
 def search_parts(parts: list[tuple[np.ndarray, Any, Any]], k: int, search: Any) -> tuple[np.ndarray, np.ndarray]:
     """The (nq, k) scores and ids of :func:`query_parts`' parts, each searched by ``search(queries, doc_ids)``."""
     nq = sum(len(rows) for rows, _, _ in parts)
