@@ -4,7 +4,7 @@ For each collection (``families.py`` families at ``--ndocs``, the real sets enco
 ``real_embeddings.py``) it runs ``bench_engine.py`` (each engine built and searched in its own
 subprocess, PLAID builds reused from ``results/cache/runs`` with ``--reuse``) with:
 
-- plaidx: its defaults, a wide setting (nprobe 8, threshold 0.4, ndocs 4096), a best setting (the same
+- plaidx: its defaults, a wide setting (nprobe 8, ndocs 4096; no centroid pruned, as its defaults), a best setting (the same
   with ndocs 16384, so n_exact 2048: the highest-recall setting of ``defaults_sweep_families.md`` that
   is still far faster than PLAID's wide) and ``exact=True`` (every document scored over the compressed
   index: the codec's ceiling);
@@ -37,8 +37,8 @@ from collection import CACHE_DIR, RESULTS_DIR, exact_topk_cached, is_complete, l
 
 BENCH = Path(__file__).resolve().parent
 REAL = ("cranfield", "cisi", "scifact", "tatoeba_all")
-WIDE_PLAIDX = {"nprobe": 8, "centroid_score_threshold": 0.4, "ndocs": 4096}
-BEST_PLAIDX = {"nprobe": 8, "centroid_score_threshold": 0.4, "ndocs": 16384}  # n_exact 2048 by default
+WIDE_PLAIDX = {"nprobe": 8, "ndocs": 4096}  # (no centroid pruned, as plaidx's defaults)
+BEST_PLAIDX = {"nprobe": 8, "ndocs": 16384}  # n_exact 2048 by default
 WIDE_PLAID = "4,0.4,4096"
 # The candidate k <= 10 default of defaults_sweep_families.md (n_exact 2048 // 8 = 256), timed beside the defaults.
 CANDIDATE_PLAIDX = {"nprobe": 4, "ndocs": 2048}
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.only != "summary":
             cmd = [sys.executable, str(BENCH / "bench_engine.py"), "--dataset", name, "--collection", str(path),
                    "--peers", args.peers, "--nice", str(args.nice), "--tag", args.tag, "--plaidx-exact",
-                   "--nprobe", str(WIDE_PLAIDX["nprobe"]), "--threshold", str(WIDE_PLAIDX["centroid_score_threshold"]),
+                   "--nprobe", str(WIDE_PLAIDX["nprobe"]),
                    "--search-ndocs", f"{WIDE_PLAIDX['ndocs']},{BEST_PLAIDX['ndocs']}", "--plaid-configs", f"1,0.5,256;{WIDE_PLAID}",
                    "--plaidx-settings", json.dumps([CANDIDATE_PLAIDX]),
                    *(["--reuse"] if args.reuse else []), *args.extra.split()]

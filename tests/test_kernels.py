@@ -192,7 +192,9 @@ def test_search_matches_reference(nbits, d):
                    dict(nprobe=3, threshold=0.2, ndocs=200, n_exact=200, k=12),
                    dict(nprobe=1, threshold=-np.inf, ndocs=4, n_exact=2, k=6),
                    dict(nprobe=4, threshold=0.35, ndocs=500, n_exact=3, k=3),  # step 4 decides
-                   dict(nprobe=4, threshold=10.0, ndocs=500, n_exact=4, k=4)]:  # every cell pruned
+                   dict(nprobe=4, threshold=10.0, ndocs=500, n_exact=4, k=4),  # every cell pruned
+                   dict(nprobe=4, threshold=10.0, ndocs=5, n_exact=3, k=3),  # ... and the lowest ids kept
+                   dict(nprobe=4, threshold=-np.inf, ndocs=5, n_exact=3, k=3)]:  # none: ranked by full scores
         assert_topk_equivalent(run_search(_core, Q, S, col, **params), run_search(ref, Q, S, col, **params))
     assert_topk_equivalent(run_exact(_core, Q, col, k=7), run_exact(ref, Q, col, k=7))
     values = ref.decompress(col["codes"], col["packed"], col["centroids"], col["weights"], nbits, True)

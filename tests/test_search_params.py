@@ -8,13 +8,13 @@ from synth import clustered_collection
 
 import plaidx
 from plaidx.engine.clustering import Assigner
-from plaidx.engine.params import LARGE_INDEX_TOKENS, SearchParams
+from plaidx.engine.params import LARGE_INDEX_TOKENS, NO_PRUNING, SearchParams
 
 
 def test_defaults_by_k():
-    assert SearchParams.for_k(10) == SearchParams(2, 0.4, 1024, 128)
-    assert SearchParams.for_k(100) == SearchParams(8, 0.4, 4096, 512)  # widened: see the test below
-    assert SearchParams.for_k(1000) == SearchParams(64, 0.35, 8000, 2000)  # see test_deep_k_scores_twice_k_exactly
+    assert SearchParams.for_k(10) == SearchParams(2, NO_PRUNING, 1024, 128)
+    assert SearchParams.for_k(100) == SearchParams(8, NO_PRUNING, 4096, 512)  # widened: see the test below
+    assert SearchParams.for_k(1000) == SearchParams(64, NO_PRUNING, 8000, 2000)  # see test_deep_k_scores_twice_k_exactly
 
 
 def test_large_indexes_score_more_candidates_exactly():
@@ -39,11 +39,11 @@ def test_tier_defaults_widen_less_on_large_indexes():
 
 
 def test_the_base_table_is_plaids_shape():
-    assert SearchParams.base(10) == SearchParams(2, 0.4, 1024, 128)
-    assert SearchParams.base(100) == SearchParams(4, 0.4, 2048, 256)
-    assert SearchParams.base(1000) == SearchParams(8, 0.35, 4096, 1000)
-    assert SearchParams.base(10, n_tokens=LARGE_INDEX_TOKENS) == SearchParams(2, 0.4, 4096, 512)
-    assert SearchParams.base(100, n_tokens=LARGE_INDEX_TOKENS) == SearchParams(4, 0.4, 8192, 1024)
+    assert SearchParams.base(10) == SearchParams(2, NO_PRUNING, 1024, 128)
+    assert SearchParams.base(100) == SearchParams(4, NO_PRUNING, 2048, 256)
+    assert SearchParams.base(1000) == SearchParams(8, NO_PRUNING, 4096, 1000)
+    assert SearchParams.base(10, n_tokens=LARGE_INDEX_TOKENS) == SearchParams(2, NO_PRUNING, 4096, 512)
+    assert SearchParams.base(100, n_tokens=LARGE_INDEX_TOKENS) == SearchParams(4, NO_PRUNING, 8192, 1024)
 
 
 def test_k_up_to_100_probes_and_keeps_more_below_4m_tokens():
@@ -51,7 +51,7 @@ def test_k_up_to_100_probes_and_keeps_more_below_4m_tokens():
     # exhaustive search at nbits 2: twice the probes and candidates at every nbits, below 4M tokens
     for nbits in (1, 2, 4, 8):
         for k in (11, 50, 100):
-            assert SearchParams.for_k(k, nbits=nbits) == SearchParams(8, 0.4, 4096, 512)
+            assert SearchParams.for_k(k, nbits=nbits) == SearchParams(8, NO_PRUNING, 4096, 512)
         assert SearchParams.for_k(10, nbits=nbits).ndocs < 4096  # k <= 10: not this widening
         assert SearchParams.for_k(101, nbits=nbits).nprobe >= 8
     for nbits in (1, 2):  # from 4M tokens the base table's ndocs is already 4x: unchanged there
@@ -74,9 +74,9 @@ def test_deep_k_scores_twice_k_exactly():
                 p = SearchParams.for_k(k, n_tokens=n_tokens, nbits=nbits)
                 assert p.n_exact >= 2 * k and p.ndocs >= 8 * k, (nbits, n_tokens, k, p)
                 assert p.nprobe >= SearchParams.base(k, n_tokens=n_tokens).nprobe
-    assert SearchParams.base(1000) == SearchParams(8, 0.35, 4096, 1000)  # the table before: n_exact k
-    assert SearchParams.for_k(1000, nbits=4) == SearchParams(64, 0.35, 8192, 2000)
-    assert SearchParams.for_k(600) == SearchParams(64, 0.35, 4800, 1200)
+    assert SearchParams.base(1000) == SearchParams(8, NO_PRUNING, 4096, 1000)  # the table before: n_exact k
+    assert SearchParams.for_k(1000, nbits=4) == SearchParams(64, NO_PRUNING, 8192, 2000)
+    assert SearchParams.for_k(600) == SearchParams(64, NO_PRUNING, 4800, 1200)
     assert SearchParams.base(256).n_exact == 512  # already 2k: the floor alone would not change it
     # from 4M tokens the floor is 4k (the base table's n_exact there is 2k from k 1024); probes and ndocs the base's
     large, large_base = (SearchParams.for_k(1000, n_tokens=LARGE_INDEX_TOKENS),
@@ -98,9 +98,9 @@ def test_k_up_to_512_probes_and_keeps_twice_the_base_below_4m_tokens():
     # doubled probes lost on some, and the deep-k floor works alone
     for nbits in (1, 2, 4, 8):
         for k in (101, 256):
-            assert SearchParams.for_k(k, nbits=nbits) == SearchParams(16, 0.35, 8192, 1024)
+            assert SearchParams.for_k(k, nbits=nbits) == SearchParams(16, NO_PRUNING, 8192, 1024)
         for k in (257, 512):  # and k / 16 probes: test_deep_k_probes_k_over_16_cells
-            assert SearchParams.for_k(k, nbits=nbits) == SearchParams(32, 0.35, 8192, 1024)
+            assert SearchParams.for_k(k, nbits=nbits) == SearchParams(32, NO_PRUNING, 8192, 1024)
     assert SearchParams.for_k(300, n_tokens=LARGE_INDEX_TOKENS) == SearchParams.base(300, n_tokens=LARGE_INDEX_TOKENS)
     tier = SearchParams().resolve(300, tier=True)  # the tier starts from the base table, with the deep-k probes
     assert (tier.nprobe, tier.ndocs, tier.rerank) == (32, 16384, 2048)
@@ -138,17 +138,17 @@ def test_candidates_wanted_is_k_up_to_10_and_n_exact_above():
 def test_fine_codes_probe_and_keep_more_candidates():
     # from 4 bits a dimension finding the neighbours limits recall, not the codes' error: twice the probes
     # (four times on a large index) and, below LARGE_INDEX_TOKENS, twice the candidates
-    assert SearchParams.for_k(10, nbits=4) == SearchParams(4, 0.4, 2048, 256)
-    assert SearchParams.for_k(10, nbits=8) == SearchParams(4, 0.4, 2048, 256)
-    assert SearchParams.for_k(10, n_tokens=LARGE_INDEX_TOKENS, nbits=4) == SearchParams(8, 0.4, 4096, 512)
-    assert SearchParams.for_k(100, nbits=4) == SearchParams(8, 0.4, 4096, 512)
-    assert SearchParams.for_k(100, n_tokens=LARGE_INDEX_TOKENS, nbits=4) == SearchParams(16, 0.4, 8192, 1024)
+    assert SearchParams.for_k(10, nbits=4) == SearchParams(4, NO_PRUNING, 2048, 256)
+    assert SearchParams.for_k(10, nbits=8) == SearchParams(4, NO_PRUNING, 2048, 256)
+    assert SearchParams.for_k(10, n_tokens=LARGE_INDEX_TOKENS, nbits=4) == SearchParams(8, NO_PRUNING, 4096, 512)
+    assert SearchParams.for_k(100, nbits=4) == SearchParams(8, NO_PRUNING, 4096, 512)
+    assert SearchParams.for_k(100, n_tokens=LARGE_INDEX_TOKENS, nbits=4) == SearchParams(16, NO_PRUNING, 8192, 1024)
     for nbits in (1, 2):
         for n_tokens in (0, LARGE_INDEX_TOKENS):
             assert SearchParams.for_k(10, n_tokens=n_tokens, nbits=nbits) == SearchParams.base(10, n_tokens=n_tokens)
-    assert SearchParams().resolve(10, nbits=4) == SearchParams(4, 0.4, 2048, 256)
+    assert SearchParams().resolve(10, nbits=4) == SearchParams(4, NO_PRUNING, 2048, 256)
     # explicit values win; n_exact follows an explicit ndocs as before
-    assert SearchParams(nprobe=2, ndocs=1024).resolve(10, nbits=4) == SearchParams(2, 0.4, 1024, 128)
+    assert SearchParams(nprobe=2, ndocs=1024).resolve(10, nbits=4) == SearchParams(2, NO_PRUNING, 1024, 128)
     # the rerank tier scores by its kept vectors, not the codes: its defaults do not follow nbits
     for n_tokens in (0, LARGE_INDEX_TOKENS):
         assert (SearchParams().resolve(10, n_tokens=n_tokens, nbits=4, tier=True)
@@ -189,6 +189,27 @@ def test_explicit_values_win_and_n_exact_follows_ndocs():
     assert p == SearchParams(3, 0.1, 80, 10)  # ndocs // 8 = 10, at least k
     assert SearchParams.for_k(5, ndocs=400, n_exact=1000).n_exact == 400  # capped by ndocs
     assert SearchParams.for_k(50, ndocs=10).ndocs == 50  # raised to k
+
+
+def test_no_centroid_is_pruned_unless_a_threshold_is_given(fine_index):
+    """The default threshold prunes nothing at any k, plain or tier: the best n_exact candidates by full centroid
+    score go on, whatever ndocs (only the defaults derived from it). A given threshold runs PLAID's pruned pass,
+    which keeps the best ndocs by their pruned scores: with every cell pruned they all tie at 0, so the lowest
+    document ids survive it."""
+    for k in (1, 10, 100, 1000):
+        for n_tokens in (0, LARGE_INDEX_TOKENS):
+            for tier in (False, True):
+                assert SearchParams().resolve(k, n_tokens=n_tokens, tier=tier).centroid_score_threshold == NO_PRUNING
+    assert SearchParams(centroid_score_threshold=0.45).resolve(10).centroid_score_threshold == 0.45
+    index, queries = fine_index
+    every = dict(nprobe=index.nlist, n_exact=4, max_cell_docs=0)  # every document a candidate
+    s0, i0 = index.search(queries, 4, params=SearchParams(**every, ndocs=4))
+    s1, i1 = index.search(queries, 4, params=SearchParams(**every, ndocs=400))
+    np.testing.assert_array_equal(i0, i1)
+    np.testing.assert_array_equal(s0, s1)
+    _, pruned = index.search(queries, 4, params=SearchParams(**every, ndocs=4, centroid_score_threshold=1e9))
+    assert (np.sort(pruned, axis=1) == np.arange(4)).all()
+    assert not np.array_equal(np.sort(i0, axis=1), np.sort(pruned, axis=1))
 
 
 @pytest.mark.parametrize("bad", [dict(nprobe=0), dict(ndocs=-1), dict(n_exact=0), dict(nprobe=True),

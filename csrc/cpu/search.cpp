@@ -1429,13 +1429,15 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
   const int64_t ncand = static_cast<int64_t>(ws.cand.size());
 
   // 3. pruned centroid scores, keep the best ndocs; 4. full centroid scores of those, keep the best
-  // n_exact. When every candidate survives step 3, only the full scores are computed; when most do, one pass
-  // computes both scores of every candidate (each token's row read once); otherwise the full scores are
-  // computed only for the survivors that had a token pruned (the others' pruned score is their full score).
+  // n_exact. Without pruning (threshold -inf: every cell kept, the default) or when every candidate survives
+  // step 3, only the full scores are computed: the best n_exact of them are those steps 3 and 4 keep. When most
+  // candidates survive, one pass computes both scores of every candidate (each token's row read once);
+  // otherwise the full scores are computed only for the survivors that had a token pruned (the others' pruned
+  // score is their full score).
   const CellLists<Code> lists = cell_lists(col, ctx.ivf);
   ws.pruned.resize(static_cast<size_t>(ncand));
   ws.items.resize(static_cast<size_t>(ncand));
-  if (ncand <= ctx.p.ndocs) {  // every candidate survives step 3: the full scores alone rank them
+  if (!prunes(ctx.p.threshold) || ncand <= ctx.p.ndocs) {  // the full scores alone rank the candidates
     ws.scores.resize(static_cast<size_t>(ncand));
     centroid_scores_parallel(St, qlen, col, lists, ws.cand.data(), ncand, nullptr, ws.scores.data(), nullptr,
                              threads);

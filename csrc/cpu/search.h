@@ -23,6 +23,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 
 #include "cpu/maxsim.h"
 
@@ -43,8 +44,8 @@ struct IvfView {
 
 struct SearchParams {
   int64_t nprobe;
-  double threshold;
-  int64_t ndocs;    // candidates kept after the pruned centroid scores
+  double threshold;  // cells scoring below it for every query token are pruned in step 3; -inf: none is
+  int64_t ndocs;     // candidates kept after the pruned centroid scores
   int64_t n_exact;  // candidates kept after the full centroid scores, scored exactly
   int64_t k;
   // Step 5 over the decompressed tokens in int8 (quantize.h: quantize_unit_rows) against the quantised query:
@@ -55,6 +56,9 @@ struct SearchParams {
   // such as [CLS]): its documents become candidates only through other probed cells. 0: no limit.
   int64_t max_list = 0;
 };
+
+// Whether a search with this threshold prunes cells in step 3 (every cell is kept at -inf).
+inline bool prunes(double threshold) { return threshold > -std::numeric_limits<double>::infinity(); }
 
 // Rows quantised as quantize.h says: q (n, d) int8, scale (n,) and, where a kernel needs them, sums (n,)
 // (sum_j q[i, j]); q == nullptr: none given.

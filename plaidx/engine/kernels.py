@@ -55,7 +55,8 @@ Functions:
          (every document when allowed has size 0).
       3. keep[c] = max_a S[q, a, c] >= threshold; pruned(i) = sum_a max over tokens t of i with
          keep[codes[t]] of S[q, a, codes[t]] (a max over no token counts 0). Keep the top `ndocs`.
-      4. full(i) = sum_a max_t S[q, a, codes[t]] over those; keep the top `n_exact`.
+      4. full(i) = sum_a max_t S[q, a, codes[t]] over those; keep the top `n_exact`. (threshold -inf keeps
+         every cell: pruned(i) = full(i), and steps 3-4 keep the top `n_exact` candidates by full(i).)
       5. exact(i) = sum_a max_t <Q[q, a], decompress(t, normalize=True)>; return the top k.
       The keyword cell_codes=quantize_rows(centroids) (with S = None) makes S the quantised cell scores
       cellq.quantized_cell_scores(Q, cell_codes): about 4x fewer operations for stage 1 on CPUs with AVX-512

@@ -17,6 +17,7 @@ TIER_MIN_NPROBE_LARGE = 4  # ... from LARGE_INDEX_TOKENS, where the base ndocs i
 TIER_NDOCS_FACTOR_LARGE = 2
 TIER_DOC_TOKENS = 100  # the tier's default rerank (ndocs // 8) assumes documents of about this many tokens ...
 TIER_MAX_SHORT_FACTOR = 4  # ... and shorter ones get proportionally more re-scored, at most this many times more
+NO_PRUNING = float("-inf")  # the default centroid_score_threshold: no cell pruned (SearchParams)
 FINE_NBITS = 4  # from 4 bits a dimension the plain search probes and keeps more candidates (SearchParams.for_k)
 DEEP_K = 100  # above this k the plain search scores at least 2k candidates exactly (4k from LARGE_INDEX_TOKENS), of
 # at least 8k (SearchParams.for_k)
@@ -58,9 +59,23 @@ class SearchParams:
     nprobe : int or None
         Cells probed per query token (PLAID's ncells).
     centroid_score_threshold : float or None
-        Centroids whose best query-token score is below this are pruned in the first candidate pass.
+        Centroids whose best query-token score is below this are pruned in the first candidate pass, which
+        keeps the best ``ndocs`` candidates by their pruned centroid scores (Stanford PLAID's step; it uses 0.4
+        to 0.5). None: ``NO_PRUNING`` (-inf): no centroid is pruned, and the candidates are ranked by their
+        full centroid scores alone, in one pass. The pruned pass only skips the score rows of pruned cells,
+        while it still reads every candidate token's cell and adds a second pass over the best ``ndocs``; on
+        our kernels it saved no time, and it ranked no better: at k 10 the plain defaults without it took
+        0.86-1.00x the p50 with recall@10 equal or up to +0.004 on the five synthetic families, three real
+        sets, Tatoeba and the short synthetic set at 1M tokens and the 10M synthetic collection, and still
+        0.86-1.00x at 8 and 32 probes (about 10x ``ndocs`` candidates), at k 100 and at k 1000; the int8
+        tier 0.81-1.00x with recall@10 equal or up to +0.004 (scratch runs interleaved query by query, the
+        defaults against ``ndocs`` past every candidate; benchmarks/results/ab_no_pruning_*.md). A value
+        reproduces PLAID's pruned pass.
     ndocs : int or None
-        Candidates kept after the pruned centroid interaction (rescored without pruning).
+        Candidates kept after the pruned centroid interaction (rescored without pruning). Without pruning
+        (the default threshold) the best ``n_exact`` of them are the best ``n_exact`` of all candidates, so
+        ndocs then sets the defaults that derive from it: ``n_exact``, the tier's ``rerank`` and
+        ``max_cell_docs``.
     n_exact : int or None
         Candidates whose residuals are decompressed for exact MaxSim (default ndocs // 8, at least k, and at
         least 2k above k 100, 4k from ``LARGE_INDEX_TOKENS`` tokens; PLAID uses ndocs // 4, which costs twice the
@@ -237,7 +252,8 @@ class SearchParams:
         """The table the defaults start from, before :meth:`for_k` widens them by nbits and k.
 
         Stanford PLAID's shape by k (k <= 10: nprobe 2, ndocs 1024; k <= 100: 4, 2048; above: 8, max(4k,
-        4096)), ndocs four times larger from ``LARGE_INDEX_TOKENS`` tokens, n_exact ndocs // 8 and at least k.
+        4096)), ndocs four times larger from ``LARGE_INDEX_TOKENS`` tokens, n_exact ndocs // 8 and at least k,
+        and no centroid pruned (``NO_PRUNING``; until this release 0.4, 0.35 above k 100).
         These were the plain defaults at every nbits until the nbits and k widenings; the rerank tier's defaults
         derive from them (:meth:`resolve`).
         """
@@ -324,12 +340,12 @@ class SearchParams:
 def _base(k: int, n_tokens: int) -> tuple[int, float, int]:
     """nprobe, centroid_score_threshold and ndocs of :meth:`SearchParams.base`."""
     if k <= 10:
-        dp, dt, dn = 2, 0.4, 1024
+        dp, dn = 2, 1024
     elif k <= 100:
-        dp, dt, dn = 4, 0.4, 2048
+        dp, dn = 4, 2048
     else:
-        dp, dt, dn = 8, 0.35, max(4 * k, 4096)
-    return dp, dt, 4 * dn if n_tokens >= LARGE_INDEX_TOKENS else dn
+        dp, dn = 8, max(4 * k, 4096)
+    return dp, NO_PRUNING, 4 * dn if n_tokens >= LARGE_INDEX_TOKENS else dn
 
 
 def nprobe_for_filter(nprobe: int, n_allowed: int, n_live: int) -> int:
