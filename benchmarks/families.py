@@ -42,6 +42,7 @@ from collection import CACHE_DIR, Collection, exact_topk_cached, is_complete, lo
 Q_TOKENS = 32
 CHUNK_DOCS = 1024
 FAMILIES = ("lowrank", "heavytail", "neardup", "manytopics", "fewtopics", "hubs")
+SCALABLE_LENGTHS = ("lowrank", "neardup", "manytopics", "fewtopics")  # Family(mean_len=): their log-normal lengths
 DIMS = {"hubs": 96}  # the token dimension of a family whose default is not 128
 N_HUBS = 64
 
@@ -67,9 +68,12 @@ def _jitter(rng: np.random.Generator, base: np.ndarray, sigma) -> np.ndarray:
 class Family:
     """One family's seeded model: topics, their popularity and shapes, document lengths."""
 
-    def __init__(self, name: str, n_docs: int, dim: int | None = None, seed: int = 0):
+    def __init__(self, name: str, n_docs: int, dim: int | None = None, seed: int = 0, mean_len: int | None = None):
         if name not in FAMILIES:
             raise ValueError(f"unknown family {name!r}; known: {', '.join(FAMILIES)}")
+        if mean_len is not None and (name in ("heavytail", "hubs") or not 4 <= mean_len <= 400):
+            raise ValueError(f"mean_len sets the log-normal lengths of {', '.join(SCALABLE_LENGTHS)} (4 to 400 "
+                             f"tokens), got {mean_len!r} for {name!r}")
         dim = family_dim(name, dim)
         self.name, self.n_docs, self.dim, self.seed = name, n_docs, dim, seed
         rng = np.random.default_rng([seed, 100, FAMILIES.index(name)])
@@ -104,9 +108,10 @@ class Family:
             long = rng.random(n_docs) < 0.4
             mu = np.where(long, np.log(170), np.log(30)) - 0.4**2 / 2
             self.lengths = np.clip(np.rint(rng.lognormal(mu, 0.4)), 6, 600).astype(np.int64)
-        else:
-            mu = np.log(100) - 0.6**2 / 2
-            self.lengths = np.clip(np.rint(rng.lognormal(mu, 0.6, size=n_docs)), 8, 400).astype(np.int64)
+        else:  # mean 100 tokens, or mean_len (at least 4 tokens then, as short as sentences)
+            mu = np.log(mean_len or 100) - 0.6**2 / 2
+            lens = np.rint(rng.lognormal(mu, 0.6, size=n_docs))
+            self.lengths = np.clip(lens, 8 if mean_len is None else 4, 400).astype(np.int64)
         # near-duplicates: document i copies document src[i] < i of the same chunk (-1: original)
         self.src = np.full(n_docs, -1, np.int64)
         if name == "neardup":
@@ -158,13 +163,15 @@ class Family:
         return docs, senses, topic_ids
 
 
-def cache_path(name: str, n_docs: int, dim: int | None, nq: int, seed: int) -> Path:
-    return CACHE_DIR / f"family_{name}_n{n_docs}_d{family_dim(name, dim)}_q{nq}_s{seed}"
+def cache_path(name: str, n_docs: int, dim: int | None, nq: int, seed: int, mean_len: int | None = None) -> Path:
+    length = "" if mean_len is None else f"_len{mean_len}"
+    return CACHE_DIR / f"family_{name}_n{n_docs}_d{family_dim(name, dim)}_q{nq}_s{seed}{length}"
 
 
-def generate(name: str, n_docs: int, dim: int | None, nq: int, seed: int, out: Path, log: bool = True) -> Collection:
+def generate(name: str, n_docs: int, dim: int | None, nq: int, seed: int, out: Path, log: bool = True,
+             mean_len: int | None = None) -> Collection:
     out.mkdir(parents=True, exist_ok=True)
-    fam = Family(name, n_docs, dim, seed)
+    fam = Family(name, n_docs, dim, seed, mean_len)
     dim = fam.dim
     n_tok = int(fam.offsets[-1])
     qrng = np.random.default_rng([seed, 102])
@@ -192,18 +199,21 @@ def generate(name: str, n_docs: int, dim: int | None, nq: int, seed: int, out: P
     np.save(out / "queries.npy", queries)
     np.save(out / "sources.npy", sources.astype(np.int64))
     write_meta(out, {"kind": "family", "family": name, "n_docs": n_docs, "dim": dim, "nq": nq, "seed": seed,
+                     "mean_len": mean_len,
                      "n_topics": fam.n_topics, "n_tokens": n_tok, "q_tokens": Q_TOKENS,
                      "mean_len_actual": float(fam.lengths.mean()), "max_len": int(fam.lengths.max()),
                      "near_duplicates": int((fam.src >= 0).sum()), "generate_s": round(time.perf_counter() - t0, 1)})
     return load_collection(out)
 
 
-def ensure(name: str, n_docs: int = 10_000, dim: int | None = None, nq: int = 300, seed: int = 0, log: bool = True) -> Collection:
-    """The cached collection of family ``name``, generated on first use."""
-    path = cache_path(name, n_docs, dim, nq, seed)
+def ensure(name: str, n_docs: int = 10_000, dim: int | None = None, nq: int = 300, seed: int = 0, log: bool = True,
+           mean_len: int | None = None) -> Collection:
+    """The cached collection of family ``name``, generated on first use; ``mean_len``: documents of that many
+    tokens on average instead of 100 (the log-normal families only)."""
+    path = cache_path(name, n_docs, dim, nq, seed, mean_len)
     if is_complete(path):
         return load_collection(path)
-    return generate(name, n_docs, dim, nq, seed, path, log=log)
+    return generate(name, n_docs, dim, nq, seed, path, log=log, mean_len=mean_len)
 
 
 def topics_of(coll: Collection) -> list[frozenset[int]]:
@@ -211,7 +221,7 @@ def topics_of(coll: Collection) -> list[frozenset[int]]:
     m = coll.meta
     if m.get("kind") != "family":
         raise ValueError(f"{coll.path} is not a family collection: topics are known only for those")
-    fam = Family(m["family"], m["n_docs"], m["dim"], m["seed"])
+    fam = Family(m["family"], m["n_docs"], m["dim"], m["seed"], m.get("mean_len"))
     return [frozenset(map(int, t)) for c in range(-(-fam.n_docs // CHUNK_DOCS)) for t in fam.chunk(c)[2]]
 
 
