@@ -64,13 +64,14 @@ class SearchParams:
         to 0.5). None: ``NO_PRUNING`` (-inf): no centroid is pruned, and the candidates are ranked by their
         full centroid scores alone, in one pass. The pruned pass only skips the score rows of pruned cells,
         while it still reads every candidate token's cell and adds a second pass over the best ``ndocs``; on
-        our kernels it saved no time, and it ranked no better: at k 10 the plain defaults without it took
-        0.86-1.00x the p50 with recall@10 equal or up to +0.004 on the five synthetic families, three real
-        sets, Tatoeba and the short synthetic set at 1M tokens and the 10M synthetic collection, and still
-        0.86-1.00x at 8 and 32 probes (about 10x ``ndocs`` candidates), at k 100 and at k 1000; the int8
-        tier 0.81-1.00x with recall@10 equal or up to +0.004 (scratch runs interleaved query by query, the
-        defaults against ``ndocs`` past every candidate; benchmarks/results/ab_no_pruning_*.md). A value
-        reproduces PLAID's pruned pass.
+        our kernels it saved no time, and it ranked no better. Without it the plain defaults took 0.86-0.99x the
+        p50 (paired, against the build before, alternating query by query) with recall@10 equal or up to
+        +0.004 on the five synthetic families, hubs, three real sets, Tatoeba, the short synthetic set and the
+        10M synthetic collection, and the int8 tier 0.80-1.02x with recall@10 equal or up to +0.004 (1.01-1.02x
+        on CISI and Cranfield, whose candidates never outnumber ndocs: the same code ran;
+        benchmarks/results/ab_no_pruning_plain.md, ab_no_pruning_tier.md). Scratch runs found the same at 8 and
+        32 probes (about 10x ``ndocs`` candidates; 0.86-1.00x), at k 100 and at k 1000. A value reproduces
+        PLAID's pruned pass.
     ndocs : int or None
         Candidates kept after the pruned centroid interaction (rescored without pruning). Without pruning
         (the default threshold) the best ``n_exact`` of them are the best ``n_exact`` of all candidates, so
@@ -202,11 +203,14 @@ class SearchParams:
         doc_tokens`` times more of them, the same token budget, but at most ``TIER_MAX_SHORT_FACTOR`` (4) times
         more, and at most ndocs. Re-scoring costs by the token (about 27 ns a kept token at d 384 on two threads,
         plus about 2-5 tokens' worth a document: 0.41 us a document of 10 tokens, 2.7 us one of 100, when 20,480
-        tokens are scored), but recall stops growing first. On Tatoeba (sentences of 10.3 tokens; queries
-        interleaved with the plain defaults' 1.18 ms, a scratch run at d222eb5): ``rerank`` 512 reached recall@10
-        0.966 in 1.13 ms, 1024 0.973 in 1.32, 2048 (this rule) 0.975 in 1.73, 4096 0.975 in 2.19; on the short
-        synthetic set (12.8 tokens) 512 0.962, 1024 0.971, 2048 0.978 (benchmarks/results/families_heldout.md
-        and engine_synthetic_80000_short.md have the defaults against PLAID).
+        tokens are scored), but recall stops growing first. ``rerank`` 1024 / 1536 / 2048 (this rule) reached
+        recall@10 0.976 / 0.978 / 0.979 on Tatoeba (sentences of 10.3 tokens; 4096 gave 0.975 against 0.975 at
+        2048 before the candidates were ranked without pruning), 0.973 / 0.977 / 0.980 on the short synthetic set
+        (12.8 tokens), and on two families held out of this choice with documents of 12 tokens 0.961 / 0.967 /
+        0.973 (fewtopics) and 0.978 / 0.981 / 0.982 (lowrank): a factor of 3 would leave fewtopics below 0.97
+        (scratch runs, each setting interleaved query by query with the plain defaults, at b1a5b5b;
+        benchmarks/results/families_heldout.md, engine_synthetic_80000_short.md and the ``*-len12`` heldout
+        reports have the defaults against PLAID).
         """
         if self.cell_scores not in CELL_SCORES:
             raise ValueError(f"cell_scores must be one of {', '.join(map(repr, CELL_SCORES))}, got {self.cell_scores!r}")
