@@ -111,7 +111,7 @@ def write(args, rows: list[dict], load_start: list[float]) -> None:
     body = ["recall@k against exact MaxSim over the uncompressed embeddings (one batched call per setting). p50: "
             f"single-query wall ms over {args.timed_queries} queries, the two settings alternating query by query; "
             "ratio: the defaults' p50 over the base table's (wall; process CPU in brackets). Settings as "
-            "nprobe/ndocs/n_exact, centroid_score_threshold the base table's in both (0.4; 0.35 above k 100). "
+            "nprobe/ndocs/n_exact, centroid_score_threshold the base table's in both (no centroid pruned; 0.4, 0.35 above k 100, until the release that dropped the pruned pass). "
             "The base table (`SearchParams.base`) was the default at every nbits and k before the nbits and k "
             "widenings.", "",
             "| collection | tokens | k | base table | recall | p50 ms | defaults | recall | p50 ms | gain | "

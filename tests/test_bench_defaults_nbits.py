@@ -29,8 +29,8 @@ def test_both_settings_are_measured_on_the_stored_index(cache):
     report = json.loads((cache / "results" / "defaults_nbits4_t.json").read_text())
     (row,) = report["rows"]
     assert row["collection"] == "a" and row["k"] == 10 and report["nbits"] == 4
-    assert row["before"] == {"nprobe": 2, "centroid_score_threshold": 0.4, "ndocs": 1024, "n_exact": 128}
-    assert row["now"] == {"nprobe": 4, "centroid_score_threshold": 0.4, "ndocs": 2048, "n_exact": 256}
+    assert row["before"] == {"nprobe": 2, "centroid_score_threshold": float("-inf"), "ndocs": 1024, "n_exact": 128}
+    assert row["now"] == {"nprobe": 4, "centroid_score_threshold": float("-inf"), "ndocs": 2048, "n_exact": 256}
     for key in ("before_recall", "now_recall", "exhaustive_recall"):
         assert 0.0 <= row[key] <= 1.0
     assert row["before_p50_ms"] > 0 and row["p50_ratio"] == pytest.approx(row["now_p50_ms"] / row["before_p50_ms"])
@@ -42,8 +42,8 @@ def test_the_k_widening_is_measured_at_nbits_2(tmp_path, monkeypatch):
     run("--nbits", "2", k=50)
     (row,) = json.loads((cache / "results" / "defaults_nbits2_t.json").read_text())["rows"]
     assert row["k"] == 50
-    assert row["before"] == {"nprobe": 4, "centroid_score_threshold": 0.4, "ndocs": 2048, "n_exact": 256}
-    assert row["now"] == {"nprobe": 8, "centroid_score_threshold": 0.4, "ndocs": 4096, "n_exact": 512}
+    assert row["before"] == {"nprobe": 4, "centroid_score_threshold": float("-inf"), "ndocs": 2048, "n_exact": 256}
+    assert row["now"] == {"nprobe": 8, "centroid_score_threshold": float("-inf"), "ndocs": 4096, "n_exact": 512}
     assert 0.0 <= row["before_recall"] <= row["now_recall"] <= 1.0  # 60 documents: both reach them all
 
 
