@@ -71,7 +71,7 @@ class Family:
     def __init__(self, name: str, n_docs: int, dim: int | None = None, seed: int = 0, mean_len: int | None = None):
         if name not in FAMILIES:
             raise ValueError(f"unknown family {name!r}; known: {', '.join(FAMILIES)}")
-        if mean_len is not None and (name in ("heavytail", "hubs") or not 4 <= mean_len <= 400):
+        if mean_len is not None and (name not in SCALABLE_LENGTHS or not 4 <= mean_len <= 400):
             raise ValueError(f"mean_len sets the log-normal lengths of {', '.join(SCALABLE_LENGTHS)} (4 to 400 "
                              f"tokens), got {mean_len!r} for {name!r}")
         dim = family_dim(name, dim)

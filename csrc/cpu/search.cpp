@@ -1296,10 +1296,13 @@ constexpr int64_t kScanShare = 64;
 void ascending_candidates(Workspace& ws, int64_t ndocs, const uint8_t* allowed) {
   ws.cand.clear();
   uint8_t* seen = ws.doc_seen.get();
-  const auto take = [&](int64_t doc) {  // a marked document: unmarked, and listed where allowed
+  const auto list = [&](int64_t doc) {  // a marked document, listed where allowed
+    if (allowed == nullptr || allowed[doc]) ws.cand.push_back(doc);
+  };
+  const auto take = [&](int64_t doc) {  // a marked document unmarked and listed; an unmarked one skipped
     if (seen[doc] == 0) return;
     seen[doc] = 0;
-    if (allowed == nullptr || allowed[doc]) ws.cand.push_back(doc);
+    list(doc);
   };
   if (static_cast<int64_t>(ws.docs.size()) * kScanShare < ndocs) {
     for (const int64_t doc : ws.docs) take(doc);
@@ -1315,10 +1318,7 @@ void ascending_candidates(Workspace& ws, int64_t ndocs, const uint8_t* allowed) 
     std::memcpy(&word, seen + doc, sizeof(word));
     if (word == 0) continue;
     std::memcpy(seen + doc, &kClear, sizeof(kClear));
-    for (; word != 0; word &= word - 1) {
-      const int64_t d = doc + (__builtin_ctzll(word) >> 3);
-      if (allowed == nullptr || allowed[d]) ws.cand.push_back(d);
-    }
+    for (; word != 0; word &= word - 1) list(doc + (__builtin_ctzll(word) >> 3));
   }
   for (; doc < ndocs; ++doc) take(doc);
 }
@@ -1435,7 +1435,6 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
   // otherwise the full scores are computed only for the survivors that had a token pruned (the others' pruned
   // score is their full score).
   const CellLists<Code> lists = cell_lists(col, ctx.ivf);
-  ws.pruned.resize(static_cast<size_t>(ncand));
   ws.items.resize(static_cast<size_t>(ncand));
   if (!prunes(ctx.p.threshold) || ncand <= ctx.p.ndocs) {  // the full scores alone rank the candidates
     ws.scores.resize(static_cast<size_t>(ncand));
@@ -1443,6 +1442,7 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
                              threads);
     for (int64_t i = 0; i < ncand; ++i) ws.items[i] = Scored{ws.scores[i], i};
   } else if (ncand <= 2 * ctx.p.ndocs) {
+    ws.pruned.resize(static_cast<size_t>(ncand));
     ws.scores.resize(static_cast<size_t>(ncand));
     centroid_scores_both_parallel(St, qlen, col, lists, ws.cand.data(), ncand, ws.keep.data(), ws.pruned.data(),
                                   ws.scores.data(), threads);
@@ -1450,6 +1450,7 @@ void search_query(const SearchContext<Code>& ctx, int64_t q, Workspace& ws, int 
     select_ascending(ws.items, ctx.p.ndocs);
     for (Scored& it : ws.items) it.score = ws.scores[it.doc];
   } else {
+    ws.pruned.resize(static_cast<size_t>(ncand));
     ws.skipped.resize(static_cast<size_t>(ncand));
     centroid_scores_parallel(St, qlen, col, lists, ws.cand.data(), ncand, ws.keep.data(), ws.pruned.data(),
                              ws.skipped.data(), threads);
