@@ -85,3 +85,17 @@ def test_the_held_out_hubs_family_has_its_own_dimension_shared_hubs_and_two_leng
     coll = families.generate("hubs", 40, None, 4, 3, tmp_path / "hubs", log=False)
     assert coll.dim == 96 and len(families.topics_of(coll)) == 40
     assert families.Family("fewtopics", 40, None, 3).dim == 128
+
+
+def test_a_log_normal_family_regenerated_short_keeps_its_default_and_refuses_the_others():
+    """mean_len scales the log-normal families' lengths (held-out short-document sets); unset, the lengths are the
+    ones every cached family was generated with; the other families and lengths outside 4-400 are named errors."""
+    default = families.Family("fewtopics", 3000, seed=3)
+    assert np.array_equal(families.Family("fewtopics", 3000, seed=3, mean_len=None).lengths, default.lengths)
+    assert 90 < default.lengths.mean() < 110 and default.lengths.min() >= 8
+    short = families.Family("fewtopics", 3000, seed=3, mean_len=12).lengths
+    assert 10 < short.mean() < 14 and short.min() >= 4
+    for name, mean_len in (("heavytail", 12), ("hubs", 12), ("lowrank", 2), ("lowrank", 1000)):
+        with pytest.raises(ValueError, match="mean_len sets the log-normal lengths"):
+            families.Family(name, 40, seed=3, mean_len=mean_len)
+    assert families.cache_path("lowrank", 80000, None, 300, 0, 12).name == "family_lowrank_n80000_d128_q300_s0_len12"
